@@ -1,0 +1,1 @@
+"""The reference fan-out service: the system under test of pytest-fanout."""

@@ -1,0 +1,155 @@
+"""The fan-out strategies: plain functions that take a client and the work.
+
+They know nothing of FastAPI, so they are unit-tested with a mocked transport
+and reused by the routes in `app.main`. Every call ends as a `CallOutcome`:
+a failed call is reported in its slot, never raised, so one bad upstream call
+cannot turn a fan-out into a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import httpx
+
+DEADLINE_REASON = "deadline exceeded"
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """What one upstream call ended with."""
+
+    status: int | None = None
+    error: str | None = None
+    #: True when the upstream could not be reached at all (connection refused).
+    unreachable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+NOT_STARTED = CallOutcome(error=DEADLINE_REASON)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _burn_cpu(seconds: float) -> None:
+    """Spin for `seconds` of wall time: the injected per-call cost (FANOUT_CALL_OVERHEAD_MS)."""
+    if seconds <= 0:
+        return
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _outcome(response: httpx.Response) -> CallOutcome:
+    if response.is_success:
+        return CallOutcome(status=response.status_code)
+    return CallOutcome(status=response.status_code, error=f"HTTP {response.status_code}")
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    # httpx-aiohttp maps aiohttp's "cannot connect" to ConnectTimeout; the cause tells the truth.
+    return isinstance(exc, httpx.ConnectError) or isinstance(
+        exc.__cause__, aiohttp.ClientConnectorError
+    )
+
+
+def _failure(exc: Exception) -> CallOutcome:
+    if _is_unreachable(exc):
+        return CallOutcome(error=f"ConnectError: {exc}", unreachable=True)
+    return CallOutcome(error=_reason(exc))
+
+
+async def fetch(client: httpx.AsyncClient, url: str, overhead_s: float = 0.0) -> CallOutcome:
+    """One upstream call on the shared async client, as an outcome."""
+    try:
+        response = await client.get(url)
+    except Exception as exc:  # any failure is this call's outcome, not the fan-out's
+        return _failure(exc)
+    _burn_cpu(overhead_s)
+    return _outcome(response)
+
+
+async def gather_all(
+    client: httpx.AsyncClient,
+    urls: Sequence[str],
+    *,
+    deadline_s: float,
+    overhead_s: float = 0.0,
+) -> list[CallOutcome]:
+    """All calls at once with `asyncio.gather`: wall time is about the slowest call."""
+    outcomes = [NOT_STARTED] * len(urls)
+
+    async def call(i: int, url: str) -> None:
+        outcomes[i] = await fetch(client, url, overhead_s)
+
+    try:
+        async with asyncio.timeout(deadline_s):
+            await asyncio.gather(*(call(i, url) for i, url in enumerate(urls)))
+    except TimeoutError:
+        pass  # unfinished slots keep NOT_STARTED: "deadline exceeded"
+    return outcomes
+
+
+async def gather_bounded(
+    client: httpx.AsyncClient,
+    urls: Sequence[str],
+    max_concurrent: int,
+    *,
+    deadline_s: float,
+    overhead_s: float = 0.0,
+) -> list[CallOutcome]:
+    """Gather behind `asyncio.Semaphore(max_concurrent)`: never more than that in flight."""
+    if max_concurrent < 1:
+        raise ValueError("max_concurrent must be at least 1")
+    outcomes = [NOT_STARTED] * len(urls)
+    semaphore = asyncio.Semaphore(max_concurrent)
+
+    async def call(i: int, url: str) -> None:
+        async with semaphore:
+            outcomes[i] = await fetch(client, url, overhead_s)
+
+    try:
+        async with asyncio.timeout(deadline_s):
+            await asyncio.gather(*(call(i, url) for i, url in enumerate(urls)))
+    except TimeoutError:
+        pass
+    return outcomes
+
+
+def call_in_sequence(
+    client: httpx.Client,
+    urls: Sequence[str],
+    *,
+    deadline_s: float,
+    overhead_s: float = 0.0,
+) -> list[CallOutcome]:
+    """One call after another on a sync client: wall time is the sum of the calls.
+
+    Run it in a thread (a `def` route). Called from `async def` it blocks the
+    event loop for the whole fan-out: that is the `/blocking` anti-pattern.
+    """
+    outcomes = [NOT_STARTED] * len(urls)
+    end = time.monotonic() + deadline_s
+    for i, url in enumerate(urls):
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            break
+        timeout = min(client.timeout.read or remaining, remaining)
+        try:
+            response = client.get(url, timeout=timeout)
+        except Exception as exc:
+            outcomes[i] = _failure(exc)
+            continue
+        _burn_cpu(overhead_s)
+        outcomes[i] = _outcome(response)
+    return outcomes

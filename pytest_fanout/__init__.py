@@ -1,0 +1,9 @@
+"""pytest-fanout: prove that FastAPI fan-out endpoints are concurrent, bounded and fast.
+
+`pytest -p pytest_fanout` and the pytest11 entry point both load this package,
+which pulls in the hooks and fixtures of `pytest_fanout.plugin`.
+"""
+
+pytest_plugins = ["pytest_fanout.plugin"]
+
+__version__ = "0.1.0"
