@@ -1,0 +1,34 @@
+# Everything runs from a local virtualenv that the first target creates.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install patterns test lint bench serve clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+## The main job: sync, async and async_sem side by side on the embedded stack.
+patterns: install
+	$(BIN)/fanout patterns
+
+## The tests (what CI runs).
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+serve: install
+	$(BIN)/fanout serve
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

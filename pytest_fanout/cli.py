@@ -1,0 +1,254 @@
+"""The `fanout` command: serve the stack, run the stub upstream, compare patterns.
+
+Each subcommand is a (configure, run) pair in COMMANDS; the modules that hold
+them are imported only when that subcommand runs. Errors end as one line on
+stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from pytest_fanout.process import LOOPBACK, ServerStartError, install_sigterm_cleanup
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
+    return value
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def add_behaviour_options(parser: argparse.ArgumentParser) -> None:
+    """The stub upstream's behaviour flags, shared by `upstream`, `serve` and `patterns`."""
+    group = parser.add_argument_group("stub upstream behaviour")
+    group.add_argument("--delay-ms", type=non_negative_float, default=100.0,
+                       help="delay before each answer (default: 100)")
+    group.add_argument("--jitter-ms", type=non_negative_float, default=0.0,
+                       help="extra random delay, uniform in [0, J] (default: 0)")
+    group.add_argument("--error-rate", type=fraction, default=0.0,
+                       help="fraction of calls answered with --error-status (default: 0)")
+    group.add_argument("--error-status", type=int, default=500,
+                       help="status of the failed calls (default: 500)")
+    group.add_argument("--drop-rate", type=fraction, default=0.0,
+                       help="fraction of calls whose connection is closed mid-answer")
+    group.add_argument("--max-inflight", type=int, default=0,
+                       help="answer 429 above this many calls in flight; 0 = no cap")
+
+
+def behaviour_from(args: argparse.Namespace):  # -> Behaviour
+    from pytest_fanout.upstream import Behaviour, ConfigError
+
+    behaviour = Behaviour()
+    try:
+        behaviour.update(
+            {
+                "delay_ms": args.delay_ms,
+                "jitter_ms": args.jitter_ms,
+                "error_rate": args.error_rate,
+                "error_status": args.error_status,
+                "drop_rate": args.drop_rate,
+                "max_inflight": args.max_inflight,
+            }
+        )
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    return behaviour
+
+
+class CommandError(Exception):
+    """A failure to report as one line."""
+
+
+# ---- fanout upstream -------------------------------------------------------
+
+
+def configure_upstream(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=port_number, default=8001, help="port (default: 8001)")
+    add_behaviour_options(parser)
+
+
+def run_upstream(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pytest_fanout.upstream import StubUpstream
+
+    app = StubUpstream(behaviour_from(args))
+    print(f"stub upstream on http://{args.host}:{args.port} (stats: /__upstream__/stats)")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                            access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    server.run()
+    return EXIT_OK if server.started else EXIT_FAILED
+
+
+# ---- fanout serve ----------------------------------------------------------
+
+
+def configure_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app", default="app.main:app",
+                        help="ASGI import string of the app (default: app.main:app)")
+    parser.add_argument("--app-dir", default=None, help="directory to import the app from")
+    parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--app-port", type=port_number, default=8000,
+                        help="the app's port; 0 picks a free one (default: 8000)")
+    parser.add_argument("--upstream-port", type=port_number, default=8001,
+                        help="the stub upstream's port; 0 picks a free one (default: 8001)")
+    parser.add_argument("--startup-timeout", type=non_negative_float, default=10.0,
+                        help="seconds each process may take to answer (default: 10)")
+    add_behaviour_options(parser)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from pytest_fanout.stack import Stack
+
+    stack = Stack(
+        args.app,
+        behaviour=behaviour_from(args),
+        app_dir=args.app_dir,
+        host=args.host,
+        app_port=args.app_port,
+        upstream_port=args.upstream_port,
+        startup_timeout=args.startup_timeout,
+    )
+    with stack:
+        assert stack.app is not None
+        print(f"upstream  {stack.upstream.url}  (pid {stack.upstream.pid})")
+        print(f"app       {stack.app.url}  (pid {stack.app.pid})")
+        print(f"try       curl {stack.app.url}/async/20")
+        print("Ctrl-C stops both.", flush=True)
+        while stack.upstream.running() and stack.app.running():
+            time.sleep(0.2)  # watching the children, not synchronising
+        dead = stack.upstream if not stack.upstream.running() else stack.app
+        raise CommandError(f"{dead.name} exited unexpectedly:\n{dead.log_tail()}")
+    return EXIT_OK
+
+
+# ---- fanout patterns -------------------------------------------------------
+
+
+def configure_patterns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n", type=positive_int, default=20,
+                        help="upstream calls per request (default: 20)")
+    parser.add_argument("--max-concurrent", type=positive_int, default=5,
+                        help="the semaphore's bound for async_sem (default: 5)")
+    parser.add_argument("--delay-ms", type=non_negative_float, default=100.0,
+                        help="the stub upstream's delay (default: 100)")
+    parser.add_argument("--repeat", type=positive_int, default=3,
+                        help="timed requests per pattern; the median is shown (default: 3)")
+    parser.add_argument("--app", default="app.main:app",
+                        help="ASGI import string of the app (default: app.main:app)")
+    parser.add_argument("--no-blocking", action="store_true",
+                        help="leave out the blocking anti-pattern")
+
+
+def run_patterns(args: argparse.Namespace) -> int:
+    from pytest_fanout.patterns import patterns_table, run_patterns
+
+    print(
+        f"Fan-out of n={args.n} calls to a stub upstream answering after {args.delay_ms:g} ms"
+        f" (median of {args.repeat}):\n",
+        flush=True,
+    )
+    rows = run_patterns(
+        n=args.n,
+        max_concurrent=args.max_concurrent,
+        delay_ms=args.delay_ms,
+        repeat=args.repeat,
+        app=args.app,
+        blocking=not args.no_blocking,
+    )
+    print(patterns_table(rows))
+    return EXIT_OK
+
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]
+
+COMMANDS: dict[str, Command] = {
+    "patterns": ("compare sync, async and async_sem on the embedded stack",
+                 configure_patterns, run_patterns),
+    "serve": ("run the stub upstream and the app until Ctrl-C", configure_serve, run_serve),
+    "upstream": ("run the stub upstream alone", configure_upstream, run_upstream),
+}
+
+#: Subcommands kept in their own modules: name -> "module" exposing configure(parser), run(args).
+EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fanout", description="pytest-fanout: run and measure fan-out services."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, configure, run) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        configure(sub)
+        sub.set_defaults(run=run)
+    for name, (help_text, module_name) in EXTERNAL_COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.configure(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    install_sigterm_cleanup()
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("fanout: interrupted, stopped all processes", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except ServerStartError as exc:
+        print(f"fanout: error: {exc}", file=sys.stderr)
+        if exc.log_tail:
+            print("\n".join("  | " + line for line in exc.log_tail.splitlines()), file=sys.stderr)
+        return EXIT_FAILED
+    except CommandError as exc:
+        print(f"fanout: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
