@@ -1,0 +1,1 @@
+"""The regression gate inside pytest: --fanout-save, --fanout-compare, --fanout-fail-on."""
