@@ -10,6 +10,7 @@ is also stopped at interpreter exit and on SIGTERM, so none is orphaned.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -237,10 +238,8 @@ class ServerProcess:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 _LIVE: set[ServerProcess] = set()

@@ -1,0 +1,105 @@
+"""Assertions on Measurements, with messages that say what was expected, what was seen,
+and what it means. Pure functions: the `fanout` fixture delegates to them."""
+
+from __future__ import annotations
+
+from pytest_fanout.measure import Measurement
+
+#: Never flag less loop lag than this: scheduling noise on a busy 2-core machine.
+MIN_LAG_LIMIT_S = 0.05
+
+
+class FanoutAssertionError(AssertionError):
+    """A fan-out property did not hold."""
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def assert_speedup(fast: Measurement, slow: Measurement, at_least: float) -> float:
+    """`fast`'s median must be at least `at_least` times below `slow`'s; returns the ratio."""
+    ratio = slow.median_s / fast.median_s if fast.median_s else float("inf")
+    if ratio < at_least:
+        meaning = (
+            "the two ran at the same speed: the fast path is not concurrent"
+            if ratio < 1.5
+            else "the fast path overlaps its calls only partly"
+        )
+        raise FanoutAssertionError(
+            f"expected {fast.path} to be at least {at_least:g}x faster than {slow.path}, "
+            f"it was {ratio:.2f}x (median {_ms(fast.median_s)} vs {_ms(slow.median_s)}): "
+            f"{meaning}"
+        )
+    return ratio
+
+
+def _peak_meaning(expected: int, seen: int) -> str:
+    if seen == 1:
+        return "the calls ran one at a time"
+    if seen < expected:
+        return "fewer calls overlapped than expected: a pool limit or a semaphore caps them"
+    return "more calls overlapped than expected: the bound is not enforced"
+
+
+def assert_concurrency(
+    m: Measurement,
+    peak: int | None = None,
+    *,
+    at_most: int | None = None,
+    requests: int | None = None,
+) -> None:
+    """Exact counts at the upstream, in every sample: the peak in flight, a bound, the total."""
+    if peak is None and at_most is None and requests is None:
+        raise TypeError("assert_concurrency needs peak=, at_most= or requests=")
+    peaks = m.upstream_peak_per_sample
+    if peak is not None:
+        wrong = [p for p in peaks if p != peak]
+        if wrong:
+            seen = wrong[0]
+            detail = f" (per sample: {peaks})" if len(set(peaks)) > 1 else ""
+            raise FanoutAssertionError(
+                f"expected {peak} requests in flight at the upstream during {m.path}, "
+                f"saw {seen}{detail}: {_peak_meaning(peak, seen)}"
+            )
+    if at_most is not None and m.upstream_peak_inflight > at_most:
+        raise FanoutAssertionError(
+            f"expected at most {at_most} requests in flight at the upstream during {m.path}, "
+            f"saw {m.upstream_peak_inflight}: the bound is not enforced"
+        )
+    if requests is not None:
+        counts = m.upstream_requests_per_sample
+        wrong = [c for c in counts if c != requests]
+        if wrong:
+            seen = wrong[0]
+            meaning = (
+                "some calls were never made (a deadline, or a short-circuit)"
+                if seen < requests
+                else "calls were repeated (retries, or a second fan-out)"
+            )
+            raise FanoutAssertionError(
+                f"expected the upstream to see {requests} requests per call of {m.path}, "
+                f"saw {seen}: {meaning}"
+            )
+
+
+def lag_limit(m: Measurement) -> float:
+    """Half the upstream delay, never under MIN_LAG_LIMIT_S: a blocking call holds the
+    loop for a whole delay, a healthy loop for a few milliseconds."""
+    delay = m.upstream_delay_s or 0.0
+    return max(MIN_LAG_LIMIT_S, delay / 2)
+
+
+def assert_no_blocking(m: Measurement, max_lag_s: float | None = None) -> None:
+    """The app's event loop never stalled longer than `max_lag_s` while serving `m`."""
+    if not m.loop_lag_per_sample:
+        raise FanoutAssertionError(
+            f"no loop-probe data for {m.path}: measure through the `fanout` fixture"
+        )
+    limit = lag_limit(m) if max_lag_s is None else max_lag_s
+    if m.loop_lag_max_s > limit:
+        raise FanoutAssertionError(
+            f"the app's event loop stalled for {_ms(m.loop_lag_max_s)} during {m.path} "
+            f"(limit {_ms(limit)}): something blocks the loop, such as a sync call "
+            f"inside `async def`"
+        )
