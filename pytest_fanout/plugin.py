@@ -217,9 +217,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         used = set(getattr(item, "fixturenames", ()))
         if used & {"fanout", "fanout_server", "fanout_upstream", "fanout_load"}:
             for server in item.config.stash[SERVERS_KEY]:
-                tail = server.log_tail()
-                if tail:
-                    report.sections.append((f"fanout {server.name} log (tail)", tail))
+                tail = server.log_tail() or "(it has printed nothing)"
+                title = f"fanout {server.name} log (last lines of {server.log_path})"
+                report.sections.append((title, tail))
     return report
 
 
