@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from pytest_fanout.process import LOOPBACK, ServerStartError, install_sigterm_cleanup
 
@@ -31,14 +35,51 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
     return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
+def http_status(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an HTTP status") from None
+    if not 100 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"{value} is not an HTTP status (100-599)")
+    return value
+
+
+IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def import_string(text: str) -> str:
+    """An ASGI import string, MODULE:ATTRIBUTE; whether it imports is the child's to say."""
+    if not IMPORT_STRING.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an import string like app.main:app")
+    return text
 
 
 def fraction(text: str) -> float:
@@ -67,11 +108,11 @@ def add_behaviour_options(parser: argparse.ArgumentParser) -> None:
                        help="extra random delay, uniform in [0, J] (default: 0)")
     group.add_argument("--error-rate", type=fraction, default=0.0,
                        help="fraction of calls answered with --error-status (default: 0)")
-    group.add_argument("--error-status", type=int, default=500,
+    group.add_argument("--error-status", type=http_status, default=500,
                        help="status of the failed calls (default: 500)")
     group.add_argument("--drop-rate", type=fraction, default=0.0,
                        help="fraction of calls whose connection is closed mid-answer")
-    group.add_argument("--max-inflight", type=int, default=0,
+    group.add_argument("--max-inflight", type=non_negative_int, default=0,
                        help="answer 429 above this many calls in flight; 0 = no cap")
 
 
@@ -99,6 +140,16 @@ class CommandError(Exception):
     """A failure to report as one line."""
 
 
+def warn_if_exposed(host: str) -> None:
+    """Say so when a server will listen beyond loopback: its control paths have no auth."""
+    if host not in (LOOPBACK, "localhost", "::1"):
+        print(
+            f"fanout: warning: listening on {host}: anyone who can reach it can reconfigure"
+            " the stub upstream and read the probe (no authentication)",
+            file=sys.stderr,
+        )
+
+
 # ---- fanout upstream -------------------------------------------------------
 
 
@@ -111,14 +162,21 @@ def configure_upstream(parser: argparse.ArgumentParser) -> None:
 def run_upstream(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pytest_fanout.process import bind_listening_socket
     from pytest_fanout.upstream import StubUpstream
 
     app = StubUpstream(behaviour_from(args))
-    print(f"stub upstream on http://{args.host}:{args.port} (stats: /__upstream__/stats)")
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                            access_log=False, lifespan="on")
+    # Bind here, not in uvicorn: a busy port is one clear line, and --port 0 shows the real port.
+    sock = bind_listening_socket(args.host, args.port)
+    port = sock.getsockname()[1]
+    warn_if_exposed(args.host)
+    print(f"stub upstream on http://{args.host}:{port} (stats: /__upstream__/stats)", flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return EXIT_OK if server.started else EXIT_FAILED
 
 
@@ -126,7 +184,7 @@ def run_upstream(args: argparse.Namespace) -> int:
 
 
 def configure_serve(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--app", default="app.main:app",
+    parser.add_argument("--app", type=import_string, default="app.main:app",
                         help="ASGI import string of the app (default: app.main:app)")
     parser.add_argument("--app-dir", default=None, help="directory to import the app from")
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
@@ -134,7 +192,7 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
                         help="the app's port; 0 picks a free one (default: 8000)")
     parser.add_argument("--upstream-port", type=port_number, default=8001,
                         help="the stub upstream's port; 0 picks a free one (default: 8001)")
-    parser.add_argument("--startup-timeout", type=non_negative_float, default=10.0,
+    parser.add_argument("--startup-timeout", type=positive_float, default=10.0,
                         help="seconds each process may take to answer (default: 10)")
     add_behaviour_options(parser)
 
@@ -151,6 +209,7 @@ def run_serve(args: argparse.Namespace) -> int:
         upstream_port=args.upstream_port,
         startup_timeout=args.startup_timeout,
     )
+    warn_if_exposed(args.host)
     with stack:
         assert stack.app is not None
         print(f"upstream  {stack.upstream.url}  (pid {stack.upstream.pid})")
@@ -176,13 +235,16 @@ def configure_patterns(parser: argparse.ArgumentParser) -> None:
                         help="the stub upstream's delay (default: 100)")
     parser.add_argument("--repeat", type=positive_int, default=3,
                         help="timed requests per pattern; the median is shown (default: 3)")
-    parser.add_argument("--app", default="app.main:app",
+    parser.add_argument("--app", type=import_string, default="app.main:app",
                         help="ASGI import string of the app (default: app.main:app)")
     parser.add_argument("--no-blocking", action="store_true",
                         help="leave out the blocking anti-pattern")
 
 
 def run_patterns(args: argparse.Namespace) -> int:
+    import httpx
+
+    from pytest_fanout.measure import MeasurementError
     from pytest_fanout.patterns import patterns_table, run_patterns
 
     print(
@@ -190,14 +252,19 @@ def run_patterns(args: argparse.Namespace) -> int:
         f" (median of {args.repeat}):\n",
         flush=True,
     )
-    rows = run_patterns(
-        n=args.n,
-        max_concurrent=args.max_concurrent,
-        delay_ms=args.delay_ms,
-        repeat=args.repeat,
-        app=args.app,
-        blocking=not args.no_blocking,
-    )
+    try:
+        rows = run_patterns(
+            n=args.n,
+            max_concurrent=args.max_concurrent,
+            delay_ms=args.delay_ms,
+            repeat=args.repeat,
+            app=args.app,
+            blocking=not args.no_blocking,
+        )
+    except MeasurementError as exc:  # e.g. a 422: --n or --max-concurrent over the app's cap
+        raise CommandError(str(exc).splitlines()[0]) from None
+    except httpx.HTTPError as exc:
+        raise CommandError(f"the app did not answer: {type(exc).__name__}: {exc}") from None
     print(patterns_table(rows))
     return EXIT_OK
 
@@ -215,8 +282,16 @@ COMMANDS: dict[str, Command] = {
 EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE line (with where to get help), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Subparsers inherit the class, so every subcommand's usage errors are one line too.
+    parser = OneLineParser(
         prog="fanout", description="pytest-fanout: run and measure fan-out services."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -242,11 +317,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGINT
     except ServerStartError as exc:
         print(f"fanout: error: {exc}", file=sys.stderr)
-        if exc.log_tail:
+        # The child's own one-line reason is already in the message; otherwise show its log.
+        if exc.log_tail and "fanout child:" not in exc.log_tail:
             print("\n".join("  | " + line for line in exc.log_tail.splitlines()), file=sys.stderr)
         return EXIT_FAILED
     except CommandError as exc:
         print(f"fanout: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # a last resort: still one line; FANOUT_DEBUG=1 shows the traceback
+        if os.environ.get("FANOUT_DEBUG"):
+            raise
+        print(f"fanout: error: {type(exc).__name__}: {exc} (FANOUT_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return EXIT_FAILED
 
 
