@@ -38,10 +38,12 @@ def _die_with_parent(grace_s: float = 3.0) -> None:
     """Block on stdin; at EOF the parent is gone: stop gracefully, then for sure."""
 
     def watch() -> None:
+        # os.read on the raw descriptor: a buffered sys.stdin would hold a lock
+        # that the interpreter cannot take back at shutdown.
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(0, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         os.kill(os.getpid(), signal.SIGTERM)
         threading.Timer(grace_s, os._exit, args=(1,)).start()

@@ -119,9 +119,11 @@ def _start(server: ServerProcess, config: pytest.Config) -> None:
     config.stash[SERVERS_KEY].append(server)
     try:
         server.start()
+        return
     except ServerStartError as exc:
         tail = "\n".join("  | " + line for line in exc.log_tail.splitlines())
-        pytest.fail(f"pytest-fanout: {exc}\n{tail}", pytrace=False)
+        message = f"pytest-fanout: {exc}\n{tail}"
+    pytest.fail(message, pytrace=False)  # outside `except`: no chained traceback
 
 
 @pytest.fixture(scope="session")
@@ -218,7 +220,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if used & {"fanout", "fanout_server", "fanout_upstream", "fanout_load"}:
             for server in item.config.stash[SERVERS_KEY]:
                 tail = server.log_tail() or "(it has printed nothing)"
-                title = f"fanout {server.name} log (last lines of {server.log_path})"
+                title = f"fanout {server.name} log (last lines)"
                 report.sections.append((title, tail))
     return report
 
