@@ -25,7 +25,7 @@ from typing import Any
 
 from locust import events
 from locust.env import Environment
-from locust.runners import STATE_SPAWNING, STATE_RUNNING, WorkerRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
 from pytest_fanout.load import (
     EMBEDDED_PREFIX,
@@ -132,13 +132,9 @@ def select_user_classes(environment: Environment) -> None:
         own = class_tags(user_class)
         if user_class.__name__ in named or not own:
             kept.append(user_class)
-        elif tags and not own & tags:
             continue
-        elif getattr(user_class, "opt_in", False) and not own & tags:
-            continue
-        elif excluded and own <= excluded:
-            continue
-        else:
+        wanted = own & tags if tags else not getattr(user_class, "opt_in", False)
+        if wanted and not (excluded and own <= excluded):
             kept.append(user_class)
     if not kept:
         fail_now(EXIT_USAGE, f"fanout: error: no user class is left after --tags {sorted(tags)}"

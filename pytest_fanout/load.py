@@ -46,6 +46,7 @@ reads it back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -228,7 +229,8 @@ class LoadResult:
 
     def table(self) -> str:
         """A small text table: endpoint, requests, failures, requests/s, p50/p95/p99."""
-        head = f"{'endpoint':<28} {'reqs':>6} {'fails':>6} {'req/s':>8} {'p50':>6} {'p95':>6} {'p99':>6}"
+        head = (f"{'endpoint':<28} {'reqs':>6} {'fails':>6} {'req/s':>8} "
+                f"{'p50':>6} {'p95':>6} {'p99':>6}")
         rows = [head]
         for row in [*(self.endpoints[k] for k in sorted(self.endpoints)), self.total]:
             rows.append(
@@ -249,7 +251,9 @@ def percentile_from_histogram(histogram: Mapping[float, int], count: int, q: flo
     return 0
 
 
-def _row(method: str, name: str, entries: list[Mapping[str, Any]], duration: float) -> EndpointResult:
+def _row(
+    method: str, name: str, entries: list[Mapping[str, Any]], duration: float
+) -> EndpointResult:
     histogram: dict[float, int] = {}
     for entry in entries:
         for bucket, hits in entry.get("response_times", {}).items():
@@ -433,10 +437,8 @@ def kill_marked(marker: str) -> list[int]:
     """SIGKILL whatever a run left behind; return what was found."""
     left = marked_processes(marker)
     for pid in left:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return left
 
 
