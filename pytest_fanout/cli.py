@@ -279,7 +279,9 @@ COMMANDS: dict[str, Command] = {
 }
 
 #: Subcommands kept in their own modules: name -> "module" exposing configure(parser), run(args).
-EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {}
+EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
+    "compare": ("compare two saved runs and give the gate's verdict", "pytest_fanout.gate_cli"),
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
