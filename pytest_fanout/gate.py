@@ -270,25 +270,26 @@ class Run:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Run:
+    def load(cls, path: str | os.PathLike[str], role: str = "baseline") -> Run:
         """Read and check a saved run; every way it can be wrong is one clear line."""
-        name = str(path)
+        name = f"{role} {path}"
         try:
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise GateError(f"baseline {name} does not exist") from None
+            raise GateError(f"{name} does not exist") from None
         except IsADirectoryError:
-            raise GateError(f"baseline {name} is a directory, not a results file") from None
+            raise GateError(f"{name} is a directory, not a results file") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise GateError(f"cannot read baseline {name}: {_reason(exc)}") from None
+            raise GateError(f"cannot read {name}: {_reason(exc)}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise GateError(
-                f"baseline {name} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                f"{exc.msg})"
+                f"{name} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
             ) from None
-        return cls.from_dict(data, name)
+        run = cls.from_dict(data, name)
+        run.source = str(path)
+        return run
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<data>") -> Run:

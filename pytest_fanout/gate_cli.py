@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = gate.GateConfig.from_options(args.fail_on, args.alpha)
         old = gate.Run.load(args.old)
-        new = gate.Run.load(args.new)
+        new = gate.Run.load(args.new, "results")
         comparison = gate.compare_runs(old, new, config)
         if args.report_md:
             gate.write_text(args.report_md, gate.render_comparison_markdown(comparison, new))

@@ -1,0 +1,271 @@
+"""Does the regression gate cry wolf, and does it catch a real slowdown? Rerun it to see.
+
+Each round runs the performance suite (benchmarks/perf) three times, as a
+pull request's CI would, each run a fresh pytest process with its own app and
+upstream processes:
+
+1. a baseline of the unchanged app (`--fanout-save`);
+2. an A/A run: the unchanged app again, compared with that baseline;
+3. a slowdown run: the app with FANOUT_CALL_OVERHEAD_MS=2 (2 ms of CPU burnt
+   per upstream call), compared with the same baseline.
+
+Runs 2 and 3 alternate their order between rounds, so a machine that gets
+busier over time does not favour one of them. The gate must pass every A/A
+run (exit 0: no false alarm) and fail every slowdown run (exit 1 with a
+REGRESSION line) while every test itself passes.
+
+    .venv/bin/python benchmarks/gate_validation.py            # 10 rounds, ~10 minutes
+    .venv/bin/python benchmarks/gate_validation.py --rounds 3 --fail-on "efficiency-15%"
+
+Exit status: 0 when there was no false alarm and every slowdown was caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SUITE = REPO / "benchmarks" / "perf"
+sys.path.insert(0, str(REPO))
+
+from pytest_fanout.table import render_markdown, render_text  # noqa: E402
+
+
+@dataclass
+class GateRun:
+    """One pytest session of the suite compared with a baseline."""
+
+    kind: str
+    exit_code: int
+    tests: str
+    comparison: dict[str, Any] = field(default_factory=dict)
+    regression_lines: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def regressed(self) -> list[str]:
+        return [c["id"] for c in self.comparison.get("cases", []) if c["verdict"] == "slower"]
+
+    @property
+    def tests_passed(self) -> bool:
+        return bool(re.search(r"\d+ passed", self.tests)) and "failed" not in self.tests
+
+
+def run_suite(
+    out: Path, name: str, *, slowdown_ms: float, baseline: Path | None, extra: list[str]
+) -> GateRun:
+    """One session of the perf suite in a fresh process; the gate's verdict from its JSON."""
+    env = dict(os.environ)
+    env.pop("FANOUT_CALL_OVERHEAD_MS", None)
+    if slowdown_ms:
+        env["FANOUT_CALL_OVERHEAD_MS"] = f"{slowdown_ms:g}"
+    saved = out / f"{name}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(SUITE),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--fanout-save={saved}",
+        *extra,
+    ]
+    if baseline is not None:
+        command.append(f"--fanout-compare={baseline}")
+    start = time.perf_counter()
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    seconds = time.perf_counter() - start
+    (out / f"{name}.log").write_text(done.stdout + done.stderr)
+    tests = next(
+        (line.strip("= ") for line in reversed(done.stdout.splitlines()) if " in " in line),
+        "?",
+    )
+    if not saved.exists():
+        raise SystemExit(
+            f"gate_validation: {name} saved nothing (exit {done.returncode}); "
+            f"see {out / (name + '.log')}"
+        )
+    comparison = json.loads(saved.read_text()).get("comparison", {})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("REGRESSION ")]
+    kind = "baseline" if baseline is None else ("slowdown" if slowdown_ms else "A/A")
+    return GateRun(kind, done.returncode, tests, comparison, lines, seconds)
+
+
+def worst_changes(runs: list[GateRun]) -> dict[str, tuple[float, str]]:
+    """Per rule, the change furthest in the bad direction over all cases of these runs."""
+    worst: dict[str, tuple[float, str]] = {}
+    for run in runs:
+        for case in run.comparison.get("cases", []):
+            for m in case.get("metrics", []):
+                if m["change"] is None:
+                    continue
+                # "-" in a rule: higher is better, so a drop is the bad direction.
+                bad = -m["change"] if "-" in m["rule"] else m["change"]
+                if m["rule"] not in worst or bad > worst[m["rule"]][0]:
+                    worst[m["rule"]] = (bad, case["id"])
+    return worst
+
+
+def weakest_detection(runs: list[GateRun]) -> dict[str, tuple[float, str]]:
+    """Per rule, the smallest bad-direction change among each run's strongest case."""
+    weakest: dict[str, tuple[float, str]] = {}
+    for run in runs:
+        per_rule = worst_changes([run])
+        for rule, (bad, cid) in per_rule.items():
+            if rule not in weakest or bad < weakest[rule][0]:
+                weakest[rule] = (bad, cid)
+    return weakest
+
+
+def _fmt_change(rule: str, bad: float) -> str:
+    if rule.endswith("%"):
+        return f"{bad * 100:.1f}% worse"
+    if rule.endswith("ms") or rule.endswith("s"):
+        return f"{bad * 1000:.2f} ms worse"
+    return f"{bad:.3f} worse"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=10, help="rounds (default: 10)")
+    parser.add_argument(
+        "--slowdown-ms",
+        type=float,
+        default=2.0,
+        help="FANOUT_CALL_OVERHEAD_MS of the slowdown runs (default: 2)",
+    )
+    parser.add_argument(
+        "--fail-on",
+        default=None,
+        help="--fanout-fail-on for the comparisons (default: the suite's ini)",
+    )
+    parser.add_argument("--alpha", default=None, help="--fanout-alpha (default: the suite's ini)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "reports" / "gate-validation",
+        help="where runs, logs and summary go (default: reports/gate-validation)",
+    )
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    extra = []
+    if args.fail_on:
+        extra.append(f"--fanout-fail-on={args.fail_on}")
+    if args.alpha:
+        extra.append(f"--fanout-alpha={args.alpha}")
+
+    rows = []
+    aa_runs: list[GateRun] = []
+    slow_runs: list[GateRun] = []
+    for index in range(1, args.rounds + 1):
+        base_path = args.out / f"round{index:02d}-baseline.json"
+        base = run_suite(args.out, base_path.stem, slowdown_ms=0, baseline=None, extra=extra)
+        order = ["aa", "slow"] if index % 2 else ["slow", "aa"]
+        got: dict[str, GateRun] = {}
+        for which in order:
+            got[which] = run_suite(
+                args.out,
+                f"round{index:02d}-{which}",
+                slowdown_ms=args.slowdown_ms if which == "slow" else 0,
+                baseline=base_path,
+                extra=extra,
+            )
+        aa, slow = got["aa"], got["slow"]
+        aa_runs.append(aa)
+        slow_runs.append(slow)
+        row = [
+            index,
+            base.tests,
+            f"exit {aa.exit_code}, {len(aa.regressed)} slower",
+            "false alarm" if aa.exit_code != 0 or aa.regressed else "ok",
+            f"exit {slow.exit_code}, {len(slow.regressed)} slower",
+            "caught" if slow.exit_code == 1 and slow.regressed and slow.tests_passed else "MISSED",
+        ]
+        rows.append(row)
+        print(
+            render_text(["round", "baseline tests", "A/A", "", "slowdown", ""], [row]).splitlines()[
+                -1
+            ],
+            flush=True,
+        )
+        for run in (aa, slow):
+            if not run.tests_passed:
+                print(f"  note: {run.kind} run tests: {run.tests}", flush=True)
+
+    false_alarms = sum(1 for r in aa_runs if r.exit_code != 0 or r.regressed)
+    caught = sum(1 for r in slow_runs if r.exit_code == 1 and r.regressed and r.tests_passed)
+    rules = (aa_runs[0].comparison.get("rules") if aa_runs else None) or []
+    headers = ["round", "baseline tests", "A/A", "", "slowdown", ""]
+    margin_rows = []
+    worst_aa = worst_changes(aa_runs)
+    weakest_slow = weakest_detection(slow_runs)
+    for rule in rules:
+        aa_bad = worst_aa.get(rule)
+        slow_bad = weakest_slow.get(rule)
+        margin_rows.append(
+            [
+                rule,
+                _fmt_change(rule, aa_bad[0]) + f" ({aa_bad[1]})" if aa_bad else "-",
+                _fmt_change(rule, slow_bad[0]) + f" ({slow_bad[1]})" if slow_bad else "-",
+            ]
+        )
+    margin_headers = ["rule", "worst A/A case (all rounds)", "weakest slowdown (best case/run)"]
+    summary = (
+        f"A/A false alarms: {false_alarms}/{len(aa_runs)}; "
+        f"slowdown (FANOUT_CALL_OVERHEAD_MS={args.slowdown_ms:g}) caught: "
+        f"{caught}/{len(slow_runs)}"
+    )
+    print()
+    print(render_text(headers, rows))
+    print()
+    print(render_text(margin_headers, margin_rows))
+    print()
+    print(summary)
+    alpha = aa_runs[0].comparison.get("alpha") if aa_runs else "-"
+    markdown = (
+        "\n\n".join(
+            [
+                "### Gate validation",
+                f"Rules: `{','.join(rules)}`, alpha {alpha}; {os.cpu_count()} CPUs.",
+                render_markdown(headers, rows),
+                render_markdown(margin_headers, margin_rows),
+                f"**{summary}**",
+            ]
+        )
+        + "\n"
+    )
+    (args.out / "summary.md").write_text(markdown)
+    (args.out / "summary.json").write_text(
+        json.dumps(
+            {
+                "rounds": args.rounds,
+                "rules": rules,
+                "false_alarms": false_alarms,
+                "caught": caught,
+                "aa_exit_codes": [r.exit_code for r in aa_runs],
+                "slowdown_exit_codes": [r.exit_code for r in slow_runs],
+                "regression_lines": [r.regression_lines for r in slow_runs],
+            },
+            indent=1,
+        )
+    )
+    print(f"(runs, logs and summary.md in {args.out})")
+    return 0 if false_alarms == 0 and caught == len(slow_runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
