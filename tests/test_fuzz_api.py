@@ -72,16 +72,21 @@ OPERATIONS = [
 # schemathesis 4.32 reads `item._nodeid`, which pytest 9.2 no longer has (AttributeError).
 # The same generation, driven by Hypothesis's own `@given` over `as_strategy()`, works with
 # any pytest and still fuzzes the schema the running app serves.
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=["valid", "invalid"])
-@pytest.mark.parametrize("label", OPERATIONS)
+#: (operation, mode): /healthz has no parameter to make invalid, so only valid cases there.
+CASES = [
+    pytest.param(label, mode, id=f"{label} {mode.value}")
+    for label in OPERATIONS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if "{" in label or mode is GenerationMode.POSITIVE
+]
+
+
+@pytest.mark.parametrize(("label", "mode"), CASES)
 def test_api_conforms_to_its_schema(
     api_schema: schemathesis.BaseSchema, fuzz_stack: Stack, label: str, mode: GenerationMode
 ) -> None:
     operation = api_schema.find_operation_by_label(label)
     assert operation is not None, f"{label} is not in the app's schema"
-    if mode is GenerationMode.NEGATIVE and not operation.path_parameters:
-        pytest.skip("no parameter to make invalid")
     calls: list[str] = []
 
     @given(case=operation.as_strategy(generation_mode=mode))
