@@ -47,7 +47,7 @@ SCHEMA_VERSION = 1
 KIND_MEASUREMENT = "measurement"
 
 #: Rules used when --fanout-fail-on is not given: portable metrics only.
-DEFAULT_FAIL_ON = "efficiency-10%,overhead+1ms"
+DEFAULT_FAIL_ON = "efficiency-15%"
 #: One-sided significance level of the Mann-Whitney test.
 DEFAULT_ALPHA = 0.01
 #: Below this many samples on either side no test can be significant: never "slower".
