@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -274,16 +275,29 @@ def check_thresholds(environment: Environment) -> None:
             environment.process_exit_code = EXIT_OK
 
 
+#: Locust can run its shutdown twice at once: on SIGTERM, its signal greenlet quits the
+#: runner, which wakes the main greenlet into a second shutdown. The first `quitting`
+#: does the work; the second waits for it (a gevent-patched lock), then does nothing.
+_QUIT_LOCK = threading.Lock()
+_QUIT_DONE = False
+
+
 @events.quitting.add_listener
 def on_quitting(environment: Environment, **_kwargs: Any) -> None:
+    global _QUIT_DONE
     if not owns_the_test(environment):
         return
-    runner = environment.runner
-    try:
-        if runner is not None and runner.state in (STATE_SPAWNING, STATE_RUNNING):
-            # Ctrl-C or SIGTERM mid-run: stop the users (a master also collects the
-            # workers' final reports) so the numbers are final and nothing hits a dead stack.
-            runner.quit()
-        check_thresholds(environment)
-    finally:
-        stop_stack()
+    with _QUIT_LOCK:
+        if _QUIT_DONE:
+            return
+        runner = environment.runner
+        try:
+            if runner is not None and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+                # SIGTERM or Ctrl-C mid-run: stop the users (a master also collects the
+                # workers' final reports) so the numbers are final and no request hits a
+                # stack that is going down.
+                runner.quit()
+            check_thresholds(environment)
+        finally:
+            stop_stack()
+            _QUIT_DONE = True

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -118,3 +120,48 @@ def test_nonsense_options_are_one_line_and_a_usage_status(args: list[str], messa
     assert message in output
     assert "Traceback" not in output
     assert "embedded stack" not in output
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll `predicate` until true; fail after `timeout` seconds (polling, not sleeping on it)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM: Locust quits cleanly (users stopped, thresholds checked, stack stopped).
+    SIGKILL: nothing runs in Locust any more; the stack's children notice their parent's
+    end (their stdin closes) and stop themselves."""
+    marker = uuid.uuid4().hex
+    env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "locust.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", "locustfiles/", "--headless", "--run-time",
+             "60s", "--users", "4", "AsyncUser"],
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "All users spawned" in log_path.read_text() or proc.poll() is not None,
+                 30, "Locust to start its users")
+        assert proc.poll() is None, log_path.read_text()
+        assert len(stack_pids(log_path.read_text())) == 2
+        proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+        wait_for(lambda: not marked_processes(marker), 15, "the stack's processes to end")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        left = kill_marked(marker)
+    assert not left
+    output = log_path.read_text()
+    if sig == signal.SIGTERM:
+        assert code == 0, output
+        assert "fanout: thresholds met" in output and "fanout: embedded stack stopped" in output
+    else:
+        assert code == -signal.SIGKILL
