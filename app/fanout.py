@@ -24,9 +24,12 @@ class CallOutcome:
     """What one upstream call ended with."""
 
     status: int | None = None
+    #: The reason a client may see: an exception's type or "HTTP 503", never an address.
     error: str | None = None
     #: True when the upstream could not be reached at all (connection refused).
     unreachable: bool = False
+    #: The full reason (it may name the upstream's host): for the app's log only.
+    detail: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -36,7 +39,7 @@ class CallOutcome:
 NOT_STARTED = CallOutcome(error=DEADLINE_REASON)
 
 
-def _reason(exc: BaseException) -> str:
+def _detail(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -65,8 +68,8 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 def _failure(exc: Exception) -> CallOutcome:
     if _is_unreachable(exc):
-        return CallOutcome(error=f"ConnectError: {exc}", unreachable=True)
-    return CallOutcome(error=_reason(exc))
+        return CallOutcome(error="ConnectError", unreachable=True, detail=f"ConnectError: {exc}")
+    return CallOutcome(error=type(exc).__name__, detail=_detail(exc))
 
 
 async def fetch(client: httpx.AsyncClient, url: str, overhead_s: float = 0.0) -> CallOutcome:

@@ -5,6 +5,7 @@ variables (see `app.settings`). Every fan-out answer has the same shape,
 `FanoutAnswer`, whatever the pattern.
 """
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -47,6 +48,8 @@ class Health(BaseModel):
     status: str
 
 
+log = logging.getLogger("app.fanout")
+
 UNREACHABLE = {502: {"description": "Every upstream call failed: the upstream is unreachable."}}
 
 
@@ -59,10 +62,17 @@ def summarise(
 ) -> FanoutAnswer:
     """Turn outcomes into the answer; a 502 when no call could reach the upstream."""
     failed = [(i, o) for i, o in enumerate(outcomes) if not o.ok]
+    if failed:
+        # The full reasons (with the upstream's address) go to the log, not to the client.
+        first, outcome = failed[0]
+        log.warning(
+            "%s: %d of %d upstream calls failed; call %d: %s",
+            pattern, len(failed), len(outcomes), first, outcome.detail or outcome.error,
+        )
     if outcomes and all(o.unreachable for o in outcomes):
         raise HTTPException(
             status_code=502,
-            detail=f"upstream {settings.upstream_url} is unreachable: {outcomes[0].error}",
+            detail=f"the upstream is unreachable: every call failed with {outcomes[0].error}",
         )
     return FanoutAnswer(
         message=f"{len(outcomes)} upstream calls ({pattern}): "

@@ -324,11 +324,6 @@ def test_schema_has_no_url_input(deployed: TestClient) -> None:
                 assert not re.search(r"url|host|upstream|target", param["name"], re.I)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the 502 answer and error reasons name the internal upstream address "
-    "(see docs/security.md); remove this mark once app/main.py stops doing so",
-)
 def test_unreachable_answer_does_not_disclose_the_upstream_address() -> None:
     closed = StubUpstreamServer(Behaviour(delay_ms=0)).start()
     closed.stop()

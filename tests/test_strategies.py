@@ -37,7 +37,8 @@ def test_gather_all_keeps_order_and_reports_failures() -> None:
 
     outcomes = asyncio.run(run())
     assert [o.status for o in outcomes] == [200, 500, 200, None, 200, 500, 200, 500, 200, 500]
-    assert outcomes[3].error == "ReadTimeout: slow"
+    assert outcomes[3].error == "ReadTimeout"
+    assert outcomes[3].detail == "ReadTimeout: slow"
     assert outcomes[1].error == "HTTP 500"
     assert not any(o.unreachable for o in outcomes)
 
@@ -93,7 +94,8 @@ def test_connect_errors_are_unreachable() -> None:
 
     with httpx.Client(transport=httpx.MockTransport(handler)) as client:
         outcomes = fanout.call_in_sequence(client, URLS[:2], deadline_s=5)
-    assert all(o.unreachable and o.error.startswith("ConnectError") for o in outcomes)
+    assert all(o.unreachable and o.error == "ConnectError" for o in outcomes)
+    assert all("refused" in o.detail for o in outcomes)
 
 
 def test_sequence_stops_at_the_deadline() -> None:
