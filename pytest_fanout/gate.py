@@ -728,7 +728,11 @@ def compare_values(rule: Rule, base: Values, now: Values, alpha: float) -> Metri
     _, p_worse = mann_whitney_u(now.samples, base.samples, worse_way)
     _, p_better = mann_whitney_u(now.samples, base.samples, better_way)
     stat = _p95_of if rule.metric.name == "p95" else statistics.median
-    interval = bootstrap_interval(base.samples, now.samples, stat, relative=rule.percent)
+    interval: tuple[float, float] | None = bootstrap_interval(
+        base.samples, now.samples, stat, relative=rule.percent
+    )
+    if interval is not None and not all(math.isfinite(x) for x in interval):
+        interval = None  # a zero baseline has no relative change: JSON has no NaN
     enough = min(len(base.samples), len(now.samples)) >= MIN_SAMPLES
     beyond = change is not None and rule.worse(change)
     regressed = enough and beyond and p_worse < alpha

@@ -164,6 +164,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The verdict table, then one line per regressed case (what a CI log shows last)."""
     state = config.stash.get(GATE_KEY, None)

@@ -280,3 +280,14 @@ def test_bad_rules_are_one_line_errors(text: str, message: str) -> None:
 def test_bad_alpha_is_refused(text: str) -> None:
     with pytest.raises(GateError):
         parse_alpha(text)
+
+
+def test_a_zero_baseline_has_no_relative_change_and_stays_valid_json() -> None:
+    import json
+
+    base, now = measurement([0.0] * 5), measurement([0.1] * 5)
+    comparison = compare_runs(run_of(base), run_of(now), GateConfig.from_options("median+10%"))
+    [case] = comparison.verdicts
+    assert case.verdict == "same"
+    assert "baseline is 0" in case.changes[0].note
+    json.dumps(comparison.to_dict(), allow_nan=False)
