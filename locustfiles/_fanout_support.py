@@ -224,6 +224,14 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
         environment.host = start_stack(environment)
 
 
+@events.test_start.add_listener
+def on_test_start(environment: Environment, **_kwargs: Any) -> None:
+    """The web UI's form can clear the host: fall back to the embedded app, if there is one."""
+    if owns_the_test(environment) and not environment.host and _STACK is not None:
+        environment.host = _STACK.app.url
+        say(f"fanout: no host given: using the embedded app {environment.host}")
+
+
 # ---- thresholds, when Locust quits -----------------------------------------
 
 
