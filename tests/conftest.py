@@ -65,3 +65,22 @@ def pid_alive(pid: int) -> bool:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def processes_tagged(tag: str) -> dict[int, str]:
+    """Live processes whose environment holds FANOUT_TEST_TAG=<tag>: every process a
+    tagged run started, even one re-parented after its parent died."""
+    needle = f"FANOUT_TEST_TAG={tag}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if pid_alive(int(entry.name)):
+            found[int(entry.name)] = cmdline
+    return found
