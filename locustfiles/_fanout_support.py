@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import sys
 import threading
 import urllib.error
@@ -63,31 +64,71 @@ def say(line: str) -> None:
 def add_arguments(parser: Any, **_kwargs: Any) -> None:
     # On the parser itself: Locust's argument groups do not know include_in_web_ui.
     group = parser
-    group.add_argument("--fanout-n", type=positive_int, default=DEFAULT_N,
-                       help=f"upstream calls per request (default: {DEFAULT_N})")
-    group.add_argument("--fanout-max-concurrent", type=positive_int,
-                       default=DEFAULT_MAX_CONCURRENT,
-                       help="the semaphore's bound for AsyncSemUser "
-                            f"(default: {DEFAULT_MAX_CONCURRENT})")
-    group.add_argument("--fanout-max-fail-ratio", type=fraction, default=None,
-                       help="fail (exit 3) if any endpoint or the total fails more often")
-    group.add_argument("--fanout-max-p95-ms", type=non_negative_number, default=None,
-                       help="fail (exit 3) if any endpoint's or the total's p95 is slower")
-    group.add_argument("--fanout-min-rps", type=non_negative_number, default=None,
-                       help="fail (exit 3) if any endpoint or the total is slower (requests/s)")
-    group.add_argument("--fanout-shape", choices=["none", "step"], default="none",
-                       include_in_web_ui=False,
-                       help="load shape: 'step' adds --fanout-step-users every "
-                            "--fanout-step-s up to --users (default: none)")
-    group.add_argument("--fanout-step-users", type=positive_int, default=5,
-                       include_in_web_ui=False, help="users added per step (default: 5)")
-    group.add_argument("--fanout-step-s", type=positive_int, default=5,
-                       include_in_web_ui=False, help="seconds per step (default: 5)")
-    group.add_argument("--fanout-app", default="app.main:app", include_in_web_ui=False,
-                       help="embedded stack only: the ASGI app to serve (default: app.main:app)")
-    group.add_argument("--fanout-upstream-delay-ms", type=non_negative_number, default=100.0,
-                       include_in_web_ui=False,
-                       help="embedded stack only: the stub upstream's delay (default: 100)")
+    group.add_argument(
+        "--fanout-n",
+        type=positive_int,
+        default=DEFAULT_N,
+        help=f"upstream calls per request (default: {DEFAULT_N})",
+    )
+    group.add_argument(
+        "--fanout-max-concurrent",
+        type=positive_int,
+        default=DEFAULT_MAX_CONCURRENT,
+        help=f"the semaphore's bound for AsyncSemUser (default: {DEFAULT_MAX_CONCURRENT})",
+    )
+    group.add_argument(
+        "--fanout-max-fail-ratio",
+        type=fraction,
+        default=None,
+        help="fail (exit 3) if any endpoint or the total fails more often",
+    )
+    group.add_argument(
+        "--fanout-max-p95-ms",
+        type=non_negative_number,
+        default=None,
+        help="fail (exit 3) if any endpoint's or the total's p95 is slower",
+    )
+    group.add_argument(
+        "--fanout-min-rps",
+        type=non_negative_number,
+        default=None,
+        help="fail (exit 3) if any endpoint or the total is slower (requests/s)",
+    )
+    group.add_argument(
+        "--fanout-shape",
+        choices=["none", "step"],
+        default="none",
+        include_in_web_ui=False,
+        help="load shape: 'step' adds --fanout-step-users every "
+        "--fanout-step-s up to --users (default: none)",
+    )
+    group.add_argument(
+        "--fanout-step-users",
+        type=positive_int,
+        default=5,
+        include_in_web_ui=False,
+        help="users added per step (default: 5)",
+    )
+    group.add_argument(
+        "--fanout-step-s",
+        type=positive_int,
+        default=5,
+        include_in_web_ui=False,
+        help="seconds per step (default: 5)",
+    )
+    group.add_argument(
+        "--fanout-app",
+        default="app.main:app",
+        include_in_web_ui=False,
+        help="embedded stack only: the ASGI app to serve (default: app.main:app)",
+    )
+    group.add_argument(
+        "--fanout-upstream-delay-ms",
+        type=non_negative_number,
+        default=100.0,
+        include_in_web_ui=False,
+        help="embedded stack only: the stub upstream's delay (default: 100)",
+    )
 
 
 def option(environment: Environment, name: str, default: Any) -> Any:
@@ -138,8 +179,11 @@ def select_user_classes(environment: Environment) -> None:
         if wanted and not (excluded and own <= excluded):
             kept.append(user_class)
     if not kept:
-        fail_now(EXIT_USAGE, f"fanout: error: no user class is left after --tags {sorted(tags)}"
-                             f" / --exclude-tags {sorted(excluded)}")
+        fail_now(
+            EXIT_USAGE,
+            f"fanout: error: no user class is left after --tags {sorted(tags)}"
+            f" / --exclude-tags {sorted(excluded)}",
+        )
     environment.user_classes[:] = kept
 
 
@@ -172,6 +216,8 @@ def check_host(host: str) -> None:
         return  # it answered, with an error status: it is up
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            return  # it answered TLS; FastHttpUser does not verify certificates either
         fail_now(EXIT_TARGET, f"fanout: error: --host {host} does not answer: {reason}")
 
 
@@ -194,8 +240,10 @@ def start_stack(environment: Environment) -> str:
         fail_now(EXIT_TARGET, f"fanout: error: the embedded stack did not start: {exc}")
     _STACK = stack
     assert stack.app is not None
-    say(f"fanout: embedded stack: upstream {stack.upstream.url} (pid {stack.upstream.pid}, "
-        f"delay {delay:g} ms)")
+    say(
+        f"fanout: embedded stack: upstream {stack.upstream.url} (pid {stack.upstream.pid}, "
+        f"delay {delay:g} ms)"
+    )
     say(f"{EMBEDDED_PREFIX}{stack.app.url} (pid {stack.app.pid})")
     return stack.app.url
 

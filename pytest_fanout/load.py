@@ -178,9 +178,7 @@ class LoadResult:
 
     def endpoint(self, prefix: str) -> EndpointResult:
         """The one endpoint whose name (or "METHOD name") starts with `prefix`, e.g. "/async/"."""
-        found = [
-            e for e in self.endpoints.values() if e.name.startswith(prefix) or e.key == prefix
-        ]
+        found = [e for e in self.endpoints.values() if e.name.startswith(prefix) or e.key == prefix]
         if len(found) != 1:
             known = ", ".join(self.endpoints) or "none"
             raise KeyError(f"{len(found)} endpoints match {prefix!r} (endpoints: {known})")
@@ -229,8 +227,10 @@ class LoadResult:
 
     def table(self) -> str:
         """A small text table: endpoint, requests, failures, requests/s, p50/p95/p99."""
-        head = (f"{'endpoint':<28} {'reqs':>6} {'fails':>6} {'req/s':>8} "
-                f"{'p50':>6} {'p95':>6} {'p99':>6}")
+        head = (
+            f"{'endpoint':<28} {'reqs':>6} {'fails':>6} {'req/s':>8} "
+            f"{'p50':>6} {'p95':>6} {'p99':>6}"
+        )
         rows = [head]
         for row in [*(self.endpoints[k] for k in sorted(self.endpoints)), self.total]:
             rows.append(
@@ -279,9 +279,9 @@ def _row(
     )
 
 
-def parse_stats_json(entries: Sequence[Mapping[str, Any]]) -> tuple[
-    dict[str, EndpointResult], EndpointResult, float
-]:
+def parse_stats_json(
+    entries: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, EndpointResult], EndpointResult, float]:
     """Per-endpoint rows, the total row and the duration, from Locust's `--json-file` list.
 
     Requests/s divide by the span from the first entry's start to the last
@@ -335,6 +335,7 @@ class Thresholds:
     @classmethod
     def from_options(cls, options: Any) -> Thresholds:
         """From Locust's parsed options; values typed in the web UI arrive as strings."""
+
         def read(attr: str, kind: Any) -> float | None:
             raw = getattr(options, attr, None)
             if raw is None or (isinstance(raw, str) and not raw.strip()):
@@ -371,14 +372,25 @@ class Thresholds:
         for row in rows:
             label = row.key if row.name != TOTAL_NAME else "all endpoints (total)"
             if self.max_fail_ratio is not None and row.fail_ratio > self.max_fail_ratio:
-                found.append(Violation("--fanout-max-fail-ratio", "failure ratio", label,
-                                       self.max_fail_ratio, row.fail_ratio))
+                found.append(
+                    Violation(
+                        "--fanout-max-fail-ratio",
+                        "failure ratio",
+                        label,
+                        self.max_fail_ratio,
+                        row.fail_ratio,
+                    )
+                )
             if self.max_p95_ms is not None and row.p95_ms > self.max_p95_ms:
-                found.append(Violation("--fanout-max-p95-ms", "p95", label,
-                                       self.max_p95_ms, row.p95_ms, " ms"))
+                found.append(
+                    Violation(
+                        "--fanout-max-p95-ms", "p95", label, self.max_p95_ms, row.p95_ms, " ms"
+                    )
+                )
             if self.min_rps is not None and row.rps < self.min_rps:
-                found.append(Violation("--fanout-min-rps", "requests/s", label,
-                                       self.min_rps, row.rps, "/s"))
+                found.append(
+                    Violation("--fanout-min-rps", "requests/s", label, self.min_rps, row.rps, "/s")
+                )
         return found
 
     def to_args(self) -> list[str]:
@@ -514,9 +526,18 @@ def run_locust(
     prefix = work / "locust"
     command = locust_command(
         locustfile if locustfile is not None else default_locustfile(),
-        host=host, users=users, spawn_rate=rate, run_time_s=run_time, report_prefix=prefix,
-        user_classes=user_classes, tags=tags, n=n, max_concurrent=max_concurrent,
-        thresholds=thresholds, processes=processes, extra_args=extra_args,
+        host=host,
+        users=users,
+        spawn_rate=rate,
+        run_time_s=run_time,
+        report_prefix=prefix,
+        user_classes=user_classes,
+        tags=tags,
+        n=n,
+        max_concurrent=max_concurrent,
+        thresholds=thresholds,
+        processes=processes,
+        extra_args=extra_args,
     )
     marker = uuid.uuid4().hex
     child_env = {**os.environ, **(env or {}), MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
@@ -524,8 +545,15 @@ def run_locust(
     limit = timeout_s if timeout_s is not None else run_time + 60
     with open(log_path, "wb") as log:
         # cwd=work: no locust.conf or pyproject.toml of the caller changes the run.
-        proc = subprocess.Popen(command, cwd=work, env=child_env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            cwd=work,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             code = proc.wait(timeout=limit)
         except BaseException:
@@ -556,10 +584,16 @@ def run_locust(
         spawn_rate=rate,
         run_time_s=run_time,
         user_classes=list(user_classes),
-        options={k: v for k, v in (("fanout_n", n), ("fanout_max_concurrent", max_concurrent))
-                 if v is not None},
-        violations=[line.strip() for line in output.splitlines()
-                    if line.strip().startswith(VIOLATION_PREFIX)],
+        options={
+            k: v
+            for k, v in (("fanout_n", n), ("fanout_max_concurrent", max_concurrent))
+            if v is not None
+        },
+        violations=[
+            line.strip()
+            for line in output.splitlines()
+            if line.strip().startswith(VIOLATION_PREFIX)
+        ],
         workdir=work,
         output=output,
     )

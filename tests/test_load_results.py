@@ -28,8 +28,9 @@ from pytest_fanout.load import (
 )
 
 
-def entry(name: str, times: dict[int, int], failures: int = 0, start: float = 1000.0,
-          last: float = 1010.0) -> dict:
+def entry(
+    name: str, times: dict[int, int], failures: int = 0, start: float = 1000.0, last: float = 1010.0
+) -> dict:
     requests = sum(times.values())
     return {
         "name": name,
@@ -70,11 +71,21 @@ def test_percentile_is_locusts_own_rule() -> None:
         " for q in cases['qs']] for h in cases['histograms']]))\n"
     )
     cases = json.dumps({"histograms": HISTOGRAMS, "qs": QS})
-    out = subprocess.run([sys.executable, "-c", script, cases], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script, cases],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     expected = json.loads(out)
-    ours = [[percentile_from_histogram({float(k): v for k, v in h.items()}, sum(h.values()), q)
-             for q in QS] for h in HISTOGRAMS]
+    ours = [
+        [
+            percentile_from_histogram({float(k): v for k, v in h.items()}, sum(h.values()), q)
+            for q in QS
+        ]
+        for h in HISTOGRAMS
+    ]
     assert ours == expected
     assert percentile_from_histogram({}, 0, 0.95) == 0
 
@@ -114,8 +125,9 @@ def test_thresholds_name_the_limit_and_the_value() -> None:
 
 
 def test_thresholds_from_options_accept_web_ui_strings_and_refuse_nonsense() -> None:
-    options = argparse.Namespace(fanout_max_fail_ratio="0.05", fanout_max_p95_ms="",
-                                 fanout_min_rps=2.0)
+    options = argparse.Namespace(
+        fanout_max_fail_ratio="0.05", fanout_max_p95_ms="", fanout_min_rps=2.0
+    )
     assert Thresholds.from_options(options) == Thresholds(max_fail_ratio=0.05, min_rps=2.0)
     with pytest.raises(ValueError, match="--fanout-max-p95-ms: 'abc' is not a number"):
         Thresholds.from_options(argparse.Namespace(fanout_max_p95_ms="abc"))
@@ -138,14 +150,34 @@ def test_argument_types_refuse_nonsense(parse, text: str, message: str) -> None:
 
 def test_result_round_trips_through_json() -> None:
     endpoints, total, duration = parse_stats_json([entry("/async/10", {110: 10})])
-    result = LoadResult(endpoints=endpoints, total=total, exit_code=0, duration_s=duration,
-                        name="t", host="http://127.0.0.1:1", users=2, spawn_rate=2.0,
-                        run_time_s=3, user_classes=["AsyncUser"], options={"fanout_n": 10})
+    result = LoadResult(
+        endpoints=endpoints,
+        total=total,
+        exit_code=0,
+        duration_s=duration,
+        name="t",
+        host="http://127.0.0.1:1",
+        users=2,
+        spawn_rate=2.0,
+        run_time_s=3,
+        user_classes=["AsyncUser"],
+        options={"fanout_n": 10},
+    )
     data = json.loads(json.dumps(result.to_dict()))
     assert data["kind"] == "locust" and data["schema"] == 1
     assert list(data["endpoints"]["GET /async/10"]) == [
-        "method", "name", "requests", "failures", "fail_ratio", "rps",
-        "p50_ms", "p95_ms", "p99_ms", "avg_ms", "min_ms", "max_ms",
+        "method",
+        "name",
+        "requests",
+        "failures",
+        "fail_ratio",
+        "rps",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "avg_ms",
+        "min_ms",
+        "max_ms",
     ]
     again = LoadResult.from_dict(data)
     assert again.to_dict() == data
@@ -155,9 +187,17 @@ def test_result_round_trips_through_json() -> None:
 
 
 def test_locust_command_is_bounded_and_headless(tmp_path) -> None:
-    command = locust_command("locustfiles", host=None, users=4, spawn_rate=4, run_time_s=3,
-                             report_prefix=tmp_path / "r", user_classes=["AsyncUser"],
-                             thresholds=Thresholds(max_p95_ms=500), n=10)
+    command = locust_command(
+        "locustfiles",
+        host=None,
+        users=4,
+        spawn_rate=4,
+        run_time_s=3,
+        report_prefix=tmp_path / "r",
+        user_classes=["AsyncUser"],
+        thresholds=Thresholds(max_p95_ms=500),
+        n=10,
+    )
     assert command[1:3] == ["-m", "locust"]
     assert "--headless" in command and command[command.index("--run-time") + 1] == "3s"
     assert "--host" not in command  # no host: the locustfiles start the embedded stack

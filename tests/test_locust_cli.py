@@ -39,9 +39,15 @@ def locust(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     marker = uuid.uuid4().hex
     env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
     try:
-        proc = subprocess.run([sys.executable, "-m", "locust", *args], cwd=REPO, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "locust", *args],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     finally:
         left = kill_marked(marker)
     assert not left, f"processes left behind by locust {args}: {left}"
@@ -57,23 +63,42 @@ def test_headless_run_on_the_embedded_stack_writes_reports_and_leaves_nothing(
 ) -> None:
     prefix = tmp_path / "report"
     code, output, marker = locust(
-        "-f", "locustfiles/", "--headless", "--run-time", "4s", "--users", "6",
-        "--csv", str(prefix), "--html", str(tmp_path / "report.html"),
-        "--json-file", str(prefix),
+        "-f",
+        "locustfiles/",
+        "--headless",
+        "--run-time",
+        "4s",
+        "--users",
+        "6",
+        "--csv",
+        str(prefix),
+        "--html",
+        str(tmp_path / "report.html"),
+        "--json-file",
+        str(prefix),
     )
     assert code == 0, output
     # The stack was started by the locustfiles and stopped when Locust quit.
     pids = stack_pids(output)
     assert len(pids) == 2, output
     assert "fanout: embedded stack stopped" in output
-    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()
-                and "pytest_fanout.child" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert not [
+        pid
+        for pid in pids
+        if Path(f"/proc/{pid}").exists()
+        and "pytest_fanout.child" in Path(f"/proc/{pid}/cmdline").read_text()
+    ]
     assert marked_processes(marker) == []
     # locust.conf's threshold was checked, and met.
     assert "fanout: thresholds met: --fanout-max-fail-ratio 0.01" in output
     # The three reports, where asked.
-    for name in ("report_stats.csv", "report_stats_history.csv", "report_failures.csv",
-                 "report.html", "report.json"):
+    for name in (
+        "report_stats.csv",
+        "report_stats_history.csv",
+        "report_failures.csv",
+        "report.html",
+        "report.json",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     endpoints, total, _ = parse_stats_json(json.loads((tmp_path / "report.json").read_text()))
     # The default set: the three patterns, not the blocking anti-pattern.
@@ -96,8 +121,9 @@ def test_a_host_that_does_not_answer_is_one_line_and_its_own_exit_status() -> No
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        code, output, _ = locust("-f", "locustfiles/", "--run-time", "2s",
-                                 "--host", f"http://127.0.0.1:{port}")
+        code, output, _ = locust(
+            "-f", "locustfiles/", "--run-time", "2s", "--host", f"http://127.0.0.1:{port}"
+        )
     assert code == EXIT_TARGET, output
     assert f"fanout: error: --host http://127.0.0.1:{port} does not answer" in output
     assert "Traceback" not in output
@@ -141,13 +167,31 @@ def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Si
     log_path = tmp_path / "locust.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", "locustfiles/", "--headless", "--run-time",
-             "60s", "--users", "4", "AsyncUser"],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                "locustfiles/",
+                "--headless",
+                "--run-time",
+                "60s",
+                "--users",
+                "4",
+                "AsyncUser",
+            ],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(lambda: "All users spawned" in log_path.read_text() or proc.poll() is not None,
-                 30, "Locust to start its users")
+        wait_for(
+            lambda: "All users spawned" in log_path.read_text() or proc.poll() is not None,
+            30,
+            "Locust to start its users",
+        )
         assert proc.poll() is None, log_path.read_text()
         assert len(stack_pids(log_path.read_text())) == 2
         proc.send_signal(sig)

@@ -39,20 +39,44 @@ def test_master_and_two_workers_on_loopback(tmp_path: Path) -> None:
     env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
     port = str(free_port())
     base = [sys.executable, "-m", "locust", "-f", "locustfiles/"]
-    master_cmd = [*base, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
-                  port, "--expect-workers", "2", "--expect-workers-max-wait", "30",
-                  "--headless", "--users", "6", "--spawn-rate", "6", "--run-time", "5s",
-                  "--json-file", str(tmp_path / "master"), "--fanout-max-p95-ms", "1",
-                  "AsyncUser"]
+    master_cmd = [
+        *base,
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        port,
+        "--expect-workers",
+        "2",
+        "--expect-workers-max-wait",
+        "30",
+        "--headless",
+        "--users",
+        "6",
+        "--spawn-rate",
+        "6",
+        "--run-time",
+        "5s",
+        "--json-file",
+        str(tmp_path / "master"),
+        "--fanout-max-p95-ms",
+        "1",
+        "AsyncUser",
+    ]
     worker_cmd = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
     commands = {"master": master_cmd, "w1": worker_cmd, "w2": worker_cmd}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, command in commands.items():
             with open(tmp_path / f"{name}.log", "wb") as log:  # the child keeps its own copy
-                procs[name] = subprocess.Popen(command, cwd=REPO, env=env,
-                                               stdin=subprocess.DEVNULL, stdout=log,
-                                               stderr=subprocess.STDOUT)
+                procs[name] = subprocess.Popen(
+                    command,
+                    cwd=REPO,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         codes = {name: proc.wait(timeout=90) for name, proc in procs.items()}
     finally:
         for proc in procs.values():
@@ -84,11 +108,33 @@ def test_processes_2_forks_workers_but_one_stack(tmp_path: Path) -> None:
     env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", "locustfiles/", "--headless", "--processes",
-             "2", "--users", "6", "--spawn-rate", "6", "--run-time", "4s",
-             "--json-file", str(tmp_path / "stats"), "--fanout-min-rps", "0.5",
-             "AsyncUser", "AsyncSemUser"],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                "locustfiles/",
+                "--headless",
+                "--processes",
+                "2",
+                "--users",
+                "6",
+                "--spawn-rate",
+                "6",
+                "--run-time",
+                "4s",
+                "--json-file",
+                str(tmp_path / "stats"),
+                "--fanout-min-rps",
+                "0.5",
+                "AsyncUser",
+                "AsyncSemUser",
+            ],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             timeout=90,
         )
     finally:

@@ -24,11 +24,33 @@ def test_a_p95_limit_the_sync_endpoint_cannot_meet_exits_with_the_threshold_stat
     env = {**os.environ, MARKER_ENV: marker}
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", "locustfiles/", "--headless",
-             "--run-time", "5s", "--users", "6", "--spawn-rate", "6", "--fanout-n", "10",
-             "--fanout-upstream-delay-ms", "100", "--fanout-max-p95-ms", "500",
-             "SyncUser", "AsyncUser"],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                "locustfiles/",
+                "--headless",
+                "--run-time",
+                "5s",
+                "--users",
+                "6",
+                "--spawn-rate",
+                "6",
+                "--fanout-n",
+                "10",
+                "--fanout-upstream-delay-ms",
+                "100",
+                "--fanout-max-p95-ms",
+                "500",
+                "SyncUser",
+                "AsyncUser",
+            ],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             timeout=60,
         )
     finally:
