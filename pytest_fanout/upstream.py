@@ -23,6 +23,7 @@ CONTROL_PREFIX = "/__upstream__/"
 ITEM_BODY = b'{"ok":true}'
 JSON_HEADERS = [(b"content-type", b"application/json")]
 ENV_PREFIX = "FANOUT_STUB_"
+_ITEM_HEADERS = [*JSON_HEADERS, (b"content-length", str(len(ITEM_BODY)).encode())]
 
 
 class ConfigError(ValueError):
@@ -137,7 +138,8 @@ class StubUpstream:
         if gauge.inflight > gauge.peak_inflight:
             gauge.peak_inflight = gauge.inflight
         try:
-            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+            raw_query = scope["query_string"]
+            query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
             delay_ms = _number(query.get("delay_ms"), behaviour.delay_ms)
             if behaviour.jitter_ms:
                 delay_ms += self._random.uniform(0, behaviour.jitter_ms)
@@ -198,13 +200,11 @@ def _number(raw: str | None, default: float) -> float:
 
 
 async def _reply(send: Any, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
+    if body is ITEM_BODY:
+        headers = _ITEM_HEADERS  # the hot path: built once
+    else:
+        headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
