@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install patterns test lint bench serve clean
+.PHONY: install patterns test lint load serve clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## Sustained load on every pattern (embedded stack, 15 s, see locust.conf).
+load: install
+	$(BIN)/locust -f locustfiles/
 
 serve: install
 	$(BIN)/fanout serve

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_fanout.load import LoadResult
     from pytest_fanout.measure import Measurement
     from pytest_fanout.process import ServerProcess
 
@@ -39,4 +40,14 @@ def pytest_fanout_measurement(measurement: Measurement, item: pytest.Item | None
     ``item`` is the running test (None outside a test). Use it to report
     measurements elsewhere (a metrics store, a CSV). The measurement is also
     kept for the terminal summary and the regression gate.
+    """
+
+
+@pytest.hookspec()
+def pytest_fanout_load_result(result: LoadResult, item: pytest.Item | None) -> None:
+    """Called with every finished Locust run of the `fanout_load` fixture.
+
+    ``result`` holds per-endpoint requests, failures, requests/s and
+    percentiles (``result.to_dict()`` is JSON-ready). It is also kept for the
+    regression gate in ``pytest_fanout.load_plugin.session_load_results``.
     """

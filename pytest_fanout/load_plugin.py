@@ -34,7 +34,15 @@ def session_load_results(config: pytest.Config) -> list[LoadResult]:
 class FanoutLoad:
     """Callable: `fanout_load(**options) -> LoadResult`; see `pytest_fanout.load.run_locust`."""
 
-    def __init__(self, host: str, workdir: Path, test: str, config: pytest.Config) -> None:
+    def __init__(
+        self,
+        host: str,
+        workdir: Path,
+        test: str,
+        config: pytest.Config,
+        item: pytest.Item | None = None,
+    ) -> None:
+        self.item = item
         self.host = host
         self.workdir = workdir
         self.test = test
@@ -71,6 +79,7 @@ class FanoutLoad:
             pytest.fail(f"fanout_load: {exc}\n{tail}", pytrace=False)
         self.results.append(result)
         session_load_results(self.config).append(result)
+        self.config.hook.pytest_fanout_load_result(result=result, item=self.item)
         return result
 
 
@@ -82,7 +91,9 @@ def fanout_load(
     tmp_path: Path,
 ) -> Iterator[FanoutLoad]:
     """Put the app under test under Locust load for a bounded time; upstream restored after."""
-    runner = FanoutLoad(fanout_server.url, tmp_path, request.node.nodeid, request.config)
+    runner = FanoutLoad(
+        fanout_server.url, tmp_path, request.node.nodeid, request.config, request.node
+    )
     try:
         yield runner
     finally:

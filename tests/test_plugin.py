@@ -318,3 +318,28 @@ def test_app_raising_at_startup_fails_fast_with_its_log(pytester: pytest.Pyteste
             "*| *Application startup failed*",
         ]
     )
+
+
+def test_load_result_hook(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        """
+        SEEN = []
+
+        def pytest_fanout_load_result(result, item):
+            SEEN.append((item.name, sorted(result.to_dict())[:1]))
+        """
+    )
+    pytester.makepyfile(
+        """
+        from conftest import SEEN
+
+        def test_load(fanout_load):
+            result = fanout_load(users=2, run_time_s=2, n=2, user_classes=["AsyncUser"])
+            assert result.endpoint("/async/").requests > 0
+
+        def test_hook_saw_it():
+            assert [name for name, _ in SEEN] == ["test_load"]
+        """
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
