@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install patterns test lint load serve clean
+.PHONY: install patterns test lint load perf gate-validate serve clean
 
 install: $(STAMP)
 
@@ -30,6 +30,15 @@ lint: install
 ## Sustained load on every pattern (embedded stack, 15 s, see locust.conf).
 load: install
 	$(BIN)/locust -f locustfiles/
+
+## The performance suite, saved for the regression gate (compare with BASELINE=path.json).
+perf: install
+	$(BIN)/python -m pytest benchmarks/perf --fanout-save=reports/perf.json \
+		--fanout-report-md=reports/perf.md $(if $(BASELINE),--fanout-compare=$(BASELINE))
+
+## Ten A/A comparisons and ten with an injected slowdown (see docs/gating.md).
+gate-validate: install
+	$(BIN)/python benchmarks/gate_validation.py
 
 serve: install
 	$(BIN)/fanout serve
