@@ -9,94 +9,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
-import re
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from pytest_fanout.argtypes import (
+    fraction,
+    http_status,
+    import_string,
+    non_negative_float,
+    non_negative_int,
+    port_number,
+    positive_float,
+    positive_int,
+)
 from pytest_fanout.process import LOOPBACK, ServerStartError, install_sigterm_cleanup
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
-
-
-def http_status(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an HTTP status") from None
-    if not 100 <= value <= 599:
-        raise argparse.ArgumentTypeError(f"{value} is not an HTTP status (100-599)")
-    return value
-
-
-IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-def import_string(text: str) -> str:
-    """An ASGI import string, MODULE:ATTRIBUTE; whether it imports is the child's to say."""
-    if not IMPORT_STRING.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an import string like app.main:app")
-    return text
-
-
-def fraction(text: str) -> float:
-    value = non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
-    return value
-
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
-    return value
 
 
 def add_behaviour_options(parser: argparse.ArgumentParser) -> None:
