@@ -1,0 +1,1 @@
+"""Benchmark scripts (python benchmarks/NAME.py), importable so tests reuse their logic."""
