@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_fanout.load import LoadResult, LoadRunError, run_locust  # noqa: E402
+from pytest_fanout.process import ServerStartError  # noqa: E402
 from pytest_fanout.stack import DEFAULT_APP, AppServer, Stack, StubUpstreamServer  # noqa: E402
 
 #: The hard bound on one soak run's load phase, in seconds.
@@ -400,6 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LoadRunError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         print("\n".join(exc.output.splitlines()[-20:]), file=sys.stderr)
+        return 1
+    except ServerStartError as exc:
+        print(f"soak: the stack did not start: {exc}", file=sys.stderr)
+        print(exc.log_tail, file=sys.stderr)
         return 1
     print(result.table())
     problems = result.failures()
