@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install patterns test lint load perf gate-validate serve clean
+.PHONY: install patterns test lint load soak perf gate-validate serve clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ lint: install
 ## Sustained load on every pattern (embedded stack, 15 s, see locust.conf).
 load: install
 	$(BIN)/locust -f locustfiles/
+
+## 60 s of Locust on /async: zero failures, no memory drift (see README, Soak).
+soak: install
+	$(BIN)/python benchmarks/soak.py
 
 ## The performance suite, saved for the regression gate (compare with BASELINE=path.json).
 perf: install
