@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_fanout.load import LoadResult, LoadRunError, run_locust  # noqa: E402
 from pytest_fanout.process import ServerStartError  # noqa: E402
+from pytest_fanout.proctree import descendants_of  # noqa: E402
 from pytest_fanout.stack import DEFAULT_APP, AppServer, Stack, StubUpstreamServer  # noqa: E402
 
 #: The hard bound on one soak run's load phase, in seconds.
@@ -85,28 +86,6 @@ class RssSample:
     rss_kib: int
 
 
-def descendants(pid: int) -> set[int]:
-    """Live descendants of `pid`: the app's RSS counts any process it started too."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
 def vm_rss_kib(pid: int) -> int:
     """VmRSS of one process from /proc/<pid>/status (all its threads share it), in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -118,7 +97,7 @@ def vm_rss_kib(pid: int) -> int:
 def app_rss_kib(pid: int) -> int:
     """The whole app's resident memory: the uvicorn process plus any descendant (usually none)."""
     total = vm_rss_kib(pid)
-    for child in descendants(pid):
+    for child in descendants_of(pid):
         try:
             total += vm_rss_kib(child)
         except OSError:

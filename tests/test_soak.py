@@ -13,15 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.soak import SoakConfig, run_soak
-
-
-def _alive(pid: int) -> bool:
-    """True while /proc/<pid> is a live (non-zombie) process."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+from pytest_fanout.proctree import pid_alive
 
 
 @pytest.mark.slow
@@ -36,4 +28,4 @@ def test_async_sustains_load_without_memory_drift(tmp_path: Path) -> None:
     assert abs(result.rss_change) <= 0.10
     assert result.inflight_after == 0 and result.upstream_inflight_after == 0
     assert result.upstream_requests == 10 * result.load.total.requests
-    assert not [pid for pid in result.pids if _alive(pid)], "stack processes left running"
+    assert not [pid for pid in result.pids if pid_alive(pid)], "stack processes left running"
