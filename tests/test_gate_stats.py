@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from pytest_fanout.gate import _u_counts, bootstrap_interval, mann_whitney_u
+from pytest_fanout.gate import bootstrap_interval, mann_whitney_u
+from pytest_fanout.gate_stats import _u_counts
 
 
 def brute_force_p(x: list[float], y: list[float]) -> float:

@@ -1,0 +1,133 @@
+"""The gate's statistics: a Mann-Whitney U test and a bootstrap interval, in pure Python.
+
+Why here and pure: the gate must say "beyond the noise" without SciPy at run
+time, and the same numbers must come out of the same files every time (the
+bootstrap is seeded). Nothing here knows about cases, runs or rules.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+from pytest_fanout.measure import percentile
+
+
+def _normal_sf(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def _ranks(values: Sequence[float]) -> tuple[list[float], list[int]]:
+    """Mid-ranks (1-based) of `values` and the sizes of the groups of ties."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    ties: list[int] = []
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        if j > i:
+            ties.append(j - i + 1)
+        i = j + 1
+    return ranks, ties
+
+
+@lru_cache(maxsize=4096)
+def _u_counts(n1: int, n2: int) -> tuple[int, ...]:
+    """How many orderings of n1 x's and n2 y's give U = 0, 1, ..., n1*n2 (no ties)."""
+    if n1 == 0 or n2 == 0:
+        return (1,)
+    # The largest value is an x (it beats all n2 y's) or a y (it adds nothing).
+    with_x = _u_counts(n1 - 1, n2)
+    with_y = _u_counts(n1, n2 - 1)
+    counts = [0] * (n1 * n2 + 1)
+    for u, c in enumerate(with_x):
+        counts[u + n2] += c
+    for u, c in enumerate(with_y):
+        counts[u] += c
+    return tuple(counts)
+
+
+#: Exact p-values (no ties) up to this many x*y pairs; the normal approximation above.
+EXACT_LIMIT = 400
+
+
+def mann_whitney_u(
+    x: Sequence[float], y: Sequence[float], alternative: str = "greater"
+) -> tuple[float, float]:
+    """U statistic of `x` and a p-value for "x tends to be greater than y" (or less, two-sided).
+
+    Exact when there are no ties and the samples are small; otherwise the
+    normal approximation with tie and continuity corrections (as SciPy's
+    `method="asymptotic"`). Why rank-based: timing samples are skewed with
+    outliers, and a rank test does not let one stalled sample decide.
+    """
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ValueError(f"unknown alternative {alternative!r}")
+    n1, n2 = len(x), len(y)
+    if n1 == 0 or n2 == 0:
+        raise ValueError("both samples need at least one value")
+    ranks, ties = _ranks([*x, *y])
+    u1 = sum(ranks[:n1]) - n1 * (n1 + 1) / 2
+    if not ties and n1 * n2 <= EXACT_LIMIT:
+        counts = _u_counts(n1, n2)
+        total = sum(counts)
+        k = round(u1)
+        upper = sum(counts[k:]) / total  # P(U >= u1)
+        lower = sum(counts[: k + 1]) / total  # P(U <= u1)
+        if alternative == "greater":
+            return u1, upper
+        if alternative == "less":
+            return u1, lower
+        return u1, min(1.0, 2 * min(upper, lower))
+    n = n1 + n2
+    mean = n1 * n2 / 2
+    tie_term = sum(t**3 - t for t in ties) / (n * (n - 1))
+    variance = n1 * n2 / 12 * ((n + 1) - tie_term)
+    if variance <= 0:
+        return u1, 1.0
+    sd = math.sqrt(variance)
+    if alternative == "greater":
+        return u1, _normal_sf((u1 - mean - 0.5) / sd)
+    if alternative == "less":
+        return u1, _normal_sf((mean - u1 - 0.5) / sd)
+    z = (abs(u1 - mean) - 0.5) / sd
+    return u1, min(1.0, 2 * _normal_sf(z))
+
+
+def bootstrap_interval(
+    base: Sequence[float],
+    now: Sequence[float],
+    statistic: Callable[[Sequence[float]], float] = statistics.median,
+    *,
+    relative: bool = True,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of statistic(now) - statistic(base) (relative if asked).
+
+    Seeded, so the same files always give the same report.
+    """
+    rng = random.Random(seed)
+    diffs = []
+    for _ in range(resamples):
+        b = statistic(rng.choices(base, k=len(base)))
+        n = statistic(rng.choices(now, k=len(now)))
+        if relative:
+            if b == 0:
+                continue
+            diffs.append((n - b) / abs(b))
+        else:
+            diffs.append(n - b)
+    if not diffs:
+        return (math.nan, math.nan)
+    tail = (1 - level) / 2 * 100
+    return percentile(diffs, tail), percentile(diffs, 100 - tail)
