@@ -12,7 +12,8 @@ This module is the facade: `from pytest_fanout.gate import ...` keeps working
 while each job lives in its own module:
 
 * `gate_stats`: Mann-Whitney U and the bootstrap interval (pure statistics);
-* `gate_runs`: the saved-run JSON (`Run`, `Case`), `GateError`, the context;
+* `gate_runs`: the saved-run JSON (`Run`, `Case`: measurements and Locust
+  rows), `GateError`, the context;
 * `gate_metrics`: what a rule can name and how it is read from a case;
 * `gate_rules`: the --fanout-fail-on syntax and `GateConfig`;
 * `gate_verdict`: `compare_runs` and the verdicts;
@@ -40,6 +41,7 @@ from pytest_fanout.gate_report import (
 from pytest_fanout.gate_rules import (
     DEFAULT_ALPHA,
     DEFAULT_FAIL_ON,
+    REPORTED_RULES,
     GateConfig,
     Rule,
     parse_alpha,
@@ -47,6 +49,7 @@ from pytest_fanout.gate_rules import (
 )
 from pytest_fanout.gate_runs import (
     CONTEXT_PACKAGES,
+    KIND_LOCUST,
     KIND_MEASUREMENT,
     SCHEMA,
     SCHEMA_VERSION,
@@ -55,8 +58,15 @@ from pytest_fanout.gate_runs import (
     Run,
     case_id,
     collect_context,
+    load_case_record,
 )
-from pytest_fanout.gate_stats import EXACT_LIMIT, bootstrap_interval, mann_whitney_u
+from pytest_fanout.gate_stats import (
+    EXACT_LIMIT,
+    HISTOGRAM_SAMPLE_LIMIT,
+    bootstrap_interval,
+    histogram_sample,
+    mann_whitney_u,
+)
 from pytest_fanout.gate_verdict import (
     FASTER,
     MIN_SAMPLES,
@@ -80,11 +90,14 @@ __all__ = [
     "EXACT_LIMIT",
     "FASTER",
     "HEADERS",
+    "HISTOGRAM_SAMPLE_LIMIT",
+    "KIND_LOCUST",
     "KIND_MEASUREMENT",
     "METRICS",
     "MIN_SAMPLES",
     "MISSING",
     "NEW",
+    "REPORTED_RULES",
     "RUN_HEADERS",
     "SAME",
     "SCHEMA",
@@ -107,6 +120,8 @@ __all__ = [
     "compare_runs",
     "compare_values",
     "context_notes",
+    "histogram_sample",
+    "load_case_record",
     "mann_whitney_u",
     "measurement_rows",
     "parse_alpha",

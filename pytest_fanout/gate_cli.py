@@ -27,7 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--fail-on",
         metavar="RULES",
         default=None,
-        help="comma-separated rules such as efficiency-10%%,overhead+1ms,p95+20%%; "
+        help="comma-separated rules such as efficiency-10%%,overhead+1ms,p95+20%% or, for "
+        "Locust rows, load-p95+25%%,rps-20%%,fail-ratio+0.01; "
         f"'none' reports only (default: {gate.DEFAULT_FAIL_ON.replace('%', '%%')})",
     )
     parser.add_argument(

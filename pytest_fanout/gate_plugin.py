@@ -2,10 +2,10 @@
 
 Options are checked in `pytest_configure` (a bad rule or an unreadable
 baseline stops the run before any test, with one line); the session's
-measurements are saved and compared in `pytest_sessionfinish`, which also
-turns a regression into a non-zero exit status even when every test passed;
-`pytest_terminal_summary` prints the verdict table and one line per
-regressed case. The logic itself lives in `pytest_fanout.gate`.
+measurements and Locust results (`fanout_load`) are saved and compared in
+`pytest_sessionfinish`, which also turns a regression into a non-zero exit
+status even when every test passed; `pytest_terminal_summary` prints the
+verdict table and one line per regressed case. The logic itself lives in `pytest_fanout.gate`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         default=None,
         help="write the session's measurements (every sample, statistics, upstream settings, "
-        "machine and git context) as versioned JSON to PATH",
+        "machine and git context) and Locust results (one case per endpoint and one for the "
+        "total, with the response-time histogram) as versioned JSON to PATH",
     )
     group.addoption(
         "--fanout-compare",
@@ -62,7 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="what fails the run when --fanout-compare finds it beyond the noise: comma-separated "
         "METRIC-N%%/METRIC+N%% (or ms/s/plain number) rules over efficiency, overhead, "
-        f"speedup, median, p95; 'none' reports only (default: {_DEFAULT_RULES})",
+        "speedup, median, p95 (measurements) and load-p95, rps, fail-ratio (Locust rows); "
+        f"'none' reports only (default: {_DEFAULT_RULES})",
     )
     group.addoption(
         "--fanout-alpha",
@@ -139,8 +141,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
         state.skipped = "the session was interrupted: nothing saved or compared"
         return
-    run = gate.Run.from_measurements(
-        session_measurements(config), gate.collect_context(config.rootpath)
+    # Imported here: at import time pytest has not registered (and assertion-rewritten)
+    # load_plugin yet, and importing it first would warn "already imported".
+    from pytest_fanout.load_plugin import session_load_results
+
+    run = gate.Run.from_session(
+        session_measurements(config),
+        session_load_results(config),
+        gate.collect_context(config.rootpath),
     )
     state.cases = len(run.cases)
     if state.baseline is not None:

@@ -19,21 +19,15 @@ HEADERS = ("case", "metric", "baseline", "now", "change", "p", "verdict")
 
 
 def _format(metric: Metric, value: float) -> str:
-    if metric.unit == "s":
-        return f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
-    return f"{value:.3g}"
+    return metric.format(value)
 
 
 def _format_change(change: MetricChange) -> str:
-    if change.change is None:
-        return "-"
-    if change.rule.percent:
-        text = f"{change.change * 100:+.1f}%"
-    elif change.rule.metric.unit == "s":
-        text = f"{change.change * 1000:+.2f} ms"
-    else:
-        text = f"{change.change:+.3f}"
-    return text
+    return change.rule.format_change(change.change)
+
+
+def _format_p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2g}"
 
 
 def verdict_rows(comparison: Comparison) -> list[list[str]]:
@@ -52,7 +46,7 @@ def verdict_rows(comparison: Comparison) -> list[list[str]]:
                 _format(m, c.base),
                 _format(m, c.now),
                 _format_change(c),
-                f"{c.p_worse if c.regressed or not c.improved else c.p_better:.2g}",
+                _format_p(c.p_worse if c.regressed or not c.improved else c.p_better),
                 v.verdict,
             ]
         )
@@ -66,9 +60,10 @@ def regression_lines(comparison: Comparison) -> list[str]:
         for c in v.changes:
             if c.regressed:
                 m = c.rule.metric
+                noise = "no noise test" if c.p_worse is None else f"p={c.p_worse:.2g}"
                 lines.append(
                     f"REGRESSION {v.id}: {m.name} {_format(m, c.base)} -> {_format(m, c.now)} "
-                    f"({_format_change(c)}, limit {c.rule.text}, p={c.p_worse:.2g})"
+                    f"({_format_change(c)}, limit {c.rule.text}, {noise})"
                 )
                 break
     return lines
@@ -122,9 +117,18 @@ def _verdict_md(verdict: str) -> str:
 
 
 def measurement_rows(run: Run) -> list[list[Any]]:
-    """The run's own numbers (no baseline): for a main-branch summary."""
+    """The run's own numbers (no baseline): for a main-branch summary.
+
+    A Locust row shows its requests as "samples", and Locust's p50 and p95.
+    """
     rows = []
     for case in run.cases:
+        row = case.load_row()
+        if row is not None:  # a Locust row: requests, p50 and p95 of its histogram
+            rows.append(
+                [case.id, row.requests, f"{row.p50_ms:.1f} ms", f"{row.p95_ms:.1f} ms"] + ["-"] * 3
+            )
+            continue
         m = case.measurement()
         if m is None or not m.samples:
             rows.append([case.id, case.kind, "-", "-", "-", "-", "-"])

@@ -20,14 +20,28 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pytest_fanout.load import EndpointResult, LoadResult
 from pytest_fanout.measure import Measurement
 
 #: What a results file says it is; anything else is refused with one line.
 SCHEMA = "pytest-fanout/results"
 #: Bump when a reader of the old layout would misread the new one.
 SCHEMA_VERSION = 1
-#: A case holding a `Measurement.to_dict()`; Locust results can add another kind later.
+#: A case holding a `Measurement.to_dict()`.
 KIND_MEASUREMENT = "measurement"
+#: A case holding one row (an endpoint, or the total) of a Locust run; see `load_case_record`.
+KIND_LOCUST = "locust"
+#: The run-level fields of `LoadResult.to_dict()` a Locust case keeps next to its row.
+LOAD_RUN_FIELDS = (
+    "users",
+    "spawn_rate",
+    "run_time_s",
+    "user_classes",
+    "options",
+    "exit_code",
+    "violations",
+    "duration_s",
+)
 
 #: Packages whose versions go into a saved run's context.
 CONTEXT_PACKAGES = ("pytest-fanout", "pytest", "pluggy", "httpx", "fastapi", "uvicorn", "locust")
@@ -64,6 +78,12 @@ class Case:
             return None
         return Measurement.from_dict(self.record)
 
+    def load_row(self) -> EndpointResult | None:
+        """The Locust row (endpoint or total) of a "locust" case, None for any other kind."""
+        if self.kind != KIND_LOCUST:
+            return None
+        return EndpointResult.from_dict(self.record["stats"])
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "record": self.record}
 
@@ -85,13 +105,28 @@ class Run:
         cls, measurements: Iterable[Measurement], context: dict[str, Any] | None = None
     ) -> Run:
         """Cases from a session's measurements; a repeated case id gets " #2", " #3"."""
+        return cls.from_session(measurements, (), context)
+
+    @classmethod
+    def from_session(
+        cls,
+        measurements: Iterable[Measurement],
+        load_results: Iterable[LoadResult],
+        context: dict[str, Any] | None = None,
+    ) -> Run:
+        """Measurement cases, then one Locust case per endpoint and one for the total of each
+        load run; a repeated case id gets " #2", " #3"."""
+        records = [(case_id(m.test, m.path), KIND_MEASUREMENT, m.to_dict()) for m in measurements]
+        for result in load_results:
+            for row in [*(result.endpoints[k] for k in sorted(result.endpoints)), result.total]:
+                record = load_case_record(result, row)
+                records.append((case_id(result.name, row.key), KIND_LOCUST, record))
         cases: list[Case] = []
         seen: dict[str, int] = {}
-        for m in measurements:
-            base = case_id(m.test, m.path)
+        for base, kind, record in records:
             seen[base] = seen.get(base, 0) + 1
             cid = base if seen[base] == 1 else f"{base} #{seen[base]}"
-            cases.append(Case(cid, KIND_MEASUREMENT, m.to_dict()))
+            cases.append(Case(cid, kind, record))
         created = datetime.now(UTC).isoformat(timespec="seconds")
         return cls(cases, context or {}, created)
 
@@ -166,6 +201,21 @@ class Run:
 _RUN_KEYS = {"schema", "schema_version", "created", "context", "cases"}
 
 
+def load_case_record(result: LoadResult, row: EndpointResult) -> dict[str, Any]:
+    """A Locust case's record: the run's name and settings, and the row with its histogram.
+
+    Why the settings travel with every row: a comparison notes when the users
+    or the run time changed, since requests/s and p95 depend on them.
+    """
+    run = result.to_dict()
+    return {
+        "test": result.name,
+        "endpoint": row.key,
+        **{k: run[k] for k in LOAD_RUN_FIELDS},
+        "stats": row.to_dict(),
+    }
+
+
 def _case_from(raw: Any, index: int, source: str) -> Case:
     where = f"{source}: case {index + 1}"
     if not isinstance(raw, dict):
@@ -187,7 +237,38 @@ def _case_from(raw: Any, index: int, source: str) -> Case:
             Measurement.from_dict(record)
         except (TypeError, ValueError) as exc:
             raise GateError(f"{where} ({cid}) is not a measurement: {error_reason(exc)}") from None
+    elif kind == KIND_LOCUST:
+        _check_load_record(record, f"{where} ({cid})")
     return Case(cid, kind, record)
+
+
+def _check_load_record(record: dict[str, Any], where: str) -> None:
+    """A Locust row must read back, with counts that are counts and times that are numbers."""
+    stats = record.get("stats")
+    if not isinstance(stats, dict):
+        raise GateError(f"{where} has no stats object (a Locust row)")
+    counts = [stats.get("requests"), stats.get("failures")]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        raise GateError(f"{where} needs whole, non-negative requests and failures")
+    if not all(_is_real(stats.get(k)) for k in ("rps", "p95_ms")):
+        raise GateError(f"{where} needs numbers for rps and p95_ms")
+    histogram = stats.get("histogram", {})
+    if not isinstance(histogram, dict) or not all(
+        _is_number_text(k) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in histogram.items()
+    ):
+        raise GateError(f'{where} has a bad histogram (want {{"ms": count}})')
+    try:
+        EndpointResult.from_dict(stats)
+    except (TypeError, ValueError) as exc:
+        raise GateError(f"{where} is not a Locust row: {error_reason(exc)}") from None
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) >= 0
+    except ValueError:
+        return False
 
 
 def _is_real(value: Any) -> bool:

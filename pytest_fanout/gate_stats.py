@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 
 from pytest_fanout.measure import percentile
@@ -131,3 +131,32 @@ def bootstrap_interval(
         return (math.nan, math.nan)
     tail = (1 - level) / 2 * 100
     return percentile(diffs, tail), percentile(diffs, 100 - tail)
+
+
+#: Most values a histogram gives the rank test, each side (see `histogram_sample`).
+HISTOGRAM_SAMPLE_LIMIT = 2000
+
+
+def histogram_sample(
+    histogram: Mapping[float, int], limit: int = HISTOGRAM_SAMPLE_LIMIT
+) -> list[float]:
+    """The values a histogram counts, or `limit` evenly spaced quantiles of them when more.
+
+    Why thinned: a load run's requests are not independent draws (they share
+    the machine's moments), so thousands of them would make any tiny shift
+    "significant"; `limit` quantiles keep the distribution's shape, the same
+    histogram always gives the same values, and the rank test stays fast.
+    """
+    buckets = sorted((float(value), int(count)) for value, count in histogram.items() if count > 0)
+    total = sum(count for _, count in buckets)
+    if total <= limit:
+        return [value for value, count in buckets for _ in range(count)]
+    out: list[float] = []
+    seen, index = 0, 0
+    for i in range(limit):
+        rank = (i + 0.5) * total / limit  # the middle of the i-th of `limit` equal slices
+        while seen + buckets[index][1] <= rank:
+            seen += buckets[index][1]
+            index += 1
+        out.append(buckets[index][0])
+    return out

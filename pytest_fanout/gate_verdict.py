@@ -2,22 +2,22 @@
 
 Why: a case is "slower" only when a rule's change is beyond its limit AND a
 one-sided Mann-Whitney test on the repeated samples says it is beyond the
-noise; faster, new and missing cases are reported and never fail.
+noise; faster, new and missing cases are reported and never fail. Locust
+rows are judged the same way, on their response-time histograms and their
+per-request failures; requests/s, one number a run, by its limit alone.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_fanout.gate_metrics import Values
 from pytest_fanout.gate_rules import GateConfig, Rule
-from pytest_fanout.gate_runs import KIND_MEASUREMENT, Case, Run
+from pytest_fanout.gate_runs import KIND_LOCUST, KIND_MEASUREMENT, Case, Run
 from pytest_fanout.gate_stats import bootstrap_interval, mann_whitney_u
-from pytest_fanout.measure import percentile
 
 #: Below this many samples on either side no test can be significant: never "slower".
 MIN_SAMPLES = 3
@@ -34,8 +34,9 @@ class MetricChange:
     base: float
     now: float
     change: float | None
-    p_worse: float
-    p_better: float
+    #: One-sided p-values of the Mann-Whitney test; None when there was nothing to test.
+    p_worse: float | None
+    p_better: float | None
     interval: tuple[float, float] | None
     regressed: bool
     improved: bool
@@ -54,6 +55,7 @@ class MetricChange:
             "p_better": self.p_better,
             "regressed": self.regressed,
             "improved": self.improved,
+            "reported_only": not self.rule.enforced,
             "note": self.note,
         }
 
@@ -122,37 +124,66 @@ class Comparison:
         }
 
 
+#: Bootstrap resamples: measurements have ~10 samples; a Locust row up to 2000 (slower each).
+RESAMPLES = {KIND_MEASUREMENT: 2000, KIND_LOCUST: 200}
+
+
 def compare_values(rule: Rule, base: Values, now: Values, alpha: float) -> MetricChange:
-    """Apply one rule: beyond the threshold AND beyond the noise, or not a change."""
+    """Apply one rule: beyond the threshold AND beyond the noise, or not a change.
+
+    A metric of one number a side (requests/s) has no noise to test: its limit
+    alone decides. A reported-only rule never regresses nor improves a case:
+    its note says where the change went.
+    """
+    metric = rule.metric
     change = rule.change(base.stat, now.stat)
-    worse_way = "less" if rule.metric.higher_is_better else "greater"
-    better_way = "greater" if rule.metric.higher_is_better else "less"
-    _, p_worse = mann_whitney_u(now.samples, base.samples, worse_way)
-    _, p_better = mann_whitney_u(now.samples, base.samples, better_way)
-    stat = _p95_of if rule.metric.name == "p95" else statistics.median
-    interval: tuple[float, float] | None = bootstrap_interval(
-        base.samples, now.samples, stat, relative=rule.percent
-    )
-    if interval is not None and not all(math.isfinite(x) for x in interval):
-        interval = None  # a zero baseline has no relative change: JSON has no NaN
-    enough = min(len(base.samples), len(now.samples)) >= MIN_SAMPLES
+    tested = bool(base.samples) and bool(now.samples)
+    p_worse: float | None = None
+    p_better: float | None = None
+    interval: tuple[float, float] | None = None
+    if tested:
+        worse_way = "less" if metric.higher_is_better else "greater"
+        better_way = "greater" if metric.higher_is_better else "less"
+        _, p_worse = mann_whitney_u(now.samples, base.samples, worse_way)
+        _, p_better = mann_whitney_u(now.samples, base.samples, better_way)
+        interval = bootstrap_interval(
+            base.samples,
+            now.samples,
+            metric.statistic,
+            relative=rule.percent,
+            resamples=RESAMPLES.get(metric.kind, 2000),
+        )
+        if not all(math.isfinite(x) for x in interval):
+            interval = None  # a zero baseline has no relative change: JSON has no NaN
+    enough = tested and min(len(base.samples), len(now.samples)) >= MIN_SAMPLES
     beyond = change is not None and rule.worse(change)
-    regressed = enough and beyond and p_worse < alpha
-    improved = enough and change is not None and rule.better(change) and p_better < alpha
+    beyond_better = change is not None and rule.better(change)
+    if not metric.sampled:
+        worse, better = beyond, beyond_better
+    else:
+        worse = enough and beyond and p_worse is not None and p_worse < alpha
+        better = enough and beyond_better and p_better is not None and p_better < alpha
     note = ""
     if change is None:
         note = "baseline is 0: no relative change"
-    elif not enough:
+    elif metric.sampled and not tested:
+        note = "no per-request values on both sides (no histogram saved): not judged"
+    elif metric.sampled and not enough:
         note = f"too few samples to judge (need {MIN_SAMPLES} a side)"
-    elif beyond and not regressed:
+    elif beyond and not worse:
         note = f"beyond {rule.text} but within the noise (p={p_worse:.2g})"
+    elif not metric.sampled and (worse or better):
+        note = "one number a side, no noise test: the limit alone decides"
+    if not rule.enforced:
+        if worse or better:
+            way = "worse" if worse else "better"
+            note = f"{way} beyond {rule.text}, reported only: no rule names {metric.name}"
+        elif not note:
+            note = "reported only"
+        worse = better = False
     return MetricChange(
-        rule, base.stat, now.stat, change, p_worse, p_better, interval, regressed, improved, note
+        rule, base.stat, now.stat, change, p_worse, p_better, interval, worse, better, note
     )
-
-
-def _p95_of(values: Sequence[float]) -> float:
-    return percentile(list(values), 95)
 
 
 def compare_runs(baseline: Run, current: Run, config: GateConfig) -> Comparison:
@@ -169,7 +200,8 @@ def compare_runs(baseline: Run, current: Run, config: GateConfig) -> Comparison:
     for case in baseline.cases:
         if case.id not in now_ids:
             verdicts.append(CaseVerdict(case.id, MISSING, note="in the baseline, not measured now"))
-    notes = context_notes(baseline.context, current.context, config)
+    kinds = {c.kind for c in baseline.cases} & {c.kind for c in current.cases}
+    notes = context_notes(baseline.context, current.context, config, kinds)
     if not base_ids & now_ids and baseline.cases and current.cases:
         notes.append("no case in common: were the tests renamed or moved?")
     return Comparison(verdicts, config, notes, baseline.source)
@@ -180,10 +212,10 @@ def _compare_case(
 ) -> CaseVerdict:
     if old.kind != new.kind:
         return CaseVerdict(new.id, SKIPPED, note=f"kind changed from {old.kind} to {new.kind}")
-    if new.kind != KIND_MEASUREMENT:
+    if new.kind not in (KIND_MEASUREMENT, KIND_LOCUST):
         return CaseVerdict(new.id, SKIPPED, note=f"the gate does not compare {new.kind} yet")
     changes, missing = [], []
-    for rule in config.rules:
+    for rule in config.rules_for(new.kind):
         base = rule.metric.read(old, base_run)
         now = rule.metric.read(new, now_run)
         if base is None or now is None:
@@ -192,7 +224,8 @@ def _compare_case(
         changes.append(compare_values(rule, base, now, config.alpha))
     notes = []
     if missing:
-        notes.append(f"no {', '.join(missing)} (needs n and the upstream delay)")
+        why = "needs n and the upstream delay" if new.kind == KIND_MEASUREMENT else "no requests"
+        notes.append(f"no {', '.join(missing)} ({why})")
     notes.extend(_setting_notes(old, new))
     if not changes:
         return CaseVerdict(new.id, SAME, [], "; ".join(notes) or "no metric to compare")
@@ -202,29 +235,71 @@ def _compare_case(
         verdict = FASTER
     else:
         verdict = SAME
-    return CaseVerdict(new.id, verdict, changes, "; ".join(notes))
+    result = CaseVerdict(new.id, verdict, changes)
+    if new.kind == KIND_LOCUST:
+        # The table shows one metric; the note carries the others of the row.
+        notes.extend(_change_line(c) for c in changes if c is not result.shown)
+    result.note = "; ".join(notes)
+    return result
+
+
+def _change_line(c: MetricChange) -> str:
+    """One change as a line of a note: "rps 52.1/s -> 40.3/s (-22.6%, reported only)"."""
+    m = c.rule.metric
+    detail = ", ".join(x for x in (c.rule.format_change(c.change), c.note) if x)
+    return f"{m.name} {m.format(c.base)} -> {m.format(c.now)} ({detail})"
+
+
+#: Record fields whose change makes a comparison less like-for-like, per kind of case.
+_SETTINGS = {
+    KIND_MEASUREMENT: (("upstream_delay_s", "upstream delay"), ("upstream_jitter_s", "jitter")),
+    KIND_LOCUST: (
+        ("users", "users"),
+        ("spawn_rate", "spawn rate"),
+        ("run_time_s", "run time"),
+        ("user_classes", "user classes"),
+        ("options", "locust options"),
+        ("exit_code", "locust exit code"),
+    ),
+}
 
 
 def _setting_notes(old: Case, new: Case) -> list[str]:
     a, b = old.record, new.record
     notes = []
-    for key, label in (("upstream_delay_s", "upstream delay"), ("upstream_jitter_s", "jitter")):
+    for key, label in _SETTINGS.get(new.kind, ()):
         if a.get(key) != b.get(key):
             notes.append(f"{label} changed {a.get(key)} -> {b.get(key)}")
     return notes
 
 
-def context_notes(base: dict[str, Any], now: dict[str, Any], config: GateConfig) -> list[str]:
-    """What differs between the two runs' machines and versions (a warning, not a failure)."""
+def context_notes(
+    base: dict[str, Any],
+    now: dict[str, Any],
+    config: GateConfig,
+    kinds: Iterable[str] | None = None,
+) -> list[str]:
+    """What differs between the two runs' machines and versions (a warning, not a failure).
+
+    `kinds`: the kinds of case both runs hold, so that only rules that judged
+    something are named (all rules when None).
+    """
     notes = []
     diffs = []
     for key in ("python", "implementation", "machine", "cpu_count"):
         if base.get(key) != now.get(key) and base.get(key) is not None:
             diffs.append(f"{key} {base.get(key)} -> {now.get(key)}")
     if diffs:
-        raw = [r.metric.name for r in config.rules if not r.metric.portable]
+        wanted = None if kinds is None else set(kinds)
+        raw_metrics = [
+            r.metric
+            for r in config.rules
+            if not r.metric.portable and (wanted is None or r.metric.kind in wanted)
+        ]
+        raw = [m.name for m in raw_metrics]
+        what = "raw seconds" if all(m.unit == "s" for m in raw_metrics) else "raw timings or rates"
         tail = (
-            f"; {', '.join(raw)} are raw seconds and do not travel between machines"
+            f"; {', '.join(raw)} are {what} and do not travel between machines"
             if raw
             else "; the rules use portable metrics only"
         )

@@ -34,13 +34,18 @@ the unit tests check them without a run.
         "GET /async/10": {"method": "GET", "name": "/async/10",
                           "requests": 412, "failures": 0, "fail_ratio": 0.0,
                           "rps": 69.5, "p50_ms": 110, "p95_ms": 130, "p99_ms": 150,
-                          "avg_ms": 112.4, "min_ms": 101, "max_ms": 180}
+                          "avg_ms": 112.4, "min_ms": 101, "max_ms": 180,
+                          "histogram": {"110": 380, "120": 20, "130": 12}}
       },
       "total": {...the same keys, method "", name "Aggregated"}
     }
 
 Times are milliseconds (Locust's unit), rates per second. `LoadResult.from_dict`
-reads it back.
+reads it back. "histogram" is Locust's own response-time histogram of the row
+({"ms": count}, Locust's rounded buckets, string keys as JSON needs): it lets
+the regression gate test whole distributions, not one percentile, against
+the noise. It is left out when empty, and a dict without it (written before it
+existed) still reads.
 """
 
 from __future__ import annotations
@@ -131,6 +136,8 @@ class EndpointResult:
     avg_ms: float = 0.0
     min_ms: float = 0.0
     max_ms: float = 0.0
+    #: Response times {"ms": count} (Locust's buckets); {} when not known.
+    histogram: dict[str, int] = field(default_factory=dict, repr=False, hash=False)
 
     @property
     def key(self) -> str:
@@ -148,12 +155,30 @@ class EndpointResult:
         ordered["fail_ratio"] = round(self.fail_ratio, 6)
         for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "avg_ms", "min_ms", "max_ms"):
             ordered[k] = round(data[k], 3)
+        if self.histogram:
+            ordered["histogram"] = _sorted_histogram(self.histogram)
         return ordered
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EndpointResult:
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        values["histogram"] = _sorted_histogram(data.get("histogram") or {})
+        return cls(**values)
+
+
+def _histogram_key(ms: float) -> str:
+    """A bucket's JSON key: "110" for 110.0, the float's repr otherwise."""
+    value = float(ms)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _sorted_histogram(histogram: Mapping[Any, Any]) -> dict[str, int]:
+    """String keys in increasing response time: the same histogram always writes the same JSON."""
+    merged: dict[float, int] = {}
+    for bucket, hits in histogram.items():
+        merged[float(bucket)] = merged.get(float(bucket), 0) + int(hits)
+    return {_histogram_key(ms): hits for ms, hits in sorted(merged.items()) if hits}
 
 
 @dataclass
@@ -276,6 +301,7 @@ def _row(
         avg_ms=total_time / timed if timed else 0.0,
         min_ms=float(min(minimums)) if minimums else 0.0,
         max_ms=float(max((e.get("max_response_time") or 0) for e in entries)) if entries else 0.0,
+        histogram=_sorted_histogram(histogram),
     )
 
 

@@ -201,3 +201,45 @@ def test_a_run_without_measurements_saves_an_empty_run_and_reports_missing_cases
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"{CASE}*missing", "*gate passed: 1 missing*"])
     assert json.loads(Path(pytester.path / "out" / "now.json").read_text())["cases"] == []
+
+
+LOAD_TEST = """
+def test_load(fanout_load):
+    result = fanout_load(users=4, run_time_s=3, n=5, user_classes=["AsyncUser"])
+    assert result.exit_code == 0, result.output[-2000:]
+"""
+
+
+def test_locust_results_are_saved_and_compared(pytester: pytest.Pytester) -> None:
+    """A real Locust run saved by --fanout-save, then `fanout compare` of the file with itself."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_load=LOAD_TEST)
+    base = pytester.path / "load.json"
+
+    saved = inner(pytester, f"--fanout-save={base}")
+    saved.assert_outcomes(passed=1)
+    assert saved.ret == 0, saved.stdout.str()
+    saved.stdout.fnmatch_lines([f"fanout gate: saved 2 case(s) to {base}"])
+    cases = json.loads(base.read_text())["cases"]
+    assert [(c["id"], c["kind"]) for c in cases] == [
+        ("test_load.py::test_load GET /async/5", "locust"),
+        ("test_load.py::test_load Aggregated", "locust"),
+    ]
+    stats = cases[0]["record"]["stats"]
+    assert stats["requests"] > 0
+    # Locust's own response-time histogram: one count per timed request.
+    assert 0 < sum(stats["histogram"].values()) <= stats["requests"]
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_fanout.cli", "compare", str(base), str(base)],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fanout gate passed: 2 same" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("test_load.py")]
+    assert [(row[2], row[3], row[-1]) for row in rows[:1]] == [("/async/5", "load-p95", "same")]
+    assert "REGRESSION" not in done.stdout

@@ -164,7 +164,7 @@ def test_one_regression_line_per_regressed_case() -> None:
     lines = regression_lines(comparison)
     assert len(lines) == 2
     assert lines[0].startswith(f"REGRESSION {TEST} /async/20: efficiency 0.909 -> 0.625")
-    assert f"limit {DEFAULT_FAIL_ON}" in lines[0]
+    assert "limit efficiency-15%" in lines[0]
     text = render_comparison_text(comparison)
     assert "slower" in text and "fanout gate FAILED: 2 slower" in text
     markdown = render_comparison_markdown(comparison)
