@@ -29,6 +29,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
+from pytest_fanout.argtypes import fraction, non_negative_float, positive_int
 from pytest_fanout.load import (
     EMBEDDED_PREFIX,
     EXIT_OK,
@@ -38,9 +39,6 @@ from pytest_fanout.load import (
     TOTAL_NAME,
     EndpointResult,
     Thresholds,
-    fraction,
-    non_negative_number,
-    positive_int,
 )
 
 # The harness's readiness polls would log every request at INFO under Locust's logging.
@@ -84,13 +82,13 @@ def add_arguments(parser: Any, **_kwargs: Any) -> None:
     )
     group.add_argument(
         "--fanout-max-p95-ms",
-        type=non_negative_number,
+        type=non_negative_float,
         default=None,
         help="fail (exit 3) if any endpoint's or the total's p95 is slower",
     )
     group.add_argument(
         "--fanout-min-rps",
-        type=non_negative_number,
+        type=non_negative_float,
         default=None,
         help="fail (exit 3) if any endpoint or the total is slower (requests/s)",
     )
@@ -124,7 +122,7 @@ def add_arguments(parser: Any, **_kwargs: Any) -> None:
     )
     group.add_argument(
         "--fanout-upstream-delay-ms",
-        type=non_negative_number,
+        type=non_negative_float,
         default=100.0,
         include_in_web_ui=False,
         help="embedded stack only: the stub upstream's delay (default: 100)",

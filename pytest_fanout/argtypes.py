@@ -24,7 +24,7 @@ def positive_int(text: str) -> int:
     """An integer >= 1."""
     value = _integer(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
 
 

@@ -66,6 +66,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_fanout.argtypes import fraction, non_negative_float
+from pytest_fanout.proctree import processes_with_env
+
 SCHEMA = 1
 
 #: Exit statuses of a `locust -f locustfiles/` run. 0, 1 and 2 are Locust's own
@@ -83,39 +86,6 @@ VIOLATION_PREFIX = "fanout: threshold violated: "
 TOTAL_NAME = "Aggregated"
 #: The environment variable that marks every process a `run_locust` call starts.
 MARKER_ENV = "FANOUT_LOAD_RUN"
-
-
-# ---- argument types (used by the locustfiles' custom arguments) ------------
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def non_negative_number(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number between 0 and 1."""
-    value = non_negative_number(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
-    return value
 
 
 # ---- results ---------------------------------------------------------------
@@ -374,8 +344,8 @@ class Thresholds:
 
         return cls(
             max_fail_ratio=read("fanout_max_fail_ratio", fraction),
-            max_p95_ms=read("fanout_max_p95_ms", non_negative_number),
-            min_rps=read("fanout_min_rps", non_negative_number),
+            max_p95_ms=read("fanout_max_p95_ms", non_negative_float),
+            min_rps=read("fanout_min_rps", non_negative_float),
         )
 
     @property
@@ -454,21 +424,8 @@ def default_locustfile() -> Path:
 
 
 def marked_processes(marker: str) -> list[int]:
-    """PIDs of live processes whose environment holds MARKER_ENV=marker (Linux /proc)."""
-    needle = f"{MARKER_ENV}={marker}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":  # a zombie is already dead, waiting for its parent to reap it
-            found.append(int(entry.name))
-    return found
+    """PIDs of live processes whose environment holds MARKER_ENV=marker."""
+    return processes_with_env(MARKER_ENV, marker)
 
 
 def kill_marked(marker: str) -> list[int]:

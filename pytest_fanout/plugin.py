@@ -26,6 +26,7 @@ from pytest_fanout.upstream import Behaviour, ConfigError
 MARKER = "fanout_upstream"
 SERVERS_KEY = pytest.StashKey[list[ServerProcess]]()
 XDIST_KEY = "fanout_measurements"
+XDIST_LOAD_KEY = "fanout_load_results"
 
 
 # ---- options ---------------------------------------------------------------
@@ -234,16 +235,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if _is_xdist_worker(config):
         # Hand the worker's measurements to the controller (see pytest_testnodedown).
+        from pytest_fanout.load_plugin import session_load_results
+
         config.workeroutput[XDIST_KEY] = [m.to_dict() for m in session_measurements(config)]
+        config.workeroutput[XDIST_LOAD_KEY] = [r.to_dict() for r in session_load_results(config)]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: collect each worker's measurements for the summary and the gate."""
+    """xdist controller: collect each worker's measurements and load results (summary, gate)."""
+    from pytest_fanout.load import LoadResult
+    from pytest_fanout.load_plugin import session_load_results
+
     output = getattr(node, "workeroutput", {}) or {}
     measurements = session_measurements(node.config)
     for data in output.get(XDIST_KEY, []):
         measurements.append(Measurement.from_dict(data))
+    load_results = session_load_results(node.config)
+    for data in output.get(XDIST_LOAD_KEY, []):
+        load_results.append(LoadResult.from_dict(data))
 
 
 def summary_rows(measurements: list[Measurement]) -> list[list[object]]:

@@ -13,18 +13,16 @@ import sys
 
 import pytest
 
+from pytest_fanout.argtypes import fraction, non_negative_float, positive_int
 from pytest_fanout.load import (
     TOTAL_NAME,
     VIOLATION_PREFIX,
     EndpointResult,
     LoadResult,
     Thresholds,
-    fraction,
     locust_command,
-    non_negative_number,
     parse_stats_json,
     percentile_from_histogram,
-    positive_int,
 )
 
 
@@ -138,8 +136,8 @@ def test_thresholds_from_options_accept_web_ui_strings_and_refuse_nonsense() -> 
     [
         (positive_int, "0", "must be at least 1"),
         (positive_int, "x", "is not an integer"),
-        (non_negative_number, "-1", ">= 0"),
-        (non_negative_number, "nan", ">= 0"),
+        (non_negative_float, "-1", ">= 0"),
+        (non_negative_float, "nan", ">= 0"),
         (fraction, "1.5", "between 0 and 1"),
     ],
 )
@@ -178,6 +176,7 @@ def test_result_round_trips_through_json() -> None:
         "avg_ms",
         "min_ms",
         "max_ms",
+        "histogram",
     ]
     again = LoadResult.from_dict(data)
     assert again.to_dict() == data
