@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install patterns test lint load soak perf gate-validate serve clean
+.PHONY: install patterns test lint load soak bench perf gate-validate serve clean
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ load: install
 ## 60 s of Locust on /async: zero failures, no memory drift (see README, Soak).
 soak: install
 	$(BIN)/python benchmarks/soak.py
+
+## Fan-out at the physical limit: app vs raw aiohttp and httpx, table and plot in docs/.
+bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/physical_limit.py
 
 ## The performance suite, saved for the regression gate (compare with BASELINE=path.json).
 perf: install

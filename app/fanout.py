@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiohttp
 import httpx
 
 DEADLINE_REASON = "deadline exceeded"
@@ -59,15 +58,8 @@ def _outcome(response: httpx.Response) -> CallOutcome:
     return CallOutcome(status=response.status_code, error=f"HTTP {response.status_code}")
 
 
-def _is_unreachable(exc: BaseException) -> bool:
-    # httpx-aiohttp maps aiohttp's "cannot connect" to ConnectTimeout; the cause tells the truth.
-    return isinstance(exc, httpx.ConnectError) or isinstance(
-        exc.__cause__, aiohttp.ClientConnectorError
-    )
-
-
 def _failure(exc: Exception) -> CallOutcome:
-    if _is_unreachable(exc):
+    if isinstance(exc, httpx.ConnectError):  # refused or unreachable: no upstream there
         return CallOutcome(error="ConnectError", unreachable=True, detail=f"ConnectError: {exc}")
     return CallOutcome(error=type(exc).__name__, detail=_detail(exc))
 

@@ -5,10 +5,11 @@ variables (see `app.settings`). Every fan-out answer has the same shape,
 `FanoutAnswer`, whatever the pattern.
 """
 
+import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated
 
 import httpx
@@ -89,6 +90,29 @@ def summarise(
     )
 
 
+@contextmanager
+def tuned_gc(threshold: int) -> Iterator[None]:
+    """Collect young objects far less often, and never rescan the start-up heap.
+
+    A wide fan-out keeps about 100 GC-tracked objects alive per call in flight,
+    so CPython's default threshold (700) runs a FULL collection on every
+    /async/1000: about 30% of the app's CPU (benchmarks/physical_limit.py).
+    Undone on shutdown; threshold 0 leaves the GC alone.
+    """
+    if threshold <= 0:
+        yield
+        return
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(threshold, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; path bounds come from `settings`, so the OpenAPI schema shows them."""
     settings = settings or Settings.from_env()
@@ -101,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with build_async_client(settings) as async_client:
                 app.state.sync_client = sync_client
                 app.state.async_client = async_client
-                yield
+                with tuned_gc(settings.gc_threshold):
+                    yield
 
     app = FastAPI(
         title="fan-out reference service",

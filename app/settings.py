@@ -29,7 +29,8 @@ class Settings:
     max_concurrency: int = 1000
     #: Connections in the shared async client's pool; in-flight calls never exceed it.
     pool_size: int = 1000
-    #: Engine under the shared `httpx.AsyncClient`: "aiohttp" (httpx-aiohttp) or "httpx".
+    #: Engine under the shared `httpx.AsyncClient`: "aiohttp" (app.clients.AiohttpTransport)
+    #: or "httpx" (httpcore's pool).
     transport: Transport = "aiohttp"
     #: Seconds one upstream call may take before it counts as failed.
     call_timeout_s: float = 5.0
@@ -39,6 +40,8 @@ class Settings:
     max_error_reasons: int = 5
     #: CPU milliseconds burnt per upstream call: an injected slowdown to validate the gate.
     call_overhead_ms: float = 0.0
+    #: Young-generation GC threshold set after start-up (with gc.freeze()); 0 keeps Python's.
+    gc_threshold: int = 50_000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -65,8 +68,11 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"FANOUT_{name.upper()} must be positive")
-        if self.call_overhead_ms < 0 or self.max_error_reasons < 0:
-            raise SettingsError("FANOUT_CALL_OVERHEAD_MS and FANOUT_MAX_ERROR_REASONS must be >= 0")
+        if self.call_overhead_ms < 0 or self.max_error_reasons < 0 or self.gc_threshold < 0:
+            raise SettingsError(
+                "FANOUT_CALL_OVERHEAD_MS, FANOUT_MAX_ERROR_REASONS and FANOUT_GC_THRESHOLD "
+                "must be >= 0"
+            )
         if self.transport not in TRANSPORTS:
             raise SettingsError(f"FANOUT_TRANSPORT must be one of {', '.join(TRANSPORTS)}")
         if not self.upstream_url.startswith(("http://", "https://")):

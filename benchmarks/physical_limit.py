@@ -60,9 +60,8 @@ STUB_LOAD_PROCESSES = 2
 STUB_LOAD_CONNECTIONS = 32
 DOCS = REPO / "docs"
 APP_TRANSPORTS = ("aiohttp", "httpx")
-#: The shipped app, and the same app with the GC tuning proposed for its lifespan.
+#: The app under test, as shipped.
 APP = "app.main:app"
-GC_TUNED_APP = "benchmarks.gc_tuned_app:app"
 
 #: Raw baselines: (client, pattern, concurrency of the pattern or None for n).
 RAW_CLIENTS: dict[str, tuple[str, str, int | None]] = {
@@ -179,16 +178,13 @@ def measure_app_route(
     return row
 
 
-def app_routes(
-    transport: str, default: str, delay_ms: float, async_only: bool = False
-) -> list[tuple[str, str, int, int]]:
+def app_routes(transport: str, default: str, delay_ms: float) -> list[tuple[str, str, int, int]]:
     """(pattern, path, n, concurrency) to measure on an app with this transport."""
     routes: list[tuple[str, str, int, int]] = []
     for n in NS:
         routes.append(("async", f"/async/{n}", n, n))
-        if not async_only:
-            routes.append((f"async_sem (c={SEM})", f"/async_sem/{n}/{SEM}", n, min(n, SEM)))
-    if transport == default and not async_only:  # the sync client ignores the transport
+        routes.append((f"async_sem (c={SEM})", f"/async_sem/{n}/{SEM}", n, min(n, SEM)))
+    if transport == default:  # the sync client ignores the transport
         for n in NS:
             if delay_ms > 0 and n > SEQUENTIAL_CAP:
                 continue
@@ -197,24 +193,19 @@ def app_routes(
     return routes
 
 
-def app_label(transport: str, default: str, tuned: bool = False) -> str:
+def app_label(transport: str, default: str) -> str:
     """The `client` column of an app row."""
-    if tuned:
-        return f"app ({transport}) + proposed GC tuning"
     return f"app ({transport}{', default' if transport == default else ''})"
 
 
-def measure_app(
-    upstream: object, transport: str, default: str, repeats: int, spec: str = APP
-) -> list[Row]:
-    """Every route of one app process on `transport`, at each delay (/async only if tuned)."""
+def measure_app(upstream: object, transport: str, default: str, repeats: int) -> list[Row]:
+    """Every route of one app process on `transport`, at each delay."""
     from pytest_fanout.stack import AppServer
 
-    tuned = spec != APP
-    label = app_label(transport, default, tuned)
+    label = app_label(transport, default)
     rows: list[Row] = []
     app = AppServer(
-        spec,
+        APP,
         upstream_url=upstream.url,  # type: ignore[attr-defined]
         env={"FANOUT_TRANSPORT": transport},
         app_dir=REPO,
@@ -227,7 +218,7 @@ def measure_app(
                 # Warm every pool once: 1000 async connections, the sync client's one.
                 client.get(app.url + f"/async/{max(NS)}").raise_for_status()
                 client.get(app.url + "/sync/2").raise_for_status()
-                routes = app_routes(transport, default, delay_ms, async_only=tuned)
+                routes = app_routes(transport, default, delay_ms)
                 for pattern, path, n, concurrency in routes:
                     row = measure_app_route(
                         client,
@@ -643,20 +634,6 @@ def verdicts(rows: list[Row], stub: dict[str, object], default: str) -> list[Ver
                 rate >= 2 * fastest.calls_per_s,
             )
         )
-    tuned = find(rows, app_label(default, default, tuned=True), "async", 1000, 50)
-    if tuned and raw_pool:
-        out.append(
-            Verdict(
-                "(proposal, not shipped) GC-tuned app vs raw aiohttp (limit=1000), n=1000, "
-                "50ms: wall, CPU per call",
-                f"{tuned.median_s / raw_pool.median_s:.2f}x, "
-                f"{tuned.cpu_per_call_ms / raw_pool.cpu_per_call_ms:.2f}x "
-                f"({tuned.median_s:.3f}s, {tuned.cpu_per_call_ms:.3f} ms)",
-                "<= 1.5x, <= 2x",
-                tuned.median_s <= 1.5 * raw_pool.median_s
-                and tuned.cpu_per_call_ms <= 2 * raw_pool.cpu_per_call_ms,
-            )
-        )
     by_transport = {t: find(rows, app_label(t, default), "async", 1000, 50) for t in APP_TRANSPORTS}
     if all(by_transport.values()):
         fastest_t = min(by_transport, key=lambda t: by_transport[t].median_s)  # type: ignore[union-attr]
@@ -711,10 +688,6 @@ def markdown(
         "`app` rows, the client process's own for raw rows). Sequential patterns stop at "
         f"n = {SEQUENTIAL_CAP} at 50 ms (n = 1000 would take 50 s by definition). At 0 ms "
         "the stub answers each call within one loop turn, so its peak in flight is 1.",
-        "",
-        "Rows `app (...) + proposed GC tuning` run `benchmarks/gc_tuned_app.py`: the same app "
-        "with `gc.freeze()` and `gc.set_threshold(50_000, 20, 20)` applied after startup, "
-        "proposed for `app/main.py`'s lifespan and NOT shipped: they show what it would buy.",
         "",
         "| client | pattern | n | delay | wall (s) | min-max (s) | ok | peak | ideal (s) "
         "| efficiency | CPU/call (ms) | samples |",
@@ -811,8 +784,6 @@ def run(repeats: int, out_dir: Path, json_path: Path | None) -> int:
         for transport in transports:
             print(f"app on {transport}:")
             rows += measure_app(upstream, transport, default, repeats)
-        print(f"app on {default} with the GC tuning proposed for its lifespan:")
-        rows += measure_app(upstream, default, default, repeats, GC_TUNED_APP)
         for delay_ms in DELAYS_MS:
             upstream.configure(delay_ms=delay_ms)
             print(f"raw clients at {delay_ms:.0f} ms:")
