@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from pytest_fanout.load import MARKER_ENV, kill_marked
 from pytest_fanout.proctree import (
     command_line,
     descendants_of,
@@ -13,7 +18,7 @@ from pytest_fanout.proctree import (
     processes_with_env,
 )
 
-__all__ = ["REPO", "descendants_of", "pid_alive", "processes_tagged"]
+__all__ = ["REPO", "descendants_of", "locust", "pid_alive", "processes_tagged"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,6 +27,27 @@ def processes_tagged(tag: str) -> dict[int, str]:
     """Live processes whose environment holds FANOUT_TEST_TAG=<tag>: every process a
     tagged run started, even one re-parented after its parent died."""
     return {pid: command_line(pid) for pid in processes_with_env("FANOUT_TEST_TAG", tag)}
+
+
+def locust(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """Run `python -m locust ARGS` in the repo root, marked; return (exit status, output,
+    marker), after checking that nothing the run started is left behind."""
+    marker = uuid.uuid4().hex
+    env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "locust", *args],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        left = kill_marked(marker)
+    assert not left, f"processes left behind by locust {args}: {left}"
+    return proc.returncode, proc.stdout + proc.stderr, marker
 
 
 @pytest.fixture

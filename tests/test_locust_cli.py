@@ -30,28 +30,7 @@ from pytest_fanout.load import (
     marked_processes,
     parse_stats_json,
 )
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def locust(*args: str, timeout: float = 60) -> tuple[int, str, str]:
-    """Run `python -m locust ARGS` in the repo root; (exit status, output, marker)."""
-    marker = uuid.uuid4().hex
-    env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "locust", *args],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    finally:
-        left = kill_marked(marker)
-    assert not left, f"processes left behind by locust {args}: {left}"
-    return proc.returncode, proc.stdout + proc.stderr, marker
+from tests.conftest import REPO, locust
 
 
 def stack_pids(output: str) -> list[int]:

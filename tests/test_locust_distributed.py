@@ -22,8 +22,8 @@ from pytest_fanout.load import (
     marked_processes,
     parse_stats_json,
 )
+from tests.conftest import REPO, locust
 
-REPO = Path(__file__).resolve().parent.parent
 STACK_LINE = "fanout: embedded stack: app "
 
 
@@ -104,44 +104,13 @@ def test_master_and_two_workers_on_loopback(tmp_path: Path) -> None:
 
 
 def test_processes_2_forks_workers_but_one_stack(tmp_path: Path) -> None:
-    marker = uuid.uuid4().hex
-    env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
-    try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                "locustfiles/",
-                "--headless",
-                "--processes",
-                "2",
-                "--users",
-                "6",
-                "--spawn-rate",
-                "6",
-                "--run-time",
-                "4s",
-                "--json-file",
-                str(tmp_path / "stats"),
-                "--fanout-min-rps",
-                "0.5",
-                "AsyncUser",
-                "AsyncSemUser",
-            ],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-    finally:
-        left = kill_marked(marker)
-    output = proc.stdout + proc.stderr
-    assert not left, f"left behind: {left}"
-    assert proc.returncode == 0, output
+    code, output, _ = locust(
+        "-f", "locustfiles/", "--headless", "--processes", "2", "--users", "6",
+        "--spawn-rate", "6", "--run-time", "4s", "--json-file", str(tmp_path / "stats"),
+        "--fanout-min-rps", "0.5", "AsyncUser", "AsyncSemUser",
+        timeout=90,
+    )
+    assert code == 0, output
     assert "2 workers connected" in output
     assert output.count(STACK_LINE) == 1 and output.count("fanout: embedded stack stopped") == 1
     assert output.count("fanout: thresholds met: ") == 1  # the master's check only

@@ -7,57 +7,20 @@ machine cannot flip the verdict.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import uuid
-from pathlib import Path
 
-from pytest_fanout.load import EXIT_THRESHOLD, MARKER_ENV, VIOLATION_PREFIX, kill_marked
-
-REPO = Path(__file__).resolve().parent.parent
+from pytest_fanout.load import EXIT_THRESHOLD, VIOLATION_PREFIX
+from tests.conftest import locust
 
 
 def test_a_p95_limit_the_sync_endpoint_cannot_meet_exits_with_the_threshold_status() -> None:
-    marker = uuid.uuid4().hex
-    env = {**os.environ, MARKER_ENV: marker}
-    try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                "locustfiles/",
-                "--headless",
-                "--run-time",
-                "5s",
-                "--users",
-                "6",
-                "--spawn-rate",
-                "6",
-                "--fanout-n",
-                "10",
-                "--fanout-upstream-delay-ms",
-                "100",
-                "--fanout-max-p95-ms",
-                "500",
-                "SyncUser",
-                "AsyncUser",
-            ],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        assert kill_marked(marker) == []
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == EXIT_THRESHOLD, output
-    assert proc.returncode != 1  # not Locust's "there were failed requests"
+    code, output, _ = locust(
+        "-f", "locustfiles/", "--headless", "--run-time", "5s", "--users", "6",
+        "--spawn-rate", "6", "--fanout-n", "10", "--fanout-upstream-delay-ms", "100",
+        "--fanout-max-p95-ms", "500", "SyncUser", "AsyncUser",
+    )
+    assert code == EXIT_THRESHOLD, output
+    assert code != 1  # not Locust's "there were failed requests"
     lines = [line for line in output.splitlines() if line.startswith(VIOLATION_PREFIX)]
     sync = [line for line in lines if "GET /sync/10" in line]
     assert len(sync) == 1, output
