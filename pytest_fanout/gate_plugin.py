@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_fanout import gate
-from pytest_fanout.results import session_measurements
+from pytest_fanout.results import session_load_results, session_measurements
 
 
 @dataclass
@@ -141,10 +141,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
         state.skipped = "the session was interrupted: nothing saved or compared"
         return
-    # Imported here: at import time pytest has not registered (and assertion-rewritten)
-    # load_plugin yet, and importing it first would warn "already imported".
-    from pytest_fanout.load_plugin import session_load_results
-
     run = gate.Run.from_session(
         session_measurements(config),
         session_load_results(config),

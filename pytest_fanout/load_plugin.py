@@ -8,7 +8,7 @@ It loads the session's app (`fanout_server`, whose upstream is
 `fanout_upstream`) with `--host`, so the locustfiles start nothing of their
 own; Locust runs in a subprocess (never imported here: gevent would patch
 pytest). Every result is kept for the session, JSON-ready through
-`LoadResult.to_dict()`, in `session_load_results(config)`: that is where the
+`LoadResult.to_dict()`, in `pytest_fanout.results.session_load_results(config)`: that is where the
 regression gate and other plugins find them.
 """
 
@@ -21,14 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_fanout.load import LoadResult, LoadRunError, run_locust
-
-#: Every LoadResult the session's tests produced, in order.
-LOAD_RESULTS_KEY = pytest.StashKey[list[LoadResult]]()
-
-
-def session_load_results(config: pytest.Config) -> list[LoadResult]:
-    """The session's load results (an empty list before the first one)."""
-    return config.stash.setdefault(LOAD_RESULTS_KEY, [])
+from pytest_fanout.results import session_load_results
 
 
 class FanoutLoad:

@@ -18,7 +18,7 @@ from pytest_fanout import hookspecs
 from pytest_fanout.facade import Fanout
 from pytest_fanout.measure import Measurement
 from pytest_fanout.process import ServerProcess, ServerStartError, install_sigterm_cleanup
-from pytest_fanout.results import session_measurements
+from pytest_fanout.results import session_load_results, session_measurements
 from pytest_fanout.stack import DEFAULT_APP, AppServer, StubUpstreamServer
 from pytest_fanout.table import render_text
 from pytest_fanout.upstream import Behaviour, ConfigError
@@ -235,8 +235,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if _is_xdist_worker(config):
         # Hand the worker's measurements to the controller (see pytest_testnodedown).
-        from pytest_fanout.load_plugin import session_load_results
-
         config.workeroutput[XDIST_KEY] = [m.to_dict() for m in session_measurements(config)]
         config.workeroutput[XDIST_LOAD_KEY] = [r.to_dict() for r in session_load_results(config)]
 
@@ -245,7 +243,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect each worker's measurements and load results (summary, gate)."""
     from pytest_fanout.load import LoadResult
-    from pytest_fanout.load_plugin import session_load_results
 
     output = getattr(node, "workeroutput", {}) or {}
     measurements = session_measurements(node.config)

@@ -1,9 +1,11 @@
-"""Where the session keeps its measurements, for the summary, the gate and other plugins."""
+"""Where the session keeps its measurements and load results, for the summary, the gate,
+xdist's hand-over and other plugins (a plain module, so any of them can import it)."""
 
 from __future__ import annotations
 
 import pytest
 
+from pytest_fanout.load_results import LoadResult
 from pytest_fanout.measure import Measurement
 
 #: Every Measurement the session's tests took, in order.
@@ -13,3 +15,12 @@ MEASUREMENTS_KEY = pytest.StashKey[list[Measurement]]()
 def session_measurements(config: pytest.Config) -> list[Measurement]:
     """The session's measurements (an empty list before the first one)."""
     return config.stash.setdefault(MEASUREMENTS_KEY, [])
+
+
+#: Every LoadResult the session's `fanout_load` runs produced, in order.
+LOAD_RESULTS_KEY = pytest.StashKey[list[LoadResult]]()
+
+
+def session_load_results(config: pytest.Config) -> list[LoadResult]:
+    """The session's load results (an empty list before the first one)."""
+    return config.stash.setdefault(LOAD_RESULTS_KEY, [])

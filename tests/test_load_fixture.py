@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pytest_fanout.load import LoadResult
-from pytest_fanout.load_plugin import session_load_results
+from pytest_fanout.results import session_load_results
 
 
 def test_async_sustains_3x_the_requests_per_second_of_sync(
