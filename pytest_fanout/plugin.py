@@ -139,7 +139,6 @@ def fanout_upstream(pytestconfig: pytest.Config) -> Iterator[StubUpstreamServer]
         yield server
     finally:
         server.stop()
-        server.remove_log()
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +162,6 @@ def fanout_server(
         yield server
     finally:
         server.stop()
-        server.remove_log()
 
 
 @pytest.fixture(autouse=True)

@@ -74,6 +74,7 @@ class ServerProcess:
         ready_path: str = "/",
         startup_timeout: float = 10.0,
         log_level: str = "warning",
+        keep_log: bool = False,
     ) -> None:
         self.app = app
         self.name = name
@@ -90,7 +91,10 @@ class ServerProcess:
         self.command: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
+        #: Keep the log file after stop(); by default only its tail is kept, in memory.
+        self.keep_log = keep_log
         self._log_file = None
+        self._final_tail = ""
 
     @property
     def url(self) -> str:
@@ -188,8 +192,9 @@ class ServerProcess:
         return ""
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The child's last `lines` lines of output (also after stop(), up to LOG_TAIL_LINES)."""
         if self.log_path is None or not self.log_path.exists():
-            return ""
+            return "\n".join(self._final_tail.splitlines()[-lines:])
         if self._log_file is not None and not self._log_file.closed:
             self._log_file.flush()
         text = self.log_path.read_text(errors="replace")
@@ -216,8 +221,12 @@ class ServerProcess:
             proc.stdin.close()
         if self._log_file is not None:
             self._log_file.close()
+        self._final_tail = self.log_tail()
+        if not self.keep_log:
+            self.remove_log()
 
     def remove_log(self) -> None:
+        """Delete the log file (its tail stays readable through log_tail())."""
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
 
