@@ -18,6 +18,9 @@ from typing import Any
 
 import aiohttp
 import httpx
+import yarl
+from aiohttp import hdrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from app.settings import Settings
 
@@ -29,6 +32,8 @@ KEEPALIVE_EXPIRY_S = 5.0
 HTTPX_KEEPALIVE = 20
 #: Parsed URLs the shared client remembers (the app calls at most FANOUT_MAX_N distinct ones).
 URL_CACHE_SIZE = 4096
+#: Distinct request header sets the transport keeps ready for aiohttp.
+HEADER_CACHE_SIZE = 64
 _HTTP11 = {"http_version": b"HTTP/1.1"}
 
 
@@ -42,6 +47,14 @@ class StatelessCookies(httpx.Cookies):
 
     def extract_cookies(self, response: httpx.Response) -> None:
         return None
+
+
+class ReadyBody(httpx.ByteStream):
+    """A whole response body already in memory that needs no Content-Encoding decoding."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.body = body
 
 
 class SharedAsyncClient(httpx.AsyncClient):
@@ -68,6 +81,33 @@ class SharedAsyncClient(httpx.AsyncClient):
                 self._parsed_urls.clear()  # bounded: a flood of new URLs costs a re-parse
             self._parsed_urls[url] = merged
         return merged
+
+    async def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """httpx's `send`, but a body the transport already holds is not re-read.
+
+        httpx reads a response through three async-iterator layers (~14 us a call);
+        for a `ReadyBody` the result is the body itself. The response ends as httpx
+        leaves it: content set, stream consumed, closed by httpx (which sets `.elapsed`).
+        Streamed responses, and any other stream, take httpx's own path unchanged.
+        """
+        if stream:
+            return await super().send(request, stream=True, **kwargs)
+        response = await super().send(request, stream=True, **kwargs)
+        try:
+            ready = getattr(response.stream, "_stream", None)  # inside httpx's BoundAsyncStream
+            if isinstance(ready, ReadyBody) and not response.is_stream_consumed:
+                response._content = ready.body
+                response._num_bytes_downloaded = len(ready.body)
+                response.is_stream_consumed = True
+                await response.aclose()
+            else:
+                await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
 
     @property
     def base_url(self) -> httpx.URL:
@@ -124,6 +164,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, yarl.URL] = {}
+        self._headers: dict[tuple[tuple[bytes, bytes], ...], CIMultiDictProxy[str]] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -155,8 +197,28 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._timeouts[key] = timeout
         return timeout
 
+    def _aiohttp_url(self, url: httpx.URL) -> yarl.URL:
+        key = str(url)
+        parsed = self._urls.get(key)
+        if parsed is None:
+            parsed = yarl.URL(key)
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()  # bounded, like the client's own URL cache
+            self._urls[key] = parsed
+        return parsed
+
+    def _aiohttp_headers(self, headers: httpx.Headers) -> CIMultiDictProxy[str]:
+        key = tuple(headers.raw)
+        ready = self._headers.get(key)
+        if ready is None:
+            ready = CIMultiDictProxy(CIMultiDict(headers.multi_items()))
+            if len(self._headers) >= HEADER_CACHE_SIZE:
+                self._headers.clear()
+            self._headers[key] = ready
+        return ready
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._get_session()
+        session = self._session or self._get_session()
         try:
             data: Any = request.content or None
         except httpx.RequestNotRead:
@@ -164,8 +226,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             async with session.request(
                 request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
+                self._aiohttp_url(request.url),
+                headers=self._aiohttp_headers(request.headers),
                 data=data,
                 allow_redirects=False,  # httpx follows redirects itself
                 timeout=self._timeout(request),
@@ -176,11 +238,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         extensions: dict[str, Any] = dict(_HTTP11)
         if answer.reason:
             extensions["reason_phrase"] = answer.reason.encode()
-        # An unread stream, so httpx reads and closes it as usual (that sets `.elapsed`).
+        # An unread stream, as any transport returns: httpx reads and closes it (`.elapsed`).
+        # A body that needs no decoding is marked ready, so SharedAsyncClient.send can skip
+        # httpx's async-iterator read of a body that is already in memory.
+        encoded = hdrs.CONTENT_ENCODING in answer.headers
+        stream = httpx.ByteStream(body) if encoded else ReadyBody(body)
         return httpx.Response(
             answer.status,
             headers=answer.raw_headers,
-            stream=httpx.ByteStream(body),
+            stream=stream,
             request=request,
             extensions=extensions,
         )
