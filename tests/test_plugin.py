@@ -181,7 +181,7 @@ def test_fixtures_marker_hooks_and_summary(pytester: pytest.Pytester) -> None:
         def test_server_hook_changed_the_env(fanout):
             assert fanout.get("/async/31").status_code == 422
 
-        @pytest.mark.fanout_upstream(delay_ms=1, max_inflight=3)
+        @pytest.mark.fanout_upstream(delay_ms=200, max_inflight=3)  # 200 ms: all 6 overlap
         def test_marker(fanout, fanout_upstream):
             assert fanout_upstream.behaviour().max_inflight == 3
             body = fanout.get("/async/6").json()
