@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,9 +20,18 @@ from pytest_fanout.proctree import (
     processes_with_env,
 )
 
-__all__ = ["REPO", "descendants_of", "locust", "pid_alive", "processes_tagged"]
+__all__ = ["REPO", "descendants_of", "locust", "pid_alive", "processes_tagged", "wait_until"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `check` until it is true; fail after `timeout_s` (a bounded loop, not a sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g}s: {what}")
+        time.sleep(0.02)  # poll interval
 
 
 def processes_tagged(tag: str) -> dict[int, str]:

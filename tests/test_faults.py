@@ -14,13 +14,14 @@ are asserted exactly: among other things they prove the app never retries.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from pytest_fanout.stack import AppServer, Stack, StubUpstreamServer
 from pytest_fanout.upstream import Behaviour
+from tests.conftest import wait_until
 
 CALL_TIMEOUT_S = 0.5
 DEADLINE_S = 2.0
@@ -47,14 +48,6 @@ ROUTES = {
     "blocking": "/blocking/{n}",
 }
 
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `check` until it is true; fail after `timeout_s` (a bounded loop)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g}s: {what}")
-        time.sleep(0.02)  # poll interval
 
 
 def app_of(stack: Stack) -> AppServer:

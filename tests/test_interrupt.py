@@ -12,12 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, descendants_of, pid_alive
+from tests.conftest import REPO, descendants_of, pid_alive, wait_until
 
 HOLDING_TEST = """
 import os
@@ -29,14 +28,6 @@ def test_hold(fanout):
     for _ in range(600):  # bounded: about 60 s at 100 ms each, far past the signal
         fanout.get("/sync/1")
 """
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)  # polling interval
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
@@ -55,7 +46,7 @@ def test_stopping_pytest_mid_test_leaves_no_process(tmp_path: Path, sig: signal.
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(ready.exists, 60, "the inner test to start")
+        wait_until(ready.exists, 60, "the inner test to start")
         stack = descendants_of(inner.pid)
         assert len(stack) >= 2, f"expected the upstream and the app under pytest, saw {stack}"
         inner.send_signal(sig)
@@ -64,7 +55,7 @@ def test_stopping_pytest_mid_test_leaves_no_process(tmp_path: Path, sig: signal.
         if inner.poll() is None:
             inner.kill()
             inner.wait()
-    wait_for(lambda: not any(pid_alive(p) for p in stack), 15, f"{stack} to end")
+    wait_until(lambda: not any(pid_alive(p) for p in stack), 15, f"{stack} to end")
     if sig == signal.SIGINT:
         assert b"KeyboardInterrupt" in output, output.decode()[-2000:]
         assert inner.returncode == pytest.ExitCode.INTERRUPTED

@@ -34,6 +34,7 @@ from pytest_fanout.probe import PROBE_PATH
 from pytest_fanout.process import LOOPBACK, ServerProcess
 from pytest_fanout.stack import AppServer, Stack, StubUpstreamServer
 from pytest_fanout.upstream import CONTROL_PREFIX, Behaviour
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_N = 50
@@ -47,14 +48,6 @@ HARNESS_PATHS = [
 ]
 ROUTES = ["/sync/{n}", "/async/{n}", "/async_sem/{n}/5", "/blocking/{n}"]
 
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `check` until true; fail after `timeout_s` (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g}s: {what}")
-        time.sleep(0.02)  # poll interval
 
 
 def listening_addresses(port: int) -> set[str]:
