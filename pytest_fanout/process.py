@@ -95,10 +95,18 @@ class ServerProcess:
         self.keep_log = keep_log
         self._log_file = None
         self._final_tail = ""
+        self._control: httpx.Client | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def control(self) -> httpx.Client:
+        """One keep-alive client to this server, for its control paths (closed by stop())."""
+        if self._control is None:
+            self._control = httpx.Client(base_url=self.url, timeout=10)
+        return self._control
 
     @property
     def pid(self) -> int | None:
@@ -205,6 +213,9 @@ class ServerProcess:
 
     def stop(self, grace_s: float = 3.0) -> None:
         """End the child's whole process group: SIGTERM, then SIGKILL after `grace_s`."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         proc = self.proc
         _LIVE.discard(self)
         if proc is None:

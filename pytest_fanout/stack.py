@@ -14,8 +14,6 @@ from dataclasses import asdict
 from types import TracebackType
 from typing import Any
 
-import httpx
-
 from pytest_fanout.probe import PROBE_PATH
 from pytest_fanout.process import LOOPBACK, ServerProcess
 from pytest_fanout.upstream import CONTROL_PREFIX, Behaviour
@@ -45,28 +43,21 @@ class StubUpstreamServer(ServerProcess):
             ready_path=CONTROL_PREFIX + "stats",
             startup_timeout=startup_timeout,
         )
-        self._control: httpx.Client | None = None
-
-    @property
-    def control(self) -> httpx.Client:
-        if self._control is None:
-            self._control = httpx.Client(base_url=self.url + CONTROL_PREFIX, timeout=10)
-        return self._control
 
     def stats(self) -> dict[str, int]:
         """requests, inflight, peak_inflight, completed, errors, rejected, dropped."""
-        return self.control.get("stats").raise_for_status().json()
+        return self.control.get(CONTROL_PREFIX + "stats").raise_for_status().json()
 
     def reset(self) -> dict[str, int]:
         """Zero the gauge (peak starts again from what is in flight now)."""
-        return self.control.post("reset").raise_for_status().json()
+        return self.control.post(CONTROL_PREFIX + "reset").raise_for_status().json()
 
     def behaviour(self) -> Behaviour:
-        return Behaviour(**self.control.get("config").raise_for_status().json())
+        return Behaviour(**self.control.get(CONTROL_PREFIX + "config").raise_for_status().json())
 
     def configure(self, **changes: Any) -> Behaviour:
         """Change delay_ms, jitter_ms, error_rate, error_status, drop_rate or max_inflight."""
-        response = self.control.post("config", json=changes)
+        response = self.control.post(CONTROL_PREFIX + "config", json=changes)
         if response.status_code == 422:
             raise ValueError(f"stub upstream refused {changes}: {response.json()['detail']}")
         return Behaviour(**response.raise_for_status().json())
@@ -74,12 +65,6 @@ class StubUpstreamServer(ServerProcess):
     def restore(self) -> Behaviour:
         """Back to the behaviour it started with."""
         return self.configure(**asdict(self.initial))
-
-    def stop(self, grace_s: float = 3.0) -> None:
-        if self._control is not None:
-            self._control.close()
-            self._control = None
-        super().stop(grace_s)
 
 
 class AppServer(ServerProcess):
@@ -109,13 +94,6 @@ class AppServer(ServerProcess):
             ready_path=PROBE_PATH,
             startup_timeout=startup_timeout,
         )
-        self._control: httpx.Client | None = None
-
-    @property
-    def control(self) -> httpx.Client:
-        if self._control is None:
-            self._control = httpx.Client(base_url=self.url, timeout=10)
-        return self._control
 
     def probe_stats(self) -> dict[str, float]:
         """requests, inflight, peak_inflight, loop_lag_max_s, stalls, ticks."""
@@ -123,12 +101,6 @@ class AppServer(ServerProcess):
 
     def probe_reset(self) -> dict[str, float]:
         return self.control.post(PROBE_PATH).raise_for_status().json()
-
-    def stop(self, grace_s: float = 3.0) -> None:
-        if self._control is not None:
-            self._control.close()
-            self._control = None
-        super().stop(grace_s)
 
 
 class Stack:
