@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_fanout import gate
-from pytest_fanout.results import session_load_results, session_measurements
+from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
 
 
 @dataclass
@@ -102,7 +102,7 @@ def _path(config: pytest.Config, value: str | None) -> Path | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Check every gate option and read the baseline now, before any test runs."""
-    if hasattr(config, "workerinput"):
+    if is_xdist_worker(config):
         return  # xdist worker: the controller saves and compares
     try:
         gate_config = gate.GateConfig.from_options(
@@ -136,7 +136,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Save, compare, write the reports; a regression makes the exit status non-zero."""
     config = session.config
     state = config.stash.get(GATE_KEY, None)
-    if state is None or not _active(state):
+    if not _active(state):
         return
     if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
         state.skipped = "the session was interrupted: nothing saved or compared"
@@ -172,7 +172,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The verdict table, then one line per regressed case (what a CI log shows last)."""
     state = config.stash.get(GATE_KEY, None)
-    if state is None or not _active(state):
+    if not _active(state):
         return
     tr = terminalreporter
     tr.write_sep("=", "fan-out regression gate")

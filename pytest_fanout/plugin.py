@@ -18,7 +18,7 @@ from pytest_fanout import hookspecs
 from pytest_fanout.facade import Fanout
 from pytest_fanout.measure import Measurement
 from pytest_fanout.process import ServerProcess, ServerStartError, install_sigterm_cleanup
-from pytest_fanout.results import session_load_results, session_measurements
+from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
 from pytest_fanout.stack import DEFAULT_APP, AppServer, StubUpstreamServer
 from pytest_fanout.table import render_text
 from pytest_fanout.upstream import Behaviour, ConfigError
@@ -224,14 +224,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def _is_xdist_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    if _is_xdist_worker(config):
+    if is_xdist_worker(config):
         # Hand the worker's measurements to the controller (see pytest_testnodedown).
         config.workeroutput[XDIST_KEY] = [m.to_dict() for m in session_measurements(config)]
         config.workeroutput[XDIST_LOAD_KEY] = [r.to_dict() for r in session_load_results(config)]
@@ -270,7 +266,7 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     measurements = session_measurements(config)
-    if not measurements or _is_xdist_worker(config):
+    if not measurements or is_xdist_worker(config):
         return
     terminalreporter.write_sep("=", "fan-out measurements")
     headers = ["test", "path", "median", "p95", "upstream peak", "efficiency", "loop lag"]

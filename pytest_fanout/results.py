@@ -24,3 +24,8 @@ LOAD_RESULTS_KEY = pytest.StashKey[list[LoadResult]]()
 def session_load_results(config: pytest.Config) -> list[LoadResult]:
     """The session's load results (an empty list before the first one)."""
     return config.stash.setdefault(LOAD_RESULTS_KEY, [])
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker: it hands its results to the controller, which reports."""
+    return hasattr(config, "workerinput")
