@@ -6,7 +6,7 @@ One run, one stub upstream process, side by side:
 
 * the stub's own zero-delay throughput, pinned to one core, under keep-alive load
   from client processes on the other cores (it must never be the bottleneck);
-* every route of the real app process (`pytest_fanout.stack.AppServer`), on each
+* every route of the real app process (`pytest_fanout.servers.stack.AppServer`), on each
   transport, at n in (10, 100, 1000) and upstream delay 50 ms and 0 ms;
 * the same calls made directly by raw aiohttp and plain httpx, each in a fresh
   client process (what a user would pick instead of the app's client).
@@ -200,7 +200,7 @@ def app_label(transport: str, default: str) -> str:
 
 def measure_app(upstream: object, transport: str, default: str, repeats: int) -> list[Row]:
     """Every route of one app process on `transport`, at each delay."""
-    from pytest_fanout.stack import AppServer
+    from pytest_fanout.servers.stack import AppServer
 
     label = app_label(transport, default)
     rows: list[Row] = []
@@ -763,8 +763,8 @@ def plot(rows: list[Row], path: Path) -> bool:
 def run(repeats: int, out_dir: Path, json_path: Path | None) -> int:
     """The whole benchmark; returns 0 (targets are reported, not enforced)."""
     from app.settings import Settings
-    from pytest_fanout.stack import StubUpstreamServer
-    from pytest_fanout.upstream import Behaviour
+    from pytest_fanout.servers.stack import StubUpstreamServer
+    from pytest_fanout.servers.upstream import Behaviour
 
     started = time.perf_counter()
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -16,7 +16,7 @@ from a background thread, and checks, after the run:
   counted (Locust gets `--stop-timeout`, so no request is cut off unrecorded).
 
 Exit status 0 when every criterion holds, 1 when one fails, 2 on bad arguments.
-`tests/test_soak.py` runs the same `run_soak()` for a shorter time.
+`tests/e2e/test_soak.py` runs the same `run_soak()` for a shorter time.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_fanout.load import LoadResult, LoadRunError, run_locust  # noqa: E402
-from pytest_fanout.process import ServerStartError  # noqa: E402
-from pytest_fanout.proctree import descendants_of  # noqa: E402
-from pytest_fanout.stack import DEFAULT_APP, AppServer, Stack, StubUpstreamServer  # noqa: E402
+from pytest_fanout.servers.process import ServerStartError  # noqa: E402
+from pytest_fanout.servers.proctree import descendants_of  # noqa: E402
+from pytest_fanout.servers.stack import DEFAULT_APP, AppServer, Stack, StubUpstreamServer  # noqa: E402
 
 #: The hard bound on one soak run's load phase, in seconds.
 MAX_DURATION_S = 60

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_fanout.stack import Stack  # noqa: E402
+from pytest_fanout.servers.stack import Stack  # noqa: E402
 
 
 def main(runs: int = 5) -> None:

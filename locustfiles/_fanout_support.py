@@ -29,7 +29,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from pytest_fanout.argtypes import fraction, non_negative_float, positive_int
+from pytest_fanout._argtypes import fraction, non_negative_float, positive_int
 from pytest_fanout.load import (
     EMBEDDED_PREFIX,
     EXIT_OK,
@@ -222,9 +222,9 @@ def check_host(host: str) -> None:
 def start_stack(environment: Environment) -> str:
     """Start the stub upstream and the app (parent-bound sockets, readiness polled)."""
     global _STACK
-    from pytest_fanout.process import ServerStartError
-    from pytest_fanout.stack import Stack
-    from pytest_fanout.upstream import Behaviour
+    from pytest_fanout.servers.process import ServerStartError
+    from pytest_fanout.servers.stack import Stack
+    from pytest_fanout.servers.upstream import Behaviour
 
     delay = float(option(environment, "fanout_upstream_delay_ms", 100.0))
     stack = Stack(

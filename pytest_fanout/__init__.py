@@ -2,12 +2,48 @@
 
 `pytest -p pytest_fanout` and the pytest11 entry point both load this package,
 which pulls in the plugin modules below (hooks and fixtures live there).
+Importing it starts nothing and installs no signal handler: that happens when
+the first child process starts (`pytest_fanout.servers.cleanup`).
 """
+
+from pytest_fanout.assertions import FanoutAssertionError
+from pytest_fanout.fixture import Fanout
+from pytest_fanout.load.results import EndpointResult, LoadResult
+from pytest_fanout.load.runner import LoadRunError, run_locust
+from pytest_fanout.load.thresholds import Thresholds
+from pytest_fanout.measure import Measurement, MeasurementError
+from pytest_fanout.servers import (
+    AppServer,
+    Behaviour,
+    ServerProcess,
+    ServerStartError,
+    Stack,
+    StubUpstreamServer,
+)
 
 pytest_plugins = [
     "pytest_fanout.plugin",
-    "pytest_fanout.gate_plugin",
-    "pytest_fanout.load_plugin",
+    "pytest_fanout.gate.plugin",
+    "pytest_fanout.load.plugin",
 ]
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AppServer",
+    "Behaviour",
+    "EndpointResult",
+    "Fanout",
+    "FanoutAssertionError",
+    "LoadResult",
+    "LoadRunError",
+    "Measurement",
+    "MeasurementError",
+    "ServerProcess",
+    "ServerStartError",
+    "Stack",
+    "StubUpstreamServer",
+    "Thresholds",
+    "run_locust",
+    "__version__",
+]

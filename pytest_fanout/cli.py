@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from pytest_fanout.argtypes import (
+from pytest_fanout._argtypes import (
     fraction,
     http_status,
     import_string,
@@ -26,7 +26,7 @@ from pytest_fanout.argtypes import (
     positive_float,
     positive_int,
 )
-from pytest_fanout.process import LOOPBACK, ServerStartError, install_sigterm_cleanup
+from pytest_fanout.servers.process import LOOPBACK, ServerStartError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -51,7 +51,7 @@ def add_behaviour_options(parser: argparse.ArgumentParser) -> None:
 
 
 def behaviour_from(args: argparse.Namespace):  # -> Behaviour
-    from pytest_fanout.upstream import Behaviour, ConfigError
+    from pytest_fanout.servers.upstream import Behaviour, ConfigError
 
     behaviour = Behaviour()
     try:
@@ -96,8 +96,8 @@ def configure_upstream(parser: argparse.ArgumentParser) -> None:
 def run_upstream(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pytest_fanout.process import bind_listening_socket
-    from pytest_fanout.upstream import StubUpstream
+    from pytest_fanout.servers.process import bind_listening_socket
+    from pytest_fanout.servers.upstream import StubUpstream
 
     app = StubUpstream(behaviour_from(args))
     # Bind here, not in uvicorn: a busy port is one clear line, and --port 0 shows the real port.
@@ -132,7 +132,7 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from pytest_fanout.stack import Stack
+    from pytest_fanout.servers.stack import Stack
 
     stack = Stack(
         args.app,
@@ -214,7 +214,7 @@ COMMANDS: dict[str, Command] = {
 
 #: Subcommands kept in their own modules: name -> "module" exposing configure(parser), run(args).
 EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
-    "compare": ("compare two saved runs and give the gate's verdict", "pytest_fanout.gate_cli"),
+    "compare": ("compare two saved runs and give the gate's verdict", "pytest_fanout.gate.cli"),
 }
 
 
@@ -245,7 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    install_sigterm_cleanup()
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_fanout.load import LoadResult
+    from pytest_fanout.load.results import LoadResult
     from pytest_fanout.measure import Measurement
-    from pytest_fanout.process import ServerProcess
+    from pytest_fanout.servers.process import ServerProcess
 
 
 @pytest.hookspec()

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from pytest_fanout._table import render_text
 from pytest_fanout.measure import Measurement, measure
-from pytest_fanout.stack import Stack
-from pytest_fanout.table import render_text
-from pytest_fanout.upstream import Behaviour
+from pytest_fanout.servers.stack import Stack
+from pytest_fanout.servers.upstream import Behaviour
 
 
 @dataclass

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from pytest_fanout import hookspecs
-from pytest_fanout.facade import Fanout
+from pytest_fanout._table import render_text
+from pytest_fanout.fixture import Fanout
 from pytest_fanout.measure import Measurement
-from pytest_fanout.process import ServerProcess, ServerStartError, install_sigterm_cleanup
 from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
-from pytest_fanout.stack import DEFAULT_APP, AppServer, StubUpstreamServer
-from pytest_fanout.table import render_text
-from pytest_fanout.upstream import Behaviour, ConfigError
+from pytest_fanout.servers.process import ServerProcess, ServerStartError
+from pytest_fanout.servers.stack import DEFAULT_APP, AppServer, StubUpstreamServer
+from pytest_fanout.servers.upstream import Behaviour, ConfigError
 
 MARKER = "fanout_upstream"
 SERVERS_KEY = pytest.StashKey[list[ServerProcess]]()
@@ -109,7 +109,6 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--fanout-app must be MODULE:ATTR, got {app!r}")
     app_env(config)
     config.stash[SERVERS_KEY] = []
-    install_sigterm_cleanup()
 
 
 # ---- fixtures --------------------------------------------------------------
@@ -236,7 +235,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect each worker's measurements and load results (summary, gate)."""
-    from pytest_fanout.load import LoadResult
+    from pytest_fanout.load.results import LoadResult
 
     output = getattr(node, "workeroutput", {}) or {}
     measurements = session_measurements(node.config)

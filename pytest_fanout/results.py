@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_fanout.load_results import LoadResult
+from pytest_fanout.load.results import LoadResult
 from pytest_fanout.measure import Measurement
 
 #: Every Measurement the session's tests took, in order.

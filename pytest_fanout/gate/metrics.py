@@ -1,0 +1,210 @@
+"""What a fail-on rule can name: each metric, how it is read from a case, which way is better.
+
+Why apart from the rules: a metric turns a case's record into per-sample
+values (for the noise test) and one headline number; the rule syntax and the
+verdict only need that shape. Each metric belongs to one kind of case
+(measurement or Locust row): a rule only ever judges cases of its metric's kind.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pytest_fanout.gate.runs import KIND_LOCUST, KIND_MEASUREMENT, Case, Run
+from pytest_fanout.gate.stats import histogram_sample
+from pytest_fanout.load.results import EndpointResult
+from pytest_fanout.measure import Measurement, percentile
+
+
+@dataclass(frozen=True)
+class Values:
+    """A metric of one case: per-sample values (for the test) and the headline statistic.
+
+    No samples ([]) means one number a side: the noise cannot be tested.
+    """
+
+    samples: list[float]
+    stat: float
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a rule can name: how to read it from a case, and which way is better."""
+
+    name: str
+    higher_is_better: bool
+    #: "ratio" (plain number), "s" (seconds) or "rps" (requests/s): the absolute units of a rule.
+    unit: str
+    portable: bool
+    read: Callable[[Case, Run], Values | None]
+    about: str
+    #: The kind of case it reads; a rule never judges cases of another kind.
+    kind: str = KIND_MEASUREMENT
+    #: The headline statistic of the samples, for the bootstrap interval of the change.
+    statistic: Callable[[Sequence[float]], float] = statistics.median
+    #: False when a case holds one number, not samples (requests/s): threshold only, no test.
+    sampled: bool = True
+
+    @property
+    def bad_sign(self) -> str:
+        return "-" if self.higher_is_better else "+"
+
+    def format(self, value: float) -> str:
+        """A value in this metric's unit, as the reports show it."""
+        if self.unit == "s":
+            return f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
+        if self.unit == "rps":
+            return f"{value:.3g}/s"
+        return f"{value:.3g}"
+
+
+def p95_of(values: Sequence[float]) -> float:
+    """The 95th percentile, the statistic of the p95 metrics."""
+    return percentile(list(values), 95)
+
+
+def _measured(case: Case) -> Measurement | None:
+    m = case.measurement()
+    return m if m is not None and m.samples else None
+
+
+def _efficiency(case: Case, run: Run) -> Values | None:
+    m = _measured(case)
+    if m is None or m.ideal_s is None or any(s <= 0 for s in m.samples):
+        return None
+    ideal = m.ideal_s
+    return Values([ideal / s for s in m.samples], ideal / m.median_s)
+
+
+def _overhead(case: Case, run: Run) -> Values | None:
+    m = _measured(case)
+    if m is None or m.ideal_s is None or not m.n:
+        return None
+    ideal, n = m.ideal_s, m.n
+    return Values([(s - ideal) / n for s in m.samples], (m.median_s - ideal) / n)
+
+
+def _median(case: Case, run: Run) -> Values | None:
+    m = _measured(case)
+    return None if m is None else Values(list(m.samples), m.median_s)
+
+
+def _p95(case: Case, run: Run) -> Values | None:
+    m = _measured(case)
+    return None if m is None else Values(list(m.samples), m.p95_s)
+
+
+def _speedup(case: Case, run: Run) -> Values | None:
+    """Median of the same test's sequential path (concurrency 1, same n) over this case's."""
+    m = _measured(case)
+    if m is None or not m.n or m.concurrency in (None, 1):
+        return None
+    for other in run.cases:
+        ref = _measured(other) if other is not case else None
+        if ref is not None and ref.test == m.test and ref.n == m.n and ref.concurrency == 1:
+            if any(s <= 0 for s in m.samples):
+                return None
+            return Values([ref.median_s / s for s in m.samples], ref.median_s / m.median_s)
+    return None
+
+
+def _row(case: Case) -> EndpointResult | None:
+    row = case.load_row()
+    return row if row is not None and row.requests > 0 else None
+
+
+def _load_p95(case: Case, run: Run) -> Values | None:
+    """Every request's response time (seconds) from the histogram; headline: Locust's p95."""
+    row = _row(case)
+    if row is None:
+        return None
+    histogram = {float(ms) / 1000: hits for ms, hits in row.histogram.items()}
+    return Values(histogram_sample(histogram), row.p95_ms / 1000)
+
+
+def _rps(case: Case, run: Run) -> Values | None:
+    row = _row(case)
+    return None if row is None else Values([], row.rps)
+
+
+def _fail_ratio(case: Case, run: Run) -> Values | None:
+    """One 0/1 value per request (1 = failed), thinned like a histogram; headline: the ratio."""
+    row = _row(case)
+    if row is None:
+        return None
+    failed = min(row.failures, row.requests)
+    outcomes = histogram_sample({0.0: row.requests - failed, 1.0: failed})
+    return Values(outcomes, row.fail_ratio)
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "efficiency",
+            True,
+            "ratio",
+            True,
+            _efficiency,
+            "ideal time / measured time (1.0 = perfect fan-out)",
+        ),
+        Metric(
+            "overhead",
+            False,
+            "s",
+            True,
+            _overhead,
+            "(median - ideal) / n: the app's own cost per upstream call",
+        ),
+        Metric(
+            "speedup",
+            True,
+            "ratio",
+            True,
+            _speedup,
+            "same test's sequential median / this median, measured in the same run",
+        ),
+        Metric("median", False, "s", False, _median, "median wall time (raw seconds)"),
+        Metric(
+            "p95",
+            False,
+            "s",
+            False,
+            _p95,
+            "95th percentile wall time (raw seconds)",
+            statistic=p95_of,
+        ),
+        Metric(
+            "load-p95",
+            False,
+            "s",
+            False,
+            _load_p95,
+            "a Locust row's 95th percentile response time; the test uses its whole histogram",
+            kind=KIND_LOCUST,
+            statistic=p95_of,
+        ),
+        Metric(
+            "rps",
+            True,
+            "rps",
+            False,
+            _rps,
+            "a Locust row's requests per second (one number a run: threshold only)",
+            kind=KIND_LOCUST,
+            sampled=False,
+        ),
+        Metric(
+            "fail-ratio",
+            False,
+            "ratio",
+            True,
+            _fail_ratio,
+            "a Locust row's failed requests / requests; the test uses one 0/1 per request",
+            kind=KIND_LOCUST,
+            statistic=statistics.fmean,
+        ),
+    )
+}

@@ -1,0 +1,202 @@
+"""The regression gate inside pytest: --fanout-save, --fanout-compare, --fanout-fail-on.
+
+Options are checked in `pytest_configure` (a bad rule or an unreadable
+baseline stops the run before any test, with one line); the session's
+measurements and Locust results (`fanout_load`) are saved and compared in
+`pytest_sessionfinish`, which also turns a regression into a non-zero exit
+status even when every test passed; `pytest_terminal_summary` prints the
+verdict table and one line per regressed case. The logic itself lives in `pytest_fanout.gate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_fanout import gate
+from pytest_fanout.gate.report import write_text
+from pytest_fanout.gate.runs import collect_context
+from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
+
+
+@dataclass
+class GateState:
+    """What this session's gate was asked to do, and what it found."""
+
+    config: gate.GateConfig
+    save: Path | None = None
+    report_md: Path | None = None
+    baseline: gate.Run | None = None
+    comparison: gate.Comparison | None = None
+    saved: Path | None = None
+    cases: int = 0
+    errors: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+
+GATE_KEY = pytest.StashKey[GateState]()
+#: argparse expands %-formats in help text: the default rules contain "%".
+_DEFAULT_RULES = gate.DEFAULT_FAIL_ON.replace("%", "%%")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fanout-gate", "fan-out regression gate (pytest-fanout)")
+    group.addoption(
+        "--fanout-save",
+        metavar="PATH",
+        default=None,
+        help="write the session's measurements (every sample, statistics, upstream settings, "
+        "machine and git context) and Locust results (one case per endpoint and one for the "
+        "total, with the response-time histogram) as versioned JSON to PATH",
+    )
+    group.addoption(
+        "--fanout-compare",
+        metavar="PATH",
+        default=None,
+        help="compare the session with the baseline saved at PATH, case by case "
+        "(test node id + path), and print the gate's verdicts",
+    )
+    group.addoption(
+        "--fanout-fail-on",
+        metavar="RULES",
+        default=None,
+        help="what fails the run when --fanout-compare finds it beyond the noise: comma-separated "
+        "METRIC-N%%/METRIC+N%% (or ms/s/plain number) rules over efficiency, overhead, "
+        "speedup, median, p95 (measurements) and load-p95, rps, fail-ratio (Locust rows); "
+        f"'none' reports only (default: {_DEFAULT_RULES})",
+    )
+    group.addoption(
+        "--fanout-alpha",
+        metavar="P",
+        default=None,
+        help="significance level of the one-sided Mann-Whitney test that a change must pass "
+        f"to count (default: {gate.DEFAULT_ALPHA})",
+    )
+    group.addoption(
+        "--fanout-report-md",
+        metavar="PATH",
+        default=None,
+        help="write a Markdown report (verdict table, or the measurements without a baseline) "
+        "to PATH, for a pull-request comment or $GITHUB_STEP_SUMMARY",
+    )
+    parser.addini("fanout_fail_on", "default for --fanout-fail-on", default=None)
+    parser.addini("fanout_alpha", "default for --fanout-alpha", default=None)
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(name)
+    if value is None and name in ("fanout_fail_on", "fanout_alpha"):
+        value = config.getini(name) or None
+    return value
+
+
+def _path(config: pytest.Config, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise pytest.UsageError("a --fanout-save/--fanout-compare/--fanout-report-md path is empty")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config.invocation_params.dir / path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Check every gate option and read the baseline now, before any test runs."""
+    if is_xdist_worker(config):
+        return  # xdist worker: the controller saves and compares
+    try:
+        gate_config = gate.GateConfig.from_options(
+            _option(config, "fanout_fail_on"), _option(config, "fanout_alpha")
+        )
+        state = GateState(
+            gate_config,
+            save=_path(config, config.getoption("fanout_save")),
+            report_md=_path(config, config.getoption("fanout_report_md")),
+        )
+        compare = _path(config, config.getoption("fanout_compare"))
+        if compare is not None:
+            state.baseline = gate.Run.load(compare)
+            state.baseline.source = config.getoption("fanout_compare")
+    except gate.GateError as exc:
+        raise pytest.UsageError(f"pytest-fanout gate: {exc}") from None
+    for target in (state.save, state.report_md):
+        if target is not None and target.is_dir():
+            raise pytest.UsageError(f"pytest-fanout gate: {target} is a directory, give a file")
+    config.stash[GATE_KEY] = state
+
+
+def _active(state: GateState | None) -> bool:
+    return state is not None and (
+        state.save is not None or state.report_md is not None or state.baseline is not None
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Save, compare, write the reports; a regression makes the exit status non-zero."""
+    config = session.config
+    state = config.stash.get(GATE_KEY, None)
+    if not _active(state):
+        return
+    if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
+        state.skipped = "the session was interrupted: nothing saved or compared"
+        return
+    run = gate.Run.from_session(
+        session_measurements(config),
+        session_load_results(config),
+        collect_context(config.rootpath),
+    )
+    state.cases = len(run.cases)
+    if state.baseline is not None:
+        state.comparison = gate.compare_runs(state.baseline, run, state.config)
+        run.extra["comparison"] = state.comparison.to_dict()
+    try:
+        if state.save is not None:
+            state.saved = run.save(state.save)
+        if state.report_md is not None:
+            if state.comparison is not None:
+                text = gate.render_comparison_markdown(state.comparison, run)
+            else:
+                text = gate.render_run_markdown(run)
+            write_text(state.report_md, text)
+    except gate.GateError as exc:
+        state.errors.append(str(exc))
+    if state.errors and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+    failed = state.comparison is not None and state.comparison.failed
+    if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The verdict table, then one line per regressed case (what a CI log shows last)."""
+    state = config.stash.get(GATE_KEY, None)
+    if not _active(state):
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "fan-out regression gate")
+    if state.skipped:
+        tr.write_line(f"fanout gate: {state.skipped}", yellow=True)
+        return
+    comparison = state.comparison
+    if comparison is not None:
+        tr.write_line(gate.render_comparison_text(comparison))
+    if state.saved is not None:
+        tr.write_line(f"fanout gate: saved {state.cases} case(s) to {state.saved}")
+    if state.report_md is not None and not state.errors:
+        tr.write_line(f"fanout gate: wrote the Markdown report to {state.report_md}")
+    for error in state.errors:
+        tr.write_line(f"fanout gate: error: {error}", red=True, bold=True)
+    if comparison is not None:
+        for line in gate.regression_lines(comparison):
+            tr.write_line(line, red=True, bold=True)
+        if comparison.failed:
+            tr.write_line(
+                f"fanout gate: {len(comparison.regressions)} regression(s) beyond the limits "
+                "and the noise: the run fails",
+                red=True,
+                bold=True,
+            )

@@ -1,0 +1,174 @@
+"""The --fanout-fail-on rules and the gate's settings: parsed once, refused with one line.
+
+Why apart: the rule syntax is the user's interface to the gate; a typo must
+stop the run before any test, with a line naming what there is. A rule only
+judges cases of its metric's kind; a Locust metric no rule names is still
+compared and shown ("reported only"), never failed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pytest_fanout.gate.metrics import METRICS, Metric
+from pytest_fanout.gate.runs import GateError
+
+#: Rules used when --fanout-fail-on is not given: the portable efficiency for measurements;
+#: for Locust rows a p95 rise and new failures, both tested against the noise.
+DEFAULT_FAIL_ON = "efficiency-15%,load-p95+25%,fail-ratio+0.01"
+#: Limits that say "moved" for the Locust metrics no rule names: shown, never failed.
+REPORTED_RULES = "load-p95+25%,rps-20%,fail-ratio+0.01"
+#: One-sided significance level of the Mann-Whitney test.
+DEFAULT_ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Fail when `metric` gets worse by more than `limit` (relative when `percent`)."""
+
+    metric: Metric
+    limit: float
+    percent: bool
+    text: str
+    #: False for a reported-only rule: its change is shown, never decides a verdict.
+    enforced: bool = True
+
+    def change(self, base: float, now: float) -> float | None:
+        """now - base, as a fraction of |base| for a percent rule (None when base is 0)."""
+        if self.percent:
+            return None if base == 0 else (now - base) / abs(base)
+        return now - base
+
+    def worse(self, change: float) -> bool:
+        """Is `change` worse than the limit, in this metric's bad direction?"""
+        return -change > self.limit if self.metric.higher_is_better else change > self.limit
+
+    def better(self, change: float) -> bool:
+        return change > self.limit if self.metric.higher_is_better else -change > self.limit
+
+    def format_change(self, change: float | None) -> str:
+        """The change as the reports show it: a percentage, milliseconds, or a plain number."""
+        if change is None:
+            return "-"
+        if self.percent:
+            return f"{change * 100:+.1f}%"
+        if self.metric.unit == "s":
+            return f"{change * 1000:+.2f} ms"
+        return f"{change:+.3f}"
+
+
+#: Which metric units take which absolute limits, for the one-line refusals.
+_UNIT_NAMES = {"ratio": "a ratio", "rps": "a rate (requests/s)"}
+
+#: METRIC (letters, digits, "_" or "-"; the shortest name that leaves a sign, a number and a unit)
+_RULE = re.compile(
+    r"^(?P<metric>[a-z][a-z0-9_-]*?)\s*(?P<sign>[+-])\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>%|ms|s)?$"
+)
+
+
+def parse_fail_on(text: str) -> list[Rule]:
+    """Parse "efficiency-10%,overhead+1ms" (or "none"); a mistake is a one-line GateError.
+
+    Each rule is METRIC, the sign of the bad direction (- for metrics where
+    higher is better, + where lower is better) and a limit: a percentage of
+    the baseline, or an absolute amount (ms or s for times, a plain number for
+    ratios and requests/s): "load-p95+25%", "rps-20%", "fail-ratio+0.01".
+    "none" means: report, never fail.
+    """
+    text = text.strip()
+    if text.lower() in ("none", "never", ""):
+        if text == "":
+            raise GateError("--fanout-fail-on is empty: give rules such as efficiency-10% or none")
+        return []
+    rules = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        match = _RULE.match(part.lower())
+        if not match:
+            raise GateError(
+                f"cannot read fail-on rule {part!r}: write METRIC-N% or METRIC+N% "
+                f"(for example {DEFAULT_FAIL_ON}); metrics: {', '.join(METRICS)}"
+            )
+        metric = METRICS.get(match["metric"])
+        if metric is None:
+            raise GateError(
+                f"unknown metric {match['metric']!r} in fail-on rule {part!r}; "
+                f"metrics: {', '.join(METRICS)}"
+            )
+        sign, unit, number = match["sign"], match["unit"], float(match["number"])
+        if sign != metric.bad_sign:
+            way = "drops" if metric.higher_is_better else "rises"
+            raise GateError(
+                f"fail-on rule {part!r}: {metric.name} is worse when it {way}, "
+                f"write {metric.name}{metric.bad_sign}{match['number']}{unit or ''}"
+            )
+        if unit == "%":
+            rules.append(Rule(metric, number / 100, True, part))
+        elif unit in ("ms", "s"):
+            if metric.unit != "s":
+                noun = _UNIT_NAMES.get(metric.unit, "not a time")
+                raise GateError(
+                    f"fail-on rule {part!r}: {metric.name} is {noun}, give a % or a plain number"
+                )
+            rules.append(Rule(metric, number / 1000 if unit == "ms" else number, False, part))
+        else:
+            if metric.unit == "s":
+                raise GateError(f"fail-on rule {part!r}: give {metric.name} a unit (% or ms or s)")
+            rules.append(Rule(metric, number, False, part))
+    if not rules:
+        raise GateError(f"no rule in --fanout-fail-on {text!r}")
+    seen = set()
+    for rule in rules:
+        if rule.metric.name in seen:
+            raise GateError(f"fail-on names {rule.metric.name} twice: keep one rule per metric")
+        seen.add(rule.metric.name)
+    return rules
+
+
+def parse_alpha(text: str | float) -> float:
+    """The significance level: a number strictly between 0 and 0.5."""
+    try:
+        alpha = float(text)
+    except (TypeError, ValueError):
+        raise GateError(f"alpha {text!r} is not a number") from None
+    if not 0 < alpha < 0.5:
+        raise GateError(f"alpha {text!r} must be between 0 and 0.5 (for example 0.01)")
+    return alpha
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The rules that decide verdicts, whether a regression fails, and the test's level."""
+
+    rules: list[Rule]
+    fail: bool = True
+    alpha: float = DEFAULT_ALPHA
+
+    @classmethod
+    def from_options(cls, fail_on: str | None, alpha: str | float | None = None) -> GateConfig:
+        """From the option strings; "none" keeps the default rules for verdicts, never fails."""
+        rules = parse_fail_on(fail_on or DEFAULT_FAIL_ON)
+        fail = bool(rules)
+        if not rules:
+            rules = parse_fail_on(DEFAULT_FAIL_ON)
+        return cls(rules, fail, parse_alpha(DEFAULT_ALPHA if alpha is None else alpha))
+
+    def rules_for(self, kind: str) -> list[Rule]:
+        """The rules that judge cases of `kind`, then reported-only rules for its other metrics."""
+        mine = [r for r in self.rules if r.metric.kind == kind]
+        named = {r.metric.name for r in mine}
+        shown = [
+            Rule(r.metric, r.limit, r.percent, r.text, enforced=False)
+            for r in parse_fail_on(REPORTED_RULES)
+            if r.metric.kind == kind and r.metric.name not in named
+        ]
+        return mine + shown
+
+    def describe(self) -> str:
+        rules = ",".join(r.text for r in self.rules)
+        what = f"fail on {rules}" if self.fail else f"report only ({rules})"
+        unsampled = [r.metric.name for r in self.rules if not r.metric.sampled]
+        tail = f"; {', '.join(unsampled)} by the limit alone" if unsampled else ""
+        return f"{what}, when beyond the noise (Mann-Whitney, one-sided p < {self.alpha:g}){tail}"

@@ -1,0 +1,324 @@
+"""Saved runs: the versioned JSON layout, its cases, and where a run was measured.
+
+Why its own module: the file is the contract between a main-branch run and a
+pull request's run, possibly of different versions, so reading it checks
+everything, and every way a file can be wrong is a `GateError` of ONE line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pytest_fanout.load.results import EndpointResult, LoadResult
+from pytest_fanout.measure import Measurement
+
+#: What a results file says it is; anything else is refused with one line.
+SCHEMA = "pytest-fanout/results"
+#: Bump when a reader of the old layout would misread the new one.
+SCHEMA_VERSION = 1
+#: A case holding a `Measurement.to_dict()`.
+KIND_MEASUREMENT = "measurement"
+#: A case holding one row (an endpoint, or the total) of a Locust run; see `load_case_record`.
+KIND_LOCUST = "locust"
+#: The run-level fields of `LoadResult.to_dict()` a Locust case keeps next to its row.
+LOAD_RUN_FIELDS = (
+    "users",
+    "spawn_rate",
+    "run_time_s",
+    "user_classes",
+    "options",
+    "exit_code",
+    "violations",
+    "duration_s",
+)
+
+#: Packages whose versions go into a saved run's context.
+CONTEXT_PACKAGES = ("pytest-fanout", "pytest", "pluggy", "httpx", "fastapi", "uvicorn", "locust")
+
+
+class GateError(Exception):
+    """A problem to report as one line (bad file, bad option), never a traceback."""
+
+
+def case_id(test: str, path: str) -> str:
+    """A case is one path measured by one test: "<node id> <path>"."""
+    return f"{test} {path}".strip()
+
+
+@dataclass
+class Case:
+    """One record of a run: a `kind` and the record's own dict (`Measurement.to_dict()`)."""
+
+    id: str
+    kind: str
+    record: dict[str, Any]
+
+    @property
+    def test(self) -> str:
+        return str(self.record.get("test", ""))
+
+    @property
+    def path(self) -> str:
+        return str(self.record.get("path", ""))
+
+    def measurement(self) -> Measurement | None:
+        """The Measurement of a "measurement" case, None for any other kind."""
+        if self.kind != KIND_MEASUREMENT:
+            return None
+        return Measurement.from_dict(self.record)
+
+    def load_row(self) -> EndpointResult | None:
+        """The Locust row (endpoint or total) of a "locust" case, None for any other kind."""
+        if self.kind != KIND_LOCUST:
+            return None
+        return EndpointResult.from_dict(self.record["stats"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "record": self.record}
+
+
+@dataclass
+class Run:
+    """A saved session: its cases (in order) and where and how they were measured."""
+
+    cases: list[Case]
+    context: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    #: Where it was read from, for messages ("" when built in memory).
+    source: str = ""
+    #: Extra top-level sections (for example "comparison") written next to the cases.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_measurements(
+        cls, measurements: Iterable[Measurement], context: dict[str, Any] | None = None
+    ) -> Run:
+        """Cases from a session's measurements; a repeated case id gets " #2", " #3"."""
+        return cls.from_session(measurements, (), context)
+
+    @classmethod
+    def from_session(
+        cls,
+        measurements: Iterable[Measurement],
+        load_results: Iterable[LoadResult],
+        context: dict[str, Any] | None = None,
+    ) -> Run:
+        """Measurement cases, then one Locust case per endpoint and one for the total of each
+        load run; a repeated case id gets " #2", " #3"."""
+        records = [(case_id(m.test, m.path), KIND_MEASUREMENT, m.to_dict()) for m in measurements]
+        for result in load_results:
+            for row in [*(result.endpoints[k] for k in sorted(result.endpoints)), result.total]:
+                record = load_case_record(result, row)
+                records.append((case_id(result.name, row.key), KIND_LOCUST, record))
+        cases: list[Case] = []
+        seen: dict[str, int] = {}
+        for base, kind, record in records:
+            seen[base] = seen.get(base, 0) + 1
+            cid = base if seen[base] == 1 else f"{base} #{seen[base]}"
+            cases.append(Case(cid, kind, record))
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls(cases, context or {}, created)
+
+    def case(self, cid: str) -> Case | None:
+        return next((c for c in self.cases if c.id == cid), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "context": self.context,
+            "cases": [c.to_dict() for c in self.cases],
+            **self.extra,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the run as JSON (parents created); a failure is a one-line GateError."""
+        target = Path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+            target.write_text(text, encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            raise GateError(f"cannot write {path}: {error_reason(exc)}") from None
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], role: str = "baseline") -> Run:
+        """Read and check a saved run; every way it can be wrong is one clear line."""
+        name = f"{role} {path}"
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise GateError(f"{name} does not exist") from None
+        except IsADirectoryError:
+            raise GateError(f"{name} is a directory, not a results file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GateError(f"cannot read {name}: {error_reason(exc)}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GateError(
+                f"{name} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+            ) from None
+        run = cls.from_dict(data, name)
+        run.source = str(path)
+        return run
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<data>") -> Run:
+        """Validate the layout: schema name, version, and every case's required fields."""
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise GateError(f"{source} is not a pytest-fanout results file (schema {SCHEMA!r})")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise GateError(
+                f"{source} has schema version {version!r}; this pytest-fanout reads version "
+                f"{SCHEMA_VERSION}: save the baseline again with this version"
+            )
+        raw_cases = data.get("cases")
+        if not isinstance(raw_cases, list):
+            raise GateError(f"{source} has no list of cases")
+        cases = []
+        for index, raw in enumerate(raw_cases):
+            cases.append(_case_from(raw, index, source))
+        context = data.get("context") if isinstance(data.get("context"), dict) else {}
+        extra = {k: v for k, v in data.items() if k not in _RUN_KEYS}
+        return cls(cases, context, str(data.get("created", "")), source, extra)
+
+
+_RUN_KEYS = {"schema", "schema_version", "created", "context", "cases"}
+
+
+def load_case_record(result: LoadResult, row: EndpointResult) -> dict[str, Any]:
+    """A Locust case's record: the run's name and settings, and the row with its histogram.
+
+    Why the settings travel with every row: a comparison notes when the users
+    or the run time changed, since requests/s and p95 depend on them.
+    """
+    run = result.to_dict()
+    return {
+        "test": result.name,
+        "endpoint": row.key,
+        **{k: run[k] for k in LOAD_RUN_FIELDS},
+        "stats": row.to_dict(),
+    }
+
+
+def _case_from(raw: Any, index: int, source: str) -> Case:
+    where = f"{source}: case {index + 1}"
+    if not isinstance(raw, dict):
+        raise GateError(f"{where} is not an object")
+    cid, kind, record = raw.get("id"), raw.get("kind"), raw.get("record")
+    if not isinstance(cid, str) or not isinstance(kind, str) or not isinstance(record, dict):
+        raise GateError(f"{where} needs a string id, a string kind and a record object")
+    if kind == KIND_MEASUREMENT:
+        samples = record.get("samples")
+        if (
+            not isinstance(samples, list)
+            or not samples
+            or not all(_is_real(s) and s >= 0 for s in samples)
+        ):
+            raise GateError(f"{where} ({cid}) has no valid samples (a list of seconds)")
+        if not isinstance(record.get("path"), str):
+            raise GateError(f"{where} ({cid}) has no path")
+        try:
+            Measurement.from_dict(record)
+        except (TypeError, ValueError) as exc:
+            raise GateError(f"{where} ({cid}) is not a measurement: {error_reason(exc)}") from None
+    elif kind == KIND_LOCUST:
+        _check_load_record(record, f"{where} ({cid})")
+    return Case(cid, kind, record)
+
+
+def _check_load_record(record: dict[str, Any], where: str) -> None:
+    """A Locust row must read back, with counts that are counts and times that are numbers."""
+    stats = record.get("stats")
+    if not isinstance(stats, dict):
+        raise GateError(f"{where} has no stats object (a Locust row)")
+    counts = [stats.get("requests"), stats.get("failures")]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        raise GateError(f"{where} needs whole, non-negative requests and failures")
+    if not all(_is_real(stats.get(k)) for k in ("rps", "p95_ms")):
+        raise GateError(f"{where} needs numbers for rps and p95_ms")
+    histogram = stats.get("histogram", {})
+    if not isinstance(histogram, dict) or not all(
+        _is_number_text(k) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in histogram.items()
+    ):
+        raise GateError(f'{where} has a bad histogram (want {{"ms": count}})')
+    try:
+        EndpointResult.from_dict(stats)
+    except (TypeError, ValueError) as exc:
+        raise GateError(f"{where} is not a Locust row: {error_reason(exc)}") from None
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) >= 0
+    except ValueError:
+        return False
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def error_reason(exc: BaseException) -> str:
+    """The short reason of an OS or parse error, for a one-line message."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def collect_context(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Where the run happened: Python, packages, CPUs, platform, git commit, FANOUT_* settings.
+
+    Kept so that a comparison can say when the baseline came from another machine.
+    """
+    packages = {}
+    for name in CONTEXT_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": packages,
+        "git": _git_info(Path(root) if root else Path.cwd()),
+        "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("FANOUT_")},
+        "argv": sys.argv[1:],
+    }
+
+
+def _git_info(root: Path) -> dict[str, Any] | None:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=5
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    return {
+        "commit": commit,
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }

@@ -1,0 +1,60 @@
+"""Locust from pytest and the command line: a bounded subprocess, its results, thresholds.
+
+* `runner`: `run_locust()`, Locust as a subprocess (never imported here: gevent
+  would patch pytest);
+* `results`: `LoadResult` / `EndpointResult`, parsed from Locust's JSON report;
+* `thresholds`: the `--fanout-max-*` checks (pure logic);
+* `plugin`: the `fanout_load` fixture.
+"""
+
+from __future__ import annotations
+
+from pytest_fanout.load.results import (
+    EXIT_FAILED_REQUESTS,
+    EXIT_OK,
+    EXIT_TARGET,
+    EXIT_THRESHOLD,
+    EXIT_USAGE,
+    SCHEMA,
+    TOTAL_NAME,
+    EndpointResult,
+    LoadResult,
+    parse_stats_json,
+    percentile_from_histogram,
+)
+from pytest_fanout.load.runner import (
+    EMBEDDED_PREFIX,
+    MARKER_ENV,
+    LoadRunError,
+    default_locustfile,
+    kill_marked,
+    locust_command,
+    marked_processes,
+    run_locust,
+)
+from pytest_fanout.load.thresholds import VIOLATION_PREFIX, Thresholds, Violation
+
+__all__ = [
+    "EMBEDDED_PREFIX",
+    "EXIT_FAILED_REQUESTS",
+    "EXIT_OK",
+    "EXIT_TARGET",
+    "EXIT_THRESHOLD",
+    "EXIT_USAGE",
+    "MARKER_ENV",
+    "SCHEMA",
+    "TOTAL_NAME",
+    "VIOLATION_PREFIX",
+    "EndpointResult",
+    "LoadResult",
+    "LoadRunError",
+    "Thresholds",
+    "Violation",
+    "default_locustfile",
+    "kill_marked",
+    "locust_command",
+    "marked_processes",
+    "parse_stats_json",
+    "percentile_from_histogram",
+    "run_locust",
+]

@@ -1,0 +1,93 @@
+"""The `fanout_load` fixture: Locust as a bounded subprocess from a test, in one line.
+
+    def test_async_sustains_more_than_sync(fanout_load):
+        result = fanout_load(users=10, run_time_s=6, n=10, user_classes=["AsyncUser", "SyncUser"])
+        assert result.endpoint("/async/").rps >= 3 * result.endpoint("/sync/").rps
+
+It loads the session's app (`fanout_server`, whose upstream is
+`fanout_upstream`) with `--host`, so the locustfiles start nothing of their
+own; Locust runs in a subprocess (never imported here: gevent would patch
+pytest). Every result is kept for the session, JSON-ready through
+`LoadResult.to_dict()`, in `pytest_fanout.results.session_load_results(config)`: that is where the
+regression gate and other plugins find them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_fanout.load.runner import LoadResult, LoadRunError, run_locust
+from pytest_fanout.results import session_load_results
+
+
+class FanoutLoad:
+    """Callable: `fanout_load(**options) -> LoadResult`; see `pytest_fanout.load.run_locust`."""
+
+    def __init__(
+        self,
+        host: str,
+        workdir: Path,
+        test: str,
+        config: pytest.Config,
+        item: pytest.Item | None = None,
+    ) -> None:
+        self.item = item
+        self.host = host
+        self.workdir = workdir
+        self.test = test
+        self.config = config
+        self.results: list[LoadResult] = []
+
+    def __call__(
+        self,
+        *,
+        users: int = 10,
+        run_time_s: float = 5,
+        user_classes: list[str] | tuple[str, ...] = (),
+        n: int | None = None,
+        max_concurrent: int | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> LoadResult:
+        """Run Locust against the app under test; a run that yields no results fails the test."""
+        index = len(self.results)
+        try:
+            result = run_locust(
+                self.host,
+                users=users,
+                run_time_s=run_time_s,
+                user_classes=user_classes,
+                n=n,
+                max_concurrent=max_concurrent,
+                workdir=self.workdir / f"load-{index}",
+                name=name or (self.test if index == 0 else f"{self.test}[{index}]"),
+                **options,
+            )
+        except LoadRunError as exc:
+            tail = "\n".join("  | " + line for line in exc.output.splitlines()[-30:])
+            pytest.fail(f"fanout_load: {exc}\n{tail}", pytrace=False)
+        self.results.append(result)
+        session_load_results(self.config).append(result)
+        self.config.hook.pytest_fanout_load_result(result=result, item=self.item)
+        return result
+
+
+@pytest.fixture
+def fanout_load(
+    request: pytest.FixtureRequest,
+    fanout_server: Any,
+    fanout_upstream: Any,
+    tmp_path: Path,
+) -> Iterator[FanoutLoad]:
+    """Put the app under test under Locust load for a bounded time; upstream restored after."""
+    runner = FanoutLoad(
+        fanout_server.url, tmp_path, request.node.nodeid, request.config, request.node
+    )
+    try:
+        yield runner
+    finally:
+        fanout_upstream.restore()

@@ -1,0 +1,254 @@
+"""Locust as a bounded SUBPROCESS: the runner behind `fanout_load` and the tests.
+
+Locust is never imported here: it monkey-patches the interpreter with gevent,
+which would break pytest and httpx in the calling process. `run_locust()`
+starts `python -m locust -f locustfiles/ --headless` with a `--run-time` and a
+subprocess timeout, in a private work directory, and parses the JSON report
+it writes (`--json-file`).
+
+Why the JSON and not the CSV: the JSON holds each endpoint's full response
+time histogram (Locust's own buckets) and its timestamps, at the moment Locust
+quits; the `_stats.csv` is rewritten once a second by a background greenlet,
+so its last version can miss the final second, and its percentiles are
+pre-rounded. Percentiles computed from the histogram use Locust's own rule
+(`calculate_response_time_percentile`), so they equal what Locust prints.
+
+The results live in `results.py`, the thresholds in `thresholds.py`; the
+package's `__init__` gathers the public names of all three.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pytest_fanout.load.results import (
+    LoadResult,
+    parse_stats_json,
+)
+from pytest_fanout.load.thresholds import VIOLATION_PREFIX, Thresholds
+from pytest_fanout.servers.cleanup import stop_group
+from pytest_fanout.servers.proctree import processes_with_env
+
+__all__ = [
+    "EMBEDDED_PREFIX",
+    "MARKER_ENV",
+    "LoadRunError",
+    "default_locustfile",
+    "kill_marked",
+    "locust_command",
+    "marked_processes",
+    "run_locust",
+]
+
+#: The environment variable that marks every process a `run_locust` call starts.
+MARKER_ENV = "FANOUT_LOAD_RUN"
+
+
+# ---- the subprocess runner -------------------------------------------------
+
+
+class LoadRunError(RuntimeError):
+    """Locust did not produce results (it failed to start, or timed out); `.output` says why."""
+
+    def __init__(self, message: str, output: str = "", exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.output = output
+        self.exit_code = exit_code
+
+
+def default_locustfile() -> Path:
+    """The repository's `locustfiles/` (FANOUT_LOCUSTFILE overrides it)."""
+    configured = os.environ.get("FANOUT_LOCUSTFILE")
+    if configured:
+        return Path(configured)
+    beside_package = Path(__file__).resolve().parents[2] / "locustfiles"
+    if beside_package.is_dir():
+        return beside_package
+    return Path.cwd() / "locustfiles"
+
+
+def marked_processes(marker: str) -> list[int]:
+    """PIDs of live processes whose environment holds MARKER_ENV=marker."""
+    return processes_with_env(MARKER_ENV, marker)
+
+
+def kill_marked(marker: str) -> list[int]:
+    """SIGKILL whatever a run left behind; return what was found."""
+    left = marked_processes(marker)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def locust_command(
+    locustfile: str | os.PathLike[str],
+    *,
+    host: str | None,
+    users: int,
+    spawn_rate: float,
+    run_time_s: int,
+    report_prefix: str | os.PathLike[str],
+    user_classes: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    n: int | None = None,
+    max_concurrent: int | None = None,
+    thresholds: Thresholds | None = None,
+    processes: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The `python -m locust ...` command line `run_locust` runs (public: tests print it)."""
+    command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless"]
+    command += ["--users", str(users), "--spawn-rate", f"{spawn_rate:g}"]
+    command += ["--run-time", f"{run_time_s}s", "--only-summary"]
+    command += ["--json-file", str(report_prefix), "--csv", str(report_prefix)]
+    if host:
+        command += ["--host", host]
+    if tags:
+        command += ["--tags", *tags]
+    if n is not None:
+        command += ["--fanout-n", str(n)]
+    if max_concurrent is not None:
+        command += ["--fanout-max-concurrent", str(max_concurrent)]
+    if thresholds is not None:
+        command += thresholds.to_args()
+    if processes:
+        command += ["--processes", str(processes)]
+    command += list(extra_args)
+    command += list(user_classes)
+    return command
+
+
+def run_locust(
+    host: str | None = None,
+    *,
+    users: int = 10,
+    spawn_rate: float | None = None,
+    run_time_s: float = 5,
+    user_classes: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    n: int | None = None,
+    max_concurrent: int | None = None,
+    thresholds: Thresholds | None = None,
+    processes: int | None = None,
+    extra_args: Sequence[str] = (),
+    locustfile: str | os.PathLike[str] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+    name: str = "",
+) -> LoadResult:
+    """Run Locust headless for `run_time_s` seconds and return what it measured.
+
+    With `host=None` the locustfiles start (and stop) their embedded stack.
+    The run is bounded twice: Locust's `--run-time`, and `timeout_s` (default
+    run time + 60 s) after which the whole process group is killed and
+    LoadRunError raised. Threshold violations and failed requests do NOT
+    raise: they are in `exit_code` and `violations`, for the test to assert.
+    """
+    run_time = max(1, math.ceil(run_time_s))
+    rate = float(spawn_rate if spawn_rate is not None else users)
+    work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fanout-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    prefix = work / "locust"
+    command = locust_command(
+        locustfile if locustfile is not None else default_locustfile(),
+        host=host,
+        users=users,
+        spawn_rate=rate,
+        run_time_s=run_time,
+        report_prefix=prefix,
+        user_classes=user_classes,
+        tags=tags,
+        n=n,
+        max_concurrent=max_concurrent,
+        thresholds=thresholds,
+        processes=processes,
+        extra_args=extra_args,
+    )
+    marker = uuid.uuid4().hex
+    child_env = {**os.environ, **(env or {}), MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+    log_path = work / "locust.log"
+    limit = timeout_s if timeout_s is not None else run_time + 60
+    with open(log_path, "wb") as log:
+        # cwd=work: no locust.conf or pyproject.toml of the caller changes the run.
+        proc = subprocess.Popen(
+            command,
+            cwd=work,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=limit)
+        except BaseException:
+            stop_group(proc, grace_s=5.0)
+            kill_marked(marker)
+            output = log_path.read_text(errors="replace")
+            raise LoadRunError(
+                f"locust did not finish within {limit:g}s (run time {run_time}s): killed",
+                output,
+            ) from None
+    output = log_path.read_text(errors="replace")
+    left = kill_marked(marker)
+    if left:
+        raise LoadRunError(f"locust left processes behind (killed): {left}", output, code)
+    report = prefix.with_name(prefix.name + ".json")
+    if not report.exists():
+        last = _last_line(output)
+        raise LoadRunError(f"locust exited with status {code} and no report: {last}", output, code)
+    endpoints, total, duration = parse_stats_json(json.loads(report.read_text()))
+    return LoadResult(
+        endpoints=endpoints,
+        total=total,
+        exit_code=code,
+        duration_s=duration,
+        name=name,
+        host=host or _embedded_host(output),
+        users=users,
+        spawn_rate=rate,
+        run_time_s=run_time,
+        user_classes=list(user_classes),
+        options={
+            k: v
+            for k, v in (("fanout_n", n), ("fanout_max_concurrent", max_concurrent))
+            if v is not None
+        },
+        violations=[
+            line.strip()
+            for line in output.splitlines()
+            if line.strip().startswith(VIOLATION_PREFIX)
+        ],
+        workdir=work,
+        output=output,
+    )
+
+
+def _last_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "fanout:" in line or "ERROR" in line or "error:" in line:
+            return line
+    return lines[-1] if lines else "(no output)"
+
+
+EMBEDDED_PREFIX = "fanout: embedded stack: app "
+
+
+def _embedded_host(output: str) -> str:
+    for line in output.splitlines():
+        if EMBEDDED_PREFIX in line:
+            return line.split(EMBEDDED_PREFIX, 1)[1].split()[0]
+    return ""

@@ -1,0 +1,122 @@
+"""Thresholds on a Locust run, as pure functions of its numbers.
+
+The locustfiles apply them when Locust quits (on the master only); the unit
+tests check them without a run. A violation is one line that names the
+threshold, its limit and the measured value.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_fanout._argtypes import fraction, non_negative_float
+from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
+
+#: Every threshold line starts with this, so a CI log and `run_locust` can find them.
+VIOLATION_PREFIX = "fanout: threshold violated: "
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One threshold that one row broke."""
+
+    option: str
+    metric: str
+    endpoint: str
+    limit: float
+    value: float
+    unit: str = ""
+
+    def line(self) -> str:
+        """One line naming the threshold, its limit and the measured value."""
+        return (
+            f"{VIOLATION_PREFIX}{self.option} {_fmt(self.limit)}{self.unit}: "
+            f"{self.metric} of {self.endpoint} is {_fmt(self.value)}{self.unit}"
+        )
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if value < 10 else f"{value:.1f}".removesuffix(".0")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits applied to every endpoint and to the total; None means "not checked"."""
+
+    max_fail_ratio: float | None = None
+    max_p95_ms: float | None = None
+    min_rps: float | None = None
+
+    @classmethod
+    def from_options(cls, options: Any) -> Thresholds:
+        """From Locust's parsed options; values typed in the web UI arrive as strings."""
+
+        def read(attr: str, kind: Any) -> float | None:
+            raw = getattr(options, attr, None)
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                return None
+            try:
+                return kind(str(raw).strip()) if isinstance(raw, str) else kind(raw)
+            except argparse.ArgumentTypeError as exc:
+                option = "--" + attr.replace("_", "-")
+                raise ValueError(f"{option}: {exc}") from None
+
+        return cls(
+            max_fail_ratio=read("fanout_max_fail_ratio", fraction),
+            max_p95_ms=read("fanout_max_p95_ms", non_negative_float),
+            min_rps=read("fanout_min_rps", non_negative_float),
+        )
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.max_fail_ratio, self.max_p95_ms, self.min_rps))
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_fail_ratio is not None:
+            parts.append(f"--fanout-max-fail-ratio {_fmt(self.max_fail_ratio)}")
+        if self.max_p95_ms is not None:
+            parts.append(f"--fanout-max-p95-ms {_fmt(self.max_p95_ms)}")
+        if self.min_rps is not None:
+            parts.append(f"--fanout-min-rps {_fmt(self.min_rps)}")
+        return ", ".join(parts) or "none"
+
+    def check(self, rows: Iterable[EndpointResult]) -> list[Violation]:
+        """Every violation, endpoint rows first, then the total."""
+        found = []
+        for row in rows:
+            label = row.key if row.name != TOTAL_NAME else "all endpoints (total)"
+            if self.max_fail_ratio is not None and row.fail_ratio > self.max_fail_ratio:
+                found.append(
+                    Violation(
+                        "--fanout-max-fail-ratio",
+                        "failure ratio",
+                        label,
+                        self.max_fail_ratio,
+                        row.fail_ratio,
+                    )
+                )
+            if self.max_p95_ms is not None and row.p95_ms > self.max_p95_ms:
+                found.append(
+                    Violation(
+                        "--fanout-max-p95-ms", "p95", label, self.max_p95_ms, row.p95_ms, " ms"
+                    )
+                )
+            if self.min_rps is not None and row.rps < self.min_rps:
+                found.append(
+                    Violation("--fanout-min-rps", "requests/s", label, self.min_rps, row.rps, "/s")
+                )
+        return found
+
+    def to_args(self) -> list[str]:
+        args = []
+        if self.max_fail_ratio is not None:
+            args += ["--fanout-max-fail-ratio", repr(self.max_fail_ratio)]
+        if self.max_p95_ms is not None:
+            args += ["--fanout-max-p95-ms", repr(self.max_p95_ms)]
+        if self.min_rps is not None:
+            args += ["--fanout-min-rps", repr(self.min_rps)]
+        return args

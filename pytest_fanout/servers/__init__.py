@@ -1,0 +1,29 @@
+"""Servers in child processes: the runner, the stub upstream, the app under its probe.
+
+* `process`: `ServerProcess`, an ASGI app under uvicorn in its own process
+  group, on a socket the parent bound; readiness polled, log tail kept;
+* `child`: the entry point that process runs (`python -m pytest_fanout.servers.child`);
+* `probe`: the loop probe wrapped around the app (lag, in flight);
+* `upstream`: the stub upstream (raw ASGI, exact gauges);
+* `stack`: the stub and the app together, the app pointed at the stub;
+* `cleanup`: the one process-group killer and the one registry of live children;
+* `proctree`: which processes live (from /proc), for tests and Locust runs.
+"""
+
+from __future__ import annotations
+
+from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
+from pytest_fanout.servers.stack import DEFAULT_APP, AppServer, Stack, StubUpstreamServer
+from pytest_fanout.servers.upstream import Behaviour, ConfigError
+
+__all__ = [
+    "DEFAULT_APP",
+    "LOOPBACK",
+    "AppServer",
+    "Behaviour",
+    "ConfigError",
+    "ServerProcess",
+    "ServerStartError",
+    "Stack",
+    "StubUpstreamServer",
+]

@@ -1,0 +1,99 @@
+"""The entry point of every server process the harness starts.
+
+`python -m pytest_fanout.servers.child --fd N --app MODULE:ATTR` serves an ASGI app
+under uvicorn on a socket the PARENT bound and listened on (so there is no
+port race), optionally wrapped in the loop probe. The child ends itself when
+its stdin closes: if the parent dies, even by SIGKILL, no orphan is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+
+import uvicorn
+from uvicorn.importer import ImportFromStringError, import_from_string
+
+#: Exit status when the app cannot even be loaded (uvicorn itself uses 3 for startup failures).
+LOAD_FAILED = 4
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pytest_fanout.servers.child")
+    parser.add_argument("--fd", type=int, required=True, help="inherited listening socket")
+    parser.add_argument("--app", required=True, help="ASGI import string, MODULE:ATTR")
+    parser.add_argument("--factory", action="store_true", help="APP is a factory to call")
+    parser.add_argument("--probe", action="store_true", help="wrap the app in the loop probe")
+    parser.add_argument("--app-dir", default="", help="directory put first on sys.path")
+    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--lifespan", default="on", choices=["on", "off", "auto"])
+    return parser.parse_args(argv)
+
+
+def _die_with_parent(grace_s: float = 3.0) -> None:
+    """Block on stdin; at EOF the parent is gone: stop gracefully, then for sure."""
+
+    def watch() -> None:
+        # os.read on the raw descriptor: a buffered sys.stdin would hold a lock
+        # that the interpreter cannot take back at shutdown.
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Timer(grace_s, os._exit, args=(1,)).start()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def load_app(spec: str, *, factory: bool, probe: bool) -> object:
+    """Import the app; raise ImportFromStringError/Exception with a readable message."""
+    app = import_from_string(spec)
+    if factory:
+        app = app()
+    if probe:
+        from pytest_fanout.servers.probe import LoopProbe
+
+        app = LoopProbe(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.app_dir:
+        sys.path.insert(0, os.path.abspath(args.app_dir))
+    elif "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    _die_with_parent()
+    try:
+        app = load_app(args.app, factory=args.factory, probe=args.probe)
+    except ImportFromStringError as exc:
+        print(f"fanout child: cannot import app {args.app!r}: {exc}", file=sys.stderr)
+        return LOAD_FAILED
+    except Exception as exc:
+        print(
+            f"fanout child: loading app {args.app!r} raised {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return LOAD_FAILED
+    sock = socket.socket(fileno=args.fd)
+    config = uvicorn.Config(
+        app,
+        lifespan=args.lifespan,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    # uvicorn returns normally after a failed startup: its own exit status is 3.
+    return 0 if server.started else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

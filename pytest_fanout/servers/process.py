@@ -1,0 +1,248 @@
+"""Runs an ASGI app under uvicorn in a child process, and makes sure it ends.
+
+The parent binds and listens on the socket, then hands it to the child: the
+port is known before the child starts and no other process can take it.
+Readiness is polled over HTTP (never slept for). The child leads its own
+process group; `stop()` ends the whole group, and every live `ServerProcess`
+is also stopped at interpreter exit and on SIGTERM (`cleanup`), so none is orphaned.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from pytest_fanout.servers import cleanup
+
+LOOPBACK = "127.0.0.1"
+BACKLOG = 4096
+LOG_TAIL_LINES = 30
+
+
+class ServerStartError(RuntimeError):
+    """A server process did not come up; `str()` is one line, `.log_tail` the child's last words."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+def bind_listening_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
+    """A listening TCP socket the child can inherit; port 0 picks a free one."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServerStartError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+class ServerProcess:
+    """One ASGI app served by uvicorn in its own process group.
+
+    >>> with ServerProcess("app.main:app", name="app") as server:
+    ...     httpx.get(server.url + "/healthz")
+    """
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        name: str = "server",
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        app_dir: str | os.PathLike[str] | None = None,
+        factory: bool = False,
+        probe: bool = False,
+        host: str = LOOPBACK,
+        port: int = 0,
+        ready_path: str = "/",
+        startup_timeout: float = 10.0,
+        log_level: str = "warning",
+        keep_log: bool = False,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.env = dict(env or {})
+        self.cwd = str(cwd) if cwd is not None else None
+        self.app_dir = str(app_dir) if app_dir is not None else None
+        self.factory = factory
+        self.probe = probe
+        self.host = host
+        self.port = port
+        self.ready_path = ready_path
+        self.startup_timeout = startup_timeout
+        self.log_level = log_level
+        self.command: list[str] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+        #: Keep the log file after stop(); by default only its tail is kept, in memory.
+        self.keep_log = keep_log
+        self._log_file = None
+        self._final_tail = ""
+        self._control: httpx.Client | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def control(self) -> httpx.Client:
+        """One keep-alive client to this server, for its control paths (closed by stop())."""
+        if self._control is None:
+            self._control = httpx.Client(base_url=self.url, timeout=10)
+        return self._control
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def build_command(self, fd: int) -> list[str]:
+        command = [sys.executable, "-m", "pytest_fanout.servers.child", "--fd", str(fd)]
+        command += ["--app", self.app, "--log-level", self.log_level]
+        if self.factory:
+            command.append("--factory")
+        if self.probe:
+            command.append("--probe")
+        if self.app_dir:
+            command += ["--app-dir", self.app_dir]
+        return command
+
+    def child_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        # The child must find pytest_fanout even when it is not installed (a source checkout).
+        here = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start(self) -> ServerProcess:
+        """Start the child and wait until it answers; raise ServerStartError if it cannot."""
+        if self.proc is not None:
+            raise RuntimeError(f"{self.name} already started")
+        sock = bind_listening_socket(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        fd, log_name = tempfile.mkstemp(prefix=f"fanout-{self.name}-", suffix=".log")
+        self.log_path = Path(log_name)
+        self._log_file = os.fdopen(fd, "wb")
+        self.command = self.build_command(sock.fileno())
+        try:
+            self.proc = subprocess.Popen(
+                self.command,
+                env=self.child_env(),
+                cwd=self.cwd,
+                stdin=subprocess.PIPE,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                pass_fds=(sock.fileno(),),
+                start_new_session=True,  # its own process group: killpg ends all of it
+            )
+        finally:
+            sock.close()  # the child holds its own copy
+        cleanup.register(self)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> None:
+        """Poll `ready_path` until any HTTP answer; fail fast if the child exits."""
+        assert self.proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        with httpx.Client(timeout=0.5) as client:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    raise ServerStartError(
+                        f"{self.name} ({self.app}) exited with status {code} before answering"
+                        f"{self._first_error()}",
+                        self.log_tail(),
+                    )
+                try:
+                    client.get(self.url + self.ready_path)
+                    return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerStartError(
+                        f"{self.name} ({self.app}) did not answer on {self.url} "
+                        f"within {self.startup_timeout:g}s",
+                        self.log_tail(),
+                    )
+                time.sleep(0.02)  # poll interval, not synchronisation
+
+    def _first_error(self) -> str:
+        """The most telling line of the log, for a one-line failure message."""
+        lines = [line.strip() for line in self.log_tail().splitlines() if line.strip()]
+        for line in reversed(lines):
+            if line.startswith("fanout child:"):
+                return ": " + line.removeprefix("fanout child: ")
+        for line in reversed(lines):
+            if ("Error" in line or "Exception" in line) and not line.startswith("File "):
+                return ": " + line
+        return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The child's last `lines` lines of output (also after stop(), up to LOG_TAIL_LINES)."""
+        if self.log_path is None or not self.log_path.exists():
+            return "\n".join(self._final_tail.splitlines()[-lines:])
+        if self._log_file is not None and not self._log_file.closed:
+            self._log_file.flush()
+        text = self.log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace_s: float = 3.0) -> None:
+        """End the child's whole process group: SIGTERM, then SIGKILL after `grace_s`."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        proc = self.proc
+        cleanup.unregister(self)
+        if proc is None:
+            return
+        cleanup.stop_group(proc, grace_s)
+        if proc.stdin:
+            proc.stdin.close()
+        if self._log_file is not None:
+            self._log_file.close()
+        self._final_tail = self.log_tail()
+        if not self.keep_log:
+            self.remove_log()
+
+    def remove_log(self) -> None:
+        """Delete the log file (its tail stays readable through log_tail())."""
+        if self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running() else "stopped"
+        return f"<ServerProcess {self.name} {self.app} {self.url} pid={self.pid} {state}>"

@@ -1,0 +1,149 @@
+"""Bad input to the `fanout` command: one clear line on stderr, a non-zero exit, no traceback.
+
+Every case runs the real CLI as a subprocess (`python -m pytest_fanout.cli`),
+from the repository root so that the reference app imports. The table in
+docs/bad-input.md lists the same cases and the line each one prints.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+#: Generous: a case that starts the stack (bad --app) spawns two Python processes.
+RUN_TIMEOUT_S = 60
+
+
+def fanout(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `fanout ARGS` to completion (bounded), capturing both streams."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_fanout.cli", *args],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def assert_one_clear_line(
+    result: subprocess.CompletedProcess[str], expected_status: int, *fragments: str
+) -> str:
+    """The failure contract: status, exactly one stderr line naming the problem, no traceback."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode == expected_status, output
+    lines = error_lines(result)
+    assert len(lines) == 1, output
+    line = lines[0]
+    assert line.startswith("fanout"), line
+    assert "error:" in line, line
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+# (arguments, the words the one line must contain)
+USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
+    ([], ["required: COMMAND"]),
+    (["bogus"], ["invalid choice: 'bogus'"]),
+    (["upstream", "--nope"], ["unrecognized arguments: --nope"]),
+    (["upstream", "--delay-ms", "-1"], ["--delay-ms", "-1 must be a finite number >= 0"]),
+    (["upstream", "--delay-ms", "abc"], ["--delay-ms", "'abc' is not a number"]),
+    (["upstream", "--delay-ms", "inf"], ["--delay-ms", "inf must be a finite number >= 0"]),
+    (["upstream", "--delay-ms", "nan"], ["--delay-ms", "nan must be a finite number >= 0"]),
+    (["upstream", "--jitter-ms", "-5"], ["--jitter-ms", "must be a finite number >= 0"]),
+    (["upstream", "--error-rate", "2"], ["--error-rate", "2 must be between 0 and 1"]),
+    (["upstream", "--error-rate", "-0.5"], ["--error-rate", "must be a finite number >= 0"]),
+    (["upstream", "--drop-rate", "1.5"], ["--drop-rate", "1.5 must be between 0 and 1"]),
+    (["upstream", "--error-status", "999"], ["--error-status", "999 is not an HTTP status"]),
+    (["upstream", "--error-status", "five"], ["--error-status", "'five' is not an HTTP status"]),
+    (["upstream", "--max-inflight", "-1"], ["--max-inflight", "-1 must be >= 0"]),
+    (["upstream", "--port", "99999"], ["--port", "99999 is not a port number (0-65535)"]),
+    (["upstream", "--port", "-1"], ["--port", "-1 is not a port number"]),
+    (["upstream", "--port", "http"], ["--port", "'http' is not a port number"]),
+    (["serve", "--app-port", "70000"], ["--app-port", "70000 is not a port number"]),
+    (["serve", "--upstream-port", "x"], ["--upstream-port", "'x' is not a port number"]),
+    (["serve", "--startup-timeout", "0"], ["--startup-timeout", "0 must be > 0"]),
+    (["serve", "--app", "no colon"], ["--app", "'no colon' is not an import string"]),
+    (["patterns", "--n", "0"], ["--n", "0 must be at least 1"]),
+    (["patterns", "--n", "-3"], ["--n", "-3 must be at least 1"]),
+    (["patterns", "--n", "1.5"], ["--n", "'1.5' is not an integer"]),
+    (["patterns", "--max-concurrent", "0"], ["--max-concurrent", "0 must be at least 1"]),
+    (["patterns", "--repeat", "0"], ["--repeat", "0 must be at least 1"]),
+    (["patterns", "--delay-ms", "-1"], ["--delay-ms", "must be a finite number >= 0"]),
+    (["patterns", "--app", "app.main"], ["--app", "'app.main' is not an import string"]),
+    (["patterns", "--app", ":app"], ["--app", "':app' is not an import string"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"), USAGE_ERRORS, ids=[" ".join(a) or "(none)" for a, _ in USAGE_ERRORS]
+)
+def test_usage_error_is_one_line_and_status_2(args: list[str], fragments: list[str]) -> None:
+    line = assert_one_clear_line(fanout(*args), 2, *fragments)
+    assert line.endswith("--help)"), line  # says where to look next
+
+
+@pytest.mark.parametrize(
+    ("command", "app", "reason"),
+    [
+        ("serve", "nope_missing_module:app", 'Could not import module "nope_missing_module"'),
+        ("serve", "app.main:no_such_attribute", 'Attribute "no_such_attribute" not found'),
+        ("patterns", "nope_missing_module:app", 'Could not import module "nope_missing_module"'),
+        ("patterns", "app.main:no_such_attribute", 'Attribute "no_such_attribute" not found'),
+    ],
+)
+def test_app_that_does_not_import_is_one_line(command: str, app: str, reason: str) -> None:
+    args = [command, "--app", app]
+    if command == "serve":
+        args += ["--app-port", "0", "--upstream-port", "0"]
+    else:
+        args += ["--repeat", "1", "--delay-ms", "0", "--no-blocking"]
+    assert_one_clear_line(fanout(*args), 1, f"app ({app})", reason)
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port some other socket is listening on for the whole test."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["upstream", "--port", "{port}"],
+        ["serve", "--app-port", "{port}", "--upstream-port", "0"],
+        ["serve", "--app-port", "0", "--upstream-port", "{port}"],
+    ],
+    ids=["upstream", "serve-app-port", "serve-upstream-port"],
+)
+def test_port_already_in_use_is_one_line(busy_port: int, args: list[str]) -> None:
+    result = fanout(*(a.format(port=busy_port) for a in args))
+    assert_one_clear_line(
+        result, 1, f"cannot bind 127.0.0.1:{busy_port}", "Address already in use"
+    )
+
+
+def test_host_that_does_not_resolve_is_one_line() -> None:
+    result = fanout("upstream", "--host", "nosuchhost.invalid", "--port", "0")
+    assert_one_clear_line(result, 1, "cannot bind nosuchhost.invalid:0")
+
+
+def test_n_over_the_apps_cap_is_one_line_not_a_traceback() -> None:
+    # The reference app caps n at FANOUT_MAX_N (1000 by default): its 422 becomes one line.
+    result = fanout("patterns", "--n", "5000", "--repeat", "1", "--delay-ms", "0", "--no-blocking")
+    assert_one_clear_line(result, 1, "answered 422", "less than or equal to 1000")

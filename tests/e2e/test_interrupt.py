@@ -1,0 +1,63 @@
+"""No orphans: a pytest session stopped in the middle of a test leaves no stack process.
+
+A real pytest subprocess runs a test that holds the stack busy; once the test
+signals (through a file) that it is running, the outer test records the
+stack's processes, stops pytest with SIGINT, SIGTERM or SIGKILL, and then
+checks that every one of them is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, descendants_of, pid_alive, wait_until
+
+HOLDING_TEST = """
+import os
+import pathlib
+
+def test_hold(fanout):
+    fanout.get("/async/2")
+    pathlib.Path(os.environ["FANOUT_TEST_READY"]).write_text("running")
+    for _ in range(600):  # bounded: about 60 s at 100 ms each, far past the signal
+        fanout.get("/sync/1")
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_stopping_pytest_mid_test_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
+    (tmp_path / "test_hold.py").write_text(HOLDING_TEST)
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\nfanout_app_dir = {REPO}\n")
+    ready = tmp_path / "ready"
+    env = {**os.environ, "FANOUT_TEST_READY": str(ready)}
+    env.pop("PYTEST_ADDOPTS", None)
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_hold.py"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(ready.exists, 60, "the inner test to start")
+        stack = descendants_of(inner.pid)
+        assert len(stack) >= 2, f"expected the upstream and the app under pytest, saw {stack}"
+        inner.send_signal(sig)
+        output, _ = inner.communicate(timeout=30)
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.wait()
+    wait_until(lambda: not any(pid_alive(p) for p in stack), 15, f"{stack} to end")
+    if sig == signal.SIGINT:
+        assert b"KeyboardInterrupt" in output, output.decode()[-2000:]
+        assert inner.returncode == pytest.ExitCode.INTERRUPTED
+    else:
+        assert inner.returncode == -sig

@@ -1,0 +1,119 @@
+"""Distributed Locust on loopback: one master plus two workers, and --processes 2.
+
+Only the master starts the embedded stack (workers receive its URL with each
+spawn message) and only the master checks thresholds; nothing is left after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from pytest_fanout.load import (
+    EXIT_THRESHOLD,
+    MARKER_ENV,
+    VIOLATION_PREFIX,
+    kill_marked,
+    marked_processes,
+    parse_stats_json,
+)
+from tests.helpers import REPO, locust
+
+STACK_LINE = "fanout: embedded stack: app "
+
+
+def free_port() -> int:
+    # Locust's master binds its own port; this is the best a caller can do (loopback only).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_master_and_two_workers_on_loopback(tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+    port = str(free_port())
+    base = [sys.executable, "-m", "locust", "-f", "locustfiles/"]
+    master_cmd = [
+        *base,
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        port,
+        "--expect-workers",
+        "2",
+        "--expect-workers-max-wait",
+        "30",
+        "--headless",
+        "--users",
+        "6",
+        "--spawn-rate",
+        "6",
+        "--run-time",
+        "5s",
+        "--json-file",
+        str(tmp_path / "master"),
+        "--fanout-max-p95-ms",
+        "1",
+        "AsyncUser",
+    ]
+    worker_cmd = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
+    commands = {"master": master_cmd, "w1": worker_cmd, "w2": worker_cmd}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, command in commands.items():
+            with open(tmp_path / f"{name}.log", "wb") as log:  # the child keeps its own copy
+                procs[name] = subprocess.Popen(
+                    command,
+                    cwd=REPO,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        codes = {name: proc.wait(timeout=90) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        left = kill_marked(marker)
+    out = {name: (tmp_path / f"{name}.log").read_text() for name in commands}
+    assert not left, f"left behind: {left}"
+
+    # Workers connected and reported: the master's numbers are theirs.
+    assert "2 workers connected" in out["master"], out["master"]
+    endpoints, total, _ = parse_stats_json(json.loads((tmp_path / "master.json").read_text()))
+    assert list(endpoints) == ["GET /async/10"] and total.requests > 0
+    # Only the master started (and stopped) the stack.
+    assert out["master"].count(STACK_LINE) == 1
+    assert "fanout: embedded stack stopped" in out["master"]
+    assert STACK_LINE not in out["w1"] + out["w2"]
+    # Thresholds are checked on the master, which alone carries the verdict.
+    assert codes["master"] == EXIT_THRESHOLD, out["master"]
+    assert f"{VIOLATION_PREFIX}--fanout-max-p95-ms 1 ms: p95 of GET /async/10" in out["master"]
+    assert codes["w1"] == codes["w2"] == 0, out
+    assert VIOLATION_PREFIX not in out["w1"] + out["w2"]
+    assert marked_processes(marker) == []
+
+
+def test_processes_2_forks_workers_but_one_stack(tmp_path: Path) -> None:
+    code, output, _ = locust(
+        "-f", "locustfiles/", "--headless", "--processes", "2", "--users", "6",
+        "--spawn-rate", "6", "--run-time", "4s", "--json-file", str(tmp_path / "stats"),
+        "--fanout-min-rps", "0.5", "AsyncUser", "AsyncSemUser",
+        timeout=90,
+    )
+    assert code == 0, output
+    assert "2 workers connected" in output
+    assert output.count(STACK_LINE) == 1 and output.count("fanout: embedded stack stopped") == 1
+    assert output.count("fanout: thresholds met: ") == 1  # the master's check only
+    endpoints, _, _ = parse_stats_json(json.loads((tmp_path / "stats.json").read_text()))
+    assert sorted(endpoints) == ["GET /async/10", "GET /async_sem/10/5"]
+    assert all(e.requests > 0 and e.failures == 0 for e in endpoints.values())
