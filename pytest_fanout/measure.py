@@ -72,6 +72,8 @@ class Measurement:
     upstream_peak_per_sample: list[int] = field(default_factory=list)
     #: Largest event-loop lag in the app during each sample (seconds).
     loop_lag_per_sample: list[float] = field(default_factory=list)
+    #: CPU seconds the app's process spent during each sample (exact, from the probe).
+    app_cpu_per_sample: list[float] = field(default_factory=list)
     n: int | None = None
     concurrency: int | None = None
     #: The upstream's configured delay and jitter while measuring.
@@ -118,6 +120,21 @@ class Measurement:
         return max(self.loop_lag_per_sample, default=0.0)
 
     @property
+    def cpu_per_request_s(self) -> float | None:
+        """The app's CPU time for one call of the path (median over samples)."""
+        if not self.app_cpu_per_sample:
+            return None
+        return statistics.median(self.app_cpu_per_sample)
+
+    @property
+    def cpu_per_call_s(self) -> float | None:
+        """The app's CPU time per upstream call, where n is known."""
+        cpu = self.cpu_per_request_s
+        if cpu is None or not self.n:
+            return None
+        return cpu / self.n
+
+    @property
     def ideal_s(self) -> float | None:
         if self.n is None or self.concurrency is None or self.upstream_delay_s is None:
             return None
@@ -150,6 +167,8 @@ class Measurement:
             "upstream_requests",
             "upstream_peak_inflight",
             "loop_lag_max_s",
+            "cpu_per_request_s",
+            "cpu_per_call_s",
             "ideal_s",
             "efficiency",
             "overhead_per_call_s",
@@ -235,7 +254,9 @@ def measure(
         result.upstream_requests_per_sample.append(stats["requests"])
         result.upstream_peak_per_sample.append(stats["peak_inflight"])
         if app is not None:
-            result.loop_lag_per_sample.append(app.probe_stats()["loop_lag_max_s"])
+            probe = app.probe_stats()
+            result.loop_lag_per_sample.append(probe["loop_lag_max_s"])
+            result.app_cpu_per_sample.append(probe.get("cpu_s", 0.0))
         result.app_errors += _reported_errors(response)
     return result
 

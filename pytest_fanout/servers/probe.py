@@ -1,6 +1,6 @@
 """The loop probe: wraps the app under test inside its own process.
 
-An event-loop lag monitor (a task that asks to wake every few milliseconds
+An event-loop lag monitor, the process's CPU time, (a task that asks to wake every few milliseconds
 and records how late it woke) plus an in-flight request counter. A sync call
 inside `async def` holds the loop, so the monitor wakes late by about as long
 as the call took: that is how the harness catches blocking. Read with
@@ -30,6 +30,9 @@ class ProbeStats:
     loop_lag_max_s: float = 0.0
     stalls: int = 0
     ticks: int = 0
+    #: CPU seconds this process used since the last reset (all threads; microsecond
+    #: resolution): the app's own cost of what it served meanwhile.
+    cpu_s: float = 0.0
 
 
 class LoopProbe:
@@ -39,6 +42,7 @@ class LoopProbe:
         self.app = app
         self.tick_s = tick_s
         self.stats = ProbeStats()
+        self._cpu_at_reset = time.process_time()
         self._monitor: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -76,6 +80,8 @@ class LoopProbe:
             # Keep the in-flight count: requests still running must be able to finish it.
             self.stats = ProbeStats(inflight=self.stats.inflight)
             self.stats.peak_inflight = self.stats.inflight
+            self._cpu_at_reset = time.process_time()
+        self.stats.cpu_s = time.process_time() - self._cpu_at_reset
         body = json.dumps(asdict(self.stats)).encode()
         await send(
             {
