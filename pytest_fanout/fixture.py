@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 
 from pytest_fanout import assertions
 from pytest_fanout.measure import Measurement, measure
@@ -33,13 +33,13 @@ class Fanout:
         self.upstream = upstream
         self.test = test
         self._on_measurement = on_measurement
-        self._client = httpx.Client(timeout=timeout_s)
+        self._client = httpx2.Client(timeout=timeout_s)
 
     @property
     def url(self) -> str:
         return self.server.url
 
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+    def get(self, path: str, **kwargs: Any) -> httpx2.Response:
         """One plain GET to the app under test."""
         return self._client.get(self.server.url + path, **kwargs)
 

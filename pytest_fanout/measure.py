@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 
 #: How the reference app's paths map to (n, concurrency); None means "n" (all at once)
 #: and 1 means one at a time. Users' own paths pass n= and concurrency= to measure().
@@ -201,7 +201,7 @@ class MeasurementError(AssertionError):
 
 
 def measure(
-    client: httpx.Client,
+    client: httpx2.Client,
     app_url: str,
     path: str,
     *,
@@ -261,7 +261,7 @@ def measure(
     return result
 
 
-def _reported_errors(response: httpx.Response) -> int:
+def _reported_errors(response: httpx2.Response) -> int:
     try:
         errors = response.json().get("errors")
     except (ValueError, AttributeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 from pytest_fanout._table import render_text
 from pytest_fanout.measure import Measurement, measure
@@ -45,7 +45,7 @@ def run_patterns(
 ) -> list[PatternRow]:
     """Start a stack, measure every pattern, stop the stack."""
     rows = []
-    with Stack(app, behaviour=Behaviour(delay_ms=delay_ms)) as stack, httpx.Client(
+    with Stack(app, behaviour=Behaviour(delay_ms=delay_ms)) as stack, httpx2.Client(
         timeout=120
     ) as client:
         assert stack.app is not None

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-import httpx
+import httpx2
 
 from pytest_fanout.servers import cleanup
 
@@ -54,7 +54,7 @@ class ServerProcess:
     """One ASGI app served by uvicorn in its own process group.
 
     >>> with ServerProcess("app.main:app", name="app") as server:
-    ...     httpx.get(server.url + "/healthz")
+    ...     httpx2.get(server.url + "/healthz")
     """
 
     def __init__(
@@ -93,17 +93,17 @@ class ServerProcess:
         self.keep_log = keep_log
         self._log_file = None
         self._final_tail = ""
-        self._control: httpx.Client | None = None
+        self._control: httpx2.Client | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def control(self) -> httpx.Client:
+    def control(self) -> httpx2.Client:
         """One keep-alive client to this server, for its control paths (closed by stop())."""
         if self._control is None:
-            self._control = httpx.Client(base_url=self.url, timeout=10)
+            self._control = httpx2.Client(base_url=self.url, timeout=10)
         return self._control
 
     @property
@@ -164,7 +164,7 @@ class ServerProcess:
         """Poll `ready_path` until any HTTP answer; fail fast if the child exits."""
         assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout
-        with httpx.Client(timeout=0.5) as client:
+        with httpx2.Client(timeout=0.5) as client:
             while True:
                 code = self.proc.poll()
                 if code is not None:
@@ -176,7 +176,7 @@ class ServerProcess:
                 try:
                     client.get(self.url + self.ready_path)
                     return
-                except httpx.HTTPError:
+                except httpx2.HTTPError:
                     pass
                 if time.monotonic() > deadline:
                     raise ServerStartError(

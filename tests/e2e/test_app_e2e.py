@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 
 from pytest_fanout.servers.stack import Stack
@@ -25,14 +25,14 @@ def stack() -> Iterator[Stack]:
 
 
 @pytest.fixture
-def client(stack: Stack) -> Iterator[httpx.Client]:
+def client(stack: Stack) -> Iterator[httpx2.Client]:
     assert stack.app is not None
     stack.upstream.restore()
-    with httpx.Client(base_url=stack.app.url, timeout=60) as c:
+    with httpx2.Client(base_url=stack.app.url, timeout=60) as c:
         yield c
 
 
-def fan_out(stack: Stack, client: httpx.Client, path: str) -> tuple[dict, dict, float]:
+def fan_out(stack: Stack, client: httpx2.Client, path: str) -> tuple[dict, dict, float]:
     """GET path; return the answer, the upstream's gauge for it, and the wall time."""
     stack.upstream.reset()
     start = time.perf_counter()
@@ -42,41 +42,41 @@ def fan_out(stack: Stack, client: httpx.Client, path: str) -> tuple[dict, dict, 
     return response.json(), stack.upstream.stats(), elapsed
 
 
-def test_sync_runs_one_call_at_a_time(stack: Stack, client: httpx.Client) -> None:
+def test_sync_runs_one_call_at_a_time(stack: Stack, client: httpx2.Client) -> None:
     body, stats, _ = fan_out(stack, client, "/sync/8")
     assert stats["peak_inflight"] == 1
     assert stats["requests"] == 8
     assert body["pattern"] == "sync" and body["status_codes"] == [200] * 8
 
 
-def test_async_puts_every_call_in_flight(stack: Stack, client: httpx.Client) -> None:
+def test_async_puts_every_call_in_flight(stack: Stack, client: httpx2.Client) -> None:
     body, stats, _ = fan_out(stack, client, "/async/8")
     assert stats["peak_inflight"] == 8
     assert body["errors"] == {"count": 0, "first": []}
 
 
-def test_async_150_is_not_capped_by_the_pool(stack: Stack, client: httpx.Client) -> None:
+def test_async_150_is_not_capped_by_the_pool(stack: Stack, client: httpx2.Client) -> None:
     body, stats, _ = fan_out(stack, client, "/async/150")
     assert stats["requests"] == 150
     assert stats["peak_inflight"] == 150
     assert body["status_codes"] == [200] * 150
 
 
-def test_semaphore_bounds_and_reaches_its_bound(stack: Stack, client: httpx.Client) -> None:
+def test_semaphore_bounds_and_reaches_its_bound(stack: Stack, client: httpx2.Client) -> None:
     body, stats, _ = fan_out(stack, client, "/async_sem/40/7")
     assert stats["peak_inflight"] == 7
     assert stats["requests"] == 40
     assert body["max_concurrent"] == 7
 
 
-def test_sync_is_at_least_4x_slower_than_async(stack: Stack, client: httpx.Client) -> None:
+def test_sync_is_at_least_4x_slower_than_async(stack: Stack, client: httpx2.Client) -> None:
     fan_out(stack, client, "/async/8")  # warm the pool
     _, _, sync_s = fan_out(stack, client, "/sync/8")
     _, _, async_s = fan_out(stack, client, "/async/8")
     assert sync_s / async_s >= 4, f"sync {sync_s:.3f}s vs async {async_s:.3f}s"
 
 
-def test_answer_shape(stack: Stack, client: httpx.Client) -> None:
+def test_answer_shape(stack: Stack, client: httpx2.Client) -> None:
     body, _, _ = fan_out(stack, client, "/async_sem/3/2")
     assert set(body) == {
         "message", "pattern", "n", "max_concurrent", "elapsed_s", "status_codes", "errors",
@@ -102,7 +102,7 @@ def test_answer_shape(stack: Stack, client: httpx.Client) -> None:
     ],
 )
 def test_bad_input_is_a_422_with_the_reason(
-    stack: Stack, client: httpx.Client, path: str, reason: str
+    stack: Stack, client: httpx2.Client, path: str, reason: str
 ) -> None:
     stack.upstream.reset()
     response = client.get(path)
@@ -112,7 +112,7 @@ def test_bad_input_is_a_422_with_the_reason(
 
 
 def test_half_failing_upstream_gives_200_with_counted_errors(
-    stack: Stack, client: httpx.Client
+    stack: Stack, client: httpx2.Client
 ) -> None:
     stack.upstream.configure(error_rate=0.5, delay_ms=5)
     body, stats, _ = fan_out(stack, client, "/async/100")
@@ -126,7 +126,7 @@ def test_killed_upstream_gives_502() -> None:
     with Stack(behaviour=Behaviour(delay_ms=0)) as own:
         assert own.app is not None
         own.upstream.stop()
-        with httpx.Client(base_url=own.app.url, timeout=30) as c:
+        with httpx2.Client(base_url=own.app.url, timeout=30) as c:
             for path in ("/sync/3", "/async/3", "/async_sem/3/1", "/blocking/2"):
                 response = c.get(path)
                 assert response.status_code == 502, path

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2
 
 from tests.helpers import REPO, descendants_of, pid_alive
 
@@ -42,9 +42,9 @@ def test_serve_runs_both_and_ctrl_c_stops_both() -> None:
                                re.MULTILINE))
         children = descendants_of(proc.pid)
         assert len(children) >= 2
-        body = httpx.get(urls["app"] + "/async/5", timeout=10).json()
+        body = httpx2.get(urls["app"] + "/async/5", timeout=10).json()
         assert body["status_codes"] == [200] * 5
-        assert httpx.get(urls["upstream"] + "/__upstream__/stats").json()["requests"] == 5
+        assert httpx2.get(urls["upstream"] + "/__upstream__/stats").json()["requests"] == 5
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -118,7 +118,7 @@ def test_api_conforms_to_its_schema(
 def test_schema_advertises_the_caps(fuzz_stack: Stack) -> None:
     """The bounds the fuzzer works from are the app's real caps, taken from its settings."""
     assert fuzz_stack.app is not None
-    spec = httpx.get(f"{fuzz_stack.app.url}/openapi.json", timeout=10).json()
+    spec = httpx2.get(f"{fuzz_stack.app.url}/openapi.json", timeout=10).json()
     params = {
         (path, p["name"]): p["schema"]
         for path, item in spec["paths"].items()

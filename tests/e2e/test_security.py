@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
+import httpx2
 import psutil
 import pytest
 from fastapi.testclient import TestClient
@@ -108,7 +108,7 @@ def test_stack_listens_on_loopback_only(stack: Stack, app: AppServer) -> None:
     # The probe opens no port of its own: it answers on the app's one loopback socket.
     assert app.pid is not None
     assert listening_ports_of(app.pid) == {("127.0.0.1", app.port)}
-    assert httpx.get(app.url + PROBE_PATH, timeout=10).status_code == 200
+    assert httpx2.get(app.url + PROBE_PATH, timeout=10).status_code == 200
 
 
 class LineReader:
@@ -166,7 +166,7 @@ def test_fanout_upstream_listens_on_loopback(run_cli: Callable) -> None:
     assert host == "127.0.0.1" and int(port) > 0
     wait_until(lambda: bool(listening_addresses(int(port))), 10, "the stub listens")
     assert listening_addresses(int(port)) == {"127.0.0.1"}
-    assert httpx.get(f"http://127.0.0.1:{port}/items/1", timeout=10).status_code == 200
+    assert httpx2.get(f"http://127.0.0.1:{port}/items/1", timeout=10).status_code == 200
 
 
 def test_fanout_serve_listens_on_loopback_and_stops_its_children(run_cli: Callable) -> None:
@@ -177,7 +177,7 @@ def test_fanout_serve_listens_on_loopback_and_stops_its_children(run_cli: Callab
     assert up_host == app_host == "127.0.0.1"
     assert listening_addresses(int(up_port)) == {"127.0.0.1"}
     assert listening_addresses(int(app_port)) == {"127.0.0.1"}
-    assert httpx.get(f"http://127.0.0.1:{app_port}/async/3", timeout=30).status_code == 200
+    assert httpx2.get(f"http://127.0.0.1:{app_port}/async/3", timeout=30).status_code == 200
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) != 0  # interrupted: 130
@@ -215,15 +215,15 @@ def test_deployed_under_uvicorn_has_no_harness_paths() -> None:
     """The same app served by uvicorn without the harness's probe wrapper."""
     with ServerProcess("app.main:app", name="deployed", cwd=REPO, ready_path="/healthz") as s:
         for path in HARNESS_PATHS:
-            assert httpx.get(s.url + path, timeout=10).status_code == 404, path
-            assert httpx.post(s.url + path, timeout=10).status_code == 404, path
+            assert httpx2.get(s.url + path, timeout=10).status_code == 404, path
+            assert httpx2.post(s.url + path, timeout=10).status_code == 404, path
 
 
 @pytest.mark.parametrize("path", HARNESS_PATHS[:3])
 def test_app_does_not_pass_the_stubs_control_paths_through(app: AppServer, path: str) -> None:
     """The harness-wrapped app has the probe, but the stub's control paths stay unreachable."""
-    assert httpx.get(app.url + path, timeout=10).status_code == 404
-    assert httpx.post(app.url + path, json={"delay_ms": 0}, timeout=10).status_code == 404
+    assert httpx2.get(app.url + path, timeout=10).status_code == 404
+    assert httpx2.post(app.url + path, json={"delay_ms": 0}, timeout=10).status_code == 404
 
 
 # ---- the caps hold on every route -------------------------------------------------------
@@ -231,7 +231,7 @@ def test_app_does_not_pass_the_stubs_control_paths_through(app: AppServer, path:
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_caps_on_n_hold_on_every_route(stack: Stack, app: AppServer, route: str) -> None:
-    with httpx.Client(base_url=app.url, timeout=60) as client:
+    with httpx2.Client(base_url=app.url, timeout=60) as client:
         for n in (MAX_N + 1, 10**6, 10**30):
             assert client.get(route.format(n=n)).status_code == 422, n
         assert stack.upstream.stats()["requests"] == 0  # no amplification, not even partly
@@ -240,7 +240,7 @@ def test_caps_on_n_hold_on_every_route(stack: Stack, app: AppServer, route: str)
 
 
 def test_cap_on_max_concurrent_holds(stack: Stack, app: AppServer) -> None:
-    with httpx.Client(base_url=app.url, timeout=60) as client:
+    with httpx2.Client(base_url=app.url, timeout=60) as client:
         for c in (MAX_CONCURRENCY + 1, 10**6, 10**30):
             assert client.get(f"/async_sem/10/{c}").status_code == 422, c
         assert stack.upstream.stats()["requests"] == 0
@@ -256,7 +256,7 @@ def test_pool_caps_in_flight_calls_across_concurrent_requests(
 ) -> None:
     """FANOUT_POOL_SIZE bounds the whole process, even with several /async/{max} at once."""
     stack.upstream.configure(delay_ms=100)
-    with httpx.Client(base_url=app.url, timeout=60) as client, ThreadPoolExecutor(3) as pool:
+    with httpx2.Client(base_url=app.url, timeout=60) as client, ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda _: client.get(f"/async/{MAX_N}"), range(3)))
     assert [a.status_code for a in answers] == [200] * 3
     stats = stack.upstream.stats()
@@ -297,7 +297,7 @@ def test_no_request_chooses_the_upstream(
     decoy.reset()
     values = {"decoy": decoy.url, "decoy_host": f"127.0.0.1:{decoy.port}"}
     sent = {k: v.format(**values) for k, v in headers.items()}
-    response = httpx.get(app.url + route.format(n=3) + query.format(**values),
+    response = httpx2.get(app.url + route.format(n=3) + query.format(**values),
                          headers=sent, timeout=60)
     assert response.status_code == 200, response.text
     assert response.json()["status_codes"] == [200] * 3
@@ -321,6 +321,6 @@ def test_unreachable_answer_does_not_disclose_the_upstream_address() -> None:
     closed = StubUpstreamServer(Behaviour(delay_ms=0)).start()
     closed.stop()
     with AppServer(upstream_url=closed.url) as app:
-        response = httpx.get(app.url + "/async/2", timeout=60)
+        response = httpx2.get(app.url + "/async/2", timeout=60)
     assert response.status_code == 502
     assert f"{closed.port}" not in response.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import httpx2
 import pytest
 
 from pytest_fanout.servers.upstream import Behaviour, ConfigError, StubUpstream
@@ -14,8 +14,8 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def _client(stub: StubUpstream) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=stub), base_url="http://stub")
+async def _client(stub: StubUpstream) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=stub), base_url="http://stub")
 
 
 def test_gauge_counts_requests_and_peak() -> None:
