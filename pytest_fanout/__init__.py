@@ -7,6 +7,7 @@ the first child process starts (`pytest_fanout.servers.cleanup`).
 """
 
 from pytest_fanout.assertions import FanoutAssertionError
+from pytest_fanout.diagnose import Finding, diagnose
 from pytest_fanout.fixture import Fanout
 from pytest_fanout.load.results import EndpointResult, LoadResult
 from pytest_fanout.load.runner import LoadRunError, run_locust
@@ -35,6 +36,7 @@ __all__ = [
     "EndpointResult",
     "Fanout",
     "FanoutAssertionError",
+    "Finding",
     "LoadResult",
     "LoadRunError",
     "Measurement",
@@ -44,6 +46,7 @@ __all__ = [
     "Stack",
     "StubUpstreamServer",
     "Thresholds",
+    "diagnose",
     "run_locust",
     "__version__",
 ]

@@ -4,6 +4,7 @@ and what it means. Pure functions: the `fanout` fixture delegates to them."""
 from __future__ import annotations
 
 from pytest_fanout.measure import Measurement
+from pytest_fanout.stacks import blocking_line
 
 #: Never flag less loop lag than this: scheduling noise on a busy 2-core machine.
 MIN_LAG_LIMIT_S = 0.05
@@ -98,8 +99,13 @@ def assert_no_blocking(m: Measurement, max_lag_s: float | None = None) -> None:
         )
     limit = lag_limit(m) if max_lag_s is None else max_lag_s
     if m.loop_lag_max_s > limit:
+        where = blocking_line(m.stalls)
         raise FanoutAssertionError(
             f"the app's event loop stalled for {_ms(m.loop_lag_max_s)} during {m.path} "
-            f"(limit {_ms(limit)}): something blocks the loop, such as a sync call "
-            f"inside `async def`"
+            f"(limit {_ms(limit)}): "
+            + (
+                f"blocks the loop: {where}"
+                if where
+                else "something blocks the loop, such as a sync call inside `async def`"
+            )
         )

@@ -13,6 +13,7 @@ from typing import Any
 import httpx2
 
 from pytest_fanout import assertions
+from pytest_fanout.diagnose import Finding, diagnose
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers.stack import AppServer, StubUpstreamServer
 
@@ -93,6 +94,10 @@ class Fanout:
     def assert_no_blocking(self, m: Measurement, max_lag_s: float | None = None) -> None:
         """No event-loop stall longer than `max_lag_s` (default: half the upstream delay)."""
         assertions.assert_no_blocking(m, max_lag_s)
+
+    def diagnose(self, m: Measurement) -> list[Finding]:
+        """What is wrong with `m`'s fan-out, most important first ([] when healthy)."""
+        return diagnose(m)
 
     def close(self) -> None:
         self._client.close()
