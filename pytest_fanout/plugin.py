@@ -44,6 +44,8 @@ OPTIONS: list[tuple[str, str, str, Any]] = [
      "the stub upstream's default delay in ms (default: 100)", "100"),
     ("fanout_startup_timeout", "string",
      "seconds each server process may take to answer (default: 10)", "10"),
+    ("fanout_stack_sampling", "string",
+     "on/off: sample the stack that blocks the app's event loop (default: on)", "on"),
 ]
 
 
@@ -96,6 +98,16 @@ def app_env(config: pytest.Config) -> dict[str, str]:
     return env
 
 
+def stack_sampling_env(config: pytest.Config) -> dict[str, str]:
+    """The app's environment for --fanout-stack-sampling: off sets PYTEST_FANOUT_STACKS=0."""
+    raw = str(setting(config, "fanout_stack_sampling")).strip().lower()
+    if raw not in ("on", "off"):
+        raise pytest.UsageError(
+            f"--fanout-stack-sampling (ini fanout_stack_sampling) must be on or off, got {raw!r}"
+        )
+    return {"PYTEST_FANOUT_STACKS": "0"} if raw == "off" else {}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -108,6 +120,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if ":" not in app:
         raise pytest.UsageError(f"--fanout-app must be MODULE:ATTR, got {app!r}")
     app_env(config)
+    stack_sampling_env(config)
     config.stash[SERVERS_KEY] = []
 
 
@@ -151,7 +164,7 @@ def fanout_server(
     server = AppServer(
         setting(pytestconfig, "fanout_app"),
         upstream_url=fanout_upstream.url,
-        env=app_env(pytestconfig),
+        env={**app_env(pytestconfig), **stack_sampling_env(pytestconfig)},
         app_dir=app_dir,
         factory=bool(setting(pytestconfig, "fanout_app_factory")),
         startup_timeout=_positive_float(pytestconfig, "fanout_startup_timeout"),
