@@ -151,7 +151,7 @@ def _no_reuse(m: Measurement, g: Any, label: str) -> Finding | None:
         return None
     return Finding(
         "no-connection-reuse",
-        f"no connection reuse: a new connection for every call to {label} ({g.connections} "
+        f"no connection reuse: a new connection for every call to {label} ({g.connections_opened} "
         f"for {g.requests} calls in a sample): a client built per request or per call?",
         exact=True,
     )
