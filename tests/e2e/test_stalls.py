@@ -75,7 +75,7 @@ def test_time_sleep_in_a_route_is_named(stack: Stack, client: httpx2.Client) -> 
 
 def test_a_cpu_loop_is_named_as_cpu(stack: Stack, client: httpx2.Client) -> None:
     m = take(stack, client, "/cpu")
-    first = line_of("helpers.py", "for i in range(2_500_000)")
+    first = line_of("helpers.py", "for i in range(6_000_000)")
     pattern = rf"{re.escape(APP_REL)}/helpers\.py:({first}|{first + 1}) in crunch \(CPU\)"
     assert re.fullmatch(pattern, where(m)), where(m)
 

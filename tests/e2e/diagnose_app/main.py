@@ -10,13 +10,18 @@ import httpx
 from fastapi import FastAPI
 
 N = 10
+#: The sequential route's calls: few, since they take a whole delay each.
+SEQUENTIAL_N = 4
 MAIN = os.environ["FANOUT_UPSTREAM_URL"]
 LIMITED = os.environ.get("LIMITED_URL", MAIN)
 FLAKY = os.environ.get("FLAKY_URL", MAIN)
 
 app = FastAPI()
-#: Shared clients, built once. The default pool keeps 20 connections alive: enough for N.
+#: Shared clients, built once, one per upstream: the default pool keeps 20 connections
+#: alive (for all hosts together), enough for N calls to one upstream.
 shared = httpx.AsyncClient(timeout=10)
+shared_limited = httpx.AsyncClient(timeout=10)
+shared_flaky = httpx.AsyncClient(timeout=10)
 #: A pool that keeps only 2 connections alive: the other N - 2 are opened anew every time.
 small_keepalive = httpx.AsyncClient(
     timeout=10, limits=httpx.Limits(max_connections=None, max_keepalive_connections=2)
@@ -53,7 +58,8 @@ async def cpu() -> dict:
 
 @app.get("/sequential")
 async def sequential() -> dict:
-    return {"statuses": [(await shared.get(f"{MAIN}/item/{i}")).status_code for i in range(N)]}
+    calls = range(SEQUENTIAL_N)
+    return {"statuses": [(await shared.get(f"{MAIN}/item/{i}")).status_code for i in calls]}
 
 
 async def _get_with_own_client(url: str) -> int:
@@ -81,9 +87,9 @@ async def pool_capped() -> dict:
 
 @app.get("/limited")
 async def limited() -> dict:
-    return {"statuses": await _gather(shared, LIMITED)}
+    return {"statuses": await _gather(shared_limited, LIMITED)}
 
 
 @app.get("/flaky")
 async def flaky() -> dict:
-    return {"statuses": await _gather(shared, FLAKY)}
+    return {"statuses": await _gather(shared_flaky, FLAKY)}
