@@ -65,6 +65,7 @@ class LoopProbe:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if self._monitor is None:
+            self._due = time.perf_counter() + self.tick_s
             self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
         if scope["type"] == "http" and scope["path"] == PROBE_PATH:
             await self._serve(scope, send)
