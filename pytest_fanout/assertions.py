@@ -104,7 +104,7 @@ def assert_no_blocking(m: Measurement, max_lag_s: float | None = None) -> None:
             f"the app's event loop stalled for {_ms(m.loop_lag_max_s)} during {m.path} "
             f"(limit {_ms(limit)}): "
             + (
-                f"blocks the loop: {where}"
+                f"something blocks the loop at {where}"
                 if where
                 else "something blocks the loop, such as a sync call inside `async def`"
             )
