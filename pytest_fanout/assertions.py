@@ -62,6 +62,7 @@ def assert_concurrency(
             raise FanoutAssertionError(
                 f"expected {peak} requests in flight at the upstream during {m.path}, "
                 f"saw {seen}{detail}: {_peak_meaning(peak, seen)}"
+                + _finding_suffix(m, "blocks-loop", "sequential", "pool-cap", "upstream-429")
             )
     if at_most is not None and m.upstream_peak_inflight > at_most:
         raise FanoutAssertionError(
@@ -82,6 +83,14 @@ def assert_concurrency(
                 f"expected the upstream to see {requests} requests per call of {m.path}, "
                 f"saw {seen}: {meaning}"
             )
+
+
+def _finding_suffix(m: Measurement, *kinds: str) -> str:
+    """`; <the diagnosis>` when `diagnose` has a finding of one of `kinds`, else ''."""
+    from pytest_fanout.diagnose import finding_for  # diagnose imports this module
+
+    finding = finding_for(m, *kinds)
+    return f"; {finding.message}" if finding is not None else ""
 
 
 def lag_limit(m: Measurement) -> float:

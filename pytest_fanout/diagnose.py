@@ -20,7 +20,7 @@ A healthy fan-out gets none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_fanout.assertions import lag_limit
@@ -46,9 +46,15 @@ class Finding:
     message: str
     #: Decided from exact counts (True) or from timing (False: the message gives the margin).
     exact: bool
+    #: The finding in a few words, for a table cell (the message when empty).
+    short: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return self.message
+
+    @property
+    def cell(self) -> str:
+        return self.short or self.message
 
 
 def diagnose(m: Measurement) -> list[Finding]:
@@ -80,12 +86,12 @@ def finding_for(m: Measurement, *kinds: str) -> Finding | None:
 
 
 def headline(m: Measurement) -> str:
-    """The most important finding as a table cell: its message, or '-' when healthy."""
+    """The most important finding in a few words, for a table cell; '-' when healthy."""
     findings = diagnose(m)
     if not findings:
         return "-"
     more = f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
-    return findings[0].message + more
+    return findings[0].cell + more
 
 
 def where_blocked(m: Measurement) -> str | None:
@@ -113,15 +119,22 @@ def _blocks_loop(m: Measurement) -> Finding | None:
         "blocks-loop",
         f"blocks the loop: {where} (stalled {_ms(lag)}, {lag / limit:.1f}x the {_ms(limit)} limit)",
         exact=False,
+        short=f"blocks the loop: {where}",
     )
 
 
 def _upstreams(m: Measurement) -> list[Any]:
-    return [m.upstream(name) for name in m.upstream_names]
+    names = getattr(m, "upstream_names", [])  # a Measurement saved before named upstreams
+    return [m.upstream(name) for name in names]
 
 
 def _label(m: Measurement, name: str) -> str:
     return "the upstream" if len(m.upstream_names) == 1 else f"upstream {name!r}"
+
+
+def _tag(m: Measurement, name: str) -> str:
+    """` (name)` in a short text, when the stack has several upstreams."""
+    return "" if len(m.upstream_names) == 1 else f" ({name})"
 
 
 def _sequential(m: Measurement, g: Any, label: str) -> Finding | None:
@@ -135,6 +148,7 @@ def _sequential(m: Measurement, g: Any, label: str) -> Finding | None:
         f"sequential: {g.requests} calls to {label} went one at a time (peak 1 in every "
         f"sample) though {m.path} asks for concurrency {wanted}: an `await` in a loop?",
         exact=True,
+        short=f"sequential{_tag(m, g.name)}: peak 1 of {wanted}",
     )
 
 
@@ -154,6 +168,8 @@ def _no_reuse(m: Measurement, g: Any, label: str) -> Finding | None:
         f"no connection reuse: a new connection for every call to {label} ({g.connections_opened} "
         f"for {g.requests} calls in a sample): a client built per request or per call?",
         exact=True,
+        short=f"no connection reuse{_tag(m, g.name)}: {g.connections_opened} new for "
+        f"{g.requests} calls",
     )
 
 
@@ -168,6 +184,7 @@ def _churn(m: Measurement, g: Any, label: str) -> Finding | None:
         f"connection churn: {opened} new connections to {label} in every sample after "
         f"warm-up, for {g.requests} calls: a keep-alive pool smaller than the fan-out?",
         exact=True,
+        short=f"connection churn{_tag(m, g.name)}: {opened} new for {g.requests} calls",
     )
 
 
@@ -187,6 +204,7 @@ def _pool_cap(m: Measurement, g: Any, label: str) -> Finding | None:
         f"{m.path} asks for {asked} at once: a connection-pool limit (httpx and aiohttp "
         "default to 100)?",
         exact=True,
+        short=f"pool cap{_tag(m, g.name)}: peak {peak} of {asked}",
     )
 
 
@@ -199,6 +217,7 @@ def _rejected(m: Measurement, g: Any, label: str) -> Finding | None:
         f"upstream 429: {label} refused {g.rejected} of {total} calls with 429 (too many in "
         "flight): no backpressure? bound the fan-out (a semaphore) or retry with backoff",
         exact=True,
+        short=f"upstream 429{_tag(m, g.name)}: {g.rejected} of {total} calls",
     )
 
 
@@ -210,4 +229,5 @@ def _errors(m: Measurement, g: Any, label: str) -> Finding | None:
         "upstream-errors",
         f"upstream errors: {label} answered {g.errors} of {total} calls with an error status",
         exact=True,
+        short=f"upstream errors{_tag(m, g.name)}: {g.errors} of {total} calls",
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx2
 
 from pytest_fanout._table import render_text
+from pytest_fanout.diagnose import headline
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers.stack import Stack
 from pytest_fanout.servers.upstream import Behaviour
@@ -79,6 +80,7 @@ def patterns_table(rows: list[PatternRow]) -> str:
                 m.upstream_peak_inflight,
                 f"{m.loop_lag_max_s * 1000:.0f} ms",
                 f"{m.efficiency:.2f}" if m.efficiency is not None else "-",
+                headline(m),
             ]
         )
     headers = [
@@ -90,5 +92,6 @@ def patterns_table(rows: list[PatternRow]) -> str:
         "peak in flight",
         "loop lag",
         "efficiency",
+        "finding",
     ]
     return render_text(headers, table)

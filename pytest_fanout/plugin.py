@@ -16,6 +16,7 @@ import pytest
 
 from pytest_fanout import hookspecs
 from pytest_fanout._table import render_text
+from pytest_fanout.diagnose import headline
 from pytest_fanout.fixture import Fanout
 from pytest_fanout.measure import Measurement
 from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
@@ -271,6 +272,7 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
                 m.upstream_peak_inflight,
                 f"{m.efficiency:.2f}" if m.efficiency is not None else "-",
                 f"{m.loop_lag_max_s * 1000:.1f} ms",
+                headline(m),
             ]
         )
     return rows
@@ -282,6 +284,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     terminalreporter.write_sep("=", "fan-out measurements")
     headers = ["test", "path", "median", "p95", "upstream peak", "efficiency", "loop lag"]
+    headers.append("finding")
     terminalreporter.write_line(render_text(headers, summary_rows(measurements)))
 
 

@@ -183,3 +183,13 @@ def test_a_saved_measurement_gives_the_same_findings(peak: int) -> None:
     m = make(peak=peak, lag_s=0.2, stalls=[SLEEP_STALL], connections=3)
     again = Measurement.from_dict(m.to_dict())
     assert diagnose(again) == diagnose(m)
+
+
+def test_a_table_cell_is_a_few_words() -> None:
+    assert headline(make(peak=4)) == "pool cap: peak 4 of 10"
+    blocked = make(lag_s=0.2, stalls=[SLEEP_STALL], n=1, concurrency=1, requests=1, peak=1)
+    assert headline(blocked) == (
+        "blocks the loop: /srv/shop/shop/helpers.py:14 in load_rates -> time.sleep"
+    )
+    two = make(upstreams={"inventory": gauges(), "pricing": gauges(errors=2)})
+    assert headline(two) == "upstream errors (pricing): 2 of 30 calls"
