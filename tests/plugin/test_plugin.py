@@ -11,6 +11,7 @@ import os
 import pytest
 
 from tests.helpers import REPO
+from tests.reference_shapes import SHAPES_CONFTEST
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
 
@@ -19,6 +20,9 @@ INI = f"""
 fanout_app_dir = {REPO}
 fanout_delay_ms = 50
 """
+
+#: The reference app's path shapes (its test set-up implements the path-shape hook).
+SHAPES = SHAPES_CONFTEST
 
 USES_FIXTURES = """
 def test_stack_answers(fanout_upstream, fanout_server):
@@ -101,8 +105,15 @@ def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
     ("args", "message"),
     [
         (("--fanout-delay-ms", "soon"), "--fanout-delay-ms (ini fanout_delay_ms) must be a "
-                                        "positive number, got 'soon'"),
-        (("--fanout-startup-timeout", "0"), "--fanout-startup-timeout*must be a positive*"),
+                                        "finite number from 0 to 3600000, got 'soon'"),
+        (("--fanout-delay-ms", "inf"), "--fanout-delay-ms*must be a finite number*got 'inf'"),
+        (("--fanout-delay-ms", "nan"), "--fanout-delay-ms*must be a finite number*got 'nan'"),
+        (("--fanout-delay-ms", "-1"), "--fanout-delay-ms*must be a finite number*got '-1'"),
+        (("--fanout-startup-timeout", "0"), "--fanout-startup-timeout*must be a finite "
+                                            "number > 0 and <= 3600, got '0'"),
+        (("--fanout-request-timeout", "inf"), "--fanout-request-timeout (ini "
+                                              "fanout_request_timeout) must be a finite*"),
+        (("--fanout-request-timeout", "1e400"), "--fanout-request-timeout*must be a finite*"),
         (("--fanout-app", "app.main"), "--fanout-app must be MODULE:ATTR, got 'app.main'"),
     ],
 )
@@ -154,16 +165,17 @@ def test_command_line_beats_ini(pytester: pytest.Pytester) -> None:
 def test_fixtures_marker_hooks_and_summary(pytester: pytest.Pytester) -> None:
     pytester.makeini(INI)
     pytester.makeconftest(
-        """
-        SEEN = []
+        SHAPES
+        + """
+SEEN = []
 
-        def pytest_fanout_server_setup(server, config):
-            if server.name == "app":
-                server.env["FANOUT_MAX_N"] = "30"
+def pytest_fanout_server_setup(server, config):
+    if server.name == "app":
+        server.env["FANOUT_MAX_N"] = "30"
 
-        def pytest_fanout_measurement(measurement, item):
-            SEEN.append((item.name, measurement.path, measurement.upstream_peak_inflight))
-        """
+def pytest_fanout_measurement(measurement, item):
+    SEEN.append((item.name, measurement.path, measurement.upstream_peak_inflight))
+"""
     )
     pytester.makepyfile(
         """
@@ -234,7 +246,10 @@ def test_bad_marker_is_a_clear_failure(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*@pytest.mark.fanout_upstream: error_rate and drop_rate must*"])
+    result.stdout.fnmatch_lines(
+        ["*@pytest.mark.fanout_upstream: error_rate=7.0 must be between 0 and 1"]
+    )
+    assert "During handling" not in result.stdout.str()
 
 
 # ---- failure messages --------------------------------------------------------

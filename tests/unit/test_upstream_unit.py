@@ -15,7 +15,11 @@ def run(coro):
 
 
 async def _client(stub: StubUpstream) -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=stub), base_url="http://stub")
+    return httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=stub),
+        base_url="http://stub",
+        headers={"Authorization": f"Bearer {stub.token}"},
+    )
 
 
 def test_gauge_counts_requests_and_peak() -> None:
