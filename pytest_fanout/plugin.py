@@ -280,12 +280,15 @@ def fanout_server(
         server.stop()
 
 
-def _marker_changes(request: pytest.FixtureRequest, names: list[str]) -> dict[str, dict]:
+MARKER_CHANGES_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()
+
+
+def _marker_changes(item: pytest.Item, names: list[str]) -> dict[str, dict]:
     """upstream name -> behaviour changes from every @pytest.mark.fanout_upstream (closest
-    wins), each checked before any process starts: a bad one is one error line."""
+    wins), each checked: a bad one is one error line."""
     changes: dict[str, dict[str, Any]] = {}
     problem = None
-    for marker in reversed(list(request.node.iter_markers(MARKER))):
+    for marker in reversed(list(item.iter_markers(MARKER))):
         kwargs = dict(marker.kwargs)
         name = kwargs.pop("upstream", None) or names[0]
         if marker.args:
@@ -306,6 +309,14 @@ def _marker_changes(request: pytest.FixtureRequest, names: list[str]) -> dict[st
     return changes
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Check the test's markers before any fixture starts a process for it."""
+    if item.get_closest_marker(MARKER) is not None:
+        names = list(upstream_env_names(item.config))
+        item.stash[MARKER_CHANGES_KEY] = _marker_changes(item, names)
+
+
 @pytest.fixture(autouse=True)
 def _fanout_upstreams_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """Apply @pytest.mark.fanout_upstream(...) for one test; afterwards put back every
@@ -314,7 +325,7 @@ def _fanout_upstreams_per_test(request: pytest.FixtureRequest) -> Iterator[None]
     if not marked and not UPSTREAM_FIXTURES & set(request.fixturenames):
         yield
         return
-    changes = _marker_changes(request, list(upstream_env_names(request.config)))
+    changes = request.node.stash.get(MARKER_CHANGES_KEY, {})
     upstreams: dict[str, StubUpstreamServer] = request.getfixturevalue("fanout_upstreams")
     for name, change in changes.items():
         upstreams[name].configure(**change)
