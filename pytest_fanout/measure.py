@@ -278,6 +278,11 @@ def send_request(
     """One request to the app under test; the harness's own failures as one-line errors:
     the app process died (with its exit), or the request timed out (with the limit)."""
     __tracebackhide__ = True
+    gone = _death(app, wait_s=0)
+    if gone:
+        raise MeasurementError(
+            f"the app process died ({gone}) before {method} {path}", _tail(app)
+        ) from None
     try:
         return client.request(method, url, **kwargs)
     except httpx2.TimeoutException:
@@ -308,7 +313,7 @@ def _death(app: Any, wait_s: float = 2.0) -> str | None:
     if proc is None:
         return None
     deadline = time.monotonic() + wait_s
-    while proc.poll() is None and time.monotonic() < deadline:
+    while wait_s and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)  # the connection broke: give the kernel a moment to reap it
     code = proc.poll()
     if code is None:
@@ -322,6 +327,30 @@ def _as_upstreams(upstream: Any, upstreams: Mapping[str, Any] | None) -> dict[st
     if upstream is None:
         raise TypeError("measure() needs upstream= or upstreams=")
     return {getattr(upstream, "upstream_name", "default"): upstream}
+
+
+def _app_idle(app: Any, wait_s: float, method: str, path: str) -> None:
+    """Wait (bounded) until the app serves no request of an earlier test: one still running
+    would keep calling the upstreams during this sample."""
+    __tracebackhide__ = True
+    busy = app.probe_stats().get("inflight", 0)
+    if not busy:
+        return
+    deadline = time.monotonic() + wait_s
+    while app.probe_stats().get("inflight", 0):
+        if time.monotonic() > deadline:
+            raise MeasurementError(
+                f"{busy} request(s) of an earlier test were still running in the app after "
+                f"{wait_s:g} s: cannot measure {method} {path} exactly"
+            )
+        time.sleep(0.01)  # polling the probe, bounded by the deadline
+    warnings.warn(
+        FanoutWarning(
+            f"{busy} request(s) of an earlier test were still running in the app: waited "
+            f"for them before measuring {method} {path}"
+        ),
+        stacklevel=4,
+    )
 
 
 def _settle(upstreams: Mapping[str, Any], wait_s: float, method: str, path: str) -> None:
@@ -419,6 +448,8 @@ def measure(
         kwargs["headers"] = dict(headers)
     url = app_url + path
     for index in range(warmup + repeat):
+        if app is not None:
+            _app_idle(app, wait_s, method, path)
         _settle(stubs, wait_s, method, path)
         if app is not None:
             app.probe_reset()
