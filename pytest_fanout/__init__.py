@@ -12,13 +12,17 @@ from pytest_fanout.fixture import Fanout
 from pytest_fanout.load.results import EndpointResult, LoadResult
 from pytest_fanout.load.runner import LoadRunError, run_locust
 from pytest_fanout.load.thresholds import Thresholds
-from pytest_fanout.measure import Measurement, MeasurementError
+from pytest_fanout.measure import FanoutWarning, Measurement, MeasurementError, UpstreamGauges
 from pytest_fanout.servers import (
     AppServer,
     Behaviour,
+    RecordedRequest,
+    RouteError,
     ServerProcess,
     ServerStartError,
     Stack,
+    StubRequest,
+    StubResponse,
     StubUpstreamServer,
 )
 
@@ -36,16 +40,22 @@ __all__ = [
     "EndpointResult",
     "Fanout",
     "FanoutAssertionError",
+    "FanoutWarning",
     "Finding",
     "LoadResult",
     "LoadRunError",
     "Measurement",
     "MeasurementError",
+    "RecordedRequest",
+    "RouteError",
     "ServerProcess",
     "ServerStartError",
     "Stack",
+    "StubRequest",
+    "StubResponse",
     "StubUpstreamServer",
     "Thresholds",
+    "UpstreamGauges",
     "diagnose",
     "run_locust",
     "__version__",

@@ -16,10 +16,6 @@ from pytest_fanout.servers import Stack
 from pytest_fanout.servers.upstream import Behaviour
 from tests.helpers import REPO
 
-# Until branch `upstreams` is merged: Measurement has no per-upstream gauges yet.
-pytestmark = pytest.mark.skipif(
-    not hasattr(Measurement, "upstream"), reason="needs the named upstreams' gauges"
-)
 APP_DIR = Path(__file__).parent / "diagnose_app"
 APP_REL = APP_DIR.relative_to(REPO).as_posix()
 #: The blocking limit is half the delay (100 ms); each blocking call holds the loop 200 ms.

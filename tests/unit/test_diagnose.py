@@ -7,10 +7,6 @@ import pytest
 from pytest_fanout.diagnose import KINDS, Finding, diagnose, finding_for, headline
 from pytest_fanout.measure import Measurement
 
-# Until branch `upstreams` is merged: Measurement has no per-upstream gauges yet.
-pytestmark = pytest.mark.skipif(
-    not hasattr(Measurement, "upstream"), reason="needs the named upstreams' gauges"
-)
 HELPERS = "/srv/shop/shop/helpers.py"
 SLEEP_STALL = {
     "duration_s": 0.2,
