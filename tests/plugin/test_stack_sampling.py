@@ -62,3 +62,24 @@ def test_a_bad_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(
         ["*--fanout-stack-sampling (ini fanout_stack_sampling) must be on or off, got 'sometimes'*"]
     )
+
+
+def test_the_fixture_diagnoses_a_measurement(pytester: pytest.Pytester) -> None:
+    _setup(pytester, None)
+    pytester.makepyfile(
+        test_shop="""
+        def test_diagnose(fanout):
+            m = fanout.measure("/slow", repeat=1, warmup=0)
+            (finding,) = fanout.diagnose(m)
+            assert finding.kind == "blocks-loop"
+            assert not finding.exact
+            assert finding.message.startswith(
+                "blocks the loop: shop/service.py:11 in slow -> time.sleep (stalled "
+            )
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*test_diagnose*/slow*blocks the loop: shop/service.py:11 in slow -> time.sleep"]
+    )
