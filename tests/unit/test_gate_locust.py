@@ -113,10 +113,11 @@ def test_equal_results_are_the_same_and_pass() -> None:
     assert verdicts(comparison) == {ASYNC: "same", TOTAL: "same"}
     assert not comparison.failed and regression_lines(comparison) == []
     [async_case, _] = comparison.verdicts
-    # Every Locust metric is compared: the two default rules, then rps, reported only.
+    # Every Locust metric is compared: the three default rules, then rps, reported only.
     assert [(c.rule.metric.name, c.rule.enforced) for c in async_case.changes] == [
         ("load-p95", True),
         ("fail-ratio", True),
+        ("completed", True),
         ("rps", False),
     ]
     assert async_case.changes[0].change == 0
@@ -236,12 +237,12 @@ def test_saved_and_loaded_with_measurements(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("stats", "message"),
     [
-        (None, "has no stats object"),
-        ({"requests": -1, "failures": 0, "rps": 1.0, "p95_ms": 1}, "non-negative requests"),
-        ({"requests": 1, "failures": 0, "rps": "fast", "p95_ms": 1}, "numbers for rps"),
+        (None, "locust record: stats: Input should be a valid dictionary"),
+        ({"requests": -1, "failures": 0, "rps": 1.0, "p95_ms": 1}, "stats.requests: Input"),
+        ({"requests": 1, "failures": 0, "rps": "fast", "p95_ms": 1}, "stats.rps: Input should be"),
         (
             {"requests": 1, "failures": 0, "rps": 1.0, "p95_ms": 1, "histogram": {"x": 1}},
-            "bad histogram",
+            "histogram bucket 'x' is not a number of ms",
         ),
     ],
 )
@@ -314,4 +315,8 @@ def test_locust_rules_leave_measurement_cases_alone() -> None:
     comparison = compare_runs(base, now, GateConfig.from_options(DEFAULT_FAIL_ON))
     [case] = comparison.verdicts
     assert [c.rule.metric.name for c in case.changes] == ["efficiency"]
-    assert any(n.endswith("the rules use portable metrics only") for n in comparison.notes)
+    # The CPU rule judges measurements too: raw, so another machine is worth a note.
+    assert any(
+        n.endswith("cpu are raw seconds and do not travel between machines")
+        for n in comparison.notes
+    )
