@@ -34,6 +34,9 @@ class Fanout:
         self.test = test
         self._on_measurement = on_measurement
         self._client = httpx2.Client(timeout=timeout_s)
+        #: Takes `measure`'s place when set (same arguments): the gate's A/B mode
+        #: (--fanout-ab) sets one that alternates samples between this app and the base's.
+        self.sampler: Callable[..., Measurement] | None = None
 
     @property
     def url(self) -> str:
@@ -58,7 +61,7 @@ class Fanout:
         `n` and `concurrency` give the ideal time for paths the harness cannot
         read them from (the reference app's paths are understood).
         """
-        result = measure(
+        result = (self.sampler or measure)(
             self._client,
             self.server.url,
             path,

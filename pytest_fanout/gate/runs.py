@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -204,10 +204,19 @@ def error_reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def collect_context(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Where the run happened: Python, packages, CPUs, platform, git commit, FANOUT_* settings.
+def collect_context(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    app_env: Mapping[str, str] | None = None,
+    hide: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Where the run happened: Python, packages, CPUs, platform, git commit, the app's settings.
 
-    Kept so that a comparison can say when the baseline came from another machine.
+    Kept so that a comparison can say when the baseline came from another
+    machine or ran with other settings. `app_env`: the app server's own
+    environment overrides, which the app actually ran with on top of this
+    process's FANOUT_* variables (values in `hide`, the stub upstreams' URLs
+    on random ports, are left out).
     """
     packages = {}
     for name in CONTEXT_PACKAGES:
@@ -223,8 +232,22 @@ def collect_context(root: str | os.PathLike[str] | None = None) -> dict[str, Any
         "cpu_count": os.cpu_count(),
         "packages": packages,
         "git": _git_info(Path(root) if root else Path.cwd()),
-        "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("FANOUT_")},
+        "settings": app_settings(app_env, hide),
         "argv": sys.argv[1:],
+    }
+
+
+def app_settings(app_env: Mapping[str, str] | None = None, hide: Iterable[str] = ()) -> dict:
+    """FANOUT_* variables of this process overlaid with the app's own overrides (all of them)."""
+    overrides = dict(app_env or {})
+    effective = {k: v for k, v in os.environ.items() if k.startswith("FANOUT_")}
+    effective.update(overrides)
+    hidden = set(hide)
+    return {
+        k: v
+        for k, v in sorted(effective.items())
+        if (k.startswith("FANOUT_") or k in overrides)
+        and not any(v.startswith(h) for h in hidden if h)
     }
 
 

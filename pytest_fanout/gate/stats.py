@@ -134,6 +134,35 @@ def _mann_whitney(x: Sequence[float], y: Sequence[float]) -> tuple[float, float,
     return u1, greater, less, False
 
 
+def smallest_p(n1: int, n2: int) -> float:
+    """The smallest one-sided p-value n1 and n2 samples can give (complete separation)."""
+    if n1 < 1 or n2 < 1:
+        return 1.0
+    if n1 * n2 <= EXACT_LIMIT:
+        return 1 / math.comb(n1 + n2, n1)
+    return _normal_sf((n1 * n2 / 2 - 0.5) / math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12))
+
+
+def repeat_needed(alpha: float, least: int = 3) -> int:
+    """The fewest samples a side (at least `least`) with which a shift can reach `alpha`."""
+    r = least
+    while smallest_p(r, r) >= alpha:
+        r += 1
+    return r
+
+
+def power_note(n1: int, n2: int, alpha: float, least: int = 3) -> str:
+    """ "cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5", or "" when
+    these sample counts can reach `alpha`."""
+    if min(n1, n2) >= least and smallest_p(n1, n2) < alpha:
+        return ""
+    counts = f"{n1} samples a side" if n1 == n2 else f"{n1} and {n2} samples"
+    return (
+        f"cannot be flagged with {counts} at alpha {alpha:g}; "
+        f"use repeat >= {repeat_needed(alpha, least)}"
+    )
+
+
 #: Most values a side the bootstrap resamples: more are thinned to evenly spaced order
 #: statistics (same shape, same answer every time, and 100,000 samples stay fast).
 BOOTSTRAP_LIMIT = 500

@@ -17,7 +17,7 @@ from typing import Any
 from pytest_fanout.gate.metrics import Values
 from pytest_fanout.gate.rules import GateConfig, Rule
 from pytest_fanout.gate.runs import KIND_LOCUST, KIND_MEASUREMENT, Case, Run
-from pytest_fanout.gate.stats import bootstrap_interval, mann_whitney_tails
+from pytest_fanout.gate.stats import bootstrap_interval, mann_whitney_tails, power_note
 
 #: Below this many samples on either side no test can be significant: never "slower".
 MIN_SAMPLES = 3
@@ -95,6 +95,8 @@ class Comparison:
     config: GateConfig
     notes: list[str] = field(default_factory=list)
     baseline_source: str = ""
+    #: The baseline itself, for reports that show its numbers and commit (not saved).
+    baseline_run: Run | None = None
 
     @property
     def regressions(self) -> list[CaseVerdict]:
@@ -167,12 +169,14 @@ def compare_values(
         worse = enough and beyond and p_worse is not None and p_worse < alpha
         better = enough and beyond_better and p_better is not None and p_better < alpha
     note = ""
+    weak = power_note(len(base.samples), len(now.samples), alpha, MIN_SAMPLES) if tested else ""
     if change is None:
         note = "baseline is 0: no relative change"
     elif metric.sampled and not tested:
         note = "no per-request values on both sides (no histogram saved): not judged"
-    elif metric.sampled and not enough:
-        note = f"too few samples to judge (need {MIN_SAMPLES} a side)"
+    elif metric.sampled and weak:
+        # A measurement's samples are its repeat; a Locust row's are its requests.
+        note = weak if metric.kind == KIND_MEASUREMENT else "too few samples to judge"
     elif beyond and not worse:
         note = f"beyond {rule.text} but within the noise (p={p_worse:.2g})"
     elif not metric.sampled and (worse or better):
@@ -212,7 +216,7 @@ def compare_runs(baseline: Run, current: Run, config: GateConfig) -> Comparison:
     notes = context_notes(baseline.context, current.context, config, kinds)
     if not base_ids & now_ids and baseline.cases and current.cases:
         notes.append("no case in common: were the tests renamed or moved?")
-    return Comparison(verdicts, config, notes, baseline.source)
+    return Comparison(verdicts, config, notes, baseline.source, baseline)
 
 
 def _compare_case(
