@@ -276,8 +276,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.skipped = "the session was interrupted: nothing saved or compared"
         return
     if state.ab is not None and state.ab.failed:
-        state.skipped = state.ab.failed
-        return
+        return  # pytest.exit already said it, in one line
     run = gate.Run.from_session(
         session_measurements(config),
         session_load_results(config),
@@ -312,7 +311,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The verdict table, then one line per regressed case (what a CI log shows last)."""
     state = config.stash.get(GATE_KEY, None)
-    if not _active(state):
+    if not _active(state) or (state.ab is not None and state.ab.failed):
         return
     tr = terminalreporter
     tr.write_sep("=", "fan-out regression gate")

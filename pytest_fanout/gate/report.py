@@ -174,7 +174,7 @@ def verdict_reason(v: CaseVerdict, alpha: float) -> str:
     not "same"), or within the noise, or why nothing could be flagged."""
     c = v.shown
     if c is None:
-        return v.note or v.verdict
+        return f"{v.verdict}: {v.note}" if v.note else v.verdict
     if c.regressed or c.improved:
         way = "slower" if c.regressed else "faster"
         noise = "no noise test" if c.p_worse is None else f"p={_format_p(_p_of(c))}"
@@ -189,8 +189,8 @@ def verdict_reason(v: CaseVerdict, alpha: float) -> str:
                     f"({change.rule.metric.name} {_format_change(change)}, p={_format_p(p)})"
                 )
     if c.note:
-        return c.note
-    return f"no change beyond the noise (p={_format_p(c.p_worse)})"
+        return f"{v.verdict}: {c.note}"
+    return f"{v.verdict}: no change beyond the noise (p={_format_p(c.p_worse)})"
 
 
 def _p_of(c: MetricChange) -> float | None:
@@ -205,7 +205,9 @@ def _reviewer_row(
     c = v.shown
     p = "-" if c is None else _format_p(_p_of(c) if (c.regressed or c.improved) else c.p_worse)
     reason = verdict_reason(v, comparison.config.alpha)
-    verdict = _verdict_md(v.verdict)
+    for word in (SLOWER, FASTER):
+        if v.verdict == word and reason.startswith(word):
+            reason = _verdict_md(word) + reason[len(word) :]
     return [
         f"`{v.id}`",
         _ms(base_median),
@@ -213,7 +215,7 @@ def _reviewer_row(
         _change_cells(base_median, head_median),
         _cpu_cell(base_cpu, head_cpu),
         p,
-        f"{verdict}: {reason}" if reason and reason != v.verdict else verdict,
+        reason,
     ]
 
 

@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
 
-APP = '''
+APP = """
 import asyncio
 import os
 import time
@@ -44,7 +44,7 @@ async def fan(n: int) -> dict:
     while time.perf_counter() < end:
         pass
     return {{"codes": [a.status_code for a in answers]}}
-'''
+"""
 
 INI = """
 [pytest]
@@ -101,7 +101,9 @@ def worktrees(repo: Path) -> list[str]:
 
 def test_a_slower_head_fails_against_its_base(pytester: pytest.Pytester, repo: Path) -> None:
     base = git(repo, "rev-parse", "HEAD~1")
-    result = inner(pytester, "--fanout-ab=HEAD~1", "--fanout-save=ab.json", "--fanout-report-md=ab.md")
+    result = inner(
+        pytester, "--fanout-ab=HEAD~1", "--fanout-save=ab.json", "--fanout-report-md=ab.md"
+    )
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     regressions = [line for line in result.outlines if line.startswith("REGRESSION ")]
