@@ -178,6 +178,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise gate.GateError("--fanout-ab measures head and base in one process: drop -n")
             repo, commit = resolve_ref(config.rootpath, ab_ref)
             state.ab = ABState(ab_ref, repo, commit)
+            state.config = state.config.for_ab()
     except gate.GateError as exc:
         raise pytest.UsageError(f"pytest-fanout gate: {exc}") from None
     for target in (state.save, state.report_md):

@@ -15,10 +15,13 @@ from functools import lru_cache
 from pytest_fanout.gate.metrics import METRICS, Metric
 from pytest_fanout.gate.runs import GateError
 
-#: Rules used when --fanout-fail-on is not given: for measurements the portable efficiency and
-#: the app's CPU per request (where the probe measured it); for Locust rows a p95 rise and new
-#: failures, tested against the noise, and completed requests halving (or falling to none).
-DEFAULT_FAIL_ON = "efficiency-15%,cpu+10%,load-p95+25%,fail-ratio+0.01,completed-50%"
+#: Rules used when --fanout-fail-on is not given: for measurements the portable efficiency; for
+#: Locust rows a p95 rise and new failures, tested against the noise, and completed requests
+#: halving (or falling to none).
+DEFAULT_FAIL_ON = "efficiency-15%,load-p95+25%,fail-ratio+0.01,completed-50%"
+#: Added in A/B mode (--fanout-ab) unless the rules name cpu: the app's CPU per request is exact
+#: and sensitive, but comparable only on the same machine in the same run.
+AB_RULE = "cpu+10%"
 #: Limits that say "moved" for the Locust metrics no rule names: shown, never failed.
 REPORTED_RULES = "load-p95+25%,rps-20%,fail-ratio+0.01,completed-50%"
 #: One-sided significance level of the Mann-Whitney test.
@@ -164,6 +167,12 @@ class GateConfig:
         if not rules:
             rules = parse_fail_on(DEFAULT_FAIL_ON)
         return cls(rules, fail, parse_alpha(DEFAULT_ALPHA if alpha is None else alpha))
+
+    def for_ab(self) -> GateConfig:
+        """The same settings with the CPU rule on (A/B: base and head on one machine, one run)."""
+        if any(r.metric.name == "cpu" for r in self.rules):
+            return self
+        return GateConfig([*self.rules, *parse_fail_on(AB_RULE)], self.fail, self.alpha)
 
     def rules_for(self, kind: str) -> list[Rule]:
         """The rules that judge cases of `kind`, then reported-only rules for its other metrics."""

@@ -315,8 +315,4 @@ def test_locust_rules_leave_measurement_cases_alone() -> None:
     comparison = compare_runs(base, now, GateConfig.from_options(DEFAULT_FAIL_ON))
     [case] = comparison.verdicts
     assert [c.rule.metric.name for c in case.changes] == ["efficiency"]
-    # The CPU rule judges measurements too: raw, so another machine is worth a note.
-    assert any(
-        n.endswith("cpu are raw seconds and do not travel between machines")
-        for n in comparison.notes
-    )
+    assert any(n.endswith("the rules use portable metrics only") for n in comparison.notes)

@@ -18,6 +18,8 @@ from pytest_fanout.gate.report import chart_label, verdict_reason
 from pytest_fanout.gate.stats import power_note, repeat_needed, smallest_p
 from pytest_fanout.measure import Measurement
 
+#: The A/B mode's rules: the defaults and cpu+10%.
+AB = GateConfig.from_options(None).for_ab()
 STRING = r'"[^"\n]*"'
 NUMBER = r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)"
 LINES = [
@@ -86,7 +88,7 @@ def test_the_report_shows_ms_cpu_reasons_commits_and_a_valid_chart() -> None:
     head = Run.from_measurements(
         [m("/async/20", 0.1185, 0.0040), m("/async/50", 0.160, 0.016)], context("b" * 40)
     )
-    comparison = compare_runs(base, head, GateConfig.from_options(None))
+    comparison = compare_runs(base, head, AB)
     markdown = render_comparison_markdown(comparison, head)
     check_xychart(chart_of(markdown))
     assert "Base commit: `aaaaaaaaaaaa`; head commit: `bbbbbbbbbbbb`." in markdown
@@ -115,7 +117,7 @@ def test_power_is_honest() -> None:
     assert power_note(5, 5, 0.01) == ""
     base = Run.from_measurements([m("/async/20", 0.110, 0.004, k=3)])
     head = Run.from_measurements([m("/async/20", 0.300, 0.040, k=3)])
-    comparison = compare_runs(base, head, GateConfig.from_options(None))
+    comparison = compare_runs(base, head, AB)
     [v] = comparison.verdicts
     assert v.verdict == "same"
     assert verdict_reason(v, 0.01).startswith("same: cannot be flagged with 3 samples a side")
@@ -125,13 +127,13 @@ def test_the_cpu_rule_flags_cpu_alone() -> None:
     """Same wall time, 20% more CPU per request beyond the noise: slower on cpu+10%."""
     base = Run.from_measurements([m("/async/20", 0.110, 0.0040)])
     head = Run.from_measurements([m("/async/20", 0.110, 0.0048)])
-    [v] = compare_runs(base, head, GateConfig.from_options(None)).verdicts
+    [v] = compare_runs(base, head, AB).verdicts
     assert v.verdict == "slower" and v.shown.rule.text == "cpu+10%"
     # Without the probe's CPU on one side the case is still judged on the rest.
     old = Run.from_measurements(
         [Measurement(**{**m("/async/20", 0.11, 0.004).__dict__, "app_cpu_per_sample": []})]
     )
-    [v] = compare_runs(old, head, GateConfig.from_options(None)).verdicts
+    [v] = compare_runs(old, head, AB).verdicts
     assert v.verdict == "same" and "no cpu (no CPU samples" in v.note
 
 

@@ -115,7 +115,7 @@ def test_one_case_of_100000_samples_compares_in_seconds() -> None:
     base = Run.from_measurements(_measurements(1, 100_000))
     now = Run.from_measurements(_measurements(1, 100_000, shift=0.05))
     start = time.perf_counter()
-    comparison = compare_runs(base, now, GateConfig.from_options(None))
+    comparison = compare_runs(base, now, GateConfig.from_options(None).for_ab())
     seconds = time.perf_counter() - start
     assert [v.verdict for v in comparison.verdicts] == ["slower"]
     assert seconds < 20, f"{seconds:.1f} s for 100,000 samples a side (was 107 s)"
@@ -129,7 +129,7 @@ def test_100000_cases_compare_in_seconds() -> None:
     ]
     base, now = Run(cases, {}), Run(cases, {})
     start = time.perf_counter()
-    comparison = compare_runs(base, now, GateConfig.from_options(None))
+    comparison = compare_runs(base, now, GateConfig.from_options(None).for_ab())
     seconds = time.perf_counter() - start
     assert comparison.counts()["same"] == 100_000
     assert seconds < 30, f"{seconds:.1f} s for 100,000 cases"
