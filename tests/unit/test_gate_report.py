@@ -9,6 +9,7 @@ string is `"` then anything but `"` then `"` (no escapes), a number is
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from pytest_fanout.gate.report import chart_label, verdict_reason
 from pytest_fanout.gate.stats import power_note, repeat_needed, smallest_p
 from pytest_fanout.measure import Measurement
 
+REPO = Path(__file__).resolve().parents[2]
 #: The A/B mode's rules: the defaults and cpu+10%.
 AB = GateConfig.from_options(None).for_ab()
 STRING = r'"[^"\n]*"'
@@ -146,3 +148,15 @@ def test_alternated_single_samples_merge_into_one_measurement() -> None:
     assert merged.samples == [p.samples[0] for p in parts]
     assert merged.upstream_requests_per_sample == [20, 20, 20]
     assert merged.app_errors == 3 and merged.n == 20 and merged.path == "/async/20"
+
+
+def test_the_workflow_runs_ab_against_the_merge_base_into_the_step_summary() -> None:
+    yaml = pytest.importorskip("yaml")
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "perf-gate.yml").read_text())
+    steps = workflow["jobs"]["ab"]["steps"]
+    runs = "\n".join(step.get("run", "") for step in steps)
+    assert "git merge-base" in runs and '--fanout-ab="$FANOUT_AB_BASE"' in runs
+    assert "--fanout-report-md=reports/ab.md" in runs
+    assert 'cat reports/ab.md >> "$GITHUB_STEP_SUMMARY"' in runs
+    checkout = steps[0]
+    assert checkout["with"]["fetch-depth"] == 0  # the merge-base is in the clone
