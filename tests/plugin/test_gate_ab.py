@@ -8,10 +8,16 @@ beyond its limits (2 ms of CPU per upstream call, on an app that needs well unde
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import processes_tagged, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
 
@@ -150,3 +156,63 @@ def test_a_bad_ref_is_one_line_before_any_test(pytester: pytest.Pytester, repo: 
     assert errors == [
         f"ERROR: pytest-fanout gate: --fanout-ab no-such-ref: no such commit in {repo.resolve()}"
     ]
+
+
+INTERRUPTED_TEST = """
+import time
+from pathlib import Path
+
+
+def test_fan(fanout):
+    fanout.measure("/fan/10", repeat=2, n=10, concurrency=10)
+    Path("measured").write_text("yes")
+    time.sleep(60)  # the subject of the test: a session still running when Ctrl-C comes
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_removes_the_base_worktree_and_its_app(
+    pytester: pytest.Pytester, repo: Path, sig: int
+) -> None:
+    pytester.makepyfile(test_perf=INTERRUPTED_TEST)
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "FANOUT_TEST_TAG": tag, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--fanout-ab=HEAD~1"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: (repo / "measured").exists(), 90, "the inner test measured")
+        [_, base] = worktrees(repo)
+        base_path = Path(base.split()[0])
+        assert base_path.is_dir() and len(processes_tagged(tag)) >= 4  # pytest, stub, 2 apps
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert worktrees(repo) == worktrees(repo)[:1]
+    assert not base_path.exists() and not base_path.parent.exists()
+    wait_until(lambda: not processes_tagged(tag), 10, "every process of the run ended")
+
+
+WEAK_TEST = """
+def test_fan(fanout):
+    fanout.measure("/fan/10", repeat=3, n=10, concurrency=10)
+"""
+
+
+def test_a_case_that_can_never_be_flagged_is_warned_about_and_marked(
+    pytester: pytest.Pytester, repo: Path
+) -> None:
+    pytester.makepyfile(test_perf=WEAK_TEST)
+    result = inner(pytester, "--fanout-ab=HEAD", "--fanout-report-md=weak.md")
+    result.assert_outcomes(passed=1, warnings=1)
+    assert result.ret == 0
+    weak = "cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5"
+    result.stdout.fnmatch_lines([f"*FanoutPowerWarning: {CASE}: {weak}"])
+    assert f"same: {weak}" in (repo / "weak.md").read_text()

@@ -316,3 +316,25 @@ def test_locust_rules_leave_measurement_cases_alone() -> None:
     [case] = comparison.verdicts
     assert [c.rule.metric.name for c in case.changes] == ["efficiency"]
     assert any(n.endswith("the rules use portable metrics only") for n in comparison.notes)
+
+
+@pytest.mark.parametrize("fail_on", [None, "load-p95+25%", "none"])
+def test_a_row_whose_requests_fell_to_none_is_slower(fail_on: str | None) -> None:
+    """21 requests -> 0 (the upstream slowed from 100 to 3000 ms): zero is not a pass."""
+    comparison = compare(load_result(histogram(120, 15, 21)), load_result({}), fail_on)
+    assert verdicts(comparison) == {ASYNC: "slower", TOTAL: "slower"}
+    assert comparison.failed is (fail_on != "none")
+    change = next(c for c in comparison.verdicts[0].changes if c.regressed)
+    assert change.rule.metric.name == "completed"
+    assert change.note == "no request completed (baseline 21): slower whatever the rules"
+
+
+def test_completed_requests_halving_is_slower_by_the_default_limit() -> None:
+    base = load_result(histogram(120, 15, 400))
+    comparison = compare(base, load_result(histogram(120, 15, 150, seed=1)))
+    assert verdicts(comparison)[ASYNC] == "slower"
+    [line, _] = regression_lines(comparison)
+    assert line.startswith(f"REGRESSION {ASYNC}: completed 400 -> 150 (-62.5%, limit completed-50%")
+    # Within the limit (-25%): reported, not failed.
+    comparison = compare(base, load_result(histogram(120, 15, 300, seed=1)))
+    assert verdicts(comparison)[ASYNC] == "same"
