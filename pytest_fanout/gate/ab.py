@@ -115,7 +115,9 @@ def base_app_server(head: AppServer, repo: Path, worktree: Path) -> AppServer:
         startup_timeout=head.startup_timeout,
     )
     base.env = dict(head.env)  # every upstream URL and override, exactly as the head has them
-    base.cwd = str(worktree / Path(head.cwd).resolve().relative_to(repo)) if head.cwd else None
+    base.cwd = head.cwd
+    if head.cwd is not None and Path(head.cwd).resolve().is_relative_to(repo.resolve()):
+        base.cwd = str(worktree / Path(head.cwd).resolve().relative_to(repo.resolve()))
     base.log_level = head.log_level
     base.name = "base app"
     return base

@@ -1,4 +1,9 @@
-"""The regression gate inside pytest: --fanout-save, --fanout-compare, --fanout-fail-on.
+"""The regression gate in pytest: --fanout-save, --fanout-compare, --fanout-ab, --fanout-fail-on.
+
+With --fanout-ab the base commit's app is started beside the working tree's
+at the first `fanout` test (gate.ab), the test's `fanout` object gets the
+alternating sampler (an autouse fixture sets `Fanout.sampler`), and each
+base measurement is paired with its head twin in `pytest_fanout_measurement`.
 
 Options are checked in `pytest_configure` (a bad rule or an unreadable
 baseline stops the run before any test, with one line); the session's

@@ -282,12 +282,12 @@ def measurement_rows(run: Run) -> list[list[Any]]:
         row = case.load_row()
         if row is not None:  # a Locust row: requests, p50 and p95 of its histogram
             rows.append(
-                [case.id, row.requests, f"{row.p50_ms:.1f} ms", f"{row.p95_ms:.1f} ms"] + ["-"] * 3
+                [case.id, row.requests, f"{row.p50_ms:.1f} ms", f"{row.p95_ms:.1f} ms"] + ["-"] * 4
             )
             continue
         m = case.measurement()
         if m is None or not m.samples:
-            rows.append([case.id, case.kind, "-", "-", "-", "-", "-"])
+            rows.append([case.id, case.kind, "-", "-", "-", "-", "-", "-"])
             continue
         eff = m.efficiency
         ovh = m.overhead_per_call_s
@@ -300,12 +300,22 @@ def measurement_rows(run: Run) -> list[list[Any]]:
                 f"{m.ideal_s * 1000:.0f} ms" if m.ideal_s is not None else "-",
                 f"{eff:.3f}" if eff is not None else "-",
                 f"{ovh * 1000:.2f} ms" if ovh is not None else "-",
+                _ms(m.cpu_per_request_s),
             ]
         )
     return rows
 
 
-RUN_HEADERS = ("case", "samples", "median", "p95", "ideal", "efficiency", "overhead/call")
+RUN_HEADERS = (
+    "case",
+    "samples",
+    "median",
+    "p95",
+    "ideal",
+    "efficiency",
+    "overhead/call",
+    "CPU/request",
+)
 
 
 def render_run_markdown(run: Run) -> str:
