@@ -88,12 +88,15 @@ class BaseWorktree:
     def stop(self, grace_s: float = 0.0) -> None:
         """Remove the worktree and its directory (idempotent; a registry `Stoppable`)."""
         cleanup.unregister(self)
+        removed = True
         if self.path is not None:
-            _git(self.repo, "worktree", "remove", "--force", str(self.path))
+            done = _git(self.repo, "worktree", "remove", "--force", str(self.path))
+            removed = done.returncode == 0
             self.path = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
-            _git(self.repo, "worktree", "prune")
+            if not removed:  # forget the worktree whose directory is now gone
+                _git(self.repo, "worktree", "prune")
             self._tmp = None
 
 
