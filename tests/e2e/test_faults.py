@@ -173,6 +173,27 @@ def test_upstream_closing_the_connection_mid_response(
     assert_healthy(client, stack)  # broken connections were not put back in the pool
 
 
+@pytest.mark.parametrize("route", ["async", "sync"])
+def test_failed_calls_are_one_counted_log_line_never_a_traceback(
+    stack: Stack, client: httpx2.Client, route: str
+) -> None:
+    """Dropped connections: one line per fan-out with the running total, in the app's log."""
+    n = 6
+    before = client.get("/stats").json()["failed_calls"]
+    stack.upstream.configure(drop_rate=1.0)
+    assert client.get(ROUTES[route].format(n=n)).json()["errors"]["count"] == n
+    total = client.get("/stats").json()["failed_calls"]
+    assert total == before + n
+
+    line = f"{route}: {n} of {n} upstream calls failed ({total} since start); call 0: "
+    app = app_of(stack)
+    wait_until(lambda: line in app.log_tail(400), 5, f"the log line {line!r}")
+    log = app.log_tail(400)
+    assert log.count(line) == 1
+    assert "Traceback" not in log
+    assert_nothing_leaks(stack)
+
+
 def test_upstream_answering_429_over_its_cap(stack: Stack, client: httpx2.Client) -> None:
     n, cap = 30, 5
     stack.upstream.configure(max_inflight=cap, delay_ms=200)
