@@ -13,6 +13,7 @@ from dataclasses import fields
 import pytest
 
 from app.settings import Settings, SettingsError, variable
+from pytest_fanout.servers.stack import DEFAULT_APP
 from tests.helpers import REPO
 
 
@@ -114,10 +115,10 @@ def test_settings_built_in_code_are_checked_too() -> None:
     ("variable_name", "raw"), [("FANOUT_DEADLINE_S", "nan"), ("FANOUT_CALL_TIMEOUT_S", "inf")]
 )
 def test_uvicorn_refuses_to_start_with_one_line(variable_name: str, raw: str) -> None:
-    """`uvicorn app.main:app` exits 1 with one line naming the variable, no traceback."""
+    """Plain uvicorn on the shipped app exits 1 with one line naming the variable."""
     env = {"PATH": "/usr/bin:/bin", variable_name: raw}
     done = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", "0"],
+        [sys.executable, "-m", "uvicorn", DEFAULT_APP, "--port", "0"],
         cwd=REPO,
         env=env,
         capture_output=True,
