@@ -7,7 +7,10 @@ The pattern to copy:
   milliseconds (a new SSL context) and opens new connections every time.
 - Its pool sized from settings (FANOUT_POOL_SIZE): httpx2's default of 100
   connections would silently cap an "unbounded" gather at 100 in flight.
-- A per-call timeout from settings (FANOUT_CALL_TIMEOUT_S).
+- A per-call timeout from settings (FANOUT_CALL_TIMEOUT_S) for connecting,
+  sending and reading; the wait for a free pooled connection is bounded by
+  the request's deadline instead (FANOUT_DEADLINE_S), since a wide fan-out
+  queues on the pool by design.
 - No cookies kept: one client serves every user, so a Set-Cookie from the
   upstream must not ride along on another user's calls.
 
@@ -57,7 +60,7 @@ def build_async_client(settings: Settings) -> httpx2.AsyncClient:
     """The process's one `httpx2.AsyncClient`."""
     return httpx2.AsyncClient(
         transport=slowed_async(_async_engine(settings), settings.call_overhead_ms),
-        timeout=httpx2.Timeout(settings.call_timeout_s),
+        timeout=_timeout(settings),
         cookies=no_cookies(),
     )
 
@@ -67,7 +70,7 @@ def build_sync_client(settings: Settings) -> httpx2.Client:
     engine = httpx2.HTTPTransport(limits=_limits(SYNC_POOL_SIZE, SYNC_POOL_SIZE))
     return httpx2.Client(
         transport=slowed_sync(engine, settings.call_overhead_ms),
-        timeout=httpx2.Timeout(settings.call_timeout_s),
+        timeout=_timeout(settings),
         cookies=no_cookies(),
     )
 
@@ -75,6 +78,10 @@ def build_sync_client(settings: Settings) -> httpx2.Client:
 def no_cookies() -> CookieJar:
     """A cookie jar that accepts no cookie from any domain (the standard library's policy)."""
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+def _timeout(settings: Settings) -> httpx2.Timeout:
+    return httpx2.Timeout(settings.call_timeout_s, pool=settings.deadline_s)
 
 
 def _async_engine(settings: Settings) -> httpx2.AsyncBaseTransport:

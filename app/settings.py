@@ -50,7 +50,8 @@ class Settings:
     #: Engine under the shared `httpx2.AsyncClient`: "aiohttp" (app.transport) or
     #: "httpx2" (httpx2's own pool).
     transport: Transport = "aiohttp"
-    #: Seconds one upstream call may take before it counts as failed.
+    #: Seconds one upstream call may take to connect, send and answer before it counts as
+    #: failed; its wait for a pooled connection is bounded by `deadline_s` instead.
     call_timeout_s: Seconds = 5.0
     #: Seconds a whole request may take, waiting for a thread, the semaphore or the pool
     #: included; calls still running then are cancelled and reported.
