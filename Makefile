@@ -35,10 +35,10 @@ load: install
 soak: install
 	$(BIN)/python benchmarks/soak.py
 
-## Fan-out at the physical limit: app vs raw aiohttp and httpx, table and plot in docs/.
+## Fan-out at the physical limit: app vs raw aiohttp, httpx and httpx2; table and plot in docs/.
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	$(BIN)/python benchmarks/physical_limit.py
+	$(BIN)/python -m benchmarks.physical_limit
 
 ## The performance suite, saved for the regression gate (compare with BASELINE=path.json).
 perf: install

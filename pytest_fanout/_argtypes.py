@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Callable
 
 IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -84,3 +85,15 @@ def import_string(text: str) -> str:
     if not IMPORT_STRING.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an import string like app.main:app")
     return text
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an integer in [low, high] (keeps a benchmark's run bounded)."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} must be between {low} and {high}")
+        return value
+
+    return parse
