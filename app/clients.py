@@ -22,7 +22,7 @@ import yarl
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from app.settings import Settings
+from .settings import Settings
 
 #: A sync `def` route runs in Starlette's threadpool (40 threads): more connections are idle.
 SYNC_POOL_SIZE = 40

@@ -16,10 +16,10 @@ import httpx
 from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
-from app import fanout
-from app.clients import build_async_client, build_sync_client
-from app.fanout import CallOutcome
-from app.settings import Settings
+from . import fanout
+from .clients import build_async_client, build_sync_client
+from .fanout import CallOutcome
+from .settings import Settings
 
 
 class ErrorSummary(BaseModel):

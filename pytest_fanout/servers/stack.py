@@ -18,7 +18,10 @@ from pytest_fanout.servers.probe import PROBE_PATH
 from pytest_fanout.servers.process import LOOPBACK, ServerProcess
 from pytest_fanout.servers.upstream import CONTROL_PREFIX, Behaviour
 
-DEFAULT_APP = "app.main:app"
+#: The reference app, as installed from the wheel and (editable) in the repository,
+#: where app/ is mapped onto this name (pyproject.toml); `uvicorn app.main:app` from
+#: the repository root serves the same code.
+DEFAULT_APP = "pytest_fanout.reference_app.main:app"
 
 
 class StubUpstreamServer(ServerProcess):
