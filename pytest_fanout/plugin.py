@@ -34,7 +34,7 @@ XDIST_LOAD_KEY = "fanout_load_results"
 OPTIONS: list[tuple[str, str, str, Any]] = [
     # (name, ini type, help, default)
     ("fanout_app", "string",
-     "ASGI import string of the app under test, MODULE:ATTR (default: app.main:app)",
+     "ASGI import string of the app under test, MODULE:ATTR (default: the reference app)",
      DEFAULT_APP),
     ("fanout_app_dir", "string",
      "directory the app is imported from (default: the rootdir)", None),

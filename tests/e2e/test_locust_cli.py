@@ -8,6 +8,7 @@ afterwards" is an exact scan of /proc, not a guess.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -136,6 +137,16 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def completed(stats_csv: Path) -> int:
+    """Requests completed without failure so far, from Locust's live CSV (0 before it exists)."""
+    if not stats_csv.exists():
+        return 0
+    for row in csv.DictReader(stats_csv.read_text().splitlines()):
+        if row.get("Name") == "Aggregated":
+            return int(row["Request Count"]) - int(row["Failure Count"])
+    return 0
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
     """SIGTERM: Locust quits cleanly (users stopped, thresholds checked, stack stopped).
@@ -157,6 +168,8 @@ def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Si
                 "60s",
                 "--users",
                 "4",
+                "--csv",
+                str(tmp_path / "live"),
                 "AsyncUser",
             ],
             cwd=REPO,
@@ -173,6 +186,8 @@ def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Si
         )
         assert proc.poll() is None, log_path.read_text()
         assert len(stack_pids(log_path.read_text())) == 2
+        # Zero is not a pass: stop once requests completed (Locust rewrites the CSV each second).
+        wait_for(lambda: completed(tmp_path / "live_stats.csv") > 0, 30, "a completed request")
         proc.send_signal(sig)
         code = proc.wait(timeout=30)
         wait_for(lambda: not marked_processes(marker), 15, "the stack's processes to end")
