@@ -1,4 +1,4 @@
-"""`fanout serve` and `fanout patterns` as a user runs them: real subprocesses."""
+"""`fanout serve`, `fanout patterns` and `fanout measure` as a user runs them: real subprocesses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx2
 
@@ -74,3 +75,74 @@ def test_patterns_prints_the_comparison_table() -> None:
     # the peak-in-flight column is exact: 1, 6, 2, 1
     peaks = {name: int(re.search(r"x\s+(\d+)\s", " ".join(r)).group(1)) for name, r in rows.items()}
     assert peaks == {"sync": 1, "async": 6, "async_sem": 2, "blocking": 1}
+
+
+SHOP = '''
+import asyncio
+import os
+
+import httpx2
+from fastapi import FastAPI, HTTPException
+
+app = FastAPI()
+
+
+@app.get("/basket/{n}")
+async def basket(n: int) -> dict:
+    async with httpx2.AsyncClient(base_url=os.environ["FANOUT_UPSTREAM_URL"]) as client:
+        answers = await asyncio.gather(*(client.get(f"/item/{i}") for i in range(n)))
+    return {"items": len(answers)}
+
+
+@app.get("/broken")
+async def broken() -> dict:
+    raise HTTPException(503, "the warehouse is closed")
+'''
+
+
+def _fanout(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_fanout.cli", *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_measure_a_path_of_a_users_own_app(tmp_path: Path) -> None:
+    (tmp_path / "shop.py").write_text(SHOP)
+    result = _fanout(
+        "measure", "/basket/8", "--app", "shop:app", "--app-dir", str(tmp_path),
+        "--repeat", "3", "--n", "8", "--delay-ms", "50", cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("GET /basket/8 on shop:app"), out
+    # exact: 8 calls per request, all 8 in flight at once (gather)
+    assert re.search(r"^\s+upstream\s+requests 8, peak in flight 8,", out, re.MULTILINE), out
+    median = float(re.search(r"median\s+([\d.]+) ms", out).group(1))
+    assert median >= 50  # one wave of 50 ms calls, at the least
+    assert re.search(r"efficiency\s+[\d.]+; ideal 50 ms \(n=8, concurrency 8\)", out), out
+    assert "loop lag" in out and "p95" in out
+
+
+def test_measure_an_error_answer_is_one_line_and_a_failure(tmp_path: Path) -> None:
+    (tmp_path / "shop.py").write_text(SHOP)
+    result = _fanout("measure", "/broken", "--app", "shop:app", "--repeat", "1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines == [
+        'fanout: error: GET /broken answered 503, expected 200: {"detail":"the warehouse is'
+        ' closed"}'
+    ], result.stderr
+
+
+def test_patterns_prints_no_header_when_the_stack_does_not_start(tmp_path: Path) -> None:
+    result = _fanout("patterns", "--app", "nowhere_to_be_found:app", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""  # no "Fan-out of n=..." header, no table
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "nowhere_to_be_found" in result.stderr
