@@ -157,9 +157,7 @@ def busy_port() -> Iterator[int]:
 )
 def test_port_already_in_use_is_one_line(busy_port: int, args: list[str]) -> None:
     result = fanout(*(a.format(port=busy_port) for a in args))
-    assert_one_clear_line(
-        result, 1, f"cannot bind 127.0.0.1:{busy_port}", "Address already in use"
-    )
+    assert_one_clear_line(result, 1, f"cannot bind 127.0.0.1:{busy_port}", "Address already in use")
 
 
 def test_host_that_does_not_resolve_is_one_line() -> None:

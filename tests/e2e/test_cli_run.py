@@ -30,8 +30,18 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> l
 
 def test_serve_runs_both_and_ctrl_c_stops_both() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_fanout.cli", "serve", "--app-port", "0",
-         "--upstream-port", "0", "--delay-ms", "10"],
+        [
+            sys.executable,
+            "-m",
+            "pytest_fanout.cli",
+            "serve",
+            "--app-port",
+            "0",
+            "--upstream-port",
+            "0",
+            "--delay-ms",
+            "10",
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -39,8 +49,9 @@ def test_serve_runs_both_and_ctrl_c_stops_both() -> None:
     )
     try:
         lines = _read_until(proc, "Ctrl-C stops both", 30)
-        urls = dict(re.findall(r"^(upstream|app)\s+(http://127\.0\.0\.1:\d+)", "".join(lines),
-                               re.MULTILINE))
+        urls = dict(
+            re.findall(r"^(upstream|app)\s+(http://127\.0\.0\.1:\d+)", "".join(lines), re.MULTILINE)
+        )
         children = descendants_of(proc.pid)
         assert len(children) >= 2
         body = httpx2.get(urls["app"] + "/async/5", timeout=10).json()
@@ -61,23 +72,38 @@ def test_serve_runs_both_and_ctrl_c_stops_both() -> None:
 
 def test_patterns_prints_the_comparison_table() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pytest_fanout.cli", "patterns", "--n", "6",
-         "--max-concurrent", "2", "--delay-ms", "30", "--repeat", "1"],
+        [
+            sys.executable,
+            "-m",
+            "pytest_fanout.cli",
+            "patterns",
+            "--n",
+            "6",
+            "--max-concurrent",
+            "2",
+            "--delay-ms",
+            "30",
+            "--repeat",
+            "1",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()
-            if line.startswith(("sync ", "async ", "async_sem ", "blocking "))}
+    rows = {
+        line.split()[0]: line.split()
+        for line in result.stdout.splitlines()
+        if line.startswith(("sync ", "async ", "async_sem ", "blocking "))
+    }
     assert set(rows) == {"sync", "async", "async_sem", "blocking"}
     # the peak-in-flight column is exact: 1, 6, 2, 1
     peaks = {name: int(re.search(r"x\s+(\d+)\s", " ".join(r)).group(1)) for name, r in rows.items()}
     assert peaks == {"sync": 1, "async": 6, "async_sem": 2, "blocking": 1}
 
 
-SHOP = '''
+SHOP = """
 import asyncio
 import os
 
@@ -97,7 +123,7 @@ async def basket(n: int) -> dict:
 @app.get("/broken")
 async def broken() -> dict:
     raise HTTPException(503, "the warehouse is closed")
-'''
+"""
 
 
 def _fanout(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -114,8 +140,19 @@ def _fanout(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_measure_a_path_of_a_users_own_app(tmp_path: Path) -> None:
     (tmp_path / "shop.py").write_text(SHOP)
     result = _fanout(
-        "measure", "/basket/8", "--app", "shop:app", "--app-dir", str(tmp_path),
-        "--repeat", "3", "--n", "8", "--delay-ms", "50", cwd=REPO,
+        "measure",
+        "/basket/8",
+        "--app",
+        "shop:app",
+        "--app-dir",
+        str(tmp_path),
+        "--repeat",
+        "3",
+        "--n",
+        "8",
+        "--delay-ms",
+        "50",
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout

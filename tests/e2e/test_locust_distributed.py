@@ -107,9 +107,23 @@ def test_master_and_two_workers_on_loopback(tmp_path: Path) -> None:
 
 def test_processes_2_forks_workers_but_one_stack(tmp_path: Path) -> None:
     code, output, _ = locust(
-        "-f", "locustfiles/", "--headless", "--processes", "2", "--users", "6",
-        "--spawn-rate", "6", "--run-time", "4s", "--json-file", str(tmp_path / "stats"),
-        "--fanout-min-rps", "0.5", "AsyncUser", "AsyncSemUser",
+        "-f",
+        "locustfiles/",
+        "--headless",
+        "--processes",
+        "2",
+        "--users",
+        "6",
+        "--spawn-rate",
+        "6",
+        "--run-time",
+        "4s",
+        "--json-file",
+        str(tmp_path / "stats"),
+        "--fanout-min-rps",
+        "0.5",
+        "AsyncUser",
+        "AsyncSemUser",
         timeout=90,
     )
     assert code == 0, output
@@ -129,9 +143,23 @@ def test_workers_leave_within_seconds_of_a_sigkilled_master(tmp_path: Path) -> N
     log_path = tmp_path / "locust.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", "locustfiles/", "--headless",
-             "--processes", "2", "--users", "4", "--spawn-rate", "4", "--run-time", "60s",
-             "AsyncUser"],
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                "locustfiles/",
+                "--headless",
+                "--processes",
+                "2",
+                "--users",
+                "4",
+                "--spawn-rate",
+                "4",
+                "--run-time",
+                "60s",
+                "AsyncUser",
+            ],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,

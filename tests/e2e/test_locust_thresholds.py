@@ -15,9 +15,23 @@ from tests.helpers import locust
 
 def test_a_p95_limit_the_sync_endpoint_cannot_meet_exits_with_the_threshold_status() -> None:
     code, output, _ = locust(
-        "-f", "locustfiles/", "--headless", "--run-time", "5s", "--users", "6",
-        "--spawn-rate", "6", "--fanout-n", "10", "--fanout-upstream-delay-ms", "100",
-        "--fanout-max-p95-ms", "500", "SyncUser", "AsyncUser",
+        "-f",
+        "locustfiles/",
+        "--headless",
+        "--run-time",
+        "5s",
+        "--users",
+        "6",
+        "--spawn-rate",
+        "6",
+        "--fanout-n",
+        "10",
+        "--fanout-upstream-delay-ms",
+        "100",
+        "--fanout-max-p95-ms",
+        "500",
+        "SyncUser",
+        "AsyncUser",
     )
     assert code == EXIT_THRESHOLD, output
     assert code != 1  # not Locust's "there were failed requests"
@@ -39,8 +53,18 @@ def test_a_run_where_nothing_completes_fails_with_its_own_lines() -> None:
     endpoint (the one tried, with no row in Locust's stats) and for the total.
     """
     code, output, _ = locust(
-        "-f", "locustfiles/", "--headless", "--run-time", "3s", "--users", "1",
-        "--spawn-rate", "1", "--fanout-n", "100", "SyncUser",
+        "-f",
+        "locustfiles/",
+        "--headless",
+        "--run-time",
+        "3s",
+        "--users",
+        "1",
+        "--spawn-rate",
+        "1",
+        "--fanout-n",
+        "100",
+        "SyncUser",
     )
     assert code == EXIT_THRESHOLD, output
     lines = [line for line in output.splitlines() if line.startswith(VIOLATION_PREFIX)]
