@@ -514,8 +514,8 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     options = environment.parsed_options
     if getattr(options, "headless", False) and getattr(options, "web_host", ""):
         _say(
-            "fanout: note: --web-host is ignored while running headless (locust.conf sets"
-            " headless = true): add --headful for the web UI"
+            "fanout: note: --web-host is ignored: this run is headless (--headless, or"
+            " headless = true in locust.conf); add --headful for the web UI"
         )
     if environment.host:
         _check_host(environment.host)

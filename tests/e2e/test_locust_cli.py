@@ -203,3 +203,40 @@ def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Si
         assert "fanout: thresholds met" in output and "fanout: embedded stack stopped" in output
     else:
         assert code == -signal.SIGKILL
+
+
+WEB_UI_LABELS = """
+import json, re
+from locust.argument_parser import get_parser
+import pytest_fanout.locust  # registers the options
+parser = get_parser(default_config_files=[])
+shown = parser.args_included_in_web_ui
+def label(dest):  # what Locust's web UI does: camelCase, then split at capitals and digits
+    camel = re.sub(r"_([a-z0-9])", lambda m: m[1].upper(), dest)
+    spaced = re.sub(r"([a-z0-9])([A-Z0-9])", r"\\1 \\2", camel)
+    return spaced[0].upper() + spaced[1:]
+print(json.dumps({d: [label(d), a.help] for d, a in shown.items() if d.startswith("fanout")}))
+"""
+
+
+def test_web_ui_labels_are_words_with_their_help() -> None:
+    """Locust's web UI labels an option with its dest (split at capitals AND digits) and
+    its help: "fanout_max_p95_ms" would read "Fanout Max P9 5Ms"."""
+    result = subprocess.run(
+        [sys.executable, "-c", WEB_UI_LABELS], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    labels = json.loads(result.stdout)
+    assert labels["fanout_max_latency_ms"][0] == "Fanout Max Latency Ms"
+    assert "p95" in labels["fanout_max_latency_ms"][1]
+    assert sorted(labels) == [
+        "fanout_calls",
+        "fanout_max_failure_ratio",
+        "fanout_max_latency_ms",
+        "fanout_min_completed",
+        "fanout_min_throughput",
+        "fanout_semaphore",
+    ]
+    for dest, (text, help_text) in labels.items():
+        assert not re.search(r"\d", text), (dest, text)
+        assert help_text and len(help_text) > 20, dest
