@@ -374,6 +374,8 @@ def run_measure(args: argparse.Namespace) -> int:
         request = {"method": args.method, "json": body}
     extra: dict[str, object] = {}
     if args.upstream:
+        if "upstreams" not in inspect.signature(Stack).parameters:
+            raise CommandError("--upstream needs a Stack with named upstreams")
         extra["upstreams"] = dict(args.upstream)
     stack = Stack(
         args.app, behaviour=Behaviour(delay_ms=args.delay_ms), app_dir=args.app_dir, **extra

@@ -31,6 +31,7 @@ locustfile (Locust patches the interpreter with gevent), never from pytest.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import ssl
@@ -450,16 +451,17 @@ def _start_stack(environment: Environment) -> str:
     named = option(environment, "fanout_upstream", None)
     extra: dict[str, Any] = {}
     if named:
+        if "upstreams" not in inspect.signature(Stack).parameters:
+            _fail_now(
+                EXIT_USAGE, "fanout: error: --fanout-upstream needs a Stack with named upstreams"
+            )
         extra["upstreams"] = dict(named)  # Stack(upstreams={name: ENVVAR}), in order
-    try:
-        stack = Stack(
-            option(environment, "fanout_app", DEFAULT_APP),
-            behaviour=Behaviour(delay_ms=delay),
-            app_dir=option(environment, "fanout_app_dir", None),
-            **extra,
-        )
-    except TypeError:
-        _fail_now(EXIT_USAGE, "fanout: error: --fanout-upstream needs named upstreams (Stack)")
+    stack = Stack(
+        option(environment, "fanout_app", DEFAULT_APP),
+        behaviour=Behaviour(delay_ms=delay),
+        app_dir=option(environment, "fanout_app_dir", None),
+        **extra,
+    )
     try:
         stack.start()
     except ServerStartError as exc:

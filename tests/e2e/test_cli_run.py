@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx2
+import pytest
 
 from tests.helpers import REPO, descendants_of, pid_alive
 
@@ -183,3 +184,59 @@ def test_patterns_prints_no_header_when_the_stack_does_not_start(tmp_path: Path)
     assert result.stdout == ""  # no "Fan-out of n=..." header, no table
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "nowhere_to_be_found" in result.stderr
+
+
+SHOP_TWO_UPSTREAMS = """
+import asyncio
+import os
+from contextlib import asynccontextmanager
+
+import httpx2
+from fastapi import FastAPI
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    async with httpx2.AsyncClient(base_url=os.environ["INVENTORY_URL"]) as inventory, \\
+            httpx2.AsyncClient(base_url=os.environ["PRICING_URL"]) as pricing:
+        app.state.inventory, app.state.pricing = inventory, pricing
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.post("/basket")
+async def basket(body: dict) -> dict:
+    ids = body["ids"]
+    calls = [app.state.inventory.get(f"/stock/{i}") for i in ids]
+    calls += [app.state.pricing.get(f"/price/{i}") for i in ids]
+    answers = await asyncio.gather(*calls)
+    return {"ok": all(a.status_code == 200 for a in answers)}
+"""
+
+
+def _named_upstreams() -> bool:
+    import inspect
+
+    from pytest_fanout.servers.stack import Stack
+
+    return "upstreams" in inspect.signature(Stack).parameters
+
+
+@pytest.mark.skipif(not _named_upstreams(), reason="needs Stack(upstreams=...) (named upstreams)")
+def test_measure_a_post_with_two_named_upstreams(tmp_path: Path) -> None:
+    (tmp_path / "shop.py").write_text(SHOP_TWO_UPSTREAMS)
+    result = _fanout(
+        "measure", "/basket", "--app", "shop:app",
+        "--upstream", "inventory=INVENTORY_URL", "--upstream", "pricing=PRICING_URL",
+        "--method", "POST", "--json", '{"ids": [1, 2, 3, 4]}', "--repeat", "3",
+        "--delay-ms", "50", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("POST /basket on shop:app"), out
+    # exact, per upstream: 4 calls each, all 4 in flight at once
+    for name in ("inventory", "pricing"):
+        assert re.search(rf"^\s+{name}\s+requests 4, peak in flight 4, new connections \d+$",
+                         out, re.MULTILINE), out  # fmt: skip
