@@ -18,6 +18,7 @@ from pytest_fanout import hookspecs
 from pytest_fanout._table import render_text
 from pytest_fanout.fixture import Fanout
 from pytest_fanout.measure import Measurement
+from pytest_fanout.patterns import efficiency_cell
 from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
 from pytest_fanout.servers.process import ServerProcess, ServerStartError
 from pytest_fanout.servers.stack import DEFAULT_APP, AppServer, StubUpstreamServer
@@ -256,7 +257,7 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
                 f"{m.median_s * 1000:.1f} ms",
                 f"{m.p95_s * 1000:.1f} ms",
                 m.upstream_peak_inflight,
-                f"{m.efficiency:.2f}" if m.efficiency is not None else "-",
+                efficiency_cell(m),  # marked when the route blocked the loop
                 f"{m.loop_lag_max_s * 1000:.1f} ms",
             ]
         )

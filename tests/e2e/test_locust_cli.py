@@ -240,3 +240,18 @@ def test_web_ui_labels_are_words_with_their_help() -> None:
     for dest, (text, help_text) in labels.items():
         assert not re.search(r"\d", text), (dest, text)
         assert help_text and len(help_text) > 20, dest
+
+
+def test_web_host_under_a_headless_config_says_how_to_get_the_ui() -> None:
+    """locust.conf runs headless; `--web-host` alone cannot undo that (Locust keeps a
+    config file's store_true), so the harness says in one line to add --headful."""
+    code, output, _ = locust(
+        "-f", "locustfiles/", "--web-host", "127.0.0.1", "--run-time", "2s", "-u", "1",
+        "AsyncUser",
+    )  # fmt: skip
+    assert code == 0, output
+    notes = [line for line in output.splitlines() if "--web-host is ignored" in line]
+    assert notes == [
+        "fanout: note: --web-host is ignored: this run is headless (--headless, or"
+        " headless = true in locust.conf); add --headful for the web UI"
+    ], output
