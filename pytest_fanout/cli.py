@@ -104,8 +104,8 @@ def warn_if_exposed(host: str) -> None:
     """Say so when a server will listen beyond loopback: its control paths have no auth."""
     if host not in (LOOPBACK, "localhost", "::1"):
         print(
-            f"fanout: warning: listening on {host}: anyone who can reach it can reconfigure"
-            " the stub upstream and read the probe (no authentication)",
+            f"fanout: warning: listening on {host}: anyone who can reach it can call the app,"
+            " read the probe, and (with the token) reconfigure the stub upstream",
             file=sys.stderr,
         )
 
@@ -116,6 +116,11 @@ def warn_if_exposed(host: str) -> None:
 def configure_upstream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=port_number, default=8001, help="port (default: 8001)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="bearer token of the control paths (default: a random one, printed)",
+    )
     add_behaviour_options(parser)
 
 
@@ -125,13 +130,21 @@ def run_upstream(args: argparse.Namespace) -> int:
     from pytest_fanout.servers.process import bind_listening_socket
     from pytest_fanout.servers.upstream import StubUpstream
 
-    app = StubUpstream(behaviour_from(args))
+    app = StubUpstream(behaviour_from(args), token=args.token)
     # Bind here, not in uvicorn: a busy port is one clear line, and --port 0 shows the real port.
     sock = bind_listening_socket(args.host, args.port)
     port = sock.getsockname()[1]
     warn_if_exposed(args.host)
     print(f"stub upstream on http://{args.host}:{port} (stats: /__upstream__/stats)", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    if not args.token:
+        print(f"control token: {app.token} (send 'Authorization: Bearer <token>')", flush=True)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http="pytest_fanout.servers.connections:CountingHTTPProtocol",
+    )
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
@@ -190,6 +203,7 @@ def run_serve(args: argparse.Namespace) -> int:
         assert stack.app is not None
         print(f"upstream  {stack.upstream.url}  (pid {stack.upstream.pid})")
         print(f"app       {stack.app.url}  (pid {stack.app.pid})")
+        print(f"token     {stack.upstream.token}  (the stub's control paths)")
         print(f"try       curl {stack.app.url}/async/20")
         print("Ctrl-C stops both.", flush=True)
         while stack.upstream.running() and stack.app.running():
@@ -355,8 +369,6 @@ def _json_body(text: str | None) -> object:
 
 
 def run_measure(args: argparse.Namespace) -> int:
-    import inspect
-
     import httpx2
 
     from pytest_fanout.measure import MeasurementError, measure
@@ -367,18 +379,11 @@ def run_measure(args: argparse.Namespace) -> int:
     if not args.path.startswith("/"):
         raise CommandError(f"the path {args.path!r} must start with /")
     body = _json_body(args.json_body)
-    request: dict[str, object] = {}
-    if args.method != "GET" or body is not None:
-        if "method" not in inspect.signature(measure).parameters:
-            raise CommandError("--method and --json need a measure() that sends them")
-        request = {"method": args.method, "json": body}
-    extra: dict[str, object] = {}
-    if args.upstream:
-        if "upstreams" not in inspect.signature(Stack).parameters:
-            raise CommandError("--upstream needs a Stack with named upstreams")
-        extra["upstreams"] = dict(args.upstream)
     stack = Stack(
-        args.app, behaviour=Behaviour(delay_ms=args.delay_ms), app_dir=args.app_dir, **extra
+        args.app,
+        behaviour=Behaviour(delay_ms=args.delay_ms),
+        app_dir=args.app_dir,
+        upstreams=dict(args.upstream) if args.upstream else None,
     )
     with stack, httpx2.Client(timeout=args.timeout) as client:
         assert stack.app is not None
@@ -387,14 +392,15 @@ def run_measure(args: argparse.Namespace) -> int:
                 client,
                 stack.app.url,
                 args.path,
-                upstream=stack.upstream,
+                upstreams=stack.upstreams,
                 app=stack.app,
                 repeat=args.repeat,
                 warmup=1,
+                method=args.method,
+                json=body,
                 n=args.n,
                 concurrency=args.concurrency,
                 expect_status=args.expect_status,
-                **request,
             )
         except MeasurementError as exc:
             raise CommandError(str(exc).splitlines()[0]) from None

@@ -31,7 +31,6 @@ locustfile (Locust patches the interpreter with gevent), never from pytest.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import ssl
@@ -449,18 +448,11 @@ def _start_stack(environment: Environment) -> str:
 
     delay = float(option(environment, "fanout_upstream_delay_ms", DEFAULT_UPSTREAM_DELAY_MS))
     named = option(environment, "fanout_upstream", None)
-    extra: dict[str, Any] = {}
-    if named:
-        if "upstreams" not in inspect.signature(Stack).parameters:
-            _fail_now(
-                EXIT_USAGE, "fanout: error: --fanout-upstream needs a Stack with named upstreams"
-            )
-        extra["upstreams"] = dict(named)  # Stack(upstreams={name: ENVVAR}), in order
     stack = Stack(
         option(environment, "fanout_app", DEFAULT_APP),
         behaviour=Behaviour(delay_ms=delay),
         app_dir=option(environment, "fanout_app_dir", None),
-        **extra,
+        upstreams=dict(named) if named else None,  # {name: ENVVAR}, in order
     )
     try:
         stack.start()

@@ -15,7 +15,7 @@ import httpx2
 
 from pytest_fanout._table import render_text
 from pytest_fanout.measure import Measurement, measure
-from pytest_fanout.servers.stack import DEFAULT_APP, Stack
+from pytest_fanout.servers.stack import DEFAULT_APP, DEFAULT_UPSTREAM, Stack
 from pytest_fanout.servers.upstream import Behaviour
 
 #: The loop counts as blocked when its worst stall is this share of the request's time.
@@ -45,14 +45,15 @@ class PatternRow:
     measurement: Measurement
 
 
-def pattern_paths(n: int, max_concurrent: int, blocking: bool = True) -> list[tuple[str, str]]:
+def pattern_paths(n: int, max_concurrent: int, blocking: bool = True) -> list[tuple[str, str, int]]:
+    """(pattern, path, calls at once) for each route of the reference app measured."""
     paths = [
-        ("sync", f"/sync/{n}"),
-        ("async", f"/async/{n}"),
-        ("async_sem", f"/async_sem/{n}/{max_concurrent}"),
+        ("sync", f"/sync/{n}", 1),
+        ("async", f"/async/{n}", n),
+        ("async_sem", f"/async_sem/{n}/{max_concurrent}", min(n, max_concurrent)),
     ]
     if blocking:
-        paths.append(("blocking (anti-pattern)", f"/blocking/{n}"))
+        paths.append(("blocking (anti-pattern)", f"/blocking/{n}", 1))
     return paths
 
 
@@ -72,7 +73,7 @@ def run_patterns(
         httpx2.Client(timeout=120) as client,
     ):
         assert stack.app is not None
-        for pattern, path in pattern_paths(n, max_concurrent, blocking):
+        for pattern, path, concurrency in pattern_paths(n, max_concurrent, blocking):
             m = measure(
                 client,
                 stack.app.url,
@@ -81,6 +82,8 @@ def run_patterns(
                 app=stack.app,
                 repeat=repeat,
                 warmup=1,
+                n=n,
+                concurrency=concurrency,
             )
             rows.append(PatternRow(pattern, m))
     return rows
@@ -117,16 +120,14 @@ def patterns_table(rows: list[PatternRow]) -> str:
     return render_text(headers, table)
 
 
-def _upstream_rows(m: Measurement) -> list[tuple[str, int, int, int | None]]:
+def _upstream_rows(m: Measurement) -> list[tuple[str, int, int, int]]:
     """(name, requests, peak in flight, new connections) per upstream, the first first."""
-    names = getattr(m, "upstream_names", None) or []
-    if names and hasattr(m, "upstream"):
-        rows = []
-        for name in names:
-            gauges = m.upstream(name)
-            rows.append((name, gauges.requests, gauges.peak_inflight, gauges.connections_opened))
-        return rows
-    return [("upstream", m.upstream_requests, m.upstream_peak_inflight, None)]
+    rows = []
+    for name in m.upstream_names:
+        gauges = m.upstream(name)
+        label = "upstream" if name == DEFAULT_UPSTREAM else name
+        rows.append((label, gauges.requests, gauges.peak_inflight, gauges.connections_opened))
+    return rows
 
 
 def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float) -> str:
@@ -137,14 +138,16 @@ def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float
         f"  median            {m.median_s * 1000:.1f} ms",
         f"  p95               {m.p95_s * 1000:.1f} ms",
     ]
-    for name, requests, peak, connections in _upstream_rows(m):
-        new = "-" if connections is None else str(connections)
+    upstreams = _upstream_rows(m)
+    for name, requests, peak, connections in upstreams:
         lines.append(
-            f"  {name:<17} requests {requests}, peak in flight {peak}, new connections {new}"
+            f"  {name:<17} requests {requests}, peak in flight {peak},"
+            f" new connections {connections}"
         )
-    total_new = getattr(m, "connections_opened", None)
-    if total_new is not None and len(_upstream_rows(m)) > 1:
-        lines.append(f"  new connections   {total_new} (all upstreams, the most in one sample)")
+    if len(upstreams) > 1:
+        lines.append(
+            f"  new connections   {m.connections_opened} (all upstreams, the most in one sample)"
+        )
     lines.append(f"  loop lag          {m.loop_lag_max_s * 1000:.1f} ms (worst stall)")
     if m.ideal_s is not None:
         lines.append(
