@@ -1,9 +1,9 @@
 """`FanoutUser` on a user's own app: their tasks, their success check, the embedded stack.
 
 The test writes, in an empty directory, what a user would: a small FastAPI
-service that fans out to its upstream, and a locustfile of `FanoutUser`
-tasks. `locust -f locustfile.py --fanout-app shop:app` starts the stub
-upstream and the app, runs only the user's tasks (the reference users that
+service that fans out to two named upstreams (inventory, pricing), and a locustfile of `FanoutUser`
+tasks. `locust -f locustfile.py --fanout-app shop:app --fanout-upstream ...` starts
+a stub per upstream and the app, runs only the user's tasks (the reference users that
 `import *` brings stay out), and a threshold the run cannot meet exits 3
 with its one line.
 """
@@ -28,19 +28,31 @@ from pytest_fanout.load import (
 SHOP = """
 import asyncio
 import os
+from contextlib import asynccontextmanager
 
 import httpx2
 from fastapi import FastAPI
 
-app = FastAPI()
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    async with (
+        httpx2.AsyncClient(base_url=os.environ["INVENTORY_URL"]) as inventory,
+        httpx2.AsyncClient(base_url=os.environ["PRICING_URL"]) as pricing,
+    ):
+        app.state.inventory, app.state.pricing = inventory, pricing
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
 
 
 @app.post("/basket")
 async def basket(body: dict) -> dict:
-    url = os.environ["FANOUT_UPSTREAM_URL"]
-    async with httpx2.AsyncClient(base_url=url) as client:
-        answers = await asyncio.gather(*(client.get(f"/item/{i}") for i in body["ids"]))
-    return {"ok": all(a.status_code == 200 for a in answers), "items": len(answers)}
+    calls = [app.state.inventory.get(f"/stock/{i}") for i in body["ids"]]
+    calls += [app.state.pricing.get(f"/price/{i}") for i in body["ids"]]
+    answers = await asyncio.gather(*calls)
+    return {"ok": all(a.status_code == 200 for a in answers), "items": len(body["ids"])}
 
 
 @app.get("/broken")
@@ -92,6 +104,10 @@ def test_fanout_user_on_an_own_app_with_a_threshold_that_fails(tmp_path: Path) -
                 "stats",
                 "--fanout-app",
                 "shop:app",
+                "--fanout-upstream",
+                "inventory=INVENTORY_URL",
+                "--fanout-upstream",
+                "pricing=PRICING_URL",
                 "--fanout-upstream-delay-ms",
                 "50",
                 "--fanout-max-p95-ms",
@@ -111,6 +127,9 @@ def test_fanout_user_on_an_own_app_with_a_threshold_that_fails(tmp_path: Path) -
     assert proc.returncode == EXIT_THRESHOLD, output
     assert "Traceback" not in output, output
     assert "fanout: embedded stack: app " in output
+    # One stub per named upstream, its URL in the variable the app reads.
+    for name in ("inventory", "pricing"):
+        assert f"fanout: embedded stack: upstream {name} http://127.0.0.1:" in output, output
 
     endpoints, total, _ = parse_stats_json(json.loads((tmp_path / "stats.json").read_text()))
     # Only the user's tasks ran: the reference users stayed out.
