@@ -1,11 +1,11 @@
 """`FanoutUser` on a user's own app: their tasks, their success check, the embedded stack.
 
 The test writes, in an empty directory, what a user would: a small FastAPI
-service that fans out to two named upstreams (inventory, pricing), and a locustfile of `FanoutUser`
-tasks. `locust -f locustfile.py --fanout-app shop:app --fanout-upstream ...` starts
-a stub per upstream and the app, runs only the user's tasks (the reference users that
-`import *` brings stay out), and a threshold the run cannot meet exits 3
-with its one line.
+service that fans out to two named upstreams (inventory, pricing), and a
+locustfile of `FanoutUser` tasks. `locust -f locustfile.py --fanout-app
+shop:app --fanout-upstream ...` starts a stub per upstream and the app, runs
+only the user's tasks (the reference users that `import *` brings stay out),
+and a threshold the run cannot meet exits 3 with its one line.
 """
 
 from __future__ import annotations
