@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install patterns test lint load soak bench perf gate-validate serve clean
+.PHONY: install patterns test lint load soak bench perf gate-validate serve wheel clean
 
 install: $(STAMP)
 
@@ -52,5 +52,9 @@ gate-validate: install
 serve: install
 	$(BIN)/fanout serve
 
+## The wheel `pip install pytest-fanout` installs (harness, Locust module, reference app).
+wheel: install
+	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

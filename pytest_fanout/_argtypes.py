@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 
 IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _integer(text: str, what: str = "an integer") -> int:
@@ -97,3 +98,14 @@ def int_between(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def named_upstream(text: str) -> tuple[str, str]:
+    """NAME=ENVVAR: a stub upstream and the environment variable the app reads its URL from."""
+    name, sep, env_var = text.partition("=")
+    name, env_var = name.strip(), env_var.strip()
+    if not sep or not IDENTIFIER.match(name) or not IDENTIFIER.match(env_var):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not NAME=ENVVAR like inventory=INVENTORY_URL"
+        )
+    return name, env_var
