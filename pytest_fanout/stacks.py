@@ -26,6 +26,7 @@ from typing import Any
 #: The file name of the sampler's pseudo-frame for a C function (time.sleep, a socket read).
 BUILTIN_FILE = "<built-in>"
 _HARNESS_DIR = str(Path(__file__).resolve().parent)
+_REFERENCE_APP = f"{os.sep}pytest_fanout{os.sep}reference_app{os.sep}"
 
 
 @lru_cache(maxsize=1)
@@ -51,9 +52,11 @@ def _under(path: str, directory: str) -> bool:
 
 def is_user_file(path: str) -> bool:
     """True for the user's own code: not `<frozen ...>`/`<built-in>`, not the standard
-    library, not site-packages, not pytest_fanout itself."""
+    library, not site-packages, not pytest_fanout itself (but its reference app, yes)."""
     if not path or path.startswith("<"):
         return False
+    if _REFERENCE_APP in path:
+        return True  # the demo service in the wheel is the "user's" code of `fanout patterns`
     if f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path:
         return False
     real = os.path.realpath(path)

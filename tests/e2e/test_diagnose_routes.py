@@ -4,6 +4,8 @@ Each route gives exactly its finding and nothing else."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +135,28 @@ def test_a_blocking_route_is_named_by_file_and_function(
     assert "x the 100 ms limit)" in message
     if path == "/cpu":
         assert " in crunch (CPU) (stalled " in message
+
+
+def _fanout(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_fanout.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_fanout_measure_ends_with_the_findings() -> None:
+    common = ["--app", "main:app", "--app-dir", APP_REL, "--repeat", "1", "--delay-ms", "200"]
+    blocked = _fanout("measure", "/sleep", *common)
+    assert blocked.returncode == 0, blocked.stdout + blocked.stderr
+    line = line_of("main.py", "time.sleep(0.3)")
+    last = blocked.stdout.strip().splitlines()[-1]
+    assert last.startswith(
+        f"  finding           blocks the loop: {APP_REL}/main.py:{line} in sleepy -> time.sleep"
+    ), blocked.stdout
+    healthy = _fanout("measure", "/healthy", *common, "--n", "10")
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert healthy.stdout.strip().splitlines()[-1] == "  finding           - (nothing wrong found)"

@@ -72,6 +72,8 @@ def test_user_files_are_neither_stdlib_nor_packages_nor_the_harness() -> None:
     assert not is_user_file(f"{STDLIB}/json/encoder.py")
     assert not is_user_file(HTTPX2_CLIENT)
     assert not is_user_file("<frozen importlib._bootstrap>")
+    wheel_app = Path(HTTPX2_CLIENT).parent.parent / "pytest_fanout/reference_app/fanout.py"
+    assert is_user_file(str(wheel_app))
     assert not is_user_file(
         os.path.join(os.path.dirname(library_call.__code__.co_filename), "measure.py")
     )
