@@ -74,7 +74,7 @@ def test_own_service_configured_by_ini(pytester: pytest.Pytester) -> None:
     )
 
 
-SMALL_POOL_SERVICE = '''
+SMALL_POOL_SERVICE = """
 import asyncio
 import os
 from contextlib import asynccontextmanager
@@ -99,7 +99,7 @@ app = FastAPI(lifespan=lifespan)
 async def wide(count: int) -> dict:
     answers = await asyncio.gather(*(app.state.client.get(f"/i/{i}") for i in range(count)))
     return {"codes": [a.status_code for a in answers]}
-'''
+"""
 
 
 def test_a_pool_smaller_than_the_fan_out_is_told_apart(pytester: pytest.Pytester) -> None:
