@@ -14,6 +14,7 @@ import base64
 import os
 import re
 import secrets
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -109,6 +110,8 @@ class StubUpstreamServer(ServerProcess):
         self.initial = behaviour or Behaviour()
         self.initial.validate()
         self.upstream_name = name
+        #: Set once start() has bound the socket (the URL is final, the child may not answer yet).
+        self.bound = threading.Event()
         #: The control paths' bearer token (random for each server unless given).
         self.token = token or secrets.token_urlsafe(24)
         server_name = "upstream" if name == DEFAULT_UPSTREAM else f"upstream-{name}"
@@ -125,6 +128,8 @@ class StubUpstreamServer(ServerProcess):
         )
 
     def build_command(self, fd: int) -> list[str]:
+        # Called by start() once the socket is bound: the URL is known from here on.
+        self.bound.set()
         # uvicorn's HTTP protocol with connection counting (a public uvicorn setting).
         return [
             *super().build_command(fd),
@@ -430,17 +435,31 @@ class Stack:
         return {self.env_names[name]: server.url for name, server in self.upstreams.items()}
 
     def start(self) -> Stack:
+        """Start the stubs in parallel and the app as soon as their URLs are known (it
+        does not need them to answer to start), then wait for all of them."""
+        servers = list(self.upstreams.values())
+        for server in servers:
+            cleanup.register(server)  # from the main thread: see start_upstreams
+        pool = ThreadPoolExecutor(max_workers=len(servers))
         try:
-            start_upstreams(self.upstreams)
-            args = dict(self._app_args)
-            urls = {name: server.url for name, server in self.upstreams.items()}
-            given = {k: expand_placeholders(v, urls) for k, v in (args["env"] or {}).items()}
-            args["env"] = {**self.upstream_env(), **given}
-            self.app = AppServer(**args)
-            self.app.start()
+            futures = [pool.submit(server.start) for server in servers]
+            for server, future in zip(servers, futures, strict=True):
+                while not server.bound.wait(0.05) and not future.done():
+                    pass  # bounded: start() binds first, or fails and is done
+            if not any(f.done() and f.exception() for f in futures):
+                args = dict(self._app_args)
+                urls = {name: server.url for name, server in self.upstreams.items()}
+                given = {k: expand_placeholders(v, urls) for k, v in (args["env"] or {}).items()}
+                args["env"] = {**self.upstream_env(), **given}
+                self.app = AppServer(**args)
+                self.app.start()
+            for future in futures:
+                future.result()
         except BaseException:
             self.stop()
             raise
+        finally:
+            pool.shutdown(wait=True)
         return self
 
     def stop(self) -> None:

@@ -285,3 +285,11 @@ def test_a_dropped_connection_is_a_counted_line_not_a_traceback(stack3: Stack) -
         "one line per drop",
     )
     assert "Traceback" not in reviews.log_tail()
+
+
+def test_a_stack_whose_app_cannot_start_leaves_no_stub(project: Path) -> None:
+    stack = Stack("no_such_module:app", upstreams=THREE, app_dir=project)
+    with pytest.raises(Exception, match="cannot import app 'no_such_module:app'"):
+        stack.start()
+    assert not any(u.running() for u in stack.upstreams.values())
+    assert all(u.proc is not None for u in stack.upstreams.values())  # they had started
