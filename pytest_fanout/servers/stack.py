@@ -456,6 +456,7 @@ class Stack:
             for future in futures:
                 future.result()
         except BaseException:
+            pool.shutdown(wait=True)  # no stub may still be starting when they are stopped
             self.stop()
             raise
         finally:
