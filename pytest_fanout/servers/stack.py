@@ -41,6 +41,7 @@ __all__ = [
     "Stack",
     "StubUpstreamServer",
     "UpstreamCallError",
+    "StubsStarting",
     "expand_placeholders",
     "start_upstreams",
 ]
@@ -118,23 +119,52 @@ def expand_placeholders(value: str, urls: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(replace, value)
 
 
-def start_upstreams(servers: Mapping[str, StubUpstreamServer]) -> None:
-    """Start every stub at once (each start is mostly waiting for a child to import);
-    if one fails, stop them all and raise its error."""
-    if len(servers) == 1:
-        next(iter(servers.values())).start()
-        return
-    for server in servers.values():
-        # From this (main) thread: the first registration installs the SIGTERM handler,
-        # which only the main thread can do.
-        cleanup.register(server)
-    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-        futures = [pool.submit(server.start) for server in servers.values()]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        for server in servers.values():
+class StubsStarting:
+    """Stub processes starting in the background, all at once (each start is mostly a child
+    importing): the app can start as soon as their sockets are bound, since their URLs are
+    final then, and need not wait for them to answer."""
+
+    def __init__(self, servers: Mapping[str, StubUpstreamServer]) -> None:
+        self.servers = dict(servers)
+        for server in self.servers.values():
+            # From this (main) thread: the first registration installs the SIGTERM handler,
+            # which only the main thread can do.
+            cleanup.register(server)
+        self._pool = ThreadPoolExecutor(max_workers=len(self.servers))
+        self._futures = [self._pool.submit(server.start) for server in self.servers.values()]
+
+    def wait_bound(self) -> None:
+        """Until every stub's socket is bound (its URL final), or its start has failed."""
+        for server, future in zip(self.servers.values(), self._futures, strict=True):
+            while not server.bound.wait(0.05) and not future.done():
+                pass  # bounded: start() binds first thing, or fails and is done
+
+    def failed(self) -> BaseException | None:
+        """The first start that failed so far, if any (without waiting)."""
+        for future in self._futures:
+            if future.done() and future.exception() is not None:
+                return future.exception()
+        return None
+
+    def wait_ready(self) -> BaseException | None:
+        """Until every stub answers; the first start that failed, or None."""
+        self._pool.shutdown(wait=True)
+        return self.failed()
+
+    def stop(self) -> None:
+        """Stop every stub (after waiting for any still starting: none may be left)."""
+        self._pool.shutdown(wait=True)
+        for server in self.servers.values():
             server.stop()
-        raise errors[0]  # type: ignore[misc]
+
+
+def start_upstreams(servers: Mapping[str, StubUpstreamServer]) -> None:
+    """Start every stub at once; if one fails, stop them all and raise its error."""
+    starting = StubsStarting(servers)
+    failed = starting.wait_ready()
+    if failed is not None:
+        starting.stop()
+        raise failed
 
 
 class Stack:
@@ -197,30 +227,23 @@ class Stack:
     def start(self) -> Stack:
         """Start the stubs in parallel and the app as soon as their URLs are known (it
         does not need them to answer to start), then wait for all of them."""
-        servers = list(self.upstreams.values())
-        for server in servers:
-            cleanup.register(server)  # from the main thread: see start_upstreams
-        pool = ThreadPoolExecutor(max_workers=len(servers))
+        starting = StubsStarting(self.upstreams)
         try:
-            futures = [pool.submit(server.start) for server in servers]
-            for server, future in zip(servers, futures, strict=True):
-                while not server.bound.wait(0.05) and not future.done():
-                    pass  # bounded: start() binds first, or fails and is done
-            if not any(f.done() and f.exception() for f in futures):
+            starting.wait_bound()
+            if starting.failed() is None:
                 args = dict(self._app_args)
                 urls = {name: server.url for name, server in self.upstreams.items()}
                 given = {k: expand_placeholders(v, urls) for k, v in (args["env"] or {}).items()}
                 args["env"] = {**self.upstream_env(), **given}
                 self.app = AppServer(**args)
                 self.app.start()
-            for future in futures:
-                future.result()
+            failed = starting.wait_ready()
+            if failed is not None:
+                raise failed
         except BaseException:
-            pool.shutdown(wait=True)  # no stub may still be starting when they are stopped
+            starting.stop()
             self.stop()
             raise
-        finally:
-            pool.shutdown(wait=True)
         return self
 
     def stop(self) -> None:
