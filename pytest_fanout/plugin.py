@@ -32,9 +32,9 @@ from pytest_fanout.servers.stack import (
     DEFAULT_UPSTREAM_ENV,
     UPSTREAM_NAME,
     AppServer,
+    StubsStarting,
     StubUpstreamServer,
     expand_placeholders,
-    start_upstreams,
 )
 from pytest_fanout.servers.upstream import Behaviour, ConfigError
 
@@ -233,9 +233,8 @@ def _app_dir(config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session")
-def fanout_upstreams(pytestconfig: pytest.Config) -> Iterator[dict[str, StubUpstreamServer]]:
-    """Every stub upstream by name (the ini's `fanout_upstreams`, or one named "default"),
-    each in its own process: `.url`, `.route()`, `.requests()`, `.stats()`, `.configure()`."""
+def _fanout_stubs(pytestconfig: pytest.Config) -> Iterator[StubsStarting]:
+    """Every stub upstream, starting in the background (the app starts beside them)."""
     behaviour = Behaviour(delay_ms=number_setting(pytestconfig, "fanout_delay_ms"))
     timeout = number_setting(pytestconfig, "fanout_startup_timeout")
     servers = {
@@ -247,18 +246,28 @@ def fanout_upstreams(pytestconfig: pytest.Config) -> Iterator[dict[str, StubUpst
     for server in servers.values():
         pytestconfig.hook.pytest_fanout_server_setup(server=server, config=pytestconfig)
         pytestconfig.stash[SERVERS_KEY].append(server)
-    failed = None
+    starting = StubsStarting(servers)
     try:
-        start_upstreams(servers)
-    except ServerStartError as exc:
-        failed = exc
-    if failed is not None:
-        _fail_start(failed)  # outside `except`: no chained traceback
-    try:
-        yield servers
+        yield starting
     finally:
-        for server in servers.values():
-            server.stop()
+        starting.stop()
+
+
+def _raise_start_failure(failed: BaseException | None) -> None:
+    """One line and the child's log tail for a server that could not start."""
+    if failed is None:
+        return
+    if not isinstance(failed, ServerStartError):
+        raise failed
+    _fail_start(failed)
+
+
+@pytest.fixture(scope="session")
+def fanout_upstreams(_fanout_stubs: StubsStarting) -> dict[str, StubUpstreamServer]:
+    """Every stub upstream by name (the ini's `fanout_upstreams`, or one named "default"),
+    each in its own process: `.url`, `.route()`, `.requests()`, `.stats()`, `.configure()`."""
+    _raise_start_failure(_fanout_stubs.wait_ready())
+    return _fanout_stubs.servers
 
 
 @pytest.fixture(scope="session")
@@ -268,13 +277,13 @@ def fanout_upstream(fanout_upstreams: dict[str, StubUpstreamServer]) -> StubUpst
 
 
 @pytest.fixture(scope="session")
-def fanout_server(
-    pytestconfig: pytest.Config, fanout_upstreams: dict[str, StubUpstreamServer]
-) -> Iterator[AppServer]:
+def fanout_server(pytestconfig: pytest.Config, _fanout_stubs: StubsStarting) -> Iterator[AppServer]:
     """The app under test under uvicorn in its own process, each upstream's URL in the
-    environment variable named for it."""
+    environment variable named for it (started while the stubs finish starting)."""
+    _fanout_stubs.wait_bound()
+    _raise_start_failure(_fanout_stubs.failed())
     names = upstream_env_names(pytestconfig)
-    urls = {name: server.url for name, server in fanout_upstreams.items()}
+    urls = {name: server.url for name, server in _fanout_stubs.servers.items()}
     env = {names[name]: url for name, url in urls.items()}
     env.update(app_env(pytestconfig, urls))
     server = AppServer(
@@ -286,13 +295,15 @@ def fanout_server(
     )
     pytestconfig.hook.pytest_fanout_server_setup(server=server, config=pytestconfig)
     pytestconfig.stash[SERVERS_KEY].append(server)
-    failed = None
+    failed: BaseException | None = None
     try:
         server.start()
     except ServerStartError as exc:
         failed = exc
+    failed = failed or _fanout_stubs.wait_ready()
     if failed is not None:
-        _fail_start(failed)
+        server.stop()
+        _raise_start_failure(failed)
     try:
         yield server
     finally:

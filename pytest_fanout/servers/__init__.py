@@ -7,6 +7,7 @@
 * `upstream`: the stub upstream (raw ASGI, exact gauges), with `routes` (real answers,
   handlers), `recorder` (the requests it saw, bounded) and `connections` (TCP
   connections counted at uvicorn's protocol level);
+* `stub_server`: `StubUpstreamServer`, one stub in a child process, its control API as methods;
 * `stack`: named stubs and the app together, the app pointed at each stub;
 * `cleanup`: the one process-group killer and the one registry of live children;
 * `proctree`: which processes live (from /proc), for tests and Locust runs.

@@ -608,7 +608,8 @@ async def _send(send: Any, status: int, headers: list, body: bytes) -> None:
 
 
 async def _drop(send: Any) -> None:
-    """Promise a body, send half of it, then fail: uvicorn closes the connection."""
+    """Promise a body, send half of it, then return: uvicorn closes the connection and logs
+    one line ("ASGI callable returned without completing response"), not a traceback."""
     await send(
         {
             "type": "http.response.start",
@@ -617,7 +618,6 @@ async def _drop(send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b'{"ok":', "more_body": True})
-    raise ConnectionAbortedError("stub upstream: connection dropped on purpose")
 
 
 def app_from_env() -> StubUpstream:

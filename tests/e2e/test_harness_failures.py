@@ -232,3 +232,28 @@ def test_next_one_is_clean(fanout):
     assert "1 failed, 1 passed" in output
     assert "still running in the app: waited for them before measuring GET /async/3" in output
     assert_nothing_left(tag)
+
+
+def test_a_named_upstream_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        write(
+            tmp_path,
+            "fanout_upstreams =\n    stock FANOUT_UPSTREAM_URL\n    pricing PRICING_URL\n",
+            test_stack=USES_STACK,
+            conftest=f"""
+def pytest_fanout_server_setup(server, config):
+    if server.name == "upstream-pricing":
+        server.port = {port}
+""",
+        )
+        status, output, tag = run_tagged(tmp_path)
+    finally:
+        busy.close()
+    assert status == pytest.ExitCode.TESTS_FAILED
+    assert f"pytest-fanout: cannot bind 127.0.0.1:{port}: Address already in use" in output
+    assert "Traceback" not in output
+    assert_nothing_left(tag)

@@ -30,11 +30,31 @@ def test_hold(fanout):
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
-                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
-def test_stopping_pytest_mid_test_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
+THREE_UPSTREAMS = """
+fanout_upstreams =
+    first  FANOUT_UPSTREAM_URL
+    second SECOND_URL
+    third  THIRD_URL
+"""
+
+
+@pytest.mark.parametrize(
+    ("sig", "upstreams"),
+    [
+        (signal.SIGINT, 1),
+        (signal.SIGTERM, 1),
+        (signal.SIGKILL, 1),
+        (signal.SIGTERM, 3),
+        (signal.SIGKILL, 3),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGKILL", "SIGTERM-3-upstreams", "SIGKILL-3-upstreams"],
+)
+def test_stopping_pytest_mid_test_leaves_no_process(
+    tmp_path: Path, sig: signal.Signals, upstreams: int
+) -> None:
     (tmp_path / "test_hold.py").write_text(HOLDING_TEST)
-    (tmp_path / "pytest.ini").write_text(f"[pytest]\nfanout_app_dir = {REPO}\n")
+    extra = THREE_UPSTREAMS if upstreams == 3 else ""
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\nfanout_app_dir = {REPO}\n{extra}")
     ready = tmp_path / "ready"
     env = {**os.environ, "FANOUT_TEST_READY": str(ready)}
     env.pop("PYTEST_ADDOPTS", None)
@@ -48,7 +68,7 @@ def test_stopping_pytest_mid_test_leaves_no_process(tmp_path: Path, sig: signal.
     try:
         wait_until(ready.exists, 60, "the inner test to start")
         stack = descendants_of(inner.pid)
-        assert len(stack) >= 2, f"expected the upstream and the app under pytest, saw {stack}"
+        assert len(stack) >= upstreams + 1, f"expected the upstreams and the app, saw {stack}"
         inner.send_signal(sig)
         output, _ = inner.communicate(timeout=30)
     finally:

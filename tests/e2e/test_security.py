@@ -49,7 +49,6 @@ HARNESS_PATHS = [
 ROUTES = ["/sync/{n}", "/async/{n}", "/async_sem/{n}/5", "/blocking/{n}"]
 
 
-
 def listening_addresses(port: int) -> set[str]:
     """Local addresses of every TCP socket LISTENing on `port`, on this machine."""
     return {
@@ -182,8 +181,13 @@ def test_fanout_serve_listens_on_loopback_and_stops_its_children(run_cli: Callab
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) != 0  # interrupted: 130
     for pid in (int(up_pid), int(app_pid)):
-        wait_until(lambda p=pid: not psutil.pid_exists(p) or
-                   psutil.Process(p).status() == psutil.STATUS_ZOMBIE, 10, f"pid {pid} ended")
+        wait_until(
+            lambda p=pid: (
+                not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
+            ),
+            10,
+            f"pid {pid} ended",
+        )
 
 
 # ---- the harness's paths are not in the deployed app ------------------------------------
@@ -251,9 +255,7 @@ def test_cap_on_max_concurrent_holds(stack: Stack, app: AppServer) -> None:
     assert stats["peak_inflight"] <= MAX_CONCURRENCY
 
 
-def test_pool_caps_in_flight_calls_across_concurrent_requests(
-    stack: Stack, app: AppServer
-) -> None:
+def test_pool_caps_in_flight_calls_across_concurrent_requests(stack: Stack, app: AppServer) -> None:
     """FANOUT_POOL_SIZE bounds the whole process, even with several /async/{max} at once."""
     stack.upstream.configure(delay_ms=100)
     with httpx2.Client(base_url=app.url, timeout=60) as client, ThreadPoolExecutor(3) as pool:
@@ -297,8 +299,9 @@ def test_no_request_chooses_the_upstream(
     decoy.reset()
     values = {"decoy": decoy.url, "decoy_host": f"127.0.0.1:{decoy.port}"}
     sent = {k: v.format(**values) for k, v in headers.items()}
-    response = httpx2.get(app.url + route.format(n=3) + query.format(**values),
-                         headers=sent, timeout=60)
+    response = httpx2.get(
+        app.url + route.format(n=3) + query.format(**values), headers=sent, timeout=60
+    )
     assert response.status_code == 200, response.text
     assert response.json()["status_codes"] == [200] * 3
     assert stack.upstream.stats()["requests"] == 3  # the configured upstream, exactly n
@@ -324,3 +327,76 @@ def test_unreachable_answer_does_not_disclose_the_upstream_address() -> None:
         response = httpx2.get(app.url + "/async/2", timeout=60)
     assert response.status_code == 502
     assert f"{closed.port}" not in response.text
+
+
+# ---- the stub's control paths need the run's token --------------------------------------
+
+CONTROL_CALLS = [
+    ("GET", "stats"),
+    ("POST", "reset"),
+    ("GET", "config"),
+    ("POST", "config"),
+    ("POST", "restore"),
+    ("GET", "routes"),
+    ("POST", "routes"),
+    ("DELETE", "routes"),
+    ("GET", "requests"),
+    ("DELETE", "requests"),
+]
+
+
+@pytest.mark.parametrize(("method", "action"), CONTROL_CALLS)
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-token", "Basic eDp5", "Bearer"])
+def test_control_paths_refuse_requests_without_the_token(
+    stack: Stack, method: str, action: str, auth: str | None
+) -> None:
+    headers = {"Authorization": auth} if auth else {}
+    body = {"method": "GET", "path": "/x", "handler": "os:system"} if action == "routes" else {}
+    response = httpx2.request(
+        method,
+        stack.upstream.url + CONTROL_PREFIX + action,
+        headers=headers,
+        json=body if method == "POST" else None,
+        timeout=10,
+    )
+    assert response.status_code == 403
+    assert "Authorization: Bearer <token>" in response.json()["detail"]
+    assert stack.upstream.behaviour() == Behaviour(delay_ms=5)  # nothing changed
+    assert httpx2.get(stack.upstream.url + "/x", timeout=10).json() == {"ok": True}
+
+
+def test_each_stub_gets_its_own_random_token() -> None:
+    first, second = StubUpstreamServer(), StubUpstreamServer()
+    assert first.token != second.token and len(first.token) >= 32
+
+
+def test_control_body_over_the_cap_is_413(stack: Stack) -> None:
+    before = psutil.Process(stack.upstream.pid).memory_info().rss
+    response = stack.upstream.control.post(
+        CONTROL_PREFIX + "config", content=b" " * (8 * 1024 * 1024)
+    )
+    assert response.status_code == 413
+    after = psutil.Process(stack.upstream.pid).memory_info().rss
+    assert after - before < 4 * 1024 * 1024  # the body was refused, not kept
+
+
+def test_fanout_upstream_token_flag_sets_the_token(run_cli: Callable) -> None:
+    _, out = run_cli("upstream", "--port", "0", "--delay-ms", "0", "--token", "s3cret")
+    port = out.until(r"stub upstream on http://[\d.]+:(\d+)")[1]
+    url = f"http://127.0.0.1:{port}{CONTROL_PREFIX}stats"
+    assert httpx2.get(url, timeout=10).status_code == 403
+    assert (
+        httpx2.get(url, headers={"Authorization": "Bearer s3cret"}, timeout=10).json()["requests"]
+        == 0
+    )
+
+
+def test_fanout_upstream_without_token_makes_one_and_prints_it(run_cli: Callable) -> None:
+    _, out = run_cli("upstream", "--port", "0", "--delay-ms", "0")
+    port = out.until(r"stub upstream on http://[\d.]+:(\d+)")[1]
+    token = out.until(r"control token: (\S+) ")[1]
+    url = f"http://127.0.0.1:{port}{CONTROL_PREFIX}stats"
+    assert httpx2.get(url, timeout=10).status_code == 403
+    assert (
+        httpx2.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
+    )

@@ -270,3 +270,26 @@ def test_shared_pool_opens_no_connection_after_warm_up(reference: Stack) -> None
         )
     assert m.upstream().connections_per_sample == [0, 0, 0]
     assert m.connections_opened == 0
+
+
+def test_a_dropped_connection_is_a_counted_line_not_a_traceback(stack3: Stack) -> None:
+    reviews = stack3.upstreams["reviews"]
+    reviews.configure(drop_rate=1)
+    for i in range(20):
+        with pytest.raises(httpx2.TransportError):
+            httpx2.get(f"{reviews.url}/r/{i}", timeout=10)
+    assert reviews.stats()["dropped"] == 20
+    wait_until(
+        lambda: reviews.log_tail().count("without completing response") == 20,
+        5,
+        "one line per drop",
+    )
+    assert "Traceback" not in reviews.log_tail()
+
+
+def test_a_stack_whose_app_cannot_start_leaves_no_stub(project: Path) -> None:
+    stack = Stack("no_such_module:app", upstreams=THREE, app_dir=project)
+    with pytest.raises(Exception, match="cannot import app 'no_such_module:app'"):
+        stack.start()
+    assert not any(u.running() for u in stack.upstreams.values())
+    assert all(u.proc is not None for u in stack.upstreams.values())  # they had started

@@ -72,3 +72,55 @@ def test_own_service_configured_by_ini(pytester: pytest.Pytester) -> None:
             "test_prices_fan_out_concurrently*/prices/10*",
         ]
     )
+
+
+SMALL_POOL_SERVICE = """
+import asyncio
+import os
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+
+@asynccontextmanager
+async def lifespan(app):
+    limits = httpx.Limits(max_keepalive_connections=5)
+    async with httpx.AsyncClient(base_url=os.environ["FANOUT_UPSTREAM_URL"],
+                                 limits=limits) as client:
+        app.state.client = client
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/wide/{count}")
+async def wide(count: int) -> dict:
+    answers = await asyncio.gather(*(app.state.client.get(f"/i/{i}") for i in range(count)))
+    return {"codes": [a.status_code for a in answers]}
+"""
+
+
+def test_a_pool_smaller_than_the_fan_out_is_told_apart(pytester: pytest.Pytester) -> None:
+    """12 calls at once through a client that keeps 5 idle connections: after warm-up,
+    exactly 7 new connections per sample, and the message names the pool, not the client."""
+    pytester.makepyfile(small_pool=SMALL_POOL_SERVICE)
+    pytester.makeini("[pytest]\nfanout_app = small_pool:app\nfanout_delay_ms = 100\n")
+    pytester.makepyfile(
+        test_pool="""
+        import pytest
+
+        def test_pool(fanout):
+            m = fanout.measure("/wide/12", repeat=3, n=12)
+            fanout.assert_concurrency(m, peak=12, requests=12)
+            assert m.upstream().connections_per_sample == [7, 7, 7]
+            with pytest.raises(AssertionError) as failed:
+                fanout.assert_connection_reuse(m)
+            assert str(failed.value).endswith(
+                "7 new connections for 12 calls: the client keeps fewer idle connections "
+                "than the fan-out needs (httpx keeps 20 by default)")
+            fanout.assert_connection_reuse(m, at_most=7)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)

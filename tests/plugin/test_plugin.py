@@ -97,10 +97,11 @@ def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
         "--fanout-app-dir",
         "--fanout-delay-ms",
         "--fanout-startup-timeout",
+        "--fanout-request-timeout",
         "--fanout-app-factory",
     ):
         result.stdout.fnmatch_lines([f"*{flag}*"])
-    result.stdout.fnmatch_lines(["*fanout_app_env (linelist):*"])
+    result.stdout.fnmatch_lines(["*fanout_app_env (linelist):*", "*fanout_upstreams (linelist):*"])
 
 
 # ---- options ---------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""Measurement's per-upstream gauges and the assertions on them: pure logic, no process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_fanout import FanoutAssertionError, Measurement
+from pytest_fanout.assertions import assert_concurrency, assert_connection_reuse
+
+
+def measurement(**gauges: dict[str, list[int]]) -> Measurement:
+    first = next(iter(gauges.values()))
+    return Measurement(
+        path="/basket",
+        method="POST",
+        samples=[0.1, 0.12],
+        upstream_requests_per_sample=first["requests"],
+        upstream_peak_per_sample=first["peak_inflight"],
+        upstream_gauges=gauges,
+        ideal_given_s=0.1,
+    )
+
+
+def g(requests, peak, connections, rejected=(0, 0), errors=(0, 0)) -> dict[str, list[int]]:
+    return {
+        "requests": list(requests),
+        "peak_inflight": list(peak),
+        "connections": list(connections),
+        "rejected": list(rejected),
+        "errors": list(errors),
+    }
+
+
+def test_per_upstream_gauges_and_connections_summed() -> None:
+    m = measurement(
+        inventory=g([10, 10], [10, 9], [0, 2], rejected=[1, 2]),
+        pricing=g([1, 1], [1, 1], [1, 0], errors=[0, 1]),
+    )
+    assert m.upstream_names == ["inventory", "pricing"]
+    assert m.upstream().name == "inventory"
+    inventory = m.upstream("inventory")
+    assert (inventory.requests, inventory.peak_inflight, inventory.connections_opened) == (
+        10,
+        10,
+        2,
+    )
+    assert inventory.rejected == 3 and m.upstream("pricing").errors == 1
+    assert m.connections_per_sample == [1, 2]
+    assert m.connections_opened == 2
+    assert m.ideal_s == 0.1 and m.efficiency == pytest.approx(0.1 / 0.11)
+    with pytest.raises(KeyError, match="no upstream named 'nope'"):
+        m.upstream("nope")
+
+
+def test_to_dict_round_trips_through_json() -> None:
+    m = measurement(inventory=g([3, 3], [3, 3], [0, 0]), pricing=g([1, 1], [1, 1], [0, 0]))
+    data = json.loads(json.dumps(m.to_dict()))
+    again = Measurement.from_dict(data)
+    assert again == m
+    assert data["connections_opened"] == 0 and data["method"] == "POST"
+    assert again.upstream("pricing").requests_per_sample == [1, 1]
+
+
+def test_assert_concurrency_on_a_named_upstream() -> None:
+    m = measurement(inventory=g([10, 10], [10, 10], [0, 0]), pricing=g([1, 1], [2, 1], [0, 0]))
+    assert_concurrency(m, peak=10, requests=10)  # the first upstream
+    assert_concurrency(m, at_most=2, upstream="pricing")
+    with pytest.raises(FanoutAssertionError) as failed:
+        assert_concurrency(m, peak=1, upstream="pricing")
+    assert str(failed.value) == (
+        "expected 1 requests in flight at upstream 'pricing' during POST /basket, saw 2 "
+        "(per sample: [2, 1]): more calls overlapped than expected: the bound is not enforced"
+    )
+
+
+def test_connection_reuse_tells_a_client_per_request_from_a_small_pool() -> None:
+    per_request = measurement(inventory=g([20, 20], [20, 20], [20, 20]))
+    with pytest.raises(FanoutAssertionError) as failed:
+        assert_connection_reuse(per_request)
+    assert str(failed.value).endswith(
+        "every one of the 20 calls arrived on a new connection: no connection was reused "
+        "(a client built per request?)"
+    )
+    small_pool = measurement(inventory=g([50, 50], [50, 50], [30, 30]))
+    with pytest.raises(FanoutAssertionError) as failed:
+        assert_connection_reuse(small_pool)
+    assert str(failed.value).endswith(
+        "30 new connections for 50 calls: the client keeps fewer idle connections than the "
+        "fan-out needs (httpx keeps 20 by default)"
+    )
+    assert_connection_reuse(small_pool, at_most=30)
+    two = measurement(inventory=g([5, 5], [5, 5], [0, 0]), pricing=g([1, 1], [1, 1], [1, 1]))
+    assert_connection_reuse(two, upstream="inventory")
+    with pytest.raises(FanoutAssertionError, match="every one of the 1 calls.*at upstream"):
+        assert_connection_reuse(two, upstream="pricing")
