@@ -39,7 +39,12 @@ from pytest_fanout.load import (
     TOTAL_NAME,
     EndpointResult,
     Thresholds,
+    arrival,
 )
+
+# Open model, exact latency, abort-on-fail: importing them registers their options and
+# listeners (before this module's own, so their `quitting` runs after the threshold check).
+from pytest_fanout.load import abort as _abort  # noqa: F401
 
 # The harness's readiness polls would log every request at INFO under Locust's logging.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -316,7 +321,8 @@ def check_thresholds(environment: Environment) -> None:
         return
     if not thresholds.active:
         return
-    violations = thresholds.check(rows(environment))
+    violations = thresholds.check(arrival.exact_rows(rows(environment)))
+    violations += arrival.dropped_violations(environment, thresholds)
     for violation in violations:
         say(violation.line())
     runner = environment.runner

@@ -19,6 +19,7 @@ from pytest_fanout.load.results import (
     TOTAL_NAME,
     EndpointResult,
     LoadResult,
+    OpenModelResult,
     parse_stats_json,
     percentile_from_histogram,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "EndpointResult",
     "LoadResult",
     "LoadRunError",
+    "OpenModelResult",
     "Thresholds",
     "Violation",
     "default_locustfile",

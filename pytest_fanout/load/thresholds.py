@@ -49,6 +49,8 @@ class Thresholds:
     max_fail_ratio: float | None = None
     max_p95_ms: float | None = None
     min_rps: float | None = None
+    #: Open model only: the most starts that may be dropped (no user free in time), a ratio.
+    max_dropped_ratio: float | None = None
 
     @classmethod
     def from_options(cls, options: Any) -> Thresholds:
@@ -68,11 +70,13 @@ class Thresholds:
             max_fail_ratio=read("fanout_max_fail_ratio", fraction),
             max_p95_ms=read("fanout_max_p95_ms", non_negative_float),
             min_rps=read("fanout_min_rps", non_negative_float),
+            max_dropped_ratio=read("fanout_max_dropped_ratio", fraction),
         )
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in (self.max_fail_ratio, self.max_p95_ms, self.min_rps))
+        limits = (self.max_fail_ratio, self.max_p95_ms, self.min_rps, self.max_dropped_ratio)
+        return any(v is not None for v in limits)
 
     def describe(self) -> str:
         parts = []
@@ -82,6 +86,8 @@ class Thresholds:
             parts.append(f"--fanout-max-p95-ms {_fmt(self.max_p95_ms)}")
         if self.min_rps is not None:
             parts.append(f"--fanout-min-rps {_fmt(self.min_rps)}")
+        if self.max_dropped_ratio is not None:
+            parts.append(f"--fanout-max-dropped-ratio {_fmt(self.max_dropped_ratio)}")
         return ", ".join(parts) or "none"
 
     def check(self, rows: Iterable[EndpointResult]) -> list[Violation]:
@@ -119,4 +125,23 @@ class Thresholds:
             args += ["--fanout-max-p95-ms", repr(self.max_p95_ms)]
         if self.min_rps is not None:
             args += ["--fanout-min-rps", repr(self.min_rps)]
+        if self.max_dropped_ratio is not None:
+            args += ["--fanout-max-dropped-ratio", repr(self.max_dropped_ratio)]
         return args
+
+    def check_dropped(self, scheduled: int, dropped: int) -> list[Violation]:
+        """The open model's dropped starts against --fanout-max-dropped-ratio (a run total)."""
+        if self.max_dropped_ratio is None or not scheduled:
+            return []
+        ratio = dropped / scheduled
+        if ratio <= self.max_dropped_ratio:
+            return []
+        return [
+            Violation(
+                "--fanout-max-dropped-ratio",
+                "dropped-start ratio",
+                "the arrival schedule",
+                self.max_dropped_ratio,
+                ratio,
+            )
+        ]
