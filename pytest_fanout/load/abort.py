@@ -23,11 +23,10 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 from pytest_fanout._argtypes import positive_int
 from pytest_fanout.load import arrival
 from pytest_fanout.load.results import EXIT_THRESHOLD
-from pytest_fanout.load.thresholds import Thresholds
+from pytest_fanout.load.thresholds import DEFAULT_ABORT_AFTER, Thresholds
 
-__all__ = ["DEFAULT_ABORT_AFTER", "lost_threshold"]
+__all__ = ["DEFAULT_ABORT_AFTER"]
 
-DEFAULT_ABORT_AFTER = 100
 CHECK_INTERVAL_S = 1.0
 
 _WATCHER: dict[str, Any] = {}
@@ -53,31 +52,6 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     )
 
 
-def lost_threshold(
-    thresholds: Thresholds,
-    *,
-    requests: int,
-    failures: int,
-    scheduled: int = 0,
-    dropped: int = 0,
-    after: int = DEFAULT_ABORT_AFTER,
-) -> str | None:
-    """Why the run is already lost (one phrase), or None; pure, so it is unit-tested."""
-    limit = thresholds.max_fail_ratio
-    if limit is not None and requests >= after and failures / requests > limit:
-        return (
-            f"--fanout-max-fail-ratio {limit:g}: failure ratio {failures / requests:.3g} "
-            f"after {requests} requests"
-        )
-    limit = thresholds.max_dropped_ratio
-    if limit is not None and scheduled >= after and dropped / scheduled > limit:
-        return (
-            f"--fanout-max-dropped-ratio {limit:g}: dropped-start ratio "
-            f"{dropped / scheduled:.3g} after {scheduled} scheduled starts"
-        )
-    return None
-
-
 def _watch(environment: Environment, thresholds: Thresholds, after: int) -> None:
     runner = environment.runner
     while True:
@@ -86,8 +60,7 @@ def _watch(environment: Environment, thresholds: Thresholds, after: int) -> None
             continue
         total = environment.stats.total
         open_model = arrival.open_model_result(environment)
-        reason = lost_threshold(
-            thresholds,
+        reason = thresholds.already_lost(
             requests=total.num_requests,
             failures=total.num_failures,
             scheduled=open_model.scheduled if open_model else 0,

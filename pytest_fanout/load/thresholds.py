@@ -15,6 +15,9 @@ from typing import Any
 from pytest_fanout._argtypes import fraction, non_negative_float
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 
+#: Requests (or scheduled starts) before `--fanout-abort-on-fail` may end a run.
+DEFAULT_ABORT_AFTER = 100
+
 #: Every threshold line starts with this, so a CI log and `run_locust` can find them.
 VIOLATION_PREFIX = "fanout: threshold violated: "
 
@@ -145,3 +148,32 @@ class Thresholds:
                 ratio,
             )
         ]
+
+    def already_lost(
+        self,
+        *,
+        requests: int,
+        failures: int,
+        scheduled: int = 0,
+        dropped: int = 0,
+        after: int = DEFAULT_ABORT_AFTER,
+    ) -> str | None:
+        """For --fanout-abort-on-fail: why the run is lost already (one phrase), or None.
+
+        The failure ratio once `after` requests were made, the dropped-start
+        ratio once `after` starts were scheduled; p95 and requests/s can still
+        recover, so they are judged at the end only.
+        """
+        limit = self.max_fail_ratio
+        if limit is not None and requests >= after and failures / requests > limit:
+            return (
+                f"--fanout-max-fail-ratio {_fmt(limit)}: failure ratio "
+                f"{_fmt(failures / requests)} after {requests} requests"
+            )
+        limit = self.max_dropped_ratio
+        if limit is not None and scheduled >= after and dropped / scheduled > limit:
+            return (
+                f"--fanout-max-dropped-ratio {_fmt(limit)}: dropped-start ratio "
+                f"{_fmt(dropped / scheduled)} after {scheduled} scheduled starts"
+            )
+        return None
