@@ -340,6 +340,7 @@ def write_png(results: list[CapacityResult], path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     figure, axes = plt.subplots(figsize=(8, 5))
     slo_ms = results[0].slo.p95_ms if results else None
@@ -352,6 +353,15 @@ def write_png(results: list[CapacityResult], path: str | Path) -> None:
             [max(s.p95_ms, 0.1) for s in steps],
             marker="o",
             label=result.path,
+        )
+        failed = [s for s in steps if not s.ok]
+        axes.scatter(
+            [s.rate for s in failed],
+            [max(s.p95_ms, 0.1) for s in failed],
+            marker="x",
+            s=80,
+            color=line.get_color(),
+            zorder=3,
         )
         knee = result.capacity
         if knee is not None:
@@ -375,9 +385,12 @@ def write_png(results: list[CapacityResult], path: str | Path) -> None:
         axes.axhline(slo_ms, color="grey", linestyle="--", label=f"SLO p95 {slo_ms:g} ms")
     axes.set_xscale("log")
     axes.set_yscale("log")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(ticker.ScalarFormatter())
+        axis.set_minor_formatter(ticker.NullFormatter())
     axes.set_xlabel("arrival rate (requests/s)")
     axes.set_ylabel("p95 from the intended start (ms)")
-    axes.set_title("Capacity: p95 against arrival rate (circles: the highest rate meeting the SLO)")
+    axes.set_title("p95 against arrival rate (circled: the capacity; x: broke the SLO)")
     axes.legend()
     axes.grid(True, which="both", alpha=0.3)
     target = Path(path)

@@ -1,0 +1,111 @@
+"""`fanout capacity` as a user types it: bad input in one line, and a short real search.
+
+The real search is kept short (one path, 2 s steps, a 20 s budget): it shows
+the command steps the rate, prints the table, writes the JSON and the PNG,
+stays within its budget and leaves no process. The committed figures under
+docs/ come from the full run the README gives (about 3 minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pytest_fanout.load import MARKER_ENV, kill_marked
+from tests.helpers import REPO
+
+
+def fanout(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], list[int]]:
+    """Run `fanout ARGS` bounded and marked; return it and whatever it left behind (killed)."""
+    marker = uuid.uuid4().hex
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest_fanout.cli", *args],
+            cwd=REPO,
+            env={**os.environ, MARKER_ENV: marker},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        left = kill_marked(marker)
+    return result, left
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--slo-p95-ms", "fast"], "argument --slo-p95-ms: 'fast' is not a number"),
+        (["--slo-p95-ms", "0"], "argument --slo-p95-ms: 0 must be > 0"),
+        (["--slo-p95-ms", "500", "--start-rps", "0"], "argument --start-rps: 0 must be > 0"),
+        (["--slo-p95-ms", "500", "--start-rps", "-3"], "argument --start-rps: -3 must be"),
+        (["--slo-p95-ms", "500", "--max-rps", "lots"], "argument --max-rps: 'lots' is not a"),
+        (
+            ["--slo-p95-ms", "500", "--budget-s", "10"],
+            "--budget-s 10 is too small for one step per path (3 x 7 s)",
+        ),
+        (["--slo-p95-ms", "500", "--step-s", "1"], "--step-s 1 is too short to be steady"),
+        (["--budget-s", "60"], "the following arguments are required: --slo-p95-ms"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    began = time.monotonic()
+    result, left = fanout("capacity", *args)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert lines[0].startswith("fanout capacity: error: ")
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not left and time.monotonic() - began < 30  # nothing was started
+
+
+@pytest.mark.slow
+def test_a_short_search_writes_the_table_json_and_png_within_its_budget(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out_json, out_png = tmp_path / "capacity.json", tmp_path / "capacity.png"
+    budget = 20
+    began = time.monotonic()
+    result, left = fanout(
+        "capacity",
+        "--slo-p95-ms",
+        "400",
+        "--path",
+        "/sync/2",
+        "--delay-ms",
+        "50",
+        "--start-rps",
+        "10",
+        "--step-s",
+        "2",
+        "--budget-s",
+        str(budget),
+        "--json",
+        str(out_json),
+        "--png",
+        str(out_png),
+        timeout=budget + 60,
+    )
+    elapsed = time.monotonic() - began
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not left, f"left behind: {left}"
+    # The budget bounds the search (plus the stack's start and stop).
+    assert elapsed < budget + 20, elapsed
+    header = next(line for line in result.stdout.splitlines() if line.startswith("path"))
+    assert header.split()[:3] == ["path", "capacity", "(req/s)"]
+    steps = [line for line in result.stdout.splitlines() if line.startswith("  /sync/2 at ")]
+    assert steps and steps[0].startswith("  /sync/2 at 10/s")
+    [row] = json.loads(out_json.read_text())
+    assert row["path"] == "/sync/2" and row["steps"]
+    assert {"capacity_rps", "p95_ms", "first_failed_rps", "why"} <= set(row)
+    # /sync/2 at 50 ms takes ~100 ms: 10/s meets a 400 ms SLO.
+    assert row["capacity_rps"] is not None and row["capacity_rps"] >= 10, row
+    assert row["p95_ms"] <= 400
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
