@@ -29,7 +29,7 @@ from pytest_fanout._argtypes import (
     positive_float,
     positive_int,
 )
-from pytest_fanout._table import render_text
+from pytest_fanout._table import render_markdown, render_text
 from pytest_fanout.load.capacity import CapacityResult, SearchSettings, Slo, StepResult, search
 
 EXIT_OK = 0
@@ -142,6 +142,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         default=None,
         help="write one object per path (path, capacity_rps, p95_ms, steps)",
+    )
+    output.add_argument(
+        "--markdown",
+        metavar="PATH",
+        default=None,
+        help="write the table as Markdown, with the SLO, the settings and the machine",
     )
     output.add_argument(
         "--png",
@@ -280,15 +286,44 @@ def _search_all(args: argparse.Namespace, host: str, paths: list[str]) -> int:
     if args.json:
         write_json(results, args.json)
         print(f"\nwrote {args.json}")
+    if args.markdown:
+        write_markdown(results, args, args.markdown)
+        print(f"wrote {args.markdown}")
     if args.png:
         write_png(results, args.png)
         print(f"wrote {args.png}")
     return EXIT_OK
 
 
+_HEADERS = ["path", "capacity (req/s)", "p95 there (ms)", "first failing (req/s)", "why"]
+
+
 def capacity_table(results: list[CapacityResult]) -> str:
     """path, capacity (requests/s), p95 there, the first rate that failed, and why."""
-    rows = []
+    return render_text(_HEADERS, _rows(results))
+
+
+def write_markdown(results: list[CapacityResult], args: argparse.Namespace, path: str) -> None:
+    """The table as Markdown, under one line saying what was asked and where it ran."""
+    machine = _machine()
+    slo = Slo(args.slo_p95_ms, args.max_fail_ratio, args.max_dropped_ratio)
+    target_text = args.host or f"{args.app} with a stub upstream of {args.delay_ms:g} ms"
+    lines = [
+        f"SLO: p95 <= {slo.p95_ms:g} ms from the intended start, failures <= "
+        f"{slo.max_fail_ratio:g}, dropped starts <= {slo.max_dropped_ratio:g}; "
+        f"{args.step_s} s steps, budget {args.budget_s:g} s; {target_text}; "
+        f"{machine['system']} {machine['machine']}, {machine['cpus']} CPUs, "
+        f"Python {machine['python']}.",
+        "",
+        render_markdown(_HEADERS, _rows(results)),
+    ]
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n")
+
+
+def _rows(results: list[CapacityResult]) -> list[list[object]]:
+    rows: list[list[object]] = []
     for result in results:
         capacity, failure = result.capacity, result.first_failure
         why = failure.reason if failure else (result.stopped_early or "-")
@@ -301,9 +336,7 @@ def capacity_table(results: list[CapacityResult]) -> str:
                 why,
             ]
         )
-    return render_text(
-        ["path", "capacity (req/s)", "p95 there (ms)", "first failing (req/s)", "why"], rows
-    )
+    return rows
 
 
 def write_json(results: list[CapacityResult], path: str | Path) -> None:

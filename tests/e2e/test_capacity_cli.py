@@ -71,6 +71,7 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
 def test_a_short_search_writes_the_table_json_and_png_within_its_budget(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out_json, out_png = tmp_path / "capacity.json", tmp_path / "capacity.png"
+    out_md = tmp_path / "capacity.md"
     budget = 20
     began = time.monotonic()
     result, left = fanout(
@@ -91,6 +92,8 @@ def test_a_short_search_writes_the_table_json_and_png_within_its_budget(tmp_path
         str(out_json),
         "--png",
         str(out_png),
+        "--markdown",
+        str(out_md),
         timeout=budget + 60,
     )
     elapsed = time.monotonic() - began
@@ -109,3 +112,5 @@ def test_a_short_search_writes_the_table_json_and_png_within_its_budget(tmp_path
     assert row["capacity_rps"] is not None and row["capacity_rps"] >= 10, row
     assert row["p95_ms"] <= 400
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = out_md.read_text()
+    assert markdown.startswith("SLO: p95 <= 400 ms") and "| /sync/2 |" in markdown
