@@ -5,7 +5,8 @@
     fanout capacity --slo-p95-ms 300 --host http://10.0.0.5:8000 --path /orders/7
 
 Each step is one open-model Locust run (`capacity_locustfile.py`, a subprocess,
-`--processes N` for Locust workers) at one arrival rate; `load/capacity.py`
+`--processes N` for Locust workers on this machine, `--expect-workers N` for
+workers anywhere) at one arrival rate; `load/capacity.py`
 decides the next rate. The pool of users of a step is sized from the SLO by
 Little's law (2 x rate x SLO, plus 10): a pool that small runs out only once
 the latency is already past the SLO. The whole search stays within
@@ -26,6 +27,7 @@ from pytest_fanout._argtypes import (
     fraction,
     import_string,
     non_negative_float,
+    port_number,
     positive_float,
     positive_int,
 )
@@ -39,6 +41,8 @@ EXIT_USAGE = 2
 #: Start-up and shut-down of one Locust step on top of its run time (about 1 s measured).
 STEP_OVERHEAD_S = 2.0
 MIN_STEP_S = 2
+#: With --expect-workers: how long each step's master waits for its workers.
+WORKERS_MAX_WAIT_S = 60
 LOCUSTFILE = Path(__file__).with_name("capacity_locustfile.py")
 
 
@@ -98,7 +102,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--processes",
         type=positive_int,
         default=None,
-        help="Locust worker processes per step (a distributed run)",
+        help="Locust worker processes per step, on this machine (a distributed run)",
+    )
+    search_group.add_argument(
+        "--expect-workers",
+        type=positive_int,
+        default=None,
+        help="each step runs Locust as a master and waits for this many workers, which may "
+        "run on other hosts (see docs/load-testing.md)",
+    )
+    search_group.add_argument(
+        "--master-bind-host",
+        default="127.0.0.1",
+        help="with --expect-workers: the address the master listens on (default: 127.0.0.1)",
+    )
+    search_group.add_argument(
+        "--master-bind-port",
+        type=port_number,
+        default=5557,
+        help="with --expect-workers: the master's port (default: 5557)",
     )
     target = parser.add_argument_group("the target (default: the embedded stack)")
     target.add_argument(
@@ -193,6 +215,7 @@ def _step_function(args: argparse.Namespace, host: str, path: str):  # -> Callab
                     f"{rate:g}",
                     "--fanout-capacity-path",
                     path,
+                    *_master_args(args),
                 ],
                 name=f"capacity {path} {rate:g}/s",
             )
@@ -221,6 +244,23 @@ def _step_function(args: argparse.Namespace, host: str, path: str):  # -> Callab
     return step
 
 
+def _master_args(args: argparse.Namespace) -> list[str]:
+    """With --expect-workers, each step's Locust is a master the workers connect to."""
+    if not args.expect_workers:
+        return []
+    return [
+        "--master",
+        "--expect-workers",
+        str(args.expect_workers),
+        "--expect-workers-max-wait",
+        str(WORKERS_MAX_WAIT_S),
+        "--master-bind-host",
+        args.master_bind_host,
+        "--master-bind-port",
+        str(args.master_bind_port),
+    ]
+
+
 class _StepError(Exception):
     """A step's Locust run gave no results."""
 
@@ -236,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
             f"--budget-s {args.budget_s:g} is too small for one step per path "
             f"({len(paths)} x {one_step:g} s)"
         )
+    if args.processes and args.expect_workers:
+        return _usage("--processes and --expect-workers exclude each other")
     if args.max_rps < args.start_rps:
         return _usage(f"--max-rps {args.max_rps:g} is below --start-rps {args.start_rps:g}")
     if args.png and not _have_matplotlib():

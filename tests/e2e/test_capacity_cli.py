@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -114,3 +115,62 @@ def test_a_short_search_writes_the_table_json_and_png_within_its_budget(tmp_path
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = out_md.read_text()
     assert markdown.startswith("SLO: p95 <= 400 ms") and "| /sync/2 |" in markdown
+
+
+@pytest.mark.slow
+def test_a_search_drives_a_master_and_two_workers(tmp_path: Path) -> None:
+    """--expect-workers: each step is a Locust master; workers (here on loopback, restarted
+    after each step as a loop on another host would) connect to it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    locustfile = REPO / "pytest_fanout" / "load" / "capacity_locustfile.py"
+    worker = (
+        f"for i in 1 2 3 4 5 6; do {sys.executable} -m locust -f {locustfile} --worker "
+        f"--master-host 127.0.0.1 --master-port {port}; done"
+    )
+    workers_marker = uuid.uuid4().hex
+    loops = [
+        subprocess.Popen(
+            ["bash", "-c", worker],
+            cwd=tmp_path,
+            env={**os.environ, MARKER_ENV: workers_marker},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    try:
+        result, left = fanout(
+            "capacity",
+            "--slo-p95-ms",
+            "400",
+            "--path",
+            "/async/2",
+            "--delay-ms",
+            "50",
+            "--start-rps",
+            "20",
+            "--step-s",
+            "2",
+            "--budget-s",
+            "12",
+            "--expect-workers",
+            "2",
+            "--master-bind-port",
+            port,
+            "--json",
+            str(tmp_path / "capacity.json"),
+            timeout=90,
+        )
+    finally:
+        kill_marked(workers_marker)
+        for loop in loops:
+            loop.wait(timeout=10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not left, f"the command left behind: {left}"
+    [row] = json.loads((tmp_path / "capacity.json").read_text())
+    first = row["steps"][0]
+    assert first["rate"] == 20 and first["ok"], row
+    assert abs(first["achieved_rps"] - 20) <= 0.1 * 20, first
