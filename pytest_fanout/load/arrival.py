@@ -299,9 +299,13 @@ def _gate_user_classes(user_classes: Iterable[type]) -> None:
 # ---- listeners -------------------------------------------------------------------
 
 
+#: The runner of this process (spawning_complete does not pass the environment).
+_RUNNER: dict[str, Any] = {}
+
+
 @events.init.add_listener
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
-    runner = environment.runner
+    runner = _RUNNER["runner"] = environment.runner
     if isinstance(runner, MasterRunner):
         runner.register_message(REPORT_MESSAGE, _on_worker_report)
     if isinstance(runner, WorkerRunner) or environment.parsed_options is None:
@@ -332,15 +336,6 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
         _STATE.schedule = _Schedule(0.0, _STATE.arrivals, _STATE.grace_ms / 1000)
     if isinstance(runner, WorkerRunner):
         _STATE.reporter = gevent.spawn(_report_every_second, runner)
-
-
-#: The runner of this process (spawning_complete does not pass the environment).
-_RUNNER: dict[str, Any] = {}
-
-
-@events.init.add_listener
-def _remember_runner(environment: Environment, **_kwargs: Any) -> None:
-    _RUNNER["runner"] = environment.runner
 
 
 @events.spawning_complete.add_listener
