@@ -244,6 +244,7 @@ class _State:
     arrivals: str = "constant"
     grace_ms: float = DEFAULT_GRACE_MS
     users: int = 0
+    summarised: bool = False
 
     def record(self, key: str, ms: float) -> None:
         for name in (key, TOTAL_NAME):
@@ -509,8 +510,9 @@ def _write_exact_file(environment: Environment) -> None:
 
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
-    if isinstance(environment.runner, WorkerRunner):
-        return
+    if isinstance(environment.runner, WorkerRunner) or _STATE.summarised:
+        return  # (Locust can run its shutdown twice on SIGTERM: say it once)
+    _STATE.summarised = True
     if _STATE.schedule is not None:
         _STATE.schedule.end()
     for line in _summary_lines(environment):
