@@ -223,7 +223,8 @@ class _Schedule:
             "started": self.started,
             "dropped": self.dropped,
             "rate": self.rate,
-            "achieved_rps": self.started / span if span > 0 else 0.0,
+            # Each start owns one interval of 1/rate: n starts in span s have rate n/(s + 1/rate).
+            "achieved_rps": self.started / (span + 1 / self.rate) if self.rate > 0 else 0.0,
         }
 
 
