@@ -11,13 +11,17 @@ from pytest_fanout.fixture import Fanout
 from pytest_fanout.load.results import EndpointResult, LoadResult
 from pytest_fanout.load.runner import LoadRunError, run_locust
 from pytest_fanout.load.thresholds import Thresholds
-from pytest_fanout.measure import Measurement, MeasurementError
+from pytest_fanout.measure import FanoutWarning, Measurement, MeasurementError, UpstreamGauges
 from pytest_fanout.servers import (
     AppServer,
     Behaviour,
+    RecordedRequest,
+    RouteError,
     ServerProcess,
     ServerStartError,
     Stack,
+    StubRequest,
+    StubResponse,
     StubUpstreamServer,
 )
 
@@ -35,15 +39,21 @@ __all__ = [
     "EndpointResult",
     "Fanout",
     "FanoutAssertionError",
+    "FanoutWarning",
     "LoadResult",
     "LoadRunError",
     "Measurement",
     "MeasurementError",
+    "RecordedRequest",
+    "RouteError",
     "ServerProcess",
     "ServerStartError",
     "Stack",
+    "StubRequest",
+    "StubResponse",
     "StubUpstreamServer",
     "Thresholds",
+    "UpstreamGauges",
     "run_locust",
     "__version__",
 ]

@@ -19,6 +19,7 @@ def _ms(seconds: float) -> str:
 
 def assert_speedup(fast: Measurement, slow: Measurement, at_least: float) -> float:
     """`fast`'s median must be at least `at_least` times below `slow`'s; returns the ratio."""
+    __tracebackhide__ = True
     ratio = slow.median_s / fast.median_s if fast.median_s else float("inf")
     if ratio < at_least:
         meaning = (
@@ -42,33 +43,50 @@ def _peak_meaning(expected: int, seen: int) -> str:
     return "more calls overlapped than expected: the bound is not enforced"
 
 
+def _where(m: Measurement, upstream: str | None) -> str:
+    if upstream is None or (
+        m.upstream_names and upstream == m.upstream_names[0] and len(m.upstream_names) == 1
+    ):
+        return "the upstream"
+    return f"upstream {upstream!r}"
+
+
 def assert_concurrency(
     m: Measurement,
     peak: int | None = None,
     *,
     at_most: int | None = None,
     requests: int | None = None,
+    upstream: str | None = None,
 ) -> None:
-    """Exact counts at the upstream, in every sample: the peak in flight, a bound, the total."""
+    """Exact counts at an upstream (the default one, or `upstream`), in every sample:
+    the peak in flight, a bound, the total."""
+    __tracebackhide__ = True
     if peak is None and at_most is None and requests is None:
         raise TypeError("assert_concurrency needs peak=, at_most= or requests=")
-    peaks = m.upstream_peak_per_sample
+    if upstream is None:
+        peaks, counts = m.upstream_peak_per_sample, m.upstream_requests_per_sample
+    else:
+        gauges = m.upstream(upstream)
+        peaks, counts = gauges.peak_per_sample, gauges.requests_per_sample
+    where = _where(m, upstream)
+    label = f"{m.method} {m.path}" if m.method != "GET" else m.path
     if peak is not None:
         wrong = [p for p in peaks if p != peak]
         if wrong:
             seen = wrong[0]
             detail = f" (per sample: {peaks})" if len(set(peaks)) > 1 else ""
             raise FanoutAssertionError(
-                f"expected {peak} requests in flight at the upstream during {m.path}, "
+                f"expected {peak} requests in flight at {where} during {label}, "
                 f"saw {seen}{detail}: {_peak_meaning(peak, seen)}"
             )
-    if at_most is not None and m.upstream_peak_inflight > at_most:
+    most = max(peaks, default=0)
+    if at_most is not None and most > at_most:
         raise FanoutAssertionError(
-            f"expected at most {at_most} requests in flight at the upstream during {m.path}, "
-            f"saw {m.upstream_peak_inflight}: the bound is not enforced"
+            f"expected at most {at_most} requests in flight at {where} during {label}, "
+            f"saw {most}: the bound is not enforced"
         )
     if requests is not None:
-        counts = m.upstream_requests_per_sample
         wrong = [c for c in counts if c != requests]
         if wrong:
             seen = wrong[0]
@@ -78,9 +96,59 @@ def assert_concurrency(
                 else "calls were repeated (retries, or a second fan-out)"
             )
             raise FanoutAssertionError(
-                f"expected the upstream to see {requests} requests per call of {m.path}, "
+                f"expected {where} to see {requests} requests per call of {label}, "
                 f"saw {seen}: {meaning}"
             )
+
+
+#: httpx's default number of idle connections kept per client (httpx.Limits).
+HTTPX_DEFAULT_KEEPALIVE = 20
+
+
+def assert_connection_reuse(m: Measurement, at_most: int = 0, upstream: str | None = None) -> None:
+    """At most `at_most` new TCP connections in any sample after warm-up, at every upstream
+    summed or at the one named. The message tells a client built per request (no
+    connection reused at all) from a pool that keeps fewer idle connections than the
+    fan-out needs."""
+    __tracebackhide__ = True
+    if upstream is None:
+        opened = m.connections_per_sample
+        names = m.upstream_names
+        calls = (
+            [
+                sum(col)
+                for col in zip(*(m.upstream(n).requests_per_sample for n in names), strict=True)
+            ]
+            if names
+            else []
+        )
+    else:
+        gauges = m.upstream(upstream)
+        opened, calls = gauges.connections_per_sample, gauges.requests_per_sample
+    if not opened:
+        raise FanoutAssertionError(
+            f"no connection counts for {m.path}: measure through the `fanout` fixture"
+        )
+    worst = max(range(len(opened)), key=lambda i: opened[i])
+    new, made = opened[worst], calls[worst]
+    if new <= at_most:
+        return
+    where = "" if upstream is None else f" at upstream {upstream!r}"
+    label = f"{m.method} {m.path}" if m.method != "GET" else m.path
+    if new >= made:
+        meaning = (
+            f"every one of the {made} calls arrived on a new connection{where}: no connection "
+            "was reused (a client built per request?)"
+        )
+    else:
+        meaning = (
+            f"{new} new connections for {made} calls{where}: the client keeps fewer idle "
+            f"connections than the fan-out needs (httpx keeps {HTTPX_DEFAULT_KEEPALIVE} "
+            "by default)"
+        )
+    raise FanoutAssertionError(
+        f"expected at most {at_most} new connections per call of {label} after warm-up: {meaning}"
+    )
 
 
 def lag_limit(m: Measurement) -> float:
@@ -92,6 +160,7 @@ def lag_limit(m: Measurement) -> float:
 
 def assert_no_blocking(m: Measurement, max_lag_s: float | None = None) -> None:
     """The app's event loop never stalled longer than `max_lag_s` while serving `m`."""
+    __tracebackhide__ = True
     if not m.loop_lag_per_sample:
         raise FanoutAssertionError(
             f"no loop-probe data for {m.path}: measure through the `fanout` fixture"

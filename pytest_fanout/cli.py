@@ -78,8 +78,8 @@ def warn_if_exposed(host: str) -> None:
     """Say so when a server will listen beyond loopback: its control paths have no auth."""
     if host not in (LOOPBACK, "localhost", "::1"):
         print(
-            f"fanout: warning: listening on {host}: anyone who can reach it can reconfigure"
-            " the stub upstream and read the probe (no authentication)",
+            f"fanout: warning: listening on {host}: anyone who can reach it can call the app,"
+            " read the probe, and (with the token) reconfigure the stub upstream",
             file=sys.stderr,
         )
 
@@ -90,6 +90,8 @@ def warn_if_exposed(host: str) -> None:
 def configure_upstream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=port_number, default=8001, help="port (default: 8001)")
+    parser.add_argument("--token", default=None,
+                        help="bearer token of the control paths (default: a random one, printed)")
     add_behaviour_options(parser)
 
 
@@ -99,13 +101,18 @@ def run_upstream(args: argparse.Namespace) -> int:
     from pytest_fanout.servers.process import bind_listening_socket
     from pytest_fanout.servers.upstream import StubUpstream
 
-    app = StubUpstream(behaviour_from(args))
+    app = StubUpstream(behaviour_from(args), token=args.token)
     # Bind here, not in uvicorn: a busy port is one clear line, and --port 0 shows the real port.
     sock = bind_listening_socket(args.host, args.port)
     port = sock.getsockname()[1]
     warn_if_exposed(args.host)
     print(f"stub upstream on http://{args.host}:{port} (stats: /__upstream__/stats)", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    if not args.token:
+        print(f"control token: {app.token} (send 'Authorization: Bearer <token>')", flush=True)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on",
+        http="pytest_fanout.servers.connections:CountingHTTPProtocol",
+    )
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
@@ -148,6 +155,7 @@ def run_serve(args: argparse.Namespace) -> int:
         assert stack.app is not None
         print(f"upstream  {stack.upstream.url}  (pid {stack.upstream.pid})")
         print(f"app       {stack.app.url}  (pid {stack.app.pid})")
+        print(f"token     {stack.upstream.token}  (the stub's control paths)")
         print(f"try       curl {stack.app.url}/async/20")
         print("Ctrl-C stops both.", flush=True)
         while stack.upstream.running() and stack.app.running():

@@ -1,20 +1,24 @@
 """`Fanout`: what a test holds through the `fanout` fixture.
 
-One object over the session's stack: measure a path, then assert on the
-measurement. Every measurement is also reported to the plugin hook and kept
-for the terminal summary and the regression gate.
+One object over the session's stack: send a request or measure a path (any
+method, any body), then assert on the measurement. Every measurement is also
+reported to the plugin hook and kept for the terminal summary and the
+regression gate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2
 
 from pytest_fanout import assertions
-from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.measure import Measurement, PathShape, measure, send_request
 from pytest_fanout.servers.stack import AppServer, StubUpstreamServer
+
+#: Seconds a request to the app may take when no timeout is given.
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
 
 
 class Fanout:
@@ -23,25 +27,46 @@ class Fanout:
     def __init__(
         self,
         server: AppServer,
-        upstream: StubUpstreamServer,
+        upstreams: Mapping[str, StubUpstreamServer] | StubUpstreamServer,
         *,
         test: str = "",
         on_measurement: Callable[[Measurement], None] | None = None,
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        shape: PathShape | None = None,
     ) -> None:
         self.server = server
-        self.upstream = upstream
+        if isinstance(upstreams, StubUpstreamServer):
+            upstreams = {upstreams.upstream_name: upstreams}
+        #: Every upstream by name, the default (first) one first.
+        self.upstreams: dict[str, StubUpstreamServer] = dict(upstreams)
         self.test = test
+        self.timeout_s = timeout_s
         self._on_measurement = on_measurement
+        self._shape = shape
         self._client = httpx2.Client(timeout=timeout_s)
+
+    @property
+    def upstream(self) -> StubUpstreamServer:
+        """The default (first) upstream."""
+        return next(iter(self.upstreams.values()))
 
     @property
     def url(self) -> str:
         return self.server.url
 
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+        """One request to the app under test (`json=`, `content=`, `headers=`, `params=`...).
+
+        A dead app or a timeout is one line (MeasurementError), not a transport traceback."""
+        __tracebackhide__ = True
+        return send_request(
+            self._client, self.server, method.upper(), self.server.url + path, path, **kwargs
+        )
+
     def get(self, path: str, **kwargs: Any) -> httpx2.Response:
         """One plain GET to the app under test."""
-        return self._client.get(self.server.url + path, **kwargs)
+        __tracebackhide__ = True
+        return self.request("GET", path, **kwargs)
 
     def measure(
         self,
@@ -49,26 +74,40 @@ class Fanout:
         repeat: int = 5,
         warmup: int = 1,
         *,
+        method: str = "GET",
+        json: Any = None,
+        content: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
         n: int | None = None,
         concurrency: int | None = None,
+        ideal_s: float | None = None,
         expect_status: int = 200,
     ) -> Measurement:
-        """Time `path` `repeat` times after `warmup` untimed calls, with exact upstream counts.
+        """Send `method path` `repeat` times after `warmup` untimed calls, with exact gauges
+        for every upstream.
 
-        `n` and `concurrency` give the ideal time for paths the harness cannot
-        read them from (the reference app's paths are understood).
+        `n` and `concurrency` give the ideal time (upstream delay x the number
+        of waves); without them the `pytest_fanout_path_shape` hook is asked.
+        `ideal_s` gives the ideal time outright (a fan-out with several stages).
         """
+        __tracebackhide__ = True
         result = measure(
             self._client,
             self.server.url,
             path,
-            upstream=self.upstream,
+            upstreams=self.upstreams,
             app=self.server,
             repeat=repeat,
             warmup=warmup,
+            method=method,
+            json=json,
+            content=content,
+            headers=headers,
             n=n,
             concurrency=concurrency,
+            ideal_s=ideal_s,
             expect_status=expect_status,
+            shape=self._shape,
         )
         result.test = self.test
         if self._on_measurement is not None:
@@ -77,6 +116,7 @@ class Fanout:
 
     def assert_speedup(self, fast: Measurement, slow: Measurement, at_least: float) -> float:
         """`fast` at least `at_least` times faster than `slow` (medians, same run)."""
+        __tracebackhide__ = True
         return assertions.assert_speedup(fast, slow, at_least)
 
     def assert_concurrency(
@@ -86,12 +126,25 @@ class Fanout:
         *,
         at_most: int | None = None,
         requests: int | None = None,
+        upstream: str | None = None,
     ) -> None:
-        """Exactly `peak` in flight at the upstream, at most `at_most`, `requests` in all."""
-        assertions.assert_concurrency(m, peak, at_most=at_most, requests=requests)
+        """Exactly `peak` in flight at the upstream, at most `at_most`, `requests` in all
+        (the default upstream, or the one named by `upstream`)."""
+        __tracebackhide__ = True
+        assertions.assert_concurrency(
+            m, peak, at_most=at_most, requests=requests, upstream=upstream
+        )
+
+    def assert_connection_reuse(
+        self, m: Measurement, at_most: int = 0, upstream: str | None = None
+    ) -> None:
+        """At most `at_most` new TCP connections per sample (all upstreams, or one)."""
+        __tracebackhide__ = True
+        assertions.assert_connection_reuse(m, at_most=at_most, upstream=upstream)
 
     def assert_no_blocking(self, m: Measurement, max_lag_s: float | None = None) -> None:
         """No event-loop stall longer than `max_lag_s` (default: half the upstream delay)."""
+        __tracebackhide__ = True
         assertions.assert_no_blocking(m, max_lag_s)
 
     def close(self) -> None:

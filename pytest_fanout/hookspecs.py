@@ -2,6 +2,14 @@
 
 Registered by `pytest_fanout.plugin` in `pytest_addhooks`; each one is
 documented here, where it is declared (as pytest-xdist does in newhooks.py).
+
+A conftest.py that implements one of them while pytest-fanout may not be
+loaded (``-p no:pytest_fanout``, autoload off) must mark it optional, or
+pytest stops with "unknown hook"::
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_fanout_path_shape(path):
+        ...
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ if TYPE_CHECKING:
 def pytest_fanout_server_setup(server: ServerProcess, config: pytest.Config) -> None:
     """Change a server process before it starts.
 
-    Called for the stub upstream and for the app (``server.name`` is
-    ``"upstream"`` or ``"app"``) just before the child is spawned. Edit
+    Called for each stub upstream and for the app just before its child is
+    spawned: ``server.name`` is ``"app"``, ``"upstream"`` for the single
+    default upstream, or ``"upstream-NAME"`` for a named one (its name is
+    also ``server.upstream_name``). Edit
     ``server.env`` (a dict of environment variables added to the child's),
     ``server.app``, ``server.app_dir``, ``server.startup_timeout`` or
     ``server.log_level`` in place; for example, point the app at your own
@@ -30,6 +40,26 @@ def pytest_fanout_server_setup(server: ServerProcess, config: pytest.Config) -> 
         def pytest_fanout_server_setup(server, config):
             if server.name == "app":
                 server.env["MY_SERVICE_TIMEOUT_S"] = "2"
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_fanout_path_shape(path: str) -> tuple[int, int] | None:
+    r"""Say how a path of your app fans out: ``(n, concurrency)``, or None if unknown.
+
+    ``fanout.measure(path)`` asks this hook when the test gives neither
+    ``n=`` nor ``concurrency=``; the answer gives the ideal wall time
+    (upstream delay x ceil(n / concurrency)) and so the efficiency. The first
+    implementation that returns something other than None wins. The harness
+    itself knows no path: the reference app's shapes are implemented in its
+    test set-up (``tests/reference_shapes.py``)::
+
+        import re
+
+        def pytest_fanout_path_shape(path):
+            if m := re.fullmatch(r"/prices/(\d+)", path.split("?")[0]):
+                return int(m[1]), int(m[1])  # n calls, all at once
+            return None
     """
 
 

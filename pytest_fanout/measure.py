@@ -10,38 +10,17 @@ between machines where raw seconds are not.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import time
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx2
 
-#: How the reference app's paths map to (n, concurrency); None means "n" (all at once)
-#: and 1 means one at a time. Users' own paths pass n= and concurrency= to measure().
-KNOWN_PATHS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^/sync/(?P<n>\d+)$"), "sequential"),
-    (re.compile(r"^/blocking/(?P<n>\d+)$"), "sequential"),
-    (re.compile(r"^/async/(?P<n>\d+)$"), "all"),
-    (re.compile(r"^/async_sem/(?P<n>\d+)/(?P<c>\d+)$"), "bounded"),
-]
-
-
-def shape_of(path: str) -> tuple[int | None, int | None]:
-    """(n, concurrency) for a known path of the reference app, else (None, None)."""
-    bare = path.split("?", 1)[0]
-    for pattern, kind in KNOWN_PATHS:
-        match = pattern.match(bare)
-        if not match:
-            continue
-        n = int(match["n"])
-        if kind == "sequential":
-            return n, 1
-        if kind == "all":
-            return n, n
-        return n, min(n, int(match["c"]))
-    return None, None
+#: (n, concurrency) of a path, or None when unknown: what `pytest_fanout_path_shape` returns.
+PathShape = Callable[[str], "tuple[int, int] | None"]
 
 
 def ideal_seconds(delay_s: float, n: int, concurrency: int) -> float:
@@ -76,7 +55,14 @@ class Measurement:
     app_cpu_per_sample: list[float] = field(default_factory=list)
     n: int | None = None
     concurrency: int | None = None
-    #: The upstream's configured delay and jitter while measuring.
+    #: The request: method and path (`path` above).
+    method: str = "GET"
+    #: Per named upstream, per sample (exact): requests, peak, connections, rejected, errors.
+    #: The first upstream's requests and peak are also the two lists above.
+    upstream_gauges: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    #: An ideal wall time given by the test (a fan-out with several stages), in seconds.
+    ideal_given_s: float | None = None
+    #: The default upstream's configured delay and jitter while measuring.
     upstream_delay_s: float | None = None
     upstream_jitter_s: float = 0.0
     status_code: int = 200
@@ -135,7 +121,36 @@ class Measurement:
         return cpu / self.n
 
     @property
+    def upstream_names(self) -> list[str]:
+        """The stack's upstreams, the default (first) one first."""
+        return list(self.upstream_gauges)
+
+    def upstream(self, name: str | None = None) -> UpstreamGauges:
+        """The exact gauges of one upstream (the first when `name` is None)."""
+        if not self.upstream_gauges:
+            raise KeyError("this measurement holds no per-upstream gauges")
+        if name is None:
+            name = next(iter(self.upstream_gauges))
+        if name not in self.upstream_gauges:
+            known = ", ".join(self.upstream_gauges)
+            raise KeyError(f"no upstream named {name!r} (this stack has: {known})")
+        return UpstreamGauges.from_lists(name, self.upstream_gauges[name])
+
+    @property
+    def connections_per_sample(self) -> list[int]:
+        """New TCP connections per sample, all upstreams summed (warm-up excluded)."""
+        lists = [g.get("connections", []) for g in self.upstream_gauges.values()]
+        return [sum(column) for column in zip(*lists, strict=True)] if lists else []
+
+    @property
+    def connections_opened(self) -> int:
+        """The most new TCP connections accepted in one sample, all upstreams summed."""
+        return max(self.connections_per_sample, default=0)
+
+    @property
     def ideal_s(self) -> float | None:
+        if self.ideal_given_s is not None:
+            return self.ideal_given_s
         if self.n is None or self.concurrency is None or self.upstream_delay_s is None:
             return None
         return ideal_seconds(self.upstream_delay_s, self.n, self.concurrency)
@@ -172,6 +187,7 @@ class Measurement:
             "ideal_s",
             "efficiency",
             "overhead_per_call_s",
+            "connections_opened",
         ):
             data[name] = getattr(self, name)
         return data
@@ -183,7 +199,7 @@ class Measurement:
 
     def __repr__(self) -> str:
         parts = [
-            f"{self.path}",
+            f"{self.method} {self.path}" if self.method != "GET" else self.path,
             f"median={self.median_s * 1000:.1f}ms",
             f"p95={self.p95_s * 1000:.1f}ms",
             f"n_samples={len(self.samples)}",
@@ -197,7 +213,165 @@ class Measurement:
 
 
 class MeasurementError(AssertionError):
-    """The path could not be measured (the app answered with an error)."""
+    """The path could not be measured (the app answered with an error, or not at all)."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        #: The app's last log lines, when the app is to blame.
+        self.log_tail = log_tail
+
+
+class FanoutWarning(UserWarning):
+    """Something that makes a measurement less than clean, said in one line."""
+
+
+@dataclass
+class UpstreamGauges:
+    """One upstream's exact gauges in a Measurement: per sample, and the most in one sample."""
+
+    name: str
+    requests_per_sample: list[int]
+    peak_per_sample: list[int]
+    connections_per_sample: list[int]
+    #: 429 answers by the stub's max_inflight, and error statuses, summed over samples.
+    rejected: int = 0
+    errors: int = 0
+
+    @property
+    def requests(self) -> int:
+        return max(self.requests_per_sample, default=0)
+
+    @property
+    def peak_inflight(self) -> int:
+        return max(self.peak_per_sample, default=0)
+
+    @property
+    def connections_opened(self) -> int:
+        return max(self.connections_per_sample, default=0)
+
+    @classmethod
+    def from_lists(cls, name: str, data: Mapping[str, list[int]]) -> UpstreamGauges:
+        return cls(
+            name=name,
+            requests_per_sample=list(data.get("requests", [])),
+            peak_per_sample=list(data.get("peak_inflight", [])),
+            connections_per_sample=list(data.get("connections", [])),
+            rejected=sum(data.get("rejected", [])),
+            errors=sum(data.get("errors", [])),
+        )
+
+
+#: The per-sample counters kept for each upstream (names in the stub's stats).
+GAUGE_KEYS = ("requests", "peak_inflight", "connections", "rejected", "errors")
+#: How long a sample waits for calls of an earlier test to end when no timeout is given.
+DEFAULT_IDLE_WAIT_S = 30.0
+
+
+def send_request(
+    client: httpx2.Client,
+    app: Any,
+    method: str,
+    url: str,
+    path: str,
+    **kwargs: Any,
+) -> httpx2.Response:
+    """One request to the app under test; the harness's own failures as one-line errors:
+    the app process died (with its exit), or the request timed out (with the limit)."""
+    __tracebackhide__ = True
+    gone = _death(app, wait_s=0)
+    if gone:
+        raise MeasurementError(
+            f"the app process died ({gone}) before {method} {path}", _tail(app)
+        ) from None
+    try:
+        return client.request(method, url, **kwargs)
+    except httpx2.TimeoutException:
+        limit = client.timeout.read
+        raise MeasurementError(
+            f"{method} {path} did not answer within {limit:g} s (the request timeout, "
+            "--fanout-request-timeout)",
+            _tail(app),
+        ) from None
+    except httpx2.TransportError as exc:
+        died = _death(app)
+        if died:
+            raise MeasurementError(
+                f"the app process died ({died}) during {method} {path}", _tail(app)
+            ) from None
+        raise MeasurementError(
+            f"{method} {path}: the app did not answer: {type(exc).__name__}: {exc}", _tail(app)
+        ) from None
+
+
+def _tail(app: Any) -> str:
+    return app.log_tail() if app is not None and hasattr(app, "log_tail") else ""
+
+
+def _death(app: Any, wait_s: float = 2.0) -> str | None:
+    """How the app process ended ('signal 9', 'exit status 3'), or None if it still runs."""
+    proc = getattr(app, "proc", None)
+    if proc is None:
+        return None
+    deadline = time.monotonic() + wait_s
+    while wait_s and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the connection broke: give the kernel a moment to reap it
+    code = proc.poll()
+    if code is None:
+        return None
+    return f"signal {-code}" if code < 0 else f"exit status {code}"
+
+
+def _as_upstreams(upstream: Any, upstreams: Mapping[str, Any] | None) -> dict[str, Any]:
+    if upstreams:
+        return dict(upstreams)
+    if upstream is None:
+        raise TypeError("measure() needs upstream= or upstreams=")
+    return {getattr(upstream, "upstream_name", "default"): upstream}
+
+
+def _app_idle(app: Any, wait_s: float, method: str, path: str) -> None:
+    """Wait (bounded) until the app serves no request of an earlier test: one still running
+    would keep calling the upstreams during this sample."""
+    __tracebackhide__ = True
+    busy = app.probe_stats().get("inflight", 0)
+    if not busy:
+        return
+    deadline = time.monotonic() + wait_s
+    while app.probe_stats().get("inflight", 0):
+        if time.monotonic() > deadline:
+            raise MeasurementError(
+                f"{busy} request(s) of an earlier test were still running in the app after "
+                f"{wait_s:g} s: cannot measure {method} {path} exactly"
+            )
+        time.sleep(0.01)  # polling the probe, bounded by the deadline
+    warnings.warn(
+        FanoutWarning(
+            f"{busy} request(s) of an earlier test were still running in the app: waited "
+            f"for them before measuring {method} {path}"
+        ),
+        stacklevel=4,
+    )
+
+
+def _settle(upstreams: Mapping[str, Any], wait_s: float, method: str, path: str) -> None:
+    """Zero every gauge, first waiting (bounded) for calls still in flight from before."""
+    __tracebackhide__ = True
+    for name, upstream in upstreams.items():
+        answer = upstream.reset(wait_idle_s=wait_s)
+        busy = answer.get("in_flight_before", 0)
+        if not answer.get("idle", True):
+            raise MeasurementError(
+                f"{busy} call(s) of an earlier test were still in flight at upstream {name!r} "
+                f"after {wait_s:g} s: cannot measure {method} {path} exactly"
+            )
+        if busy:
+            warnings.warn(
+                FanoutWarning(
+                    f"{busy} call(s) of an earlier test were still in flight at upstream "
+                    f"{name!r}: waited for them before measuring {method} {path}"
+                ),
+                stacklevel=4,
+            )
 
 
 def measure(
@@ -205,54 +379,99 @@ def measure(
     app_url: str,
     path: str,
     *,
-    upstream: Any,
+    upstream: Any = None,
+    upstreams: Mapping[str, Any] | None = None,
     app: Any = None,
     repeat: int = 5,
     warmup: int = 1,
+    method: str = "GET",
+    json: Any = None,
+    content: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
     n: int | None = None,
     concurrency: int | None = None,
+    ideal_s: float | None = None,
     expect_status: int = 200,
+    shape: PathShape | None = None,
+    idle_wait_s: float | None = None,
 ) -> Measurement:
-    """GET `path` warmup + repeat times, one at a time; reset the gauges before each sample.
+    """Send `method path` warmup + repeat times, one at a time, with exact upstream gauges.
 
-    `upstream` is a StubUpstreamServer (stats/reset/behaviour); `app` an
-    AppServer whose loop probe is read, or None for no probe.
+    `upstreams` maps names to StubUpstreamServers (or `upstream` is the one);
+    the first is the default whose delay gives the ideal time. Before each
+    sample every gauge is zeroed after the upstream is idle. `app` is an
+    AppServer whose loop probe is read (None: no probe). `n`/`concurrency`
+    come from the arguments, else from `shape(path)`; `ideal_s` overrides.
     """
+    __tracebackhide__ = True
     if repeat < 1 or warmup < 0:
         raise ValueError("repeat must be >= 1 and warmup >= 0")
-    known_n, known_c = shape_of(path)
-    n = n if n is not None else known_n
-    concurrency = concurrency if concurrency is not None else known_c
+    if ideal_s is not None and not (math.isfinite(ideal_s) and ideal_s > 0):
+        raise ValueError(f"ideal_s must be a finite number > 0, got {ideal_s!r}")
+    for name, value in (("n", n), ("concurrency", concurrency)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    stubs = _as_upstreams(upstream, upstreams)
+    method = method.upper()
+    if n is None and concurrency is None and shape is not None:
+        known = shape(path)
+        if known is not None:
+            n, concurrency = known
     if n is not None and concurrency is None:
         concurrency = n
-    behaviour = upstream.behaviour()
+    if n is not None and concurrency is not None:
+        concurrency = min(concurrency, n)
+    first = next(iter(stubs.values()))
+    behaviour = first.behaviour()
     result = Measurement(
         path=path,
         samples=[],
         n=n,
         concurrency=concurrency,
+        method=method,
+        upstream_gauges={name: {key: [] for key in GAUGE_KEYS} for name in stubs},
+        ideal_given_s=ideal_s,
         upstream_delay_s=behaviour.delay_ms / 1000,
         upstream_jitter_s=behaviour.jitter_ms / 1000,
         status_code=expect_status,
     )
+    timeout = client.timeout.read
+    wait_s = idle_wait_s if idle_wait_s is not None else (timeout or DEFAULT_IDLE_WAIT_S)
+    kwargs: dict[str, Any] = {}
+    if json is not None:
+        kwargs["json"] = json
+    if content is not None:
+        kwargs["content"] = content
+    if headers:
+        kwargs["headers"] = dict(headers)
+    url = app_url + path
     for index in range(warmup + repeat):
-        upstream.reset()
+        if app is not None:
+            _app_idle(app, wait_s, method, path)
+        _settle(stubs, wait_s, method, path)
         if app is not None:
             app.probe_reset()
         start = time.perf_counter()
-        response = client.get(app_url + path)
+        response = send_request(client, app, method, url, path, **kwargs)
         elapsed = time.perf_counter() - start
         if response.status_code != expect_status:
             raise MeasurementError(
-                f"GET {path} answered {response.status_code}, expected {expect_status}: "
+                f"{method} {path} answered {response.status_code}, expected {expect_status}: "
                 f"{response.text[:300]}"
             )
         if index < warmup:
             continue
-        stats = upstream.stats()
         result.samples.append(elapsed)
-        result.upstream_requests_per_sample.append(stats["requests"])
-        result.upstream_peak_per_sample.append(stats["peak_inflight"])
+        for name, stub in stubs.items():
+            stats = stub.stats()
+            gauges = result.upstream_gauges[name]
+            for key in GAUGE_KEYS:
+                gauges[key].append(int(stats.get(key, 0)))
+        default = next(iter(result.upstream_gauges.values()))
+        result.upstream_requests_per_sample.append(default["requests"][-1])
+        result.upstream_peak_per_sample.append(default["peak_inflight"][-1])
         if app is not None:
             probe = app.probe_stats()
             result.loop_lag_per_sample.append(probe["loop_lag_max_s"])

@@ -23,14 +23,15 @@ class PatternRow:
     measurement: Measurement
 
 
-def pattern_paths(n: int, max_concurrent: int, blocking: bool = True) -> list[tuple[str, str]]:
+def pattern_paths(n: int, max_concurrent: int, blocking: bool = True) -> list[tuple[str, str, int]]:
+    """(pattern, path, calls at once) for each route of the reference app measured."""
     paths = [
-        ("sync", f"/sync/{n}"),
-        ("async", f"/async/{n}"),
-        ("async_sem", f"/async_sem/{n}/{max_concurrent}"),
+        ("sync", f"/sync/{n}", 1),
+        ("async", f"/async/{n}", n),
+        ("async_sem", f"/async_sem/{n}/{max_concurrent}", min(n, max_concurrent)),
     ]
     if blocking:
-        paths.append(("blocking (anti-pattern)", f"/blocking/{n}"))
+        paths.append(("blocking (anti-pattern)", f"/blocking/{n}", 1))
     return paths
 
 
@@ -45,11 +46,12 @@ def run_patterns(
 ) -> list[PatternRow]:
     """Start a stack, measure every pattern, stop the stack."""
     rows = []
-    with Stack(app, behaviour=Behaviour(delay_ms=delay_ms)) as stack, httpx2.Client(
-        timeout=120
-    ) as client:
+    with (
+        Stack(app, behaviour=Behaviour(delay_ms=delay_ms)) as stack,
+        httpx2.Client(timeout=120) as client,
+    ):
         assert stack.app is not None
-        for pattern, path in pattern_paths(n, max_concurrent, blocking):
+        for pattern, path, concurrency in pattern_paths(n, max_concurrent, blocking):
             m = measure(
                 client,
                 stack.app.url,
@@ -58,6 +60,8 @@ def run_patterns(
                 app=stack.app,
                 repeat=repeat,
                 warmup=1,
+                n=n,
+                concurrency=concurrency,
             )
             rows.append(PatternRow(pattern, m))
     return rows

@@ -1,13 +1,16 @@
 """The pytest plugin: options, fixtures, the upstream marker, log tails and the summary.
 
 Fixtures, layered like pytest-httpserver's: the session-scoped
-`fanout_upstream` and `fanout_server` run real processes once per session
-(per xdist worker); the function-scoped `fanout` facade is cheap and puts
-the upstream back as it found it after every test.
+`fanout_upstreams` (one stub per named upstream), `fanout_upstream` (the
+first) and `fanout_server` run real processes once per session (per xdist
+worker); the function-scoped `fanout` facade is cheap, and every upstream a
+test used is put back as it was (behaviour, routes, recorded requests) after it.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,31 +23,71 @@ from pytest_fanout.fixture import Fanout
 from pytest_fanout.measure import Measurement
 from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
 from pytest_fanout.servers.process import ServerProcess, ServerStartError
-from pytest_fanout.servers.stack import DEFAULT_APP, AppServer, StubUpstreamServer
+from pytest_fanout.servers.routes import MAX_DELAY_MS
+from pytest_fanout.servers.stack import (
+    DEFAULT_APP,
+    DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_ENV,
+    UPSTREAM_NAME,
+    AppServer,
+    StubUpstreamServer,
+    expand_placeholders,
+    start_upstreams,
+)
 from pytest_fanout.servers.upstream import Behaviour, ConfigError
 
 MARKER = "fanout_upstream"
 SERVERS_KEY = pytest.StashKey[list[ServerProcess]]()
 XDIST_KEY = "fanout_measurements"
 XDIST_LOAD_KEY = "fanout_load_results"
+UPSTREAM_FIXTURES = {
+    "fanout",
+    "fanout_upstream",
+    "fanout_upstreams",
+    "fanout_server",
+    "fanout_load",
+}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # ---- options ---------------------------------------------------------------
 
 OPTIONS: list[tuple[str, str, str, Any]] = [
     # (name, ini type, help, default)
-    ("fanout_app", "string",
-     "ASGI import string of the app under test, MODULE:ATTR (default: app.main:app)",
-     DEFAULT_APP),
-    ("fanout_app_dir", "string",
-     "directory the app is imported from (default: the rootdir)", None),
-    ("fanout_app_factory", "bool",
-     "the import string names a factory to call for the app", False),
-    ("fanout_delay_ms", "string",
-     "the stub upstream's default delay in ms (default: 100)", "100"),
-    ("fanout_startup_timeout", "string",
-     "seconds each server process may take to answer (default: 10)", "10"),
+    (
+        "fanout_app",
+        "string",
+        "ASGI import string of the app under test, MODULE:ATTR (default: app.main:app)",
+        DEFAULT_APP,
+    ),
+    (
+        "fanout_app_dir",
+        "string",
+        "directory the app (and stub handlers) are imported from (default: the rootdir)",
+        None,
+    ),
+    ("fanout_app_factory", "bool", "the import string names a factory to call for the app", False),
+    ("fanout_delay_ms", "string", "the stub upstreams' default delay in ms (default: 100)", "100"),
+    (
+        "fanout_startup_timeout",
+        "string",
+        "seconds each server process may take to answer (default: 10)",
+        "10",
+    ),
+    (
+        "fanout_request_timeout",
+        "string",
+        "seconds one request to the app may take in fanout.measure/request (default: 60)",
+        "60",
+    ),
 ]
+
+#: name -> (low, high, zero allowed) for the numeric options.
+_NUMBER_RANGES: dict[str, tuple[float, float, bool]] = {
+    "fanout_delay_ms": (0, MAX_DELAY_MS, True),
+    "fanout_startup_timeout": (0, 3600, False),
+    "fanout_request_timeout": (0, 86400, False),
+}
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -62,7 +105,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(name, help_text, type=kind, default=default)
     parser.addini(
         "fanout_app_env",
-        "KEY=VALUE lines added to the app process's environment",
+        "KEY=VALUE lines added to the app process's environment; {upstream_url:NAME} is "
+        "that upstream's URL",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "fanout_upstreams",
+        "'NAME ENV_VAR' lines: one stub upstream per line, its URL in the app's ENV_VAR "
+        "(default: one upstream in FANOUT_UPSTREAM_URL)",
         type="linelist",
         default=[],
     )
@@ -74,39 +125,75 @@ def setting(config: pytest.Config, name: str) -> Any:
     return config.getini(name) if value is None else value
 
 
-def _positive_float(config: pytest.Config, name: str) -> float:
+def number_setting(config: pytest.Config, name: str) -> float:
+    """A numeric option, finite and in its range, or a UsageError in one line."""
     raw = setting(config, name)
+    low, high, zero = _NUMBER_RANGES[name]
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        value = -1.0
-    if not value >= 0 or (name == "fanout_startup_timeout" and value == 0):
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high and (zero or value > low)):
         flag = "--" + name.replace("_", "-")
-        raise pytest.UsageError(f"{flag} (ini {name}) must be a positive number, got {raw!r}")
+        bound = f"from {low:.0f} to {high:.0f}" if zero else f"> {low:.0f} and <= {high:.0f}"
+        raise pytest.UsageError(f"{flag} (ini {name}) must be a finite number {bound}, got {raw!r}")
     return value
 
 
-def app_env(config: pytest.Config) -> dict[str, str]:
+def upstream_env_names(config: pytest.Config) -> dict[str, str]:
+    """name -> the app's environment variable, from the ini's `fanout_upstreams` lines."""
+    names: dict[str, str] = {}
+    for line in config.getini("fanout_upstreams"):
+        parts = line.split()
+        if len(parts) != 2:
+            raise pytest.UsageError(f"fanout_upstreams: {line!r} is not 'NAME ENV_VAR'")
+        name, variable = parts
+        if not UPSTREAM_NAME.match(name):
+            raise pytest.UsageError(
+                f"fanout_upstreams: {name!r} is not an upstream name (letters, digits, _ and -)"
+            )
+        if not _ENV_NAME.match(variable):
+            raise pytest.UsageError(
+                f"fanout_upstreams: {variable!r} is not an environment variable name"
+            )
+        if name in names:
+            raise pytest.UsageError(f"fanout_upstreams: upstream {name!r} is named twice")
+        if variable in names.values():
+            raise pytest.UsageError(f"fanout_upstreams: {variable} is given to two upstreams")
+        names[name] = variable
+    return names or {DEFAULT_UPSTREAM: DEFAULT_UPSTREAM_ENV}
+
+
+def app_env(config: pytest.Config, urls: dict[str, str] | None = None) -> dict[str, str]:
+    """The ini's `fanout_app_env`, placeholders expanded with `urls` (checked with dummy
+    URLs when None: every bad line is a UsageError before any process starts)."""
+    if urls is None:
+        urls = {name: f"http://127.0.0.1:0/{name}" for name in upstream_env_names(config)}
     env = {}
     for line in config.getini("fanout_app_env"):
         key, sep, value = line.partition("=")
         if not sep or not key.strip():
             raise pytest.UsageError(f"fanout_app_env: {line!r} is not KEY=VALUE")
-        env[key.strip()] = value.strip()
+        try:
+            env[key.strip()] = expand_placeholders(value.strip(), urls)
+        except ValueError as exc:
+            raise pytest.UsageError(f"fanout_app_env: {line!r}: {exc}") from None
     return env
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(**behaviour): set the stub upstream's behaviour for one test "
-        "(delay_ms, jitter_ms, error_rate, error_status, drop_rate, max_inflight)",
+        f"{MARKER}(upstream=NAME, **behaviour): set a stub upstream's behaviour for one test "
+        "(delay_ms, jitter_ms, p99_ms, error_rate, error_status, drop_rate, max_inflight; "
+        "upstream= picks a named upstream, default the first)",
     )
-    _positive_float(config, "fanout_delay_ms")
-    _positive_float(config, "fanout_startup_timeout")
+    for name in _NUMBER_RANGES:
+        number_setting(config, name)
     app = setting(config, "fanout_app")
     if ":" not in app:
         raise pytest.UsageError(f"--fanout-app must be MODULE:ATTR, got {app!r}")
+    upstream_env_names(config)
     app_env(config)
     config.stash[SERVERS_KEY] = []
 
@@ -114,96 +201,170 @@ def pytest_configure(config: pytest.Config) -> None:
 # ---- fixtures --------------------------------------------------------------
 
 
-def _start(server: ServerProcess, config: pytest.Config) -> None:
-    config.hook.pytest_fanout_server_setup(server=server, config=config)
-    config.stash[SERVERS_KEY].append(server)
-    try:
-        server.start()
-        return
-    except ServerStartError as exc:
-        tail = "\n".join("  | " + line for line in exc.log_tail.splitlines())
-        message = f"pytest-fanout: {exc}\n{tail}"
-    pytest.fail(message, pytrace=False)  # outside `except`: no chained traceback
+def _fail_start(exc: ServerStartError) -> None:
+    tail = "\n".join("  | " + line for line in exc.log_tail.splitlines())
+    pytest.fail(f"pytest-fanout: {exc}\n{tail}", pytrace=False)
+
+
+def _app_dir(config: pytest.Config) -> str:
+    app_dir = setting(config, "fanout_app_dir") or str(config.rootpath)
+    if not Path(app_dir).is_absolute():
+        app_dir = str(config.rootpath / app_dir)
+    return app_dir
 
 
 @pytest.fixture(scope="session")
-def fanout_upstream(pytestconfig: pytest.Config) -> Iterator[StubUpstreamServer]:
-    """The stub upstream in its own process: `.url`, `.stats()`, `.reset()`, `.configure()`."""
-    behaviour = Behaviour(delay_ms=_positive_float(pytestconfig, "fanout_delay_ms"))
-    server = StubUpstreamServer(
-        behaviour, startup_timeout=_positive_float(pytestconfig, "fanout_startup_timeout")
-    )
-    _start(server, pytestconfig)
+def fanout_upstreams(pytestconfig: pytest.Config) -> Iterator[dict[str, StubUpstreamServer]]:
+    """Every stub upstream by name (the ini's `fanout_upstreams`, or one named "default"),
+    each in its own process: `.url`, `.route()`, `.requests()`, `.stats()`, `.configure()`."""
+    behaviour = Behaviour(delay_ms=number_setting(pytestconfig, "fanout_delay_ms"))
+    timeout = number_setting(pytestconfig, "fanout_startup_timeout")
+    servers = {
+        name: StubUpstreamServer(
+            behaviour, name=name, startup_timeout=timeout, app_dir=_app_dir(pytestconfig)
+        )
+        for name in upstream_env_names(pytestconfig)
+    }
+    for server in servers.values():
+        pytestconfig.hook.pytest_fanout_server_setup(server=server, config=pytestconfig)
+        pytestconfig.stash[SERVERS_KEY].append(server)
+    failed = None
     try:
-        yield server
+        start_upstreams(servers)
+    except ServerStartError as exc:
+        failed = exc
+    if failed is not None:
+        _fail_start(failed)  # outside `except`: no chained traceback
+    try:
+        yield servers
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def fanout_upstream(fanout_upstreams: dict[str, StubUpstreamServer]) -> StubUpstreamServer:
+    """The first named upstream (or the single default one, in FANOUT_UPSTREAM_URL)."""
+    return next(iter(fanout_upstreams.values()))
 
 
 @pytest.fixture(scope="session")
 def fanout_server(
-    pytestconfig: pytest.Config, fanout_upstream: StubUpstreamServer
+    pytestconfig: pytest.Config, fanout_upstreams: dict[str, StubUpstreamServer]
 ) -> Iterator[AppServer]:
-    """The app under test under uvicorn in its own process, calling `fanout_upstream`."""
-    app_dir = setting(pytestconfig, "fanout_app_dir") or str(pytestconfig.rootpath)
-    if not Path(app_dir).is_absolute():
-        app_dir = str(pytestconfig.rootpath / app_dir)
+    """The app under test under uvicorn in its own process, each upstream's URL in the
+    environment variable named for it."""
+    names = upstream_env_names(pytestconfig)
+    urls = {name: server.url for name, server in fanout_upstreams.items()}
+    env = {names[name]: url for name, url in urls.items()}
+    env.update(app_env(pytestconfig, urls))
     server = AppServer(
         setting(pytestconfig, "fanout_app"),
-        upstream_url=fanout_upstream.url,
-        env=app_env(pytestconfig),
-        app_dir=app_dir,
+        env=env,
+        app_dir=_app_dir(pytestconfig),
         factory=bool(setting(pytestconfig, "fanout_app_factory")),
-        startup_timeout=_positive_float(pytestconfig, "fanout_startup_timeout"),
+        startup_timeout=number_setting(pytestconfig, "fanout_startup_timeout"),
     )
-    _start(server, pytestconfig)
+    pytestconfig.hook.pytest_fanout_server_setup(server=server, config=pytestconfig)
+    pytestconfig.stash[SERVERS_KEY].append(server)
+    failed = None
+    try:
+        server.start()
+    except ServerStartError as exc:
+        failed = exc
+    if failed is not None:
+        _fail_start(failed)
     try:
         yield server
     finally:
         server.stop()
 
 
+MARKER_CHANGES_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()
+
+
+def _marker_changes(item: pytest.Item, names: list[str]) -> dict[str, dict]:
+    """upstream name -> behaviour changes from every @pytest.mark.fanout_upstream (closest
+    wins), each checked: a bad one is one error line."""
+    changes: dict[str, dict[str, Any]] = {}
+    problem = None
+    for marker in reversed(list(item.iter_markers(MARKER))):
+        kwargs = dict(marker.kwargs)
+        name = kwargs.pop("upstream", None) or names[0]
+        if marker.args:
+            problem = "takes keyword arguments only"
+        elif name not in names:
+            problem = f"no upstream named {name!r} (the upstreams: {', '.join(names)})"
+        else:
+            merged = {**changes.get(name, {}), **kwargs}
+            try:
+                Behaviour().update(merged)
+                changes[name] = merged
+            except ConfigError as exc:
+                problem = str(exc)
+        if problem:
+            break
+    if problem:
+        pytest.fail(f"@pytest.mark.{MARKER}: {problem}", pytrace=False)
+    return changes
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Check the test's markers before any fixture starts a process for it."""
+    if item.get_closest_marker(MARKER) is not None:
+        names = list(upstream_env_names(item.config))
+        item.stash[MARKER_CHANGES_KEY] = _marker_changes(item, names)
+
+
 @pytest.fixture(autouse=True)
-def _fanout_upstream_marker(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Apply @pytest.mark.fanout_upstream(...) for one test, then restore."""
-    marker = request.node.get_closest_marker(MARKER)
-    if marker is None:
+def _fanout_upstreams_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Apply @pytest.mark.fanout_upstream(...) for one test; afterwards put back every
+    upstream the test could reach (behaviour, routes, recorded requests)."""
+    marked = request.node.get_closest_marker(MARKER) is not None
+    if not marked and not UPSTREAM_FIXTURES & set(request.fixturenames):
         yield
         return
-    if marker.args:
-        raise pytest.UsageError(f"@pytest.mark.{MARKER} takes keyword arguments only")
-    upstream: StubUpstreamServer = request.getfixturevalue("fanout_upstream")
-    try:
-        Behaviour().update(marker.kwargs)
-    except ConfigError as exc:
-        pytest.fail(f"@pytest.mark.{MARKER}: {exc}", pytrace=False)
-    upstream.configure(**marker.kwargs)
+    changes = request.node.stash.get(MARKER_CHANGES_KEY, {})
+    upstreams: dict[str, StubUpstreamServer] = request.getfixturevalue("fanout_upstreams")
+    for name, change in changes.items():
+        upstreams[name].configure(**change)
     try:
         yield
     finally:
-        upstream.restore()
+        for server in upstreams.values():
+            if server.running():
+                server.restore()
 
 
 @pytest.fixture
 def fanout(
     request: pytest.FixtureRequest,
     fanout_server: AppServer,
-    fanout_upstream: StubUpstreamServer,
+    fanout_upstreams: dict[str, StubUpstreamServer],
 ) -> Iterator[Fanout]:
-    """Measure paths of the app under test and assert on them; upstream restored afterwards."""
+    """Measure paths of the app under test and assert on them; upstreams restored after."""
     config = request.config
 
     def record(measurement: Measurement) -> None:
         session_measurements(config).append(measurement)
         config.hook.pytest_fanout_measurement(measurement=measurement, item=request.node)
 
-    facade = Fanout(fanout_server, fanout_upstream, test=request.node.nodeid,
-                    on_measurement=record)
+    def shape(path: str) -> tuple[int, int] | None:
+        return config.hook.pytest_fanout_path_shape(path=path)
+
+    facade = Fanout(
+        fanout_server,
+        fanout_upstreams,
+        test=request.node.nodeid,
+        on_measurement=record,
+        timeout_s=number_setting(config, "fanout_request_timeout"),
+        shape=shape,
+    )
     try:
         yield facade
     finally:
         facade.close()
-        fanout_upstream.restore()
 
 
 # ---- reports ---------------------------------------------------------------
@@ -215,7 +376,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if report.failed and SERVERS_KEY in item.config.stash:
         used = set(getattr(item, "fixturenames", ()))
-        if used & {"fanout", "fanout_server", "fanout_upstream", "fanout_load"}:
+        if used & UPSTREAM_FIXTURES:
             for server in item.config.stash[SERVERS_KEY]:
                 tail = server.log_tail() or "(it has printed nothing)"
                 title = f"fanout {server.name} log (last lines)"
@@ -252,7 +413,7 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
         rows.append(
             [
                 m.test.split("::")[-1] if m.test else "-",
-                m.path,
+                m.path if m.method == "GET" else f"{m.method} {m.path}",
                 f"{m.median_s * 1000:.1f} ms",
                 f"{m.p95_s * 1000:.1f} ms",
                 m.upstream_peak_inflight,

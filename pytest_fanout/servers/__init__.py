@@ -4,8 +4,10 @@
   group, on a socket the parent bound; readiness polled, log tail kept;
 * `child`: the entry point that process runs (`python -m pytest_fanout.servers.child`);
 * `probe`: the loop probe wrapped around the app (lag, in flight);
-* `upstream`: the stub upstream (raw ASGI, exact gauges);
-* `stack`: the stub and the app together, the app pointed at the stub;
+* `upstream`: the stub upstream (raw ASGI, exact gauges), with `routes` (real answers,
+  handlers), `recorder` (the requests it saw, bounded) and `connections` (TCP
+  connections counted at uvicorn's protocol level);
+* `stack`: named stubs and the app together, the app pointed at each stub;
 * `cleanup`: the one process-group killer and the one registry of live children;
 * `proctree`: which processes live (from /proc), for tests and Locust runs.
 """
@@ -13,7 +15,14 @@
 from __future__ import annotations
 
 from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
-from pytest_fanout.servers.stack import DEFAULT_APP, AppServer, Stack, StubUpstreamServer
+from pytest_fanout.servers.routes import RouteError, StubRequest, StubResponse
+from pytest_fanout.servers.stack import (
+    DEFAULT_APP,
+    AppServer,
+    RecordedRequest,
+    Stack,
+    StubUpstreamServer,
+)
 from pytest_fanout.servers.upstream import Behaviour, ConfigError
 
 __all__ = [
@@ -22,8 +31,12 @@ __all__ = [
     "AppServer",
     "Behaviour",
     "ConfigError",
+    "RecordedRequest",
+    "RouteError",
     "ServerProcess",
     "ServerStartError",
     "Stack",
+    "StubRequest",
+    "StubResponse",
     "StubUpstreamServer",
 ]

@@ -31,6 +31,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--app-dir", default="", help="directory put first on sys.path")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--lifespan", default="on", choices=["on", "off", "auto"])
+    parser.add_argument(
+        "--http",
+        default="auto",
+        help="uvicorn's HTTP protocol: auto, h11, httptools or MODULE:CLASS",
+    )
     return parser.parse_args(argv)
 
 
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=2,
+        http=args.http,
     )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])

@@ -1,33 +1,104 @@
 """The stub upstream: a raw ASGI app that answers after a delay and counts what it sees.
 
 No framework sits in the hot path, so it is never the bottleneck of a
-measurement. Its gauge (requests seen, in flight now, PEAK in flight) is what
-makes concurrency assertions exact instead of timing guesses. Control and
-stats live under `/__upstream__/`; every other GET path is "an item".
+measurement. Its gauge (requests seen, in flight, PEAK in flight, TCP
+connections first used) is what makes concurrency assertions exact instead
+of timing guesses. Routes give real answers (`routes.py`), every request is
+recorded, bounded (`recorder.py`), and connections are counted at uvicorn's
+protocol level (`connections.py`).
 
-Per-request overrides, as query parameters: `delay_ms`, `status`, `fault`
-(`drop` closes the connection mid-response).
+Control lives under `/__upstream__/` and needs `Authorization: Bearer
+<token>` (403 without); every other path is "an item": a route's answer, or
+`{"ok":true}`. Per-request overrides, as query parameters: `delay_ms`,
+`status`, `fault` (`drop` closes the connection mid-response).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
+import math
 import os
 import random
+import secrets
+import sys
+import traceback
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pytest_fanout.servers.connections import CONNECTIONS, ConnectionTable
+from pytest_fanout.servers.recorder import DEFAULT_MAX_BODY, DEFAULT_MAX_RECORDS, Recorder
+from pytest_fanout.servers.routes import (
+    MAX_DELAY_MS,
+    MAX_ROUTES,
+    Route,
+    RouteError,
+    StubRequest,
+    handler_result,
+    strict_json_dumps,
+    strict_json_loads,
+)
+
 CONTROL_PREFIX = "/__upstream__/"
 ITEM_BODY = b'{"ok":true}'
 JSON_HEADERS = [(b"content-type", b"application/json")]
-ENV_PREFIX = "FANOUT_STUB_"
+#: Environment variables that configure a stub child process: PYTEST_FANOUT_STUB_<SETTING>.
+ENV_PREFIX = "PYTEST_FANOUT_STUB_"
+TOKEN_ENV = ENV_PREFIX + "TOKEN"
+#: Largest control request body (bytes): more is a 413.
+MAX_CONTROL_BODY = 1024 * 1024
+#: Largest item request body a handler may get (bytes): more is a 413.
+MAX_ITEM_BODY = 16 * 1024 * 1024
+#: z of the 99th percentile of the standard normal distribution.
+_Z99 = 2.3263478740408408
 _ITEM_HEADERS = [*JSON_HEADERS, (b"content-length", str(len(ITEM_BODY)).encode())]
+_MAX_INT = 1_000_000
 
 
 class ConfigError(ValueError):
     """A behaviour setting the stub cannot use."""
+
+
+#: name -> (low, high) for every numeric setting: finite and in range, or refused.
+_RANGES: dict[str, tuple[float, float]] = {
+    "delay_ms": (0, MAX_DELAY_MS),
+    "jitter_ms": (0, MAX_DELAY_MS),
+    "p99_ms": (0, MAX_DELAY_MS),
+    "error_rate": (0, 1),
+    "error_status": (100, 599),
+    "drop_rate": (0, 1),
+    "max_inflight": (0, _MAX_INT),
+    "record_requests": (0, _MAX_INT),
+    "record_body_bytes": (0, MAX_ITEM_BODY),
+    "seed": (0, 2**63 - 1),
+}
+
+
+def _convert(name: str, kind: type, value: Any) -> float | int:
+    """A setting's value from JSON or an environment string, finite and in range."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not a number")
+    if isinstance(value, str):
+        try:
+            value = float(value) if kind is float else int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+    if not isinstance(value, int | float):
+        raise ConfigError(f"{name}={value!r} is not a number")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
+    if kind is int:
+        if value != int(value):
+            raise ConfigError(f"{name}={value!r} must be a whole number")
+        value = int(value)
+    else:
+        value = float(value)
+    low, high = _RANGES[name]
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value!r} must be between {low:.0f} and {high:.0f}")
+    return value
 
 
 @dataclass
@@ -36,6 +107,9 @@ class Behaviour:
 
     delay_ms: float = 100.0
     jitter_ms: float = 0.0
+    #: With delay_ms, makes the delay log-normal: median delay_ms, 99th percentile p99_ms.
+    #: 0 = a fixed delay.
+    p99_ms: float = 0.0
     #: Fraction of item calls answered with `error_status` instead of 200.
     error_rate: float = 0.0
     error_status: int = 500
@@ -43,6 +117,12 @@ class Behaviour:
     drop_rate: float = 0.0
     #: In-flight calls above this get 429 at once (a rate-limited upstream); 0 = no cap.
     max_inflight: int = 0
+    #: Requests kept for `requests()` (the last N) and bytes of each body kept.
+    record_requests: int = DEFAULT_MAX_RECORDS
+    record_body_bytes: int = DEFAULT_MAX_BODY
+    #: Seed of the stub's random choices (jitter, log-normal delay, error and drop rates);
+    #: 0 = unseeded.
+    seed: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply `changes` (validated first, so a bad one changes nothing)."""
@@ -52,29 +132,21 @@ class Behaviour:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
         candidate = asdict(self)
         for name, value in changes.items():
-            kind = known[name]
-            try:
-                candidate[name] = kind(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+            candidate[name] = _convert(name, known[name], value)
         checked = Behaviour(**candidate)
         checked.validate()
         for name, value in candidate.items():
             setattr(self, name, value)
 
     def validate(self) -> None:
-        if self.delay_ms < 0 or self.jitter_ms < 0:
-            raise ConfigError("delay_ms and jitter_ms must be >= 0")
-        if not (0 <= self.error_rate <= 1 and 0 <= self.drop_rate <= 1):
-            raise ConfigError("error_rate and drop_rate must be between 0 and 1")
-        if not 100 <= self.error_status <= 599:
-            raise ConfigError("error_status must be an HTTP status (100-599)")
-        if self.max_inflight < 0:
-            raise ConfigError("max_inflight must be >= 0 (0 means no cap)")
+        for f in fields(self):
+            _convert(f.name, type(f.default), getattr(self, f.name))
+        if self.p99_ms and self.p99_ms < self.delay_ms:
+            raise ConfigError("p99_ms must be 0 (off) or at least delay_ms (the median)")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Behaviour:
-        """Read FANOUT_STUB_<SETTING> variables: how the harness configures a child process."""
+        """Read PYTEST_FANOUT_STUB_<SETTING> variables: how the harness configures a child."""
         env = os.environ if environ is None else environ
         behaviour = cls()
         changes = {
@@ -91,7 +163,10 @@ class Behaviour:
 
 @dataclass
 class Gauge:
-    """What the stub has seen since the last reset."""
+    """What the stub has seen since the last reset.
+
+    A call counts in the gauge that was current when it arrived and ends
+    there, so a reset while calls are in flight leaves the new gauge exact."""
 
     requests: int = 0
     inflight: int = 0
@@ -100,24 +175,49 @@ class Gauge:
     errors: int = 0
     rejected: int = 0
     dropped: int = 0
+    #: TCP connections whose first item request arrived since the reset.
+    connections: int = 0
+
+
+class ControlError(Exception):
+    """A control request to refuse with `status` and a one-line `detail`."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
 
 
 class StubUpstream:
     """The ASGI app. One instance per process; its gauge is exact because the loop is single."""
 
-    def __init__(self, behaviour: Behaviour | None = None) -> None:
+    def __init__(
+        self,
+        behaviour: Behaviour | None = None,
+        *,
+        token: str | None = None,
+        connections: ConnectionTable = CONNECTIONS,
+    ) -> None:
         self.behaviour = behaviour or Behaviour()
+        #: The bearer token of the control paths (a random one when none is given).
+        self.token = token or secrets.token_urlsafe(24)
+        self._auth = b"Bearer " + self.token.encode()
         self.gauge = Gauge()
-        self._random = random.Random()
+        #: Calls in flight now, whatever gauge they count in: caps and "idle" use this.
+        self.inflight_now = 0
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self.connections = connections
+        self.recorder = Recorder(self.behaviour.record_requests, self.behaviour.record_body_bytes)
+        self.routes: list[Route] = []
+        self._literal: dict[tuple[str, str], Route] = {}
+        self._random = random.Random(self.behaviour.seed or None)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
-            path = scope["path"]
-            if path.startswith(CONTROL_PREFIX):
+            if scope["path"].startswith(CONTROL_PREFIX):
                 await self._control(scope, receive, send)
             else:
-                await self._item(scope, send)
+                await self._item(scope, receive, send)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -127,76 +227,369 @@ class StubUpstream:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
-    async def _item(self, scope: dict, send: Any) -> None:
+    # ---- items --------------------------------------------------------------------------
+
+    async def _item(self, scope: dict, receive: Any, send: Any) -> None:
         gauge, behaviour = self.gauge, self.behaviour
         gauge.requests += 1
-        if behaviour.max_inflight and gauge.inflight >= behaviour.max_inflight:
+        if self.connections.first_use(scope.get("client")):
+            gauge.connections += 1
+        method, path = scope["method"], scope["path"]
+        try:
+            body, truncated, kept = await self._read_item_body(receive)
+        except ControlError as exc:
+            gauge.errors += 1
+            await _reply(send, exc.status, _detail(str(exc)))
+            return
+        record = self.recorder.add(
+            method, path, scope["query_string"], scope["headers"], kept, truncated
+        )
+        if behaviour.max_inflight and self.inflight_now >= behaviour.max_inflight:
             gauge.rejected += 1
+            record[7] = 429
             await _reply(send, 429, b'{"error":"too many requests in flight"}')
             return
         gauge.inflight += 1
+        self.inflight_now += 1
         if gauge.inflight > gauge.peak_inflight:
             gauge.peak_inflight = gauge.inflight
         try:
-            raw_query = scope["query_string"]
-            query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
-            delay_ms = _number(query.get("delay_ms"), behaviour.delay_ms)
-            if behaviour.jitter_ms:
-                delay_ms += self._random.uniform(0, behaviour.jitter_ms)
-            if delay_ms > 0:
-                await asyncio.sleep(delay_ms / 1000)
-            if query.get("fault") == "drop" or self._chance(behaviour.drop_rate):
-                gauge.dropped += 1
-                await _drop(send)
-                return
-            status = int(_number(query.get("status"), 200))
-            if self._chance(behaviour.error_rate):
-                status = behaviour.error_status
-            if status >= 400:
-                gauge.errors += 1
-            await _reply(send, status, ITEM_BODY)
-            gauge.completed += 1
+            await self._answer(scope, send, method, path, body, record, gauge)
         finally:
-            gauge.inflight -= 1
+            gauge.inflight -= 1  # the gauge it started in, not the current one
+            self.inflight_now -= 1
+            if not self.inflight_now and self._idle_waiters:
+                for waiter in self._idle_waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                self._idle_waiters.clear()
+
+    async def _read_item_body(self, receive: Any) -> tuple[bytes, bool, bytes]:
+        """(whole body, whether the kept copy was cut, the kept copy)."""
+        message = await receive()
+        body = message.get("body", b"")
+        if message.get("more_body"):
+            chunks = [body]
+            size = len(body)
+            while message.get("more_body"):
+                message = await receive()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_ITEM_BODY:
+                    raise ControlError(413, f"request body over {MAX_ITEM_BODY} bytes")
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        cap = self.recorder.max_body
+        if len(body) > cap:
+            return body, True, body[:cap]
+        return body, False, body
+
+    async def _answer(
+        self,
+        scope: dict,
+        send: Any,
+        method: str,
+        path: str,
+        body: bytes,
+        record: list,
+        gauge: Gauge,
+    ) -> None:
+        behaviour = self.behaviour
+        raw_query = scope["query_string"]
+        query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
+        route, params = self._find(method, path)
+        try:
+            delay_ms = self._delay(route, query)
+            forced = _query_number(query, "status", 100, 599)
+        except ControlError as exc:
+            gauge.errors += 1
+            record[7] = 422
+            await _reply(send, 422, _detail(str(exc)))
+            return
+        record[6] = delay_ms
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        if query.get("fault") == "drop" or self._chance(behaviour.drop_rate):
+            gauge.dropped += 1
+            await _drop(send)
+            return
+        error_rate = behaviour.error_rate
+        if route is not None and route.error_rate is not None:
+            error_rate = route.error_rate
+        if self._chance(error_rate):
+            status, headers, answer = behaviour.error_status, JSON_HEADERS, ITEM_BODY
+        elif route is None:
+            status, headers, answer = 200, JSON_HEADERS, ITEM_BODY
+        elif route.function is not None:
+            status, headers, answer = await self._run_handler(
+                route, scope, method, path, params, query, body
+            )
+        else:
+            status = route.status
+            headers = [(b"content-type", route.content_type()), *route.headers]
+            answer = route.static_answer(params)
+        if forced is not None:
+            status = int(forced)
+        if status >= 400:
+            gauge.errors += 1
+        record[7] = status
+        if headers is JSON_HEADERS and answer is ITEM_BODY:
+            await _reply(send, status, ITEM_BODY)
+        else:
+            await _send(send, status, headers, answer)
+        gauge.completed += 1
+
+    async def _run_handler(
+        self,
+        route: Route,
+        scope: dict,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        query: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        request = StubRequest(
+            method=method,
+            path=path,
+            path_params=params,
+            query=query,
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            body=body,
+        )
+        assert route.function is not None
+        try:
+            result = route.function(request)
+            if route.is_async or asyncio.iscoroutine(result):
+                result = await result
+            return handler_result(result)
+        except Exception as exc:
+            print(
+                f"stub upstream: handler {route.handler} raised on {method} {path}: "
+                f"{type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
+            traceback.print_exc(file=sys.stderr)
+            detail = f"handler {route.handler} raised {type(exc).__name__}: {exc}"
+            return 500, JSON_HEADERS, _detail(detail)
+
+    def _find(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        if not self.routes:
+            return None, {}
+        route = self._literal.get((method, path))
+        if route is not None:
+            return route, {}
+        for route in self.routes:
+            if route.regex is not None or method == "HEAD":
+                params = route.match(method, path)
+                if params is not None:
+                    return route, params
+        return None, {}
+
+    def _delay(self, route: Route | None, query: dict[str, str]) -> float:
+        """This call's delay in ms: the query's, else the route's, else the behaviour's."""
+        override = _query_number(query, "delay_ms", 0, MAX_DELAY_MS)
+        if override is not None:
+            return override
+        behaviour = self.behaviour
+        delay, jitter, p99 = behaviour.delay_ms, behaviour.jitter_ms, behaviour.p99_ms
+        if route is not None:
+            if route.delay_ms is not None:
+                delay = route.delay_ms
+            if route.jitter_ms is not None:
+                jitter = route.jitter_ms
+            if route.p99_ms is not None:
+                p99 = route.p99_ms
+        if p99 and delay > 0 and p99 > delay:
+            sigma = math.log(p99 / delay) / _Z99
+            delay = min(self._random.lognormvariate(math.log(delay), sigma), MAX_DELAY_MS)
+        if jitter:
+            delay += self._random.uniform(0, jitter)
+        return delay
 
     def _chance(self, rate: float) -> bool:
         return rate > 0 and self._random.random() < rate
 
+    # ---- control ------------------------------------------------------------------------
+
+    def _authorised(self, scope: dict) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self._auth)
+        return False
+
     async def _control(self, scope: dict, receive: Any, send: Any) -> None:
+        if not self._authorised(scope):
+            await _reply(send, 403, _detail("control paths need 'Authorization: Bearer <token>'"))
+            return
         action = scope["path"][len(CONTROL_PREFIX) :].strip("/")
         method = scope["method"]
-        if action == "stats" and method == "GET":
-            await _reply(send, 200, self.stats_json())
-        elif action == "reset" and method == "POST":
-            self.gauge = Gauge(inflight=self.gauge.inflight)
-            self.gauge.peak_inflight = self.gauge.inflight
-            await _reply(send, 200, self.stats_json())
-        elif action == "config" and method == "GET":
-            await _reply(send, 200, json.dumps(asdict(self.behaviour)).encode())
-        elif action == "config" and method == "POST":
+        raw_query = scope["query_string"]
+        query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
+        try:
+            handler = self._CONTROL.get((action, method))
+            if handler is None:
+                raise ControlError(404, "unknown control path or method")
+            body = await _control_body(scope, receive) if method == "POST" else None
+            answer = await handler(self, query, body)
+        except ControlError as exc:
+            await _reply(send, exc.status, _detail(str(exc)))
+            return
+        except (ConfigError, RouteError, ValueError) as exc:
+            await _reply(send, 422, _detail(str(exc)))
+            return
+        await _reply(send, 200, strict_json_dumps(answer))
+
+    async def _stats(self, query: dict, body: Any) -> dict[str, Any]:
+        return self.stats()
+
+    async def _reset(self, query: dict, body: Any) -> dict[str, Any]:
+        """Zero the gauge; with ?wait_idle_s=S first wait (bounded) for calls in flight."""
+        wait_s = _query_number(query, "wait_idle_s", 0, 3600) or 0.0
+        busy = self.inflight_now
+        idle = True
+        if busy and wait_s > 0:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
             try:
-                changes = json.loads(await _body(receive) or b"{}")
-                if not isinstance(changes, dict):
-                    raise ConfigError("the body must be a JSON object")
-                self.behaviour.update(changes)
-            except (ValueError, ConfigError) as exc:
-                await _reply(send, 422, json.dumps({"detail": str(exc)}).encode())
-                return
-            await _reply(send, 200, json.dumps(asdict(self.behaviour)).encode())
-        else:
-            await _reply(send, 404, b'{"detail":"unknown control path or method"}')
+                await asyncio.wait_for(waiter, wait_s)
+            except TimeoutError:
+                idle = False
+        self.gauge = Gauge()
+        return {**self.stats(), "in_flight_before": busy, "idle": idle and not self.inflight_now}
+
+    async def _get_config(self, query: dict, body: Any) -> dict[str, Any]:
+        return asdict(self.behaviour)
+
+    async def _set_config(self, query: dict, body: Any) -> dict[str, Any]:
+        self._configure(_object(body))
+        return asdict(self.behaviour)
+
+    def _configure(self, changes: dict[str, Any]) -> None:
+        self.behaviour.update(changes)
+        behaviour = self.behaviour
+        if "seed" in changes:
+            self._random.seed(behaviour.seed or None)
+        if (behaviour.record_requests, behaviour.record_body_bytes) != (
+            self.recorder.max_records,
+            self.recorder.max_body,
+        ):
+            self.recorder.resize(behaviour.record_requests, behaviour.record_body_bytes)
+
+    async def _restore(self, query: dict, body: Any) -> dict[str, Any]:
+        """Behaviour back to `body` (the initial one), no routes, no recorded requests."""
+        changes = _object(body)
+        Behaviour().update(changes)  # validate before touching anything
+        self._configure(changes)
+        self._set_routes([])
+        self.recorder.clear()
+        return asdict(self.behaviour)
+
+    async def _get_routes(self, query: dict, body: Any) -> list[dict[str, Any]]:
+        return [{"method": r.method, "path": r.path, "handler": r.handler} for r in self.routes]
+
+    async def _add_route(self, query: dict, body: Any) -> list[dict[str, Any]]:
+        route = Route.from_spec(_object(body))
+        kept = [r for r in self.routes if (r.method, r.path) != (route.method, route.path)]
+        if len(kept) >= MAX_ROUTES:
+            raise RouteError(f"an upstream holds at most {MAX_ROUTES} routes")
+        self._set_routes([*kept, route])
+        return await self._get_routes(query, body)
+
+    async def _clear_routes(self, query: dict, body: Any) -> list[dict[str, Any]]:
+        self._set_routes([])
+        return []
+
+    def _set_routes(self, routes: list[Route]) -> None:
+        self.routes = routes
+        self._literal = {}
+        for route in routes:
+            if route.regex is None:
+                self._literal.setdefault((route.method, route.path), route)
+
+    async def _requests(self, query: dict, body: Any) -> dict[str, Any]:
+        records = self.recorder.select(query.get("method"), query.get("path"))
+        return {"requests": records, "seen": self.recorder.seen}
+
+    async def _clear_requests(self, query: dict, body: Any) -> dict[str, Any]:
+        self.recorder.clear()
+        return {"requests": [], "seen": 0}
+
+    _CONTROL = {
+        ("stats", "GET"): _stats,
+        ("reset", "POST"): _reset,
+        ("config", "GET"): _get_config,
+        ("config", "POST"): _set_config,
+        ("restore", "POST"): _restore,
+        ("routes", "GET"): _get_routes,
+        ("routes", "POST"): _add_route,
+        ("routes", "DELETE"): _clear_routes,
+        ("requests", "GET"): _requests,
+        ("requests", "DELETE"): _clear_requests,
+    }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **asdict(self.gauge),
+            "inflight_now": self.inflight_now,
+            "connections_open": len(self.connections.open),
+            "connections_accepted": self.connections.accepted,
+        }
 
     def stats_json(self) -> bytes:
-        return json.dumps(asdict(self.gauge)).encode()
+        return json.dumps(self.stats()).encode()
 
 
-def _number(raw: str | None, default: float) -> float:
+def _object(body: Any) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ControlError(422, "the body must be a JSON object")
+    return body
+
+
+def _query_number(query: dict[str, str], name: str, low: float, high: float) -> float | None:
+    """A number from the query string, finite and in [low, high], or a 422."""
+    raw = query.get(name)
     if raw is None:
-        return default
+        return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        return default
+        raise ControlError(422, f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ControlError(
+            422, f"{name}={raw!r} must be a finite number from {low:.0f} to {high:.0f}"
+        )
+    return value
+
+
+def _detail(text: str) -> bytes:
+    return json.dumps({"detail": text}).encode()
+
+
+async def _control_body(scope: dict, receive: Any) -> Any:
+    """The JSON body of a control request: capped (413), strict (no NaN), not too deep."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_CONTROL_BODY:
+            raise ControlError(413, f"control body over {MAX_CONTROL_BODY} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_CONTROL_BODY:
+            raise ControlError(413, f"control body over {MAX_CONTROL_BODY} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return None
+    try:
+        return strict_json_loads(raw)
+    except ValueError as exc:
+        raise ControlError(422, f"the body is not valid JSON: {exc}") from None
 
 
 async def _reply(send: Any, status: int, body: bytes) -> None:
@@ -204,6 +597,12 @@ async def _reply(send: Any, status: int, body: bytes) -> None:
         headers = _ITEM_HEADERS  # the hot path: built once
     else:
         headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send(send: Any, status: int, headers: list, body: bytes) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -221,15 +620,7 @@ async def _drop(send: Any) -> None:
     raise ConnectionAbortedError("stub upstream: connection dropped on purpose")
 
 
-async def _body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 def app_from_env() -> StubUpstream:
-    """Factory for a child process: behaviour from FANOUT_STUB_* variables."""
-    return StubUpstream(Behaviour.from_env())
+    """Factory for a child process: behaviour from PYTEST_FANOUT_STUB_* variables, the token
+    from PYTEST_FANOUT_STUB_TOKEN."""
+    return StubUpstream(Behaviour.from_env(), token=os.environ.get(TOKEN_ENV) or None)

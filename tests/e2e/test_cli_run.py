@@ -44,7 +44,11 @@ def test_serve_runs_both_and_ctrl_c_stops_both() -> None:
         assert len(children) >= 2
         body = httpx2.get(urls["app"] + "/async/5", timeout=10).json()
         assert body["status_codes"] == [200] * 5
-        assert httpx2.get(urls["upstream"] + "/__upstream__/stats").json()["requests"] == 5
+        token = re.search(r"^token\s+(\S+)", "".join(lines), re.MULTILINE)[1]
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx2.get(urls["upstream"] + "/__upstream__/stats").status_code == 403
+        stats = httpx2.get(urls["upstream"] + "/__upstream__/stats", headers=auth).json()
+        assert stats["requests"] == 5
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
     finally:

@@ -55,11 +55,14 @@ def write(tmp_path: Path, ini: str = "", **files: str) -> None:
 
 
 def test_failing_test_leaves_no_process(tmp_path: Path) -> None:
-    write(tmp_path, test_fails="""
+    write(
+        tmp_path,
+        test_fails="""
 def test_fails(fanout):
     m = fanout.measure("/sync/2", repeat=1, warmup=0)
     fanout.assert_concurrency(m, peak=2)
-""")
+""",
+    )
     status, output, tag = run_tagged(tmp_path)
     assert status == pytest.ExitCode.TESTS_FAILED
     assert "saw 1: the calls ran one at a time" in output
@@ -70,13 +73,22 @@ def test_fails(fanout):
 @pytest.mark.parametrize(
     ("app", "extra", "line"),
     [
-        ("no_such_module:app", {},
-         "pytest-fanout: app (no_such_module:app) exited with status 4 before answering: "
-         "cannot import app 'no_such_module:app'"),
-        ("app.main:no_such_attr", {},
-         "pytest-fanout: app (app.main:no_such_attr) exited with status 4 before answering: "
-         "cannot import app 'app.main:no_such_attr': Attribute \"no_such_attr\" not found"),
-        ("broken:app", {"broken": """
+        (
+            "no_such_module:app",
+            {},
+            "pytest-fanout: app (no_such_module:app) exited with status 4 before answering: "
+            "cannot import app 'no_such_module:app'",
+        ),
+        (
+            "app.main:no_such_attr",
+            {},
+            "pytest-fanout: app (app.main:no_such_attr) exited with status 4 before answering: "
+            "cannot import app 'app.main:no_such_attr': Attribute \"no_such_attr\" not found",
+        ),
+        (
+            "broken:app",
+            {
+                "broken": """
 from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
@@ -86,9 +98,15 @@ async def lifespan(app):
     yield
 
 app = FastAPI(lifespan=lifespan)
-"""}, "pytest-fanout: app (broken:app) exited with status 3 before answering: "
-      "RuntimeError: no database"),
-        ("hangs:app", {"hangs": """
+"""
+            },
+            "pytest-fanout: app (broken:app) exited with status 3 before answering: "
+            "RuntimeError: no database",
+        ),
+        (
+            "hangs:app",
+            {
+                "hangs": """
 import time
 from contextlib import asynccontextmanager
 from fastapi import FastAPI
@@ -99,17 +117,24 @@ async def lifespan(app):
     yield
 
 app = FastAPI(lifespan=lifespan)
-"""}, "pytest-fanout: app (hangs:app) did not answer on http://127.0.0.1:"),
+"""
+            },
+            "pytest-fanout: app (hangs:app) did not answer on http://127.0.0.1:",
+        ),
     ],
     ids=["bad-module", "bad-attribute", "raises-at-startup", "hangs-at-startup"],
 )
 def test_app_that_cannot_start(tmp_path: Path, app: str, extra: dict, line: str) -> None:
-    write(tmp_path, f"fanout_app = {app}\nfanout_startup_timeout = 3\n",
-          test_stack=USES_STACK, **extra)
+    write(
+        tmp_path,
+        f"fanout_app = {app}\nfanout_startup_timeout = 3\n",
+        test_stack=USES_STACK,
+        **extra,
+    )
     (tmp_path / "pytest.ini").write_text(
-        (tmp_path / "pytest.ini").read_text().replace(f"fanout_app_dir = {REPO}",
-                                                      f"fanout_app_dir = {REPO}\n"
-                                                      f"pythonpath = {tmp_path}")
+        (tmp_path / "pytest.ini")
+        .read_text()
+        .replace(f"fanout_app_dir = {REPO}", f"fanout_app_dir = {REPO}\npythonpath = {tmp_path}")
     )
     start = time.monotonic()
     status, output, tag = run_tagged(tmp_path)
@@ -127,14 +152,83 @@ def test_port_already_in_use(tmp_path: Path) -> None:
     busy.listen()
     port = busy.getsockname()[1]
     try:
-        write(tmp_path, test_stack=USES_STACK, conftest=f"""
+        write(
+            tmp_path,
+            test_stack=USES_STACK,
+            conftest=f"""
 def pytest_fanout_server_setup(server, config):
     if server.name == "app":
         server.port = {port}
-""")
+""",
+        )
         status, output, tag = run_tagged(tmp_path)
     finally:
         busy.close()
     assert status == pytest.ExitCode.TESTS_FAILED
     assert f"pytest-fanout: cannot bind 127.0.0.1:{port}: Address already in use" in output
+    assert_nothing_left(tag)
+
+
+def test_app_killed_mid_test_is_one_line_with_its_log_tail(tmp_path: Path) -> None:
+    """kill -9 of the app while a request is in flight: the test fails with one line that
+    names the signal and the request, the app's log tail follows, and the next test says
+    the app is gone; no transport traceback, no teardown error."""
+    write(
+        tmp_path,
+        test_killed="""
+import os
+import signal
+import threading
+
+def test_killed(fanout):
+    killer = threading.Timer(0.3, os.kill, args=(fanout.server.pid, signal.SIGKILL))
+    killer.start()
+    try:
+        fanout.measure("/sync/10", repeat=1, warmup=0)
+    finally:
+        killer.cancel()
+
+def test_after(fanout):
+    fanout.get("/healthz")
+""",
+    )
+    status, output, tag = run_tagged(tmp_path)
+    assert status == pytest.ExitCode.TESTS_FAILED
+    assert "MeasurementError: the app process died (signal 9) during GET /sync/10" in output
+    assert "MeasurementError: the app process died (signal 9) before GET /healthz" in output
+    assert "fanout app log (last lines)" in output
+    for raw in ("httpcore", "httpx2._transports", "RemoteProtocolError", "ReadError"):
+        assert raw not in output, output[-3000:]
+    assert "error" not in output.splitlines()[-1].lower()  # "2 failed", no teardown errors
+    assert_nothing_left(tag)
+
+
+def test_request_timeout_names_the_path_and_the_limit(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "fanout_request_timeout = 1\n",
+        test_slow="""
+import pytest
+
+@pytest.mark.fanout_upstream(delay_ms=800)
+def test_slow(fanout):
+    fanout.measure("/sync/3", repeat=1, warmup=0)
+
+def test_next_one_is_clean(fanout):
+    m = fanout.measure("/async/3", repeat=1, warmup=0, n=3)
+    fanout.assert_concurrency(m, peak=3, requests=3)
+""",
+    )
+    start = time.monotonic()
+    status, output, tag = run_tagged(tmp_path, "-p", "no:randomly")
+    assert time.monotonic() - start < 60
+    assert status == pytest.ExitCode.TESTS_FAILED
+    assert (
+        "MeasurementError: GET /sync/3 did not answer within 1 s (the request timeout, "
+        "--fanout-request-timeout)"
+    ) in output
+    assert "ReadTimeout" not in output
+    # The next test waited for the slow calls still in flight, said so, and measured exactly.
+    assert "1 failed, 1 passed" in output
+    assert "still running in the app: waited for them before measuring GET /async/3" in output
     assert_nothing_left(tag)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.reference_shapes import SHAPES_CONFTEST
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -42,6 +44,7 @@ def test_save_compare_same_code_then_slowdown(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytester.makeini(INI)
+    pytester.makeconftest(SHAPES_CONFTEST)  # the reference app's path shapes (efficiency)
     pytester.makepyfile(test_perf=PERF_TEST)
     monkeypatch.delenv("FANOUT_CALL_OVERHEAD_MS", raising=False)
     base = pytester.path / "baseline.json"

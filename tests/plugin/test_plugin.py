@@ -11,6 +11,7 @@ import os
 import pytest
 
 from tests.helpers import REPO
+from tests.reference_shapes import SHAPES_CONFTEST
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
 
@@ -19,6 +20,9 @@ INI = f"""
 fanout_app_dir = {REPO}
 fanout_delay_ms = 50
 """
+
+#: The reference app's path shapes (its test set-up implements the path-shape hook).
+SHAPES = SHAPES_CONFTEST
 
 USES_FIXTURES = """
 def test_stack_answers(fanout_upstream, fanout_server):
@@ -88,8 +92,13 @@ def test_coexists_with_locusts_plugin(pytester: pytest.Pytester) -> None:
 
 def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
-    for flag in ("--fanout-app", "--fanout-app-dir", "--fanout-delay-ms",
-                 "--fanout-startup-timeout", "--fanout-app-factory"):
+    for flag in (
+        "--fanout-app",
+        "--fanout-app-dir",
+        "--fanout-delay-ms",
+        "--fanout-startup-timeout",
+        "--fanout-app-factory",
+    ):
         result.stdout.fnmatch_lines([f"*{flag}*"])
     result.stdout.fnmatch_lines(["*fanout_app_env (linelist):*"])
 
@@ -100,9 +109,23 @@ def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--fanout-delay-ms", "soon"), "--fanout-delay-ms (ini fanout_delay_ms) must be a "
-                                        "positive number, got 'soon'"),
-        (("--fanout-startup-timeout", "0"), "--fanout-startup-timeout*must be a positive*"),
+        (
+            ("--fanout-delay-ms", "soon"),
+            "--fanout-delay-ms (ini fanout_delay_ms) must be a "
+            "finite number from 0 to 3600000, got 'soon'",
+        ),
+        (("--fanout-delay-ms", "inf"), "--fanout-delay-ms*must be a finite number*got 'inf'"),
+        (("--fanout-delay-ms", "nan"), "--fanout-delay-ms*must be a finite number*got 'nan'"),
+        (("--fanout-delay-ms", "-1"), "--fanout-delay-ms*must be a finite number*got '-1'"),
+        (
+            ("--fanout-startup-timeout", "0"),
+            "--fanout-startup-timeout*must be a finite number > 0 and <= 3600, got '0'",
+        ),
+        (
+            ("--fanout-request-timeout", "inf"),
+            "--fanout-request-timeout (ini fanout_request_timeout) must be a finite*",
+        ),
+        (("--fanout-request-timeout", "1e400"), "--fanout-request-timeout*must be a finite*"),
         (("--fanout-app", "app.main"), "--fanout-app must be MODULE:ATTR, got 'app.main'"),
     ],
 )
@@ -154,16 +177,17 @@ def test_command_line_beats_ini(pytester: pytest.Pytester) -> None:
 def test_fixtures_marker_hooks_and_summary(pytester: pytest.Pytester) -> None:
     pytester.makeini(INI)
     pytester.makeconftest(
-        """
-        SEEN = []
+        SHAPES
+        + """
+SEEN = []
 
-        def pytest_fanout_server_setup(server, config):
-            if server.name == "app":
-                server.env["FANOUT_MAX_N"] = "30"
+def pytest_fanout_server_setup(server, config):
+    if server.name == "app":
+        server.env["FANOUT_MAX_N"] = "30"
 
-        def pytest_fanout_measurement(measurement, item):
-            SEEN.append((item.name, measurement.path, measurement.upstream_peak_inflight))
-        """
+def pytest_fanout_measurement(measurement, item):
+    SEEN.append((item.name, measurement.path, measurement.upstream_peak_inflight))
+"""
     )
     pytester.makepyfile(
         """
@@ -234,7 +258,10 @@ def test_bad_marker_is_a_clear_failure(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*@pytest.mark.fanout_upstream: error_rate and drop_rate must*"])
+    result.stdout.fnmatch_lines(
+        ["*@pytest.mark.fanout_upstream: error_rate=7.0 must be between 0 and 1"]
+    )
+    assert "During handling" not in result.stdout.str()
 
 
 # ---- failure messages --------------------------------------------------------
@@ -288,8 +315,10 @@ def test_app_that_cannot_be_imported_fails_fast(pytester: pytest.Pytester) -> No
     result = pytester.runpytest("--fanout-app", "no_such_module:app")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*pytest-fanout: app (no_such_module:app) exited with status 4 before answering: "
-         "cannot import app 'no_such_module:app'*"]
+        [
+            "*pytest-fanout: app (no_such_module:app) exited with status 4 before answering: "
+            "cannot import app 'no_such_module:app'*"
+        ]
     )
     assert result.duration < 30
 
@@ -343,3 +372,263 @@ def test_load_result_hook(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+# ---- named upstreams -------------------------------------------------------------------
+
+TWO_UPSTREAMS_APP = """
+import asyncio
+import os
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+
+@asynccontextmanager
+async def lifespan(app):
+    async with httpx.AsyncClient(base_url=os.environ["STOCK_URL"]) as stock, \\
+            httpx.AsyncClient(base_url=os.environ["PRICE_URL"]) as price:
+        app.state.stock, app.state.price = stock, price
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.post("/order/{n}")
+async def order(n: int, body: dict) -> dict:
+    counts = await asyncio.gather(*(app.state.stock.get(f"/s/{i}") for i in range(n)))
+    quote = await app.state.price.post("/quote", json=body)
+    return {"stock": [c.json()["left"] for c in counts], "total": quote.json()["total"]}
+
+
+@app.get("/env")
+def env() -> dict:
+    return {k: v for k, v in os.environ.items() if k.endswith("_URL")}
+"""
+
+TWO_UPSTREAMS_INI = """
+[pytest]
+fanout_app = two_app:app
+fanout_delay_ms = 100
+fanout_upstreams =
+    stock STOCK_URL
+    price PRICE_URL
+fanout_app_env =
+    PRICE_V2_URL={upstream_url:price}/v2
+"""
+
+
+def test_named_upstreams_fixtures_marker_and_gauges(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(two_app=TWO_UPSTREAMS_APP)
+    pytester.makeini(TWO_UPSTREAMS_INI)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def routed(fanout, fanout_upstreams):
+            fanout_upstreams["stock"].route("GET", "/s/{i}", json={"left": 5})
+            fanout_upstreams["price"].route("POST", "/quote", json={"total": 42})
+            return fanout
+
+        def test_fixtures(fanout_upstreams, fanout_upstream, fanout):
+            assert list(fanout_upstreams) == ["stock", "price"]
+            assert fanout_upstream is fanout_upstreams["stock"] is fanout.upstream
+            env = fanout.get("/env").json()
+            assert env["STOCK_URL"] == fanout_upstreams["stock"].url
+            assert env["PRICE_URL"] == fanout_upstreams["price"].url
+            assert env["PRICE_V2_URL"] == fanout_upstreams["price"].url + "/v2"
+            assert "FANOUT_UPSTREAM_URL" not in env
+
+        @pytest.mark.fanout_upstream(upstream="price", delay_ms=250)
+        @pytest.mark.fanout_upstream(delay_ms=50)
+        def test_measure_post_with_per_upstream_gauges(routed, fanout_upstreams):
+            assert fanout_upstreams["price"].behaviour().delay_ms == 250
+            assert fanout_upstreams["stock"].behaviour().delay_ms == 50
+            m = routed.measure("/order/6", method="POST", json={"basket": 1}, repeat=2,
+                               ideal_s=0.05 + 0.25)
+            assert m.method == "POST" and m.upstream_names == ["stock", "price"]
+            routed.assert_concurrency(m, peak=6, requests=6)  # the default: the first
+            routed.assert_concurrency(m, peak=1, requests=1, upstream="price")
+            assert m.upstream("price").requests_per_sample == [1, 1]
+            assert m.upstream("stock").peak_inflight == 6
+            assert m.upstream("price").connections_opened == 0
+            bodies = [r.json() for r in fanout_upstreams["price"].requests("POST", "/quote")]
+            assert bodies == [{"basket": 1}] * 3  # warm-up + 2 samples, in order
+            assert 0.3 < m.efficiency <= 1.05
+            with pytest.raises(AssertionError, match="at upstream 'price' during POST /order/6"):
+                routed.assert_concurrency(m, peak=2, upstream="price")
+
+        def test_marker_routes_and_recordings_were_undone(fanout_upstreams):
+            for upstream in fanout_upstreams.values():
+                assert upstream.behaviour().delay_ms == 100
+                assert upstream.requests() == []
+            import httpx
+            assert httpx.get(fanout_upstreams["stock"].url + "/s/1").json() == {"ok": True}
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_measure_post_with_per_upstream_gauges*POST /order/6*"])
+
+
+@pytest.mark.parametrize(
+    ("ini", "message"),
+    [
+        ("fanout_upstreams =\n    stock\n", "fanout_upstreams: 'stock' is not 'NAME ENV_VAR'"),
+        (
+            "fanout_upstreams =\n    st@ck STOCK_URL\n",
+            "fanout_upstreams: 'st@ck' is not an upstream name*",
+        ),
+        (
+            "fanout_upstreams =\n    stock 1URL\n",
+            "fanout_upstreams: '1URL' is not an environment variable name",
+        ),
+        (
+            "fanout_upstreams =\n    a A_URL\n    a B_URL\n",
+            "fanout_upstreams: upstream 'a' is named twice",
+        ),
+        (
+            "fanout_upstreams =\n    a A_URL\n    b A_URL\n",
+            "fanout_upstreams: A_URL is given to two upstreams",
+        ),
+        (
+            "fanout_app_env =\n    STOCK_URL=$FANOUT_UPSTREAM_URL\n",
+            "fanout_app_env: 'STOCK_URL=$FANOUT_UPSTREAM_URL': $FANOUT_UPSTREAM_URL is not "
+            "expanded (no shell variables here); write {upstream_url:NAME} for an upstream's URL",
+        ),
+        ("fanout_app_env =\n    X=${HOME}\n", "fanout_app_env: 'X=${HOME}': ${HOME} is not*"),
+        (
+            "fanout_app_env =\n    X={upstream_url:nope}\n",
+            "fanout_app_env: 'X={upstream_url:"
+            "nope}': {upstream_url:nope}: no upstream named 'nope' (the upstreams: default)",
+        ),
+        (
+            "fanout_app_env =\n    X={url}\n",
+            "fanout_app_env: 'X={url}': unknown placeholder {url}*",
+        ),
+        (
+            "fanout_app_env =\n    no-equals-sign\n",
+            "fanout_app_env: 'no-equals-sign' is not KEY=VALUE",
+        ),
+        (
+            "fanout_request_timeout = 0\n",
+            "--fanout-request-timeout (ini fanout_request_timeout) must be a finite number > 0*",
+        ),
+    ],
+    ids=[
+        "no-variable",
+        "bad-name",
+        "bad-variable",
+        "name-twice",
+        "variable-twice",
+        "dollar",
+        "dollar-brace",
+        "unknown-upstream",
+        "unknown-placeholder",
+        "not-key-value",
+        "timeout-zero",
+    ],
+)
+def test_bad_upstream_ini_is_one_line_before_any_test(
+    pytester: pytest.Pytester, ini: str, message: str
+) -> None:
+    pytester.makeini(f"[pytest]\nfanout_app_dir = {REPO}\n{ini}")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert "Traceback" not in result.stderr.str()
+    assert len([line for line in result.stderr.lines if line.strip()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ('upstream="nope", delay_ms=5', "no upstream named 'nope' (the upstreams: default)"),
+        ("max_inflight=float('inf')", "max_inflight=inf must be a finite number"),
+        ("delay_ms=float('nan')", "delay_ms=nan must be a finite number"),
+        ("jitter_ms=-1", "jitter_ms=-1.0 must be between 0 and 3600000"),
+        ("p99_ms=1", "p99_ms must be 0 (off) or at least delay_ms (the median)"),
+        ('colour="red"', "unknown setting(s): colour"),
+        ("7", "takes keyword arguments only"),
+    ],
+    ids=["unknown-upstream", "inf", "nan", "negative", "p99-under-median", "unknown", "args"],
+)
+def test_bad_marker_is_one_error_line_without_starting_anything(
+    pytester: pytest.Pytester, marker: str, message: str
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.fanout_upstream({marker})
+        def test_bad(fanout):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*@pytest.mark.fanout_upstream: {message}"])
+    assert "OverflowError" not in result.stdout.str()
+    assert "During handling" not in result.stdout.str()
+    assert "fanout app log" not in result.stdout.str()  # nothing was started for it
+
+
+def test_raising_handler_is_in_the_stub_log_tail_on_the_report(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        stub_handlers="""
+        def quote(request):
+            raise ValueError("no price for " + request.path_params["sku"])
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_handler(fanout_upstream):
+            import httpx
+            fanout_upstream.route("GET", "/price/{sku}", handler="stub_handlers:quote")
+            answer = httpx.get(fanout_upstream.url + "/price/ab-1")
+            assert answer.status_code == 200, answer.json()["detail"]
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: handler stub_handlers:quote raised ValueError: no price for ab-1",
+            "*fanout upstream log (last lines)*",
+            "*stub upstream: handler stub_handlers:quote raised on GET /price/ab-1*",
+            "*ValueError: no price for ab-1",
+        ]
+    )
+
+
+def test_path_shape_hook_gives_the_ideal(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(optionalhook=True)
+        def pytest_fanout_path_shape(path):
+            return (8, 4) if path == "/async_sem/8/4" else None
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_shape(fanout):
+            known = fanout.measure("/async_sem/8/4", repeat=1)
+            assert (known.n, known.concurrency) == (8, 4)
+            assert abs(known.ideal_s - 0.1) < 1e-9  # 50 ms x 2 waves
+            unknown = fanout.measure("/async/3", repeat=1)
+            assert unknown.n is None and unknown.ideal_s is None and unknown.efficiency is None
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+    # The same conftest without the plugin: optionalhook keeps pytest from refusing it.
+    result = pytester.runpytest("-p", "no:pytest_fanout", "-p", "no:fanout", "-k", "nothing")
+    assert "unknown hook" not in result.stdout.str() + result.stderr.str()

@@ -1,0 +1,84 @@
+"""The stub upstream's throughput with 20 routes and recording on, next to a bare stub.
+
+    .venv/bin/python benchmarks/stub_throughput.py [--windows 5]
+
+Two stubs in one run, each loaded the same way as in `make bench` (zero delay,
+pinned to one core, keep-alive connections from raw-protocol load processes on
+the other core): a bare one (no routes, recording off) and one with 20 routes
+(the GET that the load sends matches the last, templated one, after 19 that do
+not) and every request recorded (the default 10,000 kept). Prints requests per
+CPU-second of each stub; the target is >= 20,000 for the routed, recording one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import physical_limit  # noqa: E402
+from pytest_fanout.servers.stack import StubUpstreamServer  # noqa: E402
+from pytest_fanout.servers.upstream import Behaviour  # noqa: E402
+
+TARGET_PER_CPU_S = 20_000
+ROUTES = 20
+
+
+def add_routes(stub: StubUpstreamServer) -> None:
+    """19 routes the load never matches, then the one it does (a template, json substituted)."""
+    for i in range(ROUTES - 1):
+        method = "POST" if i % 2 else "GET"
+        stub.route(method, f"/other{i}/{{id}}", json={"id": "{id}", "route": i})
+    stub.route("GET", "/items/{item}", json={"item": "{item}", "available": 3})
+
+
+def measure(routed: bool) -> dict[str, object]:
+    behaviour = Behaviour(delay_ms=0, record_requests=10_000 if routed else 0)
+    with StubUpstreamServer(behaviour) as stub:
+        if routed:
+            add_routes(stub)
+        result = physical_limit.stub_throughput(stub)
+        stats = stub.stats()
+        if routed:
+            kept = len(stub.requests(path="/items/1")[-5:])
+            result["recorded_tail"] = kept
+        result["completed"] = stats["completed"]
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=physical_limit.STUB_WINDOWS,
+        help="one-second windows per stub (default: %(default)s)",
+    )
+    args = parser.parse_args()
+    physical_limit.STUB_WINDOWS = max(1, args.windows)
+    bare = measure(routed=False)
+    routed = measure(routed=True)
+    for label, result in (
+        ("bare stub (no routes, recording off)", bare),
+        (f"{ROUTES} routes + recording on", routed),
+    ):
+        print(
+            f"{label:40} {float(result['req_per_cpu_s']):>9,.0f} requests per CPU-second "
+            f"({float(result['req_per_s']):,.0f} req/s by the clock, "
+            f"busy {float(result['busy']):.0%})"
+        )
+    rate = float(routed["req_per_cpu_s"])  # type: ignore[arg-type]
+    met = rate >= TARGET_PER_CPU_S
+    print(
+        f"target: >= {TARGET_PER_CPU_S:,} per CPU-second with routes and recording: "
+        f"{'met' if met else 'NOT met'} ({rate / float(bare['req_per_cpu_s']):.2f}x the bare stub)"
+    )  # type: ignore[arg-type]
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

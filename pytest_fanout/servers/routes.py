@@ -1,0 +1,293 @@
+"""Routes of a stub upstream: a method and a path template with a real answer.
+
+`route("GET", "/stock/{sku}", json={"sku": "{sku}", "available": 3})`: a
+`{name}` in the template matches one path segment and is substituted in the
+string values of `json`. A `handler` is an import string of a function run in
+the stub's process: it gets a `StubRequest` and returns a JSON-able value or a
+`StubResponse`. Every setting left None follows the upstream's behaviour.
+Everything here is validated when the route is added, so a bad route is one
+line at the `route(...)` call, never a 500 found later.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from uvicorn.importer import ImportFromStringError, import_from_string
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+_PARAM = re.compile(r"\{([^{}]*)\}")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SEGMENT_TEXT = re.compile(r"^[^{}?#\s]*$")
+#: Longest accepted delay (ms): an hour; more is a mistake, not a slow upstream.
+MAX_DELAY_MS = 3_600_000.0
+#: Routes one upstream may hold.
+MAX_ROUTES = 1000
+
+
+class RouteError(ValueError):
+    """A route the stub cannot use; `str()` is one line."""
+
+
+@dataclass
+class StubRequest:
+    """What a handler gets: one request as the stub upstream saw it."""
+
+    method: str
+    path: str
+    path_params: dict[str, str]
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body parsed as JSON (NaN and Infinity refused)."""
+        return strict_json_loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass
+class StubResponse:
+    """What a handler may return instead of a plain JSON-able value."""
+
+    status: int = 200
+    json: Any = None
+    body: bytes | str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json_loads(data: bytes | str) -> Any:
+    """json.loads without NaN/Infinity; deep nesting is a ValueError, not a RecursionError."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def strict_json_dumps(value: Any) -> bytes:
+    """Compact JSON bytes; NaN, Infinity and non-JSON values are a ValueError."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not JSON-able: {exc}") from None
+    except RecursionError:
+        raise ValueError("not JSON-able: nested too deeply") from None
+
+
+def compile_template(template: str) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
+    """(regex, parameter names) for a template with `{name}` segments; (None, ()) if literal."""
+    if not isinstance(template, str) or not template.startswith("/"):
+        raise RouteError(f"path template {template!r} must start with '/'")
+    names: list[str] = []
+    pattern = "^"
+    position = 0
+    for match in _PARAM.finditer(template):
+        name = match[1]
+        if not _NAME.match(name):
+            raise RouteError(f"path template {template!r}: {{{name}}} is not a parameter name")
+        if name in names:
+            raise RouteError(f"path template {template!r}: {{{name}}} appears twice")
+        names.append(name)
+        pattern += re.escape(template[position : match.start()]) + f"(?P<{name}>[^/]+)"
+        position = match.end()
+    rest = template[position:]
+    literal_parts = _PARAM.sub("", template)
+    if not _SEGMENT_TEXT.match(literal_parts):
+        raise RouteError(f"path template {template!r} has an unmatched brace, a space, '?' or '#'")
+    if not names:
+        return None, ()
+    return re.compile(pattern + re.escape(rest) + "$"), tuple(names)
+
+
+def _substitute(value: Any, params: Mapping[str, str]) -> Any:
+    """`value` with every `{name}` in its strings replaced by the path parameter."""
+    if isinstance(value, str):
+        if "{" not in value:
+            return value
+        return _PARAM.sub(lambda m: params.get(m[1], m[0]), value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, params) for v in value]
+    return value
+
+
+def _has_placeholder(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(_PARAM.search(value))
+    if isinstance(value, dict):
+        return any(_has_placeholder(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_placeholder(v) for v in value)
+    return False
+
+
+def _finite(name: str, value: Any, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RouteError(f"{name}={value!r} is not a number")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise RouteError(f"{name}={value!r} must be a finite number from {low:.0f} to {high:.0f}")
+    return float(value)
+
+
+def load_handler(spec: str) -> Callable[..., Any]:
+    """Import `module:function` (from the stub's sys.path: the rootdir or fanout_app_dir)."""
+    if not isinstance(spec, str):
+        raise RouteError(f"handler {spec!r} must be an import string like 'module:function'")
+    try:
+        handler = import_from_string(spec)
+    except ImportFromStringError as exc:
+        raise RouteError(f"handler {spec!r} does not import: {exc}") from None
+    except Exception as exc:  # the module itself raised while importing
+        raise RouteError(
+            f"handler {spec!r} raised on import: {type(exc).__name__}: {exc}"
+        ) from None
+    if not callable(handler):
+        raise RouteError(f"handler {spec!r} is not callable")
+    return handler
+
+
+@dataclass
+class Route:
+    """One route, validated; `answer()` builds its body for a matched request."""
+
+    method: str
+    path: str
+    status: int = 200
+    json: Any = None
+    body: bytes | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    delay_ms: float | None = None
+    jitter_ms: float | None = None
+    p99_ms: float | None = None
+    error_rate: float | None = None
+    handler: str | None = None
+    #: Compiled at construction.
+    regex: re.Pattern[str] | None = None
+    params: tuple[str, ...] = ()
+    function: Callable[..., Any] | None = None
+    is_async: bool = False
+    static_body: bytes | None = None
+    templated: bool = False
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Route:
+        """Build from the JSON the harness posts (every field checked; unknown ones refused)."""
+        known = {
+            "method",
+            "path",
+            "status",
+            "json",
+            "body",
+            "headers",
+            "delay_ms",
+            "jitter_ms",
+            "p99_ms",
+            "error_rate",
+            "handler",
+        }
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise RouteError(f"unknown route setting(s): {', '.join(unknown)}")
+        method = spec.get("method")
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise RouteError(f"method {method!r} is not one of {', '.join(METHODS)}")
+        regex, params = compile_template(spec.get("path"))  # type: ignore[arg-type]
+        status = spec.get("status", 200)
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise RouteError(f"status {status!r} is not an HTTP status (100-599)")
+        delay = _finite("delay_ms", spec.get("delay_ms"), 0, MAX_DELAY_MS)
+        jitter = _finite("jitter_ms", spec.get("jitter_ms"), 0, MAX_DELAY_MS)
+        p99 = _finite("p99_ms", spec.get("p99_ms"), 0, MAX_DELAY_MS)
+        error_rate = _finite("error_rate", spec.get("error_rate"), 0, 1)
+        if p99 is not None and (delay is None or delay <= 0 or p99 < delay):
+            raise RouteError("p99_ms needs delay_ms > 0 (the median) and must be >= delay_ms")
+        body = spec.get("body")
+        if body is not None and spec.get("json") is not None:
+            raise RouteError("give json= or body=, not both")
+        if body is not None and not isinstance(body, str):
+            raise RouteError("body must be a string")
+        headers = spec.get("headers") or {}
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise RouteError("headers must map strings to strings")
+        route = cls(
+            method=method.upper(),
+            path=spec["path"],
+            status=status,
+            json=spec.get("json"),
+            body=body.encode() if body is not None else None,
+            headers=[(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            delay_ms=delay,
+            jitter_ms=jitter,
+            p99_ms=p99,
+            error_rate=error_rate,
+            handler=spec.get("handler"),
+            regex=regex,
+            params=params,
+        )
+        if route.handler is not None:
+            route.function = load_handler(route.handler)
+            route.is_async = inspect.iscoroutinefunction(route.function)
+        elif route.body is not None:
+            route.static_body = route.body
+        else:
+            value = {"ok": True} if route.json is None else route.json
+            route.static_body = strict_json_dumps(value)  # checks it is JSON-able once
+            route.templated = bool(params) and _has_placeholder(value)
+        return route
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if method != self.method and not (method == "HEAD" and self.method == "GET"):
+            return None
+        if self.regex is None:
+            return {} if path == self.path else None
+        found = self.regex.match(path)
+        return found.groupdict() if found else None
+
+    def content_type(self) -> bytes:
+        for name, value in self.headers:
+            if name == b"content-type":
+                return value
+        return b"application/json" if self.body is None else b"text/plain; charset=utf-8"
+
+    def static_answer(self, params: Mapping[str, str]) -> bytes:
+        """The body of a route without a handler."""
+        if self.templated:
+            return strict_json_dumps(_substitute(self.json, params))
+        assert self.static_body is not None
+        return self.static_body
+
+
+def handler_result(result: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, headers, body) from what a handler returned; a ValueError if unusable."""
+    if isinstance(result, StubResponse):
+        status = result.status
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"StubResponse.status {status!r} is not an HTTP status")
+        headers = [(k.lower().encode(), str(v).encode()) for k, v in result.headers.items()]
+        if result.body is not None:
+            body = result.body.encode() if isinstance(result.body, str) else bytes(result.body)
+            if not any(k == b"content-type" for k, _ in headers):
+                headers.append((b"content-type", b"text/plain; charset=utf-8"))
+            return status, headers, body
+        if not any(k == b"content-type" for k, _ in headers):
+            headers.append((b"content-type", b"application/json"))
+        return status, headers, strict_json_dumps(result.json)
+    return 200, [(b"content-type", b"application/json")], strict_json_dumps(result)

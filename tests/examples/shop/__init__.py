@@ -1,0 +1,1 @@
+"""A user's own service, for the example tests: see test_shop_service.py."""
