@@ -142,7 +142,15 @@ class _Start:
 
 @dataclass
 class _Schedule:
-    """One process's arrival schedule: a greenlet putting starts in a FIFO the users take from."""
+    """One process's arrival schedule: a greenlet putting starts in a FIFO the users take from.
+
+    Every scheduled start ends up started or dropped, except those the end of
+    the run cut off before a user could take them (not counted at all). The
+    achieved rate divides the starts made by the time they took: from the
+    first intended start to the last moment one was made or dropped, plus one
+    interval (n evenly spaced starts span n intervals), so a generator that
+    falls behind shows a lower rate.
+    """
 
     rate: float
     arrivals: str
@@ -153,7 +161,9 @@ class _Schedule:
     started: int = 0
     dropped: int = 0
     began: float | None = None
-    ended: float | None = None
+    #: When the last start was made (actual time) or dropped (its intended time).
+    last: float | None = None
+    ended: bool = False
     greenlet: Any = None
     rng: random.Random = field(default_factory=random.Random)
 
@@ -181,14 +191,17 @@ class _Schedule:
             self.scheduled += 1
             due += self._gap()
 
+    def _drop(self, start: _Start) -> None:
+        self.dropped += 1
+        self.last = max(self.last or start.intended, start.intended)
+
+    def _expired(self, start: _Start, now: float) -> bool:
+        return start.late and now - start.intended > self.grace_s
+
     def _expire(self, now: float) -> None:
         """Drop the waiting starts that no user took within the grace."""
-        while not self.queue.empty():
-            head = self.queue.peek_nowait()
-            if not (head.late and now - head.intended > self.grace_s):
-                return
-            self.queue.get_nowait()
-            self.dropped += 1
+        while not self.queue.empty() and self._expired(self.queue.peek_nowait(), now):
+            self._drop(self.queue.get_nowait())
 
     def take(self) -> _Start:
         """Block until a start is due for this (free) user; skip the ones that expired."""
@@ -198,33 +211,39 @@ class _Schedule:
                 start = self.queue.get()
             finally:
                 self.idle -= 1
-            if start.late and time.monotonic() - start.intended > self.grace_s:
-                self.dropped += 1
+            now = time.monotonic()
+            if self._expired(start, now):
+                self._drop(start)
                 continue
             self.started += 1
+            self.last = now
             return start
 
     def end(self) -> None:
+        """Stop scheduling; starts still waiting are dropped if expired, else cut off."""
+        if self.ended:
+            return
+        self.ended = True
         if self.greenlet is not None:
             self.greenlet.kill(block=True)
-        if self.began is not None and self.ended is None:
-            self.ended = time.monotonic()
-            self._expire(self.ended)
-
-    def span_s(self) -> float:
-        if self.began is None:
-            return 0.0
-        return (self.ended or time.monotonic()) - self.began
+        now = time.monotonic()
+        while not self.queue.empty():
+            start = self.queue.get_nowait()
+            if self._expired(start, now):
+                self._drop(start)
+            else:
+                self.scheduled -= 1  # cut off by the end of the run: neither made nor dropped
 
     def counts(self) -> dict[str, float]:
-        span = self.span_s()
+        window = 0.0
+        if self.began is not None and self.last is not None and self.rate > 0:
+            window = self.last - self.began + 1 / self.rate
         return {
             "scheduled": self.scheduled,
             "started": self.started,
             "dropped": self.dropped,
             "rate": self.rate,
-            # Each start owns one interval of 1/rate: n starts in span s have rate n/(s + 1/rate).
-            "achieved_rps": self.started / (span + 1 / self.rate) if self.rate > 0 else 0.0,
+            "achieved_rps": self.started / window if window > 0 else 0.0,
         }
 
 
@@ -362,6 +381,13 @@ def _on_request(request_type: str, name: str, response_time: float | None, **_kw
     _STATE.record(f"{request_type} {name}".strip(), response_time + lag)
 
 
+@events.test_stopping.add_listener
+def _on_test_stopping(environment: Environment, **_kwargs: Any) -> None:
+    """No more starts once the users are being stopped (they could not be taken)."""
+    if _STATE.schedule is not None:
+        _STATE.schedule.end()
+
+
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
     if _STATE.schedule is not None:
@@ -465,8 +491,7 @@ def _summary_lines(environment: Environment) -> list[str]:
         lines.append(
             f"fanout: open model: target {result.target_rps:g}/s ({result.arrivals}), achieved "
             f"{result.achieved_rps:.1f}/s; {result.scheduled} starts scheduled, {result.started} "
-            f"started, {result.dropped} dropped ({result.dropped_ratio:.1%}), "
-            f"{result.scheduled - result.started - result.dropped} still waiting at the end; pool "
+            f"started, {result.dropped} dropped ({result.dropped_ratio:.1%}); pool "
             f"{result.users} users, {result.workers} process(es), start grace "
             f"{result.grace_ms:g} ms"
         )

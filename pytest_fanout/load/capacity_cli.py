@@ -129,8 +129,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--app",
         type=import_string,
-        default="app.main:app",
-        help="ASGI app to start with a stub upstream (default: app.main:app)",
+        default=None,
+        help="ASGI app to start with a stub upstream (default: the reference app)",
     )
     target.add_argument("--app-dir", default=None, help="directory to import the app from")
     target.add_argument(
@@ -205,7 +205,7 @@ def _step_function(args: argparse.Namespace, host: str, path: str):  # -> Callab
             result = run_locust(
                 host,
                 users=users,
-                spawn_rate=users,
+                spawn_rate=4 * users,  # the pool is up in a quarter second
                 run_time_s=args.step_s,
                 user_classes=["CapacityUser"],
                 processes=args.processes,
@@ -284,15 +284,15 @@ def run(args: argparse.Namespace) -> int:
         return _usage("--png needs matplotlib: pip install 'pytest-fanout[bench]'")
     if args.host:
         return _search_all(args, args.host, paths)
-    from pytest_fanout.servers.stack import Stack
+    from pytest_fanout.servers.stack import DEFAULT_APP, Stack
     from pytest_fanout.servers.upstream import Behaviour
 
-    stack = Stack(args.app, behaviour=Behaviour(delay_ms=args.delay_ms), app_dir=args.app_dir)
+    app = args.app or DEFAULT_APP
+    stack = Stack(app, behaviour=Behaviour(delay_ms=args.delay_ms), app_dir=args.app_dir)
     with stack:
         assert stack.app is not None
         print(
-            f"fanout capacity: {args.app} at {stack.app.url}, stub upstream delay "
-            f"{args.delay_ms:g} ms",
+            f"fanout capacity: {app} at {stack.app.url}, stub upstream delay {args.delay_ms:g} ms",
             flush=True,
         )
         return _search_all(args, stack.app.url, paths)
@@ -349,7 +349,8 @@ def write_markdown(results: list[CapacityResult], args: argparse.Namespace, path
     """The table as Markdown, under one line saying what was asked and where it ran."""
     machine = _machine()
     slo = Slo(args.slo_p95_ms, args.max_fail_ratio, args.max_dropped_ratio)
-    target_text = args.host or f"{args.app} with a stub upstream of {args.delay_ms:g} ms"
+    app = args.app or "the reference app"
+    target_text = args.host or f"{app} with a stub upstream of {args.delay_ms:g} ms"
     lines = [
         f"SLO: p95 <= {slo.p95_ms:g} ms from the intended start, failures <= "
         f"{slo.max_fail_ratio:g}, dropped starts <= {slo.max_dropped_ratio:g}; "
