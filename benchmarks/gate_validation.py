@@ -17,6 +17,18 @@ REGRESSION line) while every test itself passes.
     .venv/bin/python benchmarks/gate_validation.py            # 10 rounds, ~10 minutes
     .venv/bin/python benchmarks/gate_validation.py --rounds 3 --fail-on "efficiency-15%"
 
+With `--ab`, every run is ONE pytest session in A/B mode (`--fanout-ab`): the
+script clones this repository's HEAD into a temporary directory and commits
+two real slowdowns there, each a one-line change of the app's default per-call
+cost (`call_overhead_ms` in app/settings.py): 20 microseconds of CPU per
+upstream call, and 2 ms. Each round runs, in rotating order, an A/A session
+(HEAD measured against itself), the 20 us commit against HEAD and the 2 ms
+commit against HEAD, on the suite's async cases (`AB_SELECT`; the 2 ms
+commit on `AB_SELECT_2MS`). The gate must
+pass every A/A session and fail both slowdown sessions, every test passing.
+
+    .venv/bin/python benchmarks/gate_validation.py --ab    # 10 rounds, 30 sessions, ~8 min
+
 Exit status: 0 when there was no false alarm and every slowdown was caught.
 """
 
@@ -26,8 +38,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +82,8 @@ def run_suite(
     baseline: Path | None,
     extra: list[str],
     suite: Path = SUITE,
+    cwd: Path = REPO,
+    kind: str | None = None,
 ) -> GateRun:
     """One session of the perf suite in a fresh process; the gate's verdict from its JSON."""
     env = dict(os.environ)
@@ -90,7 +106,7 @@ def run_suite(
         command.append(f"--fanout-compare={baseline}")
     start = time.perf_counter()
     done = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
     )
     seconds = time.perf_counter() - start
     (out / f"{name}.log").write_text(done.stdout + done.stderr)
@@ -105,8 +121,170 @@ def run_suite(
         )
     comparison = json.loads(saved.read_text()).get("comparison", {})
     lines = [line for line in done.stdout.splitlines() if line.startswith("REGRESSION ")]
-    kind = "baseline" if baseline is None else ("slowdown" if slowdown_ms else "A/A")
+    if kind is None:
+        kind = "baseline" if baseline is None else ("slowdown" if slowdown_ms else "A/A")
     return GateRun(kind, done.returncode, tests, comparison, lines, seconds)
+
+
+#: The A/B rounds' cases: the async fan-outs (the sequential and bounded ones take 0.4-0.5 s a
+#: sample and show neither slowdown better), so 30 sessions of 10 samples a side take minutes.
+AB_SELECT = "gather_all or wide_gather or cpu_per_call"
+#: The 2 ms commit's sessions skip the wide CPU cases (2 ms x 400 calls is 0.8 s a sample):
+#: efficiency on /async/20 and /async/50 is what the 2 ms slowdown is checked on.
+AB_SELECT_2MS = "gather_all or wide_gather"
+#: The saved-baseline rounds' cases: the five the mode was validated on; the wide CPU cases
+#: serve the A/B mode's cpu rule (their efficiency, at 0.5-0.7, is the suite's noisiest).
+SAVED_SELECT = "not cpu_per_call"
+#: The real commits the A/B rounds judge: the app's default CPU cost per upstream call.
+AB_SLOWDOWNS = {"slow20us": 0.02, "slow2ms": 2.0}
+SETTING = "    call_overhead_ms: float = 0.0\n"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.name=gate-validation",
+            "-c",
+            "user.email=gate@localhost",
+            "-c",
+            "commit.gpgsign=false",
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"gate_validation: git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def make_slow_commits(clone: Path) -> tuple[str, dict[str, str]]:
+    """(HEAD, {name: commit}) in a clone: each slowdown a real one-line commit on top of HEAD."""
+    base = _git(clone, "rev-parse", "HEAD")
+    commits = {}
+    settings = clone / "app" / "settings.py"
+    for name, overhead_ms in AB_SLOWDOWNS.items():
+        _git(clone, "checkout", "--quiet", "--detach", base)
+        text = settings.read_text()
+        if SETTING not in text:
+            raise SystemExit(f"gate_validation: {settings} no longer holds {SETTING.strip()!r}")
+        settings.write_text(text.replace(SETTING, SETTING.replace("0.0", f"{overhead_ms:g}")))
+        _git(clone, "commit", "--quiet", "-am", f"slowdown: {overhead_ms:g} ms CPU per call")
+        commits[name] = _git(clone, "rev-parse", "HEAD")
+    _git(clone, "checkout", "--quiet", "--detach", base)
+    return base, commits
+
+
+def main_ab(args: argparse.Namespace, extra: list[str]) -> int:
+    """Ten rounds of A/A, A/B 20 us and A/B 2 ms sessions, each in A/B mode (--fanout-ab)."""
+    if _git(REPO, "status", "--porcelain", "--untracked-files=no"):
+        print("gate_validation: note: uncommitted changes are not measured (HEAD is cloned)")
+    tmp = Path(tempfile.mkdtemp(prefix="fanout-gate-validation-"))
+    clone = tmp / "repo"
+    try:
+        _git(tmp, "clone", "--quiet", "--shared", str(REPO), str(clone))
+        base, commits = make_slow_commits(clone)
+        heads = {"aa": base, **commits}
+        kinds = {"aa": "A/A", "slow20us": "A/B 20 us", "slow2ms": "A/B 2 ms"}
+        selects = {"aa": args.select, "slow20us": args.select, "slow2ms": AB_SELECT_2MS}
+        suite = clone / args.suite.resolve().relative_to(REPO)
+        runs: dict[str, list[GateRun]] = {k: [] for k in heads}
+        rows = []
+        names = list(heads)
+        for index in range(1, args.rounds + 1):
+            shift = (index - 1) % len(names)
+            for which in names[shift:] + names[:shift]:  # rotate the order between rounds
+                _git(clone, "checkout", "--quiet", "--detach", heads[which])
+                runs[which].append(
+                    run_suite(
+                        args.out,
+                        f"ab-round{index:02d}-{which}",
+                        slowdown_ms=0,
+                        baseline=None,
+                        extra=[*extra, f"--fanout-ab={base}", "-k", selects[which]],
+                        suite=suite,
+                        cwd=clone,
+                        kind=kinds[which],
+                    )
+                )
+            aa, slow, fast = (runs[k][-1] for k in names)
+            row = [
+                index,
+                "false alarm" if aa.exit_code != 0 or aa.regressed else "ok",
+                _caught(slow),
+                _caught(fast),
+            ]
+            rows.append(row)
+            print(f"round {index}: A/A {row[1]}, 20 us {row[2]}, 2 ms {row[3]}", flush=True)
+            for run in (aa, slow, fast):
+                if not run.tests_passed:
+                    print(f"  note: {run.kind} run tests: {run.tests}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    false_alarms = sum(1 for r in runs["aa"] if r.exit_code != 0 or r.regressed)
+    caught = {k: sum(1 for r in runs[k] if _caught(r) == "caught") for k in commits}
+    headers = ["round", "A/A (HEAD vs HEAD)", "20 us per call", "2 ms per call"]
+    summary = (
+        f"A/B mode: A/A false alarms {false_alarms}/{args.rounds}; "
+        f"20 us per call caught {caught['slow20us']}/{args.rounds}; "
+        f"2 ms per call caught {caught['slow2ms']}/{args.rounds}"
+    )
+    worst = worst_changes(runs["aa"])
+    weakest = weakest_detection(runs["slow20us"])
+    margin_rows = [
+        [
+            rule,
+            _fmt_change(rule, worst[rule][0]) + f" ({worst[rule][1]})" if rule in worst else "-",
+            _fmt_change(rule, weakest[rule][0]) + f" ({weakest[rule][1]})"
+            if rule in weakest
+            else "-",
+        ]
+        for rule in sorted(set(worst) | set(weakest))
+    ]
+    margin_headers = ["rule", "worst A/A case (all rounds)", "weakest 20 us detection"]
+    print()
+    print(render_text(headers, rows))
+    print()
+    print(render_text(margin_headers, margin_rows))
+    print()
+    print(summary)
+    (args.out / "summary-ab.md").write_text(
+        "\n\n".join(
+            [
+                "### Gate validation, A/B mode",
+                f"Cases: `-k {args.select}` (2 ms: `-k {AB_SELECT_2MS}`); {os.cpu_count()} CPUs.",
+                render_markdown(headers, rows),
+                render_markdown(margin_headers, margin_rows),
+                f"**{summary}**",
+            ]
+        )
+        + "\n"
+    )
+    (args.out / "summary-ab.json").write_text(
+        json.dumps(
+            {
+                "rounds": args.rounds,
+                "false_alarms": false_alarms,
+                "caught": caught,
+                "exit_codes": {k: [r.exit_code for r in v] for k, v in runs.items()},
+                "regression_lines": {k: [r.regression_lines for r in v] for k, v in runs.items()},
+                "seconds": {k: [round(r.seconds, 1) for r in v] for k, v in runs.items()},
+            },
+            indent=1,
+        )
+    )
+    print(f"(runs, logs and summary-ab.md in {args.out})")
+    ok = false_alarms == 0 and all(n == args.rounds for n in caught.values())
+    return 0 if ok else 1
+
+
+def _caught(run: GateRun) -> str:
+    return "caught" if run.exit_code == 1 and run.regressed and run.tests_passed else "MISSED"
 
 
 def worst_changes(runs: list[GateRun]) -> dict[str, tuple[float, str]]:
@@ -173,6 +351,17 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO / "reports" / "gate-validation",
         help="where runs, logs and summary go (default: reports/gate-validation)",
     )
+    parser.add_argument(
+        "--ab",
+        action="store_true",
+        help="A/B mode: each round an A/A session and sessions of two real slowdown commits "
+        "(20 us and 2 ms of CPU per upstream call), each with --fanout-ab against HEAD",
+    )
+    parser.add_argument(
+        "--select",
+        default=AB_SELECT,
+        help=f"-k expression of the A/B rounds' cases (default: {AB_SELECT!r})",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -182,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         extra.append(f"--fanout-fail-on={args.fail_on}")
     if args.alpha:
         extra.append(f"--fanout-alpha={args.alpha}")
+    if args.ab:
+        return main_ab(args, extra)
+    if args.suite.resolve() == SUITE:
+        extra += ["-k", SAVED_SELECT]
 
     rows = []
     aa_runs: list[GateRun] = []

@@ -44,6 +44,9 @@ class Fanout:
         self._on_measurement = on_measurement
         self._shape = shape
         self._client = httpx2.Client(timeout=timeout_s)
+        #: Takes `measure`'s place when set (same arguments): the gate's A/B mode
+        #: (--fanout-ab) sets one that alternates samples between this app and the base's.
+        self.sampler: Callable[..., Measurement] | None = None
 
     @property
     def upstream(self) -> StubUpstreamServer:
@@ -91,7 +94,7 @@ class Fanout:
         `ideal_s` gives the ideal time outright (a fan-out with several stages).
         """
         __tracebackhide__ = True
-        result = measure(
+        result = (self.sampler or measure)(
             self._client,
             self.server.url,
             path,

@@ -419,9 +419,16 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
                 m.upstream_peak_inflight,
                 f"{m.efficiency:.2f}" if m.efficiency is not None else "-",
                 f"{m.loop_lag_max_s * 1000:.1f} ms",
+                _cpu_cell(m),
             ]
         )
     return rows
+
+
+def _cpu_cell(m: Measurement) -> str:
+    """The app's CPU per request (the probe's, median over samples), for the summary."""
+    cpu = m.cpu_per_request_s
+    return "-" if cpu is None else f"{cpu * 1000:.2f} ms"
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -430,6 +437,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     terminalreporter.write_sep("=", "fan-out measurements")
     headers = ["test", "path", "median", "p95", "upstream peak", "efficiency", "loop lag"]
+    headers.append("CPU/request")
     terminalreporter.write_line(render_text(headers, summary_rows(measurements)))
 
 

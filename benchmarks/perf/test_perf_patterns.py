@@ -37,6 +37,15 @@ def test_wide_gather(fanout):
     fanout.assert_concurrency(m, requests=50)
 
 
+@pytest.mark.parametrize("n", [200, 400])
+def test_cpu_per_call(fanout, n):
+    # Wide fan-outs: the app's CPU per request is mostly its per-call cost (about 0.13-0.15 ms
+    # a call here, fixed costs amortised), so 20 us more per call moves it by 13-15%: what
+    # the A/B mode's cpu+10% rule is for (on /async/20 the same 20 us is only ~8%).
+    m = fanout.measure(f"/async/{n}", repeat=REPEAT)
+    fanout.assert_concurrency(m, requests=n)
+
+
 def test_async_beats_sequential(fanout):
     # Both in one test: the gate's "speedup" metric is sync median / async median, same run.
     sequential = fanout.measure("/sync/5", repeat=REPEAT)

@@ -11,12 +11,16 @@ failing on them.
 One job a module:
 
 * `stats`: Mann-Whitney U and the bootstrap interval (pure statistics);
+* `schema`: reading a saved file without trusting it (regular file, size cap,
+  finite JSON, pydantic models of the records);
 * `runs`: the saved-run JSON (`Run`, `Case`: measurements and Locust rows),
-  `GateError`, the context;
+  `GateError`, the context (with the environment the app ran with);
 * `metrics`: what a rule can name and how it is read from a case;
 * `rules`: the --fanout-fail-on syntax and `GateConfig`;
 * `verdict`: `compare_runs` and the verdicts;
-* `report`: the text table, REGRESSION lines and Markdown;
+* `report`: the text table, REGRESSION lines and Markdown (with a Mermaid chart);
+* `ab`: A/B in one run (a git worktree of the base, its app server, the
+  alternating sampler);
 * `plugin` (pytest options) and `cli` (`fanout compare`): thin shells.
 
 This `__init__` holds what a user calls; the rest is reached through its module.

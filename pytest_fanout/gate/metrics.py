@@ -35,7 +35,8 @@ class Metric:
 
     name: str
     higher_is_better: bool
-    #: "ratio" (plain number), "s" (seconds) or "rps" (requests/s): the absolute units of a rule.
+    #: "ratio" (plain number), "s" (seconds), "rps" (requests/s) or "count": the absolute units
+    #: of a rule.
     unit: str
     portable: bool
     read: Callable[[Case, Run], Values | None]
@@ -57,6 +58,8 @@ class Metric:
             return f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
         if self.unit == "rps":
             return f"{value:.3g}/s"
+        if self.unit == "count":
+            return f"{value:.0f}"
         return f"{value:.3g}"
 
 
@@ -110,6 +113,14 @@ def _speedup(case: Case, run: Run) -> Values | None:
     return None
 
 
+def _cpu(case: Case, run: Run) -> Values | None:
+    """The app process's CPU seconds per call of the path, one value per sample (the probe's)."""
+    m = _measured(case)
+    if m is None or not m.app_cpu_per_sample or m.cpu_per_request_s is None:
+        return None
+    return Values(list(m.app_cpu_per_sample), m.cpu_per_request_s)
+
+
 def _row(case: Case) -> EndpointResult | None:
     row = case.load_row()
     return row if row is not None and row.requests > 0 else None
@@ -122,6 +133,12 @@ def _load_p95(case: Case, run: Run) -> Values | None:
         return None
     histogram = {float(ms) / 1000: hits for ms, hits in row.histogram.items()}
     return Values(histogram_sample(histogram), row.p95_ms / 1000)
+
+
+def _completed(case: Case, run: Run) -> Values | None:
+    """Requests that completed without failing: one number a run (0 is a value, not missing)."""
+    row = case.load_row()
+    return None if row is None else Values([], float(max(0, row.requests - row.failures)))
 
 
 def _rps(case: Case, run: Run) -> Values | None:
@@ -166,6 +183,14 @@ METRICS: dict[str, Metric] = {
             _speedup,
             "same test's sequential median / this median, measured in the same run",
         ),
+        Metric(
+            "cpu",
+            False,
+            "s",
+            False,
+            _cpu,
+            "the app process's CPU time per request (from the probe; same machine only)",
+        ),
         Metric("median", False, "s", False, _median, "median wall time (raw seconds)"),
         Metric(
             "p95",
@@ -193,6 +218,16 @@ METRICS: dict[str, Metric] = {
             False,
             _rps,
             "a Locust row's requests per second (one number a run: threshold only)",
+            kind=KIND_LOCUST,
+            sampled=False,
+        ),
+        Metric(
+            "completed",
+            True,
+            "count",
+            False,
+            _completed,
+            "a Locust row's requests that completed without failing (one number a run)",
             kind=KIND_LOCUST,
             sampled=False,
         ),

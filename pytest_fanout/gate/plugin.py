@@ -1,4 +1,9 @@
-"""The regression gate inside pytest: --fanout-save, --fanout-compare, --fanout-fail-on.
+"""The regression gate in pytest: --fanout-save, --fanout-compare, --fanout-ab, --fanout-fail-on.
+
+With --fanout-ab the base commit's app is started beside the working tree's
+at the first `fanout` test (gate.ab), the test's `fanout` object gets the
+alternating sampler (an autouse fixture sets `Fanout.sampler`), and each
+base measurement is paired with its head twin in `pytest_fanout_measurement`.
 
 Options are checked in `pytest_configure` (a bad rule or an unreadable
 baseline stops the run before any test, with one line); the session's
@@ -10,6 +15,7 @@ verdict table and one line per regressed case. The logic itself lives in `pytest
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +23,47 @@ from typing import Any
 import pytest
 
 from pytest_fanout import gate
+from pytest_fanout.gate.ab import AlternatingSampler, BaseWorktree, base_app_server, resolve_ref
 from pytest_fanout.gate.report import write_text
-from pytest_fanout.gate.runs import collect_context
+from pytest_fanout.gate.runs import case_id, collect_context
+from pytest_fanout.gate.stats import power_note
+from pytest_fanout.gate.verdict import MIN_SAMPLES
+from pytest_fanout.measure import Measurement
 from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
+from pytest_fanout.servers.process import ServerProcess, ServerStartError
+from pytest_fanout.servers.stack import AppServer
+
+#: Exit status when --fanout-ab's base app cannot start (the target cannot be used).
+EXIT_BASE_FAILED = 4
+
+
+class FanoutPowerWarning(UserWarning):
+    """A measured case whose sample count can never reach the gate's alpha."""
+
+
+@dataclass
+class ABState:
+    """--fanout-ab: the base commit, its worktree and app server, and its measurements."""
+
+    ref: str
+    repo: Path
+    commit: str
+    worktree: BaseWorktree | None = None
+    server: AppServer | None = None
+    sampler: AlternatingSampler | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    context: dict[str, Any] = field(default_factory=dict)
+    failed: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.ref} ({self.commit[:12]})"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.worktree is not None:
+            self.worktree.stop()
 
 
 @dataclass
@@ -35,6 +79,9 @@ class GateState:
     cases: int = 0
     errors: list[str] = field(default_factory=list)
     skipped: str = ""
+    ab: ABState | None = None
+    #: The app server (the head's): the environment it actually ran with goes in the context.
+    app_server: ServerProcess | None = None
 
 
 GATE_KEY = pytest.StashKey[GateState]()
@@ -82,6 +129,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write a Markdown report (verdict table, or the measurements without a baseline) "
         "to PATH, for a pull-request comment or $GITHUB_STEP_SUMMARY",
     )
+    group.addoption(
+        "--fanout-ab",
+        metavar="REF",
+        default=None,
+        help="A/B in one run: also start the app at git REF (a temporary worktree, removed "
+        "afterwards) on the same upstream, alternate every fanout.measure sample between the "
+        "working tree (head) and REF (base), and compare head against base",
+    )
+    parser.addini("fanout_ab", "default for --fanout-ab (a git ref)", default=None)
     parser.addini("fanout_fail_on", "default for --fanout-fail-on", default=None)
     parser.addini("fanout_alpha", "default for --fanout-alpha", default=None)
 
@@ -116,9 +172,18 @@ def pytest_configure(config: pytest.Config) -> None:
             report_md=_path(config, config.getoption("fanout_report_md")),
         )
         compare = _path(config, config.getoption("fanout_compare"))
+        ab_ref = config.getoption("fanout_ab") or config.getini("fanout_ab") or None
+        if ab_ref is not None and compare is not None:
+            raise gate.GateError("give --fanout-ab or --fanout-compare, not both")
         if compare is not None:
             state.baseline = gate.Run.load(compare)
             state.baseline.source = config.getoption("fanout_compare")
+        if ab_ref is not None:
+            if config.getoption("numprocesses", None):
+                raise gate.GateError("--fanout-ab measures head and base in one process: drop -n")
+            repo, commit = resolve_ref(config.rootpath, ab_ref)
+            state.ab = ABState(ab_ref, repo, commit)
+            state.config = state.config.for_ab()
     except gate.GateError as exc:
         raise pytest.UsageError(f"pytest-fanout gate: {exc}") from None
     for target in (state.save, state.report_md):
@@ -129,8 +194,81 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _active(state: GateState | None) -> bool:
     return state is not None and (
-        state.save is not None or state.report_md is not None or state.baseline is not None
+        state.save is not None
+        or state.report_md is not None
+        or state.baseline is not None
+        or state.ab is not None
     )
+
+
+def pytest_fanout_server_setup(server: ServerProcess, config: pytest.Config) -> None:
+    """Keep the app server: the context records the environment it actually ran with."""
+    state = config.stash.get(GATE_KEY, None)
+    if state is not None and isinstance(server, AppServer):
+        state.app_server = server
+
+
+def _stub_urls(config: pytest.Config) -> list[str]:
+    """The stub upstreams' URLs (random ports): left out of the recorded settings."""
+    from pytest_fanout.plugin import SERVERS_KEY
+
+    return [s.url for s in config.stash.get(SERVERS_KEY, []) if not isinstance(s, AppServer)]
+
+
+def _app_context(config: pytest.Config, root: Path, server: ServerProcess | None) -> dict:
+    env = server.env if server is not None else None
+    return collect_context(root, app_env=env, hide=_stub_urls(config))
+
+
+def _start_base(ab: ABState, head: AppServer, config: pytest.Config) -> AlternatingSampler:
+    """The base worktree and its app server, once a session; a failure ends the run (one line)."""
+    from pytest_fanout.plugin import SERVERS_KEY
+
+    if ab.sampler is not None:
+        return ab.sampler
+    if not ab.failed:
+        try:
+            ab.worktree = BaseWorktree(ab.repo, ab.commit)
+            path = ab.worktree.create()
+            ab.server = base_app_server(head, ab.repo, path)
+            config.stash.get(SERVERS_KEY, []).append(ab.server)  # log tails, safety net
+            ab.server.start()
+            ab.context = _app_context(config, path, ab.server)
+            ab.sampler = AlternatingSampler(ab.server, ab.label)
+            return ab.sampler
+        except (gate.GateError, ServerStartError) as exc:
+            ab.failed = f"pytest-fanout A/B: the base app at {ab.label} cannot start: {exc}"
+            ab.stop()
+    pytest.exit(ab.failed, returncode=EXIT_BASE_FAILED)
+
+
+@pytest.fixture(autouse=True)
+def _fanout_ab_sampler(request: pytest.FixtureRequest) -> None:
+    """--fanout-ab: give the test's `fanout` object the sampler that alternates head and base."""
+    state = request.config.stash.get(GATE_KEY, None)
+    if state is None or state.ab is None or "fanout" not in request.fixturenames:
+        return
+    fanout = request.getfixturevalue("fanout")
+    fanout.sampler = _start_base(state.ab, fanout.server, request.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_fanout_measurement(measurement: Measurement, item: pytest.Item | None) -> None:
+    """Pair the base's measurement with the head's (A/B); warn when a case has too little power."""
+    config = item.config if item is not None else None
+    state = config.stash.get(GATE_KEY, None) if config is not None else None
+    if not _active(state):
+        return
+    if state.ab is not None and state.ab.sampler is not None:
+        base = state.ab.sampler.take_base()
+        if base is not None:
+            base.test = measurement.test
+            state.ab.measurements.append(base)
+    count = len(measurement.samples)
+    weak = power_note(count, count, state.config.alpha, MIN_SAMPLES)
+    if weak:
+        where = case_id(measurement.test, measurement.path)
+        warnings.warn(FanoutPowerWarning(f"{where}: {weak}"), stacklevel=2)
 
 
 @pytest.hookimpl(trylast=True)
@@ -143,12 +281,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
         state.skipped = "the session was interrupted: nothing saved or compared"
         return
+    if state.ab is not None and state.ab.failed:
+        return  # pytest.exit already said it, in one line
     run = gate.Run.from_session(
         session_measurements(config),
         session_load_results(config),
-        collect_context(config.rootpath),
+        _app_context(config, config.rootpath, state.app_server),
     )
     state.cases = len(run.cases)
+    if state.ab is not None:
+        state.baseline = gate.Run.from_measurements(state.ab.measurements, state.ab.context)
+        state.baseline.source = f"base {state.ab.label}"
     if state.baseline is not None:
         state.comparison = gate.compare_runs(state.baseline, run, state.config)
         run.extra["comparison"] = state.comparison.to_dict()
@@ -174,7 +317,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The verdict table, then one line per regressed case (what a CI log shows last)."""
     state = config.stash.get(GATE_KEY, None)
-    if not _active(state):
+    if not _active(state) or (state.ab is not None and state.ab.failed):
         return
     tr = terminalreporter
     tr.write_sep("=", "fan-out regression gate")
@@ -200,3 +343,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 red=True,
                 bold=True,
             )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """--fanout-ab: stop the base app and remove its worktree (also after a failure or Ctrl-C)."""
+    state = config.stash.get(GATE_KEY, None)
+    if state is not None and state.ab is not None:
+        state.ab.stop()

@@ -13,7 +13,7 @@ from typing import Any
 from pytest_fanout._table import render_markdown, render_text
 from pytest_fanout.gate.metrics import Metric
 from pytest_fanout.gate.runs import GateError, Run, error_reason
-from pytest_fanout.gate.verdict import FASTER, SLOWER, Comparison, MetricChange
+from pytest_fanout.gate.verdict import FASTER, SLOWER, CaseVerdict, Comparison, MetricChange
 
 HEADERS = ("case", "metric", "baseline", "now", "change", "p", "verdict")
 
@@ -90,14 +90,20 @@ def render_comparison_text(comparison: Comparison) -> str:
 
 
 def render_comparison_markdown(comparison: Comparison, current: Run | None = None) -> str:
-    """A PR comment / $GITHUB_STEP_SUMMARY section: headline, verdict table, notes."""
+    """A PR comment / $GITHUB_STEP_SUMMARY section a reviewer reads at a glance: the headline,
+    per case the medians in ms, the change, the CPU per request, p and the verdict with its
+    reason, both commits, and a Mermaid bar chart of base against head."""
     icon = ":x:" if comparison.failed else ":white_check_mark:"
     lines = [f"### {icon} pytest-fanout regression gate", "", summary_line(comparison), ""]
     regressions = regression_lines(comparison)
     if regressions:
         lines += [f"- `{line}`" for line in regressions] + [""]
-    rows = [[f"`{r[0]}`", *r[1:-1], _verdict_md(r[-1])] for r in verdict_rows(comparison)]
-    lines += [render_markdown(HEADERS, rows), ""]
+    base_run, head_run = comparison.baseline_run, current
+    rows = [_reviewer_row(v, base_run, head_run, comparison) for v in comparison.verdicts]
+    lines += [render_markdown(REVIEW_HEADERS, rows), ""]
+    chart = mermaid_chart(comparison, base_run, head_run)
+    if chart:
+        lines += ["```mermaid", chart, "```", ""]
     notes = [f"`{v.id}`: {v.note}" for v in comparison.verdicts if v.note]
     notes += comparison.notes
     if notes:
@@ -105,11 +111,161 @@ def render_comparison_markdown(comparison: Comparison, current: Run | None = Non
         lines += [f"- {n}" for n in notes] + ["", "</details>", ""]
     base = comparison.baseline_source or "the baseline"
     lines.append(f"Compared with {base}: {comparison.config.describe()}.")
-    if current is not None:
-        git = current.context.get("git") or {}
-        if git.get("commit"):
-            lines.append(f"Measured at commit {git['commit'][:12]}.")
+    lines.append(f"Base commit: {_commit(base_run)}; head commit: {_commit(head_run)}.")
     return "\n".join(lines) + "\n"
+
+
+REVIEW_HEADERS = (
+    "case",
+    "base median",
+    "head median",
+    "change",
+    "CPU per request (base -> head)",
+    "p",
+    "verdict",
+)
+
+
+def _commit(run: Run | None) -> str:
+    git = (run.context.get("git") if run is not None else None) or {}
+    commit = git.get("commit")
+    if not commit:
+        return "unknown"
+    return f"`{commit[:12]}`" + (" (uncommitted changes)" if git.get("dirty") else "")
+
+
+def case_numbers(run: Run | None, cid: str) -> tuple[float | None, float | None]:
+    """(median in seconds, CPU per request in seconds) of a case; a Locust row's p50."""
+    case = run.case(cid) if run is not None else None
+    if case is None:
+        return None, None
+    row = case.load_row()
+    if row is not None:
+        return (row.p50_ms / 1000 if row.requests else None), None
+    m = case.measurement()
+    if m is None or not m.samples:
+        return None, None
+    return m.median_s, m.cpu_per_request_s
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+def _change_cells(base: float | None, head: float | None) -> str:
+    if base is None or head is None:
+        return "-"
+    delta = head - base
+    pct = f", {delta / base * 100:+.1f}%" if base else ""
+    return f"{delta * 1000:+.2f} ms{pct}"
+
+
+def _cpu_cell(base: float | None, head: float | None) -> str:
+    if base is None and head is None:
+        return "-"
+    text = f"{_ms(base)} -> {_ms(head)}"
+    if base and head is not None:
+        text += f" ({(head - base) / base * 100:+.1f}%)"
+    return text
+
+
+def verdict_reason(v: CaseVerdict, alpha: float) -> str:
+    """Why the verdict: beyond which limit, or a significant move WITHIN the limit (which is
+    not "same"), or within the noise, or why nothing could be flagged."""
+    c = v.shown
+    if c is None:
+        return f"{v.verdict}: {v.note}" if v.note else v.verdict
+    if c.regressed or c.improved:
+        way = "slower" if c.regressed else "faster"
+        noise = "no noise test" if c.p_worse is None else f"p={_format_p(_p_of(c))}"
+        return f"{way} beyond {c.rule.text} ({_format_change(c)}, {noise})"
+    for change in v.changes:
+        if not change.rule.enforced or change.change is None:
+            continue
+        for way, p in (("slower", change.p_worse), ("faster", change.p_better)):
+            if p is not None and p < alpha:
+                return (
+                    f"{way}, within the {change.rule.text} limit "
+                    f"({change.rule.metric.name} {_format_change(change)}, p={_format_p(p)})"
+                )
+    if c.note:
+        return f"{v.verdict}: {c.note}"
+    return f"{v.verdict}: no change beyond the noise (p={_format_p(c.p_worse)})"
+
+
+def _p_of(c: MetricChange) -> float | None:
+    return c.p_worse if c.regressed else c.p_better
+
+
+def _reviewer_row(
+    v: CaseVerdict, base_run: Run | None, head_run: Run | None, comparison: Comparison
+) -> list[str]:
+    base_median, base_cpu = case_numbers(base_run, v.id)
+    head_median, head_cpu = case_numbers(head_run, v.id)
+    c = v.shown
+    p = "-" if c is None else _format_p(_p_of(c) if (c.regressed or c.improved) else c.p_worse)
+    reason = verdict_reason(v, comparison.config.alpha)
+    for word in (SLOWER, FASTER):
+        if v.verdict == word and reason.startswith(word):
+            reason = _verdict_md(word) + reason[len(word) :]
+    return [
+        f"`{v.id}`",
+        _ms(base_median),
+        _ms(head_median),
+        _change_cells(base_median, head_median),
+        _cpu_cell(base_cpu, head_cpu),
+        p,
+        reason,
+    ]
+
+
+#: Most cases the chart shows (a chart of hundreds of bars reads as noise).
+CHART_CASES = 20
+
+
+def chart_label(cid: str) -> str:
+    """A short x-axis label: the test's name and the path, safe inside Mermaid's quotes
+    (no double quote, no newline, no "%%" comment marker)."""
+    test, _, rest = cid.partition(" ")
+    name = test.split("::")[-1]
+    label = f"{name} {rest}".strip()
+    label = label.replace('"', "'").replace("\n", " ").replace("\r", " ")
+    while "%%" in label:
+        label = label.replace("%%", "%")
+    return label[:60]
+
+
+def _number(value: float) -> str:
+    """A number as Mermaid's lexer reads it: digits and a point, never an exponent."""
+    return f"{value:.2f}"
+
+
+def mermaid_chart(comparison: Comparison, base_run: Run | None, head_run: Run | None) -> str:
+    """A Mermaid `xychart-beta` bar chart: per case the base median, then the head's (ms)."""
+    labels, base_bars, head_bars = [], [], []
+    for v in comparison.verdicts:
+        base, _ = case_numbers(base_run, v.id)
+        head, _ = case_numbers(head_run, v.id)
+        if base is None or head is None:
+            continue
+        labels.append(chart_label(v.id))
+        base_bars.append(base * 1000)
+        head_bars.append(head * 1000)
+        if len(labels) == CHART_CASES:
+            break
+    if not labels:
+        return ""
+    top = max(base_bars + head_bars) * 1.1 or 1.0
+    return "\n".join(
+        [
+            "xychart-beta",
+            '    title "Median per case, ms: base (first bar) vs head (second bar)"',
+            "    x-axis [" + ", ".join(f'"{label}"' for label in labels) + "]",
+            f'    y-axis "median (ms)" 0 --> {_number(top)}',
+            "    bar [" + ", ".join(_number(x) for x in base_bars) + "]",
+            "    bar [" + ", ".join(_number(x) for x in head_bars) + "]",
+        ]
+    )
 
 
 def _verdict_md(verdict: str) -> str:
@@ -126,12 +282,12 @@ def measurement_rows(run: Run) -> list[list[Any]]:
         row = case.load_row()
         if row is not None:  # a Locust row: requests, p50 and p95 of its histogram
             rows.append(
-                [case.id, row.requests, f"{row.p50_ms:.1f} ms", f"{row.p95_ms:.1f} ms"] + ["-"] * 3
+                [case.id, row.requests, f"{row.p50_ms:.1f} ms", f"{row.p95_ms:.1f} ms"] + ["-"] * 4
             )
             continue
         m = case.measurement()
         if m is None or not m.samples:
-            rows.append([case.id, case.kind, "-", "-", "-", "-", "-"])
+            rows.append([case.id, case.kind, "-", "-", "-", "-", "-", "-"])
             continue
         eff = m.efficiency
         ovh = m.overhead_per_call_s
@@ -144,12 +300,22 @@ def measurement_rows(run: Run) -> list[list[Any]]:
                 f"{m.ideal_s * 1000:.0f} ms" if m.ideal_s is not None else "-",
                 f"{eff:.3f}" if eff is not None else "-",
                 f"{ovh * 1000:.2f} ms" if ovh is not None else "-",
+                _ms(m.cpu_per_request_s),
             ]
         )
     return rows
 
 
-RUN_HEADERS = ("case", "samples", "median", "p95", "ideal", "efficiency", "overhead/call")
+RUN_HEADERS = (
+    "case",
+    "samples",
+    "median",
+    "p95",
+    "ideal",
+    "efficiency",
+    "overhead/call",
+    "CPU/request",
+)
 
 
 def render_run_markdown(run: Run) -> str:

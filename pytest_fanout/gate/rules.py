@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pytest_fanout.gate.metrics import METRICS, Metric
 from pytest_fanout.gate.runs import GateError
 
-#: Rules used when --fanout-fail-on is not given: the portable efficiency for measurements;
-#: for Locust rows a p95 rise and new failures, both tested against the noise.
-DEFAULT_FAIL_ON = "efficiency-15%,load-p95+25%,fail-ratio+0.01"
+#: Rules used when --fanout-fail-on is not given: for measurements the portable efficiency; for
+#: Locust rows a p95 rise and new failures, tested against the noise, and completed requests
+#: halving (or falling to none).
+DEFAULT_FAIL_ON = "efficiency-15%,load-p95+25%,fail-ratio+0.01,completed-50%"
+#: Added in A/B mode (--fanout-ab) unless the rules name cpu: the app's CPU per request is exact
+#: and sensitive, but comparable only on the same machine in the same run.
+AB_RULE = "cpu+10%"
 #: Limits that say "moved" for the Locust metrics no rule names: shown, never failed.
-REPORTED_RULES = "load-p95+25%,rps-20%,fail-ratio+0.01"
+REPORTED_RULES = "load-p95+25%,rps-20%,fail-ratio+0.01,completed-50%"
 #: One-sided significance level of the Mann-Whitney test.
 DEFAULT_ALPHA = 0.01
 
@@ -59,7 +64,7 @@ class Rule:
 
 
 #: Which metric units take which absolute limits, for the one-line refusals.
-_UNIT_NAMES = {"ratio": "a ratio", "rps": "a rate (requests/s)"}
+_UNIT_NAMES = {"ratio": "a ratio", "rps": "a rate (requests/s)", "count": "a count"}
 
 #: METRIC (letters, digits, "_" or "-"; the shortest name that leaves a sign, a number and a unit)
 _RULE = re.compile(
@@ -138,6 +143,14 @@ def parse_alpha(text: str | float) -> float:
     return alpha
 
 
+@lru_cache(maxsize=1)
+def _reported_rules() -> tuple[Rule, ...]:
+    return tuple(
+        Rule(r.metric, r.limit, r.percent, r.text, enforced=False)
+        for r in parse_fail_on(REPORTED_RULES)
+    )
+
+
 @dataclass(frozen=True)
 class GateConfig:
     """The rules that decide verdicts, whether a regression fails, and the test's level."""
@@ -155,15 +168,18 @@ class GateConfig:
             rules = parse_fail_on(DEFAULT_FAIL_ON)
         return cls(rules, fail, parse_alpha(DEFAULT_ALPHA if alpha is None else alpha))
 
+    def for_ab(self) -> GateConfig:
+        """The same settings with the CPU rule on (A/B: base and head on one machine, one run)."""
+        if any(r.metric.name == "cpu" for r in self.rules):
+            return self
+        return GateConfig([*self.rules, *parse_fail_on(AB_RULE)], self.fail, self.alpha)
+
     def rules_for(self, kind: str) -> list[Rule]:
         """The rules that judge cases of `kind`, then reported-only rules for its other metrics."""
         mine = [r for r in self.rules if r.metric.kind == kind]
         named = {r.metric.name for r in mine}
-        shown = [
-            Rule(r.metric, r.limit, r.percent, r.text, enforced=False)
-            for r in parse_fail_on(REPORTED_RULES)
-            if r.metric.kind == kind and r.metric.name not in named
-        ]
+        reported = _reported_rules()
+        shown = [r for r in reported if r.metric.kind == kind and r.metric.name not in named]
         return mine + shown
 
     def describe(self) -> str:

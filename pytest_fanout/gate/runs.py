@@ -8,25 +8,23 @@ everything, and every way a file can be wrong is a `GateError` of ONE line.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pytest_fanout.gate.schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_file, validate_run
 from pytest_fanout.load.results import EndpointResult, LoadResult
 from pytest_fanout.measure import Measurement
 
-#: What a results file says it is; anything else is refused with one line.
-SCHEMA = "pytest-fanout/results"
-#: Bump when a reader of the old layout would misread the new one.
-SCHEMA_VERSION = 1
+# SCHEMA (what a results file says it is) and SCHEMA_VERSION (bumped when a reader of the
+# old layout would misread the new one) live in `gate.schema`, which checks them.
 #: A case holding a `Measurement.to_dict()`.
 KIND_MEASUREMENT = "measurement"
 #: A case holding one row (an endpoint, or the total) of a Locust run; see `load_case_record`.
@@ -156,43 +154,28 @@ class Run:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], role: str = "baseline") -> Run:
-        """Read and check a saved run; every way it can be wrong is one clear line."""
+        """Read and check a saved run (`gate.schema`): every way it can be wrong is one line."""
         name = f"{role} {path}"
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise GateError(f"{name} does not exist") from None
-        except IsADirectoryError:
-            raise GateError(f"{name} is a directory, not a results file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GateError(f"cannot read {name}: {error_reason(exc)}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GateError(
-                f"{name} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-            ) from None
-        run = cls.from_dict(data, name)
+            data = load_file(path, name)
+        except SchemaError as exc:
+            raise GateError(str(exc)) from None
+        run = cls._from_valid(data, name)
         run.source = str(path)
         return run
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<data>") -> Run:
-        """Validate the layout: schema name, version, and every case's required fields."""
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise GateError(f"{source} is not a pytest-fanout results file (schema {SCHEMA!r})")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise GateError(
-                f"{source} has schema version {version!r}; this pytest-fanout reads version "
-                f"{SCHEMA_VERSION}: save the baseline again with this version"
-            )
-        raw_cases = data.get("cases")
-        if not isinstance(raw_cases, list):
-            raise GateError(f"{source} has no list of cases")
-        cases = []
-        for index, raw in enumerate(raw_cases):
-            cases.append(_case_from(raw, index, source))
+        """Validate the layout (schema name, version, every case's model), then build the run."""
+        try:
+            validate_run(data, source)
+        except SchemaError as exc:
+            raise GateError(str(exc)) from None
+        return cls._from_valid(data, source)
+
+    @classmethod
+    def _from_valid(cls, data: dict[str, Any], source: str) -> Run:
+        cases = [Case(raw["id"], raw["kind"], raw["record"]) for raw in data["cases"]]
         context = data.get("context") if isinstance(data.get("context"), dict) else {}
         extra = {k: v for k, v in data.items() if k not in _RUN_KEYS}
         return cls(cases, context, str(data.get("created", "")), source, extra)
@@ -216,74 +199,24 @@ def load_case_record(result: LoadResult, row: EndpointResult) -> dict[str, Any]:
     }
 
 
-def _case_from(raw: Any, index: int, source: str) -> Case:
-    where = f"{source}: case {index + 1}"
-    if not isinstance(raw, dict):
-        raise GateError(f"{where} is not an object")
-    cid, kind, record = raw.get("id"), raw.get("kind"), raw.get("record")
-    if not isinstance(cid, str) or not isinstance(kind, str) or not isinstance(record, dict):
-        raise GateError(f"{where} needs a string id, a string kind and a record object")
-    if kind == KIND_MEASUREMENT:
-        samples = record.get("samples")
-        if (
-            not isinstance(samples, list)
-            or not samples
-            or not all(_is_real(s) and s >= 0 for s in samples)
-        ):
-            raise GateError(f"{where} ({cid}) has no valid samples (a list of seconds)")
-        if not isinstance(record.get("path"), str):
-            raise GateError(f"{where} ({cid}) has no path")
-        try:
-            Measurement.from_dict(record)
-        except (TypeError, ValueError) as exc:
-            raise GateError(f"{where} ({cid}) is not a measurement: {error_reason(exc)}") from None
-    elif kind == KIND_LOCUST:
-        _check_load_record(record, f"{where} ({cid})")
-    return Case(cid, kind, record)
-
-
-def _check_load_record(record: dict[str, Any], where: str) -> None:
-    """A Locust row must read back, with counts that are counts and times that are numbers."""
-    stats = record.get("stats")
-    if not isinstance(stats, dict):
-        raise GateError(f"{where} has no stats object (a Locust row)")
-    counts = [stats.get("requests"), stats.get("failures")]
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-        raise GateError(f"{where} needs whole, non-negative requests and failures")
-    if not all(_is_real(stats.get(k)) for k in ("rps", "p95_ms")):
-        raise GateError(f"{where} needs numbers for rps and p95_ms")
-    histogram = stats.get("histogram", {})
-    if not isinstance(histogram, dict) or not all(
-        _is_number_text(k) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-        for k, v in histogram.items()
-    ):
-        raise GateError(f'{where} has a bad histogram (want {{"ms": count}})')
-    try:
-        EndpointResult.from_dict(stats)
-    except (TypeError, ValueError) as exc:
-        raise GateError(f"{where} is not a Locust row: {error_reason(exc)}") from None
-
-
-def _is_number_text(text: str) -> bool:
-    try:
-        return math.isfinite(float(text)) and float(text) >= 0
-    except ValueError:
-        return False
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def error_reason(exc: BaseException) -> str:
     """The short reason of an OS or parse error, for a one-line message."""
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def collect_context(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Where the run happened: Python, packages, CPUs, platform, git commit, FANOUT_* settings.
+def collect_context(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    app_env: Mapping[str, str] | None = None,
+    hide: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Where the run happened: Python, packages, CPUs, platform, git commit, the app's settings.
 
-    Kept so that a comparison can say when the baseline came from another machine.
+    Kept so that a comparison can say when the baseline came from another
+    machine or ran with other settings. `app_env`: the app server's own
+    environment overrides, which the app actually ran with on top of this
+    process's FANOUT_* variables (values in `hide`, the stub upstreams' URLs
+    on random ports, are left out).
     """
     packages = {}
     for name in CONTEXT_PACKAGES:
@@ -299,8 +232,22 @@ def collect_context(root: str | os.PathLike[str] | None = None) -> dict[str, Any
         "cpu_count": os.cpu_count(),
         "packages": packages,
         "git": _git_info(Path(root) if root else Path.cwd()),
-        "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("FANOUT_")},
+        "settings": app_settings(app_env, hide),
         "argv": sys.argv[1:],
+    }
+
+
+def app_settings(app_env: Mapping[str, str] | None = None, hide: Iterable[str] = ()) -> dict:
+    """FANOUT_* variables of this process overlaid with the app's own overrides (all of them)."""
+    overrides = dict(app_env or {})
+    effective = {k: v for k, v in os.environ.items() if k.startswith("FANOUT_")}
+    effective.update(overrides)
+    hidden = set(hide)
+    return {
+        k: v
+        for k, v in sorted(effective.items())
+        if (k.startswith("FANOUT_") or k in overrides)
+        and not any(v.startswith(h) for h in hidden if h)
     }
 
 

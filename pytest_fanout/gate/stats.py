@@ -55,6 +55,23 @@ def _u_counts(n1: int, n2: int) -> tuple[int, ...]:
     return tuple(counts)
 
 
+@lru_cache(maxsize=4096)
+def _u_tails(n1: int, n2: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """P(U >= u) and P(U <= u) for u = 0 .. n1*n2 (no ties): each p-value is one lookup."""
+    counts = _u_counts(n1, n2)
+    total = sum(counts)
+    upper, lower = [0.0] * len(counts), [0.0] * len(counts)
+    running = 0
+    for u in range(len(counts) - 1, -1, -1):
+        running += counts[u]
+        upper[u] = running / total
+    running = 0
+    for u, c in enumerate(counts):
+        running += c
+        lower[u] = running / total
+    return tuple(upper), tuple(lower)
+
+
 #: Exact p-values (no ties) up to this many x*y pairs; the normal approximation above.
 EXACT_LIMIT = 400
 
@@ -71,35 +88,92 @@ def mann_whitney_u(
     """
     if alternative not in ("greater", "less", "two-sided"):
         raise ValueError(f"unknown alternative {alternative!r}")
+    u1, greater, less, exact = _mann_whitney(x, y)
+    if alternative == "greater":
+        return u1, greater
+    if alternative == "less":
+        return u1, less
+    if exact:
+        return u1, min(1.0, 2 * min(greater, less))
+    n1, n2 = len(x), len(y)
+    n = n1 + n2
+    _, ties = _ranks([*x, *y])
+    tie_term = sum(t**3 - t for t in ties) / (n * (n - 1))
+    variance = n1 * n2 / 12 * ((n + 1) - tie_term)
+    if variance <= 0:
+        return u1, 1.0
+    z = (abs(u1 - n1 * n2 / 2) - 0.5) / math.sqrt(variance)
+    return u1, min(1.0, 2 * _normal_sf(z))
+
+
+def mann_whitney_tails(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
+    """(U, p for "x greater", p for "x less") from ONE ranking: what the gate needs per metric."""
+    u1, greater, less, _ = _mann_whitney(x, y)
+    return u1, greater, less
+
+
+def _mann_whitney(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float, bool]:
     n1, n2 = len(x), len(y)
     if n1 == 0 or n2 == 0:
         raise ValueError("both samples need at least one value")
     ranks, ties = _ranks([*x, *y])
     u1 = sum(ranks[:n1]) - n1 * (n1 + 1) / 2
     if not ties and n1 * n2 <= EXACT_LIMIT:
-        counts = _u_counts(n1, n2)
-        total = sum(counts)
+        upper, lower = _u_tails(n1, n2)
         k = round(u1)
-        upper = sum(counts[k:]) / total  # P(U >= u1)
-        lower = sum(counts[: k + 1]) / total  # P(U <= u1)
-        if alternative == "greater":
-            return u1, upper
-        if alternative == "less":
-            return u1, lower
-        return u1, min(1.0, 2 * min(upper, lower))
+        return u1, upper[k], lower[k], True
     n = n1 + n2
     mean = n1 * n2 / 2
     tie_term = sum(t**3 - t for t in ties) / (n * (n - 1))
     variance = n1 * n2 / 12 * ((n + 1) - tie_term)
     if variance <= 0:
-        return u1, 1.0
+        return u1, 1.0, 1.0, False
     sd = math.sqrt(variance)
-    if alternative == "greater":
-        return u1, _normal_sf((u1 - mean - 0.5) / sd)
-    if alternative == "less":
-        return u1, _normal_sf((mean - u1 - 0.5) / sd)
-    z = (abs(u1 - mean) - 0.5) / sd
-    return u1, min(1.0, 2 * _normal_sf(z))
+    greater = _normal_sf((u1 - mean - 0.5) / sd)
+    less = _normal_sf((mean - u1 - 0.5) / sd)
+    return u1, greater, less, False
+
+
+def smallest_p(n1: int, n2: int) -> float:
+    """The smallest one-sided p-value n1 and n2 samples can give (complete separation)."""
+    if n1 < 1 or n2 < 1:
+        return 1.0
+    if n1 * n2 <= EXACT_LIMIT:
+        return 1 / math.comb(n1 + n2, n1)
+    return _normal_sf((n1 * n2 / 2 - 0.5) / math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12))
+
+
+def repeat_needed(alpha: float, least: int = 3) -> int:
+    """The fewest samples a side (at least `least`) with which a shift can reach `alpha`."""
+    r = least
+    while smallest_p(r, r) >= alpha:
+        r += 1
+    return r
+
+
+def power_note(n1: int, n2: int, alpha: float, least: int = 3) -> str:
+    """ "cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5", or "" when
+    these sample counts can reach `alpha`."""
+    if min(n1, n2) >= least and smallest_p(n1, n2) < alpha:
+        return ""
+    counts = f"{n1} samples a side" if n1 == n2 else f"{n1} and {n2} samples"
+    return (
+        f"cannot be flagged with {counts} at alpha {alpha:g}; "
+        f"use repeat >= {repeat_needed(alpha, least)}"
+    )
+
+
+#: Most values a side the bootstrap resamples: more are thinned to evenly spaced order
+#: statistics (same shape, same answer every time, and 100,000 samples stay fast).
+BOOTSTRAP_LIMIT = 500
+
+
+def _thin(values: Sequence[float], limit: int = BOOTSTRAP_LIMIT) -> list[float]:
+    if len(values) <= limit:
+        return list(values)
+    ordered = sorted(values)
+    step = len(ordered) / limit
+    return [ordered[int((i + 0.5) * step)] for i in range(limit)]
 
 
 def bootstrap_interval(
@@ -114,9 +188,11 @@ def bootstrap_interval(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of statistic(now) - statistic(base) (relative if asked).
 
-    Seeded, so the same files always give the same report.
+    Seeded, so the same files always give the same report. More than
+    BOOTSTRAP_LIMIT values a side are thinned first.
     """
     rng = random.Random(seed)
+    base, now = _thin(base), _thin(now)
     diffs = []
     for _ in range(resamples):
         b = statistic(rng.choices(base, k=len(base)))

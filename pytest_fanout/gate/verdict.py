@@ -17,7 +17,7 @@ from typing import Any
 from pytest_fanout.gate.metrics import Values
 from pytest_fanout.gate.rules import GateConfig, Rule
 from pytest_fanout.gate.runs import KIND_LOCUST, KIND_MEASUREMENT, Case, Run
-from pytest_fanout.gate.stats import bootstrap_interval, mann_whitney_u
+from pytest_fanout.gate.stats import bootstrap_interval, mann_whitney_tails, power_note
 
 #: Below this many samples on either side no test can be significant: never "slower".
 MIN_SAMPLES = 3
@@ -95,6 +95,8 @@ class Comparison:
     config: GateConfig
     notes: list[str] = field(default_factory=list)
     baseline_source: str = ""
+    #: The baseline itself, for reports that show its numbers and commit (not saved).
+    baseline_run: Run | None = None
 
     @property
     def regressions(self) -> list[CaseVerdict]:
@@ -126,9 +128,16 @@ class Comparison:
 
 #: Bootstrap resamples: measurements have ~10 samples; a Locust row up to 2000 (slower each).
 RESAMPLES = {KIND_MEASUREMENT: 2000, KIND_LOCUST: 200}
+#: Resamples for all the cases of one comparison together: beyond it each case gets fewer,
+#: and below MIN_RESAMPLES none (no interval, the verdict does not use it), so that a run
+#: of 100,000 cases is compared in seconds.
+RESAMPLE_BUDGET = 200_000
+MIN_RESAMPLES = 100
 
 
-def compare_values(rule: Rule, base: Values, now: Values, alpha: float) -> MetricChange:
+def compare_values(
+    rule: Rule, base: Values, now: Values, alpha: float, resamples: int | None = None
+) -> MetricChange:
     """Apply one rule: beyond the threshold AND beyond the noise, or not a change.
 
     A metric of one number a side (requests/s) has no noise to test: its limit
@@ -142,19 +151,15 @@ def compare_values(rule: Rule, base: Values, now: Values, alpha: float) -> Metri
     p_better: float | None = None
     interval: tuple[float, float] | None = None
     if tested:
-        worse_way = "less" if metric.higher_is_better else "greater"
-        better_way = "greater" if metric.higher_is_better else "less"
-        _, p_worse = mann_whitney_u(now.samples, base.samples, worse_way)
-        _, p_better = mann_whitney_u(now.samples, base.samples, better_way)
-        interval = bootstrap_interval(
-            base.samples,
-            now.samples,
-            metric.statistic,
-            relative=rule.percent,
-            resamples=RESAMPLES.get(metric.kind, 2000),
-        )
-        if not all(math.isfinite(x) for x in interval):
-            interval = None  # a zero baseline has no relative change: JSON has no NaN
+        _, greater, less = mann_whitney_tails(now.samples, base.samples)
+        p_worse, p_better = (less, greater) if metric.higher_is_better else (greater, less)
+        count = RESAMPLES.get(metric.kind, 2000) if resamples is None else resamples
+        if count >= MIN_RESAMPLES:
+            interval = bootstrap_interval(
+                base.samples, now.samples, metric.statistic, relative=rule.percent, resamples=count
+            )
+            if not all(math.isfinite(x) for x in interval):
+                interval = None  # a zero baseline has no relative change: JSON has no NaN
     enough = tested and min(len(base.samples), len(now.samples)) >= MIN_SAMPLES
     beyond = change is not None and rule.worse(change)
     beyond_better = change is not None and rule.better(change)
@@ -164,12 +169,14 @@ def compare_values(rule: Rule, base: Values, now: Values, alpha: float) -> Metri
         worse = enough and beyond and p_worse is not None and p_worse < alpha
         better = enough and beyond_better and p_better is not None and p_better < alpha
     note = ""
+    weak = power_note(len(base.samples), len(now.samples), alpha, MIN_SAMPLES) if tested else ""
     if change is None:
         note = "baseline is 0: no relative change"
     elif metric.sampled and not tested:
         note = "no per-request values on both sides (no histogram saved): not judged"
-    elif metric.sampled and not enough:
-        note = f"too few samples to judge (need {MIN_SAMPLES} a side)"
+    elif metric.sampled and weak:
+        # A measurement's samples are its repeat; a Locust row's are its requests.
+        note = weak if metric.kind == KIND_MEASUREMENT else "too few samples to judge"
     elif beyond and not worse:
         note = f"beyond {rule.text} but within the noise (p={p_worse:.2g})"
     elif not metric.sampled and (worse or better):
@@ -189,14 +196,19 @@ def compare_values(rule: Rule, base: Values, now: Values, alpha: float) -> Metri
 def compare_runs(baseline: Run, current: Run, config: GateConfig) -> Comparison:
     """Case by case (matched by id): verdicts, plus notes on what differs between the runs."""
     verdicts = []
-    base_ids = {c.id for c in baseline.cases}
+    by_id: dict[str, Case] = {}
+    for c in baseline.cases:
+        by_id.setdefault(c.id, c)
+    base_ids = set(by_id)
     now_ids = {c.id for c in current.cases}
+    share = RESAMPLE_BUDGET // max(1, len(now_ids & base_ids))
     for case in current.cases:
-        old = baseline.case(case.id)
+        old = by_id.get(case.id)
         if old is None:
             verdicts.append(CaseVerdict(case.id, NEW, note="not in the baseline"))
             continue
-        verdicts.append(_compare_case(old, case, baseline, current, config))
+        resamples = min(RESAMPLES.get(case.kind, 2000), share)
+        verdicts.append(_compare_case(old, case, baseline, current, config, resamples))
     for case in baseline.cases:
         if case.id not in now_ids:
             verdicts.append(CaseVerdict(case.id, MISSING, note="in the baseline, not measured now"))
@@ -204,11 +216,11 @@ def compare_runs(baseline: Run, current: Run, config: GateConfig) -> Comparison:
     notes = context_notes(baseline.context, current.context, config, kinds)
     if not base_ids & now_ids and baseline.cases and current.cases:
         notes.append("no case in common: were the tests renamed or moved?")
-    return Comparison(verdicts, config, notes, baseline.source)
+    return Comparison(verdicts, config, notes, baseline.source, baseline)
 
 
 def _compare_case(
-    old: Case, new: Case, base_run: Run, now_run: Run, config: GateConfig
+    old: Case, new: Case, base_run: Run, now_run: Run, config: GateConfig, resamples: int
 ) -> CaseVerdict:
     if old.kind != new.kind:
         return CaseVerdict(new.id, SKIPPED, note=f"kind changed from {old.kind} to {new.kind}")
@@ -221,14 +233,15 @@ def _compare_case(
         if base is None or now is None:
             missing.append(rule.metric.name)
             continue
-        changes.append(compare_values(rule, base, now, config.alpha))
+        changes.append(compare_values(rule, base, now, config.alpha, resamples))
     notes = []
     if missing:
-        why = "needs n and the upstream delay" if new.kind == KIND_MEASUREMENT else "no requests"
+        why = _missing_reason(new.kind, missing)
         notes.append(f"no {', '.join(missing)} ({why})")
     notes.extend(_setting_notes(old, new))
     if not changes:
         return CaseVerdict(new.id, SAME, [], "; ".join(notes) or "no metric to compare")
+    _zero_is_slower(changes)
     if any(c.regressed for c in changes):
         verdict = SLOWER
     elif any(c.improved for c in changes):
@@ -241,6 +254,22 @@ def _compare_case(
         notes.extend(_change_line(c) for c in changes if c is not result.shown)
     result.note = "; ".join(notes)
     return result
+
+
+def _missing_reason(kind: str, missing: list[str]) -> str:
+    if kind != KIND_MEASUREMENT:
+        return "no requests"
+    if missing == ["cpu"]:
+        return "no CPU samples from the probe on both sides"
+    return "needs n and the upstream delay" + (", cpu needs the probe" if "cpu" in missing else "")
+
+
+def _zero_is_slower(changes: list[MetricChange]) -> None:
+    """A Locust row whose completed requests fell to none is slower, whatever the rules name."""
+    for c in changes:
+        if c.rule.metric.name == "completed" and c.base > 0 and c.now == 0:
+            c.regressed, c.improved = True, False
+            c.note = f"no request completed (baseline {c.base:.0f}): slower whatever the rules"
 
 
 def _change_line(c: MetricChange) -> str:

@@ -135,6 +135,20 @@ def test_save_compare_same_code_then_slowdown(
             ["--fanout-compare=b.json"],
             "baseline {dir}/b.json has schema version 7",
         ),
+        (
+            '{"schema": "pytest-fanout/results", "schema_version": 1, "cases": [{"id": "x", '
+            '"kind": "measurement", "record": {"path": "/a", "samples": [0.1], "n": "20"}}]}',
+            ["--fanout-compare=b.json"],
+            "baseline {dir}/b.json: case 1 (x) is not a valid measurement record: n: Input",
+        ),
+        (
+            '{"schema": "pytest-fanout/results", "schema_version": 1, "cases": [{"id": "x", '
+            '"kind": "measurement", "record": {"path": "/a", "samples": [NaN]}}]}',
+            ["--fanout-compare=b.json"],
+            "baseline {dir}/b.json is refused: NaN is not a number a results file may hold",
+        ),
+        ("[" * 100_000, ["--fanout-compare=b.json"], "is nested too deeply"),
+        ("", ["--fanout-compare=/dev/zero"], "baseline /dev/zero is not a regular file"),
         ("", ["--fanout-fail-on=efficiency+10%"], "efficiency is worse when it drops"),
         ("", ["--fanout-fail-on=speed-10%"], "unknown metric 'speed'"),
         ("", ["--fanout-alpha=5"], "alpha '5' must be between 0 and 0.5"),
@@ -145,6 +159,10 @@ def test_save_compare_same_code_then_slowdown(
         "corrupt",
         "other-schema",
         "other-version",
+        "string-n",
+        "nan",
+        "deep-nesting",
+        "dev-zero",
         "bad-sign",
         "bad-metric",
         "bad-alpha",

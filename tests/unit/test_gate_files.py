@@ -115,7 +115,7 @@ def test_no_git_no_commit(tmp_path: Path) -> None:
                     ],
                 }
             ),
-            "case 1 (x) has no valid samples",
+            "case 1 (x) is not a valid measurement record: samples",
         ),
         (
             json.dumps(
@@ -131,7 +131,7 @@ def test_no_git_no_commit(tmp_path: Path) -> None:
                     ],
                 }
             ),
-            "case 1 (x) has no valid samples",
+            "case 1 (x) is not a valid measurement record: samples",
         ),
     ],
 )

@@ -113,10 +113,11 @@ def test_equal_results_are_the_same_and_pass() -> None:
     assert verdicts(comparison) == {ASYNC: "same", TOTAL: "same"}
     assert not comparison.failed and regression_lines(comparison) == []
     [async_case, _] = comparison.verdicts
-    # Every Locust metric is compared: the two default rules, then rps, reported only.
+    # Every Locust metric is compared: the three default rules, then rps, reported only.
     assert [(c.rule.metric.name, c.rule.enforced) for c in async_case.changes] == [
         ("load-p95", True),
         ("fail-ratio", True),
+        ("completed", True),
         ("rps", False),
     ]
     assert async_case.changes[0].change == 0
@@ -236,12 +237,12 @@ def test_saved_and_loaded_with_measurements(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("stats", "message"),
     [
-        (None, "has no stats object"),
-        ({"requests": -1, "failures": 0, "rps": 1.0, "p95_ms": 1}, "non-negative requests"),
-        ({"requests": 1, "failures": 0, "rps": "fast", "p95_ms": 1}, "numbers for rps"),
+        (None, "locust record: stats: Input should be a valid dictionary"),
+        ({"requests": -1, "failures": 0, "rps": 1.0, "p95_ms": 1}, "stats.requests: Input"),
+        ({"requests": 1, "failures": 0, "rps": "fast", "p95_ms": 1}, "stats.rps: Input should be"),
         (
             {"requests": 1, "failures": 0, "rps": 1.0, "p95_ms": 1, "histogram": {"x": 1}},
-            "bad histogram",
+            "histogram bucket 'x' is not a number of ms",
         ),
     ],
 )
@@ -315,3 +316,25 @@ def test_locust_rules_leave_measurement_cases_alone() -> None:
     [case] = comparison.verdicts
     assert [c.rule.metric.name for c in case.changes] == ["efficiency"]
     assert any(n.endswith("the rules use portable metrics only") for n in comparison.notes)
+
+
+@pytest.mark.parametrize("fail_on", [None, "load-p95+25%", "none"])
+def test_a_row_whose_requests_fell_to_none_is_slower(fail_on: str | None) -> None:
+    """21 requests -> 0 (the upstream slowed from 100 to 3000 ms): zero is not a pass."""
+    comparison = compare(load_result(histogram(120, 15, 21)), load_result({}), fail_on)
+    assert verdicts(comparison) == {ASYNC: "slower", TOTAL: "slower"}
+    assert comparison.failed is (fail_on != "none")
+    change = next(c for c in comparison.verdicts[0].changes if c.regressed)
+    assert change.rule.metric.name == "completed"
+    assert change.note == "no request completed (baseline 21): slower whatever the rules"
+
+
+def test_completed_requests_halving_is_slower_by_the_default_limit() -> None:
+    base = load_result(histogram(120, 15, 400))
+    comparison = compare(base, load_result(histogram(120, 15, 150, seed=1)))
+    assert verdicts(comparison)[ASYNC] == "slower"
+    [line, _] = regression_lines(comparison)
+    assert line.startswith(f"REGRESSION {ASYNC}: completed 400 -> 150 (-62.5%, limit completed-50%")
+    # Within the limit (-25%): reported, not failed.
+    comparison = compare(base, load_result(histogram(120, 15, 300, seed=1)))
+    assert verdicts(comparison)[ASYNC] == "same"

@@ -169,7 +169,7 @@ def test_one_regression_line_per_regressed_case() -> None:
     assert "slower" in text and "fanout gate FAILED: 2 slower" in text
     markdown = render_comparison_markdown(comparison)
     assert markdown.startswith("### :x: pytest-fanout regression gate")
-    assert "| case | metric | baseline | now | change | p | verdict |" in markdown
+    assert "| case | base median | head median | change | CPU per request" in markdown
 
 
 def test_too_few_samples_never_call_a_regression() -> None:

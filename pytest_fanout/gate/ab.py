@@ -1,0 +1,205 @@
+"""A/B in one run: the app at a git ref beside the app in the working tree, sampled in turn.
+
+Why: a saved baseline comes from another moment (often another machine), so
+only portable metrics can be compared and a few percent of CPU drowns in the
+drift. Measuring the base commit in the same session, on the same upstream,
+alternating head and base sample by sample (head-base, then base-head), makes
+the app's CPU per request comparable and lets the gate catch small
+regressions. The base runs from a temporary `git worktree` of the ref,
+removed afterwards (also on a failure, Ctrl-C or SIGTERM: it is in the one
+cleanup registry).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from pytest_fanout.gate.runs import GateError
+from pytest_fanout.measure import Measurement, MeasurementError, measure
+from pytest_fanout.servers import cleanup
+from pytest_fanout.servers.stack import AppServer
+
+#: Per-sample counts that a merged Measurement sums (everything else that is a list is joined).
+SUMMED_FIELDS = frozenset({"app_errors", "rejected", "errors"})
+GIT_TIMEOUT_S = 60
+
+
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise GateError(f"cannot run git in {cwd}: {exc}") from None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def resolve_ref(root: Path, ref: str) -> tuple[Path, str]:
+    """(the repository's top level, the full commit of `ref`); a bad ref is one GateError line."""
+    if not ref.strip() or ref.startswith("-"):
+        raise GateError(f"--fanout-ab {ref!r} is not a git ref")
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise GateError(f"--fanout-ab needs a git repository: {root} is not in one")
+    done = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+    if done.returncode != 0:
+        raise GateError(f"--fanout-ab {ref}: no such commit in {top.stdout.strip()}")
+    return Path(top.stdout.strip()), done.stdout.strip()
+
+
+class BaseWorktree:
+    """A detached `git worktree` of one commit in a temporary directory; `stop()` removes it."""
+
+    def __init__(self, repo: Path, commit: str) -> None:
+        self.repo = repo
+        self.commit = commit
+        self.path: Path | None = None
+        self._tmp: Path | None = None
+
+    def create(self) -> Path:
+        self._tmp = Path(tempfile.mkdtemp(prefix="fanout-ab-"))
+        path = self._tmp / "base"
+        cleanup.register(self)
+        done = _git(self.repo, "worktree", "add", "--detach", "--quiet", str(path), self.commit)
+        if done.returncode != 0:
+            self.stop()
+            raise GateError(
+                f"cannot check out {self.commit[:12]} as a worktree: {_last_line(done.stderr)}"
+            )
+        self.path = path
+        return path
+
+    def stop(self, grace_s: float = 0.0) -> None:
+        """Remove the worktree and its directory (idempotent; a registry `Stoppable`)."""
+        cleanup.unregister(self)
+        removed = True
+        if self.path is not None:
+            done = _git(self.repo, "worktree", "remove", "--force", str(self.path))
+            removed = done.returncode == 0
+            self.path = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            if not removed:  # forget the worktree whose directory is now gone
+                _git(self.repo, "worktree", "prune")
+            self._tmp = None
+
+
+def base_app_server(head: AppServer, repo: Path, worktree: Path) -> AppServer:
+    """The head's app server again (same import string, environment, upstreams, timeout), with
+    the app imported from the same place in the base worktree."""
+    app_dir = Path(head.app_dir or head.cwd or Path.cwd()).resolve()
+    try:
+        relative = app_dir.relative_to(repo.resolve())
+    except ValueError:
+        raise GateError(
+            f"--fanout-ab: the app is imported from {app_dir}, outside the repository {repo}"
+        ) from None
+    base = AppServer(
+        head.app,
+        upstream_url=head.env.get("FANOUT_UPSTREAM_URL", ""),
+        app_dir=worktree / relative,
+        factory=head.factory,
+        startup_timeout=head.startup_timeout,
+    )
+    base.env = dict(head.env)  # every upstream URL and override, exactly as the head has them
+    base.cwd = head.cwd
+    if head.cwd is not None and Path(head.cwd).resolve().is_relative_to(repo.resolve()):
+        base.cwd = str(worktree / Path(head.cwd).resolve().relative_to(repo.resolve()))
+    base.log_level = head.log_level
+    base.name = "base app"
+    return base
+
+
+def merge_measurements(parts: list[Measurement]) -> Measurement:
+    """One Measurement from single-sample ones: lists joined, counts summed, the rest kept."""
+    first = parts[0]
+    values: dict[str, Any] = {}
+    for f in fields(first):
+        items = [getattr(p, f.name) for p in parts]
+        values[f.name] = _merge(f.name, items)
+    return type(first)(**values)
+
+
+def _merge(name: str, items: list[Any]) -> Any:
+    head = items[0]
+    if isinstance(head, list):
+        return [x for item in items for x in item]
+    if isinstance(head, dict):
+        keys = dict.fromkeys(k for item in items for k in item)
+        return {k: _merge(k, [item[k] for item in items if k in item]) for k in keys}
+    if name in SUMMED_FIELDS and isinstance(head, int) and not isinstance(head, bool):
+        return sum(items)
+    return head
+
+
+Sampler = Callable[..., Measurement]
+
+
+class AlternatingSampler:
+    """Takes `measure`'s place in `Fanout.measure`: every sample is taken on the head and on the
+    base in turn (ABBA order), each side warmed up first; returns the head's Measurement and
+    keeps the base's in `pending` for the gate to pair with it."""
+
+    def __init__(self, base: AppServer, label: str) -> None:
+        self.base = base
+        self.label = label
+        self.pending: Measurement | None = None
+
+    def __call__(
+        self,
+        client: Any,
+        app_url: str,
+        path: str,
+        *,
+        upstream: Any = None,
+        app: Any = None,
+        repeat: int = 5,
+        warmup: int = 1,
+        **kwargs: Any,
+    ) -> Measurement:
+        if repeat < 1 or warmup < 0:
+            raise ValueError("repeat must be >= 1 and warmup >= 0")
+        sides = ((app_url, app), (self.base.url, self.base))
+        parts: tuple[list[Measurement], list[Measurement]] = ([], [])
+        for index in range(repeat):
+            for side in (0, 1) if index % 2 == 0 else (1, 0):
+                url, server = sides[side]
+                try:
+                    sample = measure(
+                        client,
+                        url,
+                        path,
+                        upstream=upstream,
+                        app=server,
+                        repeat=1,
+                        warmup=warmup if index == 0 else 0,
+                        **kwargs,
+                    )
+                except MeasurementError as exc:
+                    if side == 0:
+                        raise
+                    raise MeasurementError(f"the base app ({self.label}): {exc}") from None
+                parts[side].append(sample)
+        self.pending = merge_measurements(parts[1])
+        return merge_measurements(parts[0])
+
+    def take_base(self) -> Measurement | None:
+        """The base Measurement of the last call (once)."""
+        base, self.pending = self.pending, None
+        return base

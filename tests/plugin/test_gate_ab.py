@@ -1,0 +1,218 @@
+"""--fanout-ab end to end: a git repository made here, the base commit's app started from a
+temporary worktree beside the working tree's, samples alternated, the verdict head vs base.
+
+No timing is asserted: the verdicts come from the gate's own statistics on a slowdown far
+beyond its limits (2 ms of CPU per upstream call, on an app that needs well under one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import processes_tagged, wait_until
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
+
+APP = """
+import asyncio
+import os
+import time
+from contextlib import asynccontextmanager
+
+import httpx2
+from fastapi import FastAPI
+
+BURN_S = {burn}
+
+
+@asynccontextmanager
+async def lifespan(app):
+    async with httpx2.AsyncClient(base_url=os.environ["FANOUT_UPSTREAM_URL"]) as client:
+        app.state.client = client
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/fan/{{n}}")
+async def fan(n: int) -> dict:
+    answers = await asyncio.gather(*(app.state.client.get(f"/item/{{i}}") for i in range(n)))
+    end = time.perf_counter() + BURN_S * n
+    while time.perf_counter() < end:
+        pass
+    return {{"codes": [a.status_code for a in answers]}}
+"""
+
+INI = """
+[pytest]
+fanout_app = svc:app
+fanout_app_dir = .
+fanout_delay_ms = 50
+"""
+
+PERF_TEST = """
+def test_fan(fanout):
+    m = fanout.measure("/fan/10", repeat=6, n=10, concurrency=10)
+    fanout.assert_concurrency(m, 10, requests=10)
+"""
+
+CASE = "test_perf.py::test_fan /fan/10"
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
+    )
+    return done.stdout.strip()
+
+
+def commit_app(repo: Path, source: str, message: str) -> str:
+    (repo / "svc.py").write_text(source)
+    git(repo, "add", "svc.py")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(pytester: pytest.Pytester) -> Path:
+    """A repository with a fast app, then a commit that makes it slower (the working tree)."""
+    path = pytester.path
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "test@example.com")
+    git(path, "config", "user.name", "test")
+    git(path, "config", "commit.gpgsign", "false")
+    pytester.makeini(INI)
+    pytester.makepyfile(test_perf=PERF_TEST)
+    commit_app(path, APP.format(burn=0.0), "fast")
+    commit_app(path, APP.format(burn=0.002), "slower: 2 ms of CPU per upstream call")
+    return path
+
+
+def inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=180)
+
+
+def worktrees(repo: Path) -> list[str]:
+    return [line for line in git(repo, "worktree", "list").splitlines() if line.strip()]
+
+
+def test_a_slower_head_fails_against_its_base(pytester: pytest.Pytester, repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD~1")
+    result = inner(
+        pytester, "--fanout-ab=HEAD~1", "--fanout-save=ab.json", "--fanout-report-md=ab.md"
+    )
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    regressions = [line for line in result.outlines if line.startswith("REGRESSION ")]
+    assert len(regressions) == 1 and regressions[0].startswith(f"REGRESSION {CASE}: ")
+    data = json.loads((repo / "ab.json").read_text())
+    [case] = data["comparison"]["cases"]
+    assert case["verdict"] == "slower"
+    cpu = next(m for m in case["metrics"] if m["metric"] == "cpu")
+    assert cpu["regressed"] and cpu["change"] > 0.10
+    assert data["comparison"]["baseline"] == f"base HEAD~1 ({base[:12]})"
+    record = data["cases"][0]["record"]
+    assert len(record["samples"]) == 6 and len(record["app_cpu_per_sample"]) == 6
+    report = (repo / "ab.md").read_text()
+    assert base[:12] in report and "xychart-beta" in report
+    assert worktrees(repo) == worktrees(repo)[:1]  # the base worktree is gone
+
+
+def test_the_same_commit_against_itself_passes(pytester: pytest.Pytester, repo: Path) -> None:
+    result = inner(pytester, "--fanout-ab=HEAD", "--fanout-save=aa.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert "REGRESSION" not in result.stdout.str()
+    data = json.loads((repo / "aa.json").read_text())
+    assert [c["verdict"] for c in data["comparison"]["cases"]] == ["same"]
+    assert len(worktrees(repo)) == 1
+
+
+def test_a_base_that_cannot_start_is_one_line(pytester: pytest.Pytester, repo: Path) -> None:
+    commit_app(repo, "raise RuntimeError('broken at import')\n", "broken")
+    commit_app(repo, APP.format(burn=0.0), "fixed")
+    result = inner(pytester, "--fanout-ab=HEAD~1")
+    assert result.ret == 4
+    lines = [line for line in result.outlines if "cannot start" in line]
+    assert len(lines) == 1 and "the base app at HEAD~1" in lines[0], result.stdout.str()
+    assert "broken at import" in lines[0]
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert len(worktrees(repo)) == 1
+
+
+def test_a_bad_ref_is_one_line_before_any_test(pytester: pytest.Pytester, repo: Path) -> None:
+    result = inner(pytester, "--fanout-ab=no-such-ref")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.strip()]
+    assert errors == [
+        f"ERROR: pytest-fanout gate: --fanout-ab no-such-ref: no such commit in {repo.resolve()}"
+    ]
+
+
+INTERRUPTED_TEST = """
+import time
+from pathlib import Path
+
+
+def test_fan(fanout):
+    fanout.measure("/fan/10", repeat=2, n=10, concurrency=10)
+    Path("measured").write_text("yes")
+    time.sleep(60)  # the subject of the test: a session still running when Ctrl-C comes
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_removes_the_base_worktree_and_its_app(
+    pytester: pytest.Pytester, repo: Path, sig: int
+) -> None:
+    pytester.makepyfile(test_perf=INTERRUPTED_TEST)
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "FANOUT_TEST_TAG": tag, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--fanout-ab=HEAD~1"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: (repo / "measured").exists(), 90, "the inner test measured")
+        [_, base] = worktrees(repo)
+        base_path = Path(base.split()[0])
+        assert base_path.is_dir() and len(processes_tagged(tag)) >= 4  # pytest, stub, 2 apps
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert worktrees(repo) == worktrees(repo)[:1]
+    assert not base_path.exists() and not base_path.parent.exists()
+    wait_until(lambda: not processes_tagged(tag), 10, "every process of the run ended")
+
+
+WEAK_TEST = """
+def test_fan(fanout):
+    fanout.measure("/fan/10", repeat=3, n=10, concurrency=10)
+"""
+
+
+def test_a_case_that_can_never_be_flagged_is_warned_about_and_marked(
+    pytester: pytest.Pytester, repo: Path
+) -> None:
+    pytester.makepyfile(test_perf=WEAK_TEST)
+    result = inner(pytester, "--fanout-ab=HEAD", "--fanout-report-md=weak.md")
+    result.assert_outcomes(passed=1, warnings=1)
+    assert result.ret == 0
+    weak = "cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5"
+    result.stdout.fnmatch_lines([f"*FanoutPowerWarning: {CASE}: {weak}"])
+    assert f"same: {weak}" in (repo / "weak.md").read_text()

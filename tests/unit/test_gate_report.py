@@ -1,0 +1,162 @@
+"""The reviewer's Markdown: medians, change, CPU, reasons, commits, and a valid Mermaid chart.
+
+`check_xychart` is a validator of the `xychart-beta` subset the report emits, written from
+Mermaid's grammar (packages/mermaid/src/diagrams/xychart/parser/xychart.jison): a quoted
+string is `"` then anything but `"` then `"` (no escapes), a number is
+`[+-]?(\\d+(\\.\\d+)?|\\.\\d+)` (no exponent), `%%` starts a comment, `;` ends a statement.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pytest_fanout.gate import GateConfig, Run, compare_runs, render_comparison_markdown
+from pytest_fanout.gate.ab import merge_measurements
+from pytest_fanout.gate.report import chart_label, verdict_reason
+from pytest_fanout.gate.stats import power_note, repeat_needed, smallest_p
+from pytest_fanout.measure import Measurement
+
+REPO = Path(__file__).resolve().parents[2]
+#: The A/B mode's rules: the defaults and cpu+10%.
+AB = GateConfig.from_options(None).for_ab()
+STRING = r'"[^"\n]*"'
+NUMBER = r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)"
+LINES = [
+    re.compile(r"^xychart-beta$"),
+    re.compile(rf"^title {STRING}$"),
+    re.compile(rf"^x-axis \[{STRING}(?:, {STRING})*\]$"),
+    re.compile(rf"^y-axis {STRING} {NUMBER} --> {NUMBER}$"),
+    re.compile(rf"^bar \[{NUMBER}(?:, {NUMBER})*\]$"),
+]
+
+
+def check_xychart(block: str) -> None:
+    """Raise AssertionError unless `block` is the emitted subset of Mermaid's xychart-beta."""
+    lines = [line.strip() for line in block.strip().splitlines()]
+    assert lines[0] == "xychart-beta", lines[0]
+    assert "%%" not in block, "%% would start a Mermaid comment"
+    kinds = []
+    for line in lines:
+        outside_quotes = re.sub(STRING, '""', line)
+        assert ";" not in outside_quotes, f"';' ends a Mermaid statement: {line}"
+        for index, pattern in enumerate(LINES):
+            if pattern.match(line):
+                kinds.append(index)
+                break
+        else:
+            raise AssertionError(f"not xychart-beta syntax: {line!r}")
+    assert kinds[:4] == [0, 1, 2, 3] and set(kinds[4:]) == {4}, kinds
+    categories = len(re.findall(STRING, lines[2]))
+    low, high = (float(x) for x in re.findall(NUMBER, lines[3].split('"')[-1]))
+    assert low < high
+    for line in lines[4:]:
+        values = [float(x) for x in re.findall(NUMBER, line)]
+        assert len(values) == categories, f"{len(values)} bars for {categories} categories"
+        assert all(low <= v <= high for v in values), (values, low, high)
+
+
+def chart_of(markdown: str) -> str:
+    match = re.search(r"```mermaid\n(.*?)\n```", markdown, re.S)
+    assert match, markdown
+    return match.group(1)
+
+
+def m(
+    path: str, median: float, cpu: float, test: str = 'tests/t.py::test_x["q";%%]', k: int = 8
+) -> Measurement:
+    n = int(path.rsplit("/", 1)[1])
+    return Measurement(
+        path=path,
+        samples=[median * (1 + 0.002 * (i - (k - 1) / 2)) for i in range(k)],
+        app_cpu_per_sample=[cpu * (1 + 0.002 * (i - (k - 1) / 2)) for i in range(k)],
+        n=n,
+        concurrency=n,
+        upstream_delay_s=0.1,
+        test=test,
+    )
+
+
+def context(commit: str) -> dict:
+    return {"git": {"commit": commit, "branch": "x", "dirty": False}}
+
+
+def test_the_report_shows_ms_cpu_reasons_commits_and_a_valid_chart() -> None:
+    base = Run.from_measurements(
+        [m("/async/20", 0.110, 0.004), m("/async/50", 0.120, 0.008)], context("a" * 40)
+    )
+    head = Run.from_measurements(
+        [m("/async/20", 0.1185, 0.0040), m("/async/50", 0.160, 0.016)], context("b" * 40)
+    )
+    comparison = compare_runs(base, head, AB)
+    markdown = render_comparison_markdown(comparison, head)
+    check_xychart(chart_of(markdown))
+    assert "Base commit: `aaaaaaaaaaaa`; head commit: `bbbbbbbbbbbb`." in markdown
+    rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if "|" in line}
+    slower = rows['`tests/t.py::test_x["q";%%] /async/50`']
+    assert "120.00 ms" in slower and "160.00 ms" in slower and "+40.00 ms, +33.3%" in slower
+    assert "8.00 ms -> 16.00 ms (+100.0%)" in slower
+    assert "| **slower** :x: beyond efficiency-15% (-25.0%, p=" in slower
+    # 7.7% slower, beyond the noise but within the 15% limit: said so, not "same".
+    within = rows['`tests/t.py::test_x["q";%%] /async/20`']
+    assert "slower, within the efficiency-15% limit" in within
+
+
+def test_chart_labels_stay_inside_mermaid_quotes() -> None:
+    label = chart_label('t.py::test_a["x"]%%y /p\n')
+    assert '"' not in label and "%%" not in label and "\n" not in label
+    assert label.startswith("test_a[")
+
+
+def test_power_is_honest() -> None:
+    assert smallest_p(5, 5) == pytest.approx(1 / 252)
+    assert repeat_needed(0.01) == 5
+    assert power_note(3, 3, 0.01) == (
+        "cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5"
+    )
+    assert power_note(5, 5, 0.01) == ""
+    base = Run.from_measurements([m("/async/20", 0.110, 0.004, k=3)])
+    head = Run.from_measurements([m("/async/20", 0.300, 0.040, k=3)])
+    comparison = compare_runs(base, head, AB)
+    [v] = comparison.verdicts
+    assert v.verdict == "same"
+    assert verdict_reason(v, 0.01).startswith("same: cannot be flagged with 3 samples a side")
+
+
+def test_the_cpu_rule_flags_cpu_alone() -> None:
+    """Same wall time, 20% more CPU per request beyond the noise: slower on cpu+10%."""
+    base = Run.from_measurements([m("/async/20", 0.110, 0.0040)])
+    head = Run.from_measurements([m("/async/20", 0.110, 0.0048)])
+    [v] = compare_runs(base, head, AB).verdicts
+    assert v.verdict == "slower" and v.shown.rule.text == "cpu+10%"
+    # Without the probe's CPU on one side the case is still judged on the rest.
+    old = Run.from_measurements(
+        [Measurement(**{**m("/async/20", 0.11, 0.004).__dict__, "app_cpu_per_sample": []})]
+    )
+    [v] = compare_runs(old, head, AB).verdicts
+    assert v.verdict == "same" and "no cpu (no CPU samples" in v.note
+
+
+def test_alternated_single_samples_merge_into_one_measurement() -> None:
+    parts = [m("/async/20", 0.1 + i / 100, 0.004, k=1) for i in range(3)]
+    for part in parts:
+        part.app_errors = 1
+        part.upstream_requests_per_sample = [20]
+    merged = merge_measurements(parts)
+    assert merged.samples == [p.samples[0] for p in parts]
+    assert merged.upstream_requests_per_sample == [20, 20, 20]
+    assert merged.app_errors == 3 and merged.n == 20 and merged.path == "/async/20"
+
+
+def test_the_workflow_runs_ab_against_the_merge_base_into_the_step_summary() -> None:
+    yaml = pytest.importorskip("yaml")
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "perf-gate.yml").read_text())
+    steps = workflow["jobs"]["ab"]["steps"]
+    runs = "\n".join(step.get("run", "") for step in steps)
+    assert "git merge-base" in runs and '--fanout-ab="$FANOUT_AB_BASE"' in runs
+    assert "--fanout-report-md=reports/ab.md" in runs
+    assert 'cat reports/ab.md >> "$GITHUB_STEP_SUMMARY"' in runs
+    checkout = steps[0]
+    assert checkout["with"]["fetch-depth"] == 0  # the merge-base is in the clone

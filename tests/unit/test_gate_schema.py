@@ -1,0 +1,154 @@
+"""A saved file is not trusted: type, size, JSON, finite numbers, nesting, schema; and the
+statistics scale to 100,000 samples in a case and to 100,000 cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_fanout.gate import GateConfig, GateError, Run, compare_runs
+from pytest_fanout.gate.runs import collect_context
+from pytest_fanout.gate.schema import SchemaError, read_json
+from pytest_fanout.measure import Measurement
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def valid(record: dict | None = None) -> dict:
+    base = {"path": "/async/20", "samples": [0.11, 0.12, 0.11], "n": 20, "concurrency": 20}
+    return {
+        "schema": "pytest-fanout/results",
+        "schema_version": 1,
+        "cases": [
+            {"id": "t /async/20", "kind": "measurement", "record": {**base, **(record or {})}}
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"n": "20"}, "case 1 (t /async/20) is not a valid measurement record: n: Input should be"),
+        ({"n": 0}, "n: Input should be greater than or equal to 1"),
+        ({"samples": [0.1, -1]}, "samples.1: Input should be greater than or equal to 0"),
+        ({"upstream_delay_s": "0.1"}, "upstream_delay_s: Input should be a valid number"),
+        ({"app_cpu_per_sample": [True]}, "app_cpu_per_sample.0: Input should be a valid number"),
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_one_line(
+    tmp_path: Path, record: dict, message: str
+) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(valid(record)))
+    with pytest.raises(GateError) as info:
+        Run.load(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_nan_and_infinity_are_refused(tmp_path: Path, token: str) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(valid()).replace("0.12", token))
+    with pytest.raises(GateError, match="is refused: .* (is not a number|overflows)"):
+        Run.load(path)
+
+
+def test_deep_nesting_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(GateError, match="nested too deeply"):
+        Run.load(path)
+
+
+def test_only_a_regular_file_under_the_cap_is_read(tmp_path: Path) -> None:
+    with pytest.raises(GateError, match="is not a regular file"):
+        Run.load("/dev/zero")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(GateError, match="is not a regular file"):
+        Run.load(fifo)  # no writer: must not block
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(valid()) + " " * 2000)
+    with pytest.raises(SchemaError, match="over the 0 MiB limit"):
+        read_json(big, "baseline big.json", max_bytes=1000)
+
+
+def test_fanout_compare_refuses_dev_zero_with_exit_2(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(valid()))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_fanout.cli", "compare", "/dev/zero", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "fanout compare: error: baseline /dev/zero is not a regular file (a device, FIFO or socket)"
+    ]
+
+
+def _measurements(cases: int, samples: int, shift: float = 0.0) -> list[Measurement]:
+    return [
+        Measurement(
+            path=f"/async/{i}",
+            samples=[0.1 + shift + (j % 97) / 10_000 for j in range(samples)],
+            app_cpu_per_sample=[0.004 + (j % 89) / 1_000_000 for j in range(samples)],
+            n=20,
+            concurrency=20,
+            upstream_delay_s=0.1,
+            test="t.py::test_many",
+        )
+        for i in range(cases)
+    ]
+
+
+def test_one_case_of_100000_samples_compares_in_seconds() -> None:
+    base = Run.from_measurements(_measurements(1, 100_000))
+    now = Run.from_measurements(_measurements(1, 100_000, shift=0.05))
+    start = time.perf_counter()
+    comparison = compare_runs(base, now, GateConfig.from_options(None).for_ab())
+    seconds = time.perf_counter() - start
+    assert [v.verdict for v in comparison.verdicts] == ["slower"]
+    assert seconds < 20, f"{seconds:.1f} s for 100,000 samples a side (was 107 s)"
+
+
+def test_100000_cases_compare_in_seconds() -> None:
+    [template] = Run.from_measurements(_measurements(1, 10)).cases
+    cases = [
+        type(template)(f"t.py::test_many /async/{i}", template.kind, template.record)
+        for i in range(100_000)
+    ]
+    base, now = Run(cases, {}), Run(cases, {})
+    start = time.perf_counter()
+    comparison = compare_runs(base, now, GateConfig.from_options(None).for_ab())
+    seconds = time.perf_counter() - start
+    assert comparison.counts()["same"] == 100_000
+    assert seconds < 30, f"{seconds:.1f} s for 100,000 cases"
+
+
+def test_the_context_records_the_app_servers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FANOUT_CALL_OVERHEAD_MS", "0")
+    monkeypatch.setenv("FANOUT_MAX_N", "500")
+    context = collect_context(
+        REPO,
+        app_env={
+            "FANOUT_CALL_OVERHEAD_MS": "2",
+            "FANOUT_UPSTREAM_URL": "http://127.0.0.1:41234",
+            "PRICING_TIMEOUT_S": "2",
+        },
+        hide=["http://127.0.0.1:41234"],
+    )
+    assert context["settings"] == {
+        "FANOUT_CALL_OVERHEAD_MS": "2",  # the app's override, not this process's "0"
+        "FANOUT_MAX_N": "500",
+        "PRICING_TIMEOUT_S": "2",
+    }
