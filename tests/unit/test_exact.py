@@ -150,3 +150,18 @@ def test_dropped_threshold_and_abort_rules() -> None:
         == "--fanout-max-dropped-ratio 0.05: dropped-start ratio 0.1 after 200 scheduled starts"
     )
     assert Thresholds().already_lost(requests=10**6, failures=10**6) is None
+
+
+def test_the_gates_locust_case_carries_the_exact_row() -> None:
+    from pytest_fanout.gate.runs import load_case_record
+    from pytest_fanout.gate.schema import LoadStats
+
+    histogram = new_histogram()
+    for ms in range(100, 1100):
+        record_ms(histogram, ms / 10)  # 10.0 .. 109.9 ms
+    exact = exact_row(row(), histogram)
+    result = LoadResult(endpoints={exact.key: exact}, total=exact, exit_code=0, duration_s=5)
+    stats = load_case_record(result, exact)["stats"]
+    LoadStats.model_validate(stats)  # the gate's schema accepts the exact buckets
+    assert stats["exact"] is True and abs(stats["p95_ms"] - 104.95) <= 0.1
+    assert sum(stats["histogram"].values()) == 1000
