@@ -41,6 +41,7 @@ EXIT_USAGE = 2
 #: Start-up and shut-down of one Locust step on top of its run time (about 1 s measured).
 STEP_OVERHEAD_S = 2.0
 MIN_STEP_S = 2
+HOST_CHECK_TIMEOUT_S = 5.0
 #: With --expect-workers: how long each step's master waits for its workers.
 WORKERS_MAX_WAIT_S = 60
 LOCUSTFILE = Path(__file__).with_name("capacity_locustfile.py")
@@ -283,6 +284,10 @@ def run(args: argparse.Namespace) -> int:
     if args.png and not _have_matplotlib():
         return _usage("--png needs matplotlib: pip install 'pytest-fanout[bench]'")
     if args.host:
+        problem = _host_problem(args.host)
+        if problem:
+            print(f"fanout capacity: error: {problem}", file=sys.stderr)
+            return EXIT_FAILED
         return _search_all(args, args.host, paths)
     from pytest_fanout.servers.stack import DEFAULT_APP, Stack
     from pytest_fanout.servers.upstream import Behaviour
@@ -296,6 +301,19 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         return _search_all(args, stack.app.url, paths)
+
+
+def _host_problem(host: str) -> str:
+    """Why --host cannot be loaded (one phrase), or "": any HTTP answer will do."""
+    import httpx2
+
+    if not host.startswith(("http://", "https://")):
+        return f"--host {host!r} must start with http:// or https://"
+    try:
+        httpx2.get(host, timeout=HOST_CHECK_TIMEOUT_S)
+    except httpx2.HTTPError as exc:
+        return f"--host {host} does not answer: {type(exc).__name__}: {exc}"
+    return ""
 
 
 def _search_all(args: argparse.Namespace, host: str, paths: list[str]) -> int:

@@ -174,3 +174,19 @@ def test_a_search_drives_a_master_and_two_workers(tmp_path: Path) -> None:
     first = row["steps"][0]
     assert first["rate"] == 20 and first["ok"], row
     assert abs(first["achieved_rps"] - 20) <= 0.1 * 20, first
+
+
+def test_a_host_that_does_not_answer_is_one_line_before_any_step() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    result, left = fanout(
+        "capacity", "--slo-p95-ms", "100", "--host", f"http://127.0.0.1:{port}", "--path", "/x"
+    )
+    assert result.returncode == 1 and not left
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"fanout capacity: error: --host http://127.0.0.1:{port} does not answer: "
+        "ConnectError: [Errno 111] Connection refused"
+    ], result.stderr
+    assert "at " not in result.stdout  # no step ran
