@@ -116,6 +116,7 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
         "--fanout-max-dropped-ratio",
         type=fraction,
         default=None,
+        include_in_web_ui=False,  # the open model itself is command-line only
         help="open model: fail (exit 3) if more of the scheduled starts were dropped",
     )
 
