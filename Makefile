@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install patterns test lint load soak bench perf gate-validate serve clean
+.PHONY: install patterns test lint load soak bench perf gate-validate serve wheel clean
 
 install: $(STAMP)
 
@@ -35,10 +35,10 @@ load: install
 soak: install
 	$(BIN)/python benchmarks/soak.py
 
-## Fan-out at the physical limit: app vs raw aiohttp and httpx, table and plot in docs/.
+## Fan-out at the physical limit: app vs raw aiohttp, httpx and httpx2; table and plot in docs/.
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	$(BIN)/python benchmarks/physical_limit.py
+	$(BIN)/python -m benchmarks.physical_limit
 
 ## The performance suite, saved for the regression gate (compare with BASELINE=path.json).
 perf: install
@@ -52,5 +52,9 @@ gate-validate: install
 serve: install
 	$(BIN)/fanout serve
 
+## The wheel `pip install pytest-fanout` installs (harness, Locust module, reference app).
+wheel: install
+	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

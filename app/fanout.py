@@ -3,7 +3,10 @@
 They know nothing of FastAPI, so they are unit-tested with a mocked transport
 and reused by the routes in `app.main`. Every call ends as a `CallOutcome`:
 a failed call is reported in its slot, never raised, so one bad upstream call
-cannot turn a fan-out into a 500.
+cannot turn a fan-out into a 500. `deadline_s` is what is left of the
+request's deadline when the strategy starts (the route has already spent
+some of it waiting for a thread); waiting for the semaphore or for a pooled
+connection is inside it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 DEADLINE_REASON = "deadline exceeded"
 
@@ -43,50 +46,45 @@ def _detail(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _burn_cpu(seconds: float) -> None:
-    """Spin for `seconds` of wall time: the injected per-call cost (FANOUT_CALL_OVERHEAD_MS)."""
-    if seconds <= 0:
-        return
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-def _outcome(response: httpx.Response) -> CallOutcome:
+def _outcome(response: httpx2.Response) -> CallOutcome:
     if response.is_success:
         return CallOutcome(status=response.status_code)
     return CallOutcome(status=response.status_code, error=f"HTTP {response.status_code}")
 
 
 def _failure(exc: Exception) -> CallOutcome:
-    if isinstance(exc, httpx.ConnectError):  # refused or unreachable: no upstream there
+    if isinstance(exc, httpx2.ConnectError):  # refused or unreachable: no upstream there
         return CallOutcome(error="ConnectError", unreachable=True, detail=f"ConnectError: {exc}")
     return CallOutcome(error=type(exc).__name__, detail=_detail(exc))
 
 
-async def fetch(client: httpx.AsyncClient, url: str, overhead_s: float = 0.0) -> CallOutcome:
+#: An upstream URL: the routes pass `httpx2.URL`s they built once (no parse per call).
+Url = httpx2.URL | str
+
+
+async def fetch(client: httpx2.AsyncClient, url: Url) -> CallOutcome:
     """One upstream call on the shared async client, as an outcome."""
     try:
         response = await client.get(url)
     except Exception as exc:  # any failure is this call's outcome, not the fan-out's
         return _failure(exc)
-    _burn_cpu(overhead_s)
     return _outcome(response)
 
 
 async def gather_all(
-    client: httpx.AsyncClient,
-    urls: Sequence[str],
+    client: httpx2.AsyncClient,
+    urls: Sequence[Url],
     *,
     deadline_s: float,
-    overhead_s: float = 0.0,
 ) -> list[CallOutcome]:
     """All calls at once with `asyncio.gather`: wall time is about the slowest call."""
     outcomes = [NOT_STARTED] * len(urls)
 
-    async def call(i: int, url: str) -> None:
-        outcomes[i] = await fetch(client, url, overhead_s)
+    async def call(i: int, url: Url) -> None:
+        outcomes[i] = await fetch(client, url)
 
+    if deadline_s <= 0:
+        return outcomes  # the request spent its whole deadline before it got here
     try:
         async with asyncio.timeout(deadline_s):
             await asyncio.gather(*(call(i, url) for i, url in enumerate(urls)))
@@ -96,12 +94,11 @@ async def gather_all(
 
 
 async def gather_bounded(
-    client: httpx.AsyncClient,
-    urls: Sequence[str],
+    client: httpx2.AsyncClient,
+    urls: Sequence[Url],
     max_concurrent: int,
     *,
     deadline_s: float,
-    overhead_s: float = 0.0,
 ) -> list[CallOutcome]:
     """Gather behind `asyncio.Semaphore(max_concurrent)`: never more than that in flight."""
     if max_concurrent < 1:
@@ -109,10 +106,12 @@ async def gather_bounded(
     outcomes = [NOT_STARTED] * len(urls)
     semaphore = asyncio.Semaphore(max_concurrent)
 
-    async def call(i: int, url: str) -> None:
+    async def call(i: int, url: Url) -> None:
         async with semaphore:
-            outcomes[i] = await fetch(client, url, overhead_s)
+            outcomes[i] = await fetch(client, url)
 
+    if deadline_s <= 0:
+        return outcomes  # the request spent its whole deadline before it got here
     try:
         async with asyncio.timeout(deadline_s):
             await asyncio.gather(*(call(i, url) for i, url in enumerate(urls)))
@@ -122,11 +121,10 @@ async def gather_bounded(
 
 
 def call_in_sequence(
-    client: httpx.Client,
-    urls: Sequence[str],
+    client: httpx2.Client,
+    urls: Sequence[Url],
     *,
     deadline_s: float,
-    overhead_s: float = 0.0,
 ) -> list[CallOutcome]:
     """One call after another on a sync client: wall time is the sum of the calls.
 
@@ -145,6 +143,5 @@ def call_in_sequence(
         except Exception as exc:
             outcomes[i] = _failure(exc)
             continue
-        _burn_cpu(overhead_s)
         outcomes[i] = _outcome(response)
     return outcomes

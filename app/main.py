@@ -2,7 +2,8 @@
 
 Run it with `uvicorn app.main:app`; configure it with FANOUT_* environment
 variables (see `app.settings`). Every fan-out answer has the same shape,
-`FanoutAnswer`, whatever the pattern.
+`FanoutAnswer`, whatever the pattern. A request is admitted first (see
+`app.admission`): past FANOUT_MAX_PENDING_CALLS it is shed with 503.
 """
 
 import gc
@@ -10,16 +11,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Annotated
 
-import httpx
+import httpx2
 from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
-from app import fanout
-from app.clients import build_async_client, build_sync_client
-from app.fanout import CallOutcome
-from app.settings import Settings
+from . import fanout
+from .admission import Admission, Ticket
+from .clients import upstream_clients
+from .fanout import CallOutcome
+from .settings import Settings, SettingsError
 
 
 class ErrorSummary(BaseModel):
@@ -49,9 +52,37 @@ class Health(BaseModel):
     status: str
 
 
+class Stats(BaseModel):
+    """What admission control has seen since the process started."""
+
+    pending_calls: int = Field(description="Upstream calls queued or in flight now.")
+    max_pending_calls: int = Field(description="The bound (FANOUT_MAX_PENDING_CALLS).")
+    admitted: int = Field(description="Requests admitted.")
+    shed: int = Field(description="Requests answered 503 at once: the bound was reached.")
+    failed_calls: int = Field(description="Upstream calls that failed (each also logged).")
+
+
+@dataclass(frozen=True)
+class Work:
+    """An admitted fan-out request: the upstream URLs to call and its admission ticket."""
+
+    urls: list[httpx2.URL]
+    ticket: Ticket
+
+
+@dataclass(frozen=True)
+class BoundedWork(Work):
+    """The same, with the semaphore's bound the request asked for."""
+
+    max_concurrent: int
+
+
 log = logging.getLogger("app.fanout")
 
-UNREACHABLE = {502: {"description": "Every upstream call failed: the upstream is unreachable."}}
+ANSWERS = {
+    502: {"description": "Every upstream call failed: the upstream is unreachable."},
+    503: {"description": "Shed at once: the process has too many upstream calls pending."},
+}
 
 
 def summarise(
@@ -59,16 +90,24 @@ def summarise(
     outcomes: list[CallOutcome],
     elapsed_s: float,
     settings: Settings,
+    admission: Admission,
     max_concurrent: int | None = None,
 ) -> FanoutAnswer:
     """Turn outcomes into the answer; a 502 when no call could reach the upstream."""
     failed = [(i, o) for i, o in enumerate(outcomes) if not o.ok]
     if failed:
-        # The full reasons (with the upstream's address) go to the log, not to the client.
+        # One counted line per fan-out, never a traceback; the full reason (with the
+        # upstream's address) goes to the log, not to the client.
+        total = admission.count_failed(len(failed))
         first, outcome = failed[0]
         log.warning(
-            "%s: %d of %d upstream calls failed; call %d: %s",
-            pattern, len(failed), len(outcomes), first, outcome.detail or outcome.error,
+            "%s: %d of %d upstream calls failed (%d since start); call %d: %s",
+            pattern,
+            len(failed),
+            len(outcomes),
+            total,
+            first,
+            outcome.detail or outcome.error,
         )
     if outcomes and all(o.unreachable for o in outcomes):
         raise HTTPException(
@@ -96,7 +135,7 @@ def tuned_gc(threshold: int) -> Iterator[None]:
 
     A wide fan-out keeps about 100 GC-tracked objects alive per call in flight,
     so CPython's default threshold (700) runs a FULL collection on every
-    /async/1000: about 30% of the app's CPU (benchmarks/physical_limit.py).
+    /async/1000: about 30% of the app's CPU (benchmarks/physical_limit/).
     Undone on shutdown; threshold 0 leaves the GC alone.
     """
     if threshold <= 0:
@@ -116,17 +155,19 @@ def tuned_gc(threshold: int) -> Iterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; path bounds come from `settings`, so the OpenAPI schema shows them."""
     settings = settings or Settings.from_env()
-    overhead_s = settings.call_overhead_ms / 1000
+    admission = Admission(settings.max_pending_calls, settings.deadline_s)
+    # Only the configured upstream, only paths the app builds: nothing from the request.
+    # Built once: httpx2 takes a ready `URL` as it is, where a string is parsed per call.
+    item_urls = [httpx2.URL(f"{settings.upstream_url}/items/{i}") for i in range(settings.max_n)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # ONE client of each kind for the whole process, closed on shutdown.
-        with build_sync_client(settings) as sync_client:
-            async with build_async_client(settings) as async_client:
-                app.state.sync_client = sync_client
-                app.state.async_client = async_client
-                with tuned_gc(settings.gc_threshold):
-                    yield
+        async with upstream_clients(settings) as clients:
+            app.state.async_client = clients.async_client
+            app.state.sync_client = clients.sync_client
+            with tuned_gc(settings.gc_threshold):
+                yield
 
     app = FastAPI(
         title="fan-out reference service",
@@ -135,15 +176,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.admission = admission
 
-    def async_client(request: Request) -> httpx.AsyncClient:
+    def async_client(request: Request) -> httpx2.AsyncClient:
         return request.app.state.async_client
 
-    def sync_client(request: Request) -> httpx.Client:
+    def sync_client(request: Request) -> httpx2.Client:
         return request.app.state.sync_client
 
-    AsyncClient = Annotated[httpx.AsyncClient, Depends(async_client)]
-    SyncClient = Annotated[httpx.Client, Depends(sync_client)]
+    AsyncClient = Annotated[httpx2.AsyncClient, Depends(async_client)]
+    SyncClient = Annotated[httpx2.Client, Depends(sync_client)]
     N = Annotated[
         int, Path(ge=1, le=settings.max_n, description=f"Upstream calls, 1 to {settings.max_n}.")
     ]
@@ -156,64 +198,88 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
     ]
 
-    def work(n: int) -> list[str]:
-        # Only the configured upstream, only paths the app builds: nothing from the request.
-        return [f"{settings.upstream_url}/items/{i}" for i in range(n)]
+    @contextmanager
+    def hold(n: int) -> Iterator[Ticket]:
+        ticket = admission.admit(n)
+        if ticket is None:
+            raise HTTPException(
+                status_code=503,
+                detail=f"overloaded: {n} more upstream calls would pass the bound of "
+                f"{settings.max_pending_calls}; retry after {settings.retry_after_s} s",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            )
+        try:
+            yield ticket
+        finally:
+            admission.release(ticket)
+
+    # The admission is a dependency: async, so it runs on the event loop before a `def`
+    # route waits for a thread (a shed request never queues; the deadline counts the wait).
+    # It owns the path parameters, so a bad one is a 422 before anything is admitted.
+    async def admitted(n: N) -> AsyncIterator[Work]:
+        with hold(n) as ticket:
+            yield Work(item_urls[:n], ticket)
+
+    async def admitted_bounded(n: N, max_concurrent: MaxConcurrent) -> AsyncIterator[BoundedWork]:
+        with hold(n) as ticket:
+            yield BoundedWork(item_urls[:n], ticket, max_concurrent)
+
+    Admitted = Annotated[Work, Depends(admitted)]
+    AdmittedBounded = Annotated[BoundedWork, Depends(admitted_bounded)]
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         return Health(status="ok")
 
-    @app.get("/sync/{n}", response_model=FanoutAnswer, responses=UNREACHABLE)
-    def sync_route(n: N, client: SyncClient) -> FanoutAnswer:
+    @app.get("/stats", response_model=Stats)
+    async def stats() -> Stats:
+        """Admission control's counters: pending calls, admitted and shed requests."""
+        return Stats(**admission.snapshot())
+
+    @app.get("/sync/{n}", response_model=FanoutAnswer, responses=ANSWERS)
+    def sync_route(work: Admitted, client: SyncClient) -> FanoutAnswer:
         """n calls one after another with a sync client, in the threadpool (a `def` route)."""
         start = time.perf_counter()
-        outcomes = fanout.call_in_sequence(
-            client, work(n), deadline_s=settings.deadline_s, overhead_s=overhead_s
-        )
-        return summarise("sync", outcomes, time.perf_counter() - start, settings)
+        outcomes = fanout.call_in_sequence(client, work.urls, deadline_s=work.ticket.remaining_s())
+        return summarise("sync", outcomes, time.perf_counter() - start, settings, admission)
 
-    @app.get("/async/{n}", response_model=FanoutAnswer, responses=UNREACHABLE)
-    async def async_route(n: N, client: AsyncClient) -> FanoutAnswer:
-        """n calls at once with `asyncio.gather` over the shared `httpx.AsyncClient`."""
+    @app.get("/async/{n}", response_model=FanoutAnswer, responses=ANSWERS)
+    async def async_route(work: Admitted, client: AsyncClient) -> FanoutAnswer:
+        """n calls at once with `asyncio.gather` over the shared `httpx2.AsyncClient`."""
         start = time.perf_counter()
-        outcomes = await fanout.gather_all(
-            client, work(n), deadline_s=settings.deadline_s, overhead_s=overhead_s
-        )
-        return summarise("async", outcomes, time.perf_counter() - start, settings)
+        outcomes = await fanout.gather_all(client, work.urls, deadline_s=work.ticket.remaining_s())
+        return summarise("async", outcomes, time.perf_counter() - start, settings, admission)
 
-    @app.get(
-        "/async_sem/{n}/{max_concurrent}", response_model=FanoutAnswer, responses=UNREACHABLE
-    )
-    async def async_sem_route(
-        n: N, max_concurrent: MaxConcurrent, client: AsyncClient
-    ) -> FanoutAnswer:
+    @app.get("/async_sem/{n}/{max_concurrent}", response_model=FanoutAnswer, responses=ANSWERS)
+    async def async_sem_route(work: AdmittedBounded, client: AsyncClient) -> FanoutAnswer:
         """n calls, at most `max_concurrent` in flight, behind an `asyncio.Semaphore`."""
         start = time.perf_counter()
         outcomes = await fanout.gather_bounded(
-            client,
-            work(n),
-            max_concurrent,
-            deadline_s=settings.deadline_s,
-            overhead_s=overhead_s,
+            client, work.urls, work.max_concurrent, deadline_s=work.ticket.remaining_s()
         )
         elapsed = time.perf_counter() - start
-        return summarise("async_sem", outcomes, elapsed, settings, max_concurrent)
+        return summarise("async_sem", outcomes, elapsed, settings, admission, work.max_concurrent)
 
-    @app.get("/blocking/{n}", response_model=FanoutAnswer, responses=UNREACHABLE)
-    async def blocking_route(n: N, client: SyncClient) -> FanoutAnswer:
+    @app.get("/blocking/{n}", response_model=FanoutAnswer, responses=ANSWERS)
+    async def blocking_route(work: Admitted, client: SyncClient) -> FanoutAnswer:
         """ANTI-PATTERN, kept on purpose: a sync client called inside `async def`.
 
         Every call blocks the event loop, so no other request (not even
         /healthz) is served meanwhile. The harness's loop probe must flag it.
         """
         start = time.perf_counter()
-        outcomes = fanout.call_in_sequence(
-            client, work(n), deadline_s=settings.deadline_s, overhead_s=overhead_s
-        )
-        return summarise("blocking", outcomes, time.perf_counter() - start, settings)
+        outcomes = fanout.call_in_sequence(client, work.urls, deadline_s=work.ticket.remaining_s())
+        return summarise("blocking", outcomes, time.perf_counter() - start, settings, admission)
 
     return app
 
 
-app = create_app()
+def _app_from_env() -> FastAPI:
+    """The app `uvicorn app.main:app` serves; a bad setting is one line and exit status 1."""
+    try:
+        return create_app()
+    except SettingsError as exc:
+        raise SystemExit(f"app: refusing to start: {exc}") from None
+
+
+app = _app_from_env()

@@ -27,12 +27,15 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.procfs import status_kib  # noqa: E402
+from pytest_fanout._argtypes import import_string, int_between  # noqa: E402
+from pytest_fanout._table import render_markdown  # noqa: E402
 from pytest_fanout.load import LoadResult, LoadRunError, run_locust  # noqa: E402
 from pytest_fanout.servers.process import ServerStartError  # noqa: E402
 from pytest_fanout.servers.proctree import descendants_of  # noqa: E402
@@ -43,6 +46,18 @@ MAX_DURATION_S = 60
 #: Enough load time for a warm-up window and a separate end window.
 MIN_DURATION_S = 20
 USER_CLASS = "AsyncUser"
+TABLE_HEADERS = (
+    "duration",
+    "users",
+    "n",
+    "requests",
+    "failures",
+    "req/s",
+    "p95",
+    "RSS after warm-up",
+    "RSS at end",
+    "change",
+)
 
 
 @dataclass(frozen=True)
@@ -87,11 +102,8 @@ class RssSample:
 
 
 def vm_rss_kib(pid: int) -> int:
-    """VmRSS of one process from /proc/<pid>/status (all its threads share it), in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise OSError(f"no VmRSS for pid {pid} (a zombie or a kernel thread)")
+    """VmRSS of one process (all its threads share it), in KiB."""
+    return status_kib(pid, "VmRSS")
 
 
 def app_rss_kib(pid: int) -> int:
@@ -224,21 +236,22 @@ class SoakResult:
 
     def table(self) -> str:
         """The README-ready Markdown table, one row per run, plus the accounting lines."""
-        head = (
-            "| duration | users | n | requests | failures | req/s | p95 | "
-            "RSS after warm-up | RSS at end | change |"
-        )
-        rule = "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        return "\n".join([head, rule, self.row()]) + "\n\n" + self.details()
+        return render_markdown(TABLE_HEADERS, [self.row()]) + "\n\n" + self.details()
 
-    def row(self) -> str:
+    def row(self) -> list[str]:
         total = self.load.total
-        return (
-            f"| {self.load.duration_s:.1f} s | {self.config.users} | {self.config.n} "
-            f"| {total.requests} | {total.failures} | {total.rps:.1f} | {total.p95_ms:.0f} ms "
-            f"| {self.rss_warm_kib / 1024:.1f} MiB | {self.rss_end_kib / 1024:.1f} MiB "
-            f"| {self.rss_change:+.1%} |"
-        )
+        return [
+            f"{self.load.duration_s:.1f} s",
+            str(self.config.users),
+            str(self.config.n),
+            str(total.requests),
+            str(total.failures),
+            f"{total.rps:.1f}",
+            f"{total.p95_ms:.0f} ms",
+            f"{self.rss_warm_kib / 1024:.1f} MiB",
+            f"{self.rss_end_kib / 1024:.1f} MiB",
+            f"{self.rss_change:+.1%}",
+        ]
 
     def details(self) -> str:
         total = self.load.total
@@ -336,37 +349,23 @@ def run_soak(config: SoakConfig, *, workdir: Path | None = None) -> SoakResult:
     )
 
 
-def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    """argparse type: an integer in [low, high], so every run stays bounded."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} must be between {low} and {high}")
-        return value
-
-    return parse
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/soak.py", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--duration",
-        type=_bounded_int(MIN_DURATION_S, MAX_DURATION_S),
+        type=int_between(MIN_DURATION_S, MAX_DURATION_S),
         default=60,
         help=f"seconds of load, {MIN_DURATION_S} to {MAX_DURATION_S} (default 60)",
     )
-    parser.add_argument("--users", type=_bounded_int(1, 200), default=20, help="Locust users")
+    parser.add_argument("--users", type=int_between(1, 200), default=20, help="Locust users")
     parser.add_argument(
-        "--n", type=_bounded_int(1, 100), default=10, help="upstream calls per request"
+        "--n", type=int_between(1, 100), default=10, help="upstream calls per request"
     )
     parser.add_argument(
         "--app",
+        type=import_string,
         default=DEFAULT_APP,
         help=f"the app under test, MODULE:ATTR (default {DEFAULT_APP})",
     )

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Callable
 
 IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _integer(text: str, what: str = "an integer") -> int:
@@ -84,3 +86,26 @@ def import_string(text: str) -> str:
     if not IMPORT_STRING.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an import string like app.main:app")
     return text
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an integer in [low, high] (keeps a benchmark's run bounded)."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def named_upstream(text: str) -> tuple[str, str]:
+    """NAME=ENVVAR: a stub upstream and the environment variable the app reads its URL from."""
+    name, sep, env_var = text.partition("=")
+    name, env_var = name.strip(), env_var.strip()
+    if not sep or not IDENTIFIER.match(name) or not IDENTIFIER.match(env_var):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not NAME=ENVVAR like inventory=INVENTORY_URL"
+        )
+    return name, env_var

@@ -1,4 +1,4 @@
-"""The `fanout` command: serve the stack, run the stub upstream, compare patterns.
+"""The `fanout` command: serve the stack, run the stub upstream, compare patterns, measure.
 
 Each subcommand is a (configure, run) pair in COMMANDS; the modules that hold
 them are imported only when that subcommand runs. Errors end as one line on
@@ -20,6 +20,7 @@ from pytest_fanout._argtypes import (
     fraction,
     http_status,
     import_string,
+    named_upstream,
     non_negative_float,
     non_negative_int,
     port_number,
@@ -27,6 +28,7 @@ from pytest_fanout._argtypes import (
     positive_int,
 )
 from pytest_fanout.servers.process import LOOPBACK, ServerStartError
+from pytest_fanout.servers.stack import DEFAULT_APP
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -36,18 +38,42 @@ EXIT_USAGE = 2
 def add_behaviour_options(parser: argparse.ArgumentParser) -> None:
     """The stub upstream's behaviour flags, shared by `upstream`, `serve` and `patterns`."""
     group = parser.add_argument_group("stub upstream behaviour")
-    group.add_argument("--delay-ms", type=non_negative_float, default=100.0,
-                       help="delay before each answer (default: 100)")
-    group.add_argument("--jitter-ms", type=non_negative_float, default=0.0,
-                       help="extra random delay, uniform in [0, J] (default: 0)")
-    group.add_argument("--error-rate", type=fraction, default=0.0,
-                       help="fraction of calls answered with --error-status (default: 0)")
-    group.add_argument("--error-status", type=http_status, default=500,
-                       help="status of the failed calls (default: 500)")
-    group.add_argument("--drop-rate", type=fraction, default=0.0,
-                       help="fraction of calls whose connection is closed mid-answer")
-    group.add_argument("--max-inflight", type=non_negative_int, default=0,
-                       help="answer 429 above this many calls in flight; 0 = no cap")
+    group.add_argument(
+        "--delay-ms",
+        type=non_negative_float,
+        default=100.0,
+        help="delay before each answer (default: 100)",
+    )
+    group.add_argument(
+        "--jitter-ms",
+        type=non_negative_float,
+        default=0.0,
+        help="extra random delay, uniform in [0, J] (default: 0)",
+    )
+    group.add_argument(
+        "--error-rate",
+        type=fraction,
+        default=0.0,
+        help="fraction of calls answered with --error-status (default: 0)",
+    )
+    group.add_argument(
+        "--error-status",
+        type=http_status,
+        default=500,
+        help="status of the failed calls (default: 500)",
+    )
+    group.add_argument(
+        "--drop-rate",
+        type=fraction,
+        default=0.0,
+        help="fraction of calls whose connection is closed mid-answer",
+    )
+    group.add_argument(
+        "--max-inflight",
+        type=non_negative_int,
+        default=0,
+        help="answer 429 above this many calls in flight; 0 = no cap",
+    )
 
 
 def behaviour_from(args: argparse.Namespace):  # -> Behaviour
@@ -90,8 +116,11 @@ def warn_if_exposed(host: str) -> None:
 def configure_upstream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=port_number, default=8001, help="port (default: 8001)")
-    parser.add_argument("--token", default=None,
-                        help="bearer token of the control paths (default: a random one, printed)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="bearer token of the control paths (default: a random one, printed)",
+    )
     add_behaviour_options(parser)
 
 
@@ -110,7 +139,10 @@ def run_upstream(args: argparse.Namespace) -> int:
     if not args.token:
         print(f"control token: {app.token} (send 'Authorization: Bearer <token>')", flush=True)
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on",
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
         http="pytest_fanout.servers.connections:CountingHTTPProtocol",
     )
     server = uvicorn.Server(config)
@@ -125,16 +157,32 @@ def run_upstream(args: argparse.Namespace) -> int:
 
 
 def configure_serve(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--app", type=import_string, default="app.main:app",
-                        help="ASGI import string of the app (default: app.main:app)")
+    parser.add_argument(
+        "--app",
+        type=import_string,
+        default=DEFAULT_APP,
+        help=f"ASGI import string of the app (default: {DEFAULT_APP})",
+    )
     parser.add_argument("--app-dir", default=None, help="directory to import the app from")
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--app-port", type=port_number, default=8000,
-                        help="the app's port; 0 picks a free one (default: 8000)")
-    parser.add_argument("--upstream-port", type=port_number, default=8001,
-                        help="the stub upstream's port; 0 picks a free one (default: 8001)")
-    parser.add_argument("--startup-timeout", type=positive_float, default=10.0,
-                        help="seconds each process may take to answer (default: 10)")
+    parser.add_argument(
+        "--app-port",
+        type=port_number,
+        default=8000,
+        help="the app's port; 0 picks a free one (default: 8000)",
+    )
+    parser.add_argument(
+        "--upstream-port",
+        type=port_number,
+        default=8001,
+        help="the stub upstream's port; 0 picks a free one (default: 8001)",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=positive_float,
+        default=10.0,
+        help="seconds each process may take to answer (default: 10)",
+    )
     add_behaviour_options(parser)
 
 
@@ -169,31 +217,45 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def configure_patterns(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=positive_int, default=20,
-                        help="upstream calls per request (default: 20)")
-    parser.add_argument("--max-concurrent", type=positive_int, default=5,
-                        help="the semaphore's bound for async_sem (default: 5)")
-    parser.add_argument("--delay-ms", type=non_negative_float, default=100.0,
-                        help="the stub upstream's delay (default: 100)")
-    parser.add_argument("--repeat", type=positive_int, default=3,
-                        help="timed requests per pattern; the median is shown (default: 3)")
-    parser.add_argument("--app", type=import_string, default="app.main:app",
-                        help="ASGI import string of the app (default: app.main:app)")
-    parser.add_argument("--no-blocking", action="store_true",
-                        help="leave out the blocking anti-pattern")
+    parser.add_argument(
+        "--n", type=positive_int, default=20, help="upstream calls per request (default: 20)"
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=positive_int,
+        default=5,
+        help="the semaphore's bound for async_sem (default: 5)",
+    )
+    parser.add_argument(
+        "--delay-ms",
+        type=non_negative_float,
+        default=100.0,
+        help="the stub upstream's delay (default: 100)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=3,
+        help="timed requests per pattern; the median is shown (default: 3)",
+    )
+    parser.add_argument(
+        "--app",
+        type=import_string,
+        default=DEFAULT_APP,
+        help=f"ASGI import string of the app (default: {DEFAULT_APP}); it must"
+        " serve the reference routes (use `fanout measure` for your own)",
+    )
+    parser.add_argument(
+        "--no-blocking", action="store_true", help="leave out the blocking anti-pattern"
+    )
 
 
 def run_patterns(args: argparse.Namespace) -> int:
-    import httpx
+    import httpx2
 
     from pytest_fanout.measure import MeasurementError
     from pytest_fanout.patterns import patterns_table, run_patterns
 
-    print(
-        f"Fan-out of n={args.n} calls to a stub upstream answering after {args.delay_ms:g} ms"
-        f" (median of {args.repeat}):\n",
-        flush=True,
-    )
     try:
         rows = run_patterns(
             n=args.n,
@@ -205,17 +267,170 @@ def run_patterns(args: argparse.Namespace) -> int:
         )
     except MeasurementError as exc:  # e.g. a 422: --n or --max-concurrent over the app's cap
         raise CommandError(str(exc).splitlines()[0]) from None
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise CommandError(f"the app did not answer: {type(exc).__name__}: {exc}") from None
-    print(patterns_table(rows))
+    # Printed once there is a table to show: a stack that did not start prints one line.
+    print(
+        f"Fan-out of n={args.n} calls to a stub upstream answering after {args.delay_ms:g} ms"
+        f" (median of {args.repeat}):\n"
+    )
+    print(patterns_table(rows), flush=True)
+    return EXIT_OK
+
+
+# ---- fanout measure ----------------------------------------------------------
+
+
+def configure_measure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="the path to measure, e.g. /basket/10 (with its query)")
+    parser.add_argument(
+        "--app",
+        type=import_string,
+        default=DEFAULT_APP,
+        help=f"ASGI import string of the app (default: {DEFAULT_APP})",
+    )
+    parser.add_argument(
+        "--app-dir",
+        default=None,
+        help="directory to import the app from (default: the current one)",
+    )
+    parser.add_argument(
+        "--upstream",
+        type=named_upstream,
+        action="append",
+        default=None,
+        metavar="NAME=ENVVAR",
+        help="a stub upstream whose URL the app reads from ENVVAR; repeat for"
+        " each (default: one, in FANOUT_UPSTREAM_URL)",
+    )
+    parser.add_argument(
+        "--method",
+        default="GET",
+        type=str.upper,
+        choices=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        help="HTTP method (default: GET)",
+    )
+    parser.add_argument(
+        "--json", dest="json_body", default=None, metavar="JSON", help="request body, sent as JSON"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=5,
+        help="timed requests; median and p95 are over these (default: 5)",
+    )
+    parser.add_argument(
+        "--n",
+        type=positive_int,
+        default=None,
+        help="upstream calls per request, when the path does not say it",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=None,
+        help="how many of them may run at once (default: --n); with --n, it"
+        " gives the ideal time and the efficiency",
+    )
+    parser.add_argument(
+        "--delay-ms",
+        type=non_negative_float,
+        default=100.0,
+        help="the stub upstreams' delay (default: 100)",
+    )
+    parser.add_argument(
+        "--expect-status",
+        type=http_status,
+        default=200,
+        help="the status a good answer has (default: 200)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=60.0,
+        help="seconds one request may take (default: 60)",
+    )
+
+
+def _json_body(text: str | None) -> object:
+    """The --json body; NaN and Infinity are not JSON and are refused."""
+    import json
+
+    if text is None:
+        return None
+
+    def refuse(constant: str) -> NoReturn:
+        raise CommandError(f"--json: {constant} is not valid JSON")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"--json is not valid JSON: {exc}") from None
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    import httpx2
+
+    from pytest_fanout.measure import MeasurementError, measure
+    from pytest_fanout.patterns import measurement_report
+    from pytest_fanout.servers.stack import Stack
+    from pytest_fanout.servers.upstream import Behaviour
+
+    if not args.path.startswith("/"):
+        raise CommandError(f"the path {args.path!r} must start with /")
+    body = _json_body(args.json_body)
+    stack = Stack(
+        args.app,
+        behaviour=Behaviour(delay_ms=args.delay_ms),
+        app_dir=args.app_dir,
+        upstreams=dict(args.upstream) if args.upstream else None,
+    )
+    with stack, httpx2.Client(timeout=args.timeout) as client:
+        assert stack.app is not None
+        try:
+            m = measure(
+                client,
+                stack.app.url,
+                args.path,
+                upstreams=stack.upstreams,
+                app=stack.app,
+                repeat=args.repeat,
+                warmup=1,
+                method=args.method,
+                json=body,
+                n=args.n,
+                concurrency=args.concurrency,
+                expect_status=args.expect_status,
+            )
+        except MeasurementError as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+        except httpx2.TimeoutException:
+            raise CommandError(
+                f"{args.method} {args.path} did not answer within {args.timeout:g}s (--timeout)"
+            ) from None
+        except httpx2.HTTPError as exc:
+            raise CommandError(
+                f"{args.method} {args.path}: the app did not answer: {type(exc).__name__}: {exc}"
+            ) from None
+    print(
+        measurement_report(m, method=args.method, app=args.app, delay_ms=args.delay_ms), flush=True
+    )
     return EXIT_OK
 
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]
 
 COMMANDS: dict[str, Command] = {
-    "patterns": ("compare sync, async and async_sem on the embedded stack",
-                 configure_patterns, run_patterns),
+    "patterns": (
+        "compare sync, async and async_sem on the embedded stack",
+        configure_patterns,
+        run_patterns,
+    ),
+    "measure": (
+        "measure one path of any app on the embedded stack",
+        configure_measure,
+        run_measure,
+    ),
     "serve": ("run the stub upstream and the app until Ctrl-C", configure_serve, run_serve),
     "upstream": ("run the stub upstream alone", configure_upstream, run_upstream),
 }
@@ -272,8 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a last resort: still one line; FANOUT_DEBUG=1 shows the traceback
         if os.environ.get("FANOUT_DEBUG"):
             raise
-        print(f"fanout: error: {type(exc).__name__}: {exc} (FANOUT_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"fanout: error: {type(exc).__name__}: {exc} (FANOUT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

@@ -3,6 +3,8 @@
 `fanout patterns` starts the embedded stack, measures each pattern at the
 same width against the same upstream delay, and prints one table: wall time,
 speedup over sync, peak in flight at the upstream, loop lag, efficiency.
+An efficiency measured while the route blocked the app's event loop is marked
+(`efficiency_cell`): the number alone would look healthy.
 """
 
 from __future__ import annotations
@@ -13,8 +15,28 @@ import httpx2
 
 from pytest_fanout._table import render_text
 from pytest_fanout.measure import Measurement, measure
-from pytest_fanout.servers.stack import Stack
+from pytest_fanout.servers.stack import DEFAULT_APP, DEFAULT_UPSTREAM, Stack
 from pytest_fanout.servers.upstream import Behaviour
+
+#: The loop counts as blocked when its worst stall is this share of the request's time.
+BLOCKED_SHARE = 0.5
+#: ... and at least this long (a scheduler hiccup on a busy machine is not a block).
+BLOCKED_MIN_S = 0.02
+BLOCKED_MARK = " (loop blocked)"
+
+
+def blocks_loop(m: Measurement) -> bool:
+    """True when the app's event loop stalled for most of the request: a blocking route."""
+    lag = m.loop_lag_max_s
+    return lag >= BLOCKED_MIN_S and lag >= BLOCKED_SHARE * m.median_s
+
+
+def efficiency_cell(m: Measurement) -> str:
+    """The efficiency as a table shows it: "-" when the ideal is unknown, marked when the
+    route blocked the loop (its wall time is fine only because nothing else ran)."""
+    if m.efficiency is None:
+        return "-"
+    return f"{m.efficiency:.2f}" + (BLOCKED_MARK if blocks_loop(m) else "")
 
 
 @dataclass
@@ -41,7 +63,7 @@ def run_patterns(
     max_concurrent: int = 5,
     delay_ms: float = 100.0,
     repeat: int = 3,
-    app: str = "app.main:app",
+    app: str = DEFAULT_APP,
     blocking: bool = True,
 ) -> list[PatternRow]:
     """Start a stack, measure every pattern, stop the stack."""
@@ -82,7 +104,7 @@ def patterns_table(rows: list[PatternRow]) -> str:
                 f"{speedup:.1f}x" if speedup else "-",
                 m.upstream_peak_inflight,
                 f"{m.loop_lag_max_s * 1000:.0f} ms",
-                f"{m.efficiency:.2f}" if m.efficiency is not None else "-",
+                efficiency_cell(m),
             ]
         )
     headers = [
@@ -96,3 +118,46 @@ def patterns_table(rows: list[PatternRow]) -> str:
         "efficiency",
     ]
     return render_text(headers, table)
+
+
+def _upstream_rows(m: Measurement) -> list[tuple[str, int, int, int]]:
+    """(name, requests, peak in flight, new connections) per upstream, the first first."""
+    rows = []
+    for name in m.upstream_names:
+        gauges = m.upstream(name)
+        label = "upstream" if name == DEFAULT_UPSTREAM else name
+        rows.append((label, gauges.requests, gauges.peak_inflight, gauges.connections_opened))
+    return rows
+
+
+def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float) -> str:
+    """`fanout measure`'s answer: timings, what each upstream saw, loop lag, efficiency."""
+    lines = [
+        f"{method} {m.path} on {app} (stub upstream delay {delay_ms:g} ms,"
+        f" {len(m.samples)} samples after a warm-up)",
+        f"  median            {m.median_s * 1000:.1f} ms",
+        f"  p95               {m.p95_s * 1000:.1f} ms",
+    ]
+    upstreams = _upstream_rows(m)
+    for name, requests, peak, connections in upstreams:
+        lines.append(
+            f"  {name:<17} requests {requests}, peak in flight {peak},"
+            f" new connections {connections}"
+        )
+    if len(upstreams) > 1:
+        lines.append(
+            f"  new connections   {m.connections_opened} (all upstreams, the most in one sample)"
+        )
+    lines.append(f"  loop lag          {m.loop_lag_max_s * 1000:.1f} ms (worst stall)")
+    if m.ideal_s is not None:
+        lines.append(
+            f"  efficiency        {efficiency_cell(m)}; ideal {m.ideal_s * 1000:.0f} ms"
+            f" (n={m.n}, concurrency {m.concurrency})"
+        )
+    else:
+        lines.append("  efficiency        - (give --n and --concurrency for the ideal time)")
+    if m.app_errors:
+        lines.append(
+            f"  errors            {m.app_errors} upstream calls failed (the app's 'errors')"
+        )
+    return "\n".join(lines)

@@ -21,6 +21,7 @@ from pytest_fanout import hookspecs
 from pytest_fanout._table import render_text
 from pytest_fanout.fixture import Fanout
 from pytest_fanout.measure import Measurement
+from pytest_fanout.patterns import efficiency_cell
 from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
 from pytest_fanout.servers.process import ServerProcess, ServerStartError
 from pytest_fanout.servers.routes import MAX_DELAY_MS
@@ -57,7 +58,7 @@ OPTIONS: list[tuple[str, str, str, Any]] = [
     (
         "fanout_app",
         "string",
-        "ASGI import string of the app under test, MODULE:ATTR (default: app.main:app)",
+        "ASGI import string of the app under test, MODULE:ATTR (default: the reference app)",
         DEFAULT_APP,
     ),
     (
@@ -417,7 +418,7 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
                 f"{m.median_s * 1000:.1f} ms",
                 f"{m.p95_s * 1000:.1f} ms",
                 m.upstream_peak_inflight,
-                f"{m.efficiency:.2f}" if m.efficiency is not None else "-",
+                efficiency_cell(m),  # marked when the route blocked the loop
                 f"{m.loop_lag_max_s * 1000:.1f} ms",
                 _cpu_cell(m),
             ]

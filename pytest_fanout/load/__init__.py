@@ -4,7 +4,9 @@
   would patch pytest);
 * `results`: `LoadResult` / `EndpointResult`, parsed from Locust's JSON report;
 * `thresholds`: the `--fanout-max-*` checks (pure logic);
-* `plugin`: the `fanout_load` fixture.
+* `plugin`: the `fanout_load` fixture;
+* `harness/locustfile.py`: the locustfile shipped in the wheel (the Locust side
+  itself is `pytest_fanout.locust`, imported only by locustfiles).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pytest_fanout.load.results import (
 )
 from pytest_fanout.load.runner import (
     EMBEDDED_PREFIX,
+    LOCUSTFILE_ENV,
     MARKER_ENV,
     LoadRunError,
     default_locustfile,
@@ -42,6 +45,7 @@ __all__ = [
     "EXIT_TARGET",
     "EXIT_THRESHOLD",
     "EXIT_USAGE",
+    "LOCUSTFILE_ENV",
     "MARKER_ENV",
     "SCHEMA",
     "TOTAL_NAME",

@@ -5,15 +5,19 @@
         assert result.endpoint("/async/").rps >= 3 * result.endpoint("/sync/").rps
 
 It loads the session's app (`fanout_server`, whose upstream is
-`fanout_upstream`) with `--host`, so the locustfiles start nothing of their
-own; Locust runs in a subprocess (never imported here: gevent would patch
-pytest). Every result is kept for the session, JSON-ready through
-`LoadResult.to_dict()`, in `pytest_fanout.results.session_load_results(config)`: that is where the
+`fanout_upstream`) with `--host`, so the harness starts nothing of its own.
+The locustfile is the harness shipped in the package, or yours:
+`fanout_load(locustfile="tests/locustfile.py")` (relative to the current
+directory; `PYTEST_FANOUT_LOCUSTFILE` changes the default). Locust runs in a
+subprocess (never imported here: gevent would patch pytest). Every result is
+kept for the session, JSON-ready through `LoadResult.to_dict()`, in
+`pytest_fanout.results.session_load_results(config)`: that is where the
 regression gate and other plugins find them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,9 +55,13 @@ class FanoutLoad:
         n: int | None = None,
         max_concurrent: int | None = None,
         name: str | None = None,
+        locustfile: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> LoadResult:
-        """Run Locust against the app under test; a run that yields no results fails the test."""
+        """Run Locust against the app under test; a run that yields no results fails the test.
+
+        `locustfile`: a user's locustfile (file or folder); default: the shipped harness.
+        """
         index = len(self.results)
         try:
             result = run_locust(
@@ -64,6 +72,7 @@ class FanoutLoad:
                 n=n,
                 max_concurrent=max_concurrent,
                 workdir=self.workdir / f"load-{index}",
+                locustfile=locustfile,
                 name=name or (self.test if index == 0 else f"{self.test}[{index}]"),
                 **options,
             )

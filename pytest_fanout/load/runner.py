@@ -2,9 +2,11 @@
 
 Locust is never imported here: it monkey-patches the interpreter with gevent,
 which would break pytest and httpx in the calling process. `run_locust()`
-starts `python -m locust -f locustfiles/ --headless` with a `--run-time` and a
-subprocess timeout, in a private work directory, and parses the JSON report
-it writes (`--json-file`).
+starts `python -m locust -f LOCUSTFILE --headless` with a `--run-time` and a
+subprocess timeout (the default locustfile is the harness shipped in the
+package, `pytest_fanout/load/harness/locustfile.py`), in a private work
+directory (removed after, unless the caller gave one), and parses the JSON
+report it writes (`--json-file`).
 
 Why the JSON and not the CSV: the JSON holds each endpoint's full response
 time histogram (Locust's own buckets) and its timestamps, at the moment Locust
@@ -23,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +45,7 @@ from pytest_fanout.servers.proctree import processes_with_env
 
 __all__ = [
     "EMBEDDED_PREFIX",
+    "LOCUSTFILE_ENV",
     "MARKER_ENV",
     "LoadRunError",
     "default_locustfile",
@@ -52,7 +56,11 @@ __all__ = [
 ]
 
 #: The environment variable that marks every process a `run_locust` call starts.
-MARKER_ENV = "FANOUT_LOAD_RUN"
+MARKER_ENV = "PYTEST_FANOUT_LOAD_RUN"
+#: The environment variable that replaces the default locustfile (a file or a folder).
+LOCUSTFILE_ENV = "PYTEST_FANOUT_LOCUSTFILE"
+#: The harness shipped in the package: `from pytest_fanout.locust import *`.
+SHIPPED_LOCUSTFILE = Path(__file__).resolve().parent / "harness" / "locustfile.py"
 
 
 # ---- the subprocess runner -------------------------------------------------
@@ -68,14 +76,19 @@ class LoadRunError(RuntimeError):
 
 
 def default_locustfile() -> Path:
-    """The repository's `locustfiles/` (FANOUT_LOCUSTFILE overrides it)."""
-    configured = os.environ.get("FANOUT_LOCUSTFILE")
-    if configured:
-        return Path(configured)
-    beside_package = Path(__file__).resolve().parents[2] / "locustfiles"
-    if beside_package.is_dir():
-        return beside_package
-    return Path.cwd() / "locustfiles"
+    """$PYTEST_FANOUT_LOCUSTFILE if set, else the harness shipped in the package."""
+    configured = os.environ.get(LOCUSTFILE_ENV)
+    return Path(configured) if configured else SHIPPED_LOCUSTFILE
+
+
+def _checked_locustfile(locustfile: str | os.PathLike[str] | None) -> Path:
+    """An absolute path (Locust runs in a work directory of its own) that exists."""
+    path = Path(locustfile) if locustfile is not None else default_locustfile()
+    path = path.expanduser().resolve()
+    if not path.exists():
+        origin = "locustfile=" if locustfile is not None else f"${LOCUSTFILE_ENV}"
+        raise LoadRunError(f"the locustfile {path} ({origin}) does not exist")
+    return path
 
 
 def marked_processes(marker: str) -> list[int]:
@@ -151,19 +164,70 @@ def run_locust(
 ) -> LoadResult:
     """Run Locust headless for `run_time_s` seconds and return what it measured.
 
-    With `host=None` the locustfiles start (and stop) their embedded stack.
+    With `host=None` the harness starts (and stops) its embedded stack.
+    `locustfile` is a user's locustfile (a file or a folder; relative to the
+    current directory); by default $PYTEST_FANOUT_LOCUSTFILE, else the shipped one.
     The run is bounded twice: Locust's `--run-time`, and `timeout_s` (default
     run time + 60 s) after which the whole process group is killed and
     LoadRunError raised. Threshold violations and failed requests do NOT
     raise: they are in `exit_code` and `violations`, for the test to assert.
     """
     run_time = max(1, math.ceil(run_time_s))
+    path = _checked_locustfile(locustfile)
     rate = float(spawn_rate if spawn_rate is not None else users)
+    # A work directory of our own is removed afterwards (the output is kept in memory).
+    own_work = workdir is None
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fanout-load-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = _run_in(
+            work,
+            path,
+            host=host,
+            users=users,
+            rate=rate,
+            run_time=run_time,
+            user_classes=user_classes,
+            tags=tags,
+            n=n,
+            max_concurrent=max_concurrent,
+            thresholds=thresholds,
+            processes=processes,
+            extra_args=extra_args,
+            timeout_s=timeout_s,
+            env=env,
+            name=name,
+        )
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+    if own_work:
+        result.workdir = None
+    return result
+
+
+def _run_in(
+    work: Path,
+    path: Path,
+    *,
+    host: str | None,
+    users: int,
+    rate: float,
+    run_time: int,
+    user_classes: Sequence[str],
+    tags: Sequence[str],
+    n: int | None,
+    max_concurrent: int | None,
+    thresholds: Thresholds | None,
+    processes: int | None,
+    extra_args: Sequence[str],
+    timeout_s: float | None,
+    env: Mapping[str, str] | None,
+    name: str,
+) -> LoadResult:
     prefix = work / "locust"
     command = locust_command(
-        locustfile if locustfile is not None else default_locustfile(),
+        path,
         host=host,
         users=users,
         spawn_rate=rate,

@@ -1,7 +1,7 @@
 """Thresholds on a Locust run, as pure functions of its numbers.
 
-The locustfiles apply them when Locust quits (on the master only); the unit
-tests check them without a run. A violation is one line that names the
+`pytest_fanout.locust` applies them when Locust quits (on the master only); the
+unit tests check them without a run. A violation is one line that names the
 threshold, its limit and the measured value.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_fanout._argtypes import fraction, non_negative_float
+from pytest_fanout._argtypes import fraction, non_negative_float, positive_int
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 
 #: Requests (or scheduled starts) before `--fanout-abort-on-fail` may end a run.
@@ -45,59 +45,88 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if value < 10 else f"{value:.1f}".removesuffix(".0")
 
 
+#: Each threshold: (field, command-line flag, argparse dest, type). The dests are what
+#: Locust's web UI turns into a label ("fanout_max_latency_ms" -> "Fanout Max Latency
+#: Ms"), so they are words, not digits ("p95" would read "P9 5").
+OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
+    ("max_fail_ratio", "--fanout-max-fail-ratio", "fanout_max_failure_ratio", fraction),
+    ("max_p95_ms", "--fanout-max-p95-ms", "fanout_max_latency_ms", non_negative_float),
+    ("min_rps", "--fanout-min-rps", "fanout_min_throughput", non_negative_float),
+    ("min_completed", "--fanout-min-completed", "fanout_min_completed", positive_int),
+)
+
+#: The open model's threshold (`load/arrival.py` registers its option).
+_DROPPED = ("max_dropped_ratio", "--fanout-max-dropped-ratio", "fanout_max_dropped_ratio", fraction)
+
+#: Zero is not a pass: by default every endpoint and the total must complete one request.
+DEFAULT_MIN_COMPLETED = 1
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """Limits applied to every endpoint and to the total; None means "not checked"."""
+    """Limits applied to every endpoint and to the total; None means "not checked".
+
+    `min_completed` (requests answered without failure) is always checked: a run in
+    which an endpoint, or the whole run, completed nothing has not passed.
+    """
 
     max_fail_ratio: float | None = None
     max_p95_ms: float | None = None
     min_rps: float | None = None
+    min_completed: int = DEFAULT_MIN_COMPLETED
     #: Open model only: the most starts that may be dropped (no user free in time), a ratio.
+    #: Its option is registered by `load/arrival.py`, so it is not in OPTIONS.
     max_dropped_ratio: float | None = None
 
     @classmethod
     def from_options(cls, options: Any) -> Thresholds:
         """From Locust's parsed options; values typed in the web UI arrive as strings."""
 
-        def read(attr: str, kind: Any) -> float | None:
-            raw = getattr(options, attr, None)
+        def read(flag: str, dest: str, kind: Any) -> Any:
+            raw = getattr(options, dest, None)
             if raw is None or (isinstance(raw, str) and not raw.strip()):
                 return None
             try:
-                return kind(str(raw).strip()) if isinstance(raw, str) else kind(raw)
+                return kind(str(raw).strip())
             except argparse.ArgumentTypeError as exc:
-                option = "--" + attr.replace("_", "-")
-                raise ValueError(f"{option}: {exc}") from None
+                raise ValueError(f"{flag}: {exc}") from None
 
-        return cls(
-            max_fail_ratio=read("fanout_max_fail_ratio", fraction),
-            max_p95_ms=read("fanout_max_p95_ms", non_negative_float),
-            min_rps=read("fanout_min_rps", non_negative_float),
-            max_dropped_ratio=read("fanout_max_dropped_ratio", fraction),
-        )
+        values = {field: read(flag, dest, kind) for field, flag, dest, kind in OPTIONS}
+        if values["min_completed"] is None:
+            values["min_completed"] = DEFAULT_MIN_COMPLETED
+        values["max_dropped_ratio"] = read(*_DROPPED[1:])
+        return cls(**values)
 
     @property
     def active(self) -> bool:
+        """True when a limit beyond the built-in "at least one completed request" is set."""
         limits = (self.max_fail_ratio, self.max_p95_ms, self.min_rps, self.max_dropped_ratio)
         return any(v is not None for v in limits)
 
     def describe(self) -> str:
-        parts = []
-        if self.max_fail_ratio is not None:
-            parts.append(f"--fanout-max-fail-ratio {_fmt(self.max_fail_ratio)}")
-        if self.max_p95_ms is not None:
-            parts.append(f"--fanout-max-p95-ms {_fmt(self.max_p95_ms)}")
-        if self.min_rps is not None:
-            parts.append(f"--fanout-min-rps {_fmt(self.min_rps)}")
-        if self.max_dropped_ratio is not None:
-            parts.append(f"--fanout-max-dropped-ratio {_fmt(self.max_dropped_ratio)}")
-        return ", ".join(parts) or "none"
+        parts = [
+            f"{flag} {_fmt(getattr(self, field))}"
+            for field, flag, _dest, _kind in (*OPTIONS, _DROPPED)
+            if getattr(self, field) is not None
+        ]
+        return ", ".join(parts)
 
     def check(self, rows: Iterable[EndpointResult]) -> list[Violation]:
         """Every violation, endpoint rows first, then the total."""
         found = []
         for row in rows:
             label = row.key if row.name != TOTAL_NAME else "all endpoints (total)"
+            completed = row.requests - row.failures
+            if completed < self.min_completed:
+                found.append(
+                    Violation(
+                        "--fanout-min-completed",
+                        "completed requests",
+                        label,
+                        self.min_completed,
+                        completed,
+                    )
+                )
             if self.max_fail_ratio is not None and row.fail_ratio > self.max_fail_ratio:
                 found.append(
                     Violation(
@@ -122,14 +151,11 @@ class Thresholds:
 
     def to_args(self) -> list[str]:
         args = []
-        if self.max_fail_ratio is not None:
-            args += ["--fanout-max-fail-ratio", repr(self.max_fail_ratio)]
-        if self.max_p95_ms is not None:
-            args += ["--fanout-max-p95-ms", repr(self.max_p95_ms)]
-        if self.min_rps is not None:
-            args += ["--fanout-min-rps", repr(self.min_rps)]
-        if self.max_dropped_ratio is not None:
-            args += ["--fanout-max-dropped-ratio", repr(self.max_dropped_ratio)]
+        for field, flag, _dest, _kind in (*OPTIONS, _DROPPED):
+            value = getattr(self, field)
+            if value is None or (field == "min_completed" and value == DEFAULT_MIN_COMPLETED):
+                continue
+            args += [flag, repr(value)]
         return args
 
     def check_dropped(self, scheduled: int, dropped: int) -> list[Violation]:

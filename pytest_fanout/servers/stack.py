@@ -34,7 +34,10 @@ from pytest_fanout.servers.routes import (
 )
 from pytest_fanout.servers.upstream import CONTROL_PREFIX, TOKEN_ENV, Behaviour
 
-DEFAULT_APP = "app.main:app"
+#: The reference app, as installed from the wheel and (editable) in the repository,
+#: where app/ is mapped onto this name (pyproject.toml); `uvicorn app.main:app` from
+#: the repository root serves the same code.
+DEFAULT_APP = "pytest_fanout.reference_app.main:app"
 #: The name of the one upstream a stack has when none is named, and its variable.
 DEFAULT_UPSTREAM = "default"
 DEFAULT_UPSTREAM_ENV = "FANOUT_UPSTREAM_URL"

@@ -84,7 +84,29 @@ USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
     (["patterns", "--delay-ms", "-1"], ["--delay-ms", "must be a finite number >= 0"]),
     (["patterns", "--app", "app.main"], ["--app", "'app.main' is not an import string"]),
     (["patterns", "--app", ":app"], ["--app", "':app' is not an import string"]),
+    (["measure"], ["required: path"]),
+    (["measure", "/x", "--upstream", "inventory"], ["--upstream", "is not NAME=ENVVAR"]),
+    (["measure", "/x", "--upstream", "a b=C"], ["--upstream", "is not NAME=ENVVAR"]),
+    (["measure", "/x", "--method", "BREW"], ["--method", "invalid choice: 'BREW'"]),
+    (["measure", "/x", "--repeat", "0"], ["--repeat", "0 must be at least 1"]),
+    (["measure", "/x", "--concurrency", "0"], ["--concurrency", "0 must be at least 1"]),
+    (["measure", "/x", "--timeout", "nan"], ["--timeout", "must be a finite number >= 0"]),
 ]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["measure", "x"], ["the path 'x' must start with /"]),
+        (["measure", "/x", "--json", "{nope"], ["--json is not valid JSON"]),
+        (["measure", "/x", "--json", '{"a": NaN}'], ["--json: NaN is not valid JSON"]),
+        (["measure", "/x", "--json", "[Infinity]"], ["--json: Infinity is not valid JSON"]),
+    ],
+)
+def test_measure_refuses_a_bad_path_or_body_before_starting_anything(
+    args: list[str], fragments: list[str]
+) -> None:
+    assert_one_clear_line(fanout(*args), 1, *fragments)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +132,9 @@ def test_app_that_does_not_import_is_one_line(command: str, app: str, reason: st
         args += ["--app-port", "0", "--upstream-port", "0"]
     else:
         args += ["--repeat", "1", "--delay-ms", "0", "--no-blocking"]
-    assert_one_clear_line(fanout(*args), 1, f"app ({app})", reason)
+    result = fanout(*args)
+    assert_one_clear_line(result, 1, f"app ({app})", reason)
+    assert result.stdout == ""  # `patterns` prints no header for a table it cannot make
 
 
 @pytest.fixture
@@ -133,9 +157,7 @@ def busy_port() -> Iterator[int]:
 )
 def test_port_already_in_use_is_one_line(busy_port: int, args: list[str]) -> None:
     result = fanout(*(a.format(port=busy_port) for a in args))
-    assert_one_clear_line(
-        result, 1, f"cannot bind 127.0.0.1:{busy_port}", "Address already in use"
-    )
+    assert_one_clear_line(result, 1, f"cannot bind 127.0.0.1:{busy_port}", "Address already in use")
 
 
 def test_host_that_does_not_resolve_is_one_line() -> None:

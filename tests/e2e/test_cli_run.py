@@ -1,4 +1,4 @@
-"""`fanout serve` and `fanout patterns` as a user runs them: real subprocesses."""
+"""`fanout serve`, `fanout patterns` and `fanout measure` as a user runs them: real subprocesses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx2
+import pytest
 
 from tests.helpers import REPO, descendants_of, pid_alive
 
@@ -29,8 +31,18 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> l
 
 def test_serve_runs_both_and_ctrl_c_stops_both() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_fanout.cli", "serve", "--app-port", "0",
-         "--upstream-port", "0", "--delay-ms", "10"],
+        [
+            sys.executable,
+            "-m",
+            "pytest_fanout.cli",
+            "serve",
+            "--app-port",
+            "0",
+            "--upstream-port",
+            "0",
+            "--delay-ms",
+            "10",
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -38,8 +50,9 @@ def test_serve_runs_both_and_ctrl_c_stops_both() -> None:
     )
     try:
         lines = _read_until(proc, "Ctrl-C stops both", 30)
-        urls = dict(re.findall(r"^(upstream|app)\s+(http://127\.0\.0\.1:\d+)", "".join(lines),
-                               re.MULTILINE))
+        urls = dict(
+            re.findall(r"^(upstream|app)\s+(http://127\.0\.0\.1:\d+)", "".join(lines), re.MULTILINE)
+        )
         children = descendants_of(proc.pid)
         assert len(children) >= 2
         body = httpx2.get(urls["app"] + "/async/5", timeout=10).json()
@@ -64,17 +77,178 @@ def test_serve_runs_both_and_ctrl_c_stops_both() -> None:
 
 def test_patterns_prints_the_comparison_table() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pytest_fanout.cli", "patterns", "--n", "6",
-         "--max-concurrent", "2", "--delay-ms", "30", "--repeat", "1"],
+        [
+            sys.executable,
+            "-m",
+            "pytest_fanout.cli",
+            "patterns",
+            "--n",
+            "6",
+            "--max-concurrent",
+            "2",
+            "--delay-ms",
+            "30",
+            "--repeat",
+            "1",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()
-            if line.startswith(("sync ", "async ", "async_sem ", "blocking "))}
+    rows = {
+        line.split()[0]: line.split()
+        for line in result.stdout.splitlines()
+        if line.startswith(("sync ", "async ", "async_sem ", "blocking "))
+    }
     assert set(rows) == {"sync", "async", "async_sem", "blocking"}
     # the peak-in-flight column is exact: 1, 6, 2, 1
     peaks = {name: int(re.search(r"x\s+(\d+)\s", " ".join(r)).group(1)) for name, r in rows.items()}
     assert peaks == {"sync": 1, "async": 6, "async_sem": 2, "blocking": 1}
+
+
+SHOP = """
+import asyncio
+import os
+from contextlib import asynccontextmanager
+
+import httpx2
+from fastapi import FastAPI, HTTPException
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    async with httpx2.AsyncClient(base_url=os.environ["FANOUT_UPSTREAM_URL"]) as client:
+        app.state.client = client
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/basket/{n}")
+async def basket(n: int) -> dict:
+    answers = await asyncio.gather(*(app.state.client.get(f"/item/{i}") for i in range(n)))
+    return {"items": len(answers)}
+
+
+@app.get("/broken")
+async def broken() -> dict:
+    raise HTTPException(503, "the warehouse is closed")
+"""
+
+
+def _fanout(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_fanout.cli", *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_measure_a_path_of_a_users_own_app(tmp_path: Path) -> None:
+    (tmp_path / "shop.py").write_text(SHOP)
+    result = _fanout(
+        "measure",
+        "/basket/8",
+        "--app",
+        "shop:app",
+        "--app-dir",
+        str(tmp_path),
+        "--repeat",
+        "3",
+        "--n",
+        "8",
+        "--delay-ms",
+        "200",
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("GET /basket/8 on shop:app"), out
+    # exact: 8 calls per request, all 8 in flight at once (gather)
+    assert re.search(r"^\s+upstream\s+requests 8, peak in flight 8,", out, re.MULTILINE), out
+    median = float(re.search(r"median\s+([\d.]+) ms", out).group(1))
+    assert median >= 200  # one wave of 200 ms calls, at the least
+    assert re.search(r"efficiency\s+[\d.]+; ideal 200 ms \(n=8, concurrency 8\)", out), out
+    assert "loop lag" in out and "p95" in out
+
+
+def test_measure_an_error_answer_is_one_line_and_a_failure(tmp_path: Path) -> None:
+    (tmp_path / "shop.py").write_text(SHOP)
+    result = _fanout("measure", "/broken", "--app", "shop:app", "--repeat", "1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines == [
+        'fanout: error: GET /broken answered 503, expected 200: {"detail":"the warehouse is'
+        ' closed"}'
+    ], result.stderr
+
+
+def test_patterns_prints_no_header_when_the_stack_does_not_start(tmp_path: Path) -> None:
+    result = _fanout("patterns", "--app", "nowhere_to_be_found:app", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""  # no "Fan-out of n=..." header, no table
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "nowhere_to_be_found" in result.stderr
+
+
+SHOP_TWO_UPSTREAMS = """
+import asyncio
+import os
+from contextlib import asynccontextmanager
+
+import httpx2
+from fastapi import FastAPI
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    async with httpx2.AsyncClient(base_url=os.environ["INVENTORY_URL"]) as inventory, \\
+            httpx2.AsyncClient(base_url=os.environ["PRICING_URL"]) as pricing:
+        app.state.inventory, app.state.pricing = inventory, pricing
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.post("/basket")
+async def basket(body: dict) -> dict:
+    ids = body["ids"]
+    calls = [app.state.inventory.get(f"/stock/{i}") for i in ids]
+    calls += [app.state.pricing.get(f"/price/{i}") for i in ids]
+    answers = await asyncio.gather(*calls)
+    return {"ok": all(a.status_code == 200 for a in answers)}
+"""
+
+
+def _named_upstreams() -> bool:
+    import inspect
+
+    from pytest_fanout.servers.stack import Stack
+
+    return "upstreams" in inspect.signature(Stack).parameters
+
+
+@pytest.mark.skipif(not _named_upstreams(), reason="needs Stack(upstreams=...) (named upstreams)")
+def test_measure_a_post_with_two_named_upstreams(tmp_path: Path) -> None:
+    (tmp_path / "shop.py").write_text(SHOP_TWO_UPSTREAMS)
+    result = _fanout(
+        "measure", "/basket", "--app", "shop:app",
+        "--upstream", "inventory=INVENTORY_URL", "--upstream", "pricing=PRICING_URL",
+        "--method", "POST", "--json", '{"ids": [1, 2, 3, 4]}', "--repeat", "3",
+        "--delay-ms", "200", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("POST /basket on shop:app"), out
+    # exact, per upstream: 4 calls each, all 4 in flight at once
+    for name in ("inventory", "pricing"):
+        assert re.search(rf"^\s+{name}\s+requests 4, peak in flight 4, new connections \d+$",
+                         out, re.MULTILINE), out  # fmt: skip

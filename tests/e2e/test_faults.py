@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 
 from pytest_fanout.servers.stack import AppServer, Stack, StubUpstreamServer
@@ -49,7 +49,6 @@ ROUTES = {
 }
 
 
-
 def app_of(stack: Stack) -> AppServer:
     assert stack.app is not None
     return stack.app
@@ -63,7 +62,7 @@ def assert_nothing_leaks(stack: Stack, upstream: StubUpstreamServer | None = Non
     wait_until(lambda: up.stats()["inflight"] == 0, DRAIN_S, "upstream in-flight back to 0")
 
 
-def timed_get(client: httpx.Client, path: str) -> tuple[httpx.Response, float]:
+def timed_get(client: httpx2.Client, path: str) -> tuple[httpx2.Response, float]:
     start = time.monotonic()
     response = client.get(path)
     return response, time.monotonic() - start
@@ -74,7 +73,7 @@ def reasons(body: dict) -> list[str]:
     return [entry.split(": ", 1)[1] for entry in body["errors"]["first"]]
 
 
-def assert_healthy(client: httpx.Client, stack: Stack, path: str = "/async/5") -> None:
+def assert_healthy(client: httpx2.Client, stack: Stack, path: str = "/async/5") -> None:
     """With the upstream back to normal, the next fan-out is all 200."""
     stack.upstream.restore()
     response = client.get(path)
@@ -91,19 +90,19 @@ def stack() -> Iterator[Stack]:
 
 
 @pytest.fixture
-def client(stack: Stack) -> Iterator[httpx.Client]:
+def client(stack: Stack) -> Iterator[httpx2.Client]:
     """A client on a quiet stack: leftovers drained, upstream restored, gauges zeroed."""
     assert_nothing_leaks(stack)
     stack.upstream.restore()
     stack.upstream.reset()
     app_of(stack).probe_reset()
-    with httpx.Client(base_url=app_of(stack).url, timeout=DEADLINE_S + 30) as c:
+    with httpx2.Client(base_url=app_of(stack).url, timeout=DEADLINE_S + 30) as c:
         yield c
 
 
 @pytest.mark.parametrize("route", ["sync", "async", "async_sem"])
 def test_upstream_slower_than_the_call_timeout(
-    stack: Stack, client: httpx.Client, route: str
+    stack: Stack, client: httpx2.Client, route: str
 ) -> None:
     n = 2 if route == "sync" else 4  # sync: n x timeout stays under the deadline
     stack.upstream.configure(delay_ms=SLOW_MS)
@@ -123,7 +122,7 @@ def test_upstream_slower_than_the_call_timeout(
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
-def test_upstream_answering_5xx(stack: Stack, client: httpx.Client, route: str) -> None:
+def test_upstream_answering_5xx(stack: Stack, client: httpx2.Client, route: str) -> None:
     n = 6
     stack.upstream.configure(error_rate=1.0, error_status=503)
     response, elapsed = timed_get(client, ROUTES[route].format(n=n))
@@ -141,7 +140,7 @@ def test_upstream_answering_5xx(stack: Stack, client: httpx.Client, route: str) 
 
 
 def test_some_calls_failing_are_reported_in_their_slots(
-    stack: Stack, client: httpx.Client
+    stack: Stack, client: httpx2.Client
 ) -> None:
     """Per-item: the 5xx answers sit at their own index, the rest are 200."""
     n = 40
@@ -156,7 +155,7 @@ def test_some_calls_failing_are_reported_in_their_slots(
 
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_upstream_closing_the_connection_mid_response(
-    stack: Stack, client: httpx.Client, route: str
+    stack: Stack, client: httpx2.Client, route: str
 ) -> None:
     n = 6
     stack.upstream.configure(drop_rate=1.0)
@@ -174,7 +173,28 @@ def test_upstream_closing_the_connection_mid_response(
     assert_healthy(client, stack)  # broken connections were not put back in the pool
 
 
-def test_upstream_answering_429_over_its_cap(stack: Stack, client: httpx.Client) -> None:
+@pytest.mark.parametrize("route", ["async", "sync"])
+def test_failed_calls_are_one_counted_log_line_never_a_traceback(
+    stack: Stack, client: httpx2.Client, route: str
+) -> None:
+    """Dropped connections: one line per fan-out with the running total, in the app's log."""
+    n = 6
+    before = client.get("/stats").json()["failed_calls"]
+    stack.upstream.configure(drop_rate=1.0)
+    assert client.get(ROUTES[route].format(n=n)).json()["errors"]["count"] == n
+    total = client.get("/stats").json()["failed_calls"]
+    assert total == before + n
+
+    line = f"{route}: {n} of {n} upstream calls failed ({total} since start); call 0: "
+    app = app_of(stack)
+    wait_until(lambda: line in app.log_tail(400), 5, f"the log line {line!r}")
+    log = app.log_tail(400)
+    assert log.count(line) == 1
+    assert "Traceback" not in log
+    assert_nothing_leaks(stack)
+
+
+def test_upstream_answering_429_over_its_cap(stack: Stack, client: httpx2.Client) -> None:
     n, cap = 30, 5
     stack.upstream.configure(max_inflight=cap, delay_ms=200)
     response, elapsed = timed_get(client, f"/async/{n}")
@@ -194,7 +214,7 @@ def test_upstream_answering_429_over_its_cap(stack: Stack, client: httpx.Client)
 
 
 def test_semaphore_is_backpressure_against_a_capped_upstream(
-    stack: Stack, client: httpx.Client
+    stack: Stack, client: httpx2.Client
 ) -> None:
     """Capped at 10 in flight: /async_sem/100/10 gets no 429, /async/100 does."""
     stack.upstream.configure(max_inflight=10, delay_ms=50)
@@ -220,7 +240,7 @@ def test_semaphore_is_backpressure_against_a_capped_upstream(
 
 @pytest.mark.parametrize("route", ["sync", "async_sem"])
 def test_deadline_reports_the_calls_not_made(
-    stack: Stack, client: httpx.Client, route: str
+    stack: Stack, client: httpx2.Client, route: str
 ) -> None:
     """The sum of the calls (30 x 200 ms, or 15 waves of 2) is far over the 2 s deadline."""
     n = 30
@@ -232,8 +252,11 @@ def test_deadline_reports_the_calls_not_made(
     assert elapsed < DEADLINE_S + MARGIN_S
     assert body["elapsed_s"] < DEADLINE_S + MARGIN_S
     by_call = dict(entry.split(": ", 1) for entry in body["errors"]["first"])
-    late = [int(call.removeprefix("call ")) for call, why in by_call.items()
-            if why == "deadline exceeded"]
+    late = [
+        int(call.removeprefix("call "))
+        for call, why in by_call.items()
+        if why == "deadline exceeded"
+    ]
     assert late, body  # some calls were never answered
     assert late == list(range(n - len(late), n))  # the last ones, in order
     assert all(body["status_codes"][i] is None for i in late)
@@ -260,7 +283,7 @@ def test_upstream_refusing_connections_then_coming_back(refusing_stack: Stack) -
     stack = refusing_stack
     app = app_of(stack)
     port = stack.upstream.port
-    with httpx.Client(base_url=app.url, timeout=DEADLINE_S + 30) as client:
+    with httpx2.Client(base_url=app.url, timeout=DEADLINE_S + 30) as client:
         assert client.get("/async/3").status_code == 200  # pooled connections exist now
         stack.upstream.stop()
 
@@ -287,9 +310,10 @@ def test_app_pointed_at_a_closed_port_answers_502() -> None:
     # The stub's port, once it has stopped, is a closed port nobody listens on.
     closed = StubUpstreamServer(FAST).start()
     closed.stop()
-    with AppServer(upstream_url=closed.url, env=APP_ENV) as app, httpx.Client(
-        base_url=app.url, timeout=DEADLINE_S + 30
-    ) as client:
+    with (
+        AppServer(upstream_url=closed.url, env=APP_ENV) as app,
+        httpx2.Client(base_url=app.url, timeout=DEADLINE_S + 30) as client,
+    ):
         for template in ROUTES.values():
             response, elapsed = timed_get(client, template.format(n=5))
             assert response.status_code == 502, response.text

@@ -36,7 +36,7 @@ APP_ENV = {
     "FANOUT_CALL_TIMEOUT_S": "5",
     "FANOUT_DEADLINE_S": "10",
 }
-#: Per operation and mode: 5 operations (healthz and the four fan-out routes) x valid/invalid.
+#: Per operation and mode: 6 operations (healthz, stats, the four fan-out routes) x valid/invalid.
 MAX_EXAMPLES = 30
 CHECKS = [
     not_a_server_error,
@@ -61,6 +61,7 @@ def api_schema(fuzz_stack: Stack) -> schemathesis.BaseSchema:
 
 OPERATIONS = [
     "GET /healthz",
+    "GET /stats",
     "GET /sync/{n}",
     "GET /async/{n}",
     "GET /async_sem/{n}/{max_concurrent}",
@@ -72,7 +73,7 @@ OPERATIONS = [
 # schemathesis 4.32 reads `item._nodeid`, which pytest 9.2 no longer has (AttributeError).
 # The same generation, driven by Hypothesis's own `@given` over `as_strategy()`, works with
 # any pytest and still fuzzes the schema the running app serves.
-#: (operation, mode): /healthz has no parameter to make invalid, so only valid cases there.
+#: (operation, mode): /healthz and /stats have no parameter to make invalid: valid cases only.
 CASES = [
     pytest.param(label, mode, id=f"{label} {mode.value}")
     for label in OPERATIONS
@@ -113,6 +114,9 @@ def test_api_conforms_to_its_schema(
     assert calls, "no example was generated"
     assert fuzz_stack.app is not None
     assert fuzz_stack.app.probe_stats()["inflight"] == 0
+    # Every admission was released, whatever the answer (200, 404, 422): nothing leaks.
+    stats = httpx2.get(f"{fuzz_stack.app.url}/stats", timeout=10).json()
+    assert (stats["pending_calls"], stats["shed"]) == (0, 0)
 
 
 def test_schema_advertises_the_caps(fuzz_stack: Stack) -> None:

@@ -8,6 +8,7 @@ afterwards" is an exact scan of /proc, not a guess.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -136,6 +137,16 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def completed(stats_csv: Path) -> int:
+    """Requests completed without failure so far, from Locust's live CSV (0 before it exists)."""
+    if not stats_csv.exists():
+        return 0
+    for row in csv.DictReader(stats_csv.read_text().splitlines()):
+        if row.get("Name") == "Aggregated":
+            return int(row["Request Count"]) - int(row["Failure Count"])
+    return 0
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
     """SIGTERM: Locust quits cleanly (users stopped, thresholds checked, stack stopped).
@@ -157,6 +168,8 @@ def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Si
                 "60s",
                 "--users",
                 "4",
+                "--csv",
+                str(tmp_path / "live"),
                 "AsyncUser",
             ],
             cwd=REPO,
@@ -173,6 +186,8 @@ def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Si
         )
         assert proc.poll() is None, log_path.read_text()
         assert len(stack_pids(log_path.read_text())) == 2
+        # Zero is not a pass: stop once requests completed (Locust rewrites the CSV each second).
+        wait_for(lambda: completed(tmp_path / "live_stats.csv") > 0, 30, "a completed request")
         proc.send_signal(sig)
         code = proc.wait(timeout=30)
         wait_for(lambda: not marked_processes(marker), 15, "the stack's processes to end")
@@ -188,3 +203,55 @@ def test_locust_stopped_mid_run_leaves_no_process(tmp_path: Path, sig: signal.Si
         assert "fanout: thresholds met" in output and "fanout: embedded stack stopped" in output
     else:
         assert code == -signal.SIGKILL
+
+
+WEB_UI_LABELS = """
+import json, re
+from locust.argument_parser import get_parser
+import pytest_fanout.locust  # registers the options
+parser = get_parser(default_config_files=[])
+shown = parser.args_included_in_web_ui
+def label(dest):  # what Locust's web UI does: camelCase, then split at capitals and digits
+    camel = re.sub(r"_([a-z0-9])", lambda m: m[1].upper(), dest)
+    spaced = re.sub(r"([a-z0-9])([A-Z0-9])", r"\\1 \\2", camel)
+    return spaced[0].upper() + spaced[1:]
+print(json.dumps({d: [label(d), a.help] for d, a in shown.items() if d.startswith("fanout")}))
+"""
+
+
+def test_web_ui_labels_are_words_with_their_help() -> None:
+    """Locust's web UI labels an option with its dest (split at capitals AND digits) and
+    its help: "fanout_max_p95_ms" would read "Fanout Max P9 5Ms"."""
+    result = subprocess.run(
+        [sys.executable, "-c", WEB_UI_LABELS], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    labels = json.loads(result.stdout)
+    assert labels["fanout_max_latency_ms"][0] == "Fanout Max Latency Ms"
+    assert "p95" in labels["fanout_max_latency_ms"][1]
+    assert sorted(labels) == [
+        "fanout_calls",
+        "fanout_max_failure_ratio",
+        "fanout_max_latency_ms",
+        "fanout_min_completed",
+        "fanout_min_throughput",
+        "fanout_semaphore",
+    ]
+    for dest, (text, help_text) in labels.items():
+        assert not re.search(r"\d", text), (dest, text)
+        assert help_text and len(help_text) > 20, dest
+
+
+def test_web_host_under_a_headless_config_says_how_to_get_the_ui() -> None:
+    """locust.conf runs headless; `--web-host` alone cannot undo that (Locust keeps a
+    config file's store_true), so the harness says in one line to add --headful."""
+    code, output, _ = locust(
+        "-f", "locustfiles/", "--web-host", "127.0.0.1", "--run-time", "2s", "-u", "1",
+        "AsyncUser",
+    )  # fmt: skip
+    assert code == 0, output
+    notes = [line for line in output.splitlines() if "--web-host is ignored" in line]
+    assert notes == [
+        "fanout: note: --web-host is ignored: this run is headless (--headless, or"
+        " headless = true in locust.conf); add --headful for the web UI"
+    ], output

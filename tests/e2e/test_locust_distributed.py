@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from pytest_fanout.load import (
     marked_processes,
     parse_stats_json,
 )
-from tests.helpers import REPO, locust
+from tests.helpers import REPO, locust, wait_until
 
 STACK_LINE = "fanout: embedded stack: app "
 
@@ -105,9 +107,23 @@ def test_master_and_two_workers_on_loopback(tmp_path: Path) -> None:
 
 def test_processes_2_forks_workers_but_one_stack(tmp_path: Path) -> None:
     code, output, _ = locust(
-        "-f", "locustfiles/", "--headless", "--processes", "2", "--users", "6",
-        "--spawn-rate", "6", "--run-time", "4s", "--json-file", str(tmp_path / "stats"),
-        "--fanout-min-rps", "0.5", "AsyncUser", "AsyncSemUser",
+        "-f",
+        "locustfiles/",
+        "--headless",
+        "--processes",
+        "2",
+        "--users",
+        "6",
+        "--spawn-rate",
+        "6",
+        "--run-time",
+        "4s",
+        "--json-file",
+        str(tmp_path / "stats"),
+        "--fanout-min-rps",
+        "0.5",
+        "AsyncUser",
+        "AsyncSemUser",
         timeout=90,
     )
     assert code == 0, output
@@ -117,3 +133,55 @@ def test_processes_2_forks_workers_but_one_stack(tmp_path: Path) -> None:
     endpoints, _, _ = parse_stats_json(json.loads((tmp_path / "stats.json").read_text()))
     assert sorted(endpoints) == ["GET /async/10", "GET /async_sem/10/5"]
     assert all(e.requests > 0 and e.failures == 0 for e in endpoints.values())
+
+
+def test_workers_leave_within_seconds_of_a_sigkilled_master(tmp_path: Path) -> None:
+    """kill -9 of the master under --processes 2: its forked workers notice the new
+    parent and leave, and the stack's processes follow their dead parent too."""
+    marker = uuid.uuid4().hex
+    env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "locust.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                "locustfiles/",
+                "--headless",
+                "--processes",
+                "2",
+                "--users",
+                "4",
+                "--spawn-rate",
+                "4",
+                "--run-time",
+                "60s",
+                "AsyncUser",
+            ],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: "2 workers connected" in log_path.read_text(), 60, "workers up")
+        # master + 2 workers + the stub upstream + the app, all carrying the marker
+        wait_until(lambda: len(marked_processes(marker)) >= 5, 10, "five marked processes")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        killed_at = time.monotonic()
+        wait_until(lambda: marked_processes(marker) == [], 10, "every process gone")
+        gone_after = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        left = kill_marked(marker)
+    assert not left, f"left behind: {left}"
+    output = log_path.read_text()
+    assert output.count("the master (pid") == 2, output  # each worker says why it leaves
+    assert gone_after < 10

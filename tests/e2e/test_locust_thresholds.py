@@ -15,9 +15,23 @@ from tests.helpers import locust
 
 def test_a_p95_limit_the_sync_endpoint_cannot_meet_exits_with_the_threshold_status() -> None:
     code, output, _ = locust(
-        "-f", "locustfiles/", "--headless", "--run-time", "5s", "--users", "6",
-        "--spawn-rate", "6", "--fanout-n", "10", "--fanout-upstream-delay-ms", "100",
-        "--fanout-max-p95-ms", "500", "SyncUser", "AsyncUser",
+        "-f",
+        "locustfiles/",
+        "--headless",
+        "--run-time",
+        "5s",
+        "--users",
+        "6",
+        "--spawn-rate",
+        "6",
+        "--fanout-n",
+        "10",
+        "--fanout-upstream-delay-ms",
+        "100",
+        "--fanout-max-p95-ms",
+        "500",
+        "SyncUser",
+        "AsyncUser",
     )
     assert code == EXIT_THRESHOLD, output
     assert code != 1  # not Locust's "there were failed requests"
@@ -30,3 +44,34 @@ def test_a_p95_limit_the_sync_endpoint_cannot_meet_exits_with_the_threshold_stat
     assert match and float(match[1]) > 500, sync[0]
     assert not [line for line in lines if "/async/10" in line], lines
     assert "Traceback" not in output
+
+
+def test_a_run_where_nothing_completes_fails_with_its_own_lines() -> None:
+    """Zero is not a pass: /sync/100 takes 10 s, the run 3 s, so no request completes.
+
+    Beyond locust.conf's failure ratio (met: nothing failed), no threshold is
+    set: "at least one completed request" always holds, per
+    endpoint (the one tried, with no row in Locust's stats) and for the total.
+    """
+    code, output, _ = locust(
+        "-f",
+        "locustfiles/",
+        "--headless",
+        "--run-time",
+        "3s",
+        "--users",
+        "1",
+        "--spawn-rate",
+        "1",
+        "--fanout-n",
+        "100",
+        "SyncUser",
+    )
+    assert code == EXIT_THRESHOLD, output
+    lines = [line for line in output.splitlines() if line.startswith(VIOLATION_PREFIX)]
+    assert lines == [
+        f"{VIOLATION_PREFIX}--fanout-min-completed 1: completed requests of GET /sync/100 is 0",
+        f"{VIOLATION_PREFIX}--fanout-min-completed 1: completed requests of all endpoints"
+        " (total) is 0",
+    ], output
+    assert "thresholds met" not in output

@@ -82,7 +82,7 @@ def test_coexists_with_locusts_plugin(pytester: pytest.Pytester) -> None:
         """
         def test_both(pytestconfig, fanout_server):
             assert pytestconfig.getoption("--host") == "http://example.invalid"
-            assert pytestconfig.getini("fanout_app") == "app.main:app"
+            assert pytestconfig.getini("fanout_app") == "pytest_fanout.reference_app.main:app"
             assert pytestconfig.pluginmanager.has_plugin("locust")
         """
     )

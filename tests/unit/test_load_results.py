@@ -122,13 +122,35 @@ def test_thresholds_name_the_limit_and_the_value() -> None:
     assert Thresholds().check(rows) == [] and not Thresholds().active
 
 
+def test_zero_is_not_a_pass_an_endpoint_or_total_with_no_completed_request_fails() -> None:
+    rows = [
+        EndpointResult("GET", "/async/10", 5, 0, 1.0, 110, 130, 150),
+        EndpointResult("GET", "/sync/100", 0, 0, 0.0, 0, 0, 0),  # tried, never answered
+        EndpointResult("GET", "/broken", 3, 3, 0.5, 10, 10, 10),  # answered, all failed
+        EndpointResult("", TOTAL_NAME, 0, 0, 0.0, 0, 0, 0),
+    ]
+    lines = [v.line() for v in Thresholds().check(rows)]
+    assert lines == [
+        f"{VIOLATION_PREFIX}--fanout-min-completed 1: completed requests of GET /sync/100 is 0",
+        f"{VIOLATION_PREFIX}--fanout-min-completed 1: completed requests of GET /broken is 0",
+        f"{VIOLATION_PREFIX}--fanout-min-completed 1: completed requests of all endpoints"
+        " (total) is 0",
+    ]
+    assert Thresholds(min_completed=6).check(rows[:1])[0].value == 5
+    assert Thresholds().to_args() == []  # the default is not passed on
+    assert Thresholds(min_completed=3).to_args() == ["--fanout-min-completed", "3"]
+
+
 def test_thresholds_from_options_accept_web_ui_strings_and_refuse_nonsense() -> None:
+    # The dests are words (Locust's web UI makes its labels from them), not the flags.
     options = argparse.Namespace(
-        fanout_max_fail_ratio="0.05", fanout_max_p95_ms="", fanout_min_rps=2.0
+        fanout_max_failure_ratio="0.05", fanout_max_latency_ms="", fanout_min_throughput=2.0
     )
     assert Thresholds.from_options(options) == Thresholds(max_fail_ratio=0.05, min_rps=2.0)
     with pytest.raises(ValueError, match="--fanout-max-p95-ms: 'abc' is not a number"):
-        Thresholds.from_options(argparse.Namespace(fanout_max_p95_ms="abc"))
+        Thresholds.from_options(argparse.Namespace(fanout_max_latency_ms="abc"))
+    with pytest.raises(ValueError, match="--fanout-min-completed: 0 must be at least 1"):
+        Thresholds.from_options(argparse.Namespace(fanout_min_completed="0"))
 
 
 @pytest.mark.parametrize(
@@ -199,6 +221,6 @@ def test_locust_command_is_bounded_and_headless(tmp_path) -> None:
     )
     assert command[1:3] == ["-m", "locust"]
     assert "--headless" in command and command[command.index("--run-time") + 1] == "3s"
-    assert "--host" not in command  # no host: the locustfiles start the embedded stack
+    assert "--host" not in command  # no host: the harness starts the embedded stack
     assert command[command.index("--fanout-max-p95-ms") + 1] == "500"
     assert command[-1] == "AsyncUser"

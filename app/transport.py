@@ -1,0 +1,130 @@
+"""An httpx2 transport on aiohttp's engine: why the app has one.
+
+The routes use a stock `httpx2.AsyncClient` (app/clients.py); this module only
+changes what carries its bytes. httpx2's own pool spends about a millisecond
+of CPU per call, more as requests queue on it (encode/httpx#3215), so a
+1000-wide gather is CPU-bound in the client. aiohttp's connector queues
+waiters in O(1) and costs about a tenth of that. Plugged in through the
+public transport API (`AsyncBaseTransport.handle_async_request`), it keeps
+httpx2's API for the routes (requests, responses, timeouts, redirects,
+errors) and touches no private name of either library.
+FANOUT_TRANSPORT=httpx2 takes it out.
+
+Per call: one request on the process's one `aiohttp.ClientSession`, the
+body read whole (upstream answers are small), and any failure raised as the
+httpx2 exception a native transport raises, with aiohttp's as `__cause__`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import httpx2
+import yarl
+
+#: Seconds an idle pooled connection is kept (httpx2's own default).
+KEEPALIVE_EXPIRY_S = 5.0
+
+
+def _httpx2_error(exc: BaseException, request: httpx2.Request) -> httpx2.TransportError:
+    """The httpx2 exception a native transport would raise for this aiohttp failure."""
+    message = str(exc) or type(exc).__name__
+    kind: type[httpx2.TransportError]
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        kind = httpx2.ConnectError  # refused, unreachable, DNS: the upstream is not there
+    elif isinstance(exc, aiohttp.ConnectionTimeoutError):
+        kind = httpx2.ConnectTimeout  # no pooled connection, or no connect, in time
+    elif isinstance(exc, TimeoutError):
+        kind = httpx2.ReadTimeout
+    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        kind = httpx2.RemoteProtocolError  # closed mid-response
+    elif isinstance(exc, aiohttp.ClientResponseError):
+        kind = httpx2.RemoteProtocolError  # a malformed answer
+    elif isinstance(exc, aiohttp.InvalidURL):
+        kind = httpx2.UnsupportedProtocol
+    else:
+        kind = httpx2.ReadError
+    return kind(message, request=request)
+
+
+class AiohttpTransport(httpx2.AsyncBaseTransport):
+    """httpx2's client API on one `aiohttp.ClientSession`; at most `max_connections` open.
+
+    The session is made on first use, inside the running event loop, and
+    closed with the client (`aclose`).
+    """
+
+    def __init__(
+        self, *, max_connections: int, keepalive_expiry: float = KEEPALIVE_EXPIRY_S
+    ) -> None:
+        self.max_connections = max_connections
+        self.keepalive_expiry = keepalive_expiry
+        self.session: aiohttp.ClientSession | None = None
+        self.timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+
+    def open_session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections,  # in flight never exceeds it; waiters queue in O(1)
+                limit_per_host=0,
+                keepalive_timeout=self.keepalive_expiry,
+            )
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # the httpx2 client owns cookies
+                auto_decompress=False,  # httpx2 decodes Content-Encoding itself
+                trust_env=False,  # no proxy lookup per request
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),  # httpx2's own
+            )
+        return self.session
+
+    def timeout(self, request: httpx2.Request) -> aiohttp.ClientTimeout:
+        """httpx2's per-request timeouts in aiohttp's terms (a handful of distinct ones)."""
+        spec = request.extensions.get("timeout") or {}
+        key = (spec.get("connect"), spec.get("read"), spec.get("pool"))
+        timeout = self.timeouts.get(key)
+        if timeout is None:
+            connect, read, pool = key
+            # aiohttp's `connect` covers the wait for a pooled connection plus the connect.
+            whole = None if pool is None or connect is None else pool + connect
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=whole, sock_connect=connect, sock_read=read
+            )
+            self.timeouts[key] = timeout
+        return timeout
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        session = self.session or self.open_session()
+        try:
+            data: Any = request.content or None
+        except httpx2.RequestNotRead:
+            data = request.stream  # a streamed upload: aiohttp iterates it
+        try:
+            async with session.request(
+                request.method,
+                yarl.URL(str(request.url), encoded=True),  # httpx2 has encoded it already
+                headers=request.headers.multi_items(),
+                data=data,
+                allow_redirects=False,  # the httpx2 client follows redirects itself
+                timeout=self.timeout(request),
+            ) as answer:
+                body = await answer.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _httpx2_error(exc, request) from exc
+        return httpx2.Response(
+            answer.status,
+            headers=answer.raw_headers,
+            # Unread, as any transport returns it: the client reads it (decoding any
+            # Content-Encoding), closes it and sets `.elapsed`.
+            stream=httpx2.ByteStream(body),
+            extensions={
+                "http_version": f"HTTP/{answer.version.major}.{answer.version.minor}".encode(),
+                "reason_phrase": (answer.reason or "").encode(),
+            },
+        )
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None

@@ -1,0 +1,24 @@
+"""What a process costs, read from Linux's /proc: CPU seconds and memory (no psutil).
+
+Shared by the benchmarks that watch the app process from the outside.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A memory line of /proc/<pid>/status in KiB: VmRSS (now) or VmHWM (the peak so far)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise OSError(f"no {field} for pid {pid} (a zombie or a kernel thread)")

@@ -1,0 +1,625 @@
+"""The Locust harness: users of every fan-out pattern, `FanoutUser`, options, thresholds.
+
+A whole locustfile, for the reference app (its embedded stack starts when no
+`--host` is given)::
+
+    from pytest_fanout.locust import *
+
+A locustfile for your own routes::
+
+    from pytest_fanout.locust import FanoutUser, task
+
+    class Basket(FanoutUser):
+        @task
+        def basket(self):
+            self.post("/basket", json={"ids": [1, 2]})
+
+    # locust -f locustfile.py --fanout-app shop.service:app \\
+    #     --fanout-upstream inventory=INVENTORY_URL --fanout-upstream pricing=PRICING_URL
+
+Who does what, in every mode (local, `--processes N`, `--master`/`--worker`):
+the process that owns the test (a LocalRunner or the MasterRunner) starts the
+embedded stack in `init` when no `--host` was given, checks the thresholds and
+stops the stack in `quitting`. Workers never start or stop anything: they get
+the host and the options from the master with each spawn message, and leave
+on their own when their master dies. With `--processes`, Locust forks its
+workers BEFORE `init` fires, so no forked child holds a reference to the stack.
+
+Importing this module registers Locust event listeners: import it only from a
+locustfile (Locust patches the interpreter with gevent), never from pytest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import sys
+import threading
+import urllib.error
+import urllib.request
+from typing import Any, ClassVar
+
+import gevent
+from locust import FastHttpUser, LoadTestShape, constant, events, tag, task
+from locust.env import Environment
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
+
+from pytest_fanout._argtypes import (
+    import_string,
+    named_upstream,
+    non_negative_float,
+    positive_int,
+)
+from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout-abort-on-fail)
+from pytest_fanout.load import arrival  # the open model and exact latency; registered first
+from pytest_fanout.load.results import (
+    EXIT_OK,
+    EXIT_TARGET,
+    EXIT_THRESHOLD,
+    EXIT_USAGE,
+    TOTAL_NAME,
+    EndpointResult,
+)
+from pytest_fanout.load.runner import EMBEDDED_PREFIX
+from pytest_fanout.load.thresholds import OPTIONS as THRESHOLD_OPTIONS
+from pytest_fanout.load.thresholds import Thresholds
+from pytest_fanout.servers.stack import DEFAULT_APP
+
+__all__ = [
+    "AsyncSemUser",
+    "AsyncUser",
+    "BlockingUser",
+    "FanoutUser",
+    "StepLoadShape",
+    "SyncUser",
+    "tag",
+    "task",
+]
+
+# The harness's readiness polls would log every request at INFO under Locust's logging.
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+DEFAULT_N = 10
+DEFAULT_MAX_CONCURRENT = 5
+DEFAULT_UPSTREAM_DELAY_MS = 100.0
+HOST_CHECK_TIMEOUT_S = 5.0
+#: How often a worker checks that its master (its parent under --processes) is alive.
+PARENT_CHECK_S = 0.5
+
+#: The embedded stack of this process (None with --host, and always None on a worker).
+_STACK: Any = None
+#: (method, name) of every request a FanoutUser started: an endpoint that never
+#: completed one has no row in Locust's stats, yet it must fail the thresholds.
+_ATTEMPTED: set[tuple[str, str]] = set()
+
+
+def _say(line: str) -> None:
+    """One plain line on stderr: greppable in CI logs, no logging prefix to parse."""
+    print(line, file=sys.stderr, flush=True)
+
+
+# ---- options ----------------------------------------------------------------
+# Locust's web UI labels a custom option with its dest, split at capitals and
+# digits, followed by its help: the dests are words ("fanout_calls", not
+# "fanout_n"), the help says what the number is.
+
+_THRESHOLD_HELP = {
+    "max_fail_ratio": "fail the run (exit 3) when an endpoint or the total fails more often"
+    " than this ratio, 0 to 1; empty: not checked",
+    "max_p95_ms": "fail the run (exit 3) when an endpoint's or the total's p95 response time"
+    " is above this many milliseconds; empty: not checked",
+    "min_rps": "fail the run (exit 3) when an endpoint or the total makes fewer requests per"
+    " second; empty: not checked",
+    "min_completed": "fail the run (exit 3) when an endpoint or the total completed fewer"
+    " requests without failure (default 1: zero is never a pass)",
+}
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any, **_kwargs: Any) -> None:
+    # On the parser itself: Locust's argument groups do not know include_in_web_ui.
+    parser.add_argument(
+        "--fanout-n",
+        dest="fanout_calls",
+        type=positive_int,
+        default=DEFAULT_N,
+        help=f"upstream calls per request of the reference users (default {DEFAULT_N})",
+    )
+    parser.add_argument(
+        "--fanout-max-concurrent",
+        dest="fanout_semaphore",
+        type=positive_int,
+        default=DEFAULT_MAX_CONCURRENT,
+        help=f"the semaphore's bound of AsyncSemUser (default {DEFAULT_MAX_CONCURRENT})",
+    )
+    for field, flag, dest, kind in THRESHOLD_OPTIONS:
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=_THRESHOLD_HELP[field])
+    parser.add_argument(
+        "--fanout-shape",
+        choices=["none", "step"],
+        default="none",
+        include_in_web_ui=False,
+        help="load shape: 'step' adds --fanout-step-users every "
+        "--fanout-step-s up to --users (default: none)",
+    )
+    parser.add_argument(
+        "--fanout-step-users",
+        type=positive_int,
+        default=5,
+        include_in_web_ui=False,
+        help="users added per step (default: 5)",
+    )
+    parser.add_argument(
+        "--fanout-step-s",
+        type=positive_int,
+        default=5,
+        include_in_web_ui=False,
+        help="seconds per step (default: 5)",
+    )
+    parser.add_argument(
+        "--fanout-app",
+        type=import_string,
+        default=DEFAULT_APP,
+        include_in_web_ui=False,
+        help=f"embedded stack only: the ASGI app to serve, MODULE:ATTR (default: {DEFAULT_APP},"
+        " the reference app)",
+    )
+    parser.add_argument(
+        "--fanout-app-dir",
+        default=None,
+        include_in_web_ui=False,
+        help="embedded stack only: the directory to import the app from (default: the"
+        " current directory)",
+    )
+    parser.add_argument(
+        "--fanout-upstream",
+        type=named_upstream,
+        action="append",
+        default=None,
+        metavar="NAME=ENVVAR",
+        include_in_web_ui=False,
+        help="embedded stack only: a stub upstream whose URL the app reads from ENVVAR;"
+        " repeat for each (default: one, in FANOUT_UPSTREAM_URL)",
+    )
+    parser.add_argument(
+        "--fanout-upstream-delay-ms",
+        type=non_negative_float,
+        default=DEFAULT_UPSTREAM_DELAY_MS,
+        include_in_web_ui=False,
+        help=f"embedded stack only: the stub upstreams' delay (default: "
+        f"{DEFAULT_UPSTREAM_DELAY_MS:g})",
+    )
+
+
+def option(environment: Environment, name: str, default: Any) -> Any:
+    """A custom option by dest, with a default when Locust runs without a parser (a library)."""
+    value = getattr(environment.parsed_options, name, None)
+    return default if value in (None, "") else value
+
+
+def _owns_the_test(environment: Environment) -> bool:
+    """True for a LocalRunner or the MasterRunner: the process that starts, checks and stops."""
+    return not isinstance(environment.runner, WorkerRunner)
+
+
+def _fail_now(code: int, line: str) -> None:
+    """Give up before the test starts: one line, a distinct exit status, no traceback."""
+    _say(line)
+    _stop_stack()
+    raise SystemExit(code)
+
+
+# ---- users --------------------------------------------------------------------
+
+
+class FanoutUser(FastHttpUser):
+    """A base class for your own tasks: closed loop, one success check you can replace.
+
+    `self.get(path)`, `self.post(path, json=...)` and `self.request(method, path,
+    ...)` send a request named after its path (pass `name=` to group paths) and
+    mark it failed when `check(response)` returns a reason. The default check
+    fails any status that is not 2xx; override it to look into your answers.
+    """
+
+    abstract = True
+    wait_time = constant(0)
+    connection_timeout = 10.0
+    network_timeout = 60.0
+    #: True: left out of the default set, run only when named or tagged.
+    opt_in: ClassVar[bool] = False
+    #: True for the reference app's users: left out when the locustfile has users of its own.
+    reference: ClassVar[bool] = False
+
+    def check(self, response: Any) -> str | None:
+        """Why `response` is a failure, or None when it is a success."""
+        if not 200 <= response.status_code < 300:
+            return f"HTTP {response.status_code}"
+        return None
+
+    def request(self, method: str, path: str, *, name: str | None = None, **kwargs: Any) -> Any:
+        """Send one request through Locust's client; `check` decides success."""
+        label = name or path.split("?", 1)[0]
+        _ATTEMPTED.add((method.upper(), label))
+        with self.client.request(
+            method, path, name=label, catch_response=True, **kwargs
+        ) as response:
+            reason = self.check(response)
+            if reason is None:
+                response.success()
+            else:
+                response.failure(reason)
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+
+class _ReferenceUser(FanoutUser):
+    """The reference app's users: a 200 whose `errors` count is not zero is a failure."""
+
+    abstract = True
+    reference = True
+
+    @property
+    def n(self) -> int:
+        return int(option(self.environment, "fanout_calls", DEFAULT_N))
+
+    @property
+    def max_concurrent(self) -> int:
+        return int(option(self.environment, "fanout_semaphore", DEFAULT_MAX_CONCURRENT))
+
+    def check(self, response: Any) -> str | None:
+        if response.status_code != 200:
+            return f"HTTP {response.status_code}"
+        try:
+            errors = response.json()["errors"]
+        except (ValueError, KeyError, TypeError):
+            return "the answer is not a fan-out answer (no 'errors')"
+        if errors.get("count"):
+            first = "; ".join(errors.get("first", [])[:1])
+            return f"{errors['count']} upstream calls failed: {first}"
+        return None
+
+
+class SyncUser(_ReferenceUser):
+    """GET /sync/{n}: n calls one after another (a `def` route in the threadpool)."""
+
+    @tag("sync")
+    @task
+    def sync(self) -> None:
+        self.get(f"/sync/{self.n}")
+
+
+class AsyncUser(_ReferenceUser):
+    """GET /async/{n}: n calls at once with asyncio.gather."""
+
+    @tag("async")
+    @task
+    def gather(self) -> None:
+        self.get(f"/async/{self.n}")
+
+
+class AsyncSemUser(_ReferenceUser):
+    """GET /async_sem/{n}/{max_concurrent}: gather behind an asyncio.Semaphore."""
+
+    @tag("async_sem")
+    @task
+    def bounded(self) -> None:
+        self.get(f"/async_sem/{self.n}/{self.max_concurrent}")
+
+
+class BlockingUser(_ReferenceUser):
+    """GET /blocking/{n}: the ANTI-PATTERN (sync client in async def); opt-in only.
+
+    It stalls the app's event loop, so mixing it into a run slows every other
+    pattern down: it runs only when named (`BlockingUser`) or tagged (`--tags blocking`).
+    """
+
+    opt_in = True
+
+    @tag("blocking")
+    @task
+    def blocking(self) -> None:
+        self.get(f"/blocking/{self.n}")
+
+
+class StepLoadShape(LoadTestShape):
+    """Add --fanout-step-users every --fanout-step-s seconds, up to --users; stop at --run-time.
+
+    Used only when asked for (`--fanout-shape step`, or the web UI's
+    `--class-picker`): Locust would otherwise force the first shape it finds.
+    """
+
+    #: It reads --users, --spawn-rate and --run-time (so Locust does not warn they are ignored).
+    use_common_options = True
+
+    def tick(self) -> tuple[int, float] | None:
+        assert self.runner is not None
+        environment = self.runner.environment
+        options = environment.parsed_options
+        elapsed = self.get_run_time()
+        run_time = getattr(options, "run_time", None)
+        if run_time and elapsed >= run_time:
+            return None
+        step_users = int(option(environment, "fanout_step_users", 5))
+        step_s = int(option(environment, "fanout_step_s", 5))
+        ceiling = getattr(options, "num_users", None) or step_users
+        users = min(ceiling, step_users * (int(elapsed // step_s) + 1))
+        spawn_rate = getattr(options, "spawn_rate", None) or step_users
+        return users, float(spawn_rate)
+
+
+# ---- which users and which shape ----------------------------------------------
+
+
+def _class_tags(user_class: type) -> set[str]:
+    tags: set[str] = set()
+    for one in getattr(user_class, "tasks", []):
+        tags |= set(getattr(one, "locust_tag_set", set()))
+    return tags
+
+
+def _select_user_classes(environment: Environment) -> None:
+    """Apply opt-in, tags and "your users first"; never leave Locust a class without tasks.
+
+    Locust filters TASKS by --tags; a class left without tasks would then fail
+    at spawn time, so classes whose tags do not match are dropped here instead.
+    When the locustfile has users of its own, the reference users (brought in by
+    `import *`) run only when named or tagged.
+    """
+    options = environment.parsed_options
+    named = set(getattr(options, "user_classes", None) or [])
+    tags = set(getattr(options, "tags", None) or [])
+    excluded = set(getattr(options, "exclude_tags", None) or [])
+    own_users = any(not getattr(c, "reference", False) for c in environment.user_classes)
+    kept = []
+    for user_class in environment.user_classes:
+        if user_class.__name__ in named:
+            kept.append(user_class)
+            continue
+        own = _class_tags(user_class)
+        if tags or excluded:
+            if own & tags if tags else not (own and own <= excluded):
+                kept.append(user_class)
+            continue
+        if getattr(user_class, "opt_in", False):
+            continue
+        if own_users and getattr(user_class, "reference", False):
+            continue
+        kept.append(user_class)
+    if not kept:
+        _fail_now(
+            EXIT_USAGE,
+            f"fanout: error: no user class is left after --tags {sorted(tags)}"
+            f" / --exclude-tags {sorted(excluded)}",
+        )
+    environment.user_classes[:] = kept
+
+
+def _select_shape(environment: Environment) -> None:
+    """Locust would force the first shape it finds on every run: use it only when asked."""
+    options = environment.parsed_options
+    if getattr(options, "class_picker", False):
+        return  # the web UI's picker chooses ("Default" or StepLoadShape)
+    if option(environment, "fanout_shape", "none") == "step":
+        shapes = environment.available_shape_classes or {}
+        if "StepLoadShape" not in shapes:
+            _fail_now(
+                EXIT_USAGE,
+                "fanout: error: --fanout-shape step needs StepLoadShape in the locustfile"
+                " (from pytest_fanout.locust import StepLoadShape)",
+            )
+        environment.shape_class = shapes["StepLoadShape"]
+        environment.shape_class.runner = environment.runner
+    else:
+        environment.shape_class = None
+
+
+# ---- the target: --host, or the embedded stack ---------------------------------
+
+
+def _check_host(host: str) -> None:
+    """Fail fast, in one line, when --host does not answer (any HTTP status is an answer)."""
+    if not host.startswith(("http://", "https://")):
+        _fail_now(
+            EXIT_TARGET, f"fanout: error: --host {host!r} must start with http:// or https://"
+        )
+    try:
+        with urllib.request.urlopen(host, timeout=HOST_CHECK_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered, with an error status: it is up
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            return  # it answered TLS; FastHttpUser does not verify certificates either
+        _fail_now(EXIT_TARGET, f"fanout: error: --host {host} does not answer: {reason}")
+
+
+def _start_stack(environment: Environment) -> str:
+    """Start the stub upstream(s) and the app (parent-bound sockets, readiness polled)."""
+    global _STACK
+    from pytest_fanout.servers.process import ServerStartError
+    from pytest_fanout.servers.stack import Stack
+    from pytest_fanout.servers.upstream import Behaviour
+
+    delay = float(option(environment, "fanout_upstream_delay_ms", DEFAULT_UPSTREAM_DELAY_MS))
+    named = option(environment, "fanout_upstream", None)
+    stack = Stack(
+        option(environment, "fanout_app", DEFAULT_APP),
+        behaviour=Behaviour(delay_ms=delay),
+        app_dir=option(environment, "fanout_app_dir", None),
+        upstreams=dict(named) if named else None,  # {name: ENVVAR}, in order
+    )
+    try:
+        stack.start()
+    except ServerStartError as exc:
+        _fail_now(EXIT_TARGET, f"fanout: error: the embedded stack did not start: {exc}")
+    _STACK = stack
+    assert stack.app is not None
+    upstreams = getattr(stack, "upstreams", None) if named else None
+    for upstream_name, server in (upstreams or {"": stack.upstream}).items():
+        label = f"upstream {upstream_name}".strip()
+        _say(f"fanout: embedded stack: {label} {server.url} (pid {server.pid}, delay {delay:g} ms)")
+    _say(f"{EMBEDDED_PREFIX}{stack.app.url} (pid {stack.app.pid})")
+    return stack.app.url
+
+
+def _stop_stack() -> None:
+    global _STACK
+    stack, _STACK = _STACK, None
+    if stack is not None:
+        stack.stop()
+        _say("fanout: embedded stack stopped")
+
+
+def _leave_with_master(environment: Environment) -> None:
+    """A worker whose parent (its master, under --processes) dies leaves at once.
+
+    Without this, a forked worker of a SIGKILLed master waits out Locust's
+    heartbeat timeout (20-70 s) before it gives up.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            gevent.sleep(PARENT_CHECK_S)
+        _say(f"fanout: worker {os.getpid()}: the master (pid {parent}) is gone: leaving")
+        os._exit(1)
+
+    gevent.spawn(watch)
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_kwargs: Any) -> None:
+    if not _owns_the_test(environment):
+        if getattr(environment.parsed_options, "processes", None):
+            _leave_with_master(environment)
+        return
+    try:
+        Thresholds.from_options(environment.parsed_options)
+    except ValueError as exc:
+        _fail_now(EXIT_USAGE, f"fanout: error: {exc}")
+    _select_user_classes(environment)
+    _select_shape(environment)
+    options = environment.parsed_options
+    if getattr(options, "headless", False) and getattr(options, "web_host", ""):
+        _say(
+            "fanout: note: --web-host is ignored: this run is headless (--headless, or"
+            " headless = true in locust.conf); add --headful for the web UI"
+        )
+    if environment.host:
+        _check_host(environment.host)
+    else:
+        environment.host = _start_stack(environment)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
+    """The web UI's form can clear the host: fall back to the embedded app, if there is one."""
+    _ATTEMPTED.clear()
+    if _owns_the_test(environment) and not environment.host and _STACK is not None:
+        environment.host = _STACK.app.url
+        _say(f"fanout: no host given: using the embedded app {environment.host}")
+
+
+@events.report_to_master.add_listener
+def _report_attempted(client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
+    """Workers tell the master which endpoints they tried, completed or not."""
+    data["fanout_attempted"] = sorted(_ATTEMPTED)
+
+
+@events.worker_report.add_listener
+def _collect_attempted(client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
+    for method, name in data.get("fanout_attempted", []):
+        _ATTEMPTED.add((method, name))
+
+
+# ---- thresholds, when Locust quits ----------------------------------------------
+
+
+def _row(entry: Any, method: str, name: str) -> EndpointResult:
+    return EndpointResult(
+        method=method,
+        name=name,
+        requests=entry.num_requests,
+        failures=entry.num_failures,
+        rps=entry.total_rps,
+        p50_ms=entry.get_response_time_percentile(0.50) or 0,
+        p95_ms=entry.get_response_time_percentile(0.95) or 0,
+        p99_ms=entry.get_response_time_percentile(0.99) or 0,
+        avg_ms=entry.avg_response_time,
+        min_ms=entry.min_response_time or 0,
+        max_ms=entry.max_response_time,
+    )
+
+
+def _rows(environment: Environment) -> list[EndpointResult]:
+    """Every endpoint (tried ones with no stats row too, as zeros), then the total."""
+    stats = environment.stats
+    result = []
+    seen = set()
+    for entry in stats.entries.values():
+        if entry.num_requests or entry.num_failures:
+            result.append(_row(entry, entry.method or "", entry.name))
+            seen.add((entry.method or "", entry.name))
+    for method, name in sorted(_ATTEMPTED - seen):
+        result.append(EndpointResult(method, name, 0, 0, 0.0, 0, 0, 0))
+    result.append(_row(stats.total, "", TOTAL_NAME))
+    return result
+
+
+def _check_thresholds(environment: Environment) -> None:
+    """Set Locust's exit status from the thresholds; one line per violation."""
+    try:
+        thresholds = Thresholds.from_options(environment.parsed_options)
+    except ValueError as exc:  # typed into the web UI
+        _say(f"fanout: error: {exc}")
+        environment.process_exit_code = EXIT_USAGE
+        return
+    # Exact (HdrHistogram) latency, from the intended start in an open-model run.
+    violations = thresholds.check(arrival.exact_rows(_rows(environment)))
+    violations += arrival.dropped_violations(environment, thresholds)
+    for violation in violations:
+        _say(violation.line())
+    runner = environment.runner
+    if violations:
+        environment.process_exit_code = EXIT_THRESHOLD
+    elif thresholds.active:
+        _say(f"fanout: thresholds met: {thresholds.describe()}")
+        if thresholds.max_fail_ratio is not None and not (runner and runner.exceptions):
+            # Failures within the allowed ratio are accepted: exit 0, not Locust's 1.
+            environment.process_exit_code = EXIT_OK
+
+
+#: Locust can run its shutdown twice at once: on SIGTERM, its signal greenlet quits the
+#: runner, which wakes the main greenlet into a second shutdown. The first `quitting`
+#: does the work; the second waits for it (a gevent-patched lock), then does nothing.
+_QUIT_LOCK = threading.Lock()
+_QUIT_DONE = False
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
+    global _QUIT_DONE
+    if not _owns_the_test(environment):
+        return
+    with _QUIT_LOCK:
+        if _QUIT_DONE:
+            return
+        runner = environment.runner
+        try:
+            if runner is not None and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+                # SIGTERM or Ctrl-C mid-run: stop the users (a master also collects the
+                # workers' final reports) so the numbers are final and no request hits a
+                # stack that is going down.
+                runner.quit()
+            _check_thresholds(environment)
+        finally:
+            _stop_stack()
+            _QUIT_DONE = True

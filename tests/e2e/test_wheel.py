@@ -1,0 +1,236 @@
+"""`pip install pytest-fanout` works anywhere: the wheel, a fresh virtualenv, an empty directory.
+
+Builds the wheel from this checkout, installs it with pip into a new
+virtualenv (pip may take the dependencies from its cache), and, in an empty
+directory that has no `app/` and no `locustfiles/`: `fanout patterns` prints
+the table (peaks 1, 20, 5), `fanout measure /async/20` a peak of 20, `fanout
+serve` serves the reference app, a one-line locustfile runs under `locust
+--headless` with exit 0 and no process left, and the README's first test
+passes exactly as written. Slow (about a minute): marked, and CI runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from pytest_fanout.load import MARKER_ENV, kill_marked
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+INSTALL_TIMEOUT_S = 600
+
+
+def _run(command: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> str:
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{output[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(the virtualenv's bin/, an empty directory): the wheel of this checkout, installed."""
+    root = tmp_path_factory.mktemp("wheel")
+    dist = root / "dist"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
+        cwd=root,
+        env=env,
+        timeout=INSTALL_TIMEOUT_S,
+    )
+    (wheel,) = dist.glob("pytest_fanout-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pytest_fanout/reference_app/main.py" in names
+    assert "pytest_fanout/locust.py" in names
+    assert "pytest_fanout/load/harness/locustfile.py" in names
+    assert not [n for n in names if n.startswith(("app/", "locustfiles/", "tests/"))], names
+    venv = root / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=root, env=env, timeout=120)
+    bin_dir = venv / "bin"
+    _run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        cwd=root,
+        env=env,
+        timeout=INSTALL_TIMEOUT_S,
+    )
+    site = list((venv / "lib").glob("python*/site-packages"))[0]
+    assert not (site / "app").exists()  # no top-level `app` package in site-packages
+    empty = root / "empty"
+    empty.mkdir()
+    yield bin_dir, empty
+
+
+def _env(marker: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {**env, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+
+
+def test_fanout_patterns_from_the_wheel(installed: tuple[Path, Path]) -> None:
+    bin_dir, empty = installed
+    marker = uuid.uuid4().hex
+    try:
+        out = _run(
+            [str(bin_dir / "fanout"), "patterns", "--repeat", "1", "--no-blocking"],
+            cwd=empty,
+            env=_env(marker),
+            timeout=120,
+        )
+    finally:
+        left = kill_marked(marker)
+    assert not left
+    peaks = {
+        match[1]: int(match[2])
+        for match in re.finditer(r"^(sync|async|async_sem)\s+/\S+\s+20\s.*?x\s+(\d+)\s", out, re.M)
+    }
+    assert peaks == {"sync": 1, "async": 20, "async_sem": 5}, out
+    assert sorted(p.name for p in empty.iterdir()) == []  # it wrote nothing here
+
+
+def test_fanout_measure_from_the_wheel(installed: tuple[Path, Path]) -> None:
+    bin_dir, empty = installed
+    marker = uuid.uuid4().hex
+    try:
+        out = _run(
+            [str(bin_dir / "fanout"), "measure", "/async/20", "--repeat", "2"],
+            cwd=empty,
+            env=_env(marker),
+            timeout=120,
+        )
+    finally:
+        left = kill_marked(marker)
+    assert not left
+    assert re.search(r"requests 20, peak in flight 20,", out), out
+
+
+def test_a_one_line_locustfile_from_the_wheel(installed: tuple[Path, Path]) -> None:
+    bin_dir, empty = installed
+    work = empty / "load"
+    work.mkdir()
+    (work / "locustfile.py").write_text("from pytest_fanout.locust import *\n")
+    marker = uuid.uuid4().hex
+    try:
+        result = subprocess.run(
+            [
+                str(bin_dir / "locust"),
+                "-f",
+                "locustfile.py",
+                "--headless",
+                "-u",
+                "4",
+                "-r",
+                "4",
+                "-t",
+                "5s",
+                "--only-summary",
+            ],
+            cwd=work,
+            env=_env(marker),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        left = kill_marked(marker)
+    output = result.stdout + result.stderr
+    assert not left, f"left behind: {left}"
+    assert result.returncode == 0, output
+    assert "fanout: embedded stack stopped" in output
+    # The three default patterns ran against the reference app from the wheel.
+    for path in ("/sync/10", "/async/10", "/async_sem/10/5"):
+        assert re.search(rf"GET\s+{re.escape(path)}\s+\d+\s+0\(0\.00%\)", output), output
+
+
+def readme_first_test() -> dict[str, str]:
+    """The files of the README's install-and-first-test section, by the name each names."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("<!-- first-test", 1)[1].split("<!-- /first-test -->", 1)[0]
+    files = {}
+    for block in re.findall(r"```\w*\n(.*?)```", section, re.S):
+        first = block.splitlines()[0]
+        name = re.match(r"# (\S+?):?(\s|$)", first)[1]
+        files[name] = block
+    return files
+
+
+def test_the_readmes_first_test_passes_as_written(installed: tuple[Path, Path]) -> None:
+    bin_dir, empty = installed
+    files = readme_first_test()
+    assert sorted(files) == ["pytest.ini", "shop.py", "test_shop.py"]
+    work = empty / "first-test"
+    work.mkdir()
+    for name, body in files.items():
+        (work / name).write_text(body)
+    marker = uuid.uuid4().hex
+    try:
+        out = _run(
+            [str(bin_dir / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            cwd=work,
+            env=_env(marker),
+            timeout=120,
+        )
+    finally:
+        left = kill_marked(marker)
+    assert not left
+    assert re.search(r"^1 passed", out, re.M), out
+
+
+def test_fanout_serve_from_the_wheel(installed: tuple[Path, Path]) -> None:
+    """The reference app from the wheel; ports 0 only so that parallel runs do not collide."""
+    bin_dir, empty = installed
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [str(bin_dir / "fanout"), "serve", "--app-port", "0", "--upstream-port", "0"],
+        cwd=empty,
+        env=_env(marker),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops both" in line:
+                break
+        app_url = re.search(r"^app\s+(http://127\.0\.0\.1:\d+)", "".join(lines), re.M)
+        assert app_url, "".join(lines)
+        body = httpx2.get(app_url[1] + "/async/5", timeout=10).json()
+        assert body["status_codes"] == [200] * 5
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        left = kill_marked(marker)
+    assert not left
+    assert proc.returncode == 128 + signal.SIGINT
