@@ -158,3 +158,36 @@ def test_a_bad_arrival_rate_is_one_line_and_a_usage_status(value: str, message: 
     assert code == EXIT_USAGE, output
     assert message in output
     assert "Traceback" not in output and "embedded stack" not in output
+
+
+OWN_LOCUSTFILE = """
+from pytest_fanout.locust import FanoutUser, task
+
+
+class Basket(FanoutUser):
+    @task
+    def basket(self):
+        self.get("/async/2")
+        self.get("/sync/1")
+"""
+
+
+def test_a_fanout_user_subclass_runs_on_the_schedule(tmp_path: Path) -> None:
+    """A user's own FanoutUser: each start is one run of its task (here two requests)."""
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(OWN_LOCUSTFILE)
+    result = run_locust(
+        users=5,
+        run_time_s=5,
+        locustfile=locustfile,
+        extra_args=["--fanout-arrival-rate", "10", "--fanout-upstream-delay-ms", "50"],
+        workdir=tmp_path / "run",
+    )
+    om = result.open_model
+    assert result.exit_code == 0 and om is not None, result.output
+    assert om.dropped == 0 and abs(om.achieved_rps - 10) <= 0.05 * 10, om
+    first, second = result.endpoint("/async/2"), result.endpoint("/sync/1")
+    assert first.exact and second.exact
+    # One start, one basket: both requests once per start (a basket cut at stop: at most 5).
+    assert om.started - 5 <= first.requests <= om.started
+    assert first.requests - 5 <= second.requests <= first.requests
