@@ -6,7 +6,11 @@
 * `thresholds`: the `--fanout-max-*` checks (pure logic);
 * `plugin`: the `fanout_load` fixture;
 * `harness/locustfile.py`: the locustfile shipped in the wheel (the Locust side
-  itself is `pytest_fanout.locust`, imported only by locustfiles).
+  itself is `pytest_fanout.locust`, imported only by locustfiles);
+* `exact`: exact latency (HdrHistogram) and how it reaches a `LoadResult`;
+* `arrival`, `abort` (Locust side, imported by `pytest_fanout.locust`): the
+  open model (`--fanout-arrival-rate`) and `--fanout-abort-on-fail`;
+* `capacity` (pure search), `capacity_cli` and `capacity_locustfile`: `fanout capacity`.
 """
 
 from __future__ import annotations
