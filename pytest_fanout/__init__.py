@@ -7,6 +7,7 @@ the first child process starts (`pytest_fanout.servers.cleanup`).
 """
 
 from pytest_fanout.assertions import FanoutAssertionError
+from pytest_fanout.diagnose import Finding, diagnose
 from pytest_fanout.fixture import Fanout
 from pytest_fanout.load.results import EndpointResult, LoadResult, OpenModelResult
 from pytest_fanout.load.runner import LoadRunError, run_locust
@@ -40,6 +41,7 @@ __all__ = [
     "Fanout",
     "FanoutAssertionError",
     "FanoutWarning",
+    "Finding",
     "LoadResult",
     "LoadRunError",
     "Measurement",
@@ -55,6 +57,7 @@ __all__ = [
     "StubUpstreamServer",
     "Thresholds",
     "UpstreamGauges",
+    "diagnose",
     "run_locust",
     "__version__",
 ]

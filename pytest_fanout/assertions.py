@@ -4,6 +4,7 @@ and what it means. Pure functions: the `fanout` fixture delegates to them."""
 from __future__ import annotations
 
 from pytest_fanout.measure import Measurement
+from pytest_fanout.stacks import blocking_line
 
 #: Never flag less loop lag than this: scheduling noise on a busy 2-core machine.
 MIN_LAG_LIMIT_S = 0.05
@@ -79,6 +80,7 @@ def assert_concurrency(
             raise FanoutAssertionError(
                 f"expected {peak} requests in flight at {where} during {label}, "
                 f"saw {seen}{detail}: {_peak_meaning(peak, seen)}"
+                + _finding_suffix(m, "blocks-loop", "sequential", "pool-cap", "upstream-429")
             )
     most = max(peaks, default=0)
     if at_most is not None and most > at_most:
@@ -99,6 +101,14 @@ def assert_concurrency(
                 f"expected {where} to see {requests} requests per call of {label}, "
                 f"saw {seen}: {meaning}"
             )
+
+
+def _finding_suffix(m: Measurement, *kinds: str) -> str:
+    """`; <the diagnosis>` when `diagnose` has a finding of one of `kinds`, else ''."""
+    from pytest_fanout.diagnose import finding_for  # diagnose imports this module
+
+    finding = finding_for(m, *kinds)
+    return f"; {finding.message}" if finding is not None else ""
 
 
 #: httpx's default number of idle connections kept per client (httpx.Limits).
@@ -148,6 +158,7 @@ def assert_connection_reuse(m: Measurement, at_most: int = 0, upstream: str | No
         )
     raise FanoutAssertionError(
         f"expected at most {at_most} new connections per call of {label} after warm-up: {meaning}"
+        + _finding_suffix(m, "no-connection-reuse", "connection-churn")
     )
 
 
@@ -167,8 +178,13 @@ def assert_no_blocking(m: Measurement, max_lag_s: float | None = None) -> None:
         )
     limit = lag_limit(m) if max_lag_s is None else max_lag_s
     if m.loop_lag_max_s > limit:
+        where = blocking_line(m.stalls)
         raise FanoutAssertionError(
             f"the app's event loop stalled for {_ms(m.loop_lag_max_s)} during {m.path} "
-            f"(limit {_ms(limit)}): something blocks the loop, such as a sync call "
-            f"inside `async def`"
+            f"(limit {_ms(limit)}): "
+            + (
+                f"something blocks the loop at {where}"
+                if where
+                else "something blocks the loop, such as a sync call inside `async def`"
+            )
         )

@@ -14,6 +14,7 @@ from typing import Any
 import httpx2
 
 from pytest_fanout import assertions
+from pytest_fanout.diagnose import Finding, diagnose
 from pytest_fanout.measure import Measurement, PathShape, measure, send_request
 from pytest_fanout.servers.stack import AppServer, StubUpstreamServer
 
@@ -149,6 +150,10 @@ class Fanout:
         """No event-loop stall longer than `max_lag_s` (default: half the upstream delay)."""
         __tracebackhide__ = True
         assertions.assert_no_blocking(m, max_lag_s)
+
+    def diagnose(self, m: Measurement) -> list[Finding]:
+        """What is wrong with `m`'s fan-out, most important first ([] when healthy)."""
+        return diagnose(m)
 
     def close(self) -> None:
         self._client.close()

@@ -70,6 +70,10 @@ class Measurement:
     app_errors: int = 0
     #: Who took it: the test's node id, filled in by the plugin.
     test: str = ""
+    #: The app's event-loop stalls the probe's stack sampler caught, over all samples,
+    #: longest first: {"duration_s", "stacks": [{"count", "frames": [{"file", "line",
+    #: "function"}, ...innermost last]}]} (see pytest_fanout.stacks to read them).
+    stalls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def median_s(self) -> float:
@@ -476,8 +480,19 @@ def measure(
             probe = app.probe_stats()
             result.loop_lag_per_sample.append(probe["loop_lag_max_s"])
             result.app_cpu_per_sample.append(probe.get("cpu_s", 0.0))
+            _keep_longest_stalls(result.stalls, probe.get("stalls_detail", []))
         result.app_errors += _reported_errors(response)
     return result
+
+
+#: Stalls a Measurement keeps (the longest), whatever the number of samples.
+MAX_STALLS = 10
+
+
+def _keep_longest_stalls(kept: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    kept.extend(new)
+    kept.sort(key=lambda stall: stall.get("duration_s", 0.0), reverse=True)
+    del kept[MAX_STALLS:]
 
 
 def _reported_errors(response: httpx2.Response) -> int:

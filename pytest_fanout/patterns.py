@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx2
 
 from pytest_fanout._table import render_text
+from pytest_fanout.diagnose import diagnose, headline
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers.stack import DEFAULT_APP, DEFAULT_UPSTREAM, Stack
 from pytest_fanout.servers.upstream import Behaviour
@@ -105,6 +106,7 @@ def patterns_table(rows: list[PatternRow]) -> str:
                 m.upstream_peak_inflight,
                 f"{m.loop_lag_max_s * 1000:.0f} ms",
                 efficiency_cell(m),
+                headline(m),
             ]
         )
     headers = [
@@ -116,6 +118,7 @@ def patterns_table(rows: list[PatternRow]) -> str:
         "peak in flight",
         "loop lag",
         "efficiency",
+        "finding",
     ]
     return render_text(headers, table)
 
@@ -160,4 +163,13 @@ def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float
         lines.append(
             f"  errors            {m.app_errors} upstream calls failed (the app's 'errors')"
         )
+    lines.extend(_finding_lines(m))
     return "\n".join(lines)
+
+
+def _finding_lines(m: Measurement) -> list[str]:
+    """`fanout measure`'s findings (`diagnose`), the most important first."""
+    findings = diagnose(m)
+    if not findings:
+        return ["  finding           - (nothing wrong found)"]
+    return [f"  finding           {f.message}" for f in findings]

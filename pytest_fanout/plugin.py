@@ -19,6 +19,7 @@ import pytest
 
 from pytest_fanout import hookspecs
 from pytest_fanout._table import render_text
+from pytest_fanout.diagnose import headline
 from pytest_fanout.fixture import Fanout
 from pytest_fanout.measure import Measurement
 from pytest_fanout.patterns import efficiency_cell
@@ -80,6 +81,12 @@ OPTIONS: list[tuple[str, str, str, Any]] = [
         "string",
         "seconds one request to the app may take in fanout.measure/request (default: 60)",
         "60",
+    ),
+    (
+        "fanout_stack_sampling",
+        "string",
+        "on/off: sample the stack that blocks the app's event loop (default: on)",
+        "on",
     ),
 ]
 
@@ -182,6 +189,16 @@ def app_env(config: pytest.Config, urls: dict[str, str] | None = None) -> dict[s
     return env
 
 
+def stack_sampling_env(config: pytest.Config) -> dict[str, str]:
+    """The app's environment for --fanout-stack-sampling: off sets PYTEST_FANOUT_STACKS=0."""
+    raw = str(setting(config, "fanout_stack_sampling")).strip().lower()
+    if raw not in ("on", "off"):
+        raise pytest.UsageError(
+            f"--fanout-stack-sampling (ini fanout_stack_sampling) must be on or off, got {raw!r}"
+        )
+    return {"PYTEST_FANOUT_STACKS": "0"} if raw == "off" else {}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -196,6 +213,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--fanout-app must be MODULE:ATTR, got {app!r}")
     upstream_env_names(config)
     app_env(config)
+    stack_sampling_env(config)
     config.stash[SERVERS_KEY] = []
 
 
@@ -261,7 +279,7 @@ def fanout_server(
     env.update(app_env(pytestconfig, urls))
     server = AppServer(
         setting(pytestconfig, "fanout_app"),
-        env=env,
+        env={**env, **stack_sampling_env(pytestconfig)},
         app_dir=_app_dir(pytestconfig),
         factory=bool(setting(pytestconfig, "fanout_app_factory")),
         startup_timeout=number_setting(pytestconfig, "fanout_startup_timeout"),
@@ -421,6 +439,7 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
                 efficiency_cell(m),  # marked when the route blocked the loop
                 f"{m.loop_lag_max_s * 1000:.1f} ms",
                 _cpu_cell(m),
+                headline(m),
             ]
         )
     return rows
@@ -439,6 +458,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_sep("=", "fan-out measurements")
     headers = ["test", "path", "median", "p95", "upstream peak", "efficiency", "loop lag"]
     headers.append("CPU/request")
+    headers.append("finding")
     terminalreporter.write_line(render_text(headers, summary_rows(measurements)))
 
 

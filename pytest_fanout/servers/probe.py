@@ -1,25 +1,32 @@
 """The loop probe: wraps the app under test inside its own process.
 
-An event-loop lag monitor, the process's CPU time, (a task that asks to wake every few milliseconds
-and records how late it woke) plus an in-flight request counter. A sync call
-inside `async def` holds the loop, so the monitor wakes late by about as long
-as the call took: that is how the harness catches blocking. Read with
-`GET /__fanout__/probe`, zeroed with `POST /__fanout__/probe`. The path exists
-only when the harness wraps the app, never in the app as users deploy it.
+An event-loop lag monitor (a task that asks to wake every few milliseconds
+and records how late it woke), the process's CPU time, an in-flight request
+counter, and the blocking stacks. A sync call inside `async def` holds the
+loop, so the monitor wakes late by about as long as the call took: that is
+how the harness catches blocking; meanwhile a watchdog thread
+(`stallwatch.StallWatch`) samples the stack that holds the loop, so the
+harness can say where. Read with `GET /__fanout__/probe` (`stalls_detail`
+lists the stalls, longest first), zeroed with `POST /__fanout__/probe`. The
+path exists only when the harness wraps the app, never in the app as users
+deploy it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pytest_fanout.servers.stallwatch import DEFAULT_STALL_S, StallWatch, stall_threshold_from_env
+
 PROBE_PATH = "/__fanout__/probe"
 TICK_S = 0.005
-#: A wake-up later than this counts as a stall in `stalls`.
-STALL_S = 0.020
+#: A wake-up later than this counts as a stall in `stalls` (PYTEST_FANOUT_STALL_MS sets it).
+STALL_S = DEFAULT_STALL_S
 
 
 @dataclass
@@ -39,14 +46,26 @@ class LoopProbe:
     """ASGI middleware: serves PROBE_PATH itself and passes everything else to `app`."""
 
     def __init__(self, app: Any, tick_s: float = TICK_S) -> None:
+        """Raises ValueError (one line) for a PYTEST_FANOUT_STACKS/_STALL_MS it cannot use."""
         self.app = app
         self.tick_s = tick_s
         self.stats = ProbeStats()
         self._cpu_at_reset = time.process_time()
         self._monitor: asyncio.Task[None] | None = None
+        #: When the monitor's next tick is due: the loop is late by now - _due.
+        self._due = time.perf_counter() + tick_s
+        threshold = stall_threshold_from_env()
+        self.stall_s = STALL_S if threshold is None else threshold
+        #: The stack sampler; None when switched off (PYTEST_FANOUT_STACKS=0).
+        self.stall_watch = (
+            None
+            if threshold is None
+            else StallWatch(threshold, tick_s, boundary=LoopProbe.__call__.__code__)
+        )
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if self._monitor is None:
+            self._due = time.perf_counter() + self.tick_s
             self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
         if scope["type"] == "http" and scope["path"] == PROBE_PATH:
             await self._serve(scope, send)
@@ -64,25 +83,41 @@ class LoopProbe:
             self.stats.inflight -= 1
 
     async def _watch_loop(self) -> None:
+        watch = self.stall_watch
+        if watch is not None:
+            watch.start(threading.get_ident())
         while True:
-            start = time.perf_counter()
+            self._due = time.perf_counter() + self.tick_s
             await asyncio.sleep(self.tick_s)
-            lag = time.perf_counter() - start - self.tick_s
+            now = time.perf_counter()
+            if watch is not None:
+                watch.stamp = now
+            lag = now - self._due
             stats = self.stats
             stats.ticks += 1
             if lag > stats.loop_lag_max_s:
                 stats.loop_lag_max_s = lag
-            if lag > STALL_S:
+            if lag > self.stall_s:
                 stats.stalls += 1
 
     async def _serve(self, scope: dict, send: Any) -> None:
+        now = time.perf_counter()
         if scope["method"] == "POST":
             # Keep the in-flight count: requests still running must be able to finish it.
             self.stats = ProbeStats(inflight=self.stats.inflight)
             self.stats.peak_inflight = self.stats.inflight
             self._cpu_at_reset = time.process_time()
+            # A tick overdue from before the reset must not carry its lag into the new sample.
+            self._due = max(self._due, now)
+            if self.stall_watch is not None:
+                self.stall_watch.clear()
+        elif now - self._due > self.stats.loop_lag_max_s:
+            # The loop can serve this before the overdue tick has run: count the lag now.
+            self.stats.loop_lag_max_s = now - self._due
         self.stats.cpu_s = time.process_time() - self._cpu_at_reset
-        body = json.dumps(asdict(self.stats)).encode()
+        data: dict[str, Any] = asdict(self.stats)
+        data["stalls_detail"] = [] if self.stall_watch is None else self.stall_watch.stalls()
+        body = json.dumps(data).encode()
         await send(
             {
                 "type": "http.response.start",

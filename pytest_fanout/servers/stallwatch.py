@@ -1,0 +1,270 @@
+"""The blocking stack: which code held the event loop, sampled from a watchdog thread.
+
+The loop probe stamps the time on every tick of its monitor task. A daemon
+thread wakes every few milliseconds and compares: a stamp older than the
+threshold means the loop is stalled, and while the stall lasts the thread
+samples the loop thread's stack (`sys._current_frames`, CPython's documented
+way to read another thread's frames) and counts each distinct stack. When the
+loop stamps again, the stall is summarised: its duration and its few most
+frequent stacks. A healthy loop costs one comparison per wake-up and nothing
+per request.
+
+Bounded in time and memory: samples thin out as a stall drags on (a stall of
+a minute keeps a few hundred), and distinct stacks per stall, frames per
+stack and stalls per reset are capped. `PYTEST_FANOUT_STACKS=0` switches the
+sampler off; `PYTEST_FANOUT_STALL_MS` sets the threshold (default 20 ms).
+"""
+
+from __future__ import annotations
+
+import dis
+import linecache
+import os
+import sys
+import threading
+import time
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_STACKS = "PYTEST_FANOUT_STACKS"
+ENV_STALL_MS = "PYTEST_FANOUT_STALL_MS"
+#: A loop that has not run for this long (beyond its tick) is stalled.
+DEFAULT_STALL_S = 0.020
+#: The file name of the pseudo-frame that names a C function the innermost frame is calling.
+BUILTIN_FILE = "<built-in>"
+
+MAX_STALLS = 8  # kept per reset: the longest
+TOP_STACKS = 3  # kept per stall: the most frequent
+MAX_DISTINCT = 32  # distinct stacks counted per stall
+MAX_DEPTH = 48  # innermost frames kept per stack
+MAX_SAMPLES = 400  # per stall, whatever its length
+SAMPLE_S = 0.005  # between samples at the start of a stall
+THIN = 50  # then every (time stalled / THIN): logarithmically many samples
+_CALL_OPS = frozenset({"CALL", "CALL_FUNCTION_EX", "CALL_KW"})
+_CALLEE_CACHE_MAX = 512
+
+Frame = tuple[str, int, str]
+Stack = tuple[Frame, ...]
+
+
+def stall_threshold_from_env(environ: Mapping[str, str] | None = None) -> float | None:
+    """The threshold in seconds, or None when the sampler is switched off.
+
+    Raises ValueError with a one-line reason for a value it cannot use.
+    """
+    env = os.environ if environ is None else environ
+    switch = env.get(ENV_STACKS, "1").strip().lower()
+    if switch in ("0", "off", "false", "no"):
+        return None
+    if switch not in ("1", "on", "true", "yes", ""):
+        raise ValueError(f"{ENV_STACKS} must be 1 or 0 (on or off), got {switch!r}")
+    raw = env.get(ENV_STALL_MS, "").strip()
+    if not raw:
+        return DEFAULT_STALL_S
+    try:
+        millis = float(raw)
+    except ValueError:
+        millis = -1.0
+    if not 0 < millis < 3_600_000:
+        raise ValueError(f"{ENV_STALL_MS} must be a positive number of milliseconds, got {raw!r}")
+    return millis / 1000
+
+
+def next_sample_at(now: float, since: float) -> float:
+    """When to sample a stall again: every SAMPLE_S at first, then every (time stalled / THIN),
+    so a stall of a minute is sampled a few hundred times, not twelve thousand."""
+    return now + max(SAMPLE_S, (now - since) / THIN)
+
+
+@dataclass
+class _Stall:
+    #: The loop's last stamp before it stalled: the stall lasts while the stamp stays.
+    since: float
+    next_sample: float
+    counts: dict[Stack, int] = field(default_factory=dict)
+    samples: int = 0
+
+
+class StallWatch:
+    """The watchdog thread and the stalls it has summarised since the last `clear()`."""
+
+    def __init__(
+        self, threshold_s: float, tick_s: float, *, boundary: types.CodeType | None = None
+    ) -> None:
+        self.threshold_s = threshold_s
+        self.tick_s = tick_s
+        #: Written by the loop thread on every tick (a float store: atomic under the GIL).
+        self.stamp = time.perf_counter()
+        #: Stacks stop (exclusive) at a frame running this code: the server machinery
+        #: outside the probe says nothing about the app.
+        self._boundary = boundary
+        self._poll_s = min(max(threshold_s / 2, 0.001), 0.05)
+        self._lock = threading.Lock()
+        self._stall: _Stall | None = None
+        self._finished: list[dict[str, Any]] = []
+        self._thread_id: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._callees: dict[tuple[types.CodeType, int], str | None] = {}
+
+    # ---- the loop thread's side ----------------------------------------------
+
+    def start(self, loop_thread_id: int) -> None:
+        """Watch `loop_thread_id` (call from the loop thread, once)."""
+        if self._thread is not None:
+            return
+        self._thread_id = loop_thread_id
+        self.stamp = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="fanout-stallwatch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
+
+    def stalls(self) -> list[dict[str, Any]]:
+        """The summarised stalls, longest first. Called on the loop thread, which is running,
+        so a stall the watchdog has not closed yet is over: close it now."""
+        with self._lock:
+            if self._stall is not None:
+                now = time.perf_counter()
+                self._finish(self._stall, self.stamp, now)
+                self.stamp = now  # the loop runs: the watchdog must not reopen that stall
+            return [dict(s) for s in self._finished]
+
+    def clear(self) -> None:
+        """Forget every stall (call from the loop thread, which is running)."""
+        with self._lock:
+            self._stall = None
+            self._finished = []
+            self.stamp = time.perf_counter()
+
+    # ---- the watchdog thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        limit = self.tick_s + self.threshold_s
+        while not self._stopped:
+            stamp = self.stamp
+            now = time.perf_counter()
+            with self._lock:
+                stall = self._stall
+                if stall is not None and stall.since != stamp:
+                    self._finish(stall, stamp, now)
+                    stall = None
+                if now - stamp > limit:
+                    if stall is None:
+                        stall = self._stall = _Stall(since=stamp, next_sample=now)
+                    if now >= stall.next_sample and stall.samples < MAX_SAMPLES:
+                        self._sample(stall)
+                        stall.next_sample = next_sample_at(now, stamp)
+            # Healthy: sleep until this stamp would be too old (about every threshold; a
+            # fresh stamp sends the thread back to sleep). Stalled: until the next sample.
+            wake = stamp + limit if stall is None else min(stall.next_sample, now + self._poll_s)
+            time.sleep(max(0.001, wake - time.perf_counter()))  # the watchdog's period
+
+    def _sample(self, stall: _Stall) -> None:
+        frame = sys._current_frames().get(self._thread_id or 0)
+        if frame is None or self.stamp != stall.since:
+            return  # the loop ran again meanwhile: this stack is not the stall's
+        try:
+            stack = self._stack_of(frame)
+        finally:
+            del frame
+        stall.samples += 1
+        if stack in stall.counts:
+            stall.counts[stack] += 1
+        elif len(stall.counts) < MAX_DISTINCT:
+            stall.counts[stack] = 1
+
+    def _finish(self, stall: _Stall, resumed: float, now: float) -> None:
+        """Summarise `stall` (the loop stamped again at `resumed`, or not yet: then `now`)."""
+        self._stall = None
+        end = resumed if resumed != stall.since else now
+        duration = max(0.0, end - stall.since - self.tick_s)
+        top = sorted(stall.counts.items(), key=lambda item: item[1], reverse=True)[:TOP_STACKS]
+        summary = {
+            "duration_s": round(duration, 6),
+            "samples": stall.samples,
+            "stacks": [
+                {
+                    "count": count,
+                    "frames": [{"file": f, "line": n, "function": fn} for f, n, fn in stack],
+                }
+                for stack, count in top
+            ],
+        }
+        kept = self._finished
+        kept.append(summary)
+        kept.sort(key=lambda s: s["duration_s"], reverse=True)
+        del kept[MAX_STALLS:]
+
+    def _stack_of(self, frame: types.FrameType) -> Stack:
+        """(file, line, qualified function) from the innermost frame outwards, innermost last;
+        plus a pseudo-frame naming the C function the innermost frame is inside, if any."""
+        frames: list[Frame] = []
+        callee = self._callee(frame)
+        if callee is not None:
+            frames.append((BUILTIN_FILE, 0, callee))
+        current: types.FrameType | None = frame
+        while current is not None and len(frames) < MAX_DEPTH:
+            code = current.f_code
+            if code is self._boundary:
+                break
+            frames.append((code.co_filename, current.f_lineno or 0, code.co_qualname))
+            current = current.f_back
+        frames.reverse()
+        return tuple(frames)
+
+    def _callee(self, frame: types.FrameType) -> str | None:
+        """The C function `frame` is calling right now (time.sleep, a socket read), or None
+        when it is running its own bytecode (a CPU loop)."""
+        key = (frame.f_code, frame.f_lasti)
+        if key in self._callees:
+            return self._callees[key]
+        name = _call_at(frame)
+        if len(self._callees) >= _CALLEE_CACHE_MAX:
+            self._callees.clear()
+        self._callees[key] = name
+        return name
+
+
+def _call_at(frame: types.FrameType) -> str | None:
+    code, offset = frame.f_code, frame.f_lasti
+    for instruction in dis.get_instructions(code):
+        if instruction.offset == offset:
+            if instruction.opname not in _CALL_OPS:
+                return None
+            return _callee_name(code.co_filename, instruction.positions, frame)
+    return None
+
+
+def _callee_name(filename: str, positions: Any, frame: types.FrameType) -> str:
+    """The called expression as the source spells it (`time.sleep`), with a module alias or a
+    name imported from a module resolved through the frame's globals (never its locals)."""
+    text = ""
+    if positions is not None and positions.lineno is not None:
+        lines = [
+            linecache.getline(filename, n)
+            for n in range(positions.lineno, (positions.end_lineno or positions.lineno) + 1)
+        ]
+        if lines and positions.col_offset is not None:
+            lines[0] = lines[0][positions.col_offset :]
+        text = "".join(line.strip() for line in lines)
+    dotted = text.split("(", 1)[0].strip()
+    if not dotted or not all(part.isidentifier() for part in dotted.split(".")):
+        return "a C function"
+    head, _, rest = dotted.partition(".")
+    target = frame.f_globals.get(head)
+    if target is None:
+        target = frame.f_builtins.get(head)
+    if isinstance(target, types.ModuleType):
+        return target.__name__ + ("." + rest if rest else "")
+    if isinstance(target, types.BuiltinFunctionType) and not rest:
+        module = target.__module__
+        if module in (None, "builtins"):
+            return target.__qualname__
+        return f"{module}.{target.__name__}"
+    return dotted

@@ -1,0 +1,141 @@
+"""Reading the blocking stacks: which line of the user's own code held the event loop.
+
+The probe's sampler (`servers.stallwatch`) reports raw frames. Here they
+become one line a user can act on: the innermost frame of the user's own
+code (not the standard library's, not an installed package's, not the
+harness's) and the library call it was inside,
+
+    shop/helpers.py:14 in load_rates -> requests.api.get
+    app/main.py:80 in blocking -> time.sleep
+    shop/pricing.py:31 in total (CPU)
+
+`(CPU)` means the loop was held by the user's own bytecode, not by a call.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import sysconfig
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+#: The file name of the sampler's pseudo-frame for a C function (time.sleep, a socket read).
+BUILTIN_FILE = "<built-in>"
+_HARNESS_DIR = str(Path(__file__).resolve().parent)
+_REFERENCE_APP = f"{os.sep}pytest_fanout{os.sep}reference_app{os.sep}"
+
+
+@lru_cache(maxsize=1)
+def _library_dirs() -> tuple[str, ...]:
+    """Directories whose files are not the user's: the standard library and installed packages."""
+    dirs: set[str] = set()
+    paths = sysconfig.get_paths()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        if paths.get(key):
+            dirs.add(paths[key])
+    dirs.update(getattr(site, "getsitepackages", list)())
+    user_site = getattr(site, "getusersitepackages", lambda: None)()
+    if isinstance(user_site, str):
+        dirs.add(user_site)
+    dirs.add(_HARNESS_DIR)
+    resolved = {os.path.realpath(d) for d in dirs}
+    return tuple(sorted(dirs | resolved, key=len, reverse=True))
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def is_user_file(path: str) -> bool:
+    """True for the user's own code: not `<frozen ...>`/`<built-in>`, not the standard
+    library, not site-packages, not pytest_fanout itself (but its reference app, yes)."""
+    if not path or path.startswith("<"):
+        return False
+    if _REFERENCE_APP in path:
+        return True  # the demo service in the wheel is the "user's" code of `fanout patterns`
+    if f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path:
+        return False
+    real = os.path.realpath(path)
+    return not any(_under(path, d) or _under(real, d) for d in _library_dirs())
+
+
+def module_of(path: str) -> str:
+    """The dotted module a library file is (`httpx2/_client.py` -> `httpx2._client`), read
+    off the import path; the file's stem when it is on none."""
+    roots = sorted({*sys.path, *_library_dirs()} - {""}, key=len, reverse=True)
+    for root in roots:
+        if _under(path, root) and path != root:
+            rel = os.path.relpath(path, root)
+            parts = rel[: -len(".py")].split(os.sep) if rel.endswith(".py") else rel.split(os.sep)
+            if parts and parts[-1] == "__init__":
+                parts.pop()
+            if parts and all(p.isidentifier() for p in parts):
+                return ".".join(parts)
+    return Path(path).stem
+
+
+def library_call(frame: dict[str, Any]) -> str:
+    """How a user would name the call: `time.sleep`, `httpx2.Client.get`,
+    `requests.api.get` (the module up to its first private part, then the function)."""
+    if frame.get("file") == BUILTIN_FILE:
+        return str(frame.get("function", "?"))
+    public = []
+    for part in module_of(str(frame.get("file", ""))).split("."):
+        if part.startswith("_"):
+            break
+        public.append(part)
+    return ".".join([*public, str(frame.get("function", "?"))])
+
+
+def display_path(path: str, root: str | None = None) -> str:
+    """`path` relative to `root` (default: the working directory) when it is inside it."""
+    base = os.path.abspath(root or os.getcwd())
+    if _under(path, base):
+        return os.path.relpath(path, base)
+    return path
+
+
+def describe_frames(frames: Sequence[dict[str, Any]], root: str | None = None) -> str:
+    """One stack (innermost last) as `file:line in function -> library call` or
+    `file:line in function (CPU)`."""
+    if not frames:
+        return "no stack sampled"
+    index = next(
+        (i for i in range(len(frames) - 1, -1, -1) if is_user_file(str(frames[i]["file"]))), None
+    )
+    if index is None:
+        # None of the user's code on the stack: say where the loop was, as a library call.
+        inner = next((f for f in reversed(frames) if f["file"] != BUILTIN_FILE), frames[-1])
+        where = f"{display_path(str(inner['file']), root)}:{inner['line']}"
+        return f"{library_call(frames[-1])} (no frame of your code; innermost {where})"
+    frame = frames[index]
+    head = f"{display_path(str(frame['file']), root)}:{frame['line']} in {frame['function']}"
+    if index == len(frames) - 1:
+        return f"{head} (CPU)"
+    return f"{head} -> {library_call(frames[index + 1])}"
+
+
+def describe_stall(stall: dict[str, Any], root: str | None = None) -> str:
+    """A stall's most frequent stack, described (`describe_frames`)."""
+    stacks = stall.get("stacks") or []
+    if not stacks:
+        return "no stack sampled"
+    top = max(stacks, key=lambda s: s.get("count", 0))
+    return describe_frames(top.get("frames", []), root)
+
+
+def longest_stall(stalls: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(stalls, key=lambda s: s.get("duration_s", 0.0), default=None)
+
+
+def blocking_line(stalls: Iterable[dict[str, Any]], root: str | None = None) -> str | None:
+    """`file:line in function -> call (longest stall 203 ms)`, or None with no stall."""
+    stall = longest_stall(stalls)
+    if stall is None:
+        return None
+    ms = stall.get("duration_s", 0.0) * 1000
+    return f"{describe_stall(stall, root)} (longest stall {ms:.0f} ms)"

@@ -1,0 +1,110 @@
+"""The blocking stack, end to end: a real app process under the probe, a real stub upstream;
+the harness names the user's file, line and function that held the loop, and the call."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from pytest_fanout.assertions import FanoutAssertionError, assert_no_blocking
+from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.servers import ServerStartError, Stack
+from pytest_fanout.servers.upstream import Behaviour
+from pytest_fanout.stacks import blocking_line, describe_stall
+from tests.helpers import REPO
+
+APP_DIR = Path(__file__).parent / "diagnose_app"
+APP_REL = APP_DIR.relative_to(REPO).as_posix()
+#: The upstream's delay: the blocking limit is half of it (100 ms); the sync call blocks 200 ms.
+DELAY_MS = 200
+
+
+def line_of(filename: str, text: str) -> int:
+    lines = (APP_DIR / filename).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with Stack("main:app", app_dir=APP_DIR, behaviour=Behaviour(delay_ms=DELAY_MS)) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx2.Client]:
+    with httpx2.Client(timeout=30) as client:
+        yield client
+
+
+def take(stack: Stack, client: httpx2.Client, path: str) -> Measurement:
+    assert stack.app is not None
+    return measure(
+        client, stack.app.url, path, upstream=stack.upstream, app=stack.app, repeat=2, warmup=1
+    )
+
+
+def where(m: Measurement) -> str:
+    assert m.stalls, f"no stall caught during {m.path} (loop lag {m.loop_lag_max_s:.3f}s)"
+    return describe_stall(m.stalls[0], root=str(REPO))
+
+
+def test_sync_io_in_a_helper_module_is_named(stack: Stack, client: httpx2.Client) -> None:
+    m = take(stack, client, "/blocking-io")
+    line = line_of("helpers.py", "_SYNC.get(")
+    expected = f"{APP_REL}/helpers.py:{line} in load_rates -> httpx.Client.get"
+    assert where(m) == expected
+    assert m.stalls[0]["duration_s"] > 0.1
+    with pytest.raises(FanoutAssertionError) as failure:
+        assert_no_blocking(m)
+    assert "helpers.py" in str(failure.value)
+    assert f":{line} in load_rates -> httpx.Client.get (longest stall " in str(failure.value)
+
+
+def test_time_sleep_in_a_route_is_named(stack: Stack, client: httpx2.Client) -> None:
+    m = take(stack, client, "/sleep")
+    line = line_of("main.py", "time.sleep(0.3)")
+    assert where(m) == f"{APP_REL}/main.py:{line} in sleepy -> time.sleep"
+    # Each sample's stall is one ~300 ms stall, sampled many times, one stack.
+    assert 0.2 < m.stalls[0]["duration_s"] < 3.0
+    assert m.stalls[0]["stacks"][0]["count"] >= 5
+
+
+def test_a_cpu_loop_is_named_as_cpu(stack: Stack, client: httpx2.Client) -> None:
+    m = take(stack, client, "/cpu")
+    first = line_of("helpers.py", "for i in range(6_000_000)")
+    pattern = rf"{re.escape(APP_REL)}/helpers\.py:({first}|{first + 1}) in crunch \(CPU\)"
+    assert re.fullmatch(pattern, where(m)), where(m)
+
+
+def test_a_healthy_fanout_does_not_block(stack: Stack, client: httpx2.Client) -> None:
+    m = take(stack, client, "/healthy")
+    assert m.upstream_requests == 10
+    assert_no_blocking(m)
+    assert all(stall["duration_s"] < 0.1 for stall in m.stalls)
+
+
+def test_the_sampler_can_be_switched_off(client: httpx2.Client) -> None:
+    behaviour = Behaviour(delay_ms=DELAY_MS)
+    env = {"PYTEST_FANOUT_STACKS": "0"}
+    with Stack("main:app", app_dir=APP_DIR, behaviour=behaviour, app_env=env) as stack:
+        m = take(stack, client, "/sleep")
+    assert m.loop_lag_max_s > 0.2  # the lag is still measured
+    assert m.stalls == []
+    assert blocking_line(m.stalls) is None
+    with pytest.raises(FanoutAssertionError, match="something blocks the loop"):
+        assert_no_blocking(m)
+
+
+def test_a_bad_threshold_is_one_line(tmp_path: Path) -> None:
+    env = {"PYTEST_FANOUT_STALL_MS": "soon"}
+    stack = Stack("main:app", app_dir=APP_DIR, app_env=env)
+    with pytest.raises(ServerStartError) as failure:
+        stack.start()
+    assert "PYTEST_FANOUT_STALL_MS must be a positive number of milliseconds, got 'soon'" in (
+        failure.value.log_tail
+    )
+    assert "Traceback" not in failure.value.log_tail
