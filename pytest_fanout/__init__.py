@@ -9,7 +9,7 @@ the first child process starts (`pytest_fanout.servers.cleanup`).
 from pytest_fanout.assertions import FanoutAssertionError
 from pytest_fanout.diagnose import Finding, diagnose
 from pytest_fanout.fixture import Fanout
-from pytest_fanout.load.results import EndpointResult, LoadResult
+from pytest_fanout.load.results import EndpointResult, LoadResult, OpenModelResult
 from pytest_fanout.load.runner import LoadRunError, run_locust
 from pytest_fanout.load.thresholds import Thresholds
 from pytest_fanout.measure import FanoutWarning, Measurement, MeasurementError, UpstreamGauges
@@ -46,6 +46,7 @@ __all__ = [
     "LoadRunError",
     "Measurement",
     "MeasurementError",
+    "OpenModelResult",
     "RecordedRequest",
     "RouteError",
     "ServerProcess",

@@ -51,6 +51,8 @@ from pytest_fanout._argtypes import (
     non_negative_float,
     positive_int,
 )
+from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout-abort-on-fail)
+from pytest_fanout.load import arrival  # the open model and exact latency; registered first
 from pytest_fanout.load.results import (
     EXIT_OK,
     EXIT_TARGET,
@@ -580,7 +582,9 @@ def _check_thresholds(environment: Environment) -> None:
         _say(f"fanout: error: {exc}")
         environment.process_exit_code = EXIT_USAGE
         return
-    violations = thresholds.check(_rows(environment))
+    # Exact (HdrHistogram) latency, from the intended start in an open-model run.
+    violations = thresholds.check(arrival.exact_rows(_rows(environment)))
+    violations += arrival.dropped_violations(environment, thresholds)
     for violation in violations:
         _say(violation.line())
     runner = environment.runner

@@ -6,7 +6,11 @@
 * `thresholds`: the `--fanout-max-*` checks (pure logic);
 * `plugin`: the `fanout_load` fixture;
 * `harness/locustfile.py`: the locustfile shipped in the wheel (the Locust side
-  itself is `pytest_fanout.locust`, imported only by locustfiles).
+  itself is `pytest_fanout.locust`, imported only by locustfiles);
+* `exact`: exact latency (HdrHistogram) and how it reaches a `LoadResult`;
+* `arrival`, `abort` (Locust side, imported by `pytest_fanout.locust`): the
+  open model (`--fanout-arrival-rate`) and `--fanout-abort-on-fail`;
+* `capacity` (pure search), `capacity_cli` and `capacity_locustfile`: `fanout capacity`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pytest_fanout.load.results import (
     TOTAL_NAME,
     EndpointResult,
     LoadResult,
+    OpenModelResult,
     parse_stats_json,
     percentile_from_histogram,
 )
@@ -52,6 +57,7 @@ __all__ = [
     "EndpointResult",
     "LoadResult",
     "LoadRunError",
+    "OpenModelResult",
     "Thresholds",
     "Violation",
     "default_locustfile",

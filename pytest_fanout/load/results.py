@@ -29,6 +29,11 @@ reads it back. "histogram" is Locust's own response-time histogram of the row
 the regression gate test whole distributions, not one percentile, against
 the noise. It is left out when empty, and a dict without it (written before it
 existed) still reads.
+
+When the Locust side wrote its exact numbers (`load/exact.py`), a row's
+latency figures and histogram come from an HdrHistogram instead and the row
+says `"exact": true`; an arrival-rate run adds `"open_model"` (target and
+achieved rate, scheduled, started and dropped starts: `OpenModelResult`).
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ class EndpointResult:
     max_ms: float = 0.0
     #: Response times {"ms": count} (Locust's buckets); {} when not known.
     histogram: dict[str, int] = field(default_factory=dict, repr=False, hash=False)
+    #: True: the latency figures and histogram come from an exact HdrHistogram
+    #: (`load/exact.py`), not Locust's rounded buckets.
+    exact: bool = False
 
     @property
     def key(self) -> str:
@@ -88,6 +96,8 @@ class EndpointResult:
             ordered[k] = round(data[k], 3)
         if self.histogram:
             ordered["histogram"] = _sorted_histogram(self.histogram)
+        if self.exact:
+            ordered["exact"] = True
         return ordered
 
     @classmethod
@@ -112,6 +122,41 @@ def _sorted_histogram(histogram: Mapping[Any, Any]) -> dict[str, int]:
     return {_histogram_key(ms): hits for ms, hits in sorted(merged.items()) if hits}
 
 
+@dataclass(frozen=True)
+class OpenModelResult:
+    """An arrival-rate (open-model) run: the schedule, and how much of it was kept.
+
+    `scheduled` starts were due; `started` began (on time, or late within the
+    start grace); `dropped` could not start in time because no user was free.
+    Latencies of such a run are measured from each request's intended start.
+    """
+
+    target_rps: float
+    achieved_rps: float
+    scheduled: int
+    started: int
+    dropped: int
+    arrivals: str = "constant"
+    grace_ms: float = 0.0
+    users: int = 0
+    workers: int = 1
+
+    @property
+    def dropped_ratio(self) -> float:
+        return self.dropped / self.scheduled if self.scheduled else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["achieved_rps"] = round(self.achieved_rps, 3)
+        data["dropped_ratio"] = round(self.dropped_ratio, 6)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OpenModelResult:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
 @dataclass
 class LoadResult:
     """What one Locust run measured, per endpoint and in total."""
@@ -128,6 +173,8 @@ class LoadResult:
     user_classes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
+    #: The arrival schedule's counts; None for a closed-model run.
+    open_model: OpenModelResult | None = None
     #: Not part of to_dict(): where the reports and logs of this run are.
     workdir: Path | None = None
     output: str = ""
@@ -145,6 +192,12 @@ class LoadResult:
         return self.exit_code == EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
+        data = self._to_dict()
+        if self.open_model is not None:
+            data["open_model"] = self.open_model.to_dict()
+        return data
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "kind": "locust",
             "schema": SCHEMA,
@@ -179,6 +232,9 @@ class LoadResult:
             user_classes=list(data.get("user_classes", [])),
             options=dict(data.get("options", {})),
             violations=list(data.get("violations", [])),
+            open_model=(
+                OpenModelResult.from_dict(data["open_model"]) if data.get("open_model") else None
+            ),
         )
 
     def table(self) -> str:

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pytest_fanout.load.exact import apply_exact, read_exact_file
 from pytest_fanout.load.results import (
     LoadResult,
     parse_stats_json,
@@ -274,6 +275,8 @@ def _run_in(
         last = _last_line(output)
         raise LoadRunError(f"locust exited with status {code} and no report: {last}", output, code)
     endpoints, total, duration = parse_stats_json(json.loads(report.read_text()))
+    # Exact latency and the open model's counts, when the Locust side wrote them.
+    endpoints, total, open_model = apply_exact(endpoints, total, read_exact_file(prefix))
     return LoadResult(
         endpoints=endpoints,
         total=total,
@@ -295,6 +298,7 @@ def _run_in(
             for line in output.splitlines()
             if line.strip().startswith(VIOLATION_PREFIX)
         ],
+        open_model=open_model,
         workdir=work,
         output=output,
     )

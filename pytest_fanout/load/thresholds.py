@@ -15,6 +15,9 @@ from typing import Any
 from pytest_fanout._argtypes import fraction, non_negative_float, positive_int
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 
+#: Requests (or scheduled starts) before `--fanout-abort-on-fail` may end a run.
+DEFAULT_ABORT_AFTER = 100
+
 #: Every threshold line starts with this, so a CI log and `run_locust` can find them.
 VIOLATION_PREFIX = "fanout: threshold violated: "
 
@@ -52,6 +55,9 @@ OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
     ("min_completed", "--fanout-min-completed", "fanout_min_completed", positive_int),
 )
 
+#: The open model's threshold (`load/arrival.py` registers its option).
+_DROPPED = ("max_dropped_ratio", "--fanout-max-dropped-ratio", "fanout_max_dropped_ratio", fraction)
+
 #: Zero is not a pass: by default every endpoint and the total must complete one request.
 DEFAULT_MIN_COMPLETED = 1
 
@@ -68,6 +74,9 @@ class Thresholds:
     max_p95_ms: float | None = None
     min_rps: float | None = None
     min_completed: int = DEFAULT_MIN_COMPLETED
+    #: Open model only: the most starts that may be dropped (no user free in time), a ratio.
+    #: Its option is registered by `load/arrival.py`, so it is not in OPTIONS.
+    max_dropped_ratio: float | None = None
 
     @classmethod
     def from_options(cls, options: Any) -> Thresholds:
@@ -85,17 +94,19 @@ class Thresholds:
         values = {field: read(flag, dest, kind) for field, flag, dest, kind in OPTIONS}
         if values["min_completed"] is None:
             values["min_completed"] = DEFAULT_MIN_COMPLETED
+        values["max_dropped_ratio"] = read(*_DROPPED[1:])
         return cls(**values)
 
     @property
     def active(self) -> bool:
         """True when a limit beyond the built-in "at least one completed request" is set."""
-        return any(v is not None for v in (self.max_fail_ratio, self.max_p95_ms, self.min_rps))
+        limits = (self.max_fail_ratio, self.max_p95_ms, self.min_rps, self.max_dropped_ratio)
+        return any(v is not None for v in limits)
 
     def describe(self) -> str:
         parts = [
             f"{flag} {_fmt(getattr(self, field))}"
-            for field, flag, _dest, _kind in OPTIONS
+            for field, flag, _dest, _kind in (*OPTIONS, _DROPPED)
             if getattr(self, field) is not None
         ]
         return ", ".join(parts)
@@ -140,9 +151,55 @@ class Thresholds:
 
     def to_args(self) -> list[str]:
         args = []
-        for field, flag, _dest, _kind in OPTIONS:
+        for field, flag, _dest, _kind in (*OPTIONS, _DROPPED):
             value = getattr(self, field)
             if value is None or (field == "min_completed" and value == DEFAULT_MIN_COMPLETED):
                 continue
             args += [flag, repr(value)]
         return args
+
+    def check_dropped(self, scheduled: int, dropped: int) -> list[Violation]:
+        """The open model's dropped starts against --fanout-max-dropped-ratio (a run total)."""
+        if self.max_dropped_ratio is None or not scheduled:
+            return []
+        ratio = dropped / scheduled
+        if ratio <= self.max_dropped_ratio:
+            return []
+        return [
+            Violation(
+                "--fanout-max-dropped-ratio",
+                "dropped-start ratio",
+                "the arrival schedule",
+                self.max_dropped_ratio,
+                ratio,
+            )
+        ]
+
+    def already_lost(
+        self,
+        *,
+        requests: int,
+        failures: int,
+        scheduled: int = 0,
+        dropped: int = 0,
+        after: int = DEFAULT_ABORT_AFTER,
+    ) -> str | None:
+        """For --fanout-abort-on-fail: why the run is lost already (one phrase), or None.
+
+        The failure ratio once `after` requests were made, the dropped-start
+        ratio once `after` starts were scheduled; p95 and requests/s can still
+        recover, so they are judged at the end only.
+        """
+        limit = self.max_fail_ratio
+        if limit is not None and requests >= after and failures / requests > limit:
+            return (
+                f"--fanout-max-fail-ratio {_fmt(limit)}: failure ratio "
+                f"{_fmt(failures / requests)} after {requests} requests"
+            )
+        limit = self.max_dropped_ratio
+        if limit is not None and scheduled >= after and dropped / scheduled > limit:
+            return (
+                f"--fanout-max-dropped-ratio {_fmt(limit)}: dropped-start ratio "
+                f"{_fmt(dropped / scheduled)} after {scheduled} scheduled starts"
+            )
+        return None

@@ -1,0 +1,192 @@
+"""`fanout capacity` as a user types it: bad input in one line, and a short real search.
+
+The real search is kept short (one path, 2 s steps, a 20 s budget): it shows
+the command steps the rate, prints the table, writes the JSON and the PNG,
+stays within its budget and leaves no process. The committed figures under
+docs/ come from the full run the README gives (about 3 minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pytest_fanout.load import MARKER_ENV, kill_marked
+from tests.helpers import REPO
+
+
+def fanout(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], list[int]]:
+    """Run `fanout ARGS` bounded and marked; return it and whatever it left behind (killed)."""
+    marker = uuid.uuid4().hex
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest_fanout.cli", *args],
+            cwd=REPO,
+            env={**os.environ, MARKER_ENV: marker},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        left = kill_marked(marker)
+    return result, left
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--slo-p95-ms", "fast"], "argument --slo-p95-ms: 'fast' is not a number"),
+        (["--slo-p95-ms", "0"], "argument --slo-p95-ms: 0 must be > 0"),
+        (["--slo-p95-ms", "500", "--start-rps", "0"], "argument --start-rps: 0 must be > 0"),
+        (["--slo-p95-ms", "500", "--start-rps", "-3"], "argument --start-rps: -3 must be"),
+        (["--slo-p95-ms", "500", "--max-rps", "lots"], "argument --max-rps: 'lots' is not a"),
+        (
+            ["--slo-p95-ms", "500", "--budget-s", "10"],
+            "--budget-s 10 is too small for one step per path (3 x 7 s)",
+        ),
+        (["--slo-p95-ms", "500", "--step-s", "1"], "--step-s 1 is too short to be steady"),
+        (["--budget-s", "60"], "the following arguments are required: --slo-p95-ms"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    began = time.monotonic()
+    result, left = fanout("capacity", *args)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert lines[0].startswith("fanout capacity: error: ")
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not left and time.monotonic() - began < 30  # nothing was started
+
+
+@pytest.mark.slow
+def test_a_short_search_writes_the_table_json_and_png_within_its_budget(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out_json, out_png = tmp_path / "capacity.json", tmp_path / "capacity.png"
+    out_md = tmp_path / "capacity.md"
+    budget = 20
+    began = time.monotonic()
+    result, left = fanout(
+        "capacity",
+        "--slo-p95-ms",
+        "400",
+        "--path",
+        "/sync/2",
+        "--delay-ms",
+        "50",
+        "--start-rps",
+        "10",
+        "--step-s",
+        "2",
+        "--budget-s",
+        str(budget),
+        "--json",
+        str(out_json),
+        "--png",
+        str(out_png),
+        "--markdown",
+        str(out_md),
+        timeout=budget + 60,
+    )
+    elapsed = time.monotonic() - began
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not left, f"left behind: {left}"
+    # The budget bounds the search (plus the stack's start and stop).
+    assert elapsed < budget + 20, elapsed
+    header = next(line for line in result.stdout.splitlines() if line.startswith("path"))
+    assert header.split()[:3] == ["path", "capacity", "(req/s)"]
+    steps = [line for line in result.stdout.splitlines() if line.startswith("  /sync/2 at ")]
+    assert steps and steps[0].startswith("  /sync/2 at 10/s")
+    [row] = json.loads(out_json.read_text())
+    assert row["path"] == "/sync/2" and row["steps"]
+    assert {"capacity_rps", "p95_ms", "first_failed_rps", "why"} <= set(row)
+    # /sync/2 at 50 ms takes ~100 ms: 10/s meets a 400 ms SLO.
+    assert row["capacity_rps"] is not None and row["capacity_rps"] >= 10, row
+    assert row["p95_ms"] <= 400
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = out_md.read_text()
+    assert markdown.startswith("SLO: p95 <= 400 ms") and "| /sync/2 |" in markdown
+
+
+@pytest.mark.slow
+def test_a_search_drives_a_master_and_two_workers(tmp_path: Path) -> None:
+    """--expect-workers: each step is a Locust master; workers (here on loopback, restarted
+    after each step as a loop on another host would) connect to it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    locustfile = REPO / "pytest_fanout" / "load" / "capacity_locustfile.py"
+    worker = (
+        f"for i in 1 2 3 4 5 6; do {sys.executable} -m locust -f {locustfile} --worker "
+        f"--master-host 127.0.0.1 --master-port {port}; done"
+    )
+    workers_marker = uuid.uuid4().hex
+    loops = [
+        subprocess.Popen(
+            ["bash", "-c", worker],
+            cwd=tmp_path,
+            env={**os.environ, MARKER_ENV: workers_marker},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    try:
+        result, left = fanout(
+            "capacity",
+            "--slo-p95-ms",
+            "400",
+            "--path",
+            "/async/2",
+            "--delay-ms",
+            "50",
+            "--start-rps",
+            "20",
+            "--step-s",
+            "2",
+            "--budget-s",
+            "12",
+            "--expect-workers",
+            "2",
+            "--master-bind-port",
+            port,
+            "--json",
+            str(tmp_path / "capacity.json"),
+            timeout=90,
+        )
+    finally:
+        kill_marked(workers_marker)
+        for loop in loops:
+            loop.wait(timeout=10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not left, f"the command left behind: {left}"
+    [row] = json.loads((tmp_path / "capacity.json").read_text())
+    first = row["steps"][0]
+    assert first["rate"] == 20 and first["ok"], row
+    assert abs(first["achieved_rps"] - 20) <= 0.1 * 20, first
+
+
+def test_a_host_that_does_not_answer_is_one_line_before_any_step() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    result, left = fanout(
+        "capacity", "--slo-p95-ms", "100", "--host", f"http://127.0.0.1:{port}", "--path", "/x"
+    )
+    assert result.returncode == 1 and not left
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"fanout capacity: error: --host http://127.0.0.1:{port} does not answer: "
+        "ConnectError: [Errno 111] Connection refused"
+    ], result.stderr
+    assert "at " not in result.stdout  # no step ran

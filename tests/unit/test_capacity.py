@@ -1,0 +1,145 @@
+"""The capacity search's pure logic, with a fake step function and a fake clock.
+
+The fake service meets any p95 SLO up to its knee and breaks it above; each
+step "costs" a fixed number of fake seconds, so budgets are exact.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_fanout.load.capacity import SearchSettings, Slo, StepResult, search
+from pytest_fanout.load.capacity_cli import capacity_table, pool_size, write_json
+
+
+class FakeService:
+    """p95 100 ms up to `knee` requests/s, 5 s above; each step costs `cost_s` fake seconds."""
+
+    def __init__(self, knee: float, cost_s: float = 6.0) -> None:
+        self.knee = knee
+        self.cost_s = cost_s
+        self.now = 0.0
+        self.rates: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def step(self, rate: float) -> StepResult:
+        self.now += self.cost_s
+        self.rates.append(rate)
+        p95 = 100.0 if rate <= self.knee else 5000.0
+        return StepResult(rate=rate, achieved_rps=rate, p95_ms=p95, requests=int(rate * 5))
+
+
+SLO = Slo(p95_ms=500)
+SETTINGS = SearchSettings(start_rps=5, factor=2, precision=0.1, step_cost_s=6)
+
+
+def test_steps_up_then_bisects_to_the_knee_within_the_precision() -> None:
+    service = FakeService(knee=137)
+    result = search("/x", service.step, SLO, budget_s=600, settings=SETTINGS, clock=service.clock)
+    # Up by 2x from 5 until the SLO breaks at 160; then bisection between 80 and 160.
+    assert service.rates[:6] == [5, 10, 20, 40, 80, 160]
+    assert result.capacity_rps is not None
+    assert result.capacity_rps <= 137
+    failure = result.first_failure
+    assert failure is not None and failure.rate > 137
+    assert failure.rate - result.capacity_rps <= 0.1 * result.capacity_rps
+    assert failure.reason == "p95 5000 ms > 500 ms"
+    assert result.stopped_early == ""
+    assert all(s.ok == (s.rate <= 137) for s in result.steps)
+
+
+def test_the_budget_bounds_the_number_of_steps() -> None:
+    service = FakeService(knee=10_000, cost_s=6)
+    result = search("/x", service.step, SLO, budget_s=20, settings=SETTINGS, clock=service.clock)
+    assert len(service.rates) == 3  # 3 x 6 s fit in 20 s, a fourth would not
+    assert service.now <= 20
+    assert result.stopped_early == "budget"
+    assert result.capacity_rps == 20
+
+
+def test_a_budget_smaller_than_one_step_runs_nothing() -> None:
+    service = FakeService(knee=100)
+    result = search("/x", service.step, SLO, budget_s=5, settings=SETTINGS, clock=service.clock)
+    assert service.rates == [] and result.capacity is None and result.steps == []
+
+
+def test_the_first_rate_failing_steps_down() -> None:
+    service = FakeService(knee=3)
+    settings = SearchSettings(start_rps=20, factor=2, precision=0.1, step_cost_s=6)
+    result = search("/x", service.step, SLO, budget_s=600, settings=settings, clock=service.clock)
+    assert service.rates[:4] == [20, 10, 5, 2.5]
+    assert result.capacity_rps is not None and 2.5 <= result.capacity_rps <= 3
+
+
+def test_a_path_that_never_meets_the_slo_has_no_capacity() -> None:
+    service = FakeService(knee=0)
+    settings = SearchSettings(start_rps=4, factor=2, step_cost_s=6, min_rps=0.5)
+    result = search("/x", service.step, SLO, budget_s=600, settings=settings, clock=service.clock)
+    assert result.capacity is None
+    assert service.rates == [4, 2, 1, 0.5]
+    assert result.first_failure is not None and result.first_failure.rate == 0.5
+
+
+def test_max_rps_stops_a_path_that_never_breaks() -> None:
+    service = FakeService(knee=10_000)
+    settings = SearchSettings(start_rps=5, max_rps=30, step_cost_s=6)
+    result = search("/x", service.step, SLO, budget_s=600, settings=settings, clock=service.clock)
+    assert service.rates == [5, 10, 20, 30]
+    assert result.capacity_rps == 30 and result.first_failure is None
+    assert result.stopped_early == "max rate 30/s met the SLO"
+
+
+@pytest.mark.parametrize(
+    ("step", "reason"),
+    [
+        (StepResult(10, 10, 100, 50, failures=5), "failure ratio 0.1 > 0.01"),
+        (StepResult(10, 10, 100, 50, dropped_ratio=0.2), "20.0% of starts dropped"),
+        (StepResult(10, 10, 900, 50), "p95 900 ms > 500 ms"),
+        (StepResult(10, 8, 100, 40), "the generator started only 8.0/s (< 95% of 10/s)"),
+        (StepResult(10, 0, 0, 0), "no request was answered"),
+    ],
+)
+def test_each_way_to_break_the_slo_says_why(step: StepResult, reason: str) -> None:
+    broken = SLO.broken_by(step)
+    assert broken is not None and broken.startswith(reason)
+
+
+def test_a_step_within_every_limit_meets_the_slo() -> None:
+    assert SLO.broken_by(StepResult(10, 9.8, 499, 50, failures=0, dropped_ratio=0.005)) is None
+
+
+def test_pool_size_follows_littles_law_and_its_cap() -> None:
+    assert pool_size(100, 500, 1000) == 2 * 100 * 0.5 + 10
+    assert pool_size(10_000, 2000, 1000) == 1000
+
+
+def test_table_and_json_name_path_capacity_p95_and_why(tmp_path) -> None:
+    service = FakeService(knee=50)
+    result = search("/a", service.step, SLO, budget_s=600, settings=SETTINGS, clock=service.clock)
+    table = capacity_table([result])
+    assert table.splitlines()[0].split() == [
+        "path",
+        "capacity",
+        "(req/s)",
+        "p95",
+        "there",
+        "(ms)",
+        "first",
+        "failing",
+        "(req/s)",
+        "why",
+    ]
+    assert "/a" in table and "p95 5000 ms > 500 ms" in table
+    out = tmp_path / "capacity.json"
+    write_json([result], out)
+    data = json.loads(out.read_text())
+    assert isinstance(data, list) and len(data) == 1
+    row = data[0]
+    assert row["path"] == "/a"
+    assert row["capacity_rps"] == result.capacity_rps and row["p95_ms"] == 100.0
+    assert row["first_failed_rps"] == result.first_failure.rate
+    assert row["steps"] and row["machine"]["cpus"]
