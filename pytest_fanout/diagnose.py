@@ -152,15 +152,17 @@ def _sequential(m: Measurement, g: Any, label: str) -> Finding | None:
     )
 
 
-def _paired(g: Any) -> list[tuple[int, int]]:
-    """(connections, requests) per sample, when the connection gauge covers every sample."""
+def _paired(m: Measurement, g: Any) -> list[tuple[int, int]]:
+    """(connections, requests) per sample after warm-up, when the connection gauge covers
+    every sample; without a warm-up call the first sample opens the pool, so it is left out."""
     if not g.requests_per_sample or len(g.connections_per_sample) != len(g.requests_per_sample):
         return []
-    return list(zip(g.connections_per_sample, g.requests_per_sample, strict=True))
+    pairs = list(zip(g.connections_per_sample, g.requests_per_sample, strict=True))
+    return pairs if m.warmup else pairs[1:]
 
 
 def _no_reuse(m: Measurement, g: Any, label: str) -> Finding | None:
-    pairs = _paired(g)
+    pairs = _paired(m, g)
     if not pairs or any(r < 2 or c < r for c, r in pairs):
         return None
     return Finding(
@@ -174,7 +176,7 @@ def _no_reuse(m: Measurement, g: Any, label: str) -> Finding | None:
 
 
 def _churn(m: Measurement, g: Any, label: str) -> Finding | None:
-    pairs = _paired(g)
+    pairs = _paired(m, g)
     if not pairs or any(not 0 < c < r for c, r in pairs):
         return None
     low, high = min(c for c, _ in pairs), max(c for c, _ in pairs)

@@ -66,6 +66,8 @@ class Measurement:
     upstream_delay_s: float | None = None
     upstream_jitter_s: float = 0.0
     status_code: int = 200
+    #: Untimed calls before the samples (with none, the first sample opens the connections).
+    warmup: int = 0
     #: Failed upstream calls the app reported, summed over samples.
     app_errors: int = 0
     #: Who took it: the test's node id, filled in by the plugin.
@@ -440,6 +442,7 @@ def measure(
         upstream_delay_s=behaviour.delay_ms / 1000,
         upstream_jitter_s=behaviour.jitter_ms / 1000,
         status_code=expect_status,
+        warmup=warmup,
     )
     timeout = client.timeout.read
     wait_s = idle_wait_s if idle_wait_s is not None else (timeout or DEFAULT_IDLE_WAIT_S)

@@ -66,6 +66,7 @@ def make(
         upstream_delay_s=0.1,
         upstream_gauges=upstreams,
         stalls=stalls or [],
+        warmup=1,
     )
 
 
@@ -189,3 +190,11 @@ def test_a_table_cell_is_a_few_words() -> None:
     )
     two = make(upstreams={"inventory": gauges(), "pricing": gauges(errors=2)})
     assert headline(two) == "upstream errors (pricing): 2 of 30 calls"
+
+
+def test_without_warm_up_the_first_sample_opening_the_pool_is_not_churn() -> None:
+    m = make(connections=[1, 0, 0], requests=20, peak=1, n=20, concurrency=1)
+    m.warmup = 0
+    assert "connection-churn" not in kinds(m)
+    m.upstream_gauges["upstream"]["connections"] = [1, 1, 1]
+    assert "connection-churn" in kinds(m)

@@ -79,17 +79,17 @@ def test_connection_reuse_tells_a_client_per_request_from_a_small_pool() -> None
     per_request = measurement(inventory=g([20, 20], [20, 20], [20, 20]))
     with pytest.raises(FanoutAssertionError) as failed:
         assert_connection_reuse(per_request)
-    assert str(failed.value).endswith(
+    assert (
         "every one of the 20 calls arrived on a new connection: no connection was reused "
         "(a client built per request?)"
-    )
+    ) in str(failed.value)
     small_pool = measurement(inventory=g([50, 50], [50, 50], [30, 30]))
     with pytest.raises(FanoutAssertionError) as failed:
         assert_connection_reuse(small_pool)
-    assert str(failed.value).endswith(
+    assert (
         "30 new connections for 50 calls: the client keeps fewer idle connections than the "
         "fan-out needs (httpx keeps 20 by default)"
-    )
+    ) in str(failed.value)
     assert_connection_reuse(small_pool, at_most=30)
     two = measurement(inventory=g([5, 5], [5, 5], [0, 0]), pricing=g([1, 1], [1, 1], [1, 1]))
     assert_connection_reuse(two, upstream="inventory")
