@@ -21,7 +21,7 @@ patterns: install
 ## The tests (what CI runs).
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 lint: install
 	$(BIN)/ruff check .

@@ -21,9 +21,9 @@ from pytest_fanout import hookspecs
 from pytest_fanout._table import render_text
 from pytest_fanout.diagnose import headline
 from pytest_fanout.fixture import Fanout
+from pytest_fanout.load.results import LoadResult
 from pytest_fanout.measure import Measurement
 from pytest_fanout.patterns import efficiency_cell
-from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
 from pytest_fanout.servers.process import ServerProcess, ServerStartError
 from pytest_fanout.servers.routes import MAX_DELAY_MS
 from pytest_fanout.servers.stack import (
@@ -37,6 +37,32 @@ from pytest_fanout.servers.stack import (
     expand_placeholders,
 )
 from pytest_fanout.servers.upstream import Behaviour, ConfigError
+
+# ---- the session's store: measurements and load results, for the summary, the gate,
+# xdist's hand-over and the other plugins (gate, load), which import it from here.
+
+#: Every Measurement the session's tests took, in order.
+MEASUREMENTS_KEY = pytest.StashKey[list[Measurement]]()
+
+
+def session_measurements(config: pytest.Config) -> list[Measurement]:
+    """The session's measurements (an empty list before the first one)."""
+    return config.stash.setdefault(MEASUREMENTS_KEY, [])
+
+
+#: Every LoadResult the session's `fanout_load` runs produced, in order.
+LOAD_RESULTS_KEY = pytest.StashKey[list[LoadResult]]()
+
+
+def session_load_results(config: pytest.Config) -> list[LoadResult]:
+    """The session's load results (an empty list before the first one)."""
+    return config.stash.setdefault(LOAD_RESULTS_KEY, [])
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker: it hands its results to the controller, which reports."""
+    return hasattr(config, "workerinput")
+
 
 MARKER = "fanout_upstream"
 SERVERS_KEY = pytest.StashKey[list[ServerProcess]]()
@@ -426,8 +452,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect each worker's measurements and load results (summary, gate)."""
-    from pytest_fanout.load.results import LoadResult
-
     output = getattr(node, "workeroutput", {}) or {}
     measurements = session_measurements(node.config)
     for data in output.get(XDIST_KEY, []):

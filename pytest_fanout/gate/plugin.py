@@ -29,7 +29,7 @@ from pytest_fanout.gate.runs import case_id, collect_context
 from pytest_fanout.gate.stats import power_note
 from pytest_fanout.gate.verdict import MIN_SAMPLES
 from pytest_fanout.measure import Measurement
-from pytest_fanout.results import is_xdist_worker, session_load_results, session_measurements
+from pytest_fanout.plugin import is_xdist_worker, session_load_results, session_measurements
 from pytest_fanout.servers.process import ServerProcess, ServerStartError
 from pytest_fanout.servers.stack import AppServer
 

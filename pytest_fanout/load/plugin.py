@@ -11,7 +11,7 @@ The locustfile is the harness shipped in the package, or yours:
 directory; `PYTEST_FANOUT_LOCUSTFILE` changes the default). Locust runs in a
 subprocess (never imported here: gevent would patch pytest). Every result is
 kept for the session, JSON-ready through `LoadResult.to_dict()`, in
-`pytest_fanout.results.session_load_results(config)`: that is where the
+`pytest_fanout.plugin.session_load_results(config)`: that is where the
 regression gate and other plugins find them.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from pytest_fanout.load.runner import LoadResult, LoadRunError, run_locust
-from pytest_fanout.results import session_load_results
+from pytest_fanout.plugin import session_load_results
 
 
 class FanoutLoad:

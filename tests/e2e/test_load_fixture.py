@@ -13,7 +13,7 @@ from pytest_fanout.load import (
     default_locustfile,
     run_locust,
 )
-from pytest_fanout.results import session_load_results
+from pytest_fanout.plugin import session_load_results
 
 
 def test_async_sustains_3x_the_requests_per_second_of_sync(

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from pytest_fanout.servers.stacks import describe_stall
 from pytest_fanout.servers.stallwatch import (
     BUILTIN_FILE,
     MAX_SAMPLES,
@@ -16,7 +17,6 @@ from pytest_fanout.servers.stallwatch import (
     next_sample_at,
     stall_threshold_from_env,
 )
-from pytest_fanout.stacks import describe_stall
 
 TICK_S = 0.005
 
