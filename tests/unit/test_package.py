@@ -20,9 +20,7 @@ def test_importing_the_package_installs_no_signal_handler_and_starts_nothing() -
         "assert threading.active_count() == 1, threading.enumerate()\n"
         "print('clean')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "clean"
 
