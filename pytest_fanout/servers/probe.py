@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +25,8 @@ from typing import Any
 from pytest_fanout.servers.stallwatch import DEFAULT_STALL_S, StallWatch, stall_threshold_from_env
 
 PROBE_PATH = "/__fanout__/probe"
+#: The bearer token the probe's path asks for (set by the harness for each app it starts).
+PROBE_TOKEN_ENV = "PYTEST_FANOUT_PROBE_TOKEN"
 TICK_S = 0.005
 #: A wake-up later than this counts as a stall in `stalls` (PYTEST_FANOUT_STALL_MS sets it).
 STALL_S = DEFAULT_STALL_S
@@ -51,6 +54,8 @@ class LoopProbe:
         self.tick_s = tick_s
         self.stats = ProbeStats()
         self._cpu_at_reset = time.process_time()
+        token = os.environ.get(PROBE_TOKEN_ENV, "")
+        self._authorization = f"Bearer {token}".encode() if token else None
         self._monitor: asyncio.Task[None] | None = None
         #: When the monitor's next tick is due: the loop is late by now - _due.
         self._due = time.perf_counter() + tick_s
@@ -68,6 +73,9 @@ class LoopProbe:
             self._due = time.perf_counter() + self.tick_s
             self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
         if scope["type"] == "http" and scope["path"] == PROBE_PATH:
+            if not self._authorized(scope):
+                await _answer(send, 403, b'{"detail":"the probe needs the harness\'s token"}')
+                return
             await self._serve(scope, send)
             return
         if scope["type"] != "http":
@@ -100,6 +108,11 @@ class LoopProbe:
             if lag > self.stall_s:
                 stats.stalls += 1
 
+    def _authorized(self, scope: dict) -> bool:
+        if self._authorization is None:
+            return True
+        return (b"authorization", self._authorization) in scope["headers"]
+
     async def _serve(self, scope: dict, send: Any) -> None:
         now = time.perf_counter()
         if scope["method"] == "POST":
@@ -117,15 +130,18 @@ class LoopProbe:
         self.stats.cpu_s = time.process_time() - self._cpu_at_reset
         data: dict[str, Any] = asdict(self.stats)
         data["stalls_detail"] = [] if self.stall_watch is None else self.stall_watch.stalls()
-        body = json.dumps(data).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, 200, json.dumps(data).encode())
+
+
+async def _answer(send: Any, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
+import httpx2
+
 from pytest_fanout.servers import cleanup
-from pytest_fanout.servers.probe import PROBE_PATH
+from pytest_fanout.servers.probe import PROBE_PATH, PROBE_TOKEN_ENV
 from pytest_fanout.servers.process import LOOPBACK, ServerProcess
 from pytest_fanout.servers.stub_server import (
     DEFAULT_UPSTREAM,
@@ -78,6 +81,18 @@ class AppServer(ServerProcess):
             ready_path=PROBE_PATH,
             startup_timeout=startup_timeout,
         )
+        #: The probe path's bearer token: random for each server, never in `env` (so never
+        #: in a saved run's context), handed to the child alone.
+        self.token = secrets.token_urlsafe(24)
+
+    def child_env(self) -> dict[str, str]:
+        return {**super().child_env(), PROBE_TOKEN_ENV: self.token}
+
+    @property
+    def control(self) -> httpx2.Client:
+        client = super().control
+        client.headers["Authorization"] = f"Bearer {self.token}"
+        return client
 
     def probe_stats(self) -> dict[str, float]:
         """requests, inflight, peak_inflight, loop_lag_max_s, stalls, ticks, cpu_s."""

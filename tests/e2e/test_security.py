@@ -107,7 +107,15 @@ def test_stack_listens_on_loopback_only(stack: Stack, app: AppServer) -> None:
     # The probe opens no port of its own: it answers on the app's one loopback socket.
     assert app.pid is not None
     assert listening_ports_of(app.pid) == {("127.0.0.1", app.port)}
-    assert httpx2.get(app.url + PROBE_PATH, timeout=10).status_code == 200
+    assert app.control.get(PROBE_PATH).status_code == 200
+
+
+def test_the_probe_needs_the_runs_token(app: AppServer) -> None:
+    assert httpx2.get(app.url + PROBE_PATH, timeout=10).status_code == 403
+    assert httpx2.post(app.url + PROBE_PATH, timeout=10).status_code == 403
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert httpx2.get(app.url + PROBE_PATH, headers=wrong, timeout=10).status_code == 403
+    assert app.probe_stats()["requests"] >= 0  # the harness's own client carries it
 
 
 class LineReader:
