@@ -96,5 +96,4 @@ def measure_app(
                     print_row(row)
     finally:
         app.stop()
-        app.remove_log()
     return rows

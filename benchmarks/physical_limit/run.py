@@ -86,7 +86,6 @@ def run(plan: Plan, out_dir: Path, json_path: Path | None) -> int:
                 rows += measure_raw(upstream, kind, ns=plan.ns, repeats=plan.repeats)
     finally:
         upstream.stop()
-        upstream.remove_log()
     runtime = time.perf_counter() - started
     load_after = _load()
     checks = verdicts(rows, stub, default)

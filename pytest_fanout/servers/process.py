@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import httpx2
 
@@ -26,6 +27,8 @@ from pytest_fanout.servers import cleanup
 LOOPBACK = "127.0.0.1"
 BACKLOG = 4096
 LOG_TAIL_LINES = 30
+#: How much of the end of a child's output is read for its tail.
+LOG_TAIL_BYTES = 64 * 1024
 
 
 class ServerStartError(RuntimeError):
@@ -72,7 +75,6 @@ class ServerProcess:
         ready_path: str = "/",
         startup_timeout: float = 10.0,
         log_level: str = "warning",
-        keep_log: bool = False,
     ) -> None:
         self.app = app
         self.name = name
@@ -88,10 +90,9 @@ class ServerProcess:
         self.log_level = log_level
         self.command: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path: Path | None = None
-        #: Keep the log file after stop(); by default only its tail is kept, in memory.
-        self.keep_log = keep_log
-        self._log_file = None
+        #: The child's output: an anonymous file (unlinked from the start, opened for append),
+        #: so no kill of anyone, SIGKILL included, can leave a log file behind.
+        self._log_file: BinaryIO | None = None
         self._final_tail = ""
         self._control: httpx2.Client | None = None
 
@@ -135,9 +136,7 @@ class ServerProcess:
             raise RuntimeError(f"{self.name} already started")
         sock = bind_listening_socket(self.host, self.port)
         self.port = sock.getsockname()[1]
-        fd, log_name = tempfile.mkstemp(prefix=f"fanout-{self.name}-", suffix=".log")
-        self.log_path = Path(log_name)
-        self._log_file = os.fdopen(fd, "wb")
+        self._log_file = tempfile.TemporaryFile(mode="a+b", prefix=f"fanout-{self.name}-")  # noqa: SIM115 (lives as long as the child; closed by stop())
         self.command = self.build_command(sock.fileno())
         try:
             self.proc = subprocess.Popen(
@@ -199,11 +198,13 @@ class ServerProcess:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The child's last `lines` lines of output (also after stop(), up to LOG_TAIL_LINES)."""
-        if self.log_path is None or not self.log_path.exists():
+        log = self._log_file
+        if log is None or log.closed:
             return "\n".join(self._final_tail.splitlines()[-lines:])
-        if self._log_file is not None and not self._log_file.closed:
-            self._log_file.flush()
-        text = self.log_path.read_text(errors="replace")
+        # pread: reading moves no offset the child shares (its writes append anyway).
+        size = os.fstat(log.fileno()).st_size
+        chunk = min(size, LOG_TAIL_BYTES)
+        text = os.pread(log.fileno(), chunk, size - chunk).decode(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
     def running(self) -> bool:
@@ -221,16 +222,9 @@ class ServerProcess:
         cleanup.stop_group(proc, grace_s)
         if proc.stdin:
             proc.stdin.close()
+        self._final_tail = self.log_tail()
         if self._log_file is not None:
             self._log_file.close()
-        self._final_tail = self.log_tail()
-        if not self.keep_log:
-            self.remove_log()
-
-    def remove_log(self) -> None:
-        """Delete the log file (its tail stays readable through log_tail())."""
-        if self.log_path is not None:
-            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -56,7 +56,9 @@ def test_stopping_pytest_mid_test_leaves_no_process(
     extra = THREE_UPSTREAMS if upstreams == 3 else ""
     (tmp_path / "pytest.ini").write_text(f"[pytest]\nfanout_app_dir = {REPO}\n{extra}")
     ready = tmp_path / "ready"
-    env = {**os.environ, "FANOUT_TEST_READY": str(ready)}
+    temp = tmp_path / "tmp"  # the inner run's temporary directory: nothing may be left in it
+    temp.mkdir()
+    env = {**os.environ, "FANOUT_TEST_READY": str(ready), "TMPDIR": str(temp)}
     env.pop("PYTEST_ADDOPTS", None)
     inner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_hold.py"],
@@ -76,6 +78,8 @@ def test_stopping_pytest_mid_test_leaves_no_process(
             inner.kill()
             inner.wait()
     wait_until(lambda: not any(pid_alive(p) for p in stack), 15, f"{stack} to end")
+    left = [p.name for p in temp.iterdir() if p.name.startswith("fanout-")]
+    assert not left, f"log files left after {sig.name}: {left}"
     if sig == signal.SIGINT:
         assert b"KeyboardInterrupt" in output, output.decode()[-2000:]
         assert inner.returncode == pytest.ExitCode.INTERRUPTED
