@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from benchmarks.physical_limit.plan import (
 )
 from benchmarks.physical_limit.rows import Row, print_row, repeats_after
 from pytest_fanout.servers.stack import StubUpstreamServer
+from pytest_fanout.servers.upstream import TOKEN_ENV
 
 Call = Callable[[str], Awaitable[int | None]]
 
@@ -84,7 +86,7 @@ async def _async_samples(kind: str, url: str, ns: Sequence[int], repeats: int) -
 
     out: list[dict] = []
     try:
-        with httpx2.Client(base_url=url + "/__upstream__/", timeout=10) as ctl:
+        with _control(url) as ctl:
             for n in ns:
                 urls = [f"{url}/items/{i}" for i in range(n)]
                 await fan_out(urls[: min(n, 100)])  # warm-up, not counted
@@ -105,10 +107,18 @@ async def _async_samples(kind: str, url: str, ns: Sequence[int], repeats: int) -
     return out
 
 
+def _control(url: str) -> httpx2.Client:
+    """The stub's control paths, with the token the parent handed over."""
+    token = os.environ[TOKEN_ENV]
+    return httpx2.Client(
+        base_url=url + "/__upstream__/", timeout=10, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
 def _sync_samples(url: str, ns: Sequence[int], repeats: int) -> list[dict]:
     """Plain sequential `httpx2.Client`: the baseline of /sync (the app's sync client)."""
     out: list[dict] = []
-    with httpx2.Client() as client, httpx2.Client(base_url=url + "/__upstream__/") as ctl:
+    with httpx2.Client() as client, _control(url) as ctl:
         for n in ns:
             urls = [f"{url}/items/{i}" for i in range(n)]
             client.get(urls[0])  # warm-up: open the connection
@@ -139,7 +149,8 @@ def measure_raw(
     command = [sys.executable, "-m", __name__, "--kind", kind, "--url", upstream.url]
     command += ["--ns", ",".join(map(str, ns)), "--repeats", str(repeats)]
     budget = SAMPLE_TIMEOUT_S * (repeats + 1) * len(ns) + 30
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    env = {**os.environ, TOKEN_ENV: upstream.token}  # the stub's control token, not in argv
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
     try:
         stdout, _ = proc.communicate(timeout=budget)
     finally:

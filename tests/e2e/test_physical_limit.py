@@ -9,7 +9,10 @@ at once share the 1000-connection pool: exactly 1000 in flight, never more.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -17,6 +20,7 @@ import pytest
 from app.settings import TRANSPORTS
 from pytest_fanout.servers.stack import Stack
 from pytest_fanout.servers.upstream import Behaviour
+from tests.helpers import REPO
 
 N = 1000
 #: Long enough that each engine starts all 1000 calls before the first returns, even on a
@@ -65,3 +69,17 @@ def test_async_1000_twice_in_parallel_on_a_warm_pool(stack: Stack) -> None:
     stats = stack.upstream.stats()
     assert stats["requests"] == 2 * N
     assert stats["peak_inflight"] == 1000  # FANOUT_POOL_SIZE: the pool full, never past it
+
+
+def test_the_benchmark_runs_end_to_end_at_smoke_size(tmp_path: Path) -> None:
+    """`make bench` at its smallest: every kind of row (app, raw async, raw sync) still runs
+    against the real stub (its control token included) and the report is written."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.physical_limit", "--ns", "10", "--delays-ms", "50",
+         "--repeats", "2", "--skip-stub", "--clients", "aiohttp,httpx2-sync",
+         "--transports", "aiohttp", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "ok 10/10" in out.stdout
+    assert (tmp_path / "benchmark.md").read_text().count("|") > 10
