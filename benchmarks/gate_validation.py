@@ -137,7 +137,8 @@ AB_SELECT_2MS = "gather_all or wide_gather"
 SAVED_SELECT = "not cpu_per_call"
 #: The real commits the A/B rounds judge: the app's default CPU cost per upstream call.
 AB_SLOWDOWNS = {"slow20us": 0.02, "slow2ms": 2.0}
-SETTING = "    call_overhead_ms: float = 0.0\n"
+#: The default of the app's injected CPU cost, as app/settings.py declares it.
+SETTING = re.compile(r"^(    call_overhead_ms: .*= )0\.0$", re.MULTILINE)
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -170,10 +171,12 @@ def make_slow_commits(clone: Path) -> tuple[str, dict[str, str]]:
     settings = clone / "app" / "settings.py"
     for name, overhead_ms in AB_SLOWDOWNS.items():
         _git(clone, "checkout", "--quiet", "--detach", base)
-        text = settings.read_text()
-        if SETTING not in text:
-            raise SystemExit(f"gate_validation: {settings} no longer holds {SETTING.strip()!r}")
-        settings.write_text(text.replace(SETTING, SETTING.replace("0.0", f"{overhead_ms:g}")))
+        text, found = SETTING.subn(rf"\g<1>{overhead_ms:g}", settings.read_text())
+        if found != 1:
+            raise SystemExit(
+                f"gate_validation: {settings} no longer declares `call_overhead_ms: ... = 0.0`"
+            )
+        settings.write_text(text)
         _git(clone, "commit", "--quiet", "-am", f"slowdown: {overhead_ms:g} ms CPU per call")
         commits[name] = _git(clone, "rev-parse", "HEAD")
     _git(clone, "checkout", "--quiet", "--detach", base)

@@ -30,7 +30,7 @@ import httpx2  # noqa: E402
 from pytest_fanout._argtypes import non_negative_float, positive_int  # noqa: E402
 from pytest_fanout._table import render_text  # noqa: E402
 from pytest_fanout.measure import measure  # noqa: E402
-from pytest_fanout.servers.stack import Stack  # noqa: E402
+from pytest_fanout.servers.stack import DEFAULT_APP, Stack  # noqa: E402
 from pytest_fanout.servers.upstream import Behaviour  # noqa: E402
 
 TARGET = 0.03
@@ -61,7 +61,7 @@ def run(n: int, delay_ms: float, rounds: int, repeat: int) -> dict[str, list[flo
     cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
     stacks = {
         mode: Stack(
-            "app.main:app", behaviour=Behaviour(delay_ms=delay_ms), app_env=env, app_dir=REPO
+            DEFAULT_APP, behaviour=Behaviour(delay_ms=delay_ms), app_env=env, app_dir=REPO
         )
         for mode, env in MODES.items()
     }

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import physical_limit  # noqa: E402
+from benchmarks.physical_limit import stub_load  # noqa: E402
 from pytest_fanout.servers.stack import StubUpstreamServer  # noqa: E402
 from pytest_fanout.servers.upstream import Behaviour  # noqa: E402
 
@@ -41,7 +41,7 @@ def measure(routed: bool) -> dict[str, object]:
     with StubUpstreamServer(behaviour) as stub:
         if routed:
             add_routes(stub)
-        result = physical_limit.stub_throughput(stub)
+        result = stub_load.stub_throughput(stub)
         stats = stub.stats()
         if routed:
             kept = len(stub.requests(path="/items/1")[-5:])
@@ -55,11 +55,11 @@ def main() -> int:
     parser.add_argument(
         "--windows",
         type=int,
-        default=physical_limit.STUB_WINDOWS,
+        default=stub_load.STUB_WINDOWS,
         help="one-second windows per stub (default: %(default)s)",
     )
     args = parser.parse_args()
-    physical_limit.STUB_WINDOWS = max(1, args.windows)
+    stub_load.STUB_WINDOWS = max(1, args.windows)
     bare = measure(routed=False)
     routed = measure(routed=True)
     for label, result in (
