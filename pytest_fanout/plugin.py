@@ -470,7 +470,7 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
                 m.path if m.method == "GET" else f"{m.method} {m.path}",
                 f"{m.median_s * 1000:.1f} ms",
                 f"{m.p95_s * 1000:.1f} ms",
-                m.upstream_peak_inflight,
+                _peak_cell(m),
                 efficiency_cell(m),  # marked when the route blocked the loop
                 f"{m.loop_lag_max_s * 1000:.1f} ms",
                 _cpu_cell(m),
@@ -478,6 +478,14 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
             ]
         )
     return rows
+
+
+def _peak_cell(m: Measurement) -> object:
+    """The peak in flight: one number for one upstream, `name peak` for each of several."""
+    names = m.upstream_names
+    if len(names) < 2:
+        return m.upstream_peak_inflight
+    return ", ".join(f"{name} {m.upstream(name).peak_inflight}" for name in names)
 
 
 def _cpu_cell(m: Measurement) -> str:

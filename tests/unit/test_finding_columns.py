@@ -54,3 +54,15 @@ def test_the_patterns_table_has_a_finding_column() -> None:
     assert row.endswith(
         "blocks the loop: /srv/app/app/fanout.py:144 in call_in_sequence -> time.sleep"
     )
+
+
+def test_the_summary_shows_each_upstreams_peak_when_there_are_several() -> None:
+    one = measurement("/sync/5", 0.002, [])
+    two = measurement("/forecast", 0.002, [])
+    two.upstream_gauges = {
+        "geo": {"requests": [1], "peak_inflight": [1], "connections": [0]},
+        "stations": {"requests": [9], "peak_inflight": [3], "connections": [0]},
+    }
+    rows = summary_rows([one, two])
+    assert rows[0][4] == 1
+    assert rows[1][4] == "geo 1, stations 3"
