@@ -60,9 +60,7 @@ def run(n: int, delay_ms: float, rounds: int, repeat: int) -> dict[str, list[flo
     path = f"/async/{n}"
     cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
     stacks = {
-        mode: Stack(
-            DEFAULT_APP, behaviour=Behaviour(delay_ms=delay_ms), app_env=env, app_dir=REPO
-        )
+        mode: Stack(DEFAULT_APP, behaviour=Behaviour(delay_ms=delay_ms), app_env=env, app_dir=REPO)
         for mode, env in MODES.items()
     }
     try:

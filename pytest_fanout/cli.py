@@ -438,8 +438,10 @@ COMMANDS: dict[str, Command] = {
 #: Subcommands kept in their own modules: name -> "module" exposing configure(parser), run(args).
 EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare two saved runs and give the gate's verdict", "pytest_fanout.gate.cli"),
-    "capacity": ("find each path's highest arrival rate that meets an SLO",
-                 "pytest_fanout.load.capacity_cli"),
+    "capacity": (
+        "find each path's highest arrival rate that meets an SLO",
+        "pytest_fanout.load.capacity_cli",
+    ),
 }
 
 

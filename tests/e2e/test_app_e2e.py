@@ -79,7 +79,13 @@ def test_sync_is_at_least_4x_slower_than_async(stack: Stack, client: httpx2.Clie
 def test_answer_shape(stack: Stack, client: httpx2.Client) -> None:
     body, _, _ = fan_out(stack, client, "/async_sem/3/2")
     assert set(body) == {
-        "message", "pattern", "n", "max_concurrent", "elapsed_s", "status_codes", "errors",
+        "message",
+        "pattern",
+        "n",
+        "max_concurrent",
+        "elapsed_s",
+        "status_codes",
+        "errors",
     }
     assert isinstance(body["elapsed_s"], float) and body["elapsed_s"] >= DELAY_MS / 1000
     assert body["n"] == 3

@@ -33,9 +33,7 @@ def upstream() -> Iterator[StubUpstreamServer]:
 
 @pytest.fixture(scope="module")
 def client(upstream: StubUpstreamServer) -> Iterator[TestClient]:
-    settings = Settings(
-        upstream_url=upstream.url, max_n=MAX_N, max_concurrency=MAX_CONCURRENCY
-    )
+    settings = Settings(upstream_url=upstream.url, max_n=MAX_N, max_concurrency=MAX_CONCURRENCY)
     with TestClient(create_app(settings)) as c:
         yield c
 
