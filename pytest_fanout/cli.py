@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pytest_fanout._argtypes import (
     fraction,
@@ -33,6 +33,26 @@ from pytest_fanout.servers.stack import DEFAULT_APP
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+
+def add_upstream_option(parser: Any) -> None:
+    """`--upstream NAME=ENVVAR`, repeatable: one stub per upstream the app calls (as the
+    plugin's `fanout_upstreams` ini); shared by `serve`, `measure` and `capacity`.
+    `parser` is an ArgumentParser or one of its argument groups."""
+    parser.add_argument(
+        "--upstream",
+        type=named_upstream,
+        action="append",
+        default=None,
+        metavar="NAME=ENVVAR",
+        help="a stub upstream whose URL the app reads from ENVVAR; repeat for"
+        " each (default: one, in FANOUT_UPSTREAM_URL)",
+    )
+
+
+def upstreams_from(args: argparse.Namespace) -> dict[str, str] | None:
+    """The `--upstream` options as Stack's `upstreams=` (None: the one default upstream)."""
+    return dict(args.upstream) if args.upstream else None
 
 
 def add_behaviour_options(parser: argparse.ArgumentParser) -> None:
@@ -175,8 +195,9 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
         "--upstream-port",
         type=port_number,
         default=8001,
-        help="the stub upstream's port; 0 picks a free one (default: 8001)",
+        help="the (first) stub upstream's port; 0 picks a free one (default: 8001)",
     )
+    add_upstream_option(parser)
     parser.add_argument(
         "--startup-timeout",
         type=positive_float,
@@ -192,6 +213,7 @@ def run_serve(args: argparse.Namespace) -> int:
     stack = Stack(
         args.app,
         behaviour=behaviour_from(args),
+        upstreams=upstreams_from(args),
         app_dir=args.app_dir,
         host=args.host,
         app_port=args.app_port,
@@ -201,14 +223,18 @@ def run_serve(args: argparse.Namespace) -> int:
     warn_if_exposed(args.host)
     with stack:
         assert stack.app is not None
-        print(f"upstream  {stack.upstream.url}  (pid {stack.upstream.pid})")
+        servers = [*stack.upstreams.values(), stack.app]
+        for name, upstream in stack.upstreams.items():
+            where = f"{name}, in {stack.env_names[name]}, pid {upstream.pid}"
+            print(f"upstream  {upstream.url}  ({where})")
+            print(f"token     {upstream.token}  (its control paths)")
         print(f"app       {stack.app.url}  (pid {stack.app.pid})")
-        print(f"token     {stack.upstream.token}  (the stub's control paths)")
-        print(f"try       curl {stack.app.url}/async/20")
-        print("Ctrl-C stops both.", flush=True)
-        while stack.upstream.running() and stack.app.running():
+        if args.app == DEFAULT_APP:
+            print(f"try       curl {stack.app.url}/async/20")
+        print("Ctrl-C stops them all.", flush=True)
+        while all(server.running() for server in servers):
             time.sleep(0.2)  # watching the children, not synchronising
-        dead = stack.upstream if not stack.upstream.running() else stack.app
+        dead = next(server for server in servers if not server.running())
         raise CommandError(f"{dead.name} exited unexpectedly:\n{dead.log_tail()}")
     return EXIT_OK
 
@@ -294,15 +320,7 @@ def configure_measure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="directory to import the app from (default: the current one)",
     )
-    parser.add_argument(
-        "--upstream",
-        type=named_upstream,
-        action="append",
-        default=None,
-        metavar="NAME=ENVVAR",
-        help="a stub upstream whose URL the app reads from ENVVAR; repeat for"
-        " each (default: one, in FANOUT_UPSTREAM_URL)",
-    )
+    add_upstream_option(parser)
     parser.add_argument(
         "--method",
         default="GET",
@@ -383,7 +401,7 @@ def run_measure(args: argparse.Namespace) -> int:
         args.app,
         behaviour=Behaviour(delay_ms=args.delay_ms),
         app_dir=args.app_dir,
-        upstreams=dict(args.upstream) if args.upstream else None,
+        upstreams=upstreams_from(args),
     )
     with stack, httpx2.Client(timeout=args.timeout) as client:
         assert stack.app is not None

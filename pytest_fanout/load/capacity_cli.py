@@ -32,6 +32,7 @@ from pytest_fanout._argtypes import (
     positive_int,
 )
 from pytest_fanout._table import render_markdown, render_text
+from pytest_fanout.cli import add_upstream_option, upstreams_from
 from pytest_fanout.load.capacity import CapacityResult, SearchSettings, Slo, StepResult, search
 
 EXIT_OK = 0
@@ -134,6 +135,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ASGI app to start with a stub upstream (default: the reference app)",
     )
     target.add_argument("--app-dir", default=None, help="directory to import the app from")
+    add_upstream_option(target)
     target.add_argument(
         "--path",
         dest="paths",
@@ -293,11 +295,17 @@ def run(args: argparse.Namespace) -> int:
     from pytest_fanout.servers.upstream import Behaviour
 
     app = args.app or DEFAULT_APP
-    stack = Stack(app, behaviour=Behaviour(delay_ms=args.delay_ms), app_dir=args.app_dir)
+    stack = Stack(
+        app,
+        behaviour=Behaviour(delay_ms=args.delay_ms),
+        upstreams=upstreams_from(args),
+        app_dir=args.app_dir,
+    )
     with stack:
         assert stack.app is not None
         print(
-            f"fanout capacity: {app} at {stack.app.url}, stub upstream delay {args.delay_ms:g} ms",
+            f"fanout capacity: {app} at {stack.app.url}, {len(stack.upstreams)} stub"
+            f" upstream(s), delay {args.delay_ms:g} ms",
             flush=True,
         )
         return _search_all(args, stack.app.url, paths)

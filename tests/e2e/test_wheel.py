@@ -219,7 +219,7 @@ def test_fanout_serve_from_the_wheel(installed: tuple[Path, Path]) -> None:
             if not line:
                 break
             lines.append(line)
-            if "Ctrl-C stops both" in line:
+            if "Ctrl-C stops" in line:
                 break
         app_url = re.search(r"^app\s+(http://127\.0\.0\.1:\d+)", "".join(lines), re.M)
         assert app_url, "".join(lines)
