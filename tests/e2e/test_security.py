@@ -178,7 +178,7 @@ def test_fanout_upstream_listens_on_loopback(run_cli: Callable) -> None:
 
 def test_fanout_serve_listens_on_loopback_and_stops_its_children(run_cli: Callable) -> None:
     proc, out = run_cli("serve", "--app-port", "0", "--upstream-port", "0", "--delay-ms", "0")
-    served = r"\s+http://([\d.]+):(\d+)\s+\(pid (\d+)\)"
+    served = r"\s+http://([\d.]+):(\d+)\s+\((?:[^)]*, )?pid (\d+)\)"
     up_host, up_port, up_pid = out.until("upstream" + served).groups()
     app_host, app_port, app_pid = out.until("app" + served).groups()
     assert up_host == app_host == "127.0.0.1"
