@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -146,9 +145,6 @@ def _merge(name: str, items: list[Any]) -> Any:
     if name in SUMMED_FIELDS and isinstance(head, int) and not isinstance(head, bool):
         return sum(items)
     return head
-
-
-Sampler = Callable[..., Measurement]
 
 
 class AlternatingSampler:
