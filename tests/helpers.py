@@ -5,11 +5,12 @@ Imported by the tests (`from tests.helpers import ...`), never through conftest.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pytest_fanout.load import MARKER_ENV, kill_marked
@@ -20,7 +21,16 @@ from pytest_fanout.servers.proctree import (
     processes_with_env,
 )
 
-__all__ = ["REPO", "descendants_of", "locust", "pid_alive", "processes_tagged", "wait_until"]
+__all__ = [
+    "REPO",
+    "descendants_of",
+    "free_port",
+    "locust",
+    "locust_master_and_workers",
+    "pid_alive",
+    "processes_tagged",
+    "wait_until",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,3 +69,49 @@ def locust(*args: str, timeout: float = 60) -> tuple[int, str, str]:
         left = kill_marked(marker)
     assert not left, f"processes left behind by locust {args}: {left}"
     return proc.returncode, proc.stdout + proc.stderr, marker
+
+
+def free_port() -> int:
+    """A free loopback port for a process that binds its own (Locust's master)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def locust_master_and_workers(
+    tmp_path: Path, master_args: Sequence[str], workers: int = 2, timeout: float = 90
+) -> tuple[dict[str, int], dict[str, str], str]:
+    """Run `locust -f locustfiles/` as a master on loopback plus `workers` workers, marked,
+    each logging to tmp_path/<name>.log; return (exit codes, outputs, marker) after checking
+    that nothing the run started is left behind."""
+    marker = uuid.uuid4().hex
+    env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+    port = str(free_port())
+    base = [sys.executable, "-m", "locust", "-f", "locustfiles/"]
+    master = [*base, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port]
+    master += ["--expect-workers", str(workers), "--expect-workers-max-wait", "30"]
+    worker = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
+    commands = {"master": [*master, *master_args]}
+    commands.update({f"w{i}": worker for i in range(1, workers + 1)})
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, command in commands.items():
+            with open(tmp_path / f"{name}.log", "wb") as log:  # the child keeps its own copy
+                procs[name] = subprocess.Popen(
+                    command,
+                    cwd=REPO,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        codes = {name: proc.wait(timeout=timeout) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        left = kill_marked(marker)
+    out = {name: (tmp_path / f"{name}.log").read_text() for name in commands}
+    assert not left, f"left behind: {left}"
+    return codes, out, marker

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pytest_fanout.load import MARKER_ENV, kill_marked
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port
 
 
 def fanout(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], list[int]]:
@@ -121,9 +120,7 @@ def test_a_short_search_writes_the_table_json_and_png_within_its_budget(tmp_path
 def test_a_search_drives_a_master_and_two_workers(tmp_path: Path) -> None:
     """--expect-workers: each step is a Locust master; workers (here on loopback, restarted
     after each step as a loop on another host would) connect to it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
+    port = str(free_port())
     locustfile = REPO / "pytest_fanout" / "load" / "capacity_locustfile.py"
     worker = (
         f"for i in 1 2 3 4 5 6; do {sys.executable} -m locust -f {locustfile} --worker "
@@ -177,9 +174,7 @@ def test_a_search_drives_a_master_and_two_workers(tmp_path: Path) -> None:
 
 
 def test_a_host_that_does_not_answer_is_one_line_before_any_step() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     result, left = fanout(
         "capacity", "--slo-p95-ms", "100", "--host", f"http://127.0.0.1:{port}", "--path", "/x"
     )

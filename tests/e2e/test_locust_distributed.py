@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,70 +23,29 @@ from pytest_fanout.load import (
     marked_processes,
     parse_stats_json,
 )
-from tests.helpers import REPO, locust, wait_until
+from tests.helpers import REPO, locust, locust_master_and_workers, wait_until
 
 STACK_LINE = "fanout: embedded stack: app "
 
 
-def free_port() -> int:
-    # Locust's master binds its own port; this is the best a caller can do (loopback only).
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_master_and_two_workers_on_loopback(tmp_path: Path) -> None:
-    marker = uuid.uuid4().hex
-    env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
-    port = str(free_port())
-    base = [sys.executable, "-m", "locust", "-f", "locustfiles/"]
-    master_cmd = [
-        *base,
-        "--master",
-        "--master-bind-host",
-        "127.0.0.1",
-        "--master-bind-port",
-        port,
-        "--expect-workers",
-        "2",
-        "--expect-workers-max-wait",
-        "30",
-        "--headless",
-        "--users",
-        "6",
-        "--spawn-rate",
-        "6",
-        "--run-time",
-        "5s",
-        "--json-file",
-        str(tmp_path / "master"),
-        "--fanout-max-p95-ms",
-        "1",
-        "AsyncUser",
-    ]
-    worker_cmd = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
-    commands = {"master": master_cmd, "w1": worker_cmd, "w2": worker_cmd}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for name, command in commands.items():
-            with open(tmp_path / f"{name}.log", "wb") as log:  # the child keeps its own copy
-                procs[name] = subprocess.Popen(
-                    command,
-                    cwd=REPO,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-        codes = {name: proc.wait(timeout=90) for name, proc in procs.items()}
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        left = kill_marked(marker)
-    out = {name: (tmp_path / f"{name}.log").read_text() for name in commands}
-    assert not left, f"left behind: {left}"
+    codes, out, marker = locust_master_and_workers(
+        tmp_path,
+        [
+            "--headless",
+            "--users",
+            "6",
+            "--spawn-rate",
+            "6",
+            "--run-time",
+            "5s",
+            "--json-file",
+            str(tmp_path / "master"),
+            "--fanout-max-p95-ms",
+            "1",
+            "AsyncUser",
+        ],
+    )
 
     # Workers connected and reported: the master's numbers are theirs.
     assert "2 workers connected" in out["master"], out["master"]
