@@ -33,16 +33,28 @@ pytestmark = pytest.mark.slow
 INSTALL_TIMEOUT_S = 600
 
 
-def _run(command: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> str:
-    result = subprocess.run(
-        command,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _run(command: list[str], *, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `command` marked, then check that nothing it started is left behind."""
+    marker = uuid.uuid4().hex
+    try:
+        result = subprocess.run(
+            command,
+            cwd=cwd,
+            env=_env(marker),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        left = kill_marked(marker)
+    assert not left, f"left behind by {command}: {left}"
+    return result
+
+
+def _stdout_of(command: list[str], *, cwd: Path, timeout: float) -> str:
+    """`_run`, which must succeed; its standard output."""
+    result = _run(command, cwd=cwd, timeout=timeout)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{command} exited {result.returncode}:\n{output[-3000:]}"
     return result.stdout
@@ -53,11 +65,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     """(the virtualenv's bin/, an empty directory): the wheel of this checkout, installed."""
     root = tmp_path_factory.mktemp("wheel")
     dist = root / "dist"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    _run(
+    _stdout_of(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
         cwd=root,
-        env=env,
         timeout=INSTALL_TIMEOUT_S,
     )
     (wheel,) = dist.glob("pytest_fanout-*.whl")
@@ -67,12 +77,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     assert "pytest_fanout/load/harness/locustfile.py" in names
     assert not [n for n in names if n.startswith(("app/", "locustfiles/", "tests/"))], names
     venv = root / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=root, env=env, timeout=120)
+    _stdout_of([sys.executable, "-m", "venv", str(venv)], cwd=root, timeout=120)
     bin_dir = venv / "bin"
-    _run(
+    _stdout_of(
         [str(bin_dir / "python"), "-m", "pip", "install", "-q", str(wheel)],
         cwd=root,
-        env=env,
         timeout=INSTALL_TIMEOUT_S,
     )
     site = list((venv / "lib").glob("python*/site-packages"))[0]
@@ -89,17 +98,11 @@ def _env(marker: str) -> dict[str, str]:
 
 def test_fanout_patterns_from_the_wheel(installed: tuple[Path, Path]) -> None:
     bin_dir, empty = installed
-    marker = uuid.uuid4().hex
-    try:
-        out = _run(
-            [str(bin_dir / "fanout"), "patterns", "--repeat", "1", "--no-blocking"],
-            cwd=empty,
-            env=_env(marker),
-            timeout=120,
-        )
-    finally:
-        left = kill_marked(marker)
-    assert not left
+    out = _stdout_of(
+        [str(bin_dir / "fanout"), "patterns", "--repeat", "1", "--no-blocking"],
+        cwd=empty,
+        timeout=120,
+    )
     peaks = {
         match[1]: int(match[2])
         for match in re.finditer(r"^(sync|async|async_sem)\s+/\S+\s+20\s.*?x\s+(\d+)\s", out, re.M)
@@ -110,17 +113,9 @@ def test_fanout_patterns_from_the_wheel(installed: tuple[Path, Path]) -> None:
 
 def test_fanout_measure_from_the_wheel(installed: tuple[Path, Path]) -> None:
     bin_dir, empty = installed
-    marker = uuid.uuid4().hex
-    try:
-        out = _run(
-            [str(bin_dir / "fanout"), "measure", "/async/20", "--repeat", "2"],
-            cwd=empty,
-            env=_env(marker),
-            timeout=120,
-        )
-    finally:
-        left = kill_marked(marker)
-    assert not left
+    out = _stdout_of(
+        [str(bin_dir / "fanout"), "measure", "/async/20", "--repeat", "2"], cwd=empty, timeout=120
+    )
     assert re.search(r"requests 20, peak in flight 20,", out), out
 
 
@@ -129,33 +124,13 @@ def test_a_one_line_locustfile_from_the_wheel(installed: tuple[Path, Path]) -> N
     work = empty / "load"
     work.mkdir()
     (work / "locustfile.py").write_text("from pytest_fanout.locust import *\n")
-    marker = uuid.uuid4().hex
-    try:
-        result = subprocess.run(
-            [
-                str(bin_dir / "locust"),
-                "-f",
-                "locustfile.py",
-                "--headless",
-                "-u",
-                "4",
-                "-r",
-                "4",
-                "-t",
-                "5s",
-                "--only-summary",
-            ],
-            cwd=work,
-            env=_env(marker),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-    finally:
-        left = kill_marked(marker)
+    result = _run(
+        [str(bin_dir / "locust"), "-f", "locustfile.py", "--headless"]
+        + ["-u", "4", "-r", "4", "-t", "5s", "--only-summary"],
+        cwd=work,
+        timeout=90,
+    )
     output = result.stdout + result.stderr
-    assert not left, f"left behind: {left}"
     assert result.returncode == 0, output
     assert "fanout: embedded stack stopped" in output
     # The three default patterns ran against the reference app from the wheel.
@@ -183,17 +158,11 @@ def test_the_readmes_first_test_passes_as_written(installed: tuple[Path, Path]) 
     work.mkdir()
     for name, body in files.items():
         (work / name).write_text(body)
-    marker = uuid.uuid4().hex
-    try:
-        out = _run(
-            [str(bin_dir / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-            cwd=work,
-            env=_env(marker),
-            timeout=120,
-        )
-    finally:
-        left = kill_marked(marker)
-    assert not left
+    out = _stdout_of(
+        [str(bin_dir / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=work,
+        timeout=120,
+    )
     assert re.search(r"^1 passed", out, re.M), out
 
 
