@@ -75,6 +75,7 @@ class ServerProcess:
         ready_path: str = "/",
         startup_timeout: float = 10.0,
         log_level: str = "warning",
+        token: str | None = None,
     ) -> None:
         self.app = app
         self.name = name
@@ -88,6 +89,9 @@ class ServerProcess:
         self.ready_path = ready_path
         self.startup_timeout = startup_timeout
         self.log_level = log_level
+        #: The bearer token the server's control paths ask for (None: they ask for none);
+        #: the `control` client sends it.
+        self.token = token
         self.command: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
         #: The child's output: an anonymous file (unlinked from the start, opened for append),
@@ -104,7 +108,8 @@ class ServerProcess:
     def control(self) -> httpx2.Client:
         """One keep-alive client to this server, for its control paths (closed by stop())."""
         if self._control is None:
-            self._control = httpx2.Client(base_url=self.url, timeout=10)
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            self._control = httpx2.Client(base_url=self.url, timeout=10, headers=headers)
         return self._control
 
     @property

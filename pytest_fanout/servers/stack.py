@@ -18,8 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
-import httpx2
-
 from pytest_fanout.servers import cleanup
 from pytest_fanout.servers.probe import PROBE_PATH, PROBE_TOKEN_ENV
 from pytest_fanout.servers.process import LOOPBACK, ServerProcess
@@ -80,19 +78,13 @@ class AppServer(ServerProcess):
             port=port,
             ready_path=PROBE_PATH,
             startup_timeout=startup_timeout,
+            # The probe path's token: random for each server, never in `env` (so never in a
+            # saved run's context), handed to the child alone (child_env).
+            token=secrets.token_urlsafe(24),
         )
-        #: The probe path's bearer token: random for each server, never in `env` (so never
-        #: in a saved run's context), handed to the child alone.
-        self.token = secrets.token_urlsafe(24)
 
     def child_env(self) -> dict[str, str]:
-        return {**super().child_env(), PROBE_TOKEN_ENV: self.token}
-
-    @property
-    def control(self) -> httpx2.Client:
-        client = super().control
-        client.headers["Authorization"] = f"Bearer {self.token}"
-        return client
+        return {**super().child_env(), PROBE_TOKEN_ENV: self.token or ""}
 
     def probe_stats(self) -> dict[str, float]:
         """requests, inflight, peak_inflight, loop_lag_max_s, stalls, ticks, cpu_s."""

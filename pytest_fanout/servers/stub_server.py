@@ -93,19 +93,19 @@ class StubUpstreamServer(ServerProcess):
         self.upstream_name = name
         #: Set once start() has bound the socket (the URL is final, the child may not answer yet).
         self.bound = threading.Event()
-        #: The control paths' bearer token (random for each server unless given).
-        self.token = token or secrets.token_urlsafe(24)
+        token = token or secrets.token_urlsafe(24)  # random for each server unless given
         server_name = "upstream" if name == DEFAULT_UPSTREAM else f"upstream-{name}"
         super().__init__(
             "pytest_fanout.servers.upstream:app_from_env",
             name=server_name,
-            env={**self.initial.to_env(), TOKEN_ENV: self.token},
+            env={**self.initial.to_env(), TOKEN_ENV: token},
             factory=True,
             host=host,
             port=port,
             app_dir=app_dir,
             ready_path=CONTROL_PREFIX + "stats",
             startup_timeout=startup_timeout,
+            token=token,
         )
 
     def build_command(self, fd: int) -> list[str]:
@@ -117,12 +117,6 @@ class StubUpstreamServer(ServerProcess):
             "--http",
             "pytest_fanout.servers.connections:CountingHTTPProtocol",
         ]
-
-    @property
-    def control(self) -> httpx2.Client:
-        client = super().control
-        client.headers["Authorization"] = f"Bearer {self.token}"
-        return client
 
     def _checked(self, response: httpx2.Response, what: str) -> Any:
         if response.status_code in (413, 422):
