@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pytest_fanout.gate.machine import machine_fingerprint
+from pytest_fanout.gate.redact import fingerprint_settings, redact
 from pytest_fanout.gate.schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_file, validate_run
 from pytest_fanout.load.results import EndpointResult, LoadResult
 from pytest_fanout.measure import Measurement
@@ -176,7 +178,12 @@ class Run:
     @classmethod
     def _from_valid(cls, data: dict[str, Any], source: str) -> Run:
         cases = [Case(raw["id"], raw["kind"], raw["record"]) for raw in data["cases"]]
-        context = data.get("context") if isinstance(data.get("context"), dict) else {}
+        context = dict(data["context"]) if isinstance(data.get("context"), dict) else {}
+        if isinstance(context.get("settings"), dict):
+            # An older file holds clear values: keep only what a new one would.
+            context["settings"] = fingerprint_settings(context["settings"])
+        if isinstance(context.get("argv"), list):
+            context["argv"] = [redact(str(arg)) for arg in context["argv"]]
         extra = {k: v for k, v in data.items() if k not in _RUN_KEYS}
         return cls(cases, context, str(data.get("created", "")), source, extra)
 
@@ -213,7 +220,8 @@ def collect_context(
     """Where the run happened: Python, packages, CPUs, platform, git commit, the app's settings.
 
     Kept so that a comparison can say when the baseline came from another
-    machine or ran with other settings. `app_env`: the app server's own
+    machine (`fingerprint`: latency is gated only on the same one) or ran with
+    other settings (their names and fingerprints of their values, never the values). `app_env`: the app server's own
     environment overrides, which the app actually ran with on top of this
     process's FANOUT_* variables (values in `hide`, the stub upstreams' URLs
     on random ports, are left out).
@@ -232,8 +240,10 @@ def collect_context(
         "cpu_count": os.cpu_count(),
         "packages": packages,
         "git": _git_info(Path(root) if root else Path.cwd()),
-        "settings": app_settings(app_env, hide),
-        "argv": sys.argv[1:],
+        "fingerprint": machine_fingerprint(),
+        # Names and fingerprints of values only: a saved run travels as a CI artifact.
+        "settings": fingerprint_settings(app_settings(app_env, hide)),
+        "argv": [redact(arg) for arg in sys.argv[1:]],
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -57,6 +58,8 @@ class MeasurementRecord(_Open):
     status_code: Count = 200
     app_errors: Count = 0
     test: str = ""
+    #: Per upstream, the wave sizes of a held probe request (exact); absent in older files.
+    structure: dict[str, list[Count]] | None = None
 
 
 def _number_key(text: str) -> str:
@@ -150,17 +153,67 @@ def _no_constant(token: str) -> Any:
     raise SchemaError(f"{token} is not a number a results file may hold")
 
 
+#: The largest magnitude a number of a results file may have (counts, seconds, requests/s):
+#: beyond it a number is crafted, not measured.
+MAX_NUMBER = 1e15
+#: The longest number token read (digits, sign, point, exponent).
+MAX_NUMBER_CHARS = 40
+
+
+def _short(token: str) -> str:
+    return token if len(token) <= 24 else f"{token[:12]}...({len(token)} characters)"
+
+
 def _finite_float(token: str) -> float:
+    if len(token) > MAX_NUMBER_CHARS:
+        raise SchemaError(f"the number {_short(token)} is longer than any measurement")
     value = float(token)
     if not math.isfinite(value):
-        raise SchemaError(f"{token} overflows to infinity")
+        raise SchemaError(f"{_short(token)} overflows to infinity")
+    if abs(value) > MAX_NUMBER:
+        raise SchemaError(f"the number {_short(token)} is past the limit of {MAX_NUMBER:g}")
     return value
+
+
+def _sane_int(token: str) -> int:
+    if len(token) > MAX_NUMBER_CHARS:
+        raise SchemaError(f"the number {_short(token)} is longer than any measurement")
+    value = int(token)
+    if abs(value) > MAX_NUMBER:
+        raise SchemaError(f"the number {_short(token)} is past the limit of {MAX_NUMBER:g}")
+    return value
+
+
+#: A JSON escape of a UTF-16 surrogate: a lone one makes a string that cannot be written back.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _unwritable(data: Any, where: str = "") -> str | None:
+    """Where a string that cannot be encoded as UTF-8 (a lone surrogate) sits, or None."""
+    stack: list[tuple[Any, str]] = [(data, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return at or "the top level"
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                name = ascii(key)  # the message itself must be writable
+                stack.append((key, f"{at}.{name}" if at else name))
+                stack.append((value, f"{at}.{name}" if at else name))
+        elif isinstance(item, list):
+            stack.extend((value, f"{at}[{i}]") for i, value in enumerate(item))
+    return None
 
 
 def parse_json(text: str, name: str) -> Any:
     """Strict JSON: finite numbers only; too deep a nesting is one line, not a RecursionError."""
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        data = json.loads(
+            text, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_sane_int
+        )
     except json.JSONDecodeError as exc:
         raise SchemaError(
             f"{name} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
@@ -169,6 +222,16 @@ def parse_json(text: str, name: str) -> Any:
         raise SchemaError(f"{name} is refused: {exc}") from None
     except RecursionError:
         raise SchemaError(f"{name} is nested too deeply to be a results file") from None
+    except ValueError as exc:  # int() past Python's digit limit, whatever the hook saw first
+        raise SchemaError(f"{name} is refused: {str(exc).splitlines()[0]}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        where = _unwritable(data)
+        if where is not None:
+            raise SchemaError(
+                f"{name} is refused: a string at {where[:80]} holds a lone surrogate "
+                "(it could not be written back as UTF-8)"
+            )
+    return data
 
 
 def _first_error(exc: ValidationError) -> tuple[tuple[Any, ...], str]:
