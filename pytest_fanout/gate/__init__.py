@@ -3,14 +3,19 @@
 A pull request should fail when it makes the fan-out slower and never when it
 did not. Raw seconds against one saved run with a fixed percentage (what
 pytest-benchmark does) cries wolf on noisy runners and changed machines, so
-the gate compares portable metrics by default, calls a case "slower" only when
-the change is beyond the rule's threshold AND beyond the noise (a one-sided
-Mann-Whitney U test), and reports faster, new and missing cases without
-failing on them.
+the gate compares the wall time only where it is comparable (A/B in one run,
+or a baseline from the same machine fingerprint), portable and exact metrics
+(efficiency, the structure of waves) against any baseline, calls a case a
+"regression" only when the change is beyond the rule's threshold AND beyond
+the noise (a one-sided Mann-Whitney U test), and says "not gated", with why,
+of what it did not compare: a run in which nothing was gated fails.
 
 One job a module:
 
-* `stats`: Mann-Whitney U and the bootstrap interval (pure statistics);
+* `stats`: Mann-Whitney U, the bootstrap interval and the smallest detectable
+  change (pure statistics);
+* `machine`: the machine fingerprint a saved run records (is latency comparable?);
+* `redact`: setting values as fingerprints, credentials masked in what is printed;
 * `schema`: reading a saved file without trusting it (regular file, size cap,
   finite JSON, pydantic models of the records);
 * `runs`: the saved-run JSON (`Run`, `Case`: measurements and Locust rows),
@@ -37,12 +42,12 @@ from pytest_fanout.gate.report import (
 from pytest_fanout.gate.rules import DEFAULT_ALPHA, DEFAULT_FAIL_ON, GateConfig, parse_fail_on
 from pytest_fanout.gate.runs import SCHEMA_VERSION, GateError, Run
 from pytest_fanout.gate.verdict import (
-    FASTER,
-    MISSING,
-    NEW,
+    EXIT_NOT_GATED,
+    IMPROVEMENT,
+    NOT_GATED,
+    REGRESSION,
     SAME,
-    SKIPPED,
-    SLOWER,
+    VERDICTS,
     CaseVerdict,
     Comparison,
     compare_runs,
@@ -51,13 +56,13 @@ from pytest_fanout.gate.verdict import (
 __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_FAIL_ON",
-    "FASTER",
-    "MISSING",
-    "NEW",
+    "EXIT_NOT_GATED",
+    "IMPROVEMENT",
+    "NOT_GATED",
+    "REGRESSION",
     "SAME",
     "SCHEMA_VERSION",
-    "SKIPPED",
-    "SLOWER",
+    "VERDICTS",
     "CaseVerdict",
     "Comparison",
     "GateConfig",

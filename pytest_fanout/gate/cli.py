@@ -3,7 +3,8 @@
 Same rules, same statistics, same table and the same exit status as
 `pytest --fanout-compare`: 0 when nothing regressed, 1 on a regression,
 2 on bad input (a missing, corrupt or other-schema file, a bad rule), always
-as one line on stderr.
+as one line on stderr, and 6 (EXIT_NOT_GATED) when no case was gated (unless
+--allow-ungated).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import json
 import sys
 
 from pytest_fanout import gate
+from pytest_fanout.gate.redact import redact_all
 from pytest_fanout.gate.report import write_text
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
+EXIT_NOT_GATED = gate.EXIT_NOT_GATED
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--fail-on",
         metavar="RULES",
         default=None,
-        help="comma-separated rules such as efficiency-10%%,overhead+1ms,p95+20%% or, for "
-        "Locust rows, load-p95+25%%,rps-20%%,fail-ratio+0.01; "
+        help="comma-separated rules such as median+10%%,structure+0,efficiency-10%%,"
+        "overhead+1ms or, for Locust rows, load-p95+25%%,rps-20%%,fail-ratio+0.01; "
         f"'none' reports only (default: {gate.DEFAULT_FAIL_ON.replace('%', '%%')})",
     )
     parser.add_argument(
@@ -38,6 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"significance level of the one-sided Mann-Whitney test (default: "
         f"{gate.DEFAULT_ALPHA})",
+    )
+    parser.add_argument(
+        "--allow-ungated",
+        action="store_true",
+        help=f"pass when no case was gated (by default that exits {gate.EXIT_NOT_GATED})",
     )
     parser.add_argument(
         "--report-md", metavar="PATH", default=None, help="also write the Markdown report to PATH"
@@ -53,14 +61,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Compare, print the verdict table and one line per regression; return the exit status."""
     try:
-        config = gate.GateConfig.from_options(args.fail_on, args.alpha)
+        config = gate.GateConfig.from_options(args.fail_on, args.alpha, args.allow_ungated)
         old = gate.Run.load(args.old)
         new = gate.Run.load(args.new, "results")
         comparison = gate.compare_runs(old, new, config)
         if args.report_md:
             write_text(args.report_md, gate.render_comparison_markdown(comparison, new))
         if args.report_json:
-            text = json.dumps(comparison.to_dict(), indent=1)
+            text = json.dumps(redact_all(comparison.to_dict()), indent=1)
             write_text(args.report_json, text + "\n")
     except gate.GateError as exc:
         print(f"fanout compare: error: {exc}", file=sys.stderr)
@@ -68,4 +76,9 @@ def run(args: argparse.Namespace) -> int:
     print(gate.render_comparison_text(comparison))
     for line in gate.regression_lines(comparison):
         print(line)
-    return EXIT_REGRESSION if comparison.failed else EXIT_OK
+    if comparison.ungated_fails:
+        print(
+            f"fanout compare: {comparison.why_not_gated()} (--allow-ungated accepts it)",
+            file=sys.stderr,
+        )
+    return comparison.exit_status

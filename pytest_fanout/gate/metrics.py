@@ -47,6 +47,11 @@ class Metric:
     statistic: Callable[[Sequence[float]], float] = statistics.median
     #: False when a case holds one number, not samples (requests/s): threshold only, no test.
     sampled: bool = True
+    #: Several values a case (structure: per upstream, rounds and calls), compared one by one;
+    #: `read` is then unused. Keys name the part ("rounds[payments]").
+    parts: Callable[[Case, Run], dict[str, Values] | None] | None = None
+    #: Exact on any machine (a count, not a timing): no noise test, any change is real.
+    exact: bool = False
 
     @property
     def bad_sign(self) -> str:
@@ -121,6 +126,41 @@ def _cpu(case: Case, run: Run) -> Values | None:
     return Values(list(m.app_cpu_per_sample), m.cpu_per_request_s)
 
 
+def read_structure(record: dict) -> dict[str, list[int]] | None:
+    """A record's `structure` (upstream name -> wave sizes of a held probe request), or None
+    when absent or not of that shape (older files, other writers)."""
+    raw = record.get("structure")
+    if not isinstance(raw, dict) or not raw:
+        return None
+    out: dict[str, list[int]] = {}
+    for name, waves in raw.items():
+        if not isinstance(name, str) or not isinstance(waves, list):
+            return None
+        if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in waves):
+            return None
+        out[name] = list(waves)
+    return out
+
+
+def _no_value(case: Case, run: Run) -> Values | None:
+    return None
+
+
+def _structure(case: Case, run: Run) -> dict[str, Values] | None:
+    """Per upstream: rounds (waves of calls, one after another) and calls of one request."""
+    if case.kind != KIND_MEASUREMENT:
+        return None
+    structure = read_structure(case.record)
+    if structure is None:
+        return None
+    parts = {}
+    for name in sorted(structure):
+        waves = structure[name]
+        parts[f"rounds[{name}]"] = Values([], float(len(waves)))
+        parts[f"calls[{name}]"] = Values([], float(sum(waves)))
+    return parts
+
+
 def _row(case: Case) -> EndpointResult | None:
     row = case.load_row()
     return row if row is not None and row.requests > 0 else None
@@ -174,6 +214,18 @@ METRICS: dict[str, Metric] = {
             True,
             _overhead,
             "(median - ideal) / n: the app's own cost per upstream call",
+        ),
+        Metric(
+            "structure",
+            False,
+            "count",
+            True,
+            _no_value,
+            "per upstream, the rounds (waves one after another) and the calls of one request, "
+            "from the stub's held probe: exact on any machine",
+            sampled=False,
+            parts=_structure,
+            exact=True,
         ),
         Metric(
             "speedup",

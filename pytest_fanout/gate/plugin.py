@@ -24,6 +24,7 @@ import pytest
 
 from pytest_fanout import gate
 from pytest_fanout.gate.ab import AlternatingSampler, BaseWorktree, base_app_server, resolve_ref
+from pytest_fanout.gate.redact import redact_all
 from pytest_fanout.gate.report import write_text
 from pytest_fanout.gate.runs import case_id, collect_context
 from pytest_fanout.gate.stats import power_note
@@ -111,8 +112,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="RULES",
         default=None,
         help="what fails the run when --fanout-compare finds it beyond the noise: comma-separated "
-        "METRIC-N%%/METRIC+N%% (or ms/s/plain number) rules over efficiency, overhead, "
-        "speedup, median, p95 (measurements) and load-p95, rps, fail-ratio (Locust rows); "
+        "METRIC-N%%/METRIC+N%% (or ms/s, a plain count, or Nabs on a ratio) rules over median, "
+        "p95, cpu (same machine only), structure, efficiency, overhead, speedup "
+        "(measurements) and load-p95, rps, completed, fail-ratio (Locust rows); "
         f"'none' reports only (default: {_DEFAULT_RULES})",
     )
     group.addoption(
@@ -121,6 +123,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="significance level of the one-sided Mann-Whitney test that a change must pass "
         f"to count (default: {gate.DEFAULT_ALPHA})",
+    )
+    group.addoption(
+        "--fanout-allow-ungated",
+        action="store_true",
+        default=False,
+        help="with --fanout-compare/--fanout-ab: pass when no case was gated (a renamed "
+        "suite, a baseline from another machine and no portable metric); by default such a "
+        f"run fails with exit status {gate.EXIT_NOT_GATED}",
     )
     group.addoption(
         "--fanout-report-md",
@@ -140,6 +150,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("fanout_ab", "default for --fanout-ab (a git ref)", default=None)
     parser.addini("fanout_fail_on", "default for --fanout-fail-on", default=None)
     parser.addini("fanout_alpha", "default for --fanout-alpha", default=None)
+    parser.addini(
+        "fanout_allow_ungated", "default for --fanout-allow-ungated", type="bool", default=False
+    )
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -164,7 +177,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # xdist worker: the controller saves and compares
     try:
         gate_config = gate.GateConfig.from_options(
-            _option(config, "fanout_fail_on"), _option(config, "fanout_alpha")
+            _option(config, "fanout_fail_on"),
+            _option(config, "fanout_alpha"),
+            config.getoption("fanout_allow_ungated") or config.getini("fanout_allow_ungated"),
         )
         state = GateState(
             gate_config,
@@ -293,8 +308,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.baseline = gate.Run.from_measurements(state.ab.measurements, state.ab.context)
         state.baseline.source = f"base {state.ab.label}"
     if state.baseline is not None:
-        state.comparison = gate.compare_runs(state.baseline, run, state.config)
-        run.extra["comparison"] = state.comparison.to_dict()
+        state.comparison = gate.compare_runs(
+            state.baseline, run, state.config, same_machine=state.ab is not None
+        )
+        run.extra["comparison"] = redact_all(state.comparison.to_dict())
     try:
         if state.save is not None:
             state.saved = run.save(state.save)
@@ -308,9 +325,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.errors.append(str(exc))
     if state.errors and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
-    failed = state.comparison is not None and state.comparison.failed
-    if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    status = state.comparison.exit_status if state.comparison is not None else 0
+    if status and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = status
 
 
 @pytest.hookimpl(trylast=True)
@@ -336,10 +353,17 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if comparison is not None:
         for line in gate.regression_lines(comparison):
             tr.write_line(line, red=True, bold=True)
-        if comparison.failed:
+        if comparison.regressions and comparison.config.fail:
             tr.write_line(
                 f"fanout gate: {len(comparison.regressions)} regression(s) beyond the limits "
                 "and the noise: the run fails",
+                red=True,
+                bold=True,
+            )
+        elif comparison.ungated_fails:
+            tr.write_line(
+                f"fanout gate: {comparison.why_not_gated()}: the run fails (exit "
+                f"{gate.EXIT_NOT_GATED}; --fanout-allow-ungated accepts it)",
                 red=True,
                 bold=True,
             )

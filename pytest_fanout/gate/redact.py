@@ -27,13 +27,15 @@ SECRET_WORDS = r"password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?
 _KEY_VALUE = re.compile(
     rf"(?i)(?P<key>[A-Za-z0-9_.-]*(?:{SECRET_WORDS})[A-Za-z0-9_.-]*)(?P<sep>\s*(?:=|:(?!:))\s*)(?P<value>[^\s,;&'\"<>`)]+)"
 )
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^\s:/@]*):(?P<pw>[^\s/@]+)@")
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^\s:/@]*):(?P<pw>[^\s/@]+)@"
+)
 _BEARER = re.compile(r"(?i)\b(?P<kind>bearer|basic|token)\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})")
 MASK = "***"
 
 
 def fingerprint_value(value: str) -> str:
-    """"fp:" and a short salted PBKDF2 hash of `value` (equal values, equal fingerprints)."""
+    """ "fp:" and a short salted PBKDF2 hash of `value` (equal values, equal fingerprints)."""
     if value.startswith(FINGERPRINT_PREFIX):
         return value
     digest = hashlib.pbkdf2_hmac("sha256", value.encode("utf-8", "replace"), _SALT, _ITERATIONS)

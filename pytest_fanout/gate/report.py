@@ -12,10 +12,21 @@ from typing import Any
 
 from pytest_fanout._table import render_markdown, render_text
 from pytest_fanout.gate.metrics import Metric
+from pytest_fanout.gate.redact import redact
 from pytest_fanout.gate.runs import GateError, Run, error_reason
-from pytest_fanout.gate.verdict import FASTER, SLOWER, CaseVerdict, Comparison, MetricChange
+from pytest_fanout.gate.verdict import (
+    IMPROVEMENT,
+    NOT_GATED,
+    REGRESSION,
+    VERDICTS,
+    CaseVerdict,
+    Comparison,
+    MetricChange,
+)
 
-HEADERS = ("case", "metric", "baseline", "now", "change", "p", "verdict")
+#: The evidence table: one row per metric that judged a case (base, head, change, the noise
+#: test's p-value, the smallest change it could have caught), the case's verdict on its first.
+HEADERS = ("case", "metric", "base", "head", "change", "p", "catches", "verdict")
 
 
 def _format(metric: Metric, value: float) -> str:
@@ -30,26 +41,36 @@ def _format_p(p: float | None) -> str:
     return "-" if p is None else f"{p:.2g}"
 
 
+def evidence(v: CaseVerdict) -> list[MetricChange]:
+    """The changes to show for a case: every rule that judged it (gated), deciding ones first;
+    for a case no rule judged, the changes that were computed (reported only, too weak)."""
+    gated = [c for c in v.changes if c.gated]
+    shown = gated or list(v.changes)
+    return sorted(shown, key=lambda c: (not c.regressed, not c.improved))
+
+
 def verdict_rows(comparison: Comparison) -> list[list[str]]:
-    """One row per case: the deciding (or first) metric, then the verdict."""
+    """Per case, one row per metric of `evidence`; the case and its verdict on the first."""
     rows = []
     for v in comparison.verdicts:
-        c = v.shown
-        if c is None:
-            rows.append([v.id, "-", "-", "-", "-", "-", v.verdict])
+        changes = evidence(v)
+        if not changes:
+            rows.append([v.id, "-", "-", "-", "-", "-", "-", v.verdict])
             continue
-        m = c.rule.metric
-        rows.append(
-            [
-                v.id,
-                m.name,
-                _format(m, c.base),
-                _format(m, c.now),
-                _format_change(c),
-                _format_p(c.p_worse if c.regressed or not c.improved else c.p_better),
-                v.verdict,
-            ]
-        )
+        for index, c in enumerate(changes):
+            m = c.rule.metric
+            rows.append(
+                [
+                    v.id if index == 0 else "",
+                    c.label,
+                    _format(m, c.base),
+                    _format(m, c.now),
+                    _format_change(c),
+                    _format_p(c.p_value),
+                    c.catches(),
+                    v.verdict if index == 0 else "",
+                ]
+            )
     return rows
 
 
@@ -60,46 +81,84 @@ def regression_lines(comparison: Comparison) -> list[str]:
         for c in v.changes:
             if c.regressed:
                 m = c.rule.metric
-                noise = "no noise test" if c.p_worse is None else f"p={c.p_worse:.2g}"
+                noise = (
+                    "exact"
+                    if m.exact
+                    else ("no noise test" if c.p_worse is None else f"p={c.p_worse:.2g}")
+                )
                 lines.append(
-                    f"REGRESSION {v.id}: {m.name} {_format(m, c.base)} -> {_format(m, c.now)} "
-                    f"({_format_change(c)}, limit {c.rule.text}, {noise})"
+                    redact(
+                        f"REGRESSION {v.id}: {c.label} {_format(m, c.base)} -> "
+                        f"{_format(m, c.now)} ({_format_change(c)}, limit {c.rule.text}, {noise})"
+                    )
                 )
                 break
     return lines
 
 
 def summary_line(comparison: Comparison) -> str:
+    """ "fanout gate passed: 3 same, 1 not gated" or FAILED, with why when nothing was gated."""
     counts = comparison.counts()
     parts = [f"{n} {k}" for k, n in counts.items() if n]
     head = "FAILED" if comparison.failed else "passed"
-    return f"fanout gate {head}: " + (", ".join(parts) or "no cases")
+    line = f"fanout gate {head}: " + (", ".join(parts) or "no cases")
+    if comparison.nothing_gated:
+        accepted = " (accepted: --fanout-allow-ungated)" if comparison.config.allow_ungated else ""
+        line += f"; {comparison.why_not_gated()}{accepted}"
+    return redact(line)
+
+
+def case_detail(v: CaseVerdict) -> str:
+    """The reason of a case that is not gated, then its notes and its shown metric's note."""
+    parts = [v.reason, v.note] + [c.note for c in evidence(v)[:1]]
+    return "; ".join(dict.fromkeys(p for p in parts if p))
 
 
 def render_comparison_text(comparison: Comparison) -> str:
-    """The terminal's verdict table, the notes, and a one-line summary."""
+    """The terminal's evidence table, the reasons and notes, and a one-line summary."""
     lines = [render_text(HEADERS, verdict_rows(comparison))]
     for v in comparison.verdicts:
-        if v.note or (v.shown and v.shown.note):
-            detail = "; ".join(x for x in (v.note, v.shown.note if v.shown else "") if x)
+        detail = case_detail(v)
+        if detail:
             lines.append(f"  {v.id}: {detail}")
     lines.extend(f"note: {n}" for n in comparison.notes)
     lines.append(f"rules: {comparison.config.describe()}")
     lines.append(summary_line(comparison))
-    return "\n".join(lines)
+    return redact("\n".join(lines))
 
 
 def render_comparison_markdown(comparison: Comparison, current: Run | None = None) -> str:
     """A PR comment / $GITHUB_STEP_SUMMARY section a reviewer reads at a glance: the headline,
-    per case the medians in ms, the change, the CPU per request, p and the verdict with its
-    reason, both commits, and a Mermaid bar chart of base against head."""
+    per case every metric that judged it (base, head, change, p, what it catches) and the
+    verdict with its reason, both commits, and a Mermaid bar chart of base against head."""
     icon = ":x:" if comparison.failed else ":white_check_mark:"
     lines = [f"### {icon} pytest-fanout regression gate", "", summary_line(comparison), ""]
     regressions = regression_lines(comparison)
     if regressions:
         lines += [f"- `{line}`" for line in regressions] + [""]
     base_run, head_run = comparison.baseline_run, current
-    rows = [_reviewer_row(v, base_run, head_run, comparison) for v in comparison.verdicts]
+    rows = []
+    for v in comparison.verdicts:
+        changes = evidence(v)
+        why = verdict_reason(v, comparison.config.alpha)
+        if not changes:
+            rows.append([f"`{v.id}`", "-", "-", "-", "-", "-", "-", _verdict_md(v.verdict), why])
+        for index, c in enumerate(changes):
+            m = c.rule.metric
+            first = index == 0
+            rows.append(
+                [
+                    f"`{v.id}`" if first else "",
+                    c.label,
+                    _format(m, c.base),
+                    _format(m, c.now),
+                    _format_change(c),
+                    _format_p(c.p_value),
+                    c.catches(),
+                    _verdict_md(v.verdict) if first else "",
+                    why if first else "",
+                ]
+            )
     lines += [render_markdown(REVIEW_HEADERS, rows), ""]
     chart = mermaid_chart(comparison, base_run, head_run)
     if chart:
@@ -112,18 +171,10 @@ def render_comparison_markdown(comparison: Comparison, current: Run | None = Non
     base = comparison.baseline_source or "the baseline"
     lines.append(f"Compared with {base}: {comparison.config.describe()}.")
     lines.append(f"Base commit: {_commit(base_run)}; head commit: {_commit(head_run)}.")
-    return "\n".join(lines) + "\n"
+    return redact("\n".join(lines) + "\n")
 
 
-REVIEW_HEADERS = (
-    "case",
-    "base median",
-    "head median",
-    "change",
-    "CPU per request (base -> head)",
-    "p",
-    "verdict",
-)
+REVIEW_HEADERS = ("case", "metric", "base", "head", "change", "p", "catches", "verdict", "why")
 
 
 def _commit(run: Run | None) -> str:
@@ -152,71 +203,36 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.2f} ms"
 
 
-def _change_cells(base: float | None, head: float | None) -> str:
-    if base is None or head is None:
-        return "-"
-    delta = head - base
-    pct = f", {delta / base * 100:+.1f}%" if base else ""
-    return f"{delta * 1000:+.2f} ms{pct}"
-
-
-def _cpu_cell(base: float | None, head: float | None) -> str:
-    if base is None and head is None:
-        return "-"
-    text = f"{_ms(base)} -> {_ms(head)}"
-    if base and head is not None:
-        text += f" ({(head - base) / base * 100:+.1f}%)"
-    return text
-
-
 def verdict_reason(v: CaseVerdict, alpha: float) -> str:
     """Why the verdict: beyond which limit, or a significant move WITHIN the limit (which is
-    not "same"), or within the noise, or why nothing could be flagged."""
+    not "same"), or within the noise, or why the case was not gated."""
+    if v.verdict == NOT_GATED:
+        return v.reason
     c = v.shown
     if c is None:
-        return f"{v.verdict}: {v.note}" if v.note else v.verdict
+        return v.note
     if c.regressed or c.improved:
-        way = "slower" if c.regressed else "faster"
-        noise = "no noise test" if c.p_worse is None else f"p={_format_p(_p_of(c))}"
-        return f"{way} beyond {c.rule.text} ({_format_change(c)}, {noise})"
+        way = "worse" if c.regressed else "better"
+        noise = (
+            "exact"
+            if c.rule.metric.exact
+            else ("no noise test" if c.p_value is None else f"p={_format_p(c.p_value)}")
+        )
+        return f"{c.label} {way} beyond {c.rule.text} ({_format_change(c)}, {noise})"
     for change in v.changes:
-        if not change.rule.enforced or change.change is None:
+        if not change.gated or change.change is None:
             continue
         for way, p in (("slower", change.p_worse), ("faster", change.p_better)):
             if p is not None and p < alpha:
+                if change.rule.metric.higher_is_better:
+                    way = {"slower": "worse", "faster": "better"}[way]
                 return (
-                    f"{way}, within the {change.rule.text} limit "
-                    f"({change.rule.metric.name} {_format_change(change)}, p={_format_p(p)})"
+                    f"{change.label} {way}, but within the {change.rule.text} limit "
+                    f"({_format_change(change)}, p={_format_p(p)})"
                 )
     if c.note:
-        return f"{v.verdict}: {c.note}"
-    return f"{v.verdict}: no change beyond the noise (p={_format_p(c.p_worse)})"
-
-
-def _p_of(c: MetricChange) -> float | None:
-    return c.p_worse if c.regressed else c.p_better
-
-
-def _reviewer_row(
-    v: CaseVerdict, base_run: Run | None, head_run: Run | None, comparison: Comparison
-) -> list[str]:
-    base_median, base_cpu = case_numbers(base_run, v.id)
-    head_median, head_cpu = case_numbers(head_run, v.id)
-    c = v.shown
-    p = "-" if c is None else _format_p(_p_of(c) if (c.regressed or c.improved) else c.p_worse)
-    reason = verdict_reason(v, comparison.config.alpha)
-    for word in (SLOWER, FASTER):
-        if v.verdict == word and reason.startswith(word):
-            reason = _verdict_md(word) + reason[len(word) :]
-    return [
-        f"`{v.id}`",
-        _ms(base_median),
-        _ms(head_median),
-        _change_cells(base_median, head_median),
-        _cpu_cell(base_cpu, head_cpu),
-        p,
-        reason,
-    ]
+        return c.note
+    return f"no change beyond the noise (p={_format_p(c.p_worse)})"
 
 
 #: Most cases the chart shows (a chart of hundreds of bars reads as noise).
@@ -269,7 +285,11 @@ def mermaid_chart(comparison: Comparison, base_run: Run | None, head_run: Run | 
 
 
 def _verdict_md(verdict: str) -> str:
-    return {SLOWER: "**slower** :x:", FASTER: "faster :rocket:"}.get(verdict, verdict)
+    """The verdict word, emphasised for a regression (the word itself is the same everywhere)."""
+    assert verdict in VERDICTS
+    return {REGRESSION: f"**{REGRESSION}** :x:", IMPROVEMENT: f"{IMPROVEMENT} :rocket:"}.get(
+        verdict, verdict
+    )
 
 
 def measurement_rows(run: Run) -> list[list[Any]]:

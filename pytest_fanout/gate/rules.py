@@ -15,10 +15,15 @@ from functools import lru_cache
 from pytest_fanout.gate.metrics import METRICS, Metric
 from pytest_fanout.gate.runs import GateError
 
-#: Rules used when --fanout-fail-on is not given: for measurements the portable efficiency; for
-#: Locust rows a p95 rise and new failures, tested against the noise, and completed requests
-#: halving (or falling to none).
-DEFAULT_FAIL_ON = "efficiency-15%,load-p95+25%,fail-ratio+0.01,completed-50%"
+#: Rules used when --fanout-fail-on is not given. For every measurement, with or without n:
+#: the wall time's median and p95 (machine-bound: in A/B always, against a saved baseline only
+#: from the same machine fingerprint) and the exact structure (any machine); with n and the
+#: upstream delay, the portable efficiency too. For Locust rows: a p95 rise and new failures,
+#: tested against the noise, and completed requests halving (or falling to none).
+#: The limits are chosen from benchmarks/gate_validation.py (see the README).
+DEFAULT_FAIL_ON = (
+    "median+10%,p95+25%,structure+0,efficiency-15%,load-p95+25%,fail-ratio+0.01,completed-50%"
+)
 #: Added in A/B mode (--fanout-ab) unless the rules name cpu: the app's CPU per request is exact
 #: and sensitive, but comparable only on the same machine in the same run.
 AB_RULE = "cpu+10%"
@@ -52,6 +57,19 @@ class Rule:
     def better(self, change: float) -> bool:
         return change > self.limit if self.metric.higher_is_better else -change > self.limit
 
+    def format_amount(self, amount: float) -> str:
+        """A size of change in this rule's units, unsigned: "8%", "1.20 ms", "0.010", "1"."""
+        if self.percent:
+            return f"{amount * 100:.3g}%"
+        if self.metric.unit == "s":
+            return f"{amount * 1000:.3g} ms"
+        if self.metric.unit == "count":
+            return f"{amount:g}"
+        return f"{amount:.3g}"
+
+    def format_limit(self) -> str:
+        return self.format_amount(self.limit)
+
     def format_change(self, change: float | None) -> str:
         """The change as the reports show it: a percentage, milliseconds, or a plain number."""
         if change is None:
@@ -68,8 +86,12 @@ _UNIT_NAMES = {"ratio": "a ratio", "rps": "a rate (requests/s)", "count": "a cou
 
 #: METRIC (letters, digits, "_" or "-"; the shortest name that leaves a sign, a number and a unit)
 _RULE = re.compile(
-    r"^(?P<metric>[a-z][a-z0-9_-]*?)\s*(?P<sign>[+-])\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>%|ms|s)?$"
+    r"^(?P<metric>[a-z][a-z0-9_-]*?)\s*(?P<sign>[+-])\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>%|ms|s|abs)?$"
 )
+#: Ratios bounded by 0 and 1: a plain number on them is an absolute amount only below 1.
+_UNIT_RATIOS = ("efficiency", "fail-ratio")
+#: Largest limit a rule takes (a 1e308% rule is a typo, not a policy).
+MAX_LIMIT = 1e6
 
 
 def parse_fail_on(text: str) -> list[Rule]:
@@ -103,6 +125,8 @@ def parse_fail_on(text: str) -> list[Rule]:
                 f"metrics: {', '.join(METRICS)}"
             )
         sign, unit, number = match["sign"], match["unit"], float(match["number"])
+        if number > MAX_LIMIT:
+            raise GateError(f"fail-on rule {part!r}: the limit is past {MAX_LIMIT:g}")
         if sign != metric.bad_sign:
             way = "drops" if metric.higher_is_better else "rises"
             raise GateError(
@@ -121,6 +145,8 @@ def parse_fail_on(text: str) -> list[Rule]:
         else:
             if metric.unit == "s":
                 raise GateError(f"fail-on rule {part!r}: give {metric.name} a unit (% or ms or s)")
+            if metric.unit == "ratio" and unit != "abs":
+                _check_plain_ratio(part, metric, match["number"], number)
             rules.append(Rule(metric, number, False, part))
     if not rules:
         raise GateError(f"no rule in --fanout-fail-on {text!r}")
@@ -130,6 +156,23 @@ def parse_fail_on(text: str) -> list[Rule]:
             raise GateError(f"fail-on names {rule.metric.name} twice: keep one rule per metric")
         seen.add(rule.metric.name)
     return rules
+
+
+def _check_plain_ratio(part: str, metric: Metric, text: str, number: float) -> None:
+    """A plain number on a ratio is an absolute amount: refused where it cannot be meant so."""
+    sign = metric.bad_sign
+    if metric.name in _UNIT_RATIOS and number < 1:
+        return  # "fail-ratio+0.01": an absolute amount of a 0-1 ratio, as documented
+    if metric.name in _UNIT_RATIOS:
+        raise GateError(
+            f"fail-on rule {part!r}: {metric.name} is a ratio between 0 and 1, so an absolute "
+            f"change of {text} can never happen; write {metric.name}{sign}{text}% for a "
+            f"relative change, or {metric.name}{sign}{number / 100:g}abs for an absolute one"
+        )
+    raise GateError(
+        f"fail-on rule {part!r}: {metric.name} is a ratio; write {metric.name}{sign}{text}% "
+        f"for a relative change, or {metric.name}{sign}{text}abs for an absolute one"
+    )
 
 
 def parse_alpha(text: str | float) -> float:
@@ -158,21 +201,27 @@ class GateConfig:
     rules: list[Rule]
     fail: bool = True
     alpha: float = DEFAULT_ALPHA
+    #: A run in which no case was gated passes (else it fails with EXIT_NOT_GATED).
+    allow_ungated: bool = False
 
     @classmethod
-    def from_options(cls, fail_on: str | None, alpha: str | float | None = None) -> GateConfig:
+    def from_options(
+        cls, fail_on: str | None, alpha: str | float | None = None, allow_ungated: bool = False
+    ) -> GateConfig:
         """From the option strings; "none" keeps the default rules for verdicts, never fails."""
         rules = parse_fail_on(fail_on or DEFAULT_FAIL_ON)
         fail = bool(rules)
         if not rules:
             rules = parse_fail_on(DEFAULT_FAIL_ON)
-        return cls(rules, fail, parse_alpha(DEFAULT_ALPHA if alpha is None else alpha))
+        alpha_value = parse_alpha(DEFAULT_ALPHA if alpha is None else alpha)
+        return cls(rules, fail, alpha_value, bool(allow_ungated))
 
     def for_ab(self) -> GateConfig:
         """The same settings with the CPU rule on (A/B: base and head on one machine, one run)."""
         if any(r.metric.name == "cpu" for r in self.rules):
             return self
-        return GateConfig([*self.rules, *parse_fail_on(AB_RULE)], self.fail, self.alpha)
+        rules = [*self.rules, *parse_fail_on(AB_RULE)]
+        return GateConfig(rules, self.fail, self.alpha, self.allow_ungated)
 
     def rules_for(self, kind: str) -> list[Rule]:
         """The rules that judge cases of `kind`, then reported-only rules for its other metrics."""

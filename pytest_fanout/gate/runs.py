@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_fanout.gate.machine import machine_fingerprint
-from pytest_fanout.gate.redact import fingerprint_settings, redact
+from pytest_fanout.gate.redact import fingerprint_settings, redact, redact_all
 from pytest_fanout.gate.schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_file, validate_run
 from pytest_fanout.load.results import EndpointResult, LoadResult
 from pytest_fanout.measure import Measurement
@@ -148,7 +148,8 @@ class Run:
         target = Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+            data = redact_all(self.to_dict())  # a saved run travels: no credential in it
+            text = json.dumps(data, indent=1, allow_nan=False) + "\n"
             target.write_text(text, encoding="utf-8")
         except (OSError, ValueError) as exc:
             raise GateError(f"cannot write {path}: {error_reason(exc)}") from None
@@ -221,7 +222,8 @@ def collect_context(
 
     Kept so that a comparison can say when the baseline came from another
     machine (`fingerprint`: latency is gated only on the same one) or ran with
-    other settings (their names and fingerprints of their values, never the values). `app_env`: the app server's own
+    other settings (their names and fingerprints of their values, never the
+    values). `app_env`: the app server's own
     environment overrides, which the app actually ran with on top of this
     process's FANOUT_* variables (values in `hide`, the stub upstreams' URLs
     on random ports, are left out).

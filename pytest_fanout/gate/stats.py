@@ -236,3 +236,80 @@ def histogram_sample(
             index += 1
         out.append(buckets[index][0])
     return out
+
+
+#: Most values a side the smallest-detectable-change computation uses (more are thinned).
+DETECTABLE_LIMIT = 200
+
+
+def _critical_u(n1: int, n2: int, alpha: float) -> int | None:
+    """The smallest U (pairs where x beats y) whose one-sided p-value is below `alpha`."""
+    if n1 * n2 <= EXACT_LIMIT:
+        upper, _ = _u_tails(n1, n2)
+        return next((u for u, p in enumerate(upper) if p < alpha), None)
+    mean = n1 * n2 / 2
+    sd = math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12)
+    u = math.floor(mean + 0.5 + sd * statistics.NormalDist().inv_cdf(1 - alpha)) + 1
+    while u > 0 and _normal_sf((u - 1 - mean - 0.5) / sd) < alpha:
+        u -= 1
+    while u <= n1 * n2 and _normal_sf((u - mean - 0.5) / sd) >= alpha:
+        u += 1
+    return u if u <= n1 * n2 else None
+
+
+@lru_cache(maxsize=4096)
+def _detectable(
+    base: tuple[float, ...],
+    now: tuple[float, ...],
+    alpha: float,
+    worse_is_higher: bool,
+    relative: bool,
+    statistic: Callable[[Sequence[float]], float],
+) -> float | None:
+    b, n = _thin(base, DETECTABLE_LIMIT), _thin(now, DETECTABLE_LIMIT)
+    u_star = _critical_u(len(n), len(b), alpha)
+    if u_star is None or u_star == 0:
+        return None if u_star is None else 0.0
+    b_stat, n_stat = statistic(b), statistic(n)
+    if relative and (b_stat <= 0 or n_stat <= 0):
+        return None
+    thresholds = []
+    for x in n:
+        for y in b:
+            # The shift d at which this head sample, moved in the bad direction, passes y.
+            if relative:
+                ratio = y / (b_stat * x / n_stat) if x > 0 else math.inf
+                thresholds.append(ratio - 1 if worse_is_higher else 1 - ratio)
+            else:
+                moved = b_stat + (x - n_stat)
+                thresholds.append(y - moved if worse_is_higher else moved - y)
+    thresholds.sort()
+    shift = thresholds[u_star - 1]
+    if not math.isfinite(shift) or (relative and not worse_is_higher and shift >= 1):
+        return None
+    return max(0.0, shift)
+
+
+def smallest_detectable_change(
+    base: Sequence[float],
+    now: Sequence[float],
+    alpha: float,
+    *,
+    worse_is_higher: bool,
+    relative: bool = True,
+    statistic: Callable[[Sequence[float]], float] = statistics.median,
+) -> float | None:
+    """The smallest change in the bad direction the rank test would call beyond the noise.
+
+    Why: a reviewer must see when `repeat` is too small ("catches changes of
+    at least 8%"). The head's samples keep their shape (their spread around
+    their own statistic) and are moved from the baseline's statistic by d,
+    multiplied by 1+d (or 1-d when lower is worse) when `relative`, shifted by
+    d otherwise; the answer is the least d at which the one-sided
+    Mann-Whitney test of those against the baseline's samples gives p < alpha.
+    None when no shift can (too few samples). At most DETECTABLE_LIMIT values
+    a side are used.
+    """
+    if not base or not now:
+        return None
+    return _detectable(tuple(base), tuple(now), alpha, worse_is_higher, relative, statistic)

@@ -1,10 +1,15 @@
-"""The comparison: each case of two runs matched by id and given a verdict, noise-aware.
+"""The comparison: each case of two runs matched by id and given ONE word, noise-aware.
 
-Why: a case is "slower" only when a rule's change is beyond its limit AND a
-one-sided Mann-Whitney test on the repeated samples says it is beyond the
-noise; faster, new and missing cases are reported and never fail. Locust
-rows are judged the same way, on their response-time histograms and their
-per-request failures; requests/s, one number a run, by its limit alone.
+Why: a case is a *regression* only when a rule's change is beyond its limit
+AND a one-sided Mann-Whitney test on the repeated samples says it is beyond
+the noise; an *improvement* the same way in the good direction; *same* when
+at least one rule could have flagged it and none did; and *not gated*, with
+the reason, when nothing was compared (a new or missing case, no comparable
+metric, latency against another machine, too few samples). A run in which no
+case was gated fails on its own exit status: "passed" is never said of what
+was not compared. Locust rows are judged the same way, on their response-time
+histograms and per-request failures; requests/s, one number a run, and the
+structure, exact, by their limits alone.
 """
 
 from __future__ import annotations
@@ -14,16 +19,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_fanout.gate.metrics import Values
+from pytest_fanout.gate.machine import fingerprint_difference
+from pytest_fanout.gate.metrics import Metric, Values
+from pytest_fanout.gate.redact import redact
 from pytest_fanout.gate.rules import GateConfig, Rule
 from pytest_fanout.gate.runs import KIND_LOCUST, KIND_MEASUREMENT, Case, Run
-from pytest_fanout.gate.stats import bootstrap_interval, mann_whitney_tails, power_note
+from pytest_fanout.gate.stats import (
+    bootstrap_interval,
+    mann_whitney_tails,
+    power_note,
+    smallest_detectable_change,
+)
 
-#: Below this many samples on either side no test can be significant: never "slower".
+#: Below this many samples on either side no test can be significant: never a regression.
 MIN_SAMPLES = 3
 
-SLOWER, FASTER, SAME = "slower", "faster", "same"
-NEW, MISSING, SKIPPED = "new", "missing", "skipped"
+#: The four verdicts, the same word in the terminal, the Markdown and the JSON.
+REGRESSION, IMPROVEMENT, SAME, NOT_GATED = "regression", "improvement", "same", "not gated"
+VERDICTS = (REGRESSION, IMPROVEMENT, SAME, NOT_GATED)
+#: Exit status of a gate that compared nothing (pytest's own codes are 0-5; 1 = regression).
+EXIT_NOT_GATED = 6
 
 
 @dataclass
@@ -41,18 +56,59 @@ class MetricChange:
     regressed: bool
     improved: bool
     note: str = ""
+    #: Which part of a metric with several values a case ("rounds[payments]"), else "".
+    part: str = ""
+    #: Could this change have made the case a regression? False when it could not be judged
+    #: (a zero baseline, no samples, too few samples) or the rule is reported only.
+    gated: bool = True
+    #: The smallest bad-direction change the case could have flagged, in the rule's units (a
+    #: fraction for a % rule); None when no change could be flagged.
+    detectable: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The metric's name, with the part: "median", "structure rounds[payments]"."""
+        return f"{self.rule.metric.name} {self.part}" if self.part else self.rule.metric.name
+
+    @property
+    def p_value(self) -> float | None:
+        """The p-value of the direction that matters: the improvement's, else the regression's."""
+        return self.p_better if self.improved and not self.regressed else self.p_worse
+
+    def catches(self) -> str:
+        """ "catches changes of at least 8%", in words, or why it cannot."""
+        metric = self.rule.metric
+        if not self.gated:
+            return "cannot flag a change" if self.rule.enforced else "reported only"
+        if metric.exact:
+            return (
+                "exact: catches any rise"
+                if self.rule.limit == 0
+                else (f"exact: catches a rise beyond {self.rule.format_limit()}")
+            )
+        if self.detectable is None:
+            return "cannot flag a change"
+        amount = self.rule.format_amount(self.detectable)
+        how = "" if metric.sampled else " (one number a side: the limit alone)"
+        return f"catches changes of at least {amount}{how}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": self.rule.metric.name,
+            "part": self.part,
             "rule": self.rule.text,
             "baseline": self.base,
             "now": self.now,
             "change": self.change,
             "change_is_relative": self.rule.percent,
             "interval_95": list(self.interval) if self.interval else None,
+            "p_value": self.p_value,
             "p_worse": self.p_worse,
             "p_better": self.p_better,
+            "detectable_change": self.detectable,
+            "catches": self.catches(),
+            "exact": self.rule.metric.exact,
+            "gated": self.gated,
             "regressed": self.regressed,
             "improved": self.improved,
             "reported_only": not self.rule.enforced,
@@ -68,6 +124,8 @@ class CaseVerdict:
     verdict: str
     changes: list[MetricChange] = field(default_factory=list)
     note: str = ""
+    #: Why a case is not gated (one phrase); "" for a gated case.
+    reason: str = ""
 
     @property
     def shown(self) -> MetricChange | None:
@@ -78,10 +136,16 @@ class CaseVerdict:
                     return change
         return self.changes[0] if self.changes else None
 
+    @property
+    def gated(self) -> bool:
+        return self.verdict != NOT_GATED
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "verdict": self.verdict,
+            "gated": self.gated,
+            "reason": self.reason,
             "note": self.note,
             "metrics": [c.to_dict() for c in self.changes],
         }
@@ -97,33 +161,69 @@ class Comparison:
     baseline_source: str = ""
     #: The baseline itself, for reports that show its numbers and commit (not saved).
     baseline_run: Run | None = None
+    #: Why the machine-bound rules (median, p95, cpu, Locust timings) were skipped, or "".
+    latency_skipped: str = ""
 
     @property
     def regressions(self) -> list[CaseVerdict]:
-        return [v for v in self.verdicts if v.verdict == SLOWER]
+        return [v for v in self.verdicts if v.verdict == REGRESSION]
+
+    @property
+    def nothing_gated(self) -> bool:
+        """No case of the run was compared by any rule (a renamed suite, another machine...)."""
+        return not any(v.gated for v in self.verdicts)
+
+    @property
+    def ungated_fails(self) -> bool:
+        """Does "nothing gated" fail the run? Unless accepted, or the rules only report."""
+        return self.nothing_gated and self.config.fail and not self.config.allow_ungated
 
     @property
     def failed(self) -> bool:
-        """Does this comparison fail the run? Only regressions, and only when rules fail."""
-        return self.config.fail and bool(self.regressions)
+        """Does this comparison fail the run? On a regression, or when nothing was gated."""
+        return self.config.fail and bool(self.regressions) or self.ungated_fails
+
+    @property
+    def exit_status(self) -> int:
+        """0 passed, 1 a regression, EXIT_NOT_GATED when nothing was compared."""
+        if self.config.fail and self.regressions:
+            return 1
+        return EXIT_NOT_GATED if self.ungated_fails else 0
+
+    def why_not_gated(self) -> str:
+        """One line: why no case was gated (the reasons, most frequent first)."""
+        if not self.verdicts:
+            return "no case was measured in this run, so nothing was compared"
+        reasons: dict[str, int] = {}
+        for v in self.verdicts:
+            reasons[v.reason] = reasons.get(v.reason, 0) + 1
+        ordered = sorted(reasons.items(), key=lambda item: -item[1])
+        parts = [f"{n} {reason}" for reason, n in ordered[:3]]
+        return "no case was gated: " + "; ".join(parts)
 
     def counts(self) -> dict[str, int]:
-        out = {k: 0 for k in (SLOWER, FASTER, SAME, NEW, MISSING, SKIPPED)}
+        out = dict.fromkeys(VERDICTS, 0)
         for v in self.verdicts:
             out[v.verdict] += 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "baseline": self.baseline_source,
             "rules": [r.text for r in self.config.rules],
             "fails_on_regression": self.config.fail,
+            "allow_ungated": self.config.allow_ungated,
             "alpha": self.config.alpha,
             "failed": self.failed,
+            "exit_status": self.exit_status,
             "counts": self.counts(),
+            "latency_skipped": self.latency_skipped,
             "notes": self.notes,
             "cases": [v.to_dict() for v in self.verdicts],
         }
+        if self.nothing_gated:
+            data["not_gated"] = self.why_not_gated()
+        return data
 
 
 #: Bootstrap resamples: measurements have ~10 samples; a Locust row up to 2000 (slower each).
@@ -136,13 +236,18 @@ MIN_RESAMPLES = 100
 
 
 def compare_values(
-    rule: Rule, base: Values, now: Values, alpha: float, resamples: int | None = None
+    rule: Rule,
+    base: Values,
+    now: Values,
+    alpha: float,
+    resamples: int | None = None,
+    part: str = "",
 ) -> MetricChange:
     """Apply one rule: beyond the threshold AND beyond the noise, or not a change.
 
-    A metric of one number a side (requests/s) has no noise to test: its limit
-    alone decides. A reported-only rule never regresses nor improves a case:
-    its note says where the change went.
+    A metric of one number a side (requests/s, the exact structure) has no
+    noise to test: its limit alone decides. A reported-only rule never
+    regresses nor improves a case: its note says where the change went.
     """
     metric = rule.metric
     change = rule.change(base.stat, now.stat)
@@ -170,17 +275,21 @@ def compare_values(
         better = enough and beyond_better and p_better is not None and p_better < alpha
     note = ""
     weak = power_note(len(base.samples), len(now.samples), alpha, MIN_SAMPLES) if tested else ""
+    gated = change is not None
     if change is None:
         note = "baseline is 0: no relative change"
     elif metric.sampled and not tested:
         note = "no per-request values on both sides (no histogram saved): not judged"
+        gated = False
     elif metric.sampled and weak:
         # A measurement's samples are its repeat; a Locust row's are its requests.
         note = weak if metric.kind == KIND_MEASUREMENT else "too few samples to judge"
+        gated = False
     elif beyond and not worse:
         note = f"beyond {rule.text} but within the noise (p={p_worse:.2g})"
-    elif not metric.sampled and (worse or better):
+    elif not metric.sampled and not metric.exact and (worse or better):
         note = "one number a side, no noise test: the limit alone decides"
+    detectable = _detectable(rule, base, now, alpha) if gated else None
     if not rule.enforced:
         if worse or better:
             way = "worse" if worse else "better"
@@ -188,13 +297,52 @@ def compare_values(
         elif not note:
             note = "reported only"
         worse = better = False
+        gated = False
     return MetricChange(
-        rule, base.stat, now.stat, change, p_worse, p_better, interval, worse, better, note
+        rule,
+        base.stat,
+        now.stat,
+        change,
+        p_worse,
+        p_better,
+        interval,
+        worse,
+        better,
+        note,
+        part,
+        gated,
+        detectable,
     )
 
 
-def compare_runs(baseline: Run, current: Run, config: GateConfig) -> Comparison:
-    """Case by case (matched by id): verdicts, plus notes on what differs between the runs."""
+def _detectable(rule: Rule, base: Values, now: Values, alpha: float) -> float | None:
+    """The smallest change this rule could flag here: the limit, or the noise's when larger."""
+    metric = rule.metric
+    if not metric.sampled:
+        return rule.limit
+    noise = smallest_detectable_change(
+        base.samples,
+        now.samples,
+        alpha,
+        worse_is_higher=not metric.higher_is_better,
+        relative=rule.percent,
+        statistic=metric.statistic,
+    )
+    return None if noise is None else max(rule.limit, noise)
+
+
+def compare_runs(
+    baseline: Run, current: Run, config: GateConfig, *, same_machine: bool = False
+) -> Comparison:
+    """Case by case (matched by id): verdicts, plus notes on what differs between the runs.
+
+    Machine-bound rules (raw timings: median, p95, cpu, Locust p95 and rates)
+    judge only when both runs carry the same machine fingerprint, or when
+    `same_machine` says so (A/B: both sides measured in this process).
+    """
+    latency_skipped = (
+        "" if same_machine else (fingerprint_difference(baseline.context, current.context) or "")
+    )
     verdicts = []
     by_id: dict[str, Case] = {}
     for c in baseline.cases:
@@ -205,50 +353,93 @@ def compare_runs(baseline: Run, current: Run, config: GateConfig) -> Comparison:
     for case in current.cases:
         old = by_id.get(case.id)
         if old is None:
-            verdicts.append(CaseVerdict(case.id, NEW, note="not in the baseline"))
+            verdicts.append(CaseVerdict(case.id, NOT_GATED, reason="new case: not in the baseline"))
             continue
         resamples = min(RESAMPLES.get(case.kind, 2000), share)
-        verdicts.append(_compare_case(old, case, baseline, current, config, resamples))
+        verdicts.append(
+            _compare_case(old, case, baseline, current, config, resamples, bool(latency_skipped))
+        )
     for case in baseline.cases:
         if case.id not in now_ids:
-            verdicts.append(CaseVerdict(case.id, MISSING, note="in the baseline, not measured now"))
+            verdicts.append(
+                CaseVerdict(case.id, NOT_GATED, reason="in the baseline, not measured in this run")
+            )
     kinds = {c.kind for c in baseline.cases} & {c.kind for c in current.cases}
-    notes = context_notes(baseline.context, current.context, config, kinds)
+    notes = []
+    if latency_skipped:
+        skipped = _machine_bound(config, kinds)
+        if skipped:
+            notes.append(
+                f"latency rules ({', '.join(skipped)}) not gated: {latency_skipped}; "
+                "only portable metrics are compared"
+            )
+        elif kinds:
+            notes.append(f"{latency_skipped}; the rules use portable metrics only")
+    notes += context_notes(baseline.context, current.context, config, kinds)
     if not base_ids & now_ids and baseline.cases and current.cases:
         notes.append("no case in common: were the tests renamed or moved?")
-    return Comparison(verdicts, config, notes, baseline.source, baseline)
+    comparison = Comparison(verdicts, config, notes, baseline.source, baseline)
+    comparison.latency_skipped = latency_skipped
+    return comparison
+
+
+def _machine_bound(config: GateConfig, kinds: Iterable[str]) -> list[str]:
+    wanted = set(kinds)
+    return [r.text for r in config.rules if not r.metric.portable and r.metric.kind in wanted]
 
 
 def _compare_case(
-    old: Case, new: Case, base_run: Run, now_run: Run, config: GateConfig, resamples: int
+    old: Case,
+    new: Case,
+    base_run: Run,
+    now_run: Run,
+    config: GateConfig,
+    resamples: int,
+    machine_differs: bool = False,
 ) -> CaseVerdict:
     if old.kind != new.kind:
-        return CaseVerdict(new.id, SKIPPED, note=f"kind changed from {old.kind} to {new.kind}")
+        return CaseVerdict(new.id, NOT_GATED, reason=f"kind changed from {old.kind} to {new.kind}")
     if new.kind not in (KIND_MEASUREMENT, KIND_LOCUST):
-        return CaseVerdict(new.id, SKIPPED, note=f"the gate does not compare {new.kind} yet")
-    changes, missing = [], []
+        return CaseVerdict(new.id, NOT_GATED, reason=f"the gate does not compare {new.kind} yet")
+    changes: list[MetricChange] = []
+    missing: list[str] = []
+    skipped: list[str] = []
     for rule in config.rules_for(new.kind):
-        base = rule.metric.read(old, base_run)
-        now = rule.metric.read(new, now_run)
+        metric = rule.metric
+        if machine_differs and not metric.portable:
+            if rule.enforced:
+                skipped.append(metric.name)
+            continue
+        if metric.parts is not None:
+            found = _compare_parts(rule, metric, old, new, base_run, now_run, config.alpha)
+            if found is None:
+                missing.append(metric.name)
+            changes.extend(found or [])
+            continue
+        base = metric.read(old, base_run)
+        now = metric.read(new, now_run)
         if base is None or now is None:
-            missing.append(rule.metric.name)
+            missing.append(metric.name)
             continue
         changes.append(compare_values(rule, base, now, config.alpha, resamples))
     notes = []
     if missing:
-        why = _missing_reason(new.kind, missing)
-        notes.append(f"no {', '.join(missing)} ({why})")
+        notes.append(f"no {', '.join(missing)} ({_missing_reason(new.kind, missing)})")
+    if skipped:
+        notes.append(f"{', '.join(skipped)} not compared: the machine differs")
     notes.extend(_setting_notes(old, new))
-    if not changes:
-        return CaseVerdict(new.id, SAME, [], "; ".join(notes) or "no metric to compare")
     _zero_is_slower(changes)
     if any(c.regressed for c in changes):
-        verdict = SLOWER
+        verdict = REGRESSION
     elif any(c.improved for c in changes):
-        verdict = FASTER
-    else:
+        verdict = IMPROVEMENT
+    elif any(c.gated for c in changes):
         verdict = SAME
+    else:
+        verdict = NOT_GATED
     result = CaseVerdict(new.id, verdict, changes)
+    if verdict == NOT_GATED:
+        result.reason = _not_gated_reason(changes, missing, skipped)
     if new.kind == KIND_LOCUST:
         # The table shows one metric; the note carries the others of the row.
         notes.extend(_change_line(c) for c in changes if c is not result.shown)
@@ -256,27 +447,59 @@ def _compare_case(
     return result
 
 
+def _compare_parts(
+    rule: Rule, metric: Metric, old: Case, new: Case, base_run: Run, now_run: Run, alpha: float
+) -> list[MetricChange] | None:
+    """A metric of several values a case (the structure): one change per part both hold."""
+    assert metric.parts is not None
+    base, now = metric.parts(old, base_run), metric.parts(new, now_run)
+    if base is None or now is None:
+        return None
+    return [compare_values(rule, base[k], now[k], alpha, 0, part=k) for k in now if k in base]
+
+
+def _not_gated_reason(changes: list[MetricChange], missing: list[str], skipped: list[str]) -> str:
+    """Why no rule judged a case, from what stood in the way (most telling first)."""
+    weak = [c for c in changes if c.rule.enforced and c.note and not c.gated]
+    if skipped and not changes:
+        return "machine differs: latency not compared, and no portable metric to compare"
+    if weak:
+        return f"{weak[0].label}: {weak[0].note}"
+    if missing and not changes:
+        return "no comparable metric"
+    return "no rule judges it"
+
+
 def _missing_reason(kind: str, missing: list[str]) -> str:
     if kind != KIND_MEASUREMENT:
         return "no requests"
-    if missing == ["cpu"]:
-        return "no CPU samples from the probe on both sides"
-    return "needs n and the upstream delay" + (", cpu needs the probe" if "cpu" in missing else "")
+    why = []
+    if "structure" in missing:
+        why.append("structure needs a held probe request")
+    if {"efficiency", "overhead", "speedup"} & set(missing):
+        why.append("efficiency needs n and the upstream delay")
+    if "cpu" in missing:
+        why.append("cpu needs the probe's CPU samples on both sides")
+    if {"median", "p95"} & set(missing):
+        why.append("no samples")
+    return "; ".join(why) or "not in this record"
 
 
 def _zero_is_slower(changes: list[MetricChange]) -> None:
-    """A Locust row whose completed requests fell to none is slower, whatever the rules name."""
+    """A Locust row whose completed requests fell to none is a regression, whatever the rules."""
     for c in changes:
         if c.rule.metric.name == "completed" and c.base > 0 and c.now == 0:
-            c.regressed, c.improved = True, False
-            c.note = f"no request completed (baseline {c.base:.0f}): slower whatever the rules"
+            c.regressed, c.improved, c.gated = True, False, True
+            c.note = (
+                f"no request completed (baseline {c.base:.0f}): a regression whatever the rules"
+            )
 
 
 def _change_line(c: MetricChange) -> str:
     """One change as a line of a note: "rps 52.1/s -> 40.3/s (-22.6%, reported only)"."""
     m = c.rule.metric
     detail = ", ".join(x for x in (c.rule.format_change(c.change), c.note) if x)
-    return f"{m.name} {m.format(c.base)} -> {m.format(c.now)} ({detail})"
+    return f"{c.label} {m.format(c.base)} -> {m.format(c.now)} ({detail})"
 
 
 #: Record fields whose change makes a comparison less like-for-like, per kind of case.
@@ -298,7 +521,7 @@ def _setting_notes(old: Case, new: Case) -> list[str]:
     notes = []
     for key, label in _SETTINGS.get(new.kind, ()):
         if a.get(key) != b.get(key):
-            notes.append(f"{label} changed {a.get(key)} -> {b.get(key)}")
+            notes.append(redact(f"{label} changed {a.get(key)} -> {b.get(key)}"))
     return notes
 
 
@@ -308,40 +531,25 @@ def context_notes(
     config: GateConfig,
     kinds: Iterable[str] | None = None,
 ) -> list[str]:
-    """What differs between the two runs' machines and versions (a warning, not a failure).
-
-    `kinds`: the kinds of case both runs hold, so that only rules that judged
-    something are named (all rules when None).
-    """
+    """What differs between the two runs' settings (a warning, not a failure): the NAMES of the
+    settings whose values differ (saved runs hold fingerprints of values, never values)."""
     notes = []
-    diffs = []
-    for key in ("python", "implementation", "machine", "cpu_count"):
-        if base.get(key) != now.get(key) and base.get(key) is not None:
-            diffs.append(f"{key} {base.get(key)} -> {now.get(key)}")
-    if diffs:
-        wanted = None if kinds is None else set(kinds)
-        raw_metrics = [
-            r.metric
-            for r in config.rules
-            if not r.metric.portable and (wanted is None or r.metric.kind in wanted)
-        ]
-        raw = [m.name for m in raw_metrics]
-        what = "raw seconds" if all(m.unit == "s" for m in raw_metrics) else "raw timings or rates"
-        tail = (
-            f"; {', '.join(raw)} are {what} and do not travel between machines"
-            if raw
-            else "; the rules use portable metrics only"
-        )
-        notes.append("baseline from another environment: " + ", ".join(diffs) + tail)
     old_settings, new_settings = base.get("settings") or {}, now.get("settings") or {}
     if old_settings != new_settings and (old_settings or new_settings):
-        keys = sorted(
-            k
-            for k in set(old_settings) | set(new_settings)
-            if old_settings.get(k) != new_settings.get(k)
-        )
-        notes.append(
-            "FANOUT_* settings differ: "
-            + ", ".join(f"{k}={old_settings.get(k)!s}->{new_settings.get(k)!s}" for k in keys)
-        )
+        changed, added, removed = [], [], []
+        for k in sorted(set(old_settings) | set(new_settings)):
+            if k not in old_settings:
+                added.append(k)
+            elif k not in new_settings:
+                removed.append(k)
+            elif old_settings[k] != new_settings[k]:
+                changed.append(k)
+        parts = []
+        if changed:
+            parts.append(f"changed {', '.join(changed)}")
+        if added:
+            parts.append(f"only in this run {', '.join(added)}")
+        if removed:
+            parts.append(f"only in the baseline {', '.join(removed)}")
+        notes.append(redact("settings differ (values not shown): " + "; ".join(parts)))
     return notes

@@ -116,7 +116,7 @@ def test_a_slower_head_fails_against_its_base(pytester: pytest.Pytester, repo: P
     assert len(regressions) == 1 and regressions[0].startswith(f"REGRESSION {CASE}: ")
     data = json.loads((repo / "ab.json").read_text())
     [case] = data["comparison"]["cases"]
-    assert case["verdict"] == "slower"
+    assert case["verdict"] == "regression"
     cpu = next(m for m in case["metrics"] if m["metric"] == "cpu")
     assert cpu["regressed"] and cpu["change"] > 0.10
     assert data["comparison"]["baseline"] == f"base HEAD~1 ({base[:12]})"

@@ -117,7 +117,7 @@ def test_save_compare_same_code_then_slowdown(
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0 and "slower" in done.stdout
+    assert done.returncode == 0 and "regression" in done.stdout
 
 
 @pytest.mark.parametrize(

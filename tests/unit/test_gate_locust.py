@@ -86,8 +86,12 @@ def load_result(times: dict[int, int], failures: int = 0, rps: float = 50.0, **k
     return LoadResult.from_dict(json.loads(json.dumps(data)))
 
 
+#: One machine's fingerprint: latency is compared only between runs that carry the same one.
+FP = {"cpu_model": "test CPU", "cores": 2, "python": "CPython 3.11.7", "os": "Linux 6", "package": "0"}
+
+
 def run_of(*results: LoadResult) -> Run:
-    return Run.from_session([], results, {"cpu_count": 2})
+    return Run.from_session([], results, {"cpu_count": 2, "fingerprint": FP})
 
 
 def compare(base: LoadResult, now: LoadResult, fail_on: str | None = None):
@@ -127,7 +131,7 @@ def test_a_clear_p95_rise_with_many_samples_is_slower() -> None:
     base = load_result(histogram(120, 15, 1500, seed=1))
     now = load_result(histogram(180, 15, 1500, seed=2))
     comparison = compare(base, now)
-    assert verdicts(comparison) == {ASYNC: "slower", TOTAL: "slower"}
+    assert verdicts(comparison) == {ASYNC: "regression", TOTAL: "regression"}
     assert comparison.failed
     line = regression_lines(comparison)[0]
     assert line.startswith(f"REGRESSION {ASYNC}: load-p95 ")
@@ -157,7 +161,7 @@ def test_faster_is_reported_never_failed() -> None:
     base = load_result(histogram(180, 15, 1500, seed=1))
     now = load_result(histogram(120, 15, 1500, seed=2), rps=80.0)
     comparison = compare(base, now)
-    assert verdicts(comparison) == {ASYNC: "faster", TOTAL: "faster"}
+    assert verdicts(comparison) == {ASYNC: "improvement", TOTAL: "improvement"}
     assert not comparison.failed
 
 
@@ -171,7 +175,7 @@ def test_rps_is_reported_only_unless_a_rule_names_it() -> None:
     assert "rps 50/s -> 25/s (-50.0%, worse beyond rps-20%, reported only" in note
 
     named = compare(base, now, "rps-20%")
-    assert verdicts(named)[ASYNC] == "slower" and named.failed
+    assert verdicts(named)[ASYNC] == "regression" and named.failed
     [line, _] = regression_lines(named)
     assert line == (f"REGRESSION {ASYNC}: rps 50/s -> 25/s (-50.0%, limit rps-20%, no noise test)")
     assert "rps by the limit alone" in named.config.describe()
@@ -181,7 +185,7 @@ def test_rps_is_reported_only_unless_a_rule_names_it() -> None:
 def test_new_failures_beyond_the_noise_fail_by_default() -> None:
     times = histogram(120, 15, 1000)
     comparison = compare(load_result(times), load_result(times, failures=50))
-    assert verdicts(comparison)[ASYNC] == "slower"
+    assert verdicts(comparison)[ASYNC] == "regression"
     [line, _] = regression_lines(comparison)
     assert line.startswith(f"REGRESSION {ASYNC}: fail-ratio 0 -> 0.05 (+0.050")
     # One failure in a thousand is under fail-ratio+0.01: not a regression.
@@ -322,7 +326,7 @@ def test_locust_rules_leave_measurement_cases_alone() -> None:
 def test_a_row_whose_requests_fell_to_none_is_slower(fail_on: str | None) -> None:
     """21 requests -> 0 (the upstream slowed from 100 to 3000 ms): zero is not a pass."""
     comparison = compare(load_result(histogram(120, 15, 21)), load_result({}), fail_on)
-    assert verdicts(comparison) == {ASYNC: "slower", TOTAL: "slower"}
+    assert verdicts(comparison) == {ASYNC: "regression", TOTAL: "regression"}
     assert comparison.failed is (fail_on != "none")
     change = next(c for c in comparison.verdicts[0].changes if c.regressed)
     assert change.rule.metric.name == "completed"
@@ -332,7 +336,7 @@ def test_a_row_whose_requests_fell_to_none_is_slower(fail_on: str | None) -> Non
 def test_completed_requests_halving_is_slower_by_the_default_limit() -> None:
     base = load_result(histogram(120, 15, 400))
     comparison = compare(base, load_result(histogram(120, 15, 150, seed=1)))
-    assert verdicts(comparison)[ASYNC] == "slower"
+    assert verdicts(comparison)[ASYNC] == "regression"
     [line, _] = regression_lines(comparison)
     assert line.startswith(f"REGRESSION {ASYNC}: completed 400 -> 150 (-62.5%, limit completed-50%")
     # Within the limit (-25%): reported, not failed.

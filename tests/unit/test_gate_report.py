@@ -130,7 +130,7 @@ def test_the_cpu_rule_flags_cpu_alone() -> None:
     base = Run.from_measurements([m("/async/20", 0.110, 0.0040)])
     head = Run.from_measurements([m("/async/20", 0.110, 0.0048)])
     [v] = compare_runs(base, head, AB).verdicts
-    assert v.verdict == "slower" and v.shown.rule.text == "cpu+10%"
+    assert v.verdict == "regression" and v.shown.rule.text == "cpu+10%"
     # Without the probe's CPU on one side the case is still judged on the rest.
     old = Run.from_measurements(
         [Measurement(**{**m("/async/20", 0.11, 0.004).__dict__, "app_cpu_per_sample": []})]

@@ -38,8 +38,12 @@ def measurement(values: list[float], path: str = "/async/20", test: str = TEST) 
     )
 
 
+#: One machine's fingerprint: latency is compared only between runs that carry the same one.
+FP = {"cpu_model": "test CPU", "cores": 2, "python": "CPython 3.11.7", "os": "Linux 6", "package": "0"}
+
+
 def run_of(*ms: Measurement) -> Run:
-    return Run.from_measurements(ms, {"cpu_count": 2, "python": "3.11.7"})
+    return Run.from_measurements(ms, {"cpu_count": 2, "python": "3.11.7", "fingerprint": FP})
 
 
 def verdict(base: list[float], now: list[float], fail_on: str = DEFAULT_FAIL_ON) -> str:
@@ -65,9 +69,9 @@ def test_identical_samples_are_same() -> None:
 def test_a_clear_shift_beyond_the_threshold_is_slower() -> None:
     # 110 ms -> 150 ms: efficiency 0.91 -> 0.67 (-27%), overhead +2 ms per call.
     base, now = samples(0.110, 0.004, seed=1), samples(0.150, 0.004, seed=2)
-    assert verdict(base, now) == "slower"
-    assert verdict(base, now, "efficiency-10%") == "slower"
-    assert verdict(base, now, "overhead+1ms") == "slower"
+    assert verdict(base, now) == "regression"
+    assert verdict(base, now, "efficiency-10%") == "regression"
+    assert verdict(base, now, "overhead+1ms") == "regression"
 
 
 def test_a_shift_within_the_noise_is_same() -> None:
@@ -108,7 +112,7 @@ def test_faster_is_reported_and_never_fails() -> None:
         run_of(measurement(now)),
         GateConfig.from_options(DEFAULT_FAIL_ON),
     )
-    assert [v.verdict for v in comparison.verdicts] == ["faster"]
+    assert [v.verdict for v in comparison.verdicts] == ["improvement"]
     assert not comparison.failed
     assert regression_lines(comparison) == []
 
@@ -119,7 +123,7 @@ def test_false_alarms_stay_below_alpha_on_many_made_up_a_a_pairs() -> None:
     alarms = 0
     for seed in range(300):
         base, now = samples(0.110, 0.01, seed=2 * seed), samples(0.110, 0.01, seed=2 * seed + 1)
-        alarms += verdict(base, now, "efficiency-0%") == "slower"
+        alarms += verdict(base, now, "efficiency-0%") == "regression"
     assert alarms <= 9  # alpha = 0.01 -> ~3 expected; 9 would be a 1-in-1000 excess
 
 
@@ -136,10 +140,14 @@ def test_cases_on_one_side_only_are_new_and_missing_never_a_crash() -> None:
     by_id = {v.id: v.verdict for v in comparison.verdicts}
     assert by_id == {
         f"{TEST} /async/20": "same",
-        f"{TEST} /async/30": "new",
-        f"{TEST} /async/50": "missing",
+        f"{TEST} /async/30": "not gated",
+        f"{TEST} /async/50": "not gated",
     }
-    assert not comparison.failed
+    reasons = {v.id: v.reason for v in comparison.verdicts}
+    assert reasons[f"{TEST} /async/30"] == "new case: not in the baseline"
+    assert reasons[f"{TEST} /async/50"] == "in the baseline, not measured in this run"
+    assert not comparison.failed  # one case was gated
+    assert comparison.counts() == {"regression": 0, "improvement": 0, "same": 1, "not gated": 2}
 
 
 def test_a_regression_fails_only_when_rules_fail() -> None:
@@ -163,24 +171,24 @@ def test_one_regression_line_per_regressed_case() -> None:
     comparison = compare_runs(base, now, GateConfig.from_options(DEFAULT_FAIL_ON))
     lines = regression_lines(comparison)
     assert len(lines) == 2
-    assert lines[0].startswith(f"REGRESSION {TEST} /async/20: efficiency 0.909 -> 0.625")
-    assert "limit efficiency-15%" in lines[0]
+    assert lines[0].startswith(f"REGRESSION {TEST} /async/20: median 110 ms -> 160 ms")
+    assert "limit median+10%" in lines[0]
     text = render_comparison_text(comparison)
-    assert "slower" in text and "fanout gate FAILED: 2 slower" in text
+    assert "regression" in text and "fanout gate FAILED: 2 regression" in text
     markdown = render_comparison_markdown(comparison)
     assert markdown.startswith("### :x: pytest-fanout regression gate")
-    assert "| case | base median | head median | change | CPU per request" in markdown
+    assert "| case | metric | base | head | change | p | catches | verdict | why |" in markdown
 
 
-def test_too_few_samples_never_call_a_regression() -> None:
-    assert verdict([0.110, 0.111], [0.300, 0.310]) == "same"
+def test_too_few_samples_never_call_a_regression_and_are_not_gated() -> None:
+    assert verdict([0.110, 0.111], [0.300, 0.310]) == "not gated"
 
 
 def test_raw_seconds_only_on_request() -> None:
     base, now = samples(0.110, 0.004, seed=1), samples(0.150, 0.004, seed=2)
-    assert verdict(base, now, "p95+20%") == "slower"
+    assert verdict(base, now, "p95+20%") == "regression"
     assert verdict(base, now, "median+50ms") == "same"  # +40 ms is within 50 ms
-    assert verdict(base, now, "median+30ms") == "slower"
+    assert verdict(base, now, "median+30ms") == "regression"
 
 
 def test_speedup_is_measured_in_the_same_run() -> None:
@@ -201,7 +209,7 @@ def test_speedup_is_measured_in_the_same_run() -> None:
     comparison = compare_runs(
         suite(2.1, 0.110, 1), suite(2.1, 0.200, 3), GateConfig.from_options("speedup-20%")
     )
-    assert {v.id.split()[-1]: v.verdict for v in comparison.verdicts}["/async/20"] == "slower"
+    assert {v.id.split()[-1]: v.verdict for v in comparison.verdicts}["/async/20"] == "regression"
 
 
 def test_a_path_without_an_ideal_is_reported_not_crashed_on() -> None:
@@ -210,8 +218,11 @@ def test_a_path_without_an_ideal_is_reported_not_crashed_on() -> None:
         run_of(custom), run_of(custom), GateConfig.from_options("efficiency-10%")
     )
     [case] = comparison.verdicts
-    assert case.verdict == "same"
+    assert case.verdict == "not gated" and case.reason == "no comparable metric"
     assert "no efficiency" in case.note
+    # The default rules gate its latency (same machine) even without n.
+    default = compare_runs(run_of(custom), run_of(custom), GateConfig.from_options(None))
+    assert [v.verdict for v in default.verdicts] == ["same"]
 
 
 def test_another_kind_of_record_is_skipped() -> None:
@@ -229,22 +240,51 @@ def test_another_kind_of_record_is_skipped() -> None:
         }
     )
     comparison = compare_runs(load, load, GateConfig.from_options(DEFAULT_FAIL_ON))
-    assert [v.verdict for v in comparison.verdicts] == ["skipped"]
+    assert [v.verdict for v in comparison.verdicts] == ["not gated"]
+    assert comparison.verdicts[0].reason == "the gate does not compare load yet"
 
 
-def test_a_changed_machine_is_noted_not_failed() -> None:
-    base = Run.from_measurements([measurement(samples(0.110, 0.004))], {"cpu_count": 2})
-    now = Run.from_measurements([measurement(samples(0.110, 0.004, seed=4))], {"cpu_count": 16})
-    comparison = compare_runs(base, now, GateConfig.from_options(DEFAULT_FAIL_ON))
-    assert any("cpu_count 2 -> 16" in n for n in comparison.notes)
-    assert not comparison.failed
+def test_a_changed_machine_skips_latency_with_a_line_and_gates_the_portable_metrics() -> None:
+    other = {**FP, "cores": 16}
+    base = Run.from_measurements([measurement(samples(0.110, 0.004))], {"fingerprint": FP})
+    # 2x slower: on another machine that is not evidence; the efficiency is the same.
+    now = Run.from_measurements(
+        [measurement(samples(0.220, 0.004, seed=4))], {"fingerprint": other}
+    )
+    comparison = compare_runs(base, now, GateConfig.from_options("median+10%,efficiency-15%"))
+    [line] = [n for n in comparison.notes if n.startswith("latency rules")]
+    assert line == (
+        "latency rules (median+10%) not gated: the machine differs: cores 2 -> 16; "
+        "only portable metrics are compared"
+    )
+    [case] = comparison.verdicts
+    assert case.verdict == "regression"  # by efficiency, the portable metric
+    assert [c.label for c in case.changes] == ["efficiency"]
+
+
+def test_an_old_baseline_without_fingerprint_skips_latency_with_a_line() -> None:
+    base = Run.from_measurements([Measurement(path="/x", samples=samples(0.1, 0.004), test=TEST)])
+    now = run_of(Measurement(path="/x", samples=samples(0.3, 0.004), test=TEST))
+    comparison = compare_runs(base, now, GateConfig.from_options(None))
+    assert any(
+        "not gated: the baseline records no machine fingerprint (saved by an older" in n
+        for n in comparison.notes
+    )
+    [case] = comparison.verdicts
+    assert case.verdict == "not gated"
+    assert case.reason.startswith("machine differs")
+    assert comparison.nothing_gated and comparison.failed
+    assert comparison.exit_status == 6
+    assert "no case was gated: 1 machine differs" in render_comparison_text(comparison)
+    accepted = compare_runs(base, now, GateConfig.from_options(None, allow_ungated=True))
+    assert not accepted.failed and accepted.exit_status == 0
 
 
 # ---- the rule syntax -----------------------------------------------------------------
 
 
 def test_rules_read_as_written() -> None:
-    rules = parse_fail_on("efficiency-10%, overhead+0.5ms, p95+20%, median+2s, speedup-0.5")
+    rules = parse_fail_on("efficiency-10%, overhead+0.5ms, p95+20%, median+2s, speedup-0.5abs")
     assert [(r.metric.name, r.limit, r.percent) for r in rules] == [
         ("efficiency", pytest.approx(0.10), True),
         ("overhead", pytest.approx(0.0005), False),
@@ -264,6 +304,9 @@ def test_rules_read_as_written() -> None:
         ("efficiency>10%", "cannot read fail-on rule"),
         ("overhead+1", "give overhead a unit"),
         ("efficiency-1ms", "efficiency is a ratio"),
+        ("efficiency-15", "write efficiency-15% for a relative change, or efficiency-0.15abs"),
+        ("speedup-2", "speedup is a ratio; write speedup-2% for a relative change"),
+        ("median+1000001%", "the limit is past"),
         ("efficiency-10%,efficiency-20%", "names efficiency twice"),
         ("", "is empty"),
         (",", "no rule"),
@@ -288,6 +331,6 @@ def test_a_zero_baseline_has_no_relative_change_and_stays_valid_json() -> None:
     base, now = measurement([0.0] * 5), measurement([0.1] * 5)
     comparison = compare_runs(run_of(base), run_of(now), GateConfig.from_options("median+10%"))
     [case] = comparison.verdicts
-    assert case.verdict == "same"
+    assert case.verdict == "not gated"
     assert "baseline is 0" in case.changes[0].note
     json.dumps(comparison.to_dict(), allow_nan=False)
