@@ -193,8 +193,8 @@ def test_compare_slower_fails_with_one_line_per_case(tmp_path: Path) -> None:
     assert done.returncode == 1
     lines = [line for line in done.stdout.splitlines() if line.startswith("REGRESSION ")]
     assert len(lines) == 2
-    assert lines[0].startswith(f"REGRESSION {TEST} /async/20: efficiency 0.911 -> 0.626 (-31.3%")
-    assert "**slower** :x:" in md.read_text()
+    assert lines[0].startswith(f"REGRESSION {TEST} /async/20: median 110 ms -> 160 ms (+45.6%")
+    assert "**regression** :x:" in md.read_text()
     assert json.loads((tmp_path / "cmp.json").read_text())["failed"] is True
 
 
@@ -211,7 +211,7 @@ def test_compare_faster_passes(tmp_path: Path) -> None:
     new = a_run(0.110).save(tmp_path / "new.json")
     done = fanout_compare(str(old), str(new))
     assert done.returncode == 0
-    assert "1 faster" in done.stdout
+    assert "fanout gate passed: 1 improvement" in done.stdout
 
 
 def test_compare_cases_on_one_side_are_reported(tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ def test_compare_cases_on_one_side_are_reported(tmp_path: Path) -> None:
     new = a_run(paths=("/async/20", "/async/30")).save(tmp_path / "new.json")
     done = fanout_compare(str(old), str(new))
     assert done.returncode == 0
-    assert "1 same, 1 new, 1 missing" in done.stdout
+    assert "fanout gate passed: 1 same, 2 not gated" in done.stdout
 
 
 @pytest.mark.parametrize(

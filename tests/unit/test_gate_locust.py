@@ -87,7 +87,13 @@ def load_result(times: dict[int, int], failures: int = 0, rps: float = 50.0, **k
 
 
 #: One machine's fingerprint: latency is compared only between runs that carry the same one.
-FP = {"cpu_model": "test CPU", "cores": 2, "python": "CPython 3.11.7", "os": "Linux 6", "package": "0"}
+FP = {
+    "cpu_model": "test CPU",
+    "cores": 2,
+    "python": "CPython 3.11.7",
+    "os": "Linux 6",
+    "package": "0",
+}
 
 
 def run_of(*results: LoadResult) -> Run:
@@ -208,8 +214,12 @@ def test_cases_on_one_side_only_are_reported() -> None:
     base = load_result(histogram(120, 15, 200))
     other = LoadResult.from_dict({**base.to_dict(), "name": "tests/test_load.py::test_other"})
     comparison = compare_runs(run_of(base), run_of(other), GateConfig.from_options(None))
-    assert sorted(v.verdict for v in comparison.verdicts) == ["missing"] * 2 + ["new"] * 2
-    assert not comparison.failed
+    assert sorted(v.verdict for v in comparison.verdicts) == ["not gated"] * 4
+    assert (
+        sorted(v.reason for v in comparison.verdicts)
+        == ["in the baseline, not measured in this run"] * 2 + ["new case: not in the baseline"] * 2
+    )
+    assert comparison.failed and comparison.exit_status == 6  # nothing was compared
 
 
 def test_changed_load_settings_are_noted() -> None:
@@ -319,7 +329,9 @@ def test_locust_rules_leave_measurement_cases_alone() -> None:
     comparison = compare_runs(base, now, GateConfig.from_options(DEFAULT_FAIL_ON))
     [case] = comparison.verdicts
     assert [c.rule.metric.name for c in case.changes] == ["efficiency"]
-    assert any(n.endswith("the rules use portable metrics only") for n in comparison.notes)
+    assert any(
+        n.startswith("latency rules (median+10%, p95+25%) not gated") for n in comparison.notes
+    )
 
 
 @pytest.mark.parametrize("fail_on", [None, "load-p95+25%", "none"])
@@ -330,7 +342,7 @@ def test_a_row_whose_requests_fell_to_none_is_slower(fail_on: str | None) -> Non
     assert comparison.failed is (fail_on != "none")
     change = next(c for c in comparison.verdicts[0].changes if c.regressed)
     assert change.rule.metric.name == "completed"
-    assert change.note == "no request completed (baseline 21): slower whatever the rules"
+    assert change.note == "no request completed (baseline 21): a regression whatever the rules"
 
 
 def test_completed_requests_halving_is_slower_by_the_default_limit() -> None:

@@ -90,18 +90,31 @@ def test_the_report_shows_ms_cpu_reasons_commits_and_a_valid_chart() -> None:
     head = Run.from_measurements(
         [m("/async/20", 0.1185, 0.0040), m("/async/50", 0.160, 0.016)], context("b" * 40)
     )
-    comparison = compare_runs(base, head, AB)
+    comparison = compare_runs(base, head, AB, same_machine=True)
     markdown = render_comparison_markdown(comparison, head)
     check_xychart(chart_of(markdown))
     assert "Base commit: `aaaaaaaaaaaa`; head commit: `bbbbbbbbbbbb`." in markdown
-    rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if "|" in line}
-    slower = rows['`tests/t.py::test_x["q";%%] /async/50`']
-    assert "120.00 ms" in slower and "160.00 ms" in slower and "+40.00 ms, +33.3%" in slower
-    assert "8.00 ms -> 16.00 ms (+100.0%)" in slower
-    assert "| **slower** :x: beyond efficiency-15% (-25.0%, p=" in slower
-    # 7.7% slower, beyond the noise but within the 15% limit: said so, not "same".
-    within = rows['`tests/t.py::test_x["q";%%] /async/20`']
-    assert "slower, within the efficiency-15% limit" in within
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    cells = [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
+    # Every gated metric of a case has its row of evidence: base, head, change, p, catches.
+    case50 = next(i for i, c in enumerate(cells) if c[0].endswith("/async/50`"))
+    assert cells[case50] == [
+        '`tests/t.py::test_x["q";%%] /async/50`',
+        "median",
+        "120 ms",
+        "160 ms",
+        "+33.3%",
+        "7.8e-05",
+        "catches changes of at least 10%",
+        "**regression** :x:",
+        "median worse beyond median+10% (+33.3%, p=7.8e-05)",
+    ]
+    assert [c[1] for c in cells[case50 + 1 : case50 + 4]] == ["p95", "efficiency", "cpu"]
+    assert cells[case50 + 3][2:5] == ["8 ms", "16 ms", "+100.0%"]
+    # 7.7% slower, beyond the noise but within the 10% limit: said so, not just "same".
+    case20 = next(c for c in cells if c[0].endswith("/async/20`"))
+    assert case20[7] == "same"
+    assert case20[8] == "median slower, but within the median+10% limit (+7.7%, p=7.8e-05)"
 
 
 def test_chart_labels_stay_inside_mermaid_quotes() -> None:
@@ -119,24 +132,27 @@ def test_power_is_honest() -> None:
     assert power_note(5, 5, 0.01) == ""
     base = Run.from_measurements([m("/async/20", 0.110, 0.004, k=3)])
     head = Run.from_measurements([m("/async/20", 0.300, 0.040, k=3)])
-    comparison = compare_runs(base, head, AB)
+    comparison = compare_runs(base, head, AB, same_machine=True)
     [v] = comparison.verdicts
-    assert v.verdict == "same"
-    assert verdict_reason(v, 0.01).startswith("same: cannot be flagged with 3 samples a side")
+    assert v.verdict == "not gated"
+    assert verdict_reason(v, 0.01) == (
+        "median: cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5"
+    )
+    assert comparison.exit_status == 6
 
 
 def test_the_cpu_rule_flags_cpu_alone() -> None:
     """Same wall time, 20% more CPU per request beyond the noise: slower on cpu+10%."""
     base = Run.from_measurements([m("/async/20", 0.110, 0.0040)])
     head = Run.from_measurements([m("/async/20", 0.110, 0.0048)])
-    [v] = compare_runs(base, head, AB).verdicts
+    [v] = compare_runs(base, head, AB, same_machine=True).verdicts
     assert v.verdict == "regression" and v.shown.rule.text == "cpu+10%"
     # Without the probe's CPU on one side the case is still judged on the rest.
     old = Run.from_measurements(
         [Measurement(**{**m("/async/20", 0.11, 0.004).__dict__, "app_cpu_per_sample": []})]
     )
-    [v] = compare_runs(old, head, AB).verdicts
-    assert v.verdict == "same" and "no cpu (no CPU samples" in v.note
+    [v] = compare_runs(old, head, AB, same_machine=True).verdicts
+    assert v.verdict == "same" and "cpu needs the probe's CPU samples on both sides" in v.note
 
 
 def test_alternated_single_samples_merge_into_one_measurement() -> None:

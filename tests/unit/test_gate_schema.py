@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_fanout.gate import GateConfig, GateError, Run, compare_runs
+from pytest_fanout.gate.redact import fingerprint_value
 from pytest_fanout.gate.runs import collect_context
 from pytest_fanout.gate.schema import SchemaError, read_json
 from pytest_fanout.measure import Measurement
@@ -147,8 +148,11 @@ def test_the_context_records_the_app_servers_environment(monkeypatch: pytest.Mon
         },
         hide=["http://127.0.0.1:41234"],
     )
+    # Names, and a fingerprint of each value (never the value: a saved run travels).
     assert context["settings"] == {
-        "FANOUT_CALL_OVERHEAD_MS": "2",  # the app's override, not this process's "0"
-        "FANOUT_MAX_N": "500",
-        "PRICING_TIMEOUT_S": "2",
+        "FANOUT_CALL_OVERHEAD_MS": fingerprint_value("2"),  # the app's override, not "0"
+        "FANOUT_MAX_N": fingerprint_value("500"),
+        "PRICING_TIMEOUT_S": fingerprint_value("2"),
     }
+    assert fingerprint_value("2") != fingerprint_value("0")
+    assert set(context["fingerprint"]) == {"cpu_model", "cores", "python", "os", "package"}

@@ -39,7 +39,13 @@ def measurement(values: list[float], path: str = "/async/20", test: str = TEST) 
 
 
 #: One machine's fingerprint: latency is compared only between runs that carry the same one.
-FP = {"cpu_model": "test CPU", "cores": 2, "python": "CPython 3.11.7", "os": "Linux 6", "package": "0"}
+FP = {
+    "cpu_model": "test CPU",
+    "cores": 2,
+    "python": "CPython 3.11.7",
+    "os": "Linux 6",
+    "package": "0",
+}
 
 
 def run_of(*ms: Measurement) -> Run:
