@@ -154,12 +154,35 @@ class Measurement:
         return max(self.connections_per_sample, default=0)
 
     @property
+    def applied_delay_s(self) -> float | None:
+        """The delay the default upstream really applied per call (median over samples; the
+        largest call's when one wave holds all n), from the stub's gauge; None in older data."""
+        gauges = next(iter(self.upstream_gauges.values()), {})
+        sums, peaks = gauges.get("delay_ms_sum", []), gauges.get("delay_ms_max", [])
+        requests = gauges.get("requests", [])
+        if not sums or len(sums) != len(requests) or len(peaks) != len(sums):
+            return None
+        one_wave = (
+            self.n is not None and self.concurrency is not None and self.concurrency >= self.n
+        )
+        per_sample = [
+            (peak if one_wave else total / count) / 1000
+            for total, peak, count in zip(sums, peaks, requests, strict=True)
+            if count
+        ]
+        return statistics.median(per_sample) if per_sample else None
+
+    @property
     def ideal_s(self) -> float | None:
         if self.ideal_given_s is not None:
             return self.ideal_given_s
-        if self.n is None or self.concurrency is None or self.upstream_delay_s is None:
+        if self.n is None or self.concurrency is None:
             return None
-        return ideal_seconds(self.upstream_delay_s, self.n, self.concurrency)
+        applied = self.applied_delay_s
+        delay = applied if applied is not None else self.upstream_delay_s
+        if delay is None:
+            return None
+        return ideal_seconds(delay, self.n, self.concurrency)
 
     @property
     def efficiency(self) -> float | None:
@@ -190,6 +213,7 @@ class Measurement:
             "loop_lag_max_s",
             "cpu_per_request_s",
             "cpu_per_call_s",
+            "applied_delay_s",
             "ideal_s",
             "efficiency",
             "overhead_per_call_s",
@@ -269,6 +293,8 @@ class UpstreamGauges:
 
 #: The per-sample counters kept for each upstream (names in the stub's stats).
 GAUGE_KEYS = ("requests", "peak_inflight", "connections", "rejected", "errors")
+#: The stub's sum and largest of the delays it applied per sample (ms), for the ideal time.
+DELAY_KEYS = ("delay_ms_sum", "delay_ms_max")
 #: How long a sample waits for calls of an earlier test to end when no timeout is given.
 DEFAULT_IDLE_WAIT_S = 30.0
 
@@ -476,6 +502,9 @@ def measure(
             gauges = result.upstream_gauges[name]
             for key in GAUGE_KEYS:
                 gauges[key].append(int(stats.get(key, 0)))
+            for key in DELAY_KEYS:
+                if key in stats:  # the delays really applied: the ideal time
+                    gauges.setdefault(key, []).append(float(stats[key]))
         default = next(iter(result.upstream_gauges.values()))
         result.upstream_requests_per_sample.append(default["requests"][-1])
         result.upstream_peak_per_sample.append(default["peak_inflight"][-1])

@@ -60,6 +60,8 @@ class MeasurementRecord(_Open):
     test: str = ""
     #: Per upstream, the wave sizes of a held probe request (exact); absent in older files.
     structure: dict[str, list[Count]] | None = None
+    #: Per upstream, per gauge, one number a sample (counts, and the delays applied in ms).
+    upstream_gauges: dict[str, dict[str, list[Seconds]]] = {}
 
 
 def _number_key(text: str) -> str:

@@ -177,6 +177,9 @@ class Gauge:
     dropped: int = 0
     #: TCP connections whose first item request arrived since the reset.
     connections: int = 0
+    #: The delays this stub really applied (ms), summed and the largest: the ideal time.
+    delay_ms_sum: float = 0.0
+    delay_ms_max: float = 0.0
 
 
 class ControlError(Exception):
@@ -307,6 +310,8 @@ class StubUpstream:
             await _reply(send, 422, _detail(str(exc)))
             return
         record[6] = delay_ms
+        gauge.delay_ms_sum += delay_ms
+        gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         if query.get("fault") == "drop" or self._chance(behaviour.drop_rate):
