@@ -78,6 +78,8 @@ class Rule:
             return f"{change * 100:+.1f}%"
         if self.metric.unit == "s":
             return f"{change * 1000:+.2f} ms"
+        if self.metric.unit == "count":
+            return f"{change:+g}"
         return f"{change:+.3f}"
 
 
