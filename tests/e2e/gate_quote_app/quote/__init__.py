@@ -1,0 +1,1 @@
+"""A small quoting service for the gate's validation: see service.py."""
