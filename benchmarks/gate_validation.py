@@ -29,6 +29,23 @@ pass every A/A session and fail both slowdown sessions, every test passing.
 
     .venv/bin/python benchmarks/gate_validation.py --ab    # 10 rounds, 30 sessions, ~8 min
 
+With `--latency` (issue 21: the gate gates what users measure, with the
+DEFAULT rules), each round runs, for the reference app's `/async/20` AND for
+a service of our own measured without `n` (tests/e2e/gate_quote_app: two
+upstreams, a POST with a JSON body), on real one-line commits in a clone:
+
+1. A/A: HEAD against itself with `--fanout-ab` (must pass: exit 0);
+2. +20% median: a commit adding 20% of the path's median as awaited work (or
+   CPU, for the reference app), `--fanout-ab=HEAD` (must fail: exit 1);
+3. 2x: a commit doubling the median, against a baseline saved at HEAD on
+   this machine (`--fanout-compare`, must fail);
+4. gather made sequential: against the same baseline with its machine
+   fingerprint rewritten to another machine's (latency is then not gated:
+   only a portable metric can catch it; must fail, not exit 6).
+
+    .venv/bin/python benchmarks/gate_validation.py --latency            # 10 rounds
+    .venv/bin/python benchmarks/gate_validation.py --latency --rounds 1 # smoke
+
 Exit status: 0 when there was no false alarm and every slowdown was caught.
 """
 
@@ -67,7 +84,7 @@ class GateRun:
 
     @property
     def regressed(self) -> list[str]:
-        return [c["id"] for c in self.comparison.get("cases", []) if c["verdict"] == "slower"]
+        return [c["id"] for c in self.comparison.get("cases", []) if c["verdict"] == "regression"]
 
     @property
     def tests_passed(self) -> bool:
@@ -326,6 +343,218 @@ def _fmt_change(rule: str, bad: float) -> str:
     return f"{bad:.3f} worse"
 
 
+@dataclass(frozen=True)
+class Service:
+    """A suite to validate on, and the one-line commits that slow its path down."""
+
+    name: str
+    suite: str
+    select: str
+    #: kind -> (file, regex with one group before the value, replacement of the value)
+    commits: dict[str, tuple[str, str, str]]
+
+
+#: The latency validation's services: the reference app's /async/20 (n known: efficiency
+#: too) and our quoting service, measured without n (latency and structure only).
+LATENCY_SERVICES = (
+    Service(
+        "reference app /async/20",
+        "benchmarks/perf",
+        "gather_all",
+        {
+            # ~110 ms a request: 20 calls x 1.1 ms of CPU = +20%; x 5.5 ms = 2x.
+            "plus20": ("app/settings.py", r"(    call_overhead_ms: .*= )0\.0$", "1.1"),
+            "slow2x": ("app/settings.py", r"(    call_overhead_ms: .*= )0\.0$", "5.5"),
+            "sequential": (
+                "app/fanout.py",
+                r"(\n            )await asyncio\.gather\(\*\(call\(i, url\) for i, url in "
+                r"enumerate\(urls\)\)\)",
+                "for i, url in enumerate(urls):\n                await call(i, url)",
+            ),
+        },
+    ),
+    Service(
+        "quote service (no n)",
+        "tests/e2e/gate_quote_app",
+        "test_quote",
+        {
+            # ~84 ms a request: +17 ms of awaited work = +20%; +84 ms = 2x.
+            "plus20": (
+                "tests/e2e/gate_quote_app/quote/service.py",
+                r"^(EXTRA_WAIT_S = )0\.0$",
+                "0.017",
+            ),
+            "slow2x": (
+                "tests/e2e/gate_quote_app/quote/service.py",
+                r"^(EXTRA_WAIT_S = )0\.0$",
+                "0.084",
+            ),
+            "sequential": (
+                "tests/e2e/gate_quote_app/quote/service.py",
+                r"^(GATHER = )True$",
+                "False",
+            ),
+        },
+    ),
+)
+#: What each latency session must end with: the exit status and its name.
+LATENCY_EXPECTED = {"aa": 0, "plus20": 1, "slow2x": 1, "sequential": 1}
+
+
+def make_commits(clone: Path, service: Service) -> tuple[str, dict[str, str]]:
+    """(HEAD, {kind: commit}) in a clone: each change a real one-line commit on top of HEAD."""
+    base = _git(clone, "rev-parse", "HEAD")
+    commits = {}
+    for kind, (relative, pattern, value) in service.commits.items():
+        _git(clone, "checkout", "--quiet", "--detach", base)
+        target = clone / relative
+        regex = re.compile(pattern, re.MULTILINE)
+        old = target.read_text()
+        match = regex.search(old)
+        found = 1 if match else 0
+        text = old[: match.end(1)] + value + old[match.end() :] if match else old
+        if found != 1:
+            raise SystemExit(f"gate_validation: {relative} no longer matches {pattern!r}")
+        target.write_text(text)
+        _git(clone, "commit", "--quiet", "-am", f"validation: {service.name}: {kind}")
+        commits[kind] = _git(clone, "rev-parse", "HEAD")
+    _git(clone, "checkout", "--quiet", "--detach", base)
+    return base, commits
+
+
+def foreign_baseline(saved: Path, out: Path) -> Path:
+    """A copy of a saved run as if measured on another machine (its fingerprint rewritten)."""
+    data = json.loads(saved.read_text())
+    data["context"]["fingerprint"] = {
+        **data["context"].get("fingerprint", {}),
+        "cpu_model": "another machine (gate validation)",
+    }
+    data.pop("comparison", None)
+    out.write_text(json.dumps(data))
+    return out
+
+
+def main_latency(args: argparse.Namespace, extra: list[str]) -> int:
+    """Per round and service: A/A and +20% in A/B mode, 2x against a saved baseline, a gather
+    made sequential against a baseline from another machine. Default rules throughout."""
+    if _git(REPO, "status", "--porcelain", "--untracked-files=no"):
+        print("gate_validation: note: uncommitted changes are not measured (HEAD is cloned)")
+    tmp = Path(tempfile.mkdtemp(prefix="fanout-gate-latency-"))
+    results: dict[tuple[str, str], list[GateRun]] = {}
+    rows = []
+    try:
+        for index, service in enumerate(LATENCY_SERVICES):
+            clone = tmp / f"repo{index}"
+            _git(tmp, "clone", "--quiet", "--shared", str(REPO), str(clone))
+            base, commits = make_commits(clone, service)
+            suite = clone / service.suite
+            for round_index in range(1, args.rounds + 1):
+                tag = f"lat{index}-r{round_index:02d}"
+                got: dict[str, GateRun] = {}
+
+                where = (args, clone, suite, [*extra, "-k", service.select], tag)
+                got = {
+                    "aa": _session(where, "aa", base, [f"--fanout-ab={base}"]),
+                    "plus20": _session(where, "plus20", commits["plus20"], [f"--fanout-ab={base}"]),
+                    "baseline": _session(where, "baseline", base, []),
+                }
+                saved = args.out / f"{tag}-baseline.json"
+                got["slow2x"] = _session(
+                    where, "slow2x", commits["slow2x"], [f"--fanout-compare={saved}"]
+                )
+                foreign = foreign_baseline(saved, args.out / f"{tag}-foreign.json")
+                got["sequential"] = _session(
+                    where, "sequential", commits["sequential"], [f"--fanout-compare={foreign}"]
+                )
+                row = [service.name, round_index]
+                for kind, expected in LATENCY_EXPECTED.items():
+                    run = got[kind]
+                    results.setdefault((service.name, kind), []).append(run)
+                    row.append(_latency_cell(run, expected))
+                rows.append(row)
+                print("  ".join(str(x) for x in row), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    headers = [
+        "service",
+        "round",
+        "A/A (A/B)",
+        "+20% (A/B)",
+        "2x (saved)",
+        "sequential (other machine)",
+    ]
+    summary_rows = []
+    ok = True
+    for service in LATENCY_SERVICES:
+        cells = [service.name]
+        for kind, expected in LATENCY_EXPECTED.items():
+            runs = results.get((service.name, kind), [])
+            good = sum(1 for r in runs if _latency_cell(r, expected) in ("ok", "caught"))
+            ok = ok and good == len(runs)
+            word = "no false alarm" if kind == "aa" else "caught"
+            cells.append(f"{word} {good}/{len(runs)}")
+        summary_rows.append(cells)
+    print()
+    print(render_text(headers, rows))
+    print()
+    print(render_text(headers[:1] + headers[2:], summary_rows))
+    (args.out / "summary-latency.md").write_text(
+        "\n\n".join(
+            [
+                "### Gate validation, default rules (latency, structure, efficiency)",
+                f"{args.rounds} round(s); {os.cpu_count()} CPUs.",
+                render_markdown(headers[:1] + headers[2:], summary_rows),
+                render_markdown(headers, rows),
+            ]
+        )
+        + "\n"
+    )
+    (args.out / "summary-latency.json").write_text(
+        json.dumps(
+            {
+                f"{name} / {kind}": {
+                    "exit_codes": [r.exit_code for r in runs],
+                    "regression_lines": [r.regression_lines for r in runs],
+                    "seconds": [round(r.seconds, 1) for r in runs],
+                }
+                for (name, kind), runs in results.items()
+            },
+            indent=1,
+        )
+    )
+    print(f"(runs, logs and summary-latency.md in {args.out})")
+    return 0 if ok else 1
+
+
+def _session(where: tuple, kind: str, head: str, gate: list[str]) -> GateRun:
+    """One pytest session of a service's suite at commit `head`, with the gate's options."""
+    args, clone, suite, extra, tag = where
+    _git(clone, "checkout", "--quiet", "--detach", head)
+    return run_suite(
+        args.out,
+        f"{tag}-{kind}",
+        slowdown_ms=0,
+        baseline=None,
+        extra=[*extra, *gate],
+        suite=suite,
+        cwd=clone,
+        kind=kind,
+    )
+
+
+def _latency_cell(run: GateRun, expected: int) -> str:
+    """ "ok" (A/A passed), "caught" (exit 1 with a regression), or what happened instead."""
+    if expected == 0:
+        return (
+            "ok"
+            if run.exit_code == 0 and not run.regressed
+            else f"FALSE ALARM (exit {run.exit_code})"
+        )
+    if run.exit_code == 1 and run.regressed:
+        return "caught"
+    return f"MISSED (exit {run.exit_code})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=10, help="rounds (default: 10)")
@@ -361,6 +590,13 @@ def main(argv: list[str] | None = None) -> int:
         "(20 us and 2 ms of CPU per upstream call), each with --fanout-ab against HEAD",
     )
     parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="the default rules on the reference app and a service without n: A/A and +20%% "
+        "in A/B mode, 2x against a saved baseline, a gather made sequential against a baseline "
+        "from another machine",
+    )
+    parser.add_argument(
         "--select",
         default=AB_SELECT,
         help=f"-k expression of the A/B rounds' cases (default: {AB_SELECT!r})",
@@ -376,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         extra.append(f"--fanout-alpha={args.alpha}")
     if args.ab:
         return main_ab(args, extra)
+    if args.latency:
+        return main_latency(args, extra)
     if args.suite.resolve() == SUITE:
         extra += ["-k", SAVED_SELECT]
 

@@ -1,5 +1,5 @@
 """A quoting service that is not shaped like app/: two upstreams, a POST with a JSON body,
-a client built per request, a JSON answer, and no `n` a test could pass.
+two clients built in the lifespan, a JSON answer, and no `n` a test could pass.
 
 `POST /quote {"items": [...]}` looks every item up in the catalog (all at once), then asks
 the rates service for one FX rate (a POST), and answers the total. The gate validation
@@ -9,6 +9,7 @@ below: awaited work added to every request, and the gather made a loop.
 
 import asyncio
 import os
+from contextlib import asynccontextmanager
 
 import httpx2
 from fastapi import FastAPI
@@ -19,7 +20,18 @@ EXTRA_WAIT_S = 0.0
 #: Look the items up all at once (True) or one after another (a regression commit).
 GATHER = True
 
-app = FastAPI()
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    async with (
+        httpx2.AsyncClient(base_url=os.environ["CATALOG_URL"]) as catalog,
+        httpx2.AsyncClient(base_url=os.environ["RATES_URL"]) as rates,
+    ):
+        app.state.catalog, app.state.rates = catalog, rates
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
 
 
 class Order(BaseModel):
@@ -39,13 +51,9 @@ async def lookup(client: httpx2.AsyncClient, items: list[str]) -> list[dict]:
 
 @app.post("/quote")
 async def quote(order: Order) -> dict:
-    async with (
-        httpx2.AsyncClient(base_url=os.environ["CATALOG_URL"]) as catalog,
-        httpx2.AsyncClient(base_url=os.environ["RATES_URL"]) as rates,
-    ):
-        found = await lookup(catalog, order.items)
-        rate = await rates.post("/rate", json={"to": order.currency})
-        rate.raise_for_status()
+    found = await lookup(app.state.catalog, order.items)
+    rate = await app.state.rates.post("/rate", json={"to": order.currency})
+    rate.raise_for_status()
     if EXTRA_WAIT_S:
         await asyncio.sleep(EXTRA_WAIT_S)
     cents = sum(item["cents"] for item in found)
