@@ -362,9 +362,10 @@ LATENCY_SERVICES = (
         "benchmarks/perf",
         "gather_all",
         {
-            # ~110 ms a request: 20 calls x 1.1 ms of CPU = +20%; x 5.5 ms = 2x.
-            "plus20": ("app/settings.py", r"(    call_overhead_ms: .*= )0\.0$", "1.1"),
-            "slow2x": ("app/settings.py", r"(    call_overhead_ms: .*= )0\.0$", "5.5"),
+            # ~110 ms a request; 20 calls x 0.55 ms of CPU: about +20% (1.1 ms gave +39% in a
+            # smoke run: the loop's CPU delays the answers too); x 4 ms: about 2x.
+            "plus20": ("app/settings.py", r"(    call_overhead_ms: .*= )0\.0$", "0.55"),
+            "slow2x": ("app/settings.py", r"(    call_overhead_ms: .*= )0\.0$", "4"),
             "sequential": (
                 "app/fanout.py",
                 r"(\n            )await asyncio\.gather\(\*\(call\(i, url\) for i, url in "
@@ -378,16 +379,16 @@ LATENCY_SERVICES = (
         "tests/e2e/gate_quote_app",
         "test_quote",
         {
-            # ~84 ms a request: +17 ms of awaited work = +20%; +84 ms = 2x.
+            # ~85-90 ms a request: +18 ms of awaited work = +20%; +88 ms = 2x.
             "plus20": (
                 "tests/e2e/gate_quote_app/quote/service.py",
                 r"^(EXTRA_WAIT_S = )0\.0$",
-                "0.017",
+                "0.018",
             ),
             "slow2x": (
                 "tests/e2e/gate_quote_app/quote/service.py",
                 r"^(EXTRA_WAIT_S = )0\.0$",
-                "0.084",
+                "0.088",
             ),
             "sequential": (
                 "tests/e2e/gate_quote_app/quote/service.py",
@@ -489,7 +490,7 @@ def main_latency(args: argparse.Namespace, extra: list[str]) -> int:
         cells = [service.name]
         for kind, expected in LATENCY_EXPECTED.items():
             runs = results.get((service.name, kind), [])
-            good = sum(1 for r in runs if _latency_cell(r, expected) in ("ok", "caught"))
+            good = sum(1 for r in runs if _latency_cell(r, expected).startswith(("ok", "caught")))
             ok = ok and good == len(runs)
             word = "no false alarm" if kind == "aa" else "caught"
             cells.append(f"{word} {good}/{len(runs)}")
@@ -543,16 +544,30 @@ def _session(where: tuple, kind: str, head: str, gate: list[str]) -> GateRun:
 
 
 def _latency_cell(run: GateRun, expected: int) -> str:
-    """ "ok" (A/A passed), "caught" (exit 1 with a regression), or what happened instead."""
+    """ "ok" (A/A passed), "caught" (exit 1 with a regression), or what happened instead;
+    with the median's change (or the metric that decided) in brackets."""
     if expected == 0:
-        return (
-            "ok"
-            if run.exit_code == 0 and not run.regressed
-            else f"FALSE ALARM (exit {run.exit_code})"
+        word = "ok" if run.exit_code == 0 and not run.regressed else "FALSE ALARM"
+    else:
+        word = "caught" if run.exit_code == 1 and run.regressed else "MISSED"
+    return f"{word} ({_evidence(run)}, exit {run.exit_code})"
+
+
+def _evidence(run: GateRun) -> str:
+    """ "median +21.3%", or the regressed metric ("efficiency -94.6%"), from the run's JSON."""
+    for case in run.comparison.get("cases", []):
+        metrics = case.get("metrics", [])
+        chosen = next((m for m in metrics if m.get("regressed")), None) or next(
+            (m for m in metrics if m.get("metric") == "median"), None
         )
-    if run.exit_code == 1 and run.regressed:
-        return "caught"
-    return f"MISSED (exit {run.exit_code})"
+        if chosen is not None and chosen.get("change") is not None:
+            label = f"{chosen['metric']} {chosen.get('part', '')}".strip()
+            change = chosen["change"]
+            amount = f"{change * 100:+.1f}%" if chosen.get("change_is_relative") else f"{change:+g}"
+            return f"{label} {amount}"
+        if case.get("verdict") == "not gated":
+            return f"not gated: {case.get('reason', '')}"
+    return "no case"
 
 
 def main(argv: list[str] | None = None) -> int:
