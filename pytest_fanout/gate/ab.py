@@ -26,6 +26,9 @@ from pytest_fanout.servers.stack import AppServer
 
 #: Per-sample counts that a merged Measurement sums (everything else that is a list is joined).
 SUMMED_FIELDS = frozenset({"app_errors", "rejected", "errors"})
+#: Fields of one request, not of a sample, that a merged Measurement keeps from its first part
+#: (the structure's wave sizes must not be joined: [8] and [8] are one wave, not two).
+KEPT_FIELDS = frozenset({"structure"})
 GIT_TIMEOUT_S = 60
 
 
@@ -137,6 +140,8 @@ def merge_measurements(parts: list[Measurement]) -> Measurement:
 
 def _merge(name: str, items: list[Any]) -> Any:
     head = items[0]
+    if name in KEPT_FIELDS:
+        return head
     if isinstance(head, list):
         return [x for item in items for x in item]
     if isinstance(head, dict):

@@ -237,5 +237,8 @@ class GateConfig:
         rules = ",".join(r.text for r in self.rules)
         what = f"fail on {rules}" if self.fail else f"report only ({rules})"
         unsampled = [r.metric.name for r in self.rules if not r.metric.sampled]
-        tail = f"; {', '.join(unsampled)} by the limit alone" if unsampled else ""
+        exact = [r.metric.name for r in self.rules if r.metric.exact]
+        unsampled = [name for name in unsampled if name not in exact]
+        tail = f"; {', '.join(exact)} exact" if exact else ""
+        tail += f"; {', '.join(unsampled)} by the limit alone" if unsampled else ""
         return f"{what}, when beyond the noise (Mann-Whitney, one-sided p < {self.alpha:g}){tail}"

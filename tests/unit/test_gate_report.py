@@ -176,3 +176,27 @@ def test_the_workflow_runs_ab_against_the_merge_base_into_the_step_summary() -> 
     assert 'cat reports/ab.md >> "$GITHUB_STEP_SUMMARY"' in runs
     checkout = steps[0]
     assert checkout["with"]["fetch-depth"] == 0  # the merge-base is in the clone
+
+
+def test_the_json_report_holds_the_evidence_of_every_gated_metric() -> None:
+    base = Run.from_measurements([m("/async/20", 0.110, 0.0040)])
+    head = Run.from_measurements([m("/async/20", 0.118, 0.0048)])
+    data = compare_runs(base, head, AB, same_machine=True).to_dict()
+    [case] = data["cases"]
+    assert case["verdict"] == "regression" and case["gated"] is True and case["reason"] == ""
+    by_metric = {metric["metric"]: metric for metric in case["metrics"]}
+    assert set(by_metric) == {"median", "p95", "efficiency", "cpu"}
+    for metric in by_metric.values():
+        for key in ("baseline", "now", "change", "p_value", "detectable_change", "catches"):
+            assert metric[key] is not None, (metric["metric"], key)
+    cpu = by_metric["cpu"]  # the CPU rule has its p-value and what it can catch, like the rest
+    assert cpu["p_value"] < 0.01 and cpu["catches"].startswith("catches changes of at least")
+    assert by_metric["median"]["detectable_change"] >= 0.10  # never below its limit
+
+
+def test_a_merged_ab_measurement_keeps_one_structure() -> None:
+    from pytest_fanout.gate.ab import _merge
+
+    # The wave sizes of one held request: [20] and [20] are one wave, never [20, 20].
+    assert _merge("structure", [{"default": [20]}, {"default": [20]}]) == {"default": [20]}
+    assert _merge("structure", [None, None]) is None
