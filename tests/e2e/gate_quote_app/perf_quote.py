@@ -14,5 +14,6 @@ def quoting(fanout, fanout_upstreams):
 
 
 def test_quote(quoting):
-    m = quoting.measure("/quote", method="POST", json=ORDER, repeat=10)
-    quoting.assert_concurrency(m, peak=8, requests=8, upstream="catalog")
+    # Measured only, as the README teaches: the gate alone must see a regression here.
+    answer = quoting.measure("/quote", method="POST", json=ORDER, repeat=10)
+    assert answer.upstream("catalog").requests == 8
