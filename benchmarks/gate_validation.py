@@ -660,9 +660,9 @@ def main(argv: list[str] | None = None) -> int:
         row = [
             index,
             base.tests,
-            f"exit {aa.exit_code}, {len(aa.regressed)} slower",
+            f"exit {aa.exit_code}, {len(aa.regressed)} regression",
             "false alarm" if aa.exit_code != 0 or aa.regressed else "ok",
-            f"exit {slow.exit_code}, {len(slow.regressed)} slower",
+            f"exit {slow.exit_code}, {len(slow.regressed)} regression",
             "caught" if slow.exit_code == 1 and slow.regressed and slow.tests_passed else "MISSED",
         ]
         rows.append(row)

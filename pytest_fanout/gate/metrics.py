@@ -80,9 +80,9 @@ def _measured(case: Case) -> Measurement | None:
 
 def _efficiency(case: Case, run: Run) -> Values | None:
     m = _measured(case)
-    if m is None or m.ideal_s is None or any(s <= 0 for s in m.samples):
+    ideal = m.ideal_s if m is not None else None
+    if m is None or ideal is None or any(s <= 0 for s in m.samples):
         return None
-    ideal = m.ideal_s
     return Values([ideal / s for s in m.samples], ideal / m.median_s)
 
 

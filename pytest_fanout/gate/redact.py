@@ -23,7 +23,10 @@ _ITERATIONS = 20_000
 _HEX_CHARS = 10
 
 #: Names that hold credentials (matched anywhere in a KEY, case-insensitive).
-SECRET_WORDS = r"password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth|credential|private[_-]?key|session|cookie|signature|dsn"
+SECRET_WORDS = (
+    r"password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth|credential"
+    r"|private[_-]?key|session|cookie|signature|dsn"
+)
 _KEY_VALUE = re.compile(
     rf"(?i)(?P<key>[A-Za-z0-9_.-]*(?:{SECRET_WORDS})[A-Za-z0-9_.-]*)(?P<sep>\s*(?:=|:(?!:))\s*)(?P<value>[^\s,;&'\"<>`)]+)"
 )

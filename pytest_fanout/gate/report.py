@@ -122,7 +122,7 @@ def render_comparison_text(comparison: Comparison) -> str:
         if detail:
             lines.append(f"  {v.id}: {detail}")
     lines.extend(f"note: {n}" for n in comparison.notes)
-    lines.append(f"rules: {comparison.config.describe()}")
+    lines.append(f"rules: {comparison.describe()}")
     lines.append(summary_line(comparison))
     return redact("\n".join(lines))
 
@@ -169,7 +169,7 @@ def render_comparison_markdown(comparison: Comparison, current: Run | None = Non
         lines += ["<details><summary>notes</summary>", ""]
         lines += [f"- {n}" for n in notes] + ["", "</details>", ""]
     base = comparison.baseline_source or "the baseline"
-    lines.append(f"Compared with {base}: {comparison.config.describe()}.")
+    lines.append(f"Compared with {base}: {comparison.describe()}.")
     lines.append(f"Base commit: {_commit(base_run)}; head commit: {_commit(head_run)}.")
     return redact("\n".join(lines) + "\n")
 

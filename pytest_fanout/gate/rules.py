@@ -9,6 +9,7 @@ compared and shown ("reported only"), never failed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -233,11 +234,14 @@ class GateConfig:
         shown = [r for r in reported if r.metric.kind == kind and r.metric.name not in named]
         return mine + shown
 
-    def describe(self) -> str:
-        rules = ",".join(r.text for r in self.rules)
+    def describe(self, kinds: Iterable[str] | None = None) -> str:
+        """The rules in one line; with `kinds`, only those that judge cases of these kinds."""
+        wanted = set(kinds) if kinds else None
+        shown = [r for r in self.rules if wanted is None or r.metric.kind in wanted]
+        rules = ",".join(r.text for r in shown or self.rules)
         what = f"fail on {rules}" if self.fail else f"report only ({rules})"
-        unsampled = [r.metric.name for r in self.rules if not r.metric.sampled]
-        exact = [r.metric.name for r in self.rules if r.metric.exact]
+        unsampled = [r.metric.name for r in shown or self.rules if not r.metric.sampled]
+        exact = [r.metric.name for r in shown or self.rules if r.metric.exact]
         unsampled = [name for name in unsampled if name not in exact]
         tail = f"; {', '.join(exact)} exact" if exact else ""
         tail += f"; {', '.join(unsampled)} by the limit alone" if unsampled else ""

@@ -76,7 +76,10 @@ class Case:
         """The Measurement of a "measurement" case, None for any other kind."""
         if self.kind != KIND_MEASUREMENT:
             return None
-        return Measurement.from_dict(self.record)
+        cached = self.__dict__.get("_measurement")
+        if cached is None:  # read once: every metric of every rule reads it
+            cached = self.__dict__["_measurement"] = Measurement.from_dict(self.record)
+        return cached
 
     def load_row(self) -> EndpointResult | None:
         """The Locust row (endpoint or total) of a "locust" case, None for any other kind."""

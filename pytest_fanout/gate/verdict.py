@@ -163,6 +163,11 @@ class Comparison:
     baseline_run: Run | None = None
     #: Why the machine-bound rules (median, p95, cpu, Locust timings) were skipped, or "".
     latency_skipped: str = ""
+    #: The kinds of case the two runs hold (the reports name only the rules that judge them).
+    kinds: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        return self.config.describe(self.kinds)
 
     @property
     def regressions(self) -> list[CaseVerdict]:
@@ -380,6 +385,7 @@ def compare_runs(
         notes.append("no case in common: were the tests renamed or moved?")
     comparison = Comparison(verdicts, config, notes, baseline.source, baseline)
     comparison.latency_skipped = latency_skipped
+    comparison.kinds = frozenset(c.kind for c in [*baseline.cases, *current.cases])
     return comparison
 
 

@@ -73,3 +73,27 @@ def test_a_sane_file_with_a_paired_surrogate_escape_still_loads(tmp_path: Path) 
     path = tmp_path / "ok.json"
     path.write_text(text)
     assert Run.load(path).cases[0].id.startswith("t.py::test_\U0001f600")
+
+
+def test_an_old_file_with_clear_settings_loads_with_fingerprints_only(tmp_path: Path) -> None:
+    from pytest_fanout.gate import GateConfig, compare_runs
+    from pytest_fanout.gate.redact import fingerprint_value
+
+    data = good_run()
+    data["context"] = {
+        "settings": {"FANOUT_DB_PASSWORD": "hunter2-old", "FANOUT_MAX_N": "500"},
+        "argv": ["--fanout-save=x.json", "DB_PASSWORD=hunter2-old"],
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = Run.load(path)
+    assert "hunter2-old" not in json.dumps(old.to_dict())
+    now = Run.from_dict(good_run())
+    now.context = {
+        "settings": {
+            "FANOUT_DB_PASSWORD": fingerprint_value("rotated"),
+            "FANOUT_MAX_N": fingerprint_value("500"),
+        }
+    }
+    notes = compare_runs(old, now, GateConfig.from_options(None)).notes
+    assert "settings differ (values not shown): changed FANOUT_DB_PASSWORD" in notes
