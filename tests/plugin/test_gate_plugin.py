@@ -65,7 +65,9 @@ def test_save_compare_same_code_then_slowdown(
     )
     same.assert_outcomes(passed=1)
     assert same.ret == 0, same.stdout.str()
-    same.stdout.fnmatch_lines(["*fan-out regression gate*", f"{CASE}*median*same", "*efficiency*", "*gate passed*"])
+    same.stdout.fnmatch_lines(
+        ["*fan-out regression gate*", f"{CASE}*median*same", "*efficiency*", "*gate passed*"]
+    )
     assert "REGRESSION" not in same.stdout.str()
     assert ":white_check_mark:" in (pytester.path / "pr.md").read_text()
     assert json.loads((pytester.path / "now.json").read_text())["comparison"]["failed"] is False
