@@ -146,14 +146,34 @@ def _no_value(case: Case, run: Run) -> Values | None:
     return None
 
 
+def counted_calls(record: dict) -> dict[str, int]:
+    """Per upstream, the most calls the stub counted in one timed sample (exact counts), from
+    `upstream_gauges`; {} when the record has none."""
+    gauges = record.get("upstream_gauges")
+    out: dict[str, int] = {}
+    if not isinstance(gauges, dict):
+        return out
+    for name, lists in gauges.items():
+        requests = lists.get("requests") if isinstance(lists, dict) else None
+        if isinstance(requests, list) and requests:
+            out[str(name)] = int(max(requests))
+    return out
+
+
 def _structure(case: Case, run: Run) -> dict[str, Values] | None:
-    """Per upstream: rounds (waves of calls, one after another) and calls of one request."""
+    """Per upstream: rounds (waves of calls, one after another) and calls of one request.
+
+    Without a structure (older records) the calls alone come from the stub's exact request
+    counts of the timed samples, so a retry that doubles the calls is still caught.
+    """
     if case.kind != KIND_MEASUREMENT:
         return None
     structure = read_structure(case.record)
-    if structure is None:
-        return None
     parts = {}
+    if structure is None:
+        for name, calls in sorted(counted_calls(case.record).items()):
+            parts[f"calls[{name}]"] = Values([], float(calls))
+        return parts or None
     for name in sorted(structure):
         waves = structure[name]
         parts[f"rounds[{name}]"] = Values([], float(len(waves)))

@@ -431,6 +431,11 @@ def _compare_case(
     notes = []
     if missing:
         notes.append(f"no {', '.join(missing)} ({_missing_reason(new.kind, missing)})")
+    parts = {c.part for c in changes if c.rule.metric.parts is not None}
+    if parts and not any(p.startswith("rounds[") for p in parts):
+        notes.append(
+            "structure: calls only, from the stub's counts (no held probe: rounds not compared)"
+        )
     if skipped:
         notes.append(f"{', '.join(skipped)} not compared: the machine differs")
     notes.extend(_setting_notes(old, new))
@@ -461,7 +466,8 @@ def _compare_parts(
     base, now = metric.parts(old, base_run), metric.parts(new, now_run)
     if base is None or now is None:
         return None
-    return [compare_values(rule, base[k], now[k], alpha, 0, part=k) for k in now if k in base]
+    shared = [k for k in now if k in base]
+    return [compare_values(rule, base[k], now[k], alpha, 0, part=k) for k in shared] or None
 
 
 def _not_gated_reason(changes: list[MetricChange], missing: list[str], skipped: list[str]) -> str:

@@ -106,3 +106,22 @@ def test_a_structure_of_the_wrong_shape_is_refused_in_one_line(tmp_path) -> None
         assert "structure.pricing.0" in str(exc) and "\n" not in str(exc)
     else:
         raise AssertionError("a negative wave size was read")
+
+
+def test_without_structure_the_stubs_exact_counts_still_catch_doubled_calls() -> None:
+    def counted(calls: int, fingerprint: dict) -> Run:
+        record = {
+            "path": "/checkout",
+            "samples": [0.1] * 6,
+            "test": TEST,
+            "upstream_gauges": {"pricing": {"requests": [calls] * 6, "peak_inflight": [1] * 6}},
+        }
+        return Run(
+            [Case(f"{TEST} /checkout", KIND_MEASUREMENT, record)], {"fingerprint": fingerprint}
+        )
+
+    comparison = compare_runs(counted(8, HERE), counted(16, THERE), GateConfig.from_options(None))
+    [case] = comparison.verdicts
+    assert case.verdict == "regression"
+    assert [c.label for c in case.changes] == ["structure calls[pricing]"]
+    assert "rounds not compared" in case.note
