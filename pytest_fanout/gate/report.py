@@ -42,11 +42,12 @@ def _format_p(p: float | None) -> str:
 
 
 def evidence(v: CaseVerdict) -> list[MetricChange]:
-    """The changes to show for a case: every rule that judged it (gated), deciding ones first;
-    for a case no rule judged, the changes that were computed (reported only, too weak)."""
-    gated = [c for c in v.changes if c.gated]
-    shown = gated or list(v.changes)
-    return sorted(shown, key=lambda c: (not c.regressed, not c.improved))
+    """The changes to show for a case: every enforced rule that was computed (gated, or why it
+    could not flag: too few samples, a zero baseline), deciding ones first, then gated ones;
+    for a case with none, the reported-only changes."""
+    enforced = [c for c in v.changes if c.rule.enforced or c.gated]
+    shown = enforced or list(v.changes)
+    return sorted(shown, key=lambda c: (not c.regressed, not c.improved, not c.gated))
 
 
 def verdict_rows(comparison: Comparison) -> list[list[str]]:

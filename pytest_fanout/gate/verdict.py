@@ -79,7 +79,9 @@ class MetricChange:
         """ "catches changes of at least 8%", in words, or why it cannot."""
         metric = self.rule.metric
         if not self.gated:
-            return "cannot flag a change" if self.rule.enforced else "reported only"
+            if not self.rule.enforced:
+                return "reported only"
+            return self.note or "cannot flag a change"
         if metric.exact:
             return (
                 "exact: catches any rise"

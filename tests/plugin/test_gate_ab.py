@@ -212,8 +212,12 @@ def test_a_case_that_can_never_be_flagged_is_warned_about_and_marked(
     pytester.makepyfile(test_perf=WEAK_TEST)
     result = inner(pytester, "--fanout-ab=HEAD", "--fanout-report-md=weak.md")
     result.assert_outcomes(passed=1, warnings=1)
-    # The only case could flag nothing: not gated, so the gate fails on its own status.
-    assert result.ret == 6
+    # Its timings can flag nothing (said in each row); its exact calls are still gated.
+    assert result.ret == 0
     weak = "cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5"
     result.stdout.fnmatch_lines([f"*FanoutPowerWarning: {CASE}: {weak}"])
-    assert f"| not gated | median: {weak} |" in (repo / "weak.md").read_text()
+    markdown = (repo / "weak.md").read_text()
+    assert "| structure calls[default] | 10 | 10 | +0 | - | exact: catches any rise | same |" in (
+        markdown
+    )
+    assert "| median | " in markdown and f"| {weak} |" in markdown
