@@ -560,8 +560,10 @@ def _evidence(run: GateRun) -> str:
     """ "median +21.3%", or the regressed metric ("efficiency -94.6%"), from the run's JSON."""
     for case in run.comparison.get("cases", []):
         metrics = case.get("metrics", [])
-        chosen = next((m for m in metrics if m.get("regressed")), None) or next(
-            (m for m in metrics if m.get("metric") == "median"), None
+        chosen = (
+            next((m for m in metrics if m.get("regressed")), None)
+            or next((m for m in metrics if m.get("metric") == "median"), None)
+            or next((m for m in metrics if m.get("gated")), None)
         )
         if chosen is not None and chosen.get("change") is not None:
             label = f"{chosen['metric']} {chosen.get('part', '')}".strip()
