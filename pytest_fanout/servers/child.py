@@ -1,9 +1,10 @@
 """The entry point of every server process the harness starts.
 
-`python -m pytest_fanout.servers.child --fd N --app MODULE:ATTR` serves an ASGI app
-under uvicorn on a socket the PARENT bound and listened on (so there is no
-port race), optionally wrapped in the loop probe. The child ends itself when
-its stdin closes: if the parent dies, even by SIGKILL, no orphan is left.
+`python -m pytest_fanout.servers.child --fd N --app MODULE:ATTR` serves a web app
+(ASGI 3 or WSGI under uvicorn, an aiohttp Application under aiohttp's runner:
+`apps.py` tells which from the object) on a socket the PARENT bound and
+listened on (so there is no port race), optionally wrapped in the loop probe.
+The child ends itself when its stdin closes: if the parent dies, even by SIGKILL, no orphan is left.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import threading
 import uvicorn
 from uvicorn.importer import ImportFromStringError, import_from_string
 
+from pytest_fanout.servers.apps import AIOHTTP, NotAnAppError, app_kind, as_asgi, serve_aiohttp
+
 #: Exit status when the app cannot even be loaded (uvicorn itself uses 3 for startup failures).
 LOAD_FAILED = 4
 
@@ -25,12 +28,14 @@ LOAD_FAILED = 4
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pytest_fanout.servers.child")
     parser.add_argument("--fd", type=int, required=True, help="inherited listening socket")
-    parser.add_argument("--app", required=True, help="ASGI import string, MODULE:ATTR")
+    parser.add_argument("--app", required=True, help="the app's import string, MODULE:ATTR")
     parser.add_argument("--factory", action="store_true", help="APP is a factory to call")
     parser.add_argument("--probe", action="store_true", help="wrap the app in the loop probe")
     parser.add_argument("--app-dir", default="", help="directory put first on sys.path")
     parser.add_argument("--log-level", default="warning")
-    parser.add_argument("--lifespan", default="on", choices=["on", "off", "auto"])
+    # "auto": an app without lifespan support (a WSGI adapter, a bare ASGI function) still
+    # starts, and a lifespan that fails still stops the start.
+    parser.add_argument("--lifespan", default="auto", choices=["on", "off", "auto"])
     parser.add_argument(
         "--http",
         default="auto",
@@ -56,37 +61,20 @@ def _die_with_parent(grace_s: float = 3.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def load_app(spec: str, *, factory: bool, probe: bool) -> object:
-    """Import the app; raise ImportFromStringError/Exception with a readable message."""
+def load_app(spec: str, *, factory: bool) -> tuple[object, str]:
+    """(the app, its kind); raise ImportFromStringError, NotAnAppError (one line) or
+    whatever the app's module raised."""
     app = import_from_string(spec)
     if factory:
         app = app()
-    if probe:
+    return app, app_kind(app)
+
+
+def _serve_uvicorn(app: object, sock: socket.socket, args: argparse.Namespace) -> int:
+    if args.probe:
         from pytest_fanout.servers.probe import LoopProbe
 
         app = LoopProbe(app)
-    return app
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    if args.app_dir:
-        sys.path.insert(0, os.path.abspath(args.app_dir))
-    elif "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    _die_with_parent()
-    try:
-        app = load_app(args.app, factory=args.factory, probe=args.probe)
-    except ImportFromStringError as exc:
-        print(f"fanout child: cannot import app {args.app!r}: {exc}", file=sys.stderr)
-        return LOAD_FAILED
-    except Exception as exc:
-        print(
-            f"fanout child: loading app {args.app!r} raised {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
-        return LOAD_FAILED
-    sock = socket.socket(fileno=args.fd)
     config = uvicorn.Config(
         app,
         lifespan=args.lifespan,
@@ -99,6 +87,35 @@ def main(argv: list[str] | None = None) -> int:
     server.run(sockets=[sock])
     # uvicorn returns normally after a failed startup: its own exit status is 3.
     return 0 if server.started else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.app_dir:
+        sys.path.insert(0, os.path.abspath(args.app_dir))
+    elif "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    _die_with_parent()
+    try:
+        app, kind = load_app(args.app, factory=args.factory)
+        if kind != AIOHTTP:
+            app = as_asgi(app, kind)
+    except ImportFromStringError as exc:
+        print(f"fanout child: cannot import app {args.app!r}: {exc}", file=sys.stderr)
+        return LOAD_FAILED
+    except NotAnAppError as exc:
+        print(f"fanout child: {args.app!r} is not a web app: {exc}", file=sys.stderr)
+        return LOAD_FAILED
+    except Exception as exc:
+        print(
+            f"fanout child: loading app {args.app!r} raised {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return LOAD_FAILED
+    sock = socket.socket(fileno=args.fd)
+    if kind == AIOHTTP:
+        return 0 if serve_aiohttp(app, sock, probe=args.probe) else 3
+    return _serve_uvicorn(app, sock, args)
 
 
 if __name__ == "__main__":
