@@ -21,6 +21,8 @@ from uvicorn.importer import ImportFromStringError, import_from_string
 
 from pytest_fanout.servers.apps import AIOHTTP, NotAnAppError, app_kind, as_asgi, serve_aiohttp
 
+#: The reference app's package: its framework is the `reference` extra, not a dependency.
+REFERENCE_APP_PACKAGE = "pytest_fanout.reference_app"
 #: Exit status when the app cannot even be loaded (uvicorn itself uses 3 for startup failures).
 LOAD_FAILED = 4
 
@@ -102,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
             app = as_asgi(app, kind)
     except ImportFromStringError as exc:
         print(f"fanout child: cannot import app {args.app!r}: {exc}", file=sys.stderr)
+        return LOAD_FAILED
+    except ModuleNotFoundError as exc:
+        if args.app.startswith(REFERENCE_APP_PACKAGE + "."):
+            print(
+                f"fanout child: the reference app needs {exc.name}, which is not installed: "
+                "pip install 'pytest-fanout[reference]' (or give your own app)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"fanout child: loading app {args.app!r}: {exc}", file=sys.stderr)
         return LOAD_FAILED
     except NotAnAppError as exc:
         print(f"fanout child: {args.app!r} is not a web app: {exc}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """`pip install pytest-fanout` works anywhere: the wheel, a fresh virtualenv, an empty directory.
 
-Builds the wheel from this checkout, installs it with pip into a new
-virtualenv (pip may take the dependencies from its cache), and, in an empty
+Builds the wheel from this checkout (leaving no build/ in it), installs it with pip into a
+new virtualenv (pip may take the dependencies from its cache): without extras, `fanout
+patterns` says in one line to install the `reference` extra; with it, in an empty
 directory that has no `app/` and no `locustfiles/`: `fanout patterns` prints
 the table (peaks 1, 20, 5), `fanout measure /async/20` a peak of 20, `fanout
 serve` serves the reference app, a one-line locustfile runs under `locust
@@ -60,16 +61,28 @@ def _stdout_of(command: list[str], *, cwd: Path, timeout: float) -> str:
     return result.stdout
 
 
+#: What `fanout patterns` said in the plain install, before the `reference` extra came in.
+WITHOUT_REFERENCE: dict[str, subprocess.CompletedProcess[str]] = {}
+
+
+def _scratch() -> set[str]:
+    """What a setuptools build could leave in the source tree (that git ignores)."""
+    return {p.name for pattern in ("build", "*.egg-info") for p in REPO.glob(pattern)}
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """(the virtualenv's bin/, an empty directory): the wheel of this checkout, installed."""
+    """(the virtualenv's bin/, an empty directory): the wheel of this checkout, installed;
+    first without extras (what `fanout patterns` then says is kept), then with `reference`."""
     root = tmp_path_factory.mktemp("wheel")
     dist = root / "dist"
+    scratch_before = _scratch()
     _stdout_of(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
         cwd=root,
         timeout=INSTALL_TIMEOUT_S,
     )
+    assert _scratch() <= scratch_before, "building the wheel left files in the source tree"
     (wheel,) = dist.glob("pytest_fanout-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "pytest_fanout/reference_app/main.py" in names
@@ -86,14 +99,34 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     )
     site = list((venv / "lib").glob("python*/site-packages"))[0]
     assert not (site / "app").exists()  # no top-level `app` package in site-packages
+    assert not (site / "fastapi").exists()  # the user's app brings its own framework
     empty = root / "empty"
     empty.mkdir()
+    WITHOUT_REFERENCE["patterns"] = _run(
+        [str(bin_dir / "fanout"), "patterns", "--repeat", "1"], cwd=empty, timeout=120
+    )
+    _stdout_of(
+        [str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{wheel}[reference]"],
+        cwd=root,
+        timeout=INSTALL_TIMEOUT_S,
+    )
     yield bin_dir, empty
 
 
 def _env(marker: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     return {**env, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+
+
+def test_without_the_reference_extra_patterns_says_what_to_install(
+    installed: tuple[Path, Path],
+) -> None:
+    result = WITHOUT_REFERENCE["patterns"]
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0, output
+    assert "pip install 'pytest-fanout[reference]'" in output, output
+    assert "Traceback" not in output, output
+    assert len(output.splitlines()) == 1, output
 
 
 def test_fanout_patterns_from_the_wheel(installed: tuple[Path, Path]) -> None:
