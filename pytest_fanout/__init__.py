@@ -23,6 +23,7 @@ from pytest_fanout.servers import (
     Stack,
     StubRequest,
     StubResponse,
+    StubStream,
     StubUpstreamServer,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "Stack",
     "StubRequest",
     "StubResponse",
+    "StubStream",
     "StubUpstreamServer",
     "Thresholds",
     "UpstreamGauges",

@@ -21,6 +21,8 @@ from typing import Any
 
 from uvicorn.importer import ImportFromStringError, import_from_string
 
+from pytest_fanout.servers.streaming import StreamError, StreamPlan, plan_from_spec
+
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _PARAM = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -177,6 +179,8 @@ class Route:
     p99_ms: float | None = None
     error_rate: float | None = None
     handler: str | None = None
+    #: A streamed answer (events= or chunks=, paced), or a handler's pace; None otherwise.
+    stream: StreamPlan | None = None
     #: Compiled at construction.
     regex: re.Pattern[str] | None = None
     params: tuple[str, ...] = ()
@@ -200,6 +204,10 @@ class Route:
             "p99_ms",
             "error_rate",
             "handler",
+            "events",
+            "chunks",
+            "chunk_delay_ms",
+            "tokens_per_s",
         }
         unknown = sorted(set(spec) - known)
         if unknown:
@@ -242,9 +250,15 @@ class Route:
             regex=regex,
             params=params,
         )
+        try:
+            route.stream = plan_from_spec(spec, handler=route.handler is not None)
+        except StreamError as exc:
+            raise RouteError(str(exc)) from None
         if route.handler is not None:
             route.function = load_handler(route.handler)
             route.is_async = inspect.iscoroutinefunction(route.function)
+        elif route.stream is not None:
+            pass  # the pieces are in route.stream
         elif route.body is not None:
             route.static_body = route.body
         else:

@@ -14,7 +14,7 @@ import os
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -175,13 +175,19 @@ class StubUpstreamServer(ServerProcess):
         p99_ms: float | None = None,
         error_rate: float | None = None,
         handler: str | None = None,
+        events: Sequence[Any] | None = None,
+        chunks: Sequence[str | bytes] | None = None,
+        chunk_delay_ms: float | None = None,
+        tokens_per_s: float | None = None,
     ) -> None:
         """Answer `method path` (a template: `{name}` matches one segment) with a real answer.
 
         `json` (its strings get the path parameters substituted) or `body`, or
         `handler`, an import string of a function run in the stub's process
-        that takes a `StubRequest` and returns a JSON-able value or a
-        `StubResponse`. Settings left None follow the upstream's behaviour.
+        that takes a `StubRequest` and returns a JSON-able value, a
+        `StubResponse` or a `StubStream`. `events` (server-sent events) or
+        `chunks` stream the answer: the first after `delay_ms`, then one every
+        `chunk_delay_ms` or at `tokens_per_s`. Settings left None follow the upstream's behaviour.
         Reset after each test; a bad route raises ValueError here, in one line.
         """
         __tracebackhide__ = True
@@ -196,6 +202,12 @@ class StubUpstreamServer(ServerProcess):
             p99_ms=p99_ms,
             error_rate=error_rate,
             handler=handler,
+            events=list(events) if events is not None else None,
+            chunks=[c.decode() if isinstance(c, bytes) else c for c in chunks]
+            if chunks is not None
+            else None,
+            chunk_delay_ms=chunk_delay_ms,
+            tokens_per_s=tokens_per_s,
         )
         if isinstance(body, bytes):
             values["body"] = body.decode("utf-8")

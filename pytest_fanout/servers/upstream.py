@@ -40,6 +40,12 @@ from pytest_fanout.servers.routes import (
     strict_json_dumps,
     strict_json_loads,
 )
+from pytest_fanout.servers.streaming import (
+    StreamError,
+    StubStream,
+    check_handler_stream,
+    send_stream,
+)
 
 CONTROL_PREFIX = "/__upstream__/"
 ITEM_BODY = b'{"ok":true}'
@@ -314,7 +320,9 @@ class StubUpstream:
         gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
-        if query.get("fault") == "drop" or self._chance(behaviour.drop_rate):
+        dropping = query.get("fault") == "drop" or self._chance(behaviour.drop_rate)
+        streamed = route is not None and route.stream is not None and route.function is None
+        if dropping and not streamed:
             gauge.dropped += 1
             await _drop(send)
             return
@@ -326,9 +334,14 @@ class StubUpstream:
         elif route is None:
             status, headers, answer = 200, JSON_HEADERS, ITEM_BODY
         elif route.function is not None:
-            status, headers, answer = await self._run_handler(
-                route, scope, method, path, params, query, body
-            )
+            outcome = await self._run_handler(route, scope, method, path, params, query, body)
+            if isinstance(outcome, StubStream):
+                await self._stream(send, route, outcome, forced, record, gauge, dropping)
+                return
+            status, headers, answer = outcome
+        elif streamed:
+            await self._stream(send, route, None, forced, record, gauge, dropping)
+            return
         else:
             status = route.status
             headers = [(b"content-type", route.content_type()), *route.headers]
@@ -353,7 +366,7 @@ class StubUpstream:
         params: dict[str, str],
         query: dict[str, str],
         body: bytes,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | StubStream:
         request = StubRequest(
             method=method,
             path=path,
@@ -367,6 +380,8 @@ class StubUpstream:
             result = route.function(request)
             if route.is_async or asyncio.iscoroutine(result):
                 result = await result
+            if isinstance(result, StubStream):
+                return result
             return handler_result(result)
         except Exception as exc:
             print(
@@ -377,6 +392,49 @@ class StubUpstream:
             traceback.print_exc(file=sys.stderr)
             detail = f"handler {route.handler} raised {type(exc).__name__}: {exc}"
             return 500, JSON_HEADERS, _detail(detail)
+
+    async def _stream(
+        self,
+        send: Any,
+        route: Route,
+        source: StubStream | None,
+        forced: float | None,
+        record: list,
+        gauge: Gauge,
+        drop: bool,
+    ) -> None:
+        """A streamed answer (streaming.py): in flight, and its record's status 0, until
+        the last byte."""
+        try:
+            plan = route.stream if source is None else check_handler_stream(source, route.stream)
+        except StreamError as exc:
+            gauge.errors += 1
+            record[7] = 500
+            await _reply(send, 500, _detail(f"handler {route.handler}: {exc}"))
+            return
+        assert plan is not None
+        status = source.status if source is not None else route.status
+        extra = source.headers.items() if source is not None else ()
+        headers = [*route.headers, *((k.lower().encode(), str(v).encode()) for k, v in extra)]
+        if forced is not None:
+            status = int(forced)
+        try:
+            finished = await send_stream(send, status, headers, plan, source, drop=drop)
+        except Exception as exc:  # the handler's iterable raised mid-stream: the cut stays
+            gauge.dropped += 1
+            print(
+                f"stub upstream: stream of {route.method} {route.path} raised "
+                f"{type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
+            return
+        if not finished:
+            gauge.dropped += 1
+            return
+        if status >= 400:
+            gauge.errors += 1
+        record[7] = status
+        gauge.completed += 1
 
     def _find(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
         if not self.routes:
