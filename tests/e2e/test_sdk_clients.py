@@ -1,0 +1,128 @@
+"""A service that fans out through the real OpenAI and Anthropic SDKs, to stubs that answer
+their wire formats (pytest_fanout.sdk_answers), plain and streamed: the SDKs parse every
+answer, and the stubs' counts are exact (three OpenAI calls and one Anthropic call in flight
+at once; a streamed call counts until its last byte)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from pytest_fanout.measure import measure
+from pytest_fanout.sdk_answers import (
+    anthropic_message_stream,
+    openai_chat_completion,
+    openai_chat_completion_stream,
+)
+from pytest_fanout.servers import Stack
+from pytest_fanout.servers.upstream import Behaviour
+
+APP_DIR = Path(__file__).parent / "llm_app"
+QUESTION = {"question": "What is six times seven?"}
+ANSWER = "Six times seven is 42."
+MODELS = ["gpt-4o-mini", "gpt-4o", "o3-mini", "claude-sonnet-4-5"]
+#: Each model's time to first byte: far longer than the SDKs need to start their calls.
+TTFB_MS = 250
+
+
+@pytest.fixture(scope="module")
+def models() -> Iterator[Stack]:
+    with Stack(
+        "service:app",
+        app_dir=APP_DIR,
+        upstreams={"openai": "OPENAI_STUB_URL", "anthropic": "ANTHROPIC_STUB_URL"},
+        app_env={
+            "OPENAI_BASE_URL": "{upstream_url:openai}/v1",
+            "OPENAI_API_KEY": "sk-stub",
+            "ANTHROPIC_BASE_URL": "{upstream_url:anthropic}",
+            "ANTHROPIC_API_KEY": "stub-key",
+        },
+        behaviour=Behaviour(delay_ms=TTFB_MS),
+        startup_timeout=30,
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture
+def stack(models: Stack) -> Stack:
+    for upstream in models.upstreams.values():
+        upstream.restore()
+        upstream.reset()
+    return models
+
+
+def take(stack: Stack, client: httpx2.Client, path: str) -> object:
+    assert stack.app is not None
+    return measure(
+        client,
+        stack.app.url,
+        path,
+        upstreams=stack.upstreams,
+        app=stack.app,
+        method="POST",
+        json=QUESTION,
+        repeat=2,
+        warmup=1,
+    )
+
+
+def test_plain_answers_from_both_sdks_at_once(stack: Stack) -> None:
+    openai, anthropic = stack.upstreams["openai"], stack.upstreams["anthropic"]
+    openai.route("POST", "/v1/chat/completions", handler="pytest_fanout.sdk_answers:openai_echo")
+    anthropic.route("POST", "/v1/messages", handler="pytest_fanout.sdk_answers:anthropic_echo")
+    assert stack.app is not None
+    with httpx2.Client(timeout=60) as client:
+        answer = client.post(stack.app.url + "/ask", json=QUESTION)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"answers": dict.fromkeys(MODELS, QUESTION["question"])}
+        m = take(stack, client, "/ask")
+    assert m.upstream("openai").peak_per_sample == [3, 3]  # the three models at once
+    assert m.upstream("anthropic").peak_per_sample == [1, 1]
+    assert m.upstream("openai").requests_per_sample == [3, 3]  # no SDK retry
+    calls = openai.requests("POST", "/v1/chat/completions")
+    assert sorted(c.json()["model"] for c in calls[:3]) == sorted(MODELS[:3])
+    assert calls[0].headers["authorization"] == "Bearer sk-stub"
+    [claude, *_] = anthropic.requests("POST", "/v1/messages")
+    assert "anthropic-version" in claude.headers  # the SDK spoke to the stub
+
+
+def test_streamed_answers_count_in_flight_until_their_last_byte(stack: Stack) -> None:
+    openai, anthropic = stack.upstreams["openai"], stack.upstreams["anthropic"]
+    # Eight tokens each at 40 a second: each stream lasts at least 7 x 25 ms after its TTFB.
+    openai.route(
+        "POST",
+        "/v1/chat/completions",
+        events=openai_chat_completion_stream(ANSWER),
+        tokens_per_s=40,
+    )
+    anthropic.route(
+        "POST", "/v1/messages", events=anthropic_message_stream(ANSWER), tokens_per_s=40
+    )
+    assert stack.app is not None
+    with httpx2.Client(timeout=60) as client:
+        answer = client.post(stack.app.url + "/ask-streamed", json=QUESTION)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"answers": dict.fromkeys(MODELS, ANSWER)}
+        m = take(stack, client, "/ask-streamed")
+    assert m.upstream("openai").peak_per_sample == [3, 3]
+    assert m.upstream("anthropic").peak_per_sample == [1, 1]
+    assert all(c.json()["stream"] is True for c in openai.requests())
+    # Exact lower bound: no stream can end before its TTFB plus its paced tokens.
+    streamed_s = TTFB_MS / 1000 + (len(openai_chat_completion_stream(ANSWER)) - 1) / 40
+    assert min(m.samples) >= streamed_s
+
+
+def test_an_answer_built_by_the_helper_is_what_the_sdk_reads(stack: Stack) -> None:
+    stack.upstreams["openai"].route(
+        "POST", "/v1/chat/completions", json=openai_chat_completion("Forty-two.")
+    )
+    stack.upstreams["anthropic"].route(
+        "POST", "/v1/messages", handler="pytest_fanout.sdk_answers:anthropic_echo"
+    )
+    assert stack.app is not None
+    answer = httpx2.post(stack.app.url + "/ask", json=QUESTION, timeout=60).json()
+    assert answer["answers"]["gpt-4o"] == "Forty-two."
+    assert answer["answers"]["claude-sonnet-4-5"] == QUESTION["question"]
