@@ -188,3 +188,26 @@ def assert_no_blocking(m: Measurement, max_lag_s: float | None = None) -> None:
                 else "something blocks the loop, such as a sync call inside `async def`"
             )
         )
+
+
+def assert_streams(m: Measurement, first_byte_within: float = 0.5) -> None:
+    """The answer streams: in every sample its first byte came within `first_byte_within`
+    of the time to its last byte (a ratio from the same sample, so a noisy machine moves
+    both). An app that reads a whole upstream stream before answering fails it."""
+    __tracebackhide__ = True
+    if not 0 < first_byte_within < 1:
+        raise ValueError(f"first_byte_within must be between 0 and 1, got {first_byte_within!r}")
+    if not m.first_byte_per_sample:
+        raise FanoutAssertionError(
+            f"no first-byte times for {m.path}: measure through the `fanout` fixture"
+        )
+    label = f"{m.method} {m.path}" if m.method != "GET" else m.path
+    pairs = list(zip(m.first_byte_per_sample, m.samples, strict=True))
+    for index, (first, last) in enumerate(pairs, 1):
+        if last and first / last > first_byte_within:
+            raise FanoutAssertionError(
+                f"expected the first byte of {label} within {first_byte_within:.0%} of the "
+                f"answer's time in every sample: sample {index} sent it at {_ms(first)} of "
+                f"{_ms(last)} ({first / last:.0%}): the answer is buffered, not streamed "
+                "(an upstream stream read to the end before answering?)"
+            )

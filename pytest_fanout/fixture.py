@@ -151,6 +151,11 @@ class Fanout:
         __tracebackhide__ = True
         assertions.assert_no_blocking(m, max_lag_s)
 
+    def assert_streams(self, m: Measurement, first_byte_within: float = 0.5) -> None:
+        """The first byte came within `first_byte_within` of the last, in every sample."""
+        __tracebackhide__ = True
+        assertions.assert_streams(m, first_byte_within)
+
     def diagnose(self, m: Measurement) -> list[Finding]:
         """What is wrong with `m`'s fan-out, most important first ([] when healthy)."""
         return diagnose(m)

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx2
 
+from pytest_fanout.timed_request import first_byte_s, timed_request
+
 #: (n, concurrency) of a path, or None when unknown: what `pytest_fanout_path_shape` returns.
 PathShape = Callable[[str], "tuple[int, int] | None"]
 
@@ -76,6 +78,18 @@ class Measurement:
     #: longest first: {"duration_s", "stacks": [{"count", "frames": [{"file", "line",
     #: "function"}, ...innermost last]}]} (see pytest_fanout.servers.stacks to read them).
     stalls: list[dict[str, Any]] = field(default_factory=list)
+    #: Seconds to the first byte of the answer's body in each sample (the first token of a
+    #: stream); `samples` are the times to its last byte.
+    first_byte_per_sample: list[float] = field(default_factory=list)
+
+    @property
+    def first_byte_median_s(self) -> float | None:
+        """The median time to the first byte of the body (None for a measurement without)."""
+        return statistics.median(self.first_byte_per_sample) if self.first_byte_per_sample else None
+
+    @property
+    def first_byte_p95_s(self) -> float | None:
+        return percentile(self.first_byte_per_sample, 95) if self.first_byte_per_sample else None
 
     @property
     def median_s(self) -> float:
@@ -218,6 +232,8 @@ class Measurement:
             "efficiency",
             "overhead_per_call_s",
             "connections_opened",
+            "first_byte_median_s",
+            "first_byte_p95_s",
         ):
             data[name] = getattr(self, name)
         return data
@@ -316,7 +332,7 @@ def send_request(
             f"the app process died ({gone}) before {method} {path}", _tail(app)
         ) from None
     try:
-        return client.request(method, url, **kwargs)
+        return timed_request(client, method, url, **kwargs)
     except httpx2.TimeoutException:
         limit = client.timeout.read
         raise MeasurementError(
@@ -497,6 +513,7 @@ def measure(
         if index < warmup:
             continue
         result.samples.append(elapsed)
+        result.first_byte_per_sample.append(first_byte_s(response) or elapsed)
         for name, stub in stubs.items():
             stats = stub.stats()
             gauges = result.upstream_gauges[name]

@@ -141,6 +141,8 @@ def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float
         f"  median            {m.median_s * 1000:.1f} ms",
         f"  p95               {m.p95_s * 1000:.1f} ms",
     ]
+    if m.first_byte_median_s is not None:
+        lines.append(f"  first byte        {m.first_byte_median_s * 1000:.1f} ms (median)")
     upstreams = _upstream_rows(m)
     for name, requests, peak, connections in upstreams:
         lines.append(

@@ -1,7 +1,8 @@
 """A service that fans out through the real OpenAI and Anthropic SDKs, to stubs that answer
 their wire formats (pytest_fanout.sdk_answers), plain and streamed: the SDKs parse every
 answer, and the stubs' counts are exact (three OpenAI calls and one Anthropic call in flight
-at once; a streamed call counts until its last byte)."""
+at once; a streamed call counts until its last byte), and a streaming endpoint of the service
+is timed to its first byte and its last."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout.measure import measure
+from pytest_fanout.assertions import FanoutAssertionError, assert_streams
+from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.sdk_answers import (
     anthropic_message_stream,
     openai_chat_completion,
@@ -54,7 +56,7 @@ def stack(models: Stack) -> Stack:
     return models
 
 
-def take(stack: Stack, client: httpx2.Client, path: str) -> object:
+def take(stack: Stack, client: httpx2.Client, path: str) -> Measurement:
     assert stack.app is not None
     return measure(
         client,
@@ -126,3 +128,24 @@ def test_an_answer_built_by_the_helper_is_what_the_sdk_reads(stack: Stack) -> No
     answer = httpx2.post(stack.app.url + "/ask", json=QUESTION, timeout=60).json()
     assert answer["answers"]["gpt-4o"] == "Forty-two."
     assert answer["answers"]["claude-sonnet-4-5"] == QUESTION["question"]
+
+
+def test_a_streaming_endpoint_is_timed_to_its_first_and_last_byte(stack: Stack) -> None:
+    anthropic = stack.upstreams["anthropic"]
+    # Ten events at 10 a second after a 50 ms TTFB: the first token (the third event) comes
+    # at about 250 ms, the last byte at about 950 ms.
+    events = anthropic_message_stream(ANSWER)
+    anthropic.route("POST", "/v1/messages", events=events, delay_ms=50, tokens_per_s=10)
+    with httpx2.Client(timeout=60) as client:
+        streamed = take(stack, client, "/first-answer")
+        buffered = take(stack, client, "/first-answer-buffered")
+    assert len(streamed.first_byte_per_sample) == len(streamed.samples) == 2
+    # Exact lower bounds: no first token before its TTFB and two paced events.
+    assert min(streamed.first_byte_per_sample) >= 0.05 + 2 * 0.1 * 0.9
+    assert min(streamed.samples) >= 0.05 + (len(events) - 1) * 0.1 * 0.9
+    assert_streams(streamed)  # first byte at ~25% of the answer's time
+    with pytest.raises(FanoutAssertionError, match="the answer is buffered, not streamed"):
+        assert_streams(buffered)  # first byte with the last
+    data = streamed.to_dict()
+    assert data["first_byte_median_s"] == streamed.first_byte_median_s
+    assert Measurement.from_dict(data).first_byte_per_sample == streamed.first_byte_per_sample

@@ -91,3 +91,10 @@ async def first_answer(q: Question) -> StreamingResponse:
                 yield text
 
     return StreamingResponse(tokens(), media_type="text/plain")
+
+
+@app.post("/first-answer-buffered")
+async def first_answer_buffered(q: Question) -> StreamingResponse:
+    """The same answer, read to its end before any of it is sent on (the mistake)."""
+    text = await stream_claude(q.question)
+    return StreamingResponse(iter([text]), media_type="text/plain")
