@@ -460,6 +460,10 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
         "find each path's highest arrival rate that meets an SLO",
         "pytest_fanout.load.capacity_cli",
     ),
+    "record": (
+        "record real upstreams (a proxy, or a HAR file) into stub routes in the stack spec",
+        "pytest_fanout.record.cli",
+    ),
 }
 
 

@@ -1,0 +1,138 @@
+"""`fanout record`: stub routes from real traffic, written into the stack spec.
+
+    fanout record --upstream pricing=http://127.0.0.1:9000 [--upstream ...] [--spec FILE]
+    fanout record --upstream pricing=https://pricing.internal --har session.har
+
+Without `--har`, a recording proxy listens on loopback for each upstream and
+prints its URL: point the app's variable at it, exercise the app, then
+Ctrl-C; the routes seen are written. With `--har`, the file's entries under
+each upstream's URL are the traffic. Either way each upstream's routes land
+in `[tool.fanout.upstreams.NAME]` of the spec file (pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pytest_fanout.record.traffic import Exchange, routes_from
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+class RecordError(ValueError):
+    """Bad input or a failed step of `fanout record`; `str()` is one line."""
+
+
+def upstream_url(text: str) -> tuple[str, str]:
+    """NAME=URL, the URL an http(s) base without query or fragment (argparse type)."""
+    name, sep, url = text.partition("=")
+    if not sep or not _NAME.match(name):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=URL (e.g. pricing=http://...)")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {url!r} is not an http(s) base URL (scheme, host, optional path)"
+        )
+    return name, url.rstrip("/")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--upstream",
+        type=upstream_url,
+        action="append",
+        required=True,
+        metavar="NAME=URL",
+        help="a real upstream to record, by the name the stack spec gives it; repeatable",
+    )
+    parser.add_argument("--har", default=None, help="import this HAR file instead of proxying")
+    parser.add_argument(
+        "--spec",
+        default="pyproject.toml",
+        help="the TOML file whose [tool.fanout] gets the routes (default: pyproject.toml)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="the first proxy's loopback port (default: a free one; the others: free ones)",
+    )
+
+
+def _check_unique(upstreams: list[tuple[str, str]]) -> dict[str, str]:
+    named: dict[str, str] = {}
+    for name, url in upstreams:
+        if name in named:
+            raise RecordError(f"--upstream {name} is given twice")
+        named[name] = url
+    return named
+
+
+def _proxy(upstreams: dict[str, str], port: int) -> dict[str, list[Exchange]]:
+    import uvicorn
+
+    from pytest_fanout.record.proxy import RecordingProxy
+    from pytest_fanout.servers.process import LOOPBACK, ServerStartError, bind_listening_socket
+
+    sockets: list[socket.socket] = []
+    targets = {}
+    try:
+        for index, (name, url) in enumerate(upstreams.items()):
+            sock = bind_listening_socket(LOOPBACK, port if index == 0 else 0)
+            sockets.append(sock)
+            targets[sock.getsockname()[1]] = (name, url)
+    except ServerStartError as exc:
+        for sock in sockets:
+            sock.close()
+        raise RecordError(str(exc)) from None
+    proxy = RecordingProxy(targets)
+    for local, (name, url) in targets.items():
+        print(f"recording {name}: http://{LOOPBACK}:{local} -> {url}", flush=True)
+    print("point the app at these URLs; Ctrl-C stops and writes the routes", flush=True)
+    config = uvicorn.Config(proxy, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass  # uvicorn stopped gracefully, then raised the signal again: ours to handle
+    finally:
+        for sock in sockets:
+            sock.close()
+    for name, dropped in proxy.dropped.items():
+        if dropped:
+            print(f"{name}: {dropped} exchanges over the bound were not kept", file=sys.stderr)
+    return proxy.exchanges
+
+
+def run(args: argparse.Namespace) -> int:
+    from pytest_fanout.record.har import HarError, exchanges_from_har
+    from pytest_fanout.record.spec_file import SpecFileError, write_routes
+
+    try:
+        upstreams = _check_unique(args.upstream)
+        if args.har is not None:
+            exchanges = exchanges_from_har(args.har, upstreams)
+        else:
+            if not 0 <= args.port <= 65535:
+                raise RecordError(f"--port {args.port} is not a port (0-65535)")
+            exchanges = _proxy(upstreams, args.port)
+        routes = {name: routes_from(seen) for name, seen in exchanges.items()}
+        routes = {name: found for name, found in routes.items() if found}
+        for name in upstreams:
+            count = len(routes.get(name, []))
+            print(f"{name}: {count} route(s) from {len(exchanges[name])} exchange(s)", flush=True)
+        if not routes:
+            print(f"nothing recorded: {args.spec} left as it was", flush=True)
+            return EXIT_OK
+        write_routes(args.spec, routes)
+    except (RecordError, HarError, SpecFileError) as exc:
+        print(f"fanout: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"wrote the routes into {Path(args.spec)} ([tool.fanout.upstreams.*])", flush=True)
+    return EXIT_OK

@@ -1,0 +1,118 @@
+"""The recording proxy: one ASGI app in front of every real upstream being recorded.
+
+Each upstream gets its own loopback socket; the socket a request came in on
+says which upstream it is for (no request chooses a URL). The request goes on
+to the real upstream unchanged but for its Host; the answer comes back
+unchanged but for hop-by-hop headers, and is kept as an `Exchange` with the
+time from sending it to its last byte. Kept exchanges are bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx2
+
+from pytest_fanout.record.traffic import Exchange
+
+#: Exchanges kept per upstream (the oldest are kept; later ones are counted as dropped).
+MAX_EXCHANGES = 100_000
+#: Largest request body forwarded (bytes): more is a 413.
+MAX_REQUEST_BODY = 16 * 1024 * 1024
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+class RecordingProxy:
+    """ASGI app: forwards to `targets[port]` and records what it saw."""
+
+    def __init__(self, targets: dict[int, tuple[str, str]], timeout_s: float = 60.0) -> None:
+        #: local port -> (upstream name, real base URL without a trailing slash)
+        self.targets = targets
+        self.exchanges: dict[str, list[Exchange]] = {name: [] for name, _ in targets.values()}
+        self.dropped = dict.fromkeys(self.exchanges, 0)
+        self.timeout_s = timeout_s
+        self._client: httpx2.AsyncClient | None = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        name, base = self.targets[scope["server"][1]]
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > MAX_REQUEST_BODY:
+                await _answer(send, 413, [], b"request body too large to record")
+                return
+            if not message.get("more_body"):
+                break
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1")
+        query = scope["query_string"].decode("latin-1")
+        url = base + path + (f"?{query}" if query else "")
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k.decode("latin-1").lower() not in _HOP_BY_HOP
+        ]
+        assert self._client is not None
+        start = time.perf_counter()
+        try:
+            answer = await self._client.request(scope["method"], url, headers=headers, content=body)
+        except httpx2.HTTPError as exc:
+            await _answer(send, 502, [], f"fanout record: {name}: {exc}".encode())
+            return
+        latency_ms = (time.perf_counter() - start) * 1000
+        kept = tuple((k, v) for k, v in answer.headers.multi_items())
+        self._keep(
+            name,
+            Exchange(scope["method"], path, answer.status_code, kept, answer.content, latency_ms),
+        )
+        out = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in kept
+            if k.lower() not in _HOP_BY_HOP and k.lower() != "content-encoding"
+        ]
+        await _answer(send, answer.status_code, out, answer.content)
+
+    def _keep(self, name: str, exchange: Exchange) -> None:
+        kept = self.exchanges[name]
+        if len(kept) >= MAX_EXCHANGES:
+            self.dropped[name] += 1
+        else:
+            kept.append(exchange)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # Decoded bodies go back to the app (content-encoding is dropped above).
+                self._client = httpx2.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._client is not None:
+                    await self._client.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _answer(send: Any, status: int, headers: list, body: bytes) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

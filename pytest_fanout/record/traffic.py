@@ -1,0 +1,127 @@
+"""Exchanges seen on the wire, turned into stub routes.
+
+One route per method and path: the most frequent status, the last answer
+with that status (JSON as `json`, other text as `body`), the response headers
+that are neither hop-by-hop nor sensitive, and the latency distribution as
+`delay_ms` (the median) and `p99_ms` (the 99th percentile, when it is above
+the median: the stub then draws log-normal delays with that median and tail).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_fanout.servers.routes import METHODS
+
+#: Response headers never written into a route: the transport's own, and credentials.
+DROPPED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+        "set-cookie",
+        "set-cookie2",
+        "cookie",
+        "authorization",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "www-authenticate",
+        "upgrade",
+        "trailer",
+        "te",
+        "alt-svc",
+        "strict-transport-security",
+    }
+)
+#: A header whose name holds one of these is taken for a credential and dropped.
+SENSITIVE_WORDS = ("token", "secret", "key", "auth", "session", "cookie", "signature", "csrf")
+#: A path a route holds literally (its raw, percent-encoded form has no braces or spaces).
+_LITERAL_PATH = re.compile(r"^/[^{}?#\s]*$")
+#: Bodies longer than this are not written into the spec (a route keeps its status).
+MAX_BODY_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and its answer as seen on the wire."""
+
+    method: str
+    path: str
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    #: From the request's send to the answer's last byte, in milliseconds.
+    latency_ms: float
+
+
+def kept_headers(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """The response headers a route may repeat (lower-case names; credentials dropped)."""
+    kept = {}
+    for name, value in headers:
+        lower = name.lower()
+        if lower in DROPPED_HEADERS or any(word in lower for word in SENSITIVE_WORDS):
+            continue
+        kept[lower] = value
+    return kept
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = max(0, math.ceil(q / 100 * len(ordered)) - 1)
+    return ordered[rank]
+
+
+def _answer(exchange: Exchange) -> dict[str, Any]:
+    headers = kept_headers(exchange.headers)
+    content_type = headers.get("content-type", "")
+    body = exchange.body
+    if len(body) > MAX_BODY_BYTES:
+        return {"headers": headers} if headers else {}
+    if "json" in content_type or (not content_type and body[:1] in (b"{", b"[")):
+        try:
+            value = json.loads(body)
+        except ValueError:
+            pass
+        else:
+            if content_type == "application/json":
+                del headers["content-type"]  # what a json= route sends anyway
+            return {"json": value, **({"headers": headers} if headers else {})}
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"headers": headers} if headers else {}
+    return {"body": text, **({"headers": headers} if headers else {})}
+
+
+def routes_from(exchanges: list[Exchange]) -> list[dict[str, Any]]:
+    """One route (as `route(...)` keyword arguments) per method and path, in the order
+    they were first seen."""
+    groups: dict[tuple[str, str], list[Exchange]] = {}
+    for exchange in exchanges:
+        if exchange.method.upper() not in METHODS or not _LITERAL_PATH.match(exchange.path):
+            continue  # a path a route cannot hold as it is (braces would make a template)
+        groups.setdefault((exchange.method.upper(), exchange.path), []).append(exchange)
+    routes = []
+    for (method, path), seen in groups.items():
+        status = Counter(e.status for e in seen).most_common(1)[0][0]
+        last = [e for e in seen if e.status == status][-1]
+        route: dict[str, Any] = {"method": method, "path": path, "status": status}
+        route.update(_answer(last))
+        latencies = [max(0.0, e.latency_ms) for e in seen]
+        median = round(statistics.median(latencies), 1)
+        route["delay_ms"] = median
+        tail = round(_percentile(latencies, 99), 1)
+        if median > 0 and tail > median:
+            route["p99_ms"] = tail
+        routes.append(route)
+    return routes
