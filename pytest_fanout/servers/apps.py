@@ -123,12 +123,22 @@ def wsgi_threads(environ: dict[str, str] | None = None) -> int:
     return int(raw)
 
 
-def as_asgi(app: Any, kind: str) -> Any:
-    """The ASGI 3 app uvicorn serves for an ASGI3 or WSGI `app`."""
+def prepare(app: Any, kind: str, *, probe: bool) -> Any:
+    """What the child serves: for ASGI3 and WSGI the ASGI 3 app uvicorn runs, for AIOHTTP the
+    Application itself; wrapped in the loop probe when `probe` (raises ValueError, one line,
+    for a setting the probe or the adapter cannot use)."""
+    if kind == AIOHTTP:
+        if probe:
+            app.middlewares.insert(0, _probe_middleware())
+        return app
     if kind == WSGI:
         from a2wsgi import WSGIMiddleware
 
-        return WSGIMiddleware(app, workers=wsgi_threads())
+        app = WSGIMiddleware(app, workers=wsgi_threads())
+    if probe:
+        from pytest_fanout.servers.probe import LoopProbe
+
+        app = LoopProbe(app)
     return app
 
 
@@ -172,11 +182,9 @@ def _probe_middleware() -> Any:
     return loop_probe
 
 
-async def _serve_aiohttp(app: Any, sock: socket.socket, probe: bool) -> bool:
+async def _serve_aiohttp(app: Any, sock: socket.socket) -> bool:
     from aiohttp import web
 
-    if probe:
-        app.middlewares.insert(0, _probe_middleware())
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -198,6 +206,6 @@ async def _serve_aiohttp(app: Any, sock: socket.socket, probe: bool) -> bool:
     return True
 
 
-def serve_aiohttp(app: Any, sock: socket.socket, *, probe: bool) -> bool:
+def serve_aiohttp(app: Any, sock: socket.socket) -> bool:
     """Serve an aiohttp Application on `sock` until SIGTERM; False if its startup failed."""
-    return asyncio.run(_serve_aiohttp(app, sock, probe))
+    return asyncio.run(_serve_aiohttp(app, sock))

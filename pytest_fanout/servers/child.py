@@ -19,7 +19,7 @@ import threading
 import uvicorn
 from uvicorn.importer import ImportFromStringError, import_from_string
 
-from pytest_fanout.servers.apps import AIOHTTP, NotAnAppError, app_kind, as_asgi, serve_aiohttp
+from pytest_fanout.servers.apps import AIOHTTP, NotAnAppError, app_kind, prepare, serve_aiohttp
 
 #: The reference app's package: its framework is the `reference` extra, not a dependency.
 REFERENCE_APP_PACKAGE = "pytest_fanout.reference_app"
@@ -73,10 +73,6 @@ def load_app(spec: str, *, factory: bool) -> tuple[object, str]:
 
 
 def _serve_uvicorn(app: object, sock: socket.socket, args: argparse.Namespace) -> int:
-    if args.probe:
-        from pytest_fanout.servers.probe import LoopProbe
-
-        app = LoopProbe(app)
     config = uvicorn.Config(
         app,
         lifespan=args.lifespan,
@@ -100,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     try:
         app, kind = load_app(args.app, factory=args.factory)
-        if kind != AIOHTTP:
-            app = as_asgi(app, kind)
+        app = prepare(app, kind, probe=args.probe)
     except ImportFromStringError as exc:
         print(f"fanout child: cannot import app {args.app!r}: {exc}", file=sys.stderr)
         return LOAD_FAILED
@@ -126,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return LOAD_FAILED
     sock = socket.socket(fileno=args.fd)
     if kind == AIOHTTP:
-        return 0 if serve_aiohttp(app, sock, probe=args.probe) else 3
+        return 0 if serve_aiohttp(app, sock) else 3
     return _serve_uvicorn(app, sock, args)
 
 
