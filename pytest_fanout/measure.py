@@ -377,12 +377,24 @@ def _as_upstreams(upstream: Any, upstreams: Mapping[str, Any] | None) -> dict[st
     return {getattr(upstream, "upstream_name", "default"): upstream}
 
 
-def _app_idle(app: Any, wait_s: float, method: str, path: str) -> None:
+def _app_idle(app: Any, wait_s: float, method: str, path: str, *, own: bool = False) -> None:
     """Wait (bounded) until the app serves no request of an earlier test: one still running
-    would keep calling the upstreams during this sample."""
+    would keep calling the upstreams during this sample. With `own`, what may still run is
+    this measurement's previous sample (a streamed answer's handler can end after its last
+    byte left): waited for without a warning."""
     __tracebackhide__ = True
     busy = app.probe_stats().get("inflight", 0)
     if not busy:
+        return
+    if own:
+        deadline = time.monotonic() + wait_s
+        while app.probe_stats().get("inflight", 0) and time.monotonic() < deadline:
+            time.sleep(0.005)  # polling the probe, bounded by the deadline
+        if app.probe_stats().get("inflight", 0):
+            raise MeasurementError(
+                f"the app still ran the previous call of {method} {path} {wait_s:g} s after "
+                "answering it: cannot measure it exactly"
+            )
         return
     deadline = time.monotonic() + wait_s
     while app.probe_stats().get("inflight", 0):
@@ -498,7 +510,7 @@ def measure(
     url = app_url + path
     for index in range(warmup + repeat):
         if app is not None:
-            _app_idle(app, wait_s, method, path)
+            _app_idle(app, wait_s, method, path, own=index > 0)
         _settle(stubs, wait_s, method, path)
         if app is not None:
             app.probe_reset()
