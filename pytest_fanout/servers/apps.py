@@ -77,6 +77,8 @@ def app_kind(app: object) -> str:
     aiohttp_web = sys.modules.get("aiohttp.web")
     if aiohttp_web is not None and isinstance(app, aiohttp_web.Application):
         return AIOHTTP
+    if inspect.isawaitable(app):
+        return AIOHTTP  # an async factory's answer (aiohttp's convention): checked once awaited
     if inspect.isclass(app):
         raise NotAnAppError(
             f"found the class {app.__qualname__}, not an app: give an instance "
@@ -128,7 +130,7 @@ def prepare(app: Any, kind: str, *, probe: bool) -> Any:
     Application itself; wrapped in the loop probe when `probe` (raises ValueError, one line,
     for a setting the probe or the adapter cannot use)."""
     if kind == AIOHTTP:
-        if probe:
+        if probe and not inspect.isawaitable(app):
             app.middlewares.insert(0, _probe_middleware())
         return app
     if kind == WSGI:
@@ -182,9 +184,35 @@ def _probe_middleware() -> Any:
     return loop_probe
 
 
-async def _serve_aiohttp(app: Any, sock: socket.socket) -> bool:
+async def _awaited_app(app: Any, probe: bool) -> Any:
+    """An async factory's Application, awaited in the loop that serves it (its sessions
+    belong to that loop); None, after one line, when it raised or gave something else."""
     from aiohttp import web
 
+    try:
+        app = await app
+        if not isinstance(app, web.Application):
+            print(
+                f"fanout child: the app factory gave {_found(app)}, not an app; "
+                f"accepted: {ACCEPTED}",
+                file=sys.stderr,
+            )
+            return None
+        if probe:
+            app.middlewares.insert(0, _probe_middleware())
+    except Exception as exc:
+        print(f"fanout child: the app factory raised {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    return app
+
+
+async def _serve_aiohttp(app: Any, sock: socket.socket, probe: bool) -> bool:
+    from aiohttp import web
+
+    if inspect.isawaitable(app):
+        app = await _awaited_app(app, probe)
+        if app is None:
+            return False
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -206,6 +234,8 @@ async def _serve_aiohttp(app: Any, sock: socket.socket) -> bool:
     return True
 
 
-def serve_aiohttp(app: Any, sock: socket.socket) -> bool:
-    """Serve an aiohttp Application on `sock` until SIGTERM; False if its startup failed."""
-    return asyncio.run(_serve_aiohttp(app, sock))
+def serve_aiohttp(app: Any, sock: socket.socket, *, probe: bool) -> bool:
+    """Serve an aiohttp Application (or await an async factory's) on `sock` until SIGTERM;
+    False if it could not start. `probe`: wrap an awaited factory's app in the loop probe
+    (`prepare` did it for an Application)."""
+    return asyncio.run(_serve_aiohttp(app, sock, probe))

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return LOAD_FAILED
     sock = socket.socket(fileno=args.fd)
     if kind == AIOHTTP:
-        return 0 if serve_aiohttp(app, sock) else 3
+        return 0 if serve_aiohttp(app, sock, probe=args.probe) else 3
     return _serve_uvicorn(app, sock, args)
 
 

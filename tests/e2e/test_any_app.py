@@ -192,6 +192,34 @@ def test_a_blocking_aiohttp_handler_is_seen_by_the_probe(tmp_path: Path) -> None
     assert "svc_aio.py" in diagnose(m)[0].message
 
 
+def test_an_aiohttp_async_factory_is_awaited_in_the_serving_loop(tmp_path: Path) -> None:
+    (tmp_path / "aio_factory.py").write_text(
+        """
+import aiohttp
+from aiohttp import web
+
+
+async def create_app():
+    session = aiohttp.ClientSession()  # needs the loop that will serve the app
+
+    async def close(app):
+        await session.close()
+
+    async def hello(request):
+        return web.json_response({"loop_bound": not session.closed})
+
+    app = web.Application()
+    app.on_cleanup.append(close)
+    app.router.add_get("/hello", hello)
+    return app
+"""
+    )
+    with Stack("aio_factory:create_app", app_dir=tmp_path, factory=True) as stack:
+        assert stack.app is not None
+        assert httpx2.get(stack.app.url + "/hello").json() == {"loop_bound": True}
+        assert stack.app.probe_stats()["requests"] == 1  # the probe wraps it too
+
+
 def test_a_bare_asgi_function_without_lifespan_starts(tmp_path: Path) -> None:
     (tmp_path / "bare.py").write_text(
         """
