@@ -72,24 +72,43 @@ class RecordingProxy:
             if k.decode("latin-1").lower() not in _HOP_BY_HOP
         ]
         assert self._client is not None
+        request = self._client.build_request(scope["method"], url, headers=headers, content=body)
         start = time.perf_counter()
+        first_ms: float | None = None
+        chunks: list[bytes] = []
+        started = False
         try:
-            answer = await self._client.request(scope["method"], url, headers=headers, content=body)
+            answer = await self._client.send(request, stream=True)
+            try:
+                kept = tuple((k, v) for k, v in answer.headers.multi_items())
+                out = [
+                    (k.encode("latin-1"), v.encode("latin-1"))
+                    for k, v in kept
+                    if k.lower() not in _HOP_BY_HOP and k.lower() != "content-encoding"
+                ]
+                # Passed on as it comes, so a streamed answer stays streamed for the app.
+                await send(
+                    {"type": "http.response.start", "status": answer.status_code, "headers": out}
+                )
+                started = True
+                async for chunk in answer.aiter_bytes():
+                    if first_ms is None and chunk:
+                        first_ms = (time.perf_counter() - start) * 1000
+                    chunks.append(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            finally:
+                await answer.aclose()
         except httpx2.HTTPError as exc:
-            await _answer(send, 502, [], f"fanout record: {name}: {exc}".encode())
-            return
+            if not started:
+                await _answer(send, 502, [], f"fanout record: {name}: {exc}".encode())
+            return  # a broken answer is passed on broken, and not recorded
         latency_ms = (time.perf_counter() - start) * 1000
-        kept = tuple((k, v) for k, v in answer.headers.multi_items())
+        await send({"type": "http.response.body", "body": b""})
+        content = b"".join(chunks)
+        status = answer.status_code
         self._keep(
-            name,
-            Exchange(scope["method"], path, answer.status_code, kept, answer.content, latency_ms),
+            name, Exchange(scope["method"], path, status, kept, content, latency_ms, first_ms)
         )
-        out = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in kept
-            if k.lower() not in _HOP_BY_HOP and k.lower() != "content-encoding"
-        ]
-        await _answer(send, answer.status_code, out, answer.content)
 
     def _keep(self, name: str, exchange: Exchange) -> None:
         kept = self.exchanges[name]

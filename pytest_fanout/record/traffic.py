@@ -62,6 +62,8 @@ class Exchange:
     body: bytes
     #: From the request's send to the answer's last byte, in milliseconds.
     latency_ms: float
+    #: From the send to the body's first byte (None: not measured, as in a HAR file).
+    first_byte_ms: float | None = None
 
 
 def kept_headers(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -81,10 +83,38 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[rank]
 
 
+def parse_events(text: str) -> list[Any]:
+    """Server-sent events as `route(events=...)` takes them: a bare data string, or a dict
+    with `event`, `id`, `retry` and `data` (comments dropped)."""
+    events: list[Any] = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, Any] = {}
+        data: list[str] = []
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name in ("event", "id", "retry"):
+                fields[name] = value
+        if data:
+            fields["data"] = "\n".join(data)
+        if fields:
+            events.append(fields["data"] if list(fields) == ["data"] else fields)
+    return events
+
+
 def _answer(exchange: Exchange) -> dict[str, Any]:
     headers = kept_headers(exchange.headers)
     content_type = headers.get("content-type", "")
     body = exchange.body
+    if content_type.startswith("text/event-stream"):
+        events = parse_events(body.decode("utf-8", errors="replace"))
+        if events:
+            del headers["content-type"]  # what an events= route sends anyway
+            return {"events": events, **({"headers": headers} if headers else {})}
     if len(body) > MAX_BODY_BYTES:
         return {"headers": headers} if headers else {}
     if "json" in content_type or (not content_type and body[:1] in (b"{", b"[")):
@@ -117,11 +147,26 @@ def routes_from(exchanges: list[Exchange]) -> list[dict[str, Any]]:
         last = [e for e in seen if e.status == status][-1]
         route: dict[str, Any] = {"method": method, "path": path, "status": status}
         route.update(_answer(last))
-        latencies = [max(0.0, e.latency_ms) for e in seen]
+        streamed = "events" in route
+        firsts = [e.first_byte_ms for e in seen if e.first_byte_ms is not None]
+        # A stream's delay is its time to first byte, then its pace; any other answer's
+        # delay is the whole exchange.
+        latencies = [
+            max(0.0, ms) for ms in (firsts if streamed and firsts else [e.latency_ms for e in seen])
+        ]
         median = round(statistics.median(latencies), 1)
         route["delay_ms"] = median
         tail = round(_percentile(latencies, 99), 1)
         if median > 0 and tail > median:
             route["p99_ms"] = tail
+        if streamed and firsts and len(route["events"]) > 1:
+            gaps = [
+                (e.latency_ms - e.first_byte_ms) / (len(route["events"]) - 1)
+                for e in seen
+                if e.first_byte_ms is not None
+            ]
+            pace = round(max(0.0, statistics.median(gaps)), 1)
+            if pace:
+                route["chunk_delay_ms"] = pace
         routes.append(route)
     return routes

@@ -25,6 +25,8 @@ from pytest_fanout.servers.upstream import Behaviour
 
 #: The real service's latency: the recorded median can only be at or above it.
 REAL_DELAY_MS = 60
+#: The pause between its streamed events.
+STREAM_PACE_MS = 120
 EXISTING = """# my service
 [project]
 name = "shop"
@@ -48,6 +50,13 @@ def real() -> Iterator[StubUpstreamServer]:
             headers={"set-cookie": "s=secret", "x-api-key": "k", "x-region": "eu"},
         )
         server.route("POST", "/quote", status=201, body="quoted", headers={"x-session-id": "9"})
+        server.route(
+            "GET",
+            "/v1/stream",
+            events=["hello", {"event": "done", "data": '{"n":2}'}],
+            delay_ms=REAL_DELAY_MS,
+            chunk_delay_ms=STREAM_PACE_MS,
+        )
         yield server
 
 
@@ -92,6 +101,10 @@ def test_the_proxy_records_routes_into_the_stack_spec(
                 answer = client.get(f"/price/{sku}")
                 assert answer.json() == {"sku": sku, "cents": 250}  # the real answer, passed on
             assert client.post("/quote", json={"skus": ["a"]}).text == "quoted"
+            with client.stream("GET", "/v1/stream") as streamed:
+                pieces = list(streamed.iter_raw())
+            assert len(pieces) >= 2  # the proxy passes a stream on as it comes
+            assert b"".join(pieces) == b'data: hello\n\nevent: done\ndata: {"n":2}\n\n'
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -99,7 +112,7 @@ def test_the_proxy_records_routes_into_the_stack_spec(
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, out
-    assert "pricing: 3 route(s) from 5 exchange(s)" in out
+    assert "pricing: 4 route(s) from 6 exchange(s)" in out
     text = spec.read_text()
     assert text.startswith(EXISTING.split("[tool.fanout.upstreams")[0])  # comments kept
     table = tomllib.loads(text)["tool"]["fanout"]
@@ -107,7 +120,12 @@ def test_the_proxy_records_routes_into_the_stack_spec(
     pricing = table["upstreams"]["pricing"]
     assert pricing["env"] == "PRICING_API"  # the user's own, kept
     routes = {(r["method"], r["path"]): r for r in pricing["routes"]}
-    assert sorted(routes) == [("GET", "/price/a"), ("GET", "/price/b"), ("POST", "/quote")]
+    assert sorted(routes) == [
+        ("GET", "/price/a"),
+        ("GET", "/price/b"),
+        ("GET", "/v1/stream"),
+        ("POST", "/quote"),
+    ]
     price = routes[("GET", "/price/a")]
     assert price["json"] == {"sku": "a", "cents": 250}
     assert price["headers"] == {"x-region": "eu"}  # set-cookie and x-api-key dropped
@@ -115,6 +133,12 @@ def test_the_proxy_records_routes_into_the_stack_spec(
     quote = routes[("POST", "/quote")]
     assert (quote["status"], quote["body"]) == (201, "quoted")
     assert "x-session-id" not in quote.get("headers", {})
+    # A stream is recorded as its events, its time to first byte and its pace (lower bounds:
+    # the real service cannot send earlier).
+    stream = routes[("GET", "/v1/stream")]
+    assert stream["events"] == ["hello", {"event": "done", "data": '{"n":2}'}]
+    assert stream["delay_ms"] >= REAL_DELAY_MS
+    assert stream["chunk_delay_ms"] >= STREAM_PACE_MS * 0.9
     # The routes load into a stub as they are (the stub validates every setting).
     with StubUpstreamServer(Behaviour(delay_ms=0)) as stub:
         for route in pricing["routes"]:
