@@ -19,8 +19,6 @@ from typing import Any
 
 import httpx2
 
-from pytest_fanout.timed_request import first_byte_s, timed_request
-
 #: (n, concurrency) of a path, or None when unknown: what `pytest_fanout_path_shape` returns.
 PathShape = Callable[[str], "tuple[int, int] | None"]
 
@@ -332,7 +330,7 @@ def send_request(
             f"the app process died ({gone}) before {method} {path}", _tail(app)
         ) from None
     try:
-        return timed_request(client, method, url, **kwargs)
+        return _timed_request(client, method, url, **kwargs)
     except httpx2.TimeoutException:
         limit = client.timeout.read
         raise MeasurementError(
@@ -349,6 +347,48 @@ def send_request(
         raise MeasurementError(
             f"{method} {path}: the app did not answer: {type(exc).__name__}: {exc}", _tail(app)
         ) from None
+
+
+#: Where a timed answer keeps its times: seconds from the send to the body's first and
+#: last byte. A streaming endpoint is judged by both: a change that delays the first token
+#: is a regression even when the total stays.
+_FIRST_BYTE = "fanout.first_byte_s"
+_LAST_BYTE = "fanout.last_byte_s"
+
+
+def _timed_request(client: httpx2.Client, method: str, url: str, **kwargs: Any) -> httpx2.Response:
+    """`client.request(...)`, with _FIRST_BYTE and _LAST_BYTE in the answer's extensions
+    (an empty body's first byte is its last)."""
+    request = client.build_request(method, url, **kwargs)
+    start = time.perf_counter()
+    streamed = client.send(request, stream=True)
+    first: float | None = None
+    chunks = []
+    try:
+        for chunk in streamed.iter_raw():
+            if first is None and chunk:
+                first = time.perf_counter() - start
+            chunks.append(chunk)
+    finally:
+        streamed.close()
+    last = time.perf_counter() - start
+    return httpx2.Response(
+        streamed.status_code,
+        headers=streamed.headers,
+        content=b"".join(chunks),
+        request=request,
+        extensions={
+            **streamed.extensions,
+            _FIRST_BYTE: last if first is None else first,
+            _LAST_BYTE: last,
+        },
+    )
+
+
+def _first_byte_s(response: httpx2.Response) -> float | None:
+    """Seconds from the send to the body's first byte, if `_timed_request` sent it."""
+    value = response.extensions.get(_FIRST_BYTE)
+    return float(value) if value is not None else None
 
 
 def _tail(app: Any) -> str:
@@ -525,7 +565,7 @@ def measure(
         if index < warmup:
             continue
         result.samples.append(elapsed)
-        result.first_byte_per_sample.append(first_byte_s(response) or elapsed)
+        result.first_byte_per_sample.append(_first_byte_s(response) or elapsed)
         for name, stub in stubs.items():
             stats = stub.stats()
             gauges = result.upstream_gauges[name]

@@ -9,6 +9,7 @@
   handlers), `streaming` (SSE events or chunks, paced), `recorder` (the requests it
   saw, bounded) and `connections` (TCP connections counted at uvicorn's protocol level);
 * `stub_server`: `StubUpstreamServer`, one stub in a child process, its control API as methods;
+* `sdk_answers`: the OpenAI and Anthropic wire formats, plain and streamed, for its routes;
 * `stack`: named stubs and the app together, the app pointed at each stub;
 * `cleanup`: the one process-group killer and the one registry of live children;
 * `proctree`: which processes live (from /proc), for tests and Locust runs.

@@ -1,5 +1,5 @@
 """A service that fans out through the real OpenAI and Anthropic SDKs, to stubs that answer
-their wire formats (pytest_fanout.sdk_answers), plain and streamed: the SDKs parse every
+their wire formats (pytest_fanout.servers.sdk_answers), plain and streamed: the SDKs parse every
 answer, and the stubs' counts are exact (three OpenAI calls and one Anthropic call in flight
 at once; a streamed call counts until its last byte), and a streaming endpoint of the service
 is timed to its first byte and its last."""
@@ -14,12 +14,12 @@ import pytest
 
 from pytest_fanout.assertions import FanoutAssertionError, assert_streams
 from pytest_fanout.measure import Measurement, measure
-from pytest_fanout.sdk_answers import (
+from pytest_fanout.servers import Stack
+from pytest_fanout.servers.sdk_answers import (
     anthropic_message_stream,
     openai_chat_completion,
     openai_chat_completion_stream,
 )
-from pytest_fanout.servers import Stack
 from pytest_fanout.servers.upstream import Behaviour
 
 APP_DIR = Path(__file__).parent / "llm_app"
@@ -73,8 +73,12 @@ def take(stack: Stack, client: httpx2.Client, path: str) -> Measurement:
 
 def test_plain_answers_from_both_sdks_at_once(stack: Stack) -> None:
     openai, anthropic = stack.upstreams["openai"], stack.upstreams["anthropic"]
-    openai.route("POST", "/v1/chat/completions", handler="pytest_fanout.sdk_answers:openai_echo")
-    anthropic.route("POST", "/v1/messages", handler="pytest_fanout.sdk_answers:anthropic_echo")
+    openai.route(
+        "POST", "/v1/chat/completions", handler="pytest_fanout.servers.sdk_answers:openai_echo"
+    )
+    anthropic.route(
+        "POST", "/v1/messages", handler="pytest_fanout.servers.sdk_answers:anthropic_echo"
+    )
     assert stack.app is not None
     with httpx2.Client(timeout=60) as client:
         answer = client.post(stack.app.url + "/ask", json=QUESTION)
@@ -122,7 +126,7 @@ def test_an_answer_built_by_the_helper_is_what_the_sdk_reads(stack: Stack) -> No
         "POST", "/v1/chat/completions", json=openai_chat_completion("Forty-two.")
     )
     stack.upstreams["anthropic"].route(
-        "POST", "/v1/messages", handler="pytest_fanout.sdk_answers:anthropic_echo"
+        "POST", "/v1/messages", handler="pytest_fanout.servers.sdk_answers:anthropic_echo"
     )
     assert stack.app is not None
     answer = httpx2.post(stack.app.url + "/ask", json=QUESTION, timeout=60).json()

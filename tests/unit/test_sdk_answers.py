@@ -9,7 +9,8 @@ from anthropic.types import Message, RawMessageStreamEvent
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
-from pytest_fanout.sdk_answers import (
+from pytest_fanout.servers.routes import StubRequest
+from pytest_fanout.servers.sdk_answers import (
     anthropic_echo,
     anthropic_message,
     anthropic_message_stream,
@@ -18,7 +19,6 @@ from pytest_fanout.sdk_answers import (
     openai_echo,
     tokens_of,
 )
-from pytest_fanout.servers.routes import StubRequest
 from pytest_fanout.servers.streaming import StubStream, encode_event
 
 TEXT = "Six times seven is 42."

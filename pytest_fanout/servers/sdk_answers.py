@@ -17,7 +17,7 @@ with the last user message, streamed when the request asks (`"stream": true`),
 so one route serves both kinds of call:
 
     openai.route("POST", "/v1/chat/completions",
-                 handler="pytest_fanout.sdk_answers:openai_echo", delay_ms=300)
+                 handler="pytest_fanout.servers.sdk_answers:openai_echo", delay_ms=300)
 """
 
 from __future__ import annotations
