@@ -175,6 +175,8 @@ def test_measure_a_path_of_a_users_own_app(tmp_path: Path) -> None:
     assert median >= 200  # one wave of 200 ms calls, at the least
     assert re.search(r"efficiency\s+[\d.]+; ideal 200 ms \(n=8, concurrency 8\)", out), out
     assert "loop lag" in out and "p95" in out
+    first_byte = float(re.search(r"first byte\s+([\d.]+) ms \(median\)", out).group(1))
+    assert first_byte <= median  # a JSON answer's first byte comes with its last
 
 
 def test_measure_an_error_answer_is_one_line_and_a_failure(tmp_path: Path) -> None:
