@@ -5,7 +5,7 @@
 
 Without `--har`, a recording proxy listens on loopback for each upstream and
 prints its URL: point the app's variable at it, exercise the app, then
-Ctrl-C; the routes seen are written. With `--har`, the file's entries under
+Ctrl-C (or SIGTERM); the routes seen are written. With `--har`, the file's entries under
 each upstream's URL are the traffic. Either way each upstream's routes land
 in `[tool.fanout.upstreams.NAME]` of the spec file (pyproject.toml).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -74,6 +75,14 @@ def _check_unique(upstreams: list[tuple[str, str]]) -> dict[str, str]:
     return named
 
 
+class _Stopped(Exception):
+    """SIGTERM arrived: stop recording and write what was seen."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
 def _proxy(upstreams: dict[str, str], port: int) -> dict[str, list[Exchange]]:
     import uvicorn
 
@@ -97,11 +106,15 @@ def _proxy(upstreams: dict[str, str], port: int) -> dict[str, list[Exchange]]:
     print("point the app at these URLs; Ctrl-C stops and writes the routes", flush=True)
     config = uvicorn.Config(proxy, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
+    # uvicorn stops gracefully on SIGINT and SIGTERM, then raises the signal again with the
+    # handler that was there before: make SIGTERM's one an exception too, so both write.
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         server.run(sockets=sockets)
-    except KeyboardInterrupt:
-        pass  # uvicorn stopped gracefully, then raised the signal again: ours to handle
+    except (KeyboardInterrupt, _Stopped):
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for sock in sockets:
             sock.close()
     for name, dropped in proxy.dropped.items():

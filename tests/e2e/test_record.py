@@ -71,8 +71,9 @@ def fanout(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_proxy_records_routes_into_the_stack_spec(
-    real: StubUpstreamServer, tmp_path: Path
+    real: StubUpstreamServer, tmp_path: Path, stop: signal.Signals
 ) -> None:
     spec = tmp_path / "pyproject.toml"
     spec.write_text(EXISTING)
@@ -105,7 +106,7 @@ def test_the_proxy_records_routes_into_the_stack_spec(
                 pieces = list(streamed.iter_raw())
             assert len(pieces) >= 2  # the proxy passes a stream on as it comes
             assert b"".join(pieces) == b'data: hello\n\nevent: done\ndata: {"n":2}\n\n'
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
