@@ -8,6 +8,7 @@ new upstream gets `env = "NAME_URL"`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,30 @@ def default_env(name: str) -> str:
     return name.upper().replace("-", "_") + "_URL"
 
 
+def _has_null(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return any(_has_null(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_null(v) for v in value)
+    return False
+
+
+def _tomlable(route: Mapping[str, Any]) -> dict[str, Any]:
+    """TOML has no null: a JSON answer holding one is written as its JSON text (`body`,
+    with its content type), which the stub sends byte for byte."""
+    route = dict(route)
+    if "json" in route and _has_null(route["json"]):
+        value = route.pop("json")
+        route["body"] = json.dumps(value, separators=(",", ":"))
+        route["headers"] = {"content-type": "application/json", **route.get("headers", {})}
+    return route
+
+
 def _inline(route: Mapping[str, Any]) -> Any:
     table = tomlkit.inline_table()
-    table.update(route)
+    table.update(_tomlable(route))
     return table
 
 

@@ -165,7 +165,8 @@ def entry(method: str, url: str, status: int, text: str, ms: float) -> dict:
 
 def test_a_har_file_gives_routes_with_the_latency_distribution(tmp_path: Path) -> None:
     times = [100.0] * 90 + [400.0] * 10  # median 100 ms, a tail at 400 ms
-    entries = [
+    nulls = entry("GET", "https://api.example.test/v2/nulls", 200, '{"a": null, "b": [1]}', 5)
+    entries = [nulls] + [
         entry("GET", "https://api.example.test/v2/rates", 200, '{"eur": 1}', t) for t in times
     ]
     entries.append(entry("GET", "https://other.example.test/v2/rates", 200, "{}", 5))
@@ -183,7 +184,10 @@ def test_a_har_file_gives_routes_with_the_latency_distribution(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     rates = tomllib.loads((tmp_path / "stack.toml").read_text())["tool"]["fanout"]["upstreams"]
     assert rates["rates"]["env"] == "RATES_URL"  # a new upstream's default variable
-    [route] = rates["rates"]["routes"]
+    nulls_route, route = rates["rates"]["routes"]
+    # TOML has no null: that answer is kept as its JSON text, sent byte for byte.
+    assert nulls_route["body"] == '{"a":null,"b":[1]}'
+    assert nulls_route["headers"] == {"content-type": "application/json"}
     assert route == {
         "method": "GET",
         "path": "/rates",
