@@ -1,31 +1,99 @@
 """pytest-fanout: prove that FastAPI fan-out endpoints are concurrent, bounded and fast.
 
 `pytest -p pytest_fanout` and the pytest11 entry point both load this package,
-which pulls in the plugin modules below (hooks and fixtures live there).
+which pulls in the plugin modules below (hooks and fixtures live there). Its
+public names load on first use, and the plugins import servers, httpx2, the
+gate and Locust only inside the fixtures and hooks that need them: loading
+the plugin costs a few milliseconds in a project that does not use it.
 Importing it starts nothing and installs no signal handler: that happens when
 the first child process starts (`pytest_fanout.servers.cleanup`).
 """
 
-from pytest_fanout.assertions import FanoutAssertionError
-from pytest_fanout.diagnose import Finding, diagnose
-from pytest_fanout.fixture import Fanout
-from pytest_fanout.load.results import EndpointResult, LoadResult, OpenModelResult
-from pytest_fanout.load.runner import LoadRunError, run_locust
-from pytest_fanout.load.thresholds import Thresholds
-from pytest_fanout.measure import FanoutWarning, Measurement, MeasurementError, UpstreamGauges
-from pytest_fanout.servers import (
-    AppServer,
-    Behaviour,
-    RecordedRequest,
-    RouteError,
-    ServerProcess,
-    ServerStartError,
-    Stack,
-    StubRequest,
-    StubResponse,
-    StubStream,
-    StubUpstreamServer,
-)
+import importlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+#: Public name -> the module that holds it, imported on first use (PEP 562): pytest
+#: loads this package in every run of every project where it is installed, so its
+#: import must stay light (benchmarks/entry_import.py; tests/unit/test_entry_import.py).
+_PUBLIC = {
+    "FanoutAssertionError": "pytest_fanout.assertions",
+    "Finding": "pytest_fanout.diagnose",
+    "diagnose": "pytest_fanout.diagnose",
+    "Fanout": "pytest_fanout.fixture",
+    "EndpointResult": "pytest_fanout.load.results",
+    "LoadResult": "pytest_fanout.load.results",
+    "OpenModelResult": "pytest_fanout.load.results",
+    "LoadRunError": "pytest_fanout.load.runner",
+    "run_locust": "pytest_fanout.load.runner",
+    "Thresholds": "pytest_fanout.load.thresholds",
+    "FanoutWarning": "pytest_fanout.measure",
+    "Measurement": "pytest_fanout.measure",
+    "MeasurementError": "pytest_fanout.measure",
+    "UpstreamGauges": "pytest_fanout.measure",
+    "AppServer": "pytest_fanout.servers",
+    "Behaviour": "pytest_fanout.servers",
+    "RecordedRequest": "pytest_fanout.servers",
+    "RouteError": "pytest_fanout.servers",
+    "ServerProcess": "pytest_fanout.servers",
+    "ServerStartError": "pytest_fanout.servers",
+    "Stack": "pytest_fanout.servers",
+    "StubRequest": "pytest_fanout.servers",
+    "StubResponse": "pytest_fanout.servers",
+    "StubStream": "pytest_fanout.servers",
+    "StubUpstreamServer": "pytest_fanout.servers",
+    "ExitCode": "pytest_fanout.exitcodes",
+    "FanoutSession": "pytest_fanout.plugin",
+    "SpecError": "pytest_fanout.spec",
+    "StackSpec": "pytest_fanout.spec",
+    "UpstreamSpec": "pytest_fanout.spec",
+}
+
+if TYPE_CHECKING:
+    from pytest_fanout.assertions import FanoutAssertionError
+    from pytest_fanout.diagnose import Finding, diagnose
+    from pytest_fanout.exitcodes import ExitCode
+    from pytest_fanout.fixture import Fanout
+    from pytest_fanout.load.results import EndpointResult, LoadResult, OpenModelResult
+    from pytest_fanout.load.runner import LoadRunError, run_locust
+    from pytest_fanout.load.thresholds import Thresholds
+    from pytest_fanout.measure import FanoutWarning, Measurement, MeasurementError, UpstreamGauges
+    from pytest_fanout.plugin import FanoutSession
+    from pytest_fanout.servers import (
+        AppServer,
+        Behaviour,
+        RecordedRequest,
+        RouteError,
+        ServerProcess,
+        ServerStartError,
+        Stack,
+        StubRequest,
+        StubResponse,
+        StubStream,
+        StubUpstreamServer,
+    )
+    from pytest_fanout.spec import SpecError, StackSpec, UpstreamSpec
+
+
+def _lazy_names(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
+    """`__getattr__` for `package` (PEP 562): each public name is imported from the module
+    `where[name]` the first time it is read, then kept in the package. Used by this
+    package, `gate`, `load` and `servers`, which pytest imports at start-up. No `__dir__`
+    lists them: pluggy reads every name `dir()` gives a plugin, which would load them all."""
+    namespace = importlib.import_module(package).__dict__
+
+    def __getattr__(name: str) -> Any:
+        module = where.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
+
+
+__getattr__ = _lazy_names(__name__, _PUBLIC)
 
 pytest_plugins = [
     "pytest_fanout.plugin",
@@ -37,6 +105,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AppServer",
+    "ExitCode",
+    "FanoutSession",
+    "SpecError",
+    "StackSpec",
+    "UpstreamSpec",
     "Behaviour",
     "EndpointResult",
     "Fanout",

@@ -10,114 +10,124 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_fanout._argtypes import (
     fraction,
     http_status,
     import_string,
-    named_upstream,
     non_negative_float,
     non_negative_int,
     port_number,
-    positive_float,
     positive_int,
 )
+from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.servers.process import LOOPBACK, ServerStartError
-from pytest_fanout.servers.stack import DEFAULT_APP
+from pytest_fanout.spec import (
+    DEFAULT_APP,
+    OPTIONS,
+    SpecError,
+    StackSpec,
+    UpstreamSpec,
+    add_stack_options,
+    parse_token,
+    resolve,
+)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from pytest_fanout.servers.upstream import Behaviour
+
+#: The `fanout` commands' old flag names, kept beside the stack options' own.
+STACK_ALIASES = {"config": ["--fanout-config"], "request_timeout": ["--timeout"]}
 
 
-def add_upstream_option(parser: Any) -> None:
-    """`--upstream NAME=ENVVAR`, repeatable: one stub per upstream the app calls (as the
-    plugin's `fanout_upstreams` ini); shared by `serve`, `measure` and `capacity`.
-    `parser` is an ArgumentParser or one of its argument groups."""
-    parser.add_argument(
-        "--upstream",
-        type=named_upstream,
-        action="append",
-        default=None,
-        metavar="NAME=ENVVAR",
-        help="a stub upstream whose URL the app reads from ENVVAR; repeat for"
-        " each (default: one, in FANOUT_UPSTREAM_URL)",
+class CommandError(Exception):
+    """A failure to report as one line, with the exit status it means."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_stack_group(parser: argparse.ArgumentParser, keys: Iterable[str]) -> None:
+    """The stack options `keys` (pytest_fanout.spec), named without a prefix (`--app`,
+    `--upstream NAME=ENVVAR`, `--route ...`); they override [tool.fanout]."""
+    group = parser.add_argument_group(
+        "the stack (default: [tool.fanout] in the nearest pyproject.toml, else the reference app)"
     )
+    keys = list(keys)
+    aliases = {k: v for k, v in STACK_ALIASES.items() if k in keys}
+    add_stack_options(group.add_argument, prefix="", keys=keys, aliases=aliases)
 
 
-def upstreams_from(args: argparse.Namespace) -> dict[str, str] | None:
-    """The `--upstream` options as Stack's `upstreams=` (None: the one default upstream)."""
-    return dict(args.upstream) if args.upstream else None
+def spec_from(args: argparse.Namespace) -> StackSpec:
+    """The StackSpec: [tool.fanout] (or --config), the flags given on top; a bad value is
+    one line and exit status 2."""
+    values = {k: getattr(args, o.dest) for k, o in OPTIONS.items() if hasattr(args, o.dest)}
+    where = {key: OPTIONS[key].flag("") for key in values}
+    try:
+        return resolve(values, start=Path.cwd(), where=where)
+    except SpecError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
 
 
-def add_behaviour_options(parser: argparse.ArgumentParser) -> None:
-    """The stub upstream's behaviour flags, shared by `upstream`, `serve` and `patterns`."""
+#: The stub behaviour flags of `fanout upstream` and `fanout serve`: name -> (type, default, help).
+BEHAVIOUR_FLAGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
+    "delay_ms": (non_negative_float, 100.0, "delay before each answer (default: 100)"),
+    "jitter_ms": (
+        non_negative_float,
+        0.0,
+        "extra random delay, uniform in [0, J] (default: 0)",
+    ),
+    "error_rate": (fraction, 0.0, "fraction of calls answered with --error-status (default: 0)"),
+    "error_status": (http_status, 500, "status of the failed calls (default: 500)"),
+    "drop_rate": (fraction, 0.0, "fraction of calls whose connection is closed mid-answer"),
+    "max_inflight": (
+        non_negative_int,
+        0,
+        "answer 429 above this many calls in flight; 0 = no cap",
+    ),
+}
+
+
+def add_behaviour_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    """The stub upstream's behaviour flags (`--jitter-ms`, `--error-rate`...). With
+    `skip`, those are left out (`serve` takes --delay-ms from the stack options), and
+    the defaults are None: only a flag given changes the declared behaviour."""
     group = parser.add_argument_group("stub upstream behaviour")
-    group.add_argument(
-        "--delay-ms",
-        type=non_negative_float,
-        default=100.0,
-        help="delay before each answer (default: 100)",
-    )
-    group.add_argument(
-        "--jitter-ms",
-        type=non_negative_float,
-        default=0.0,
-        help="extra random delay, uniform in [0, J] (default: 0)",
-    )
-    group.add_argument(
-        "--error-rate",
-        type=fraction,
-        default=0.0,
-        help="fraction of calls answered with --error-status (default: 0)",
-    )
-    group.add_argument(
-        "--error-status",
-        type=http_status,
-        default=500,
-        help="status of the failed calls (default: 500)",
-    )
-    group.add_argument(
-        "--drop-rate",
-        type=fraction,
-        default=0.0,
-        help="fraction of calls whose connection is closed mid-answer",
-    )
-    group.add_argument(
-        "--max-inflight",
-        type=non_negative_int,
-        default=0,
-        help="answer 429 above this many calls in flight; 0 = no cap",
-    )
+    for name, (kind, default, help_text) in BEHAVIOUR_FLAGS.items():
+        if name in skip:
+            continue
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None if skip else default,
+            help=help_text,
+        )
 
 
-def behaviour_from(args: argparse.Namespace):  # -> Behaviour
+def behaviour_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The behaviour flags given (or with their defaults, for `fanout upstream`)."""
+    return {
+        name: getattr(args, name)
+        for name in BEHAVIOUR_FLAGS
+        if getattr(args, name, None) is not None
+    }
+
+
+def behaviour_from(args: argparse.Namespace) -> Behaviour:
     from pytest_fanout.servers.upstream import Behaviour, ConfigError
 
     behaviour = Behaviour()
     try:
-        behaviour.update(
-            {
-                "delay_ms": args.delay_ms,
-                "jitter_ms": args.jitter_ms,
-                "error_rate": args.error_rate,
-                "error_status": args.error_status,
-                "drop_rate": args.drop_rate,
-                "max_inflight": args.max_inflight,
-            }
-        )
+        behaviour.update(behaviour_changes(args))
     except ConfigError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(str(exc), ExitCode.USAGE) from None
     return behaviour
-
-
-class CommandError(Exception):
-    """A failure to report as one line."""
 
 
 def warn_if_exposed(host: str) -> None:
@@ -138,10 +148,18 @@ def configure_upstream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port_number, default=8001, help="port (default: 8001)")
     parser.add_argument(
         "--token",
+        type=_token,
         default=None,
         help="bearer token of the control paths (default: a random one, printed)",
     )
     add_behaviour_options(parser)
+
+
+def _token(text: str) -> str:
+    try:
+        return parse_token(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_upstream(args: argparse.Namespace) -> int:
@@ -170,20 +188,13 @@ def run_upstream(args: argparse.Namespace) -> int:
         server.run(sockets=[sock])
     finally:
         sock.close()
-    return EXIT_OK if server.started else EXIT_FAILED
+    return ExitCode.OK if server.started else ExitCode.TARGET_UNUSABLE
 
 
 # ---- fanout serve ----------------------------------------------------------
 
 
 def configure_serve(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--app",
-        type=import_string,
-        default=DEFAULT_APP,
-        help=f"ASGI import string of the app (default: {DEFAULT_APP})",
-    )
-    parser.add_argument("--app-dir", default=None, help="directory to import the app from")
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
     parser.add_argument(
         "--app-port",
@@ -197,29 +208,21 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
         default=8001,
         help="the (first) stub upstream's port; 0 picks a free one (default: 8001)",
     )
-    add_upstream_option(parser)
-    parser.add_argument(
-        "--startup-timeout",
-        type=positive_float,
-        default=10.0,
-        help="seconds each process may take to answer (default: 10)",
-    )
-    add_behaviour_options(parser)
+    add_stack_group(parser, [k for k in OPTIONS if k != "request_timeout"])
+    add_behaviour_options(parser, skip=["delay_ms"])
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from pytest_fanout.servers.stack import Stack
-
-    stack = Stack(
-        args.app,
-        behaviour=behaviour_from(args),
-        upstreams=upstreams_from(args),
-        app_dir=args.app_dir,
-        host=args.host,
-        app_port=args.app_port,
-        upstream_port=args.upstream_port,
-        startup_timeout=args.startup_timeout,
-    )
+    spec = spec_from(args)
+    changes = behaviour_changes(args)
+    if changes:  # the behaviour flags apply to every upstream, over what was declared
+        for name, env in spec.upstream_env_names().items():
+            upstream = spec.upstreams.setdefault(name, UpstreamSpec(name, env, where="flags"))
+            upstream.behaviour.update(changes)
+    try:
+        stack = spec.stack(host=args.host, app_port=args.app_port, upstream_port=args.upstream_port)
+    except SpecError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
     warn_if_exposed(args.host)
     with stack:
         assert stack.app is not None
@@ -229,14 +232,14 @@ def run_serve(args: argparse.Namespace) -> int:
             print(f"upstream  {upstream.url}  ({where})")
             print(f"token     {upstream.token}  (its control paths)")
         print(f"app       {stack.app.url}  (pid {stack.app.pid})")
-        if args.app == DEFAULT_APP:
+        if spec.app == DEFAULT_APP:
             print(f"try       curl {stack.app.url}/async/20")
         print("Ctrl-C stops them all.", flush=True)
         while all(server.running() for server in servers):
             time.sleep(0.2)  # watching the children, not synchronising
         dead = next(server for server in servers if not server.running())
         raise CommandError(f"{dead.name} exited unexpectedly:\n{dead.log_tail()}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # ---- fanout patterns -------------------------------------------------------
@@ -252,12 +255,7 @@ def configure_patterns(parser: argparse.ArgumentParser) -> None:
         default=5,
         help="the semaphore's bound for async_sem (default: 5)",
     )
-    parser.add_argument(
-        "--delay-ms",
-        type=non_negative_float,
-        default=100.0,
-        help="the stub upstream's delay (default: 100)",
-    )
+    add_stack_group(parser, ["config", "delay_ms"])
     parser.add_argument(
         "--repeat",
         type=positive_int,
@@ -282,11 +280,13 @@ def run_patterns(args: argparse.Namespace) -> int:
     from pytest_fanout.measure import MeasurementError
     from pytest_fanout.patterns import patterns_table, run_patterns
 
+    # The patterns are the reference app's routes: only the delay comes from [tool.fanout].
+    delay_ms = spec_from(args).delay_ms
     try:
         rows = run_patterns(
             n=args.n,
             max_concurrent=args.max_concurrent,
-            delay_ms=args.delay_ms,
+            delay_ms=delay_ms,
             repeat=args.repeat,
             app=args.app,
             blocking=not args.no_blocking,
@@ -297,11 +297,11 @@ def run_patterns(args: argparse.Namespace) -> int:
         raise CommandError(f"the app did not answer: {type(exc).__name__}: {exc}") from None
     # Printed once there is a table to show: a stack that did not start prints one line.
     print(
-        f"Fan-out of n={args.n} calls to a stub upstream answering after {args.delay_ms:g} ms"
+        f"Fan-out of n={args.n} calls to a stub upstream answering after {delay_ms:g} ms"
         f" (median of {args.repeat}):\n"
     )
     print(patterns_table(rows), flush=True)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # ---- fanout measure ----------------------------------------------------------
@@ -309,18 +309,6 @@ def run_patterns(args: argparse.Namespace) -> int:
 
 def configure_measure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="the path to measure, e.g. /basket/10 (with its query)")
-    parser.add_argument(
-        "--app",
-        type=import_string,
-        default=DEFAULT_APP,
-        help=f"ASGI import string of the app (default: {DEFAULT_APP})",
-    )
-    parser.add_argument(
-        "--app-dir",
-        default=None,
-        help="directory to import the app from (default: the current one)",
-    )
-    add_upstream_option(parser)
     parser.add_argument(
         "--method",
         default="GET",
@@ -351,23 +339,12 @@ def configure_measure(parser: argparse.ArgumentParser) -> None:
         " gives the ideal time and the efficiency",
     )
     parser.add_argument(
-        "--delay-ms",
-        type=non_negative_float,
-        default=100.0,
-        help="the stub upstreams' delay (default: 100)",
-    )
-    parser.add_argument(
         "--expect-status",
         type=http_status,
         default=200,
         help="the status a good answer has (default: 200)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=60.0,
-        help="seconds one request may take (default: 60)",
-    )
+    add_stack_group(parser, OPTIONS)
 
 
 def _json_body(text: str | None) -> object:
@@ -378,12 +355,12 @@ def _json_body(text: str | None) -> object:
         return None
 
     def refuse(constant: str) -> NoReturn:
-        raise CommandError(f"--json: {constant} is not valid JSON")
+        raise CommandError(f"--json: {constant} is not valid JSON", ExitCode.USAGE)
 
     try:
         return json.loads(text, parse_constant=refuse)
     except json.JSONDecodeError as exc:
-        raise CommandError(f"--json is not valid JSON: {exc}") from None
+        raise CommandError(f"--json is not valid JSON: {exc}", ExitCode.USAGE) from None
 
 
 def run_measure(args: argparse.Namespace) -> int:
@@ -391,19 +368,17 @@ def run_measure(args: argparse.Namespace) -> int:
 
     from pytest_fanout.measure import MeasurementError, measure
     from pytest_fanout.patterns import measurement_report
-    from pytest_fanout.servers.stack import Stack
-    from pytest_fanout.servers.upstream import Behaviour
 
     if not args.path.startswith("/"):
-        raise CommandError(f"the path {args.path!r} must start with /")
+        raise CommandError(f"the path {args.path!r} must start with /", ExitCode.USAGE)
     body = _json_body(args.json_body)
-    stack = Stack(
-        args.app,
-        behaviour=Behaviour(delay_ms=args.delay_ms),
-        app_dir=args.app_dir,
-        upstreams=upstreams_from(args),
-    )
-    with stack, httpx2.Client(timeout=args.timeout) as client:
+    spec = spec_from(args)
+    timeout = spec.request_timeout
+    try:
+        stack = spec.stack()
+    except SpecError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+    with stack, httpx2.Client(timeout=timeout) as client:
         assert stack.app is not None
         try:
             m = measure(
@@ -424,16 +399,16 @@ def run_measure(args: argparse.Namespace) -> int:
             raise CommandError(str(exc).splitlines()[0]) from None
         except httpx2.TimeoutException:
             raise CommandError(
-                f"{args.method} {args.path} did not answer within {args.timeout:g}s (--timeout)"
+                f"{args.method} {args.path} did not answer within {timeout:g}s (--request-timeout)"
             ) from None
         except httpx2.HTTPError as exc:
             raise CommandError(
                 f"{args.method} {args.path}: the app did not answer: {type(exc).__name__}: {exc}"
             ) from None
     print(
-        measurement_report(m, method=args.method, app=args.app, delay_ms=args.delay_ms), flush=True
+        measurement_report(m, method=args.method, app=spec.app, delay_ms=spec.delay_ms), flush=True
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]
@@ -471,7 +446,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is ONE line (with where to get help), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -494,20 +469,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
     try:
-        return args.run(args)
+        return int(args.run(args))
     except KeyboardInterrupt:
         print("fanout: interrupted, stopped all processes", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return ExitCode.INTERRUPTED
     except ServerStartError as exc:
         print(f"fanout: error: {exc}", file=sys.stderr)
         # The child's own one-line reason is already in the message; otherwise show its log.
         if exc.log_tail and "fanout child:" not in exc.log_tail:
             print("\n".join("  | " + line for line in exc.log_tail.splitlines()), file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.TARGET_UNUSABLE
     except CommandError as exc:
         print(f"fanout: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exc.code
     except Exception as exc:  # a last resort: still one line; FANOUT_DEBUG=1 shows the traceback
         if os.environ.get("FANOUT_DEBUG"):
             raise
@@ -515,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"fanout: error: {type(exc).__name__}: {exc} (FANOUT_DEBUG=1 shows the traceback)",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return ExitCode.FAILED
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class Fanout:
         on_measurement: Callable[[Measurement], None] | None = None,
         timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         shape: PathShape | None = None,
+        sampler: Callable[..., Measurement] | None = None,
     ) -> None:
         self.server = server
         if isinstance(upstreams, StubUpstreamServer):
@@ -45,9 +46,9 @@ class Fanout:
         self._on_measurement = on_measurement
         self._shape = shape
         self._client = httpx2.Client(timeout=timeout_s)
-        #: Takes `measure`'s place when set (same arguments): the gate's A/B mode
-        #: (--fanout-ab) sets one that alternates samples between this app and the base's.
-        self.sampler: Callable[..., Measurement] | None = None
+        #: How a measurement is taken: `measure`, or what the `pytest_fanout_sampler` hook
+        #: gave (same arguments): the gate's A/B mode alternates this app and the base's.
+        self.sampler: Callable[..., Measurement] = sampler or measure
 
     @property
     def upstream(self) -> StubUpstreamServer:
@@ -95,7 +96,7 @@ class Fanout:
         `ideal_s` gives the ideal time outright (a fan-out with several stages).
         """
         __tracebackhide__ = True
-        result = (self.sampler or measure)(
+        result = self.sampler(
             self._client,
             self.server.url,
             path,

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pytest_fanout.load.results import LoadResult
     from pytest_fanout.measure import Measurement
     from pytest_fanout.servers.process import ServerProcess
@@ -60,6 +62,20 @@ def pytest_fanout_path_shape(path: str) -> tuple[int, int] | None:
             if m := re.fullmatch(r"/prices/(\d+)", path.split("?")[0]):
                 return int(m[1]), int(m[1])  # n calls, all at once
             return None
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_fanout_sampler(
+    server: ServerProcess, item: pytest.Item
+) -> Callable[..., Measurement] | None:
+    """Say how the test's ``fanout.measure`` takes a measurement, or None for the default.
+
+    Called once per test that uses the ``fanout`` fixture, with the app
+    server it measures. Return a callable that takes the place of
+    ``pytest_fanout.measure.measure`` (same arguments, returns a
+    ``Measurement``). The gate's A/B mode (``--fanout-ab``) returns one that
+    alternates every sample between this app and the base commit's.
     """
 
 

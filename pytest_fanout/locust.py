@@ -14,6 +14,7 @@ A locustfile for your own routes::
         def basket(self):
             self.post("/basket", json={"ids": [1, 2]})
 
+    # locust -f locustfile.py      (the stack: [tool.fanout] in pyproject.toml), or
     # locust -f locustfile.py --fanout-app shop.service:app \\
     #     --fanout-upstream inventory=INVENTORY_URL --fanout-upstream pricing=PRICING_URL
 
@@ -45,26 +46,15 @@ from locust import FastHttpUser, LoadTestShape, constant, events, tag, task
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from pytest_fanout._argtypes import (
-    import_string,
-    named_upstream,
-    non_negative_float,
-    positive_int,
-)
+from pytest_fanout._argtypes import positive_int
+from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout-abort-on-fail)
 from pytest_fanout.load import arrival  # the open model and exact latency; registered first
-from pytest_fanout.load.results import (
-    EXIT_OK,
-    EXIT_TARGET,
-    EXIT_THRESHOLD,
-    EXIT_USAGE,
-    TOTAL_NAME,
-    EndpointResult,
-)
+from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 from pytest_fanout.load.runner import EMBEDDED_PREFIX
 from pytest_fanout.load.thresholds import OPTIONS as THRESHOLD_OPTIONS
 from pytest_fanout.load.thresholds import Thresholds
-from pytest_fanout.servers.stack import DEFAULT_APP
+from pytest_fanout.spec import OPTIONS, SpecError, StackSpec, add_stack_options, resolve
 
 __all__ = [
     "AsyncSemUser",
@@ -83,7 +73,10 @@ for _name in ("httpx", "httpx2"):
 
 DEFAULT_N = 10
 DEFAULT_MAX_CONCURRENT = 5
-DEFAULT_UPSTREAM_DELAY_MS = 100.0
+#: The harness's prefix for the stack options (`--fanout-app`), as pytest's.
+STACK_PREFIX = "fanout-"
+#: The stack options a Locust run takes (a request's timeout is Locust's own).
+STACK_KEYS = [key for key in OPTIONS if key != "request_timeout"]
 HOST_CHECK_TIMEOUT_S = 5.0
 #: How often a worker checks that its master (its parent under --processes) is alive.
 PARENT_CHECK_S = 0.5
@@ -158,38 +151,13 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
         include_in_web_ui=False,
         help="seconds per step (default: 5)",
     )
-    parser.add_argument(
-        "--fanout-app",
-        type=import_string,
-        default=DEFAULT_APP,
+    # The stack, declared once (pytest_fanout.spec): [tool.fanout], these override it.
+    add_stack_options(
+        parser.add_argument,
+        prefix=STACK_PREFIX,
+        keys=STACK_KEYS,
+        aliases={"delay_ms": ["--fanout-upstream-delay-ms"]},
         include_in_web_ui=False,
-        help=f"embedded stack only: the ASGI app to serve, MODULE:ATTR (default: {DEFAULT_APP},"
-        " the reference app)",
-    )
-    parser.add_argument(
-        "--fanout-app-dir",
-        default=None,
-        include_in_web_ui=False,
-        help="embedded stack only: the directory to import the app from (default: the"
-        " current directory)",
-    )
-    parser.add_argument(
-        "--fanout-upstream",
-        type=named_upstream,
-        action="append",
-        default=None,
-        metavar="NAME=ENVVAR",
-        include_in_web_ui=False,
-        help="embedded stack only: a stub upstream whose URL the app reads from ENVVAR;"
-        " repeat for each (default: one, in FANOUT_UPSTREAM_URL)",
-    )
-    parser.add_argument(
-        "--fanout-upstream-delay-ms",
-        type=non_negative_float,
-        default=DEFAULT_UPSTREAM_DELAY_MS,
-        include_in_web_ui=False,
-        help=f"embedded stack only: the stub upstreams' delay (default: "
-        f"{DEFAULT_UPSTREAM_DELAY_MS:g})",
     )
 
 
@@ -204,7 +172,7 @@ def _owns_the_test(environment: Environment) -> bool:
     return not isinstance(environment.runner, WorkerRunner)
 
 
-def _fail_now(code: int, line: str) -> None:
+def _fail_now(code: ExitCode, line: str) -> None:
     """Give up before the test starts: one line, a distinct exit status, no traceback."""
     _say(line)
     _stop_stack()
@@ -394,7 +362,7 @@ def _select_user_classes(environment: Environment) -> None:
         kept.append(user_class)
     if not kept:
         _fail_now(
-            EXIT_USAGE,
+            ExitCode.USAGE,
             f"fanout: error: no user class is left after --tags {sorted(tags)}"
             f" / --exclude-tags {sorted(excluded)}",
         )
@@ -410,7 +378,7 @@ def _select_shape(environment: Environment) -> None:
         shapes = environment.available_shape_classes or {}
         if "StepLoadShape" not in shapes:
             _fail_now(
-                EXIT_USAGE,
+                ExitCode.USAGE,
                 "fanout: error: --fanout-shape step needs StepLoadShape in the locustfile"
                 " (from pytest_fanout.locust import StepLoadShape)",
             )
@@ -427,7 +395,8 @@ def _check_host(host: str) -> None:
     """Fail fast, in one line, when --host does not answer (any HTTP status is an answer)."""
     if not host.startswith(("http://", "https://")):
         _fail_now(
-            EXIT_TARGET, f"fanout: error: --host {host!r} must start with http:// or https://"
+            ExitCode.TARGET_UNUSABLE,
+            f"fanout: error: --host {host!r} must start with http:// or https://",
         )
     try:
         with urllib.request.urlopen(host, timeout=HOST_CHECK_TIMEOUT_S):
@@ -438,33 +407,41 @@ def _check_host(host: str) -> None:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ssl.SSLError):
             return  # it answered TLS; FastHttpUser does not verify certificates either
-        _fail_now(EXIT_TARGET, f"fanout: error: --host {host} does not answer: {reason}")
+        _fail_now(
+            ExitCode.TARGET_UNUSABLE, f"fanout: error: --host {host} does not answer: {reason}"
+        )
+
+
+def stack_spec(environment: Environment) -> StackSpec:
+    """The StackSpec: [tool.fanout] (or --fanout-config), the --fanout-* options on top."""
+    options = environment.parsed_options
+    values = {key: getattr(options, OPTIONS[key].dest, None) for key in STACK_KEYS}
+    where = {key: OPTIONS[key].flag(STACK_PREFIX) for key in STACK_KEYS}
+    return resolve(values, start=os.getcwd(), where=where)
 
 
 def _start_stack(environment: Environment) -> str:
     """Start the stub upstream(s) and the app (parent-bound sockets, readiness polled)."""
     global _STACK
     from pytest_fanout.servers.process import ServerStartError
-    from pytest_fanout.servers.stack import Stack
-    from pytest_fanout.servers.upstream import Behaviour
 
-    delay = float(option(environment, "fanout_upstream_delay_ms", DEFAULT_UPSTREAM_DELAY_MS))
-    named = option(environment, "fanout_upstream", None)
-    stack = Stack(
-        option(environment, "fanout_app", DEFAULT_APP),
-        behaviour=Behaviour(delay_ms=delay),
-        app_dir=option(environment, "fanout_app_dir", None),
-        upstreams=dict(named) if named else None,  # {name: ENVVAR}, in order
-    )
+    try:
+        spec = stack_spec(environment)
+        stack = spec.stack()
+    except SpecError as exc:
+        _fail_now(ExitCode.USAGE, f"fanout: error: {exc}")
     try:
         stack.start()
     except ServerStartError as exc:
-        _fail_now(EXIT_TARGET, f"fanout: error: the embedded stack did not start: {exc}")
+        _fail_now(
+            ExitCode.TARGET_UNUSABLE, f"fanout: error: the embedded stack did not start: {exc}"
+        )
     _STACK = stack
     assert stack.app is not None
-    upstreams = getattr(stack, "upstreams", None) if named else None
-    for upstream_name, server in (upstreams or {"": stack.upstream}).items():
+    named = bool(spec.upstreams)
+    for upstream_name, server in (stack.upstreams if named else {"": stack.upstream}).items():
         label = f"upstream {upstream_name}".strip()
+        delay = server.initial.delay_ms
         _say(f"fanout: embedded stack: {label} {server.url} (pid {server.pid}, delay {delay:g} ms)")
     _say(f"{EMBEDDED_PREFIX}{stack.app.url} (pid {stack.app.pid})")
     return stack.app.url
@@ -504,7 +481,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     try:
         Thresholds.from_options(environment.parsed_options)
     except ValueError as exc:
-        _fail_now(EXIT_USAGE, f"fanout: error: {exc}")
+        _fail_now(ExitCode.USAGE, f"fanout: error: {exc}")
     _select_user_classes(environment)
     _select_shape(environment)
     options = environment.parsed_options
@@ -580,7 +557,7 @@ def _check_thresholds(environment: Environment) -> None:
         thresholds = Thresholds.from_options(environment.parsed_options)
     except ValueError as exc:  # typed into the web UI
         _say(f"fanout: error: {exc}")
-        environment.process_exit_code = EXIT_USAGE
+        environment.process_exit_code = ExitCode.USAGE
         return
     # Exact (HdrHistogram) latency, from the intended start in an open-model run.
     violations = thresholds.check(arrival.exact_rows(_rows(environment)))
@@ -589,12 +566,12 @@ def _check_thresholds(environment: Environment) -> None:
         _say(violation.line())
     runner = environment.runner
     if violations:
-        environment.process_exit_code = EXIT_THRESHOLD
+        environment.process_exit_code = ExitCode.THRESHOLD
     elif thresholds.active:
         _say(f"fanout: thresholds met: {thresholds.describe()}")
         if thresholds.max_fail_ratio is not None and not (runner and runner.exceptions):
             # Failures within the allowed ratio are accepted: exit 0, not Locust's 1.
-            environment.process_exit_code = EXIT_OK
+            environment.process_exit_code = ExitCode.OK
 
 
 #: Locust can run its shutdown twice at once: on SIGTERM, its signal greenlet quits the

@@ -9,54 +9,91 @@ test used is put back as it was (behaviour, routes, recorded requests) after it.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_fanout import hookspecs
-from pytest_fanout._table import render_text
-from pytest_fanout.diagnose import headline
-from pytest_fanout.fixture import Fanout
-from pytest_fanout.load.results import LoadResult
-from pytest_fanout.measure import Measurement
-from pytest_fanout.patterns import efficiency_cell
-from pytest_fanout.servers.process import ServerProcess, ServerStartError
-from pytest_fanout.servers.routes import MAX_DELAY_MS
-from pytest_fanout.servers.stack import (
-    DEFAULT_APP,
-    DEFAULT_UPSTREAM,
-    DEFAULT_UPSTREAM_ENV,
-    UPSTREAM_NAME,
-    AppServer,
-    StubsStarting,
-    StubUpstreamServer,
-    expand_placeholders,
+from pytest_fanout.spec import (
+    OPTIONS,
+    SpecError,
+    StackSpec,
+    add_stack_options,
+    parse_values,
+    resolve,
 )
-from pytest_fanout.servers.upstream import Behaviour, ConfigError
 
-# ---- the session's store: measurements and load results, for the summary, the gate,
-# xdist's hand-over and the other plugins (gate, load), which import it from here.
+if TYPE_CHECKING:
+    from pytest_fanout.fixture import Fanout
+    from pytest_fanout.load.results import LoadResult
+    from pytest_fanout.measure import Measurement
+    from pytest_fanout.servers.process import ServerProcess, ServerStartError
+    from pytest_fanout.servers.stack import AppServer, StubsStarting, StubUpstreamServer
 
-#: Every Measurement the session's tests took, in order.
-MEASUREMENTS_KEY = pytest.StashKey[list[Measurement]]()
+# Heavy modules (the servers, httpx2, the measurement) are imported inside the fixtures
+# and hooks that need them: this module is loaded by every pytest run of every project
+# where the package is installed (benchmarks/entry_import.py measures the cost).
+
+
+# ---- the run's state -------------------------------------------------------
+# One FanoutSession per pytest session, registered as a plugin: what the run declared
+# (the StackSpec) and measured (every Measurement, LoadResult and server process), the
+# store the summary, the gate and the load plugins read (`FanoutSession.of(config)`);
+# a conftest.py finds it with `config.pluginmanager.get_plugin("fanout_session")`.
+
+PLUGIN_NAME = "fanout_session"
+
+
+@dataclass(eq=False)
+class FanoutSession:
+    """The session's declared stack and its results (see above)."""
+
+    spec: StackSpec = field(default_factory=StackSpec)
+    #: Every Measurement the session's tests took, in order.
+    measurements: list[Measurement] = field(default_factory=list)
+    #: Every LoadResult the session's `fanout_load` runs produced, in order.
+    load_results: list[LoadResult] = field(default_factory=list)
+    #: Every server process the session started (log tails on failure, a safety net).
+    servers: list[ServerProcess] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, config: pytest.Config) -> FanoutSession:
+        """The session object of `config` (an empty one if the plugin did not configure)."""
+        found = config.pluginmanager.get_plugin(PLUGIN_NAME)
+        if found is None:
+            found = cls()
+            config.pluginmanager.register(found, PLUGIN_NAME)
+        return found
+
+    def to_workeroutput(self) -> dict[str, Any]:
+        """What an xdist worker hands its controller (JSON-able)."""
+        return {
+            "fanout_measurements": [m.to_dict() for m in self.measurements],
+            "fanout_load_results": [r.to_dict() for r in self.load_results],
+        }
+
+    def add_workeroutput(self, output: dict[str, Any]) -> None:
+        """The controller's side of `to_workeroutput`."""
+        if output.get("fanout_measurements"):
+            from pytest_fanout.measure import Measurement
+
+            self.measurements += [Measurement.from_dict(d) for d in output["fanout_measurements"]]
+        if output.get("fanout_load_results"):
+            from pytest_fanout.load.results import LoadResult
+
+            self.load_results += [LoadResult.from_dict(d) for d in output["fanout_load_results"]]
 
 
 def session_measurements(config: pytest.Config) -> list[Measurement]:
-    """The session's measurements (an empty list before the first one)."""
-    return config.stash.setdefault(MEASUREMENTS_KEY, [])
-
-
-#: Every LoadResult the session's `fanout_load` runs produced, in order.
-LOAD_RESULTS_KEY = pytest.StashKey[list[LoadResult]]()
+    """The session's measurements (`FanoutSession.of(config).measurements`)."""
+    return FanoutSession.of(config).measurements
 
 
 def session_load_results(config: pytest.Config) -> list[LoadResult]:
-    """The session's load results (an empty list before the first one)."""
-    return config.stash.setdefault(LOAD_RESULTS_KEY, [])
+    """The session's load results (`FanoutSession.of(config).load_results`)."""
+    return FanoutSession.of(config).load_results
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -65,9 +102,6 @@ def is_xdist_worker(config: pytest.Config) -> bool:
 
 
 MARKER = "fanout_upstream"
-SERVERS_KEY = pytest.StashKey[list[ServerProcess]]()
-XDIST_KEY = "fanout_measurements"
-XDIST_LOAD_KEY = "fanout_load_results"
 UPSTREAM_FIXTURES = {
     "fanout",
     "fanout_upstream",
@@ -75,53 +109,11 @@ UPSTREAM_FIXTURES = {
     "fanout_server",
     "fanout_load",
 }
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: pytest's prefix for the stack options (`--fanout-app`, ini `fanout_app`).
+PREFIX = "fanout-"
 
 
-# ---- options ---------------------------------------------------------------
-
-OPTIONS: list[tuple[str, str, str, Any]] = [
-    # (name, ini type, help, default)
-    (
-        "fanout_app",
-        "string",
-        "ASGI import string of the app under test, MODULE:ATTR (default: the reference app)",
-        DEFAULT_APP,
-    ),
-    (
-        "fanout_app_dir",
-        "string",
-        "directory the app (and stub handlers) are imported from (default: the rootdir)",
-        None,
-    ),
-    ("fanout_app_factory", "bool", "the import string names a factory to call for the app", False),
-    ("fanout_delay_ms", "string", "the stub upstreams' default delay in ms (default: 100)", "100"),
-    (
-        "fanout_startup_timeout",
-        "string",
-        "seconds each server process may take to answer (default: 10)",
-        "10",
-    ),
-    (
-        "fanout_request_timeout",
-        "string",
-        "seconds one request to the app may take in fanout.measure/request (default: 60)",
-        "60",
-    ),
-    (
-        "fanout_stack_sampling",
-        "string",
-        "on/off: sample the stack that blocks the app's event loop (default: on)",
-        "on",
-    ),
-]
-
-#: name -> (low, high, zero allowed) for the numeric options.
-_NUMBER_RANGES: dict[str, tuple[float, float, bool]] = {
-    "fanout_delay_ms": (0, MAX_DELAY_MS, True),
-    "fanout_startup_timeout": (0, 3600, False),
-    "fanout_request_timeout": (0, 86400, False),
-}
+# ---- options: declared once in pytest_fanout.spec ---------------------------
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -130,99 +122,37 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fanout", "fan-out testing (pytest-fanout)")
-    for name, kind, help_text, default in OPTIONS:
-        flag = "--" + name.replace("_", "-")
-        if kind == "bool":
-            group.addoption(flag, action="store_true", default=None, dest=name, help=help_text)
-        else:
-            group.addoption(flag, action="store", default=None, dest=name, help=help_text)
-        parser.addini(name, help_text, type=kind, default=default)
-    parser.addini(
-        "fanout_app_env",
-        "KEY=VALUE lines added to the app process's environment; {upstream_url:NAME} is "
-        "that upstream's URL",
-        type="linelist",
-        default=[],
-    )
-    parser.addini(
-        "fanout_upstreams",
-        "'NAME ENV_VAR' lines: one stub upstream per line, its URL in the app's ENV_VAR "
-        "(default: one upstream in FANOUT_UPSTREAM_URL)",
-        type="linelist",
-        default=[],
-    )
+    add_stack_options(group.addoption, prefix=PREFIX, typed=False)
+    for option in OPTIONS.values():
+        if option.ini_name:
+            kind = "linelist" if option.repeat else "string"
+            help_text = option.help
+            if option.key == "upstream":
+                help_text = "NAME=ENV_VAR lines (or the old 'NAME ENV_VAR'): " + help_text
+            parser.addini(option.ini_name, help_text, type=kind, default=None)
 
 
-def setting(config: pytest.Config, name: str) -> Any:
-    """An option's value: the command line wins over the ini file."""
-    value = config.getoption(name)
-    return config.getini(name) if value is None else value
-
-
-def number_setting(config: pytest.Config, name: str) -> float:
-    """A numeric option, finite and in its range, or a UsageError in one line."""
-    raw = setting(config, name)
-    low, high, zero = _NUMBER_RANGES[name]
+def read_spec(config: pytest.Config) -> StackSpec:
+    """The run's StackSpec: [tool.fanout] (or --fanout-config), then the ini, then the
+    command line; a bad value is a UsageError in one line naming where it was given."""
+    raw: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    ini_file = config.inipath.name if config.inipath is not None else "ini"
+    for key, option in OPTIONS.items():
+        value = config.getoption(option.dest)
+        if value is not None:
+            raw[key], where[key] = value, option.flag(PREFIX)
+        elif option.ini_name:
+            ini = config.getini(option.ini_name)
+            if ini not in (None, "", []):
+                raw[key], where[key] = ini, f"{ini_file}: {option.ini_name}"
     try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and low <= value <= high and (zero or value > low)):
-        flag = "--" + name.replace("_", "-")
-        bound = f"from {low:.0f} to {high:.0f}" if zero else f"> {low:.0f} and <= {high:.0f}"
-        raise pytest.UsageError(f"{flag} (ini {name}) must be a finite number {bound}, got {raw!r}")
-    return value
-
-
-def upstream_env_names(config: pytest.Config) -> dict[str, str]:
-    """name -> the app's environment variable, from the ini's `fanout_upstreams` lines."""
-    names: dict[str, str] = {}
-    for line in config.getini("fanout_upstreams"):
-        parts = line.split()
-        if len(parts) != 2:
-            raise pytest.UsageError(f"fanout_upstreams: {line!r} is not 'NAME ENV_VAR'")
-        name, variable = parts
-        if not UPSTREAM_NAME.match(name):
-            raise pytest.UsageError(
-                f"fanout_upstreams: {name!r} is not an upstream name (letters, digits, _ and -)"
-            )
-        if not _ENV_NAME.match(variable):
-            raise pytest.UsageError(
-                f"fanout_upstreams: {variable!r} is not an environment variable name"
-            )
-        if name in names:
-            raise pytest.UsageError(f"fanout_upstreams: upstream {name!r} is named twice")
-        if variable in names.values():
-            raise pytest.UsageError(f"fanout_upstreams: {variable} is given to two upstreams")
-        names[name] = variable
-    return names or {DEFAULT_UPSTREAM: DEFAULT_UPSTREAM_ENV}
-
-
-def app_env(config: pytest.Config, urls: dict[str, str] | None = None) -> dict[str, str]:
-    """The ini's `fanout_app_env`, placeholders expanded with `urls` (checked with dummy
-    URLs when None: every bad line is a UsageError before any process starts)."""
-    if urls is None:
-        urls = {name: f"http://127.0.0.1:0/{name}" for name in upstream_env_names(config)}
-    env = {}
-    for line in config.getini("fanout_app_env"):
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise pytest.UsageError(f"fanout_app_env: {line!r} is not KEY=VALUE")
-        try:
-            env[key.strip()] = expand_placeholders(value.strip(), urls)
-        except ValueError as exc:
-            raise pytest.UsageError(f"fanout_app_env: {line!r}: {exc}") from None
-    return env
-
-
-def stack_sampling_env(config: pytest.Config) -> dict[str, str]:
-    """The app's environment for --fanout-stack-sampling: off sets PYTEST_FANOUT_STACKS=0."""
-    raw = str(setting(config, "fanout_stack_sampling")).strip().lower()
-    if raw not in ("on", "off"):
-        raise pytest.UsageError(
-            f"--fanout-stack-sampling (ini fanout_stack_sampling) must be on or off, got {raw!r}"
-        )
-    return {"PYTEST_FANOUT_STACKS": "0"} if raw == "off" else {}
+        spec = resolve(parse_values(raw, where), start=config.rootpath, where=where)
+    except SpecError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if spec.app_dir is None:
+        spec.app_dir = str(config.rootpath)
+    return spec
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -232,15 +162,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "(delay_ms, jitter_ms, p99_ms, error_rate, error_status, drop_rate, max_inflight; "
         "upstream= picks a named upstream, default the first)",
     )
-    for name in _NUMBER_RANGES:
-        number_setting(config, name)
-    app = setting(config, "fanout_app")
-    if ":" not in app:
-        raise pytest.UsageError(f"--fanout-app must be MODULE:ATTR, got {app!r}")
-    upstream_env_names(config)
-    app_env(config)
-    stack_sampling_env(config)
-    config.stash[SERVERS_KEY] = []
+    session = FanoutSession(spec=read_spec(config))
+    if config.pluginmanager.get_plugin(PLUGIN_NAME) is None:
+        config.pluginmanager.register(session, PLUGIN_NAME)
+
+
+def _spec(config: pytest.Config) -> StackSpec:
+    return FanoutSession.of(config).spec
 
 
 # ---- fixtures --------------------------------------------------------------
@@ -251,27 +179,26 @@ def _fail_start(exc: ServerStartError) -> None:
     pytest.fail(f"pytest-fanout: {exc}\n{tail}", pytrace=False)
 
 
-def _app_dir(config: pytest.Config) -> str:
-    app_dir = setting(config, "fanout_app_dir") or str(config.rootpath)
-    if not Path(app_dir).is_absolute():
-        app_dir = str(config.rootpath / app_dir)
-    return app_dir
-
-
 @pytest.fixture(scope="session")
 def _fanout_stubs(pytestconfig: pytest.Config) -> Iterator[StubsStarting]:
     """Every stub upstream, starting in the background (the app starts beside them)."""
-    behaviour = Behaviour(delay_ms=number_setting(pytestconfig, "fanout_delay_ms"))
-    timeout = number_setting(pytestconfig, "fanout_startup_timeout")
+    from pytest_fanout.servers.stack import StubsStarting, StubUpstreamServer
+
+    spec = _spec(pytestconfig)
+    behaviours, routes = spec.behaviours(), spec.routes()
     servers = {
         name: StubUpstreamServer(
-            behaviour, name=name, startup_timeout=timeout, app_dir=_app_dir(pytestconfig)
+            behaviours[name],
+            name=name,
+            startup_timeout=spec.startup_timeout,
+            app_dir=spec.app_dir,
+            routes=routes.get(name, []),
         )
-        for name in upstream_env_names(pytestconfig)
+        for name in spec.upstream_env_names()
     }
     for server in servers.values():
         pytestconfig.hook.pytest_fanout_server_setup(server=server, config=pytestconfig)
-        pytestconfig.stash[SERVERS_KEY].append(server)
+        FanoutSession.of(pytestconfig).servers.append(server)
     starting = StubsStarting(servers)
     try:
         yield starting
@@ -281,6 +208,8 @@ def _fanout_stubs(pytestconfig: pytest.Config) -> Iterator[StubsStarting]:
 
 def _raise_start_failure(failed: BaseException | None) -> None:
     """One line and the child's log tail for a server that could not start."""
+    from pytest_fanout.servers.process import ServerStartError
+
     if failed is None:
         return
     if not isinstance(failed, ServerStartError):
@@ -306,21 +235,25 @@ def fanout_upstream(fanout_upstreams: dict[str, StubUpstreamServer]) -> StubUpst
 def fanout_server(pytestconfig: pytest.Config, _fanout_stubs: StubsStarting) -> Iterator[AppServer]:
     """The app under test under uvicorn in its own process, each upstream's URL in the
     environment variable named for it (started while the stubs finish starting)."""
+    from pytest_fanout.servers.process import ServerStartError
+    from pytest_fanout.servers.stack import AppServer
+
     _fanout_stubs.wait_bound()
     _raise_start_failure(_fanout_stubs.failed())
-    names = upstream_env_names(pytestconfig)
+    spec = _spec(pytestconfig)
+    names = spec.upstream_env_names()
     urls = {name: server.url for name, server in _fanout_stubs.servers.items()}
     env = {names[name]: url for name, url in urls.items()}
-    env.update(app_env(pytestconfig, urls))
+    env.update(spec.app_environment(urls))
     server = AppServer(
-        setting(pytestconfig, "fanout_app"),
-        env={**env, **stack_sampling_env(pytestconfig)},
-        app_dir=_app_dir(pytestconfig),
-        factory=bool(setting(pytestconfig, "fanout_app_factory")),
-        startup_timeout=number_setting(pytestconfig, "fanout_startup_timeout"),
+        spec.app,
+        env=env,
+        app_dir=spec.app_dir,
+        factory=spec.app_factory,
+        startup_timeout=spec.startup_timeout,
     )
     pytestconfig.hook.pytest_fanout_server_setup(server=server, config=pytestconfig)
-    pytestconfig.stash[SERVERS_KEY].append(server)
+    FanoutSession.of(pytestconfig).servers.append(server)
     failed: BaseException | None = None
     try:
         server.start()
@@ -342,6 +275,8 @@ MARKER_CHANGES_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()
 def _marker_changes(item: pytest.Item, names: list[str]) -> dict[str, dict]:
     """upstream name -> behaviour changes from every @pytest.mark.fanout_upstream (closest
     wins), each checked: a bad one is one error line."""
+    from pytest_fanout.servers.upstream import Behaviour, ConfigError
+
     changes: dict[str, dict[str, Any]] = {}
     problem = None
     for marker in reversed(list(item.iter_markers(MARKER))):
@@ -369,7 +304,7 @@ def _marker_changes(item: pytest.Item, names: list[str]) -> dict[str, dict]:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Check the test's markers before any fixture starts a process for it."""
     if item.get_closest_marker(MARKER) is not None:
-        names = list(upstream_env_names(item.config))
+        names = list(_spec(item.config).upstream_env_names())
         item.stash[MARKER_CHANGES_KEY] = _marker_changes(item, names)
 
 
@@ -400,22 +335,29 @@ def fanout(
     fanout_upstreams: dict[str, StubUpstreamServer],
 ) -> Iterator[Fanout]:
     """Measure paths of the app under test and assert on them; upstreams restored after."""
+    from pytest_fanout.fixture import Fanout
+
     config = request.config
+    session = FanoutSession.of(config)
 
     def record(measurement: Measurement) -> None:
-        session_measurements(config).append(measurement)
+        session.measurements.append(measurement)
         config.hook.pytest_fanout_measurement(measurement=measurement, item=request.node)
 
     def shape(path: str) -> tuple[int, int] | None:
         return config.hook.pytest_fanout_path_shape(path=path)
 
+    # How a measurement is taken: `measure`, unless a plugin gives another way (the
+    # gate's A/B mode alternates samples between this app and the base commit's).
+    sampler = config.hook.pytest_fanout_sampler(server=fanout_server, item=request.node)
     facade = Fanout(
         fanout_server,
         fanout_upstreams,
         test=request.node.nodeid,
         on_measurement=record,
-        timeout_s=number_setting(config, "fanout_request_timeout"),
+        timeout_s=session.spec.request_timeout,
         shape=shape,
+        sampler=sampler,
     )
     try:
         yield facade
@@ -430,10 +372,10 @@ def fanout(
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Attach the servers' log tails to the report of a failing test."""
     report = yield
-    if report.failed and SERVERS_KEY in item.config.stash:
+    if report.failed:
         used = set(getattr(item, "fixturenames", ()))
         if used & UPSTREAM_FIXTURES:
-            for server in item.config.stash[SERVERS_KEY]:
+            for server in FanoutSession.of(item.config).servers:
                 tail = server.log_tail() or "(it has printed nothing)"
                 title = f"fanout {server.name} log (last lines)"
                 report.sections.append((title, tail))
@@ -445,23 +387,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if is_xdist_worker(config):
         # Hand the worker's measurements to the controller (see pytest_testnodedown).
-        config.workeroutput[XDIST_KEY] = [m.to_dict() for m in session_measurements(config)]
-        config.workeroutput[XDIST_LOAD_KEY] = [r.to_dict() for r in session_load_results(config)]
+        config.workeroutput.update(FanoutSession.of(config).to_workeroutput())
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect each worker's measurements and load results (summary, gate)."""
-    output = getattr(node, "workeroutput", {}) or {}
-    measurements = session_measurements(node.config)
-    for data in output.get(XDIST_KEY, []):
-        measurements.append(Measurement.from_dict(data))
-    load_results = session_load_results(node.config)
-    for data in output.get(XDIST_LOAD_KEY, []):
-        load_results.append(LoadResult.from_dict(data))
+    FanoutSession.of(node.config).add_workeroutput(getattr(node, "workeroutput", {}) or {})
 
 
 def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
+    from pytest_fanout.diagnose import headline
+    from pytest_fanout.patterns import efficiency_cell
+
     rows = []
     for m in measurements:
         rows.append(
@@ -495,6 +433,8 @@ def _cpu_cell(m: Measurement) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from pytest_fanout._table import render_text
+
     measurements = session_measurements(config)
     if not measurements or is_xdist_worker(config):
         return
@@ -507,5 +447,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     # Anything a crashed fixture did not stop (a safety net; teardown normally did it).
-    for server in config.stash.get(SERVERS_KEY, []):
+    found = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    for server in found.servers if found is not None else []:
         server.stop(grace_s=1.0)

@@ -33,24 +33,57 @@ This `__init__` holds what a user calls; the rest is reached through its module.
 
 from __future__ import annotations
 
-from pytest_fanout.gate.report import (
-    regression_lines,
-    render_comparison_markdown,
-    render_comparison_text,
-    render_run_markdown,
-)
-from pytest_fanout.gate.rules import DEFAULT_ALPHA, DEFAULT_FAIL_ON, GateConfig, parse_fail_on
-from pytest_fanout.gate.runs import SCHEMA_VERSION, GateError, Run
-from pytest_fanout.gate.verdict import (
-    EXIT_NOT_GATED,
-    IMPROVEMENT,
-    NOT_GATED,
-    REGRESSION,
-    SAME,
-    VERDICTS,
-    CaseVerdict,
-    Comparison,
-    compare_runs,
+from typing import TYPE_CHECKING
+
+from pytest_fanout import _lazy_names
+
+if TYPE_CHECKING:
+    from pytest_fanout.gate.report import (
+        regression_lines,
+        render_comparison_markdown,
+        render_comparison_text,
+        render_run_markdown,
+    )
+    from pytest_fanout.gate.rules import DEFAULT_ALPHA, DEFAULT_FAIL_ON, GateConfig, parse_fail_on
+    from pytest_fanout.gate.runs import SCHEMA_VERSION, GateError, Run
+    from pytest_fanout.gate.verdict import (
+        EXIT_NOT_GATED,
+        IMPROVEMENT,
+        NOT_GATED,
+        REGRESSION,
+        SAME,
+        VERDICTS,
+        CaseVerdict,
+        Comparison,
+        compare_runs,
+    )
+
+#: Each public name loads with its module on first use (pytest imports this package
+#: at start-up: pytest_fanout._lazy_names).
+__getattr__ = _lazy_names(
+    __name__,
+    {
+        "regression_lines": "pytest_fanout.gate.report",
+        "render_comparison_markdown": "pytest_fanout.gate.report",
+        "render_comparison_text": "pytest_fanout.gate.report",
+        "render_run_markdown": "pytest_fanout.gate.report",
+        "DEFAULT_ALPHA": "pytest_fanout.gate.rules",
+        "DEFAULT_FAIL_ON": "pytest_fanout.gate.rules",
+        "GateConfig": "pytest_fanout.gate.rules",
+        "parse_fail_on": "pytest_fanout.gate.rules",
+        "SCHEMA_VERSION": "pytest_fanout.gate.runs",
+        "GateError": "pytest_fanout.gate.runs",
+        "Run": "pytest_fanout.gate.runs",
+        "EXIT_NOT_GATED": "pytest_fanout.gate.verdict",
+        "IMPROVEMENT": "pytest_fanout.gate.verdict",
+        "NOT_GATED": "pytest_fanout.gate.verdict",
+        "REGRESSION": "pytest_fanout.gate.verdict",
+        "SAME": "pytest_fanout.gate.verdict",
+        "VERDICTS": "pytest_fanout.gate.verdict",
+        "CaseVerdict": "pytest_fanout.gate.verdict",
+        "Comparison": "pytest_fanout.gate.verdict",
+        "compare_runs": "pytest_fanout.gate.verdict",
+    },
 )
 
 __all__ = [

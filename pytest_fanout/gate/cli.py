@@ -14,13 +14,14 @@ import json
 import sys
 
 from pytest_fanout import gate
+from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.gate.redact import redact_all
 from pytest_fanout.gate.report import write_text
 
-EXIT_OK = 0
-EXIT_REGRESSION = 1
-EXIT_BAD_INPUT = 2
-EXIT_NOT_GATED = gate.EXIT_NOT_GATED
+EXIT_OK = ExitCode.OK
+EXIT_REGRESSION = ExitCode.FAILED
+EXIT_BAD_INPUT = ExitCode.USAGE
+EXIT_NOT_GATED = ExitCode.NOT_GATED
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

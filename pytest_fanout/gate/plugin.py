@@ -1,9 +1,11 @@
 """The regression gate in pytest: --fanout-save, --fanout-compare, --fanout-ab, --fanout-fail-on.
 
 With --fanout-ab the base commit's app is started beside the working tree's
-at the first `fanout` test (gate.ab), the test's `fanout` object gets the
-alternating sampler (an autouse fixture sets `Fanout.sampler`), and each
-base measurement is paired with its head twin in `pytest_fanout_measurement`.
+at the first `fanout` test (gate.ab): this plugin's `pytest_fanout_sampler`
+gives each test's `fanout` object the alternating sampler, and each base
+measurement is paired with its head twin in `pytest_fanout_measurement`.
+The gate's modules load only when a gate option is given (this one is loaded
+by every pytest run).
 
 Options are checked in `pytest_configure` (a bad rule or an unreadable
 baseline stops the run before any test, with one line); the session's
@@ -18,24 +20,24 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_fanout import gate
-from pytest_fanout.gate.ab import AlternatingSampler, BaseWorktree, base_app_server, resolve_ref
-from pytest_fanout.gate.redact import redact_all
-from pytest_fanout.gate.report import write_text
-from pytest_fanout.gate.runs import case_id, collect_context
-from pytest_fanout.gate.stats import power_note
-from pytest_fanout.gate.verdict import MIN_SAMPLES
-from pytest_fanout.measure import Measurement
-from pytest_fanout.plugin import is_xdist_worker, session_load_results, session_measurements
-from pytest_fanout.servers.process import ServerProcess, ServerStartError
-from pytest_fanout.servers.stack import AppServer
+from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.plugin import (
+    FanoutSession,
+    is_xdist_worker,
+    session_load_results,
+    session_measurements,
+)
 
-#: Exit status when --fanout-ab's base app cannot start (the target cannot be used).
-EXIT_BASE_FAILED = 4
+if TYPE_CHECKING:
+    from pytest_fanout import gate
+    from pytest_fanout.gate.ab import AlternatingSampler, BaseWorktree
+    from pytest_fanout.measure import Measurement
+    from pytest_fanout.servers.process import ServerProcess
+    from pytest_fanout.servers.stack import AppServer
 
 
 class FanoutPowerWarning(UserWarning):
@@ -86,8 +88,6 @@ class GateState:
 
 
 GATE_KEY = pytest.StashKey[GateState]()
-#: argparse expands %-formats in help text: the default rules contain "%".
-_DEFAULT_RULES = gate.DEFAULT_FAIL_ON.replace("%", "%%")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -115,14 +115,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "METRIC-N%%/METRIC+N%% (or ms/s, a plain count, or Nabs on a ratio) rules over median, "
         "p95, cpu (same machine only), structure, efficiency, overhead, speedup "
         "(measurements) and load-p95, rps, completed, fail-ratio (Locust rows); "
-        f"'none' reports only (default: {_DEFAULT_RULES})",
+        "'none' reports only (default: the gate's rules, README 'Gating pull requests')",
     )
     group.addoption(
         "--fanout-alpha",
         metavar="P",
         default=None,
         help="significance level of the one-sided Mann-Whitney test that a change must pass "
-        f"to count (default: {gate.DEFAULT_ALPHA})",
+        "to count (default: the gate's, README 'Gating pull requests')",
     )
     group.addoption(
         "--fanout-allow-ungated",
@@ -130,7 +130,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="with --fanout-compare/--fanout-ab: pass when no case was gated (a renamed "
         "suite, a baseline from another machine and no portable metric); by default such a "
-        f"run fails with exit status {gate.EXIT_NOT_GATED}",
+        f"run fails with exit status {ExitCode.NOT_GATED:d}",
     )
     group.addoption(
         "--fanout-report-md",
@@ -175,6 +175,14 @@ def pytest_configure(config: pytest.Config) -> None:
     """Check every gate option and read the baseline now, before any test runs."""
     if is_xdist_worker(config):
         return  # xdist worker: the controller saves and compares
+    names = ("fanout_save", "fanout_compare", "fanout_report_md", "fanout_fail_on")
+    given = [config.getoption(name) for name in (*names, "fanout_alpha", "fanout_ab")]
+    given += [config.getini(name) for name in ("fanout_ab", "fanout_fail_on", "fanout_alpha")]
+    if not any(given):
+        return  # no gate in this run: its modules (pydantic, statistics) are not loaded
+    from pytest_fanout import gate
+    from pytest_fanout.gate.ab import resolve_ref
+
     try:
         gate_config = gate.GateConfig.from_options(
             _option(config, "fanout_fail_on"),
@@ -219,25 +227,30 @@ def _active(state: GateState | None) -> bool:
 def pytest_fanout_server_setup(server: ServerProcess, config: pytest.Config) -> None:
     """Keep the app server: the context records the environment it actually ran with."""
     state = config.stash.get(GATE_KEY, None)
-    if state is not None and isinstance(server, AppServer):
+    if state is not None and server.name == "app":
         state.app_server = server
 
 
 def _stub_urls(config: pytest.Config) -> list[str]:
     """The stub upstreams' URLs (random ports): left out of the recorded settings."""
-    from pytest_fanout.plugin import SERVERS_KEY
+    from pytest_fanout.servers.stack import AppServer
 
-    return [s.url for s in config.stash.get(SERVERS_KEY, []) if not isinstance(s, AppServer)]
+    servers = FanoutSession.of(config).servers
+    return [s.url for s in servers if not isinstance(s, AppServer)]
 
 
 def _app_context(config: pytest.Config, root: Path, server: ServerProcess | None) -> dict:
+    from pytest_fanout.gate.runs import collect_context
+
     env = server.env if server is not None else None
     return collect_context(root, app_env=env, hide=_stub_urls(config))
 
 
 def _start_base(ab: ABState, head: AppServer, config: pytest.Config) -> AlternatingSampler:
     """The base worktree and its app server, once a session; a failure ends the run (one line)."""
-    from pytest_fanout.plugin import SERVERS_KEY
+    from pytest_fanout import gate
+    from pytest_fanout.gate.ab import AlternatingSampler, BaseWorktree, base_app_server
+    from pytest_fanout.servers.process import ServerStartError
 
     if ab.sampler is not None:
         return ab.sampler
@@ -246,7 +259,7 @@ def _start_base(ab: ABState, head: AppServer, config: pytest.Config) -> Alternat
             ab.worktree = BaseWorktree(ab.repo, ab.commit)
             path = ab.worktree.create()
             ab.server = base_app_server(head, ab.repo, path)
-            config.stash.get(SERVERS_KEY, []).append(ab.server)  # log tails, safety net
+            FanoutSession.of(config).servers.append(ab.server)  # log tails, safety net
             ab.server.start()
             ab.context = _app_context(config, path, ab.server)
             ab.sampler = AlternatingSampler(ab.server, ab.label)
@@ -254,17 +267,15 @@ def _start_base(ab: ABState, head: AppServer, config: pytest.Config) -> Alternat
         except (gate.GateError, ServerStartError) as exc:
             ab.failed = f"pytest-fanout A/B: the base app at {ab.label} cannot start: {exc}"
             ab.stop()
-    pytest.exit(ab.failed, returncode=EXIT_BASE_FAILED)
+    pytest.exit(ab.failed, returncode=ExitCode.TARGET_UNUSABLE)
 
 
-@pytest.fixture(autouse=True)
-def _fanout_ab_sampler(request: pytest.FixtureRequest) -> None:
-    """--fanout-ab: give the test's `fanout` object the sampler that alternates head and base."""
-    state = request.config.stash.get(GATE_KEY, None)
-    if state is None or state.ab is None or "fanout" not in request.fixturenames:
-        return
-    fanout = request.getfixturevalue("fanout")
-    fanout.sampler = _start_base(state.ab, fanout.server, request.config)
+def pytest_fanout_sampler(server: AppServer, item: pytest.Item) -> AlternatingSampler | None:
+    """--fanout-ab: the test's `fanout.measure` alternates samples between head and base."""
+    state = item.config.stash.get(GATE_KEY, None)
+    if state is None or state.ab is None:
+        return None
+    return _start_base(state.ab, server, item.config)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -274,6 +285,10 @@ def pytest_fanout_measurement(measurement: Measurement, item: pytest.Item | None
     state = config.stash.get(GATE_KEY, None) if config is not None else None
     if not _active(state):
         return
+    from pytest_fanout.gate.runs import case_id
+    from pytest_fanout.gate.stats import power_note
+    from pytest_fanout.gate.verdict import MIN_SAMPLES
+
     if state.ab is not None and state.ab.sampler is not None:
         base = state.ab.sampler.take_base()
         if base is not None:
@@ -298,6 +313,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if state.ab is not None and state.ab.failed:
         return  # pytest.exit already said it, in one line
+    from pytest_fanout import gate
+    from pytest_fanout.gate.redact import redact_all
+    from pytest_fanout.gate.report import write_text
+
     run = gate.Run.from_session(
         session_measurements(config),
         session_load_results(config),
@@ -336,6 +355,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(GATE_KEY, None)
     if not _active(state) or (state.ab is not None and state.ab.failed):
         return
+    from pytest_fanout import gate
+
     tr = terminalreporter
     tr.write_sep("=", "fan-out regression gate")
     if state.skipped:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.gate.machine import fingerprint_difference
 from pytest_fanout.gate.metrics import Metric, Values
 from pytest_fanout.gate.redact import redact
@@ -38,7 +39,7 @@ MIN_SAMPLES = 3
 REGRESSION, IMPROVEMENT, SAME, NOT_GATED = "regression", "improvement", "same", "not gated"
 VERDICTS = (REGRESSION, IMPROVEMENT, SAME, NOT_GATED)
 #: Exit status of a gate that compared nothing (pytest's own codes are 0-5; 1 = regression).
-EXIT_NOT_GATED = 6
+EXIT_NOT_GATED = ExitCode.NOT_GATED
 
 
 @dataclass

@@ -15,32 +15,69 @@
 
 from __future__ import annotations
 
-from pytest_fanout.load.results import (
-    EXIT_FAILED_REQUESTS,
-    EXIT_OK,
-    EXIT_TARGET,
-    EXIT_THRESHOLD,
-    EXIT_USAGE,
-    SCHEMA,
-    TOTAL_NAME,
-    EndpointResult,
-    LoadResult,
-    OpenModelResult,
-    parse_stats_json,
-    percentile_from_histogram,
+from typing import TYPE_CHECKING
+
+from pytest_fanout import _lazy_names
+
+if TYPE_CHECKING:
+    from pytest_fanout.load.results import (
+        EXIT_FAILED_REQUESTS,
+        EXIT_OK,
+        EXIT_TARGET,
+        EXIT_THRESHOLD,
+        EXIT_USAGE,
+        SCHEMA,
+        TOTAL_NAME,
+        EndpointResult,
+        LoadResult,
+        OpenModelResult,
+        parse_stats_json,
+        percentile_from_histogram,
+    )
+    from pytest_fanout.load.runner import (
+        EMBEDDED_PREFIX,
+        LOCUSTFILE_ENV,
+        MARKER_ENV,
+        LoadRunError,
+        default_locustfile,
+        kill_marked,
+        locust_command,
+        marked_processes,
+        run_locust,
+    )
+    from pytest_fanout.load.thresholds import VIOLATION_PREFIX, Thresholds, Violation
+
+#: Each public name loads with its module on first use (pytest imports this package
+#: at start-up: pytest_fanout._lazy_names).
+__getattr__, __dir__ = _lazy_names(
+    __name__,
+    {
+        "EXIT_FAILED_REQUESTS": "pytest_fanout.load.results",
+        "EXIT_OK": "pytest_fanout.load.results",
+        "EXIT_TARGET": "pytest_fanout.load.results",
+        "EXIT_THRESHOLD": "pytest_fanout.load.results",
+        "EXIT_USAGE": "pytest_fanout.load.results",
+        "SCHEMA": "pytest_fanout.load.results",
+        "TOTAL_NAME": "pytest_fanout.load.results",
+        "EndpointResult": "pytest_fanout.load.results",
+        "LoadResult": "pytest_fanout.load.results",
+        "OpenModelResult": "pytest_fanout.load.results",
+        "parse_stats_json": "pytest_fanout.load.results",
+        "percentile_from_histogram": "pytest_fanout.load.results",
+        "EMBEDDED_PREFIX": "pytest_fanout.load.runner",
+        "LOCUSTFILE_ENV": "pytest_fanout.load.runner",
+        "MARKER_ENV": "pytest_fanout.load.runner",
+        "LoadRunError": "pytest_fanout.load.runner",
+        "default_locustfile": "pytest_fanout.load.runner",
+        "kill_marked": "pytest_fanout.load.runner",
+        "locust_command": "pytest_fanout.load.runner",
+        "marked_processes": "pytest_fanout.load.runner",
+        "run_locust": "pytest_fanout.load.runner",
+        "VIOLATION_PREFIX": "pytest_fanout.load.thresholds",
+        "Thresholds": "pytest_fanout.load.thresholds",
+        "Violation": "pytest_fanout.load.thresholds",
+    },
 )
-from pytest_fanout.load.runner import (
-    EMBEDDED_PREFIX,
-    LOCUSTFILE_ENV,
-    MARKER_ENV,
-    LoadRunError,
-    default_locustfile,
-    kill_marked,
-    locust_command,
-    marked_processes,
-    run_locust,
-)
-from pytest_fanout.load.thresholds import VIOLATION_PREFIX, Thresholds, Violation
 
 __all__ = [
     "EMBEDDED_PREFIX",

@@ -21,8 +21,8 @@ from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
 from pytest_fanout._argtypes import positive_int
+from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.load import arrival
-from pytest_fanout.load.results import EXIT_THRESHOLD
 from pytest_fanout.load.thresholds import DEFAULT_ABORT_AFTER, Thresholds
 
 __all__ = ["DEFAULT_ABORT_AFTER"]
@@ -70,7 +70,7 @@ def _watch(environment: Environment, thresholds: Thresholds, after: int) -> None
         if reason is None:
             continue
         print(f"fanout: aborting the run: {reason}", file=sys.stderr, flush=True)
-        environment.process_exit_code = EXIT_THRESHOLD
+        environment.process_exit_code = ExitCode.THRESHOLD
         headless = bool(getattr(environment.parsed_options, "headless", False))
         if headless:
             runner.quit()

@@ -51,6 +51,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from pytest_fanout._argtypes import fraction, non_negative_float, positive_float
 from pytest_fanout._table import render_text
+from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.load.exact import (
     EXACT_SUFFIX,
     SCHEMA,
@@ -77,7 +78,6 @@ DEFAULT_GRACE_MS = 1000.0
 #: The custom message a worker sends its histograms and counts in.
 REPORT_MESSAGE = "fanout_exact_report"
 REPORT_INTERVAL_S = 1.0
-EXIT_USAGE = 2
 
 
 def _say(line: str) -> None:
@@ -339,7 +339,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
                 "fanout: error: --fanout-arrival-rate gates @task functions, not TaskSets: "
                 + ", ".join(nested)
             )
-            raise SystemExit(EXIT_USAGE)
+            raise SystemExit(ExitCode.USAGE)
 
 
 @events.test_start.add_listener

@@ -23,21 +23,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_fanout._argtypes import (
-    fraction,
-    import_string,
-    non_negative_float,
-    port_number,
-    positive_float,
-    positive_int,
-)
+from pytest_fanout._argtypes import fraction, port_number, positive_float, positive_int
 from pytest_fanout._table import render_markdown, render_text
-from pytest_fanout.cli import add_upstream_option, upstreams_from
+from pytest_fanout.cli import CommandError, add_stack_group, spec_from
+from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.load.capacity import CapacityResult, SearchSettings, Slo, StepResult, search
+from pytest_fanout.spec import OPTIONS, SpecError, StackSpec
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_OK = ExitCode.OK
+EXIT_FAILED = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
 
 #: Start-up and shut-down of one Locust step on top of its run time (about 1 s measured).
 STEP_OVERHEAD_S = 2.0
@@ -129,14 +124,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--host", default=None, help="a running service to load (nothing is started)"
     )
     target.add_argument(
-        "--app",
-        type=import_string,
-        default=None,
-        help="ASGI app to start with a stub upstream (default: the reference app)",
-    )
-    target.add_argument("--app-dir", default=None, help="directory to import the app from")
-    add_upstream_option(target)
-    target.add_argument(
         "--path",
         dest="paths",
         action="append",
@@ -155,12 +142,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=5,
         help="async_sem's bound in the default paths (default: 5)",
     )
-    target.add_argument(
-        "--delay-ms",
-        type=non_negative_float,
-        default=100.0,
-        help="the stub upstream's delay (default: 100)",
-    )
+    add_stack_group(parser, [k for k in OPTIONS if k != "request_timeout"])
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json",
@@ -289,23 +271,19 @@ def run(args: argparse.Namespace) -> int:
         problem = _host_problem(args.host)
         if problem:
             print(f"fanout capacity: error: {problem}", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitCode.TARGET_UNUSABLE
         return _search_all(args, args.host, paths)
-    from pytest_fanout.servers.stack import DEFAULT_APP, Stack
-    from pytest_fanout.servers.upstream import Behaviour
-
-    app = args.app or DEFAULT_APP
-    stack = Stack(
-        app,
-        behaviour=Behaviour(delay_ms=args.delay_ms),
-        upstreams=upstreams_from(args),
-        app_dir=args.app_dir,
-    )
+    try:
+        spec = spec_from(args)
+        stack = spec.stack()
+    except (CommandError, SpecError) as exc:
+        return _usage(str(exc))
+    args.spec = spec  # for the Markdown report's one line of what ran
     with stack:
         assert stack.app is not None
         print(
-            f"fanout capacity: {app} at {stack.app.url}, {len(stack.upstreams)} stub"
-            f" upstream(s), delay {args.delay_ms:g} ms",
+            f"fanout capacity: {spec.app} at {stack.app.url}, {len(stack.upstreams)} stub"
+            f" upstream(s), delay {spec.delay_ms:g} ms",
             flush=True,
         )
         return _search_all(args, stack.app.url, paths)
@@ -375,8 +353,10 @@ def write_markdown(results: list[CapacityResult], args: argparse.Namespace, path
     """The table as Markdown, under one line saying what was asked and where it ran."""
     machine = _machine()
     slo = Slo(args.slo_p95_ms, args.max_fail_ratio, args.max_dropped_ratio)
-    app = args.app or "the reference app"
-    target_text = args.host or f"{app} with a stub upstream of {args.delay_ms:g} ms"
+    spec: StackSpec | None = getattr(args, "spec", None)
+    target_text = args.host or (
+        f"{spec.app} with stub upstreams of {spec.delay_ms:g} ms" if spec else "the embedded stack"
+    )
     lines = [
         f"SLO: p95 <= {slo.p95_ms:g} ms from the intended start, failures <= "
         f"{slo.max_fail_ratio:g}, dropped starts <= {slo.max_dropped_ratio:g}; "

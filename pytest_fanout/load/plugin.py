@@ -11,8 +11,9 @@ The locustfile is the harness shipped in the package, or yours:
 directory; `PYTEST_FANOUT_LOCUSTFILE` changes the default). Locust runs in a
 subprocess (never imported here: gevent would patch pytest). Every result is
 kept for the session, JSON-ready through `LoadResult.to_dict()`, in
-`pytest_fanout.plugin.session_load_results(config)`: that is where the
-regression gate and other plugins find them.
+the session object (`pytest_fanout.plugin.FanoutSession.of(config).load_results`):
+that is where the regression gate and other plugins find them. Locust and the
+runner load only when the fixture is used.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_fanout.load.runner import LoadResult, LoadRunError, run_locust
-from pytest_fanout.plugin import session_load_results
+from pytest_fanout.plugin import FanoutSession
+
+if TYPE_CHECKING:
+    from pytest_fanout.load.results import LoadResult
 
 
 class FanoutLoad:
@@ -62,6 +65,8 @@ class FanoutLoad:
 
         `locustfile`: a user's locustfile (file or folder); default: the shipped harness.
         """
+        from pytest_fanout.load.runner import LoadRunError, run_locust
+
         index = len(self.results)
         try:
             result = run_locust(
@@ -80,7 +85,7 @@ class FanoutLoad:
             tail = "\n".join("  | " + line for line in exc.output.splitlines()[-30:])
             pytest.fail(f"fanout_load: {exc}\n{tail}", pytrace=False)
         self.results.append(result)
-        session_load_results(self.config).append(result)
+        FanoutSession.of(self.config).load_results.append(result)
         self.config.hook.pytest_fanout_load_result(result=result, item=self.item)
         return result
 
@@ -92,11 +97,6 @@ def fanout_load(
     fanout_upstream: Any,
     tmp_path: Path,
 ) -> Iterator[FanoutLoad]:
-    """Put the app under test under Locust load for a bounded time; upstream restored after."""
-    runner = FanoutLoad(
-        fanout_server.url, tmp_path, request.node.nodeid, request.config, request.node
-    )
-    try:
-        yield runner
-    finally:
-        fanout_upstream.restore()
+    """Put the app under test under Locust load for a bounded time (every upstream is put
+    back after the test, as for any test that uses the stack)."""
+    yield FanoutLoad(fanout_server.url, tmp_path, request.node.nodeid, request.config, request.node)

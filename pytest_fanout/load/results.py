@@ -43,18 +43,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_fanout.exitcodes import ExitCode
+
 SCHEMA = 1
 TOTAL_NAME = "Aggregated"
 
-#: Exit statuses of a `locust -f locustfiles/` run. 0, 1 and 2 are Locust's own
-#: (1: there were failed requests; 2: an unhandled exception or a usage error).
-EXIT_OK = 0
-EXIT_FAILED_REQUESTS = 1
-EXIT_USAGE = 2
-#: A threshold (--fanout-max-fail-ratio, --fanout-max-p95-ms, --fanout-min-rps) was violated.
-EXIT_THRESHOLD = 3
-#: The target could not be used: --host does not answer, or the embedded stack did not start.
-EXIT_TARGET = 4
+#: Exit statuses of a `locust -f locustfiles/` run: the one set of `pytest_fanout.exitcodes`.
+EXIT_OK = ExitCode.OK
+EXIT_FAILED_REQUESTS = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
+EXIT_THRESHOLD = ExitCode.THRESHOLD
+EXIT_TARGET = ExitCode.TARGET_UNUSABLE
 
 
 @dataclass(frozen=True)

@@ -4,30 +4,60 @@
   group, on a socket the parent bound; readiness polled, log tail kept;
 * `child`: the entry point that process runs (`python -m pytest_fanout.servers.child`);
 * `apps`: which kind of web app an object is (ASGI 3, WSGI, aiohttp) and how it is served;
-* `probe`: the loop probe wrapped around the app (lag, in flight);
+* `probe`: the loop probe wrapped around the app (lag, in flight), `stallwatch` (its
+  sampler of the stacks that block the loop) and `callstacks` (those stacks read as
+  one line: the user's own code and the call it was in);
 * `upstream`: the stub upstream (raw ASGI, exact gauges), with `routes` (real answers,
   handlers), `streaming` (SSE events or chunks, paced), `recorder` (the requests it
   saw, bounded) and `connections` (TCP connections counted at uvicorn's protocol level);
 * `stub_server`: `StubUpstreamServer`, one stub in a child process, its control API as methods;
 * `sdk_answers`: the OpenAI and Anthropic wire formats, plain and streamed, for its routes;
-* `stack`: named stubs and the app together, the app pointed at each stub;
+* `stack`: the stack of servers: named stubs and the app together, the app pointed at
+  each stub (a `pytest_fanout.spec.StackSpec` builds one);
 * `cleanup`: the one process-group killer and the one registry of live children;
 * `proctree`: which processes live (from /proc), for tests and Locust runs.
 """
 
 from __future__ import annotations
 
-from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
-from pytest_fanout.servers.routes import RouteError, StubRequest, StubResponse
-from pytest_fanout.servers.stack import (
-    DEFAULT_APP,
-    AppServer,
-    RecordedRequest,
-    Stack,
-    StubUpstreamServer,
+from typing import TYPE_CHECKING
+
+from pytest_fanout import _lazy_names
+
+if TYPE_CHECKING:
+    from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
+    from pytest_fanout.servers.routes import RouteError, StubRequest, StubResponse
+    from pytest_fanout.servers.stack import (
+        DEFAULT_APP,
+        AppServer,
+        RecordedRequest,
+        Stack,
+        StubUpstreamServer,
+    )
+    from pytest_fanout.servers.streaming import StubStream
+    from pytest_fanout.servers.upstream import Behaviour, ConfigError
+
+#: Each public name loads with its module on first use (pytest imports this package
+#: at start-up: pytest_fanout._lazy_names).
+__getattr__ = _lazy_names(
+    __name__,
+    {
+        "LOOPBACK": "pytest_fanout.servers.process",
+        "ServerProcess": "pytest_fanout.servers.process",
+        "ServerStartError": "pytest_fanout.servers.process",
+        "RouteError": "pytest_fanout.servers.routes",
+        "StubRequest": "pytest_fanout.servers.routes",
+        "StubResponse": "pytest_fanout.servers.routes",
+        "DEFAULT_APP": "pytest_fanout.servers.stack",
+        "AppServer": "pytest_fanout.servers.stack",
+        "RecordedRequest": "pytest_fanout.servers.stack",
+        "Stack": "pytest_fanout.servers.stack",
+        "StubUpstreamServer": "pytest_fanout.servers.stack",
+        "StubStream": "pytest_fanout.servers.streaming",
+        "Behaviour": "pytest_fanout.servers.upstream",
+        "ConfigError": "pytest_fanout.servers.upstream",
+    },
 )
-from pytest_fanout.servers.streaming import StubStream
-from pytest_fanout.servers.upstream import Behaviour, ConfigError
 
 __all__ = [
     "DEFAULT_APP",

@@ -22,13 +22,12 @@ from typing import Any
 from uvicorn.importer import ImportFromStringError, import_from_string
 
 from pytest_fanout.servers.streaming import StreamError, StreamPlan, plan_from_spec
+from pytest_fanout.spec import MAX_DELAY_MS  # one limit for routes, behaviour and options
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _PARAM = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEGMENT_TEXT = re.compile(r"^[^{}?#\s]*$")
-#: Longest accepted delay (ms): an hour; more is a mistake, not a slow upstream.
-MAX_DELAY_MS = 3_600_000.0
 #: Routes one upstream may hold.
 MAX_ROUTES = 1000
 

@@ -11,7 +11,6 @@ same stack.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,19 +21,17 @@ from pytest_fanout.servers import cleanup
 from pytest_fanout.servers.probe import PROBE_PATH, PROBE_TOKEN_ENV
 from pytest_fanout.servers.process import LOOPBACK, ServerProcess
 from pytest_fanout.servers.stub_server import (
-    DEFAULT_UPSTREAM,
     RecordedRequest,
     StubUpstreamServer,
     UpstreamCallError,
 )
 from pytest_fanout.servers.upstream import Behaviour
-
-#: The reference app, as installed from the wheel and (editable) in the repository,
-#: where app/ is mapped onto this name (pyproject.toml); `uvicorn app.main:app` from
-#: the repository root serves the same code.
-DEFAULT_APP = "pytest_fanout.reference_app.main:app"
-#: The variable of the one upstream a stack has when none is named.
-DEFAULT_UPSTREAM_ENV = "FANOUT_UPSTREAM_URL"
+from pytest_fanout.spec import (
+    DEFAULT_APP,
+    DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_ENV,
+    expand_placeholders,
+)
 
 __all__ = [
     "DEFAULT_APP",
@@ -94,41 +91,6 @@ class AppServer(ServerProcess):
         return self.control.post(PROBE_PATH).raise_for_status().json()
 
 
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_SHELL_VARIABLE = re.compile(r"\$(\{?[A-Za-z_][A-Za-z0-9_]*\}?)")
-#: Names an upstream may have (also what the ini's `fanout_upstreams` lines accept).
-UPSTREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
-def expand_placeholders(value: str, urls: Mapping[str, str]) -> str:
-    """`value` with `{upstream_url:NAME}` (and `{upstream_url}`, the first upstream)
-    replaced by that upstream's URL. A `$VAR`, an unknown placeholder or name is a
-    ValueError in one line: nothing here is a shell, and a literal `$...` would only
-    surface as a 500 at measure time."""
-    shell = _SHELL_VARIABLE.search(value)
-    if shell:
-        raise ValueError(
-            f"${shell[1]} is not expanded (no shell variables here); "
-            "write {upstream_url:NAME} for an upstream's URL"
-        )
-
-    def replace(match: re.Match[str]) -> str:
-        key, _, name = match[1].partition(":")
-        if key != "upstream_url":
-            raise ValueError(
-                f"unknown placeholder {match[0]}: the only one is {{upstream_url:NAME}}"
-            )
-        if not name:
-            return next(iter(urls.values()))
-        if name not in urls:
-            raise ValueError(
-                f"{match[0]}: no upstream named {name!r} (the upstreams: {', '.join(urls)})"
-            )
-        return urls[name]
-
-    return _PLACEHOLDER.sub(replace, value)
-
-
 class StubsStarting:
     """Stub processes starting in the background, all at once (each start is mostly a child
     importing): the app can start as soon as their sockets are bound, since their URLs are
@@ -182,6 +144,8 @@ class Stack:
 
     `upstreams` maps each upstream's name to the environment variable the app
     reads its URL from; without it, one upstream in `FANOUT_UPSTREAM_URL`.
+    `routes` gives some of them routes they start with (and are restored to).
+    A `StackSpec` (`pytest_fanout.spec`) builds one with `spec.stack()`.
     """
 
     def __init__(
@@ -191,6 +155,7 @@ class Stack:
         upstreams: Mapping[str, str] | None = None,
         behaviour: Behaviour | None = None,
         behaviours: Mapping[str, Behaviour] | None = None,
+        routes: Mapping[str, list[Mapping[str, Any]]] | None = None,
         app_env: Mapping[str, str] | None = None,
         app_dir: str | os.PathLike[str] | None = None,
         factory: bool = False,
@@ -211,6 +176,7 @@ class Stack:
                 port=upstream_port if index == 0 else 0,
                 startup_timeout=startup_timeout,
                 app_dir=app_dir,
+                routes=list((routes or {}).get(name, [])),
             )
             for index, name in enumerate(self.env_names)
         }

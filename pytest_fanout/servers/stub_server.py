@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx2
 
-from pytest_fanout.servers.process import LOOPBACK, ServerProcess
+from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
 from pytest_fanout.servers.routes import (
     RouteError,
     compile_template,
@@ -28,9 +28,7 @@ from pytest_fanout.servers.routes import (
     strict_json_loads,
 )
 from pytest_fanout.servers.upstream import CONTROL_PREFIX, TOKEN_ENV, Behaviour
-
-#: The name of the one upstream a stack has when none is named.
-DEFAULT_UPSTREAM = "default"
+from pytest_fanout.spec import DEFAULT_UPSTREAM
 
 
 class UpstreamCallError(AssertionError):
@@ -87,8 +85,12 @@ class StubUpstreamServer(ServerProcess):
         startup_timeout: float = 10.0,
         app_dir: str | os.PathLike[str] | None = None,
         token: str | None = None,
+        routes: list[Mapping[str, Any]] | None = None,
     ) -> None:
         self.initial = behaviour or Behaviour()
+        #: Routes it starts with and is restored to (`route(...)` keyword arguments; a
+        #: "where" key says where they were declared, for the error message).
+        self.initial_routes = [dict(r) for r in routes or []]
         self.initial.validate()
         self.upstream_name = name
         #: Set once start() has bound the socket (the URL is final, the child may not answer yet).
@@ -117,6 +119,25 @@ class StubUpstreamServer(ServerProcess):
             "--http",
             "pytest_fanout.servers.connections:CountingHTTPProtocol",
         ]
+
+    def start(self) -> StubUpstreamServer:
+        """Start the child, then add its declared routes (a bad one: one ServerStartError)."""
+        super().start()
+        try:
+            self._install_routes()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _install_routes(self) -> None:
+        for declared in self.initial_routes:
+            kwargs = dict(declared)
+            where = kwargs.pop("where", f"upstream {self.upstream_name!r}")
+            try:
+                self.route(**kwargs)
+            except (RouteError, TypeError) as exc:
+                raise ServerStartError(f"{where}: {exc}") from None
 
     def _checked(self, response: httpx2.Response, what: str) -> Any:
         if response.status_code in (413, 422):
@@ -155,9 +176,11 @@ class StubUpstreamServer(ServerProcess):
         return Behaviour(**self._checked(response, f"configure({_kwargs(changes)})"))
 
     def restore(self) -> Behaviour:
-        """Back to the behaviour it started with; no routes, no recorded requests."""
+        """Back to the behaviour and routes it started with; no recorded requests."""
         response = self.control.post(CONTROL_PREFIX + "restore", json=asdict(self.initial))
-        return Behaviour(**self._checked(response, "restore()"))
+        behaviour = Behaviour(**self._checked(response, "restore()"))
+        self._install_routes()
+        return behaviour
 
     # ---- routes -----------------------------------------------------------------------------
 
@@ -224,9 +247,6 @@ class StubUpstreamServer(ServerProcess):
             )
         response.raise_for_status()
 
-    def clear_routes(self) -> None:
-        self.control.delete(CONTROL_PREFIX + "routes").raise_for_status()
-
     # ---- recorded requests ---------------------------------------------------------------
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
@@ -245,9 +265,6 @@ class StubUpstreamServer(ServerProcess):
             assert regex is not None
             records = [r for r in records if regex.match(r.path)]
         return records
-
-    def clear_requests(self) -> None:
-        self.control.delete(CONTROL_PREFIX + "requests").raise_for_status()
 
     def assert_called(
         self, method: str, path: str, times: int | None = None

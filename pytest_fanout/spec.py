@@ -1,0 +1,771 @@
+"""The stack, declared once: `[tool.fanout]` in pyproject.toml, read by every front end.
+
+A user's stack (the app, its upstreams and the environment variables that
+name them, delays, routes with canned answers) is written once::
+
+    [tool.fanout]
+    app = "svc:app"
+    delay_ms = 50
+    [tool.fanout.upstreams.inventory]
+    env = "INVENTORY_URL"
+    routes = [{ method = "GET", path = "/stock/{sku}", json = { available = 2 } }]
+
+and the pytest plugin, every `fanout` command and the Locust harness read it
+(`--fanout-config FILE` names another TOML file). Their own options override
+it, and are declared once, here: `OPTIONS`, which `add_stack_options` adds
+to a parser with each front end's prefix (`--fanout-delay-ms` for pytest and
+Locust, `--delay-ms` for `fanout measure`), as pytest-benchmark does. Every
+value goes through the option's one parser, so names, syntax (`NAME=ENV`
+everywhere, the ini's old `NAME ENV` still read), defaults and validation are
+the same everywhere, and a bad value is one `SpecError` line naming the file,
+the key and what was expected.
+
+Nothing here imports a server, a web framework or Locust: the pytest entry
+point reads the spec at start-up, in every run of every project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_fanout.servers.stack import Stack
+    from pytest_fanout.servers.upstream import Behaviour
+
+#: The reference app, as installed from the wheel and (editable) in the repository.
+DEFAULT_APP = "pytest_fanout.reference_app.main:app"
+#: The name and variable of the one upstream a stack has when none is named.
+DEFAULT_UPSTREAM = "default"
+DEFAULT_UPSTREAM_ENV = "FANOUT_UPSTREAM_URL"
+DEFAULT_DELAY_MS = 100.0
+DEFAULT_STARTUP_TIMEOUT_S = 10.0
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: Longest accepted delay (ms): an hour; more is a mistake, not a slow upstream.
+MAX_DELAY_MS = 3_600_000.0
+#: The app's environment variable that switches the probe's stack sampler off.
+STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
+
+#: Names an upstream may have (an ini line, a TOML table name, a flag).
+UPSTREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+#: Everything `StubUpstreamServer.route(...)` takes (tests/unit/test_spec.py keeps them equal).
+ROUTE_KEYS = (
+    "method",
+    "path",
+    "status",
+    "json",
+    "body",
+    "headers",
+    "delay_ms",
+    "jitter_ms",
+    "p99_ms",
+    "error_rate",
+    "handler",
+)
+#: Every `Behaviour` setting an upstream's table may give (checked by `Behaviour` itself).
+BEHAVIOUR_KEYS = (
+    "delay_ms",
+    "jitter_ms",
+    "p99_ms",
+    "error_rate",
+    "error_status",
+    "drop_rate",
+    "max_inflight",
+    "record_requests",
+    "record_body_bytes",
+    "seed",
+)
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_SHELL_VARIABLE = re.compile(r"\$(\{?[A-Za-z_][A-Za-z0-9_]*\}?)")
+_TRUE = ("true", "on", "yes", "1")
+_FALSE = ("false", "off", "no", "0")
+
+
+class SpecError(ValueError):
+    """A stack declaration that cannot be used; `str()` is one line: where, key, what."""
+
+
+# ---- value parsers: raw (a flag's or an ini's string, or a TOML value) -> value ----------
+# Each raises ValueError with a message that says what was expected; the caller says where.
+
+
+def _number(low: float, high: float, *, zero: bool, whole: bool = False) -> Callable:
+    bound = f">= {low:g} and <= {high:g}" if zero else f"> {low:g} and <= {high:g}"
+
+    def parse(raw: Any) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ValueError(f"{raw!r} is not a number")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+        ok = math.isfinite(value) and low <= value <= high and (zero or value > low)
+        if not ok:
+            raise ValueError(f"{raw} must be a finite number {bound}")
+        if whole:
+            if value != int(value):
+                raise ValueError(f"{raw} must be a whole number")
+            return int(value)
+        return value
+
+    parse.expected = f"a number {bound}"  # type: ignore[attr-defined]
+    return parse
+
+
+def parse_import_string(raw: Any) -> str:
+    """MODULE:ATTRIBUTE; whether it imports is the child's to say."""
+    if not isinstance(raw, str) or not IMPORT_STRING.match(raw):
+        raise ValueError(f"{raw!r} is not an import string like app.main:app (MODULE:ATTR)")
+    return raw
+
+
+def parse_directory(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError(f"{raw!r} is not a directory path")
+    return raw
+
+
+def parse_switch(raw: Any) -> bool:
+    """true/false (also on/off, yes/no, 1/0)."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{raw!r} is not true or false")
+
+
+def parse_upstream(raw: Any) -> tuple[str, str]:
+    """NAME=ENV_VAR (the ini's old `NAME ENV_VAR` is still read)."""
+    text = str(raw).strip() if isinstance(raw, str) else ""
+    if "=" in text:
+        name, _, env = text.partition("=")
+        name, env = name.strip(), env.strip()
+    else:
+        parts = text.split()
+        name, env = parts if len(parts) == 2 else ("", "")
+    if not name or not env:
+        raise ValueError(f"{raw!r} is not NAME=ENVVAR like inventory=INVENTORY_URL")
+    check_upstream_name(name)
+    check_env_name(env)
+    return name, env
+
+
+def check_upstream_name(name: str) -> str:
+    if not isinstance(name, str) or not UPSTREAM_NAME.match(name):
+        raise ValueError(f"{name!r} is not an upstream name (letters, digits, _ and -)")
+    return name
+
+
+def check_env_name(env: Any) -> str:
+    if not isinstance(env, str) or not ENV_NAME.match(env):
+        raise ValueError(f"{env!r} is not an environment variable name")
+    return env
+
+
+def parse_env_line(raw: Any) -> tuple[str, str]:
+    """KEY=VALUE, one entry of the app's environment."""
+    key, sep, value = str(raw).partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{raw!r} is not KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def parse_route(raw: Any) -> dict[str, Any]:
+    """`[UPSTREAM] METHOD PATH [JSON]`, a route given on a command line: e.g.
+    `inventory GET /stock/{sku} {"available": 2}`; without UPSTREAM, the first upstream's."""
+    text = str(raw).strip()
+    upstream = None
+    first, _, rest = text.partition(" ")
+    if first and first.upper() not in HTTP_METHODS:
+        upstream, text = first, rest.strip()
+    words = text.split(None, 2)
+    if len(words) < 2 or words[0].upper() not in HTTP_METHODS:
+        raise ValueError(
+            f"{raw!r} is not '[UPSTREAM] METHOD PATH [JSON]' like"
+            " 'GET /stock/{sku} {\"available\": 2}'"
+        )
+    route: dict[str, Any] = {"method": words[0].upper(), "path": words[1]}
+    if upstream is not None:
+        check_upstream_name(upstream)
+        route["upstream"] = upstream
+    if len(words) == 3:
+        route["json"] = _strict_json(words[2])
+    check_route(route)
+    return route
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not valid JSON")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{text!r} is not valid JSON ({exc.msg})") from None
+
+
+def check_route(route: Any) -> dict[str, Any]:
+    """A route's shape (its values are checked by the stub when it is added)."""
+    if not isinstance(route, dict):
+        raise ValueError(f"{route!r} is not a table like {{ method = 'GET', path = '/x' }}")
+    unknown = sorted(set(route) - set(ROUTE_KEYS) - {"upstream"})
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)}: a route takes {', '.join(ROUTE_KEYS)}"
+        )
+    method, path = route.get("method"), route.get("path")
+    if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
+        raise ValueError(f"method {method!r} is not one of {', '.join(HTTP_METHODS)}")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"path {path!r} must be a string starting with /")
+    route["method"] = method.upper()
+    return route
+
+
+def parse_token(raw: Any) -> str:
+    """A bearer token: printable, no whitespace (it goes into an HTTP header)."""
+    text = str(raw)
+    if not text or any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(f"{raw!r} is not a token (printable characters, no spaces or newlines)")
+    return text
+
+
+# ---- the options: declared once, added by each front end with its prefix -----------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One stack setting: its key in [tool.fanout] (and the flag's stem), its parser."""
+
+    key: str
+    help: str
+    parse: Callable[[Any], Any]
+    metavar: str | None = None
+    #: A flag given once per value (`--upstream a=A --upstream b=B`), an ini linelist.
+    repeat: bool = False
+    #: A flag without a value (store_true).
+    switch: bool = False
+    #: The ini key, when it is not `fanout_<key>`; "" for none.
+    ini: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return "fanout_" + self.key
+
+    @property
+    def ini_name(self) -> str:
+        return self.ini if self.ini is not None else "fanout_" + self.key
+
+    def flag(self, prefix: str) -> str:
+        return "--" + prefix + self.key.replace("_", "-")
+
+
+_DELAY = _number(0, MAX_DELAY_MS, zero=True)
+
+#: Every stack option, in help order. Adding one: append it here (and read it in
+#: `StackSpec`/`_apply`): pytest, `fanout` and Locust all get it, with its ini twin.
+OPTIONS: dict[str, Option] = {
+    option.key: option
+    for option in (
+        Option(
+            "config",
+            "a TOML file with a [tool.fanout] table (default: the nearest pyproject.toml"
+            " that has one)",
+            parse_directory,
+            metavar="FILE",
+            ini="",
+        ),
+        Option(
+            "app",
+            f"ASGI import string of the app under test, MODULE:ATTR (default: {DEFAULT_APP},"
+            " the reference app)",
+            parse_import_string,
+            metavar="MODULE:ATTR",
+        ),
+        Option(
+            "app_dir",
+            "directory the app and stub handlers are imported from (default: the config"
+            " file's directory, else the rootdir or the current directory)",
+            parse_directory,
+            metavar="DIR",
+        ),
+        Option(
+            "app_factory",
+            "the import string names a factory to call for the app",
+            parse_switch,
+            switch=True,
+        ),
+        Option(
+            "app_env",
+            "KEY=VALUE for the app's environment (repeatable); {upstream_url:NAME} is that"
+            " upstream's URL",
+            parse_env_line,
+            metavar="KEY=VALUE",
+            repeat=True,
+        ),
+        Option(
+            "upstream",
+            "a stub upstream whose URL the app reads from ENVVAR (repeatable; default: one,"
+            f" in {DEFAULT_UPSTREAM_ENV})",
+            parse_upstream,
+            metavar="NAME=ENVVAR",
+            repeat=True,
+            ini="fanout_upstreams",
+        ),
+        Option(
+            "route",
+            "a canned answer: '[UPSTREAM] METHOD PATH [JSON]' (repeatable; default"
+            " upstream: the first)",
+            parse_route,
+            metavar="ROUTE",
+            repeat=True,
+            ini="",
+        ),
+        Option(
+            "delay_ms",
+            f"the stub upstreams' delay in ms (default: {DEFAULT_DELAY_MS:g})",
+            _DELAY,
+            metavar="MS",
+        ),
+        Option(
+            "startup_timeout",
+            f"seconds each server process may take to answer (default:"
+            f" {DEFAULT_STARTUP_TIMEOUT_S:g})",
+            _number(0, 3600, zero=False),
+            metavar="S",
+        ),
+        Option(
+            "request_timeout",
+            f"seconds one request to the app may take (default: {DEFAULT_REQUEST_TIMEOUT_S:g})",
+            _number(0, 86400, zero=False),
+            metavar="S",
+        ),
+        Option(
+            "stack_sampling",
+            "on/off: sample the stack that blocks the app's event loop (default: on)",
+            parse_switch,
+            metavar="on|off",
+        ),
+    )
+}
+
+
+def _argparse_type(parse: Callable[[Any], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__  # argparse names the type in some messages
+    return convert
+
+
+def add_stack_options(
+    add: Callable[..., Any],
+    *,
+    prefix: str,
+    keys: Iterable[str] | None = None,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+    typed: bool = True,
+    **extra: Any,
+) -> None:
+    """Add the stack options (all, or `keys`) through `add` (argparse's `add_argument`,
+    pytest's `addoption`), named `--{prefix}{key}`; `aliases` keeps a front end's old
+    flag names. `typed`: parse each value as it is read (argparse front ends); pytest
+    parses in `pytest_configure`, after the ini. Every default is None: a flag given
+    overrides the spec, a flag left out does not."""
+    wanted = list(OPTIONS) if keys is None else list(keys)
+    for key in wanted:
+        option = OPTIONS[key]
+        names = [option.flag(prefix), *(aliases or {}).get(key, ())]
+        kwargs: dict[str, Any] = dict(dest=option.dest, default=None, help=option.help, **extra)
+        if option.switch:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["action"] = "append" if option.repeat else "store"
+            kwargs["metavar"] = option.metavar
+            if typed:
+                kwargs["type"] = _argparse_type(option.parse)
+        add(*names, **kwargs)
+
+
+# ---- the spec ------------------------------------------------------------------------------
+
+
+@dataclass
+class UpstreamSpec:
+    """One named upstream: the app's variable for its URL, its behaviour, its routes."""
+
+    name: str
+    env: str
+    #: Behaviour settings of this upstream (over the stack's `delay_ms`).
+    behaviour: dict[str, Any] = field(default_factory=dict)
+    #: `route(...)` keyword arguments, each with "where" (for messages) popped before use.
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    where: str = ""
+
+
+@dataclass
+class StackSpec:
+    """The whole stack: what every front end turns its input into."""
+
+    app: str = DEFAULT_APP
+    app_dir: str | None = None
+    app_factory: bool = False
+    app_env: dict[str, str] = field(default_factory=dict)
+    delay_ms: float = DEFAULT_DELAY_MS
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
+    stack_sampling: bool = True
+    upstreams: dict[str, UpstreamSpec] = field(default_factory=dict)
+    #: The file the spec came from (None: defaults and options only).
+    source: Path | None = None
+    #: Where each `app_env` entry was given (a file's key, a flag, an ini key).
+    app_env_where: dict[str, str] = field(default_factory=dict)
+
+    def upstream_env_names(self) -> dict[str, str]:
+        """name -> the app's environment variable, in order (the default one if none)."""
+        if not self.upstreams:
+            return {DEFAULT_UPSTREAM: DEFAULT_UPSTREAM_ENV}
+        return {name: up.env for name, up in self.upstreams.items()}
+
+    def behaviours(self) -> dict[str, Behaviour]:
+        """Each upstream's Behaviour: the stack's delay, then its own settings (checked)."""
+        from pytest_fanout.servers.upstream import Behaviour, ConfigError
+
+        result = {}
+        for name in self.upstream_env_names():
+            behaviour = Behaviour(delay_ms=self.delay_ms)
+            upstream = self.upstreams.get(name)
+            if upstream is not None and upstream.behaviour:
+                try:
+                    behaviour.update(dict(upstream.behaviour))
+                except ConfigError as exc:
+                    raise SpecError(f"{upstream.where}: {exc}") from None
+            result[name] = behaviour
+        return result
+
+    def routes(self) -> dict[str, list[dict[str, Any]]]:
+        """name -> its routes, as `route(...)` keyword arguments plus "where"."""
+        return {name: list(up.routes) for name, up in self.upstreams.items() if up.routes}
+
+    def app_env_entries(self) -> dict[str, str]:
+        """`app_env` as given (placeholders not expanded), with the stack sampler's switch."""
+        env = dict(self.app_env)
+        if not self.stack_sampling:
+            env[STACK_SAMPLING_ENV] = "0"
+        return env
+
+    def app_environment(self, urls: Mapping[str, str] | None = None) -> dict[str, str]:
+        """`app_env_entries()` with placeholders expanded (checked with dummy URLs when
+        None); the upstream URLs themselves are the Stack's to add."""
+        if urls is None:
+            urls = {name: f"http://127.0.0.1:0/{name}" for name in self.upstream_env_names()}
+        env = {}
+        for key, value in self.app_env_entries().items():
+            try:
+                env[key] = expand_placeholders(value, urls)
+            except ValueError as exc:
+                where = self.app_env_where.get(key, "app_env")
+                raise SpecError(f"{where}: '{key}={value}': {exc}") from None
+        return env
+
+    def check(self) -> StackSpec:
+        """What can be checked without starting anything: placeholders, behaviours."""
+        self.app_environment()
+        if any(up.behaviour for up in self.upstreams.values()):
+            self.behaviours()
+        return self
+
+    def stack(self, **kwargs: Any) -> Stack:
+        """A `Stack` of this spec (not started); `kwargs` go to Stack (host, ports)."""
+        from pytest_fanout.servers.stack import Stack
+
+        return Stack(
+            self.app,
+            upstreams=self.upstream_env_names(),
+            behaviours=self.behaviours(),
+            routes=self.routes(),
+            app_env=self.app_env_entries(),
+            app_dir=self.app_dir,
+            factory=self.app_factory,
+            startup_timeout=self.startup_timeout,
+            **kwargs,
+        )
+
+
+def expand_placeholders(value: str, urls: Mapping[str, str]) -> str:
+    """`value` with `{upstream_url:NAME}` (and `{upstream_url}`, the first upstream)
+    replaced by that upstream's URL. A `$VAR`, an unknown placeholder or name is a
+    ValueError in one line: nothing here is a shell, and a literal `$...` would only
+    surface as a 500 at measure time."""
+    shell = _SHELL_VARIABLE.search(value)
+    if shell:
+        raise ValueError(
+            f"${shell[1]} is not expanded (no shell variables here); "
+            "write {upstream_url:NAME} for an upstream's URL"
+        )
+
+    def substitute(match: re.Match[str]) -> str:
+        key, _, name = match[1].partition(":")
+        if key != "upstream_url":
+            raise ValueError(
+                f"unknown placeholder {match[0]}: the only one is {{upstream_url:NAME}}"
+            )
+        if not name:
+            return next(iter(urls.values()))
+        if name not in urls:
+            raise ValueError(
+                f"{match[0]}: no upstream named {name!r} (the upstreams: {', '.join(urls)})"
+            )
+        return urls[name]
+
+    return _PLACEHOLDER.sub(substitute, value)
+
+
+# ---- reading [tool.fanout] -------------------------------------------------------------------
+
+
+def find_config(start: str | os.PathLike[str]) -> Path | None:
+    """The nearest pyproject.toml with a [tool.fanout] table, from `start` upwards (as
+    pytest looks for its ini file); None when there is none."""
+    import tomllib
+
+    here = Path(start).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            try:
+                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                continue  # not ours to judge unless named with --fanout-config
+            if "fanout" in data.get("tool", {}):
+                return candidate
+    return None
+
+
+def read_config(path: str | os.PathLike[str]) -> StackSpec:
+    """The StackSpec of a TOML file's [tool.fanout] table (an empty one: the defaults)."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: is not valid TOML: {exc}") from None
+    table = data.get("tool", {}).get("fanout", {})
+    if not isinstance(table, dict):
+        raise SpecError(f"{path}: tool.fanout must be a table")
+    spec = StackSpec(source=path)
+    _read_table(spec, table, path)
+    return spec
+
+
+_FILE_KEYS = (
+    "app",
+    "app_dir",
+    "app_factory",
+    "app_env",
+    "delay_ms",
+    "startup_timeout",
+    "request_timeout",
+    "stack_sampling",
+    "upstreams",
+)
+
+
+def _read_table(spec: StackSpec, table: dict[str, Any], path: Path) -> None:
+    where = f"{path}: tool.fanout"
+    unknown = sorted(set(table) - set(_FILE_KEYS))
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(_FILE_KEYS)})"
+        )
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key == "upstreams":
+            continue
+        if key == "app_env":
+            if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+                raise SpecError(f"{where}.app_env: expected a table of strings, got {raw!r}")
+            values[key] = [(str(k), v) for k, v in raw.items()]
+            continue
+        values[key] = _parse(OPTIONS[key], raw, f"{where}.{key}")
+    _apply(spec, values, {"app_env": f"{where}.app_env"}, path.parent)
+    if spec.app_dir is None:
+        spec.app_dir = str(path.parent)
+    upstreams = table.get("upstreams", {})
+    if not isinstance(upstreams, dict):
+        raise SpecError(f"{where}.upstreams: expected a table of upstreams, got {upstreams!r}")
+    for name, body in upstreams.items():
+        spec.upstreams[name] = _read_upstream(name, body, f"{where}.upstreams.{name}")
+    _check_distinct(spec, where)
+
+
+def _read_upstream(name: str, body: Any, where: str) -> UpstreamSpec:
+    try:
+        check_upstream_name(name)
+    except ValueError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    if not isinstance(body, dict):
+        raise SpecError(f'{where}: expected a table with env = "ENV_VAR", got {body!r}')
+    known = ("env", "routes", *BEHAVIOUR_KEYS)
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    if "env" not in body:
+        raise SpecError(f"{where}: env is missing: the variable the app reads this URL from")
+    try:
+        env = check_env_name(body["env"])
+    except ValueError as exc:
+        raise SpecError(f"{where}.env: {exc}") from None
+    behaviour = {k: v for k, v in body.items() if k in BEHAVIOUR_KEYS}
+    for key, value in behaviour.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpecError(f"{where}.{key}: expected a number, got {value!r}")
+    routes = body.get("routes", [])
+    if not isinstance(routes, list):
+        raise SpecError(f"{where}.routes: expected a list of route tables, got {routes!r}")
+    checked = []
+    for index, route in enumerate(routes):
+        place = f"{where}.routes[{index}]"
+        try:
+            route = check_route(dict(route) if isinstance(route, dict) else route)
+        except ValueError as exc:
+            raise SpecError(f"{place}: {exc}") from None
+        if "upstream" in route:
+            raise SpecError(f"{place}: unknown key(s) upstream (the table names the upstream)")
+        checked.append({**route, "where": place})
+    return UpstreamSpec(name, env, behaviour, checked, where)
+
+
+def _parse(option: Option, raw: Any, where: str) -> Any:
+    try:
+        return option.parse(raw)
+    except ValueError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def _apply(
+    spec: StackSpec, values: Mapping[str, Any], where: Mapping[str, str], base: Path | None
+) -> None:
+    """Set the parsed `values` (option key -> value; None: not given) on `spec`; relative
+    directories are taken from `base`."""
+    for key, value in values.items():
+        if value is None or key in ("config", "upstream", "route"):
+            continue
+        if key == "app_dir":
+            directory = Path(value).expanduser()
+            if not directory.is_absolute() and base is not None:
+                directory = base / directory
+            spec.app_dir = str(directory)
+        elif key == "app_env":
+            for name, text in value:
+                spec.app_env[name] = text
+                spec.app_env_where[name] = where.get(key, key)
+        else:
+            setattr(spec, key, value)
+
+
+def _check_distinct(spec: StackSpec, where: str) -> None:
+    seen: dict[str, str] = {}
+    for name, upstream in spec.upstreams.items():
+        if upstream.env in seen:
+            raise SpecError(
+                f"{where}: {upstream.env} is given to two upstreams ({seen[upstream.env]} and"
+                f" {name})"
+            )
+        seen[upstream.env] = name
+
+
+def parse_values(raw: Mapping[str, Any], where: Mapping[str, str]) -> dict[str, Any]:
+    """Parse a front end's raw strings (option key -> a string, a list for a repeatable
+    one, or None), each error one line naming where it came from."""
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if value is None or value == []:
+            continue
+        option = OPTIONS[key]
+        if option.repeat:
+            items = value if isinstance(value, list | tuple) else [value]
+            values[key] = [_parse(option, item, where.get(key, key)) for item in items]
+        else:
+            values[key] = _parse(option, value, where.get(key, key))
+    return values
+
+
+def resolve(
+    values: Mapping[str, Any],
+    *,
+    start: str | os.PathLike[str],
+    where: Mapping[str, str] | None = None,
+    base: str | os.PathLike[str] | None = None,
+) -> StackSpec:
+    """The spec of [tool.fanout] (the `config` value's file, or the nearest pyproject.toml
+    from `start`) with a front end's parsed `values` on top (option key -> value; None or
+    [] for not given). `where` names each key's origin for messages (a flag, an ini key);
+    `base` is the directory relative option values are taken from (default: `start`)."""
+    where = dict(where or {})
+    config = values.get("config")
+    if config:
+        path = Path(config).expanduser()
+        if not path.is_absolute():
+            path = Path(base or start) / path
+        spec = read_config(path)
+    else:
+        found = find_config(start)
+        spec = read_config(found) if found is not None else StackSpec()
+    _apply(spec, values, where, Path(base or start))
+    given = values.get("upstream") or []
+    if given:
+        _override_upstreams(spec, given, where.get("upstream", "upstream"))
+    for route in values.get("route") or []:
+        _add_route(spec, dict(route), where.get("route", "route"))
+    return spec.check()
+
+
+def _override_upstreams(spec: StackSpec, given: Iterable[tuple[str, str]], where: str) -> None:
+    """Upstreams given as options replace the declared set (each keeps its declared
+    behaviour and routes when the file names it too)."""
+    chosen: dict[str, UpstreamSpec] = {}
+    for name, env in given:
+        if name in chosen:
+            raise SpecError(f"{where}: upstream {name!r} is named twice")
+        declared = spec.upstreams.get(name)
+        if declared is None:
+            chosen[name] = UpstreamSpec(name, env, where=where)
+        else:
+            chosen[name] = replace(declared, env=env)
+    spec.upstreams = chosen
+    _check_distinct(spec, where)
+
+
+def _add_route(spec: StackSpec, route: dict[str, Any], where: str) -> None:
+    names = list(spec.upstream_env_names())
+    name = route.pop("upstream", None) or names[0]
+    if name not in names:
+        raise SpecError(f"{where}: no upstream named {name!r} (the upstreams: {', '.join(names)})")
+    if name not in spec.upstreams:
+        spec.upstreams[name] = UpstreamSpec(name, DEFAULT_UPSTREAM_ENV, where=where)
+    routes = spec.upstreams[name].routes
+    key = (route["method"], route["path"])
+    routes[:] = [r for r in routes if (r["method"], r["path"]) != key]
+    routes.append({**route, "where": where})
