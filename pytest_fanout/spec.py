@@ -147,6 +147,14 @@ def parse_switch(raw: Any) -> bool:
     raise ValueError(f"{raw!r} is not true or false")
 
 
+def parse_on_off(raw: Any) -> bool:
+    """on/off (also true/false)."""
+    try:
+        return parse_switch(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not on or off") from None
+
+
 def parse_upstream(raw: Any) -> tuple[str, str]:
     """NAME=ENV_VAR (the ini's old `NAME ENV_VAR` is still read)."""
     text = str(raw).strip() if isinstance(raw, str) else ""
@@ -156,10 +164,14 @@ def parse_upstream(raw: Any) -> tuple[str, str]:
     else:
         parts = text.split()
         name, env = parts if len(parts) == 2 else ("", "")
+    shape = f"{raw!r} is not NAME=ENVVAR like inventory=INVENTORY_URL"
     if not name or not env:
-        raise ValueError(f"{raw!r} is not NAME=ENVVAR like inventory=INVENTORY_URL")
-    check_upstream_name(name)
-    check_env_name(env)
+        raise ValueError(shape)
+    try:
+        check_upstream_name(name)
+        check_env_name(env)
+    except ValueError as exc:
+        raise ValueError(f"{shape}: {exc}") from None
     return name, env
 
 
@@ -356,7 +368,7 @@ OPTIONS: dict[str, Option] = {
         Option(
             "stack_sampling",
             "on/off: sample the stack that blocks the app's event loop (default: on)",
-            parse_switch,
+            parse_on_off,
             metavar="on|off",
         ),
     )

@@ -82,7 +82,8 @@ def test_coexists_with_locusts_plugin(pytester: pytest.Pytester) -> None:
         """
         def test_both(pytestconfig, fanout_server):
             assert pytestconfig.getoption("--host") == "http://example.invalid"
-            assert pytestconfig.getini("fanout_app") == "pytest_fanout.reference_app.main:app"
+            from pytest_fanout import FanoutSession
+            assert FanoutSession.of(pytestconfig).spec.app == "pytest_fanout.reference_app.main:app"
             assert pytestconfig.pluginmanager.has_plugin("locust")
         """
     )
@@ -112,22 +113,24 @@ def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
     [
         (
             ("--fanout-delay-ms", "soon"),
-            "--fanout-delay-ms (ini fanout_delay_ms) must be a "
-            "finite number from 0 to 3600000, got 'soon'",
+            "--fanout-delay-ms: 'soon' is not a number",
         ),
-        (("--fanout-delay-ms", "inf"), "--fanout-delay-ms*must be a finite number*got 'inf'"),
-        (("--fanout-delay-ms", "nan"), "--fanout-delay-ms*must be a finite number*got 'nan'"),
-        (("--fanout-delay-ms", "-1"), "--fanout-delay-ms*must be a finite number*got '-1'"),
+        (("--fanout-delay-ms", "inf"), "--fanout-delay-ms: inf must be a finite number >= 0*"),
+        (("--fanout-delay-ms", "nan"), "--fanout-delay-ms: nan must be a finite number*"),
+        (("--fanout-delay-ms", "-1"), "--fanout-delay-ms: -1 must be a finite number >= 0*"),
         (
             ("--fanout-startup-timeout", "0"),
-            "--fanout-startup-timeout*must be a finite number > 0 and <= 3600, got '0'",
+            "--fanout-startup-timeout: 0 must be a finite number > 0 and <= 3600",
         ),
         (
             ("--fanout-request-timeout", "inf"),
-            "--fanout-request-timeout (ini fanout_request_timeout) must be a finite*",
+            "--fanout-request-timeout: inf must be a finite number > 0 and <= 86400",
         ),
         (("--fanout-request-timeout", "1e400"), "--fanout-request-timeout*must be a finite*"),
-        (("--fanout-app", "app.main"), "--fanout-app must be MODULE:ATTR, got 'app.main'"),
+        (
+            ("--fanout-app", "app.main"),
+            "--fanout-app: 'app.main' is not an import string like app.main:app*",
+        ),
     ],
 )
 def test_bad_option_values_are_one_line(
@@ -478,45 +481,53 @@ def test_named_upstreams_fixtures_marker_and_gauges(pytester: pytest.Pytester) -
 @pytest.mark.parametrize(
     ("ini", "message"),
     [
-        ("fanout_upstreams =\n    stock\n", "fanout_upstreams: 'stock' is not 'NAME ENV_VAR'"),
+        (
+            "fanout_upstreams =\n    stock\n",
+            "tox.ini: fanout_upstreams: 'stock' is not NAME=ENVVAR like inventory=INVENTORY_URL",
+        ),
         (
             "fanout_upstreams =\n    st@ck STOCK_URL\n",
-            "fanout_upstreams: 'st@ck' is not an upstream name*",
+            "tox.ini: fanout_upstreams: 'st@ck STOCK_URL' is not NAME=ENVVAR*: 'st@ck' is not"
+            " an upstream name*",
         ),
         (
             "fanout_upstreams =\n    stock 1URL\n",
-            "fanout_upstreams: '1URL' is not an environment variable name",
+            "tox.ini: fanout_upstreams: *: '1URL' is not an environment variable name",
         ),
         (
             "fanout_upstreams =\n    a A_URL\n    a B_URL\n",
-            "fanout_upstreams: upstream 'a' is named twice",
+            "tox.ini: fanout_upstreams: upstream 'a' is named twice",
         ),
         (
             "fanout_upstreams =\n    a A_URL\n    b A_URL\n",
-            "fanout_upstreams: A_URL is given to two upstreams",
+            "tox.ini: fanout_upstreams: A_URL is given to two upstreams (a and b)",
         ),
         (
             "fanout_app_env =\n    STOCK_URL=$FANOUT_UPSTREAM_URL\n",
-            "fanout_app_env: 'STOCK_URL=$FANOUT_UPSTREAM_URL': $FANOUT_UPSTREAM_URL is not "
-            "expanded (no shell variables here); write {upstream_url:NAME} for an upstream's URL",
+            "tox.ini: fanout_app_env: 'STOCK_URL=$FANOUT_UPSTREAM_URL': "
+            "$FANOUT_UPSTREAM_URL is not expanded (no shell variables here); "
+            "write {upstream_url:NAME} for an upstream's URL",
         ),
-        ("fanout_app_env =\n    X=${HOME}\n", "fanout_app_env: 'X=${HOME}': ${HOME} is not*"),
+        (
+            "fanout_app_env =\n    X=${HOME}\n",
+            "tox.ini: fanout_app_env: 'X=${HOME}': ${HOME} is not*",
+        ),
         (
             "fanout_app_env =\n    X={upstream_url:nope}\n",
-            "fanout_app_env: 'X={upstream_url:"
+            "tox.ini: fanout_app_env: 'X={upstream_url:"
             "nope}': {upstream_url:nope}: no upstream named 'nope' (the upstreams: default)",
         ),
         (
             "fanout_app_env =\n    X={url}\n",
-            "fanout_app_env: 'X={url}': unknown placeholder {url}*",
+            "tox.ini: fanout_app_env: 'X={url}': unknown placeholder {url}*",
         ),
         (
             "fanout_app_env =\n    no-equals-sign\n",
-            "fanout_app_env: 'no-equals-sign' is not KEY=VALUE",
+            "tox.ini: fanout_app_env: 'no-equals-sign' is not KEY=VALUE",
         ),
         (
             "fanout_request_timeout = 0\n",
-            "--fanout-request-timeout (ini fanout_request_timeout) must be a finite number > 0*",
+            "tox.ini: fanout_request_timeout: 0 must be a finite number > 0 and <= 86400",
         ),
     ],
     ids=[
