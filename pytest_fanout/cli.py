@@ -482,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join("  | " + line for line in exc.log_tail.splitlines()), file=sys.stderr)
         return ExitCode.TARGET_UNUSABLE
     except CommandError as exc:
-        print(f"fanout: error: {exc}", file=sys.stderr)
+        hint = f" (see: fanout {args.command} --help)" if exc.code == ExitCode.USAGE else ""
+        print(f"fanout: error: {exc}{hint}", file=sys.stderr)
         return exc.code
     except Exception as exc:  # a last resort: still one line; FANOUT_DEBUG=1 shows the traceback
         if os.environ.get("FANOUT_DEBUG"):

@@ -563,8 +563,9 @@ def find_config(start: str | os.PathLike[str]) -> Path | None:
         if candidate.is_file():
             try:
                 data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-                continue  # not ours to judge unless named with --fanout-config
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                # It might hold the stack: running without it would be a silent surprise.
+                raise SpecError(f"{_shown(candidate)}: is not valid TOML: {exc}") from None
             if "fanout" in data.get("tool", {}):
                 return candidate
     return None
@@ -578,17 +579,26 @@ def read_config(path: str | os.PathLike[str]) -> StackSpec:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
+        raise SpecError(f"{_shown(path)}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot be read: {exc}") from None
+        raise SpecError(f"{_shown(path)}: cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: is not valid TOML: {exc}") from None
+        raise SpecError(f"{_shown(path)}: is not valid TOML: {exc}") from None
     table = data.get("tool", {}).get("fanout", {})
+    shown = _shown(path)
     if not isinstance(table, dict):
-        raise SpecError(f"{path}: tool.fanout must be a table")
+        raise SpecError(f"{shown}: tool.fanout must be a table")
     spec = StackSpec(source=path)
-    _read_table(spec, table, path)
+    _read_table(spec, table, path, shown)
     return spec
+
+
+def _shown(path: Path) -> str:
+    """`path` as a message shows it: relative to the current directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
 
 
 _FILE_KEYS = (
@@ -604,8 +614,8 @@ _FILE_KEYS = (
 )
 
 
-def _read_table(spec: StackSpec, table: dict[str, Any], path: Path) -> None:
-    where = f"{path}: tool.fanout"
+def _read_table(spec: StackSpec, table: dict[str, Any], path: Path, shown: str) -> None:
+    where = f"{shown}: tool.fanout"
     unknown = sorted(set(table) - set(_FILE_KEYS))
     if unknown:
         raise SpecError(

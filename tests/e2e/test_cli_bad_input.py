@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_fanout.exitcodes import ExitCode
+
 REPO = Path(__file__).resolve().parents[2]
 #: Generous: a case that starts the stack (bad --app) spawns two Python processes.
 RUN_TIMEOUT_S = 60
@@ -74,7 +76,7 @@ USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
     (["upstream", "--port", "http"], ["--port", "'http' is not a port number"]),
     (["serve", "--app-port", "70000"], ["--app-port", "70000 is not a port number"]),
     (["serve", "--upstream-port", "x"], ["--upstream-port", "'x' is not a port number"]),
-    (["serve", "--startup-timeout", "0"], ["--startup-timeout", "0 must be > 0"]),
+    (["serve", "--startup-timeout", "0"], ["--startup-timeout", "0 must be a finite number > 0"]),
     (["serve", "--app", "no colon"], ["--app", "'no colon' is not an import string"]),
     (["patterns", "--n", "0"], ["--n", "0 must be at least 1"]),
     (["patterns", "--n", "-3"], ["--n", "-3 must be at least 1"]),
@@ -90,7 +92,18 @@ USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
     (["measure", "/x", "--method", "BREW"], ["--method", "invalid choice: 'BREW'"]),
     (["measure", "/x", "--repeat", "0"], ["--repeat", "0 must be at least 1"]),
     (["measure", "/x", "--concurrency", "0"], ["--concurrency", "0 must be at least 1"]),
-    (["measure", "/x", "--timeout", "nan"], ["--timeout", "must be a finite number >= 0"]),
+    (["upstream", "--token", "a\nb"], ["--token", "is not a token"]),
+    (
+        ["measure", "/x", "--upstream", "a=A_URL", "--upstream", "b=A_URL"],
+        ["A_URL is given to two"],
+    ),
+    (
+        ["measure", "/x", "--app-factory", "--route", "GET"],
+        ["--route", "is not '[UPSTREAM] METHOD"],
+    ),
+    (["measure", "/x", "--route", "nope GET /x"], ["--route: no upstream named 'nope'"]),
+    (["measure", "/x", "--config", "missing.toml"], ["missing.toml: no such file"]),
+    (["measure", "/x", "--timeout", "nan"], ["--timeout", "nan must be a finite number > 0"]),
 ]
 
 
@@ -106,7 +119,7 @@ USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
 def test_measure_refuses_a_bad_path_or_body_before_starting_anything(
     args: list[str], fragments: list[str]
 ) -> None:
-    assert_one_clear_line(fanout(*args), 1, *fragments)
+    assert_one_clear_line(fanout(*args), ExitCode.USAGE, *fragments)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +146,7 @@ def test_app_that_does_not_import_is_one_line(command: str, app: str, reason: st
     else:
         args += ["--repeat", "1", "--delay-ms", "0", "--no-blocking"]
     result = fanout(*args)
-    assert_one_clear_line(result, 1, f"app ({app})", reason)
+    assert_one_clear_line(result, ExitCode.TARGET_UNUSABLE, f"app ({app})", reason)
     assert result.stdout == ""  # `patterns` prints no header for a table it cannot make
 
 
@@ -157,12 +170,17 @@ def busy_port() -> Iterator[int]:
 )
 def test_port_already_in_use_is_one_line(busy_port: int, args: list[str]) -> None:
     result = fanout(*(a.format(port=busy_port) for a in args))
-    assert_one_clear_line(result, 1, f"cannot bind 127.0.0.1:{busy_port}", "Address already in use")
+    assert_one_clear_line(
+        result,
+        ExitCode.TARGET_UNUSABLE,
+        f"cannot bind 127.0.0.1:{busy_port}",
+        "Address already in use",
+    )
 
 
 def test_host_that_does_not_resolve_is_one_line() -> None:
     result = fanout("upstream", "--host", "nosuchhost.invalid", "--port", "0")
-    assert_one_clear_line(result, 1, "cannot bind nosuchhost.invalid:0")
+    assert_one_clear_line(result, ExitCode.TARGET_UNUSABLE, "cannot bind nosuchhost.invalid:0")
 
 
 def test_n_over_the_apps_cap_is_one_line_not_a_traceback() -> None:

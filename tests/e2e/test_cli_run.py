@@ -193,7 +193,7 @@ def test_measure_an_error_answer_is_one_line_and_a_failure(tmp_path: Path) -> No
 
 def test_patterns_prints_no_header_when_the_stack_does_not_start(tmp_path: Path) -> None:
     result = _fanout("patterns", "--app", "nowhere_to_be_found:app", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 4  # ExitCode.TARGET_UNUSABLE
     assert result.stdout == ""  # no "Fan-out of n=..." header, no table
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "nowhere_to_be_found" in result.stderr
