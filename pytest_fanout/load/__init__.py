@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 #: Each public name loads with its module on first use (pytest imports this package
 #: at start-up: pytest_fanout._lazy_names).
-__getattr__, __dir__ = _lazy_names(
+__getattr__ = _lazy_names(
     __name__,
     {
         "EXIT_FAILED_REQUESTS": "pytest_fanout.load.results",
