@@ -4,7 +4,7 @@ and what it means. Pure functions: the `fanout` fixture delegates to them."""
 from __future__ import annotations
 
 from pytest_fanout.measure import Measurement
-from pytest_fanout.servers.stacks import blocking_line
+from pytest_fanout.servers.callstacks import blocking_line
 
 #: Never flag less loop lag than this: scheduling noise on a busy 2-core machine.
 MIN_LAG_LIMIT_S = 0.05

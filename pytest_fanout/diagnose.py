@@ -25,7 +25,7 @@ from typing import Any
 
 from pytest_fanout.assertions import lag_limit
 from pytest_fanout.measure import Measurement
-from pytest_fanout.servers.stacks import describe_stall, longest_stall
+from pytest_fanout.servers.callstacks import describe_stall, longest_stall
 
 KINDS = (
     "blocks-loop",

@@ -74,7 +74,7 @@ class Measurement:
     test: str = ""
     #: The app's event-loop stalls the probe's stack sampler caught, over all samples,
     #: longest first: {"duration_s", "stacks": [{"count", "frames": [{"file", "line",
-    #: "function"}, ...innermost last]}]} (see pytest_fanout.servers.stacks to read them).
+    #: "function"}, ...innermost last]}]} (see pytest_fanout.servers.callstacks to read them).
     stalls: list[dict[str, Any]] = field(default_factory=list)
     #: Seconds to the first byte of the answer's body in each sample (the first token of a
     #: stream); `samples` are the times to its last byte.

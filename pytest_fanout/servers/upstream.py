@@ -599,9 +599,6 @@ class StubUpstream:
             "connections_accepted": self.connections.accepted,
         }
 
-    def stats_json(self) -> bytes:
-        return json.dumps(self.stats()).encode()
-
 
 def _object(body: Any) -> dict[str, Any]:
     if body is None:

@@ -13,7 +13,7 @@ import pytest
 from pytest_fanout.assertions import FanoutAssertionError, assert_no_blocking
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers import ServerStartError, Stack
-from pytest_fanout.servers.stacks import blocking_line, describe_stall
+from pytest_fanout.servers.callstacks import blocking_line, describe_stall
 from pytest_fanout.servers.upstream import Behaviour
 from tests.helpers import REPO
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pytest_fanout.servers.stacks import describe_stall
+from pytest_fanout.servers.callstacks import describe_stall
 from pytest_fanout.servers.stallwatch import (
     BUILTIN_FILE,
     MAX_SAMPLES,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import tracemalloc
+from collections.abc import Callable
 
 import httpx2
 import pytest
@@ -122,14 +123,20 @@ def test_env_round_trip() -> None:
 # ---- the gauge across resets (issue 11, item 1) -----------------------------------------
 
 
+async def _until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll the stub's own counter until `check` holds; fail after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.005)
+
+
 def test_reset_while_calls_are_in_flight_keeps_every_gauge_exact() -> None:
     stub = StubUpstream(Behaviour(delay_ms=0), token="t")
 
     async def scenario() -> tuple[dict, dict, dict]:
         async with await _client(stub) as client:
             slow = [asyncio.create_task(client.get("/x?delay_ms=200")) for _ in range(5)]
-            while stub.inflight_now < 5:
-                await asyncio.sleep(0.005)  # polling the stub's own counter
+            await _until(lambda: stub.inflight_now >= 5)
             after_reset = (await client.post("/__upstream__/reset")).json()
             await asyncio.gather(*(client.get(f"/y/{i}?delay_ms=20") for i in range(3)))
             during = (await client.get("/__upstream__/stats")).json()
@@ -148,12 +155,10 @@ def test_reset_waits_for_idle_when_asked() -> None:
     async def scenario() -> tuple[dict, dict]:
         async with await _client(stub) as client:
             slow = [asyncio.create_task(client.get("/x?delay_ms=100")) for _ in range(4)]
-            while stub.inflight_now < 4:
-                await asyncio.sleep(0.005)
+            await _until(lambda: stub.inflight_now >= 4)
             waited = (await client.post("/__upstream__/reset?wait_idle_s=5")).json()
             short = [asyncio.create_task(client.get("/x?delay_ms=2000")) for _ in range(2)]
-            while stub.inflight_now < 2:
-                await asyncio.sleep(0.005)
+            await _until(lambda: stub.inflight_now >= 2)
             gave_up = (await client.post("/__upstream__/reset?wait_idle_s=0.05")).json()
             for task in [*slow, *short]:
                 task.cancel()

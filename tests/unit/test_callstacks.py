@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx2
 
-from pytest_fanout.servers.stacks import (
+from pytest_fanout.servers.callstacks import (
     blocking_line,
     describe_frames,
     describe_stall,

@@ -1,4 +1,6 @@
-"""Reading the blocking stacks: which line of the user's own code held the event loop.
+"""Reading call stacks: which line of the user's own code held the event loop.
+
+(`stack.py` beside it is the other kind of stack: the stub processes and the app.)
 
 The probe's sampler (`servers.stallwatch`) reports raw frames. Here they
 become one line a user can act on: the innermost frame of the user's own
