@@ -526,6 +526,10 @@ def test_named_upstreams_fixtures_marker_and_gauges(pytester: pytest.Pytester) -
             "tox.ini: fanout_app_env: 'no-equals-sign' is not KEY=VALUE",
         ),
         (
+            "fanout_app_factory = maybe\n",
+            "tox.ini: fanout_app_factory: 'maybe' is not true or false",
+        ),
+        (
             "fanout_request_timeout = 0\n",
             "tox.ini: fanout_request_timeout: 0 must be a finite number > 0 and <= 86400",
         ),
@@ -541,6 +545,7 @@ def test_named_upstreams_fixtures_marker_and_gauges(pytester: pytest.Pytester) -
         "unknown-upstream",
         "unknown-placeholder",
         "not-key-value",
+        "factory-maybe",
         "timeout-zero",
     ],
 )
@@ -644,3 +649,34 @@ def test_path_shape_hook_gives_the_ideal(pytester: pytest.Pytester) -> None:
     # The same conftest without the plugin: optionalhook keeps pytest from refusing it.
     result = pytester.runpytest("-p", "no:pytest_fanout", "-p", "no:fanout", "-k", "nothing")
     assert "unknown hook" not in result.stdout.str() + result.stderr.str()
+
+
+def test_the_command_line_beats_the_ini_which_beats_tool_fanout(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml(
+        """
+        [tool.fanout]
+        app = "file:app"
+        delay_ms = 30
+        app_env = { MODE = "file" }
+        [tool.fanout.upstreams.stock]
+        env = "STOCK_URL"
+        routes = [{ method = "GET", path = "/s/{i}", json = { left = 1 } }]
+        """
+    )
+    pytester.makeini("[pytest]\nfanout_delay_ms = 20\nfanout_upstreams =\n    stock=MY_STOCK\n")
+    pytester.makepyfile(
+        """
+        from pytest_fanout import FanoutSession
+
+        def test_spec(pytestconfig):
+            spec = FanoutSession.of(pytestconfig).spec
+            assert spec.app == "cli:app"  # the command line
+            assert spec.delay_ms == 20  # the ini
+            assert spec.upstream_env_names() == {"stock": "MY_STOCK"}  # the ini, NAME=ENV
+            assert spec.routes()["stock"][0]["json"] == {"left": 1}  # the file's routes kept
+            assert spec.app_env == {"MODE": "file"}
+            assert pytestconfig.pluginmanager.get_plugin("fanout_session") is not None
+        """
+    )
+    result = pytester.runpytest_subprocess("--fanout-app", "cli:app")
+    result.assert_outcomes(passed=1)
