@@ -186,7 +186,7 @@ def readme_first_test() -> dict[str, str]:
 def test_the_readmes_first_test_passes_as_written(installed: tuple[Path, Path]) -> None:
     bin_dir, empty = installed
     files = readme_first_test()
-    assert sorted(files) == ["pytest.ini", "shop.py", "test_shop.py"]
+    assert sorted(files) == ["locustfile.py", "pyproject.toml", "shop.py", "test_shop.py"]
     work = empty / "first-test"
     work.mkdir()
     for name, body in files.items():
@@ -197,6 +197,11 @@ def test_the_readmes_first_test_passes_as_written(installed: tuple[Path, Path]) 
         timeout=120,
     )
     assert re.search(r"^1 passed", out, re.M), out
+    # The same declaration drives `fanout measure` and Locust, with no option.
+    out = _stdout_of([str(bin_dir / "fanout"), "measure", "/basket/10"], cwd=work, timeout=120)
+    assert "shop:app" in out, out
+    locust = [str(bin_dir / "locust"), "-f", "locustfile.py", "--headless", "-u", "2", "-t", "2s"]
+    _stdout_of([*locust, "--only-summary", "--fanout-max-fail-ratio", "0"], cwd=work, timeout=120)
 
 
 def test_fanout_serve_from_the_wheel(installed: tuple[Path, Path]) -> None:
