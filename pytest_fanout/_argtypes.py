@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from collections.abc import Callable
 
-IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from pytest_fanout.spec import parse_import_string
 
 
 def _integer(text: str, what: str = "an integer") -> int:
@@ -82,10 +80,11 @@ def port_number(text: str) -> int:
 
 
 def import_string(text: str) -> str:
-    """An ASGI import string, MODULE:ATTRIBUTE; whether it imports is the child's to say."""
-    if not IMPORT_STRING.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an import string like app.main:app")
-    return text
+    """An ASGI import string, MODULE:ATTRIBUTE (`spec.parse_import_string`, the one rule)."""
+    try:
+        return parse_import_string(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def int_between(low: int, high: int) -> Callable[[str], int]:
@@ -98,14 +97,3 @@ def int_between(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
-
-
-def named_upstream(text: str) -> tuple[str, str]:
-    """NAME=ENVVAR: a stub upstream and the environment variable the app reads its URL from."""
-    name, sep, env_var = text.partition("=")
-    name, env_var = name.strip(), env_var.strip()
-    if not sep or not IDENTIFIER.match(name) or not IDENTIFIER.match(env_var):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not NAME=ENVVAR like inventory=INVENTORY_URL"
-        )
-    return name, env_var

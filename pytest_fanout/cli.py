@@ -34,6 +34,7 @@ from pytest_fanout.spec import (
     StackSpec,
     UpstreamSpec,
     add_stack_options,
+    options_for,
     parse_token,
     resolve,
 )
@@ -208,7 +209,7 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
         default=8001,
         help="the (first) stub upstream's port; 0 picks a free one (default: 8001)",
     )
-    add_stack_group(parser, [k for k in OPTIONS if k != "request_timeout"])
+    add_stack_group(parser, [k for k in options_for("fanout") if k != "request_timeout"])
     add_behaviour_options(parser, skip=["delay_ms"])
 
 
@@ -344,7 +345,7 @@ def configure_measure(parser: argparse.ArgumentParser) -> None:
         default=200,
         help="the status a good answer has (default: 200)",
     )
-    add_stack_group(parser, OPTIONS)
+    add_stack_group(parser, options_for("fanout"))
 
 
 def _json_body(text: str | None) -> object:

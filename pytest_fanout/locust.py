@@ -54,7 +54,14 @@ from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 from pytest_fanout.load.runner import EMBEDDED_PREFIX
 from pytest_fanout.load.thresholds import OPTIONS as THRESHOLD_OPTIONS
 from pytest_fanout.load.thresholds import Thresholds
-from pytest_fanout.spec import OPTIONS, SpecError, StackSpec, add_stack_options, resolve
+from pytest_fanout.spec import (
+    OPTIONS,
+    SpecError,
+    StackSpec,
+    add_stack_options,
+    options_for,
+    resolve,
+)
 
 __all__ = [
     "AsyncSemUser",
@@ -76,7 +83,7 @@ DEFAULT_MAX_CONCURRENT = 5
 #: The harness's prefix for the stack options (`--fanout-app`), as pytest's.
 STACK_PREFIX = "fanout-"
 #: The stack options a Locust run takes (a request's timeout is Locust's own).
-STACK_KEYS = [key for key in OPTIONS if key != "request_timeout"]
+STACK_KEYS = options_for("locust")
 HOST_CHECK_TIMEOUT_S = 5.0
 #: How often a worker checks that its master (its parent under --processes) is alive.
 PARENT_CHECK_S = 0.5

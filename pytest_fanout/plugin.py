@@ -21,6 +21,7 @@ from pytest_fanout.spec import (
     SpecError,
     StackSpec,
     add_stack_options,
+    options_for,
     parse_values,
     resolve,
 )
@@ -122,8 +123,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fanout", "fan-out testing (pytest-fanout)")
-    add_stack_options(group.addoption, prefix=PREFIX, typed=False)
-    for option in OPTIONS.values():
+    add_stack_options(group.addoption, prefix=PREFIX, keys=options_for("pytest"), typed=False)
+    for option in (OPTIONS[key] for key in options_for("pytest")):
         if option.ini_name:
             kind = "linelist" if option.repeat else "string"
             help_text = option.help
@@ -138,7 +139,8 @@ def read_spec(config: pytest.Config) -> StackSpec:
     raw: dict[str, Any] = {}
     where: dict[str, str] = {}
     ini_file = config.inipath.name if config.inipath is not None else "ini"
-    for key, option in OPTIONS.items():
+    for key in options_for("pytest"):
+        option = OPTIONS[key]
         value = config.getoption(option.dest)
         if value is not None:
             raw[key], where[key] = value, option.flag(PREFIX)

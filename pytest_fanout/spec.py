@@ -32,7 +32,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -272,6 +272,12 @@ class Option:
     switch: bool = False
     #: The ini key, when it is not `fanout_<key>`; "" for none.
     ini: str | None = None
+    #: Its value when nothing gives one (a `StackSpec` field's own default wins).
+    default: Any = None
+    #: The front ends that take it: "pytest", "fanout" (the commands), "locust".
+    front_ends: frozenset[str] = frozenset({"pytest", "fanout", "locust"})
+    #: False: an option only (`config`, `upstream`, `route` have their own TOML shape).
+    in_file: bool = True
 
     @property
     def dest(self) -> str:
@@ -287,8 +293,10 @@ class Option:
 
 _DELAY = _number(0, MAX_DELAY_MS, zero=True)
 
-#: Every stack option, in help order. Adding one: append it here (and read it in
-#: `StackSpec`/`_apply`): pytest, `fanout` and Locust all get it, with its ini twin.
+#: Every option, in help order. Adding one is one entry here: pytest gets
+#: `--fanout-<key>` and the ini key `fanout_<key>`, Locust `--fanout-<key>`, the
+#: `fanout` commands `--<key>` (those in `front_ends`), [tool.fanout] the key; its
+#: value is `spec.get("<key>")` (or the StackSpec field of that name, if there is one).
 OPTIONS: dict[str, Option] = {
     option.key: option
     for option in (
@@ -299,6 +307,7 @@ OPTIONS: dict[str, Option] = {
             parse_directory,
             metavar="FILE",
             ini="",
+            in_file=False,
         ),
         Option(
             "app",
@@ -336,6 +345,7 @@ OPTIONS: dict[str, Option] = {
             metavar="NAME=ENVVAR",
             repeat=True,
             ini="fanout_upstreams",
+            in_file=False,
         ),
         Option(
             "route",
@@ -345,6 +355,7 @@ OPTIONS: dict[str, Option] = {
             metavar="ROUTE",
             repeat=True,
             ini="",
+            in_file=False,
         ),
         Option(
             "delay_ms",
@@ -364,6 +375,7 @@ OPTIONS: dict[str, Option] = {
             f"seconds one request to the app may take (default: {DEFAULT_REQUEST_TIMEOUT_S:g})",
             _number(0, 86400, zero=False),
             metavar="S",
+            front_ends=frozenset({"pytest", "fanout"}),  # Locust times its own requests
         ),
         Option(
             "stack_sampling",
@@ -448,6 +460,16 @@ class StackSpec:
     source: Path | None = None
     #: Where each `app_env` entry was given (a file's key, a flag, an ini key).
     app_env_where: dict[str, str] = field(default_factory=dict)
+    #: The values of options without a field of their own (`get`).
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str) -> Any:
+        """An option's value: given (file or option), else the option's default."""
+        if key in self.settings:
+            return self.settings[key]
+        if hasattr(self, key) and key in OPTIONS:
+            return getattr(self, key)
+        return OPTIONS[key].default
 
     def upstream_env_names(self) -> dict[str, str]:
         """name -> the app's environment variable, in order (the default one if none)."""
@@ -601,26 +623,17 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-_FILE_KEYS = (
-    "app",
-    "app_dir",
-    "app_factory",
-    "app_env",
-    "delay_ms",
-    "startup_timeout",
-    "request_timeout",
-    "stack_sampling",
-    "upstreams",
-)
+def _file_keys() -> tuple[str, ...]:
+    """The keys [tool.fanout] may hold: every option's that is `in_file`, and the upstreams."""
+    return (*(key for key, option in OPTIONS.items() if option.in_file), "upstreams")
 
 
 def _read_table(spec: StackSpec, table: dict[str, Any], path: Path, shown: str) -> None:
     where = f"{shown}: tool.fanout"
-    unknown = sorted(set(table) - set(_FILE_KEYS))
+    known = _file_keys()
+    unknown = sorted(set(table) - set(known))
     if unknown:
-        raise SpecError(
-            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(_FILE_KEYS)})"
-        )
+        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
     values: dict[str, Any] = {}
     for key, raw in table.items():
         if key == "upstreams":
@@ -686,6 +699,9 @@ def _parse(option: Option, raw: Any, where: str) -> Any:
         raise SpecError(f"{where}: {exc}") from None
 
 
+_FIELDS = frozenset(f.name for f in fields(StackSpec))
+
+
 def _apply(
     spec: StackSpec, values: Mapping[str, Any], where: Mapping[str, str], base: Path | None
 ) -> None:
@@ -703,8 +719,15 @@ def _apply(
             for name, text in value:
                 spec.app_env[name] = text
                 spec.app_env_where[name] = where.get(key, key)
-        else:
+        elif key in _FIELDS:
             setattr(spec, key, value)
+        else:
+            spec.settings[key] = value
+
+
+def options_for(front_end: str) -> list[str]:
+    """The keys of the options `front_end` ("pytest", "fanout", "locust") takes."""
+    return [key for key, option in OPTIONS.items() if front_end in option.front_ends]
 
 
 def _check_distinct(spec: StackSpec, where: str) -> None:

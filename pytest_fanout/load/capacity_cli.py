@@ -28,7 +28,7 @@ from pytest_fanout._table import render_markdown, render_text
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from
 from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.load.capacity import CapacityResult, SearchSettings, Slo, StepResult, search
-from pytest_fanout.spec import OPTIONS, SpecError, StackSpec
+from pytest_fanout.spec import SpecError, StackSpec, options_for
 
 EXIT_OK = ExitCode.OK
 EXIT_FAILED = ExitCode.FAILED
@@ -142,7 +142,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=5,
         help="async_sem's bound in the default paths (default: 5)",
     )
-    add_stack_group(parser, [k for k in OPTIONS if k != "request_timeout"])
+    add_stack_group(parser, [k for k in options_for("fanout") if k != "request_timeout"])
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json",

@@ -262,3 +262,25 @@ def test_one_registrar_names_every_front_ends_flags() -> None:
     assert args.fanout_app is None  # not given: the spec's value stands
     with pytest.raises(argparse.ArgumentError, match="'soon' is not a number"):
         parser.parse_args(["--fanout-delay-ms", "soon"])
+
+
+def test_adding_an_option_is_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What another feature does to get `--fanout-waterfall`, `--waterfall` and a TOML key."""
+    from pytest_fanout import spec as spec_module
+    from pytest_fanout.spec import Option, options_for, parse_switch
+
+    extended = {**OPTIONS, "waterfall": Option("waterfall", "draw it", parse_switch, switch=True)}
+    monkeypatch.setattr(spec_module, "OPTIONS", extended)
+    assert "waterfall" in options_for("pytest") and "waterfall" in options_for("locust")
+
+    parser = argparse.ArgumentParser()
+    add_stack_options(parser.add_argument, prefix="", keys=options_for("fanout"))
+    assert parser.parse_args(["--waterfall"]).fanout_waterfall is True
+
+    assert resolve({}, start=tmp_path).get("waterfall") is None  # its default
+    write(tmp_path, "[tool.fanout]\nwaterfall = true\n")
+    assert resolve({}, start=tmp_path).get("waterfall") is True
+    assert resolve({"waterfall": False}, start=tmp_path).get("waterfall") is False  # an option
+    write(tmp_path, "[tool.fanout]\nwaterfall = 'maybe'\n")
+    with pytest.raises(SpecError, match=r"tool\.fanout\.waterfall: 'maybe' is not true or false"):
+        resolve({}, start=tmp_path)
