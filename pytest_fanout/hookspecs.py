@@ -95,5 +95,5 @@ def pytest_fanout_load_result(result: LoadResult, item: pytest.Item | None) -> N
 
     ``result`` holds per-endpoint requests, failures, requests/s and
     percentiles (``result.to_dict()`` is JSON-ready). It is also kept for the
-    regression gate in ``pytest_fanout.plugin.session_load_results``.
+    regression gate in the session object (``FanoutSession.of(config).load_results``).
     """

@@ -99,7 +99,8 @@ class SpecError(ValueError):
 # Each raises ValueError with a message that says what was expected; the caller says where.
 
 
-def _number(low: float, high: float, *, zero: bool, whole: bool = False) -> Callable:
+def _number(low: float, high: float, *, zero: bool) -> Callable[[Any], float]:
+    """A parser of a finite number in [low, high] (`zero`: low itself allowed)."""
     bound = f">= {low:g} and <= {high:g}" if zero else f"> {low:g} and <= {high:g}"
 
     def parse(raw: Any) -> float:
@@ -109,16 +110,10 @@ def _number(low: float, high: float, *, zero: bool, whole: bool = False) -> Call
             value = float(raw)
         except ValueError:
             raise ValueError(f"{raw!r} is not a number") from None
-        ok = math.isfinite(value) and low <= value <= high and (zero or value > low)
-        if not ok:
+        if not (math.isfinite(value) and low <= value <= high and (zero or value > low)):
             raise ValueError(f"{raw} must be a finite number {bound}")
-        if whole:
-            if value != int(value):
-                raise ValueError(f"{raw} must be a whole number")
-            return int(value)
         return value
 
-    parse.expected = f"a number {bound}"  # type: ignore[attr-defined]
     return parse
 
 
