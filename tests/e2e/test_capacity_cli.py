@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.load import MARKER_ENV, kill_marked
 from tests.helpers import REPO, free_port
 
@@ -178,7 +179,7 @@ def test_a_host_that_does_not_answer_is_one_line_before_any_step() -> None:
     result, left = fanout(
         "capacity", "--slo-p95-ms", "100", "--host", f"http://127.0.0.1:{port}", "--path", "/x"
     )
-    assert result.returncode == 1 and not left
+    assert result.returncode == ExitCode.TARGET_UNUSABLE and not left
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [
         f"fanout capacity: error: --host http://127.0.0.1:{port} does not answer: "
