@@ -1,7 +1,10 @@
-"""The pytest plugin: options, fixtures, the upstream marker, log tails and the summary.
+"""The pytest plugin: options, the run's state, fixtures, the upstream marker, the summary.
 
-Fixtures, layered like pytest-httpserver's: the session-scoped
-`fanout_upstreams` (one stub per named upstream), `fanout_upstream` (the
+The stack comes from one `StackSpec` (`pytest_fanout.spec`: [tool.fanout], then
+the ini, then the command line), read in `pytest_configure` and kept in the
+run's `FanoutSession`, a plugin the gate and load plugins read. Fixtures,
+layered like pytest-httpserver's: the session-scoped `fanout_upstreams` (one
+stub per named upstream, with its declared routes), `fanout_upstream` (the
 first) and `fanout_server` run real processes once per session (per xdist
 worker); the function-scoped `fanout` facade is cheap, and every upstream a
 test used is put back as it was (behaviour, routes, recorded requests) after it.
@@ -164,9 +167,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "(delay_ms, jitter_ms, p99_ms, error_rate, error_status, drop_rate, max_inflight; "
         "upstream= picks a named upstream, default the first)",
     )
-    session = FanoutSession(spec=read_spec(config))
-    if config.pluginmanager.get_plugin(PLUGIN_NAME) is None:
-        config.pluginmanager.register(session, PLUGIN_NAME)
+    spec = read_spec(config)
+    existing = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if existing is None:
+        config.pluginmanager.register(FanoutSession(spec=spec), PLUGIN_NAME)
+    else:  # another plugin asked for it first (FanoutSession.of): it gets the spec now
+        existing.spec = spec
 
 
 def _spec(config: pytest.Config) -> StackSpec:
