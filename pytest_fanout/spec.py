@@ -571,20 +571,27 @@ def expand_placeholders(value: str, urls: Mapping[str, str]) -> str:
 
 def find_config(start: str | os.PathLike[str]) -> Path | None:
     """The nearest pyproject.toml with a [tool.fanout] table, from `start` upwards (as
-    pytest looks for its ini file); None when there is none."""
+    pytest looks for its ini file); None when there is none. The nearest pyproject.toml
+    must parse (it may hold the stack: running without it would be a silent surprise);
+    one further up that does not is another project's, and is passed over."""
     import tomllib
 
     here = Path(start).resolve()
+    nearest = True
     for directory in (here, *here.parents):
         candidate = directory / "pyproject.toml"
-        if candidate.is_file():
-            try:
-                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-                # It might hold the stack: running without it would be a silent surprise.
+        if not candidate.is_file():
+            continue
+        try:
+            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            if nearest:
                 raise SpecError(f"{_shown(candidate)}: is not valid TOML: {exc}") from None
-            if "fanout" in data.get("tool", {}):
-                return candidate
+            continue
+        finally:
+            nearest = False
+        if "fanout" in data.get("tool", {}):
+            return candidate
     return None
 
 

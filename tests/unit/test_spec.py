@@ -284,3 +284,13 @@ def test_adding_an_option_is_one_entry(tmp_path: Path, monkeypatch: pytest.Monke
     write(tmp_path, "[tool.fanout]\nwaterfall = 'maybe'\n")
     with pytest.raises(SpecError, match=r"tool\.fanout\.waterfall: 'maybe' is not true or false"):
         resolve({}, start=tmp_path)
+
+
+def test_a_broken_pyproject_further_up_is_another_projects(tmp_path: Path) -> None:
+    write(tmp_path, "[tool.fanout\n")  # not TOML, but not this project's file
+    project = tmp_path / "project"
+    project.mkdir()
+    write(project, "[project]\nname = 'x'\n")
+    assert find_config(project) is None
+    with pytest.raises(SpecError, match="is not valid TOML"):
+        find_config(tmp_path)  # the nearest one must parse
