@@ -71,6 +71,10 @@ ROUTE_KEYS = (
     "p99_ms",
     "error_rate",
     "handler",
+    "events",
+    "chunks",
+    "chunk_delay_ms",
+    "tokens_per_s",
 )
 #: Every `Behaviour` setting an upstream's table may give (checked by `Behaviour` itself).
 BEHAVIOUR_KEYS = (

@@ -20,10 +20,11 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.record.traffic import Exchange, routes_from
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED = ExitCode.OK, ExitCode.FAILED
 
 
 class RecordError(ValueError):
