@@ -26,6 +26,7 @@ from pytest_fanout.servers import (
     StubStream,
     StubUpstreamServer,
 )
+from pytest_fanout.timeline import CriticalPath, TimelineFinding, Waterfall
 
 pytest_plugins = [
     "pytest_fanout.plugin",
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AppServer",
     "Behaviour",
+    "CriticalPath",
     "EndpointResult",
     "Fanout",
     "FanoutAssertionError",
@@ -58,7 +60,9 @@ __all__ = [
     "StubStream",
     "StubUpstreamServer",
     "Thresholds",
+    "TimelineFinding",
     "UpstreamGauges",
+    "Waterfall",
     "diagnose",
     "run_locust",
     "__version__",

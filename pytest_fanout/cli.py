@@ -368,6 +368,13 @@ def configure_measure(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds one request may take (default: 60)",
     )
+    parser.add_argument(
+        "--waterfall",
+        default=None,
+        metavar="FILE",
+        help="also print the median request's upstream calls on a time axis and save"
+        " them to FILE (.svg, .png, .txt, .mmd, .md or .json)",
+    )
 
 
 def _json_body(text: str | None) -> object:
@@ -397,6 +404,7 @@ def run_measure(args: argparse.Namespace) -> int:
     if not args.path.startswith("/"):
         raise CommandError(f"the path {args.path!r} must start with /")
     body = _json_body(args.json_body)
+    waterfall_target = _waterfall_target(args.waterfall)
     stack = Stack(
         args.app,
         behaviour=Behaviour(delay_ms=args.delay_ms),
@@ -430,10 +438,39 @@ def run_measure(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"{args.method} {args.path}: the app did not answer: {type(exc).__name__}: {exc}"
             ) from None
+        waterfall = _save_waterfall(m, stack.upstreams, waterfall_target)
     print(
         measurement_report(m, method=args.method, app=args.app, delay_ms=args.delay_ms), flush=True
     )
+    if waterfall is not None:
+        print(f"\n{waterfall}\n(saved to {waterfall_target})", flush=True)
     return EXIT_OK
+
+
+def _waterfall_target(path: str | None) -> Any:
+    """--waterfall's file, checked before anything starts (suffix, folder, matplotlib)."""
+    if path is None:
+        return None
+    from pytest_fanout.timeline.waterfall import WaterfallError, check_target
+
+    try:
+        return check_target(path)
+    except WaterfallError as exc:
+        raise CommandError(f"--waterfall: {exc}") from None
+
+
+def _save_waterfall(m: Any, upstreams: Any, target: Any) -> Any:
+    if target is None:
+        return None
+    from pytest_fanout.timeline.session import waterfall_of
+    from pytest_fanout.timeline.waterfall import WaterfallError
+
+    try:
+        waterfall = waterfall_of(m, upstreams)
+        waterfall.save(target)
+    except WaterfallError as exc:
+        raise CommandError(f"--waterfall: {exc}") from None
+    return waterfall
 
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]
@@ -463,6 +500,10 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "record": (
         "record real upstreams (a proxy, or a HAR file) into stub routes in the stack spec",
         "pytest_fanout.record.cli",
+    ),
+    "critical-path": (
+        "how many times a path pays each upstream's delay (slow each one, fit the slope)",
+        "pytest_fanout.timeline.cli",
     ),
 }
 

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pytest_fanout.servers.calllog import CallLog
 from pytest_fanout.servers.connections import CONNECTIONS, ConnectionTable
 from pytest_fanout.servers.recorder import DEFAULT_MAX_BODY, DEFAULT_MAX_RECORDS, Recorder
 from pytest_fanout.servers.routes import (
@@ -216,6 +217,8 @@ class StubUpstream:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self.connections = connections
         self.recorder = Recorder(self.behaviour.record_requests, self.behaviour.record_body_bytes)
+        #: When each call came and went, for the waterfall (`calllog.py`).
+        self.calls = CallLog()
         self.routes: list[Route] = []
         self._literal: dict[tuple[str, str], Route] = {}
         self._random = random.Random(self.behaviour.seed or None)
@@ -253,18 +256,21 @@ class StubUpstream:
         record = self.recorder.add(
             method, path, scope["query_string"], scope["headers"], kept, truncated
         )
+        call = self.calls.arrive(method, path, scope["query_string"], body)
         if behaviour.max_inflight and self.inflight_now >= behaviour.max_inflight:
             gauge.rejected += 1
             record[7] = 429
             await _reply(send, 429, b'{"error":"too many requests in flight"}')
+            self.calls.answer(call, 429)
             return
         gauge.inflight += 1
         self.inflight_now += 1
         if gauge.inflight > gauge.peak_inflight:
             gauge.peak_inflight = gauge.inflight
         try:
-            await self._answer(scope, send, method, path, body, record, gauge)
+            await self._answer(scope, send, method, path, body, record, gauge, call)
         finally:
+            self.calls.answer(call, record[7])
             gauge.inflight -= 1  # the gauge it started in, not the current one
             self.inflight_now -= 1
             if not self.inflight_now and self._idle_waiters:
@@ -302,6 +308,7 @@ class StubUpstream:
         body: bytes,
         record: list,
         gauge: Gauge,
+        call: list,
     ) -> None:
         behaviour = self.behaviour
         raw_query = scope["query_string"]
@@ -315,6 +322,7 @@ class StubUpstream:
             record[7] = 422
             await _reply(send, 422, _detail(str(exc)))
             return
+        delay_ms = self.calls.plan(call, route.path if route else None, delay_ms)
         record[6] = delay_ms
         gauge.delay_ms_sum += delay_ms
         gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
@@ -346,6 +354,8 @@ class StubUpstream:
             status = route.status
             headers = [(b"content-type", route.content_type()), *route.headers]
             answer = route.static_answer(params)
+        if route is not None:
+            answer = self.calls.shape(call, answer)
         if forced is not None:
             status = int(forced)
         if status >= 400:
@@ -546,6 +556,7 @@ class StubUpstream:
         self._configure(changes)
         self._set_routes([])
         self.recorder.clear()
+        self.calls.configure({"extra_ms": 0, "perturb": False})
         return asdict(self.behaviour)
 
     async def _get_routes(self, query: dict, body: Any) -> list[dict[str, Any]]:
@@ -578,6 +589,18 @@ class StubUpstream:
         self.recorder.clear()
         return {"requests": [], "seen": 0}
 
+    async def _get_timeline(self, query: dict, body: Any) -> dict[str, Any]:
+        since = _query_number(query, "since", 0, math.inf)
+        until = _query_number(query, "until", 0, math.inf)
+        return {"calls": self.calls.select(since, until), "seen": self.calls.seen}
+
+    async def _set_timeline(self, query: dict, body: Any) -> dict[str, Any]:
+        return self.calls.configure(_object(body))
+
+    async def _clear_timeline(self, query: dict, body: Any) -> dict[str, Any]:
+        self.calls.clear()
+        return {"calls": [], "seen": 0}
+
     _CONTROL = {
         ("stats", "GET"): _stats,
         ("reset", "POST"): _reset,
@@ -589,6 +612,9 @@ class StubUpstream:
         ("routes", "DELETE"): _clear_routes,
         ("requests", "GET"): _requests,
         ("requests", "DELETE"): _clear_requests,
+        ("timeline", "GET"): _get_timeline,
+        ("timeline", "POST"): _set_timeline,
+        ("timeline", "DELETE"): _clear_timeline,
     }
 
     def stats(self) -> dict[str, Any]:
