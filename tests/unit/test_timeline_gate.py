@@ -48,8 +48,8 @@ def _compare(base: Measurement, now: Measurement, base_machine: str = "ci-a"):
 def test_a_second_sequential_round_is_a_regression_from_another_machine() -> None:
     comparison, now_run = _compare(_measurement(1.0), _measurement(2.02))
     (case,) = comparison.verdicts
-    assert case.verdict == "slower" and comparison.failed
-    assert case.note.startswith("structure: pricing: weight 1.00 -> 2.02 (paid more often")
+    assert case.verdict == "regression" and comparison.failed
+    assert case.note.startswith("weights: pricing: weight 1.00 -> 2.02 (paid more often")
     (line,) = regression_lines(comparison)
     assert line.startswith("REGRESSION ") and "pricing: weight 1.00 -> 2.02" in line
     markdown = render_comparison_markdown(comparison, now_run)
@@ -60,12 +60,12 @@ def test_a_second_sequential_round_is_a_regression_from_another_machine() -> Non
 
 def test_fewer_rounds_is_an_improvement_and_equal_weights_say_nothing() -> None:
     comparison, _ = _compare(_measurement(2.0), _measurement(1.0))
-    assert comparison.verdicts[0].verdict == "faster" and not comparison.failed
+    assert comparison.verdicts[0].verdict == "improvement" and not comparison.failed
     comparison, _ = _compare(_measurement(1.0), _measurement(1.1))
-    assert "structure" not in comparison.verdicts[0].note
+    assert "weights" not in comparison.verdicts[0].note
 
 
 def test_without_weights_on_one_side_structure_is_not_judged() -> None:
     comparison, _ = _compare(_measurement(1.0, with_weights=False), _measurement(3.0))
     (case,) = comparison.verdicts
-    assert "structure" not in case.note and case.verdict != "slower"
+    assert "weights" not in case.note and case.verdict != "regression"
