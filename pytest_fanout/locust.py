@@ -41,15 +41,15 @@ import urllib.request
 from typing import Any, ClassVar
 
 import gevent
+import locust.runners
 from locust import FastHttpUser, LoadTestShape, constant, events, tag, task
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
+from pytest_fanout import limits
 from pytest_fanout._argtypes import (
     import_string,
     named_upstream,
-    non_negative_float,
-    positive_int,
 )
 from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout-abort-on-fail)
 from pytest_fanout.load import arrival  # the open model and exact latency; registered first
@@ -87,6 +87,8 @@ DEFAULT_UPSTREAM_DELAY_MS = 100.0
 HOST_CHECK_TIMEOUT_S = 5.0
 #: How often a worker checks that its master (its parent under --processes) is alive.
 PARENT_CHECK_S = 0.5
+#: Seconds without the master's heartbeat before a worker leaves (Locust's default: 60).
+MASTER_TIMEOUT_S = 6
 
 #: The embedded stack of this process (None with --host, and always None on a worker).
 _STACK: Any = None
@@ -123,14 +125,14 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     parser.add_argument(
         "--fanout-n",
         dest="fanout_calls",
-        type=positive_int,
+        type=limits.calls,
         default=DEFAULT_N,
         help=f"upstream calls per request of the reference users (default {DEFAULT_N})",
     )
     parser.add_argument(
         "--fanout-max-concurrent",
         dest="fanout_semaphore",
-        type=positive_int,
+        type=limits.calls,
         default=DEFAULT_MAX_CONCURRENT,
         help=f"the semaphore's bound of AsyncSemUser (default {DEFAULT_MAX_CONCURRENT})",
     )
@@ -146,14 +148,14 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     )
     parser.add_argument(
         "--fanout-step-users",
-        type=positive_int,
+        type=limits.users,
         default=5,
         include_in_web_ui=False,
         help="users added per step (default: 5)",
     )
     parser.add_argument(
         "--fanout-step-s",
-        type=positive_int,
+        type=limits.whole_seconds,
         default=5,
         include_in_web_ui=False,
         help="seconds per step (default: 5)",
@@ -185,7 +187,7 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     )
     parser.add_argument(
         "--fanout-upstream-delay-ms",
-        type=non_negative_float,
+        type=limits.delay_ms,
         default=DEFAULT_UPSTREAM_DELAY_MS,
         include_in_web_ui=False,
         help=f"embedded stack only: the stub upstreams' delay (default: "
@@ -498,6 +500,9 @@ def _leave_with_master(environment: Environment) -> None:
 @events.init.add_listener
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
     if not _owns_the_test(environment):
+        # A worker started apart (another host, another shell) has no parent to watch:
+        # it leaves once the master's heartbeat (one a second) has been missing this long.
+        locust.runners.MASTER_HEARTBEAT_TIMEOUT = MASTER_TIMEOUT_S
         if getattr(environment.parsed_options, "processes", None):
             _leave_with_master(environment)
         return
