@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from pytest_fanout._argtypes import (
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
 )
@@ -23,8 +24,10 @@ __all__ = [
     "MAX_DELAY_MS",
     "MAX_DURATION_S",
     "MAX_GRACE_MS",
+    "MAX_INFLIGHT",
     "MAX_PROCESSES",
     "MAX_RATE_RPS",
+    "MAX_REPEAT",
     "MAX_THRESHOLD_COUNT",
     "MAX_USERS",
     "bounded",
@@ -33,9 +36,11 @@ __all__ = [
     "delay_ms",
     "duration_s",
     "grace_ms",
+    "inflight",
     "latency_ms",
     "processes",
     "rate_rps",
+    "repeats",
     "threshold_count",
     "threshold_rate",
     "users",
@@ -56,6 +61,10 @@ MAX_DELAY_MS = 3_600_000.0
 MAX_GRACE_MS = 600_000.0
 #: Upstream calls per request, and a semaphore's bound (the reference app's own cap).
 MAX_CALLS = 10_000
+#: Timed requests of one measurement.
+MAX_REPEAT = 10_000
+#: A stub's cap on calls in flight (0 = no cap): its own bound.
+MAX_INFLIGHT = 1_000_000
 #: A count threshold (`--fanout-min-completed`).
 MAX_THRESHOLD_COUNT = 10**12
 
@@ -68,9 +77,7 @@ def bounded(parse: Callable[[str], float], high: float, unit: str = "") -> Calla
     def check(text: str) -> float:
         value = parse(text)
         if value > high:
-            raise argparse.ArgumentTypeError(
-                f"{text} is above the limit of {shown}{unit} (see the README's limits)"
-            )
+            raise argparse.ArgumentTypeError(f"{text} is above the limit of {shown}{unit}")
         return value
 
     check.__name__ = getattr(parse, "__name__", "value")
@@ -87,6 +94,8 @@ grace_ms = bounded(non_negative_float, MAX_GRACE_MS, " ms")
 whole_seconds = bounded(positive_int, MAX_DURATION_S, " s")
 latency_ms = bounded(positive_float, MAX_DELAY_MS, " ms")
 calls = bounded(positive_int, MAX_CALLS)
+repeats = bounded(positive_int, MAX_REPEAT)
+inflight = bounded(non_negative_int, MAX_INFLIGHT)
 threshold_count = bounded(positive_int, MAX_THRESHOLD_COUNT)
 
 
