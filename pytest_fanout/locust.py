@@ -206,6 +206,18 @@ def _owns_the_test(environment: Environment) -> bool:
     return not isinstance(environment.runner, WorkerRunner)
 
 
+def _check_locust_sizes(options: Any) -> None:
+    """Locust's own --users and --spawn-rate within the harness's limits (a ValueError)."""
+    for flag, name, high in (
+        ("--users", "num_users", limits.MAX_USERS),
+        ("--spawn-rate", "spawn_rate", limits.MAX_RATE_RPS),
+    ):
+        value = getattr(options, name, None)
+        if value is not None and value > high:
+            shown = f"{int(value):,}" if value == int(value) else f"{value:g}"
+            raise ValueError(f"{flag} {shown} is above the limit of {int(high):,}")
+
+
 def _fail_now(code: int, line: str) -> None:
     """Give up before the test starts: one line, a distinct exit status, no traceback."""
     _say(line)
@@ -508,6 +520,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
         return
     try:
         Thresholds.from_options(environment.parsed_options)
+        _check_locust_sizes(environment.parsed_options)
     except ValueError as exc:
         _fail_now(EXIT_USAGE, f"fanout: error: {exc}")
     _select_user_classes(environment)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_fanout.load import LoadRunError, run_locust
-from tests.helpers import REPO, free_port, processes_tagged, wait_until
+from pytest_fanout.load import EXIT_USAGE, LoadRunError, run_locust
+from tests.helpers import REPO, free_port, locust, processes_tagged, wait_until
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
 IDS = ["SIGINT", "SIGTERM", "SIGKILL"]
@@ -223,3 +223,17 @@ def test_load_sizes_past_their_limit_are_one_line(kwargs: dict, words: str) -> N
     with pytest.raises(LoadRunError) as refused:
         run_locust("http://127.0.0.1:9", **kwargs)
     assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--users", "1000000000"], "--users 1,000,000,000 is above the limit of 100,000"),
+        (["--users", "2", "--spawn-rate", "1e9"], "--spawn-rate 1,000,000,000 is above the"),
+    ],
+)
+def test_locusts_own_sizes_past_the_limit_are_one_line(args: list[str], words: str) -> None:
+    code, output, _ = locust("-f", "locustfiles/", "--headless", "--run-time", "2s", *args)
+    assert code == EXIT_USAGE, output
+    assert f"fanout: error: {words}" in output
+    assert "Traceback" not in output and "embedded stack: app" not in output
