@@ -78,6 +78,10 @@ def test_two_calls_to_a_slow_sync_handler_overlap(fresh: StubUpstreamServer) -> 
     def call() -> None:
         answers.append(httpx2.get(fresh.url + "/slow", timeout=10).status_code)
 
+    start = time.perf_counter()
+    call()  # one alone: the time of one handler call, on this machine, now
+    one = time.perf_counter() - start
+    fresh.reset()
     threads = [threading.Thread(target=call) for _ in range(2)]
     start = time.perf_counter()
     for thread in threads:
@@ -85,11 +89,11 @@ def test_two_calls_to_a_slow_sync_handler_overlap(fresh: StubUpstreamServer) -> 
     wait_until(lambda: fresh.stats()["inflight_now"] == 2, 5, "both calls in the handler")
     for thread in threads:
         thread.join(timeout=10)
-    elapsed = time.perf_counter() - start
-    assert answers == [200, 200]
+    two = time.perf_counter() - start
+    assert answers == [200, 200, 200]
     assert fresh.stats()["peak_inflight"] == 2  # exact: serialised would be 1
-    # Wide margin for a noisy machine: serialised is >= 1.2 s, overlapped ~0.6 s.
-    assert elapsed < 1.6 * 0.6, f"{elapsed:.2f}s"
+    # A ratio from the same run, wide margin for a noisy machine: serialised is ~2x one.
+    assert two < 1.6 * one, f"two at once {two:.2f}s, one alone {one:.2f}s"
 
 
 def _send_half_then_reset(url: str) -> None:
