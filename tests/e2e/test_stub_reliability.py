@@ -9,7 +9,6 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
@@ -141,7 +140,7 @@ def test_a_route_body_of_any_bytes_is_served_as_given(fresh: StubUpstreamServer)
     assert answer.content == raw and answer.headers["content-type"] == "image/png"
 
 
-def test_requests_are_read_back_in_pages(fresh: StubUpstreamServer, tmp_path: Path) -> None:
+def test_requests_are_read_back_in_pages(fresh: StubUpstreamServer) -> None:
     fresh.configure(record_body_bytes=1024 * 1024)
     with httpx2.Client(base_url=fresh.url, timeout=10) as client:
         for i in range(10):  # 10 MiB kept: three pages of at most 4 MiB
