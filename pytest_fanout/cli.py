@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from pytest_fanout import limits
 from pytest_fanout._argtypes import (
     fraction,
     http_status,
@@ -24,6 +23,7 @@ from pytest_fanout._argtypes import (
     named_upstream,
     port_number,
 )
+from pytest_fanout.load import limits
 from pytest_fanout.servers.process import LOOPBACK, ServerStartError
 from pytest_fanout.servers.stack import DEFAULT_APP
 

@@ -46,13 +46,15 @@ from locust import FastHttpUser, LoadTestShape, constant, events, tag, task
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from pytest_fanout import limits
 from pytest_fanout._argtypes import (
     import_string,
     named_upstream,
 )
 from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout-abort-on-fail)
-from pytest_fanout.load import arrival  # the open model and exact latency; registered first
+from pytest_fanout.load import (
+    arrival,  # the open model and exact latency; registered first
+    limits,
+)
 from pytest_fanout.load.results import (
     EXIT_OK,
     EXIT_TARGET,

@@ -20,8 +20,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from pytest_fanout import limits
-from pytest_fanout.load import arrival
+from pytest_fanout.load import arrival, limits
 from pytest_fanout.load.results import EXIT_THRESHOLD
 from pytest_fanout.load.thresholds import DEFAULT_ABORT_AFTER, Thresholds
 

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_fanout import limits
 from pytest_fanout._argtypes import (
     fraction,
     import_string,
@@ -31,6 +30,7 @@ from pytest_fanout._argtypes import (
 )
 from pytest_fanout._table import render_markdown, render_text
 from pytest_fanout.cli import add_upstream_option, upstreams_from
+from pytest_fanout.load import limits
 from pytest_fanout.load.capacity import CapacityResult, SearchSettings, Slo, StepResult, search
 
 EXIT_OK = 0
