@@ -21,12 +21,9 @@ from pytest_fanout._argtypes import (
     http_status,
     import_string,
     named_upstream,
-    non_negative_float,
-    non_negative_int,
     port_number,
-    positive_float,
-    positive_int,
 )
+from pytest_fanout.load import limits
 from pytest_fanout.servers.process import LOOPBACK, ServerStartError
 from pytest_fanout.servers.stack import DEFAULT_APP
 
@@ -60,13 +57,13 @@ def add_behaviour_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("stub upstream behaviour")
     group.add_argument(
         "--delay-ms",
-        type=non_negative_float,
+        type=limits.delay_ms,
         default=100.0,
         help="delay before each answer (default: 100)",
     )
     group.add_argument(
         "--jitter-ms",
-        type=non_negative_float,
+        type=limits.delay_ms,
         default=0.0,
         help="extra random delay, uniform in [0, J] (default: 0)",
     )
@@ -90,7 +87,7 @@ def add_behaviour_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-inflight",
-        type=non_negative_int,
+        type=limits.inflight,
         default=0,
         help="answer 429 above this many calls in flight; 0 = no cap",
     )
@@ -200,7 +197,7 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
     add_upstream_option(parser)
     parser.add_argument(
         "--startup-timeout",
-        type=positive_float,
+        type=limits.duration_s,
         default=10.0,
         help="seconds each process may take to answer (default: 10)",
     )
@@ -244,23 +241,23 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def configure_patterns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--n", type=positive_int, default=20, help="upstream calls per request (default: 20)"
+        "--n", type=limits.calls, default=20, help="upstream calls per request (default: 20)"
     )
     parser.add_argument(
         "--max-concurrent",
-        type=positive_int,
+        type=limits.calls,
         default=5,
         help="the semaphore's bound for async_sem (default: 5)",
     )
     parser.add_argument(
         "--delay-ms",
-        type=non_negative_float,
+        type=limits.delay_ms,
         default=100.0,
         help="the stub upstream's delay (default: 100)",
     )
     parser.add_argument(
         "--repeat",
-        type=positive_int,
+        type=limits.repeats,
         default=3,
         help="timed requests per pattern; the median is shown (default: 3)",
     )
@@ -333,26 +330,26 @@ def configure_measure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--repeat",
-        type=positive_int,
+        type=limits.repeats,
         default=5,
         help="timed requests; median and p95 are over these (default: 5)",
     )
     parser.add_argument(
         "--n",
-        type=positive_int,
+        type=limits.calls,
         default=None,
         help="upstream calls per request, when the path does not say it",
     )
     parser.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=limits.calls,
         default=None,
         help="how many of them may run at once (default: --n); with --n, it"
         " gives the ideal time and the efficiency",
     )
     parser.add_argument(
         "--delay-ms",
-        type=non_negative_float,
+        type=limits.delay_ms,
         default=100.0,
         help="the stub upstreams' delay (default: 100)",
     )
@@ -364,7 +361,7 @@ def configure_measure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=positive_float,
+        type=limits.duration_s,
         default=60.0,
         help="seconds one request may take (default: 60)",
     )

@@ -91,6 +91,12 @@ USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
     (["measure", "/x", "--repeat", "0"], ["--repeat", "0 must be at least 1"]),
     (["measure", "/x", "--concurrency", "0"], ["--concurrency", "0 must be at least 1"]),
     (["measure", "/x", "--timeout", "nan"], ["--timeout", "must be a finite number >= 0"]),
+    (["upstream", "--delay-ms", "1e12"], ["--delay-ms", "1e12 is above the limit of 3,600,000 ms"]),
+    (["upstream", "--max-inflight", "1e9"], ["--max-inflight", "'1e9' is not an integer"]),
+    (["upstream", "--max-inflight", "5000000"], ["--max-inflight", "above the limit of 1,000,000"]),
+    (["patterns", "--n", "1000000"], ["--n", "1000000 is above the limit of 10,000"]),
+    (["measure", "/x", "--repeat", "100000"], ["--repeat", "above the limit of 10,000"]),
+    (["measure", "/x", "--timeout", "1e9"], ["--timeout", "1e9 is above the limit of 86,400 s"]),
 ]
 
 
