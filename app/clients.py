@@ -29,6 +29,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx2
 
+from .queued import QueuedTransport
 from .settings import Settings
 from .slowdown import slowed_async, slowed_sync
 from .transport import KEEPALIVE_EXPIRY_S, AiohttpTransport
@@ -88,7 +89,9 @@ def _async_engine(settings: Settings) -> httpx2.AsyncBaseTransport:
     if settings.transport == "aiohttp":
         return AiohttpTransport(max_connections=settings.pool_size)
     keepalive = min(settings.pool_size, HTTPX2_KEEPALIVE)
-    return httpx2.AsyncHTTPTransport(limits=_limits(settings.pool_size, keepalive))
+    # Waiters queue in front of httpx2's pool, never inside it (app/queued.py says why).
+    pool = httpx2.AsyncHTTPTransport(limits=_limits(settings.pool_size, keepalive))
+    return QueuedTransport(pool, settings.pool_size)
 
 
 def _limits(connections: int, keepalive: int) -> httpx2.Limits:

@@ -20,9 +20,10 @@ from pydantic import BaseModel, Field
 
 from . import fanout
 from .admission import Admission, Ticket
-from .clients import upstream_clients
+from .clients import SYNC_POOL_SIZE, upstream_clients
 from .fanout import CallOutcome
 from .settings import Settings, SettingsError
+from .threads import DeadlineThreads
 
 
 class ErrorSummary(BaseModel):
@@ -178,11 +179,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.admission = admission
 
-    def async_client(request: Request) -> httpx2.AsyncClient:
+    # Async on purpose: a `def` dependency is a trip through the threadpool, where an
+    # admitted request would wait behind the sequential fan-outs, outside any deadline.
+    async def async_client(request: Request) -> httpx2.AsyncClient:
         return request.app.state.async_client
 
-    def sync_client(request: Request) -> httpx2.Client:
+    async def sync_client(request: Request) -> httpx2.Client:
         return request.app.state.sync_client
+
+    threads = DeadlineThreads(SYNC_POOL_SIZE)
 
     AsyncClient = Annotated[httpx2.AsyncClient, Depends(async_client)]
     SyncClient = Annotated[httpx2.Client, Depends(sync_client)]
@@ -237,10 +242,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Stats(**admission.snapshot())
 
     @app.get("/sync/{n}", response_model=FanoutAnswer, responses=ANSWERS)
-    def sync_route(work: Admitted, client: SyncClient) -> FanoutAnswer:
-        """n calls one after another with a sync client, in the threadpool (a `def` route)."""
+    async def sync_route(work: Admitted, client: SyncClient) -> FanoutAnswer:
+        """n calls one after another with a sync client, in a worker thread.
+
+        The wait for a free thread is inside the deadline: a request that gets none in
+        time answers at its deadline, every call "deadline exceeded" (`app.threads`)."""
         start = time.perf_counter()
-        outcomes = fanout.call_in_sequence(client, work.urls, deadline_s=work.ticket.remaining_s())
+        ticket = work.ticket
+        outcomes = await threads.run(
+            ticket.remaining_s,
+            lambda: fanout.call_in_sequence(client, work.urls, deadline_s=ticket.remaining_s()),
+            default=[fanout.NOT_STARTED] * len(work.urls),
+        )
         return summarise("sync", outcomes, time.perf_counter() - start, settings, admission)
 
     @app.get("/async/{n}", response_model=FanoutAnswer, responses=ANSWERS)

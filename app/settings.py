@@ -21,6 +21,11 @@ from pydantic.dataclasses import dataclass
 Transport = Literal["aiohttp", "httpx2"]
 TRANSPORTS: tuple[str, ...] = ("aiohttp", "httpx2")
 ENV_PREFIX = "FANOUT_"
+#: FANOUT_POOL_SIZE when unset, by transport. httpx2's own pool does work in proportion
+#: to its connections and waiters on every call: at 1000 in flight a flood kept its loop
+#: busy past the deadline (answers at 5 s for a 2 s deadline, every call failed); at 100
+#: the deadline holds (benchmarks/flood.py --all). aiohttp's connector is O(1) per call.
+DEFAULT_POOL_SIZE = {"aiohttp": 1000, "httpx2": 100}
 
 #: Seconds: above zero, at most an hour, never NaN or infinity.
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
@@ -41,6 +46,7 @@ class Settings:
     #: Largest semaphore bound a request may ask for.
     max_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 1000
     #: Connections in the shared async client's pool; in-flight calls never exceed it.
+    #: Unset, `from_env` picks it by transport (`DEFAULT_POOL_SIZE`).
     pool_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
     #: Upstream calls this process may have queued and in flight, all requests together.
     #: A request whose n would pass it is shed at once (503 with Retry-After).
@@ -86,6 +92,8 @@ class Settings:
             raw = env.get(variable(field.name))
             if raw is not None and raw != "":
                 values[field.name] = raw
+        if "pool_size" not in values:
+            values["pool_size"] = DEFAULT_POOL_SIZE.get(values.get("transport", "aiohttp"), 1000)
         try:
             return cls(**values)
         except ValidationError as exc:

@@ -2,11 +2,15 @@
 
     python benchmarks/flood.py                       # 200 clients, /async/1000, <= 2000 answers
     python benchmarks/flood.py --concurrency 100 --requests 500 --seconds 20 --n 1000
+    python benchmarks/flood.py --route sync --n 5    # /sync/5: the wait for a thread
+    python benchmarks/flood.py --route async_sem --transport httpx2
+    python benchmarks/flood.py --all                 # every route, both transports: the table
     python benchmarks/flood.py --max-pending-calls 1000000   # the bound off, for contrast
 
 Starts the stub upstream and the app in their own processes (so the app's pid
-is known), then `--concurrency` clients send `GET /async/{n}` in a closed
-loop, ignoring Retry-After as a flood does, until `--requests` answers are in
+is known), then `--concurrency` clients send `GET /async/{n}` (or `/sync/{n}`,
+`/async_sem/{n}/{max_concurrent}`; `--transport` picks the app's engine) in a
+closed loop, ignoring Retry-After as a flood does, until `--requests` answers are in
 or `--seconds` have passed: both bounds hold. It reports the concurrency, the
 answers (200, 503, anything else), the app's shed count, p50/p99/max answer
 time, and the app's peak resident memory (VmHWM), and checks:
@@ -37,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx2  # noqa: E402
 
+from app.settings import TRANSPORTS  # noqa: E402
 from benchmarks.procfs import status_kib  # noqa: E402
 from pytest_fanout._argtypes import int_between, positive_float  # noqa: E402
 from pytest_fanout._table import render_markdown  # noqa: E402
@@ -51,6 +56,22 @@ MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 1000
 #: How long in-flight counts may take to come back to 0 after the flood.
 SETTLE_S = 30.0
+#: The routes a flood can take, by name.
+ROUTES = {
+    "sync": "/sync/{n}",
+    "async": "/async/{n}",
+    "async_sem": "/async_sem/{n}/{max_concurrent}",
+}
+#: n of /sync under --all: five sequential calls (1000 would take 100 s at 100 ms each).
+SYNC_N = 5
+#: --all: (route, n, transport) of each row of the README's table.
+ALL_ROWS = [
+    ("sync", SYNC_N, "aiohttp"),
+    ("async", 0, "aiohttp"),
+    ("async_sem", 0, "aiohttp"),
+    ("async", 0, "httpx2"),
+    ("async_sem", 0, "httpx2"),
+]
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,10 @@ class FloodConfig:
     deadline_s: float = 2.0
     #: FANOUT_MAX_PENDING_CALLS; None keeps the app's default.
     max_pending_calls: int | None = None
+    #: FANOUT_TRANSPORT: the async client's engine ("aiohttp" or "httpx2").
+    transport: str = "aiohttp"
+    #: The semaphore's bound of `/async_sem/{n}/{max_concurrent}`.
+    max_concurrent: int = 50
     #: More FANOUT_* settings for the app.
     app_env: dict[str, str] = field(default_factory=dict)
     #: An answer later than deadline_s + margin_s breaks the promise.
@@ -78,10 +103,14 @@ class FloodConfig:
 
     @property
     def path(self) -> str:
-        return self.route.format(n=self.n)
+        return self.route.format(n=self.n, max_concurrent=self.max_concurrent)
 
     def env(self) -> dict[str, str]:
-        env = {"FANOUT_DEADLINE_S": f"{self.deadline_s:g}", **self.app_env}
+        env = {
+            "FANOUT_DEADLINE_S": f"{self.deadline_s:g}",
+            "FANOUT_TRANSPORT": self.transport,
+            **self.app_env,
+        }
         if self.max_pending_calls is not None:
             env["FANOUT_MAX_PENDING_CALLS"] = str(self.max_pending_calls)
         return env
@@ -186,12 +215,13 @@ class FloodResult:
     def table(self) -> str:
         """The README-ready row, then the accounting."""
         headers = (
-            "concurrency", "path", "answers", "200", "503 (shed)", "other", "p50", "p99",
-            "max", "deadline", "peak RSS",
+            "concurrency", "path", "transport", "answers", "200", "503 (shed)", "other", "p50",
+            "p99", "max", "deadline", "peak RSS",
         )  # fmt: skip
         row = (
             self.config.concurrency,
             self.config.path,
+            self.config.transport,
             len(self.answers),
             self.ok,
             self.shed,
@@ -348,32 +378,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--margin-s", type=positive_float, default=defaults.margin_s,
         help=f"an answer later than deadline + margin fails (default {defaults.margin_s:g})",
     )  # fmt: skip
+    parser.add_argument(
+        "--route", choices=sorted(ROUTES), default="async",
+        help="the route flooded (default async): sync, async or async_sem",
+    )  # fmt: skip
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=defaults.transport,
+        help=f"FANOUT_TRANSPORT, the async client's engine (default {defaults.transport})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-concurrent", type=int_between(1, 10_000), default=defaults.max_concurrent,
+        help=f"async_sem's bound (default {defaults.max_concurrent})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--all", action="store_true",
+        help=f"one flood per row of the README's table: {', '.join(r for r, _, _ in ALL_ROWS)}"
+        f" (/sync with n={SYNC_N})",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also save every answer here")
     args = parser.parse_args(argv)
-    app_env = {}
-    if args.n > 1000:
-        app_env["FANOUT_MAX_N"] = str(args.n)
-    config = FloodConfig(
-        concurrency=args.concurrency,
-        requests=args.requests,
-        seconds=args.seconds,
-        n=args.n,
-        delay_ms=args.delay_ms,
-        deadline_s=args.deadline_s,
-        max_pending_calls=args.max_pending_calls,
-        app_env=app_env,
-        margin_s=args.margin_s,
-    )
-    try:
-        result = run_flood(config)
-    except ServerStartError as exc:
-        print(f"flood: the stack did not start: {exc}", file=sys.stderr)
-        print(exc.log_tail, file=sys.stderr)
-        return 1
-    print(result.table())
+    rows = ALL_ROWS if args.all else [(args.route, args.n, args.transport)]
+    results = []
+    for route, n, transport in rows:
+        if args.all and route != "sync":
+            n = args.n
+        app_env = {"FANOUT_MAX_N": str(n)} if n > 1000 else {}
+        config = FloodConfig(
+            concurrency=args.concurrency,
+            requests=args.requests,
+            seconds=args.seconds,
+            n=n,
+            route=ROUTES[route],
+            delay_ms=args.delay_ms,
+            deadline_s=args.deadline_s,
+            max_pending_calls=args.max_pending_calls,
+            app_env=app_env,
+            margin_s=args.margin_s,
+            transport=transport,
+            max_concurrent=args.max_concurrent,
+        )
+        try:
+            results.append(run_flood(config))
+        except ServerStartError as exc:
+            print(f"flood: the stack did not start: {exc}", file=sys.stderr)
+            print(exc.log_tail, file=sys.stderr)
+            return 1
+        print(results[-1].table(), "", sep="\n", flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps(result.to_dict(), indent=1))
-    problems = result.failures()
+        args.json.write_text(json.dumps([r.to_dict() for r in results], indent=1))
+    problems = [
+        f"{r.config.path} ({r.config.transport}): {line}" for r in results for line in r.failures()
+    ]
     for line in problems:
         print(f"flood: FAIL: {line}")
     print("flood: PASS" if not problems else "flood: FAIL")

@@ -47,6 +47,9 @@ _PUBLIC = {
     "SpecError": "pytest_fanout.spec",
     "StackSpec": "pytest_fanout.spec",
     "UpstreamSpec": "pytest_fanout.spec",
+    "CriticalPath": "pytest_fanout.timeline",
+    "TimelineFinding": "pytest_fanout.timeline",
+    "Waterfall": "pytest_fanout.timeline",
 }
 
 if TYPE_CHECKING:
@@ -73,6 +76,7 @@ if TYPE_CHECKING:
         StubUpstreamServer,
     )
     from pytest_fanout.spec import SpecError, StackSpec, UpstreamSpec
+    from pytest_fanout.timeline import CriticalPath, TimelineFinding, Waterfall
 
 
 def _lazy_names(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
@@ -111,6 +115,7 @@ __all__ = [
     "StackSpec",
     "UpstreamSpec",
     "Behaviour",
+    "CriticalPath",
     "EndpointResult",
     "Fanout",
     "FanoutAssertionError",
@@ -131,7 +136,9 @@ __all__ = [
     "StubStream",
     "StubUpstreamServer",
     "Thresholds",
+    "TimelineFinding",
     "UpstreamGauges",
+    "Waterfall",
     "diagnose",
     "run_locust",
     "__version__",

@@ -10,8 +10,6 @@ import argparse
 import math
 from collections.abc import Callable
 
-from pytest_fanout.spec import parse_import_string
-
 
 def _integer(text: str, what: str = "an integer") -> int:
     try:
@@ -81,6 +79,8 @@ def port_number(text: str) -> int:
 
 def import_string(text: str) -> str:
     """An ASGI import string, MODULE:ATTRIBUTE (`spec.parse_import_string`, the one rule)."""
+    from pytest_fanout.spec import parse_import_string  # here: spec imports load.limits
+
     try:
         return parse_import_string(text)
     except ValueError as exc:

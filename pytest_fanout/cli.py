@@ -20,12 +20,10 @@ from pytest_fanout._argtypes import (
     fraction,
     http_status,
     import_string,
-    non_negative_float,
-    non_negative_int,
     port_number,
-    positive_int,
 )
 from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.load import limits
 from pytest_fanout.servers.process import LOOPBACK, ServerStartError
 from pytest_fanout.spec import (
     DEFAULT_APP,
@@ -78,9 +76,9 @@ def spec_from(args: argparse.Namespace) -> StackSpec:
 
 #: The stub behaviour flags of `fanout upstream` and `fanout serve`: name -> (type, default, help).
 BEHAVIOUR_FLAGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
-    "delay_ms": (non_negative_float, 100.0, "delay before each answer (default: 100)"),
+    "delay_ms": (limits.delay_ms, 100.0, "delay before each answer (default: 100)"),
     "jitter_ms": (
-        non_negative_float,
+        limits.delay_ms,
         0.0,
         "extra random delay, uniform in [0, J] (default: 0)",
     ),
@@ -88,7 +86,7 @@ BEHAVIOUR_FLAGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "error_status": (http_status, 500, "status of the failed calls (default: 500)"),
     "drop_rate": (fraction, 0.0, "fraction of calls whose connection is closed mid-answer"),
     "max_inflight": (
-        non_negative_int,
+        limits.inflight,
         0,
         "answer 429 above this many calls in flight; 0 = no cap",
     ),
@@ -248,18 +246,18 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def configure_patterns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--n", type=positive_int, default=20, help="upstream calls per request (default: 20)"
+        "--n", type=limits.calls, default=20, help="upstream calls per request (default: 20)"
     )
     parser.add_argument(
         "--max-concurrent",
-        type=positive_int,
+        type=limits.calls,
         default=5,
         help="the semaphore's bound for async_sem (default: 5)",
     )
     add_stack_group(parser, ["config", "delay_ms"])
     parser.add_argument(
         "--repeat",
-        type=positive_int,
+        type=limits.repeats,
         default=3,
         help="timed requests per pattern; the median is shown (default: 3)",
     )
@@ -322,19 +320,19 @@ def configure_measure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--repeat",
-        type=positive_int,
+        type=limits.repeats,
         default=5,
         help="timed requests; median and p95 are over these (default: 5)",
     )
     parser.add_argument(
         "--n",
-        type=positive_int,
+        type=limits.calls,
         default=None,
         help="upstream calls per request, when the path does not say it",
     )
     parser.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=limits.calls,
         default=None,
         help="how many of them may run at once (default: --n); with --n, it"
         " gives the ideal time and the efficiency",
@@ -344,6 +342,13 @@ def configure_measure(parser: argparse.ArgumentParser) -> None:
         type=http_status,
         default=200,
         help="the status a good answer has (default: 200)",
+    )
+    parser.add_argument(
+        "--waterfall",
+        default=None,
+        metavar="FILE",
+        help="also print the median request's upstream calls on a time axis and save"
+        " them to FILE (.svg, .png, .txt, .mmd, .md or .json)",
     )
     add_stack_group(parser, options_for("fanout"))
 
@@ -373,6 +378,7 @@ def run_measure(args: argparse.Namespace) -> int:
     if not args.path.startswith("/"):
         raise CommandError(f"the path {args.path!r} must start with /", ExitCode.USAGE)
     body = _json_body(args.json_body)
+    waterfall_target = _waterfall_target(args.waterfall)
     spec = spec_from(args)
     timeout = spec.request_timeout
     try:
@@ -406,10 +412,39 @@ def run_measure(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"{args.method} {args.path}: the app did not answer: {type(exc).__name__}: {exc}"
             ) from None
+        waterfall = _save_waterfall(m, stack.upstreams, waterfall_target)
     print(
         measurement_report(m, method=args.method, app=spec.app, delay_ms=spec.delay_ms), flush=True
     )
+    if waterfall is not None:
+        print(f"\n{waterfall}\n(saved to {waterfall_target})", flush=True)
     return ExitCode.OK
+
+
+def _waterfall_target(path: str | None) -> Any:
+    """--waterfall's file, checked before anything starts (suffix, folder, matplotlib)."""
+    if path is None:
+        return None
+    from pytest_fanout.timeline.waterfall import WaterfallError, check_target
+
+    try:
+        return check_target(path)
+    except WaterfallError as exc:
+        raise CommandError(f"--waterfall: {exc}") from None
+
+
+def _save_waterfall(m: Any, upstreams: Any, target: Any) -> Any:
+    if target is None:
+        return None
+    from pytest_fanout.timeline.session import waterfall_of
+    from pytest_fanout.timeline.waterfall import WaterfallError
+
+    try:
+        waterfall = waterfall_of(m, upstreams)
+        waterfall.save(target)
+    except WaterfallError as exc:
+        raise CommandError(f"--waterfall: {exc}") from None
+    return waterfall
 
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]
@@ -439,6 +474,10 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "record": (
         "record real upstreams (a proxy, or a HAR file) into stub routes in the stack spec",
         "pytest_fanout.record.cli",
+    ),
+    "critical-path": (
+        "how many times a path pays each upstream's delay (slow each one, fit the slope)",
+        "pytest_fanout.timeline.cli",
     ),
 }
 

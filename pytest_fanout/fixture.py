@@ -9,7 +9,7 @@ regression gate.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 
@@ -17,6 +17,9 @@ from pytest_fanout import assertions
 from pytest_fanout.diagnose import Finding, diagnose
 from pytest_fanout.measure import Measurement, PathShape, measure, send_request
 from pytest_fanout.servers.stack import AppServer, StubUpstreamServer
+
+if TYPE_CHECKING:
+    from pytest_fanout.timeline import CriticalPath, TimelineFinding, Waterfall
 
 #: Seconds a request to the app may take when no timeout is given.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
@@ -160,6 +163,80 @@ class Fanout:
     def diagnose(self, m: Measurement) -> list[Finding]:
         """What is wrong with `m`'s fan-out, most important first ([] when healthy)."""
         return diagnose(m)
+
+    # ---- where the time goes (pytest_fanout.timeline) -----------------------------------
+
+    def waterfall(self, m: Measurement, sample: int | None = None) -> Waterfall:
+        """The upstream calls of one sample of `m` (the median one unless `sample` is an
+        index) on a time axis: `str()`, `.mermaid()`, `.save("x.svg")`, `.findings()`."""
+        from pytest_fanout.timeline.session import waterfall_of
+
+        waterfall = waterfall_of(m, self.upstreams, sample)
+        if sample is None:
+            m.timeline = waterfall.to_dict()  # saved with the run: the gate's report shows it
+        return waterfall
+
+    def critical_path(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        json: Any = None,
+        content: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        expect_status: int = 200,
+        budget_s: float = 20.0,
+        extra_ms: float | None = None,
+        record: Measurement | None = None,
+    ) -> CriticalPath:
+        """How many times `method path` pays each upstream's delay (`.weights`), found by
+        slowing each one on purpose; at most `budget_s` seconds. `record=m` keeps the
+        weights (and the waterfall) in `m`, so a saved run holds them for the gate."""
+        __tracebackhide__ = True
+        from pytest_fanout.timeline.session import run_critical_path
+
+        return run_critical_path(
+            self._client,
+            self.server,
+            self.upstreams,
+            path,
+            method=method,
+            json=json,
+            content=content,
+            headers=headers,
+            expect_status=expect_status,
+            budget_s=budget_s,
+            extra_ms=extra_ms,
+            record=record,
+        )
+
+    def timeline_findings(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        json: Any = None,
+        content: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        expect_status: int = 200,
+    ) -> list[TimelineFinding]:
+        """The waterfall's findings for one request of `method path`, each sequential pair
+        of calls tested: is the second call's request the same when the first upstream's
+        answers change? (Only then "could run together".)"""
+        __tracebackhide__ = True
+        from pytest_fanout.timeline.session import run_findings
+
+        return run_findings(
+            self._client,
+            self.server,
+            self.upstreams,
+            path,
+            method=method,
+            json=json,
+            content=content,
+            headers=headers,
+            expect_status=expect_status,
+        )
 
     def close(self) -> None:
         self._client.close()

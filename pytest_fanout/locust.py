@@ -42,14 +42,17 @@ import urllib.request
 from typing import Any, ClassVar
 
 import gevent
+import locust.runners
 from locust import FastHttpUser, LoadTestShape, constant, events, tag, task
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from pytest_fanout._argtypes import positive_int
 from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout-abort-on-fail)
-from pytest_fanout.load import arrival  # the open model and exact latency; registered first
+from pytest_fanout.load import (
+    arrival,  # the open model and exact latency; registered first
+    limits,
+)
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 from pytest_fanout.load.runner import EMBEDDED_PREFIX
 from pytest_fanout.load.thresholds import OPTIONS as THRESHOLD_OPTIONS
@@ -87,6 +90,8 @@ STACK_KEYS = options_for("locust")
 HOST_CHECK_TIMEOUT_S = 5.0
 #: How often a worker checks that its master (its parent under --processes) is alive.
 PARENT_CHECK_S = 0.5
+#: Seconds without the master's heartbeat before a worker leaves (Locust's default: 60).
+MASTER_TIMEOUT_S = 6
 
 #: The embedded stack of this process (None with --host, and always None on a worker).
 _STACK: Any = None
@@ -123,14 +128,14 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     parser.add_argument(
         "--fanout-n",
         dest="fanout_calls",
-        type=positive_int,
+        type=limits.calls,
         default=DEFAULT_N,
         help=f"upstream calls per request of the reference users (default {DEFAULT_N})",
     )
     parser.add_argument(
         "--fanout-max-concurrent",
         dest="fanout_semaphore",
-        type=positive_int,
+        type=limits.calls,
         default=DEFAULT_MAX_CONCURRENT,
         help=f"the semaphore's bound of AsyncSemUser (default {DEFAULT_MAX_CONCURRENT})",
     )
@@ -146,14 +151,14 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     )
     parser.add_argument(
         "--fanout-step-users",
-        type=positive_int,
+        type=limits.users,
         default=5,
         include_in_web_ui=False,
         help="users added per step (default: 5)",
     )
     parser.add_argument(
         "--fanout-step-s",
-        type=positive_int,
+        type=limits.whole_seconds,
         default=5,
         include_in_web_ui=False,
         help="seconds per step (default: 5)",
@@ -177,6 +182,18 @@ def option(environment: Environment, name: str, default: Any) -> Any:
 def _owns_the_test(environment: Environment) -> bool:
     """True for a LocalRunner or the MasterRunner: the process that starts, checks and stops."""
     return not isinstance(environment.runner, WorkerRunner)
+
+
+def _check_locust_sizes(options: Any) -> None:
+    """Locust's own --users and --spawn-rate within the harness's limits (a ValueError)."""
+    for flag, name, high in (
+        ("--users", "num_users", limits.MAX_USERS),
+        ("--spawn-rate", "spawn_rate", limits.MAX_RATE_RPS),
+    ):
+        value = getattr(options, name, None)
+        if value is not None and value > high:
+            shown = f"{int(value):,}" if value == int(value) else f"{value:g}"
+            raise ValueError(f"{flag} {shown} is above the limit of {int(high):,}")
 
 
 def _fail_now(code: ExitCode, line: str) -> None:
@@ -482,11 +499,15 @@ def _leave_with_master(environment: Environment) -> None:
 @events.init.add_listener
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
     if not _owns_the_test(environment):
+        # A worker started apart (another host, another shell) has no parent to watch:
+        # it leaves once the master's heartbeat (one a second) has been missing this long.
+        locust.runners.MASTER_HEARTBEAT_TIMEOUT = MASTER_TIMEOUT_S
         if getattr(environment.parsed_options, "processes", None):
             _leave_with_master(environment)
         return
     try:
         Thresholds.from_options(environment.parsed_options)
+        _check_locust_sizes(environment.parsed_options)
     except ValueError as exc:
         _fail_now(ExitCode.USAGE, f"fanout: error: {exc}")
     _select_user_classes(environment)

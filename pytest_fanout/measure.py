@@ -79,6 +79,15 @@ class Measurement:
     #: Seconds to the first byte of the answer's body in each sample (the first token of a
     #: stream); `samples` are the times to its last byte.
     first_byte_per_sample: list[float] = field(default_factory=list)
+    #: When each sample was sent and answered, on time.monotonic() (the stubs' call-log
+    #: clock): the upstream calls inside a window are that sample's (the waterfall).
+    sample_windows: list[tuple[float, float]] = field(default_factory=list)
+    #: The median sample's waterfall (`Waterfall.to_dict()`), once `fanout.waterfall(m)`
+    #: drew it: the gate's report shows it for a regressed case.
+    timeline: dict[str, Any] | None = None
+    #: Causal weights (`CriticalPath.to_dict()`) when the test recorded them
+    #: (`fanout.critical_path(..., record=m)`): portable, compared from any machine.
+    critical_path: dict[str, Any] | None = None
 
     @property
     def first_byte_median_s(self) -> float | None:
@@ -554,9 +563,11 @@ def measure(
         _settle(stubs, wait_s, method, path)
         if app is not None:
             app.probe_reset()
+        sent = time.monotonic()
         start = time.perf_counter()
         response = send_request(client, app, method, url, path, **kwargs)
         elapsed = time.perf_counter() - start
+        answered = time.monotonic()
         if response.status_code != expect_status:
             raise MeasurementError(
                 f"{method} {path} answered {response.status_code}, expected {expect_status}: "
@@ -566,6 +577,7 @@ def measure(
             continue
         result.samples.append(elapsed)
         result.first_byte_per_sample.append(_first_byte_s(response) or elapsed)
+        result.sample_windows.append((sent, answered))
         for name, stub in stubs.items():
             stats = stub.stats()
             gauges = result.upstream_gauges[name]

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_fanout.load import limits
 
 if TYPE_CHECKING:
     from pytest_fanout.servers.stack import Stack
@@ -49,7 +50,7 @@ DEFAULT_DELAY_MS = 100.0
 DEFAULT_STARTUP_TIMEOUT_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 #: Longest accepted delay (ms): an hour; more is a mistake, not a slow upstream.
-MAX_DELAY_MS = 3_600_000.0
+MAX_DELAY_MS = limits.MAX_DELAY_MS
 #: The app's environment variable that switches the probe's stack sampler off.
 STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
 
@@ -87,6 +88,7 @@ BEHAVIOUR_KEYS = (
     "max_inflight",
     "record_requests",
     "record_body_bytes",
+    "record_total_bytes",
     "seed",
 )
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -103,20 +105,17 @@ class SpecError(ValueError):
 # Each raises ValueError with a message that says what was expected; the caller says where.
 
 
-def _number(low: float, high: float, *, zero: bool) -> Callable[[Any], float]:
-    """A parser of a finite number in [low, high] (`zero`: low itself allowed)."""
-    bound = f">= {low:g} and <= {high:g}" if zero else f"> {low:g} and <= {high:g}"
+def _limited(argtype: Callable[[str], float]) -> Callable[[Any], float]:
+    """A parser from one of `load.limits`' argparse types (the one set of bounds): a TOML
+    number or a flag's text in, a ValueError with its one-line reason out."""
 
     def parse(raw: Any) -> float:
         if isinstance(raw, bool) or not isinstance(raw, int | float | str):
             raise ValueError(f"{raw!r} is not a number")
         try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a number") from None
-        if not (math.isfinite(value) and low <= value <= high and (zero or value > low)):
-            raise ValueError(f"{raw} must be a finite number {bound}")
-        return value
+            return float(argtype(str(raw)))
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
 
     return parse
 
@@ -290,7 +289,7 @@ class Option:
         return "--" + prefix + self.key.replace("_", "-")
 
 
-_DELAY = _number(0, MAX_DELAY_MS, zero=True)
+_DELAY = _limited(limits.delay_ms)
 
 #: Every option, in help order. Adding one is one entry here: pytest gets
 #: `--fanout-<key>` and the ini key `fanout_<key>`, Locust `--fanout-<key>`, the
@@ -366,13 +365,13 @@ OPTIONS: dict[str, Option] = {
             "startup_timeout",
             f"seconds each server process may take to answer (default:"
             f" {DEFAULT_STARTUP_TIMEOUT_S:g})",
-            _number(0, 3600, zero=False),
+            _limited(limits.duration_s),
             metavar="S",
         ),
         Option(
             "request_timeout",
             f"seconds one request to the app may take (default: {DEFAULT_REQUEST_TIMEOUT_S:g})",
-            _number(0, 86400, zero=False),
+            _limited(limits.duration_s),
             metavar="S",
             front_ends=frozenset({"pytest", "fanout"}),  # Locust times its own requests
         ),

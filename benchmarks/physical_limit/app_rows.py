@@ -79,7 +79,7 @@ def measure_app(
     app = AppServer(
         DEFAULT_APP,
         upstream_url=upstream.url,
-        env={"FANOUT_TRANSPORT": transport},
+        env={"FANOUT_TRANSPORT": transport, "FANOUT_POOL_SIZE": "1000"},  # the same pool
         app_dir=REPO,
     )
     try:

@@ -94,6 +94,8 @@ def regression_lines(comparison: Comparison) -> list[str]:
                     )
                 )
                 break
+        else:  # no metric regressed: the critical-path weights did (verdict._weight_changes)
+            lines.append(redact(f"REGRESSION {v.id}: {v.note.split('; ')[0]}"))
     return lines
 
 
@@ -164,6 +166,7 @@ def render_comparison_markdown(comparison: Comparison, current: Run | None = Non
     chart = mermaid_chart(comparison, base_run, head_run)
     if chart:
         lines += ["```mermaid", chart, "```", ""]
+    lines += _regressed_waterfalls(comparison, base_run, head_run)
     notes = [f"`{v.id}`: {v.note}" for v in comparison.verdicts if v.note]
     notes += comparison.notes
     if notes:
@@ -176,6 +179,29 @@ def render_comparison_markdown(comparison: Comparison, current: Run | None = Non
 
 
 REVIEW_HEADERS = ("case", "metric", "base", "head", "change", "p", "catches", "verdict", "why")
+
+
+def _regressed_waterfalls(
+    comparison: Comparison, base_run: Run | None, head_run: Run | None
+) -> list[str]:
+    """Each regressed case's waterfall, base and head, where the runs recorded one."""
+    from pytest_fanout.timeline.portable import waterfall_markdown
+
+    lines = []
+    for v in comparison.regressions:
+        base = _record(base_run, v.id)
+        head = _record(head_run, v.id)
+        block = waterfall_markdown(base, head) if base or head else ""
+        if block:
+            lines += [f"`{v.id}`", "", block, ""]
+    return lines
+
+
+def _record(run: Run | None, cid: str) -> dict[str, Any]:
+    for case in run.cases if run is not None else ():
+        if case.id == cid:
+            return case.record
+    return {}
 
 
 def _commit(run: Run | None) -> str:

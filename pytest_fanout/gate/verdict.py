@@ -442,10 +442,12 @@ def _compare_case(
     if skipped:
         notes.append(f"{', '.join(skipped)} not compared: the machine differs")
     notes.extend(_setting_notes(old, new))
+    weights = _weight_changes(old, new)
+    notes = [f"weights: {c}" for c in weights] + notes
     _zero_is_slower(changes)
-    if any(c.regressed for c in changes):
+    if any(c.regressed for c in changes) or any(w.regressed for w in weights):
         verdict = REGRESSION
-    elif any(c.improved for c in changes):
+    elif any(c.improved for c in changes) or weights:
         verdict = IMPROVEMENT
     elif any(c.gated for c in changes):
         verdict = SAME
@@ -483,6 +485,17 @@ def _not_gated_reason(changes: list[MetricChange], missing: list[str], skipped: 
     if missing and not changes:
         return "no comparable metric"
     return "no rule judges it"
+
+
+def _weight_changes(old: Case, new: Case) -> list[Any]:
+    """Changes of the critical-path weights both runs recorded (`fanout.critical_path(...,
+    record=m)`): portable, judged whatever the machines; a weight rising by half a round
+    or more, beyond both intervals, is a regression whatever the rules name."""
+    if new.kind != KIND_MEASUREMENT:
+        return []
+    from pytest_fanout.timeline.portable import weight_changes
+
+    return weight_changes(old.record, new.record)
 
 
 def _missing_reason(kind: str, missing: list[str]) -> str:

@@ -4,6 +4,8 @@
   would patch pytest);
 * `results`: `LoadResult` / `EndpointResult`, parsed from Locust's JSON report;
 * `thresholds`: the `--fanout-max-*` checks (pure logic);
+* `limits`: the upper bound of every rate, count, size and duration an option takes;
+* `guard`: runs Locust so that it and its folder end with the harness;
 * `plugin`: the `fanout_load` fixture;
 * `harness/locustfile.py`: the locustfile shipped in the wheel (the Locust side
   itself is `pytest_fanout.locust`, imported only by locustfiles);

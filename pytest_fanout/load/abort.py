@@ -20,9 +20,8 @@ from locust import events
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from pytest_fanout._argtypes import positive_int
 from pytest_fanout.exitcodes import ExitCode
-from pytest_fanout.load import arrival
+from pytest_fanout.load import arrival, limits
 from pytest_fanout.load.thresholds import DEFAULT_ABORT_AFTER, Thresholds
 
 __all__ = ["DEFAULT_ABORT_AFTER"]
@@ -44,7 +43,7 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     )
     parser.add_argument(
         "--fanout-abort-after",
-        type=positive_int,
+        type=limits.threshold_count,
         default=DEFAULT_ABORT_AFTER,
         include_in_web_ui=False,
         help=f"requests (or scheduled starts) before --fanout-abort-on-fail may act "

@@ -49,9 +49,10 @@ from locust import constant, events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from pytest_fanout._argtypes import fraction, non_negative_float, positive_float
+from pytest_fanout._argtypes import fraction
 from pytest_fanout._table import render_text
 from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.load import limits
 from pytest_fanout.load.exact import (
     EXACT_SUFFIX,
     SCHEMA,
@@ -78,6 +79,10 @@ DEFAULT_GRACE_MS = 1000.0
 #: The custom message a worker sends its histograms and counts in.
 REPORT_MESSAGE = "fanout_exact_report"
 REPORT_INTERVAL_S = 1.0
+#: Starts made in a row, when behind schedule, before the schedule yields to the others.
+YIELD_EVERY = 64
+#: Starts that may wait for a free user at once; past it a start is dropped at once.
+MAX_WAITING_STARTS = 100_000
 
 
 def _say(line: str) -> None:
@@ -91,7 +96,7 @@ def _say(line: str) -> None:
 def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     parser.add_argument(
         "--fanout-arrival-rate",
-        type=positive_float,
+        type=limits.rate_rps,
         default=None,
         include_in_web_ui=False,
         help="open model: start R requests (tasks) per second for the whole run, over all "
@@ -106,7 +111,7 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     )
     parser.add_argument(
         "--fanout-start-grace-ms",
-        type=non_negative_float,
+        type=limits.grace_ms,
         default=DEFAULT_GRACE_MS,
         include_in_web_ui=False,
         help="open model: how long a start may wait for a free user before it is dropped; "
@@ -124,7 +129,7 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
 def _rate(environment: Environment) -> float | None:
     options = environment.parsed_options
     raw = getattr(options, "fanout_arrival_rate", None) if options is not None else None
-    return None if raw in (None, "") else positive_float(str(raw))
+    return None if raw in (None, "") else limits.rate_rps(str(raw))
 
 
 def _option(environment: Environment, name: str, default: Any) -> Any:
@@ -186,10 +191,16 @@ class _Schedule:
             now = time.monotonic()
             if due > now:
                 gevent.sleep(due - now)
+            elif self.scheduled % YIELD_EVERY == 0:
+                # Behind schedule: still let the users, --run-time and signals run.
+                gevent.sleep(0)
             self._expire(time.monotonic())
-            # Late when every free user already has a start waiting for it.
-            self.queue.put(_Start(due, late=self.queue.qsize() >= self.idle))
             self.scheduled += 1
+            if self.queue.qsize() >= MAX_WAITING_STARTS:
+                self._drop(_Start(due, late=True))  # no user could take it in time anyway
+            else:
+                # Late when every free user already has a start waiting for it.
+                self.queue.put(_Start(due, late=self.queue.qsize() >= self.idle))
             due += self._gap()
 
     def _drop(self, start: _Start) -> None:

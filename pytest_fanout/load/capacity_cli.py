@@ -23,10 +23,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_fanout._argtypes import fraction, port_number, positive_float, positive_int
+from pytest_fanout._argtypes import fraction, port_number
 from pytest_fanout._table import render_markdown, render_text
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from
 from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.load import limits
 from pytest_fanout.load.capacity import CapacityResult, SearchSettings, Slo, StepResult, search
 from pytest_fanout.spec import SpecError, StackSpec, options_for
 
@@ -48,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     slo = parser.add_argument_group("the SLO")
     slo.add_argument(
         "--slo-p95-ms",
-        type=positive_float,
+        type=limits.latency_ms,
         required=True,
         help="p95 latency a rate must meet, from each request's intended start",
     )
@@ -67,21 +68,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     search_group = parser.add_argument_group("the search")
     search_group.add_argument(
         "--budget-s",
-        type=positive_float,
+        type=limits.duration_s,
         default=180.0,
         help="the whole search, all paths (default: 180)",
     )
     search_group.add_argument(
         "--step-s",
-        type=positive_int,
+        type=limits.whole_seconds,
         default=5,
         help=f"run time of each step, >= {MIN_STEP_S} (default: 5)",
     )
     search_group.add_argument(
-        "--start-rps", type=positive_float, default=5.0, help="the first rate tried (default: 5)"
+        "--start-rps", type=limits.rate_rps, default=5.0, help="the first rate tried (default: 5)"
     )
     search_group.add_argument(
-        "--max-rps", type=positive_float, default=2000.0, help="never load faster (default: 2000)"
+        "--max-rps", type=limits.rate_rps, default=2000.0, help="never load faster (default: 2000)"
     )
     search_group.add_argument(
         "--precision",
@@ -91,19 +92,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     search_group.add_argument(
         "--max-users",
-        type=positive_int,
+        type=limits.users,
         default=1000,
         help="the most users (requests in flight) a step may have (default: 1000)",
     )
     search_group.add_argument(
         "--processes",
-        type=positive_int,
+        type=limits.processes,
         default=None,
         help="Locust worker processes per step, on this machine (a distributed run)",
     )
     search_group.add_argument(
         "--expect-workers",
-        type=positive_int,
+        type=limits.processes,
         default=None,
         help="each step runs Locust as a master and waits for this many workers, which may "
         "run on other hosts (see docs/load-testing.md)",
@@ -132,13 +133,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     target.add_argument(
         "--n",
-        type=positive_int,
+        type=limits.calls,
         default=10,
         help="upstream calls per request of the default paths (default: 10)",
     )
     target.add_argument(
         "--max-concurrent",
-        type=positive_int,
+        type=limits.calls,
         default=5,
         help="async_sem's bound in the default paths (default: 5)",
     )
@@ -302,6 +303,27 @@ def _host_problem(host: str) -> str:
     return ""
 
 
+def _path_problem(host: str, path: str) -> str:
+    """Why `path` cannot be searched (one phrase), or "": a client error (404, 405, 422...)
+    to one GET will be the answer to every request of the search, so stop before it."""
+    import httpx2
+
+    if not path.startswith("/"):
+        return f"--path {path!r} must start with '/'"
+    try:
+        answer = httpx2.get(host.rstrip("/") + path, timeout=HOST_CHECK_TIMEOUT_S)
+    except httpx2.TimeoutException:
+        return ""  # slow is for the search to measure, not a wrong path
+    except httpx2.HTTPError as exc:
+        return f"GET {path} at {host} failed: {type(exc).__name__}: {exc}"
+    if 400 <= answer.status_code < 500 and answer.status_code != 429:
+        return (
+            f"GET {path} at {host} answers {answer.status_code} {answer.reason_phrase}: "
+            "every request of the search would fail; check --path"
+        )
+    return ""
+
+
 def _search_all(args: argparse.Namespace, host: str, paths: list[str]) -> int:
     import time
 
@@ -319,6 +341,11 @@ def _search_all(args: argparse.Namespace, host: str, paths: list[str]) -> int:
         f"{args.budget_s:g} s, {args.step_s} s steps",
         flush=True,
     )
+    for path in paths:
+        problem = _path_problem(host, path)
+        if problem:
+            print(f"fanout capacity: error: {problem}", file=sys.stderr)
+            return EXIT_FAILED
     results: list[CapacityResult] = []
     for index, path in enumerate(paths):
         share = (deadline - time.monotonic()) / (len(paths) - index)

@@ -34,12 +34,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pytest_fanout.load import limits
 from pytest_fanout.load.exact import apply_exact, read_exact_file
 from pytest_fanout.load.results import (
     LoadResult,
     parse_stats_json,
 )
 from pytest_fanout.load.thresholds import VIOLATION_PREFIX, Thresholds
+from pytest_fanout.servers import cleanup
 from pytest_fanout.servers.cleanup import stop_group
 from pytest_fanout.servers.proctree import processes_with_env
 
@@ -172,15 +174,22 @@ def run_locust(
     LoadRunError raised. Threshold violations and failed requests do NOT
     raise: they are in `exit_code` and `violations`, for the test to assert.
     """
+    rate = float(spawn_rate if spawn_rate is not None else users)
+    try:
+        limits.check_load_run(
+            users=users, spawn_rate=rate, run_time_s=run_time_s, processes=processes
+        )
+    except ValueError as exc:
+        raise LoadRunError(f"run_locust: {exc}") from None
     run_time = max(1, math.ceil(run_time_s))
     path = _checked_locustfile(locustfile)
-    rate = float(spawn_rate if spawn_rate is not None else users)
     # A work directory of our own is removed afterwards (the output is kept in memory).
     own_work = workdir is None
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fanout-load-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         result = _run_in(
+            work if own_work else None,
             work,
             path,
             host=host,
@@ -207,6 +216,7 @@ def run_locust(
 
 
 def _run_in(
+    own_work: Path | None,
     work: Path,
     path: Path,
     *,
@@ -245,27 +255,40 @@ def _run_in(
     child_env = {**os.environ, **(env or {}), MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
     log_path = work / "locust.log"
     limit = timeout_s if timeout_s is not None else run_time + 60
+    # Locust runs under a guard (its own process group) that ends it and removes our work
+    # folder if this process dies, even by SIGKILL: the guard's stdin is our pipe.
+    guard = [sys.executable, "-m", "pytest_fanout.load.guard"]
+    if own_work is not None:
+        guard += ["--remove", str(own_work)]
     with open(log_path, "wb") as log:
         # cwd=work: no locust.conf or pyproject.toml of the caller changes the run.
         proc = subprocess.Popen(
-            command,
+            [*guard, "--", *command],
             cwd=work,
             env=child_env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        run = _GuardedRun(proc, marker, own_work)
+        cleanup.register(run)  # on SIGTERM or exit of this process: stopped, folder removed
         try:
             code = proc.wait(timeout=limit)
-        except BaseException:
-            stop_group(proc, grace_s=5.0)
-            kill_marked(marker)
+        except subprocess.TimeoutExpired:
+            run.stop()
             output = log_path.read_text(errors="replace")
             raise LoadRunError(
                 f"locust did not finish within {limit:g}s (run time {run_time}s): killed",
                 output,
             ) from None
+        except BaseException:  # Ctrl-C (KeyboardInterrupt) or another exit: stop, then go on
+            run.stop()
+            raise
+        finally:
+            cleanup.unregister(run)
+            if proc.stdin is not None:
+                proc.stdin.close()
     output = log_path.read_text(errors="replace")
     left = kill_marked(marker)
     if left:
@@ -302,6 +325,19 @@ def _run_in(
         workdir=work,
         output=output,
     )
+
+
+class _GuardedRun:
+    """One Locust run as the cleanup registry stops it: its group, its leftovers, its folder."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], marker: str, own_work: Path | None) -> None:
+        self.proc, self.marker, self.own_work = proc, marker, own_work
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        stop_group(self.proc, grace_s=grace_s)
+        kill_marked(self.marker)
+        if self.own_work is not None:
+            shutil.rmtree(self.own_work, ignore_errors=True)
 
 
 def _last_line(output: str) -> str:

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_fanout._argtypes import fraction, non_negative_float, positive_int
+from pytest_fanout._argtypes import fraction
+from pytest_fanout.load import limits
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 
 #: Requests (or scheduled starts) before `--fanout-abort-on-fail` may end a run.
@@ -50,9 +51,9 @@ def _fmt(value: float) -> str:
 #: Ms"), so they are words, not digits ("p95" would read "P9 5").
 OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
     ("max_fail_ratio", "--fanout-max-fail-ratio", "fanout_max_failure_ratio", fraction),
-    ("max_p95_ms", "--fanout-max-p95-ms", "fanout_max_latency_ms", non_negative_float),
-    ("min_rps", "--fanout-min-rps", "fanout_min_throughput", non_negative_float),
-    ("min_completed", "--fanout-min-completed", "fanout_min_completed", positive_int),
+    ("max_p95_ms", "--fanout-max-p95-ms", "fanout_max_latency_ms", limits.delay_ms),
+    ("min_rps", "--fanout-min-rps", "fanout_min_throughput", limits.threshold_rate),
+    ("min_completed", "--fanout-min-completed", "fanout_min_completed", limits.threshold_count),
 )
 
 #: The open model's threshold (`load/arrival.py` registers its option).

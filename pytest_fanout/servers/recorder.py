@@ -1,9 +1,14 @@
-"""The stub upstream's memory of what it was asked: the last N requests, bounded.
+"""The stub upstream's memory of what it was asked: a bounded sample, read back in pages.
 
-Each record keeps the method, path, raw query, headers, the body up to a cap
-and the delay the stub chose for it, in arrival order. Both the count and the
-body cap are settings, so the memory is bounded by count x (body cap + a
-small fixed overhead) however long the stub runs.
+Each record keeps the method, path, raw query, headers (up to a cap), the
+body (up to a cap) and the delay and status the stub chose, in arrival order.
+The sample is bounded twice: by count (`max_records`) and by the bytes it
+holds, headers included (`max_bytes`); the oldest records go first. So the
+memory stays bounded however long the stub runs and however large the
+requests are. Reading is paged (`page()`): one reply holds at most
+`PAGE_BYTES` of records, so no read builds a reply the size of the sample or
+blocks the stub's loop for long. Exact counts never come from here: see
+`calls.py`.
 """
 
 from __future__ import annotations
@@ -16,63 +21,139 @@ from typing import Any
 DEFAULT_MAX_RECORDS = 10_000
 #: Bytes of each body kept.
 DEFAULT_MAX_BODY = 64 * 1024
+#: Bytes all kept records may hold together (bodies, headers, paths, queries).
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: Largest `max_bytes` accepted: 1 GiB.
+MAX_BYTES_LIMIT = 1024 * 1024 * 1024
+#: Bytes of headers kept per record (name + value); the rest are dropped and flagged.
+MAX_HEADER_BYTES = 64 * 1024
+#: Bytes of records one page holds at most (a record larger than this is a page alone).
+PAGE_BYTES = 4 * 1024 * 1024
+#: Fixed cost counted per record (the list, its tuple pairs, the numbers).
+_OVERHEAD = 200
 
-# method, path, raw query, headers (uvicorn's list of byte pairs), body, body truncated,
-# delay_ms chosen, status answered (0 until answered).
+# Indices of a record (a list, so the status can be set once answered).
+METHOD, PATH, QUERY, HEADERS, BODY, TRUNCATED, DELAY, STATUS = range(8)
+HEADERS_TRUNCATED, ABORTED, SEQ, SIZE = 8, 9, 10, 11
 Record = list[Any]
 
 
+def _kept_headers(headers: list) -> tuple[list, bool]:
+    """The headers up to MAX_HEADER_BYTES, and whether some were dropped."""
+    total = 0
+    for index, (name, value) in enumerate(headers):
+        total += len(name) + len(value)
+        if total > MAX_HEADER_BYTES:
+            return list(headers[:index]), True
+    return headers, False
+
+
 class Recorder:
-    """A bounded deque of requests; `clear()` forgets them, `select()` reads them."""
+    """A deque of requests bounded by count and bytes; `page()` reads it, `clear()` forgets."""
 
     def __init__(
-        self, max_records: int = DEFAULT_MAX_RECORDS, max_body: int = DEFAULT_MAX_BODY
+        self,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
+        self.max_records = max_records
         self.max_body = max_body
-        self.records: deque[Record] = deque(maxlen=max_records)
-        #: Requests seen since the last clear, including those the bound dropped.
+        self.max_bytes = max_bytes
+        self.records: deque[Record] = deque()
+        #: Bytes the kept records hold (as counted by `_size`).
+        self.bytes = 0
+        #: Requests seen since the last clear, including those the bounds dropped.
         self.seen = 0
 
-    @property
-    def max_records(self) -> int:
-        return self.records.maxlen or 0
-
-    def resize(self, max_records: int, max_body: int) -> None:
-        self.records = deque(self.records, maxlen=max_records)
+    def resize(self, max_records: int, max_body: int, max_bytes: int | None = None) -> None:
+        self.max_records = max_records
         self.max_body = max_body
+        if max_bytes is not None:
+            self.max_bytes = max_bytes
+        self._evict()
 
     def add(
         self, method: str, path: str, query: bytes, headers: list, body: bytes, truncated: bool
     ) -> Record:
-        record = [method, path, query, headers, body, truncated, 0.0, 0]
+        """Note one request (`body` already cut to `max_body`); returns its record, which the
+        stub updates (delay, status) whether or not the sample kept it."""
         self.seen += 1
-        if self.records.maxlen:
+        kept, cut = _kept_headers(headers)
+        size = _OVERHEAD + len(path) + len(query) + len(body)
+        size += sum(len(name) + len(value) for name, value in kept)
+        record = [method, path, query, kept, body, truncated, 0.0, 0, cut, False, self.seen, size]
+        if self.max_records and size <= self.max_bytes:
             self.records.append(record)
+            self.bytes += size
+            self._evict()
         return record
+
+    def _evict(self) -> None:
+        records = self.records
+        while records and (len(records) > self.max_records or self.bytes > self.max_bytes):
+            self.bytes -= records.popleft()[SIZE]
 
     def clear(self) -> None:
         self.records.clear()
+        self.bytes = 0
         self.seen = 0
 
-    def select(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
-        """The kept requests as JSON-able dicts, in arrival order, filtered by method/path."""
+    def page(
+        self,
+        after: int = 0,
+        method: str | None = None,
+        path: str | None = None,
+        matches: Any = None,
+        upto: int | None = None,
+        page_bytes: int = PAGE_BYTES,
+    ) -> dict[str, Any]:
+        """The kept requests after sequence number `after` (and up to `upto`, so a reader
+        paging under load ends), filtered by method and exact `path` (or `matches(path)`),
+        as JSON-able dicts, at most `page_bytes` of them.
+
+        `next` is the sequence number to ask `after=` for the next page, None at the end;
+        `kept` and `seen` say how much of what came the sample holds."""
         wanted_method = method.upper() if method else None
-        out = []
-        for rec in list(self.records):
-            if wanted_method and rec[0] != wanted_method:
+        out: list[dict[str, Any]] = []
+        used = 0
+        next_after = None
+        for rec in list(self.records):  # a copy of references: adds during the loop are safe
+            if rec[SEQ] <= after:
                 continue
-            if path is not None and rec[1] != path:
+            if upto is not None and rec[SEQ] > upto:
+                break
+            if wanted_method and rec[METHOD] != wanted_method:
                 continue
-            out.append(
-                {
-                    "method": rec[0],
-                    "path": rec[1],
-                    "query": rec[2].decode("latin-1"),
-                    "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in rec[3]],
-                    "body_b64": base64.b64encode(rec[4]).decode(),
-                    "body_truncated": rec[5],
-                    "delay_ms": rec[6],
-                    "status": rec[7],
-                }
-            )
-        return out
+            if path is not None and rec[PATH] != path:
+                continue
+            if matches is not None and not matches(rec[PATH]):
+                continue
+            if out and used + rec[SIZE] > page_bytes:
+                next_after = out[-1]["seq"]
+                break
+            used += rec[SIZE]
+            out.append(_wire(rec))
+        return {
+            "requests": out,
+            "next": next_after,
+            "seen": self.seen,
+            "kept": len(self.records),
+            "kept_bytes": self.bytes,
+        }
+
+
+def _wire(rec: Record) -> dict[str, Any]:
+    return {
+        "method": rec[METHOD],
+        "path": rec[PATH],
+        "query": rec[QUERY].decode("latin-1"),
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in rec[HEADERS]],
+        "headers_truncated": rec[HEADERS_TRUNCATED],
+        "body_b64": base64.b64encode(rec[BODY]).decode(),
+        "body_truncated": rec[TRUNCATED],
+        "aborted": rec[ABORTED],
+        "delay_ms": rec[DELAY],
+        "status": rec[STATUS],
+        "seq": rec[SEQ],
+    }

@@ -11,6 +11,8 @@ line at the `route(...)` call, never a 500 found later.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import inspect
 import json
 import math
@@ -30,6 +32,11 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEGMENT_TEXT = re.compile(r"^[^{}?#\s]*$")
 #: Routes one upstream may hold.
 MAX_ROUTES = 1000
+#: An HTTP header name (RFC 9110 token) and a value without CR, LF or NUL.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE = re.compile(r"^[^\r\n\x00]*$")
+#: Headers the stub writes itself: a route or handler setting them would break framing.
+_FRAMING_HEADERS = ("content-length", "transfer-encoding", "connection")
 
 
 class RouteError(ValueError):
@@ -146,6 +153,28 @@ def _finite(name: str, value: Any, low: float, high: float) -> float | None:
     return float(value)
 
 
+def check_headers(headers: Any, what: str = "headers") -> list[tuple[bytes, bytes]]:
+    """Header pairs as bytes, or a one-line ValueError: names are HTTP tokens, values hold
+    no CR, LF or NUL, and framing headers (Content-Length, ...) are the stub's to write."""
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise RouteError(f"{what} must map strings to strings")
+    pairs = []
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise RouteError(f"{what}: {name!r} is not an HTTP header name")
+        if not _HEADER_VALUE.match(value):
+            raise RouteError(f"{what}: the value of {name!r} holds CR, LF or NUL")
+        if name.lower() in _FRAMING_HEADERS:
+            raise RouteError(f"{what}: {name!r} is set by the stub itself from the body")
+        try:
+            pairs.append((name.lower().encode(), value.encode("latin-1")))
+        except UnicodeEncodeError:
+            raise RouteError(f"{what}: the value of {name!r} is not Latin-1 text") from None
+    return pairs
+
+
 def load_handler(spec: str) -> Callable[..., Any]:
     """Import `module:function` (from the stub's sys.path: the rootdir or fanout_app_dir)."""
     if not isinstance(spec, str):
@@ -161,6 +190,26 @@ def load_handler(spec: str) -> Callable[..., Any]:
     if not callable(handler):
         raise RouteError(f"handler {spec!r} is not callable")
     return handler
+
+
+def _body(spec: Mapping[str, Any]) -> bytes | None:
+    """The route's body bytes from `body` (text, sent as UTF-8) or `body_b64` (any bytes)."""
+    given = [k for k in ("json", "body", "body_b64") if spec.get(k) is not None]
+    if len(given) > 1:
+        raise RouteError(f"give one of json= or body=, not both ({', '.join(given)})")
+    if spec.get("body") is not None:
+        if not isinstance(spec["body"], str):
+            raise RouteError("body must be a string")
+        return spec["body"].encode()
+    raw = spec.get("body_b64")
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise RouteError("body_b64 must be a base64 string")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        raise RouteError("body_b64 is not valid base64") from None
 
 
 @dataclass
@@ -187,6 +236,8 @@ class Route:
     is_async: bool = False
     static_body: bytes | None = None
     templated: bool = False
+    #: The answer's headers: one content-type (the route's own or the default), then the rest.
+    wire_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Route:
@@ -197,6 +248,7 @@ class Route:
             "status",
             "json",
             "body",
+            "body_b64",
             "headers",
             "delay_ms",
             "jitter_ms",
@@ -224,23 +276,15 @@ class Route:
         error_rate = _finite("error_rate", spec.get("error_rate"), 0, 1)
         if p99 is not None and (delay is None or delay <= 0 or p99 < delay):
             raise RouteError("p99_ms needs delay_ms > 0 (the median) and must be >= delay_ms")
-        body = spec.get("body")
-        if body is not None and spec.get("json") is not None:
-            raise RouteError("give json= or body=, not both")
-        if body is not None and not isinstance(body, str):
-            raise RouteError("body must be a string")
-        headers = spec.get("headers") or {}
-        if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise RouteError("headers must map strings to strings")
+        body = _body(spec)
+        headers = check_headers(spec.get("headers") or {})
         route = cls(
             method=method.upper(),
             path=spec["path"],
             status=status,
             json=spec.get("json"),
-            body=body.encode() if body is not None else None,
-            headers=[(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            body=body,
+            headers=headers,
             delay_ms=delay,
             jitter_ms=jitter,
             p99_ms=p99,
@@ -249,6 +293,10 @@ class Route:
             regex=regex,
             params=params,
         )
+        route.wire_headers = [
+            (b"content-type", route.content_type()),
+            *(pair for pair in headers if pair[0] != b"content-type"),
+        ]
         try:
             route.stream = plan_from_spec(spec, handler=route.handler is not None)
         except StreamError as exc:
@@ -294,7 +342,12 @@ def handler_result(result: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         status = result.status
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             raise ValueError(f"StubResponse.status {status!r} is not an HTTP status")
-        headers = [(k.lower().encode(), str(v).encode()) for k, v in result.headers.items()]
+        try:
+            headers = check_headers(
+                {str(k): str(v) for k, v in result.headers.items()}, "StubResponse.headers"
+            )
+        except RouteError as exc:
+            raise ValueError(str(exc)) from None
         if result.body is not None:
             body = result.body.encode() if isinstance(result.body, str) else bytes(result.body)
             if not any(k == b"content-type" for k, _ in headers):

@@ -13,7 +13,6 @@ import base64
 import os
 import secrets
 import threading
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,6 +35,34 @@ class UpstreamCallError(AssertionError):
 
 
 @dataclass
+class CallCount:
+    """What `upstream.calls()` returns: exact counts from the stub's counter."""
+
+    #: Calls that matched the method and path asked for.
+    matching: int
+    #: Every call since the recordings were last cleared.
+    total: int
+    #: Calls past the counter's bounds: when not 0, `matching` is a lower bound.
+    uncounted: int
+    #: Distinct (method, path) keys counted, and the most called of them.
+    keys: int
+    top: list[tuple[str, int]]
+    #: Requests the recorder keeps now (a sample when less than `total`).
+    kept: int
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> CallCount:
+        return cls(
+            matching=data["matching"],
+            total=data["total"],
+            uncounted=data["uncounted"],
+            keys=data["keys"],
+            top=[(key, n) for key, n in data["top"]],
+            kept=data["kept"],
+        )
+
+
+@dataclass
 class RecordedRequest:
     """One request a stub upstream saw, as `upstream.requests()` returns it."""
 
@@ -49,6 +76,10 @@ class RecordedRequest:
     #: The delay the stub chose for it (ms) and the status it answered (0: no answer).
     delay_ms: float
     status: int
+    #: Some headers were dropped: the record keeps the first 64 KiB of them.
+    headers_truncated: bool = False
+    #: The client went away before the body ended: no answer was sent.
+    aborted: bool = False
 
     def json(self) -> Any:
         return strict_json_loads(self.body)
@@ -68,6 +99,8 @@ class RecordedRequest:
             body_truncated=data["body_truncated"],
             delay_ms=data["delay_ms"],
             status=data["status"],
+            headers_truncated=data.get("headers_truncated", False),
+            aborted=data.get("aborted", False),
         )
 
 
@@ -232,8 +265,9 @@ class StubUpstreamServer(ServerProcess):
             chunk_delay_ms=chunk_delay_ms,
             tokens_per_s=tokens_per_s,
         )
-        if isinstance(body, bytes):
-            values["body"] = body.decode("utf-8")
+        if isinstance(body, bytes):  # any bytes, not only UTF-8: sent as base64
+            values["body"] = None
+            values["body_b64"] = base64.b64encode(body).decode()
         spec.update({k: v for k, v in values.items() if v is not None})
         what = f"route {method} {path}"
         try:
@@ -250,39 +284,73 @@ class StubUpstreamServer(ServerProcess):
     # ---- recorded requests ---------------------------------------------------------------
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        """The requests this upstream saw (the last record_requests), in arrival order.
+        """The requests this upstream kept, in arrival order: a sample, the last
+        record_requests within record_total_bytes. Count calls with `calls()`.
 
-        `path` may be a template (`/stock/{sku}`)."""
-        params = {"method": method} if method else {}
-        if path is not None and "{" not in path:
+        `path` may be a template (`/stock/{sku}`). Read in pages of at most 4 MiB."""
+        __tracebackhide__ = True
+        params: dict[str, Any] = {"method": method} if method else {}
+        if path is not None:
+            compile_template(path)  # a bad template is one line here
             params["path"] = path
+        records: list[RecordedRequest] = []
         response = self.control.get(CONTROL_PREFIX + "requests", params=params)
-        records = [
-            RecordedRequest.from_wire(r) for r in response.raise_for_status().json()["requests"]
-        ]
-        if path is not None and "{" in path:
-            regex, _ = compile_template(path)
-            assert regex is not None
-            records = [r for r in records if regex.match(r.path)]
+        page = self._checked(response, "requests()")
+        params["upto"] = page["seen"]  # what came later is not this read's
+        # Bounded: each page holds at least one kept record past `after`, and no more than
+        # `kept` of them come up to `upto`.
+        for _ in range(page["kept"] + 1):
+            records.extend(RecordedRequest.from_wire(r) for r in page["requests"])
+            if page["next"] is None:
+                break
+            params["after"] = page["next"]
+            response = self.control.get(CONTROL_PREFIX + "requests", params=params)
+            page = self._checked(response, "requests()")
         return records
+
+    def calls(self, method: str | None = None, path: str | None = None) -> CallCount:
+        """How many calls of `method path` (a template is fine; None: any) this upstream
+        got since the last reset of its recordings: exact, from the stub's own counter."""
+        params: dict[str, Any] = {"method": method} if method else {}
+        if path is not None:
+            params["path"] = path
+        response = self.control.get(CONTROL_PREFIX + "calls", params=params)
+        return CallCount.from_wire(self._checked(response, "calls()"))
 
     def assert_called(
         self, method: str, path: str, times: int | None = None
     ) -> list[RecordedRequest]:
         """`method path` (a template is fine) was called `times` times (at least once when
-        None); returns those requests. The message says what came instead."""
+        None), judged from the stub's exact count of every call; returns the kept requests
+        of those calls (a sample when the recorder's bounds dropped some). The message
+        says what came instead."""
         __tracebackhide__ = True
-        matching = self.requests(method, path)
-        if (times is None and matching) or (times is not None and len(matching) == times):
-            return matching
+        counted = self.calls(method, path)
+        came_times = counted.matching
+        exact = counted.uncounted == 0
+        if exact and ((times is None and came_times) or came_times == times):
+            return self.requests(method, path)
+        if not exact and times is None and came_times:
+            return self.requests(method, path)  # at least once holds on a lower bound
         expected = "at least once" if times is None else f"{times} time(s)"
-        seen = Counter(f"{r.method} {r.path}" for r in self.requests())
-        came = ", ".join(f"{k} x{v}" for k, v in seen.most_common(8)) or "no request at all"
-        if len(seen) > 8:
-            came += f", and {len(seen) - 8} other(s)"
+        came = ", ".join(f"{k} x{v}" for k, v in counted.top) or "no request at all"
+        if counted.keys > len(counted.top):
+            came += f", and {counted.keys - len(counted.top)} other(s)"
+        how = f"{came_times} time(s)"
+        if not exact:
+            how = (
+                f"at least {came_times} time(s) ({counted.uncounted} call(s) went to paths past "
+                "the stub's table of distinct paths, so the exact count is unknown)"
+            )
+        sample = ""
+        if counted.kept < counted.total:
+            sample = (
+                f" (counted by the stub; its recorded requests are a sample of {counted.kept} "
+                f"of {counted.total})"
+            )
         raise UpstreamCallError(
             f"expected {method.upper()} {path} {expected} at upstream "
-            f"{self.upstream_name!r}, it came {len(matching)} time(s); the upstream saw: {came}"
+            f"{self.upstream_name!r}, it came {how}; the upstream saw: {came}{sample}"
         )
 
 

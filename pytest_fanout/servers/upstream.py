@@ -3,9 +3,11 @@
 No framework sits in the hot path, so it is never the bottleneck of a
 measurement. Its gauge (requests seen, in flight, PEAK in flight, TCP
 connections first used) is what makes concurrency assertions exact instead
-of timing guesses. Routes give real answers (`routes.py`), every request is
-recorded, bounded (`recorder.py`), and connections are counted at uvicorn's
-protocol level (`connections.py`).
+of timing guesses. Routes give real answers (`routes.py`; sync handlers run
+in a bounded thread pool, `handlers.py`), every call is counted exactly by
+method and path (`calls.py`) and kept in a sample bounded by count and bytes
+(`recorder.py`), and connections are counted at uvicorn's protocol level
+(`connections.py`).
 
 Control lives under `/__upstream__/` and needs `Authorization: Bearer
 <token>` (403 without); every other path is "an item": a route's answer, or
@@ -28,14 +30,27 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pytest_fanout.servers.calllog import CallLog
+from pytest_fanout.servers.calls import CallCounter
 from pytest_fanout.servers.connections import CONNECTIONS, ConnectionTable
-from pytest_fanout.servers.recorder import DEFAULT_MAX_BODY, DEFAULT_MAX_RECORDS, Recorder
+from pytest_fanout.servers.handlers import HandlerPool
+from pytest_fanout.servers.recorder import (
+    ABORTED,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_RECORDS,
+    DELAY,
+    MAX_BYTES_LIMIT,
+    STATUS,
+    Recorder,
+)
 from pytest_fanout.servers.routes import (
     MAX_DELAY_MS,
     MAX_ROUTES,
     Route,
     RouteError,
     StubRequest,
+    compile_template,
     handler_result,
     strict_json_dumps,
     strict_json_loads,
@@ -78,6 +93,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_inflight": (0, _MAX_INT),
     "record_requests": (0, _MAX_INT),
     "record_body_bytes": (0, MAX_ITEM_BODY),
+    "record_total_bytes": (0, MAX_BYTES_LIMIT),
     "seed": (0, 2**63 - 1),
 }
 
@@ -123,9 +139,11 @@ class Behaviour:
     drop_rate: float = 0.0
     #: In-flight calls above this get 429 at once (a rate-limited upstream); 0 = no cap.
     max_inflight: int = 0
-    #: Requests kept for `requests()` (the last N) and bytes of each body kept.
+    #: Requests kept for `requests()` (the last N), bytes of each body kept, and bytes all
+    #: kept requests may hold together (headers included). Counts never depend on these.
     record_requests: int = DEFAULT_MAX_RECORDS
     record_body_bytes: int = DEFAULT_MAX_BODY
+    record_total_bytes: int = DEFAULT_MAX_BYTES
     #: Seed of the stub's random choices (jitter, log-normal delay, error and drop rates);
     #: 0 = unseeded.
     seed: int = 0
@@ -181,6 +199,8 @@ class Gauge:
     errors: int = 0
     rejected: int = 0
     dropped: int = 0
+    #: Calls whose client went away before its body ended (no answer, never a 200).
+    aborted: int = 0
     #: TCP connections whose first item request arrived since the reset.
     connections: int = 0
     #: The delays this stub really applied (ms), summed and the largest: the ideal time.
@@ -215,7 +235,17 @@ class StubUpstream:
         self.inflight_now = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
         self.connections = connections
-        self.recorder = Recorder(self.behaviour.record_requests, self.behaviour.record_body_bytes)
+        self.recorder = Recorder(
+            self.behaviour.record_requests,
+            self.behaviour.record_body_bytes,
+            self.behaviour.record_total_bytes,
+        )
+        #: Every item call by method and path, exact whatever the recorder keeps.
+        self.calls = CallCounter()
+        #: Sync handlers run here, off the loop, so a slow one never stalls the others.
+        self.handlers = HandlerPool()
+        #: When each call came and went, for the waterfall (`calllog.py`).
+        self.timeline = CallLog()
         self.routes: list[Route] = []
         self._literal: dict[tuple[str, str], Route] = {}
         self._random = random.Random(self.behaviour.seed or None)
@@ -233,6 +263,7 @@ class StubUpstream:
                 if message["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    self.handlers.shutdown()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
@@ -244,8 +275,9 @@ class StubUpstream:
         if self.connections.first_use(scope.get("client")):
             gauge.connections += 1
         method, path = scope["method"], scope["path"]
+        self.calls.add(method, path)
         try:
-            body, truncated, kept = await self._read_item_body(receive)
+            body, truncated, kept, complete = await self._read_item_body(receive)
         except ControlError as exc:
             gauge.errors += 1
             await _reply(send, exc.status, _detail(str(exc)))
@@ -253,18 +285,26 @@ class StubUpstream:
         record = self.recorder.add(
             method, path, scope["query_string"], scope["headers"], kept, truncated
         )
+        if not complete:
+            # The client went away mid-body: no answer, never a complete 200.
+            record[ABORTED] = True
+            gauge.aborted += 1
+            return
+        call = self.timeline.arrive(method, path, scope["query_string"], body)
         if behaviour.max_inflight and self.inflight_now >= behaviour.max_inflight:
             gauge.rejected += 1
-            record[7] = 429
+            record[STATUS] = 429
             await _reply(send, 429, b'{"error":"too many requests in flight"}')
+            self.timeline.answer(call, 429)
             return
         gauge.inflight += 1
         self.inflight_now += 1
         if gauge.inflight > gauge.peak_inflight:
             gauge.peak_inflight = gauge.inflight
         try:
-            await self._answer(scope, send, method, path, body, record, gauge)
+            await self._answer(scope, send, method, path, body, record, gauge, call)
         finally:
+            self.timeline.answer(call, record[STATUS])
             gauge.inflight -= 1  # the gauge it started in, not the current one
             self.inflight_now -= 1
             if not self.inflight_now and self._idle_waiters:
@@ -273,15 +313,22 @@ class StubUpstream:
                         waiter.set_result(None)
                 self._idle_waiters.clear()
 
-    async def _read_item_body(self, receive: Any) -> tuple[bytes, bool, bytes]:
-        """(whole body, whether the kept copy was cut, the kept copy)."""
+    async def _read_item_body(self, receive: Any) -> tuple[bytes, bool, bytes, bool]:
+        """(body as received, whether the kept copy was cut, the kept copy, whether the body
+        came whole: False when the client disconnected before its end)."""
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"", False, b"", False
         body = message.get("body", b"")
         if message.get("more_body"):
             chunks = [body]
             size = len(body)
             while message.get("more_body"):
                 message = await receive()
+                if message["type"] == "http.disconnect":
+                    body = b"".join(chunks)
+                    cap = self.recorder.max_body
+                    return body, len(body) > cap, body[:cap], False
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > MAX_ITEM_BODY:
@@ -290,8 +337,8 @@ class StubUpstream:
             body = b"".join(chunks)
         cap = self.recorder.max_body
         if len(body) > cap:
-            return body, True, body[:cap]
-        return body, False, body
+            return body, True, body[:cap], True
+        return body, False, body, True
 
     async def _answer(
         self,
@@ -302,6 +349,7 @@ class StubUpstream:
         body: bytes,
         record: list,
         gauge: Gauge,
+        call: list,
     ) -> None:
         behaviour = self.behaviour
         raw_query = scope["query_string"]
@@ -312,10 +360,11 @@ class StubUpstream:
             forced = _query_number(query, "status", 100, 599)
         except ControlError as exc:
             gauge.errors += 1
-            record[7] = 422
+            record[STATUS] = 422
             await _reply(send, 422, _detail(str(exc)))
             return
-        record[6] = delay_ms
+        delay_ms = self.timeline.plan(call, route.path if route else None, delay_ms)
+        record[DELAY] = delay_ms
         gauge.delay_ms_sum += delay_ms
         gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
         if delay_ms > 0:
@@ -344,13 +393,15 @@ class StubUpstream:
             return
         else:
             status = route.status
-            headers = [(b"content-type", route.content_type()), *route.headers]
+            headers = route.wire_headers
             answer = route.static_answer(params)
+        if route is not None:
+            answer = self.timeline.shape(call, answer)
         if forced is not None:
             status = int(forced)
         if status >= 400:
             gauge.errors += 1
-        record[7] = status
+        record[STATUS] = status
         if headers is JSON_HEADERS and answer is ITEM_BODY:
             await _reply(send, status, ITEM_BODY)
         else:
@@ -377,9 +428,12 @@ class StubUpstream:
         )
         assert route.function is not None
         try:
-            result = route.function(request)
-            if route.is_async or asyncio.iscoroutine(result):
-                result = await result
+            if route.is_async:
+                result = await route.function(request)
+            else:
+                result = await self.handlers.run(route.function, request)
+                if asyncio.iscoroutine(result):
+                    result = await result
             if isinstance(result, StubStream):
                 return result
             return handler_result(result)
@@ -409,7 +463,7 @@ class StubUpstream:
             plan = route.stream if source is None else check_handler_stream(source, route.stream)
         except StreamError as exc:
             gauge.errors += 1
-            record[7] = 500
+            record[STATUS] = 500
             await _reply(send, 500, _detail(f"handler {route.handler}: {exc}"))
             return
         assert plan is not None
@@ -433,7 +487,7 @@ class StubUpstream:
             return
         if status >= 400:
             gauge.errors += 1
-        record[7] = status
+        record[STATUS] = status
         gauge.completed += 1
 
     def _find(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
@@ -533,11 +587,9 @@ class StubUpstream:
         behaviour = self.behaviour
         if "seed" in changes:
             self._random.seed(behaviour.seed or None)
-        if (behaviour.record_requests, behaviour.record_body_bytes) != (
-            self.recorder.max_records,
-            self.recorder.max_body,
-        ):
-            self.recorder.resize(behaviour.record_requests, behaviour.record_body_bytes)
+        self.recorder.resize(
+            behaviour.record_requests, behaviour.record_body_bytes, behaviour.record_total_bytes
+        )
 
     async def _restore(self, query: dict, body: Any) -> dict[str, Any]:
         """Behaviour back to `body` (the initial one), no routes, no recorded requests."""
@@ -546,6 +598,8 @@ class StubUpstream:
         self._configure(changes)
         self._set_routes([])
         self.recorder.clear()
+        self.timeline.configure({"extra_ms": 0, "perturb": False})
+        self.calls.clear()
         return asdict(self.behaviour)
 
     async def _get_routes(self, query: dict, body: Any) -> list[dict[str, Any]]:
@@ -571,12 +625,44 @@ class StubUpstream:
                 self._literal.setdefault((route.method, route.path), route)
 
     async def _requests(self, query: dict, body: Any) -> dict[str, Any]:
-        records = self.recorder.select(query.get("method"), query.get("path"))
-        return {"requests": records, "seen": self.recorder.seen}
+        """One page of the recorded sample: ?method=&path= (a template is fine), after the
+        sequence number ?after= and up to ?upto= (the `seen` of a reader's first page)."""
+        after = int(_query_number(query, "after", 0, 2**63 - 1) or 0)
+        upto = _query_number(query, "upto", 0, 2**63 - 1)
+        path, matches = _path_filter(query.get("path"))
+        return self.recorder.page(
+            after, query.get("method"), path, matches, None if upto is None else int(upto)
+        )
+
+    async def _count_calls(self, query: dict, body: Any) -> dict[str, Any]:
+        """Exact calls by ?method=&path= (a template is fine), from the counter, not the
+        sample; with what the sample holds, so a reader can say when it is one."""
+        path, matches = _path_filter(query.get("path"))
+        if path is not None:
+            matches = path.__eq__
+        counted = self.calls.count(query.get("method"), matches)
+        return {
+            **counted,
+            "kept": len(self.recorder.records),
+            "record_requests": self.recorder.max_records,
+        }
 
     async def _clear_requests(self, query: dict, body: Any) -> dict[str, Any]:
         self.recorder.clear()
+        self.calls.clear()
         return {"requests": [], "seen": 0}
+
+    async def _get_timeline(self, query: dict, body: Any) -> dict[str, Any]:
+        since = _query_number(query, "since", 0, math.inf)
+        until = _query_number(query, "until", 0, math.inf)
+        return {"calls": self.timeline.select(since, until), "seen": self.timeline.seen}
+
+    async def _set_timeline(self, query: dict, body: Any) -> dict[str, Any]:
+        return self.timeline.configure(_object(body))
+
+    async def _clear_timeline(self, query: dict, body: Any) -> dict[str, Any]:
+        self.timeline.clear()
+        return {"calls": [], "seen": 0}
 
     _CONTROL = {
         ("stats", "GET"): _stats,
@@ -589,6 +675,10 @@ class StubUpstream:
         ("routes", "DELETE"): _clear_routes,
         ("requests", "GET"): _requests,
         ("requests", "DELETE"): _clear_requests,
+        ("timeline", "GET"): _get_timeline,
+        ("timeline", "POST"): _set_timeline,
+        ("timeline", "DELETE"): _clear_timeline,
+        ("calls", "GET"): _count_calls,
     }
 
     def stats(self) -> dict[str, Any]:
@@ -606,6 +696,17 @@ def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ControlError(422, "the body must be a JSON object")
     return body
+
+
+def _path_filter(raw: str | None) -> tuple[str | None, Any]:
+    """(exact path, None) for a literal path, (None, regex.match) for a template."""
+    if raw is None:
+        return None, None
+    try:
+        regex, _ = compile_template(raw)
+    except RouteError as exc:
+        raise ControlError(422, str(exc)) from None
+    return (raw, None) if regex is None else (None, regex.match)
 
 
 def _query_number(query: dict[str, str], name: str, low: float, high: float) -> float | None:

@@ -8,15 +8,27 @@ latencies only as ratios with wide margins.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from pytest_fanout.load import EXIT_THRESHOLD, EXIT_USAGE, VIOLATION_PREFIX, run_locust
+from pytest_fanout.load import (
+    EXIT_THRESHOLD,
+    EXIT_USAGE,
+    MARKER_ENV,
+    VIOLATION_PREFIX,
+    kill_marked,
+    run_locust,
+)
 from pytest_fanout.servers.stack import Stack, StubUpstreamServer
 from pytest_fanout.servers.upstream import Behaviour
-from tests.helpers import locust
+from tests.helpers import REPO, locust, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -149,6 +161,8 @@ def test_abort_on_fail_ends_a_lost_run_early_with_the_threshold_status() -> None
         ("0", "argument --fanout-arrival-rate: 0 must be > 0"),
         ("-5", "argument --fanout-arrival-rate: -5 must be a finite number >= 0"),
         ("fast", "argument --fanout-arrival-rate: 'fast' is not a number"),
+        ("1e9", "argument --fanout-arrival-rate: 1e9 is above the limit of 100,000/s"),
+        ("inf", "argument --fanout-arrival-rate: inf must be a finite number >= 0"),
     ],
 )
 def test_a_bad_arrival_rate_is_one_line_and_a_usage_status(value: str, message: str) -> None:
@@ -191,3 +205,48 @@ def test_a_fanout_user_subclass_runs_on_the_schedule(tmp_path: Path) -> None:
     # One start, one basket: both requests once per start (a basket cut at stop: at most 5).
     assert om.started - 5 <= first.requests <= om.started
     assert first.requests - 5 <= second.requests <= first.requests
+
+
+def test_at_the_highest_rate_the_run_still_obeys_run_time_and_sigterm(tmp_path: Path) -> None:
+    """100,000 starts/s against two users: the schedule falls behind at once, yet it yields,
+    so Locust's --run-time ends the run on time and a SIGTERM ends it at once; the starts
+    no user could take are dropped and counted, not queued without bound."""
+    with StubUpstreamServer(Behaviour(delay_ms=0, record_requests=0)) as fast:
+        common = ["-f", "locustfiles/", "--headless", "--host", fast.url, "--users", "2"]
+        common += ["--fanout-arrival-rate", "100000", "--fanout-start-grace-ms", "0"]
+        began = time.monotonic()
+        code, output, _ = locust(*common, "--run-time", "3s", "AsyncUser", timeout=60)
+        elapsed = time.monotonic() - began
+        assert "fanout: open model: target 100000/s" in output, output[-2000:]
+        assert "dropped" in output and "Traceback" not in output
+        # Start-up, 3 s, shut-down: far below what a loop that never yields would take.
+        assert elapsed < 25, f"a 3 s run took {elapsed:.0f} s"
+        # The stub's {"ok":true} is not a fan-out answer: failed requests, the threshold's
+        # status (the run went to its end and was judged).
+        assert code == EXIT_THRESHOLD, output[-2000:]
+
+        log_path = tmp_path / "locust.log"
+        marker = uuid.uuid4().hex
+        env = {**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "locust", *common, "--run-time", "120s", "AsyncUser"],
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until(lambda: "All users spawned" in log_path.read_text(), 60, "spawned")
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            proc.wait(timeout=30)
+            stopped_after = time.monotonic() - signalled
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            left = kill_marked(marker)
+    assert not left, f"left behind: {left}"
+    assert stopped_after < 10, f"SIGTERM took {stopped_after:.1f} s"

@@ -55,6 +55,17 @@ def fanout(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess
         ),
         (["--slo-p95-ms", "500", "--step-s", "1"], "--step-s 1 is too short to be steady"),
         (["--budget-s", "60"], "the following arguments are required: --slo-p95-ms"),
+        (
+            ["--slo-p95-ms", "500", "--start-rps", "1e9"],
+            "argument --start-rps: 1e9 is above the limit of 100,000/s",
+        ),
+        (["--slo-p95-ms", "500", "--max-rps", "1e7"], "--max-rps: 1e7 is above the limit"),
+        (["--slo-p95-ms", "500", "--max-users", "10000000"], "is above the limit of 100,000"),
+        (["--slo-p95-ms", "500", "--processes", "5000"], "above the limit of 256 processes"),
+        (["--slo-p95-ms", "500", "--budget-s", "1e12"], "above the limit of 86,400 s"),
+        (["--slo-p95-ms", "500", "--step-s", "999999"], "above the limit of 86,400 s"),
+        (["--slo-p95-ms", "1e300"], "above the limit of 3,600,000 ms"),
+        (["--slo-p95-ms", "500", "--n", "1000000"], "above the limit of 10,000"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:

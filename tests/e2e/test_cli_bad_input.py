@@ -76,7 +76,7 @@ USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
     (["upstream", "--port", "http"], ["--port", "'http' is not a port number"]),
     (["serve", "--app-port", "70000"], ["--app-port", "70000 is not a port number"]),
     (["serve", "--upstream-port", "x"], ["--upstream-port", "'x' is not a port number"]),
-    (["serve", "--startup-timeout", "0"], ["--startup-timeout", "0 must be a finite number > 0"]),
+    (["serve", "--startup-timeout", "0"], ["--startup-timeout", "0 must be > 0"]),
     (["serve", "--app", "no colon"], ["--app", "'no colon' is not an import string"]),
     (["patterns", "--n", "0"], ["--n", "0 must be at least 1"]),
     (["patterns", "--n", "-3"], ["--n", "-3 must be at least 1"]),
@@ -103,7 +103,13 @@ USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
     ),
     (["measure", "/x", "--route", "nope GET /x"], ["--route: no upstream named 'nope'"]),
     (["measure", "/x", "--config", "missing.toml"], ["missing.toml: no such file"]),
-    (["measure", "/x", "--timeout", "nan"], ["--timeout", "nan must be a finite number > 0"]),
+    (["measure", "/x", "--timeout", "nan"], ["--timeout", "must be a finite number >= 0"]),
+    (["upstream", "--delay-ms", "1e12"], ["--delay-ms", "1e12 is above the limit of 3,600,000 ms"]),
+    (["upstream", "--max-inflight", "1e9"], ["--max-inflight", "'1e9' is not an integer"]),
+    (["upstream", "--max-inflight", "5000000"], ["--max-inflight", "above the limit of 1,000,000"]),
+    (["patterns", "--n", "1000000"], ["--n", "1000000 is above the limit of 10,000"]),
+    (["measure", "/x", "--repeat", "100000"], ["--repeat", "above the limit of 10,000"]),
+    (["measure", "/x", "--timeout", "1e9"], ["--timeout", "1e9 is above the limit of 86,400 s"]),
 ]
 
 

@@ -10,6 +10,7 @@ then every answer against the deadline plus a wide margin.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx2
@@ -95,3 +96,62 @@ def test_the_deadline_covers_the_wait_for_a_pooled_connection(transport: str) ->
     assert body["errors"]["count"] == 4
     assert (stats["requests"], stats["peak_inflight"]) == (4, 2)
     assert 1.5 <= elapsed < 1.5 + MARGIN_S
+
+
+def test_an_async_request_never_waits_behind_sequential_ones_for_a_thread() -> None:
+    """40 /sync/1 hold every worker thread (their one call takes 2 s); an /async/1 sent
+    meanwhile reaches the upstream at once: exact, the upstream saw 41 calls in flight.
+    (A `def` dependency made every request wait for a thread first: the peak was 40.)"""
+    env = {"FANOUT_DEADLINE_S": "10"}
+    with Stack(behaviour=Behaviour(delay_ms=2000), app_env=env) as stack:
+        assert stack.app is not None
+        url = stack.app.url
+
+        async def scenario() -> list[int]:
+            limits = httpx2.Limits(max_connections=50)
+            async with httpx2.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+                syncs = [asyncio.ensure_future(client.get("/sync/1")) for _ in range(40)]
+                deadline = time.monotonic() + 10
+                while stack.upstream.stats()["inflight"] < 40:  # poll: every thread busy
+                    assert time.monotonic() < deadline, "40 sync calls in flight"
+                    await asyncio.sleep(0.02)
+                answers = await asyncio.gather(client.get("/async/1"), *syncs)
+            return [a.status_code for a in answers]
+
+        statuses = asyncio.run(scenario())
+        stats = stack.upstream.stats()
+    assert statuses == [200] * 41
+    assert stats["requests"] == 41 and stats["peak_inflight"] == 41
+
+
+def test_a_sync_request_that_gets_no_thread_in_time_answers_at_its_deadline() -> None:
+    """60 /sync/1 for 40 threads, each call 3 s, deadline 1 s: the 40 that got a thread are
+    cut at the deadline; the 20 that waited for one answer then too."""
+    env = {"FANOUT_DEADLINE_S": "1", "FANOUT_MAX_PENDING_CALLS": "1000"}
+    with Stack(behaviour=Behaviour(delay_ms=3000), app_env=env) as stack:
+        assert stack.app is not None
+        url = stack.app.url
+
+        async def scenario() -> list[tuple[int, list, float]]:
+            limits = httpx2.Limits(max_connections=60)
+            async with httpx2.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+                async def one() -> tuple[int, list, float]:
+                    began = time.perf_counter()
+                    answer = await client.get("/sync/1")
+                    return (
+                        answer.status_code,
+                        answer.json()["status_codes"],
+                        (time.perf_counter() - began),
+                    )
+
+                return await asyncio.gather(*(one() for _ in range(60)))
+
+        answers = asyncio.run(scenario())
+        stats = stack.upstream.stats()
+    assert {status for status, _, _ in answers} == {200}
+    assert all(codes == [None] for _, codes, _ in answers)  # every call: deadline exceeded
+    # 40 calls made at once; a late request may make its call with the few milliseconds
+    # left when a thread frees at the holders' deadline (and is cut at once).
+    assert 40 <= stats["requests"] <= 60
+    assert max(seconds for _, _, seconds in answers) < 1 + MARGIN_S

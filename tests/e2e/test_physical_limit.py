@@ -32,7 +32,8 @@ DELAY_MS = {"aiohttp": 1000, "httpx2": 3000}
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     with Stack(
         behaviour=Behaviour(delay_ms=DELAY_MS[request.param]),
-        app_env={"FANOUT_TRANSPORT": request.param},
+        # The 1000-wide pool on both engines (httpx2's default is 100: app/settings.py).
+        app_env={"FANOUT_TRANSPORT": request.param, "FANOUT_POOL_SIZE": "1000"},
     ) as running:
         yield running
 

@@ -120,11 +120,11 @@ def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
         (("--fanout-delay-ms", "-1"), "--fanout-delay-ms: -1 must be a finite number >= 0*"),
         (
             ("--fanout-startup-timeout", "0"),
-            "--fanout-startup-timeout: 0 must be a finite number > 0 and <= 3600",
+            "--fanout-startup-timeout: 0 must be > 0",
         ),
         (
             ("--fanout-request-timeout", "inf"),
-            "--fanout-request-timeout: inf must be a finite number > 0 and <= 86400",
+            "--fanout-request-timeout: inf must be a finite number >= 0",
         ),
         (("--fanout-request-timeout", "1e400"), "--fanout-request-timeout*must be a finite*"),
         (
@@ -531,7 +531,7 @@ def test_named_upstreams_fixtures_marker_and_gauges(pytester: pytest.Pytester) -
         ),
         (
             "fanout_request_timeout = 0\n",
-            "tox.ini: fanout_request_timeout: 0 must be a finite number > 0 and <= 86400",
+            "tox.ini: fanout_request_timeout: 0 must be > 0",
         ),
     ],
     ids=[

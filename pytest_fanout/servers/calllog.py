@@ -1,0 +1,185 @@
+"""The stub upstream's per-call log: when each call arrived and was answered, bounded.
+
+A waterfall needs the order of calls in time, which counts cannot give. Each
+entry holds the arrival and answer instants on `time.monotonic()` (one clock
+for every process of the machine, so the harness can place the calls inside
+the window of the request it sent), the method, path, route template, the
+delay applied (extra included), the status and a digest of the request (method,
+path, query, body): two calls with the same digest asked the same thing.
+
+It also holds the two experiment knobs the timeline needs (`timeline/`):
+an extra delay added to the calls of one route (or all), to measure how much
+of it the endpoint pays, and `perturb`, which changes the JSON answers of one
+route, to see whether the app's later calls depend on them.
+Memory: at most `max_calls` entries of fixed size.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from typing import Any
+
+from pytest_fanout.servers.routes import MAX_DELAY_MS, strict_json_dumps, strict_json_loads
+
+#: Calls kept (the oldest go first).
+DEFAULT_MAX_CALLS = 10_000
+#: The most calls a stub keeps, whatever it is told.
+MAX_CALLS = 1_000_000
+#: Largest extra delay an experiment may add to (or take off) one call (ms).
+MAX_EXTRA_MS = 10_000.0
+
+# arrival_s, answered_s (0.0 until answered), method, path, route template ("" when no
+# route matched: `select` folds the path's ids then), delay_ms applied, status (0 until
+# answered), digest, answer perturbed.
+Call = list[Any]
+
+
+#: A path segment that is an id: digits, or 8+ hex digits and '-' with a digit among them.
+_ID = re.compile(r"/(?=[^/]*\d)(?:\d+|[0-9a-fA-F-]{8,})(?=/|$)")
+
+
+def path_template(path: str) -> str:
+    """A path without a stub route, its ids folded: "/items/33" -> "/items/{id}", so the
+    calls of one loop group together."""
+    return _ID.sub("/{id}", path)
+
+
+def route_key(method: str, template: str) -> str:
+    """How the experiments name a route: "GET /stock/{sku}"."""
+    return f"{method} {template}"
+
+
+class CallLog:
+    """A bounded deque of calls plus the experiment settings (`extra_ms`, `perturb`)."""
+
+    def __init__(self, max_calls: int = DEFAULT_MAX_CALLS) -> None:
+        self.calls: deque[Call] = deque(maxlen=max_calls)
+        #: Calls seen since the last clear, including those the bound dropped.
+        self.seen = 0
+        #: Extra delay (ms) added to the calls of `extra_route` ("" = every call); negative
+        #: makes them faster (never below 0).
+        self.extra_ms = 0.0
+        self.extra_route = ""
+        #: Change the JSON answers of `perturb_route` ("" = every call) when `perturb`.
+        self.perturb = False
+        self.perturb_route = ""
+
+    def arrive(self, method: str, path: str, query: bytes, body: bytes) -> Call:
+        """Log a call as it arrives (its route and delay come with `plan`)."""
+        # Python's own hash of the request: compared only within this process (the calls
+        # of one request, or of runs a moment apart), where it is stable; cheap.
+        digest = hash((method, path, query, body))  # hex when read
+        call = [time.monotonic(), 0.0, method, path, "", 0.0, 0, digest, False]
+        self.seen += 1
+        self.calls.append(call)
+        return call
+
+    def plan(self, call: Call, template: str | None, delay_ms: float) -> float:
+        """Record the call's route; return its delay with the experiment's extra added."""
+        call[4] = template or ""  # folded from the path when read, off the hot path
+        if self.extra_ms and self._targets(self.extra_route, call):
+            delay_ms = min(max(delay_ms + self.extra_ms, 0.0), MAX_DELAY_MS)
+        call[5] = delay_ms
+        return delay_ms
+
+    def shape(self, call: Call, answer: bytes) -> bytes:
+        """The answer to send: perturbed when the experiment asks for it and it is JSON."""
+        if not self.perturb or not self._targets(self.perturb_route, call):
+            return answer
+        try:
+            changed = strict_json_dumps(perturb_json(strict_json_loads(answer)))
+        except ValueError:
+            return answer
+        call[8] = changed != answer
+        return changed
+
+    def answer(self, call: Call, status: int) -> None:
+        call[1] = time.monotonic()
+        call[6] = status
+
+    def _targets(self, route: str, call: Call) -> bool:
+        if not route:
+            return True
+        return route == route_key(call[2], call[4] or path_template(call[3]))
+
+    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Apply {extra_ms, extra_route, perturb, perturb_route, max_calls}, checked first."""
+        unknown = sorted(set(settings) - {*self.settings(), "max_calls"})
+        if unknown:
+            raise ValueError(f"unknown timeline setting(s): {', '.join(unknown)}")
+        extra = settings.get("extra_ms", self.extra_ms)
+        if isinstance(extra, bool) or not isinstance(extra, int | float):
+            raise ValueError(f"extra_ms={extra!r} is not a number")
+        if not -MAX_EXTRA_MS <= extra <= MAX_EXTRA_MS:
+            raise ValueError(
+                f"extra_ms={extra!r} must be from {-MAX_EXTRA_MS:.0f} to {MAX_EXTRA_MS:.0f}"
+            )
+        for name in ("extra_route", "perturb_route"):
+            if not isinstance(settings.get(name, ""), str):
+                raise ValueError(f"{name} must be a string like 'GET /stock/{{sku}}'")
+        perturb = settings.get("perturb", self.perturb)
+        if not isinstance(perturb, bool):
+            raise ValueError("perturb must be true or false")
+        size = settings.get("max_calls", self.calls.maxlen)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_CALLS:
+            raise ValueError(f"max_calls={size!r} must be a whole number from 0 to {MAX_CALLS}")
+        self.extra_ms = float(extra)
+        self.extra_route = settings.get("extra_route", self.extra_route)
+        self.perturb = perturb
+        self.perturb_route = settings.get("perturb_route", self.perturb_route)
+        if size != self.calls.maxlen:
+            self.calls = deque(self.calls, maxlen=size)
+        return self.settings()
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "extra_ms": self.extra_ms,
+            "extra_route": self.extra_route,
+            "perturb": self.perturb,
+            "perturb_route": self.perturb_route,
+        }
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.seen = 0
+
+    def select(self, since: float | None = None, until: float | None = None) -> list[dict]:
+        """Calls that arrived in [since, until] (monotonic seconds), in arrival order."""
+        out = []
+        for call in list(self.calls):
+            if since is not None and call[0] < since:
+                continue
+            if until is not None and call[0] > until:
+                continue
+            out.append(
+                {
+                    "arrival_s": call[0],
+                    "answered_s": call[1],
+                    "method": call[2],
+                    "path": call[3],
+                    "route": call[4] or path_template(call[3]),
+                    "delay_ms": call[5],
+                    "status": call[6],
+                    "digest": f"{call[7] & 0xFFFFFFFFFFFFFFFF:016x}",
+                    "perturbed": call[8],
+                }
+            )
+        return out
+
+
+def perturb_json(value: Any) -> Any:
+    """The same shape with every number changed (+1) and every string lengthened ("x"):
+    an app whose next call depends on this answer sends a different request."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return [perturb_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: perturb_json(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,128 @@
+"""`fanout critical-path PATH`: the weights of every upstream on one path, from the shell.
+
+Starts the stack (stub upstreams answering after --delay-ms, the app), prints
+the median request's waterfall, then slows each upstream in turn and prints
+the table of weights. `--save FILE.json` keeps both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pytest_fanout._argtypes import (
+    http_status,
+    positive_float,
+)
+from pytest_fanout.cli import CommandError, add_stack_group, spec_from
+from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.spec import SpecError, options_for
+
+#: The longest experiment the command accepts (s).
+MAX_BUDGET_S = 600.0
+
+
+def _budget(text: str) -> float:
+    value = positive_float(text)
+    if value > MAX_BUDGET_S:
+        raise argparse.ArgumentTypeError(f"at most {MAX_BUDGET_S:g} s, got {text!r}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="the path to weigh, e.g. /checkout (with its query)")
+    parser.add_argument(
+        "--method",
+        default="GET",
+        type=str.upper,
+        choices=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        help="HTTP method (default: GET)",
+    )
+    parser.add_argument("--json", dest="json_body", default=None, metavar="JSON", help="body")
+    parser.add_argument(
+        "--budget-s",
+        type=_budget,
+        default=20.0,
+        help="the most seconds the experiment may take (default: 20)",
+    )
+    parser.add_argument(
+        "--extra-ms",
+        type=positive_float,
+        default=None,
+        help="the extra delay per call (default: 40%% of the path's time, 10 to 80 ms)",
+    )
+    parser.add_argument(
+        "--expect-status", type=http_status, default=200, help="a good answer's status"
+    )
+    parser.add_argument(
+        "--save", default=None, metavar="FILE.json", help="write the weights and waterfall"
+    )
+    # The stack: [tool.fanout], these on top (--app, --upstream, --route, --delay-ms,
+    # --request-timeout or --timeout, ...), as `fanout measure`.
+    add_stack_group(parser, options_for("fanout"))
+
+
+def _body(text: str | None) -> object:
+    if text is None:
+        return None
+
+    def refuse(constant: str) -> object:
+        raise CommandError(f"--json: {constant} is not valid JSON", ExitCode.USAGE)
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"--json is not valid JSON: {exc}", ExitCode.USAGE) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import httpx2
+
+    from pytest_fanout.measure import MeasurementError
+    from pytest_fanout.timeline.causal import critical_path
+    from pytest_fanout.timeline.session import body_kwargs, make_sender
+    from pytest_fanout.timeline.waterfall import Waterfall
+
+    if not args.path.startswith("/"):
+        raise CommandError(f"the path {args.path!r} must start with /", ExitCode.USAGE)
+    body = _body(args.json_body)
+    save = Path(args.save) if args.save else None
+    if save is not None and (save.suffix != ".json" or not save.parent.is_dir()):
+        raise CommandError(
+            f"--save {args.save!r}: give a .json file in an existing folder", ExitCode.USAGE
+        )
+    spec = spec_from(args)
+    try:
+        stack = spec.stack()
+    except SpecError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+    with stack, httpx2.Client(timeout=spec.request_timeout) as client:
+        assert stack.app is not None
+        send = make_sender(
+            client,
+            stack.app,
+            stack.app.url,
+            args.path,
+            method=args.method,
+            expect_status=args.expect_status,
+            **body_kwargs(json=body),
+        )
+        try:
+            result = critical_path(
+                send,
+                stack.upstreams,
+                method=args.method,
+                path=args.path,
+                budget_s=args.budget_s,
+                extra_ms=args.extra_ms,
+            )
+        except MeasurementError as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+    assert result.timeline is not None
+    waterfall = Waterfall(result.timeline)
+    print(f"{waterfall}\n\n{result}", flush=True)
+    if save is not None:
+        data = {"critical_path": result.to_dict(), "waterfall": waterfall.to_dict()}
+        save.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return ExitCode.OK

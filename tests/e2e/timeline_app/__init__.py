@@ -1,0 +1,1 @@
+"""A checkout service with four upstreams, for the timeline tests (see main.py)."""

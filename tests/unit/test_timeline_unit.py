@@ -1,0 +1,532 @@
+"""The timeline's pure logic: the stub's call log, grouping, renderings, findings and the
+weight fit (on a simulated endpoint whose weights are known exactly)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+import httpx2
+import pytest
+
+from pytest_fanout.servers.calllog import CallLog, path_template, perturb_json
+from pytest_fanout.servers.upstream import Behaviour, StubUpstream
+from pytest_fanout.timeline.calls import Call, RequestTimeline, build_timeline
+from pytest_fanout.timeline.causal import (
+    MAX_ADDED_MS,
+    MIN_EXTRA_MS,
+    Target,
+    choose_extras,
+    critical_path,
+    estimates_from,
+    find_targets,
+)
+from pytest_fanout.timeline.findings import sequential_pairs, static_findings
+from pytest_fanout.timeline.groups import app_alone, group_calls, peak_in_flight, rounds
+from pytest_fanout.timeline.portable import comparable, waterfall_markdown, weight_changes
+from pytest_fanout.timeline.waterfall import Waterfall, WaterfallError, check_target
+
+
+def call(upstream: str, start: float, end: float, route: str = "/r", digest: str = "") -> Call:
+    return Call(
+        upstream=upstream,
+        method="GET",
+        path=route,
+        route=route,
+        start_s=start,
+        end_s=end,
+        delay_ms=(end - start) * 1000,
+        status=200,
+        digest=digest or f"{upstream}{route}{start}",
+    )
+
+
+# ---- the stub's call log --------------------------------------------------------------
+
+
+def test_call_log_keeps_a_call_from_arrival_to_answer() -> None:
+    log = CallLog()
+    entry = log.arrive("GET", "/stock/7", b"q=1", b"")
+    assert log.plan(entry, "/stock/{sku}", 40.0) == 40.0
+    log.answer(entry, 200)
+    (only,) = log.select()
+    assert only["route"] == "/stock/{sku}" and only["delay_ms"] == 40.0
+    assert only["status"] == 200 and only["answered_s"] >= only["arrival_s"] > 0
+
+
+def test_call_log_is_bounded_and_counts_what_it_dropped() -> None:
+    log = CallLog(max_calls=3)
+    for i in range(5):
+        log.arrive("GET", f"/{i}", b"", b"")
+    assert [c["path"] for c in log.select()] == ["/2", "/3", "/4"]
+    assert log.seen == 5
+
+
+def test_same_request_same_digest_and_any_difference_changes_it() -> None:
+    log = CallLog()
+    a = log.arrive("POST", "/q", b"", b'{"a":1}')
+    b = log.arrive("POST", "/q", b"", b'{"a":1}')
+    c = log.arrive("POST", "/q", b"", b'{"a":2}')
+    d = log.arrive("POST", "/q", b'{"a":1}', b"")  # query and body are not confused
+    assert a[7] == b[7] and len({a[7], c[7], d[7]}) == 3
+
+
+def test_window_selects_calls_by_arrival() -> None:
+    log = CallLog()
+    for i in range(3):
+        log.arrive("GET", f"/{i}", b"", b"")
+    times = [c["arrival_s"] for c in log.select()]
+    assert [c["path"] for c in log.select(times[1], times[2])] == ["/1", "/2"]
+
+
+def test_extra_delay_reaches_only_its_route_and_never_goes_below_zero() -> None:
+    log = CallLog()
+    log.configure({"extra_ms": 30, "extra_route": "GET /stock/{sku}"})
+    stock = log.arrive("GET", "/stock/1", b"", b"")
+    other = log.arrive("GET", "/price/1", b"", b"")
+    assert log.plan(stock, "/stock/{sku}", 40.0) == 70.0
+    assert log.plan(other, "/price/{sku}", 40.0) == 40.0
+    log.configure({"extra_ms": -30, "extra_route": ""})
+    assert log.plan(log.arrive("GET", "/x", b"", b""), None, 10.0) == 0.0
+
+
+def test_a_route_less_path_is_matched_by_its_folded_template() -> None:
+    log = CallLog()
+    log.configure({"extra_ms": 5, "extra_route": "GET /items/{id}"})
+    entry = log.arrive("GET", "/items/33", b"", b"")
+    assert log.plan(entry, None, 10.0) == 15.0
+    assert log.select()[0]["route"] == "/items/{id}"
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("/items/33", "/items/{id}"),
+        ("/u/3fa85f64-5717-4562-b3fc-2c963f66afa6/x", "/u/{id}/x"),
+        ("/stock/A1", "/stock/A1"),
+        ("/v1/users", "/v1/users"),
+        ("/", "/"),
+    ],
+)
+def test_path_template_folds_ids_only(path: str, template: str) -> None:
+    assert path_template(path) == template
+
+
+def test_perturb_changes_every_number_and_string_and_keeps_the_shape() -> None:
+    value = {"sku": "A", "n": 3, "p": 2.5, "ok": True, "none": None, "list": [1, "b"]}
+    assert perturb_json(value) == {
+        "sku": "Ax",
+        "n": 4,
+        "p": 3.5,
+        "ok": True,
+        "none": None,
+        "list": [2, "bx"],
+    }
+
+
+def test_shape_perturbs_json_of_its_route_only_and_marks_it() -> None:
+    log = CallLog()
+    log.configure({"perturb": True, "perturb_route": "GET /a"})
+    a = log.arrive("GET", "/a", b"", b"")
+    log.plan(a, "/a", 0)
+    b = log.arrive("GET", "/b", b"", b"")
+    log.plan(b, "/b", 0)
+    assert log.shape(a, b'{"n":1}') == b'{"n":2}' and a[8] is True
+    assert log.shape(b, b'{"n":1}') == b'{"n":1}' and b[8] is False
+    assert log.shape(a, b"not json") == b"not json"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"extra_ms": "5"},
+        {"extra_ms": True},
+        {"extra_ms": 1e9},
+        {"extra_ms": float("nan")},
+        {"perturb": 1},
+        {"extra_route": 3},
+        {"max_calls": -1},
+        {"colour": "red"},
+    ],
+)
+def test_bad_settings_are_refused_and_change_nothing(settings: dict[str, Any]) -> None:
+    log = CallLog()
+    with pytest.raises(ValueError):
+        log.configure(settings)
+    assert log.settings() == CallLog().settings()
+
+
+# ---- timelines and groups -------------------------------------------------------------
+
+
+def test_build_timeline_places_calls_in_the_window_and_clips_unanswered_ones() -> None:
+    raw = {
+        "a": [
+            {
+                "arrival_s": 10.010,
+                "answered_s": 10.050,
+                "method": "GET",
+                "path": "/x/1",
+                "route": "/x/{id}",
+                "delay_ms": 40.0,
+                "status": 200,
+                "digest": "d1",
+            },
+            {
+                "arrival_s": 10.020,
+                "answered_s": 0.0,
+                "method": "GET",
+                "path": "/y",
+                "route": "",
+                "delay_ms": 0.0,
+                "status": 0,
+                "digest": "d2",
+            },
+        ]
+    }
+    timeline = build_timeline(raw, "GET", "/p", 10.0, 10.1)
+    first, second = timeline.calls
+    assert first.start_s == pytest.approx(0.010) and first.end_s == pytest.approx(0.050)
+    assert second.route == "/y" and second.end_s == pytest.approx(0.1)
+    assert RequestTimeline.from_dict(json.loads(json.dumps(timeline.to_dict()))) == timeline
+
+
+def test_groups_fold_a_gather_interleaved_with_another_upstream() -> None:
+    calls = [
+        call("auth", 0.000, 0.030),
+        call("inv", 0.031, 0.071, "/stock"),
+        call("rev", 0.0312, 0.056, "/reviews"),
+        call("inv", 0.0314, 0.072, "/stock"),
+        call("rev", 0.0316, 0.057, "/reviews"),
+        call("inv", 0.0318, 0.073, "/stock"),
+        call("price", 0.074, 0.104, "/q"),
+        call("price", 0.105, 0.135, "/q"),
+        call("inv", 0.136, 0.156, "/stock"),  # a new round of the same kind
+    ]
+    groups = group_calls(calls)
+    assert [(g.upstream, g.count) for g in groups] == [
+        ("auth", 1),
+        ("inv", 3),
+        ("rev", 2),
+        ("price", 2),
+        ("inv", 1),
+    ]
+    assert groups[1].note == "all at once" and groups[3].note == "one at a time"
+    assert [round(a, 3) for a, _ in rounds([c for c in calls if c.upstream == "inv"])] == [
+        0.031,
+        0.136,
+    ]
+
+
+def test_peak_frees_a_slot_before_a_start_at_the_same_instant() -> None:
+    assert peak_in_flight([call("a", 0, 1), call("a", 1, 2)]) == 1
+    assert peak_in_flight([call("a", 0, 1), call("a", 0.5, 2), call("a", 0.7, 3)]) == 3
+
+
+def test_app_alone_is_the_time_no_call_covers() -> None:
+    gaps = app_alone([call("a", 0.01, 0.03), call("b", 0.02, 0.05), call("c", 0.06, 0.07)], 0.1)
+    assert [(round(a, 3), round(b, 3)) for a, b in gaps] == [(0, 0.01), (0.05, 0.06), (0.07, 0.1)]
+
+
+def test_two_hundred_calls_in_waves_are_one_line() -> None:
+    calls = [
+        call("inv", (i // 10) * 0.01, (i // 10 + 1) * 0.01, "/items/{id}", str(i))
+        for i in range(200)
+    ]
+    waterfall = Waterfall(RequestTimeline("GET", "/p", 0.21, calls))
+    assert len(waterfall.groups) == 1
+    text = str(waterfall)
+    assert "inv GET /items/{id} x200" in text and text.endswith("@200.0")
+    assert "at most 10 at once" in text and "repeated" not in text
+    assert len(text.splitlines()) <= 5
+
+
+def test_text_and_mermaid_show_groups_and_the_app_alone_in_time_order() -> None:
+    calls = [call("auth", 0.002, 0.030, "/token"), call("inv", 0.040, 0.080, "/stock")]
+    waterfall = Waterfall(RequestTimeline("POST", "/checkout", 0.1, calls))
+    lines = str(waterfall).splitlines()
+    assert lines[0].startswith("POST /checkout: 100.0 ms, 2 call(s) to 2 upstream(s)")
+    labels = [line.split("|")[0].strip() for line in lines[2:]]
+    assert labels == ["app alone", "auth GET /token", "app alone", "inv GET /stock", "app alone"]
+    mermaid = waterfall.mermaid()
+    assert mermaid.startswith("```mermaid\ngantt") and mermaid.endswith("```")
+    assert "section auth\n    GET /token :t1, 2, 30\n" in mermaid
+    assert "section inv\n    GET /stock :t3, 40, 80\n" in mermaid
+
+
+def test_save_writes_by_suffix_and_refuses_what_it_cannot(tmp_path: Any) -> None:
+    waterfall = Waterfall(RequestTimeline("GET", "/p", 0.05, [call("a", 0.0, 0.04)]))
+    assert "a GET /r" in waterfall.save(tmp_path / "w.txt").read_text()
+    assert "gantt" in waterfall.save(tmp_path / "w.mmd").read_text()
+    again = Waterfall.from_dict(json.loads(waterfall.save(tmp_path / "w.json").read_text()))
+    assert str(again) == str(waterfall)
+    with pytest.raises(WaterfallError, match="use one of"):
+        check_target(tmp_path / "w.gif")
+    with pytest.raises(WaterfallError, match="no such folder"):
+        check_target(tmp_path / "nope" / "w.txt")
+
+
+def test_save_svg_draws_with_matplotlib(tmp_path: Any) -> None:
+    pytest.importorskip("matplotlib")
+    waterfall = Waterfall(RequestTimeline("GET", "/p", 0.05, [call("a", 0.0, 0.04)]))
+    svg = waterfall.save(tmp_path / "w.svg").read_text()
+    assert "<svg" in svg and "a GET /r" in svg
+
+
+# ---- findings -------------------------------------------------------------------------
+
+
+def test_findings_of_a_repeated_call_paid_twice_then_an_unrelated_one() -> None:
+    calls = [
+        call("auth", 0.00, 0.02, "/user/u1", digest="same"),
+        call("auth", 0.02, 0.04, "/user/u1", digest="same"),
+        call("rev", 0.04, 0.06, "/by-user/u1"),
+    ]
+    waterfall = Waterfall(RequestTimeline("GET", "/profile", 0.07, calls))
+    found = {f.kind: f for f in static_findings(waterfall)}
+    assert set(found) == {"repeated-call", "paid-repeatedly", "sequential-calls"}
+    assert found["repeated-call"].ms_at_stake == pytest.approx(20.0)
+    assert found["sequential-calls"].tested is False  # read off the waterfall: untested
+    ((earlier, later),) = sequential_pairs(waterfall)
+    assert (earlier.upstream, later.upstream) == ("auth", "rev")
+
+
+def test_the_pair_is_with_the_group_that_ended_last() -> None:
+    calls = [call("a", 0.0, 0.02), call("b", 0.0, 0.05), call("c", 0.05, 0.06)]
+    waterfall = Waterfall(RequestTimeline("GET", "/p", 0.07, calls))
+    assert [(e.upstream, later.upstream) for e, later in sequential_pairs(waterfall)] == [
+        ("b", "c")
+    ]
+
+
+# ---- the weight fit -------------------------------------------------------------------
+
+
+def test_estimates_compare_each_delayed_run_with_its_unchanged_neighbours() -> None:
+    targets = [Target("a", "", 1, 10, 10), Target("b", "", 1, 10, 10)]
+    # A drifting machine: +1 ms per run; target a costs 2x its extra, b nothing.
+    runs = [(-1, 0.0, 0.100), (0, 10.0, 0.121), (-1, 0.0, 0.102), (1, 10.0, 0.103)]
+    runs.append((-1, 0.0, 0.104))
+    estimates_from(runs, targets)
+    assert targets[0].estimates == [pytest.approx(2.0)]
+    assert targets[1].estimates == [pytest.approx(0.0)]
+
+
+def test_extras_are_bounded_by_the_calls_per_request() -> None:
+    many = Target("inv", "", 200, 100, 100)
+    one = Target("auth", "", 1, 5, 5)
+    choose_extras([many, one], baseline_s=1.0, extra_ms=None)
+    assert many.extra_ms * many.calls_per_request <= max(MAX_ADDED_MS, MIN_EXTRA_MS * 200)
+    assert one.extra_ms == 80.0 and one.faster_ms == 0.0  # 5 ms cannot be made 80 ms faster
+
+
+def test_find_targets_splits_an_upstream_only_when_it_has_several_routes() -> None:
+    calls = [call("inv", 0, 0.04, "/stock"), call("inv", 0, 0.04, "/stock")]
+    calls += [call("inv", 0.1, 0.12, "/reserve"), call("auth", 0, 0.03, "/token")]
+    targets = find_targets(RequestTimeline("GET", "/p", 0.2, calls))
+    assert [(t.upstream, t.route, t.calls_per_request) for t in targets] == [
+        ("inv", "GET /stock", 2),
+        ("inv", "GET /reserve", 1),
+        ("auth", "", 1),
+    ]
+
+
+class SimulatedStub:
+    """A stub's control client for a simulated endpoint: remembers the extra delay."""
+
+    def __init__(self, name: str, world: Simulated) -> None:
+        self.name, self.world = name, world
+        self.control = self
+
+    def get(self, path: str, params: dict) -> Any:
+        calls = [
+            {
+                "arrival_s": params["since"],
+                "answered_s": params["since"] + 0.01,
+                "method": "GET",
+                "path": "/r",
+                "route": "/r",
+                "delay_ms": self.world.delay_ms,
+                "status": 200,
+                "digest": self.name,
+            }
+        ]
+        return _Answer({"calls": calls, "seen": 1})
+
+    def post(self, path: str, json: dict) -> Any:
+        self.world.extra[self.name] = json["extra_ms"]
+        return _Answer({})
+
+
+class _Answer:
+    status_code = 200
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+    def raise_for_status(self) -> _Answer:
+        return self
+
+    def json(self) -> dict:
+        return self.data
+
+
+class Simulated:
+    """latency = own + sum(weight x (delay + extra)) + noise; a clock that moves."""
+
+    def __init__(self, weights: dict[str, float], noise_ms: float) -> None:
+        self.weights, self.noise_ms = weights, noise_ms
+        self.delay_ms = 30.0
+        self.extra = dict.fromkeys(weights, 0.0)
+        self.clock = 1000.0
+        self.random = random.Random(7)
+
+    def send(self) -> tuple[float, float]:
+        ms = 5 + sum(w * (self.delay_ms + self.extra[u]) for u, w in self.weights.items())
+        ms += self.random.gauss(0, self.noise_ms)
+        sent = self.clock
+        self.clock += ms / 1000 + 0.001
+        return sent, sent + ms / 1000
+
+
+def test_critical_path_recovers_known_weights_of_a_noisy_endpoint() -> None:
+    world = Simulated({"auth": 1.0, "pricing": 3.0, "reviews": 0.0}, noise_ms=2.0)
+    stubs = {name: SimulatedStub(name, world) for name in world.weights}
+    result = critical_path(world.send, stubs, method="GET", path="/p", budget_s=30)
+    for name, weight in world.weights.items():
+        assert result.weights[name] == pytest.approx(weight, abs=0.15), str(result)
+    assert set(world.extra.values()) == {0.0}  # every extra taken back off
+    # own = 5 ms of 125: each weight's error (< 0.15) times its 30 ms delay moves it.
+    assert 0.0 <= result.own_s < 0.020
+    table = str(result)
+    assert "10 ms faster here saves" in table and "pricing" in table
+
+
+def test_critical_path_refuses_a_bad_budget() -> None:
+    with pytest.raises(ValueError, match="budget_s"):
+        critical_path(lambda: (0.0, 0.0), {}, method="GET", path="/", budget_s=0)
+
+
+def test_the_app_alone_between_calls_of_one_group_is_in_its_note() -> None:
+    calls = [call("p", 0.000, 0.030, "/q", "1"), call("p", 0.035, 0.065, "/q", "2")]
+    calls.append(call("p", 0.070, 0.100, "/q", "3"))
+    waterfall = Waterfall(RequestTimeline("GET", "/p", 0.1, calls))
+    assert [r[1] for r in waterfall.rows()] == ["p GET /q x3"]
+    assert waterfall.rows()[0][4] == "one at a time, the app alone 10.0 ms between"
+    assert waterfall.app_alone_s == pytest.approx(0.010)
+
+
+# ---- what the gate reads --------------------------------------------------------------
+
+
+def _record(weights: dict[str, float], half: float = 0.1) -> dict[str, Any]:
+    targets = [
+        {"upstream": u, "route": "", "weight": w, "half_width": half} for u, w in weights.items()
+    ]
+    return {"critical_path": {"targets": targets}}
+
+
+def test_a_second_round_is_a_regression_from_any_machine() -> None:
+    base = _record({"auth": 1.0, "pricing": 1.02})
+    now = _record({"auth": 0.97, "pricing": 2.01})
+    (change,) = weight_changes(base, now)
+    assert change.upstream == "pricing" and change.regressed
+    assert "about once -> twice per request" in str(change)
+
+
+def test_small_or_noisy_changes_and_missing_weights_are_not_structure() -> None:
+    assert weight_changes(_record({"a": 1.0}), _record({"a": 1.4})) == []  # under half a round
+    assert weight_changes(_record({"a": 1.0}, 0.4), _record({"a": 1.6}, 0.4)) == []  # noise
+    assert weight_changes({}, _record({"a": 3.0})) == [] and not comparable({}, _record({}))
+    no_interval = {"critical_path": {"targets": [{"upstream": "a", "weight": 2.0}]}}
+    assert not comparable(_record({"a": 1.0}), no_interval)
+
+
+def test_a_new_upstream_on_the_critical_path_is_a_regression() -> None:
+    (change,) = weight_changes(_record({"a": 1.0}), _record({"a": 1.0, "b": 1.0}))
+    assert change.upstream == "b" and change.base == 0.0 and change.regressed
+
+
+def test_waterfall_markdown_shows_both_sides_or_nothing() -> None:
+    timeline = Waterfall(RequestTimeline("GET", "/p", 0.05, [call("a", 0.0, 0.04)])).to_dict()
+    text = waterfall_markdown({"timeline": timeline}, {"timeline": timeline})
+    assert text.count("```mermaid") == 2 and "**baseline**" in text and "**now**" in text
+    one = waterfall_markdown({}, {"timeline": timeline})
+    assert one.count("```mermaid") == 1 and "baseline: no waterfall recorded" in one
+    assert waterfall_markdown({}, {}) == ""
+
+
+# ---- the hook in the stub (its ASGI app in-process) ------------------------------------
+
+
+def _stub_calls(behaviour: Behaviour, paths: list[str], settings: dict | None = None) -> list:
+    stub = StubUpstream(behaviour)
+
+    async def scenario() -> list[dict]:
+        async with httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=stub),
+            base_url="http://stub",
+            headers={"Authorization": f"Bearer {stub.token}"},
+        ) as client:
+            if settings:
+                (await client.post("/__upstream__/timeline", json=settings)).raise_for_status()
+            # a dropped call ends the in-process transport with an error: expected
+            await asyncio.gather(*(client.get(p) for p in paths), return_exceptions=True)
+            return (await client.get("/__upstream__/timeline")).json()["calls"]
+
+    return asyncio.run(scenario())
+
+
+def test_the_stub_logs_every_call_with_its_status_and_applied_delay() -> None:
+    calls = _stub_calls(
+        Behaviour(delay_ms=5, max_inflight=2),
+        ["/items/1", "/items/2", "/items/3", "/x?status=503"],
+        {"extra_ms": 3},
+    )
+    assert len(calls) == 4
+    statuses = sorted(c["status"] for c in calls)
+    assert statuses == [200, 200, 429, 429] or statuses == [200, 429, 429, 503]
+    served = [c for c in calls if c["status"] != 429]
+    assert {c["delay_ms"] for c in served} == {8.0}  # 5 ms + the experiment's 3
+    assert all(c["answered_s"] >= c["arrival_s"] for c in calls)
+
+
+def test_a_dropped_call_is_logged_unanswered() -> None:
+    (only,) = _stub_calls(Behaviour(delay_ms=0), ["/x?fault=drop"])
+    assert only["status"] == 0 and only["route"] == "/x"
+
+
+def test_saves_per_10ms_comes_from_the_faster_runs_when_there_are_enough() -> None:
+    near_tie = Target("inv", "", 1, 40, 40)
+    # Slowing it by 40 ms costs 30 (its branch overtakes the other), speeding it up saves 0.
+    runs = [(-1, 0.0, 0.100)]
+    for extra, latency in [(40.0, 0.130), (-20.0, 0.100)] * 3:
+        runs += [(0, extra, latency), (-1, 0.0, 0.100)]
+    estimates_from(runs, [near_tie])
+    assert near_tie.faster_estimates == [pytest.approx(0.0)] * 3
+    assert near_tie.saves_per_10ms == pytest.approx(0.0)
+    assert Target("a", "", 1, 5, 5, estimates=[1.0, 1.0]).saves_per_10ms == 10.0
+
+
+def test_without_matplotlib_an_image_is_refused_in_one_line(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name)
+    )
+    with pytest.raises(WaterfallError, match=r"needs matplotlib: pip install") as error:
+        check_target(tmp_path / "w.png")
+    assert "\n" not in str(error.value)
+    assert check_target(tmp_path / "w.txt").name == "w.txt"  # text needs nothing
+
+
+def test_two_groups_started_together_after_one_make_two_pairs() -> None:
+    calls = [call("auth", 0.0, 0.03), call("inv", 0.031, 0.07), call("rev", 0.031, 0.05)]
+    waterfall = Waterfall(RequestTimeline("GET", "/p", 0.08, calls))
+    pairs = [(e.upstream, later.upstream) for e, later in sequential_pairs(waterfall)]
+    assert sorted(pairs) == [("auth", "inv"), ("auth", "rev")]
