@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install patterns test lint load soak bench perf gate-validate serve wheel clean
+.PHONY: install patterns test test-loaded lint load soak bench perf gate-validate serve wheel clean
 
 install: $(STAMP)
 
@@ -18,10 +18,18 @@ $(STAMP): pyproject.toml
 patterns: install
 	$(BIN)/fanout patterns
 
-## The tests (what CI runs).
+## The tests (what CI runs): the suite, then the exact-count e2e tests on a loaded runner.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2
+	$(MAKE) test-loaded
+
+## The e2e tests whose counts must be exact whatever the machine, beside two CPU-bound
+## processes (tests/under_load.py): no test may depend on the runner being idle.
+LOADED_TESTS = tests/e2e/test_structure.py tests/e2e/test_app_e2e.py \
+	tests/e2e/test_any_client.py tests/e2e/test_diagnose_routes.py tests/examples
+test-loaded: install
+	$(BIN)/python -m tests.under_load --burners 2 -- $(BIN)/python -m pytest -p no:xdist -q $(LOADED_TESTS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,20 +1,36 @@
 """What is wrong with a fan-out, read off one Measurement: a list of findings.
 
 Each finding has a `kind`, a one-line `message` and whether the harness
-decided it `exact`ly (from counts: requests, peaks, connections, 429s) or
-from timing (then the message gives its margin). In order of importance:
+decided it `exact`ly (from counts: the held probe's waves, requests,
+connections, 429s) or from timing (then the message gives its margin). Exact
+findings come first and are never dropped for a timing one:
 
-- `blocks-loop`: the app's event loop stalled beyond the blocking limit; where
-  (the user's line and the call it was in, from the probe's stack sampler);
-- `sequential`: never more than one call in flight at an upstream though the
-  path's concurrency says more;
-- `no-connection-reuse`: a new connection for every call (a client per request?);
+- `sequential`: the held probe's waves at an upstream are all of one call,
+  though the path's concurrency says more (each call awaited before the next);
+- `pool-cap`: the largest wave is below the fan-out the path asks for: a
+  connection-pool limit or a semaphore of that size (with the knob to turn);
+- `no-connection-reuse`: a client built per request (or per call): every
+  connection the stub saw opened in a sample closed by the end of that request,
+  whatever the concurrency (gathered, batched or sequential);
 - `connection-churn`: new connections in every sample after warm-up, fewer than
-  the calls (a keep-alive pool smaller than the fan-out);
-- `pool-cap`: the same peak in flight in every sample, below what the path asked
-  for (a connection-pool limit: httpx and aiohttp both default to 100);
-- `upstream-429` / `upstream-errors`: the upstream refused or failed calls.
+  the calls, that outlive the request (a keep-alive pool smaller than the fan-out);
+- `upstream-429` / `upstream-errors`: the upstream refused or failed calls;
+- `blocks-loop` (timing): the app's own code held its event loop beyond the
+  blocking limit (40 ms whatever the delay; garbage collection and time the
+  loop waited for a CPU are not counted); where: the place most of the stall's
+  samples caught (the user's line and the call it was in, or the library);
+- `gc-pauses` (timing): garbage collection alone held the loop beyond the limit
+  in a stall: how long, in how many collections, which generation, and where
+  the code was allocating;
+- `slow-client` (timing): the code puts every call in flight at once (held
+  probe) but the timed samples reached fewer at the configured delay: the
+  client cannot issue calls as fast as the upstream answers; with its CPU per
+  call and the delay at which the timed peak would be whole;
+- `delay-too-short` (timing): the upstream answers at once, so timed peaks
+  cannot show the structure (the held probe's waves do).
 
+Without a held probe (a Measurement saved before it existed) `sequential` and
+`pool-cap` fall back to the timed peaks, and only at a delay of 50 ms or more.
 A healthy fan-out gets none.
 """
 
@@ -23,18 +39,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_fanout.assertions import lag_limit
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measure import Measurement, UpstreamGauges, stall_gc_s, stall_held_s
 from pytest_fanout.servers.callstacks import describe_stall, longest_stall
 
-KINDS = (
-    "blocks-loop",
+#: Exact kinds first: a timing finding never displaces one of them.
+EXACT_KINDS = (
     "sequential",
+    "pool-cap",
     "no-connection-reuse",
     "connection-churn",
-    "pool-cap",
     "upstream-429",
     "upstream-errors",
+)
+TIMING_KINDS = ("blocks-loop", "gc-pauses", "slow-client", "delay-too-short")
+KINDS = EXACT_KINDS + TIMING_KINDS
+#: Each verdict's one name: the first words of its message and of its table cell, in the
+#: terminal summary, `fanout patterns`/`fanout measure`, the assertion messages and saved runs.
+NAMES = {
+    "sequential": "sequential",
+    "pool-cap": "pool cap",
+    "no-connection-reuse": "no connection reuse",
+    "connection-churn": "connection churn",
+    "upstream-429": "upstream 429",
+    "upstream-errors": "upstream errors",
+    "blocks-loop": "blocks the loop",
+    "gc-pauses": "garbage collection",
+    "slow-client": "slow client",
+    "delay-too-short": "delay too short",
+}
+#: Below this delay, timed peaks alone never give `sequential` or `pool-cap` (old data).
+TIMED_PEAK_MIN_DELAY_S = 0.05
+#: The usual knobs of a limit found in the waves.
+LIMIT_KNOBS = (
+    "httpx.Limits(max_connections=...), 100 by default; aiohttp's "
+    "TCPConnector(limit=..., limit_per_host=...), limit 100 by default; or an "
+    "asyncio.Semaphore, batches or a thread pool of that size"
 )
 
 
@@ -58,21 +97,19 @@ class Finding:
 
 
 def diagnose(m: Measurement) -> list[Finding]:
-    """Every finding for `m`, the most important first; [] for a healthy fan-out."""
+    """Every finding for `m`: exact ones first, then timing ones; [] for a healthy fan-out."""
     findings: list[Finding] = []
-    blocked = _blocks_loop(m)
-    if blocked is not None:
-        findings.append(blocked)
     for gauges in _upstreams(m):
         label = _label(m, gauges.name)
-        checks = [_no_reuse, _churn, _pool_cap, _rejected, _errors]
-        if blocked is None:
-            # A blocked loop serialises the calls itself: "sequential" would say it twice.
-            checks.insert(0, _sequential)
-        for check in checks:
+        for check in (_sequential, _no_reuse, _churn, _pool_cap, _rejected, _errors):
             finding = check(m, gauges, label)
             if finding is not None:
                 findings.append(finding)
+    for check in (_blocks_loop, _gc_pauses):
+        timed = check(m)
+        if timed is not None:
+            findings.append(timed)
+    findings.extend(_timing(m))
     findings.sort(key=lambda f: KINDS.index(f.kind))
     return findings
 
@@ -95,8 +132,9 @@ def headline(m: Measurement) -> str:
 
 
 def where_blocked(m: Measurement) -> str | None:
-    """`file:line in function -> call` of the longest stall the sampler caught, or None."""
-    stall = longest_stall(m.stalls)
+    """Where the app's own code held the loop longest (the place most samples of that
+    stall caught), or None without a stall."""
+    stall = _worst_held(m)
     return None if stall is None else describe_stall(stall)
 
 
@@ -107,20 +145,136 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
+def _worst_held(m: Measurement) -> dict[str, Any] | None:
+    return max(m.stalls, key=stall_held_s, default=None) if m.stalls else None
+
+
 def _blocks_loop(m: Measurement) -> Finding | None:
     if not m.loop_lag_per_sample:
         return None
-    limit = lag_limit(m)
-    lag = m.loop_lag_max_s
-    if lag <= limit:
+    limit = m.lag_limit_s
+    held = m.blocking_lag_s
+    if held <= limit:
         return None
-    where = where_blocked(m) or "no stack (the stack sampler is off, or caught nothing)"
+    stall = _worst_held(m)
+    if stall is None:
+        where = "no stack (the stack sampler is off, or caught nothing)"
+        detail = f"stalled {_ms(held)}, {held / limit:.1f}x the {_ms(limit)} limit"
+    else:
+        where = describe_stall(stall)
+        detail = f"held it {_ms(held)}, {held / limit:.1f}x the {_ms(limit)} limit"
+        apart = _apart(stall)
+        if apart:
+            detail += f"; the stall was {_ms(stall.get('duration_s', 0.0))}, {apart}"
+        ran = stall.get("ran_s")
+        if ran is not None and ran < held / 2:
+            detail += "; the loop waited in that call, so the stall grows with the upstream's delay"
     return Finding(
         "blocks-loop",
-        f"blocks the loop: {where} (stalled {_ms(lag)}, {lag / limit:.1f}x the {_ms(limit)} limit)",
+        f"blocks the loop: {where} ({detail})",
         exact=False,
         short=f"blocks the loop: {where}",
     )
+
+
+def _apart(stall: dict[str, Any]) -> str:
+    """`70 ms of it in garbage collection, 12 ms waiting for a CPU`, or ''."""
+    parts = []
+    if stall.get("gc_s", 0.0) >= 0.001:
+        parts.append(f"{_ms(stall['gc_s'])} of it in garbage collection")
+    if stall.get("starved_s", 0.0) >= 0.001:
+        parts.append(f"{_ms(stall['starved_s'])} waiting for a CPU")
+    return ", ".join(parts)
+
+
+def _gc_pauses(m: Measurement) -> Finding | None:
+    """The garbage collector alone held the loop beyond the limit in one stall (its own
+    time: waits for a CPU during a collection are the runner's, not the collector's)."""
+    stall = max(m.stalls, key=stall_gc_s, default=None)
+    limit = m.lag_limit_s
+    if stall is None or stall_gc_s(stall) <= limit:
+        return None
+    gc_s, count = stall["gc_s"], stall.get("gc_collections", 0)
+    generation = stall.get("gc_generation", -1)
+    where = describe_stall(stall, gc=True)
+    during = "" if where == "no stack sampled" else f" while the code allocated at {where}"
+    plural = "s" if count != 1 else ""
+    return Finding(
+        "gc-pauses",
+        f"garbage collection: the loop stalled {_ms(stall.get('duration_s', 0.0))}, "
+        f"{_ms(gc_s)} of it in {count} garbage collection{plural} (generation {generation})"
+        f"{during}: many objects allocated at once; not blocking code",
+        exact=False,
+        short=f"garbage collection: {_ms(gc_s)} in {count} collection{plural}",
+    )
+
+
+def _timing(m: Measurement) -> list[Finding]:
+    """`slow-client` or `delay-too-short`, from the held probe's waves against the timed
+    peaks of the default upstream (the one whose delay the samples waited)."""
+    if not m.structure or not m.upstream_gauges:
+        return []
+    g = m.upstream()
+    if g.waves is None or not g.peak_per_sample:
+        return []
+    full, timed = max(g.waves, default=0), max(g.peak_per_sample)
+    if full <= 1 or timed >= full:
+        return []
+    label = _label(m, g.name)
+    delay = m.upstream_delay_s or 0.0
+    if delay <= 0:
+        return [
+            Finding(
+                "delay-too-short",
+                f"delay too short: {label} answers at once (delay 0), so the timed samples "
+                f"cannot overlap calls (timed peak {timed}); the held probe shows {full} in "
+                "flight at once. Timing (peak, efficiency) is not judged at this delay",
+                exact=False,
+                short=f"delay too short{_tag(m, g.name)}: timed peak {timed}, held {full}",
+            )
+        ]
+    cost = _issue_cost(m, full)
+    if max(m.app_threads_per_sample, default=0) >= full:
+        cost += (
+            "; the calls run on threads: starting them and parsing under the GIL is the "
+            "cost per call"
+        )
+    return [
+        Finding(
+            "slow-client",
+            f"slow client: the code puts {full} calls in flight at once at {label} (held "
+            f"probe) but the timed samples reached {timed} at the {_ms(delay)} delay: the "
+            f"client cannot issue calls as fast as the upstream answers{cost}",
+            exact=False,
+            short=f"slow client{_tag(m, g.name)}: timed peak {timed} of {full}",
+        )
+    ]
+
+
+def _issue_cost(m: Measurement, calls: int) -> str:
+    """`; 1.9 ms of the app's CPU per call (...)` with the delay the peak would need."""
+    per_request = m.cpu_per_request_s
+    total_calls = sum(sum(w) for w in m.structure.values())
+    if per_request is None or not total_calls:
+        return ""
+    per_call = per_request / total_calls
+    needed = per_call * calls
+    text = (
+        f"; the app spends {per_call * 1000:.2f} ms of CPU per call ({_ms(per_request)} for "
+        f"{total_calls} calls), so issuing {calls} takes about {_ms(needed)}: at a delay "
+        f"above that the timed peak would reach {calls}"
+    )
+    where = _library_where(m)
+    return text + (f"; the longest stall was in {where}" if where else "")
+
+
+def _library_where(m: Measurement) -> str | None:
+    """The library the longest stall was in, when no frame of the user's code was."""
+    stall = longest_stall(m.stalls)
+    if stall is None:
+        return None
+    described = describe_stall(stall)
+    return described if "no frame of your code" in described else None
 
 
 def _upstreams(m: Measurement) -> list[Any]:
@@ -137,76 +291,146 @@ def _tag(m: Measurement, name: str) -> str:
     return "" if len(m.upstream_names) == 1 else f" ({name})"
 
 
-def _sequential(m: Measurement, g: Any, label: str) -> Finding | None:
+def _waves_text(waves: list[int]) -> str:
+    """`[7, 7, 7, 7, 7, 5]`, `[1] x 8` for long runs of ones, `[100, 100]`."""
+    if len(waves) > 4 and set(waves) == {1}:
+        return f"[1] x {len(waves)}"
+    if len(waves) > 12:
+        return "[" + ", ".join(map(str, waves[:10])) + f", ... ({len(waves)} waves)]"
+    return str(waves)
+
+
+def _sequential(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     wanted = m.concurrency or 0
-    if wanted <= 1 or not g.peak_per_sample:
+    if wanted <= 1:
         return None
-    if min(g.requests_per_sample) < 2 or max(g.peak_per_sample) != 1:
-        return None
+    if g.waves is not None:
+        if len(g.waves) < 2 or set(g.waves) != {1}:
+            return None
+        evidence = f"held waves {_waves_text(g.waves)}"
+        calls = len(g.waves)
+    else:
+        if not _timed_peaks_judge(m, g) or min(g.requests_per_sample) < 2:
+            return None
+        if max(g.peak_per_sample) != 1:
+            return None
+        evidence = "timed peak 1 in every sample"
+        calls = g.requests
     return Finding(
         "sequential",
-        f"sequential: {g.requests} calls to {label} went one at a time (peak 1 in every "
-        f"sample) though {m.path} asks for concurrency {wanted}: an `await` in a loop?",
+        f"sequential: {calls} calls to {label} went one at a time ({evidence}) though "
+        f"{m.path} asks for concurrency {wanted}: each call is awaited before the next "
+        "(an `await` in a loop, or a blocking call)",
         exact=True,
         short=f"sequential{_tag(m, g.name)}: peak 1 of {wanted}",
     )
 
 
-def _paired(m: Measurement, g: Any) -> list[tuple[int, int]]:
-    """(connections, requests) per sample after warm-up, when the connection gauge covers
-    every sample; without a warm-up call the first sample opens the pool, so it is left out."""
-    if not g.requests_per_sample or len(g.connections_per_sample) != len(g.requests_per_sample):
+def _timed_peaks_judge(m: Measurement, g: UpstreamGauges) -> bool:
+    """Timed peaks stand in for the structure: old data, at a delay long enough."""
+    delay = m.upstream_delay_s
+    return bool(g.peak_per_sample) and delay is not None and delay >= TIMED_PEAK_MIN_DELAY_S
+
+
+def _paired(m: Measurement, g: UpstreamGauges) -> list[tuple[int, int, int | None]]:
+    """(connections opened, of those closed by the answer or None when not counted,
+    requests) per sample after warm-up, when the connection gauge covers every sample;
+    without a warm-up call the first sample opens the pool, so it is left out."""
+    requests, opened = g.requests_per_sample, g.connections_per_sample
+    if not requests or len(opened) != len(requests):
         return []
-    pairs = list(zip(g.connections_per_sample, g.requests_per_sample, strict=True))
-    return pairs if m.warmup else pairs[1:]
+    closed: list[int | None] = (
+        list(g.closed_per_sample)
+        if len(g.closed_per_sample) == len(requests)
+        else [None] * len(requests)
+    )
+    triples = list(zip(opened, closed, requests, strict=True))
+    return triples if m.warmup or m.structure else triples[1:]  # the held probe warms up too
 
 
-def _no_reuse(m: Measurement, g: Any, label: str) -> Finding | None:
-    pairs = _paired(m, g)
-    if not pairs or any(r < 2 or c < r for c, r in pairs):
+def _no_reuse(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """A client built per request (or per call): the connections it opens all close by the
+    end of the request that opened them, whatever the concurrency (gathered, batched or
+    sequential). Without lifetimes (old data): a new connection for every call."""
+    triples = _paired(m, g)
+    if not triples:
         return None
+    lifetimes = all(closed is not None for _, closed, _ in triples)
+    if lifetimes:
+        if any(c < 1 or r < 2 or closed != c for c, closed, r in triples):
+            return None
+    elif any(r < 2 or c < r for c, _, r in triples):
+        return None
+    opened = g.connections_opened
+    reuse = "none reused" if opened >= g.requests else "reused only within the request"
+    evidence = (
+        f"every connection to {label} closed by the end of the request that opened it "
+        f"({opened} opened for {g.requests} calls in a sample, {reuse})"
+        if lifetimes
+        else f"a new connection for every call to {label} ({opened} for {g.requests} calls "
+        "in a sample)"
+    )
     return Finding(
         "no-connection-reuse",
-        f"no connection reuse: a new connection for every call to {label} ({g.connections_opened} "
-        f"for {g.requests} calls in a sample): a client built per request or per call?",
+        f"no connection reuse: {evidence}: a client built per request (or per call); build "
+        "one client for the app's lifetime and share it",
         exact=True,
-        short=f"no connection reuse{_tag(m, g.name)}: {g.connections_opened} new for "
-        f"{g.requests} calls",
+        short=f"no connection reuse{_tag(m, g.name)}: {opened} new for {g.requests} calls",
     )
 
 
-def _churn(m: Measurement, g: Any, label: str) -> Finding | None:
-    pairs = _paired(m, g)
-    if not pairs or any(not 0 < c < r for c, r in pairs):
+def _churn(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """New connections in every sample that outlive the request: a keep-alive pool that
+    keeps fewer connections than the fan-out uses."""
+    triples = _paired(m, g)
+    if not triples or any(not 0 < c < r for c, _, r in triples):
         return None
-    low, high = min(c for c, _ in pairs), max(c for c, _ in pairs)
+    if all(closed is not None and closed == c for c, closed, _ in triples):
+        return None  # all closed with the request: a client per request, not a small pool
+    low, high = min(c for c, _, _ in triples), max(c for c, _, _ in triples)
     opened = str(high) if low == high else f"{low}-{high}"
     return Finding(
         "connection-churn",
         f"connection churn: {opened} new connections to {label} in every sample after "
-        f"warm-up, for {g.requests} calls: a keep-alive pool smaller than the fan-out?",
+        f"warm-up, for {g.requests} calls, outliving the request: a keep-alive pool smaller "
+        "than the fan-out?",
         exact=True,
         short=f"connection churn{_tag(m, g.name)}: {opened} new for {g.requests} calls",
     )
 
 
-def _pool_cap(m: Measurement, g: Any, label: str) -> Finding | None:
+def _pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     if m.n is None or m.concurrency is None or g.rejected:
         return None  # a stub that answers 429 caps the peak itself
     asked = min(m.n, m.concurrency)
-    peaks = g.peak_per_sample
-    if len(peaks) < 2 or len(set(peaks)) != 1 or min(g.requests_per_sample) < asked:
+    if g.waves is not None:
+        if sum(g.waves) < asked:
+            return None
+        cap = max(g.waves, default=0)
+        evidence = f"held waves {_waves_text(g.waves)}"
+    else:
+        peaks = g.peak_per_sample
+        if not _timed_peaks_judge(m, g) or len(peaks) < 2 or len(set(peaks)) != 1:
+            return None
+        if min(g.requests_per_sample) < asked:
+            return None
+        cap, evidence = peaks[0], "the same timed peak in every sample"
+    if not 1 < cap < asked:
         return None
-    peak = peaks[0]
-    if not 1 < peak < asked:
-        return None
+    threads = max(m.app_threads_per_sample, default=0)
+    if threads >= cap:
+        cause = (
+            f"a thread pool of {cap} workers caps them ({threads} threads started per "
+            "request: ThreadPoolExecutor(max_workers=...)); threads are a fan-out too"
+        )
+    else:
+        cause = f"a limit of {cap} caps them ({LIMIT_KNOBS})"
     return Finding(
         "pool-cap",
-        f"pool cap: at most {peak} calls in flight at {label} in every sample, though "
-        f"{m.path} asks for {asked} at once: a connection-pool limit (httpx and aiohttp "
-        "default to 100)?",
+        f"pool cap: at most {cap} calls in flight at once at {label} ({evidence}), though "
+        f"{m.path} asks for {asked}: {cause}",
         exact=True,
-        short=f"pool cap{_tag(m, g.name)}: peak {peak} of {asked}",
+        short=f"pool cap{_tag(m, g.name)}: peak {cap} of {asked}",
     )
 
 

@@ -8,7 +8,8 @@ regression gate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -16,6 +17,7 @@ import httpx2
 from pytest_fanout import assertions
 from pytest_fanout.diagnose import Finding, diagnose
 from pytest_fanout.measure import Measurement, PathShape, measure, send_request
+from pytest_fanout.servers.held import HeldWaves, hold_all, hold_settings
 from pytest_fanout.servers.stack import AppServer, StubUpstreamServer
 
 if TYPE_CHECKING:
@@ -90,9 +92,11 @@ class Fanout:
         concurrency: int | None = None,
         ideal_s: float | None = None,
         expect_status: int = 200,
+        held_probe: bool = True,
     ) -> Measurement:
         """Send `method path` `repeat` times after `warmup` untimed calls, with exact gauges
-        for every upstream.
+        for every upstream, and (`held_probe`) one more untimed call with the stubs in
+        hold mode: its waves are the request's concurrency structure (`m.structure`).
 
         `n` and `concurrency` give the ideal time (upstream delay x the number
         of waves); without them the `pytest_fanout_path_shape` hook is asked.
@@ -116,6 +120,7 @@ class Fanout:
             ideal_s=ideal_s,
             expect_status=expect_status,
             shape=self._shape,
+            held_probe=held_probe,
         )
         result.test = self.test
         if self._on_measurement is not None:
@@ -134,14 +139,28 @@ class Fanout:
         *,
         at_most: int | None = None,
         requests: int | None = None,
+        waves: list[int] | None = None,
         upstream: str | None = None,
     ) -> None:
-        """Exactly `peak` in flight at the upstream, at most `at_most`, `requests` in all
-        (the default upstream, or the one named by `upstream`)."""
+        """Exactly `peak` calls in flight at once at the upstream, at most `at_most`,
+        `requests` in all, the held probe's `waves` (the default upstream, or `upstream`).
+        Checked on the held probe's waves: exact on any machine."""
         __tracebackhide__ = True
         assertions.assert_concurrency(
-            m, peak, at_most=at_most, requests=requests, upstream=upstream
+            m, peak, at_most=at_most, requests=requests, waves=waves, upstream=upstream
         )
+
+    @contextmanager
+    def hold(
+        self, *, count: int | None = None, max_calls: int | None = None
+    ) -> Iterator[dict[str, HeldWaves]]:
+        """Every upstream holds its calls inside the block and answers them in waves once
+        the app is idle: `with fanout.hold() as held: fanout.get("/x")`, then
+        `held["inventory"].waves`. Past a bound, HoldBoundError says which."""
+        __tracebackhide__ = True
+        settings = hold_settings(count=count, max_calls=max_calls, app_pid=self.server.pid)
+        with hold_all(self.upstreams, settings) as held:
+            yield held
 
     def assert_connection_reuse(
         self, m: Measurement, at_most: int = 0, upstream: str | None = None

@@ -1,10 +1,18 @@
 """Measurements of one path of the app under test, and how they are taken.
 
-A `Measurement` holds what is exact (requests the upstream saw, peak in
-flight, loop lag) next to what is noisy (wall-time samples), and relates the
-wall time to the ideal one: with upstream delay d, n calls and concurrency c,
-the ideal is d * ceil(n / c), and efficiency = ideal / median is portable
-between machines where raw seconds are not.
+A `Measurement` holds what is exact (requests the upstream saw, the
+request's concurrency structure from the held probe) next to what depends on
+the machine (the timed samples: wall time, the peak in flight they reached at
+the configured delay, loop lag, CPU), and relates the wall time to the ideal
+one: with upstream delay d, n calls and concurrency c, the ideal is
+d * ceil(n / c), and efficiency = ideal / median is portable between machines
+where raw seconds are not.
+
+The held probe is one extra, untimed request per measurement, sent after the
+warm-up with every stub in hold mode (`servers/hold.py`): each stub answers
+its calls in waves, once the app has nothing more to send, so the wave sizes
+are the concurrency the code allows, whatever the client's speed or the
+runner's load.
 """
 
 from __future__ import annotations
@@ -19,8 +27,35 @@ from typing import Any
 
 import httpx2
 
+from pytest_fanout.servers.held import HoldBoundError, hold_all, hold_settings
+
+#: How long the app's own code may hold its event loop before it counts as blocking, whatever
+#: the upstream delay: a blocking call to an upstream holds it for the whole delay (50 ms or
+#: more at the delays tests use), so the verdict is the same at 50, 100 and 200 ms. Garbage
+#: collection and time the loop thread waited for a CPU are not the code's and not counted.
+BLOCKING_LIMIT_S = 0.04
+
 #: (n, concurrency) of a path, or None when unknown: what `pytest_fanout_path_shape` returns.
 PathShape = Callable[[str], "tuple[int, int] | None"]
+
+
+def stall_held_s(stall: Mapping[str, Any]) -> float:
+    """How long the app's own code held the loop in one stall: its duration less its
+    garbage collection, the time the app's threads waited for a CPU, and the stack
+    sampler's own time."""
+    duration, starved = stall.get("duration_s", 0.0), stall.get("starved_s", 0.0)
+    sampler = stall.get("sampler_s", 0.0)  # the probe's own sampling, not the app's code
+    return max(0.0, duration - starved - sampler - stall_gc_s(stall))
+
+
+def stall_gc_s(stall: Mapping[str, Any]) -> float:
+    """The garbage collector's own time in a stall: its wall time less its share of the
+    time the loop waited for a CPU (taken as spread evenly over the stall)."""
+    gc_s, starved = stall.get("gc_s", 0.0), stall.get("starved_s", 0.0)
+    ran = stall.get("ran_s")
+    if ran is not None and ran + starved > 0:
+        return min(ran, gc_s * ran / (ran + starved))
+    return gc_s
 
 
 def ideal_seconds(delay_s: float, n: int, concurrency: int) -> float:
@@ -53,6 +88,11 @@ class Measurement:
     loop_lag_per_sample: list[float] = field(default_factory=list)
     #: CPU seconds the app's process spent during each sample (exact, from the probe).
     app_cpu_per_sample: list[float] = field(default_factory=list)
+    #: Seconds of garbage collection in the app's process during each sample.
+    app_gc_per_sample: list[float] = field(default_factory=list)
+    #: Threads the app's process started during each sample, at their most (a fan-out on a
+    #: thread pool started per request).
+    app_threads_per_sample: list[int] = field(default_factory=list)
     n: int | None = None
     concurrency: int | None = None
     #: The request: method and path (`path` above).
@@ -98,6 +138,13 @@ class Measurement:
     def first_byte_p95_s(self) -> float | None:
         return percentile(self.first_byte_per_sample, 95) if self.first_byte_per_sample else None
 
+    #: The request's concurrency structure, from the held probe (exact on any machine):
+    #: upstream name -> wave sizes, e.g. {"inventory": [10], "pricing": [1]}; {} when no
+    #: held probe was sent (old data, or `held_probe=False`).
+    structure: dict[str, list[int]] = field(default_factory=dict)
+    #: Wall time of the held probe (seconds): what the structure cost.
+    structure_probe_s: float | None = None
+
     @property
     def median_s(self) -> float:
         return statistics.median(self.samples)
@@ -133,6 +180,36 @@ class Measurement:
         return max(self.loop_lag_per_sample, default=0.0)
 
     @property
+    def lag_limit_s(self) -> float:
+        """The loop hold that counts as blocking: BLOCKING_LIMIT_S, whatever the delay."""
+        return BLOCKING_LIMIT_S
+
+    @property
+    def blocking_lag_s(self) -> float:
+        """The longest time the app's own code held the loop: the longest stall less its
+        garbage collection and the time the loop waited for a CPU (the sampler's stalls);
+        the raw loop lag when the sampler caught none."""
+        if not self.stalls:
+            return self.loop_lag_max_s
+        return max(stall_held_s(s) for s in self.stalls)
+
+    @property
+    def gc_per_request_s(self) -> float | None:
+        """Seconds of garbage collection in the app per call of the path (median)."""
+        if not self.app_gc_per_sample:
+            return None
+        return statistics.median(self.app_gc_per_sample)
+
+    def waves(self, name: str | None = None) -> list[int] | None:
+        """The held probe's wave sizes at one upstream (the first when None); None when
+        this measurement has no structure."""
+        if not self.structure:
+            return None
+        if name is None:
+            name = self.upstream_names[0] if self.upstream_names else next(iter(self.structure))
+        return list(self.structure.get(name, []))
+
+    @property
     def cpu_per_request_s(self) -> float | None:
         """The app's CPU time for one call of the path (median over samples)."""
         if not self.app_cpu_per_sample:
@@ -161,7 +238,7 @@ class Measurement:
         if name not in self.upstream_gauges:
             known = ", ".join(self.upstream_gauges)
             raise KeyError(f"no upstream named {name!r} (this stack has: {known})")
-        return UpstreamGauges.from_lists(name, self.upstream_gauges[name])
+        return UpstreamGauges.from_lists(name, self.upstream_gauges[name], self.waves(name))
 
     @property
     def connections_per_sample(self) -> list[int]:
@@ -201,8 +278,8 @@ class Measurement:
             return None
         applied = self.applied_delay_s
         delay = applied if applied is not None else self.upstream_delay_s
-        if delay is None:
-            return None
+        if not delay:
+            return None  # unknown, or delay 0: no ideal time to compare with
         return ideal_seconds(delay, self.n, self.concurrency)
 
     @property
@@ -232,6 +309,7 @@ class Measurement:
             "upstream_requests",
             "upstream_peak_inflight",
             "loop_lag_max_s",
+            "blocking_lag_s",
             "cpu_per_request_s",
             "cpu_per_call_s",
             "applied_delay_s",
@@ -248,7 +326,10 @@ class Measurement:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measurement:
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("structure") is None:
+            values["structure"] = {}  # saved before the held probe existed
+        return cls(**values)
 
     def __repr__(self) -> str:
         parts = [
@@ -258,6 +339,7 @@ class Measurement:
             f"n_samples={len(self.samples)}",
             f"upstream_requests={self.upstream_requests}",
             f"upstream_peak={self.upstream_peak_inflight}",
+            *([f"structure={self.structure}"] if self.structure else []),
             f"loop_lag_max={self.loop_lag_max_s * 1000:.1f}ms",
         ]
         if self.efficiency is not None:
@@ -286,9 +368,28 @@ class UpstreamGauges:
     requests_per_sample: list[int]
     peak_per_sample: list[int]
     connections_per_sample: list[int]
+    #: Of those, the ones already closed when the sample's request had been answered
+    #: (empty in data saved before the stub counted them).
+    closed_per_sample: list[int] = field(default_factory=list)
     #: 429 answers by the stub's max_inflight, and error statuses, summed over samples.
     rejected: int = 0
     errors: int = 0
+    #: The held probe's wave sizes at this upstream; None without a held probe.
+    waves: list[int] | None = None
+
+    @property
+    def structure_peak(self) -> int | None:
+        """The most calls the code puts in flight at once here (the largest wave), exact."""
+        return None if self.waves is None else max(self.waves, default=0)
+
+    @property
+    def peak_label(self) -> str:
+        """The peak for a table: the held one, with the timed one beside it when lower
+        (`100 (timed 62)`); the timed one alone without a held probe."""
+        held, timed = self.structure_peak, self.peak_inflight
+        if held is None:
+            return str(timed)
+        return str(held) if timed >= held else f"{held} (timed {timed})"
 
     @property
     def requests(self) -> int:
@@ -303,19 +404,30 @@ class UpstreamGauges:
         return max(self.connections_per_sample, default=0)
 
     @classmethod
-    def from_lists(cls, name: str, data: Mapping[str, list[int]]) -> UpstreamGauges:
+    def from_lists(
+        cls, name: str, data: Mapping[str, list[int]], waves: list[int] | None = None
+    ) -> UpstreamGauges:
         return cls(
+            waves=waves,
             name=name,
             requests_per_sample=list(data.get("requests", [])),
             peak_per_sample=list(data.get("peak_inflight", [])),
             connections_per_sample=list(data.get("connections", [])),
+            closed_per_sample=list(data.get("connections_closed", [])),
             rejected=sum(data.get("rejected", [])),
             errors=sum(data.get("errors", [])),
         )
 
 
 #: The per-sample counters kept for each upstream (names in the stub's stats).
-GAUGE_KEYS = ("requests", "peak_inflight", "connections", "rejected", "errors")
+GAUGE_KEYS = (
+    "requests",
+    "peak_inflight",
+    "connections",
+    "connections_closed",
+    "rejected",
+    "errors",
+)
 #: The stub's sum and largest of the delays it applied per sample (ms), for the ideal time.
 DELAY_KEYS = ("delay_ms_sum", "delay_ms_max")
 #: How long a sample waits for calls of an earlier test to end when no timeout is given.
@@ -503,6 +615,7 @@ def measure(
     expect_status: int = 200,
     shape: PathShape | None = None,
     idle_wait_s: float | None = None,
+    held_probe: bool = True,
 ) -> Measurement:
     """Send `method path` warmup + repeat times, one at a time, with exact upstream gauges.
 
@@ -511,6 +624,8 @@ def measure(
     sample every gauge is zeroed after the upstream is idle. `app` is an
     AppServer whose loop probe is read (None: no probe). `n`/`concurrency`
     come from the arguments, else from `shape(path)`; `ideal_s` overrides.
+    With `held_probe` (the default), one more request after the warm-up is sent
+    with the stubs in hold mode: its waves are `Measurement.structure`.
     """
     __tracebackhide__ = True
     if repeat < 1 or warmup < 0:
@@ -558,6 +673,12 @@ def measure(
         kwargs["headers"] = dict(headers)
     url = app_url + path
     for index in range(warmup + repeat):
+        if index == warmup and held_probe:
+            start = time.perf_counter()
+            result.structure = _held_probe(
+                client, app, stubs, wait_s, method, url, path, kwargs, expect_status
+            )
+            result.structure_probe_s = time.perf_counter() - start
         if app is not None:
             _app_idle(app, wait_s, method, path, own=index > 0)
         _settle(stubs, wait_s, method, path)
@@ -593,9 +714,44 @@ def measure(
             probe = app.probe_stats()
             result.loop_lag_per_sample.append(probe["loop_lag_max_s"])
             result.app_cpu_per_sample.append(probe.get("cpu_s", 0.0))
+            result.app_gc_per_sample.append(probe.get("gc_s", 0.0))
+            added = int(probe.get("threads_peak", 0)) - int(probe.get("threads_start", 0))
+            result.app_threads_per_sample.append(max(0, added))
             _keep_longest_stalls(result.stalls, probe.get("stalls_detail", []))
         result.app_errors += _reported_errors(response)
     return result
+
+
+def _held_probe(
+    client: httpx2.Client,
+    app: Any,
+    stubs: Mapping[str, Any],
+    wait_s: float,
+    method: str,
+    url: str,
+    path: str,
+    kwargs: Mapping[str, Any],
+    expect_status: int,
+) -> dict[str, list[int]]:
+    """One request with every stub holding its calls: {upstream: wave sizes}."""
+    __tracebackhide__ = True
+    if app is not None:
+        _app_idle(app, wait_s, method, path)
+    _settle(stubs, wait_s, method, path)
+    settings = hold_settings(app_pid=getattr(app, "pid", None) or None)
+    try:
+        with hold_all(stubs, settings) as held:
+            response = send_request(client, app, method, url, path, **kwargs)
+    except HoldBoundError as exc:
+        raise MeasurementError(f"the held probe of {method} {path}: {exc}") from None
+    if response.status_code != expect_status:
+        raise MeasurementError(
+            f"{method} {path} answered {response.status_code}, expected {expect_status} (the "
+            "held probe: its upstream calls held until the app sent no more, then answered "
+            f"together): {response.text[:300]}",
+            _tail(app),
+        )
+    return {name: waves.waves for name, waves in held.items()}
 
 
 #: Stalls a Measurement keeps (the longest), whatever the number of samples.

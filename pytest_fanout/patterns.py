@@ -27,8 +27,9 @@ BLOCKED_MARK = " (loop blocked)"
 
 
 def blocks_loop(m: Measurement) -> bool:
-    """True when the app's event loop stalled for most of the request: a blocking route."""
-    lag = m.loop_lag_max_s
+    """True when the app's own code held its event loop for most of the request (garbage
+    collection and waits for a CPU not counted): a blocking route."""
+    lag = m.blocking_lag_s
     return lag >= BLOCKED_MIN_S and lag >= BLOCKED_SHARE * m.median_s
 
 
@@ -103,7 +104,7 @@ def patterns_table(rows: list[PatternRow]) -> str:
                 m.n,
                 f"{m.median_s * 1000:.0f} ms",
                 f"{speedup:.1f}x" if speedup else "-",
-                m.upstream_peak_inflight,
+                m.upstream().peak_label if m.upstream_names else m.upstream_peak_inflight,
                 f"{m.loop_lag_max_s * 1000:.0f} ms",
                 efficiency_cell(m),
                 headline(m),
@@ -123,13 +124,13 @@ def patterns_table(rows: list[PatternRow]) -> str:
     return render_text(headers, table)
 
 
-def _upstream_rows(m: Measurement) -> list[tuple[str, int, int, int]]:
+def _upstream_rows(m: Measurement) -> list[tuple[str, int, str, int]]:
     """(name, requests, peak in flight, new connections) per upstream, the first first."""
     rows = []
     for name in m.upstream_names:
         gauges = m.upstream(name)
         label = "upstream" if name == DEFAULT_UPSTREAM else name
-        rows.append((label, gauges.requests, gauges.peak_inflight, gauges.connections_opened))
+        rows.append((label, gauges.requests, gauges.peak_label, gauges.connections_opened))
     return rows
 
 
@@ -149,6 +150,9 @@ def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float
             f"  {name:<17} requests {requests}, peak in flight {peak},"
             f" new connections {connections}"
         )
+    if m.structure:
+        waves = ", ".join(f"{name} {waves}" for name, waves in m.structure.items())
+        lines.append(f"  held waves        {waves} (the structure, exact)")
     if len(upstreams) > 1:
         lines.append(
             f"  new connections   {m.connections_opened} (all upstreams, the most in one sample)"
@@ -159,6 +163,8 @@ def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float
             f"  efficiency        {efficiency_cell(m)}; ideal {m.ideal_s * 1000:.0f} ms"
             f" (n={m.n}, concurrency {m.concurrency})"
         )
+    elif m.upstream_delay_s == 0 and m.ideal_given_s is None:
+        lines.append("  efficiency        - (delay 0: no ideal time to compare with)")
     else:
         lines.append("  efficiency        - (give --n and --concurrency for the ideal time)")
     if m.app_errors:

@@ -427,11 +427,14 @@ def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
 
 
 def _peak_cell(m: Measurement) -> object:
-    """The peak in flight: one number for one upstream, `name peak` for each of several."""
+    """The peak in flight (the held probe's, the timed one beside it when lower): one for
+    one upstream, `name peak` for each of several."""
     names = m.upstream_names
-    if len(names) < 2:
+    if not names:
         return m.upstream_peak_inflight
-    return ", ".join(f"{name} {m.upstream(name).peak_inflight}" for name in names)
+    if len(names) < 2:
+        return m.upstream().peak_label
+    return ", ".join(f"{name} {m.upstream(name).peak_label}" for name in names)
 
 
 def _cpu_cell(m: Measurement) -> str:

@@ -176,6 +176,7 @@ class AlternatingSampler:
     ) -> Measurement:
         if repeat < 1 or warmup < 0:
             raise ValueError("repeat must be >= 1 and warmup >= 0")
+        held_probe = kwargs.pop("held_probe", True)
         sides = ((app_url, app), (self.base.url, self.base))
         parts: tuple[list[Measurement], list[Measurement]] = ([], [])
         for index in range(repeat):
@@ -190,6 +191,7 @@ class AlternatingSampler:
                         app=server,
                         repeat=1,
                         warmup=warmup if index == 0 else 0,
+                        held_probe=held_probe and index == 0,  # one structure per side
                         **kwargs,
                     )
                 except MeasurementError as exc:

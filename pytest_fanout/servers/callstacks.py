@@ -27,6 +27,8 @@ from typing import Any
 
 #: The file name of the sampler's pseudo-frame for a C function (time.sleep, a socket read).
 BUILTIN_FILE = "<built-in>"
+#: The function of the sampler's pseudo-frame for a sample taken during garbage collection.
+GC_FUNCTION = "garbage collection"
 _HARNESS_DIR = str(Path(__file__).resolve().parent)
 _REFERENCE_APP = f"{os.sep}pytest_fanout{os.sep}reference_app{os.sep}"
 
@@ -77,6 +79,12 @@ def module_of(path: str) -> str:
                 parts.pop()
             if parts and all(p.isidentifier() for p in parts):
                 return ".".join(parts)
+    for marker in (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}"):
+        if marker in path:  # an installed package of another environment
+            rel = path.rsplit(marker, 1)[1].removesuffix(".py")
+            parts = [p for p in rel.split(os.sep) if p != "__init__"]
+            if parts and all(p.isidentifier() for p in parts):
+                return ".".join(parts)
     return Path(path).stem
 
 
@@ -101,33 +109,116 @@ def display_path(path: str, root: str | None = None) -> str:
     return path
 
 
-def describe_frames(frames: Sequence[dict[str, Any]], root: str | None = None) -> str:
-    """One stack (innermost last) as `file:line in function -> library call` or
-    `file:line in function (CPU)`."""
-    if not frames:
-        return "no stack sampled"
-    index = next(
+def _user_index(frames: Sequence[dict[str, Any]]) -> int | None:
+    """The innermost frame of the user's code, or None."""
+    return next(
         (i for i in range(len(frames) - 1, -1, -1) if is_user_file(str(frames[i]["file"]))), None
     )
+
+
+def _library_span(frames: Sequence[dict[str, Any]]) -> tuple[str, str, str] | None:
+    """(package, outermost function, innermost function) of the innermost installed
+    package on a stack with no user frame: `("fastapi", "serialize_response",
+    "jsonable_encoder")`. The standard library's frames inside it (`dataclasses`) are
+    skipped, so the same code gets the same name whichever of them a sample caught."""
+    packaged = [
+        (i, f)
+        for i, f in enumerate(frames)
+        if f["file"] != BUILTIN_FILE and _in_site_packages(str(f["file"]))
+    ]
+    if not packaged:
+        return None
+    inner = packaged[-1][1]
+    module = module_of(str(inner["file"]))
+    package = module.split(".")[0]
+    caller = inner
+    for _, frame in reversed(packaged):
+        # Out of the innermost module (jsonable_encoder's recursion): its caller, when it is
+        # the same package (fastapi.routing.serialize_response).
+        frame_module = module_of(str(frame["file"]))
+        if frame_module == module:
+            continue
+        if frame_module.split(".")[0] == package:
+            caller = frame
+        break
+    return package, _short(str(caller["function"])), _short(str(inner["function"]))
+
+
+def _short(function: str) -> str:
+    return function.rsplit(".", 1)[-1]
+
+
+def _in_site_packages(path: str) -> bool:
+    return f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path
+
+
+def _key_of(frames: Sequence[dict[str, Any]], root: str | None) -> tuple[tuple[str, ...], str]:
+    """(what identifies the place whatever the sampled line, its description)."""
+    if not frames:
+        return ("none",), "no stack sampled"
+    index = _user_index(frames)
     if index is None:
-        # None of the user's code on the stack: say where the loop was, as a library call.
+        span = _library_span(frames)
+        if span is not None:
+            package, outer, inner = span
+            inside = inner if outer == inner else f"{outer} -> {inner}"
+            return ("lib", *span), f"{package} ({inside}) (no frame of your code)"
         inner = next((f for f in reversed(frames) if f["file"] != BUILTIN_FILE), frames[-1])
         where = f"{display_path(str(inner['file']), root)}:{inner['line']}"
-        return f"{library_call(frames[-1])} (no frame of your code; innermost {where})"
+        text = f"{library_call(frames[-1])} (no frame of your code; innermost {where})"
+        return ("raw", library_call(frames[-1])), text
     frame = frames[index]
     head = f"{display_path(str(frame['file']), root)}:{frame['line']} in {frame['function']}"
     if index == len(frames) - 1:
-        return f"{head} (CPU)"
-    return f"{head} -> {library_call(frames[index + 1])}"
+        return ("user", str(frame["file"]), str(frame["function"]), "cpu"), f"{head} (CPU)"
+    call = library_call(frames[index + 1])
+    return ("user", str(frame["file"]), str(frame["function"]), call), f"{head} -> {call}"
 
 
-def describe_stall(stall: dict[str, Any], root: str | None = None) -> str:
-    """A stall's most frequent stack, described (`describe_frames`)."""
+def describe_frames(frames: Sequence[dict[str, Any]], root: str | None = None) -> str:
+    """One stack (innermost last) as `file:line in function -> library call`,
+    `file:line in function (CPU)`, or, with no frame of the user's code,
+    `package (outer -> inner) (no frame of your code)`."""
+    return _key_of(frames, root)[1]
+
+
+def _without_gc(stacks: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stacks sampled outside garbage collection (all of them, GC frame dropped, when
+    every sample caught the collector)."""
+    plain = [s for s in stacks if not _is_gc(s.get("frames", []))]
+    if plain:
+        return plain
+    return [{**s, "frames": list(s.get("frames", []))[:-1]} for s in stacks]
+
+
+def _is_gc(frames: Sequence[dict[str, Any]]) -> bool:
+    return bool(frames) and frames[-1].get("function") == GC_FUNCTION
+
+
+def describe_stall(stall: dict[str, Any], root: str | None = None, *, gc: bool = False) -> str:
+    """Where a stall held the loop, over all its samples: the place (the user's function
+    and the call it was in, or the library) most samples caught, so a stall sampled
+    several times gets the same name in every run. `gc=True`: where the collections
+    happened instead (the stacks sampled while the collector ran)."""
     stacks = stall.get("stacks") or []
+    if gc:
+        stacks = [
+            {**s, "frames": list(s["frames"])[:-1]} for s in stacks if _is_gc(s.get("frames", []))
+        ]
+    else:
+        stacks = _without_gc(stacks)
     if not stacks:
         return "no stack sampled"
-    top = max(stacks, key=lambda s: s.get("count", 0))
-    return describe_frames(top.get("frames", []), root)
+    weight: dict[tuple[str, ...], int] = {}
+    text: dict[tuple[str, ...], tuple[int, str]] = {}
+    for stack in stacks:
+        key, description = _key_of(stack.get("frames", []), root)
+        count = int(stack.get("count", 0))
+        weight[key] = weight.get(key, 0) + count
+        if count > text.get(key, (-1, ""))[0]:
+            text[key] = (count, description)
+    best = max(weight, key=lambda k: (weight[k], text[k][1]))
+    return text[best][1]
 
 
 def longest_stall(stalls: Iterable[dict[str, Any]]) -> dict[str, Any] | None:

@@ -43,6 +43,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="uvicorn's HTTP protocol: auto, h11, httptools or MODULE:CLASS",
     )
+    parser.add_argument(
+        "--timeout-keep-alive", type=int, default=5, help="seconds an idle connection stays open"
+    )
     return parser.parse_args(argv)
 
 
@@ -80,6 +83,7 @@ def _serve_uvicorn(app: object, sock: socket.socket, args: argparse.Namespace) -
         access_log=False,
         timeout_graceful_shutdown=2,
         http=args.http,
+        timeout_keep_alive=args.timeout_keep_alive,
     )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])

@@ -19,31 +19,43 @@ Peer = tuple[str, int]
 
 
 class ConnectionTable:
-    """The connections open now (by peer address) and whether an item request used each yet."""
+    """The connections open now (by peer address), when an item request first used each,
+    and how many of those first used since the last reset have closed since: a client
+    built per request closes every connection it opened before the request ends."""
 
     def __init__(self) -> None:
-        self.open: dict[Peer, bool] = {}
+        #: peer -> the epoch of its first item request (0: none yet).
+        self.open: dict[Peer, int] = {}
         #: Every connection accepted since the process started.
         self.accepted = 0
+        #: Bumped by each gauge reset.
+        self.epoch = 1
+        #: Connections first used in this epoch that have closed since.
+        self.closed_in_epoch = 0
 
     def opened(self, peer: Peer | None) -> None:
         self.accepted += 1
         if peer is not None:
-            self.open[peer] = False
+            self.open[peer] = 0
 
     def closed(self, peer: Peer | None) -> None:
-        if peer is not None:
-            self.open.pop(peer, None)
+        if peer is not None and self.open.pop(peer, None) == self.epoch:
+            self.closed_in_epoch += 1
 
     def first_use(self, peer: Peer | None) -> bool:
         """True the first time an item request arrives on the connection from `peer`.
 
         False for a connection the protocol never reported (an in-process ASGI
         transport in unit tests has no TCP connection to count)."""
-        if peer is None or self.open.get(peer, True):
+        if peer is None or self.open.get(peer) != 0:
             return False
-        self.open[peer] = True
+        self.open[peer] = self.epoch
         return True
+
+    def new_epoch(self) -> None:
+        """A gauge reset: connections first used from now on are counted apart."""
+        self.epoch += 1
+        self.closed_in_epoch = 0
 
 
 #: The stub process's table: one per process, like the uvicorn server it counts for.

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pytest_fanout.servers.gcwatch import GcWatch
 from pytest_fanout.servers.stallwatch import DEFAULT_STALL_S, StallWatch, stall_threshold_from_env
 
 PROBE_PATH = "/__fanout__/probe"
@@ -43,6 +44,14 @@ class ProbeStats:
     #: CPU seconds this process used since the last reset (all threads; microsecond
     #: resolution): the app's own cost of what it served meanwhile.
     cpu_s: float = 0.0
+    #: Garbage collections in this process since the last reset: seconds, count, and the
+    #: highest generation collected (-1: none).
+    gc_s: float = 0.0
+    gc_collections: int = 0
+    gc_max_generation: int = -1
+    #: Threads alive in this process at the last reset, and the most at a tick since.
+    threads_start: int = 0
+    threads_peak: int = 0
 
 
 class LoopProbe:
@@ -61,11 +70,18 @@ class LoopProbe:
         self._due = time.perf_counter() + tick_s
         threshold = stall_threshold_from_env()
         self.stall_s = STALL_S if threshold is None else threshold
+        #: The process's garbage collections (gc.callbacks), installed with the monitor.
+        self.gc_watch = GcWatch()
         #: The stack sampler; None when switched off (PYTEST_FANOUT_STACKS=0).
         self.stall_watch = (
             None
             if threshold is None
-            else StallWatch(threshold, tick_s, boundary=LoopProbe.__call__.__code__)
+            else StallWatch(
+                threshold,
+                tick_s,
+                boundary=LoopProbe.__call__.__code__,
+                gc_watch=self.gc_watch,
+            )
         )
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -91,6 +107,7 @@ class LoopProbe:
             self.stats.inflight -= 1
 
     async def _watch_loop(self) -> None:
+        self.gc_watch.install()
         watch = self.stall_watch
         if watch is not None:
             watch.start(threading.get_ident())
@@ -103,6 +120,9 @@ class LoopProbe:
             lag = now - self._due
             stats = self.stats
             stats.ticks += 1
+            threads = threading.active_count()
+            if threads > stats.threads_peak:
+                stats.threads_peak = threads
             if lag > stats.loop_lag_max_s:
                 stats.loop_lag_max_s = lag
             if lag > self.stall_s:
@@ -117,17 +137,25 @@ class LoopProbe:
         now = time.perf_counter()
         if scope["method"] == "POST":
             # Keep the in-flight count: requests still running must be able to finish it.
-            self.stats = ProbeStats(inflight=self.stats.inflight)
+            threads = threading.active_count()
+            self.stats = ProbeStats(
+                inflight=self.stats.inflight, threads_start=threads, threads_peak=threads
+            )
             self.stats.peak_inflight = self.stats.inflight
             self._cpu_at_reset = time.process_time()
             # A tick overdue from before the reset must not carry its lag into the new sample.
             self._due = max(self._due, now)
             if self.stall_watch is not None:
                 self.stall_watch.clear()
+            self.gc_watch.reset()
         elif now - self._due > self.stats.loop_lag_max_s:
             # The loop can serve this before the overdue tick has run: count the lag now.
             self.stats.loop_lag_max_s = now - self._due
         self.stats.cpu_s = time.process_time() - self._cpu_at_reset
+        gc_watch = self.gc_watch
+        self.stats.gc_s = round(gc_watch.total_s, 6)
+        self.stats.gc_collections = gc_watch.count
+        self.stats.gc_max_generation = gc_watch.max_generation
         data: dict[str, Any] = asdict(self.stats)
         data["stalls_detail"] = [] if self.stall_watch is None else self.stall_watch.stalls()
         await _answer(send, 200, json.dumps(data).encode())

@@ -28,12 +28,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_fanout.servers.gcwatch import GcWatch
+
 ENV_STACKS = "PYTEST_FANOUT_STACKS"
 ENV_STALL_MS = "PYTEST_FANOUT_STALL_MS"
 #: A loop that has not run for this long (beyond its tick) is stalled.
 DEFAULT_STALL_S = 0.020
 #: The file name of the pseudo-frame that names a C function the innermost frame is calling.
 BUILTIN_FILE = "<built-in>"
+#: The function of the pseudo-frame of a sample taken while the garbage collector ran.
+GC_FUNCTION = "garbage collection"
 
 MAX_STALLS = 8  # kept per reset: the longest
 TOP_STACKS = 3  # kept per stall: the most frequent
@@ -85,15 +89,27 @@ class _Stall:
     next_sample: float
     counts: dict[Stack, int] = field(default_factory=dict)
     samples: int = 0
+    #: (the loop thread's run, every thread's wait for a CPU) in nanoseconds when the loop
+    #: was last healthy.
+    sched: tuple[int, int] | None = None
+    #: CPU seconds the sampler itself spent on this stall (it holds the GIL meanwhile).
+    sampler_s: float = 0.0
 
 
 class StallWatch:
     """The watchdog thread and the stalls it has summarised since the last `clear()`."""
 
     def __init__(
-        self, threshold_s: float, tick_s: float, *, boundary: types.CodeType | None = None
+        self,
+        threshold_s: float,
+        tick_s: float,
+        *,
+        boundary: types.CodeType | None = None,
+        gc_watch: GcWatch | None = None,
     ) -> None:
         self.threshold_s = threshold_s
+        #: The process's garbage collections: each stall says how much of it they were.
+        self.gc_watch = gc_watch
         self.tick_s = tick_s
         #: Written by the loop thread on every tick (a float store: atomic under the GIL).
         self.stamp = time.perf_counter()
@@ -105,6 +121,9 @@ class StallWatch:
         self._stall: _Stall | None = None
         self._finished: list[dict[str, Any]] = []
         self._thread_id: int | None = None
+        self._native_id: int | None = None
+        #: The loop thread's scheduler times at the watchdog's last healthy wake-up.
+        self._healthy_sched: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._callees: dict[tuple[types.CodeType, int], str | None] = {}
@@ -116,6 +135,7 @@ class StallWatch:
         if self._thread is not None:
             return
         self._thread_id = loop_thread_id
+        self._native_id = threading.get_native_id()
         self.stamp = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="fanout-stallwatch", daemon=True)
         self._thread.start()
@@ -156,10 +176,14 @@ class StallWatch:
                     stall = None
                 if now - stamp > limit:
                     if stall is None:
-                        stall = self._stall = _Stall(since=stamp, next_sample=now)
+                        stall = self._stall = _Stall(
+                            since=stamp, next_sample=now, sched=self._healthy_sched
+                        )
                     if now >= stall.next_sample and stall.samples < MAX_SAMPLES:
                         self._sample(stall)
                         stall.next_sample = next_sample_at(now, stamp)
+            if stall is None:
+                self._healthy_sched = self._sched()
             # Healthy: sleep until this stamp would be too old (about every threshold; a
             # fresh stamp sends the thread back to sleep). Stalled: until the next sample.
             wake = stamp + limit if stall is None else min(stall.next_sample, now + self._poll_s)
@@ -169,10 +193,14 @@ class StallWatch:
         frame = sys._current_frames().get(self._thread_id or 0)
         if frame is None or self.stamp != stall.since:
             return  # the loop ran again meanwhile: this stack is not the stall's
+        spent = time.thread_time()
         try:
             stack = self._stack_of(frame)
         finally:
             del frame
+            stall.sampler_s += time.thread_time() - spent
+        if self.gc_watch is not None and self.gc_watch.running:
+            stack = (*stack, (BUILTIN_FILE, 0, GC_FUNCTION))
         stall.samples += 1
         if stack in stall.counts:
             stall.counts[stack] += 1
@@ -185,7 +213,7 @@ class StallWatch:
         end = resumed if resumed != stall.since else now
         duration = max(0.0, end - stall.since - self.tick_s)
         top = sorted(stall.counts.items(), key=lambda item: item[1], reverse=True)[:TOP_STACKS]
-        summary = {
+        summary: dict[str, Any] = {
             "duration_s": round(duration, 6),
             "samples": stall.samples,
             "stacks": [
@@ -196,10 +224,44 @@ class StallWatch:
                 for stack, count in top
             ],
         }
+        if self.gc_watch is not None:
+            collections = self.gc_watch.within(stall.since, end)
+            collections["gc_s"] = round(min(duration, collections["gc_s"]), 6)
+            summary.update(collections)
+        after = self._sched()
+        if stall.sched is not None and after is not None:
+            # The kernel adds a wait for a CPU when it ends: the loop runs again, so it is in.
+            summary["ran_s"] = round(min(duration, (after[0] - stall.sched[0]) / 1e9), 6)
+            summary["starved_s"] = round(min(duration, (after[1] - stall.sched[1]) / 1e9), 6)
+        summary["sampler_s"] = round(min(duration, stall.sampler_s), 6)
         kept = self._finished
         kept.append(summary)
         kept.sort(key=lambda s: s["duration_s"], reverse=True)
         del kept[MAX_STALLS:]
+
+    def _sched(self) -> tuple[int, int] | None:
+        """(nanoseconds the loop thread ran, nanoseconds every thread of the process waited
+        for a CPU) from /proc (Linux), or None. Every thread's waits count: a thread
+        preempted while it holds the GIL stalls the loop as surely as the loop's own wait."""
+        if self._native_id is None:
+            return None
+        base = "/proc/self/task"
+        run = wait = 0
+        found = False
+        try:
+            tids = os.listdir(base)
+        except OSError:
+            return None
+        for tid in tids:
+            try:
+                with open(f"{base}/{tid}/schedstat", "rb") as f:
+                    t_run, t_wait, _ = f.read().split()
+            except (OSError, ValueError):
+                continue
+            wait += int(t_wait)
+            if tid == str(self._native_id):
+                run, found = int(t_run), True
+        return (run, wait) if found else None
 
     def _stack_of(self, frame: types.FrameType) -> Stack:
         """(file, line, qualified function) from the innermost frame outwards, innermost last;

@@ -13,12 +13,14 @@ import base64
 import os
 import secrets
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx2
 
+from pytest_fanout.servers.held import HeldWaves, hold_settings, holding
 from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
 from pytest_fanout.servers.routes import (
     RouteError,
@@ -28,6 +30,9 @@ from pytest_fanout.servers.routes import (
 )
 from pytest_fanout.servers.upstream import CONTROL_PREFIX, TOKEN_ENV, Behaviour
 from pytest_fanout.spec import DEFAULT_UPSTREAM
+
+#: Seconds an idle connection to a stub stays open (nginx's default keepalive_timeout).
+STUB_KEEP_ALIVE_S = 75
 
 
 class UpstreamCallError(AssertionError):
@@ -151,6 +156,11 @@ class StubUpstreamServer(ServerProcess):
             *super().build_command(fd),
             "--http",
             "pytest_fanout.servers.connections:CountingHTTPProtocol",
+            # Idle connections stay open as long as at a usual upstream behind a proxy, not
+            # uvicorn's 5 s: a slow app (a loaded runner) must not meet a keep-alive race
+            # the harness made.
+            "--timeout-keep-alive",
+            str(STUB_KEEP_ALIVE_S),
         ]
 
     def start(self) -> StubUpstreamServer:
@@ -214,6 +224,45 @@ class StubUpstreamServer(ServerProcess):
         behaviour = Behaviour(**self._checked(response, "restore()"))
         self._install_routes()
         return behaviour
+
+    # ---- hold mode (servers/hold.py) -------------------------------------------------------
+
+    @contextmanager
+    def hold(
+        self,
+        *,
+        count: int | None = None,
+        quiet_min_ms: float | None = None,
+        quiet_max_ms: float | None = None,
+        max_calls: int | None = None,
+        max_wave_s: float | None = None,
+        app_pid: int | None = None,
+    ) -> Iterator[HeldWaves]:
+        """Hold calls inside the block and release them in waves: the concurrency the
+        client's code allows, exact on any machine. `with up.hold() as held: ...`, then
+        `held.waves` (`[10]`, `[1, 1, 1]`), `held.peak`. A wave is complete when no call came
+        for the quiet window (and the app at `app_pid` is idle), or at `count` calls; past
+        `max_calls` or `max_wave_s` the hold ends and HoldBoundError says which bound."""
+        __tracebackhide__ = True
+        settings = hold_settings(
+            count=count,
+            quiet_min_ms=quiet_min_ms,
+            quiet_max_ms=quiet_max_ms,
+            max_calls=max_calls,
+            max_wave_s=max_wave_s,
+            app_pid=app_pid,
+        )
+        with holding(self, settings) as held:
+            yield held
+
+    def arm_hold(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Start holding calls (the control call under `hold()`); bad settings: ValueError."""
+        response = self.control.post(CONTROL_PREFIX + "hold", content=strict_json_dumps(settings))
+        return self._checked(response, "hold()")
+
+    def disarm_hold(self) -> dict[str, Any]:
+        """Stop holding; calls still held are answered. The report: waves, error."""
+        return self.control.delete(CONTROL_PREFIX + "hold").raise_for_status().json()
 
     # ---- routes -----------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from pytest_fanout.servers.calllog import CallLog
 from pytest_fanout.servers.calls import CallCounter
 from pytest_fanout.servers.connections import CONNECTIONS, ConnectionTable
 from pytest_fanout.servers.handlers import HandlerPool
+from pytest_fanout.servers.hold import Holder, HoldError, HoldSettings
 from pytest_fanout.servers.recorder import (
     ABORTED,
     DEFAULT_MAX_BODY,
@@ -249,6 +250,8 @@ class StubUpstream:
         self.routes: list[Route] = []
         self._literal: dict[tuple[str, str], Route] = {}
         self._random = random.Random(self.behaviour.seed or None)
+        #: Hold mode (`hold.py`): when armed, calls wait for their wave instead of the delay.
+        self.holder = Holder()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -365,6 +368,9 @@ class StubUpstream:
             return
         delay_ms = self.timeline.plan(call, route.path if route else None, delay_ms)
         record[DELAY] = delay_ms
+        if await self.holder.hold():
+            record[DELAY] = 0.0  # answered when its wave was released, not after a delay
+            delay_ms = 0.0
         gauge.delay_ms_sum += delay_ms
         gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
         if delay_ms > 0:
@@ -552,12 +558,16 @@ class StubUpstream:
         except ControlError as exc:
             await _reply(send, exc.status, _detail(str(exc)))
             return
-        except (ConfigError, RouteError, ValueError) as exc:
+        except (ConfigError, RouteError, HoldError, ValueError) as exc:
             await _reply(send, 422, _detail(str(exc)))
             return
         await _reply(send, 200, strict_json_dumps(answer))
 
     async def _stats(self, query: dict, body: Any) -> dict[str, Any]:
+        # Connections the app closed before it answered (so before this request came) may
+        # have their end still queued in this loop iteration: let it run first.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
         return self.stats()
 
     async def _reset(self, query: dict, body: Any) -> dict[str, Any]:
@@ -573,6 +583,7 @@ class StubUpstream:
             except TimeoutError:
                 idle = False
         self.gauge = Gauge()
+        self.connections.new_epoch()
         return {**self.stats(), "in_flight_before": busy, "idle": idle and not self.inflight_now}
 
     async def _get_config(self, query: dict, body: Any) -> dict[str, Any]:
@@ -600,6 +611,7 @@ class StubUpstream:
         self.recorder.clear()
         self.timeline.configure({"extra_ms": 0, "perturb": False})
         self.calls.clear()
+        self.holder.disarm()
         return asdict(self.behaviour)
 
     async def _get_routes(self, query: dict, body: Any) -> list[dict[str, Any]]:
@@ -664,6 +676,15 @@ class StubUpstream:
         self.timeline.clear()
         return {"calls": [], "seen": 0}
 
+    async def _arm_hold(self, query: dict, body: Any) -> dict[str, Any]:
+        return self.holder.arm(HoldSettings.from_json(body))
+
+    async def _hold_report(self, query: dict, body: Any) -> dict[str, Any]:
+        return self.holder.report()
+
+    async def _disarm_hold(self, query: dict, body: Any) -> dict[str, Any]:
+        return self.holder.disarm()
+
     _CONTROL = {
         ("stats", "GET"): _stats,
         ("reset", "POST"): _reset,
@@ -679,6 +700,9 @@ class StubUpstream:
         ("timeline", "POST"): _set_timeline,
         ("timeline", "DELETE"): _clear_timeline,
         ("calls", "GET"): _count_calls,
+        ("hold", "POST"): _arm_hold,
+        ("hold", "GET"): _hold_report,
+        ("hold", "DELETE"): _disarm_hold,
     }
 
     def stats(self) -> dict[str, Any]:
@@ -686,6 +710,8 @@ class StubUpstream:
             **asdict(self.gauge),
             "inflight_now": self.inflight_now,
             "connections_open": len(self.connections.open),
+            #: Connections first used since the reset that have closed since.
+            "connections_closed": self.connections.closed_in_epoch,
             "connections_accepted": self.connections.accepted,
         }
 

@@ -20,7 +20,7 @@ from tests.helpers import REPO
 
 APP_DIR = Path(__file__).parent / "diagnose_app"
 APP_REL = APP_DIR.relative_to(REPO).as_posix()
-#: The blocking limit is half the delay (100 ms); each blocking call holds the loop 200 ms.
+#: The blocking limit is 40 ms whatever the delay; each blocking call holds the loop 200 ms.
 DELAY_MS = 200
 UPSTREAMS = {"main": "FANOUT_UPSTREAM_URL", "limited": "LIMITED_URL", "flaky": "FLAKY_URL"}
 N = 10
@@ -80,8 +80,11 @@ def test_each_mistake_gives_exactly_its_finding(
 ) -> None:
     m = take(stack, client, path, **shape)
     findings = diagnose(m)
-    assert [f.kind for f in findings] == [kind], [f.message for f in findings]
-    assert findings[0].exact
+    assert [f.kind for f in findings if f.exact] == [kind], [f.message for f in findings]
+    assert findings[0].kind == kind  # exact findings first
+    # On a loaded runner the timed samples may fall short of the structure: that, and only
+    # that, may be added (never in place of the exact finding).
+    assert {f.kind for f in findings[1:]} <= {"slow-client"}, [f.message for f in findings]
 
 
 def test_the_exact_counts_behind_the_findings(stack: Stack, client: httpx2.Client) -> None:
@@ -89,15 +92,18 @@ def test_the_exact_counts_behind_the_findings(stack: Stack, client: httpx2.Clien
     # The pool keeps 2 connections alive: 8 new ones for every fan-out of 10.
     assert churn.upstream("main").connections_per_sample == [N - 2, N - 2]
     capped = take(stack, client, "/pool-capped", n=N, concurrency=N)
-    assert capped.upstream("main").peak_per_sample == [4, 4]
+    assert capped.structure["main"] == [4, 4, 2]
     limited = take(stack, client, "/limited", n=N, concurrency=N)
     assert limited.upstream("limited").rejected == 2 * (N - 3)
 
 
 def test_a_healthy_fanout_has_no_finding(stack: Stack, client: httpx2.Client) -> None:
     m = take(stack, client, "/healthy", n=N, concurrency=N)
-    assert m.upstream("main").peak_per_sample == [N, N]
-    assert diagnose(m) == []
+    assert m.structure == {"main": [N], "limited": [], "flaky": []}
+    findings = diagnose(m)
+    assert [f.kind for f in findings if f.kind != "slow-client"] == [], findings
+    if findings:  # a loaded runner: the timed peak fell short, and the message says why
+        assert m.upstream("main").peak_inflight < N
 
 
 @pytest.mark.parametrize(
@@ -132,9 +138,11 @@ def test_a_blocking_route_is_named_by_file_and_function(
     message = findings[0].message
     assert message.startswith(f"blocks the loop: {where}"), message
     assert not findings[0].exact
-    assert "x the 100 ms limit)" in message
+    assert "x the 40 ms limit" in message  # whatever the delay (measure.BLOCKING_LIMIT_S)
     if path == "/cpu":
-        assert " in crunch (CPU) (stalled " in message
+        assert " in crunch (CPU) (held it " in message
+    else:  # the loop slept in the call: a stall that grows with the delay, and says so
+        assert "so the stall grows with the upstream's delay" in message
 
 
 def _fanout(*args: str) -> subprocess.CompletedProcess[str]:

@@ -219,12 +219,14 @@ def test_semaphore_is_backpressure_against_a_capped_upstream(
     """Capped at 10 in flight: /async_sem/100/10 gets no 429, /async/100 does."""
     stack.upstream.configure(max_inflight=10, delay_ms=50)
 
-    bounded = client.get("/async_sem/100/10")
+    assert stack.app is not None
+    with stack.upstream.hold(app_pid=stack.app.pid) as held:
+        bounded = client.get("/async_sem/100/10")
     assert bounded.status_code == 200, bounded.text
     stats = stack.upstream.stats()
     assert bounded.json()["status_codes"] == [200] * 100
     assert (stats["requests"], stats["rejected"]) == (100, 0)
-    assert stats["peak_inflight"] == 10
+    assert held.waves == [10] * 10  # the bound reached, never passed
 
     assert_nothing_leaks(stack)
     stack.upstream.reset()

@@ -65,7 +65,8 @@ def test_fails(fanout):
     )
     status, output, tag = run_tagged(tmp_path)
     assert status == pytest.ExitCode.TESTS_FAILED
-    assert "saw 1: the calls ran one at a time" in output
+    assert "the held probe saw at most 1 (waves [1, 1])" in output
+    assert "the calls ran one at a time" in output
     assert "fanout app log (last lines)" in output
     assert_nothing_left(tag)
 

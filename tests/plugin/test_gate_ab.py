@@ -217,7 +217,8 @@ def test_a_case_that_can_never_be_flagged_is_warned_about_and_marked(
     weak = "cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5"
     result.stdout.fnmatch_lines([f"*FanoutPowerWarning: {CASE}: {weak}"])
     markdown = (repo / "weak.md").read_text()
-    assert "| structure calls[default] | 10 | 10 | +0 | - | exact: catches any rise | same |" in (
-        markdown
-    )
+    # The held probe's structure: one round of 10 calls, on both sides.
+    rounds = "| structure rounds[default] | 1 | 1 | +0 | - | exact: catches any rise | same |"
+    assert rounds in markdown
+    assert "| structure calls[default] | 10 | 10 | +0 | - | exact: catches any rise |" in markdown
     assert "| median | " in markdown and f"| {weak} |" in markdown

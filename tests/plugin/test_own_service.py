@@ -66,8 +66,8 @@ def test_own_service_configured_by_ini(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*expected 10 requests in flight at the upstream during /prices-slowly/10, saw 1: "
-            "the calls ran one at a time*",
+            "*expected 10 calls in flight at once at the upstream during /prices-slowly/10, the "
+            "held probe saw at most 1 (waves *: the calls ran one at a time*",
             "*= fan-out measurements =*",
             "test_prices_fan_out_concurrently*/prices/10*",
         ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sysconfig
+
 import pytest
 
 from pytest_fanout.diagnose import KINDS, Finding, diagnose, finding_for, headline
@@ -51,11 +53,16 @@ def make(
     stalls: list[dict] | None = None,
     upstreams: dict[str, dict[str, list[int]]] | None = None,
     samples: int = 3,
+    waves: list[int] | None = None,
+    delay_s: float = 0.1,
+    cpu_s: float | None = None,
     **gauge: int | list[int],
 ) -> Measurement:
     upstreams = upstreams or {"upstream": gauges(samples, **gauge)}
     first = next(iter(upstreams.values()))
     return Measurement(
+        structure={} if waves is None else {next(iter(upstreams)): waves},
+        app_cpu_per_sample=[] if cpu_s is None else [cpu_s] * samples,
         path="/quote",
         samples=[0.12] * samples,
         upstream_requests_per_sample=first["requests"],
@@ -63,7 +70,7 @@ def make(
         loop_lag_per_sample=[lag_s] * samples,
         n=n,
         concurrency=concurrency,
-        upstream_delay_s=0.1,
+        upstream_delay_s=delay_s,
         upstream_gauges=upstreams,
         stalls=stalls or [],
         warmup=1,
@@ -86,7 +93,7 @@ def test_blocks_loop_names_the_line_and_its_margin() -> None:
     assert finding.kind == "blocks-loop"
     assert not finding.exact
     assert "helpers.py:14 in load_rates -> time.sleep" in finding.message
-    assert "(stalled 200 ms, 4.0x the 50 ms limit)" in finding.message
+    assert "(held it 200 ms, 5.0x the 40 ms limit)" in finding.message
 
 
 def test_blocks_loop_without_a_stack_says_so() -> None:
@@ -95,19 +102,64 @@ def test_blocks_loop_without_a_stack_says_so() -> None:
     assert "no stack" in finding.message
 
 
-def test_a_blocked_loop_is_not_also_called_sequential() -> None:
-    m = make(lag_s=0.2, stalls=[SLEEP_STALL], peak=1)
-    assert kinds(m) == ["blocks-loop"]
+def test_a_blocked_loop_never_displaces_the_exact_sequential_finding() -> None:
+    m = make(lag_s=0.2, stalls=[SLEEP_STALL], peak=1, waves=[1] * 10)
+    assert kinds(m) == ["sequential", "blocks-loop"]
 
 
-def test_sequential_is_exact() -> None:
-    (finding,) = diagnose(make(peak=1))
+def test_sequential_is_exact_from_the_held_waves() -> None:
+    (finding,) = diagnose(make(peak=1, waves=[1] * 10))
     assert finding == Finding(
         "sequential",
-        "sequential: 10 calls to the upstream went one at a time (peak 1 in every sample) "
-        "though /quote asks for concurrency 10: an `await` in a loop?",
+        "sequential: 10 calls to the upstream went one at a time (held waves [1] x 10) "
+        "though /quote asks for concurrency 10: each call is awaited before the next "
+        "(an `await` in a loop, or a blocking call)",
         exact=True,
     )
+    assert finding.cell == "sequential: peak 1 of 10"
+
+
+def test_without_a_held_probe_the_timed_peaks_stand_in_at_a_long_enough_delay() -> None:
+    (finding,) = diagnose(make(peak=1))
+    assert "(timed peak 1 in every sample)" in finding.message
+    assert diagnose(make(peak=1, delay_s=0.0)) == []  # at delay 0 a gather peaks at 1 too
+    assert diagnose(make(peak=4, delay_s=0.01)) == []
+
+
+def test_a_gather_at_delay_zero_is_never_sequential_and_says_the_delay_is_too_short() -> None:
+    m = make(peak=1, waves=[50], delay_s=0.0, n=50, concurrency=50, requests=50)
+    (finding,) = diagnose(m)
+    assert finding.kind == "delay-too-short" and not finding.exact
+    assert "held probe shows 50 in flight at once" in finding.message
+
+
+def test_a_full_structure_with_a_lower_timed_peak_is_a_slow_client_not_a_pool_cap() -> None:
+    m = make(peak=[21, 12, 30], waves=[100], n=100, concurrency=100, requests=100, cpu_s=0.25)
+    (finding,) = diagnose(m)
+    assert finding.kind == "slow-client" and not finding.exact
+    assert finding.message == (
+        "slow client: the code puts 100 calls in flight at once at the upstream (held probe) "
+        "but the timed samples reached 30 at the 100 ms delay: the client cannot issue calls "
+        "as fast as the upstream answers; the app spends 2.50 ms of CPU per call (250 ms for "
+        "100 calls), so issuing 100 takes about 250 ms: at a delay above that the timed peak "
+        "would reach 100"
+    )
+    assert "pool" not in finding.message and "semaphore" not in finding.message
+
+
+def test_a_capped_structure_is_a_pool_cap_with_its_number_and_knobs() -> None:
+    m = make(peak=[79, 62, 70], waves=[100, 100], n=200, concurrency=200, requests=200)
+    (cap, slow) = diagnose(m)
+    assert (cap.kind, slow.kind) == ("pool-cap", "slow-client")
+    assert cap.message.startswith(
+        "pool cap: at most 100 calls in flight at once at the upstream (held waves "
+        "[100, 100]), though /quote asks for 200: a limit of 100 caps them (httpx.Limits("
+    )
+    assert "aiohttp" in cap.message and "Semaphore" in cap.message
+    semaphore = make(peak=7, waves=[7, 7, 7, 7, 7, 5], n=40, concurrency=40, requests=40)
+    assert kinds(semaphore) == ["pool-cap"]
+    asked_for = make(peak=7, waves=[7, 7, 7, 7, 7, 5], n=40, concurrency=7, requests=40)
+    assert diagnose(asked_for) == []
 
 
 def test_sequential_needs_a_wider_concurrency() -> None:
@@ -129,7 +181,7 @@ def test_churn_must_happen_in_every_sample() -> None:
     assert diagnose(make(connections=[3, 0, 0])) == []
 
 
-def test_the_same_peak_below_the_asked_width_is_a_pool_cap() -> None:
+def test_the_same_timed_peak_below_the_asked_width_is_a_pool_cap_without_structure() -> None:
     (finding,) = diagnose(make(peak=4))
     assert finding.kind == "pool-cap"
     assert finding.exact
@@ -198,3 +250,122 @@ def test_without_warm_up_the_first_sample_opening_the_pool_is_not_churn() -> Non
     assert "connection-churn" not in kinds(m)
     m.upstream_gauges["upstream"]["connections"] = [1, 1, 1]
     assert "connection-churn" in kinds(m)
+
+
+SITE = "/venv/lib/python3.12/site-packages"
+STDLIB = sysconfig.get_paths()["stdlib"]  # the standard library is never "your code"
+
+
+def _frames(*names: tuple[str, str]) -> list[dict]:
+    return [{"file": f, "line": i + 1, "function": fn} for i, (f, fn) in enumerate(names)]
+
+
+SERIALISE = (
+    (f"{SITE}/starlette/routing.py", "app"),
+    (f"{SITE}/fastapi/routing.py", "app"),
+    (f"{SITE}/fastapi/routing.py", "serialize_response"),
+    (f"{SITE}/fastapi/encoders.py", "jsonable_encoder"),
+    (f"{SITE}/fastapi/encoders.py", "jsonable_encoder"),
+)
+
+
+@pytest.mark.parametrize("weights", [(9, 3), (3, 9)])
+def test_a_stall_in_library_code_gets_the_same_name_whichever_frame_won(weights) -> None:
+    """Two runs of the same serialisation stall: the sampler caught `is_dataclass` more
+    often in one, `jsonable_encoder` in the other. The name is the library's, both times."""
+    stall = {
+        "duration_s": 0.6,
+        "stacks": [
+            {"count": weights[0], "frames": _frames(*SERIALISE)},
+            {
+                "count": weights[1],
+                "frames": _frames(*SERIALISE, (f"{STDLIB}/dataclasses.py", "is_dataclass")),
+            },
+        ],
+    }
+    (finding,) = diagnose(make(lag_s=0.6, stalls=[stall]))
+    assert finding.message.startswith(
+        "blocks the loop: fastapi (serialize_response -> jsonable_encoder) (no frame of your "
+        "code) (held it 600 ms"
+    ), finding.message
+
+
+def gc_stall(duration_s: float, gc_s: float, starved_s: float = 0.0) -> dict:
+    allocating = _frames(
+        ("/srv/shop/shop/service.py", "load"), (f"{STDLIB}/json/decoder.py", "JSONDecoder.decode")
+    )
+    return {
+        "duration_s": duration_s,
+        "gc_s": gc_s,
+        "gc_collections": 2,
+        "gc_generation": 2,
+        "starved_s": starved_s,
+        "stacks": [
+            {
+                "count": 6,
+                "frames": [
+                    *allocating,
+                    {"file": "<built-in>", "line": 0, "function": "garbage collection"},
+                ],
+            },
+            {"count": 2, "frames": allocating},
+        ],
+    }
+
+
+def test_a_stall_mostly_garbage_collection_is_gc_not_blocking_code() -> None:
+    (finding,) = diagnose(make(lag_s=0.09, stalls=[gc_stall(0.09, 0.07)]))
+    assert finding.kind == "gc-pauses" and not finding.exact
+    assert finding.message.startswith(
+        "garbage collection: the loop stalled 90 ms, 70 ms of it in 2 garbage collections "
+        "(generation 2) while the code allocated at /srv/shop/shop/service.py:1 in load -> "
+        "json.decoder.JSONDecoder.decode"
+    ), finding.message
+
+
+def test_blocking_code_beside_gc_says_how_much_was_gc() -> None:
+    kinds_seen = diagnose(make(lag_s=0.2, stalls=[gc_stall(0.2, 0.05)]))
+    assert [f.kind for f in kinds_seen] == ["blocks-loop", "gc-pauses"]
+    assert "(held it 150 ms" in kinds_seen[0].message
+    assert "the stall was 200 ms, 50 ms of it in garbage collection" in kinds_seen[0].message
+
+
+def test_time_the_loop_waited_for_a_cpu_is_not_blocking() -> None:
+    starved = {**SLEEP_STALL, "duration_s": 0.1, "starved_s": 0.08}
+    assert diagnose(make(lag_s=0.1, stalls=[starved])) == []
+
+
+@pytest.mark.parametrize("stall", [SLEEP_STALL, gc_stall(0.09, 0.07), gc_stall(0.03, 0.0)])
+def test_the_verdict_does_not_depend_on_the_delay(stall: dict) -> None:
+    verdicts = {
+        tuple(
+            f.message for f in diagnose(make(lag_s=stall["duration_s"], stalls=[stall], delay_s=d))
+        )
+        for d in (0.05, 0.1, 0.2)
+    }
+    assert len(verdicts) == 1, verdicts
+
+
+def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
+    from pytest_fanout.diagnose import NAMES
+
+    cases = [
+        make(peak=1, waves=[1] * 10),
+        make(peak=4, waves=[4, 4, 2]),
+        make(connections=10),
+        make(connections=8),
+        make(peak=3, rejected=21, requests=10),
+        make(errors=30),
+        make(lag_s=0.2, stalls=[SLEEP_STALL]),
+        make(lag_s=0.09, stalls=[gc_stall(0.09, 0.07)]),
+        make(peak=30, waves=[100], n=100, concurrency=100, requests=100),
+        make(peak=1, waves=[50], delay_s=0.0, n=50, concurrency=50, requests=50),
+    ]
+    seen = set()
+    for m in cases:
+        for finding in diagnose(m):
+            name = NAMES[finding.kind]
+            assert finding.message.startswith(name + " ") or finding.message.startswith(name + ":")
+            assert finding.cell.startswith(name)
+            seen.add(finding.kind)
+    assert seen == set(KINDS) == set(NAMES)

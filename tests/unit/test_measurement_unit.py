@@ -71,8 +71,51 @@ def test_assert_concurrency_on_a_named_upstream() -> None:
         assert_concurrency(m, peak=1, upstream="pricing")
     assert str(failed.value) == (
         "expected 1 requests in flight at upstream 'pricing' during POST /basket, saw 2 "
-        "(per sample: [2, 1]): more calls overlapped than expected: the bound is not enforced"
+        "(per sample: [2, 1]) (timed): more calls overlapped than expected: the bound is not "
+        "enforced"
     )
+
+
+def test_assert_concurrency_checks_the_held_waves_not_the_timed_peaks() -> None:
+    # A gather of 10 on a slow client: the timed samples overlapped only 6 and 4 calls.
+    m = measurement(inventory=g([10, 10], [6, 4], [0, 0]), pricing=g([1, 1], [1, 1], [0, 0]))
+    m.structure = {"inventory": [10], "pricing": [1]}
+    m.upstream_delay_s = 0.1
+    assert_concurrency(m, peak=10, requests=10, waves=[10])
+    assert_concurrency(m, peak=1, requests=1, upstream="pricing")
+    with pytest.raises(FanoutAssertionError) as failed:
+        assert_concurrency(m, peak=20)
+    assert str(failed.value).startswith(
+        "expected 20 calls in flight at once at upstream 'inventory' during POST /basket, the "
+        "held probe saw at most 10 (waves [10]); the timed samples at the 100 ms delay reached "
+        "6: a limit of 10 caps them (httpx.Limits("
+    )
+    with pytest.raises(FanoutAssertionError, match=r"expected waves \[5, 5\] .* saw \[10\]"):
+        assert_concurrency(m, waves=[5, 5])
+    with pytest.raises(FanoutAssertionError, match="saw 10 .the held probe's waves"):
+        assert_concurrency(m, at_most=8)
+
+
+def test_a_sequential_structure_reads_as_one_at_a_time() -> None:
+    m = measurement(inventory=g([3, 3], [1, 1], [0, 0]))
+    m.structure = {"inventory": [1, 1, 1]}
+    with pytest.raises(FanoutAssertionError, match="one at a time: each was awaited"):
+        assert_concurrency(m, peak=3)
+
+
+def test_the_structure_round_trips_and_old_data_has_none() -> None:
+    m = measurement(inventory=g([3, 3], [3, 3], [0, 0]))
+    m.structure = {"inventory": [3]}
+    data = json.loads(json.dumps(m.to_dict()))
+    assert data["structure"] == {"inventory": [3]}
+    assert Measurement.from_dict(data).structure == {"inventory": [3]}
+    del data["structure"]
+    assert Measurement.from_dict(data).structure == {}
+    data["structure"] = None
+    old = Measurement.from_dict(data)
+    assert old.structure == {} and old.waves() is None and old.upstream().waves is None
+    with pytest.raises(FanoutAssertionError, match="no held probe"):
+        assert_concurrency(old, waves=[3])
 
 
 def test_connection_reuse_tells_a_client_per_request_from_a_small_pool() -> None:

@@ -1,0 +1,104 @@
+"""The harness's side of hold mode: arm the stubs, send, read the waves.
+
+`StubUpstreamServer.hold()` (one upstream) and `hold_all()` (every upstream
+of a stack, as the held probe of `measure` does) are context managers: the
+stubs hold calls inside the block, and on leaving it the waves are read and
+the hold ends (calls still held are answered, so nothing hangs). A hold that
+reached one of its bounds raises `HoldBoundError` in one line.
+
+Each upstream is its own process with its own hold. A request that calls two
+upstreams at once, or one after the other, gets exact waves at each: the app
+is idle while its calls wait at either stub, and a stub's hold starts with
+the first call it gets, so a chain A then B cannot deadlock (B's wave begins
+when A's answer let the app call B). Not exact: calls to B that the app makes
+*because* A answered, while B still holds an earlier wave of the same
+request, join B's wave or start the next one depending on which stub
+released first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_fanout.servers.stub_server import StubUpstreamServer
+
+
+class HoldBoundError(AssertionError):
+    """A hold reached one of its bounds (calls held, or time a wave stayed open)."""
+
+
+@dataclass
+class HeldWaves:
+    """What one stub saw in hold mode: the sizes of its waves, in order (filled on exit)."""
+
+    upstream: str
+    waves: list[int] = field(default_factory=list)
+    #: The quiet window that closed the last wave (ms): what the hold waited at the end.
+    last_quiet_ms: float = 0.0
+
+    @property
+    def peak(self) -> int:
+        """The most calls the code had in flight at once at this upstream."""
+        return max(self.waves, default=0)
+
+    @property
+    def calls(self) -> int:
+        return sum(self.waves)
+
+    @property
+    def rounds(self) -> int:
+        return len(self.waves)
+
+
+def hold_settings(
+    *,
+    count: int | None = None,
+    quiet_min_ms: float | None = None,
+    quiet_max_ms: float | None = None,
+    max_calls: int | None = None,
+    max_wave_s: float | None = None,
+    app_pid: int | None = None,
+) -> dict[str, Any]:
+    """The control body for the settings given (the rest stay the stub's defaults)."""
+    values = {
+        "count": count,
+        "quiet_min_ms": quiet_min_ms,
+        "quiet_max_ms": quiet_max_ms,
+        "max_calls": max_calls,
+        "max_wave_s": max_wave_s,
+        "app_pid": app_pid,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@contextmanager
+def holding(stub: StubUpstreamServer, settings: Mapping[str, Any]) -> Iterator[HeldWaves]:
+    """Arm `stub`'s hold for the block; its waves are in the HeldWaves once the block ends."""
+    __tracebackhide__ = True
+    held = HeldWaves(stub.upstream_name)
+    stub.arm_hold(dict(settings))
+    failed = True
+    try:
+        yield held
+        failed = False
+    finally:
+        report = stub.disarm_hold()
+        held.waves = list(report.get("waves", []))
+        held.last_quiet_ms = float(report.get("last_quiet_ms", 0.0))
+        error = report.get("error")
+        if error and not failed:
+            raise HoldBoundError(f"upstream {stub.upstream_name!r} ended its hold: {error}")
+
+
+@contextmanager
+def hold_all(
+    stubs: Mapping[str, StubUpstreamServer], settings: Mapping[str, Any]
+) -> Iterator[dict[str, HeldWaves]]:
+    """Arm every stub's hold for the block: {name: HeldWaves}, filled once the block ends."""
+    __tracebackhide__ = True
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(holding(stub, settings)) for name, stub in stubs.items()}
