@@ -145,7 +145,11 @@ def _library_span(frames: Sequence[dict[str, Any]]) -> tuple[str, str, str] | No
 
 
 def _short(function: str) -> str:
-    return function.rsplit(".", 1)[-1]
+    """A function's name without its module; a method keeps its class (`Client.get`)."""
+    parts = function.split(".")
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        return ".".join(parts[-2:])
+    return parts[-1]
 
 
 def _in_site_packages(path: str) -> bool:
