@@ -168,7 +168,10 @@ def _blocks_loop(m: Measurement) -> Finding | None:
             detail += f"; the stall was {_ms(stall.get('duration_s', 0.0))}, {apart}"
         ran = stall.get("ran_s")
         if ran is not None and ran < held / 2:
-            detail += "; the loop waited in that call, so the stall grows with the upstream's delay"
+            detail += (
+                "; the loop waited in that call (I/O or a sleep, not CPU), "
+                "so the stall lasts as long as what it waits for"
+            )
     return Finding(
         "blocks-loop",
         f"blocks the loop: {where} ({detail})",

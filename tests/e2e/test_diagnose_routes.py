@@ -141,8 +141,8 @@ def test_a_blocking_route_is_named_by_file_and_function(
     assert "x the 40 ms limit" in message  # whatever the delay (measure.BLOCKING_LIMIT_S)
     if path == "/cpu":
         assert " in crunch (CPU) (held it " in message
-    else:  # the loop slept in the call: a stall that grows with the delay, and says so
-        assert "so the stall grows with the upstream's delay" in message
+    else:  # the loop waited in the call (I/O or a sleep), and the finding says so
+        assert "the loop waited in that call (I/O or a sleep, not CPU)" in message
 
 
 def _fanout(*args: str) -> subprocess.CompletedProcess[str]:

@@ -57,7 +57,7 @@ def test_a_slow_pricing_service_slows_only_its_stage(shop, fanout_upstreams):
     )
     m = shop.measure("/basket", method="POST", json=BASKET, repeat=2)
     shop.assert_concurrency(m, peak=10, upstream="inventory")
-    warmup, *measured = fanout_upstreams["pricing"].requests("POST", "/quote")
+    warmup, held_probe, *measured = fanout_upstreams["pricing"].requests("POST", "/quote")
     assert len(measured) == 2  # one quote per sample, each with its own delay from the tail
     assert m.max_s >= max(q.delay_ms for q in measured) / 1000  # the shop waited for it
 

@@ -41,7 +41,7 @@ def test_the_failure_names_the_blocking_line(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*stalled for * during /slow (limit 50 ms): something blocks the loop at "
+            "*was held for * during /slow (limit 40 ms): something blocks the loop at "
             "shop/service.py:11 in slow -> time.sleep (longest stall * ms)*"
         ]
     )
@@ -51,7 +51,7 @@ def test_the_option_switches_sampling_off(pytester: pytest.Pytester) -> None:
     _setup(pytester, "on")  # the command line wins over the ini file
     result = pytester.runpytest("--fanout-stack-sampling", "off")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*(limit 50 ms): something blocks the loop, such as*"])
+    result.stdout.fnmatch_lines(["*(limit 40 ms): something blocks the loop, such as*"])
     result.stdout.no_fnmatch_line("*time.sleep*")
 
 
@@ -72,7 +72,7 @@ def test_the_fixture_diagnoses_a_measurement(pytester: pytest.Pytester) -> None:
             assert finding.kind == "blocks-loop"
             assert not finding.exact
             assert finding.message.startswith(
-                "blocks the loop: shop/service.py:11 in slow -> time.sleep (stalled "
+                "blocks the loop: shop/service.py:11 in slow -> time.sleep (held it "
             )
         """
     )
