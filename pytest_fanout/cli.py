@@ -353,7 +353,7 @@ def configure_measure(parser: argparse.ArgumentParser) -> None:
     add_stack_group(parser, options_for("fanout"))
 
 
-def _json_body(text: str | None) -> object:
+def json_body(text: str | None) -> object:
     """The --json body; NaN and Infinity are not JSON and are refused."""
     import json
 
@@ -377,7 +377,7 @@ def run_measure(args: argparse.Namespace) -> int:
 
     if not args.path.startswith("/"):
         raise CommandError(f"the path {args.path!r} must start with /", ExitCode.USAGE)
-    body = _json_body(args.json_body)
+    body = json_body(args.json_body)
     waterfall_target = _waterfall_target(args.waterfall)
     spec = spec_from(args)
     timeout = spec.request_timeout

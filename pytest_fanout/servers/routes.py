@@ -24,7 +24,7 @@ from typing import Any
 from uvicorn.importer import ImportFromStringError, import_from_string
 
 from pytest_fanout.servers.streaming import StreamError, StreamPlan, plan_from_spec
-from pytest_fanout.spec import MAX_DELAY_MS  # one limit for routes, behaviour and options
+from pytest_fanout.spec import MAX_DELAY_MS, ROUTE_KEYS  # one limit, one list of route keys
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _PARAM = re.compile(r"\{([^{}]*)\}")
@@ -242,24 +242,7 @@ class Route:
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Route:
         """Build from the JSON the harness posts (every field checked; unknown ones refused)."""
-        known = {
-            "method",
-            "path",
-            "status",
-            "json",
-            "body",
-            "body_b64",
-            "headers",
-            "delay_ms",
-            "jitter_ms",
-            "p99_ms",
-            "error_rate",
-            "handler",
-            "events",
-            "chunks",
-            "chunk_delay_ms",
-            "tokens_per_s",
-        }
+        known = {*ROUTE_KEYS, "body_b64"}  # body_b64: any bytes, as JSON carries them
         unknown = sorted(set(spec) - known)
         if unknown:
             raise RouteError(f"unknown route setting(s): {', '.join(unknown)}")

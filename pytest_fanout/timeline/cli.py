@@ -15,7 +15,7 @@ from pytest_fanout._argtypes import (
     http_status,
     positive_float,
 )
-from pytest_fanout.cli import CommandError, add_stack_group, spec_from
+from pytest_fanout.cli import CommandError, add_stack_group, json_body, spec_from
 from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.spec import SpecError, options_for
 
@@ -63,19 +63,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_stack_group(parser, options_for("fanout"))
 
 
-def _body(text: str | None) -> object:
-    if text is None:
-        return None
-
-    def refuse(constant: str) -> object:
-        raise CommandError(f"--json: {constant} is not valid JSON", ExitCode.USAGE)
-
-    try:
-        return json.loads(text, parse_constant=refuse)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"--json is not valid JSON: {exc}", ExitCode.USAGE) from None
-
-
 def run(args: argparse.Namespace) -> int:
     import httpx2
 
@@ -86,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.path.startswith("/"):
         raise CommandError(f"the path {args.path!r} must start with /", ExitCode.USAGE)
-    body = _body(args.json_body)
+    body = json_body(args.json_body)
     save = Path(args.save) if args.save else None
     if save is not None and (save.suffix != ".json" or not save.parent.is_dir()):
         raise CommandError(
