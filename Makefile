@@ -21,7 +21,7 @@ patterns: install
 ## The tests (what CI runs): the suite, then the exact-count e2e tests on a loaded runner.
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --durations=15
 	$(MAKE) test-loaded
 
 ## The e2e tests whose counts must be exact whatever the machine, beside two CPU-bound
