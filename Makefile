@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 patterns: install
 	$(BIN)/fanout patterns
 
-## The tests (what CI runs): the suite, then the exact-count e2e tests on a loaded runner.
+## The tests (what CI runs): the suite, then the exact-count e2e tests on a loaded runner
+## (those run only there: beside two CPU burners is the stricter place for them).
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --durations=15
+	$(BIN)/python -m pytest -n 2 --durations=15 $(addprefix --ignore=,$(LOADED_TESTS))
 	$(MAKE) test-loaded
 
 ## The e2e tests whose counts must be exact whatever the machine, beside two CPU-bound
