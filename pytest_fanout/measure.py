@@ -119,6 +119,9 @@ class Measurement:
     #: Seconds to the first byte of the answer's body in each sample (the first token of a
     #: stream); `samples` are the times to its last byte.
     first_byte_per_sample: list[float] = field(default_factory=list)
+    #: The app streamed its answer (chunked: no length known up front), as an SSE or token
+    #: stream does: exact, from the headers. The gate then judges the first byte too.
+    streamed: bool = False
     #: When each sample was sent and answered, on time.monotonic() (the stubs' call-log
     #: clock): the upstream calls inside a window are that sample's (the waterfall).
     sample_windows: list[tuple[float, float]] = field(default_factory=list)
@@ -506,6 +509,12 @@ def _timed_request(client: httpx2.Client, method: str, url: str, **kwargs: Any) 
     )
 
 
+def streams(response: httpx2.Response) -> bool:
+    """Did the app stream this answer (chunked transfer encoding, no Content-Length)?"""
+    encoding = response.headers.get("transfer-encoding", "")
+    return "chunked" in encoding.lower() and "content-length" not in response.headers
+
+
 def _first_byte_s(response: httpx2.Response) -> float | None:
     """Seconds from the send to the body's first byte, if `_timed_request` sent it."""
     value = response.extensions.get(_FIRST_BYTE)
@@ -595,6 +604,20 @@ def _settle(upstreams: Mapping[str, Any], wait_s: float, method: str, path: str)
             )
 
 
+def request_kwargs(
+    json: Any = None, content: bytes | str | None = None, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The httpx2 keyword arguments of a request's body and headers, only those given."""
+    kwargs: dict[str, Any] = {}
+    if json is not None:
+        kwargs["json"] = json
+    if content is not None:
+        kwargs["content"] = content
+    if headers:
+        kwargs["headers"] = dict(headers)
+    return kwargs
+
+
 def measure(
     client: httpx2.Client,
     app_url: str,
@@ -664,13 +687,7 @@ def measure(
     )
     timeout = client.timeout.read
     wait_s = idle_wait_s if idle_wait_s is not None else (timeout or DEFAULT_IDLE_WAIT_S)
-    kwargs: dict[str, Any] = {}
-    if json is not None:
-        kwargs["json"] = json
-    if content is not None:
-        kwargs["content"] = content
-    if headers:
-        kwargs["headers"] = dict(headers)
+    kwargs = request_kwargs(json, content, headers)
     url = app_url + path
     for index in range(warmup + repeat):
         if index == warmup and held_probe:
@@ -698,6 +715,7 @@ def measure(
             continue
         result.samples.append(elapsed)
         result.first_byte_per_sample.append(_first_byte_s(response) or elapsed)
+        result.streamed = result.streamed or streams(response)
         result.sample_windows.append((sent, answered))
         for name, stub in stubs.items():
             stats = stub.stats()

@@ -404,26 +404,35 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     FanoutSession.of(node.config).add_workeroutput(getattr(node, "workeroutput", {}) or {})
 
 
-def summary_rows(measurements: list[Measurement]) -> list[list[object]]:
+SUMMARY_HEADERS = ["test", "path", "median", "p95", "upstream peak", "efficiency", "loop lag"]
+
+
+def summary_table(measurements: list[Measurement]) -> tuple[list[str], list[list[object]]]:
+    """The measurements summary's headers and rows: a first-byte column only when an answer
+    was streamed (for the others the first byte is the answer), the finding last."""
     from pytest_fanout.diagnose import headline
     from pytest_fanout.patterns import efficiency_cell
 
+    streamed = any(m.streamed for m in measurements)
+    headers = [*SUMMARY_HEADERS, "CPU/request", *(["first byte"] if streamed else []), "finding"]
     rows = []
     for m in measurements:
-        rows.append(
-            [
-                m.test.split("::")[-1] if m.test else "-",
-                m.path if m.method == "GET" else f"{m.method} {m.path}",
-                f"{m.median_s * 1000:.1f} ms",
-                f"{m.p95_s * 1000:.1f} ms",
-                _peak_cell(m),
-                efficiency_cell(m),  # marked when the route blocked the loop
-                f"{m.loop_lag_max_s * 1000:.1f} ms",
-                _cpu_cell(m),
-                headline(m),
-            ]
-        )
-    return rows
+        row: list[object] = [
+            m.test.split("::")[-1] if m.test else "-",
+            m.path if m.method == "GET" else f"{m.method} {m.path}",
+            f"{m.median_s * 1000:.1f} ms",
+            f"{m.p95_s * 1000:.1f} ms",
+            _peak_cell(m),
+            efficiency_cell(m),  # marked when the route blocked the loop
+            f"{m.loop_lag_max_s * 1000:.1f} ms",
+            _cpu_cell(m),
+        ]
+        if streamed:
+            first = m.first_byte_median_s
+            row.append(f"{first * 1000:.1f} ms" if m.streamed and first is not None else "-")
+        row.append(headline(m))
+        rows.append(row)
+    return headers, rows
 
 
 def _peak_cell(m: Measurement) -> object:
@@ -450,10 +459,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if not measurements or is_xdist_worker(config):
         return
     terminalreporter.write_sep("=", "fan-out measurements")
-    headers = ["test", "path", "median", "p95", "upstream peak", "efficiency", "loop lag"]
-    headers.append("CPU/request")
-    headers.append("finding")
-    terminalreporter.write_line(render_text(headers, summary_rows(measurements)))
+    terminalreporter.write_line(render_text(*summary_table(measurements)))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

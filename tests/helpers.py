@@ -115,3 +115,32 @@ def locust_master_and_workers(
     out = {name: (tmp_path / f"{name}.log").read_text() for name in commands}
     assert not left, f"left behind: {left}"
     return codes, out, marker
+
+
+def run_example(ini: str, test_file: str, *extra: str, timeout: float = 180) -> str:
+    """One example of tests/examples as its own pytest session with its own ini, as its
+    repository would run it; asserts it passed and returns the output."""
+    examples = REPO / "tests" / "examples"
+    env = {**os.environ}
+    env.pop("PYTEST_ADDOPTS", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-c",
+            str(examples / ini),
+            "-p",
+            "no:cacheprovider",
+            *extra,
+            str(examples / test_file),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output

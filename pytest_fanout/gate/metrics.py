@@ -17,6 +17,12 @@ from pytest_fanout.gate.stats import histogram_sample
 from pytest_fanout.load.results import EndpointResult
 from pytest_fanout.measure import Measurement, percentile
 
+#: Samples a side from which `cpu` is gated. A/A sessions (the same commit on both sides,
+#: benchmarks/gate_validation.py) of a service spending 10 ms of CPU a request: over 10
+#: samples the two processes differed by -14% to +11% (one +10.8% at p=0.0014, a false
+#: alarm); over 20, by -4% to +5% (10 sessions, every p above 0.1).
+CPU_MIN_SAMPLES = 20
+
 
 @dataclass(frozen=True)
 class Values:
@@ -52,6 +58,12 @@ class Metric:
     parts: Callable[[Case, Run], dict[str, Values] | None] | None = None
     #: Exact on any machine (a count, not a timing): no noise test, any change is real.
     exact: bool = False
+    #: Only some cases have it (first-byte: an answer the app streamed). Where neither side
+    #: has it, the rule does not apply: not compared, and not noted as missing.
+    optional: bool = False
+    #: Fewer samples a side than this and the metric is shown, not gated: its noise between
+    #: two processes is larger than the rank test over fewer samples can see (cpu).
+    min_samples: int = 0
 
     @property
     def bad_sign(self) -> str:
@@ -102,6 +114,15 @@ def _median(case: Case, run: Run) -> Values | None:
 def _p95(case: Case, run: Run) -> Values | None:
     m = _measured(case)
     return None if m is None else Values(list(m.samples), m.p95_s)
+
+
+def _first_byte(case: Case, run: Run) -> Values | None:
+    """A streamed answer's time to its first byte, one value a sample; None when the app did
+    not stream it (then the first byte says nothing the median does not)."""
+    m = _measured(case)
+    if m is None or not m.streamed or len(m.first_byte_per_sample) != len(m.samples):
+        return None
+    return Values(list(m.first_byte_per_sample), statistics.median(m.first_byte_per_sample))
 
 
 def _speedup(case: Case, run: Run) -> Values | None:
@@ -262,6 +283,7 @@ METRICS: dict[str, Metric] = {
             False,
             _cpu,
             "the app process's CPU time per request (from the probe; same machine only)",
+            min_samples=CPU_MIN_SAMPLES,
         ),
         Metric("median", False, "s", False, _median, "median wall time (raw seconds)"),
         Metric(
@@ -272,6 +294,16 @@ METRICS: dict[str, Metric] = {
             _p95,
             "95th percentile wall time (raw seconds)",
             statistic=p95_of,
+        ),
+        Metric(
+            "first-byte",
+            False,
+            "s",
+            False,
+            _first_byte,
+            "a streamed answer's median time to its first byte, the first token (raw seconds;"
+            " only cases whose app streamed)",
+            optional=True,
         ),
         Metric(
             "load-p95",

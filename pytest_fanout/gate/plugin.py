@@ -113,7 +113,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="what fails the run when --fanout-compare finds it beyond the noise: comma-separated "
         "METRIC-N%%/METRIC+N%% (or ms/s, a plain count, or Nabs on a ratio) rules over median, "
-        "p95, cpu (same machine only), structure, efficiency, overhead, speedup "
+        "p95, first-byte (streamed answers), cpu (same machine only), structure, efficiency, "
+        "overhead, speedup "
         "(measurements) and load-p95, rps, completed, fail-ratio (Locust rows); "
         "'none' reports only (default: the gate's rules, README 'Gating pull requests')",
     )

@@ -58,6 +58,9 @@ class MeasurementRecord(_Open):
     status_code: Count = 200
     app_errors: Count = 0
     test: str = ""
+    #: The app streamed its answer (the first-byte rule judges it); absent in older files.
+    streamed: bool = False
+    first_byte_per_sample: list[Seconds] = []
     #: Per upstream, the wave sizes of a held probe request (exact); absent in older files.
     structure: dict[str, list[Count]] | None = None
     #: Per upstream, per gauge, one number a sample (counts, and the delays applied in ms).

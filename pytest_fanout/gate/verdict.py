@@ -273,7 +273,8 @@ def compare_values(
             )
             if not all(math.isfinite(x) for x in interval):
                 interval = None  # a zero baseline has no relative change: JSON has no NaN
-    enough = tested and min(len(base.samples), len(now.samples)) >= MIN_SAMPLES
+    fewest = min(len(base.samples), len(now.samples))
+    enough = tested and fewest >= max(MIN_SAMPLES, metric.min_samples)
     beyond = change is not None and rule.worse(change)
     beyond_better = change is not None and rule.better(change)
     if not metric.sampled:
@@ -292,6 +293,13 @@ def compare_values(
     elif metric.sampled and weak:
         # A measurement's samples are its repeat; a Locust row's are its requests.
         note = weak if metric.kind == KIND_MEASUREMENT else "too few samples to judge"
+        gated = False
+    elif metric.sampled and fewest < metric.min_samples:
+        note = (
+            f"not judged with {fewest} samples a side: {metric.name} needs"
+            f" {metric.min_samples} (over fewer, two processes of the same code differ more"
+            f" than the test sees); use repeat >= {metric.min_samples}"
+        )
         gated = False
     elif beyond and not worse:
         note = f"beyond {rule.text} but within the noise (p={p_worse:.2g})"
@@ -375,7 +383,7 @@ def compare_runs(
     kinds = {c.kind for c in baseline.cases} & {c.kind for c in current.cases}
     notes = []
     if latency_skipped:
-        skipped = _machine_bound(config, kinds)
+        skipped = _machine_bound(config, kinds, [*baseline.cases, *current.cases], current)
         if skipped:
             notes.append(
                 f"latency rules ({', '.join(skipped)}) not gated: {latency_skipped}; "
@@ -392,9 +400,19 @@ def compare_runs(
     return comparison
 
 
-def _machine_bound(config: GateConfig, kinds: Iterable[str]) -> list[str]:
+def _machine_bound(
+    config: GateConfig, kinds: Iterable[str], cases: list[Case], run: Run
+) -> list[str]:
+    """The machine-bound rules that could have judged these cases (an optional metric's only
+    when some case has it: first-byte where an answer was streamed)."""
     wanted = set(kinds)
-    return [r.text for r in config.rules if not r.metric.portable and r.metric.kind in wanted]
+    return [
+        r.text
+        for r in config.rules
+        if not r.metric.portable
+        and r.metric.kind in wanted
+        and (not r.metric.optional or any(r.metric.read(c, run) is not None for c in cases))
+    ]
 
 
 def _compare_case(
@@ -415,6 +433,8 @@ def _compare_case(
     skipped: list[str] = []
     for rule in config.rules_for(new.kind):
         metric = rule.metric
+        if metric.optional and not _applies(metric, old, new, base_run, now_run):
+            continue
         if machine_differs and not metric.portable:
             if rule.enforced:
                 skipped.append(metric.name)
@@ -463,6 +483,11 @@ def _compare_case(
     return result
 
 
+def _applies(metric: Metric, old: Case, new: Case, base_run: Run, now_run: Run) -> bool:
+    """Does an optional metric concern this case: does either side have it?"""
+    return metric.read(old, base_run) is not None or metric.read(new, now_run) is not None
+
+
 def _compare_parts(
     rule: Rule, metric: Metric, old: Case, new: Case, base_run: Run, now_run: Run, alpha: float
 ) -> list[MetricChange] | None:
@@ -508,6 +533,8 @@ def _missing_reason(kind: str, missing: list[str]) -> str:
         why.append("efficiency needs n and the upstream delay")
     if "cpu" in missing:
         why.append("cpu needs the probe's CPU samples on both sides")
+    if "first-byte" in missing:
+        why.append("first-byte needs a streamed answer on both sides")
     if {"median", "p95"} & set(missing):
         why.append("no samples")
     return "; ".join(why) or "not in this record"

@@ -24,7 +24,7 @@ from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.record.traffic import Exchange, routes_from
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-EXIT_OK, EXIT_FAILED = ExitCode.OK, ExitCode.FAILED
+EXIT_OK, EXIT_USAGE = ExitCode.OK, ExitCode.USAGE
 
 
 class RecordError(ValueError):
@@ -147,6 +147,6 @@ def run(args: argparse.Namespace) -> int:
         write_routes(args.spec, routes)
     except (RecordError, HarError, SpecFileError) as exc:
         print(f"fanout: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE
     print(f"wrote the routes into {Path(args.spec)} ([tool.fanout.upstreams.*])", flush=True)
     return EXIT_OK

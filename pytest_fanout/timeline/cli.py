@@ -66,9 +66,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import httpx2
 
-    from pytest_fanout.measure import MeasurementError
+    from pytest_fanout.measure import MeasurementError, request_kwargs
     from pytest_fanout.timeline.causal import critical_path
-    from pytest_fanout.timeline.session import body_kwargs, make_sender
+    from pytest_fanout.timeline.session import make_sender
     from pytest_fanout.timeline.waterfall import Waterfall
 
     if not args.path.startswith("/"):
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             args.path,
             method=args.method,
             expect_status=args.expect_status,
-            **body_kwargs(json=body),
+            **request_kwargs(json=body),
         )
         try:
             result = critical_path(

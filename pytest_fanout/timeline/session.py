@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx2
 
-from pytest_fanout.measure import Measurement, MeasurementError, send_request
+from pytest_fanout.measure import Measurement, MeasurementError, request_kwargs, send_request
 from pytest_fanout.timeline.calls import request_timeline
 from pytest_fanout.timeline.causal import CriticalPath, Send, critical_path
 from pytest_fanout.timeline.findings import TimelineFinding, tested_findings
@@ -73,19 +73,6 @@ def make_sender(
     return send
 
 
-def body_kwargs(
-    json: Any = None, content: bytes | str | None = None, headers: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    if json is not None:
-        kwargs["json"] = json
-    if content is not None:
-        kwargs["content"] = content
-    if headers:
-        kwargs["headers"] = dict(headers)
-    return kwargs
-
-
 def run_critical_path(
     client: httpx2.Client,
     app: Any,
@@ -110,7 +97,7 @@ def run_critical_path(
         path,
         method=method,
         expect_status=expect_status,
-        **body_kwargs(json, content, headers),
+        **request_kwargs(json, content, headers),
     )
     result = critical_path(
         send, upstreams, method=method.upper(), path=path, budget_s=budget_s, extra_ms=extra_ms
@@ -143,7 +130,7 @@ def run_findings(
         path,
         method=method,
         expect_status=expect_status,
-        **body_kwargs(json, content, headers),
+        **request_kwargs(json, content, headers),
     )
     send()  # warm-up
     sent, answered = send()

@@ -203,23 +203,23 @@ def test_a_har_file_gives_routes_with_the_latency_distribution(tmp_path: Path) -
     [
         (["--upstream", "pricing"], {}, 2, "'pricing' is not NAME=URL"),
         (["--upstream", "p=ftp://x"], {}, 2, "is not an http(s) base URL"),
-        (["--upstream", "p=http://x", "--har", "none.har"], {}, 1, "none.har: no such file"),
+        (["--upstream", "p=http://x", "--har", "none.har"], {}, 2, "none.har: no such file"),
         (
             ["--upstream", "p=http://x", "--har", "bad.har"],
             {"bad.har": '{"log": {}}'},
-            1,
+            2,
             "bad.har: not a HAR file (no log.entries list)",
         ),
         (
             ["--upstream", "p=http://x", "--har", "ok.har", "--spec", "broken.toml"],
             {"ok.har": har([entry("GET", "http://x/a", 200, "{}", 1)]), "broken.toml": "[tool"},
-            1,
+            2,
             "broken.toml: is not valid TOML",
         ),
         (
             ["--upstream", "p=http://x", "--upstream", "p=http://y", "--har", "x.har"],
             {},
-            1,
+            2,
             "--upstream p is given twice",
         ),
     ],

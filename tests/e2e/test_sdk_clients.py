@@ -148,8 +148,11 @@ def test_a_streaming_endpoint_is_timed_to_its_first_and_last_byte(stack: Stack) 
     assert min(streamed.first_byte_per_sample) >= 0.05 + 2 * 0.1 * 0.9
     assert min(streamed.samples) >= 0.05 + (len(events) - 1) * 0.1 * 0.9
     assert_streams(streamed)  # first byte at ~25% of the answer's time
+    # From the headers, exact: the gate's first-byte rule judges the streamed one only.
+    assert streamed.streamed and not buffered.streamed
     with pytest.raises(FanoutAssertionError, match="the answer is buffered, not streamed"):
         assert_streams(buffered)  # first byte with the last
     data = streamed.to_dict()
     assert data["first_byte_median_s"] == streamed.first_byte_median_s
     assert Measurement.from_dict(data).first_byte_per_sample == streamed.first_byte_per_sample
+    assert Measurement.from_dict(data).streamed

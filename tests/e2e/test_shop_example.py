@@ -3,38 +3,10 @@ own ini, exactly as the shop's repository would run it: every test passes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from tests.helpers import REPO
-
-EXAMPLES = REPO / "tests" / "examples"
+from tests.helpers import run_example
 
 
 def test_shop_example_passes_with_its_own_ini() -> None:
-    env = {**os.environ}
-    env.pop("PYTEST_ADDOPTS", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-c",
-            str(EXAMPLES / "pytest-shop.ini"),
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:randomly",
-            str(EXAMPLES / "test_shop_service.py"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
+    output = run_example("pytest-shop.ini", "test_shop_service.py", "-p", "no:randomly")
     assert "7 passed" in output
     assert "POST /basket-new-client-each-time" in output  # in the measurements summary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pytest_fanout.measure import Measurement
 from pytest_fanout.patterns import PatternRow, patterns_table
-from pytest_fanout.plugin import summary_rows
+from pytest_fanout.plugin import summary_table
 
 STALL = {
     "duration_s": 0.5,
@@ -38,7 +38,8 @@ def measurement(path: str, lag_s: float, stalls: list[dict]) -> Measurement:
 def test_the_summary_row_ends_with_the_finding() -> None:
     blocked = measurement("/blocking/5", 0.5, [STALL])
     healthy = measurement("/sync/5", 0.002, [])
-    rows = summary_rows([blocked, healthy])
+    headers, rows = summary_table([blocked, healthy])
+    assert headers[-1] == "finding" and "first byte" not in headers
     assert rows[0][-1] == (
         "blocks the loop: /srv/app/app/fanout.py:144 in call_in_sequence -> time.sleep"
     )
@@ -63,6 +64,16 @@ def test_the_summary_shows_each_upstreams_peak_when_there_are_several() -> None:
         "geo": {"requests": [1], "peak_inflight": [1], "connections": [0]},
         "stations": {"requests": [9], "peak_inflight": [3], "connections": [0]},
     }
-    rows = summary_rows([one, two])
+    _, rows = summary_table([one, two])
     assert rows[0][4] == 1
     assert rows[1][4] == "geo 1, stations 3"
+
+
+def test_a_streamed_answer_adds_a_first_byte_column() -> None:
+    plain = measurement("/sync/5", 0.002, [])
+    chat = measurement("/chat", 0.002, [])
+    chat.streamed, chat.first_byte_per_sample = True, [0.25]
+    headers, rows = summary_table([plain, chat])
+    column = headers.index("first byte")
+    assert headers[-1] == "finding"
+    assert [row[column] for row in rows] == ["-", "250.0 ms"]

@@ -143,10 +143,21 @@ def test_power_is_honest() -> None:
 
 def test_the_cpu_rule_flags_cpu_alone() -> None:
     """Same wall time, 20% more CPU per request beyond the noise: slower on cpu+10%."""
-    base = Run.from_measurements([m("/async/20", 0.110, 0.0040)])
-    head = Run.from_measurements([m("/async/20", 0.110, 0.0048)])
+    base = Run.from_measurements([m("/async/20", 0.110, 0.0040, k=20)])
+    head = Run.from_measurements([m("/async/20", 0.110, 0.0048, k=20)])
     [v] = compare_runs(base, head, AB, same_machine=True).verdicts
     assert v.verdict == "regression" and v.shown.rule.text == "cpu+10%"
+    # With fewer than 20 samples a side the CPU is shown, not judged, and the note says why.
+    few = compare_runs(
+        Run.from_measurements([m("/async/20", 0.110, 0.0040, k=10)]),
+        Run.from_measurements([m("/async/20", 0.110, 0.0048, k=10)]),
+        AB,
+        same_machine=True,
+    )
+    [v] = few.verdicts
+    cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
+    assert v.verdict == "same" and not cpu.gated and not cpu.regressed
+    assert "not judged with 10 samples a side: cpu needs 20" in cpu.note
     # Without the probe's CPU on one side the case is still judged on the rest.
     old = Run.from_measurements(
         [Measurement(**{**m("/async/20", 0.11, 0.004).__dict__, "app_cpu_per_sample": []})]
@@ -179,8 +190,8 @@ def test_the_workflow_runs_ab_against_the_merge_base_into_the_step_summary() -> 
 
 
 def test_the_json_report_holds_the_evidence_of_every_gated_metric() -> None:
-    base = Run.from_measurements([m("/async/20", 0.110, 0.0040)])
-    head = Run.from_measurements([m("/async/20", 0.118, 0.0048)])
+    base = Run.from_measurements([m("/async/20", 0.110, 0.0040, k=20)])
+    head = Run.from_measurements([m("/async/20", 0.118, 0.0048, k=20)])
     data = compare_runs(base, head, AB, same_machine=True).to_dict()
     [case] = data["cases"]
     assert case["verdict"] == "regression" and case["gated"] is True and case["reason"] == ""
