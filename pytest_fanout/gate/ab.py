@@ -7,15 +7,11 @@ alternating head and base sample by sample (head-base, then base-head), makes
 the app's CPU per request comparable and lets the gate catch small
 regressions. The base runs from a temporary `git worktree` of the ref,
 removed afterwards (also on a failure, Ctrl-C or SIGTERM: it is in the one
-cleanup registry). On Linux both apps are pinned to one and the same CPU while
-they are sampled (they never run at once): otherwise the scheduler may place
-one beside a busy stub for the whole session, and the same code then costs up
-to a quarter more CPU on one side (seen on a 2-core VM; pinned, within 6%).
+cleanup registry).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -156,33 +152,6 @@ def _merge(name: str, items: list[Any]) -> Any:
     return head
 
 
-def pin_together(pids: list[int]) -> int | None:
-    """Pin every thread of these processes to one CPU, the last this process may use.
-
-    Threads started later inherit it. Returns the CPU, or None where nothing was pinned (not
-    Linux, one CPU only, or a process already gone).
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
-        return None
-    cpu = allowed[-1]
-    pinned = False
-    for pid in pids:
-        try:
-            threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
-        except OSError:
-            threads = [pid]
-        for tid in threads:
-            try:
-                os.sched_setaffinity(tid, {cpu})
-                pinned = True
-            except OSError:  # a thread that ended meanwhile
-                continue
-    return cpu if pinned else None
-
-
 class AlternatingSampler:
     """Takes `measure`'s place in `Fanout.measure`: every sample is taken on the head and on the
     base in turn (ABBA order), each side warmed up first; returns the head's Measurement and
@@ -209,7 +178,6 @@ class AlternatingSampler:
             raise ValueError("repeat must be >= 1 and warmup >= 0")
         held_probe = kwargs.pop("held_probe", True)
         sides = ((app_url, app), (self.base.url, self.base))
-        pin_together([server.pid for _, server in sides if server is not None and server.pid])
         parts: tuple[list[Measurement], list[Measurement]] = ([], [])
         for index in range(repeat):
             for side in (0, 1) if index % 2 == 0 else (1, 0):
