@@ -29,7 +29,7 @@ DEFAULT_FAIL_ON = (
 )
 #: Added in A/B mode (--fanout-ab) unless the rules name cpu: the app's CPU per request is exact
 #: and sensitive, but comparable only on the same machine in the same run.
-AB_RULE = "cpu+10%"
+AB_RULE = "cpu+5%"
 #: Limits that say "moved" for the Locust metrics no rule names: shown, never failed.
 REPORTED_RULES = "load-p95+25%,rps-20%,fail-ratio+0.01,completed-50%"
 #: One-sided significance level of the Mann-Whitney test.

@@ -20,7 +20,7 @@ from pytest_fanout.gate.stats import power_note, repeat_needed, smallest_p
 from pytest_fanout.measure import Measurement
 
 REPO = Path(__file__).resolve().parents[2]
-#: The A/B mode's rules: the defaults and cpu+10%.
+#: The A/B mode's rules: the defaults and cpu+5%.
 AB = GateConfig.from_options(None).for_ab()
 STRING = r'"[^"\n]*"'
 NUMBER = r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)"
@@ -142,11 +142,11 @@ def test_power_is_honest() -> None:
 
 
 def test_the_cpu_rule_flags_cpu_alone() -> None:
-    """Same wall time, 20% more CPU per request beyond the noise: slower on cpu+10%."""
+    """Same wall time, 20% more CPU per request beyond the noise: slower on cpu+5%."""
     base = Run.from_measurements([m("/async/20", 0.110, 0.0040, k=20)])
     head = Run.from_measurements([m("/async/20", 0.110, 0.0048, k=20)])
     [v] = compare_runs(base, head, AB, same_machine=True).verdicts
-    assert v.verdict == "regression" and v.shown.rule.text == "cpu+10%"
+    assert v.verdict == "regression" and v.shown.rule.text == "cpu+5%"
     # With fewer than 20 samples a side the CPU is shown, not judged, and the note says why.
     few = compare_runs(
         Run.from_measurements([m("/async/20", 0.110, 0.0040, k=10)]),
