@@ -478,6 +478,9 @@ def send_request(
 #: is a regression even when the total stays.
 _FIRST_BYTE = "fanout.first_byte_s"
 _LAST_BYTE = "fanout.last_byte_s"
+#: Whether the app streamed the answer: read from the headers as they came on the wire
+#: (the answer rebuilt from the body has a length of its own).
+_STREAMED = "fanout.streamed"
 
 
 def _timed_request(client: httpx2.Client, method: str, url: str, **kwargs: Any) -> httpx2.Response:
@@ -505,14 +508,21 @@ def _timed_request(client: httpx2.Client, method: str, url: str, **kwargs: Any) 
             **streamed.extensions,
             _FIRST_BYTE: last if first is None else first,
             _LAST_BYTE: last,
+            _STREAMED: _chunked(streamed.headers),
         },
     )
 
 
+def _chunked(headers: httpx2.Headers) -> bool:
+    encoding = headers.get("transfer-encoding", "")
+    return "chunked" in encoding.lower() and "content-length" not in headers
+
+
 def streams(response: httpx2.Response) -> bool:
     """Did the app stream this answer (chunked transfer encoding, no Content-Length)?"""
-    encoding = response.headers.get("transfer-encoding", "")
-    return "chunked" in encoding.lower() and "content-length" not in response.headers
+    if _STREAMED in response.extensions:
+        return bool(response.extensions[_STREAMED])
+    return _chunked(response.headers)
 
 
 def _first_byte_s(response: httpx2.Response) -> float | None:

@@ -87,6 +87,7 @@ def test_plain_answers_from_both_sdks_at_once(stack: Stack) -> None:
         m = take(stack, client, "/ask")
     assert m.upstream("openai").peak_per_sample == [3, 3]  # the three models at once
     assert m.upstream("anthropic").peak_per_sample == [1, 1]
+    assert not m.streamed  # a JSON answer with its length: the first-byte rule leaves it
     assert m.upstream("openai").requests_per_sample == [3, 3]  # no SDK retry
     calls = openai.requests("POST", "/v1/chat/completions")
     assert sorted(c.json()["model"] for c in calls[:3]) == sorted(MODELS[:3])
@@ -148,8 +149,9 @@ def test_a_streaming_endpoint_is_timed_to_its_first_and_last_byte(stack: Stack) 
     assert min(streamed.first_byte_per_sample) >= 0.05 + 2 * 0.1 * 0.9
     assert min(streamed.samples) >= 0.05 + (len(events) - 1) * 0.1 * 0.9
     assert_streams(streamed)  # first byte at ~25% of the answer's time
-    # From the headers, exact: the gate's first-byte rule judges the streamed one only.
-    assert streamed.streamed and not buffered.streamed
+    # From the headers, exact: both are sent chunked, so the gate judges both first bytes
+    # (the buffered one's is its last: assert_streams, not the headers, tells them apart).
+    assert streamed.streamed and buffered.streamed
     with pytest.raises(FanoutAssertionError, match="the answer is buffered, not streamed"):
         assert_streams(buffered)  # first byte with the last
     data = streamed.to_dict()
