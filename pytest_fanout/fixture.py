@@ -78,6 +78,23 @@ class Fanout:
         __tracebackhide__ = True
         return self.request("GET", path, **kwargs)
 
+    def post(self, path: str, **kwargs: Any) -> httpx2.Response:
+        """One POST to the app under test (`json=` or `content=` for its body)."""
+        __tracebackhide__ = True
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> httpx2.Response:
+        __tracebackhide__ = True
+        return self.request("PUT", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> httpx2.Response:
+        __tracebackhide__ = True
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> httpx2.Response:
+        __tracebackhide__ = True
+        return self.request("DELETE", path, **kwargs)
+
     def measure(
         self,
         path: str,

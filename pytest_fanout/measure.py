@@ -703,7 +703,7 @@ def measure(
         if index == warmup and held_probe:
             start = time.perf_counter()
             result.structure = _held_probe(
-                client, app, stubs, wait_s, method, url, path, kwargs, expect_status
+                client, app, stubs, wait_s, method, url, path, kwargs, expect_status, index > 0
             )
             result.structure_probe_s = time.perf_counter() - start
         if app is not None:
@@ -760,11 +760,13 @@ def _held_probe(
     path: str,
     kwargs: Mapping[str, Any],
     expect_status: int,
+    after_own: bool = False,
 ) -> dict[str, list[int]]:
-    """One request with every stub holding its calls: {upstream: wave sizes}."""
+    """One request with every stub holding its calls: {upstream: wave sizes}. `after_own`:
+    a warm-up request of this measurement came just before (its handler may still end)."""
     __tracebackhide__ = True
     if app is not None:
-        _app_idle(app, wait_s, method, path)
+        _app_idle(app, wait_s, method, path, own=after_own)
     _settle(stubs, wait_s, method, path)
     settings = hold_settings(app_pid=getattr(app, "pid", None) or None)
     try:

@@ -29,7 +29,7 @@ def test_basket_checks_all_stock_at_once_on_threads(shop):
 
 
 def test_the_answer_is_the_quote(shop, fanout_upstreams):
-    assert shop.request("POST", "/basket", json=BASKET).json() == {"in_stock": 10, "total": 2500}
+    assert shop.post("/basket", json=BASKET).json() == {"in_stock": 10, "total": 2500}
     [quote] = fanout_upstreams["pricing"].assert_called("POST", "/quote", times=1)
     assert quote.json() == {"skus": SKUS}
 

@@ -32,7 +32,7 @@ def test_basket_checks_all_stock_at_once_then_quotes_once(shop):
 
 
 def test_the_quote_asks_for_every_sku_in_stock(shop, fanout_upstreams):
-    answer = shop.request("POST", "/basket", json=BASKET)
+    answer = shop.post("/basket", json=BASKET)
     assert answer.json() == {"in_stock": 10, "total": 2500}
     [quote] = fanout_upstreams["pricing"].assert_called("POST", "/quote", times=1)
     assert quote.json() == {"skus": SKUS}
@@ -45,7 +45,7 @@ def test_out_of_stock_skus_are_not_priced(shop, fanout_upstreams):
     fanout_upstreams["inventory"].route(
         "GET", "/stock/sku-3", json={"sku": "sku-3", "available": 0}
     )
-    assert shop.request("POST", "/basket", json=BASKET).json()["in_stock"] == 9
+    assert shop.post("/basket", json=BASKET).json()["in_stock"] == 9
     [quote] = fanout_upstreams["pricing"].requests("POST", "/quote")
     assert "sku-3" not in quote.json()["skus"]
 
@@ -65,7 +65,7 @@ def test_a_slow_pricing_service_slows_only_its_stage(shop, fanout_upstreams):
 @pytest.mark.fanout_upstream(upstream="inventory", error_rate=1, error_status=503)
 def test_a_failing_inventory_is_not_handled(shop, fanout_upstreams):
     # The marker's behaviour applies to routed paths too (the route sets no error_rate).
-    assert shop.request("POST", "/basket", json=BASKET).status_code == 500
+    assert shop.post("/basket", json=BASKET).status_code == 500
     assert fanout_upstreams["pricing"].requests() == []  # never asked for a quote
 
 
