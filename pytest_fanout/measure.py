@@ -518,11 +518,9 @@ def _chunked(headers: httpx2.Headers) -> bool:
     return "chunked" in encoding.lower() and "content-length" not in headers
 
 
-def streams(response: httpx2.Response) -> bool:
-    """Did the app stream this answer (chunked transfer encoding, no Content-Length)?"""
-    if _STREAMED in response.extensions:
-        return bool(response.extensions[_STREAMED])
-    return _chunked(response.headers)
+def _streamed(response: httpx2.Response) -> bool:
+    """Did the app stream this answer (chunked, no Content-Length), if `_timed_request` sent it?"""
+    return bool(response.extensions.get(_STREAMED, False))
 
 
 def _first_byte_s(response: httpx2.Response) -> float | None:
@@ -725,7 +723,7 @@ def measure(
             continue
         result.samples.append(elapsed)
         result.first_byte_per_sample.append(_first_byte_s(response) or elapsed)
-        result.streamed = result.streamed or streams(response)
+        result.streamed = result.streamed or _streamed(response)
         result.sample_windows.append((sent, answered))
         for name, stub in stubs.items():
             stats = stub.stats()

@@ -122,7 +122,7 @@ def _first_byte(case: Case, run: Run) -> Values | None:
     m = _measured(case)
     if m is None or not m.streamed or len(m.first_byte_per_sample) != len(m.samples):
         return None
-    return Values(list(m.first_byte_per_sample), statistics.median(m.first_byte_per_sample))
+    return Values(list(m.first_byte_per_sample), m.first_byte_median_s or 0.0)
 
 
 def _speedup(case: Case, run: Run) -> Values | None:

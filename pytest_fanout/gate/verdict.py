@@ -383,7 +383,7 @@ def compare_runs(
     kinds = {c.kind for c in baseline.cases} & {c.kind for c in current.cases}
     notes = []
     if latency_skipped:
-        skipped = _machine_bound(config, kinds, [*baseline.cases, *current.cases], current)
+        skipped = _machine_bound(config, kinds, baseline, current)
         if skipped:
             notes.append(
                 f"latency rules ({', '.join(skipped)}) not gated: {latency_skipped}; "
@@ -400,18 +400,19 @@ def compare_runs(
     return comparison
 
 
-def _machine_bound(
-    config: GateConfig, kinds: Iterable[str], cases: list[Case], run: Run
-) -> list[str]:
-    """The machine-bound rules that could have judged these cases (an optional metric's only
-    when some case has it: first-byte where an answer was streamed)."""
+def _machine_bound(config: GateConfig, kinds: Iterable[str], *runs: Run) -> list[str]:
+    """The machine-bound rules that could have judged these runs' cases (an optional metric's
+    only when some case has it: first-byte where an answer was streamed)."""
     wanted = set(kinds)
     return [
         r.text
         for r in config.rules
         if not r.metric.portable
         and r.metric.kind in wanted
-        and (not r.metric.optional or any(r.metric.read(c, run) is not None for c in cases))
+        and (
+            not r.metric.optional
+            or any(r.metric.read(c, run) is not None for run in runs for c in run.cases)
+        )
     ]
 
 
