@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pytest_fanout.servers.routes import MAX_DELAY_MS, strict_json_dumps, strict_json_loads
@@ -34,6 +35,8 @@ MAX_EXTRA_MS = 10_000.0
 # route matched: `select` folds the path's ids then), delay_ms applied, status (0 until
 # answered), digest, answer perturbed.
 Call = list[Any]
+#: An ASGI `send`.
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 #: A path segment that is an id: digits, or 8+ hex digits and '-' with a digit among them.
@@ -95,8 +98,22 @@ class CallLog:
         call[8] = changed != answer
         return changed
 
+    def stamping(self, call: Call, send: Send) -> Send:
+        """`send` that stamps the call answered as its last body message is handed over,
+        before the client can read it: the app can never start a call on another stub
+        before this one is over in the log, however slowly the bytes go out."""
+
+        async def stamped(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                call[1] = time.monotonic()
+            await send(message)
+
+        return stamped
+
     def answer(self, call: Call, status: int) -> None:
-        call[1] = time.monotonic()
+        """The call is over with `status` (stamped now unless its last byte already was)."""
+        if not call[1]:
+            call[1] = time.monotonic()
         call[6] = status
 
     def _targets(self, route: str, call: Call) -> bool:

@@ -294,6 +294,7 @@ class StubUpstream:
             gauge.aborted += 1
             return
         call = self.timeline.arrive(method, path, scope["query_string"], body)
+        send = self.timeline.stamping(call, send)
         if behaviour.max_inflight and self.inflight_now >= behaviour.max_inflight:
             gauge.rejected += 1
             record[STATUS] = 429

@@ -98,11 +98,16 @@ def test_a_shared_session_reuses_its_connections(files: Stack, client: httpx2.Cl
 def test_large_answers_parsed_together_collect_garbage_and_it_is_named_apart(
     files: Stack, client: httpx2.Client
 ) -> None:
-    """20 documents of 75 KB parsed in one go: the collector runs (its time is recorded in
-    the app's process), and the verdict on blocking is the same at 50, 100 and 200 ms."""
+    """10 documents of 75 KB parsed in one go: the collector runs (its time is recorded in
+    the app's process), and the verdict on blocking is the same at 50, 100 and 200 ms.
+
+    Ten, not twenty: parsing twenty holds the loop about 30 ms of CPU on a 2-core VM, so a
+    slower or busier runner lands on either side of the 40 ms limit, which is a timing
+    verdict doing its job, not what this test is about. Ten hold it 10-25 ms under two CPU
+    hogs: the same side of the limit at every delay, on any runner."""
     verdicts = set()
     for delay_ms in (50, 100, 200):
-        m = take(files, client, "/data/shared/20", 20, delay_ms)
+        m = take(files, client, "/data/shared/10", 10, delay_ms)
         assert all(gc_s > 0 for gc_s in m.app_gc_per_sample), m.app_gc_per_sample
         kinds = [f.kind for f in diagnose(m)]
         verdicts.add(("blocks-loop" in kinds, tuple(exact(m))))
