@@ -78,7 +78,7 @@ def port_number(text: str) -> int:
 
 
 def import_string(text: str) -> str:
-    """An ASGI import string, MODULE:ATTRIBUTE (`spec.parse_import_string`, the one rule)."""
+    """An import string, MODULE:ATTRIBUTE (`spec.parse_import_string`, the one rule)."""
     from pytest_fanout.spec import parse_import_string  # here: spec imports load.limits
 
     try:

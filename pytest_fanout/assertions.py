@@ -9,7 +9,7 @@ beside them, and stand in only for a Measurement without a held probe.
 from __future__ import annotations
 
 from pytest_fanout.diagnose import LIMIT_KNOBS, finding_for, where_blocked
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measure import Measurement, UpstreamGauges
 
 
 class FanoutAssertionError(AssertionError):
@@ -165,48 +165,64 @@ HTTPX_DEFAULT_KEEPALIVE = 20
 
 def assert_connection_reuse(m: Measurement, at_most: int = 0, upstream: str | None = None) -> None:
     """At most `at_most` new TCP connections in any sample after warm-up, at every upstream
-    summed or at the one named. The message tells a client built per request (no
-    connection reused at all) from a pool that keeps fewer idle connections than the
-    fan-out needs."""
+    summed or at the one named. The message says, upstream by upstream, what the counts
+    show: no connection reused at all (a client built per request), connections reused only
+    within the request that opened them (the same), or new connections that outlive it (a
+    keep-alive pool smaller than the fan-out)."""
     __tracebackhide__ = True
     if upstream is None:
-        opened = m.connections_per_sample
-        names = m.upstream_names
-        calls = (
-            [
-                sum(col)
-                for col in zip(*(m.upstream(n).requests_per_sample for n in names), strict=True)
-            ]
-            if names
-            else []
-        )
+        opened, names = m.connections_per_sample, m.upstream_names
     else:
-        gauges = m.upstream(upstream)
-        opened, calls = gauges.connections_per_sample, gauges.requests_per_sample
+        opened, names = m.upstream(upstream).connections_per_sample, [upstream]
     if not opened:
         raise FanoutAssertionError(
             f"no connection counts for {m.path}: measure through the `fanout` fixture"
         )
     worst = max(range(len(opened)), key=lambda i: opened[i])
-    new, made = opened[worst], calls[worst]
-    if new <= at_most:
+    if opened[worst] <= at_most:
         return
-    where = "" if upstream is None else f" at upstream {upstream!r}"
     label = f"{m.method} {m.path}" if m.method != "GET" else m.path
-    if new >= made:
-        meaning = (
-            f"every one of the {made} calls arrived on a new connection{where}: no connection "
-            "was reused (a client built per request?)"
-        )
-    else:
-        meaning = (
-            f"{new} new connections for {made} calls{where}: the client keeps fewer idle "
-            f"connections than the fan-out needs (httpx keeps {HTTPX_DEFAULT_KEEPALIVE} "
-            "by default)"
-        )
+    named = upstream is not None or len(names) > 1
+    meanings = [
+        meaning for name in names if (meaning := _reuse_meaning(m.upstream(name), worst, named))
+    ]
+    meaning = "; ".join(meanings) or f"{opened[worst]} new connections in a sample"
     raise FanoutAssertionError(
         f"expected at most {at_most} new connections per call of {label} after warm-up: {meaning}"
         + _finding_suffix(m, "no-connection-reuse", "connection-churn")
+    )
+
+
+def _reuse_meaning(g: UpstreamGauges, sample: int, named: bool) -> str:
+    """What one upstream's connection counts in `sample` show, or '' when it opened none."""
+    if sample >= len(g.connections_per_sample) or sample >= len(g.requests_per_sample):
+        return ""
+    new, made = g.connections_per_sample[sample], g.requests_per_sample[sample]
+    if not new:
+        return ""
+    at = f" at upstream {g.name!r}" if named else ""
+    if new >= made:
+        calls = "the one call" if made == 1 else f"every one of the {made} calls"
+        return (
+            f"{calls}{at} arrived on a new connection: no connection was reused (a client "
+            "built per request?)"
+        )
+    counts = f"{new} new connections for {made} calls{at}"
+    closed = g.closed_per_sample[sample] if sample < len(g.closed_per_sample) else None
+    if closed is None:
+        return (
+            f"{counts}: a client built per request that reuses within the request, or a "
+            "client that keeps fewer idle connections than the fan-out needs (this "
+            "measurement has no connection lifetimes to tell them apart)"
+        )
+    if closed >= new:
+        return (
+            f"{counts}, every one closed by the end of the request: reused only within the "
+            "request (a client built per request?)"
+        )
+    return (
+        f"{counts}, outliving the request: the client keeps fewer idle connections than the "
+        f"fan-out needs (httpx keeps {HTTPX_DEFAULT_KEEPALIVE} by default)"
     )
 
 

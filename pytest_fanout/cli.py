@@ -56,7 +56,8 @@ def add_stack_group(parser: argparse.ArgumentParser, keys: Iterable[str]) -> Non
     """The stack options `keys` (pytest_fanout.spec), named without a prefix (`--app`,
     `--upstream NAME=ENVVAR`, `--route ...`); they override [tool.fanout]."""
     group = parser.add_argument_group(
-        "the stack (default: [tool.fanout] in the nearest pyproject.toml, else the reference app)"
+        "the stack: each option overrides [tool.fanout] of the nearest pyproject.toml; a"
+        " default shown applies where neither sets it"
     )
     keys = list(keys)
     aliases = {k: v for k, v in STACK_ALIASES.items() if k in keys}
@@ -265,7 +266,7 @@ def configure_patterns(parser: argparse.ArgumentParser) -> None:
         "--app",
         type=import_string,
         default=DEFAULT_APP,
-        help=f"ASGI import string of the app (default: {DEFAULT_APP}); it must"
+        help=f"import string of the app (default: {DEFAULT_APP}); it must"
         " serve the reference routes (use `fanout measure` for your own)",
     )
     parser.add_argument(

@@ -392,10 +392,12 @@ def _churn(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
         return None  # all closed with the request: a client per request, not a small pool
     low, high = min(c for c, _, _ in triples), max(c for c, _, _ in triples)
     opened = str(high) if low == high else f"{low}-{high}"
+    lifetimes = all(closed is not None for _, closed, _ in triples)
+    outliving = ", outliving the request" if lifetimes else " (lifetimes not counted)"
     return Finding(
         "connection-churn",
         f"connection churn: {opened} new connections to {label} in every sample after "
-        f"warm-up, for {g.requests} calls, outliving the request: a keep-alive pool smaller "
+        f"warm-up, for {g.requests} calls{outliving}: a keep-alive pool smaller "
         "than the fan-out?",
         exact=True,
         short=f"connection churn{_tag(m, g.name)}: {opened} new for {g.requests} calls",

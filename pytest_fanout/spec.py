@@ -309,8 +309,8 @@ OPTIONS: dict[str, Option] = {
         ),
         Option(
             "app",
-            f"ASGI import string of the app under test, MODULE:ATTR (default: {DEFAULT_APP},"
-            " the reference app)",
+            "import string of the app under test (ASGI, WSGI or aiohttp), MODULE:ATTR"
+            f" (default: {DEFAULT_APP}, the reference app)",
             parse_import_string,
             metavar="MODULE:ATTR",
         ),

@@ -434,8 +434,10 @@ def _compare_case(
     skipped: list[str] = []
     for rule in config.rules_for(new.kind):
         metric = rule.metric
-        if metric.optional and not _applies(metric, old, new, base_run, now_run):
-            continue
+        if metric.parts is None:
+            base, now = metric.read(old, base_run), metric.read(new, now_run)
+            if metric.optional and base is None and now is None:
+                continue  # it does not concern this case (first-byte: nothing streamed)
         if machine_differs and not metric.portable:
             if rule.enforced:
                 skipped.append(metric.name)
@@ -446,8 +448,6 @@ def _compare_case(
                 missing.append(metric.name)
             changes.extend(found or [])
             continue
-        base = metric.read(old, base_run)
-        now = metric.read(new, now_run)
         if base is None or now is None:
             missing.append(metric.name)
             continue
@@ -482,11 +482,6 @@ def _compare_case(
         notes.extend(_change_line(c) for c in changes if c is not result.shown)
     result.note = "; ".join(notes)
     return result
-
-
-def _applies(metric: Metric, old: Case, new: Case, base_run: Run, now_run: Run) -> bool:
-    """Does an optional metric concern this case: does either side have it?"""
-    return metric.read(old, base_run) is not None or metric.read(new, now_run) is not None
 
 
 def _compare_parts(

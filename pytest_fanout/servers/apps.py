@@ -1,6 +1,6 @@
 """Which kind of web app an object is, and how the child process serves it.
 
-Users bring FastAPI, Starlette, Litestar, Quart or Sanic (ASGI 3), Flask or
+Users bring FastAPI, Starlette, Litestar, Quart or Django (ASGI 3), Flask or
 Django (WSGI), or aiohttp's own `web.Application`. The kind is read off the
 object (never from a flag the user must get right): an aiohttp Application
 by its type, ASGI 3 by an `async` callable of (scope, receive, send), WSGI by
@@ -31,7 +31,7 @@ WSGI = "wsgi"
 AIOHTTP = "aiohttp"
 #: What the harness accepts, for the one-line refusal.
 ACCEPTED = (
-    "an ASGI 3 app (FastAPI, Starlette, Litestar, Quart, Sanic: async (scope, receive, send)), "
+    "an ASGI 3 app (FastAPI, Starlette, Litestar, Quart, Django: async (scope, receive, send)), "
     "a WSGI app (Flask, Django: (environ, start_response)) or an aiohttp.web.Application"
 )
 #: Threads of the WSGI adapter's pool: how many requests a WSGI app serves at once.

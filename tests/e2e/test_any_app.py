@@ -1,6 +1,7 @@
-"""The harness serves any Python web app, read off the object: ASGI 3 (Starlette, a bare ASGI
-function without lifespan support), WSGI (Flask, through a2wsgi's thread pool) and an
-`aiohttp.web.Application` (under aiohttp's own runner). Each is a small service written here
+"""The harness serves any Python web app, read off the object: ASGI 3 (Starlette, Litestar,
+Quart, Django's ASGI handler, a bare ASGI function without lifespan support), WSGI (Flask and
+Django's WSGI handler, through a2wsgi's thread pool) and an `aiohttp.web.Application` (under
+aiohttp's own runner). Each is a small service written here
 as a user would write it, run by `Stack` in its own process under the loop probe, and the
 stub's counts are exact whatever the framework. Anything else is refused in one line."""
 
@@ -20,6 +21,30 @@ from pytest_fanout.servers.upstream import Behaviour
 N = 8
 #: Far longer than any framework needs to start 8 calls: the peak is exact.
 DELAY_MS = 200
+
+#: A one-module Django project, as its settings.py, urls.py and views.py would be together.
+DJANGO = """
+import asyncio
+import os
+
+import httpx2
+from django.conf import settings
+
+settings.configure(
+    SECRET_KEY="not-a-secret",
+    ALLOWED_HOSTS=["127.0.0.1"],
+    ROOT_URLCONF=__name__,
+    MIDDLEWARE=["django.middleware.common.CommonMiddleware"],
+)
+
+from django.core.{handler} import get_{handler}_application  # noqa: E402
+from django.http import JsonResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+{views}
+
+urlpatterns = [path("gather/<int:count>", gather), path("sequential/<int:count>", sequential)]
+app = get_{handler}_application()
+"""
 
 APPS = {
     # WSGI: Flask, fanning out on a thread pool of `requests` (the sync pattern done right).
@@ -134,6 +159,114 @@ app = Starlette(
     lifespan=lifespan,
 )
 """,
+    # Litestar: a client opened in its lifespan, on app.state, handed to handlers as `state`.
+    "litestar": """
+import asyncio
+import os
+from contextlib import asynccontextmanager
+
+import httpx2
+from litestar import Litestar, get
+from litestar.datastructures import State
+
+
+@asynccontextmanager
+async def client(app):
+    async with httpx2.AsyncClient(base_url=os.environ["FANOUT_UPSTREAM_URL"]) as shared:
+        app.state.client = shared
+        yield
+
+
+@get("/gather/{count:int}")
+async def gather(count: int, state: State) -> dict:
+    answers = await asyncio.gather(*(state.client.get(f"/price/{i}") for i in range(count)))
+    return {"codes": [a.status_code for a in answers]}
+
+
+@get("/sequential/{count:int}")
+async def sequential(count: int, state: State) -> dict:
+    return {"codes": [(await state.client.get(f"/price/{i}")).status_code for i in range(count)]}
+
+
+app = Litestar(route_handlers=[gather, sequential], lifespan=[client])
+""",
+    # Quart: a client opened before serving and closed after.
+    "quart": """
+import asyncio
+import os
+
+import httpx2
+from quart import Quart
+
+app = Quart(__name__)
+
+
+@app.before_serving
+async def open_client():
+    app.client = httpx2.AsyncClient(base_url=os.environ["FANOUT_UPSTREAM_URL"])
+
+
+@app.after_serving
+async def close_client():
+    await app.client.aclose()
+
+
+@app.get("/gather/<int:count>")
+async def gather(count):
+    answers = await asyncio.gather(*(app.client.get(f"/price/{i}") for i in range(count)))
+    return {"codes": [a.status_code for a in answers]}
+
+
+@app.get("/sequential/<int:count>")
+async def sequential(count):
+    return {"codes": [(await app.client.get(f"/price/{i}")).status_code for i in range(count)]}
+""",
+    # Django's ASGI handler, async views: no lifespan, so the shared client opens on first use.
+    "django_asgi": DJANGO.format(
+        handler="asgi",
+        views="""
+_client = None
+
+
+def client():
+    global _client
+    if _client is None:
+        _client = httpx2.AsyncClient(base_url=os.environ["FANOUT_UPSTREAM_URL"])
+    return _client
+
+
+async def gather(request, count):
+    answers = await asyncio.gather(*(client().get(f"/price/{i}") for i in range(count)))
+    return JsonResponse({"codes": [a.status_code for a in answers]})
+
+
+async def sequential(request, count):
+    return JsonResponse({"codes": [(await client().get(f"/price/{i}")).status_code
+                                   for i in range(count)]})
+""",
+    ),
+    # Django's WSGI handler, sync views: a shared client and a thread pool.
+    "django_wsgi": DJANGO.format(
+        handler="wsgi",
+        views="""
+from concurrent.futures import ThreadPoolExecutor
+
+shared = httpx2.Client(base_url=os.environ["FANOUT_UPSTREAM_URL"])
+pool = ThreadPoolExecutor(max_workers=16)
+
+
+def status_of(i):
+    return shared.get(f"/price/{i}").status_code
+
+
+def gather(request, count):
+    return JsonResponse({"codes": list(pool.map(status_of, range(count)))})
+
+
+def sequential(request, count):
+    return JsonResponse({"codes": [status_of(i) for i in range(count)]})
+""",
+    ),
 }
 
 

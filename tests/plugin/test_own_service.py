@@ -118,9 +118,72 @@ def test_a_pool_smaller_than_the_fan_out_is_told_apart(pytester: pytest.Pytester
             with pytest.raises(AssertionError) as failed:
                 fanout.assert_connection_reuse(m)
             assert (
-                "7 new connections for 12 calls: the client keeps fewer idle connections "
-                "than the fan-out needs (httpx keeps 20 by default)") in str(failed.value)
+                "7 new connections for 12 calls, outliving the request: the client keeps "
+                "fewer idle connections than the fan-out needs (httpx keeps 20 by default)"
+            ) in str(failed.value)
             fanout.assert_connection_reuse(m, at_most=7)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+HALF_FRESH_SERVICE = """
+import asyncio
+import os
+from contextlib import asynccontextmanager
+
+import httpx2
+from fastapi import FastAPI
+
+INVENTORY, PRICING = os.environ["INVENTORY_URL"], os.environ["PRICING_URL"]
+
+
+@asynccontextmanager
+async def lifespan(app):
+    async with httpx2.AsyncClient(base_url=PRICING) as pricing:
+        app.state.pricing = pricing
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.post("/checkout")
+async def checkout(basket: dict) -> dict:
+    async with httpx2.AsyncClient(base_url=INVENTORY) as inventory:  # built per request
+        stock = await asyncio.gather(*(inventory.get(f"/stock/{s}") for s in basket["skus"]))
+    quote = await app.state.pricing.post("/quote", json=basket)
+    return {"stock": len(stock), "quote": quote.status_code}
+"""
+
+
+def test_a_client_per_request_for_one_upstream_is_named_at_that_one(
+    pytester: pytest.Pytester,
+) -> None:
+    """Inventory's client is built per request, pricing's is shared: summed, 6 new
+    connections for 7 calls; the message must name inventory's client, not a small pool."""
+    pytester.makepyfile(half_fresh=HALF_FRESH_SERVICE)
+    pytester.makeini(
+        "[pytest]\nfanout_app = half_fresh:app\nfanout_delay_ms = 50\n"
+        "fanout_upstreams =\n    inventory=INVENTORY_URL\n    pricing=PRICING_URL\n"
+    )
+    pytester.makepyfile(
+        test_half="""
+        import pytest
+
+        def test_half(fanout):
+            m = fanout.measure("/checkout", method="POST", json={"skus": list("abcdef")}, repeat=2)
+            assert m.upstream("inventory").connections_per_sample == [6, 6]
+            assert m.upstream("pricing").connections_per_sample == [0, 0]
+            with pytest.raises(AssertionError) as failed:
+                fanout.assert_connection_reuse(m)
+            message = str(failed.value)
+            assert (
+                "after warm-up: every one of the 6 calls at upstream 'inventory' arrived on a "
+                "new connection: no connection was reused (a client built per request?); "
+                "no connection reuse: every connection to upstream 'inventory' closed"
+            ) in message, message
+            assert "fewer idle" not in message
         """
     )
     pytester.runpytest().assert_outcomes(passed=1)

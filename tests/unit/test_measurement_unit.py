@@ -23,14 +23,19 @@ def measurement(**gauges: dict[str, list[int]]) -> Measurement:
     )
 
 
-def g(requests, peak, connections, rejected=(0, 0), errors=(0, 0)) -> dict[str, list[int]]:
-    return {
+def g(
+    requests, peak, connections, rejected=(0, 0), errors=(0, 0), closed=None
+) -> dict[str, list[int]]:
+    gauges = {
         "requests": list(requests),
         "peak_inflight": list(peak),
         "connections": list(connections),
         "rejected": list(rejected),
         "errors": list(errors),
     }
+    if closed is not None:  # connection lifetimes: how many of the new closed with the request
+        gauges["connections_closed"] = list(closed)
+    return gauges
 
 
 def test_per_upstream_gauges_and_connections_summed() -> None:
@@ -126,15 +131,43 @@ def test_connection_reuse_tells_a_client_per_request_from_a_small_pool() -> None
         "every one of the 20 calls arrived on a new connection: no connection was reused "
         "(a client built per request?)"
     ) in str(failed.value)
-    small_pool = measurement(inventory=g([50, 50], [50, 50], [30, 30]))
+    small_pool = measurement(inventory=g([50, 50], [50, 50], [30, 30], closed=[0, 0]))
     with pytest.raises(FanoutAssertionError) as failed:
         assert_connection_reuse(small_pool)
     assert (
-        "30 new connections for 50 calls: the client keeps fewer idle connections than the "
-        "fan-out needs (httpx keeps 20 by default)"
+        "30 new connections for 50 calls, outliving the request: the client keeps fewer idle "
+        "connections than the fan-out needs (httpx keeps 20 by default)"
     ) in str(failed.value)
+    batched = measurement(inventory=g([20, 20], [5, 5], [5, 5], closed=[5, 5]))
+    with pytest.raises(FanoutAssertionError) as failed:
+        assert_connection_reuse(batched)
+    assert (
+        "5 new connections for 20 calls, every one closed by the end of the request: reused "
+        "only within the request (a client built per request?)"
+    ) in str(failed.value)
+    assert "fewer idle" not in str(failed.value)
+    unknown = measurement(inventory=g([50, 50], [50, 50], [30, 30]))
+    with pytest.raises(FanoutAssertionError, match="no connection lifetimes to tell them apart"):
+        assert_connection_reuse(unknown)
     assert_connection_reuse(small_pool, at_most=30)
     two = measurement(inventory=g([5, 5], [5, 5], [0, 0]), pricing=g([1, 1], [1, 1], [1, 1]))
     assert_connection_reuse(two, upstream="inventory")
-    with pytest.raises(FanoutAssertionError, match="every one of the 1 calls.*at upstream"):
+    with pytest.raises(FanoutAssertionError, match="the one call at upstream 'pricing'"):
         assert_connection_reuse(two, upstream="pricing")
+    # Summed over both, each upstream is told apart: only pricing opened connections.
+    with pytest.raises(FanoutAssertionError) as failed:
+        assert_connection_reuse(two)
+    assert "at upstream 'inventory'" not in str(failed.value)
+    # A client per request for one upstream beside a shared one: no "pool" for the sum.
+    one_fresh = measurement(
+        inventory=g([6, 6], [6, 6], [6, 6], closed=[6, 6]), pricing=g([1, 1], [1, 1], [0, 0])
+    )
+    with pytest.raises(FanoutAssertionError) as failed:
+        assert_connection_reuse(one_fresh)
+    message = str(failed.value)
+    assert (
+        "every one of the 6 calls at upstream 'inventory' arrived on a new connection: no "
+        "connection was reused"
+    ) in message
+    assert "fewer idle" not in message
+    assert "pricing" not in message.split(": no connection reuse")[0]
