@@ -249,6 +249,8 @@ class StubUpstream:
         self.timeline = CallLog()
         self.routes: list[Route] = []
         self._literal: dict[tuple[str, str], Route] = {}
+        #: Routes with path parameters by method, in the order they were added.
+        self._templated: dict[str, list[Route]] = {}
         self._random = random.Random(self.behaviour.seed or None)
         #: Hold mode (`hold.py`): when armed, calls wait for their wave instead of the delay.
         self.holder = Holder()
@@ -503,11 +505,16 @@ class StubUpstream:
         route = self._literal.get((method, path))
         if route is not None:
             return route, {}
-        for route in self.routes:
-            if route.regex is not None or method == "HEAD":
+        if method == "HEAD":  # a HEAD matches GET routes too, literal ones included
+            for route in self.routes:
                 params = route.match(method, path)
                 if params is not None:
                     return route, params
+            return None, {}
+        for route in self._templated.get(method, ()):  # the hot path: one regex each
+            found = route.regex.match(path)  # type: ignore[union-attr]
+            if found is not None:
+                return route, found.groupdict()
         return None, {}
 
     def _delay(self, route: Route | None, query: dict[str, str]) -> float:
@@ -633,9 +640,12 @@ class StubUpstream:
     def _set_routes(self, routes: list[Route]) -> None:
         self.routes = routes
         self._literal = {}
+        self._templated = {}
         for route in routes:
             if route.regex is None:
                 self._literal.setdefault((route.method, route.path), route)
+            else:
+                self._templated.setdefault(route.method, []).append(route)
 
     async def _requests(self, query: dict, body: Any) -> dict[str, Any]:
         """One page of the recorded sample: ?method=&path= (a template is fine), after the
