@@ -513,6 +513,19 @@ def _timed_request(client: httpx2.Client, method: str, url: str, **kwargs: Any) 
     )
 
 
+def unexpected_status(
+    method: str, path: str, response: httpx2.Response, expected: int, during: str = ""
+) -> str:
+    """`POST /x answered 301, expected 200: ...` with the start of the body, and where a
+    redirect pointed (its body is often empty: a missing trailing slash, say)."""
+    where = response.headers.get("location") if 300 <= response.status_code < 400 else None
+    redirect = f" (a redirect to {where}; the harness does not follow it)" if where else ""
+    return (
+        f"{method} {path} answered {response.status_code}{redirect}, expected {expected}"
+        f"{during}: {response.text[:300]}"
+    )
+
+
 def _chunked(headers: httpx2.Headers) -> bool:
     encoding = headers.get("transfer-encoding", "")
     return "chunked" in encoding.lower() and "content-length" not in headers
@@ -715,10 +728,7 @@ def measure(
         elapsed = time.perf_counter() - start
         answered = time.monotonic()
         if response.status_code != expect_status:
-            raise MeasurementError(
-                f"{method} {path} answered {response.status_code}, expected {expect_status}: "
-                f"{response.text[:300]}"
-            )
+            raise MeasurementError(unexpected_status(method, path, response, expect_status))
         if index < warmup:
             continue
         result.samples.append(elapsed)
@@ -773,11 +783,12 @@ def _held_probe(
     except HoldBoundError as exc:
         raise MeasurementError(f"the held probe of {method} {path}: {exc}") from None
     if response.status_code != expect_status:
+        during = (
+            " (the held probe: its upstream calls held until the app sent no more, then "
+            "answered together)"
+        )
         raise MeasurementError(
-            f"{method} {path} answered {response.status_code}, expected {expect_status} (the "
-            "held probe: its upstream calls held until the app sent no more, then answered "
-            f"together): {response.text[:300]}",
-            _tail(app),
+            unexpected_status(method, path, response, expect_status, during), _tail(app)
         )
     return {name: waves.waves for name, waves in held.items()}
 

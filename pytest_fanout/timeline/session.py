@@ -9,7 +9,13 @@ from typing import Any
 
 import httpx2
 
-from pytest_fanout.measure import Measurement, MeasurementError, request_kwargs, send_request
+from pytest_fanout.measure import (
+    Measurement,
+    MeasurementError,
+    request_kwargs,
+    send_request,
+    unexpected_status,
+)
 from pytest_fanout.timeline.calls import request_timeline
 from pytest_fanout.timeline.causal import CriticalPath, Send, critical_path
 from pytest_fanout.timeline.findings import TimelineFinding, tested_findings
@@ -64,10 +70,7 @@ def make_sender(
         response = send_request(client, app, method, url, path, **kwargs)
         answered = time.monotonic()
         if response.status_code != expect_status:
-            raise MeasurementError(
-                f"{method} {path} answered {response.status_code}, expected {expect_status}: "
-                f"{response.text[:200]}"
-            )
+            raise MeasurementError(unexpected_status(method, path, response, expect_status))
         return sent, answered
 
     return send

@@ -171,3 +171,19 @@ def test_connection_reuse_tells_a_client_per_request_from_a_small_pool() -> None
     ) in message
     assert "fewer idle" not in message
     assert "pricing" not in message.split(": no connection reuse")[0]
+
+
+def test_an_unexpected_status_names_where_a_redirect_pointed() -> None:
+    import httpx2
+
+    from pytest_fanout.measure import unexpected_status
+
+    moved = httpx2.Response(301, headers={"location": "/api/price/"})
+    assert unexpected_status("POST", "/api/price", moved, 200) == (
+        "POST /api/price answered 301 (a redirect to /api/price/; the harness does not follow "
+        "it), expected 200: "
+    )
+    created = httpx2.Response(201, json={"id": 1})
+    assert unexpected_status("POST", "/orders", created, 200, " (the held probe)") == (
+        'POST /orders answered 201, expected 200 (the held probe): {"id":1}'
+    )
