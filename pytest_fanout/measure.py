@@ -517,12 +517,16 @@ def unexpected_status(
     method: str, path: str, response: httpx2.Response, expected: int, during: str = ""
 ) -> str:
     """`POST /x answered 301, expected 200: ...` with the start of the body, and where a
-    redirect pointed (its body is often empty: a missing trailing slash, say)."""
-    where = response.headers.get("location") if 300 <= response.status_code < 400 else None
-    redirect = f" (a redirect to {where}; the harness does not follow it)" if where else ""
+    redirect pointed (its body is often empty: a missing trailing slash, say); another
+    success (Litestar's POST answers 201) names the option that accepts it."""
+    status = response.status_code
+    where = response.headers.get("location") if 300 <= status < 400 else None
+    note = f" (a redirect to {where}; the harness does not follow it)" if where else ""
+    if 200 <= status < 300 and 200 <= expected < 300:
+        note = f" (if {status} is this route's success, say expect_status={status})"
     return (
-        f"{method} {path} answered {response.status_code}{redirect}, expected {expected}"
-        f"{during}: {response.text[:300]}"
+        f"{method} {path} answered {status}{note}, expected {expected}{during}: "
+        f"{response.text[:300]}"
     )
 
 

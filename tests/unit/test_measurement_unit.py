@@ -185,5 +185,6 @@ def test_an_unexpected_status_names_where_a_redirect_pointed() -> None:
     )
     created = httpx2.Response(201, json={"id": 1})
     assert unexpected_status("POST", "/orders", created, 200, " (the held probe)") == (
-        'POST /orders answered 201, expected 200 (the held probe): {"id":1}'
+        "POST /orders answered 201 (if 201 is this route's success, say expect_status=201), "
+        'expected 200 (the held probe): {"id":1}'
     )
