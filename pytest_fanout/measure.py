@@ -530,6 +530,22 @@ def unexpected_status(
     )
 
 
+def check_status(
+    response: httpx2.Response,
+    method: str,
+    path: str,
+    expected: int,
+    during: str = "",
+    log_tail: str = "",
+) -> None:
+    """Raise MeasurementError (`unexpected_status`) unless `response` has the status asked."""
+    __tracebackhide__ = True
+    if response.status_code != expected:
+        raise MeasurementError(
+            unexpected_status(method, path, response, expected, during), log_tail
+        )
+
+
 def _chunked(headers: httpx2.Headers) -> bool:
     encoding = headers.get("transfer-encoding", "")
     return "chunked" in encoding.lower() and "content-length" not in headers
@@ -731,8 +747,7 @@ def measure(
         response = send_request(client, app, method, url, path, **kwargs)
         elapsed = time.perf_counter() - start
         answered = time.monotonic()
-        if response.status_code != expect_status:
-            raise MeasurementError(unexpected_status(method, path, response, expect_status))
+        check_status(response, method, path, expect_status)
         if index < warmup:
             continue
         result.samples.append(elapsed)
@@ -791,9 +806,7 @@ def _held_probe(
             " (the held probe: its upstream calls held until the app sent no more, then "
             "answered together)"
         )
-        raise MeasurementError(
-            unexpected_status(method, path, response, expect_status, during), _tail(app)
-        )
+        check_status(response, method, path, expect_status, during, _tail(app))
     return {name: waves.waves for name, waves in held.items()}
 
 

@@ -11,10 +11,9 @@ import httpx2
 
 from pytest_fanout.measure import (
     Measurement,
-    MeasurementError,
+    check_status,
     request_kwargs,
     send_request,
-    unexpected_status,
 )
 from pytest_fanout.timeline.calls import request_timeline
 from pytest_fanout.timeline.causal import CriticalPath, Send, critical_path
@@ -69,8 +68,7 @@ def make_sender(
         sent = time.monotonic()
         response = send_request(client, app, method, url, path, **kwargs)
         answered = time.monotonic()
-        if response.status_code != expect_status:
-            raise MeasurementError(unexpected_status(method, path, response, expect_status))
+        check_status(response, method, path, expect_status)
         return sent, answered
 
     return send
