@@ -27,11 +27,15 @@ if str(REPO) not in sys.path:
 
 import httpx2  # noqa: E402
 
-from pytest_fanout._argtypes import non_negative_float, positive_int  # noqa: E402
 from pytest_fanout._table import render_text  # noqa: E402
+from pytest_fanout.limits import (  # noqa: E402
+    DEFAULT_APP,  # noqa: E402
+    Behaviour,  # noqa: E402
+    non_negative_float,
+    positive_int,
+)
 from pytest_fanout.measure import measure  # noqa: E402
-from pytest_fanout.servers.stack import DEFAULT_APP, Stack  # noqa: E402
-from pytest_fanout.servers.upstream import Behaviour  # noqa: E402
+from pytest_fanout.servers.stack import Stack  # noqa: E402
 
 TARGET = 0.03
 MODES = {"sampler on": {}, "sampler off": {"PYTEST_FANOUT_STACKS": "0"}}

@@ -34,12 +34,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.procfs import status_kib  # noqa: E402
-from pytest_fanout._argtypes import import_string, int_between  # noqa: E402
 from pytest_fanout._table import render_markdown  # noqa: E402
+from pytest_fanout.limits import (  # noqa: E402
+    DEFAULT_APP,  # noqa: E402
+    import_string,
+    int_between,
+)
 from pytest_fanout.load import LoadResult, LoadRunError, run_locust  # noqa: E402
 from pytest_fanout.servers.process import ServerStartError  # noqa: E402
 from pytest_fanout.servers.proctree import descendants_of  # noqa: E402
-from pytest_fanout.servers.stack import DEFAULT_APP, AppServer, Stack, StubUpstreamServer  # noqa: E402
+from pytest_fanout.servers.stack import AppServer, Stack, StubUpstreamServer  # noqa: E402
 
 #: The hard bound on one soak run's load phase, in seconds.
 MAX_DURATION_S = 60

@@ -21,8 +21,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.physical_limit import stub_load  # noqa: E402
+from pytest_fanout.limits import Behaviour  # noqa: E402
 from pytest_fanout.servers.stack import StubUpstreamServer  # noqa: E402
-from pytest_fanout.servers.upstream import Behaviour  # noqa: E402
 
 TARGET_PER_CPU_S = 20_000
 ROUTES = 20

@@ -9,9 +9,9 @@ Importing it starts nothing and installs no signal handler: that happens when
 the first child process starts (`pytest_fanout.servers.cleanup`).
 """
 
-import importlib
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pytest_fanout.limits import lazy_names
 
 #: Public name -> the module that holds it, imported on first use (PEP 562): pytest
 #: loads this package in every run of every project where it is installed, so its
@@ -42,7 +42,7 @@ _PUBLIC = {
     "StubResponse": "pytest_fanout.servers",
     "StubStream": "pytest_fanout.servers",
     "StubUpstreamServer": "pytest_fanout.servers",
-    "ExitCode": "pytest_fanout.exitcodes",
+    "ExitCode": "pytest_fanout.limits",
     "FanoutSession": "pytest_fanout.plugin",
     "SpecError": "pytest_fanout.spec",
     "StackSpec": "pytest_fanout.spec",
@@ -55,8 +55,8 @@ _PUBLIC = {
 if TYPE_CHECKING:
     from pytest_fanout.assertions import FanoutAssertionError
     from pytest_fanout.diagnose import Finding, diagnose
-    from pytest_fanout.exitcodes import ExitCode
     from pytest_fanout.fixture import Fanout
+    from pytest_fanout.limits import ExitCode
     from pytest_fanout.load.results import EndpointResult, LoadResult, OpenModelResult
     from pytest_fanout.load.runner import LoadRunError, run_locust
     from pytest_fanout.load.thresholds import Thresholds
@@ -79,25 +79,7 @@ if TYPE_CHECKING:
     from pytest_fanout.timeline import CriticalPath, TimelineFinding, Waterfall
 
 
-def _lazy_names(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
-    """`__getattr__` for `package` (PEP 562): each public name is imported from the module
-    `where[name]` the first time it is read, then kept in the package. Used by this
-    package, `gate`, `load` and `servers`, which pytest imports at start-up. No `__dir__`
-    lists them: pluggy reads every name `dir()` gives a plugin, which would load them all."""
-    namespace = importlib.import_module(package).__dict__
-
-    def __getattr__(name: str) -> Any:
-        module = where.get(name)
-        if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        namespace[name] = value
-        return value
-
-    return __getattr__
-
-
-__getattr__ = _lazy_names(__name__, _PUBLIC)
+__getattr__ = lazy_names(__name__, _PUBLIC)
 
 pytest_plugins = [
     "pytest_fanout.plugin",

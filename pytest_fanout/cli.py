@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_fanout._argtypes import (
+from pytest_fanout import limits
+from pytest_fanout.limits import (
+    ExitCode,
     fraction,
     http_status,
     import_string,
     port_number,
 )
-from pytest_fanout.exitcodes import ExitCode
-from pytest_fanout.load import limits
 from pytest_fanout.servers.process import LOOPBACK, ServerStartError
 from pytest_fanout.spec import (
     DEFAULT_APP,
@@ -38,7 +38,7 @@ from pytest_fanout.spec import (
 )
 
 if TYPE_CHECKING:
-    from pytest_fanout.servers.upstream import Behaviour
+    from pytest_fanout.limits import Behaviour
 
 #: The `fanout` commands' old flag names, kept beside the stack options' own.
 STACK_ALIASES = {"config": ["--fanout-config"], "request_timeout": ["--timeout"]}
@@ -120,7 +120,7 @@ def behaviour_changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def behaviour_from(args: argparse.Namespace) -> Behaviour:
-    from pytest_fanout.servers.upstream import Behaviour, ConfigError
+    from pytest_fanout.limits import Behaviour, ConfigError
 
     behaviour = Behaviour()
     try:
@@ -219,8 +219,12 @@ def run_serve(args: argparse.Namespace) -> int:
         for name, env in spec.upstream_env_names().items():
             upstream = spec.upstreams.setdefault(name, UpstreamSpec(name, env, where="flags"))
             upstream.behaviour.update(changes)
+    from pytest_fanout.servers.stack import Stack
+
     try:
-        stack = spec.stack(host=args.host, app_port=args.app_port, upstream_port=args.upstream_port)
+        stack = Stack.from_spec(
+            spec, host=args.host, app_port=args.app_port, upstream_port=args.upstream_port
+        )
     except SpecError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
     warn_if_exposed(args.host)
@@ -382,8 +386,10 @@ def run_measure(args: argparse.Namespace) -> int:
     waterfall_target = _waterfall_target(args.waterfall)
     spec = spec_from(args)
     timeout = spec.request_timeout
+    from pytest_fanout.servers.stack import Stack
+
     try:
-        stack = spec.stack()
+        stack = Stack.from_spec(spec)
     except SpecError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
     with stack, httpx2.Client(timeout=timeout) as client:

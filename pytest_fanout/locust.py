@@ -47,12 +47,10 @@ from locust import FastHttpUser, LoadTestShape, constant, events, tag, task
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout import limits
+from pytest_fanout.limits import ExitCode
 from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout-abort-on-fail)
-from pytest_fanout.load import (
-    arrival,  # the open model and exact latency; registered first
-    limits,
-)
+from pytest_fanout.load import arrival  # the open model and exact latency; registered first
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 from pytest_fanout.load.runner import EMBEDDED_PREFIX
 from pytest_fanout.load.thresholds import OPTIONS as THRESHOLD_OPTIONS
@@ -448,10 +446,11 @@ def _start_stack(environment: Environment) -> str:
     """Start the stub upstream(s) and the app (parent-bound sockets, readiness polled)."""
     global _STACK
     from pytest_fanout.servers.process import ServerStartError
+    from pytest_fanout.servers.stack import Stack
 
     try:
         spec = stack_spec(environment)
-        stack = spec.stack()
+        stack = Stack.from_spec(spec)
     except SpecError as exc:
         _fail_now(ExitCode.USAGE, f"fanout: error: {exc}")
     try:

@@ -15,9 +15,9 @@ import httpx2
 
 from pytest_fanout._table import render_text
 from pytest_fanout.diagnose import diagnose, headline
+from pytest_fanout.limits import DEFAULT_APP, DEFAULT_UPSTREAM, Behaviour
 from pytest_fanout.measure import Measurement, measure
-from pytest_fanout.servers.stack import DEFAULT_APP, DEFAULT_UPSTREAM, Stack
-from pytest_fanout.servers.upstream import Behaviour
+from pytest_fanout.servers.stack import Stack
 
 #: The loop counts as blocked when its worst stall is this share of the request's time.
 BLOCKED_SHARE = 0.5

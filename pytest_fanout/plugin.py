@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from pytest_fanout.fixture import Fanout
     from pytest_fanout.load.results import LoadResult
     from pytest_fanout.measure import Measurement
-    from pytest_fanout.servers.process import ServerProcess, ServerStartError
-    from pytest_fanout.servers.stack import AppServer, StubsStarting, StubUpstreamServer
+    from pytest_fanout.servers.process import ServerProcess
+    from pytest_fanout.servers.stack import AppServer, Stack, StubUpstreamServer
 
 # Heavy modules (the servers, httpx2, the measurement) are imported inside the fixtures
 # and hooks that need them: this module is loaded by every pytest run of every project
@@ -182,55 +182,42 @@ def _spec(config: pytest.Config) -> StackSpec:
 # ---- fixtures --------------------------------------------------------------
 
 
-def _fail_start(exc: ServerStartError) -> None:
-    tail = "\n".join("  | " + line for line in exc.log_tail.splitlines())
+def _fail_start(exc: BaseException) -> NoReturn:
+    """One line and the child's log tail for a server that could not start."""
+    tail = "\n".join("  | " + line for line in getattr(exc, "log_tail", "").splitlines())
     pytest.fail(f"pytest-fanout: {exc}\n{tail}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def _fanout_stubs(pytestconfig: pytest.Config) -> Iterator[StubsStarting]:
-    """Every stub upstream, starting in the background (the app starts beside them)."""
-    from pytest_fanout.servers.stack import StubsStarting, StubUpstreamServer
+def _fanout_stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
+    """The session's stack (`Stack.from_spec`, the one builder): its stubs start in the
+    background at once; the app starts only when a test asks for `fanout_server`."""
+    from pytest_fanout.servers.stack import Stack
 
-    spec = _spec(pytestconfig)
-    behaviours, routes = spec.behaviours(), spec.routes()
-    servers = {
-        name: StubUpstreamServer(
-            behaviours[name],
-            name=name,
-            startup_timeout=spec.startup_timeout,
-            app_dir=spec.app_dir,
-            routes=routes.get(name, []),
-        )
-        for name in spec.upstream_env_names()
-    }
-    for server in servers.values():
+    session = FanoutSession.of(pytestconfig)
+
+    def setup(server: ServerProcess) -> None:
         pytestconfig.hook.pytest_fanout_server_setup(server=server, config=pytestconfig)
-        FanoutSession.of(pytestconfig).servers.append(server)
-    starting = StubsStarting(servers)
+        session.servers.append(server)
+
+    stack = Stack.from_spec(session.spec, on_server=setup)
+    stack.start_upstreams()
     try:
-        yield starting
+        yield stack
     finally:
-        starting.stop()
-
-
-def _raise_start_failure(failed: BaseException | None) -> None:
-    """One line and the child's log tail for a server that could not start."""
-    from pytest_fanout.servers.process import ServerStartError
-
-    if failed is None:
-        return
-    if not isinstance(failed, ServerStartError):
-        raise failed
-    _fail_start(failed)
+        stack.stop()
 
 
 @pytest.fixture(scope="session")
-def fanout_upstreams(_fanout_stubs: StubsStarting) -> dict[str, StubUpstreamServer]:
+def fanout_upstreams(_fanout_stack: Stack) -> dict[str, StubUpstreamServer]:
     """Every stub upstream by name (the ini's `fanout_upstreams`, or one named "default"),
     each in its own process: `.url`, `.route()`, `.requests()`, `.stats()`, `.configure()`."""
-    _raise_start_failure(_fanout_stubs.wait_ready())
-    return _fanout_stubs.servers
+    from pytest_fanout.servers.process import ServerStartError
+
+    try:
+        return _fanout_stack.wait_upstreams()
+    except ServerStartError as exc:
+        _fail_start(exc)
 
 
 @pytest.fixture(scope="session")
@@ -240,41 +227,19 @@ def fanout_upstream(fanout_upstreams: dict[str, StubUpstreamServer]) -> StubUpst
 
 
 @pytest.fixture(scope="session")
-def fanout_server(pytestconfig: pytest.Config, _fanout_stubs: StubsStarting) -> Iterator[AppServer]:
+def fanout_server(_fanout_stack: Stack) -> Iterator[AppServer]:
     """The app under test under uvicorn in its own process, each upstream's URL in the
     environment variable named for it (started while the stubs finish starting)."""
     from pytest_fanout.servers.process import ServerStartError
-    from pytest_fanout.servers.stack import AppServer
 
-    _fanout_stubs.wait_bound()
-    _raise_start_failure(_fanout_stubs.failed())
-    spec = _spec(pytestconfig)
-    names = spec.upstream_env_names()
-    urls = {name: server.url for name, server in _fanout_stubs.servers.items()}
-    env = {names[name]: url for name, url in urls.items()}
-    env.update(spec.app_environment(urls))
-    server = AppServer(
-        spec.app,
-        env=env,
-        app_dir=spec.app_dir,
-        factory=spec.app_factory,
-        startup_timeout=spec.startup_timeout,
-    )
-    pytestconfig.hook.pytest_fanout_server_setup(server=server, config=pytestconfig)
-    FanoutSession.of(pytestconfig).servers.append(server)
-    failed: BaseException | None = None
     try:
-        server.start()
+        server = _fanout_stack.start_app()
     except ServerStartError as exc:
-        failed = exc
-    failed = failed or _fanout_stubs.wait_ready()
-    if failed is not None:
-        server.stop()
-        _raise_start_failure(failed)
+        _fail_start(exc)
     try:
         yield server
     finally:
-        server.stop()
+        _fanout_stack.stop_app()
 
 
 MARKER_CHANGES_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()
@@ -283,7 +248,7 @@ MARKER_CHANGES_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()
 def _marker_changes(item: pytest.Item, names: list[str]) -> dict[str, dict]:
     """upstream name -> behaviour changes from every @pytest.mark.fanout_upstream (closest
     wins), each checked: a bad one is one error line."""
-    from pytest_fanout.servers.upstream import Behaviour, ConfigError
+    from pytest_fanout.limits import Behaviour, ConfigError
 
     changes: dict[str, dict[str, Any]] = {}
     problem = None

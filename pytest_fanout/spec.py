@@ -27,72 +27,33 @@ point reads the spec at start-up, in every run of every project.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytest_fanout.load import limits
-
-if TYPE_CHECKING:
-    from pytest_fanout.servers.stack import Stack
-    from pytest_fanout.servers.upstream import Behaviour
-
-#: The reference app, as installed from the wheel and (editable) in the repository.
-DEFAULT_APP = "pytest_fanout.reference_app.main:app"
-#: The name and variable of the one upstream a stack has when none is named.
-DEFAULT_UPSTREAM = "default"
-DEFAULT_UPSTREAM_ENV = "FANOUT_UPSTREAM_URL"
-DEFAULT_DELAY_MS = 100.0
-DEFAULT_STARTUP_TIMEOUT_S = 10.0
-DEFAULT_REQUEST_TIMEOUT_S = 60.0
-#: Longest accepted delay (ms): an hour; more is a mistake, not a slow upstream.
-MAX_DELAY_MS = limits.MAX_DELAY_MS
-#: The app's environment variable that switches the probe's stack sampler off.
-STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
-
-#: Names an upstream may have (an ini line, a TOML table name, a flag).
-UPSTREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-#: Everything `StubUpstreamServer.route(...)` takes (tests/unit/test_spec.py keeps them equal).
-ROUTE_KEYS = (
-    "method",
-    "path",
-    "status",
-    "json",
-    "body",
-    "headers",
-    "delay_ms",
-    "jitter_ms",
-    "p99_ms",
-    "error_rate",
-    "handler",
-    "events",
-    "chunks",
-    "chunk_delay_ms",
-    "tokens_per_s",
+from pytest_fanout import limits
+from pytest_fanout.limits import (
+    BEHAVIOUR_KEYS,
+    DEFAULT_APP,
+    DEFAULT_DELAY_MS,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_STARTUP_TIMEOUT_S,
+    DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_ENV,
+    ENV_NAME,
+    HTTP_METHODS,
+    ROUTE_KEYS,
+    STACK_SAMPLING_ENV,
+    UPSTREAM_NAME,
+    Behaviour,
+    ConfigError,
+    expand_placeholders,
+    parse_import_string,
+    strict_json_loads,
 )
-#: Every `Behaviour` setting an upstream's table may give (checked by `Behaviour` itself).
-BEHAVIOUR_KEYS = (
-    "delay_ms",
-    "jitter_ms",
-    "p99_ms",
-    "error_rate",
-    "error_status",
-    "drop_rate",
-    "max_inflight",
-    "record_requests",
-    "record_body_bytes",
-    "record_total_bytes",
-    "seed",
-)
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_SHELL_VARIABLE = re.compile(r"\$(\{?[A-Za-z_][A-Za-z0-9_]*\}?)")
+
 _TRUE = ("true", "on", "yes", "1")
 _FALSE = ("false", "off", "no", "0")
 
@@ -106,7 +67,7 @@ class SpecError(ValueError):
 
 
 def _limited(argtype: Callable[[str], float]) -> Callable[[Any], float]:
-    """A parser from one of `load.limits`' argparse types (the one set of bounds): a TOML
+    """A parser from one of `limits`' argparse types (the one set of bounds): a TOML
     number or a flag's text in, a ValueError with its one-line reason out."""
 
     def parse(raw: Any) -> float:
@@ -118,13 +79,6 @@ def _limited(argtype: Callable[[str], float]) -> Callable[[Any], float]:
             raise ValueError(str(exc)) from None
 
     return parse
-
-
-def parse_import_string(raw: Any) -> str:
-    """MODULE:ATTRIBUTE; whether it imports is the child's to say."""
-    if not isinstance(raw, str) or not IMPORT_STRING.match(raw):
-        raise ValueError(f"{raw!r} is not an import string like app.main:app (MODULE:ATTR)")
-    return raw
 
 
 def parse_directory(raw: Any) -> str:
@@ -212,19 +166,9 @@ def parse_route(raw: Any) -> dict[str, Any]:
         check_upstream_name(upstream)
         route["upstream"] = upstream
     if len(words) == 3:
-        route["json"] = _strict_json(words[2])
+        route["json"] = strict_json_loads(words[2])
     check_route(route)
     return route
-
-
-def _strict_json(text: str) -> Any:
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"{constant} is not valid JSON")
-
-    try:
-        return json.loads(text, parse_constant=refuse)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{text!r} is not valid JSON ({exc.msg})") from None
 
 
 def check_route(route: Any) -> dict[str, Any]:
@@ -477,8 +421,6 @@ class StackSpec:
 
     def behaviours(self) -> dict[str, Behaviour]:
         """Each upstream's Behaviour: the stack's delay, then its own settings (checked)."""
-        from pytest_fanout.servers.upstream import Behaviour, ConfigError
-
         result = {}
         for name in self.upstream_env_names():
             behaviour = Behaviour(delay_ms=self.delay_ms)
@@ -522,51 +464,6 @@ class StackSpec:
         if any(up.behaviour for up in self.upstreams.values()):
             self.behaviours()
         return self
-
-    def stack(self, **kwargs: Any) -> Stack:
-        """A `Stack` of this spec (not started); `kwargs` go to Stack (host, ports)."""
-        from pytest_fanout.servers.stack import Stack
-
-        return Stack(
-            self.app,
-            upstreams=self.upstream_env_names(),
-            behaviours=self.behaviours(),
-            routes=self.routes(),
-            app_env=self.app_env_entries(),
-            app_dir=self.app_dir,
-            factory=self.app_factory,
-            startup_timeout=self.startup_timeout,
-            **kwargs,
-        )
-
-
-def expand_placeholders(value: str, urls: Mapping[str, str]) -> str:
-    """`value` with `{upstream_url:NAME}` (and `{upstream_url}`, the first upstream)
-    replaced by that upstream's URL. A `$VAR`, an unknown placeholder or name is a
-    ValueError in one line: nothing here is a shell, and a literal `$...` would only
-    surface as a 500 at measure time."""
-    shell = _SHELL_VARIABLE.search(value)
-    if shell:
-        raise ValueError(
-            f"${shell[1]} is not expanded (no shell variables here); "
-            "write {upstream_url:NAME} for an upstream's URL"
-        )
-
-    def substitute(match: re.Match[str]) -> str:
-        key, _, name = match[1].partition(":")
-        if key != "upstream_url":
-            raise ValueError(
-                f"unknown placeholder {match[0]}: the only one is {{upstream_url:NAME}}"
-            )
-        if not name:
-            return next(iter(urls.values()))
-        if name not in urls:
-            raise ValueError(
-                f"{match[0]}: no upstream named {name!r} (the upstreams: {', '.join(urls)})"
-            )
-        return urls[name]
-
-    return _PLACEHOLDER.sub(substitute, value)
 
 
 # ---- reading [tool.fanout] -------------------------------------------------------------------

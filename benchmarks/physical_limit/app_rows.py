@@ -10,7 +10,8 @@ import httpx2
 from benchmarks.physical_limit.plan import REPO, SAMPLE_TIMEOUT_S, SEM, SEQUENTIAL_CAP
 from benchmarks.physical_limit.rows import Row, print_row, repeats_after
 from benchmarks.procfs import cpu_seconds
-from pytest_fanout.servers.stack import DEFAULT_APP, AppServer, StubUpstreamServer
+from pytest_fanout.limits import DEFAULT_APP
+from pytest_fanout.servers.stack import AppServer, StubUpstreamServer
 
 
 def app_label(transport: str, default: str) -> str:

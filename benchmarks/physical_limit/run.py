@@ -20,9 +20,8 @@ from benchmarks.physical_limit.report import machine, markdown, plot
 from benchmarks.physical_limit.rows import Row
 from benchmarks.physical_limit.stub_load import stub_throughput
 from benchmarks.physical_limit.targets import verdicts
-from pytest_fanout._argtypes import non_negative_float, positive_int
+from pytest_fanout.limits import Behaviour, non_negative_float, positive_int
 from pytest_fanout.servers.stack import StubUpstreamServer
-from pytest_fanout.servers.upstream import Behaviour
 
 
 @dataclass(frozen=True)

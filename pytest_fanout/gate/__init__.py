@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_fanout import _lazy_names
+from pytest_fanout.limits import lazy_names
 
 if TYPE_CHECKING:
     from pytest_fanout.gate.report import (
@@ -59,8 +59,8 @@ if TYPE_CHECKING:
     )
 
 #: Each public name loads with its module on first use (pytest imports this package
-#: at start-up: pytest_fanout._lazy_names).
-__getattr__ = _lazy_names(
+#: at start-up: pytest_fanout.limits.lazy_names).
+__getattr__ = lazy_names(
     __name__,
     {
         "regression_lines": "pytest_fanout.gate.report",

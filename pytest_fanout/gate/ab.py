@@ -112,20 +112,10 @@ def base_app_server(head: AppServer, repo: Path, worktree: Path) -> AppServer:
         raise GateError(
             f"--fanout-ab: the app is imported from {app_dir}, outside the repository {repo}"
         ) from None
-    base = AppServer(
-        head.app,
-        upstream_url=head.env.get("FANOUT_UPSTREAM_URL", ""),
-        app_dir=worktree / relative,
-        factory=head.factory,
-        startup_timeout=head.startup_timeout,
-    )
-    base.env = dict(head.env)  # every upstream URL and override, exactly as the head has them
-    base.cwd = head.cwd
-    if head.cwd is not None and Path(head.cwd).resolve().is_relative_to(repo.resolve()):
-        base.cwd = str(worktree / Path(head.cwd).resolve().relative_to(repo.resolve()))
-    base.log_level = head.log_level
-    base.name = "base app"
-    return base
+    cwd = head.cwd
+    if cwd is not None and Path(cwd).resolve().is_relative_to(repo.resolve()):
+        cwd = str(worktree / Path(cwd).resolve().relative_to(repo.resolve()))
+    return head.twin(app_dir=worktree / relative, cwd=cwd, name="base app")
 
 
 def merge_measurements(parts: list[Measurement]) -> Measurement:

@@ -14,9 +14,9 @@ import json
 import sys
 
 from pytest_fanout import gate
-from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.gate.redact import redact_all
 from pytest_fanout.gate.report import write_text
+from pytest_fanout.limits import ExitCode
 
 EXIT_OK = ExitCode.OK
 EXIT_REGRESSION = ExitCode.FAILED

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.limits import ExitCode
 from pytest_fanout.plugin import (
     FanoutSession,
     is_xdist_worker,

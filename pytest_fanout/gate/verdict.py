@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.gate.machine import fingerprint_difference
 from pytest_fanout.gate.metrics import Metric, Values
 from pytest_fanout.gate.redact import redact
@@ -31,6 +30,7 @@ from pytest_fanout.gate.stats import (
     power_note,
     smallest_detectable_change,
 )
+from pytest_fanout.limits import ExitCode
 
 #: Below this many samples on either side no test can be significant: never a regression.
 MIN_SAMPLES = 3

@@ -20,8 +20,9 @@ from locust import events
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from pytest_fanout.exitcodes import ExitCode
-from pytest_fanout.load import arrival, limits
+from pytest_fanout import limits
+from pytest_fanout.limits import ExitCode
+from pytest_fanout.load import arrival
 from pytest_fanout.load.thresholds import DEFAULT_ABORT_AFTER, Thresholds
 
 __all__ = ["DEFAULT_ABORT_AFTER"]

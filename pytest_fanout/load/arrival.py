@@ -49,10 +49,9 @@ from locust import constant, events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from pytest_fanout._argtypes import fraction
+from pytest_fanout import limits
 from pytest_fanout._table import render_text
-from pytest_fanout.exitcodes import ExitCode
-from pytest_fanout.load import limits
+from pytest_fanout.limits import ExitCode, fraction
 from pytest_fanout.load.exact import (
     EXACT_SUFFIX,
     SCHEMA,

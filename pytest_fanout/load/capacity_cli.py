@@ -23,11 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_fanout._argtypes import fraction, port_number
+from pytest_fanout import limits
 from pytest_fanout._table import render_markdown, render_text
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from
-from pytest_fanout.exitcodes import ExitCode
-from pytest_fanout.load import limits
+from pytest_fanout.limits import ExitCode, fraction, port_number
 from pytest_fanout.load.capacity import CapacityResult, SearchSettings, Slo, StepResult, search
 from pytest_fanout.spec import SpecError, StackSpec, options_for
 
@@ -274,9 +273,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"fanout capacity: error: {problem}", file=sys.stderr)
             return ExitCode.TARGET_UNUSABLE
         return _search_all(args, args.host, paths)
+    from pytest_fanout.servers.stack import Stack
+
     try:
         spec = spec_from(args)
-        stack = spec.stack()
+        stack = Stack.from_spec(spec)
     except (CommandError, SpecError) as exc:
         return _usage(str(exc))
     args.spec = spec  # for the Markdown report's one line of what ran

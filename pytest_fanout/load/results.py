@@ -43,12 +43,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.limits import ExitCode
 
 SCHEMA = 1
 TOTAL_NAME = "Aggregated"
 
-#: Exit statuses of a `locust -f locustfiles/` run: the one set of `pytest_fanout.exitcodes`.
+#: Exit statuses of a `locust -f locustfiles/` run: the one set of `pytest_fanout.limits.ExitCode`.
 EXIT_OK = ExitCode.OK
 EXIT_FAILED_REQUESTS = ExitCode.FAILED
 EXIT_USAGE = ExitCode.USAGE

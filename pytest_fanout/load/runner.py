@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pytest_fanout.load import limits
+from pytest_fanout import limits
 from pytest_fanout.load.exact import apply_exact, read_exact_file
 from pytest_fanout.load.results import (
     LoadResult,

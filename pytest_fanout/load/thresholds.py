@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_fanout._argtypes import fraction
-from pytest_fanout.load import limits
+from pytest_fanout import limits
+from pytest_fanout.limits import fraction
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 
 #: Requests (or scheduled starts) before `--fanout-abort-on-fail` may end a run.

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.limits import ExitCode
 from pytest_fanout.record.traffic import Exchange, routes_from
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_fanout.servers.routes import METHODS
+from pytest_fanout.limits import HTTP_METHODS
 
 #: Response headers never written into a route: the transport's own, and credentials.
 DROPPED_HEADERS = frozenset(
@@ -138,7 +138,7 @@ def routes_from(exchanges: list[Exchange]) -> list[dict[str, Any]]:
     they were first seen."""
     groups: dict[tuple[str, str], list[Exchange]] = {}
     for exchange in exchanges:
-        if exchange.method.upper() not in METHODS or not _LITERAL_PATH.match(exchange.path):
+        if exchange.method.upper() not in HTTP_METHODS or not _LITERAL_PATH.match(exchange.path):
             continue  # a path a route cannot hold as it is (braces would make a template)
         groups.setdefault((exchange.method.upper(), exchange.path), []).append(exchange)
     routes = []

@@ -22,24 +22,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_fanout import _lazy_names
+from pytest_fanout.limits import lazy_names
 
 if TYPE_CHECKING:
+    from pytest_fanout.limits import DEFAULT_APP, Behaviour, ConfigError
     from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
     from pytest_fanout.servers.routes import RouteError, StubRequest, StubResponse
     from pytest_fanout.servers.stack import (
-        DEFAULT_APP,
         AppServer,
         RecordedRequest,
         Stack,
         StubUpstreamServer,
     )
     from pytest_fanout.servers.streaming import StubStream
-    from pytest_fanout.servers.upstream import Behaviour, ConfigError
 
 #: Each public name loads with its module on first use (pytest imports this package
-#: at start-up: pytest_fanout._lazy_names).
-__getattr__ = _lazy_names(
+#: at start-up: pytest_fanout.limits.lazy_names).
+__getattr__ = lazy_names(
     __name__,
     {
         "LOOPBACK": "pytest_fanout.servers.process",
@@ -48,14 +47,14 @@ __getattr__ = _lazy_names(
         "RouteError": "pytest_fanout.servers.routes",
         "StubRequest": "pytest_fanout.servers.routes",
         "StubResponse": "pytest_fanout.servers.routes",
-        "DEFAULT_APP": "pytest_fanout.servers.stack",
+        "DEFAULT_APP": "pytest_fanout.limits",
         "AppServer": "pytest_fanout.servers.stack",
         "RecordedRequest": "pytest_fanout.servers.stack",
         "Stack": "pytest_fanout.servers.stack",
         "StubUpstreamServer": "pytest_fanout.servers.stack",
         "StubStream": "pytest_fanout.servers.streaming",
-        "Behaviour": "pytest_fanout.servers.upstream",
-        "ConfigError": "pytest_fanout.servers.upstream",
+        "Behaviour": "pytest_fanout.limits",
+        "ConfigError": "pytest_fanout.limits",
     },
 )
 

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pytest_fanout.servers.routes import MAX_DELAY_MS, strict_json_dumps, strict_json_loads
+from pytest_fanout.limits import MAX_DELAY_MS, strict_json_dumps, strict_json_loads
 
 #: Calls kept (the oldest go first).
 DEFAULT_MAX_CALLS = 10_000

@@ -21,10 +21,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pytest_fanout.servers.stub_server import StubUpstreamServer
+
+class Holdable(Protocol):
+    """What a hold needs of a stub (`StubUpstreamServer` is one): its name, arm and disarm."""
+
+    upstream_name: str
+
+    def arm_hold(self, settings: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def disarm_hold(self) -> dict[str, Any]: ...
 
 
 class HoldBoundError(AssertionError):
@@ -76,7 +83,7 @@ def hold_settings(
 
 
 @contextmanager
-def holding(stub: StubUpstreamServer, settings: Mapping[str, Any]) -> Iterator[HeldWaves]:
+def holding(stub: Holdable, settings: Mapping[str, Any]) -> Iterator[HeldWaves]:
     """Arm `stub`'s hold for the block; its waves are in the HeldWaves once the block ends."""
     __tracebackhide__ = True
     held = HeldWaves(stub.upstream_name)
@@ -96,7 +103,7 @@ def holding(stub: StubUpstreamServer, settings: Mapping[str, Any]) -> Iterator[H
 
 @contextmanager
 def hold_all(
-    stubs: Mapping[str, StubUpstreamServer], settings: Mapping[str, Any]
+    stubs: Mapping[str, Holdable], settings: Mapping[str, Any]
 ) -> Iterator[dict[str, HeldWaves]]:
     """Arm every stub's hold for the block: {name: HeldWaves}, filled once the block ends."""
     __tracebackhide__ = True

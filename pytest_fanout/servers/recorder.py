@@ -17,14 +17,8 @@ import base64
 from collections import deque
 from typing import Any
 
-#: Records kept (the oldest go first).
-DEFAULT_MAX_RECORDS = 10_000
-#: Bytes of each body kept.
-DEFAULT_MAX_BODY = 64 * 1024
-#: Bytes all kept records may hold together (bodies, headers, paths, queries).
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-#: Largest `max_bytes` accepted: 1 GiB.
-MAX_BYTES_LIMIT = 1024 * 1024 * 1024
+from pytest_fanout.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
+
 #: Bytes of headers kept per record (name + value); the rest are dropped and flagged.
 MAX_HEADER_BYTES = 64 * 1024
 #: Bytes of records one page holds at most (a record larger than this is a page alone).

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -23,10 +22,15 @@ from typing import Any
 
 from uvicorn.importer import ImportFromStringError, import_from_string
 
+from pytest_fanout.limits import (  # one limit, one list of route keys, one JSON rule
+    HTTP_METHODS,
+    MAX_DELAY_MS,
+    ROUTE_KEYS,
+    strict_json_dumps,
+    strict_json_loads,
+)
 from pytest_fanout.servers.streaming import StreamError, StreamPlan, plan_from_spec
-from pytest_fanout.spec import MAX_DELAY_MS, ROUTE_KEYS  # one limit, one list of route keys
 
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _PARAM = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEGMENT_TEXT = re.compile(r"^[^{}?#\s]*$")
@@ -71,28 +75,6 @@ class StubResponse:
     json: Any = None
     body: bytes | str | None = None
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def strict_json_loads(data: bytes | str) -> Any:
-    """json.loads without NaN/Infinity; deep nesting is a ValueError, not a RecursionError."""
-    try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-
-
-def strict_json_dumps(value: Any) -> bytes:
-    """Compact JSON bytes; NaN, Infinity and non-JSON values are a ValueError."""
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not JSON-able: {exc}") from None
-    except RecursionError:
-        raise ValueError("not JSON-able: nested too deeply") from None
 
 
 def compile_template(template: str) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
@@ -247,8 +229,8 @@ class Route:
         if unknown:
             raise RouteError(f"unknown route setting(s): {', '.join(unknown)}")
         method = spec.get("method")
-        if not isinstance(method, str) or method.upper() not in METHODS:
-            raise RouteError(f"method {method!r} is not one of {', '.join(METHODS)}")
+        if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
+            raise RouteError(f"method {method!r} is not one of {', '.join(HTTP_METHODS)}")
         regex, params = compile_template(spec.get("path"))  # type: ignore[arg-type]
         status = spec.get("status", 200)
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:

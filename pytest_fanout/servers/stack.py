@@ -1,22 +1,33 @@
-"""The stack under test: stub upstreams and the app, each in its own process.
+"""The stack under test: stub upstreams and the app, each in its own process, built in ONE place.
 
 `StubUpstreamServer` (in `stub_server.py`) and `AppServer` add their control
-endpoints to a `ServerProcess`; `Stack` starts one stub per named upstream (in parallel),
-then the app with each stub's URL in the environment variable it names
-(`FANOUT_UPSTREAM_URL` for the single default upstream). The plugin's
-fixtures, `fanout serve`, `fanout patterns` and the locustfiles all run this
-same stack.
+endpoints to a `ServerProcess`; `Stack.from_spec(spec)` is the one builder: it
+starts one stub per named upstream (in parallel, in bounded batches), then the
+app with each stub's URL in the environment variable the spec names for it
+(`FANOUT_UPSTREAM_URL` for the single default upstream). The pytest fixtures
+(which start the two phases apart: a test that only needs the stubs starts no
+app), every `fanout` command, Locust, capacity, the critical path and the
+gate's A/B run go through it; `AppServer.twin` starts the same app from
+another checkout (the A/B base).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from types import TracebackType
 from typing import Any
 
+from pytest_fanout.limits import (
+    DEFAULT_APP,
+    DEFAULT_STARTUP_TIMEOUT_S,
+    DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_ENV,
+    Behaviour,
+)
 from pytest_fanout.servers import cleanup
 from pytest_fanout.servers.probe import PROBE_PATH, PROBE_TOKEN_ENV
 from pytest_fanout.servers.process import LOOPBACK, ServerProcess
@@ -25,27 +36,21 @@ from pytest_fanout.servers.stub_server import (
     StubUpstreamServer,
     UpstreamCallError,
 )
-from pytest_fanout.servers.upstream import Behaviour
-from pytest_fanout.spec import (
-    DEFAULT_APP,
-    DEFAULT_UPSTREAM,
-    DEFAULT_UPSTREAM_ENV,
-    expand_placeholders,
-)
+from pytest_fanout.spec import StackSpec, UpstreamSpec
 
 __all__ = [
-    "DEFAULT_APP",
-    "DEFAULT_UPSTREAM",
-    "DEFAULT_UPSTREAM_ENV",
     "AppServer",
     "RecordedRequest",
     "Stack",
     "StubUpstreamServer",
     "UpstreamCallError",
     "StubsStarting",
-    "expand_placeholders",
     "start_upstreams",
 ]
+
+#: Stubs started at once: each start is mostly a child importing, so a few in parallel
+#: hide most of the wait, and 60 upstreams do not start 60 imports at once.
+START_BATCH = 8
 
 
 class AppServer(ServerProcess):
@@ -61,7 +66,7 @@ class AppServer(ServerProcess):
         factory: bool = False,
         host: str = LOOPBACK,
         port: int = 0,
-        startup_timeout: float = 10.0,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
     ) -> None:
         base = {DEFAULT_UPSTREAM_ENV: upstream_url} if upstream_url else {}
         super().__init__(
@@ -90,6 +95,28 @@ class AppServer(ServerProcess):
     def probe_reset(self) -> dict[str, float]:
         return self.control.post(PROBE_PATH).raise_for_status().json()
 
+    def twin(
+        self,
+        *,
+        app_dir: str | os.PathLike[str] | None,
+        cwd: str | os.PathLike[str] | None,
+        name: str,
+    ) -> AppServer:
+        """The same app (import string, environment with every upstream URL, timeout, log
+        level), imported from another directory: the gate's A/B base, from its worktree."""
+        twin = AppServer(
+            self.app,
+            env=self.env,
+            app_dir=app_dir,
+            factory=self.factory,
+            host=self.host,
+            startup_timeout=self.startup_timeout,
+        )
+        twin.cwd = str(cwd) if cwd is not None else None
+        twin.log_level = self.log_level
+        twin.name = name
+        return twin
+
 
 class StubsStarting:
     """Stub processes starting in the background, all at once (each start is mostly a child
@@ -102,7 +129,7 @@ class StubsStarting:
             # From this (main) thread: the first registration installs the SIGTERM handler,
             # which only the main thread can do.
             cleanup.register(server)
-        self._pool = ThreadPoolExecutor(max_workers=len(self.servers))
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(START_BATCH, len(self.servers))))
         self._futures = [self._pool.submit(server.start) for server in self.servers.values()]
 
     def wait_bound(self) -> None:
@@ -140,12 +167,15 @@ def start_upstreams(servers: Mapping[str, StubUpstreamServer]) -> None:
 
 
 class Stack:
-    """Stub upstreams + the app, started together, stopped together (app first).
+    """Stub upstreams + the app, started together (stubs first, the app as soon as their URLs
+    are known), stopped together (app first).
 
-    `upstreams` maps each upstream's name to the environment variable the app
-    reads its URL from; without it, one upstream in `FANOUT_UPSTREAM_URL`.
-    `routes` gives some of them routes they start with (and are restored to).
-    A `StackSpec` (`pytest_fanout.spec`) builds one with `spec.stack()`.
+    `Stack.from_spec(spec)` builds one from a `StackSpec` (what `[tool.fanout]`, the ini and
+    the flags declare); the keyword form is the same thing for a library user: `upstreams`
+    maps each upstream's name to the environment variable the app reads its URL from
+    (without it, one upstream in `FANOUT_UPSTREAM_URL`), `behaviour`/`behaviours` set how
+    they answer and `routes` gives some of them routes they start with (and are restored
+    to). `on_server` sees every server before it starts (the plugin's setup hook).
     """
 
     def __init__(
@@ -162,34 +192,75 @@ class Stack:
         host: str = LOOPBACK,
         app_port: int = 0,
         upstream_port: int = 0,
-        startup_timeout: float = 10.0,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
+        on_server: Callable[[ServerProcess], None] | None = None,
     ) -> None:
-        self.env_names: dict[str, str] = dict(upstreams or {DEFAULT_UPSTREAM: DEFAULT_UPSTREAM_ENV})
-        if not self.env_names:
+        names = dict(upstreams or {DEFAULT_UPSTREAM: DEFAULT_UPSTREAM_ENV})
+        if not names:
             raise ValueError("a stack needs at least one upstream")
         behaviours = behaviours or {}
+        spec = StackSpec(
+            app=app,
+            app_dir=str(app_dir) if app_dir is not None else None,
+            app_factory=factory,
+            app_env=dict(app_env or {}),
+            startup_timeout=startup_timeout,
+        )
+        for name, env in names.items():
+            chosen = behaviours.get(name, behaviour) or Behaviour()
+            spec.upstreams[name] = UpstreamSpec(
+                name,
+                env,
+                behaviour=asdict(chosen),
+                routes=[dict(route) for route in (routes or {}).get(name, [])],
+            )
+        self._build(spec, host, app_port, upstream_port, on_server)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: StackSpec,
+        *,
+        host: str = LOOPBACK,
+        app_port: int = 0,
+        upstream_port: int = 0,
+        on_server: Callable[[ServerProcess], None] | None = None,
+    ) -> Stack:
+        """The stack a spec declares (not started)."""
+        stack = cls.__new__(cls)
+        stack._build(spec, host, app_port, upstream_port, on_server)
+        return stack
+
+    def _build(
+        self,
+        spec: StackSpec,
+        host: str,
+        app_port: int,
+        upstream_port: int,
+        on_server: Callable[[ServerProcess], None] | None,
+    ) -> None:
+        """The one place a spec becomes servers: a stub per upstream, the app's arguments."""
+        self.spec = spec
+        #: name -> the app's environment variable for that upstream's URL (the one map).
+        self.env_names: dict[str, str] = spec.upstream_env_names()
+        self.host = host
+        self.app_port = app_port
+        self._on_server = on_server
+        behaviours, routes = spec.behaviours(), spec.routes()
         self.upstreams: dict[str, StubUpstreamServer] = {
             name: StubUpstreamServer(
-                behaviours.get(name, behaviour),
+                behaviours[name],
                 name=name,
                 host=host,
                 port=upstream_port if index == 0 else 0,
-                startup_timeout=startup_timeout,
-                app_dir=app_dir,
-                routes=list((routes or {}).get(name, [])),
+                startup_timeout=spec.startup_timeout,
+                app_dir=spec.app_dir,
+                routes=list(routes.get(name, [])),
             )
             for index, name in enumerate(self.env_names)
         }
-        self._app_args: dict[str, Any] = dict(
-            app=app,
-            env=app_env,
-            app_dir=app_dir,
-            factory=factory,
-            host=host,
-            port=app_port,
-            startup_timeout=startup_timeout,
-        )
         self.app: AppServer | None = None
+        self._starting: StubsStarting | None = None
 
     @property
     def upstream(self) -> StubUpstreamServer:
@@ -200,33 +271,84 @@ class Stack:
         """Each upstream's URL under the variable the app reads it from."""
         return {self.env_names[name]: server.url for name, server in self.upstreams.items()}
 
-    def start(self) -> Stack:
-        """Start the stubs in parallel and the app as soon as their URLs are known (it
-        does not need them to answer to start), then wait for all of them."""
-        starting = StubsStarting(self.upstreams)
+    def app_env(self) -> dict[str, str]:
+        """The app's whole environment: every upstream's URL, then the spec's entries with
+        their `{upstream_url:NAME}` placeholders filled in."""
+        urls = {name: server.url for name, server in self.upstreams.items()}
+        return {**self.upstream_env(), **self.spec.app_environment(urls)}
+
+    # ---- the two phases --------------------------------------------------------------------
+
+    def start_upstreams(self) -> Stack:
+        """Start every stub in the background (once); `wait_upstreams` waits for them."""
+        if self._starting is None:
+            if self._on_server is not None:
+                for server in self.upstreams.values():
+                    self._on_server(server)
+            self._starting = StubsStarting(self.upstreams)
+        return self
+
+    def wait_upstreams(self) -> dict[str, StubUpstreamServer]:
+        """Until every stub answers; the first failed start is raised (the others go on)."""
+        self.start_upstreams()
+        assert self._starting is not None
+        failed = self._starting.wait_ready()
+        if failed is not None:
+            raise failed
+        return self.upstreams
+
+    def start_app(self) -> AppServer:
+        """Start the app as soon as the stubs' URLs are known (it need not wait for them to
+        answer), then wait for the stubs too; on failure the app is stopped and the first
+        error raised."""
+        self.start_upstreams()
+        assert self._starting is not None
+        self._starting.wait_bound()
+        failed = self._starting.failed()
+        if failed is not None:
+            raise failed
+        spec = self.spec
+        self.app = AppServer(
+            spec.app,
+            env=self.app_env(),
+            app_dir=spec.app_dir,
+            factory=spec.app_factory,
+            host=self.host,
+            port=self.app_port,
+            startup_timeout=spec.startup_timeout,
+        )
+        if self._on_server is not None:
+            self._on_server(self.app)
         try:
-            starting.wait_bound()
-            if starting.failed() is None:
-                args = dict(self._app_args)
-                urls = {name: server.url for name, server in self.upstreams.items()}
-                given = {k: expand_placeholders(v, urls) for k, v in (args["env"] or {}).items()}
-                args["env"] = {**self.upstream_env(), **given}
-                self.app = AppServer(**args)
-                self.app.start()
-            failed = starting.wait_ready()
-            if failed is not None:
-                raise failed
+            self.app.start()
+            self.wait_upstreams()
         except BaseException:
-            starting.stop()
+            self.stop_app()
+            raise
+        return self.app
+
+    def start(self) -> Stack:
+        """Both phases; anything that fails stops everything started."""
+        try:
+            self.start_upstreams()
+            self.start_app()
+        except BaseException:
             self.stop()
             raise
         return self
 
-    def stop(self) -> None:
+    def stop_app(self) -> None:
         if self.app is not None:
             self.app.stop()
-        for server in self.upstreams.values():
-            server.stop()
+
+    def stop(self) -> None:
+        """The app first, then every stub (after waiting for any still starting)."""
+        self.stop_app()
+        if self._starting is not None:
+            self._starting.stop()  # stops every stub, once each has finished starting
+        else:
+            for server in self.upstreams.values():
+                server.stop()
 
     def __enter__(self) -> Stack:
         return self.start()

@@ -20,16 +20,11 @@ from typing import Any
 
 import httpx2
 
+from pytest_fanout.limits import DEFAULT_UPSTREAM, Behaviour, strict_json_dumps, strict_json_loads
 from pytest_fanout.servers.held import HeldWaves, hold_settings, holding
 from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
-from pytest_fanout.servers.routes import (
-    RouteError,
-    compile_template,
-    strict_json_dumps,
-    strict_json_loads,
-)
-from pytest_fanout.servers.upstream import CONTROL_PREFIX, TOKEN_ENV, Behaviour
-from pytest_fanout.spec import DEFAULT_UPSTREAM
+from pytest_fanout.servers.routes import RouteError, compile_template
+from pytest_fanout.servers.upstream import CONTROL_PREFIX, TOKEN_ENV
 
 #: Seconds an idle connection to a stub stays open (nginx's default keepalive_timeout).
 STUB_KEEP_ALIVE_S = 75

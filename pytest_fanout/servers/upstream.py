@@ -26,10 +26,19 @@ import random
 import secrets
 import sys
 import traceback
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pytest_fanout.limits import (
+    MAX_DELAY_MS,
+    MAX_ITEM_BODY,
+    STUB_ENV_PREFIX,
+    Behaviour,
+    ConfigError,
+    strict_json_dumps,
+    strict_json_loads,
+)
 from pytest_fanout.servers.calllog import CallLog
 from pytest_fanout.servers.calls import CallCounter
 from pytest_fanout.servers.connections import CONNECTIONS, ConnectionTable
@@ -37,24 +46,17 @@ from pytest_fanout.servers.handlers import HandlerPool
 from pytest_fanout.servers.hold import Holder, HoldError, HoldSettings
 from pytest_fanout.servers.recorder import (
     ABORTED,
-    DEFAULT_MAX_BODY,
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_RECORDS,
     DELAY,
-    MAX_BYTES_LIMIT,
     STATUS,
     Recorder,
 )
 from pytest_fanout.servers.routes import (
-    MAX_DELAY_MS,
     MAX_ROUTES,
     Route,
     RouteError,
     StubRequest,
     compile_template,
     handler_result,
-    strict_json_dumps,
-    strict_json_loads,
 )
 from pytest_fanout.servers.streaming import (
     StreamError,
@@ -66,124 +68,13 @@ from pytest_fanout.servers.streaming import (
 CONTROL_PREFIX = "/__upstream__/"
 ITEM_BODY = b'{"ok":true}'
 JSON_HEADERS = [(b"content-type", b"application/json")]
-#: Environment variables that configure a stub child process: PYTEST_FANOUT_STUB_<SETTING>.
-ENV_PREFIX = "PYTEST_FANOUT_STUB_"
-TOKEN_ENV = ENV_PREFIX + "TOKEN"
+#: The variable that hands a stub child its control token (its settings: Behaviour.to_env).
+TOKEN_ENV = STUB_ENV_PREFIX + "TOKEN"
 #: Largest control request body (bytes): more is a 413.
 MAX_CONTROL_BODY = 1024 * 1024
-#: Largest item request body a handler may get (bytes): more is a 413.
-MAX_ITEM_BODY = 16 * 1024 * 1024
 #: z of the 99th percentile of the standard normal distribution.
 _Z99 = 2.3263478740408408
 _ITEM_HEADERS = [*JSON_HEADERS, (b"content-length", str(len(ITEM_BODY)).encode())]
-_MAX_INT = 1_000_000
-
-
-class ConfigError(ValueError):
-    """A behaviour setting the stub cannot use."""
-
-
-#: name -> (low, high) for every numeric setting: finite and in range, or refused.
-_RANGES: dict[str, tuple[float, float]] = {
-    "delay_ms": (0, MAX_DELAY_MS),
-    "jitter_ms": (0, MAX_DELAY_MS),
-    "p99_ms": (0, MAX_DELAY_MS),
-    "error_rate": (0, 1),
-    "error_status": (100, 599),
-    "drop_rate": (0, 1),
-    "max_inflight": (0, _MAX_INT),
-    "record_requests": (0, _MAX_INT),
-    "record_body_bytes": (0, MAX_ITEM_BODY),
-    "record_total_bytes": (0, MAX_BYTES_LIMIT),
-    "seed": (0, 2**63 - 1),
-}
-
-
-def _convert(name: str, kind: type, value: Any) -> float | int:
-    """A setting's value from JSON or an environment string, finite and in range."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r} is not a number")
-    if isinstance(value, str):
-        try:
-            value = float(value) if kind is float else int(value)
-        except ValueError:
-            raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from None
-    if not isinstance(value, int | float):
-        raise ConfigError(f"{name}={value!r} is not a number")
-    if not math.isfinite(value):
-        raise ConfigError(f"{name}={value!r} must be a finite number")
-    if kind is int:
-        if value != int(value):
-            raise ConfigError(f"{name}={value!r} must be a whole number")
-        value = int(value)
-    else:
-        value = float(value)
-    low, high = _RANGES[name]
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value!r} must be between {low:.0f} and {high:.0f}")
-    return value
-
-
-@dataclass
-class Behaviour:
-    """How the stub answers; changed at run time by POST /__upstream__/config."""
-
-    delay_ms: float = 100.0
-    jitter_ms: float = 0.0
-    #: With delay_ms, makes the delay log-normal: median delay_ms, 99th percentile p99_ms.
-    #: 0 = a fixed delay.
-    p99_ms: float = 0.0
-    #: Fraction of item calls answered with `error_status` instead of 200.
-    error_rate: float = 0.0
-    error_status: int = 500
-    #: Fraction of item calls whose connection is closed mid-response.
-    drop_rate: float = 0.0
-    #: In-flight calls above this get 429 at once (a rate-limited upstream); 0 = no cap.
-    max_inflight: int = 0
-    #: Requests kept for `requests()` (the last N), bytes of each body kept, and bytes all
-    #: kept requests may hold together (headers included). Counts never depend on these.
-    record_requests: int = DEFAULT_MAX_RECORDS
-    record_body_bytes: int = DEFAULT_MAX_BODY
-    record_total_bytes: int = DEFAULT_MAX_BYTES
-    #: Seed of the stub's random choices (jitter, log-normal delay, error and drop rates);
-    #: 0 = unseeded.
-    seed: int = 0
-
-    def update(self, changes: dict[str, Any]) -> None:
-        """Apply `changes` (validated first, so a bad one changes nothing)."""
-        known = {f.name: type(f.default) for f in fields(self)}
-        unknown = sorted(set(changes) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-        candidate = asdict(self)
-        for name, value in changes.items():
-            candidate[name] = _convert(name, known[name], value)
-        checked = Behaviour(**candidate)
-        checked.validate()
-        for name, value in candidate.items():
-            setattr(self, name, value)
-
-    def validate(self) -> None:
-        for f in fields(self):
-            _convert(f.name, type(f.default), getattr(self, f.name))
-        if self.p99_ms and self.p99_ms < self.delay_ms:
-            raise ConfigError("p99_ms must be 0 (off) or at least delay_ms (the median)")
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Behaviour:
-        """Read PYTEST_FANOUT_STUB_<SETTING> variables: how the harness configures a child."""
-        env = os.environ if environ is None else environ
-        behaviour = cls()
-        changes = {
-            f.name: env[ENV_PREFIX + f.name.upper()]
-            for f in fields(cls)
-            if env.get(ENV_PREFIX + f.name.upper())
-        }
-        behaviour.update(changes)
-        return behaviour
-
-    def to_env(self) -> dict[str, str]:
-        return {ENV_PREFIX + k.upper(): str(v) for k, v in asdict(self).items()}
 
 
 @dataclass

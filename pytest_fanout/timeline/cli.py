@@ -11,12 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
-from pytest_fanout._argtypes import (
+from pytest_fanout.cli import CommandError, add_stack_group, json_body, spec_from
+from pytest_fanout.limits import (
+    ExitCode,
     http_status,
     positive_float,
 )
-from pytest_fanout.cli import CommandError, add_stack_group, json_body, spec_from
-from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.spec import SpecError, options_for
 
 #: The longest experiment the command accepts (s).
@@ -80,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
             f"--save {args.save!r}: give a .json file in an existing folder", ExitCode.USAGE
         )
     spec = spec_from(args)
+    from pytest_fanout.servers.stack import Stack
+
     try:
-        stack = spec.stack()
+        stack = Stack.from_spec(spec)
     except SpecError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
     with stack, httpx2.Client(timeout=spec.request_timeout) as client:

@@ -18,12 +18,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_fanout.servers.calllog import route_key
 from pytest_fanout.timeline.calls import RequestTimeline, request_timeline, set_experiment
 from pytest_fanout.timeline.groups import Group, rounds
-from pytest_fanout.timeline.waterfall import Waterfall
+
+if TYPE_CHECKING:
+    from pytest_fanout.timeline.waterfall import Waterfall
 
 
 @dataclass(frozen=True)

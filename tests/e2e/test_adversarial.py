@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from pytest_fanout.limits import MAX_ITEM_BODY, Behaviour
 from pytest_fanout.measure import measure
 from pytest_fanout.servers.stack import Stack
-from pytest_fanout.servers.upstream import MAX_ITEM_BODY, Behaviour
 from tests.helpers import wait_until
 
 #: Idle connections opened at once (the pass used 10,000; a CI runner's fd limit is lower).

@@ -14,9 +14,9 @@ import httpx2
 import pytest
 
 from pytest_fanout.diagnose import diagnose
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers import ServerStartError, Stack
-from pytest_fanout.servers.upstream import Behaviour
 
 N = 8
 #: Far longer than any framework needs to start 8 calls: the peak is exact.

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import measure
 from pytest_fanout.servers.stack import Stack
-from pytest_fanout.servers.upstream import Behaviour
 
 N = 20
 #: The timed samples' delay: the structure (held waves) does not depend on it.

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import Stack
-from pytest_fanout.servers.upstream import Behaviour
 
 DELAY_MS = 100
 

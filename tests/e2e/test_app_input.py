@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import StubUpstreamServer
-from pytest_fanout.servers.upstream import Behaviour
 
 MAX_N = 50
 MAX_CONCURRENCY = 20

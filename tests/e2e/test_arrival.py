@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.load import (
     EXIT_THRESHOLD,
     EXIT_USAGE,
@@ -27,7 +28,6 @@ from pytest_fanout.load import (
     run_locust,
 )
 from pytest_fanout.servers.stack import Stack, StubUpstreamServer
-from pytest_fanout.servers.upstream import Behaviour
 from tests.helpers import REPO, locust, wait_until
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.limits import ExitCode
 from pytest_fanout.load import MARKER_ENV, kill_marked
 from tests.helpers import REPO, free_port
 

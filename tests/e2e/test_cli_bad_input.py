@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.limits import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
 #: Generous: a case that starts the stack (bad --app) spawns two Python processes.

@@ -20,8 +20,9 @@ import pytest
 
 from app.clients import build_async_client, build_sync_client
 from app.settings import TRANSPORTS, Settings
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import StubUpstreamServer
-from pytest_fanout.servers.upstream import ITEM_BODY, Behaviour
+from pytest_fanout.servers.upstream import ITEM_BODY
 
 DELAY_MS = 50
 

@@ -13,9 +13,9 @@ import httpx2
 import pytest
 
 from pytest_fanout.diagnose import diagnose
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers import Stack
-from pytest_fanout.servers.upstream import Behaviour
 from tests.helpers import REPO
 
 APP_DIR = Path(__file__).parent / "diagnose_app"

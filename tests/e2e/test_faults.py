@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import AppServer, Stack, StubUpstreamServer
-from pytest_fanout.servers.upstream import Behaviour
 from tests.helpers import wait_until
 
 CALL_TIMEOUT_S = 0.5

@@ -18,8 +18,8 @@ import pytest
 
 from app.settings import TRANSPORTS
 from benchmarks.flood import FloodConfig, FloodResult, run_flood
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import Stack
-from pytest_fanout.servers.upstream import Behaviour
 
 DEADLINE_S = 3.0
 MARGIN_S = 2.0

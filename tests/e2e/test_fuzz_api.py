@@ -25,8 +25,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import Stack
-from pytest_fanout.servers.upstream import Behaviour
 
 MAX_N = 50
 MAX_CONCURRENCY = 20

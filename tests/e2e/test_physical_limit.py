@@ -18,8 +18,8 @@ import httpx2
 import pytest
 
 from app.settings import TRANSPORTS
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import Stack
-from pytest_fanout.servers.upstream import Behaviour
 from tests.helpers import REPO
 
 N = 1000

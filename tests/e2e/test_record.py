@@ -21,7 +21,7 @@ import httpx2
 import pytest
 
 from pytest_fanout import StubUpstreamServer
-from pytest_fanout.servers.upstream import Behaviour
+from pytest_fanout.limits import Behaviour
 
 #: The real service's latency: the recorded median can only be at or above it.
 REAL_DELAY_MS = 60

@@ -13,6 +13,7 @@ import httpx2
 import pytest
 
 from pytest_fanout.assertions import FanoutAssertionError, assert_streams
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers import Stack
 from pytest_fanout.servers.sdk_answers import (
@@ -20,7 +21,6 @@ from pytest_fanout.servers.sdk_answers import (
     openai_chat_completion,
     openai_chat_completion_stream,
 )
-from pytest_fanout.servers.upstream import Behaviour
 
 APP_DIR = Path(__file__).parent / "llm_app"
 QUESTION = {"question": "What is six times seven?"}

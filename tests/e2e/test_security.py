@@ -30,10 +30,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pytest_fanout import cli
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.probe import PROBE_PATH
 from pytest_fanout.servers.process import LOOPBACK, ServerProcess
 from pytest_fanout.servers.stack import AppServer, Stack, StubUpstreamServer
-from pytest_fanout.servers.upstream import CONTROL_PREFIX, Behaviour
+from pytest_fanout.servers.upstream import CONTROL_PREFIX
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_fanout.exitcodes import ExitCode
+from pytest_fanout.limits import ExitCode
 from pytest_fanout.load import MARKER_ENV, kill_marked
 
 APP = Path(__file__).with_name("spec_app")

@@ -11,10 +11,10 @@ import httpx2
 import pytest
 
 from pytest_fanout.assertions import FanoutAssertionError, assert_no_blocking
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers import ServerStartError, Stack
 from pytest_fanout.servers.callstacks import blocking_line, describe_stall
-from pytest_fanout.servers.upstream import Behaviour
 from tests.helpers import REPO
 
 APP_DIR = Path(__file__).parent / "diagnose_app"

@@ -12,7 +12,7 @@ import httpx2
 import pytest
 
 from pytest_fanout import RouteError, StubUpstreamServer
-from pytest_fanout.servers.upstream import Behaviour
+from pytest_fanout.limits import Behaviour
 
 HANDLERS = """
 import asyncio

@@ -22,10 +22,10 @@ import pytest
 
 from pytest_fanout.assertions import assert_concurrency
 from pytest_fanout.diagnose import diagnose
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers import Stack
 from pytest_fanout.servers.held import HoldBoundError
-from pytest_fanout.servers.upstream import Behaviour
 
 APP_DIR = Path(__file__).parent / "structure_app"
 DELAY_MS = 100

@@ -14,8 +14,8 @@ import httpx2
 import pytest
 
 from pytest_fanout import RouteError
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stub_server import StubUpstreamServer, UpstreamCallError
-from pytest_fanout.servers.upstream import Behaviour
 from tests.helpers import wait_until
 
 HANDLERS = """

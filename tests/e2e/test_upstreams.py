@@ -15,9 +15,9 @@ import httpx2
 import pytest
 
 from pytest_fanout import FanoutWarning, RouteError
+from pytest_fanout.limits import Behaviour, expand_placeholders
 from pytest_fanout.measure import measure
-from pytest_fanout.servers.stack import Stack, expand_placeholders
-from pytest_fanout.servers.upstream import Behaviour
+from pytest_fanout.servers.stack import Stack
 from tests.helpers import wait_until
 
 THREE = {"inventory": "INVENTORY_URL", "pricing": "PRICING_URL", "reviews": "REVIEWS_URL"}

@@ -12,8 +12,9 @@ import asyncio
 import httpx2
 import pytest
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import Measurement
-from pytest_fanout.servers.upstream import Behaviour, StubUpstream
+from pytest_fanout.servers.upstream import StubUpstream
 
 
 async def _gather_on_a_slow_route(stub: StubUpstream) -> dict:

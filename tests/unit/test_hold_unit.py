@@ -16,8 +16,9 @@ import time
 import httpx2
 import pytest
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.hold import HoldError, HoldSettings, app_busy
-from pytest_fanout.servers.upstream import Behaviour, StubUpstream
+from pytest_fanout.servers.upstream import StubUpstream
 
 #: Short quiet windows keep these tests fast; the waves do not depend on them.
 FAST = {"quiet_min_ms": 20, "quiet_max_ms": 40}

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from pytest_fanout._argtypes import fraction, non_negative_float, positive_int
+from pytest_fanout.limits import fraction, non_negative_float, positive_int
 from pytest_fanout.load import (
     TOTAL_NAME,
     VIOLATION_PREFIX,

@@ -13,7 +13,7 @@ from dataclasses import fields
 import pytest
 
 from app.settings import Settings, SettingsError, variable
-from pytest_fanout.servers.stack import DEFAULT_APP
+from pytest_fanout.limits import DEFAULT_APP
 from tests.helpers import REPO
 
 

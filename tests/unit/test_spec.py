@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stub_server import StubUpstreamServer
-from pytest_fanout.servers.upstream import Behaviour
 from pytest_fanout.spec import (
     BEHAVIOUR_KEYS,
     DEFAULT_APP,

@@ -14,10 +14,11 @@ import tracemalloc
 import httpx2
 import pytest
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.calls import MAX_PATHS, CallCounter
 from pytest_fanout.servers.recorder import MAX_HEADER_BYTES, PAGE_BYTES, Recorder
 from pytest_fanout.servers.routes import Route, RouteError, StubResponse, handler_result
-from pytest_fanout.servers.upstream import Behaviour, StubUpstream
+from pytest_fanout.servers.upstream import StubUpstream
 
 
 def run(coro):

@@ -11,8 +11,9 @@ from typing import Any
 import httpx2
 import pytest
 
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.calllog import CallLog, path_template, perturb_json
-from pytest_fanout.servers.upstream import Behaviour, StubUpstream
+from pytest_fanout.servers.upstream import StubUpstream
 from pytest_fanout.timeline.calls import Call, RequestTimeline, build_timeline
 from pytest_fanout.timeline.causal import (
     MAX_ADDED_MS,

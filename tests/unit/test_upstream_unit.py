@@ -10,8 +10,9 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
+from pytest_fanout.limits import Behaviour, ConfigError
 from pytest_fanout.servers.recorder import Recorder
-from pytest_fanout.servers.upstream import Behaviour, ConfigError, StubUpstream
+from pytest_fanout.servers.upstream import StubUpstream
 
 
 def run(coro):
@@ -272,8 +273,8 @@ def test_bad_routes_are_one_line_422(spec: dict, words: str) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "status", "words"),
     [
-        ("config", b'{"delay_ms": Infinity}', 422, "Infinity is not JSON"),
-        ("config", b'{"delay_ms": NaN}', 422, "NaN is not JSON"),
+        ("config", b'{"delay_ms": Infinity}', 422, "Infinity is not valid JSON"),
+        ("config", b'{"delay_ms": NaN}', 422, "NaN is not valid JSON"),
         ("config", b'{"max_inflight": 1e309}', 422, "must be a finite number"),
         ("config", b'{"max_inflight": 1.5}', 422, "must be a whole number"),
         ("config", b'{"max_inflight": 10000000}', 422, "must be between 0 and 1000000"),

@@ -1,0 +1,472 @@
+"""The ground floor: every value, bound, default and name the rest of the package reads.
+
+Parsers (argparse types that end bad input as one line), the upper bounds of
+every count, rate, size and duration an option takes, the defaults of the
+stack, the names of its keys, the stub's behaviour settings (a plain value,
+checked here so that a spec is checked before anything starts), the exit
+codes, and the lazy-name loader the packages' faces share. It imports nothing
+of the project: `spec`, `servers`, `gate`, `load` and every front end read it,
+and it reads none of them, so no value is declared twice and no import climbs.
+
+A rate of 1e9 starts per second, a million workers or a year-long step is a
+typing mistake, not a test: accepted, it grows a process until the kernel
+kills it. Each bound here is far above any real run on one machine; the docs'
+"Limits" page lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from enum import IntEnum
+from typing import Any
+
+# ---- exit codes ------------------------------------------------------------------------------
+
+
+class ExitCode(IntEnum):
+    """What a run's exit status says, one number one meaning everywhere (docs, "Exit codes").
+
+    0, 1 and 2 are also Locust's own (1: failed requests, 2: a usage error or an
+    unhandled exception), so the harness keeps their sense. Under pytest, the plugin
+    uses pytest's own exit codes (0-5), plus `TARGET_UNUSABLE` when --fanout-ab's base
+    app cannot start and `NOT_GATED` (6, above pytest's) when the gate compared nothing
+    it could gate."""
+
+    #: Everything asked for ran, and every check held.
+    OK = 0
+    #: It ran, and a check did not hold: failed requests (Locust), a regression
+    #: (`fanout compare`), an answer that was not the expected one (`fanout measure`).
+    FAILED = 1
+    #: Bad input, nothing was run: a flag, a [tool.fanout] value, a rule, a file.
+    USAGE = 2
+    #: A load threshold was violated (--fanout-max-p95-ms, --fanout-min-rps, ...).
+    THRESHOLD = 3
+    #: The target cannot be used: --host does not answer, the app, a stub or the base
+    #: commit's app (--fanout-ab) did not start, a port is taken.
+    TARGET_UNUSABLE = 4
+    #: The regression gate compared nothing it could gate (a renamed suite, another
+    #: machine's baseline and no portable metric); --fanout-allow-ungated accepts it.
+    NOT_GATED = 6
+    #: Stopped by Ctrl-C (128 + SIGINT), every process it started stopped too.
+    INTERRUPTED = 130
+
+
+# ---- the stack's defaults and names ----------------------------------------------------------
+
+#: The reference app, as installed from the wheel and (editable) in the repository.
+DEFAULT_APP = "pytest_fanout.reference_app.main:app"
+#: The name and variable of the one upstream a stack has when none is named.
+DEFAULT_UPSTREAM = "default"
+DEFAULT_UPSTREAM_ENV = "FANOUT_UPSTREAM_URL"
+DEFAULT_DELAY_MS = 100.0
+DEFAULT_STARTUP_TIMEOUT_S = 10.0
+#: Seconds a request to the app may take when no timeout is given.
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: The app's environment variable that switches the probe's stack sampler off.
+STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
+#: The prefix of the stub's settings in a child's environment (`Behaviour.to_env`).
+STUB_ENV_PREFIX = "PYTEST_FANOUT_STUB_"
+
+#: Names an upstream may have (an ini line, a TOML table name, a flag).
+UPSTREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+#: Everything `StubUpstreamServer.route(...)` takes (tests/unit/test_spec.py keeps them equal).
+ROUTE_KEYS = (
+    "method",
+    "path",
+    "status",
+    "json",
+    "body",
+    "headers",
+    "delay_ms",
+    "jitter_ms",
+    "p99_ms",
+    "error_rate",
+    "handler",
+    "events",
+    "chunks",
+    "chunk_delay_ms",
+    "tokens_per_s",
+)
+
+# ---- bounds ----------------------------------------------------------------------------------
+
+#: Requests (starts) per second: an open-model arrival rate, a capacity search's rates.
+MAX_RATE_RPS = 100_000.0
+#: Users (requests in flight) of one run or one step.
+MAX_USERS = 100_000
+#: Locust worker processes of one run.
+MAX_PROCESSES = 256
+#: Seconds of one run, one step or one search: a day.
+MAX_DURATION_S = 86_400.0
+#: Milliseconds of an upstream delay: an hour; more is a mistake, not a slow upstream.
+MAX_DELAY_MS = 3_600_000.0
+#: Milliseconds a scheduled start may wait for a free user: ten minutes.
+MAX_GRACE_MS = 600_000.0
+#: Upstream calls per request, and a semaphore's bound (the reference app's own cap).
+MAX_CALLS = 10_000
+#: Timed requests of one measurement.
+MAX_REPEAT = 10_000
+#: A stub's cap on calls in flight (0 = no cap), and on requests it records.
+MAX_INFLIGHT = 1_000_000
+#: A count threshold (`--fanout-min-completed`).
+MAX_THRESHOLD_COUNT = 10**12
+#: Bytes of one request body the stub reads (control or item): 16 MiB.
+MAX_ITEM_BODY = 16 * 1024 * 1024
+#: The stub's recorded requests: kept (the oldest go first), bytes of each body kept, bytes
+#: all kept records may hold together, and the largest such total accepted (1 GiB).
+DEFAULT_MAX_RECORDS = 10_000
+DEFAULT_MAX_BODY = 64 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_BYTES_LIMIT = 1024 * 1024 * 1024
+
+# ---- argparse types: text in, a checked value or one ArgumentTypeError line out ---------------
+
+
+def _integer(text: str, what: str = "an integer") -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (inf and nan would make a delay hang forever)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number between 0 and 1."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
+    return value
+
+
+def http_status(text: str) -> int:
+    """An HTTP status code, 100 to 599."""
+    value = _integer(text, "an HTTP status")
+    if not 100 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"{value} is not an HTTP status (100-599)")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 (pick a free one) to 65535."""
+    value = _integer(text, "a port number")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def parse_import_string(raw: Any) -> str:
+    """MODULE:ATTRIBUTE (the one rule); whether it imports is the child's to say."""
+    if not isinstance(raw, str) or not IMPORT_STRING.match(raw):
+        raise ValueError(f"{raw!r} is not an import string like app.main:app (MODULE:ATTR)")
+    return raw
+
+
+def import_string(text: str) -> str:
+    """`parse_import_string` as an argparse type."""
+    try:
+        return parse_import_string(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an integer in [low, high] (keeps a benchmark's run bounded)."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def bounded(parse: Callable[[str], float], high: float, unit: str = "") -> Callable[[str], float]:
+    """`parse`, then refuse a value above `high` in one line that names the bound."""
+
+    shown = f"{int(high):,}" if high == int(high) else f"{high:,g}"
+
+    def check(text: str) -> float:
+        value = parse(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{text} is above the limit of {shown}{unit}")
+        return value
+
+    check.__name__ = getattr(parse, "__name__", "value")
+    return check
+
+
+rate_rps = bounded(positive_float, MAX_RATE_RPS, "/s")
+threshold_rate = bounded(non_negative_float, MAX_RATE_RPS, "/s")
+users = bounded(positive_int, MAX_USERS, " users")
+processes = bounded(positive_int, MAX_PROCESSES, " processes")
+duration_s = bounded(positive_float, MAX_DURATION_S, " s")
+delay_ms = bounded(non_negative_float, MAX_DELAY_MS, " ms")
+grace_ms = bounded(non_negative_float, MAX_GRACE_MS, " ms")
+whole_seconds = bounded(positive_int, MAX_DURATION_S, " s")
+latency_ms = bounded(positive_float, MAX_DELAY_MS, " ms")
+calls = bounded(positive_int, MAX_CALLS)
+repeats = bounded(positive_int, MAX_REPEAT)
+inflight = bounded(non_negative_int, MAX_INFLIGHT)
+threshold_count = bounded(positive_int, MAX_THRESHOLD_COUNT)
+
+
+def check_load_run(
+    *, users: int, spawn_rate: float, run_time_s: float, processes: int | None
+) -> None:
+    """A ValueError in one line when a Locust run's size is past a limit (or not positive)."""
+    for name, value, high in (
+        ("users", users, MAX_USERS),
+        ("spawn_rate", spawn_rate, MAX_RATE_RPS),
+        ("run_time_s", run_time_s, MAX_DURATION_S),
+        ("processes", processes or 1, MAX_PROCESSES),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{name}={value!r} must be a number > 0")
+        if not value <= high:  # NaN fails here too
+            raise ValueError(f"{name}={value!r} is above the limit of {high:,g}")
+
+
+# ---- JSON, strictly: no NaN or Infinity, no RecursionError -----------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def strict_json_loads(data: bytes | str) -> Any:
+    """json.loads without NaN/Infinity; a bad document or deep nesting is ONE ValueError line
+    (every JSON the harness reads from a user: a flag's body, a route, a stub's control body)."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"is not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def strict_json_dumps(value: Any) -> bytes:
+    """Compact JSON bytes; NaN, Infinity and non-JSON values are a ValueError."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not JSON-able: {exc}") from None
+    except RecursionError:
+        raise ValueError("not JSON-able: nested too deeply") from None
+
+
+# ---- {upstream_url:NAME} in the app's environment ---------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_SHELL_VARIABLE = re.compile(r"\$(\{?[A-Za-z_][A-Za-z0-9_]*\}?)")
+
+
+def expand_placeholders(value: str, urls: Mapping[str, str]) -> str:
+    """`value` with `{upstream_url:NAME}` (and `{upstream_url}`, the first upstream)
+    replaced by that upstream's URL. A `$VAR`, an unknown placeholder or name is a
+    ValueError in one line: nothing here is a shell, and a literal `$...` would only
+    surface as a 500 at measure time."""
+    shell = _SHELL_VARIABLE.search(value)
+    if shell:
+        raise ValueError(
+            f"${shell[1]} is not expanded (no shell variables here); "
+            "write {upstream_url:NAME} for an upstream's URL"
+        )
+
+    def substitute(match: re.Match[str]) -> str:
+        key, _, name = match[1].partition(":")
+        if key != "upstream_url":
+            raise ValueError(
+                f"unknown placeholder {match[0]}: the only one is {{upstream_url:NAME}}"
+            )
+        if not name:
+            return next(iter(urls.values()))
+        if name not in urls:
+            raise ValueError(
+                f"{match[0]}: no upstream named {name!r} (the upstreams: {', '.join(urls)})"
+            )
+        return urls[name]
+
+    return _PLACEHOLDER.sub(substitute, value)
+
+
+# ---- the stub's behaviour: a value, checked where it is declared -------------------------------
+
+
+class ConfigError(ValueError):
+    """A behaviour setting the stub cannot use."""
+
+
+#: name -> (low, high) for every numeric setting: finite and in range, or refused.
+_RANGES: dict[str, tuple[float, float]] = {
+    "delay_ms": (0, MAX_DELAY_MS),
+    "jitter_ms": (0, MAX_DELAY_MS),
+    "p99_ms": (0, MAX_DELAY_MS),
+    "error_rate": (0, 1),
+    "error_status": (100, 599),
+    "drop_rate": (0, 1),
+    "max_inflight": (0, MAX_INFLIGHT),
+    "record_requests": (0, MAX_INFLIGHT),
+    "record_body_bytes": (0, MAX_ITEM_BODY),
+    "record_total_bytes": (0, MAX_BYTES_LIMIT),
+    "seed": (0, 2**63 - 1),
+}
+
+
+def _convert(name: str, kind: type, value: Any) -> float | int:
+    """A setting's value from JSON or an environment string, finite and in range."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not a number")
+    if isinstance(value, str):
+        try:
+            value = float(value) if kind is float else int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+    if not isinstance(value, int | float):
+        raise ConfigError(f"{name}={value!r} is not a number")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
+    if kind is int:
+        if value != int(value):
+            raise ConfigError(f"{name}={value!r} must be a whole number")
+        value = int(value)
+    else:
+        value = float(value)
+    low, high = _RANGES[name]
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value!r} must be between {low:.0f} and {high:.0f}")
+    return value
+
+
+@dataclass
+class Behaviour:
+    """How a stub upstream answers; changed at run time by POST /__upstream__/config."""
+
+    delay_ms: float = DEFAULT_DELAY_MS
+    jitter_ms: float = 0.0
+    #: With delay_ms, makes the delay log-normal: median delay_ms, 99th percentile p99_ms.
+    #: 0 = a fixed delay.
+    p99_ms: float = 0.0
+    #: Fraction of item calls answered with `error_status` instead of 200.
+    error_rate: float = 0.0
+    error_status: int = 500
+    #: Fraction of item calls whose connection is closed mid-response.
+    drop_rate: float = 0.0
+    #: In-flight calls above this get 429 at once (a rate-limited upstream); 0 = no cap.
+    max_inflight: int = 0
+    #: Requests kept for `requests()` (the last N), bytes of each body kept, and bytes all
+    #: kept requests may hold together (headers included). Counts never depend on these.
+    record_requests: int = DEFAULT_MAX_RECORDS
+    record_body_bytes: int = DEFAULT_MAX_BODY
+    record_total_bytes: int = DEFAULT_MAX_BYTES
+    #: Seed of the stub's random choices (jitter, log-normal delay, error and drop rates);
+    #: 0 = unseeded.
+    seed: int = 0
+
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Apply `changes` (validated first, so a bad one changes nothing)."""
+        known = {f.name: type(f.default) for f in fields(self)}
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        candidate = asdict(self)
+        for name, value in changes.items():
+            candidate[name] = _convert(name, known[name], value)
+        checked = Behaviour(**candidate)
+        checked.validate()
+        for name, value in candidate.items():
+            setattr(self, name, value)
+
+    def validate(self) -> None:
+        for f in fields(self):
+            _convert(f.name, type(f.default), getattr(self, f.name))
+        if self.p99_ms and self.p99_ms < self.delay_ms:
+            raise ConfigError("p99_ms must be 0 (off) or at least delay_ms (the median)")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Behaviour:
+        """Read PYTEST_FANOUT_STUB_<SETTING> variables: how the harness configures a child."""
+        env = os.environ if environ is None else environ
+        behaviour = cls()
+        changes = {
+            f.name: env[STUB_ENV_PREFIX + f.name.upper()]
+            for f in fields(cls)
+            if env.get(STUB_ENV_PREFIX + f.name.upper())
+        }
+        behaviour.update(changes)
+        return behaviour
+
+    def to_env(self) -> dict[str, str]:
+        return {STUB_ENV_PREFIX + k.upper(): str(v) for k, v in asdict(self).items()}
+
+
+#: Every `Behaviour` setting an upstream's table may give (checked by `Behaviour` itself).
+BEHAVIOUR_KEYS = tuple(f.name for f in fields(Behaviour))
+
+
+# ---- the packages' faces: public names loaded on first use -----------------------------------
+
+
+def lazy_names(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
+    """`__getattr__` for `package` (PEP 562): each public name is imported from the module
+    `where[name]` the first time it is read, then kept in the package. Used by the
+    top-level package, `gate`, `load` and `servers`, which pytest imports at start-up. No
+    `__dir__` lists them: pluggy reads every name `dir()` gives a plugin, which would load
+    them all."""
+    namespace = importlib.import_module(package).__dict__
+
+    def __getattr__(name: str) -> Any:
+        module = where.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
