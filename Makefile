@@ -4,14 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install patterns test test-loaded lint load soak bench perf gate-validate serve wheel clean
+.PHONY: install patterns test docs test-loaded lint load soak bench perf gate-validate serve wheel clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	touch $(STAMP)
 
 ## The main job: sync, async and async_sem side by side on the embedded stack.
@@ -24,6 +24,7 @@ patterns: install
 ## (10.4 min against 15 with -n 2, 2026-12-03); every count is exact under load anyway.
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -n 3 --durations=15 $(addprefix --ignore=,$(LOADED_TESTS))
 	$(MAKE) test-loaded
 
@@ -34,6 +35,12 @@ LOADED_TESTS = tests/e2e/test_structure.py tests/e2e/test_app_e2e.py \
 test-loaded: install
 	$(BIN)/python -m tests.under_load --burners 2 -- $(BIN)/python -m pytest -p no:xdist -q $(LOADED_TESTS)
 
+## The docs site (mkdocs.yml) into site/: strict, so a page missing from the nav, a broken
+## link or an API name griffe cannot resolve fails the build.
+docs: install
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/mkdocs build --strict
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,7 +49,7 @@ lint: install
 load: install
 	$(BIN)/locust -f locustfiles/
 
-## 60 s of Locust on /async: zero failures, no memory drift (see README, Soak).
+## 60 s of Locust on /async: zero failures, no memory drift (see docs/soak.md).
 soak: install
 	$(BIN)/python benchmarks/soak.py
 
@@ -68,4 +75,4 @@ wheel: install
 	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist
+	rm -rf $(VENV) site .pytest_cache .ruff_cache *.egg-info build dist

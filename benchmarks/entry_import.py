@@ -8,7 +8,7 @@ test uses a fanout fixture. Each run is a fresh interpreter that imports pytest
 first (it is there anyway), then times `import pytest_fanout` and the three
 plugin modules it names, and reads the stack declaration the way
 `pytest_configure` does in a directory without one. Prints every run, the
-median and the minimum (the README quotes them; target: under 30 ms), and the
+median and the minimum (docs/performance.md quotes them; target: under 30 ms), and the
 heavy libraries that got imported (there must be none).
 """
 

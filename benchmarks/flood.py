@@ -68,7 +68,7 @@ ROUTES = {
 }
 #: n of /sync under --all: five sequential calls (1000 would take 100 s at 100 ms each).
 SYNC_N = 5
-#: --all: (route, n, transport) of each row of the README's table.
+#: --all: (route, n, transport) of each row of the table in docs/performance.md.
 ALL_ROWS = [
     ("sync", SYNC_N, "aiohttp"),
     ("async", 0, "aiohttp"),
@@ -217,7 +217,7 @@ class FloodResult:
         return found
 
     def table(self) -> str:
-        """The README-ready row, then the accounting."""
+        """The row for docs/performance.md, then the accounting."""
         headers = (
             "concurrency", "path", "transport", "answers", "200", "503 (shed)", "other", "p50",
             "p99", "max", "deadline", "peak RSS",
@@ -396,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--all", action="store_true",
-        help=f"one flood per row of the README's table: {', '.join(r for r, _, _ in ALL_ROWS)}"
+        help="one flood per row of the table in docs/performance.md: "
+        f"{', '.join(r for r, _, _ in ALL_ROWS)}"
         f" (/sync with n={SYNC_N})",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also save every answer here")

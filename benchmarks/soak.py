@@ -239,7 +239,7 @@ class SoakResult:
         return not self.failures()
 
     def table(self) -> str:
-        """The README-ready Markdown table, one row per run, plus the accounting lines."""
+        """The Markdown table of docs/soak.md, one row per run, plus the accounting lines."""
         return render_markdown(TABLE_HEADERS, [self.row()]) + "\n\n" + self.details()
 
     def row(self) -> list[str]:

@@ -2,7 +2,7 @@
 
     python benchmarks/stack_startup.py [runs] [--upstreams N]
 
-Prints each run and the median; the README quotes it (target: under 3 s with
+Prints each run and the median; docs/testing-concurrency.md quotes it (target: under 3 s with
 one upstream, well under 2 s with three named upstreams, which start in parallel).
 """
 

@@ -9,7 +9,7 @@ Each run measures every weight once (`fanout.critical_path`) and prints them;
 the summary gives the largest and the mean error against the truth, and the
 longest run. `--load N` keeps N busy processes spinning meanwhile (the
 "under load" figure; they are stopped at the end, whatever happens). `--docs`
-also writes the README's waterfall and table to docs/timeline/.
+also writes the waterfall and table of docs/timeline.md to docs/timeline/.
 Targets (issue 25): error <= 0.1 quiet, <= 0.35 under load; <= 20 s a run.
 """
 

@@ -2,8 +2,8 @@
 
 A 100 MB body, malformed HTTP, thousands of idle connections, a client that
 resets mid-request, and CPU hogs on every core: after each, the stub and the
-app still answer, and the stub's counts stay exact. (The README's
-reliability table lists every row and the test that proves it.)
+app still answer, and the stub's counts stay exact. (docs/reliability.md's
+table lists every row and the test that proves it.)
 """
 
 from __future__ import annotations

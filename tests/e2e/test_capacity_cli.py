@@ -3,7 +3,7 @@
 The real search is kept short (one path, 2 s steps, a 20 s budget): it shows
 the command steps the rate, prints the table, writes the JSON and the PNG,
 stays within its budget and leaves no process. The committed figures under
-docs/ come from the full run the README gives (about 3 minutes).
+docs/ come from the full run docs/load-testing.md gives (about 3 minutes).
 """
 
 from __future__ import annotations

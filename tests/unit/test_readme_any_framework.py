@@ -1,5 +1,6 @@
-"""The README's Flask example is quoted from tests/examples/, line for line (abridged, never
-rewritten): every line of its code blocks is in the example's files."""
+"""The docs' Flask example (docs/your-own-service.md, "Any framework") is quoted from
+tests/examples/, line for line (abridged, never rewritten): every line of its code blocks
+is in the example's files."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ EXAMPLES = REPO / "tests" / "examples"
 
 
 def test_the_flask_quotes_are_the_examples_lines() -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Any framework", 1)[1].split("\n### ", 1)[0]
+    page = (REPO / "docs" / "your-own-service.md").read_text()
+    section = page.split("\n## Any framework", 1)[1].split("\n## ", 1)[0]
     sources = "\n".join(
         path.read_text()
         for path in (

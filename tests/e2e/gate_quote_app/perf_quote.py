@@ -14,6 +14,6 @@ def quoting(fanout, fanout_upstreams):
 
 
 def test_quote(quoting):
-    # Measured only, as the README teaches: the gate alone must see a regression here.
+    # Measured only, as docs/gating.md teaches: the gate alone must see a regression here.
     answer = quoting.measure("/quote", method="POST", json=ORDER, repeat=10)
     assert answer.upstream("catalog").requests == 8
