@@ -24,7 +24,7 @@ patterns: install
 ## (10.4 min against 15 with -n 2, 2026-12-03); every count is exact under load anyway.
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -n 3 --durations=15 $(addprefix --ignore=,$(LOADED_TESTS))
 	$(MAKE) test-loaded
 
