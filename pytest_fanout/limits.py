@@ -118,6 +118,8 @@ MAX_CALLS = 10_000
 MAX_REPEAT = 10_000
 #: A stub's cap on calls in flight (0 = no cap), and on requests it records.
 MAX_INFLIGHT = 1_000_000
+#: Named upstreams of one stack: each is a process (about 35 MB and 0.3 s of CPU to start).
+MAX_UPSTREAMS = 64
 #: A count threshold (`--fanout-min-completed`).
 MAX_THRESHOLD_COUNT = 10**12
 #: Bytes of one request body the stub reads (control or item): 16 MiB.
@@ -334,6 +336,37 @@ def expand_placeholders(value: str, urls: Mapping[str, str]) -> str:
         return urls[name]
 
     return _PLACEHOLDER.sub(substitute, value)
+
+
+# ---- HTTP headers a stub answers with --------------------------------------------------------
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE = re.compile(r"^[^\r\n\x00]*$")
+#: Headers that frame the body: the stub writes them itself.
+_FRAMING_HEADERS = ("content-length", "transfer-encoding", "connection")
+
+
+def check_headers(headers: Any, what: str = "headers") -> list[tuple[bytes, bytes]]:
+    """Header pairs as bytes, or a one-line ValueError: names are HTTP tokens, values hold
+    no CR, LF or NUL, and framing headers (Content-Length, ...) are the stub's to write.
+    The spec checks a declared route's headers with it before anything starts."""
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ValueError(f"{what} must map strings to strings, got {headers!r}")
+    pairs = []
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{what}: {name!r} is not an HTTP header name")
+        if not _HEADER_VALUE.match(value):
+            raise ValueError(f"{what}: the value of {name!r} holds CR, LF or NUL")
+        if name.lower() in _FRAMING_HEADERS:
+            raise ValueError(f"{what}: {name!r} is set by the stub itself from the body")
+        try:
+            pairs.append((name.lower().encode(), value.encode("latin-1")))
+        except UnicodeEncodeError:
+            raise ValueError(f"{what}: the value of {name!r} is not Latin-1 text") from None
+    return pairs
 
 
 # ---- the stub's behaviour: a value, checked where it is declared -------------------------------

@@ -44,11 +44,13 @@ from pytest_fanout.limits import (
     DEFAULT_UPSTREAM_ENV,
     ENV_NAME,
     HTTP_METHODS,
+    MAX_UPSTREAMS,
     ROUTE_KEYS,
     STACK_SAMPLING_ENV,
     UPSTREAM_NAME,
     Behaviour,
     ConfigError,
+    check_headers,
     expand_placeholders,
     parse_import_string,
     strict_json_loads,
@@ -186,6 +188,11 @@ def check_route(route: Any) -> dict[str, Any]:
     if not isinstance(path, str) or not path.startswith("/"):
         raise ValueError(f"path {path!r} must be a string starting with /")
     route["method"] = method.upper()
+    if "headers" in route:
+        check_headers(route["headers"])
+    status = route.get("status", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ValueError(f"status {status!r} is not an HTTP status (100-599)")
     return route
 
 
@@ -451,10 +458,14 @@ class StackSpec:
             urls = {name: f"http://127.0.0.1:0/{name}" for name in self.upstream_env_names()}
         env = {}
         for key, value in self.app_env_entries().items():
+            where = self.app_env_where.get(key, "app_env")
+            if not key or "=" in key or "\0" in key:
+                raise SpecError(f"{where}: {key!r} is not an environment variable name")
+            if "\0" in value:
+                raise SpecError(f"{where}: the value of {key} holds a NUL byte")
             try:
                 env[key] = expand_placeholders(value, urls)
             except ValueError as exc:
-                where = self.app_env_where.get(key, "app_env")
                 raise SpecError(f"{where}: '{key}={value}': {exc}") from None
         return env
 
@@ -633,6 +644,12 @@ def options_for(front_end: str) -> list[str]:
 
 
 def _check_distinct(spec: StackSpec, where: str) -> None:
+    """Each upstream has a variable of its own, and there are not more than a machine runs."""
+    if len(spec.upstreams) > MAX_UPSTREAMS:
+        raise SpecError(
+            f"{where}: {len(spec.upstreams)} upstreams are above the limit of {MAX_UPSTREAMS}"
+            " (each is a process of its own)"
+        )
     seen: dict[str, str] = {}
     for name, upstream in spec.upstreams.items():
         if upstream.env in seen:

@@ -26,6 +26,7 @@ from pytest_fanout.limits import (  # one limit, one list of route keys, one JSO
     HTTP_METHODS,
     MAX_DELAY_MS,
     ROUTE_KEYS,
+    check_headers,
     strict_json_dumps,
     strict_json_loads,
 )
@@ -37,10 +38,7 @@ _SEGMENT_TEXT = re.compile(r"^[^{}?#\s]*$")
 #: Routes one upstream may hold.
 MAX_ROUTES = 1000
 #: An HTTP header name (RFC 9110 token) and a value without CR, LF or NUL.
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_HEADER_VALUE = re.compile(r"^[^\r\n\x00]*$")
 #: Headers the stub writes itself: a route or handler setting them would break framing.
-_FRAMING_HEADERS = ("content-length", "transfer-encoding", "connection")
 
 
 class RouteError(ValueError):
@@ -135,28 +133,6 @@ def _finite(name: str, value: Any, low: float, high: float) -> float | None:
     return float(value)
 
 
-def check_headers(headers: Any, what: str = "headers") -> list[tuple[bytes, bytes]]:
-    """Header pairs as bytes, or a one-line ValueError: names are HTTP tokens, values hold
-    no CR, LF or NUL, and framing headers (Content-Length, ...) are the stub's to write."""
-    if not isinstance(headers, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise RouteError(f"{what} must map strings to strings")
-    pairs = []
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
-            raise RouteError(f"{what}: {name!r} is not an HTTP header name")
-        if not _HEADER_VALUE.match(value):
-            raise RouteError(f"{what}: the value of {name!r} holds CR, LF or NUL")
-        if name.lower() in _FRAMING_HEADERS:
-            raise RouteError(f"{what}: {name!r} is set by the stub itself from the body")
-        try:
-            pairs.append((name.lower().encode(), value.encode("latin-1")))
-        except UnicodeEncodeError:
-            raise RouteError(f"{what}: the value of {name!r} is not Latin-1 text") from None
-    return pairs
-
-
 def load_handler(spec: str) -> Callable[..., Any]:
     """Import `module:function` (from the stub's sys.path: the rootdir or fanout_app_dir)."""
     if not isinstance(spec, str):
@@ -242,7 +218,10 @@ class Route:
         if p99 is not None and (delay is None or delay <= 0 or p99 < delay):
             raise RouteError("p99_ms needs delay_ms > 0 (the median) and must be >= delay_ms")
         body = _body(spec)
-        headers = check_headers(spec.get("headers") or {})
+        try:
+            headers = check_headers(spec.get("headers") or {})
+        except ValueError as exc:
+            raise RouteError(str(exc)) from None
         route = cls(
             method=method.upper(),
             path=spec["path"],
@@ -307,12 +286,9 @@ def handler_result(result: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         status = result.status
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             raise ValueError(f"StubResponse.status {status!r} is not an HTTP status")
-        try:
-            headers = check_headers(
-                {str(k): str(v) for k, v in result.headers.items()}, "StubResponse.headers"
-            )
-        except RouteError as exc:
-            raise ValueError(str(exc)) from None
+        headers = check_headers(
+            {str(k): str(v) for k, v in result.headers.items()}, "StubResponse.headers"
+        )
         if result.body is not None:
             body = result.body.encode() if isinstance(result.body, str) else bytes(result.body)
             if not any(k == b"content-type" for k, _ in headers):

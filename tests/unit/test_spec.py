@@ -179,6 +179,35 @@ def test_a_config_file_named_explicitly(tmp_path: Path) -> None:
             "[tool.fanout]\napp_env = { A = '{upstream_url:nope}' }\n",
             r"app_env: 'A=\{upstream_url:nope\}': .*no upstream named 'nope'",
         ),
+        # Issue 32, #12: each escaped as a raw ValueError (exit 1) before; one line now.
+        (
+            "[tool.fanout]\napp_env = { 'A=B' = 'x' }\n",
+            r"tool\.fanout\.app_env: 'A=B' is not an environment variable name",
+        ),
+        (
+            '[tool.fanout]\napp_env = { A = "x\\u0000y" }\n',
+            r"tool\.fanout\.app_env: the value of A holds a NUL byte",
+        ),
+        (
+            "[tool.fanout.upstreams.inv]\nenv = 'X'\n"
+            "routes = [{ method = 'GET', path = '/x', headers = ['a', 'b'] }]\n",
+            r"routes\[0\]: headers must map strings to strings",
+        ),
+        (
+            "[tool.fanout.upstreams.inv]\nenv = 'X'\n"
+            "routes = [{ method = 'GET', path = '/x', headers = { X = \"a\\r\\nb\" } }]\n",
+            r"routes\[0\]: headers: the value of 'X' holds CR, LF or NUL",
+        ),
+        (
+            "[tool.fanout.upstreams.inv]\nenv = 'X'\n"
+            "routes = [{ method = 'GET', path = '/x', status = 999 }]\n",
+            r"routes\[0\]: status 999 is not an HTTP status",
+        ),
+        # Issue 32, #13: 10,000 upstreams were accepted (and 60 started 60 processes at once).
+        (
+            "".join(f"[tool.fanout.upstreams.u{i}]\nenv = 'U{i}'\n" for i in range(65)),
+            r"tool\.fanout: 65 upstreams are above the limit of 64",
+        ),
     ],
 )
 def test_a_bad_declaration_is_one_line_naming_file_and_key(
