@@ -26,7 +26,12 @@ from pytest_fanout.limits import lazy_names
 
 if TYPE_CHECKING:
     from pytest_fanout.limits import DEFAULT_APP, Behaviour, ConfigError
-    from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
+    from pytest_fanout.servers.process import (
+        LOOPBACK,
+        ServerDiedError,
+        ServerProcess,
+        ServerStartError,
+    )
     from pytest_fanout.servers.routes import RouteError, StubRequest, StubResponse
     from pytest_fanout.servers.stack import (
         AppServer,
@@ -44,6 +49,7 @@ __getattr__ = lazy_names(
         "LOOPBACK": "pytest_fanout.servers.process",
         "ServerProcess": "pytest_fanout.servers.process",
         "ServerStartError": "pytest_fanout.servers.process",
+        "ServerDiedError": "pytest_fanout.servers.process",
         "RouteError": "pytest_fanout.servers.routes",
         "StubRequest": "pytest_fanout.servers.routes",
         "StubResponse": "pytest_fanout.servers.routes",
@@ -68,6 +74,7 @@ __all__ = [
     "RouteError",
     "ServerProcess",
     "ServerStartError",
+    "ServerDiedError",
     "Stack",
     "StubRequest",
     "StubResponse",

@@ -39,6 +39,38 @@ class ServerStartError(RuntimeError):
         self.log_tail = log_tail
 
 
+class ServerDiedError(AssertionError):
+    """A server process died while the harness talked to it: one line naming it and how it
+    ended (`upstream 'inventory' died (signal 9)`), `.log_tail` its last words."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class _DeathAwareTransport(httpx2.BaseTransport):
+    """The control client's transport: a broken connection to a child that has exited is
+    that child's death, said in one line, not a transport traceback."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self._server = server
+        self._inner = httpx2.HTTPTransport()
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return self._inner.handle_request(request)
+        except httpx2.TransportError:
+            how = self._server.death()
+            if how is None:
+                raise
+            raise ServerDiedError(
+                f"{self._server.label} died ({how})", self._server.log_tail()
+            ) from None
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 def bind_listening_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
     """A listening TCP socket the child can inherit; port 0 picks a free one."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -109,8 +141,32 @@ class ServerProcess:
         """One keep-alive client to this server, for its control paths (closed by stop())."""
         if self._control is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-            self._control = httpx2.Client(base_url=self.url, timeout=10, headers=headers)
+            self._control = httpx2.Client(
+                base_url=self.url,
+                timeout=10,
+                headers=headers,
+                transport=_DeathAwareTransport(self),
+            )
         return self._control
+
+    @property
+    def label(self) -> str:
+        """How messages name this server ("upstream 'inventory'", "the app process")."""
+        return self.name
+
+    def death(self, wait_s: float = 2.0) -> str | None:
+        """How the child ended ('signal 9', 'exit status 3'), or None while it runs. A broken
+        connection is often seen a moment before the exit is: wait up to `wait_s` for it."""
+        proc = self.proc
+        if proc is None:
+            return None
+        deadline = time.monotonic() + wait_s
+        while wait_s and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the connection broke: give the kernel a moment to reap it
+        code = proc.poll()
+        if code is None:
+            return None
+        return f"signal {-code}" if code < 0 else f"exit status {code}"
 
     @property
     def pid(self) -> int | None:

@@ -85,6 +85,10 @@ class AppServer(ServerProcess):
             token=secrets.token_urlsafe(24),
         )
 
+    @property
+    def label(self) -> str:
+        return "the app process" if self.name == "app" else self.name
+
     def child_env(self) -> dict[str, str]:
         return {**super().child_env(), PROBE_TOKEN_ENV: self.token or ""}
 

@@ -143,6 +143,10 @@ class StubUpstreamServer(ServerProcess):
             token=token,
         )
 
+    @property
+    def label(self) -> str:
+        return f"upstream {self.upstream_name!r}"
+
     def build_command(self, fd: int) -> list[str]:
         # Called by start() once the socket is bound: the URL is known from here on.
         self.bound.set()

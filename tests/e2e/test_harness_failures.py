@@ -204,6 +204,34 @@ def test_after(fanout):
     assert_nothing_left(tag)
 
 
+def test_stub_killed_mid_session_is_one_line_naming_it(tmp_path: Path) -> None:
+    """kill -9 of a stub upstream (issue 32, #11): the next measurement and every later test
+    fail with one line naming the upstream and its signal, never a transport traceback."""
+    write(
+        tmp_path,
+        test_stub_killed="""
+import os
+import signal
+
+def test_killed(fanout):
+    stub = fanout.upstream
+    os.kill(stub.pid, signal.SIGKILL)
+    stub.proc.wait(timeout=10)
+    fanout.measure("/async/5", repeat=1, warmup=0)
+
+def test_after(fanout):
+    fanout.upstream.stats()
+""",
+    )
+    status, output, tag = run_tagged(tmp_path)
+    assert status == pytest.ExitCode.TESTS_FAILED
+    assert output.count("ServerDiedError: upstream 'default' died (signal 9)") == 2, output[-3000:]
+    for raw in ("httpcore", "httpx2._transports", "RemoteProtocolError", "ConnectError"):
+        assert raw not in output, output[-3000:]
+    assert "error" not in output.splitlines()[-1].lower()  # "2 failed", no teardown errors
+    assert_nothing_left(tag)
+
+
 def test_request_timeout_names_the_path_and_the_limit(tmp_path: Path) -> None:
     write(
         tmp_path,
