@@ -414,8 +414,7 @@ SUMMARY_HEADERS = ["test", "path", "median", "p95", "upstream peak", "efficiency
 def summary_table(measurements: list[Measurement]) -> tuple[list[str], list[list[object]]]:
     """The measurements summary's headers and rows: a first-byte column only when an answer
     was streamed (for the others the first byte is the answer), the finding last."""
-    from pytest_fanout.diagnose import headline
-    from pytest_fanout.patterns import efficiency_cell
+    from pytest_fanout.diagnose import efficiency_cell, headline
 
     streamed = any(m.streamed for m in measurements)
     headers = [*SUMMARY_HEADERS, "CPU/request", *(["first byte"] if streamed else []), "finding"]
