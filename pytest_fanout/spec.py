@@ -12,9 +12,14 @@ name them, delays, routes with canned answers) is written once::
 
 and the pytest plugin, every `fanout` command and the Locust harness read it
 (`--fanout-config FILE` names another TOML file). Their own options override
-it, and are declared once, here: `OPTIONS`, which `add_stack_options` adds
-to a parser with each front end's prefix (`--fanout-delay-ms` for pytest and
+it, and are declared once, here: `OPTIONS`, which `add_options` adds to a
+parser with each front end's prefix (`--fanout-delay-ms` for pytest and
 Locust, `--delay-ms` for `fanout measure`), as pytest-benchmark does. Every
+other option of every front end is in the same registry, in its group: the
+regression gate's (pytest's `--fanout-fail-on`, `fanout compare --fail-on`),
+the load harness's (Locust's reference users, thresholds, step shape, open
+model), `fanout measure --waterfall`; pytest's ini keys come from the same
+declarations (`add_inis`), and `value_of` reads a parsed value back. Every
 value goes through the option's one parser, so names, syntax (`NAME=ENV`
 everywhere, the ini's old `NAME ENV` still read), defaults and validation are
 the same everywhere, and a bad value is one `SpecError` line naming the file,
@@ -567,8 +572,9 @@ _LOAD_OPTIONS = (
 
 #: Every option, in help order. Adding one is one entry here: pytest gets
 #: `--fanout-<key>` and the ini key `fanout_<key>`, Locust `--fanout-<key>`, the
-#: `fanout` commands `--<key>` (those in `front_ends`), [tool.fanout] the key; its
-#: value is `spec.get("<key>")` (or the StackSpec field of that name, if there is one).
+#: `fanout` commands `--<key>` (those in `front_ends`), [tool.fanout] the key (the
+#: "stack" group only); a stack option's value is `spec.get("<key>")` (or the StackSpec
+#: field of that name), another's `value_of(namespace, "<key>")` or pytest's getoption.
 OPTIONS: dict[str, Option] = {
     option.key: option
     for option in (
