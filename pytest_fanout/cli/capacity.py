@@ -46,6 +46,65 @@ from pytest_fanout.spec import StackSpec, add_options, options_for
 #: The registry's options of the reference routes (the default paths).
 REFERENCE = ("n", "max_concurrent")
 
+#: The SLO's limits beside its p95 and the search's settings: (flag, type, default, help).
+_SLO_FLAGS = (
+    ("--max-fail-ratio", fraction, 0.01, "failed requests a rate may have (default: 0.01)"),
+    (
+        "--max-dropped-ratio",
+        fraction,
+        0.01,
+        "starts that found no free user in time (default: 0.01)",
+    ),
+)
+_SEARCH_FLAGS = (
+    ("--budget-s", limits.duration_s, 180.0, "the whole search, all paths (default: 180)"),
+    (
+        "--step-s",
+        limits.whole_seconds,
+        5,
+        f"run time of each step, >= {MIN_STEP_S} (default: 5)",
+    ),
+    ("--start-rps", limits.rate_rps, 5.0, "the first rate tried (default: 5)"),
+    ("--max-rps", limits.rate_rps, 2000.0, "never load faster (default: 2000)"),
+    (
+        "--precision",
+        fraction,
+        0.1,
+        "stop once the knee is known within this share (default: 0.1)",
+    ),
+    (
+        "--max-users",
+        limits.users,
+        1000,
+        "the most users (requests in flight) a step may have (default: 1000)",
+    ),
+    (
+        "--processes",
+        limits.processes,
+        None,
+        "Locust worker processes per step, on this machine (a distributed run)",
+    ),
+    (
+        "--expect-workers",
+        limits.processes,
+        None,
+        "each step runs Locust as a master and waits for this many workers, which may"
+        " run on other hosts (see docs/load-testing.md)",
+    ),
+    (
+        "--master-bind-host",
+        str,
+        "127.0.0.1",
+        "with --expect-workers: the address the master listens on (default: 127.0.0.1)",
+    ),
+    (
+        "--master-bind-port",
+        port_number,
+        5557,
+        "with --expect-workers: the master's port (default: 5557)",
+    ),
+)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """The subcommand's arguments (called by `fanout`'s parser builder)."""
@@ -56,73 +115,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="p95 latency a rate must meet, from each request's intended start",
     )
-    slo.add_argument(
-        "--max-fail-ratio",
-        type=fraction,
-        default=0.01,
-        help="failed requests a rate may have (default: 0.01)",
-    )
-    slo.add_argument(
-        "--max-dropped-ratio",
-        type=fraction,
-        default=0.01,
-        help="starts that found no free user in time (default: 0.01)",
-    )
+    for flag, kind, default, help_text in _SLO_FLAGS:
+        slo.add_argument(flag, type=kind, default=default, help=help_text)
     search_group = parser.add_argument_group("the search")
-    search_group.add_argument(
-        "--budget-s",
-        type=limits.duration_s,
-        default=180.0,
-        help="the whole search, all paths (default: 180)",
-    )
-    search_group.add_argument(
-        "--step-s",
-        type=limits.whole_seconds,
-        default=5,
-        help=f"run time of each step, >= {MIN_STEP_S} (default: 5)",
-    )
-    search_group.add_argument(
-        "--start-rps", type=limits.rate_rps, default=5.0, help="the first rate tried (default: 5)"
-    )
-    search_group.add_argument(
-        "--max-rps", type=limits.rate_rps, default=2000.0, help="never load faster (default: 2000)"
-    )
-    search_group.add_argument(
-        "--precision",
-        type=fraction,
-        default=0.1,
-        help="stop once the knee is known within this share (default: 0.1)",
-    )
-    search_group.add_argument(
-        "--max-users",
-        type=limits.users,
-        default=1000,
-        help="the most users (requests in flight) a step may have (default: 1000)",
-    )
-    search_group.add_argument(
-        "--processes",
-        type=limits.processes,
-        default=None,
-        help="Locust worker processes per step, on this machine (a distributed run)",
-    )
-    search_group.add_argument(
-        "--expect-workers",
-        type=limits.processes,
-        default=None,
-        help="each step runs Locust as a master and waits for this many workers, which may "
-        "run on other hosts (see docs/load-testing.md)",
-    )
-    search_group.add_argument(
-        "--master-bind-host",
-        default="127.0.0.1",
-        help="with --expect-workers: the address the master listens on (default: 127.0.0.1)",
-    )
-    search_group.add_argument(
-        "--master-bind-port",
-        type=port_number,
-        default=5557,
-        help="with --expect-workers: the master's port (default: 5557)",
-    )
+    for flag, kind, default, help_text in _SEARCH_FLAGS:
+        search_group.add_argument(flag, type=kind, default=default, help=help_text)
     target = parser.add_argument_group("the target (default: the embedded stack)")
     target.add_argument(
         "--host", default=None, help="a running service to load (nothing is started)"
