@@ -29,6 +29,9 @@ findings come first and are never dropped for a timing one:
 - `delay-too-short` (timing): the upstream answers at once, so timed peaks
   cannot show the structure (the held probe's waves do).
 
+`headline` and `efficiency_cell` are the two cells the measurement tables show
+(pytest's summary, `fanout patterns`).
+
 Without a held probe (a Measurement saved before it existed) `sequential` and
 `pool-cap` fall back to the timed peaks, and only at a delay of 50 ms or more.
 A healthy fan-out gets none.
@@ -120,6 +123,30 @@ def finding_for(m: Measurement, *kinds: str) -> Finding | None:
         if not kinds or finding.kind in kinds:
             return finding
     return None
+
+
+# ---- the summary's cells: the headline finding and the efficiency ----------------
+
+#: The loop counts as blocked when its worst stall is this share of the request's time.
+BLOCKED_SHARE = 0.5
+#: ... and at least this long (a scheduler hiccup on a busy machine is not a block).
+BLOCKED_MIN_S = 0.02
+BLOCKED_MARK = " (loop blocked)"
+
+
+def blocks_loop(m: Measurement) -> bool:
+    """True when the app's own code held its event loop for most of the request (garbage
+    collection and waits for a CPU not counted): a blocking route."""
+    lag = m.blocking_lag_s
+    return lag >= BLOCKED_MIN_S and lag >= BLOCKED_SHARE * m.median_s
+
+
+def efficiency_cell(m: Measurement) -> str:
+    """The efficiency as a table shows it: "-" when the ideal is unknown, marked when the
+    route blocked the loop (its wall time is fine only because nothing else ran)."""
+    if m.efficiency is None:
+        return "-"
+    return f"{m.efficiency:.2f}" + (BLOCKED_MARK if blocks_loop(m) else "")
 
 
 def headline(m: Measurement) -> str:

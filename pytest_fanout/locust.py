@@ -53,15 +53,15 @@ from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout
 from pytest_fanout.load import arrival  # the open model and exact latency; registered first
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 from pytest_fanout.load.runner import EMBEDDED_PREFIX
-from pytest_fanout.load.thresholds import OPTIONS as THRESHOLD_OPTIONS
 from pytest_fanout.load.thresholds import Thresholds
 from pytest_fanout.spec import (
     OPTIONS,
     SpecError,
     StackSpec,
-    add_stack_options,
+    add_options,
     options_for,
     resolve,
+    value_of,
 )
 
 __all__ = [
@@ -79,8 +79,8 @@ __all__ = [
 for _name in ("httpx", "httpx2"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-DEFAULT_N = 10
-DEFAULT_MAX_CONCURRENT = 5
+DEFAULT_N: int = OPTIONS["n"].default
+DEFAULT_MAX_CONCURRENT: int = OPTIONS["max_concurrent"].default
 #: The harness's prefix for the stack options (`--fanout-app`), as pytest's.
 STACK_PREFIX = "fanout-"
 #: The stack options a Locust run takes (a request's timeout is Locust's own).
@@ -104,77 +104,35 @@ def _say(line: str) -> None:
 
 
 # ---- options ----------------------------------------------------------------
-# Locust's web UI labels a custom option with its dest, split at capitals and
-# digits, followed by its help: the dests are words ("fanout_calls", not
-# "fanout_n"), the help says what the number is.
+# Declared once in pytest_fanout.spec.OPTIONS (group "load", and the stack's). Locust's
+# web UI labels a custom option with its dest, split at capitals and digits, followed
+# by its help: the dests are words ("fanout_calls", not "fanout_n").
 
-_THRESHOLD_HELP = {
-    "max_fail_ratio": "fail the run (exit 3) when an endpoint or the total fails more often"
-    " than this ratio, 0 to 1; empty: not checked",
-    "max_p95_ms": "fail the run (exit 3) when an endpoint's or the total's p95 response time"
-    " is above this many milliseconds; empty: not checked",
-    "min_rps": "fail the run (exit 3) when an endpoint or the total makes fewer requests per"
-    " second; empty: not checked",
-    "min_completed": "fail the run (exit 3) when an endpoint or the total completed fewer"
-    " requests without failure (default 1: zero is never a pass)",
-}
+#: The options this module adds (arrival.py and abort.py add theirs).
+LOAD_KEYS = (
+    "n",
+    "max_concurrent",
+    "max_fail_ratio",
+    "max_p95_ms",
+    "min_rps",
+    "min_completed",
+    "shape",
+    "step_users",
+    "step_s",
+)
 
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     # On the parser itself: Locust's argument groups do not know include_in_web_ui.
-    parser.add_argument(
-        "--fanout-n",
-        dest="fanout_calls",
-        type=limits.calls,
-        default=DEFAULT_N,
-        help=f"upstream calls per request of the reference users (default {DEFAULT_N})",
-    )
-    parser.add_argument(
-        "--fanout-max-concurrent",
-        dest="fanout_semaphore",
-        type=limits.calls,
-        default=DEFAULT_MAX_CONCURRENT,
-        help=f"the semaphore's bound of AsyncSemUser (default {DEFAULT_MAX_CONCURRENT})",
-    )
-    for field, flag, dest, kind in THRESHOLD_OPTIONS:
-        parser.add_argument(flag, dest=dest, type=kind, default=None, help=_THRESHOLD_HELP[field])
-    parser.add_argument(
-        "--fanout-shape",
-        choices=["none", "step"],
-        default="none",
-        include_in_web_ui=False,
-        help="load shape: 'step' adds --fanout-step-users every "
-        "--fanout-step-s up to --users (default: none)",
-    )
-    parser.add_argument(
-        "--fanout-step-users",
-        type=limits.users,
-        default=5,
-        include_in_web_ui=False,
-        help="users added per step (default: 5)",
-    )
-    parser.add_argument(
-        "--fanout-step-s",
-        type=limits.whole_seconds,
-        default=5,
-        include_in_web_ui=False,
-        help="seconds per step (default: 5)",
-    )
-    # The stack, declared once (pytest_fanout.spec): [tool.fanout], these override it.
-    add_stack_options(
-        parser.add_argument,
-        prefix=STACK_PREFIX,
-        keys=STACK_KEYS,
-        aliases={"delay_ms": ["--fanout-upstream-delay-ms"]},
-        include_in_web_ui=False,
-    )
+    add_options(parser.add_argument, prefix=STACK_PREFIX, front_end="locust", keys=LOAD_KEYS)
+    # The stack: [tool.fanout], these override it.
+    add_options(parser.add_argument, prefix=STACK_PREFIX, group="stack", front_end="locust")
 
 
-def option(environment: Environment, name: str, default: Any) -> Any:
-    """A custom option by dest, with a default when Locust runs without a parser (a library)."""
-    value = getattr(environment.parsed_options, name, None)
-    return default if value in (None, "") else value
+def option(environment: Environment, key: str) -> Any:
+    """A harness option's value by its key in the registry (`spec.value_of`)."""
+    return value_of(environment.parsed_options, key)
 
 
 def _owns_the_test(environment: Environment) -> bool:
@@ -257,11 +215,11 @@ class _ReferenceUser(FanoutUser):
 
     @property
     def n(self) -> int:
-        return int(option(self.environment, "fanout_calls", DEFAULT_N))
+        return int(option(self.environment, "n"))
 
     @property
     def max_concurrent(self) -> int:
-        return int(option(self.environment, "fanout_semaphore", DEFAULT_MAX_CONCURRENT))
+        return int(option(self.environment, "max_concurrent"))
 
     def check(self, response: Any) -> str | None:
         if response.status_code != 200:
@@ -336,8 +294,8 @@ class StepLoadShape(LoadTestShape):
         run_time = getattr(options, "run_time", None)
         if run_time and elapsed >= run_time:
             return None
-        step_users = int(option(environment, "fanout_step_users", 5))
-        step_s = int(option(environment, "fanout_step_s", 5))
+        step_users = int(option(environment, "step_users"))
+        step_s = int(option(environment, "step_s"))
         ceiling = getattr(options, "num_users", None) or step_users
         users = min(ceiling, step_users * (int(elapsed // step_s) + 1))
         spawn_rate = getattr(options, "spawn_rate", None) or step_users
@@ -396,7 +354,7 @@ def _select_shape(environment: Environment) -> None:
     options = environment.parsed_options
     if getattr(options, "class_picker", False):
         return  # the web UI's picker chooses ("Default" or StepLoadShape)
-    if option(environment, "fanout_shape", "none") == "step":
+    if option(environment, "shape") == "step":
         shapes = environment.available_shape_classes or {}
         if "StepLoadShape" not in shapes:
             _fail_now(

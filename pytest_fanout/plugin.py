@@ -23,7 +23,8 @@ from pytest_fanout.spec import (
     OPTIONS,
     SpecError,
     StackSpec,
-    add_stack_options,
+    add_inis,
+    add_options,
     options_for,
     parse_values,
     resolve,
@@ -126,14 +127,23 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fanout", "fan-out testing (pytest-fanout)")
-    add_stack_options(group.addoption, prefix=PREFIX, keys=options_for("pytest"), typed=False)
-    for option in (OPTIONS[key] for key in options_for("pytest")):
-        if option.ini_name:
-            kind = "linelist" if option.repeat else "string"
-            help_text = option.help
-            if option.key == "upstream":
-                help_text = "NAME=ENV_VAR lines (or the old 'NAME ENV_VAR'): " + help_text
-            parser.addini(option.ini_name, help_text, type=kind, default=None)
+    add_options(group.addoption, prefix=PREFIX, group="stack", front_end="pytest", typed=False)
+    add_inis(parser.addini, group="stack")
+
+
+def option_value(config: pytest.Config, key: str) -> tuple[Any, str]:
+    """An option's raw value and where it was given: the flag, else its ini key (the
+    registry's names); (None, "") when neither gives one."""
+    option = OPTIONS[key]
+    value = config.getoption(option.dest)
+    if value not in (None, False):
+        return value, option.flag(PREFIX)
+    if option.ini_name:
+        ini = config.getini(option.ini_name)
+        if ini not in (None, "", [], False):
+            ini_file = config.inipath.name if config.inipath is not None else "ini"
+            return ini, f"{ini_file}: {option.ini_name}"
+    return value, ""
 
 
 def read_spec(config: pytest.Config) -> StackSpec:
@@ -141,16 +151,10 @@ def read_spec(config: pytest.Config) -> StackSpec:
     command line; a bad value is a UsageError in one line naming where it was given."""
     raw: dict[str, Any] = {}
     where: dict[str, str] = {}
-    ini_file = config.inipath.name if config.inipath is not None else "ini"
     for key in options_for("pytest"):
-        option = OPTIONS[key]
-        value = config.getoption(option.dest)
-        if value is not None:
-            raw[key], where[key] = value, option.flag(PREFIX)
-        elif option.ini_name:
-            ini = config.getini(option.ini_name)
-            if ini not in (None, "", []):
-                raw[key], where[key] = ini, f"{ini_file}: {option.ini_name}"
+        value, given = option_value(config, key)
+        if given:
+            raw[key], where[key] = value, given
     try:
         spec = resolve(parse_values(raw, where), start=config.rootpath, where=where)
     except SpecError as exc:
@@ -375,8 +379,7 @@ SUMMARY_HEADERS = ["test", "path", "median", "p95", "upstream peak", "efficiency
 def summary_table(measurements: list[Measurement]) -> tuple[list[str], list[list[object]]]:
     """The measurements summary's headers and rows: a first-byte column only when an answer
     was streamed (for the others the first byte is the answer), the finding last."""
-    from pytest_fanout.diagnose import headline
-    from pytest_fanout.patterns import efficiency_cell
+    from pytest_fanout.diagnose import efficiency_cell, headline
 
     streamed = any(m.streamed for m in measurements)
     headers = [*SUMMARY_HEADERS, "CPU/request", *(["first byte"] if streamed else []), "finding"]

@@ -12,9 +12,14 @@ name them, delays, routes with canned answers) is written once::
 
 and the pytest plugin, every `fanout` command and the Locust harness read it
 (`--fanout-config FILE` names another TOML file). Their own options override
-it, and are declared once, here: `OPTIONS`, which `add_stack_options` adds
-to a parser with each front end's prefix (`--fanout-delay-ms` for pytest and
+it, and are declared once, here: `OPTIONS`, which `add_options` adds to a
+parser with each front end's prefix (`--fanout-delay-ms` for pytest and
 Locust, `--delay-ms` for `fanout measure`), as pytest-benchmark does. Every
+other option of every front end is in the same registry, in its group: the
+regression gate's (pytest's `--fanout-fail-on`, `fanout compare --fail-on`),
+the load harness's (Locust's reference users, thresholds, step shape, open
+model), `fanout measure --waterfall`; pytest's ini keys come from the same
+declarations (`add_inis`), and `value_of` reads a parsed value back. Every
 value goes through the option's one parser, so names, syntax (`NAME=ENV`
 everywhere, the ini's old `NAME ENV` still read), defaults and validation are
 the same everywhere, and a bad value is one `SpecError` line naming the file,
@@ -50,8 +55,10 @@ from pytest_fanout.limits import (
     UPSTREAM_NAME,
     Behaviour,
     ConfigError,
+    ExitCode,
     check_headers,
     expand_placeholders,
+    fraction,
     parse_import_string,
     strict_json_loads,
 )
@@ -207,9 +214,16 @@ def parse_token(raw: Any) -> str:
 # ---- the options: declared once, added by each front end with its prefix -----------------
 
 
+#: The groups of options: the stack ([tool.fanout]), the regression gate, the load harness
+#: (Locust, its thresholds, `fanout capacity`), what `fanout measure` shows.
+GROUPS = ("stack", "gate", "load", "measure")
+
+
 @dataclass(frozen=True)
 class Option:
-    """One stack setting: its key in [tool.fanout] (and the flag's stem), its parser."""
+    """One option of any front end: its key (the flag's stem, and for the stack its key in
+    [tool.fanout]), its one help text and its one parser; each front end names it with its
+    own prefix (`--fanout-<key>` for pytest and Locust, `--<key>` for `fanout`)."""
 
     key: str
     help: str
@@ -221,16 +235,29 @@ class Option:
     switch: bool = False
     #: The ini key, when it is not `fanout_<key>`; "" for none.
     ini: str | None = None
-    #: Its value when nothing gives one (a `StackSpec` field's own default wins).
+    #: Its value when nothing gives one (a `StackSpec` field's own default wins). Outside
+    #: the stack group it is also the flag's default; `%(default)s` in `help` shows it.
     default: Any = None
     #: The front ends that take it: "pytest", "fanout" (the commands), "locust".
     front_ends: frozenset[str] = frozenset({"pytest", "fanout", "locust"})
     #: False: an option only (`config`, `upstream`, `route` have their own TOML shape).
     in_file: bool = True
+    #: Which registrar adds it (GROUPS); only the "stack" group is read from [tool.fanout].
+    group: str = "stack"
+    #: The argparse dest when it is not `fanout_<key>` (Locust's web UI labels options with
+    #: their dest, split at capitals and digits: words, not `n` or `p95`).
+    dest_name: str | None = None
+    choices: tuple[str, ...] | None = None
+    #: Shown in Locust's web UI (Locust's include_in_web_ui).
+    web_ui: bool = False
+    #: A front end's other flag names for it, kept from before: front end -> flags.
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: pytest's ini type, when not "string" (or "linelist" for a repeatable one).
+    ini_type: str | None = None
 
     @property
     def dest(self) -> str:
-        return "fanout_" + self.key
+        return self.dest_name or "fanout_" + self.key
 
     @property
     def ini_name(self) -> str:
@@ -239,13 +266,266 @@ class Option:
     def flag(self, prefix: str) -> str:
         return "--" + prefix + self.key.replace("_", "-")
 
+    def help_text(self, default: Any = None) -> str:
+        """The help, with `%(default)s` filled in here (Locust's web UI shows help raw)."""
+        shown = self.default if default is None else default
+        return self.help.replace("%(default)s", f"{shown:g}" if _is_number(shown) else str(shown))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _typed(argtype: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A parser from an argparse type of `load.limits` (the one set of bounds) that keeps
+    its result's type: a ValueError with the one-line reason."""
+
+    def parse(raw: Any) -> Any:
+        try:
+            return argtype(str(raw).strip())
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
+
+    parse.__name__ = getattr(argtype, "__name__", "value")
+    return parse
+
+
+def _text(raw: Any) -> str:
+    """A string taken as given; its own module checks it (a gate rule, a path)."""
+    return str(raw)
+
 
 _DELAY = _limited(limits.delay_ms)
 
+_PYTEST = frozenset({"pytest"})
+_FANOUT = frozenset({"fanout"})
+_LOCUST = frozenset({"locust"})
+_GATE_FRONT_ENDS = frozenset({"pytest", "fanout"})
+_REFERENCE = frozenset({"locust", "fanout"})
+
+#: The regression gate's options: pytest's `--fanout-<key>` and `fanout compare`'s `--<key>`.
+#: Their values are strings the gate itself checks (`gate.GateConfig.from_options`).
+_GATE_OPTIONS = (
+    Option(
+        "save",
+        "write the session's measurements (every sample, statistics, upstream settings,"
+        " machine and git context) and Locust results (one case per endpoint and one for the"
+        " total, with the response-time histogram) as versioned JSON to PATH",
+        _text,
+        metavar="PATH",
+        ini="",
+        group="gate",
+        front_ends=_PYTEST,
+        in_file=False,
+    ),
+    Option(
+        "compare",
+        "compare the session with the baseline saved at PATH, case by case"
+        " (test node id + path), and print the gate's verdicts",
+        _text,
+        metavar="PATH",
+        ini="",
+        group="gate",
+        front_ends=_PYTEST,
+        in_file=False,
+    ),
+    Option(
+        "fail_on",
+        "what fails the run when the comparison finds it beyond the noise: comma-separated"
+        " METRIC-N%%/METRIC+N%% (or ms/s, a plain count, or Nabs on a ratio) rules over median,"
+        " p95, first-byte (streamed answers), cpu (same machine only), structure, efficiency,"
+        " overhead, speedup (measurements) and load-p95, rps, completed, fail-ratio (Locust"
+        " rows), e.g. median+10%%,structure+0,load-p95+25%%; 'none' reports only (default:"
+        " the gate's rules, docs 'Gating pull requests')",
+        _text,
+        metavar="RULES",
+        group="gate",
+        front_ends=_GATE_FRONT_ENDS,
+        in_file=False,
+    ),
+    Option(
+        "alpha",
+        "significance level of the one-sided Mann-Whitney test that a change must pass to"
+        " count (default: the gate's, 0.01)",
+        _text,
+        metavar="P",
+        group="gate",
+        front_ends=_GATE_FRONT_ENDS,
+        in_file=False,
+    ),
+    Option(
+        "allow_ungated",
+        "pass when no case was gated (a renamed suite, a baseline from another machine and"
+        f" no portable metric); by default that fails with exit status {ExitCode.NOT_GATED:d}",
+        parse_switch,
+        switch=True,
+        default=False,
+        ini_type="bool",
+        group="gate",
+        front_ends=_GATE_FRONT_ENDS,
+        in_file=False,
+    ),
+    Option(
+        "report_md",
+        "write a Markdown report (verdict table, or the measurements without a baseline)"
+        " to PATH, for a pull-request comment or $GITHUB_STEP_SUMMARY",
+        _text,
+        metavar="PATH",
+        ini="",
+        group="gate",
+        front_ends=_GATE_FRONT_ENDS,
+        in_file=False,
+    ),
+    Option(
+        "report_json",
+        "also write the comparison (every metric, p-value, interval) as JSON to PATH",
+        _text,
+        metavar="PATH",
+        ini="",
+        group="gate",
+        front_ends=_FANOUT,
+        in_file=False,
+    ),
+    Option(
+        "ab",
+        "A/B in one run: also start the app at git REF (a temporary worktree, removed"
+        " afterwards) on the same upstream, alternate every fanout.measure sample between the"
+        " working tree (head) and REF (base), and compare head against base",
+        _text,
+        metavar="REF",
+        group="gate",
+        front_ends=_PYTEST,
+        in_file=False,
+    ),
+)
+
+
+def _load(key: str, help_text: str, argtype: Callable[[str], Any], **kwargs: Any) -> Option:
+    """A load-harness option: Locust's `--fanout-<key>` (not in [tool.fanout])."""
+    kwargs.setdefault("front_ends", _LOCUST)
+    return Option(key, help_text, _typed(argtype), group="load", in_file=False, **kwargs)
+
+
+#: The load harness's options: Locust's reference users, thresholds, step shape, open
+#: model, abort; `n` and `max_concurrent` are also `fanout patterns`/`capacity`'s.
+_LOAD_OPTIONS = (
+    _load(
+        "n",
+        "upstream calls per request of the reference app's routes (default: %(default)s)",
+        limits.calls,
+        default=10,
+        metavar="N",
+        dest_name="fanout_calls",
+        web_ui=True,
+        front_ends=_REFERENCE,
+    ),
+    _load(
+        "max_concurrent",
+        "the semaphore's bound of the async_sem route (AsyncSemUser) (default: %(default)s)",
+        limits.calls,
+        default=5,
+        metavar="MAX_CONCURRENT",
+        dest_name="fanout_semaphore",
+        web_ui=True,
+        front_ends=_REFERENCE,
+    ),
+    _load(
+        "max_fail_ratio",
+        "fail the run (exit 3) when an endpoint or the total fails more often than this"
+        " ratio, 0 to 1; empty: not checked",
+        fraction,
+        dest_name="fanout_max_failure_ratio",
+        web_ui=True,
+    ),
+    _load(
+        "max_p95_ms",
+        "fail the run (exit 3) when an endpoint's or the total's p95 response time is above"
+        " this many milliseconds; empty: not checked",
+        limits.delay_ms,
+        dest_name="fanout_max_latency_ms",
+        web_ui=True,
+    ),
+    _load(
+        "min_rps",
+        "fail the run (exit 3) when an endpoint or the total makes fewer requests per"
+        " second; empty: not checked",
+        limits.threshold_rate,
+        dest_name="fanout_min_throughput",
+        web_ui=True,
+    ),
+    _load(
+        "min_completed",
+        "fail the run (exit 3) when an endpoint or the total completed fewer requests"
+        " without failure (default 1: zero is never a pass)",
+        limits.threshold_count,
+        web_ui=True,
+    ),
+    _load(
+        "max_dropped_ratio",
+        "open model: fail (exit 3) if more of the scheduled starts were dropped",
+        fraction,
+    ),
+    _load(
+        "shape",
+        "load shape: 'step' adds --fanout-step-users every --fanout-step-s up to --users"
+        " (default: %(default)s)",
+        str,
+        default="none",
+        choices=("none", "step"),
+    ),
+    _load("step_users", "users added per step (default: %(default)s)", limits.users, default=5),
+    _load("step_s", "seconds per step (default: %(default)s)", limits.whole_seconds, default=5),
+    _load(
+        "arrival_rate",
+        "open model: start R requests (tasks) per second for the whole run, over all"
+        " workers; --users is the pool that may be in flight at once (default: closed model)",
+        limits.rate_rps,
+    ),
+    _load(
+        "arrivals",
+        "open model: evenly spaced starts, or a Poisson process (default: %(default)s)",
+        str,
+        default="constant",
+        choices=("constant", "poisson"),
+    ),
+    _load(
+        "start_grace_ms",
+        "open model: how long a start may wait for a free user before it is dropped;"
+        " 0 = k6's rule, drop at once (default: %(default)s)",
+        limits.grace_ms,
+        default=1000.0,
+    ),
+    Option(
+        "abort_on_fail",
+        "end the run (exit 3) as soon as --fanout-max-fail-ratio or"
+        " --fanout-max-dropped-ratio is exceeded after --fanout-abort-after requests",
+        parse_switch,
+        switch=True,
+        default=False,
+        group="load",
+        front_ends=_LOCUST,
+        in_file=False,
+    ),
+    _load(
+        "abort_after",
+        "requests (or scheduled starts) before --fanout-abort-on-fail may act"
+        " (default: %(default)s)",
+        limits.threshold_count,
+        default=100,
+    ),
+    _load(
+        "capacity_path",
+        "the path every request GETs (default: %(default)s)",
+        str,
+        default="/",
+    ),
+)
+
 #: Every option, in help order. Adding one is one entry here: pytest gets
 #: `--fanout-<key>` and the ini key `fanout_<key>`, Locust `--fanout-<key>`, the
-#: `fanout` commands `--<key>` (those in `front_ends`), [tool.fanout] the key; its
-#: value is `spec.get("<key>")` (or the StackSpec field of that name, if there is one).
+#: `fanout` commands `--<key>` (those in `front_ends`), [tool.fanout] the key (the
+#: "stack" group only); a stack option's value is `spec.get("<key>")` (or the StackSpec
+#: field of that name), another's `value_of(namespace, "<key>")` or pytest's getoption.
 OPTIONS: dict[str, Option] = {
     option.key: option
     for option in (
@@ -257,6 +537,7 @@ OPTIONS: dict[str, Option] = {
             metavar="FILE",
             ini="",
             in_file=False,
+            aliases={"fanout": ("--fanout-config",)},
         ),
         Option(
             "app",
@@ -311,6 +592,7 @@ OPTIONS: dict[str, Option] = {
             f"the stub upstreams' delay in ms (default: {DEFAULT_DELAY_MS:g})",
             _DELAY,
             metavar="MS",
+            aliases={"locust": ("--fanout-upstream-delay-ms",)},
         ),
         Option(
             "startup_timeout",
@@ -325,12 +607,24 @@ OPTIONS: dict[str, Option] = {
             _limited(limits.duration_s),
             metavar="S",
             front_ends=frozenset({"pytest", "fanout"}),  # Locust times its own requests
+            aliases={"fanout": ("--timeout",)},
         ),
         Option(
             "stack_sampling",
             "on/off: sample the stack that blocks the app's event loop (default: on)",
             parse_on_off,
             metavar="on|off",
+        ),
+        *_GATE_OPTIONS,
+        *_LOAD_OPTIONS,
+        Option(
+            "waterfall",
+            "also print the median request's upstream calls on a time axis and save them to"
+            " FILE (.svg, .png, .txt, .mmd, .md or .json)",
+            _text,
+            metavar="FILE",
+            group="measure",
+            front_ends=_FANOUT,
         ),
     )
 }
@@ -347,33 +641,83 @@ def _argparse_type(parse: Callable[[Any], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def add_stack_options(
+def add_options(
     add: Callable[..., Any],
     *,
     prefix: str,
+    group: str = "stack",
+    front_end: str | None = None,
     keys: Iterable[str] | None = None,
     aliases: Mapping[str, Sequence[str]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
     typed: bool = True,
     **extra: Any,
 ) -> None:
-    """Add the stack options (all, or `keys`) through `add` (argparse's `add_argument`,
-    pytest's `addoption`), named `--{prefix}{key}`; `aliases` keeps a front end's old
-    flag names. `typed`: parse each value as it is read (argparse front ends); pytest
-    parses in `pytest_configure`, after the ini. Every default is None: a flag given
-    overrides the spec, a flag left out does not."""
-    wanted = list(OPTIONS) if keys is None else list(keys)
-    for key in wanted:
+    """Add the options of `group` that `front_end` takes (or `keys`) through `add`
+    (argparse's `add_argument`, pytest's `addoption`, Locust's parser), named
+    `--{prefix}{key}` plus the option's own old names for `front_end` and `aliases`.
+    `typed`: parse each value as it is read (argparse front ends); pytest parses after
+    the ini. A stack option's default is None (a flag left out does not override the
+    spec); another's is the option's default, or `defaults[key]` for this front end."""
+    if keys is None:
+        keys = [
+            key
+            for key, option in OPTIONS.items()
+            if option.group == group and (front_end is None or front_end in option.front_ends)
+        ]
+    for key in keys:
         option = OPTIONS[key]
-        names = [option.flag(prefix), *(aliases or {}).get(key, ())]
-        kwargs: dict[str, Any] = dict(dest=option.dest, default=None, help=option.help, **extra)
+        names = [option.flag(prefix)]
+        names += option.aliases.get(front_end or "", ())
+        names += (aliases or {}).get(key, ())
+        default = None if option.group == "stack" else option.default
+        default = (defaults or {}).get(key, default)
+        kwargs: dict[str, Any] = dict(dest=option.dest, default=default, **extra)
+        kwargs["help"] = option.help_text(default)
+        if front_end == "locust":
+            kwargs.setdefault("include_in_web_ui", option.web_ui)
         if option.switch:
             kwargs["action"] = "store_true"
         else:
             kwargs["action"] = "append" if option.repeat else "store"
             kwargs["metavar"] = option.metavar
+            if option.choices:
+                kwargs["choices"] = option.choices
             if typed:
                 kwargs["type"] = _argparse_type(option.parse)
         add(*names, **kwargs)
+
+
+def value_of(namespace: Any, key: str) -> Any:
+    """An option's value in a parsed namespace (argparse's, Locust's `parsed_options`):
+    text (Locust's web UI sends text) goes through the option's one parser; absent or
+    empty, or no namespace at all (Locust as a library), it is the option's default."""
+    option = OPTIONS[key]
+    value = getattr(namespace, option.dest, None)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return option.default
+    return option.parse(value) if isinstance(value, str) else value
+
+
+def add_stack_options(add: Callable[..., Any], *, prefix: str, **kwargs: Any) -> None:
+    """The stack options (`add_options` of the "stack" group), as pytest-benchmark adds its
+    own: every front end through this one registrar, with its prefix."""
+    add_options(add, prefix=prefix, group="stack", **kwargs)
+
+
+def add_inis(addini: Callable[..., Any], *, group: str) -> None:
+    """pytest's ini keys of `group`'s options (pytest's `parser.addini`), from the same
+    declarations as the flags: an ini value is the default of its flag."""
+    for key in options_for("pytest", group):
+        option = OPTIONS[key]
+        if not option.ini_name:
+            continue
+        kind = option.ini_type or ("linelist" if option.repeat else "string")
+        help_text = option.help_text()
+        if option.key == "upstream":
+            help_text = "NAME=ENV_VAR lines (or the old 'NAME ENV_VAR'): " + help_text
+        default = option.default if option.ini_type == "bool" else None
+        addini(option.ini_name, help_text, type=kind, default=default)
 
 
 # ---- the spec ------------------------------------------------------------------------------
@@ -538,7 +882,8 @@ def _shown(path: Path) -> str:
 
 def _file_keys() -> tuple[str, ...]:
     """The keys [tool.fanout] may hold: every option's that is `in_file`, and the upstreams."""
-    return (*(key for key, option in OPTIONS.items() if option.in_file), "upstreams")
+    stack = (key for key, option in OPTIONS.items() if option.in_file and option.group == "stack")
+    return (*stack, "upstreams")
 
 
 def _read_table(spec: StackSpec, table: dict[str, Any], path: Path, shown: str) -> None:
@@ -638,9 +983,13 @@ def _apply(
             spec.settings[key] = value
 
 
-def options_for(front_end: str) -> list[str]:
-    """The keys of the options `front_end` ("pytest", "fanout", "locust") takes."""
-    return [key for key, option in OPTIONS.items() if front_end in option.front_ends]
+def options_for(front_end: str, group: str = "stack") -> list[str]:
+    """The keys of `group`'s options that `front_end` ("pytest", "fanout", "locust") takes."""
+    return [
+        key
+        for key, option in OPTIONS.items()
+        if front_end in option.front_ends and option.group == group
+    ]
 
 
 def _check_distinct(spec: StackSpec, where: str) -> None:

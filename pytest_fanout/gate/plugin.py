@@ -26,11 +26,14 @@ import pytest
 
 from pytest_fanout.limits import ExitCode
 from pytest_fanout.plugin import (
+    PREFIX,
     FanoutSession,
     is_xdist_worker,
+    option_value,
     session_load_results,
     session_measurements,
 )
+from pytest_fanout.spec import add_inis, add_options, options_for
 
 if TYPE_CHECKING:
     from pytest_fanout import gate
@@ -91,76 +94,15 @@ GATE_KEY = pytest.StashKey[GateState]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """The gate's options and ini keys, declared once in `pytest_fanout.spec.OPTIONS`."""
     group = parser.getgroup("fanout-gate", "fan-out regression gate (pytest-fanout)")
-    group.addoption(
-        "--fanout-save",
-        metavar="PATH",
-        default=None,
-        help="write the session's measurements (every sample, statistics, upstream settings, "
-        "machine and git context) and Locust results (one case per endpoint and one for the "
-        "total, with the response-time histogram) as versioned JSON to PATH",
-    )
-    group.addoption(
-        "--fanout-compare",
-        metavar="PATH",
-        default=None,
-        help="compare the session with the baseline saved at PATH, case by case "
-        "(test node id + path), and print the gate's verdicts",
-    )
-    group.addoption(
-        "--fanout-fail-on",
-        metavar="RULES",
-        default=None,
-        help="what fails the run when --fanout-compare finds it beyond the noise: comma-separated "
-        "METRIC-N%%/METRIC+N%% (or ms/s, a plain count, or Nabs on a ratio) rules over median, "
-        "p95, first-byte (streamed answers), cpu (same machine only), structure, efficiency, "
-        "overhead, speedup "
-        "(measurements) and load-p95, rps, completed, fail-ratio (Locust rows); "
-        "'none' reports only (default: the gate's rules, README 'Gating pull requests')",
-    )
-    group.addoption(
-        "--fanout-alpha",
-        metavar="P",
-        default=None,
-        help="significance level of the one-sided Mann-Whitney test that a change must pass "
-        "to count (default: the gate's, README 'Gating pull requests')",
-    )
-    group.addoption(
-        "--fanout-allow-ungated",
-        action="store_true",
-        default=False,
-        help="with --fanout-compare/--fanout-ab: pass when no case was gated (a renamed "
-        "suite, a baseline from another machine and no portable metric); by default such a "
-        f"run fails with exit status {ExitCode.NOT_GATED:d}",
-    )
-    group.addoption(
-        "--fanout-report-md",
-        metavar="PATH",
-        default=None,
-        help="write a Markdown report (verdict table, or the measurements without a baseline) "
-        "to PATH, for a pull-request comment or $GITHUB_STEP_SUMMARY",
-    )
-    group.addoption(
-        "--fanout-ab",
-        metavar="REF",
-        default=None,
-        help="A/B in one run: also start the app at git REF (a temporary worktree, removed "
-        "afterwards) on the same upstream, alternate every fanout.measure sample between the "
-        "working tree (head) and REF (base), and compare head against base",
-    )
-    parser.addini("fanout_ab", "default for --fanout-ab (a git ref)", default=None)
-    parser.addini("fanout_fail_on", "default for --fanout-fail-on", default=None)
-    parser.addini("fanout_alpha", "default for --fanout-alpha", default=None)
-    parser.addini(
-        "fanout_allow_ungated", "default for --fanout-allow-ungated", type="bool", default=False
-    )
+    add_options(group.addoption, prefix=PREFIX, group="gate", front_end="pytest", typed=False)
+    add_inis(parser.addini, group="gate")
 
 
-def _option(config: pytest.Config, name: str) -> Any:
-    value = config.getoption(name)
-    if value is None and name in ("fanout_fail_on", "fanout_alpha"):
-        value = config.getini(name) or None
-    return value
+def _option(config: pytest.Config, key: str) -> Any:
+    """A gate option's value: the flag, else its ini key (None when neither gives one)."""
+    return option_value(config, key)[0]
 
 
 def _path(config: pytest.Config, value: str | None) -> Path | None:
@@ -176,32 +118,30 @@ def pytest_configure(config: pytest.Config) -> None:
     """Check every gate option and read the baseline now, before any test runs."""
     if is_xdist_worker(config):
         return  # xdist worker: the controller saves and compares
-    names = ("fanout_save", "fanout_compare", "fanout_report_md", "fanout_fail_on")
-    given = [config.getoption(name) for name in (*names, "fanout_alpha", "fanout_ab")]
-    given += [config.getini(name) for name in ("fanout_ab", "fanout_fail_on", "fanout_alpha")]
-    if not any(given):
+    # --fanout-allow-ungated alone asks for no gate.
+    if not any(
+        _option(config, key) for key in options_for("pytest", "gate") if key != "allow_ungated"
+    ):
         return  # no gate in this run: its modules (pydantic, statistics) are not loaded
     from pytest_fanout import gate
     from pytest_fanout.gate.ab import resolve_ref
 
     try:
         gate_config = gate.GateConfig.from_options(
-            _option(config, "fanout_fail_on"),
-            _option(config, "fanout_alpha"),
-            config.getoption("fanout_allow_ungated") or config.getini("fanout_allow_ungated"),
+            _option(config, "fail_on"), _option(config, "alpha"), _option(config, "allow_ungated")
         )
         state = GateState(
             gate_config,
-            save=_path(config, config.getoption("fanout_save")),
-            report_md=_path(config, config.getoption("fanout_report_md")),
+            save=_path(config, _option(config, "save")),
+            report_md=_path(config, _option(config, "report_md")),
         )
-        compare = _path(config, config.getoption("fanout_compare"))
-        ab_ref = config.getoption("fanout_ab") or config.getini("fanout_ab") or None
+        compare = _path(config, _option(config, "compare"))
+        ab_ref = _option(config, "ab") or None
         if ab_ref is not None and compare is not None:
             raise gate.GateError("give --fanout-ab or --fanout-compare, not both")
         if compare is not None:
             state.baseline = gate.Run.load(compare)
-            state.baseline.source = config.getoption("fanout_compare")
+            state.baseline.source = _option(config, "compare")
         if ab_ref is not None:
             if config.getoption("numprocesses", None):
                 raise gate.GateError("--fanout-ab measures head and base in one process: drop -n")

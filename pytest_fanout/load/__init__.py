@@ -12,7 +12,8 @@
 * `exact`: exact latency (HdrHistogram) and how it reaches a `LoadResult`;
 * `arrival`, `abort` (Locust side, imported by `pytest_fanout.locust`): the
   open model (`--fanout-arrival-rate`) and `--fanout-abort-on-fail`;
-* `capacity` (pure search), `capacity_cli` and `capacity_locustfile`: `fanout capacity`.
+* `capacity` (the search, its Locust steps and reports) and `capacity_locustfile`: what
+  `fanout capacity` (pytest_fanout/cli/capacity.py) runs.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ from locust import events
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from pytest_fanout import limits
 from pytest_fanout.limits import ExitCode
 from pytest_fanout.load import arrival
 from pytest_fanout.load.thresholds import DEFAULT_ABORT_AFTER, Thresholds
+from pytest_fanout.spec import add_options, value_of
 
 __all__ = ["DEFAULT_ABORT_AFTER"]
 
@@ -34,21 +34,12 @@ _WATCHER: dict[str, Any] = {}
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any, **_kwargs: Any) -> None:
-    parser.add_argument(
-        "--fanout-abort-on-fail",
-        action="store_true",
-        default=False,
-        include_in_web_ui=False,
-        help="end the run (exit 3) as soon as --fanout-max-fail-ratio or "
-        "--fanout-max-dropped-ratio is exceeded after --fanout-abort-after requests",
-    )
-    parser.add_argument(
-        "--fanout-abort-after",
-        type=limits.threshold_count,
-        default=DEFAULT_ABORT_AFTER,
-        include_in_web_ui=False,
-        help=f"requests (or scheduled starts) before --fanout-abort-on-fail may act "
-        f"(default: {DEFAULT_ABORT_AFTER})",
+    # Declared in pytest_fanout.spec.OPTIONS.
+    add_options(
+        parser.add_argument,
+        prefix="fanout-",
+        front_end="locust",
+        keys=("abort_on_fail", "abort_after"),
     )
 
 
@@ -83,13 +74,13 @@ def _watch(environment: Environment, thresholds: Thresholds, after: int) -> None
 def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
     if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
         return
-    if not getattr(environment.parsed_options, "fanout_abort_on_fail", False):
+    if not value_of(environment.parsed_options, "abort_on_fail"):
         return
     try:
         thresholds = Thresholds.from_options(environment.parsed_options)
     except ValueError:
         return  # the harness reports bad thresholds itself
-    after = int(getattr(environment.parsed_options, "fanout_abort_after", DEFAULT_ABORT_AFTER))
+    after = int(value_of(environment.parsed_options, "abort_after"))
     # Not in the runner's greenlet group: quitting the runner kills that group.
     _WATCHER["greenlet"] = gevent.spawn(_watch, environment, thresholds, after)
 

@@ -49,9 +49,8 @@ from locust import constant, events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from pytest_fanout import limits
 from pytest_fanout._table import render_text
-from pytest_fanout.limits import ExitCode, fraction
+from pytest_fanout.limits import ExitCode
 from pytest_fanout.load.exact import (
     EXACT_SUFFIX,
     SCHEMA,
@@ -63,6 +62,7 @@ from pytest_fanout.load.exact import (
 from pytest_fanout.load.exact import summary_ms as _summary_ms
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult, OpenModelResult
 from pytest_fanout.load.thresholds import Thresholds, Violation
+from pytest_fanout.spec import OPTIONS, add_options, value_of
 
 __all__ = [
     "ARRIVALS",
@@ -73,8 +73,10 @@ __all__ = [
     "open_model_result",
 ]
 
-ARRIVALS = ("constant", "poisson")
-DEFAULT_GRACE_MS = 1000.0
+ARRIVALS: tuple[str, ...] = OPTIONS["arrivals"].choices or ()
+DEFAULT_GRACE_MS: float = OPTIONS["start_grace_ms"].default
+#: The open model's options (pytest_fanout.spec.OPTIONS), added by this module.
+ARRIVAL_KEYS = ("arrival_rate", "arrivals", "start_grace_ms", "max_dropped_ratio")
 #: The custom message a worker sends its histograms and counts in.
 REPORT_MESSAGE = "fanout_exact_report"
 REPORT_INTERVAL_S = 1.0
@@ -93,47 +95,12 @@ def _say(line: str) -> None:
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any, **_kwargs: Any) -> None:
-    parser.add_argument(
-        "--fanout-arrival-rate",
-        type=limits.rate_rps,
-        default=None,
-        include_in_web_ui=False,
-        help="open model: start R requests (tasks) per second for the whole run, over all "
-        "workers; --users is the pool that may be in flight at once (default: closed model)",
-    )
-    parser.add_argument(
-        "--fanout-arrivals",
-        choices=ARRIVALS,
-        default="constant",
-        include_in_web_ui=False,
-        help="open model: evenly spaced starts, or a Poisson process (default: constant)",
-    )
-    parser.add_argument(
-        "--fanout-start-grace-ms",
-        type=limits.grace_ms,
-        default=DEFAULT_GRACE_MS,
-        include_in_web_ui=False,
-        help="open model: how long a start may wait for a free user before it is dropped; "
-        f"0 = k6's rule, drop at once (default: {DEFAULT_GRACE_MS:g})",
-    )
-    parser.add_argument(
-        "--fanout-max-dropped-ratio",
-        type=fraction,
-        default=None,
-        include_in_web_ui=False,  # the open model itself is command-line only
-        help="open model: fail (exit 3) if more of the scheduled starts were dropped",
-    )
+    # Declared in pytest_fanout.spec.OPTIONS; the open model is command-line only.
+    add_options(parser.add_argument, prefix="fanout-", front_end="locust", keys=ARRIVAL_KEYS)
 
 
 def _rate(environment: Environment) -> float | None:
-    options = environment.parsed_options
-    raw = getattr(options, "fanout_arrival_rate", None) if options is not None else None
-    return None if raw in (None, "") else limits.rate_rps(str(raw))
-
-
-def _option(environment: Environment, name: str, default: Any) -> Any:
-    value = getattr(environment.parsed_options, name, None)
-    return default if value is None else value
+    return value_of(environment.parsed_options, "arrival_rate")
 
 
 # ---- the schedule and the pool --------------------------------------------------
@@ -358,8 +325,8 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
     _STATE = _State()
     rate = _rate(environment)
     _STATE.rate = rate
-    _STATE.arrivals = str(_option(environment, "fanout_arrivals", "constant"))
-    _STATE.grace_ms = float(_option(environment, "fanout_start_grace_ms", DEFAULT_GRACE_MS))
+    _STATE.arrivals = str(value_of(environment.parsed_options, "arrivals"))
+    _STATE.grace_ms = float(value_of(environment.parsed_options, "start_grace_ms"))
     runner = environment.runner
     if isinstance(runner, MasterRunner):
         return  # the master runs no users: it merges what the workers send

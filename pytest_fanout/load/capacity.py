@@ -1,7 +1,8 @@
 """The capacity search: the highest arrival rate at which a path still meets its SLO.
 
-Pure logic over a `step(rate) -> StepResult` function (the `fanout capacity`
-command's step is one open-model Locust run; the unit tests pass a fake):
+The search is pure logic over a `step(rate) -> StepResult` function (the
+`fanout capacity` command's step is `run_step`, one open-model Locust run; the
+unit tests pass a fake):
 
 1. step the rate up by `factor` from `start_rps` until a step breaks the SLO
    (or `max_rps` passes), stepping down instead if the first step breaks it;
@@ -19,18 +20,34 @@ generator, not the service).
 
 from __future__ import annotations
 
+import json
 import math
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from pytest_fanout._table import render_markdown, render_text
 
 __all__ = [
     "CapacityResult",
     "SearchSettings",
     "Slo",
+    "StepError",
+    "StepPlan",
     "StepResult",
+    "capacity_table",
+    "have_matplotlib",
+    "host_problem",
+    "path_problem",
+    "pool_size",
+    "run_step",
     "search",
+    "write_json",
+    "write_markdown",
+    "write_png",
 ]
 
 
@@ -227,3 +244,270 @@ def _settled(low: float | None, high: float | None, settings: SearchSettings) ->
     if low is None or high is None:
         return False
     return high - low <= settings.precision * low
+
+
+# ---- running the search: one Locust step per rate, the host checks, the reports ----------
+# (`fanout capacity` parses the flags and prints; this is what it runs.)
+
+#: Start-up and shut-down of one Locust step on top of its run time (about 1 s measured).
+STEP_OVERHEAD_S = 2.0
+MIN_STEP_S = 2
+HOST_CHECK_TIMEOUT_S = 5.0
+#: With expect_workers: how long each step's master waits for its workers.
+WORKERS_MAX_WAIT_S = 60
+LOCUSTFILE = Path(__file__).with_name("capacity_locustfile.py")
+
+
+class StepError(Exception):
+    """A step's Locust run gave no results."""
+
+
+def pool_size(rate: float, slo_p95_ms: float, max_users: int) -> int:
+    """Users for a step: twice the requests in flight at the SLO (Little's law), plus 10."""
+    return min(max_users, math.ceil(2 * rate * slo_p95_ms / 1000) + 10)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How each step runs: its length, its pool's cap, where Locust's workers are."""
+
+    step_s: int
+    max_users: int
+    processes: int | None = None
+    #: With a number: each step's Locust is a master that waits for this many workers.
+    expect_workers: int | None = None
+    master_bind_host: str = "127.0.0.1"
+    master_bind_port: int = 5557
+
+    def master_args(self) -> list[str]:
+        """With expect_workers, each step's Locust is a master the workers connect to."""
+        if not self.expect_workers:
+            return []
+        return [
+            "--master",
+            "--expect-workers",
+            str(self.expect_workers),
+            "--expect-workers-max-wait",
+            str(WORKERS_MAX_WAIT_S),
+            "--master-bind-host",
+            self.master_bind_host,
+            "--master-bind-port",
+            str(self.master_bind_port),
+        ]
+
+
+def run_step(host: str, path: str, rate: float, slo: Slo, plan: StepPlan) -> tuple[StepResult, int]:
+    """One open-model Locust run of `path` at `rate`: what it measured, and its users."""
+    from pytest_fanout.load.runner import LoadRunError, run_locust
+
+    users = pool_size(rate, slo.p95_ms, plan.max_users)
+    try:
+        result = run_locust(
+            host,
+            users=users,
+            spawn_rate=4 * users,  # the pool is up in a quarter second
+            run_time_s=plan.step_s,
+            user_classes=["CapacityUser"],
+            processes=plan.processes,
+            locustfile=LOCUSTFILE,
+            extra_args=[
+                "--fanout-arrival-rate",
+                f"{rate:g}",
+                "--fanout-capacity-path",
+                path,
+                *plan.master_args(),
+            ],
+            name=f"capacity {path} {rate:g}/s",
+        )
+    except LoadRunError as exc:
+        raise StepError(f"{path} at {rate:g}/s: {exc}") from None
+    total, open_model = result.total, result.open_model
+    measured = StepResult(
+        rate=rate,
+        achieved_rps=open_model.achieved_rps if open_model else 0.0,
+        p95_ms=total.p95_ms,
+        p99_ms=total.p99_ms,
+        requests=total.requests,
+        failures=total.failures,
+        dropped_ratio=open_model.dropped_ratio if open_model else 0.0,
+    )
+    return measured, users
+
+
+def host_problem(host: str) -> str:
+    """Why --host cannot be loaded (one phrase), or "": any HTTP answer will do."""
+    import httpx2
+
+    if not host.startswith(("http://", "https://")):
+        return f"--host {host!r} must start with http:// or https://"
+    try:
+        httpx2.get(host, timeout=HOST_CHECK_TIMEOUT_S)
+    except httpx2.HTTPError as exc:
+        return f"--host {host} does not answer: {type(exc).__name__}: {exc}"
+    return ""
+
+
+def path_problem(host: str, path: str) -> str:
+    """Why `path` cannot be searched (one phrase), or "": a client error (404, 405, 422...)
+    to one GET will be the answer to every request of the search, so stop before it."""
+    import httpx2
+
+    if not path.startswith("/"):
+        return f"--path {path!r} must start with '/'"
+    try:
+        answer = httpx2.get(host.rstrip("/") + path, timeout=HOST_CHECK_TIMEOUT_S)
+    except httpx2.TimeoutException:
+        return ""  # slow is for the search to measure, not a wrong path
+    except httpx2.HTTPError as exc:
+        return f"GET {path} at {host} failed: {type(exc).__name__}: {exc}"
+    if 400 <= answer.status_code < 500 and answer.status_code != 429:
+        return (
+            f"GET {path} at {host} answers {answer.status_code} {answer.reason_phrase}: "
+            "every request of the search would fail; check --path"
+        )
+    return ""
+
+
+_HEADERS = ["path", "capacity (req/s)", "p95 there (ms)", "first failing (req/s)", "why"]
+
+
+def capacity_table(results: list[CapacityResult]) -> str:
+    """path, capacity (requests/s), p95 there, the first rate that failed, and why."""
+    return render_text(_HEADERS, _rows(results))
+
+
+def write_markdown(
+    results: list[CapacityResult],
+    path: str | Path,
+    *,
+    slo: Slo,
+    step_s: int,
+    budget_s: float,
+    target: str,
+) -> None:
+    """The table as Markdown, under one line saying what was asked and where it ran."""
+    machine = _machine()
+    lines = [
+        f"SLO: p95 <= {slo.p95_ms:g} ms from the intended start, failures <= "
+        f"{slo.max_fail_ratio:g}, dropped starts <= {slo.max_dropped_ratio:g}; "
+        f"{step_s} s steps, budget {budget_s:g} s; {target}; "
+        f"{machine['system']} {machine['machine']}, {machine['cpus']} CPUs, "
+        f"Python {machine['python']}.",
+        "",
+        render_markdown(_HEADERS, _rows(results)),
+    ]
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n")
+
+
+def _rows(results: list[CapacityResult]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for result in results:
+        capacity, failure = result.capacity, result.first_failure
+        why = failure.reason if failure else (result.stopped_early or "-")
+        rows.append(
+            [
+                result.path,
+                capacity.rate if capacity else None,
+                capacity.p95_ms if capacity else None,
+                failure.rate if failure else None,
+                why,
+            ]
+        )
+    return rows
+
+
+def write_json(results: list[CapacityResult], path: str | Path) -> None:
+    """One object per path; the machine it ran on goes with each (figures are per machine)."""
+    machine = _machine()
+    data = [{**result.to_dict(), "machine": machine} for result in results]
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    return {
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def write_png(results: list[CapacityResult], path: str | Path) -> None:
+    """p95 against arrival rate per path (log-log), the SLO as a line, each knee marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    slo_ms = results[0].slo.p95_ms if results else None
+    for result in results:
+        steps = sorted(result.steps, key=lambda s: s.rate)
+        if not steps:
+            continue
+        (line,) = axes.plot(
+            [s.rate for s in steps],
+            [max(s.p95_ms, 0.1) for s in steps],
+            marker="o",
+            label=result.path,
+        )
+        failed = [s for s in steps if not s.ok]
+        axes.scatter(
+            [s.rate for s in failed],
+            [max(s.p95_ms, 0.1) for s in failed],
+            marker="x",
+            s=80,
+            color=line.get_color(),
+            zorder=3,
+        )
+        knee = result.capacity
+        if knee is not None:
+            axes.scatter(
+                [knee.rate],
+                [max(knee.p95_ms, 0.1)],
+                s=160,
+                facecolors="none",
+                edgecolors=line.get_color(),
+                linewidths=2,
+                zorder=3,
+            )
+            axes.annotate(
+                f"{knee.rate:g}/s",
+                (knee.rate, max(knee.p95_ms, 0.1)),
+                textcoords="offset points",
+                xytext=(6, -14),
+                color=line.get_color(),
+            )
+    if slo_ms is not None:
+        axes.axhline(slo_ms, color="grey", linestyle="--", label=f"SLO p95 {slo_ms:g} ms")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(ticker.ScalarFormatter())
+        axis.set_minor_formatter(ticker.NullFormatter())
+    axes.set_xlabel("arrival rate (requests/s)")
+    axes.set_ylabel("p95 from the intended start (ms)")
+    axes.set_title("p95 against arrival rate (circled: the capacity; x: broke the SLO)")
+    axes.legend()
+    axes.grid(True, which="both", alpha=0.3)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+
+
+def have_matplotlib() -> bool:
+    """True when --png can draw (matplotlib is the `bench` extra)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True

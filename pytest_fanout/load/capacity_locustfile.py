@@ -16,16 +16,13 @@ from typing import Any
 from locust import FastHttpUser, events, task
 
 from pytest_fanout.load import arrival  # noqa: F401 (registers the open model)
+from pytest_fanout.spec import add_options, value_of
 
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any, **_kwargs: Any) -> None:
-    parser.add_argument(
-        "--fanout-capacity-path",
-        default="/",
-        include_in_web_ui=False,
-        help="the path every request GETs (default: /)",
-    )
+    # Declared in pytest_fanout.spec.OPTIONS.
+    add_options(parser.add_argument, prefix="fanout-", front_end="locust", keys=("capacity_path",))
 
 
 class CapacityUser(FastHttpUser):
@@ -36,7 +33,7 @@ class CapacityUser(FastHttpUser):
 
     @task
     def get(self) -> None:
-        path = str(getattr(self.environment.parsed_options, "fanout_capacity_path", "/"))
+        path = str(value_of(self.environment.parsed_options, "capacity_path"))
         with self.client.get(path, name=path, catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}")

@@ -7,17 +7,15 @@ threshold, its limit and the measured value.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_fanout import limits
-from pytest_fanout.limits import fraction
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
+from pytest_fanout.spec import OPTIONS
 
 #: Requests (or scheduled starts) before `--fanout-abort-on-fail` may end a run.
-DEFAULT_ABORT_AFTER = 100
+DEFAULT_ABORT_AFTER: int = OPTIONS["abort_after"].default
 
 #: Every threshold line starts with this, so a CI log and `run_locust` can find them.
 VIOLATION_PREFIX = "fanout: threshold violated: "
@@ -46,18 +44,11 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if value < 10 else f"{value:.1f}".removesuffix(".0")
 
 
-#: Each threshold: (field, command-line flag, argparse dest, type). The dests are what
-#: Locust's web UI turns into a label ("fanout_max_latency_ms" -> "Fanout Max Latency
-#: Ms"), so they are words, not digits ("p95" would read "P9 5").
-OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
-    ("max_fail_ratio", "--fanout-max-fail-ratio", "fanout_max_failure_ratio", fraction),
-    ("max_p95_ms", "--fanout-max-p95-ms", "fanout_max_latency_ms", limits.delay_ms),
-    ("min_rps", "--fanout-min-rps", "fanout_min_throughput", limits.threshold_rate),
-    ("min_completed", "--fanout-min-completed", "fanout_min_completed", limits.threshold_count),
-)
-
-#: The open model's threshold (`load/arrival.py` registers its option).
-_DROPPED = ("max_dropped_ratio", "--fanout-max-dropped-ratio", "fanout_max_dropped_ratio", fraction)
+#: The thresholds' options (declared in `pytest_fanout.spec.OPTIONS`, group "load"); each
+#: is also a `Thresholds` field. `max_dropped_ratio` is the open model's (`load/arrival.py`).
+THRESHOLD_KEYS = ("max_fail_ratio", "max_p95_ms", "min_rps", "min_completed", "max_dropped_ratio")
+#: Their prefix: Locust's, as pytest's.
+PREFIX = "fanout-"
 
 #: Zero is not a pass: by default every endpoint and the total must complete one request.
 DEFAULT_MIN_COMPLETED = 1
@@ -76,26 +67,26 @@ class Thresholds:
     min_rps: float | None = None
     min_completed: int = DEFAULT_MIN_COMPLETED
     #: Open model only: the most starts that may be dropped (no user free in time), a ratio.
-    #: Its option is registered by `load/arrival.py`, so it is not in OPTIONS.
+    #: Its option is registered by `load/arrival.py`.
     max_dropped_ratio: float | None = None
 
     @classmethod
     def from_options(cls, options: Any) -> Thresholds:
         """From Locust's parsed options; values typed in the web UI arrive as strings."""
 
-        def read(flag: str, dest: str, kind: Any) -> Any:
-            raw = getattr(options, dest, None)
+        def read(key: str) -> Any:
+            option = OPTIONS[key]
+            raw = getattr(options, option.dest, None)
             if raw is None or (isinstance(raw, str) and not raw.strip()):
                 return None
             try:
-                return kind(str(raw).strip())
-            except argparse.ArgumentTypeError as exc:
-                raise ValueError(f"{flag}: {exc}") from None
+                return option.parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{option.flag(PREFIX)}: {exc}") from None
 
-        values = {field: read(flag, dest, kind) for field, flag, dest, kind in OPTIONS}
+        values = {key: read(key) for key in THRESHOLD_KEYS}
         if values["min_completed"] is None:
             values["min_completed"] = DEFAULT_MIN_COMPLETED
-        values["max_dropped_ratio"] = read(*_DROPPED[1:])
         return cls(**values)
 
     @property
@@ -106,9 +97,9 @@ class Thresholds:
 
     def describe(self) -> str:
         parts = [
-            f"{flag} {_fmt(getattr(self, field))}"
-            for field, flag, _dest, _kind in (*OPTIONS, _DROPPED)
-            if getattr(self, field) is not None
+            f"{OPTIONS[key].flag(PREFIX)} {_fmt(getattr(self, key))}"
+            for key in THRESHOLD_KEYS
+            if getattr(self, key) is not None
         ]
         return ", ".join(parts)
 
@@ -152,11 +143,11 @@ class Thresholds:
 
     def to_args(self) -> list[str]:
         args = []
-        for field, flag, _dest, _kind in (*OPTIONS, _DROPPED):
-            value = getattr(self, field)
-            if value is None or (field == "min_completed" and value == DEFAULT_MIN_COMPLETED):
+        for key in THRESHOLD_KEYS:
+            value = getattr(self, key)
+            if value is None or (key == "min_completed" and value == DEFAULT_MIN_COMPLETED):
                 continue
-            args += [flag, repr(value)]
+            args += [OPTIONS[key].flag(PREFIX), repr(value)]
         return args
 
     def check_dropped(self, scheduled: int, dropped: int) -> list[Violation]:

@@ -9,6 +9,9 @@ time from sending it to its last byte. Kept exchanges are bounded.
 
 from __future__ import annotations
 
+import signal
+import socket
+import sys
 import time
 from typing import Any
 
@@ -135,3 +138,66 @@ async def _answer(send: Any, status: int, headers: list, body: bytes) -> None:
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class RecordError(ValueError):
+    """Bad input or a failed step of `fanout record`; `str()` is one line."""
+
+
+def check_unique(upstreams: list[tuple[str, str]]) -> dict[str, str]:
+    """NAME -> URL; a name given twice is a RecordError."""
+    named: dict[str, str] = {}
+    for name, url in upstreams:
+        if name in named:
+            raise RecordError(f"--upstream {name} is given twice")
+        named[name] = url
+    return named
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: stop recording and write what was seen."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def record_through_proxy(upstreams: dict[str, str], port: int) -> dict[str, list[Exchange]]:
+    """A recording proxy on loopback per upstream (the first on `port`) until Ctrl-C or
+    SIGTERM: the exchanges each one saw. A port that cannot be bound is a RecordError."""
+    import uvicorn
+
+    from pytest_fanout.servers.process import LOOPBACK, ServerStartError, bind_listening_socket
+
+    sockets: list[socket.socket] = []
+    targets = {}
+    try:
+        for index, (name, url) in enumerate(upstreams.items()):
+            sock = bind_listening_socket(LOOPBACK, port if index == 0 else 0)
+            sockets.append(sock)
+            targets[sock.getsockname()[1]] = (name, url)
+    except ServerStartError as exc:
+        for sock in sockets:
+            sock.close()
+        raise RecordError(str(exc)) from None
+    proxy = RecordingProxy(targets)
+    for local, (name, url) in targets.items():
+        print(f"recording {name}: http://{LOOPBACK}:{local} -> {url}", flush=True)
+    print("point the app at these URLs; Ctrl-C stops and writes the routes", flush=True)
+    config = uvicorn.Config(proxy, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    # uvicorn stops gracefully on SIGINT and SIGTERM, then raises the signal again with the
+    # handler that was there before: make SIGTERM's one an exception too, so both write.
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.run(sockets=sockets)
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for sock in sockets:
+            sock.close()
+    for name, dropped in proxy.dropped.items():
+        if dropped:
+            print(f"{name}: {dropped} exchanges over the bound were not kept", file=sys.stderr)
+    return proxy.exchanges

@@ -10,8 +10,15 @@ import json
 
 import pytest
 
-from pytest_fanout.load.capacity import SearchSettings, Slo, StepResult, search
-from pytest_fanout.load.capacity_cli import capacity_table, pool_size, write_json
+from pytest_fanout.load.capacity import (
+    SearchSettings,
+    Slo,
+    StepResult,
+    capacity_table,
+    pool_size,
+    search,
+    write_json,
+)
 
 
 class FakeService:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pytest_fanout.cli.patterns import PatternRow, patterns_table
 from pytest_fanout.measure import Measurement
-from pytest_fanout.patterns import PatternRow, patterns_table
 from pytest_fanout.plugin import summary_table
 
 STALL = {

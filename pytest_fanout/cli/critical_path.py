@@ -11,13 +11,16 @@ import argparse
 import json
 from pathlib import Path
 
-from pytest_fanout.cli import CommandError, add_stack_group, json_body, spec_from
-from pytest_fanout.limits import (
-    ExitCode,
-    http_status,
-    positive_float,
+from pytest_fanout.cli import (
+    CommandError,
+    add_request_options,
+    add_stack_group,
+    check_path,
+    json_body,
+    spec_from,
+    start_stack,
 )
-from pytest_fanout.spec import SpecError, options_for
+from pytest_fanout.limits import ExitCode, positive_float
 
 #: The longest experiment the command accepts (s).
 MAX_BUDGET_S = 600.0
@@ -32,14 +35,7 @@ def _budget(text: str) -> float:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="the path to weigh, e.g. /checkout (with its query)")
-    parser.add_argument(
-        "--method",
-        default="GET",
-        type=str.upper,
-        choices=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        help="HTTP method (default: GET)",
-    )
-    parser.add_argument("--json", dest="json_body", default=None, metavar="JSON", help="body")
+    add_request_options(parser, body_help="request body, sent as JSON")
     parser.add_argument(
         "--budget-s",
         type=_budget,
@@ -53,14 +49,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the extra delay per call (default: 40%% of the path's time, 10 to 80 ms)",
     )
     parser.add_argument(
-        "--expect-status", type=http_status, default=200, help="a good answer's status"
-    )
-    parser.add_argument(
         "--save", default=None, metavar="FILE.json", help="write the weights and waterfall"
     )
     # The stack: [tool.fanout], these on top (--app, --upstream, --route, --delay-ms,
     # --request-timeout or --timeout, ...), as `fanout measure`.
-    add_stack_group(parser, options_for("fanout"))
+    add_stack_group(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from pytest_fanout.timeline.session import make_sender
     from pytest_fanout.timeline.waterfall import Waterfall
 
-    if not args.path.startswith("/"):
-        raise CommandError(f"the path {args.path!r} must start with /", ExitCode.USAGE)
+    check_path(args.path)
     body = json_body(args.json_body)
     save = Path(args.save) if args.save else None
     if save is not None and (save.suffix != ".json" or not save.parent.is_dir()):
@@ -80,12 +72,7 @@ def run(args: argparse.Namespace) -> int:
             f"--save {args.save!r}: give a .json file in an existing folder", ExitCode.USAGE
         )
     spec = spec_from(args)
-    from pytest_fanout.servers.stack import Stack
-
-    try:
-        stack = Stack.from_spec(spec)
-    except SpecError as exc:
-        raise CommandError(str(exc), ExitCode.USAGE) from None
+    stack = start_stack(spec)
     with stack, httpx2.Client(timeout=spec.request_timeout) as client:
         assert stack.app is not None
         send = make_sender(

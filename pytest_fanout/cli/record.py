@@ -14,21 +14,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
-import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pytest_fanout.limits import ExitCode
-from pytest_fanout.record.traffic import Exchange, routes_from
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-EXIT_OK, EXIT_USAGE = ExitCode.OK, ExitCode.USAGE
-
-
-class RecordError(ValueError):
-    """Bad input or a failed step of `fanout record`; `str()` is one line."""
 
 
 def upstream_url(text: str) -> tuple[str, str]:
@@ -67,75 +59,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_unique(upstreams: list[tuple[str, str]]) -> dict[str, str]:
-    named: dict[str, str] = {}
-    for name, url in upstreams:
-        if name in named:
-            raise RecordError(f"--upstream {name} is given twice")
-        named[name] = url
-    return named
-
-
-class _Stopped(Exception):
-    """SIGTERM arrived: stop recording and write what was seen."""
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise _Stopped
-
-
-def _proxy(upstreams: dict[str, str], port: int) -> dict[str, list[Exchange]]:
-    import uvicorn
-
-    from pytest_fanout.record.proxy import RecordingProxy
-    from pytest_fanout.servers.process import LOOPBACK, ServerStartError, bind_listening_socket
-
-    sockets: list[socket.socket] = []
-    targets = {}
-    try:
-        for index, (name, url) in enumerate(upstreams.items()):
-            sock = bind_listening_socket(LOOPBACK, port if index == 0 else 0)
-            sockets.append(sock)
-            targets[sock.getsockname()[1]] = (name, url)
-    except ServerStartError as exc:
-        for sock in sockets:
-            sock.close()
-        raise RecordError(str(exc)) from None
-    proxy = RecordingProxy(targets)
-    for local, (name, url) in targets.items():
-        print(f"recording {name}: http://{LOOPBACK}:{local} -> {url}", flush=True)
-    print("point the app at these URLs; Ctrl-C stops and writes the routes", flush=True)
-    config = uvicorn.Config(proxy, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    # uvicorn stops gracefully on SIGINT and SIGTERM, then raises the signal again with the
-    # handler that was there before: make SIGTERM's one an exception too, so both write.
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        server.run(sockets=sockets)
-    except (KeyboardInterrupt, _Stopped):
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        for sock in sockets:
-            sock.close()
-    for name, dropped in proxy.dropped.items():
-        if dropped:
-            print(f"{name}: {dropped} exchanges over the bound were not kept", file=sys.stderr)
-    return proxy.exchanges
-
-
 def run(args: argparse.Namespace) -> int:
     from pytest_fanout.record.har import HarError, exchanges_from_har
+    from pytest_fanout.record.proxy import RecordError, check_unique, record_through_proxy
     from pytest_fanout.record.spec_file import SpecFileError, write_routes
+    from pytest_fanout.record.traffic import routes_from
 
     try:
-        upstreams = _check_unique(args.upstream)
+        upstreams = check_unique(args.upstream)
         if args.har is not None:
             exchanges = exchanges_from_har(args.har, upstreams)
         else:
             if not 0 <= args.port <= 65535:
                 raise RecordError(f"--port {args.port} is not a port (0-65535)")
-            exchanges = _proxy(upstreams, args.port)
+            exchanges = record_through_proxy(upstreams, args.port)
         routes = {name: routes_from(seen) for name, seen in exchanges.items()}
         routes = {name: found for name, found in routes.items() if found}
         for name in upstreams:
@@ -143,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: {count} route(s) from {len(exchanges[name])} exchange(s)", flush=True)
         if not routes:
             print(f"nothing recorded: {args.spec} left as it was", flush=True)
-            return EXIT_OK
+            return ExitCode.OK
         write_routes(args.spec, routes)
     except (RecordError, HarError, SpecFileError) as exc:
         print(f"fanout: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     print(f"wrote the routes into {Path(args.spec)} ([tool.fanout.upstreams.*])", flush=True)
-    return EXIT_OK
+    return ExitCode.OK

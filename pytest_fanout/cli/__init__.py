@@ -1,0 +1,297 @@
+"""The `fanout` command: one registry of subcommands, one parser, the helpers they share.
+
+Each subcommand is a module of this package with `configure(parser)` and
+`run(args)`, named in `COMMANDS`; only the module of the subcommand that runs is
+imported (`fanout --help` loads no Locust, matplotlib or gate). Their options
+come from the one registry (`pytest_fanout.spec.OPTIONS`) where pytest or Locust
+take them too. Errors end as one line on stderr and a non-zero exit status,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from pytest_fanout import limits
+from pytest_fanout.limits import ExitCode, fraction, http_status, strict_json_loads
+from pytest_fanout.spec import (
+    OPTIONS,
+    SpecError,
+    StackSpec,
+    add_options,
+    options_for,
+    resolve,
+)
+
+if TYPE_CHECKING:
+    from pytest_fanout.limits import Behaviour
+    from pytest_fanout.servers.stack import Stack
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one line of help and the module that holds configure() and run()."""
+
+    help: str
+    module: str
+
+
+#: Every `fanout` subcommand, in help order.
+COMMANDS: dict[str, Command] = {
+    "patterns": Command(
+        "compare sync, async and async_sem on the embedded stack", "pytest_fanout.cli.patterns"
+    ),
+    "measure": Command(
+        "measure one path of any app on the embedded stack", "pytest_fanout.cli.measure"
+    ),
+    "serve": Command("run the stub upstream and the app until Ctrl-C", "pytest_fanout.cli.serve"),
+    "upstream": Command("run the stub upstream alone", "pytest_fanout.cli.upstream"),
+    "compare": Command(
+        "compare two saved runs and give the gate's verdict", "pytest_fanout.cli.compare"
+    ),
+    "capacity": Command(
+        "find each path's highest arrival rate that meets an SLO", "pytest_fanout.cli.capacity"
+    ),
+    "record": Command(
+        "record real upstreams (a proxy, or a HAR file) into stub routes in the stack spec",
+        "pytest_fanout.cli.record",
+    ),
+    "critical-path": Command(
+        "how many times a path pays each upstream's delay (slow each one, fit the slope)",
+        "pytest_fanout.cli.critical_path",
+    ),
+}
+
+
+class CommandError(Exception):
+    """A failure to report as one line, with the exit status it means."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---- the stack: [tool.fanout] and the flags over it -------------------------
+
+
+def add_stack_group(parser: argparse.ArgumentParser, keys: Iterable[str] | None = None) -> None:
+    """The stack options `keys` (default: every one `fanout` takes), named without a
+    prefix (`--app`, `--upstream NAME=ENVVAR`, `--route ...`); they override [tool.fanout]."""
+    group = parser.add_argument_group(
+        "the stack: each option overrides [tool.fanout] of the nearest pyproject.toml; a"
+        " default shown applies where neither sets it"
+    )
+    keys = options_for("fanout") if keys is None else list(keys)
+    add_options(group.add_argument, prefix="", front_end="fanout", keys=keys)
+
+
+def spec_from(args: argparse.Namespace) -> StackSpec:
+    """The StackSpec: [tool.fanout] (or --config), the flags given on top; a bad value is
+    one line and exit status 2."""
+    stack = options_for("fanout")
+    values = {k: getattr(args, OPTIONS[k].dest) for k in stack if hasattr(args, OPTIONS[k].dest)}
+    where = {key: OPTIONS[key].flag("") for key in values}
+    try:
+        return resolve(values, start=Path.cwd(), where=where)
+    except SpecError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+
+
+def start_stack(spec: StackSpec, **kwargs: Any) -> Stack:
+    """The spec's stack (`Stack.from_spec`, not started yet: use it in `with`); a bad spec is
+    exit status 2."""
+    from pytest_fanout.servers.stack import Stack
+
+    try:
+        return Stack.from_spec(spec, **kwargs)
+    except SpecError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+
+
+# ---- one request: path, method, body, status --------------------------------
+
+
+def add_request_options(parser: argparse.ArgumentParser, *, body_help: str) -> None:
+    """--method, --json and --expect-status of the commands that send one request."""
+    parser.add_argument(
+        "--method",
+        default="GET",
+        type=str.upper,
+        choices=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        help="HTTP method (default: GET)",
+    )
+    parser.add_argument("--json", dest="json_body", default=None, metavar="JSON", help=body_help)
+    parser.add_argument(
+        "--expect-status",
+        type=http_status,
+        default=200,
+        help="the status a good answer has (default: 200)",
+    )
+
+
+def check_path(path: str) -> None:
+    """The path a command sends to: it must start with / (exit status 2)."""
+    if not path.startswith("/"):
+        raise CommandError(f"the path {path!r} must start with /", ExitCode.USAGE)
+
+
+def json_body(text: str | None) -> object:
+    """The --json body, read by the one strict JSON rule (NaN and Infinity refused)."""
+    if text is None:
+        return None
+    try:
+        return strict_json_loads(text)
+    except ValueError as exc:
+        joint = " " if str(exc).startswith("is not") else ": "
+        raise CommandError(f"--json{joint}{exc}", ExitCode.USAGE) from None
+
+
+# ---- the stub upstream's behaviour (`fanout upstream`, `fanout serve`) -------
+
+#: The stub behaviour flags: name -> (type, default, help).
+BEHAVIOUR_FLAGS: dict[str, tuple[Any, Any, str]] = {
+    "delay_ms": (limits.delay_ms, 100.0, "delay before each answer (default: 100)"),
+    "jitter_ms": (
+        limits.delay_ms,
+        0.0,
+        "extra random delay, uniform in [0, J] (default: 0)",
+    ),
+    "error_rate": (fraction, 0.0, "fraction of calls answered with --error-status (default: 0)"),
+    "error_status": (http_status, 500, "status of the failed calls (default: 500)"),
+    "drop_rate": (fraction, 0.0, "fraction of calls whose connection is closed mid-answer"),
+    "max_inflight": (
+        limits.inflight,
+        0,
+        "answer 429 above this many calls in flight; 0 = no cap",
+    ),
+}
+
+
+def add_behaviour_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    """The stub upstream's behaviour flags (`--jitter-ms`, `--error-rate`...). With
+    `skip`, those are left out (`serve` takes --delay-ms from the stack options), and
+    the defaults are None: only a flag given changes the declared behaviour."""
+    group = parser.add_argument_group("stub upstream behaviour")
+    for name, (kind, default, help_text) in BEHAVIOUR_FLAGS.items():
+        if name in skip:
+            continue
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None if skip else default,
+            help=help_text,
+        )
+
+
+def behaviour_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The behaviour flags given (or with their defaults, for `fanout upstream`)."""
+    return {
+        name: getattr(args, name)
+        for name in BEHAVIOUR_FLAGS
+        if getattr(args, name, None) is not None
+    }
+
+
+def behaviour_from(args: argparse.Namespace) -> Behaviour:
+    """The stub's Behaviour from the flags; a bad combination is exit status 2."""
+    from pytest_fanout.limits import Behaviour, ConfigError
+
+    behaviour = Behaviour()
+    try:
+        behaviour.update(behaviour_changes(args))
+    except ConfigError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+    return behaviour
+
+
+def warn_if_exposed(host: str) -> None:
+    """Say so when a server will listen beyond loopback: its control paths have no auth."""
+    from pytest_fanout.servers.process import LOOPBACK
+
+    if host not in (LOOPBACK, "localhost", "::1"):
+        print(
+            f"fanout: warning: listening on {host}: anyone who can reach it can call the app,"
+            " read the probe, and (with the token) reconfigure the stub upstream",
+            file=sys.stderr,
+        )
+
+
+def add_listen_options(parser: argparse.ArgumentParser) -> None:
+    """--host, the address a served process binds (loopback by default)."""
+    from pytest_fanout.servers.process import LOOPBACK
+
+    parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
+
+
+# ---- the parser and main --------------------------------------------------------------
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE line (with where to get help), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv` (its first word: `fanout` has no options before it)."""
+    words = [word for word in argv if not word.startswith("-")]
+    return words[0] if words and words[0] in COMMANDS else None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """`fanout`'s parser. Given `argv`, only its subcommand's module is imported and
+    configured (the others are listed by their help); without, every one is."""
+    # Subparsers inherit the class, so every subcommand's usage errors are one line too.
+    parser = OneLineParser(
+        prog="fanout", description="pytest-fanout: run and measure fan-out services."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = _chosen(argv) if argv is not None else None
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        if argv is None or name == chosen:
+            module = importlib.import_module(command.module)
+            module.configure(sub)
+            sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print("fanout: interrupted, stopped all processes", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except CommandError as exc:
+        hint = f" (see: fanout {args.command} --help)" if exc.code == ExitCode.USAGE else ""
+        print(f"fanout: error: {exc}{hint}", file=sys.stderr)
+        return exc.code
+    except Exception as exc:
+        # Imported here: `fanout --help` loads no server machinery (nor httpx2).
+        from pytest_fanout.servers.process import ServerStartError
+
+        if isinstance(exc, ServerStartError):
+            print(f"fanout: error: {exc}", file=sys.stderr)
+            # The child's one-line reason is already in the message; otherwise show its log.
+            if exc.log_tail and "fanout child:" not in exc.log_tail:
+                tail = exc.log_tail.splitlines()
+                print("\n".join("  | " + line for line in tail), file=sys.stderr)
+            return ExitCode.TARGET_UNUSABLE
+        if os.environ.get("FANOUT_DEBUG"):  # a last resort: still one line
+            raise
+        print(
+            f"fanout: error: {type(exc).__name__}: {exc} (FANOUT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return ExitCode.FAILED

@@ -1,0 +1,190 @@
+"""`fanout measure PATH`: one path of any app on the embedded stack, and what is wrong.
+
+Starts the stack of [tool.fanout] (the flags on top), measures the path like
+`fanout.measure` in a test, and prints the timings, what each upstream saw, the
+loop lag, the efficiency and the findings (`diagnose`); `--waterfall FILE` also
+draws the median request's upstream calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from pytest_fanout import limits
+from pytest_fanout.cli import (
+    CommandError,
+    add_request_options,
+    add_stack_group,
+    check_path,
+    json_body,
+    spec_from,
+    start_stack,
+)
+from pytest_fanout.limits import ExitCode
+from pytest_fanout.spec import DEFAULT_UPSTREAM, add_options
+
+if TYPE_CHECKING:
+    from pytest_fanout.measure import Measurement
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="the path to measure, e.g. /basket/10 (with its query)")
+    add_request_options(parser, body_help="request body, sent as JSON")
+    parser.add_argument(
+        "--repeat",
+        type=limits.repeats,
+        default=5,
+        help="timed requests; median and p95 are over these (default: 5)",
+    )
+    parser.add_argument(
+        "--n",
+        type=limits.calls,
+        default=None,
+        help="upstream calls per request, when the path does not say it",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=limits.calls,
+        default=None,
+        help="how many of them may run at once (default: --n); with --n, it"
+        " gives the ideal time and the efficiency",
+    )
+    add_options(parser.add_argument, prefix="", group="measure", front_end="fanout")
+    add_stack_group(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import httpx2
+
+    from pytest_fanout.measure import MeasurementError, measure
+
+    check_path(args.path)
+    body = json_body(args.json_body)
+    waterfall_target = _waterfall_target(args.fanout_waterfall)
+    spec = spec_from(args)
+    timeout = spec.request_timeout
+    stack = start_stack(spec)
+    with stack, httpx2.Client(timeout=timeout) as client:
+        assert stack.app is not None
+        try:
+            m = measure(
+                client,
+                stack.app.url,
+                args.path,
+                upstreams=stack.upstreams,
+                app=stack.app,
+                repeat=args.repeat,
+                warmup=1,
+                method=args.method,
+                json=body,
+                n=args.n,
+                concurrency=args.concurrency,
+                expect_status=args.expect_status,
+            )
+        except MeasurementError as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+        except httpx2.TimeoutException:
+            raise CommandError(
+                f"{args.method} {args.path} did not answer within {timeout:g}s (--request-timeout)"
+            ) from None
+        except httpx2.HTTPError as exc:
+            raise CommandError(
+                f"{args.method} {args.path}: the app did not answer: {type(exc).__name__}: {exc}"
+            ) from None
+        waterfall = _save_waterfall(m, stack.upstreams, waterfall_target)
+    print(
+        measurement_report(m, method=args.method, app=spec.app, delay_ms=spec.delay_ms), flush=True
+    )
+    if waterfall is not None:
+        print(f"\n{waterfall}\n(saved to {waterfall_target})", flush=True)
+    return ExitCode.OK
+
+
+def _waterfall_target(path: str | None) -> Any:
+    """--waterfall's file, checked before anything starts (suffix, folder, matplotlib)."""
+    if path is None:
+        return None
+    from pytest_fanout.timeline.waterfall import WaterfallError, check_target
+
+    try:
+        return check_target(path)
+    except WaterfallError as exc:
+        raise CommandError(f"--waterfall: {exc}") from None
+
+
+def _save_waterfall(m: Any, upstreams: Any, target: Any) -> Any:
+    if target is None:
+        return None
+    from pytest_fanout.timeline.session import waterfall_of
+    from pytest_fanout.timeline.waterfall import WaterfallError
+
+    try:
+        waterfall = waterfall_of(m, upstreams)
+        waterfall.save(target)
+    except WaterfallError as exc:
+        raise CommandError(f"--waterfall: {exc}") from None
+    return waterfall
+
+
+def _upstream_rows(m: Measurement) -> list[tuple[str, int, str, int]]:
+    """(name, requests, peak in flight, new connections) per upstream, the first first."""
+    rows = []
+    for name in m.upstream_names:
+        gauges = m.upstream(name)
+        label = "upstream" if name == DEFAULT_UPSTREAM else name
+        rows.append((label, gauges.requests, gauges.peak_label, gauges.connections_opened))
+    return rows
+
+
+def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float) -> str:
+    """`fanout measure`'s answer: timings, what each upstream saw, loop lag, efficiency."""
+    from pytest_fanout.diagnose import efficiency_cell
+
+    lines = [
+        f"{method} {m.path} on {app} (stub upstream delay {delay_ms:g} ms,"
+        f" {len(m.samples)} samples after a warm-up)",
+        f"  median            {m.median_s * 1000:.1f} ms",
+        f"  p95               {m.p95_s * 1000:.1f} ms",
+    ]
+    if m.first_byte_median_s is not None:
+        lines.append(f"  first byte        {m.first_byte_median_s * 1000:.1f} ms (median)")
+    upstreams = _upstream_rows(m)
+    for name, requests, peak, connections in upstreams:
+        lines.append(
+            f"  {name:<17} requests {requests}, peak in flight {peak},"
+            f" new connections {connections}"
+        )
+    if m.structure:
+        waves = ", ".join(f"{name} {waves}" for name, waves in m.structure.items())
+        lines.append(f"  held waves        {waves} (the structure, exact)")
+    if len(upstreams) > 1:
+        lines.append(
+            f"  new connections   {m.connections_opened} (all upstreams, the most in one sample)"
+        )
+    lines.append(f"  loop lag          {m.loop_lag_max_s * 1000:.1f} ms (worst stall)")
+    if m.ideal_s is not None:
+        lines.append(
+            f"  efficiency        {efficiency_cell(m)}; ideal {m.ideal_s * 1000:.0f} ms"
+            f" (n={m.n}, concurrency {m.concurrency})"
+        )
+    elif m.upstream_delay_s == 0 and m.ideal_given_s is None:
+        lines.append("  efficiency        - (delay 0: no ideal time to compare with)")
+    else:
+        lines.append("  efficiency        - (give --n and --concurrency for the ideal time)")
+    if m.app_errors:
+        lines.append(
+            f"  errors            {m.app_errors} upstream calls failed (the app's 'errors')"
+        )
+    lines.extend(_finding_lines(m))
+    return "\n".join(lines)
+
+
+def _finding_lines(m: Measurement) -> list[str]:
+    """`fanout measure`'s findings (`diagnose`), the most important first."""
+    from pytest_fanout.diagnose import diagnose
+
+    findings = diagnose(m)
+    if not findings:
+        return ["  finding           - (nothing wrong found)"]
+    return [f"  finding           {f.message}" for f in findings]

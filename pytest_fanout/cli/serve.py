@@ -1,0 +1,66 @@
+"""`fanout serve`: the stack of [tool.fanout] (stub upstreams, then the app) until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from pytest_fanout.cli import (
+    CommandError,
+    add_behaviour_options,
+    add_listen_options,
+    add_stack_group,
+    behaviour_changes,
+    spec_from,
+    start_stack,
+    warn_if_exposed,
+)
+from pytest_fanout.limits import ExitCode, port_number
+from pytest_fanout.spec import DEFAULT_APP, UpstreamSpec, options_for
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_listen_options(parser)
+    parser.add_argument(
+        "--app-port",
+        type=port_number,
+        default=8000,
+        help="the app's port; 0 picks a free one (default: 8000)",
+    )
+    parser.add_argument(
+        "--upstream-port",
+        type=port_number,
+        default=8001,
+        help="the (first) stub upstream's port; 0 picks a free one (default: 8001)",
+    )
+    add_stack_group(parser, [k for k in options_for("fanout") if k != "request_timeout"])
+    add_behaviour_options(parser, skip=["delay_ms"])
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = spec_from(args)
+    changes = behaviour_changes(args)
+    if changes:  # the behaviour flags apply to every upstream, over what was declared
+        for name, env in spec.upstream_env_names().items():
+            upstream = spec.upstreams.setdefault(name, UpstreamSpec(name, env, where="flags"))
+            upstream.behaviour.update(changes)
+    stack = start_stack(
+        spec, host=args.host, app_port=args.app_port, upstream_port=args.upstream_port
+    )
+    warn_if_exposed(args.host)
+    with stack:
+        assert stack.app is not None
+        servers = [*stack.upstreams.values(), stack.app]
+        for name, upstream in stack.upstreams.items():
+            where = f"{name}, in {stack.env_names[name]}, pid {upstream.pid}"
+            print(f"upstream  {upstream.url}  ({where})")
+            print(f"token     {upstream.token}  (its control paths)")
+        print(f"app       {stack.app.url}  (pid {stack.app.pid})")
+        if spec.app == DEFAULT_APP:
+            print(f"try       curl {stack.app.url}/async/20")
+        print("Ctrl-C stops them all.", flush=True)
+        while all(server.running() for server in servers):
+            time.sleep(0.2)  # watching the children, not synchronising
+        dead = next(server for server in servers if not server.running())
+        raise CommandError(f"{dead.name} exited unexpectedly:\n{dead.log_tail()}")
+    return ExitCode.OK

@@ -1,0 +1,62 @@
+"""`fanout upstream`: the stub upstream alone, on a port of your choice, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+
+from pytest_fanout.cli import (
+    add_behaviour_options,
+    add_listen_options,
+    behaviour_from,
+    warn_if_exposed,
+)
+from pytest_fanout.limits import ExitCode, port_number
+from pytest_fanout.spec import parse_token
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_listen_options(parser)
+    parser.add_argument("--port", type=port_number, default=8001, help="port (default: 8001)")
+    parser.add_argument(
+        "--token",
+        type=_token,
+        default=None,
+        help="bearer token of the control paths (default: a random one, printed)",
+    )
+    add_behaviour_options(parser)
+
+
+def _token(text: str) -> str:
+    try:
+        return parse_token(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pytest_fanout.servers.process import bind_listening_socket
+    from pytest_fanout.servers.upstream import StubUpstream
+
+    app = StubUpstream(behaviour_from(args), token=args.token)
+    # Bind here, not in uvicorn: a busy port is one clear line, and --port 0 shows the real port.
+    sock = bind_listening_socket(args.host, args.port)
+    port = sock.getsockname()[1]
+    warn_if_exposed(args.host)
+    print(f"stub upstream on http://{args.host}:{port} (stats: /__upstream__/stats)", flush=True)
+    if not args.token:
+        print(f"control token: {app.token} (send 'Authorization: Bearer <token>')", flush=True)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http="pytest_fanout.servers.connections:CountingHTTPProtocol",
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return ExitCode.OK if server.started else ExitCode.TARGET_UNUSABLE
