@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx2
 
-from pytest_fanout._table import render_text
+from pytest_fanout.artifacts import render_text
 from pytest_fanout.diagnose import diagnose, headline
 from pytest_fanout.measure import Measurement, measure
 from pytest_fanout.servers.stack import DEFAULT_APP, DEFAULT_UPSTREAM, Stack

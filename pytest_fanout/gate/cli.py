@@ -10,13 +10,11 @@ as one line on stderr, and 6 (EXIT_NOT_GATED) when no case was gated (unless
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from pytest_fanout import gate
 from pytest_fanout.exitcodes import ExitCode
-from pytest_fanout.gate.redact import redact_all
-from pytest_fanout.gate.report import write_text
+from pytest_fanout.gate.report import write_json, write_text
 
 EXIT_OK = ExitCode.OK
 EXIT_REGRESSION = ExitCode.FAILED
@@ -69,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if args.report_md:
             write_text(args.report_md, gate.render_comparison_markdown(comparison, new))
         if args.report_json:
-            text = json.dumps(redact_all(comparison.to_dict()), indent=1)
-            write_text(args.report_json, text + "\n")
+            write_json(args.report_json, comparison.to_dict(), indent=1)
     except gate.GateError as exc:
         print(f"fanout compare: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

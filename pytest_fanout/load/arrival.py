@@ -33,7 +33,6 @@ threshold check, so thresholds judge the exact, intended-start latency.
 from __future__ import annotations
 
 import functools
-import json
 import random
 import sys
 import time
@@ -50,7 +49,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from pytest_fanout._argtypes import fraction
-from pytest_fanout._table import render_text
+from pytest_fanout.artifacts import render_text, write_json
 from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.load import limits
 from pytest_fanout.load.exact import (
@@ -541,9 +540,7 @@ def _write_exact_file(environment: Environment) -> None:
         },
         "open_model": result.to_dict() if result is not None else None,
     }
-    path = Path(f"{prefix}{EXACT_SUFFIX}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
+    write_json(Path(f"{prefix}{EXACT_SUFFIX}"), data, indent=None)
 
 
 @events.quitting.add_listener

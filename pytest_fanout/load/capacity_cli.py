@@ -16,7 +16,6 @@ the latency is already past the SLO. The whole search stays within
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_fanout._argtypes import fraction, port_number
-from pytest_fanout._table import render_markdown, render_text
+from pytest_fanout.artifacts import render_markdown, render_text, write_figure, write_text
+from pytest_fanout.artifacts import write_json as write_json_file
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from
 from pytest_fanout.exitcodes import ExitCode
 from pytest_fanout.load import limits
@@ -393,9 +393,7 @@ def write_markdown(results: list[CapacityResult], args: argparse.Namespace, path
         "",
         render_markdown(_HEADERS, _rows(results)),
     ]
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _rows(results: list[CapacityResult]) -> list[list[object]]:
@@ -419,9 +417,7 @@ def write_json(results: list[CapacityResult], path: str | Path) -> None:
     """One object per path; the machine it ran on goes with each (figures are per machine)."""
     machine = _machine()
     data = [{**result.to_dict(), "machine": machine} for result in results]
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(data, indent=2) + "\n")
+    write_json_file(path, data)
 
 
 def _machine() -> dict[str, Any]:
@@ -502,8 +498,8 @@ def write_png(results: list[CapacityResult], path: str | Path) -> None:
     axes.set_title("p95 against arrival rate (circled: the capacity; x: broke the SLO)")
     axes.legend()
     axes.grid(True, which="both", alpha=0.3)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(target, dpi=100)
-    plt.close(figure)
+    try:
+        write_figure(path, figure, dpi=100)
+    finally:
+        plt.close(figure)
