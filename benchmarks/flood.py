@@ -44,7 +44,7 @@ import httpx2  # noqa: E402
 from app.settings import TRANSPORTS  # noqa: E402
 from benchmarks.procfs import status_kib  # noqa: E402
 from pytest_fanout._argtypes import int_between, positive_float  # noqa: E402
-from pytest_fanout._table import render_markdown  # noqa: E402
+from pytest_fanout.artifacts import render_markdown  # noqa: E402
 from pytest_fanout.measure import percentile  # noqa: E402
 from pytest_fanout.servers.process import ServerStartError  # noqa: E402
 from pytest_fanout.servers.stack import DEFAULT_APP, Stack  # noqa: E402

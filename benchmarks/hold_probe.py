@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
 import httpx2  # noqa: E402
 
 from pytest_fanout._argtypes import non_negative_float, positive_int  # noqa: E402
-from pytest_fanout._table import render_text  # noqa: E402
+from pytest_fanout.artifacts import render_text  # noqa: E402
 from pytest_fanout.servers.stack import Stack  # noqa: E402
 from pytest_fanout.servers.upstream import Behaviour  # noqa: E402
 
