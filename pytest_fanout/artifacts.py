@@ -234,8 +234,9 @@ def is_secret_name(name: str) -> bool:
 
 
 # Value shapes masked wherever they appear.
+# Each pattern starts at a boundary (a lookbehind or `\b`): a 100 kB word costs linear time.
 _URL_PASSWORD = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^\s:/@]*):(?P<pw>[^\s/@]+)@"
+    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^\s:/@]*):(?P<pw>[^\s/@]+)@"
 )
 _BEARER = re.compile(
     r"(?i)\b(?P<kind>bearer|basic|token|digest)\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})"
@@ -257,17 +258,28 @@ _HEADER_LINE = re.compile(
 )
 #: NAME=VALUE, NAME: VALUE, "NAME": "VALUE", ?name=value&...: masked when NAME is secret-like.
 _KEY_VALUE = re.compile(
-    r"(?P<key>[A-Za-z0-9_.-]+)(?P<sep>[\"']?\s*(?:=|:(?!:))\s*[\"']?)"
-    r"(?P<value>[^\s,;&'\"<>`)#]+)"
+    r"(?<![A-Za-z0-9_.-])(?P<key>[A-Za-z0-9_.-]+)(?P<sep>[\"']?\s*(?:=|:(?!:))\s*[\"']?)"
 )
+_VALUE = re.compile(r"[^\s,;&'\"<>`)#]+")
 
 
-def _key_value(match: re.Match[str]) -> str:
-    key, sep, value = match["key"], match["sep"], match["value"]
-    if is_secret_name(key) and not value.startswith(FINGERPRINT_PREFIX):
-        return f"{key}{sep}{MASK}"
-    # "--fanout-app-env=STRIPE_KEY=sk_...", "url=https://x/?sig=...": look inside the value.
-    return f"{key}{sep}{_KEY_VALUE.sub(_key_value, value)}"
+def _mask_key_values(text: str) -> str:
+    """Each secret-like NAME's value masked; after any other NAME= the scan goes on inside its
+    value ("--fanout-app-env=STRIPE_KEY=sk_...", "url=https://x/?sig=..."). A loop, not
+    recursion: "a=b=c=..." of any length is fine."""
+    out: list[str] = []
+    pos = 0
+    while (match := _KEY_VALUE.search(text, pos)) is not None:
+        out.append(text[pos : match.start()])
+        out.append(match.group(0))
+        pos = match.end()
+        if is_secret_name(match["key"]):
+            value = _VALUE.match(text, pos)
+            if value is not None and not value.group(0).startswith(FINGERPRINT_PREFIX):
+                out.append(MASK)
+                pos = value.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _header_line(match: re.Match[str]) -> str:
@@ -286,7 +298,7 @@ def mask_text(text: str) -> str:
     text = _SHAPES.sub(MASK, text)
     if ":" in text:
         text = _HEADER_LINE.sub(_header_line, text)
-    return _KEY_VALUE.sub(_key_value, text)
+    return _mask_key_values(text)
 
 
 def mask_data(data: Any) -> Any:
