@@ -173,3 +173,30 @@ def test_item15_test_ids_and_paths_render_as_text_in_the_markdown_report() -> No
                 assert "<img" not in cell and "](" not in cell.replace("\\](", ""), cell
         outside_code = re.sub(r"(`+).+?\1", "", markdown.split("```mermaid")[0])
         assert "<img" not in outside_code and "<i>" not in outside_code
+
+
+def test_item2_readers_racing_a_save_never_see_partial_json(tmp_path: Path) -> None:
+    """On main a read racing `--fanout-save` got half a file 150 times in 3780."""
+    import threading
+
+    target = tmp_path / "base.json"
+    runs = [Run.from_measurements([measurement(path=f"/p{i}") for i in range(k)]) for k in (40, 80)]
+    runs[0].save(target)
+    done = threading.Event()
+
+    def save_again() -> None:
+        for index in range(60):
+            runs[index % 2].save(target)
+        done.set()
+
+    writer = threading.Thread(target=save_again)
+    writer.start()
+    reads = bad = 0
+    while not done.is_set() or reads == 0:
+        try:
+            json.loads(target.read_text())
+        except ValueError:
+            bad += 1
+        reads += 1
+    writer.join()
+    assert bad == 0, f"{bad} partial reads in {reads}"
