@@ -342,11 +342,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         )
         run.extra["comparison"] = mask_data(state.comparison.to_dict())
     try:
-        keep = (
-            ""
-            if config.getoption("fanout_save_failed")
-            else (run.keeps_baseline(state.save, session.testsfailed) if state.save else "")
-        )
+        keep = ""  # a failed or empty session does not replace a baseline unless asked
+        if state.save is not None and not config.getoption("fanout_save_failed"):
+            keep = run.keeps_baseline(state.save, session.testsfailed)
         if keep:
             state.skipped_save = f"{keep}: {state.save} kept (--fanout-save-failed replaces it)"
         elif state.save is not None:
