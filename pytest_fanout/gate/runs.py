@@ -18,7 +18,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pytest_fanout.artifacts import fingerprint_settings, mask_argv, write_json
+from pytest_fanout.artifacts import (
+    fingerprint_settings,
+    mask_argv,
+    mask_data,
+    mask_text,
+    write_json,
+)
 from pytest_fanout.gate.machine import machine_fingerprint
 from pytest_fanout.gate.schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_file, validate_run
 from pytest_fanout.load.results import EndpointResult, LoadResult
@@ -125,6 +131,9 @@ class Run:
                 records.append((case_id(result.name, row.key), KIND_LOCUST, record))
         cases: list[Case] = []
         seen: dict[str, int] = {}
+        # Masked now, not only when saved: a baseline read back from its (masked) file must
+        # find the same case ids as this run in memory ("/login?token=***").
+        records = [(mask_text(cid), kind, mask_data(record)) for cid, kind, record in records]
         for base, kind, record in records:
             seen[base] = seen.get(base, 0) + 1
             cid = base if seen[base] == 1 else f"{base} #{seen[base]}"

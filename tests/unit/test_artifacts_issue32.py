@@ -200,3 +200,13 @@ def test_item2_readers_racing_a_save_never_see_partial_json(tmp_path: Path) -> N
         reads += 1
     writer.join()
     assert bad == 0, f"{bad} partial reads in {reads}"
+
+
+def test_a_run_in_memory_matches_its_masked_file(tmp_path: Path) -> None:
+    """A measured path with a secret-like query finds its case in a saved baseline."""
+    run = Run.from_measurements([measurement(path="/login?token=planted-q")])
+    assert [c.id for c in run.cases] == ["tests/t.py::test_a /login?token=***"]
+    base = Run.load(run.save(tmp_path / "base.json"))
+    comparison = compare_runs(base, run, GateConfig.from_options(None))
+    assert [v.id for v in comparison.verdicts] == [run.cases[0].id]
+    assert "planted" not in (tmp_path / "base.json").read_text()
