@@ -43,13 +43,8 @@ import httpx2  # noqa: E402
 
 from app.settings import TRANSPORTS  # noqa: E402
 from benchmarks.procfs import status_kib  # noqa: E402
-from pytest_fanout._table import render_markdown  # noqa: E402
-from pytest_fanout.limits import (  # noqa: E402
-    DEFAULT_APP,  # noqa: E402
-    Behaviour,  # noqa: E402
-    int_between,
-    positive_float,
-)
+from pytest_fanout.artifacts import render_markdown  # noqa: E402
+from pytest_fanout.limits import DEFAULT_APP, Behaviour, int_between, positive_float  # noqa: E402
 from pytest_fanout.measure import percentile  # noqa: E402
 from pytest_fanout.servers.process import ServerStartError  # noqa: E402
 from pytest_fanout.servers.stack import Stack  # noqa: E402

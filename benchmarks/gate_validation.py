@@ -68,7 +68,7 @@ REPO = Path(__file__).resolve().parent.parent
 SUITE = REPO / "benchmarks" / "perf"
 sys.path.insert(0, str(REPO))
 
-from pytest_fanout._table import render_markdown, render_text  # noqa: E402
+from pytest_fanout.artifacts import render_markdown, render_text  # noqa: E402
 
 
 @dataclass

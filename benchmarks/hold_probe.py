@@ -26,12 +26,8 @@ if str(REPO) not in sys.path:
 
 import httpx2  # noqa: E402
 
-from pytest_fanout._table import render_text  # noqa: E402
-from pytest_fanout.limits import (  # noqa: E402
-    Behaviour,  # noqa: E402
-    non_negative_float,
-    positive_int,
-)
+from pytest_fanout.artifacts import render_text  # noqa: E402
+from pytest_fanout.limits import Behaviour, non_negative_float, positive_int  # noqa: E402
 from pytest_fanout.servers.stack import Stack  # noqa: E402
 
 #: Seconds a probe may take beyond the delay and the quiet window (issue 22).

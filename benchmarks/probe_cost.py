@@ -27,10 +27,10 @@ if str(REPO) not in sys.path:
 
 import httpx2  # noqa: E402
 
-from pytest_fanout._table import render_text  # noqa: E402
+from pytest_fanout.artifacts import render_text  # noqa: E402
 from pytest_fanout.limits import (  # noqa: E402
-    DEFAULT_APP,  # noqa: E402
-    Behaviour,  # noqa: E402
+    DEFAULT_APP,
+    Behaviour,
     non_negative_float,
     positive_int,
 )

@@ -34,12 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.procfs import status_kib  # noqa: E402
-from pytest_fanout._table import render_markdown  # noqa: E402
-from pytest_fanout.limits import (  # noqa: E402
-    DEFAULT_APP,  # noqa: E402
-    import_string,
-    int_between,
-)
+from pytest_fanout.artifacts import render_markdown  # noqa: E402
+from pytest_fanout.limits import DEFAULT_APP, import_string, int_between  # noqa: E402
 from pytest_fanout.load import LoadResult, LoadRunError, run_locust  # noqa: E402
 from pytest_fanout.servers.process import ServerStartError  # noqa: E402
 from pytest_fanout.servers.proctree import descendants_of  # noqa: E402

@@ -421,7 +421,7 @@ def _cpu_cell(m: Measurement) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    from pytest_fanout._table import render_text
+    from pytest_fanout.artifacts import render_text
 
     measurements = session_measurements(config)
     if not measurements or is_xdist_worker(config):

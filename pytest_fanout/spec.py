@@ -319,6 +319,18 @@ _GATE_OPTIONS = (
         in_file=False,
     ),
     Option(
+        "save_failed",
+        "with --fanout-save: replace an existing file even when tests failed or no case was"
+        " measured (by default such a session keeps the old baseline)",
+        parse_switch,
+        switch=True,
+        default=False,
+        ini="",
+        group="gate",
+        front_ends=_PYTEST,
+        in_file=False,
+    ),
+    Option(
         "compare",
         "compare the session with the baseline saved at PATH, case by case"
         " (test node id + path), and print the gate's verdicts",

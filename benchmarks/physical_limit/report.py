@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.physical_limit.plan import SEQUENTIAL_CAP
 from benchmarks.physical_limit.rows import Row
 from benchmarks.physical_limit.targets import Verdict
-from pytest_fanout._table import render_markdown
+from pytest_fanout.artifacts import render_markdown
 
 LIBRARIES = ("httpx2", "httpx", "aiohttp", "uvicorn", "uvloop")
 

@@ -11,7 +11,6 @@ as one line on stderr, and 6 (ExitCode.NOT_GATED) when no case was gated (unless
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from pytest_fanout.limits import ExitCode
@@ -28,8 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Compare, print the verdict table and one line per regression; return the exit status."""
     from pytest_fanout import gate
-    from pytest_fanout.gate.redact import redact_all
-    from pytest_fanout.gate.report import write_text
+    from pytest_fanout.gate.report import write_json, write_text
 
     try:
         config = gate.GateConfig.from_options(
@@ -41,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
         if args.fanout_report_md:
             write_text(args.fanout_report_md, gate.render_comparison_markdown(comparison, new))
         if args.fanout_report_json:
-            text = json.dumps(redact_all(comparison.to_dict()), indent=1)
-            write_text(args.fanout_report_json, text + "\n")
+            write_json(args.fanout_report_json, comparison.to_dict(), indent=1)
     except gate.GateError as exc:
         print(f"fanout compare: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE

@@ -8,9 +8,9 @@ the table of weights. `--save FILE.json` keeps both.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from pytest_fanout.artifacts import write_json
 from pytest_fanout.cli import (
     CommandError,
     add_request_options,
@@ -100,5 +100,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{waterfall}\n\n{result}", flush=True)
     if save is not None:
         data = {"critical_path": result.to_dict(), "waterfall": waterfall.to_dict()}
-        save.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        try:
+            write_json(save, data)
+        except OSError as exc:
+            raise CommandError(str(exc)) from None
     return ExitCode.OK

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx2
 
 from pytest_fanout import limits
-from pytest_fanout._table import render_text
+from pytest_fanout.artifacts import render_text
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from
 from pytest_fanout.diagnose import efficiency_cell, headline
 from pytest_fanout.limits import DEFAULT_APP, Behaviour, ExitCode, import_string

@@ -15,7 +15,6 @@ One job a module:
 * `stats`: Mann-Whitney U, the bootstrap interval and the smallest detectable
   change (pure statistics);
 * `machine`: the machine fingerprint a saved run records (is latency comparable?);
-* `redact`: setting values as fingerprints, credentials masked in what is printed;
 * `schema`: reading a saved file without trusting it (regular file, size cap,
   finite JSON, pydantic models of the records);
 * `runs`: the saved-run JSON (`Run`, `Case`: measurements and Locust rows),

@@ -85,6 +85,8 @@ class GateState:
     cases: int = 0
     errors: list[str] = field(default_factory=list)
     skipped: str = ""
+    #: Why --fanout-save left an existing baseline as it was ("" when it saved).
+    skipped_save: str = ""
     ab: ABState | None = None
     #: The app server (the head's): the environment it actually ran with goes in the context.
     app_server: ServerProcess | None = None
@@ -120,7 +122,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # xdist worker: the controller saves and compares
     # --fanout-allow-ungated alone asks for no gate.
     if not any(
-        _option(config, key) for key in options_for("pytest", "gate") if key != "allow_ungated"
+        _option(config, key)
+        for key in options_for("pytest", "gate")
+        if key not in ("allow_ungated", "save_failed")
     ):
         return  # no gate in this run: its modules (pydantic, statistics) are not loaded
     from pytest_fanout import gate
@@ -255,7 +259,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.ab is not None and state.ab.failed:
         return  # pytest.exit already said it, in one line
     from pytest_fanout import gate
-    from pytest_fanout.gate.redact import redact_all
+    from pytest_fanout.artifacts import mask_data
     from pytest_fanout.gate.report import write_text
 
     run = gate.Run.from_session(
@@ -271,9 +275,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.comparison = gate.compare_runs(
             state.baseline, run, state.config, same_machine=state.ab is not None
         )
-        run.extra["comparison"] = redact_all(state.comparison.to_dict())
+        run.extra["comparison"] = mask_data(state.comparison.to_dict())
     try:
-        if state.save is not None:
+        keep = ""  # a failed or empty session does not replace a baseline unless asked
+        if state.save is not None and not _option(config, "save_failed"):
+            keep = run.keeps_baseline(state.save, session.testsfailed)
+        if keep:
+            state.skipped_save = f"{keep}: {state.save} kept (--fanout-save-failed replaces it)"
+        elif state.save is not None:
             state.saved = run.save(state.save)
         if state.report_md is not None:
             if state.comparison is not None:
@@ -308,6 +317,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         tr.write_line(gate.render_comparison_text(comparison))
     if state.saved is not None:
         tr.write_line(f"fanout gate: saved {state.cases} case(s) to {state.saved}")
+    if state.skipped_save:
+        tr.write_line(f"fanout gate: not saved: {state.skipped_save}", yellow=True)
     if state.report_md is not None and not state.errors:
         tr.write_line(f"fanout gate: wrote the Markdown report to {state.report_md}")
     for error in state.errors:

@@ -7,12 +7,18 @@ come from `gate_verdict`, and a report that cannot be written is one line.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from pytest_fanout._table import render_markdown, render_text
+from pytest_fanout import artifacts
+from pytest_fanout.artifacts import (
+    Markdown,
+    escape_markdown,
+    markdown_code,
+    render_markdown,
+    render_text,
+)
+from pytest_fanout.artifacts import mask_text as redact
 from pytest_fanout.gate.metrics import Metric
-from pytest_fanout.gate.redact import redact
 from pytest_fanout.gate.runs import GateError, Run, error_reason
 from pytest_fanout.gate.verdict import (
     IMPROVEMENT,
@@ -135,23 +141,30 @@ def render_comparison_markdown(comparison: Comparison, current: Run | None = Non
     per case every metric that judged it (base, head, change, p, what it catches) and the
     verdict with its reason, both commits, and a Mermaid bar chart of base against head."""
     icon = ":x:" if comparison.failed else ":white_check_mark:"
-    lines = [f"### {icon} pytest-fanout regression gate", "", summary_line(comparison), ""]
+    lines = [
+        f"### {icon} pytest-fanout regression gate",
+        "",
+        escape_markdown(summary_line(comparison)),
+        "",
+    ]
     regressions = regression_lines(comparison)
     if regressions:
-        lines += [f"- `{line}`" for line in regressions] + [""]
+        lines += [f"- {markdown_code(line)}" for line in regressions] + [""]
     base_run, head_run = comparison.baseline_run, current
     rows = []
     for v in comparison.verdicts:
         changes = evidence(v)
         why = verdict_reason(v, comparison.config.alpha)
         if not changes:
-            rows.append([f"`{v.id}`", "-", "-", "-", "-", "-", "-", _verdict_md(v.verdict), why])
+            rows.append(
+                [markdown_code(v.id), "-", "-", "-", "-", "-", "-", _verdict_md(v.verdict), why]
+            )
         for index, c in enumerate(changes):
             m = c.rule.metric
             first = index == 0
             rows.append(
                 [
-                    f"`{v.id}`" if first else "",
+                    markdown_code(v.id) if first else "",
                     c.label,
                     _format(m, c.base),
                     _format(m, c.now),
@@ -167,13 +180,17 @@ def render_comparison_markdown(comparison: Comparison, current: Run | None = Non
     if chart:
         lines += ["```mermaid", chart, "```", ""]
     lines += _regressed_waterfalls(comparison, base_run, head_run)
-    notes = [f"`{v.id}`: {v.note}" for v in comparison.verdicts if v.note]
-    notes += comparison.notes
+    notes = [
+        f"{markdown_code(v.id)}: {escape_markdown(v.note)}" for v in comparison.verdicts if v.note
+    ]
+    notes += [escape_markdown(n) for n in comparison.notes]
     if notes:
         lines += ["<details><summary>notes</summary>", ""]
         lines += [f"- {n}" for n in notes] + ["", "</details>", ""]
-    base = comparison.baseline_source or "the baseline"
-    lines.append(f"Compared with {base}: {comparison.describe()}.")
+    base = (
+        markdown_code(comparison.baseline_source) if comparison.baseline_source else "the baseline"
+    )
+    lines.append(f"Compared with {base}: {escape_markdown(comparison.describe())}.")
     lines.append(f"Base commit: {_commit(base_run)}; head commit: {_commit(head_run)}.")
     return redact("\n".join(lines) + "\n")
 
@@ -193,7 +210,7 @@ def _regressed_waterfalls(
         head = _record(head_run, v.id)
         block = waterfall_markdown(base, head) if base or head else ""
         if block:
-            lines += [f"`{v.id}`", "", block, ""]
+            lines += [markdown_code(v.id), "", block, ""]
     return lines
 
 
@@ -314,8 +331,10 @@ def mermaid_chart(comparison: Comparison, base_run: Run | None, head_run: Run | 
 def _verdict_md(verdict: str) -> str:
     """The verdict word, emphasised for a regression (the word itself is the same everywhere)."""
     assert verdict in VERDICTS
-    return {REGRESSION: f"**{REGRESSION}** :x:", IMPROVEMENT: f"{IMPROVEMENT} :rocket:"}.get(
-        verdict, verdict
+    return Markdown(
+        {REGRESSION: f"**{REGRESSION}** :x:", IMPROVEMENT: f"{IMPROVEMENT} :rocket:"}.get(
+            verdict, verdict
+        )
     )
 
 
@@ -373,9 +392,16 @@ def render_run_markdown(run: Run) -> str:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write a report; failure is one line."""
+    """Write a report atomically, credentials masked; failure is one line."""
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
+        artifacts.write_text(path, text)
+    except OSError as exc:
+        raise GateError(f"cannot write {path}: {error_reason(exc)}") from None
+
+
+def write_json(path: str | os.PathLike[str], data: Any, indent: int = 1) -> None:
+    """Write a JSON report atomically, credentials masked; failure is one line."""
+    try:
+        artifacts.write_json(path, data, indent=indent)
     except OSError as exc:
         raise GateError(f"cannot write {path}: {error_reason(exc)}") from None

@@ -7,7 +7,6 @@ everything, and every way a file can be wrong is a `GateError` of ONE line.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -19,8 +18,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pytest_fanout.artifacts import (
+    fingerprint_settings,
+    mask_argv,
+    mask_data,
+    mask_text,
+    write_json,
+)
 from pytest_fanout.gate.machine import machine_fingerprint
-from pytest_fanout.gate.redact import fingerprint_settings, redact, redact_all
 from pytest_fanout.gate.schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_file, validate_run
 from pytest_fanout.load.results import EndpointResult, LoadResult
 from pytest_fanout.measure import Measurement
@@ -126,6 +131,9 @@ class Run:
                 records.append((case_id(result.name, row.key), KIND_LOCUST, record))
         cases: list[Case] = []
         seen: dict[str, int] = {}
+        # Masked now, not only when saved: a baseline read back from its (masked) file must
+        # find the same case ids as this run in memory ("/login?token=***").
+        records = [(mask_text(cid), kind, mask_data(record)) for cid, kind, record in records]
         for base, kind, record in records:
             seen[base] = seen.get(base, 0) + 1
             cid = base if seen[base] == 1 else f"{base} #{seen[base]}"
@@ -147,16 +155,30 @@ class Run:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the run as JSON (parents created); a failure is a one-line GateError."""
+        """Write the run as JSON (parents created), atomically: a failed write keeps the old
+        file whole and a reader never sees half a run; a failure is a one-line GateError.
+        Credentials are masked (`artifacts.mask_data`): a saved run travels."""
         target = Path(path)
+        data = self.to_dict()
+        if isinstance(data["context"].get("argv"), list):
+            data["context"] = {**data["context"], "argv": mask_argv(data["context"]["argv"])}
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            data = redact_all(self.to_dict())  # a saved run travels: no credential in it
-            text = json.dumps(data, indent=1, allow_nan=False) + "\n"
-            target.write_text(text, encoding="utf-8")
-        except (OSError, ValueError) as exc:
+            write_json(target, data, indent=1)
+        except OSError as exc:
             raise GateError(f"cannot write {path}: {error_reason(exc)}") from None
         return target
+
+    def keeps_baseline(self, path: str | os.PathLike[str], failed: int) -> str:
+        """Why saving this run to `path` would wrongly replace a baseline ("" when it would
+        not): an existing file is not overwritten by a session with failed tests or no cases
+        (`--fanout-save-failed` saves anyway)."""
+        if not Path(path).is_file():
+            return ""
+        if failed:
+            return f"{failed} test(s) failed"
+        if not self.cases:
+            return "the session measured no case"
+        return ""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], role: str = "baseline") -> Run:
@@ -187,7 +209,7 @@ class Run:
             # An older file holds clear values: keep only what a new one would.
             context["settings"] = fingerprint_settings(context["settings"])
         if isinstance(context.get("argv"), list):
-            context["argv"] = [redact(str(arg)) for arg in context["argv"]]
+            context["argv"] = mask_argv(str(arg) for arg in context["argv"])
         extra = {k: v for k, v in data.items() if k not in _RUN_KEYS}
         return cls(cases, context, str(data.get("created", "")), source, extra)
 
@@ -248,7 +270,7 @@ def collect_context(
         "fingerprint": machine_fingerprint(),
         # Names and fingerprints of values only: a saved run travels as a CI artifact.
         "settings": fingerprint_settings(app_settings(app_env, hide)),
-        "argv": [redact(arg) for arg in sys.argv[1:]],
+        "argv": mask_argv(sys.argv[1:]),
     }
 
 

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_fanout.artifacts import mask_text as redact
 from pytest_fanout.gate.machine import fingerprint_difference
 from pytest_fanout.gate.metrics import Metric, Values
-from pytest_fanout.gate.redact import redact
 from pytest_fanout.gate.rules import GateConfig, Rule
 from pytest_fanout.gate.runs import KIND_LOCUST, KIND_MEASUREMENT, Case, Run
 from pytest_fanout.gate.stats import (

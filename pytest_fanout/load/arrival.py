@@ -33,7 +33,6 @@ threshold check, so thresholds judge the exact, intended-start latency.
 from __future__ import annotations
 
 import functools
-import json
 import random
 import sys
 import time
@@ -49,7 +48,7 @@ from locust import constant, events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from pytest_fanout._table import render_text
+from pytest_fanout.artifacts import render_text, write_json
 from pytest_fanout.limits import ExitCode
 from pytest_fanout.load.exact import (
     EXACT_SUFFIX,
@@ -507,9 +506,7 @@ def _write_exact_file(environment: Environment) -> None:
         },
         "open_model": result.to_dict() if result is not None else None,
     }
-    path = Path(f"{prefix}{EXACT_SUFFIX}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
+    write_json(Path(f"{prefix}{EXACT_SUFFIX}"), data, indent=None)
 
 
 @events.quitting.add_listener

@@ -20,7 +20,6 @@ generator, not the service).
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -29,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_fanout._table import render_markdown, render_text
+from pytest_fanout.artifacts import render_markdown, render_text, write_figure, write_text
+from pytest_fanout.artifacts import write_json as write_json_file
 
 __all__ = [
     "CapacityResult",
@@ -396,9 +396,7 @@ def write_markdown(
         "",
         render_markdown(_HEADERS, _rows(results)),
     ]
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _rows(results: list[CapacityResult]) -> list[list[object]]:
@@ -422,9 +420,7 @@ def write_json(results: list[CapacityResult], path: str | Path) -> None:
     """One object per path; the machine it ran on goes with each (figures are per machine)."""
     machine = _machine()
     data = [{**result.to_dict(), "machine": machine} for result in results]
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(data, indent=2) + "\n")
+    write_json_file(path, data)
 
 
 def _machine() -> dict[str, Any]:
@@ -497,11 +493,11 @@ def write_png(results: list[CapacityResult], path: str | Path) -> None:
     axes.set_title("p95 against arrival rate (circled: the capacity; x: broke the SLO)")
     axes.legend()
     axes.grid(True, which="both", alpha=0.3)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(target, dpi=100)
-    plt.close(figure)
+    try:
+        write_figure(path, figure, dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def have_matplotlib() -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from pytest_fanout.artifacts import write_text
+
 
 class SpecFileError(ValueError):
     """The spec file cannot be read or written; `str()` is one line."""
@@ -85,6 +87,8 @@ def write_routes(path: str | Path, routes: Mapping[str, list[dict[str, Any]]]) -
         array.multiline(True)
         table["routes"] = array
     try:
-        path.write_text(tomlkit.dumps(document), encoding="utf-8")
+        # Atomic: a failed write (disk full, a file-size limit) leaves the user's file whole.
+        # Not masked as text (that would break TOML): the routes were masked when recorded.
+        write_text(path, tomlkit.dumps(document), mask=False)
     except OSError as exc:
-        raise SpecFileError(f"{path}: cannot be written: {exc}") from None
+        raise SpecFileError(f"{path}: cannot be written: {exc.strerror or exc}") from None

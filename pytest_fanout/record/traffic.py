@@ -2,9 +2,12 @@
 
 One route per method and path: the most frequent status, the last answer
 with that status (JSON as `json`, other text as `body`), the response headers
-that are neither hop-by-hop nor sensitive, and the latency distribution as
+that are neither hop-by-hop nor credentials, and the latency distribution as
 `delay_ms` (the median) and `p99_ms` (the 99th percentile, when it is above
 the median: the stub then draws log-normal delays with that median and tail).
+A route goes into the user's pyproject.toml, so what it keeps passes the one
+secret policy (`artifacts`): credential headers dropped, secrets inside the
+other headers and in the body (`access_token`, a presigned URL) masked.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_fanout.artifacts import mask_data, mask_text, safe_headers
 from pytest_fanout.limits import HTTP_METHODS
 
-#: Response headers never written into a route: the transport's own, and credentials.
-DROPPED_HEADERS = frozenset(
+#: Response headers never written into a route: the transport's own (credentials are
+#: `artifacts.safe_headers`' to drop).
+TRANSPORT_HEADERS = frozenset(
     {
         "connection",
         "keep-alive",
@@ -29,13 +34,6 @@ DROPPED_HEADERS = frozenset(
         "content-encoding",
         "date",
         "server",
-        "set-cookie",
-        "set-cookie2",
-        "cookie",
-        "authorization",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "www-authenticate",
         "upgrade",
         "trailer",
         "te",
@@ -43,8 +41,6 @@ DROPPED_HEADERS = frozenset(
         "strict-transport-security",
     }
 )
-#: A header whose name holds one of these is taken for a credential and dropped.
-SENSITIVE_WORDS = ("token", "secret", "key", "auth", "session", "cookie", "signature", "csrf")
 #: A path a route holds literally (its raw, percent-encoded form has no braces or spaces).
 _LITERAL_PATH = re.compile(r"^/[^{}?#\s]*$")
 #: Bodies longer than this are not written into the spec (a route keeps its status).
@@ -67,14 +63,9 @@ class Exchange:
 
 
 def kept_headers(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    """The response headers a route may repeat (lower-case names; credentials dropped)."""
-    kept = {}
-    for name, value in headers:
-        lower = name.lower()
-        if lower in DROPPED_HEADERS or any(word in lower for word in SENSITIVE_WORDS):
-            continue
-        kept[lower] = value
-    return kept
+    """The response headers a route may repeat (lower-case names; transport headers and
+    credentials dropped, secrets in the values masked)."""
+    return safe_headers((k, v) for k, v in headers if k.lower() not in TRANSPORT_HEADERS)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -111,7 +102,7 @@ def _answer(exchange: Exchange) -> dict[str, Any]:
     content_type = headers.get("content-type", "")
     body = exchange.body
     if content_type.startswith("text/event-stream"):
-        events = parse_events(body.decode("utf-8", errors="replace"))
+        events = mask_data(parse_events(body.decode("utf-8", errors="replace")))
         if events:
             del headers["content-type"]  # what an events= route sends anyway
             return {"events": events, **({"headers": headers} if headers else {})}
@@ -125,12 +116,12 @@ def _answer(exchange: Exchange) -> dict[str, Any]:
         else:
             if content_type == "application/json":
                 del headers["content-type"]  # what a json= route sends anyway
-            return {"json": value, **({"headers": headers} if headers else {})}
+            return {"json": mask_data(value), **({"headers": headers} if headers else {})}
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return {"headers": headers} if headers else {}
-    return {"body": text, **({"headers": headers} if headers else {})}
+    return {"body": mask_text(text), **({"headers": headers} if headers else {})}
 
 
 def routes_from(exchanges: list[Exchange]) -> list[dict[str, Any]]:

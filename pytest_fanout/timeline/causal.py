@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_fanout._table import render_text
+from pytest_fanout.artifacts import render_text
 from pytest_fanout.servers.calllog import route_key
 from pytest_fanout.timeline.calls import RequestTimeline, request_timeline, set_experiment
 

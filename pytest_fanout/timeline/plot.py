@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_fanout.artifacts import mask_text, write_figure
+
 if TYPE_CHECKING:
     from pytest_fanout.timeline.waterfall import Waterfall
 
@@ -49,23 +51,23 @@ def save_image(waterfall: Waterfall, target: Path) -> None:
             axes.broken_barh(spans, (index - 0.3, 0.6), color=colour, alpha=0.85)
         text = f" {(end - start) * 1000:.1f} ms" + (f", {note}" if note else "")
         axes.text((start * 1000) + width_ms, index, text, va="center", fontsize=7)
-    axes.set_yticks(range(len(rows)), [r[1] for r in rows], fontsize=8)
+    axes.set_yticks(range(len(rows)), [mask_text(r[1]) for r in rows], fontsize=8)
     axes.invert_yaxis()
     axes.set_xlim(0, waterfall.timeline.duration_s * 1000 * 1.5 or 1)
     axes.set_xlabel("ms since the request was sent")
     axes.set_title(
-        f"{waterfall.title}: {waterfall.timeline.duration_s * 1000:.1f} ms, "
+        f"{mask_text(waterfall.title)}: {waterfall.timeline.duration_s * 1000:.1f} ms, "
         f"{waterfall.calls} call(s)",
         fontsize=10,
     )
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     kind = target.suffix.lstrip(".").lower()
-    try:
+    try:  # drawn in memory, then written atomically
         if kind == "svg":
             with matplotlib.rc_context(_SVG_SETTINGS):
-                figure.savefig(target, format="svg", metadata={"Date": None})
+                write_figure(target, figure, format="svg", metadata={"Date": None})
         else:
-            figure.savefig(target, format=kind, dpi=120)
+            write_figure(target, figure, format=kind, dpi=120)
     except OSError as exc:
         raise WaterfallError(f"cannot write {target}: {exc.strerror}") from None

@@ -156,8 +156,10 @@ class Waterfall:
             text = f"{self.mermaid()}\n\n```\n{self}\n```\n"
         else:
             text = json.dumps(self.to_dict(), indent=2) + "\n"
+        from pytest_fanout.artifacts import write_text
+
         try:
-            target.write_text(text, encoding="utf-8")
+            write_text(target, text)
         except OSError as exc:
             raise WaterfallError(f"cannot write {target}: {exc.strerror}") from None
         return target

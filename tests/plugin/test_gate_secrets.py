@@ -103,3 +103,44 @@ def test_a_credential_on_the_command_line_is_redacted_in_the_saved_run(
     assert result.ret == 0, result.stdout.str()
     saved = (pytester.path / "run.json").read_text()
     assert SECRETS[1] not in saved and "API_TOKEN=***" in saved
+
+
+#: Issue 32 item 3: the forms main kept in clear in `context.argv`.
+ARGV_PLANTED = {
+    "--fanout-app-env=STRIPE_KEY=sk_live_planted0a1b": "sk_live_planted0a1b",
+    "--fanout-app-env=DB_PASS=planted-db-2c3d": "planted-db-2c3d",
+    "--fanout-app-env=HOOK=https://hooks.example/x?sig=planted-sig-4e5f": "planted-sig-4e5f",
+    "--fanout-app-env=MAPS=https://maps.example/?key=planted-key-6a7b": "planted-key-6a7b",
+}
+
+
+def test_secrets_in_every_argv_form_are_masked_in_the_saved_run(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(f"[pytest]\nfanout_app_dir = {REPO}\n")
+    pytester.makeconftest(
+        "def pytest_addoption(parser):\n    parser.addoption('--api-key', default=None)\n"
+    )
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    args = [*ARGV_PLANTED, "--api-key", "planted-next-8c9d", "-o", "pass=planted-pass-0e1f"]
+    result = inner(pytester, "--fanout-save=run.json", *args)
+    assert result.ret == 0, result.stdout.str()
+    saved = (pytester.path / "run.json").read_text()
+    for secret in [*ARGV_PLANTED.values(), "planted-next-8c9d", "planted-pass-0e1f"]:
+        assert secret not in saved, secret
+    assert "STRIPE_KEY=***" in saved and "--api-key" in saved  # the names stay
+
+
+def test_a_failed_session_keeps_the_baseline_unless_asked(pytester: pytest.Pytester) -> None:
+    """Issue 32: a session whose tests failed does not replace the baseline by default."""
+    pytester.makeini(f"[pytest]\nfanout_app_dir = {REPO}\n")
+    pytester.makepyfile(test_fails="def test_fails():\n    assert False\n")
+    baseline = pytester.path / "base.json"
+    baseline.write_text("kept\n")
+    result = inner(pytester, "--fanout-save=base.json")
+    assert result.ret == 1
+    assert baseline.read_text() == "kept\n"
+    result.stdout.fnmatch_lines(["*fanout gate: not saved: 1 test(s) failed*--fanout-save-failed*"])
+    forced = inner(pytester, "--fanout-save=base.json", "--fanout-save-failed")
+    assert forced.ret == 1
+    assert '"schema"' in baseline.read_text()

@@ -76,8 +76,8 @@ def test_a_sane_file_with_a_paired_surrogate_escape_still_loads(tmp_path: Path) 
 
 
 def test_an_old_file_with_clear_settings_loads_with_fingerprints_only(tmp_path: Path) -> None:
+    from pytest_fanout.artifacts import fingerprint_value
     from pytest_fanout.gate import GateConfig, compare_runs
-    from pytest_fanout.gate.redact import fingerprint_value
 
     data = good_run()
     data["context"] = {

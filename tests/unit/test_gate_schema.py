@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_fanout.artifacts import fingerprint_value
 from pytest_fanout.gate import GateConfig, GateError, Run, compare_runs
-from pytest_fanout.gate.redact import fingerprint_value
 from pytest_fanout.gate.runs import collect_context
 from pytest_fanout.gate.schema import SchemaError, read_json
 from pytest_fanout.measure import Measurement
