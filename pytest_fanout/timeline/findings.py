@@ -18,14 +18,23 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pytest_fanout.servers.calllog import route_key
 from pytest_fanout.timeline.calls import RequestTimeline, request_timeline, set_experiment
 from pytest_fanout.timeline.groups import Group, rounds
 
-if TYPE_CHECKING:
-    from pytest_fanout.timeline.waterfall import Waterfall
+
+class Waterfall(Protocol):
+    """What the findings read off a waterfall (`timeline.waterfall.Waterfall` is one): the
+    request's calls, their groups, its title and the upstreams in order of first call."""
+
+    timeline: RequestTimeline
+    groups: list[Group]
+    title: str
+
+    @property
+    def upstreams(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)

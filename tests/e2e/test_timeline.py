@@ -199,7 +199,7 @@ def test_critical_path_command(tmp_path: Path) -> None:
 
 def test_critical_path_command_bad_input_is_one_line(tmp_path: Path) -> None:
     result = _fanout_cli("critical-path", "/x", "--save", str(tmp_path / "cp.txt"))
-    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "give a .json file" in result.stderr
 
 
