@@ -30,6 +30,7 @@ import httpx2  # noqa: E402
 from pytest_fanout._argtypes import non_negative_float, positive_int  # noqa: E402
 from pytest_fanout._table import render_text  # noqa: E402
 from pytest_fanout.measure import measure  # noqa: E402
+from pytest_fanout.measurement import Request  # noqa: E402
 from pytest_fanout.servers.stack import DEFAULT_APP, Stack  # noqa: E402
 from pytest_fanout.servers.upstream import Behaviour  # noqa: E402
 
@@ -76,8 +77,8 @@ def run(n: int, delay_ms: float, rounds: int, repeat: int) -> dict[str, list[flo
                     m = measure(
                         client,
                         stack.app.url,
-                        path,
-                        upstream=stack.upstream,
+                        Request(path),
+                        upstreams=stack.upstreams,
                         app=stack.app,
                         repeat=repeat,
                         warmup=1,

@@ -277,7 +277,7 @@ def configure_patterns(parser: argparse.ArgumentParser) -> None:
 def run_patterns(args: argparse.Namespace) -> int:
     import httpx2
 
-    from pytest_fanout.measure import MeasurementError
+    from pytest_fanout.measurement import MeasurementError
     from pytest_fanout.patterns import patterns_table, run_patterns
 
     # The patterns are the reference app's routes: only the delay comes from [tool.fanout].
@@ -373,12 +373,15 @@ def json_body(text: str | None) -> object:
 def run_measure(args: argparse.Namespace) -> int:
     import httpx2
 
-    from pytest_fanout.measure import MeasurementError, measure
+    from pytest_fanout.measure import measure
+    from pytest_fanout.measurement import MeasurementError, Request
     from pytest_fanout.patterns import measurement_report
 
-    if not args.path.startswith("/"):
-        raise CommandError(f"the path {args.path!r} must start with /", ExitCode.USAGE)
     body = json_body(args.json_body)
+    try:
+        request = Request(args.path, args.method, json=body, expect_status=args.expect_status)
+    except ValueError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
     waterfall_target = _waterfall_target(args.waterfall)
     spec = spec_from(args)
     timeout = spec.request_timeout
@@ -392,16 +395,13 @@ def run_measure(args: argparse.Namespace) -> int:
             m = measure(
                 client,
                 stack.app.url,
-                args.path,
+                request,
                 upstreams=stack.upstreams,
                 app=stack.app,
                 repeat=args.repeat,
                 warmup=1,
-                method=args.method,
-                json=body,
                 n=args.n,
                 concurrency=args.concurrency,
-                expect_status=args.expect_status,
             )
         except MeasurementError as exc:
             raise CommandError(str(exc).splitlines()[0]) from None

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import httpx2
 
 from pytest_fanout._table import render_text
-from pytest_fanout.diagnose import diagnose, headline
-from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.diagnosis import diagnose, headline
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers.stack import DEFAULT_APP, DEFAULT_UPSTREAM, Stack
 from pytest_fanout.servers.upstream import Behaviour
 
@@ -79,8 +80,8 @@ def run_patterns(
             m = measure(
                 client,
                 stack.app.url,
-                path,
-                upstream=stack.upstream,
+                Request(path),
+                upstreams=stack.upstreams,
                 app=stack.app,
                 repeat=repeat,
                 warmup=1,

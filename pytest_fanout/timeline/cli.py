@@ -66,14 +66,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import httpx2
 
-    from pytest_fanout.measure import MeasurementError, request_kwargs
+    from pytest_fanout.measurement import MeasurementError, Request
     from pytest_fanout.timeline.causal import critical_path
     from pytest_fanout.timeline.session import make_sender
     from pytest_fanout.timeline.waterfall import Waterfall
 
-    if not args.path.startswith("/"):
-        raise CommandError(f"the path {args.path!r} must start with /", ExitCode.USAGE)
     body = json_body(args.json_body)
+    try:
+        request = Request(args.path, args.method, json=body, expect_status=args.expect_status)
+    except ValueError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
     save = Path(args.save) if args.save else None
     if save is not None and (save.suffix != ".json" or not save.parent.is_dir()):
         raise CommandError(
@@ -86,21 +88,13 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), ExitCode.USAGE) from None
     with stack, httpx2.Client(timeout=spec.request_timeout) as client:
         assert stack.app is not None
-        send = make_sender(
-            client,
-            stack.app,
-            stack.app.url,
-            args.path,
-            method=args.method,
-            expect_status=args.expect_status,
-            **request_kwargs(json=body),
-        )
+        send = make_sender(client, stack.app, stack.app.url, request)
         try:
             result = critical_path(
                 send,
                 stack.upstreams,
-                method=args.method,
-                path=args.path,
+                method=request.method,
+                path=request.path,
                 budget_s=args.budget_s,
                 extra_ms=args.extra_ms,
             )

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout.diagnose import diagnose
-from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.diagnosis import diagnose
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
 from pytest_fanout.servers.upstream import Behaviour
 
@@ -53,8 +54,8 @@ def take(
     return measure(
         client,
         stack.app.url,
-        path,
-        upstream=stack.upstream,
+        Request(path),
+        upstreams=stack.upstreams,
         app=stack.app,
         repeat=2,
         warmup=1,

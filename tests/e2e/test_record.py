@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout import StubUpstreamServer
+from pytest_fanout.servers import StubUpstreamServer
 from pytest_fanout.servers.upstream import Behaviour
 
 #: The real service's latency: the recorded median can only be at or above it.

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout import RouteError, StubUpstreamServer
+from pytest_fanout import RouteError
+from pytest_fanout.servers import StubUpstreamServer
 from pytest_fanout.servers.upstream import Behaviour
 
 HANDLERS = """

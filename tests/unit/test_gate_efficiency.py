@@ -12,7 +12,7 @@ import asyncio
 import httpx2
 import pytest
 
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 from pytest_fanout.servers.upstream import Behaviour, StubUpstream
 
 
