@@ -269,3 +269,20 @@ def test_a_measurement_keeps_only_the_longest_stalls() -> None:
     assert len(m.stalls) == MAX_STALLS
     assert m.stalls[0] == {"duration_s": 1.0}
     assert {"duration_s": 0.0} not in m.stalls
+
+
+def test_the_fixture_builds_one_request_from_a_tests_keywords_or_takes_one() -> None:
+    from pytest_fanout.fixture import _one_request
+
+    built = _one_request("/orders", None, "post", {"id": 1}, None, {"x-k": "v"}, 201)
+    assert built == Request(
+        "/orders", "POST", json={"id": 1}, headers={"x-k": "v"}, expect_status=201
+    )
+    given = Request("/x", "PUT", content=b"1")
+    assert _one_request(None, given, "GET", None, None, None, 200) is given
+    with pytest.raises(TypeError, match="not both"):
+        _one_request("/x", given, "GET", None, None, None, 200)
+    with pytest.raises(TypeError, match="not both"):
+        _one_request(None, given, "POST", None, None, None, 200)
+    with pytest.raises(TypeError, match="give the path"):
+        _one_request(None, None, "GET", None, None, None, 200)
