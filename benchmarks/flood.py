@@ -45,7 +45,7 @@ from app.settings import TRANSPORTS  # noqa: E402
 from benchmarks.procfs import status_kib  # noqa: E402
 from pytest_fanout.artifacts import render_markdown  # noqa: E402
 from pytest_fanout.limits import DEFAULT_APP, Behaviour, int_between, positive_float  # noqa: E402
-from pytest_fanout.measure import percentile  # noqa: E402
+from pytest_fanout.measurement import percentile  # noqa: E402
 from pytest_fanout.servers.process import ServerStartError  # noqa: E402
 from pytest_fanout.servers.stack import Stack  # noqa: E402
 

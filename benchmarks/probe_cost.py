@@ -35,6 +35,7 @@ from pytest_fanout.limits import (  # noqa: E402
     positive_int,
 )
 from pytest_fanout.measure import measure  # noqa: E402
+from pytest_fanout.measurement import Request  # noqa: E402
 from pytest_fanout.servers.stack import Stack  # noqa: E402
 
 TARGET = 0.03
@@ -80,8 +81,8 @@ def run(n: int, delay_ms: float, rounds: int, repeat: int) -> dict[str, list[flo
                     m = measure(
                         client,
                         stack.app.url,
-                        path,
-                        upstream=stack.upstream,
+                        Request(path),
+                        upstreams=stack.upstreams,
                         app=stack.app,
                         repeat=repeat,
                         warmup=1,

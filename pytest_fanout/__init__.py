@@ -13,70 +13,74 @@ from typing import TYPE_CHECKING
 
 from pytest_fanout.limits import lazy_names
 
-#: Public name -> the module that holds it, imported on first use (PEP 562): pytest
-#: loads this package in every run of every project where it is installed, so its
-#: import must stay light (benchmarks/entry_import.py; tests/unit/test_entry_import.py).
+#: The public API, listed once: what a user's test or conftest names (the test-writing API),
+#: name -> the module that holds it, imported on first use (PEP 562). pytest loads this
+#: package in every run of every project where it is installed, so its import must stay
+#: light (benchmarks/entry_import.py; tests/unit/test_entry_import.py). The machinery
+#: (AppServer, Stack, StubUpstreamServer, ServerProcess...) is `pytest_fanout.servers`'s.
 _PUBLIC = {
-    "FanoutAssertionError": "pytest_fanout.assertions",
-    "Finding": "pytest_fanout.diagnose",
-    "diagnose": "pytest_fanout.diagnose",
     "Fanout": "pytest_fanout.fixture",
+    "FanoutSession": "pytest_fanout.plugin",
+    "FanoutAssertionError": "pytest_fanout.assertions",
+    "Finding": "pytest_fanout.diagnosis",
+    "diagnose": "pytest_fanout.diagnosis",
+    "FanoutWarning": "pytest_fanout.measurement",
+    "Measurement": "pytest_fanout.measurement",
+    "MeasurementError": "pytest_fanout.measurement",
+    "Request": "pytest_fanout.measurement",
+    "UpstreamGauges": "pytest_fanout.measurement",
+    "SpecError": "pytest_fanout.spec",
+    "StackSpec": "pytest_fanout.spec",
+    "UpstreamSpec": "pytest_fanout.spec",
+    "Behaviour": "pytest_fanout.limits",
+    "RecordedRequest": "pytest_fanout.servers",
+    "RouteError": "pytest_fanout.servers",
+    "StubRequest": "pytest_fanout.servers",
+    "StubResponse": "pytest_fanout.servers",
+    "StubStream": "pytest_fanout.servers",
+    "CriticalPath": "pytest_fanout.timeline",
+    "TimelineFinding": "pytest_fanout.timeline",
+    "Waterfall": "pytest_fanout.timeline",
     "EndpointResult": "pytest_fanout.load.results",
     "LoadResult": "pytest_fanout.load.results",
     "OpenModelResult": "pytest_fanout.load.results",
     "LoadRunError": "pytest_fanout.load.runner",
     "run_locust": "pytest_fanout.load.runner",
     "Thresholds": "pytest_fanout.load.thresholds",
-    "FanoutWarning": "pytest_fanout.measure",
-    "Measurement": "pytest_fanout.measure",
-    "MeasurementError": "pytest_fanout.measure",
-    "UpstreamGauges": "pytest_fanout.measure",
-    "AppServer": "pytest_fanout.servers",
-    "Behaviour": "pytest_fanout.servers",
-    "RecordedRequest": "pytest_fanout.servers",
-    "RouteError": "pytest_fanout.servers",
-    "ServerProcess": "pytest_fanout.servers",
-    "ServerStartError": "pytest_fanout.servers",
-    "Stack": "pytest_fanout.servers",
-    "StubRequest": "pytest_fanout.servers",
-    "StubResponse": "pytest_fanout.servers",
-    "StubStream": "pytest_fanout.servers",
-    "StubUpstreamServer": "pytest_fanout.servers",
     "ExitCode": "pytest_fanout.limits",
-    "FanoutSession": "pytest_fanout.plugin",
-    "SpecError": "pytest_fanout.spec",
-    "StackSpec": "pytest_fanout.spec",
-    "UpstreamSpec": "pytest_fanout.spec",
-    "CriticalPath": "pytest_fanout.timeline",
-    "TimelineFinding": "pytest_fanout.timeline",
-    "Waterfall": "pytest_fanout.timeline",
 }
 
 if TYPE_CHECKING:
-    from pytest_fanout.assertions import FanoutAssertionError
-    from pytest_fanout.diagnose import Finding, diagnose
-    from pytest_fanout.fixture import Fanout
-    from pytest_fanout.limits import ExitCode
-    from pytest_fanout.load.results import EndpointResult, LoadResult, OpenModelResult
-    from pytest_fanout.load.runner import LoadRunError, run_locust
-    from pytest_fanout.load.thresholds import Thresholds
-    from pytest_fanout.measure import FanoutWarning, Measurement, MeasurementError, UpstreamGauges
-    from pytest_fanout.plugin import FanoutSession
-    from pytest_fanout.servers import (
-        AppServer,
-        Behaviour,
+    # For type checkers and editors, which cannot read _PUBLIC: the same names from the same
+    # modules (tests/unit/test_package.py checks that the two agree).
+    from pytest_fanout.assertions import FanoutAssertionError  # noqa: F401
+    from pytest_fanout.diagnosis import Finding, diagnose  # noqa: F401
+    from pytest_fanout.fixture import Fanout  # noqa: F401
+    from pytest_fanout.limits import Behaviour, ExitCode  # noqa: F401
+    from pytest_fanout.load.results import (  # noqa: F401
+        EndpointResult,
+        LoadResult,
+        OpenModelResult,
+    )
+    from pytest_fanout.load.runner import LoadRunError, run_locust  # noqa: F401
+    from pytest_fanout.load.thresholds import Thresholds  # noqa: F401
+    from pytest_fanout.measurement import (  # noqa: F401
+        FanoutWarning,
+        Measurement,
+        MeasurementError,
+        Request,
+        UpstreamGauges,
+    )
+    from pytest_fanout.plugin import FanoutSession  # noqa: F401
+    from pytest_fanout.servers import (  # noqa: F401
         RecordedRequest,
         RouteError,
-        ServerProcess,
-        ServerStartError,
-        Stack,
         StubRequest,
         StubResponse,
         StubStream,
-        StubUpstreamServer,
     )
-    from pytest_fanout.spec import SpecError, StackSpec, UpstreamSpec
-    from pytest_fanout.timeline import CriticalPath, TimelineFinding, Waterfall
+    from pytest_fanout.spec import SpecError, StackSpec, UpstreamSpec  # noqa: F401
+    from pytest_fanout.timeline import CriticalPath, TimelineFinding, Waterfall  # noqa: F401
 
 
 __getattr__ = lazy_names(__name__, _PUBLIC)
@@ -89,39 +93,4 @@ pytest_plugins = [
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AppServer",
-    "ExitCode",
-    "FanoutSession",
-    "SpecError",
-    "StackSpec",
-    "UpstreamSpec",
-    "Behaviour",
-    "CriticalPath",
-    "EndpointResult",
-    "Fanout",
-    "FanoutAssertionError",
-    "FanoutWarning",
-    "Finding",
-    "LoadResult",
-    "LoadRunError",
-    "Measurement",
-    "MeasurementError",
-    "OpenModelResult",
-    "RecordedRequest",
-    "RouteError",
-    "ServerProcess",
-    "ServerStartError",
-    "Stack",
-    "StubRequest",
-    "StubResponse",
-    "StubStream",
-    "StubUpstreamServer",
-    "Thresholds",
-    "TimelineFinding",
-    "UpstreamGauges",
-    "Waterfall",
-    "diagnose",
-    "run_locust",
-    "__version__",
-]
+__all__ = [*_PUBLIC, "__version__"]

@@ -8,8 +8,8 @@ beside them, and stand in only for a Measurement without a held probe.
 
 from __future__ import annotations
 
-from pytest_fanout.diagnose import LIMIT_KNOBS, finding_for, where_blocked
-from pytest_fanout.measure import Measurement, UpstreamGauges
+from pytest_fanout.diagnosis import LIMIT_KNOBS, finding_for, where_blocked
+from pytest_fanout.measurement import Measurement, UpstreamGauges
 
 
 class FanoutAssertionError(AssertionError):

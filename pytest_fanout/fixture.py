@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from pytest_fanout import assertions
-from pytest_fanout.diagnose import Finding, diagnose
-from pytest_fanout.measure import Measurement, PathShape, measure, send_request
+from pytest_fanout.diagnosis import Finding, diagnose
+from pytest_fanout.measure import measure, send_request
+from pytest_fanout.measurement import Measurement, PathShape, Request
 from pytest_fanout.servers.held import HeldWaves, hold_all, hold_settings
 from pytest_fanout.servers.stack import AppServer, StubUpstreamServer
 
@@ -52,7 +53,8 @@ class Fanout:
         self._shape = shape
         self._client = httpx2.Client(timeout=timeout_s)
         #: How a measurement is taken: `measure`, or what the `pytest_fanout_sampler` hook
-        #: gave (same arguments): the gate's A/B mode alternates this app and the base's.
+        #: gave (same arguments: the client, the app's URL, one `Request`, then measure's
+        #: keywords): the gate's A/B mode alternates this app and the base's.
         self.sampler: Callable[..., Measurement] = sampler or measure
 
     @property
@@ -69,9 +71,9 @@ class Fanout:
 
         A dead app or a timeout is one line (MeasurementError), not a transport traceback."""
         __tracebackhide__ = True
-        return send_request(
-            self._client, self.server, method.upper(), self.server.url + path, path, **kwargs
-        )
+        body = {key: kwargs.pop(key) for key in ("json", "content", "headers") if key in kwargs}
+        request = Request(path, method=method, **body)
+        return send_request(self._client, self.server, self.server.url, request, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> httpx2.Response:
         """One plain GET to the app under test."""
@@ -97,7 +99,7 @@ class Fanout:
 
     def measure(
         self,
-        path: str,
+        path: str | None = None,
         repeat: int = 5,
         warmup: int = 1,
         *,
@@ -110,6 +112,7 @@ class Fanout:
         ideal_s: float | None = None,
         expect_status: int = 200,
         held_probe: bool = True,
+        request: Request | None = None,
     ) -> Measurement:
         """Send `method path` `repeat` times after `warmup` untimed calls, with exact gauges
         for every upstream, and (`held_probe`) one more untimed call with the stubs in
@@ -118,24 +121,22 @@ class Fanout:
         `n` and `concurrency` give the ideal time (upstream delay x the number
         of waves); without them the `pytest_fanout_path_shape` hook is asked.
         `ideal_s` gives the ideal time outright (a fan-out with several stages).
+        `request=Request(...)` is the request already built, in place of `path` and
+        its keywords.
         """
         __tracebackhide__ = True
+        request = _one_request(path, request, method, json, content, headers, expect_status)
         result = self.sampler(
             self._client,
             self.server.url,
-            path,
+            request,
             upstreams=self.upstreams,
             app=self.server,
             repeat=repeat,
             warmup=warmup,
-            method=method,
-            json=json,
-            content=content,
-            headers=headers,
             n=n,
             concurrency=concurrency,
             ideal_s=ideal_s,
-            expect_status=expect_status,
             shape=self._shape,
             held_probe=held_probe,
         )
@@ -214,7 +215,7 @@ class Fanout:
 
     def critical_path(
         self,
-        path: str,
+        path: str | None = None,
         *,
         method: str = "GET",
         json: Any = None,
@@ -224,6 +225,7 @@ class Fanout:
         budget_s: float = 20.0,
         extra_ms: float | None = None,
         record: Measurement | None = None,
+        request: Request | None = None,
     ) -> CriticalPath:
         """How many times `method path` pays each upstream's delay (`.weights`), found by
         slowing each one on purpose; at most `budget_s` seconds. `record=m` keeps the
@@ -231,16 +233,12 @@ class Fanout:
         __tracebackhide__ = True
         from pytest_fanout.timeline.session import run_critical_path
 
+        request = _one_request(path, request, method, json, content, headers, expect_status)
         return run_critical_path(
             self._client,
             self.server,
             self.upstreams,
-            path,
-            method=method,
-            json=json,
-            content=content,
-            headers=headers,
-            expect_status=expect_status,
+            request,
             budget_s=budget_s,
             extra_ms=extra_ms,
             record=record,
@@ -248,13 +246,14 @@ class Fanout:
 
     def timeline_findings(
         self,
-        path: str,
+        path: str | None = None,
         *,
         method: str = "GET",
         json: Any = None,
         content: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
         expect_status: int = 200,
+        request: Request | None = None,
     ) -> list[TimelineFinding]:
         """The waterfall's findings for one request of `method path`, each sequential pair
         of calls tested: is the second call's request the same when the first upstream's
@@ -262,17 +261,29 @@ class Fanout:
         __tracebackhide__ = True
         from pytest_fanout.timeline.session import run_findings
 
-        return run_findings(
-            self._client,
-            self.server,
-            self.upstreams,
-            path,
-            method=method,
-            json=json,
-            content=content,
-            headers=headers,
-            expect_status=expect_status,
-        )
+        request = _one_request(path, request, method, json, content, headers, expect_status)
+        return run_findings(self._client, self.server, self.upstreams, request)
 
     def close(self) -> None:
         self._client.close()
+
+
+def _one_request(
+    path: str | None,
+    request: Request | None,
+    method: str,
+    json: Any,
+    content: bytes | str | None,
+    headers: Mapping[str, str] | None,
+    expect_status: int,
+) -> Request:
+    """The one Request of a `Fanout` call: `request=` as given, or built from the path and
+    the keywords a test writes (`method=`, `json=`...); both at once is a TypeError."""
+    if request is None:
+        if path is None:
+            raise TypeError("give the path to measure (or request=Request(...))")
+        return Request(path, method, json, content, headers, expect_status)
+    given = (json, content, headers) != (None, None, None)
+    if path is not None or given or method != "GET" or expect_status != 200:
+        raise TypeError("give either request= or the path and its keywords, not both")
+    return request

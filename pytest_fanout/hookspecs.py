@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pytest_fanout.load.results import LoadResult
-    from pytest_fanout.measure import Measurement
+    from pytest_fanout.measurement import Measurement
     from pytest_fanout.servers.process import ServerProcess
 
 
@@ -73,9 +73,21 @@ def pytest_fanout_sampler(
 
     Called once per test that uses the ``fanout`` fixture, with the app
     server it measures. Return a callable that takes the place of
-    ``pytest_fanout.measure.measure`` (same arguments, returns a
-    ``Measurement``). The gate's A/B mode (``--fanout-ab``) returns one that
-    alternates every sample between this app and the base commit's.
+    ``pytest_fanout.measure.measure``: the same arguments, that is the
+    client, the app's URL and one ``Request`` (method, path, body, headers,
+    expected status), then ``upstreams=``, ``app=``, ``repeat=``,
+    ``warmup=``, ``n=``, ``concurrency=``, ``ideal_s=``, ``shape=`` and
+    ``held_probe=`` as keywords; it returns a ``Measurement``. The gate's A/B
+    mode (``--fanout-ab``) returns one that alternates every sample between
+    this app and the base commit's::
+
+        from pytest_fanout.measure import measure
+
+        def pytest_fanout_sampler(server, item):
+            def sampler(client, app_url, request, **keywords):
+                print("measuring", request.label)
+                return measure(client, app_url, request, **keywords)
+            return sampler
     """
 
 

@@ -33,7 +33,7 @@ from pytest_fanout.spec import (
 if TYPE_CHECKING:
     from pytest_fanout.fixture import Fanout
     from pytest_fanout.load.results import LoadResult
-    from pytest_fanout.measure import Measurement
+    from pytest_fanout.measurement import Measurement
     from pytest_fanout.servers.process import ServerProcess
     from pytest_fanout.servers.stack import AppServer, Stack, StubUpstreamServer
 
@@ -82,7 +82,7 @@ class FanoutSession:
     def add_workeroutput(self, output: dict[str, Any]) -> None:
         """The controller's side of `to_workeroutput`."""
         if output.get("fanout_measurements"):
-            from pytest_fanout.measure import Measurement
+            from pytest_fanout.measurement import Measurement
 
             self.measurements += [Measurement.from_dict(d) for d in output["fanout_measurements"]]
         if output.get("fanout_load_results"):
@@ -379,7 +379,7 @@ SUMMARY_HEADERS = ["test", "path", "median", "p95", "upstream peak", "efficiency
 def summary_table(measurements: list[Measurement]) -> tuple[list[str], list[list[object]]]:
     """The measurements summary's headers and rows: a first-byte column only when an answer
     was streamed (for the others the first byte is the answer), the finding last."""
-    from pytest_fanout.diagnose import efficiency_cell, headline
+    from pytest_fanout.diagnosis import efficiency_cell, headline
 
     streamed = any(m.streamed for m in measurements)
     headers = [*SUMMARY_HEADERS, "CPU/request", *(["first byte"] if streamed else []), "finding"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from pytest_fanout.measure import ideal_seconds
+from pytest_fanout.measurement import ideal_seconds
 
 
 @dataclass

@@ -32,6 +32,7 @@ from pytest_fanout.spec import (
 
 if TYPE_CHECKING:
     from pytest_fanout.limits import Behaviour
+    from pytest_fanout.measurement import Request
     from pytest_fanout.servers.stack import Stack
 
 
@@ -136,10 +137,16 @@ def add_request_options(parser: argparse.ArgumentParser, *, body_help: str) -> N
     )
 
 
-def check_path(path: str) -> None:
-    """The path a command sends to: it must start with / (exit status 2)."""
-    if not path.startswith("/"):
-        raise CommandError(f"the path {path!r} must start with /", ExitCode.USAGE)
+def request_from(args: argparse.Namespace) -> Request:
+    """The one request a command sends (its path, --method, --json, --expect-status), checked
+    by `Request`'s one normaliser; a bad one is exit status 2."""
+    from pytest_fanout.measurement import Request
+
+    body = json_body(args.json_body)
+    try:
+        return Request(args.path, args.method, json=body, expect_status=args.expect_status)
+    except ValueError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
 
 
 def json_body(text: str | None) -> object:

@@ -15,8 +15,7 @@ from pytest_fanout.cli import (
     CommandError,
     add_request_options,
     add_stack_group,
-    check_path,
-    json_body,
+    request_from,
     spec_from,
     start_stack,
 )
@@ -59,13 +58,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import httpx2
 
-    from pytest_fanout.measure import MeasurementError, request_kwargs
+    from pytest_fanout.measurement import MeasurementError
     from pytest_fanout.timeline.causal import critical_path
     from pytest_fanout.timeline.session import make_sender
     from pytest_fanout.timeline.waterfall import Waterfall
 
-    check_path(args.path)
-    body = json_body(args.json_body)
+    request = request_from(args)
     save = Path(args.save) if args.save else None
     if save is not None and (save.suffix != ".json" or not save.parent.is_dir()):
         raise CommandError(
@@ -75,21 +73,13 @@ def run(args: argparse.Namespace) -> int:
     stack = start_stack(spec)
     with stack, httpx2.Client(timeout=spec.request_timeout) as client:
         assert stack.app is not None
-        send = make_sender(
-            client,
-            stack.app,
-            stack.app.url,
-            args.path,
-            method=args.method,
-            expect_status=args.expect_status,
-            **request_kwargs(json=body),
-        )
+        send = make_sender(client, stack.app, stack.app.url, request)
         try:
             result = critical_path(
                 send,
                 stack.upstreams,
-                method=args.method,
-                path=args.path,
+                method=request.method,
+                path=request.path,
                 budget_s=args.budget_s,
                 extra_ms=args.extra_ms,
             )

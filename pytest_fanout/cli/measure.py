@@ -16,8 +16,7 @@ from pytest_fanout.cli import (
     CommandError,
     add_request_options,
     add_stack_group,
-    check_path,
-    json_body,
+    request_from,
     spec_from,
     start_stack,
 )
@@ -25,7 +24,7 @@ from pytest_fanout.limits import ExitCode
 from pytest_fanout.spec import DEFAULT_UPSTREAM, add_options
 
 if TYPE_CHECKING:
-    from pytest_fanout.measure import Measurement
+    from pytest_fanout.measurement import Measurement
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +56,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import httpx2
 
-    from pytest_fanout.measure import MeasurementError, measure
+    from pytest_fanout.measure import measure
+    from pytest_fanout.measurement import MeasurementError
 
-    check_path(args.path)
-    body = json_body(args.json_body)
+    request = request_from(args)
     waterfall_target = _waterfall_target(args.fanout_waterfall)
     spec = spec_from(args)
     timeout = spec.request_timeout
@@ -71,26 +70,23 @@ def run(args: argparse.Namespace) -> int:
             m = measure(
                 client,
                 stack.app.url,
-                args.path,
+                request,
                 upstreams=stack.upstreams,
                 app=stack.app,
                 repeat=args.repeat,
                 warmup=1,
-                method=args.method,
-                json=body,
                 n=args.n,
                 concurrency=args.concurrency,
-                expect_status=args.expect_status,
             )
         except MeasurementError as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
         except httpx2.TimeoutException:
             raise CommandError(
-                f"{args.method} {args.path} did not answer within {timeout:g}s (--request-timeout)"
+                f"{request.label} did not answer within {timeout:g}s (--request-timeout)"
             ) from None
         except httpx2.HTTPError as exc:
             raise CommandError(
-                f"{args.method} {args.path}: the app did not answer: {type(exc).__name__}: {exc}"
+                f"{request.label}: the app did not answer: {type(exc).__name__}: {exc}"
             ) from None
         waterfall = _save_waterfall(m, stack.upstreams, waterfall_target)
     print(
@@ -139,7 +135,7 @@ def _upstream_rows(m: Measurement) -> list[tuple[str, int, str, int]]:
 
 def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float) -> str:
     """`fanout measure`'s answer: timings, what each upstream saw, loop lag, efficiency."""
-    from pytest_fanout.diagnose import efficiency_cell
+    from pytest_fanout.diagnosis import efficiency_cell
 
     lines = [
         f"{method} {m.path} on {app} (stub upstream delay {delay_ms:g} ms,"
@@ -182,7 +178,7 @@ def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float
 
 def _finding_lines(m: Measurement) -> list[str]:
     """`fanout measure`'s findings (`diagnose`), the most important first."""
-    from pytest_fanout.diagnose import diagnose
+    from pytest_fanout.diagnosis import diagnose
 
     findings = diagnose(m)
     if not findings:

@@ -18,9 +18,10 @@ import httpx2
 from pytest_fanout import limits
 from pytest_fanout.artifacts import render_text
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from
-from pytest_fanout.diagnose import efficiency_cell, headline
+from pytest_fanout.diagnosis import efficiency_cell, headline
 from pytest_fanout.limits import DEFAULT_APP, Behaviour, ExitCode, import_string
-from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers.stack import Stack
 from pytest_fanout.spec import add_options
 
@@ -63,8 +64,8 @@ def run_patterns(
             m = measure(
                 client,
                 stack.app.url,
-                path,
-                upstream=stack.upstream,
+                Request(path),
+                upstreams=stack.upstreams,
                 app=stack.app,
                 repeat=repeat,
                 warmup=1,
@@ -138,7 +139,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pytest_fanout.measure import MeasurementError
+    from pytest_fanout.measurement import MeasurementError
 
     n, max_concurrent = args.fanout_calls, args.fanout_semaphore
     # The patterns are the reference app's routes: only the delay comes from [tool.fanout].

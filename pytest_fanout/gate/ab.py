@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_fanout.gate.runs import GateError
-from pytest_fanout.measure import Measurement, MeasurementError, measure
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Measurement, MeasurementError, Request
 from pytest_fanout.servers import cleanup
 from pytest_fanout.servers.stack import AppServer
 
@@ -156,17 +157,18 @@ class AlternatingSampler:
         self,
         client: Any,
         app_url: str,
-        path: str,
+        request: Request,
         *,
-        upstream: Any = None,
         app: Any = None,
         repeat: int = 5,
         warmup: int = 1,
+        held_probe: bool = True,
         **kwargs: Any,
     ) -> Measurement:
+        """`measure`'s arguments (`upstreams=` and the rest in `kwargs`); the one request
+        goes to both sides."""
         if repeat < 1 or warmup < 0:
             raise ValueError("repeat must be >= 1 and warmup >= 0")
-        held_probe = kwargs.pop("held_probe", True)
         sides = ((app_url, app), (self.base.url, self.base))
         parts: tuple[list[Measurement], list[Measurement]] = ([], [])
         for index in range(repeat):
@@ -176,8 +178,7 @@ class AlternatingSampler:
                     sample = measure(
                         client,
                         url,
-                        path,
-                        upstream=upstream,
+                        request,
                         app=server,
                         repeat=1,
                         warmup=warmup if index == 0 else 0,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pytest_fanout.gate.runs import KIND_LOCUST, KIND_MEASUREMENT, Case, Run
 from pytest_fanout.gate.stats import histogram_sample
 from pytest_fanout.load.results import EndpointResult
-from pytest_fanout.measure import Measurement, percentile
+from pytest_fanout.measurement import Measurement, percentile
 
 #: Samples a side from which `cpu` is gated. A/A sessions (the same commit on both sides,
 #: benchmarks/gate_validation.py) of a service spending 10 ms of CPU a request: over 10

@@ -38,7 +38,7 @@ from pytest_fanout.spec import add_inis, add_options, options_for
 if TYPE_CHECKING:
     from pytest_fanout import gate
     from pytest_fanout.gate.ab import AlternatingSampler, BaseWorktree
-    from pytest_fanout.measure import Measurement
+    from pytest_fanout.measurement import Measurement
     from pytest_fanout.servers.process import ServerProcess
     from pytest_fanout.servers.stack import AppServer
 

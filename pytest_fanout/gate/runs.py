@@ -28,7 +28,7 @@ from pytest_fanout.artifacts import (
 from pytest_fanout.gate.machine import machine_fingerprint
 from pytest_fanout.gate.schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_file, validate_run
 from pytest_fanout.load.results import EndpointResult, LoadResult
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 
 # SCHEMA (what a results file says it is) and SCHEMA_VERSION (bumped when a reader of the
 # old layout would misread the new one) live in `gate.schema`, which checks them.

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 
-from pytest_fanout.measure import percentile
+from pytest_fanout.measurement import percentile
 
 
 def _normal_sf(z: float) -> float:

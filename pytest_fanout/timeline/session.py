@@ -9,12 +9,8 @@ from typing import Any
 
 import httpx2
 
-from pytest_fanout.measure import (
-    Measurement,
-    check_status,
-    request_kwargs,
-    send_request,
-)
+from pytest_fanout.measure import check_status, send_request
+from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.timeline.calls import request_timeline
 from pytest_fanout.timeline.causal import CriticalPath, Send, critical_path
 from pytest_fanout.timeline.findings import TimelineFinding, tested_findings
@@ -48,27 +44,16 @@ def waterfall_of(
     return Waterfall(timeline, title=f"{m.method} {m.path} ({which})")
 
 
-def make_sender(
-    client: httpx2.Client,
-    app: Any,
-    base_url: str,
-    path: str,
-    *,
-    method: str = "GET",
-    expect_status: int = 200,
-    **kwargs: Any,
-) -> Send:
-    """A function that sends `method path` once and returns (sent, answered) on
+def make_sender(client: httpx2.Client, app: Any, base_url: str, request: Request) -> Send:
+    """A function that sends `request` once and returns (sent, answered) on
     time.monotonic(); a wrong status is a MeasurementError."""
-    method = method.upper()
-    url = base_url + path
 
     def send() -> tuple[float, float]:
         __tracebackhide__ = True
         sent = time.monotonic()
-        response = send_request(client, app, method, url, path, **kwargs)
+        response = send_request(client, app, base_url, request)
         answered = time.monotonic()
-        check_status(response, method, path, expect_status)
+        check_status(response, request)
         return sent, answered
 
     return send
@@ -78,30 +63,22 @@ def run_critical_path(
     client: httpx2.Client,
     app: Any,
     upstreams: Mapping[str, Any],
-    path: str,
+    request: Request,
     *,
-    method: str = "GET",
-    json: Any = None,
-    content: bytes | str | None = None,
-    headers: Mapping[str, str] | None = None,
-    expect_status: int = 200,
     budget_s: float = 20.0,
     extra_ms: float | None = None,
     record: Measurement | None = None,
 ) -> CriticalPath:
     """`fanout.critical_path`: the experiment on the stack's app; with `record`, the
     weights (and the unchanged request's waterfall) kept in that Measurement."""
-    send = make_sender(
-        client,
-        app,
-        app.url,
-        path,
-        method=method,
-        expect_status=expect_status,
-        **request_kwargs(json, content, headers),
-    )
+    send = make_sender(client, app, app.url, request)
     result = critical_path(
-        send, upstreams, method=method.upper(), path=path, budget_s=budget_s, extra_ms=extra_ms
+        send,
+        upstreams,
+        method=request.method,
+        path=request.path,
+        budget_s=budget_s,
+        extra_ms=extra_ms,
     )
     if record is not None:
         record.critical_path = result.to_dict()
@@ -111,29 +88,12 @@ def run_critical_path(
 
 
 def run_findings(
-    client: httpx2.Client,
-    app: Any,
-    upstreams: Mapping[str, Any],
-    path: str,
-    *,
-    method: str = "GET",
-    json: Any = None,
-    content: bytes | str | None = None,
-    headers: Mapping[str, str] | None = None,
-    expect_status: int = 200,
+    client: httpx2.Client, app: Any, upstreams: Mapping[str, Any], request: Request
 ) -> list[TimelineFinding]:
     """`fanout.timeline_findings`: one warm-up, one request drawn, each sequential pair
     tested (`findings.independence`)."""
-    send = make_sender(
-        client,
-        app,
-        app.url,
-        path,
-        method=method,
-        expect_status=expect_status,
-        **request_kwargs(json, content, headers),
-    )
+    send = make_sender(client, app, app.url, request)
     send()  # warm-up
     sent, answered = send()
-    timeline = request_timeline(upstreams, method.upper(), path, sent, answered)
+    timeline = request_timeline(upstreams, request.method, request.path, sent, answered)
     return tested_findings(send, upstreams, Waterfall(timeline))

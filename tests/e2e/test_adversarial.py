@@ -19,6 +19,7 @@ import pytest
 
 from pytest_fanout.limits import MAX_ITEM_BODY, Behaviour
 from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Request
 from pytest_fanout.servers.stack import Stack
 from tests.helpers import wait_until
 
@@ -53,8 +54,8 @@ def _still_exact(stack: Stack) -> None:
         m = measure(
             client,
             stack.app.url,
-            "/async/10",
-            upstream=stack.upstream,
+            Request("/async/10"),
+            upstreams=stack.upstreams,
             app=stack.app,
             repeat=2,
             warmup=0,

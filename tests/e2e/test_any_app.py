@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout.diagnose import diagnose
+from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import ServerStartError, Stack
 
 N = 8
@@ -283,8 +284,8 @@ def take(stack: Stack, client: httpx2.Client, path: str, concurrency: int) -> Me
     return measure(
         client,
         stack.app.url,
-        path,
-        upstream=stack.upstream,
+        Request(path),
+        upstreams=stack.upstreams,
         app=stack.app,
         repeat=2,
         warmup=1,

@@ -19,6 +19,7 @@ import pytest
 
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Request
 from pytest_fanout.servers.stack import Stack
 
 N = 20
@@ -140,8 +141,8 @@ def test_the_harness_measures_the_app_whatever_its_client(users_app: Stack) -> N
         gathered = measure(
             client,
             stack.app.url,
-            f"/gather/{N}",
-            upstream=stack.upstream,
+            Request(f"/gather/{N}"),
+            upstreams=stack.upstreams,
             app=stack.app,
             repeat=2,
             warmup=1,
@@ -151,8 +152,8 @@ def test_the_harness_measures_the_app_whatever_its_client(users_app: Stack) -> N
         sequential = measure(
             client,
             stack.app.url,
-            f"/sequential/{N}",
-            upstream=stack.upstream,
+            Request(f"/sequential/{N}"),
+            upstreams=stack.upstreams,
             app=stack.app,
             repeat=1,
             warmup=0,

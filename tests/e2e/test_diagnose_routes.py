@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout.diagnose import diagnose
+from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
 from tests.helpers import REPO
 
@@ -55,7 +56,7 @@ def take(stack: Stack, client: httpx2.Client, path: str, **shape: int) -> Measur
     return measure(
         client,
         stack.app.url,
-        path,
+        Request(path),
         upstreams=stack.upstreams,
         app=stack.app,
         repeat=2,

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout import StubUpstreamServer
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers import StubUpstreamServer
 
 #: The real service's latency: the recorded median can only be at or above it.
 REAL_DELAY_MS = 60

@@ -14,7 +14,8 @@ import pytest
 
 from pytest_fanout.assertions import FanoutAssertionError, assert_streams
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
 from pytest_fanout.servers.sdk_answers import (
     anthropic_message_stream,
@@ -61,11 +62,9 @@ def take(stack: Stack, client: httpx2.Client, path: str) -> Measurement:
     return measure(
         client,
         stack.app.url,
-        path,
+        Request(path, method="POST", json=QUESTION),
         upstreams=stack.upstreams,
         app=stack.app,
-        method="POST",
-        json=QUESTION,
         repeat=2,
         warmup=1,
     )
@@ -137,7 +136,7 @@ def test_an_answer_built_by_the_helper_is_what_the_sdk_reads(stack: Stack) -> No
 
 # A streamed answer's handler ends just after its last byte: the next request of the same
 # measurement waits for it without calling it another test's (no FanoutWarning).
-@pytest.mark.filterwarnings("error::pytest_fanout.measure.FanoutWarning")
+@pytest.mark.filterwarnings("error::pytest_fanout.measurement.FanoutWarning")
 def test_a_streaming_endpoint_is_timed_to_its_first_and_last_byte(stack: Stack) -> None:
     anthropic = stack.upstreams["anthropic"]
     # Ten events at 10 a second after a 50 ms TTFB: the first token (the third event) comes

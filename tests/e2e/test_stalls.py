@@ -12,7 +12,8 @@ import pytest
 
 from pytest_fanout.assertions import FanoutAssertionError, assert_no_blocking
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import ServerStartError, Stack
 from pytest_fanout.servers.callstacks import blocking_line, describe_stall
 from tests.helpers import REPO
@@ -43,7 +44,13 @@ def client() -> Iterator[httpx2.Client]:
 def take(stack: Stack, client: httpx2.Client, path: str) -> Measurement:
     assert stack.app is not None
     return measure(
-        client, stack.app.url, path, upstream=stack.upstream, app=stack.app, repeat=2, warmup=1
+        client,
+        stack.app.url,
+        Request(path),
+        upstreams=stack.upstreams,
+        app=stack.app,
+        repeat=2,
+        warmup=1,
     )
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout import RouteError, StubUpstreamServer
+from pytest_fanout import RouteError
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers import StubUpstreamServer
 
 HANDLERS = """
 import asyncio

@@ -21,9 +21,10 @@ import httpx2
 import pytest
 
 from pytest_fanout.assertions import assert_concurrency
-from pytest_fanout.diagnose import diagnose
+from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import Measurement, measure
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
 from pytest_fanout.servers.held import HoldBoundError
 
@@ -51,19 +52,18 @@ def client() -> Iterator[httpx2.Client]:
         yield client
 
 
-def take(stack: Stack, client: httpx2.Client, path: str, n: int, **kwargs: Any) -> Measurement:
+def take(stack: Stack, client: httpx2.Client, path: str, n: int, **body: Any) -> Measurement:
     assert stack.app is not None
     return measure(
         client,
         stack.app.url,
-        path,
+        Request(path, **body),
         upstreams=stack.upstreams,
         app=stack.app,
         repeat=2,
         warmup=1,
         n=n,
         concurrency=n,
-        **kwargs,
     )
 
 

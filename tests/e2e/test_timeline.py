@@ -18,7 +18,7 @@ import httpx2
 import pytest
 
 from pytest_fanout.fixture import Fanout
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 from pytest_fanout.servers.stack import Stack
 from pytest_fanout.servers.upstream import CONTROL_PREFIX
 from pytest_fanout.timeline import weight_changes

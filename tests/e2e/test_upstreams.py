@@ -17,6 +17,7 @@ import pytest
 from pytest_fanout import FanoutWarning, RouteError
 from pytest_fanout.limits import Behaviour, expand_placeholders
 from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Request
 from pytest_fanout.servers.stack import Stack
 from tests.helpers import wait_until
 
@@ -234,8 +235,8 @@ def test_reset_with_calls_in_flight_then_an_exact_peak(reference: Stack) -> None
         m = measure(
             client,
             reference.app.url,
-            "/async/10",
-            upstream=upstream,
+            Request("/async/10"),
+            upstreams=reference.upstreams,
             app=reference.app,
             repeat=2,
             warmup=0,
@@ -263,8 +264,8 @@ def test_shared_pool_opens_no_connection_after_warm_up(reference: Stack) -> None
         m = measure(
             client,
             reference.app.url,
-            "/async/10",
-            upstream=reference.upstream,
+            Request("/async/10"),
+            upstreams=reference.upstreams,
             app=reference.app,
             repeat=3,
             warmup=1,

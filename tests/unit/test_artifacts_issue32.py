@@ -19,7 +19,7 @@ import tomlkit
 from pytest_fanout.gate import GateConfig, GateError, Run, compare_runs
 from pytest_fanout.gate.report import render_comparison_markdown, render_run_markdown
 from pytest_fanout.gate.runs import collect_context
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 from pytest_fanout.record.spec_file import SpecFileError, write_routes
 from pytest_fanout.record.traffic import Exchange, routes_from
 

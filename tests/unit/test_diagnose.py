@@ -6,8 +6,8 @@ import sysconfig
 
 import pytest
 
-from pytest_fanout.diagnose import KINDS, Finding, diagnose, finding_for, headline
-from pytest_fanout.measure import Measurement
+from pytest_fanout.diagnosis import KINDS, Finding, diagnose, finding_for, headline
+from pytest_fanout.measurement import Measurement
 
 HELPERS = "/srv/shop/shop/helpers.py"
 SLEEP_STALL = {
@@ -347,7 +347,7 @@ def test_the_verdict_does_not_depend_on_the_delay(stall: dict) -> None:
 
 
 def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
-    from pytest_fanout.diagnose import NAMES
+    from pytest_fanout.diagnosis import NAMES
 
     cases = [
         make(peak=1, waves=[1] * 10),

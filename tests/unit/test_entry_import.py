@@ -38,17 +38,36 @@ def test_importing_the_entry_point_and_its_plugins_imports_nothing_heavy() -> No
 
 
 def test_a_public_name_loads_its_module_on_first_use() -> None:
+    # Measurement is light data (no httpx2); Fanout sends requests (httpx2 with it).
     code = (
         "import json, sys\n"
         "import pytest_fanout\n"
         "before = 'httpx2' in sys.modules\n"
         "pytest_fanout.Measurement\n"
-        "print(json.dumps([before, 'httpx2' in sys.modules]))\n"
+        "data = 'httpx2' in sys.modules\n"
+        "pytest_fanout.Fanout\n"
+        "print(json.dumps([before, data, 'httpx2' in sys.modules]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert json.loads(done.stdout) == [False, True]
+    assert json.loads(done.stdout) == [False, False, True]
+
+
+def test_the_measurement_data_loads_without_httpx2_or_the_servers() -> None:
+    # The gate reads saved runs without the measuring machinery: Measurement is plain data.
+    code = (
+        "import json, sys\n"
+        "heavy = ('httpx2', 'pytest_fanout.servers', 'pytest_fanout.measure')\n"
+        "import pytest_fanout.measurement\n"
+        "alone = [m for m in heavy if m in sys.modules]\n"
+        "import pytest_fanout.gate.runs, pytest_fanout.gate.report, pytest_fanout.gate.verdict\n"
+        "print(json.dumps([alone, [m for m in heavy if m in sys.modules]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(done.stdout) == [[], []]
 
 
 def test_a_session_that_uses_no_fanout_fixture_imports_nothing_heavy(

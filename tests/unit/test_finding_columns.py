@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_fanout.cli.patterns import PatternRow, patterns_table
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 from pytest_fanout.plugin import summary_table
 
 STALL = {

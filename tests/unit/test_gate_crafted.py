@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_fanout.gate import GateError, Run
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 
 
 def good_run() -> dict:

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 from pytest_fanout.servers.upstream import StubUpstream
 
 

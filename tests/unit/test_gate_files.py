@@ -11,7 +11,7 @@ import pytest
 
 from pytest_fanout.gate import SCHEMA_VERSION, GateError, Run
 from pytest_fanout.gate.runs import SCHEMA, collect_context
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 
 REPO = Path(__file__).resolve().parents[2]
 TEST = "tests/test_perf.py::test_gather"

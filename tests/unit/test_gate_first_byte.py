@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from pytest_fanout.gate import DEFAULT_FAIL_ON, GateConfig, Run, compare_runs
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 
 FP = {"cpu_model": "test CPU", "cores": 2, "python": "3.11", "os": "Linux", "package": "0"}
 OTHER = {**FP, "cpu_model": "another CPU"}

@@ -23,7 +23,7 @@ from pytest_fanout.gate import (
 from pytest_fanout.gate.runs import KIND_LOCUST
 from pytest_fanout.gate.stats import histogram_sample
 from pytest_fanout.load import EndpointResult, LoadResult, percentile_from_histogram
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 
 TEST = "tests/test_load.py::test_load"
 ASYNC = f"{TEST} GET /async/5"

@@ -17,7 +17,7 @@ from pytest_fanout.gate import GateConfig, Run, compare_runs, render_comparison_
 from pytest_fanout.gate.ab import merge_measurements
 from pytest_fanout.gate.report import chart_label, verdict_reason
 from pytest_fanout.gate.stats import power_note, repeat_needed, smallest_p
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 
 REPO = Path(__file__).resolve().parents[2]
 #: The A/B mode's rules: the defaults and cpu+5%.

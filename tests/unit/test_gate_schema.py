@@ -16,7 +16,7 @@ from pytest_fanout.artifacts import fingerprint_value
 from pytest_fanout.gate import GateConfig, GateError, Run, compare_runs
 from pytest_fanout.gate.runs import collect_context
 from pytest_fanout.gate.schema import SchemaError, read_json
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 
 REPO = Path(__file__).resolve().parents[2]
 

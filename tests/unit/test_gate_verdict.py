@@ -18,7 +18,7 @@ from pytest_fanout.gate import (
     render_comparison_text,
 )
 from pytest_fanout.gate.rules import parse_alpha
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 
 TEST = "tests/test_perf.py::test_gather"
 DELAY = 0.100  # upstream delay: ideal of /async/20 is 100 ms

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_fanout import FanoutAssertionError, Measurement
+from pytest_fanout import FanoutAssertionError, Measurement, Request
 from pytest_fanout.assertions import assert_concurrency, assert_connection_reuse
 
 
@@ -179,12 +179,110 @@ def test_an_unexpected_status_names_where_a_redirect_pointed() -> None:
     from pytest_fanout.measure import unexpected_status
 
     moved = httpx2.Response(301, headers={"location": "/api/price/"})
-    assert unexpected_status("POST", "/api/price", moved, 200) == (
+    assert unexpected_status(Request("/api/price", "POST"), moved) == (
         "POST /api/price answered 301 (a redirect to /api/price/; the harness does not follow "
         "it), expected 200: "
     )
     created = httpx2.Response(201, json={"id": 1})
-    assert unexpected_status("POST", "/orders", created, 200, " (the held probe)") == (
+    assert unexpected_status(Request("/orders", "post"), created, " (the held probe)") == (
         "POST /orders answered 201 (if 201 is this route's success, say expect_status=201), "
         'expected 200 (the held probe): {"id":1}'
     )
+
+
+# ---- the one request value --------------------------------------------------------------
+
+
+def test_a_request_is_normalised_once_and_gives_httpx2_its_keywords() -> None:
+    plain = Request("/x")
+    assert (plain.method, plain.label, plain.expect_status) == ("GET", "GET /x", 200)
+    assert plain.kwargs() == {}
+    headers = {"authorization": "Bearer t"}
+    posted = Request("/orders", "post", json={"id": 1}, headers=headers, expect_status=201)
+    assert posted.method == "POST"
+    assert posted.label == "POST /orders"
+    assert posted.kwargs() == {"json": {"id": 1}, "headers": {"authorization": "Bearer t"}}
+    headers["authorization"] = "changed"  # the request keeps its own copy
+    assert posted.headers == {"authorization": "Bearer t"}
+    raw = Request("/upload", "PUT", content=b"\x00\xff")
+    assert raw.kwargs() == {"content": b"\x00\xff"}
+    with pytest.raises(AttributeError):
+        posted.method = "GET"  # type: ignore[misc]  # frozen: one value, passed on
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"path": "orders"}, "the path 'orders' must start with /"),
+        ({"path": "/x", "expect_status": 99}, "expect_status must be an HTTP status (100-599)"),
+        ({"path": "/x", "expect_status": 600}, "expect_status must be an HTTP status (100-599)"),
+        ({"path": "/x", "expect_status": True}, "expect_status must be an HTTP status"),
+        ({"path": "/x", "json": {}, "content": "a"}, "POST /x: give json= or content=, not both"),
+        ({"path": "/x", "method": "GET /y"}, "is not an HTTP method"),
+        ({"path": "/x", "method": ""}, "is not an HTTP method"),
+    ],
+)
+def test_a_bad_request_is_one_line(kwargs: dict, message: str) -> None:
+    if "json" in kwargs:
+        kwargs["method"] = "post"
+    with pytest.raises(ValueError) as refused:
+        Request(**kwargs)
+    assert message in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_request_round_trips_through_json() -> None:
+    for request in (
+        Request("/x"),
+        Request("/orders", "POST", json={"items": [1, 2]}, headers={"x-k": "v"}),
+        Request("/upload", "PUT", content=b"\x00\xff", expect_status=204),
+        Request("/text", "POST", content="plain"),
+    ):
+        data = json.loads(json.dumps(request.to_dict()))
+        assert Request.from_dict(data) == request
+    assert Request("/x").to_dict() == {"method": "GET", "path": "/x", "expect_status": 200}
+
+
+def test_a_measurement_carries_its_request_and_saves_no_body() -> None:
+    request = Request("/orders", "post", json={"card": "4111"}, expect_status=201)
+    m = Measurement(path="/orders", samples=[0.1], request=request)
+    assert m.request is request
+    assert (m.method, m.path, m.status_code) == ("POST", "/orders", 201)
+    saved = m.to_dict()
+    assert "request" not in saved and "4111" not in json.dumps(saved)
+    loaded = Measurement.from_dict(json.loads(json.dumps(saved)))
+    assert loaded.request == Request("/orders", "POST", expect_status=201)
+    # Built the old way, a Measurement still has its request (without a body).
+    old = Measurement(path="/basket", method="put", samples=[0.1])
+    assert old.request == Request("/basket", "PUT")
+    # A hand-made record whose path is not a request's still loads: its numbers are good.
+    odd = Measurement.from_dict({"path": "custom", "samples": [0.1]})
+    assert odd.request is None and odd.median_s == 0.1
+
+
+def test_a_measurement_keeps_only_the_longest_stalls() -> None:
+    from pytest_fanout.measurement import MAX_STALLS
+
+    m = Measurement(path="/x", samples=[0.1])
+    m.keep_stalls([{"duration_s": i / 100} for i in range(MAX_STALLS)])
+    m.keep_stalls([{"duration_s": 1.0}, {"duration_s": 0.0}])
+    assert len(m.stalls) == MAX_STALLS
+    assert m.stalls[0] == {"duration_s": 1.0}
+    assert {"duration_s": 0.0} not in m.stalls
+
+
+def test_the_fixture_builds_one_request_from_a_tests_keywords_or_takes_one() -> None:
+    from pytest_fanout.fixture import _one_request
+
+    built = _one_request("/orders", None, "post", {"id": 1}, None, {"x-k": "v"}, 201)
+    assert built == Request(
+        "/orders", "POST", json={"id": 1}, headers={"x-k": "v"}, expect_status=201
+    )
+    given = Request("/x", "PUT", content=b"1")
+    assert _one_request(None, given, "GET", None, None, None, 200) is given
+    with pytest.raises(TypeError, match="not both"):
+        _one_request("/x", given, "GET", None, None, None, 200)
+    with pytest.raises(TypeError, match="not both"):
+        _one_request(None, given, "POST", None, None, None, 200)
+    with pytest.raises(TypeError, match="give the path"):
+        _one_request(None, None, "GET", None, None, None, 200)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_fanout.diagnose import blocks_loop, efficiency_cell
-from pytest_fanout.measure import Measurement
+from pytest_fanout.diagnosis import blocks_loop, efficiency_cell
+from pytest_fanout.measurement import Measurement
 from pytest_fanout.spec import parse_upstream
 
 

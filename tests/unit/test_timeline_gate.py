@@ -11,7 +11,7 @@ from pytest_fanout.gate import (
     regression_lines,
     render_comparison_markdown,
 )
-from pytest_fanout.measure import Measurement
+from pytest_fanout.measurement import Measurement
 from pytest_fanout.timeline.calls import Call, RequestTimeline
 from pytest_fanout.timeline.waterfall import Waterfall
 

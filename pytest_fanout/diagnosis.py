@@ -42,7 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_fanout.measure import Measurement, UpstreamGauges, stall_gc_s, stall_held_s
+from pytest_fanout.measurement import Measurement, UpstreamGauges, stall_gc_s, stall_held_s
 from pytest_fanout.servers.callstacks import describe_stall, longest_stall
 
 #: Exact kinds first: a timing finding never displaces one of them.

@@ -1,0 +1,542 @@
+"""What a measurement is: the request sent, the numbers it gave, and their statistics.
+
+Plain data, apart from the machinery that takes it (`pytest_fanout.measure`
+sends the request, holds the stubs, reads the probe): the gate reads saved
+runs, `diagnose` and the assertions judge a `Measurement`, and none of them
+needs httpx2 or the servers to do it. This module imports neither.
+
+A `Measurement` holds what is exact (requests the upstream saw, the
+request's concurrency structure from the held probe) next to what depends on
+the machine (the timed samples: wall time, the peak in flight they reached at
+the configured delay, loop lag, CPU), and relates the wall time to the ideal
+one: with upstream delay d, n calls and concurrency c, the ideal is
+d * ceil(n / c), and efficiency = ideal / median is portable between machines
+where raw seconds are not.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import math
+import re
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: How long the app's own code may hold its event loop before it counts as blocking, whatever
+#: the upstream delay: a blocking call to an upstream holds it for the whole delay (50 ms or
+#: more at the delays tests use), so the verdict is the same at 50, 100 and 200 ms. Garbage
+#: collection and time the loop thread waited for a CPU are not the code's and not counted.
+BLOCKING_LIMIT_S = 0.04
+
+#: Stalls a Measurement keeps (the longest), whatever the number of samples.
+MAX_STALLS = 10
+
+#: (n, concurrency) of a path, or None when unknown: what `pytest_fanout_path_shape` returns.
+PathShape = Callable[[str], "tuple[int, int] | None"]
+
+
+def stall_held_s(stall: Mapping[str, Any]) -> float:
+    """How long the app's own code held the loop in one stall: its duration less its
+    garbage collection, the time the app's threads waited for a CPU, and the stack
+    sampler's own time."""
+    duration, starved = stall.get("duration_s", 0.0), stall.get("starved_s", 0.0)
+    sampler = stall.get("sampler_s", 0.0)  # the probe's own sampling, not the app's code
+    return max(0.0, duration - starved - sampler - stall_gc_s(stall))
+
+
+def stall_gc_s(stall: Mapping[str, Any]) -> float:
+    """The garbage collector's own time in a stall: its wall time less its share of the
+    time the loop waited for a CPU (taken as spread evenly over the stall)."""
+    gc_s, starved = stall.get("gc_s", 0.0), stall.get("starved_s", 0.0)
+    ran = stall.get("ran_s")
+    if ran is not None and ran + starved > 0:
+        return min(ran, gc_s * ran / (ran + starved))
+    return gc_s
+
+
+def ideal_seconds(delay_s: float, n: int, concurrency: int) -> float:
+    """The wall time of a perfect fan-out: delay x the number of waves."""
+    return delay_s * math.ceil(n / max(1, concurrency))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+#: An HTTP method: one token (RFC 9110), upper-cased by `Request`.
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request to the app under test, as a test measures it: every part of the harness
+    that sends it (measure, the held probe, A/B, the critical path, the commands) takes
+    this one value, so its checks and its httpx2 arguments live in one place.
+
+    Bad input is one ValueError line: a path without its leading "/", a status outside
+    100-599, a body given both as `json` and as `content`.
+    """
+
+    path: str
+    method: str = "GET"
+    json: Any = None
+    content: bytes | str | None = None
+    headers: Mapping[str, str] | None = None
+    #: The status a good answer has; any other is a MeasurementError.
+    expect_status: int = 200
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            raise ValueError(f"the path {self.path!r} must start with /")
+        method = self.method.upper() if isinstance(self.method, str) else self.method
+        if not isinstance(method, str) or not _METHOD.fullmatch(method):
+            raise ValueError(f"{self.method!r} is not an HTTP method")
+        status = self.expect_status
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"expect_status must be an HTTP status (100-599), got {status!r}")
+        if self.json is not None and self.content is not None:
+            raise ValueError(f"{method} {self.path}: give json= or content=, not both")
+        object.__setattr__(self, "method", method)
+        if self.headers is not None:
+            object.__setattr__(self, "headers", dict(self.headers))
+
+    @property
+    def label(self) -> str:
+        """`GET /x`: how messages and titles name the request."""
+        return f"{self.method} {self.path}"
+
+    def kwargs(self) -> dict[str, Any]:
+        """httpx2's keyword arguments for the body and headers, only those given."""
+        kwargs: dict[str, Any] = {}
+        if self.json is not None:
+            kwargs["json"] = self.json
+        if self.content is not None:
+            kwargs["content"] = self.content
+        if self.headers:
+            kwargs["headers"] = dict(self.headers)
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the parts given (bytes content as `content_base64`)."""
+        data: dict[str, Any] = {"method": self.method, "path": self.path}
+        if self.json is not None:
+            data["json"] = self.json
+        if isinstance(self.content, bytes):
+            data["content_base64"] = base64.b64encode(self.content).decode("ascii")
+        elif self.content is not None:
+            data["content"] = self.content
+        if self.headers:
+            data["headers"] = dict(self.headers)
+        data["expect_status"] = self.expect_status
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Request:
+        """The request `to_dict` gave (checked again, as any other)."""
+        content = data.get("content")
+        if data.get("content_base64") is not None:
+            content = base64.b64decode(data["content_base64"], validate=True)
+        return cls(
+            path=data["path"],
+            method=data.get("method", "GET"),
+            json=data.get("json"),
+            content=content,
+            headers=data.get("headers"),
+            expect_status=data.get("expect_status", 200),
+        )
+
+
+@dataclass
+class Measurement:
+    """Repeated timings of one path, with the upstream's and the probe's exact counts."""
+
+    path: str
+    samples: list[float]
+    #: Requests the upstream saw during each sample (exact).
+    upstream_requests_per_sample: list[int] = field(default_factory=list)
+    #: Most requests in flight at the upstream during each sample (exact).
+    upstream_peak_per_sample: list[int] = field(default_factory=list)
+    #: Largest event-loop lag in the app during each sample (seconds).
+    loop_lag_per_sample: list[float] = field(default_factory=list)
+    #: CPU seconds the app's process spent during each sample (exact, from the probe).
+    app_cpu_per_sample: list[float] = field(default_factory=list)
+    #: Seconds of garbage collection in the app's process during each sample.
+    app_gc_per_sample: list[float] = field(default_factory=list)
+    #: Threads the app's process started during each sample, at their most (a fan-out on a
+    #: thread pool started per request).
+    app_threads_per_sample: list[int] = field(default_factory=list)
+    n: int | None = None
+    concurrency: int | None = None
+    #: The request's method (and `path` above; the whole request is `request`).
+    method: str = "GET"
+    #: Per named upstream, per sample (exact): requests, peak, connections, rejected, errors.
+    #: The first upstream's requests and peak are also the two lists above.
+    upstream_gauges: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    #: An ideal wall time given by the test (a fan-out with several stages), in seconds.
+    ideal_given_s: float | None = None
+    #: The default upstream's configured delay and jitter while measuring.
+    upstream_delay_s: float | None = None
+    upstream_jitter_s: float = 0.0
+    #: The status every answer had (the request's `expect_status`).
+    status_code: int = 200
+    #: Untimed calls before the samples (with none, the first sample opens the connections).
+    warmup: int = 0
+    #: Failed upstream calls the app reported, summed over samples.
+    app_errors: int = 0
+    #: Who took it: the test's node id, filled in by the plugin.
+    test: str = ""
+    #: The app's event-loop stalls the probe's stack sampler caught, over all samples,
+    #: longest first: {"duration_s", "stacks": [{"count", "frames": [{"file", "line",
+    #: "function"}, ...innermost last]}]} (see pytest_fanout.servers.callstacks to read them).
+    stalls: list[dict[str, Any]] = field(default_factory=list)
+    #: Seconds to the first byte of the answer's body in each sample (the first token of a
+    #: stream); `samples` are the times to its last byte.
+    first_byte_per_sample: list[float] = field(default_factory=list)
+    #: The app streamed its answer (chunked: no length known up front), as an SSE or token
+    #: stream does: exact, from the headers. The gate then judges the first byte too.
+    streamed: bool = False
+    #: When each sample was sent and answered, on time.monotonic() (the stubs' call-log
+    #: clock): the upstream calls inside a window are that sample's (the waterfall).
+    sample_windows: list[tuple[float, float]] = field(default_factory=list)
+    #: The median sample's waterfall (`Waterfall.to_dict()`), once `fanout.waterfall(m)`
+    #: drew it: the gate's report shows it for a regressed case.
+    timeline: dict[str, Any] | None = None
+    #: Causal weights (`CriticalPath.to_dict()`) when the test recorded them
+    #: (`fanout.critical_path(..., record=m)`): portable, compared from any machine.
+    critical_path: dict[str, Any] | None = None
+
+    @property
+    def first_byte_median_s(self) -> float | None:
+        """The median time to the first byte of the body (None for a measurement without)."""
+        return statistics.median(self.first_byte_per_sample) if self.first_byte_per_sample else None
+
+    @property
+    def first_byte_p95_s(self) -> float | None:
+        return percentile(self.first_byte_per_sample, 95) if self.first_byte_per_sample else None
+
+    #: The request's concurrency structure, from the held probe (exact on any machine):
+    #: upstream name -> wave sizes, e.g. {"inventory": [10], "pricing": [1]}; {} when no
+    #: held probe was sent (old data, or `held_probe=False`).
+    structure: dict[str, list[int]] = field(default_factory=dict)
+    #: Wall time of the held probe (seconds): what the structure cost.
+    structure_probe_s: float | None = None
+    #: The request measured, body and headers included. Given, it sets `path`, `method` and
+    #: `status_code`; left out, it is built from them. A saved run keeps those three only
+    #: (a body or a header may hold a secret): loaded, its request has no body, and none at
+    #: all when the file's path or status is not a request's (a hand-made file).
+    request: Request | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.request is None:
+            # A record read from a file whose path or status is not a request's: its numbers
+            # are still good, it just has no request.
+            with contextlib.suppress(ValueError):
+                self.request = Request(
+                    self.path, method=self.method, expect_status=self.status_code
+                )
+        else:
+            self.path, self.method = self.request.path, self.request.method
+            self.status_code = self.request.expect_status
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p95_s(self) -> float:
+        return percentile(self.samples, 95)
+
+    @property
+    def min_s(self) -> float:
+        return min(self.samples)
+
+    @property
+    def max_s(self) -> float:
+        return max(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how noisy the samples were."""
+        return (self.max_s - self.min_s) / self.median_s if self.median_s else 0.0
+
+    @property
+    def upstream_requests(self) -> int:
+        """Requests the upstream saw for one call of the path (the most in any sample)."""
+        return max(self.upstream_requests_per_sample, default=0)
+
+    @property
+    def upstream_peak_inflight(self) -> int:
+        return max(self.upstream_peak_per_sample, default=0)
+
+    @property
+    def loop_lag_max_s(self) -> float:
+        return max(self.loop_lag_per_sample, default=0.0)
+
+    @property
+    def lag_limit_s(self) -> float:
+        """The loop hold that counts as blocking: BLOCKING_LIMIT_S, whatever the delay."""
+        return BLOCKING_LIMIT_S
+
+    @property
+    def blocking_lag_s(self) -> float:
+        """The longest time the app's own code held the loop: the longest stall less its
+        garbage collection and the time the loop waited for a CPU (the sampler's stalls);
+        the raw loop lag when the sampler caught none."""
+        if not self.stalls:
+            return self.loop_lag_max_s
+        return max(stall_held_s(s) for s in self.stalls)
+
+    @property
+    def gc_per_request_s(self) -> float | None:
+        """Seconds of garbage collection in the app per call of the path (median)."""
+        if not self.app_gc_per_sample:
+            return None
+        return statistics.median(self.app_gc_per_sample)
+
+    def waves(self, name: str | None = None) -> list[int] | None:
+        """The held probe's wave sizes at one upstream (the first when None); None when
+        this measurement has no structure."""
+        if not self.structure:
+            return None
+        if name is None:
+            name = self.upstream_names[0] if self.upstream_names else next(iter(self.structure))
+        return list(self.structure.get(name, []))
+
+    def keep_stalls(self, new: list[dict[str, Any]]) -> None:
+        """Add a sample's stalls, keeping the MAX_STALLS longest."""
+        self.stalls.extend(new)
+        self.stalls.sort(key=lambda stall: stall.get("duration_s", 0.0), reverse=True)
+        del self.stalls[MAX_STALLS:]
+
+    @property
+    def cpu_per_request_s(self) -> float | None:
+        """The app's CPU time for one call of the path (median over samples)."""
+        if not self.app_cpu_per_sample:
+            return None
+        return statistics.median(self.app_cpu_per_sample)
+
+    @property
+    def cpu_per_call_s(self) -> float | None:
+        """The app's CPU time per upstream call, where n is known."""
+        cpu = self.cpu_per_request_s
+        if cpu is None or not self.n:
+            return None
+        return cpu / self.n
+
+    @property
+    def upstream_names(self) -> list[str]:
+        """The stack's upstreams, the default (first) one first."""
+        return list(self.upstream_gauges)
+
+    def upstream(self, name: str | None = None) -> UpstreamGauges:
+        """The exact gauges of one upstream (the first when `name` is None)."""
+        if not self.upstream_gauges:
+            raise KeyError("this measurement holds no per-upstream gauges")
+        if name is None:
+            name = next(iter(self.upstream_gauges))
+        if name not in self.upstream_gauges:
+            known = ", ".join(self.upstream_gauges)
+            raise KeyError(f"no upstream named {name!r} (this stack has: {known})")
+        return UpstreamGauges.from_lists(name, self.upstream_gauges[name], self.waves(name))
+
+    @property
+    def connections_per_sample(self) -> list[int]:
+        """New TCP connections per sample, all upstreams summed (warm-up excluded)."""
+        lists = [g.get("connections", []) for g in self.upstream_gauges.values()]
+        return [sum(column) for column in zip(*lists, strict=True)] if lists else []
+
+    @property
+    def connections_opened(self) -> int:
+        """The most new TCP connections accepted in one sample, all upstreams summed."""
+        return max(self.connections_per_sample, default=0)
+
+    @property
+    def applied_delay_s(self) -> float | None:
+        """The delay the default upstream really applied per call (median over samples; the
+        largest call's when one wave holds all n), from the stub's gauge; None in older data."""
+        gauges = next(iter(self.upstream_gauges.values()), {})
+        sums, peaks = gauges.get("delay_ms_sum", []), gauges.get("delay_ms_max", [])
+        requests = gauges.get("requests", [])
+        if not sums or len(sums) != len(requests) or len(peaks) != len(sums):
+            return None
+        one_wave = (
+            self.n is not None and self.concurrency is not None and self.concurrency >= self.n
+        )
+        per_sample = [
+            (peak if one_wave else total / count) / 1000
+            for total, peak, count in zip(sums, peaks, requests, strict=True)
+            if count
+        ]
+        return statistics.median(per_sample) if per_sample else None
+
+    @property
+    def ideal_s(self) -> float | None:
+        if self.ideal_given_s is not None:
+            return self.ideal_given_s
+        if self.n is None or self.concurrency is None:
+            return None
+        applied = self.applied_delay_s
+        delay = applied if applied is not None else self.upstream_delay_s
+        if not delay:
+            return None  # unknown, or delay 0: no ideal time to compare with
+        return ideal_seconds(delay, self.n, self.concurrency)
+
+    @property
+    def efficiency(self) -> float | None:
+        ideal = self.ideal_s
+        if ideal is None or not self.median_s:
+            return None
+        return ideal / self.median_s
+
+    @property
+    def overhead_per_call_s(self) -> float | None:
+        """(median - ideal) / n: the app's own cost per upstream call."""
+        ideal = self.ideal_s
+        if ideal is None or not self.n:
+            return None
+        return (self.median_s - ideal) / self.n
+
+    def to_dict(self) -> dict[str, Any]:
+        """Raw fields plus the derived statistics, JSON-ready."""
+        data = asdict(self)
+        del data["request"]  # its method, path and status are fields; never its body
+        for name in (
+            "median_s",
+            "p95_s",
+            "min_s",
+            "max_s",
+            "spread",
+            "upstream_requests",
+            "upstream_peak_inflight",
+            "loop_lag_max_s",
+            "blocking_lag_s",
+            "cpu_per_request_s",
+            "cpu_per_call_s",
+            "applied_delay_s",
+            "ideal_s",
+            "efficiency",
+            "overhead_per_call_s",
+            "connections_opened",
+            "first_byte_median_s",
+            "first_byte_p95_s",
+        ):
+            data[name] = getattr(self, name)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        names = cls.__dataclass_fields__
+        values = {k: v for k, v in data.items() if k in names and k != "request"}
+        if values.get("structure") is None:
+            values["structure"] = {}  # saved before the held probe existed
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{self.method} {self.path}" if self.method != "GET" else self.path,
+            f"median={self.median_s * 1000:.1f}ms",
+            f"p95={self.p95_s * 1000:.1f}ms",
+            f"n_samples={len(self.samples)}",
+            f"upstream_requests={self.upstream_requests}",
+            f"upstream_peak={self.upstream_peak_inflight}",
+            *([f"structure={self.structure}"] if self.structure else []),
+            f"loop_lag_max={self.loop_lag_max_s * 1000:.1f}ms",
+        ]
+        if self.efficiency is not None:
+            parts.append(f"efficiency={self.efficiency:.2f}")
+        return f"<Measurement {' '.join(parts)}>"
+
+
+class MeasurementError(AssertionError):
+    """The path could not be measured (the app answered with an error, or not at all)."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        #: The app's last log lines, when the app is to blame.
+        self.log_tail = log_tail
+
+
+class FanoutWarning(UserWarning):
+    """Something that makes a measurement less than clean, said in one line."""
+
+
+@dataclass
+class UpstreamGauges:
+    """One upstream's exact gauges in a Measurement: per sample, and the most in one sample."""
+
+    name: str
+    requests_per_sample: list[int]
+    peak_per_sample: list[int]
+    connections_per_sample: list[int]
+    #: Of those, the ones already closed when the sample's request had been answered
+    #: (empty in data saved before the stub counted them).
+    closed_per_sample: list[int] = field(default_factory=list)
+    #: 429 answers by the stub's max_inflight, and error statuses, summed over samples.
+    rejected: int = 0
+    errors: int = 0
+    #: The held probe's wave sizes at this upstream; None without a held probe.
+    waves: list[int] | None = None
+
+    @property
+    def structure_peak(self) -> int | None:
+        """The most calls the code puts in flight at once here (the largest wave), exact."""
+        return None if self.waves is None else max(self.waves, default=0)
+
+    @property
+    def peak_label(self) -> str:
+        """The peak for a table: the held one, with the timed one beside it when lower
+        (`100 (timed 62)`); the timed one alone without a held probe."""
+        held, timed = self.structure_peak, self.peak_inflight
+        if held is None:
+            return str(timed)
+        return str(held) if timed >= held else f"{held} (timed {timed})"
+
+    @property
+    def requests(self) -> int:
+        return max(self.requests_per_sample, default=0)
+
+    @property
+    def peak_inflight(self) -> int:
+        return max(self.peak_per_sample, default=0)
+
+    @property
+    def connections_opened(self) -> int:
+        return max(self.connections_per_sample, default=0)
+
+    @classmethod
+    def from_lists(
+        cls, name: str, data: Mapping[str, list[int]], waves: list[int] | None = None
+    ) -> UpstreamGauges:
+        return cls(
+            waves=waves,
+            name=name,
+            requests_per_sample=list(data.get("requests", [])),
+            peak_per_sample=list(data.get("peak_inflight", [])),
+            connections_per_sample=list(data.get("connections", [])),
+            closed_per_sample=list(data.get("connections_closed", [])),
+            rejected=sum(data.get("rejected", [])),
+            errors=sum(data.get("errors", [])),
+        )
+
+
+#: The per-sample counters kept for each upstream (names in the stub's stats).
+GAUGE_KEYS = (
+    "requests",
+    "peak_inflight",
+    "connections",
+    "connections_closed",
+    "rejected",
+    "errors",
+)
+#: The stub's sum and largest of the delays it applied per sample (ms), for the ideal time.
+DELAY_KEYS = ("delay_ms_sum", "delay_ms_max")
