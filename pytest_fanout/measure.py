@@ -158,17 +158,10 @@ def _tail(app: Any) -> str:
 
 
 def _death(app: Any, wait_s: float = 2.0) -> str | None:
-    """How the app process ended ('signal 9', 'exit status 3'), or None if it still runs."""
-    proc = getattr(app, "proc", None)
-    if proc is None:
-        return None
-    deadline = time.monotonic() + wait_s
-    while wait_s and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)  # the connection broke: give the kernel a moment to reap it
-    code = proc.poll()
-    if code is None:
-        return None
-    return f"signal {-code}" if code < 0 else f"exit status {code}"
+    """How the app process ended (`ServerProcess.death`), or None if it runs (or is no
+    process of ours: a sampler's stand-in)."""
+    death = getattr(app, "death", None)
+    return death(wait_s) if death is not None else None
 
 
 def _app_idle(app: Any, wait_s: float, label: str, *, own: bool = False) -> None:
