@@ -5,7 +5,7 @@ a negative pool or a zero timeout stop the app at start-up with one line that
 names the variable, instead of starting and then failing every request.
 pydantic (already here through FastAPI) does the parsing and gives the reasons.
 
-The README's settings table mirrors `Settings`; keep the two in step.
+The settings table of docs/reference-app.md mirrors `Settings`; keep the two in step.
 """
 
 from __future__ import annotations

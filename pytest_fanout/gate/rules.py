@@ -22,7 +22,7 @@ from pytest_fanout.gate.runs import GateError
 #: the exact structure (any machine); with n and the upstream delay, the portable efficiency.
 #: For Locust rows: a p95 rise and new failures, tested against the noise, and completed
 #: requests halving (or falling to none).
-#: The limits are chosen from benchmarks/gate_validation.py (see the README).
+#: The limits are chosen from benchmarks/gate_validation.py (docs/gating.md).
 DEFAULT_FAIL_ON = (
     "median+10%,p95+25%,first-byte+10%,structure+0,efficiency-15%,"
     "load-p95+25%,fail-ratio+0.01,completed-50%"
