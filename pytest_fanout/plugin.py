@@ -218,10 +218,12 @@ def fanout_upstreams(_fanout_stack: Stack) -> dict[str, StubUpstreamServer]:
     each in its own process: `.url`, `.route()`, `.requests()`, `.stats()`, `.configure()`."""
     from pytest_fanout.servers.process import ServerStartError
 
+    failed: ServerStartError | None = None
     try:
         return _fanout_stack.wait_upstreams()
     except ServerStartError as exc:
-        _fail_start(exc)
+        failed = exc  # failed outside the handler: one line, no chained traceback
+    _fail_start(failed)
 
 
 @pytest.fixture(scope="session")
@@ -236,10 +238,13 @@ def fanout_server(_fanout_stack: Stack) -> Iterator[AppServer]:
     environment variable named for it (started while the stubs finish starting)."""
     from pytest_fanout.servers.process import ServerStartError
 
+    failed: ServerStartError | None = None
     try:
         server = _fanout_stack.start_app()
     except ServerStartError as exc:
-        _fail_start(exc)
+        failed = exc  # failed outside the handler: one line, no chained traceback
+    if failed is not None:
+        _fail_start(failed)
     try:
         yield server
     finally:
