@@ -6,8 +6,9 @@ headers and content (text, or base64 as HAR marks it), and the entry's `time`
 (milliseconds, the whole exchange) as its latency. Anything malformed is one
 line naming the file and the entry. Bounded before anything is held: the file's
 size (`MAX_HAR_BYTES`, checked before it is parsed), its entries
-(`MAX_RECORDED_EXCHANGES`), its nesting (`strict_json_loads`) and each body kept
-(`MAX_RECORDED_BODY`: a longer one is not decoded). An entry with status 0 (the
+(`MAX_RECORDED_EXCHANGES`), an answer's headers (`MAX_RECORDED_HEADERS`), its
+nesting (`strict_json_loads`) and each body kept (`MAX_RECORDED_BODY`: a longer
+one is not decoded). An entry with status 0 (the
 browser got no answer: blocked, aborted) is not an exchange and is left out.
 """
 
@@ -25,6 +26,7 @@ from pytest_fanout.limits import (
     MAX_HAR_BYTES,
     MAX_RECORDED_BODY,
     MAX_RECORDED_EXCHANGES,
+    MAX_RECORDED_HEADERS,
     strict_json_loads,
 )
 from pytest_fanout.record.traffic import Exchange
@@ -59,9 +61,17 @@ def _entry(entry: Any, where: str) -> tuple[str, str, int, tuple, bytes | None, 
     try:
         request, response = entry["request"], entry["response"]
         method, url, status = request["method"], request["url"], response["status"]
-        headers = tuple((h["name"], h["value"]) for h in response.get("headers", []))
+        listed = response.get("headers", [])
+        if len(listed) > MAX_RECORDED_HEADERS:
+            raise HarError(
+                f"{where}: {len(listed)} response headers is above the limit of"
+                f" {MAX_RECORDED_HEADERS} an answer"
+            )
+        headers = tuple((h["name"], h["value"]) for h in listed)
         body = _body(response.get("content", {}))
         latency = float(entry.get("time", 0.0))
+    except HarError:
+        raise
     except (KeyError, TypeError, AttributeError) as exc:
         raise HarError(f"{where}: not a HAR entry (missing or wrong {exc})") from None
     except (binascii.Error, ValueError, UnicodeError) as exc:

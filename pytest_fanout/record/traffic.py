@@ -26,6 +26,7 @@ import tomllib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
@@ -65,7 +66,7 @@ TRANSPORT_HEADERS = frozenset(
         "strict-transport-security",
     }
 )
-#: A path a route holds literally (its raw, percent-encoded form has no braces or spaces).
+#: A path a route can hold (decoded, as the stub matches it: no braces, spaces, ? or #).
 _LITERAL_PATH = re.compile(r"^/[^{}?#\s]*$")
 #: Bodies longer than this are not written into the spec (a route keeps its status).
 MAX_BODY_BYTES = MAX_RECORDED_BODY
@@ -170,36 +171,56 @@ def _answer(exchange: Exchange) -> dict[str, Any]:
     return {"body": mask_text(text), **({"headers": headers} if headers else {})}
 
 
+def _numbered(base: str) -> Any:
+    """A namer of template parameters: {base}, {base2}, {base3}, ..."""
+    numbers = itertools.count(1)
+
+    def name(_: Any = None) -> str:
+        n = next(numbers)
+        return f"{{{base}}}" if n == 1 else f"{{{base}{n}}}"
+
+    return name
+
+
+def route_path(raw: str) -> str | None:
+    """The path a route gets for a path seen on the wire, or None when a route cannot hold
+    it. Percent-decoded, as the stub matches (`/caf%C3%A9` is `/café`); a segment the
+    secret policy would mask (`sk_live_...`, a JWT) becomes a parameter (`{secret}`), so
+    the route matches it and the file never holds it."""
+    path = unquote(raw)
+    if not _LITERAL_PATH.match(path):
+        return None
+    name = _numbered("secret")
+    return "/".join(name() if s and mask_text(s) != s else s for s in path.split("/"))
+
+
 def template_of(path: str) -> str:
     """The path with its id segments folded (`servers.calllog.path_template`), each
     parameter named once: "/a/1/b/2" -> "/a/{id}/b/{id2}"."""
-    numbers = itertools.count(1)
-
-    def name(_: re.Match[str]) -> str:
-        n = next(numbers)
-        return "{id}" if n == 1 else f"{{id{n}}}"
-
-    return re.sub(r"\{id\}", name, path_template(path))
+    return re.sub(r"\{id\}", _numbered("id"), path_template(path))
 
 
 def _groups(exchanges: list[Exchange]) -> dict[tuple[str, str], list[Exchange]]:
     """(method, path) -> its exchanges, in the order first seen; literal paths that differ
     only by an id (two or more of them) share one templated path."""
-    valid = [
-        (exchange.method.upper(), exchange)
-        for exchange in exchanges
-        # a path a route cannot hold as it is (braces would make a template) is left out
-        if exchange.method.upper() in HTTP_METHODS and _LITERAL_PATH.match(exchange.path)
-    ]
-    templates = {exchange.path: template_of(exchange.path) for _, exchange in valid}
-    paths_of = Counter(
-        (method, templates[path]) for method, path in {(m, e.path) for m, e in valid}
-    )
+    paths: dict[str, str | None] = {}  # raw path -> its route path (each worked out once)
+    valid = []
+    for exchange in exchanges:
+        if exchange.method.upper() not in HTTP_METHODS:
+            continue
+        if exchange.path not in paths:
+            paths[exchange.path] = route_path(exchange.path)
+        path = paths[exchange.path]
+        if path is not None:  # a path a route cannot hold is left out
+            valid.append((exchange.method.upper(), path, exchange))
+    templates = {path: template_of(path) for path in set(paths.values()) if path is not None}
+    distinct = {(method, path) for method, path, _ in valid}
+    paths_of = Counter((method, templates[path]) for method, path in distinct)
     groups: dict[tuple[str, str], list[Exchange]] = {}
-    for method, exchange in valid:
-        template = templates[exchange.path]
+    for method, path, exchange in valid:
+        template = templates[path]
         folded = paths_of[(method, template)] > 1
-        groups.setdefault((method, template if folded else exchange.path), []).append(exchange)
+        groups.setdefault((method, template if folded else path), []).append(exchange)
     return groups
 
 
@@ -239,8 +260,10 @@ def check_written(route: dict[str, Any]) -> None:
     try:
         document = tomlkit.document()
         document["route"] = inline_route(route)
-        read = tomllib.loads(tomlkit.dumps(document))["route"]
-    except (TOMLKitError, RecursionError) as exc:
+        text = tomlkit.dumps(document)
+        text.encode()  # the file is UTF-8: a lone surrogate cannot be written
+        read = tomllib.loads(text)["route"]
+    except (TOMLKitError, RecursionError, UnicodeError) as exc:
         raise ValueError(f"cannot be written as TOML: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"would not read back as TOML: {exc}") from None
@@ -251,13 +274,18 @@ def check_written(route: dict[str, Any]) -> None:
 def _culprit(method: str, path: str, seen: list[Exchange], exc: ValueError) -> RecordError:
     """The error naming the first entry that alone gives a route the stack refuses (the
     one whose answer was kept when none does alone)."""
+
+    def error(exchange: Exchange, reason: ValueError) -> RecordError:
+        line = f"{exchange.source} ({method} {exchange.path}): {reason}"
+        # Printable whatever the entry held (a lone surrogate would fail the print itself).
+        return RecordError(line.encode("utf-8", "backslashreplace").decode("utf-8"))
+
     for exchange in seen:
         try:
-            check_written(_route(method, exchange.path, [exchange]))
+            check_written(_route(method, route_path(exchange.path) or path, [exchange]))
         except ValueError as own:
-            return RecordError(f"{exchange.source} ({method} {exchange.path}): {own}")
-    last = seen[-1]
-    return RecordError(f"{last.source} ({method} {last.path}): {exc}")
+            return error(exchange, own)
+    return error(seen[-1], exc)
 
 
 def routes_from(exchanges: list[Exchange], upstream: str = "") -> list[dict[str, Any]]:

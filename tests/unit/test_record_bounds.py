@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from pytest_fanout.cli import main
@@ -313,3 +314,78 @@ def test_routes_from_names_the_exchange_whose_answer_the_stack_refuses() -> None
     bad = Exchange("GET", "/x", 200, (("x-a", "1\n2"),), b"{}", 5.0, source="pricing: exchange 1")
     with pytest.raises(RecordError, match=r"^pricing: exchange 1 \(GET /x\): headers: "):
         routes_from([good, bad], "pricing")
+
+
+# ---- the adversarial pass (docs/reliability.md rows 52-57) -----------------------------------
+
+
+def test_a_percent_encoded_or_unicode_path_is_recorded_as_the_stub_matches_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = [entry("GET", "/caf%C3%A9/%C3%BC", text='{"a": 1}'), entry("GET", "/na\u00efve")]
+    code, err = record(tmp_path, har(entries), capsys)
+    assert code == 0, err
+    routes = written(tmp_path)
+    assert [r["path"] for r in routes] == ["/caf\u00e9/\u00fc", "/na\u00efve"]
+    with StubUpstreamServer() as stub:  # a real stub answers what the app will ask for
+        for route in routes:
+            stub.route(**route)
+        assert httpx2.get(stub.url + "/caf%C3%A9/%C3%BC", timeout=30).json() == {"a": 1}
+        assert httpx2.get(stub.url + "/na%C3%AFve", timeout=30).status_code == 200
+
+
+def test_a_secret_in_a_path_segment_becomes_a_parameter_never_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLXBhcnQ"
+    entries = [entry("GET", f"/v1/keys/{key}/charges/{jwt}"), entry("GET", "/v1/plain")]
+    code, err = record(tmp_path, har(entries), capsys)
+    assert code == 0, err
+    text = (tmp_path / "pyproject.toml").read_text()
+    assert key not in text and jwt not in text
+    paths = [r["path"] for r in written(tmp_path)]
+    assert paths == ["/v1/keys/{secret}/charges/{secret2}", "/v1/plain"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            har([entry("GET", "/a", headers=tuple((f"x-h{n}", "v") for n in range(257)))]),
+            "s.har: entry 0: 257 response headers is above the limit of 256 an answer",
+        ),
+        (
+            har([entry("GET", "/a\ud800")]),
+            "s.har: entry 0 (GET /a\\ud800): cannot be written as TOML",
+        ),
+        (
+            har([entry("GET", "/a", headers=(("x-n", 5),))]),  # type: ignore[arg-type]
+            "s.har: entry 0: a response header's name or value is not a string",
+        ),
+    ],
+    ids=["257-headers", "lone-surrogate-in-path", "number-as-header-value"],
+)
+def test_crafted_har_entries_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, line: str
+) -> None:
+    (tmp_path / "s.har").write_text(text, encoding="utf-8", errors="surrogatepass")
+    spec = str(tmp_path / "pyproject.toml")
+    code = main(
+        ["record", "--upstream", f"api={BASE}", "--har", str(tmp_path / "s.har"), "--spec", spec]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert line in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "pyproject.toml").exists()
+
+
+def test_an_entry_without_an_answer_is_left_out_and_a_bom_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Browsers export blocked or aborted requests with status 0, and some tools write a BOM.
+    text = "\ufeff" + har([entry("GET", "/blocked", status=0), entry("GET", "/ok")])
+    code, err = record(tmp_path, text, capsys)
+    assert code == 0, err
+    assert [r["path"] for r in written(tmp_path)] == ["/ok"]
