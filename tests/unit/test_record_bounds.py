@@ -389,3 +389,19 @@ def test_an_entry_without_an_answer_is_left_out_and_a_bom_is_read(
     code, err = record(tmp_path, text, capsys)
     assert code == 0, err
     assert [r["path"] for r in written(tmp_path)] == ["/ok"]
+
+
+def test_a_secret_in_an_html_form_field_is_masked_in_a_recorded_body(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    html = (
+        '<form><input type="hidden" name="csrf_token" value="SECRETcsrf1">'
+        "<input value='SECRETauth2' name='authenticity_token'>"
+        '<input name="q" value="shoes"></form><meta name="csrf-token" content="SECRETmeta3">'
+    )
+    page = entry("GET", "/form", text=html, headers=(("content-type", "text/html"),))
+    code, err = record(tmp_path, har([page]), capsys)
+    assert code == 0, err
+    (route,) = written(tmp_path)
+    assert "SECRET" not in (tmp_path / "pyproject.toml").read_text()
+    assert 'name="q" value="shoes"' in route["body"]  # an ordinary field is kept
