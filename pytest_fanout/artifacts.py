@@ -261,6 +261,27 @@ _KEY_VALUE = re.compile(
     r"(?<![A-Za-z0-9_.-])(?P<key>[A-Za-z0-9_.-]+)(?P<sep>[\"']?\s*(?:=|:(?!:))\s*[\"']?)"
 )
 _VALUE = re.compile(r"[^\s,;&'\"<>`)#]+")
+#: An HTML form field or meta tag (`<input name="csrf_token" value="...">`, `<meta
+#: name="csrf-token" content="...">`): its value is masked when its name is secret-like.
+_TAG = re.compile(r"(?i)<(?:input|meta)\b[^<>]{0,4096}>")
+_ATTR = re.compile(
+    r"""(?i)(?<![\w-])(?P<attr>name|value|content)(?P<eq>\s*=\s*)(?P<q>["']?)(?P<v>[^"'\s>]*)(?P=q)"""
+)
+
+
+def _tag(match: re.Match[str]) -> str:
+    tag = match.group(0)
+    attrs = list(_ATTR.finditer(tag))
+    if not any(a["attr"].lower() == "name" and is_secret_name(a["v"]) for a in attrs):
+        return tag
+    return _ATTR.sub(
+        lambda a: (
+            a.group(0)
+            if a["attr"].lower() == "name"
+            else f"{a['attr']}{a['eq']}{a['q']}{MASK}{a['q']}"
+        ),
+        tag,
+    )
 
 
 def _mask_key_values(text: str) -> str:
@@ -290,7 +311,8 @@ def _header_line(match: re.Match[str]) -> str:
 
 def mask_text(text: str) -> str:
     """`text` with every credential-looking value masked: by shape (URL passwords, bearer
-    tokens, API keys, JWTs) and by name (KEY=VALUE, header lines, query parameters)."""
+    tokens, API keys, JWTs) and by name (KEY=VALUE, header lines, query parameters, an
+    HTML form field or meta tag)."""
     if not text:
         return text
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
@@ -298,6 +320,8 @@ def mask_text(text: str) -> str:
     text = _SHAPES.sub(MASK, text)
     if ":" in text:
         text = _HEADER_LINE.sub(_header_line, text)
+    if "<" in text:
+        text = _TAG.sub(_tag, text)
     return _mask_key_values(text)
 
 

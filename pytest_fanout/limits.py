@@ -130,6 +130,20 @@ DEFAULT_MAX_RECORDS = 10_000
 DEFAULT_MAX_BODY = 64 * 1024
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_BYTES_LIMIT = 1024 * 1024 * 1024
+#: `fanout record`: a HAR file's size (bytes), refused before it is parsed (json holds a
+#: file as objects of several times its size); its entries, and the exchanges a recording
+#: proxy keeps per upstream; the bytes of one answer's body a route may hold (a longer one
+#: is not kept: the route keeps its status); the bytes of bodies and headers the proxy
+#: holds in all (past them an answer is kept without its body); the nesting of a recorded
+#: JSON answer (deeper is kept as its text, which the stub sends byte for byte); the
+#: headers of one recorded answer.
+MAX_HAR_BYTES = 128 * 1024 * 1024
+MAX_RECORDED_EXCHANGES = 100_000
+MAX_RECORDED_BODY = 256 * 1024
+MAX_RECORDED_BYTES = 64 * 1024 * 1024
+MAX_RECORDED_DEPTH = 64
+#: Response headers of one recorded answer (a real one has a few dozen).
+MAX_RECORDED_HEADERS = 256
 
 # ---- argparse types: text in, a checked value or one ArgumentTypeError line out ---------------
 

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             if not 0 <= args.port <= 65535:
                 raise RecordError(f"--port {args.port} is not a port (0-65535)")
             exchanges = record_through_proxy(upstreams, args.port)
-        routes = {name: routes_from(seen) for name, seen in exchanges.items()}
+        routes = {name: routes_from(seen, name) for name, seen in exchanges.items()}
         routes = {name: found for name, found in routes.items() if found}
         for name in upstreams:
             count = len(routes.get(name, []))

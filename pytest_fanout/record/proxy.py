@@ -4,11 +4,18 @@ Each upstream gets its own loopback socket; the socket a request came in on
 says which upstream it is for (no request chooses a URL). The request goes on
 to the real upstream unchanged but for its Host; the answer comes back
 unchanged but for hop-by-hop headers, and is kept as an `Exchange` with the
-time from sending it to its last byte. Kept exchanges are bounded.
+time from sending it to its last byte. What is kept is bounded in count
+(`MAX_RECORDED_EXCHANGES` an upstream) and in bytes: only what can be written is
+held. A body is kept up to `MAX_RECORDED_BODY` (a longer one is passed on whole but
+not kept: its route keeps its status); only the last answer of each method, path and
+status can be written, so an earlier one's body and headers are let go when a later
+one comes; and bodies and headers held in all stay under `MAX_RECORDED_BYTES` (past
+it an answer is kept without its body, or its headers, and counted).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import socket
 import sys
@@ -17,10 +24,13 @@ from typing import Any
 
 import httpx2
 
-from pytest_fanout.record.traffic import Exchange
+from pytest_fanout.limits import MAX_RECORDED_BODY, MAX_RECORDED_BYTES, MAX_RECORDED_EXCHANGES
+from pytest_fanout.record.traffic import Exchange, RecordError
+
+__all__ = ["RecordError", "RecordingProxy", "check_unique", "record_through_proxy"]
 
 #: Exchanges kept per upstream (the oldest are kept; later ones are counted as dropped).
-MAX_EXCHANGES = 100_000
+MAX_EXCHANGES = MAX_RECORDED_EXCHANGES
 #: Largest request body forwarded (bytes): more is a 413.
 MAX_REQUEST_BODY = 16 * 1024 * 1024
 _HOP_BY_HOP = frozenset(
@@ -41,12 +51,24 @@ _HOP_BY_HOP = frozenset(
 class RecordingProxy:
     """ASGI app: forwards to `targets[port]` and records what it saw."""
 
-    def __init__(self, targets: dict[int, tuple[str, str]], timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        targets: dict[int, tuple[str, str]],
+        timeout_s: float = 60.0,
+        max_bytes: int = MAX_RECORDED_BYTES,
+    ) -> None:
         #: local port -> (upstream name, real base URL without a trailing slash)
         self.targets = targets
         self.exchanges: dict[str, list[Exchange]] = {name: [] for name, _ in targets.values()}
         self.dropped = dict.fromkeys(self.exchanges, 0)
+        #: Answers kept without their body because the bytes bound was reached.
+        self.bodies_dropped = dict.fromkeys(self.exchanges, 0)
         self.timeout_s = timeout_s
+        #: Bytes of bodies and headers held (the last answer of each method, path, status).
+        self.held_bytes = 0
+        self.max_bytes = max_bytes
+        #: (upstream, method, path, status) -> index of the one answer that can be written.
+        self._last: dict[tuple[str, str, str, int], int] = {}
         self._client: httpx2.AsyncClient | None = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -79,6 +101,7 @@ class RecordingProxy:
         start = time.perf_counter()
         first_ms: float | None = None
         chunks: list[bytes] = []
+        size = 0
         started = False
         try:
             answer = await self._client.send(request, stream=True)
@@ -97,7 +120,11 @@ class RecordingProxy:
                 async for chunk in answer.aiter_bytes():
                     if first_ms is None and chunk:
                         first_ms = (time.perf_counter() - start) * 1000
-                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size <= MAX_RECORDED_BODY:  # more cannot be written: not kept
+                        chunks.append(chunk)
+                    elif chunks:
+                        chunks.clear()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             finally:
                 await answer.aclose()
@@ -109,16 +136,40 @@ class RecordingProxy:
         await send({"type": "http.response.body", "body": b""})
         content = b"".join(chunks)
         status = answer.status_code
-        self._keep(
-            name, Exchange(scope["method"], path, status, kept, content, latency_ms, first_ms)
+        source = f"{name}: exchange {len(self.exchanges[name]) + self.dropped[name]}"
+        exchange = Exchange(
+            scope["method"],
+            path,
+            status,
+            kept,
+            content,
+            latency_ms,
+            first_ms,
+            source=source,
+            body_dropped=size > MAX_RECORDED_BODY,
         )
+        self._keep(name, exchange)
 
     def _keep(self, name: str, exchange: Exchange) -> None:
+        """Keep `exchange` within the count and the bytes; let the body and headers of the
+        answer it supersedes (same method, path and status: never written) go."""
         kept = self.exchanges[name]
         if len(kept) >= MAX_EXCHANGES:
             self.dropped[name] += 1
-        else:
-            kept.append(exchange)
+            return
+        key = (name, exchange.method, exchange.path, exchange.status)
+        earlier = self._last.get(key)
+        if earlier is not None:
+            self.held_bytes -= _size(kept[earlier])
+            kept[earlier] = dataclasses.replace(kept[earlier], headers=(), body=b"")
+        if self.held_bytes + _size(exchange) > self.max_bytes:
+            exchange = dataclasses.replace(exchange, body=b"", body_dropped=True)
+            self.bodies_dropped[name] += 1
+            if self.held_bytes + _size(exchange) > self.max_bytes:
+                exchange = dataclasses.replace(exchange, headers=())
+        self.held_bytes += _size(exchange)
+        self._last[key] = len(kept)
+        kept.append(exchange)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -134,14 +185,15 @@ class RecordingProxy:
                 return
 
 
+def _size(exchange: Exchange) -> int:
+    """The bytes an exchange holds that grow with the traffic: body and headers."""
+    return len(exchange.body) + sum(len(k) + len(v) for k, v in exchange.headers)
+
+
 async def _answer(send: Any, status: int, headers: list, body: bytes) -> None:
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-class RecordError(ValueError):
-    """Bad input or a failed step of `fanout record`; `str()` is one line."""
 
 
 def check_unique(upstreams: list[tuple[str, str]]) -> dict[str, str]:
@@ -200,4 +252,11 @@ def record_through_proxy(upstreams: dict[str, str], port: int) -> dict[str, list
     for name, dropped in proxy.dropped.items():
         if dropped:
             print(f"{name}: {dropped} exchanges over the bound were not kept", file=sys.stderr)
+    for name, dropped in proxy.bodies_dropped.items():
+        if dropped:
+            print(
+                f"{name}: {dropped} answers kept without their body (the recorder holds at"
+                f" most {proxy.max_bytes // (1024 * 1024)} MiB)",
+                file=sys.stderr,
+            )
     return proxy.exchanges

@@ -43,12 +43,13 @@ def _tomlable(route: Mapping[str, Any]) -> dict[str, Any]:
     route = dict(route)
     if "json" in route and _has_null(route["json"]):
         value = route.pop("json")
-        route["body"] = json.dumps(value, separators=(",", ":"))
+        route["body"] = json.dumps(value, separators=(",", ":"), allow_nan=False)
         route["headers"] = {"content-type": "application/json", **route.get("headers", {})}
     return route
 
 
-def _inline(route: Mapping[str, Any]) -> Any:
+def inline_route(route: Mapping[str, Any]) -> Any:
+    """The route as the inline table written into the file (`traffic` checks it so)."""
     table = tomlkit.inline_table()
     table.update(_tomlable(route))
     return table
@@ -83,7 +84,7 @@ def write_routes(path: str | Path, routes: Mapping[str, list[dict[str, Any]]]) -
             upstreams[name]["env"] = default_env(name)
         table = _table(upstreams, name, path, where="tool.fanout.upstreams.")
         array = tomlkit.array()
-        array.extend(_inline(route) for route in recorded)
+        array.extend(inline_route(route) for route in recorded)
         array.multiline(True)
         table["routes"] = array
     try:
