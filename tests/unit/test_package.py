@@ -72,3 +72,21 @@ def test_at_most_twelve_modules_at_the_top_level() -> None:
     # hookspecs and locust; everything else lives in a subpackage (issue 30).
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(modules) <= 12, modules
+
+
+def test_the_wheel_lists_every_subpackage() -> None:
+    """pyproject.toml names the packages the wheel carries: a new subpackage left out installs
+    a `fanout` script that cannot import (seen: pytest_fanout.cli)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    found = {
+        "pytest_fanout." + ".".join(init.parent.relative_to(PACKAGE).parts)
+        for init in PACKAGE.rglob("__init__.py")
+        if init.parent != PACKAGE
+    }
+    assert found <= listed, sorted(found - listed)
