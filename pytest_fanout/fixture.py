@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partialmethod
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -75,27 +76,18 @@ class Fanout:
         request = Request(path, method=method, **body)
         return send_request(self._client, self.server, self.server.url, request, **kwargs)
 
-    def get(self, path: str, **kwargs: Any) -> httpx2.Response:
-        """One plain GET to the app under test."""
-        __tracebackhide__ = True
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> httpx2.Response:
-        """One POST to the app under test (`json=` or `content=` for its body)."""
-        __tracebackhide__ = True
-        return self.request("POST", path, **kwargs)
-
-    def put(self, path: str, **kwargs: Any) -> httpx2.Response:
-        __tracebackhide__ = True
-        return self.request("PUT", path, **kwargs)
-
-    def patch(self, path: str, **kwargs: Any) -> httpx2.Response:
-        __tracebackhide__ = True
-        return self.request("PATCH", path, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> httpx2.Response:
-        __tracebackhide__ = True
-        return self.request("DELETE", path, **kwargs)
+    # One request with its method given: `fanout.post(path, json=...)` is
+    # `fanout.request("POST", path, json=...)`, the same call (no frame of its own).
+    get = partialmethod(request, "GET")
+    """One plain GET to the app under test."""
+    post = partialmethod(request, "POST")
+    """One POST to the app under test (`json=` or `content=` for its body)."""
+    put = partialmethod(request, "PUT")
+    """One PUT to the app under test."""
+    patch = partialmethod(request, "PATCH")
+    """One PATCH to the app under test."""
+    delete = partialmethod(request, "DELETE")
+    """One DELETE to the app under test."""
 
     def measure(
         self,

@@ -22,7 +22,12 @@ import httpx2
 
 from pytest_fanout.limits import DEFAULT_UPSTREAM, Behaviour, strict_json_dumps, strict_json_loads
 from pytest_fanout.servers.held import HeldWaves, hold_settings, holding
-from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
+from pytest_fanout.servers.process import (
+    LOOPBACK,
+    ServerProcess,
+    ServerStartError,
+    stop_on_failure,
+)
 from pytest_fanout.servers.routes import RouteError, compile_template
 from pytest_fanout.servers.upstream import CONTROL_PREFIX, TOKEN_ENV
 
@@ -165,11 +170,8 @@ class StubUpstreamServer(ServerProcess):
     def start(self) -> StubUpstreamServer:
         """Start the child, then add its declared routes (a bad one: one ServerStartError)."""
         super().start()
-        try:
+        with stop_on_failure(self.stop):
             self._install_routes()
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def _install_routes(self) -> None:
