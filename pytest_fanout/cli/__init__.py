@@ -21,14 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_fanout import limits
 from pytest_fanout.limits import ExitCode, fraction, http_status, strict_json_loads
-from pytest_fanout.spec import (
-    OPTIONS,
-    SpecError,
-    StackSpec,
-    add_options,
-    options_for,
-    resolve,
-)
+from pytest_fanout.spec import OPTIONS, SpecError, StackSpec, add_options, options_for, resolve
 
 if TYPE_CHECKING:
     from pytest_fanout.limits import Behaviour

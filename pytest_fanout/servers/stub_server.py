@@ -15,8 +15,8 @@ import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, TypeVar
 
 import httpx2
 
@@ -30,6 +30,8 @@ from pytest_fanout.servers.process import (
 )
 from pytest_fanout.servers.routes import RouteError, compile_template
 from pytest_fanout.servers.upstream import CONTROL_PREFIX, TOKEN_ENV
+
+_T = TypeVar("_T")
 
 #: Seconds an idle connection to a stub stays open (nginx's default keepalive_timeout).
 STUB_KEEP_ALIVE_S = 75
@@ -57,14 +59,7 @@ class CallCount:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> CallCount:
-        return cls(
-            matching=data["matching"],
-            total=data["total"],
-            uncounted=data["uncounted"],
-            keys=data["keys"],
-            top=[(key, n) for key, n in data["top"]],
-            kept=data["kept"],
-        )
+        return _from_wire(cls, data, top=[(key, n) for key, n in data["top"]])
 
 
 @dataclass
@@ -95,18 +90,23 @@ class RecordedRequest:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RecordedRequest:
-        return cls(
-            method=data["method"],
-            path=data["path"],
-            query=data["query"],
+        return _from_wire(
+            cls,
+            data,
             headers={k.lower(): v for k, v in data["headers"]},
             body=base64.b64decode(data["body_b64"]),
-            body_truncated=data["body_truncated"],
-            delay_ms=data["delay_ms"],
-            status=data["status"],
-            headers_truncated=data.get("headers_truncated", False),
-            aborted=data.get("aborted", False),
         )
+
+
+def _from_wire(cls: type[_T], data: Mapping[str, Any], **converted: Any) -> _T:
+    """A dataclass from the stub's JSON: each field under its own name (one with a default
+    may be missing), `converted` for those the wire carries in another shape."""
+    values = {
+        f.name: data[f.name]
+        for f in fields(cls)
+        if f.name not in converted and (f.name in data or f.default is MISSING)
+    }
+    return cls(**values, **converted)
 
 
 class StubUpstreamServer(ServerProcess):
