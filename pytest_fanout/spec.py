@@ -405,28 +405,35 @@ def _load(key: str, help_text: str, argtype: Callable[[str], Any], **kwargs: Any
     return Option(key, help_text, _typed(argtype), group="load", in_file=False, **kwargs)
 
 
+def _reference(key: str, help_text: str, default: int, dest_name: str) -> Option:
+    """A count the reference app's routes take: Locust's (in its web UI, under `dest_name`)
+    and `fanout patterns`/`capacity`'s."""
+    return _load(
+        key,
+        help_text,
+        limits.calls,
+        default=default,
+        metavar=key.upper(),
+        dest_name=dest_name,
+        web_ui=True,
+        front_ends=_REFERENCE,
+    )
+
+
 #: The load harness's options: Locust's reference users, thresholds, step shape, open
 #: model, abort; `n` and `max_concurrent` are also `fanout patterns`/`capacity`'s.
 _LOAD_OPTIONS = (
-    _load(
+    _reference(
         "n",
         "upstream calls per request of the reference app's routes (default: %(default)s)",
-        limits.calls,
-        default=10,
-        metavar="N",
-        dest_name="fanout_calls",
-        web_ui=True,
-        front_ends=_REFERENCE,
+        10,
+        "fanout_calls",
     ),
-    _load(
+    _reference(
         "max_concurrent",
         "the semaphore's bound of the async_sem route (AsyncSemUser) (default: %(default)s)",
-        limits.calls,
-        default=5,
-        metavar="MAX_CONCURRENT",
-        dest_name="fanout_semaphore",
-        web_ui=True,
-        front_ends=_REFERENCE,
+        5,
+        "fanout_semaphore",
     ),
     _load(
         "max_fail_ratio",

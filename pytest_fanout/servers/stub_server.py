@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import httpx2
 
-from pytest_fanout.limits import DEFAULT_UPSTREAM, Behaviour, strict_json_dumps, strict_json_loads
+from pytest_fanout.limits import DEFAULT_UPSTREAM, Behaviour, strict_json_dumps
 from pytest_fanout.servers.held import HeldWaves, hold_settings, holding
 from pytest_fanout.servers.process import (
     LOOPBACK,
@@ -28,7 +28,7 @@ from pytest_fanout.servers.process import (
     ServerStartError,
     stop_on_failure,
 )
-from pytest_fanout.servers.routes import RouteError, compile_template
+from pytest_fanout.servers.routes import RawBody, RouteError, compile_template
 from pytest_fanout.servers.upstream import CONTROL_PREFIX, TOKEN_ENV
 
 _T = TypeVar("_T")
@@ -63,7 +63,7 @@ class CallCount:
 
 
 @dataclass
-class RecordedRequest:
+class RecordedRequest(RawBody):
     """One request a stub upstream saw, as `upstream.requests()` returns it."""
 
     method: str
@@ -80,13 +80,6 @@ class RecordedRequest:
     headers_truncated: bool = False
     #: The client went away before the body ended: no answer was sent.
     aborted: bool = False
-
-    def json(self) -> Any:
-        return strict_json_loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RecordedRequest:
