@@ -467,25 +467,37 @@ def _pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
 
 
 def _rejected(m: Measurement, g: Any, label: str) -> Finding | None:
-    if not g.rejected:
-        return None
-    total = sum(g.requests_per_sample)
-    return Finding(
-        "upstream-429",
-        f"upstream 429: {label} refused {g.rejected} of {total} calls with 429 (too many in "
-        "flight): no backpressure? bound the fan-out (a semaphore) or retry with backoff",
-        exact=True,
-        short=f"upstream 429{_tag(m, g.name)}: {g.rejected} of {total} calls",
+    return _bad_answers(
+        m,
+        g,
+        g.rejected,
+        ("upstream-429", "upstream 429"),
+        f"{label} refused",
+        " with 429 (too many in flight): no backpressure? bound the fan-out (a semaphore) or"
+        " retry with backoff",
     )
 
 
 def _errors(m: Measurement, g: Any, label: str) -> Finding | None:
-    if not g.errors:
+    return _bad_answers(
+        m,
+        g,
+        g.errors,
+        ("upstream-errors", "upstream errors"),
+        f"{label} answered",
+        " with an error status",
+    )
+
+
+def _bad_answers(
+    m: Measurement, g: Any, count: int, kind: tuple[str, str], did: str, why: str
+) -> Finding | None:
+    """The finding on the `count` calls an upstream answered badly, of all it got: `kind`
+    is the finding's name and its title, `did` and `why` the message around the count."""
+    if not count:
         return None
-    total = sum(g.requests_per_sample)
+    name, title = kind
+    calls = f"{count} of {sum(g.requests_per_sample)} calls"
     return Finding(
-        "upstream-errors",
-        f"upstream errors: {label} answered {g.errors} of {total} calls with an error status",
-        exact=True,
-        short=f"upstream errors{_tag(m, g.name)}: {g.errors} of {total} calls",
+        name, f"{title}: {did} {calls}{why}", exact=True, short=f"{title}{_tag(m, g.name)}: {calls}"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partialmethod
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -75,27 +76,18 @@ class Fanout:
         request = Request(path, method=method, **body)
         return send_request(self._client, self.server, self.server.url, request, **kwargs)
 
-    def get(self, path: str, **kwargs: Any) -> httpx2.Response:
-        """One plain GET to the app under test."""
-        __tracebackhide__ = True
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> httpx2.Response:
-        """One POST to the app under test (`json=` or `content=` for its body)."""
-        __tracebackhide__ = True
-        return self.request("POST", path, **kwargs)
-
-    def put(self, path: str, **kwargs: Any) -> httpx2.Response:
-        __tracebackhide__ = True
-        return self.request("PUT", path, **kwargs)
-
-    def patch(self, path: str, **kwargs: Any) -> httpx2.Response:
-        __tracebackhide__ = True
-        return self.request("PATCH", path, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> httpx2.Response:
-        __tracebackhide__ = True
-        return self.request("DELETE", path, **kwargs)
+    # One request with its method given: `fanout.post(path, json=...)` is
+    # `fanout.request("POST", path, json=...)`, the same call (no frame of its own).
+    get = partialmethod(request, "GET")
+    """One plain GET to the app under test."""
+    post = partialmethod(request, "POST")
+    """One POST to the app under test (`json=` or `content=` for its body)."""
+    put = partialmethod(request, "PUT")
+    """One PUT to the app under test."""
+    patch = partialmethod(request, "PATCH")
+    """One PATCH to the app under test."""
+    delete = partialmethod(request, "DELETE")
+    """One DELETE to the app under test."""
 
     def measure(
         self,
@@ -145,28 +137,19 @@ class Fanout:
             self._on_measurement(result)
         return result
 
-    def assert_speedup(self, fast: Measurement, slow: Measurement, at_least: float) -> float:
-        """`fast` at least `at_least` times faster than `slow` (medians, same run)."""
-        __tracebackhide__ = True
-        return assertions.assert_speedup(fast, slow, at_least)
-
-    def assert_concurrency(
-        self,
-        m: Measurement,
-        peak: int | None = None,
-        *,
-        at_most: int | None = None,
-        requests: int | None = None,
-        waves: list[int] | None = None,
-        upstream: str | None = None,
-    ) -> None:
-        """Exactly `peak` calls in flight at once at the upstream, at most `at_most`,
-        `requests` in all, the held probe's `waves` (the default upstream, or `upstream`).
-        Checked on the held probe's waves: exact on any machine."""
-        __tracebackhide__ = True
-        assertions.assert_concurrency(
-            m, peak, at_most=at_most, requests=requests, waves=waves, upstream=upstream
-        )
+    # The assertions are `pytest_fanout.assertions`' own functions (one place each).
+    assert_speedup = staticmethod(assertions.assert_speedup)
+    """`fast` at least `at_least` times faster than `slow` (medians, same run)."""
+    assert_concurrency = staticmethod(assertions.assert_concurrency)
+    """Exactly `peak` calls in flight at once at the upstream, at most `at_most`, `requests`
+    in all, the held probe's `waves` (the default upstream, or `upstream`). Checked on the
+    held probe's waves: exact on any machine."""
+    assert_connection_reuse = staticmethod(assertions.assert_connection_reuse)
+    """At most `at_most` new TCP connections per sample (all upstreams, or one)."""
+    assert_no_blocking = staticmethod(assertions.assert_no_blocking)
+    """No event-loop stall longer than `max_lag_s` (default: half the upstream delay)."""
+    assert_streams = staticmethod(assertions.assert_streams)
+    """The first byte came within `first_byte_within` of the last, in every sample."""
 
     @contextmanager
     def hold(
@@ -179,23 +162,6 @@ class Fanout:
         settings = hold_settings(count=count, max_calls=max_calls, app_pid=self.server.pid)
         with hold_all(self.upstreams, settings) as held:
             yield held
-
-    def assert_connection_reuse(
-        self, m: Measurement, at_most: int = 0, upstream: str | None = None
-    ) -> None:
-        """At most `at_most` new TCP connections per sample (all upstreams, or one)."""
-        __tracebackhide__ = True
-        assertions.assert_connection_reuse(m, at_most=at_most, upstream=upstream)
-
-    def assert_no_blocking(self, m: Measurement, max_lag_s: float | None = None) -> None:
-        """No event-loop stall longer than `max_lag_s` (default: half the upstream delay)."""
-        __tracebackhide__ = True
-        assertions.assert_no_blocking(m, max_lag_s)
-
-    def assert_streams(self, m: Measurement, first_byte_within: float = 0.5) -> None:
-        """The first byte came within `first_byte_within` of the last, in every sample."""
-        __tracebackhide__ = True
-        assertions.assert_streams(m, first_byte_within)
 
     def diagnose(self, m: Measurement) -> list[Finding]:
         """What is wrong with `m`'s fan-out, most important first ([] when healthy)."""

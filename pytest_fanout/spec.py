@@ -303,45 +303,53 @@ _LOCUST = frozenset({"locust"})
 _GATE_FRONT_ENDS = frozenset({"pytest", "fanout"})
 _REFERENCE = frozenset({"locust", "fanout"})
 
+
+def _gate(
+    key: str,
+    help_text: str,
+    front_ends: frozenset[str],
+    parse: Callable[[Any], Any] = _text,
+    **kwargs: Any,
+) -> Option:
+    """A regression-gate option: a flag only (not in [tool.fanout]), by default a string that
+    the gate itself checks (`gate.GateConfig.from_options`)."""
+    return Option(
+        key, help_text, parse, group="gate", front_ends=front_ends, in_file=False, **kwargs
+    )
+
+
+def _gate_path(key: str, help_text: str, front_ends: frozenset[str]) -> Option:
+    """A gate option naming a file (`PATH`): a flag only, no ini key (a file is one run's)."""
+    return _gate(key, help_text, front_ends, metavar="PATH", ini="")
+
+
 #: The regression gate's options: pytest's `--fanout-<key>` and `fanout compare`'s `--<key>`.
 #: Their values are strings the gate itself checks (`gate.GateConfig.from_options`).
 _GATE_OPTIONS = (
-    Option(
+    _gate_path(
         "save",
         "write the session's measurements (every sample, statistics, upstream settings,"
         " machine and git context) and Locust results (one case per endpoint and one for the"
         " total, with the response-time histogram) as versioned JSON to PATH",
-        _text,
-        metavar="PATH",
-        ini="",
-        group="gate",
-        front_ends=_PYTEST,
-        in_file=False,
+        _PYTEST,
     ),
-    Option(
+    _gate(
         "save_failed",
         "with --fanout-save: replace an existing file even when tests failed or no case was"
         " measured (by default such a session keeps the old baseline)",
+        _PYTEST,
         parse_switch,
         switch=True,
         default=False,
         ini="",
-        group="gate",
-        front_ends=_PYTEST,
-        in_file=False,
     ),
-    Option(
+    _gate_path(
         "compare",
         "compare the session with the baseline saved at PATH, case by case"
         " (test node id + path), and print the gate's verdicts",
-        _text,
-        metavar="PATH",
-        ini="",
-        group="gate",
-        front_ends=_PYTEST,
-        in_file=False,
+        _PYTEST,
     ),
-    Option(
+    _gate(
         "fail_on",
         "what fails the run when the comparison finds it beyond the noise: comma-separated"
         " METRIC-N%%/METRIC+N%% (or ms/s, a plain count, or Nabs on a ratio) rules over median,"
@@ -349,65 +357,44 @@ _GATE_OPTIONS = (
         " overhead, speedup (measurements) and load-p95, rps, completed, fail-ratio (Locust"
         " rows), e.g. median+10%%,structure+0,load-p95+25%%; 'none' reports only (default:"
         " the gate's rules, docs 'Gating pull requests')",
-        _text,
+        _GATE_FRONT_ENDS,
         metavar="RULES",
-        group="gate",
-        front_ends=_GATE_FRONT_ENDS,
-        in_file=False,
     ),
-    Option(
+    _gate(
         "alpha",
         "significance level of the one-sided Mann-Whitney test that a change must pass to"
         " count (default: the gate's, 0.01)",
-        _text,
+        _GATE_FRONT_ENDS,
         metavar="P",
-        group="gate",
-        front_ends=_GATE_FRONT_ENDS,
-        in_file=False,
     ),
-    Option(
+    _gate(
         "allow_ungated",
         "pass when no case was gated (a renamed suite, a baseline from another machine and"
         f" no portable metric); by default that fails with exit status {ExitCode.NOT_GATED:d}",
+        _GATE_FRONT_ENDS,
         parse_switch,
         switch=True,
         default=False,
         ini_type="bool",
-        group="gate",
-        front_ends=_GATE_FRONT_ENDS,
-        in_file=False,
     ),
-    Option(
+    _gate_path(
         "report_md",
         "write a Markdown report (verdict table, or the measurements without a baseline)"
         " to PATH, for a pull-request comment or $GITHUB_STEP_SUMMARY",
-        _text,
-        metavar="PATH",
-        ini="",
-        group="gate",
-        front_ends=_GATE_FRONT_ENDS,
-        in_file=False,
+        _GATE_FRONT_ENDS,
     ),
-    Option(
+    _gate_path(
         "report_json",
         "also write the comparison (every metric, p-value, interval) as JSON to PATH",
-        _text,
-        metavar="PATH",
-        ini="",
-        group="gate",
-        front_ends=_FANOUT,
-        in_file=False,
+        _FANOUT,
     ),
-    Option(
+    _gate(
         "ab",
         "A/B in one run: also start the app at git REF (a temporary worktree, removed"
         " afterwards) on the same upstream, alternate every fanout.measure sample between the"
         " working tree (head) and REF (base), and compare head against base",
-        _text,
+        _PYTEST,
         metavar="REF",
-        group="gate",
-        front_ends=_PYTEST,
-        in_file=False,
     ),
 )
 
@@ -418,28 +405,35 @@ def _load(key: str, help_text: str, argtype: Callable[[str], Any], **kwargs: Any
     return Option(key, help_text, _typed(argtype), group="load", in_file=False, **kwargs)
 
 
+def _reference(key: str, help_text: str, default: int, dest_name: str) -> Option:
+    """A count the reference app's routes take: Locust's (in its web UI, under `dest_name`)
+    and `fanout patterns`/`capacity`'s."""
+    return _load(
+        key,
+        help_text,
+        limits.calls,
+        default=default,
+        metavar=key.upper(),
+        dest_name=dest_name,
+        web_ui=True,
+        front_ends=_REFERENCE,
+    )
+
+
 #: The load harness's options: Locust's reference users, thresholds, step shape, open
 #: model, abort; `n` and `max_concurrent` are also `fanout patterns`/`capacity`'s.
 _LOAD_OPTIONS = (
-    _load(
+    _reference(
         "n",
         "upstream calls per request of the reference app's routes (default: %(default)s)",
-        limits.calls,
-        default=10,
-        metavar="N",
-        dest_name="fanout_calls",
-        web_ui=True,
-        front_ends=_REFERENCE,
+        10,
+        "fanout_calls",
     ),
-    _load(
+    _reference(
         "max_concurrent",
         "the semaphore's bound of the async_sem route (AsyncSemUser) (default: %(default)s)",
-        limits.calls,
-        default=5,
-        metavar="MAX_CONCURRENT",
-        dest_name="fanout_semaphore",
-        web_ui=True,
-        front_ends=_REFERENCE,
+        5,
+        "fanout_semaphore",
     ),
     _load(
         "max_fail_ratio",

@@ -14,23 +14,19 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_fanout import limits
 from pytest_fanout.limits import ExitCode, fraction, http_status, strict_json_loads
-from pytest_fanout.spec import (
-    OPTIONS,
-    SpecError,
-    StackSpec,
-    add_options,
-    options_for,
-    resolve,
-)
+from pytest_fanout.spec import OPTIONS, SpecError, StackSpec, add_options, options_for, resolve
 
 if TYPE_CHECKING:
+    import httpx2
+
     from pytest_fanout.limits import Behaviour
     from pytest_fanout.measurement import Request
     from pytest_fanout.servers.stack import Stack
@@ -116,11 +112,30 @@ def start_stack(spec: StackSpec, **kwargs: Any) -> Stack:
         raise CommandError(str(exc), ExitCode.USAGE) from None
 
 
+@contextmanager
+def running_stack(args: argparse.Namespace) -> Iterator[tuple[Stack, httpx2.Client]]:
+    """The stack of [tool.fanout] and the flags (`spec_from`), started for the block, with a
+    client that waits the spec's request timeout; a measurement that fails inside the block
+    is one line (exit status 1)."""
+    import httpx2
+
+    from pytest_fanout.measurement import MeasurementError
+
+    stack = start_stack(spec_from(args))
+    with stack, httpx2.Client(timeout=stack.spec.request_timeout) as client:
+        try:
+            yield stack, client
+        except MeasurementError as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+
+
 # ---- one request: path, method, body, status --------------------------------
 
 
-def add_request_options(parser: argparse.ArgumentParser, *, body_help: str) -> None:
-    """--method, --json and --expect-status of the commands that send one request."""
+def add_request_options(parser: argparse.ArgumentParser, *, path_help: str) -> None:
+    """The request of the commands that send one: its path, --method, --json (the body) and
+    --expect-status (what `request_from` reads)."""
+    parser.add_argument("path", help=path_help)
     parser.add_argument(
         "--method",
         default="GET",
@@ -128,7 +143,9 @@ def add_request_options(parser: argparse.ArgumentParser, *, body_help: str) -> N
         choices=["GET", "POST", "PUT", "PATCH", "DELETE"],
         help="HTTP method (default: GET)",
     )
-    parser.add_argument("--json", dest="json_body", default=None, metavar="JSON", help=body_help)
+    parser.add_argument(
+        "--json", dest="json_body", default=None, metavar="JSON", help="request body, sent as JSON"
+    )
     parser.add_argument(
         "--expect-status",
         type=http_status,

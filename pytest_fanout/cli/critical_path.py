@@ -16,8 +16,7 @@ from pytest_fanout.cli import (
     add_request_options,
     add_stack_group,
     request_from,
-    spec_from,
-    start_stack,
+    running_stack,
 )
 from pytest_fanout.limits import ExitCode, positive_float
 
@@ -33,8 +32,7 @@ def _budget(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="the path to weigh, e.g. /checkout (with its query)")
-    add_request_options(parser, body_help="request body, sent as JSON")
+    add_request_options(parser, path_help="the path to weigh, e.g. /checkout (with its query)")
     parser.add_argument(
         "--budget-s",
         type=_budget,
@@ -56,9 +54,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import httpx2
-
-    from pytest_fanout.measurement import MeasurementError
     from pytest_fanout.timeline.causal import critical_path
     from pytest_fanout.timeline.session import make_sender
     from pytest_fanout.timeline.waterfall import Waterfall
@@ -69,22 +64,17 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             f"--save {args.save!r}: give a .json file in an existing folder", ExitCode.USAGE
         )
-    spec = spec_from(args)
-    stack = start_stack(spec)
-    with stack, httpx2.Client(timeout=spec.request_timeout) as client:
+    with running_stack(args) as (stack, client):
         assert stack.app is not None
         send = make_sender(client, stack.app, stack.app.url, request)
-        try:
-            result = critical_path(
-                send,
-                stack.upstreams,
-                method=request.method,
-                path=request.path,
-                budget_s=args.budget_s,
-                extra_ms=args.extra_ms,
-            )
-        except MeasurementError as exc:
-            raise CommandError(str(exc).splitlines()[0]) from None
+        result = critical_path(
+            send,
+            stack.upstreams,
+            method=request.method,
+            path=request.path,
+            budget_s=args.budget_s,
+            extra_ms=args.extra_ms,
+        )
     assert result.timeline is not None
     waterfall = Waterfall(result.timeline)
     print(f"{waterfall}\n\n{result}", flush=True)

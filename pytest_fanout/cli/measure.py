@@ -17,8 +17,7 @@ from pytest_fanout.cli import (
     add_request_options,
     add_stack_group,
     request_from,
-    spec_from,
-    start_stack,
+    running_stack,
 )
 from pytest_fanout.limits import ExitCode
 from pytest_fanout.spec import DEFAULT_UPSTREAM, add_options
@@ -28,8 +27,7 @@ if TYPE_CHECKING:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="the path to measure, e.g. /basket/10 (with its query)")
-    add_request_options(parser, body_help="request body, sent as JSON")
+    add_request_options(parser, path_help="the path to measure, e.g. /basket/10 (with its query)")
     parser.add_argument(
         "--repeat",
         type=limits.repeats,
@@ -57,15 +55,12 @@ def run(args: argparse.Namespace) -> int:
     import httpx2
 
     from pytest_fanout.measure import measure
-    from pytest_fanout.measurement import MeasurementError
 
     request = request_from(args)
     waterfall_target = _waterfall_target(args.fanout_waterfall)
-    spec = spec_from(args)
-    timeout = spec.request_timeout
-    stack = start_stack(spec)
-    with stack, httpx2.Client(timeout=timeout) as client:
+    with running_stack(args) as (stack, client):
         assert stack.app is not None
+        spec = stack.spec
         try:
             m = measure(
                 client,
@@ -78,11 +73,10 @@ def run(args: argparse.Namespace) -> int:
                 n=args.n,
                 concurrency=args.concurrency,
             )
-        except MeasurementError as exc:
-            raise CommandError(str(exc).splitlines()[0]) from None
         except httpx2.TimeoutException:
             raise CommandError(
-                f"{request.label} did not answer within {timeout:g}s (--request-timeout)"
+                f"{request.label} did not answer within {spec.request_timeout:g}s"
+                " (--request-timeout)"
             ) from None
         except httpx2.HTTPError as exc:
             raise CommandError(

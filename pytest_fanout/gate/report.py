@@ -58,27 +58,29 @@ def evidence(v: CaseVerdict) -> list[MetricChange]:
 
 def verdict_rows(comparison: Comparison) -> list[list[str]]:
     """Per case, one row per metric of `evidence`; the case and its verdict on the first."""
-    rows = []
-    for v in comparison.verdicts:
-        changes = evidence(v)
-        if not changes:
-            rows.append([v.id, "-", "-", "-", "-", "-", "-", v.verdict])
-            continue
-        for index, c in enumerate(changes):
-            m = c.rule.metric
-            rows.append(
-                [
-                    v.id if index == 0 else "",
-                    c.label,
-                    _format(m, c.base),
-                    _format(m, c.now),
-                    _format_change(c),
-                    _format_p(c.p_value),
-                    c.catches(),
-                    v.verdict if index == 0 else "",
-                ]
-            )
-    return rows
+    return [row for v in comparison.verdicts for row in _case_rows(v, v.id, [v.verdict])]
+
+
+def _case_rows(v: CaseVerdict, case: str, closing: list[str]) -> list[list[str]]:
+    """The evidence rows of one case, one per metric of `evidence` (dashes when none): the
+    `case` cell and the `closing` cells (its verdict...) on the first row only."""
+    changes = evidence(v)
+    if not changes:
+        return [[case, "-", "-", "-", "-", "-", "-", *closing]]
+    blank = [""] * len(closing)
+    return [
+        [
+            case if index == 0 else "",
+            c.label,
+            _format(c.rule.metric, c.base),
+            _format(c.rule.metric, c.now),
+            _format_change(c),
+            _format_p(c.p_value),
+            c.catches(),
+            *(closing if index == 0 else blank),
+        ]
+        for index, c in enumerate(changes)
+    ]
 
 
 def regression_lines(comparison: Comparison) -> list[str]:
@@ -153,28 +155,8 @@ def render_comparison_markdown(comparison: Comparison, current: Run | None = Non
     base_run, head_run = comparison.baseline_run, current
     rows = []
     for v in comparison.verdicts:
-        changes = evidence(v)
-        why = verdict_reason(v, comparison.config.alpha)
-        if not changes:
-            rows.append(
-                [markdown_code(v.id), "-", "-", "-", "-", "-", "-", _verdict_md(v.verdict), why]
-            )
-        for index, c in enumerate(changes):
-            m = c.rule.metric
-            first = index == 0
-            rows.append(
-                [
-                    markdown_code(v.id) if first else "",
-                    c.label,
-                    _format(m, c.base),
-                    _format(m, c.now),
-                    _format_change(c),
-                    _format_p(c.p_value),
-                    c.catches(),
-                    _verdict_md(v.verdict) if first else "",
-                    why if first else "",
-                ]
-            )
+        closing = [_verdict_md(v.verdict), verdict_reason(v, comparison.config.alpha)]
+        rows += _case_rows(v, markdown_code(v.id), closing)
     lines += [render_markdown(REVIEW_HEADERS, rows), ""]
     chart = mermaid_chart(comparison, base_run, head_run)
     if chart:

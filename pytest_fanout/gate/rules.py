@@ -62,13 +62,7 @@ class Rule:
 
     def format_amount(self, amount: float) -> str:
         """A size of change in this rule's units, unsigned: "8%", "1.20 ms", "0.010", "1"."""
-        if self.percent:
-            return f"{amount * 100:.3g}%"
-        if self.metric.unit == "s":
-            return f"{amount * 1000:.3g} ms"
-        if self.metric.unit == "count":
-            return f"{amount:g}"
-        return f"{amount:.3g}"
+        return self._in_units(amount, percent=".3g", ms=".3g", count="g", plain=".3g")
 
     def format_limit(self) -> str:
         return self.format_amount(self.limit)
@@ -77,13 +71,16 @@ class Rule:
         """The change as the reports show it: a percentage, milliseconds, or a plain number."""
         if change is None:
             return "-"
+        return self._in_units(change, percent="+.1f", ms="+.2f", count="+g", plain="+.3f")
+
+    def _in_units(self, value: float, *, percent: str, ms: str, count: str, plain: str) -> str:
+        """`value` in this rule's units, with the format spec given for each: a percentage
+        (percent rules), milliseconds (times), a count, or a plain number."""
         if self.percent:
-            return f"{change * 100:+.1f}%"
+            return f"{value * 100:{percent}}%"
         if self.metric.unit == "s":
-            return f"{change * 1000:+.2f} ms"
-        if self.metric.unit == "count":
-            return f"{change:+g}"
-        return f"{change:+.3f}"
+            return f"{value * 1000:{ms}} ms"
+        return format(value, count if self.metric.unit == "count" else plain)
 
 
 #: Which metric units take which absolute limits, for the one-line refusals.

@@ -61,25 +61,10 @@ class HeldWaves:
         return len(self.waves)
 
 
-def hold_settings(
-    *,
-    count: int | None = None,
-    quiet_min_ms: float | None = None,
-    quiet_max_ms: float | None = None,
-    max_calls: int | None = None,
-    max_wave_s: float | None = None,
-    app_pid: int | None = None,
-) -> dict[str, Any]:
-    """The control body for the settings given (the rest stay the stub's defaults)."""
-    values = {
-        "count": count,
-        "quiet_min_ms": quiet_min_ms,
-        "quiet_max_ms": quiet_max_ms,
-        "max_calls": max_calls,
-        "max_wave_s": max_wave_s,
-        "app_pid": app_pid,
-    }
-    return {k: v for k, v in values.items() if v is not None}
+def hold_settings(**given: float | None) -> dict[str, Any]:
+    """The control body for the settings given, None left out (the stub's default): the
+    names of `StubUpstreamServer.hold`'s keywords, which the stub checks (`HoldSettings`)."""
+    return {name: value for name, value in given.items() if value is not None}
 
 
 @contextmanager

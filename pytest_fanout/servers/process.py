@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import httpx2
 
@@ -85,7 +86,40 @@ def bind_listening_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
     return sock
 
 
-class ServerProcess:
+@contextmanager
+def stop_on_failure(stop: Callable[[], object]) -> Iterator[None]:
+    """Anything that fails inside the block (Ctrl-C too) calls `stop`, then goes on up: a
+    start that fails half-way leaves no child behind."""
+    try:
+        yield
+    except BaseException:
+        stop()
+        raise
+
+
+class Started:
+    """`with thing:` starts it and stops it however the block ends: the one context-manager
+    shape of everything the harness starts (a `ServerProcess`, a `Stack`)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ServerProcess(Started):
     """One ASGI app served by uvicorn in its own process group.
 
     >>> with ServerProcess("app.main:app", name="app") as server:
@@ -213,11 +247,8 @@ class ServerProcess:
         finally:
             sock.close()  # the child holds its own copy
         cleanup.register(self)
-        try:
+        with stop_on_failure(self.stop):
             self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def wait_ready(self) -> None:
@@ -286,17 +317,6 @@ class ServerProcess:
         self._final_tail = self.log_tail()
         if self._log_file is not None:
             self._log_file.close()
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.running() else "stopped"

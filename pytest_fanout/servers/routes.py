@@ -45,15 +45,10 @@ class RouteError(ValueError):
     """A route the stub cannot use; `str()` is one line."""
 
 
-@dataclass
-class StubRequest:
-    """What a handler gets: one request as the stub upstream saw it."""
+class RawBody:
+    """A request's raw `body` read as JSON or text: the stub's request to a handler, a
+    recorded request (`upstream.requests()`)."""
 
-    method: str
-    path: str
-    path_params: dict[str, str]
-    query: dict[str, str]
-    headers: dict[str, str]
     body: bytes
 
     def json(self) -> Any:
@@ -63,6 +58,18 @@ class StubRequest:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass
+class StubRequest(RawBody):
+    """What a handler gets: one request as the stub upstream saw it."""
+
+    method: str
+    path: str
+    path_params: dict[str, str]
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
 
 
 @dataclass

@@ -23,7 +23,7 @@ so one route serves both kinds of call:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pytest_fanout.servers.routes import StubRequest
@@ -148,14 +148,25 @@ def _wants_stream(request: StubRequest) -> tuple[bool, str | None]:
     return bool(body.get("stream")), model if isinstance(model, str) else None
 
 
+def _echo(
+    request: StubRequest,
+    default_model: str,
+    answer: Callable[..., dict[str, Any]],
+    stream: Callable[..., list[Any]],
+) -> dict[str, Any] | StubStream:
+    """The last user message back in one API's shape: `stream`'s events when the request
+    asks (`"stream": true`), else `answer`'s body; the request's model, or the default."""
+    wants_stream, model = _wants_stream(request)
+    text = _last_user_text(request, "")
+    model = model or default_model
+    if wants_stream:
+        return StubStream(events=stream(text, model=model))
+    return answer(text, model=model)
+
+
 def openai_echo(request: StubRequest) -> dict[str, Any] | StubStream:
     """A stub handler: the last user message back, streamed when the request asks."""
-    stream, model = _wants_stream(request)
-    text = _last_user_text(request, "")
-    model = model or OPENAI_MODEL
-    if stream:
-        return StubStream(events=openai_chat_completion_stream(text, model=model))
-    return openai_chat_completion(text, model=model)
+    return _echo(request, OPENAI_MODEL, openai_chat_completion, openai_chat_completion_stream)
 
 
 # ---- Anthropic: messages -----------------------------------------------------------------
@@ -220,9 +231,4 @@ def anthropic_message_stream(
 
 def anthropic_echo(request: StubRequest) -> dict[str, Any] | StubStream:
     """A stub handler: the last user message back, streamed when the request asks."""
-    stream, model = _wants_stream(request)
-    text = _last_user_text(request, "")
-    model = model or ANTHROPIC_MODEL
-    if stream:
-        return StubStream(events=anthropic_message_stream(text, model=model))
-    return anthropic_message(text, model=model)
+    return _echo(request, ANTHROPIC_MODEL, anthropic_message, anthropic_message_stream)

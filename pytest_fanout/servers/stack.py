@@ -18,7 +18,6 @@ import secrets
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from types import TracebackType
 from typing import Any
 
 from pytest_fanout.limits import (
@@ -30,7 +29,7 @@ from pytest_fanout.limits import (
 )
 from pytest_fanout.servers import cleanup
 from pytest_fanout.servers.probe import PROBE_PATH, PROBE_TOKEN_ENV
-from pytest_fanout.servers.process import LOOPBACK, ServerProcess
+from pytest_fanout.servers.process import LOOPBACK, ServerProcess, Started, stop_on_failure
 from pytest_fanout.servers.stub_server import (
     RecordedRequest,
     StubUpstreamServer,
@@ -170,7 +169,7 @@ def start_upstreams(servers: Mapping[str, StubUpstreamServer]) -> None:
         raise failed
 
 
-class Stack:
+class Stack(Started):
     """Stub upstreams + the app, started together (stubs first, the app as soon as their URLs
     are known), stopped together (app first).
 
@@ -323,22 +322,16 @@ class Stack:
         )
         if self._on_server is not None:
             self._on_server(self.app)
-        try:
+        with stop_on_failure(self.stop_app):
             self.app.start()
             self.wait_upstreams()
-        except BaseException:
-            self.stop_app()
-            raise
         return self.app
 
     def start(self) -> Stack:
         """Both phases; anything that fails stops everything started."""
-        try:
+        with stop_on_failure(self.stop):
             self.start_upstreams()
             self.start_app()
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def stop_app(self) -> None:
@@ -353,14 +346,3 @@ class Stack:
         else:
             for server in self.upstreams.values():
                 server.stop()
-
-    def __enter__(self) -> Stack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

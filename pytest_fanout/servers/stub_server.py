@@ -15,16 +15,23 @@ import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, TypeVar
 
 import httpx2
 
-from pytest_fanout.limits import DEFAULT_UPSTREAM, Behaviour, strict_json_dumps, strict_json_loads
+from pytest_fanout.limits import DEFAULT_UPSTREAM, Behaviour, strict_json_dumps
 from pytest_fanout.servers.held import HeldWaves, hold_settings, holding
-from pytest_fanout.servers.process import LOOPBACK, ServerProcess, ServerStartError
-from pytest_fanout.servers.routes import RouteError, compile_template
+from pytest_fanout.servers.process import (
+    LOOPBACK,
+    ServerProcess,
+    ServerStartError,
+    stop_on_failure,
+)
+from pytest_fanout.servers.routes import RawBody, RouteError, compile_template
 from pytest_fanout.servers.upstream import CONTROL_PREFIX, TOKEN_ENV
+
+_T = TypeVar("_T")
 
 #: Seconds an idle connection to a stub stays open (nginx's default keepalive_timeout).
 STUB_KEEP_ALIVE_S = 75
@@ -52,18 +59,11 @@ class CallCount:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> CallCount:
-        return cls(
-            matching=data["matching"],
-            total=data["total"],
-            uncounted=data["uncounted"],
-            keys=data["keys"],
-            top=[(key, n) for key, n in data["top"]],
-            kept=data["kept"],
-        )
+        return _from_wire(cls, data, top=[(key, n) for key, n in data["top"]])
 
 
 @dataclass
-class RecordedRequest:
+class RecordedRequest(RawBody):
     """One request a stub upstream saw, as `upstream.requests()` returns it."""
 
     method: str
@@ -81,27 +81,25 @@ class RecordedRequest:
     #: The client went away before the body ended: no answer was sent.
     aborted: bool = False
 
-    def json(self) -> Any:
-        return strict_json_loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RecordedRequest:
-        return cls(
-            method=data["method"],
-            path=data["path"],
-            query=data["query"],
+        return _from_wire(
+            cls,
+            data,
             headers={k.lower(): v for k, v in data["headers"]},
             body=base64.b64decode(data["body_b64"]),
-            body_truncated=data["body_truncated"],
-            delay_ms=data["delay_ms"],
-            status=data["status"],
-            headers_truncated=data.get("headers_truncated", False),
-            aborted=data.get("aborted", False),
         )
+
+
+def _from_wire(cls: type[_T], data: Mapping[str, Any], **converted: Any) -> _T:
+    """A dataclass from the stub's JSON: each field under its own name (one with a default
+    may be missing), `converted` for those the wire carries in another shape."""
+    values = {
+        f.name: data[f.name]
+        for f in fields(cls)
+        if f.name not in converted and (f.name in data or f.default is MISSING)
+    }
+    return cls(**values, **converted)
 
 
 class StubUpstreamServer(ServerProcess):
@@ -165,11 +163,8 @@ class StubUpstreamServer(ServerProcess):
     def start(self) -> StubUpstreamServer:
         """Start the child, then add its declared routes (a bad one: one ServerStartError)."""
         super().start()
-        try:
+        with stop_on_failure(self.stop):
             self._install_routes()
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def _install_routes(self) -> None:
