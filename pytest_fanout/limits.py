@@ -69,6 +69,16 @@ DEFAULT_DELAY_MS = 100.0
 DEFAULT_STARTUP_TIMEOUT_S = 10.0
 #: Seconds a request to the app may take when no timeout is given.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: A call that ended this soon after the endpoint's answer reached the harness is not an
+#: orphan: the stub sees a cancelled call's connection close a moment after the app closed
+#: it, on another process's clock turn, while the app's answer is on its way (an orphan of
+#: `asyncio.gather` runs on for the rest of its upstream's latency, far longer).
+ORPHAN_GRACE_S = 0.05
+#: Calls still running this long after the caller hung up count as work after the
+#: disconnect (`measure(..., disconnect_after_s=)`): time for the app to see it and cancel.
+DEFAULT_DISCONNECT_GRACE_S = 0.1
+#: The longest `disconnect_after_s` / `disconnect_grace_s` (seconds).
+MAX_DISCONNECT_S = 600.0
 #: The app's environment variable that switches the probe's stack sampler off.
 STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
 #: The prefix of the stub's settings in a child's environment (`Behaviour.to_env`).
@@ -250,6 +260,7 @@ duration_s = bounded(positive_float, MAX_DURATION_S, " s")
 delay_ms = bounded(non_negative_float, MAX_DELAY_MS, " ms")
 grace_ms = bounded(non_negative_float, MAX_GRACE_MS, " ms")
 whole_seconds = bounded(positive_int, MAX_DURATION_S, " s")
+disconnect_s = bounded(positive_float, MAX_DISCONNECT_S, " s")
 latency_ms = bounded(positive_float, MAX_DELAY_MS, " ms")
 calls = bounded(positive_int, MAX_CALLS)
 repeats = bounded(positive_int, MAX_REPEAT)

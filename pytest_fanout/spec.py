@@ -630,6 +630,15 @@ OPTIONS: dict[str, Option] = {
         *_GATE_OPTIONS,
         *_LOAD_OPTIONS,
         Option(
+            "disconnect_after",
+            "hang up S seconds after sending each request and count the upstream calls still"
+            " running 0.1 s later, or begun after (work for a caller who left)",
+            limits.disconnect_s,
+            metavar="S",
+            group="measure",
+            front_ends=_FANOUT,
+        ),
+        Option(
             "waterfall",
             "also print the median request's upstream calls on a time axis and save them to"
             " FILE (.svg, .png, .txt, .mmd, .md or .json)",

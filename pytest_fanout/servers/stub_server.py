@@ -203,6 +203,17 @@ class StubUpstreamServer(ServerProcess):
         response = self.control.post(CONTROL_PREFIX + "reset", params=params, timeout=timeout)
         return response.raise_for_status().json()
 
+    def late(
+        self, since: float, after: float, *, grace_s: float = 0.0, wait_idle_s: float = 0.0
+    ) -> dict[str, Any]:
+        """Calls that arrived from `since` on (time.monotonic()) and ran past `after` +
+        `grace_s` (still in flight then, or begun after it), counted once no call is in
+        flight (waited for at most `wait_idle_s`): {late, cut, in_flight_before, idle}."""
+        params = {"since": since, "after": after, "grace_s": grace_s, "wait_idle_s": wait_idle_s}
+        timeout = httpx2.Timeout(10 + wait_idle_s)
+        response = self.control.get(CONTROL_PREFIX + "late", params=params, timeout=timeout)
+        return response.raise_for_status().json()
+
     def behaviour(self) -> Behaviour:
         return Behaviour(**self.control.get(CONTROL_PREFIX + "config").raise_for_status().json())
 
