@@ -30,7 +30,9 @@ findings come first and are never dropped for a timing one:
   client cannot issue calls as fast as the upstream answers; with its CPU per
   call and the delay at which the timed peak would be whole;
 - `delay-too-short` (timing): the upstream answers at once, so timed peaks
-  cannot show the structure (the held probe's waves do).
+  cannot show the structure (the held probe's waves do);
+- `no-timeout` (a failed measurement, `no_timeout`): the request waited on a hung
+  upstream (`hang = true`) until the harness gave up: its client has no timeout.
 
 `headline` and `efficiency_cell` are the two cells the measurement tables show
 (pytest's summary, `fanout patterns`).
@@ -61,6 +63,8 @@ EXACT_KINDS = (
 )
 TIMING_KINDS = ("blocks-loop", "gc-pauses", "slow-client", "delay-too-short")
 KINDS = EXACT_KINDS + TIMING_KINDS
+#: Findings that explain why a measurement failed (no Measurement to diagnose).
+FAILURE_KINDS = ("no-timeout",)
 #: Each verdict's one name: the first words of its message and of its table cell, in the
 #: terminal summary, `fanout patterns`/`fanout measure`, the assertion messages and saved runs.
 NAMES = {
@@ -76,6 +80,7 @@ NAMES = {
     "gc-pauses": "garbage collection",
     "slow-client": "slow client",
     "delay-too-short": "delay too short",
+    "no-timeout": "no timeout",
 }
 #: Below this delay, timed peaks alone never give `sequential` or `pool-cap` (old data).
 TIMED_PEAK_MIN_DELAY_S = 0.05
@@ -544,4 +549,19 @@ def _after_disconnect(m: Measurement, g: UpstreamGauges, label: str) -> Finding 
         "for nobody; watch for the disconnect and cancel the work",
         exact=True,
         short=f"work after disconnect{_tag(m, g.name)}: {g.after_disconnect} calls",
+    )
+
+
+def no_timeout(label: str, hung: dict[str, int], waited: str) -> Finding:
+    """Why `label` failed when calls to a hung upstream (`hang = true`) were still held as
+    the harness gave up on it (`waited`: what it waited, from the harness's error)."""
+    where = ", ".join(f"{count} call(s) to {name!r}" for name, count in hung.items())
+    return Finding(
+        "no-timeout",
+        f"no timeout: {label} waited on the hung upstream ({where}, never answered: hang = "
+        f"true) until the harness gave up ({waited}): the call has no timeout; give the "
+        "client one (httpx.AsyncClient(timeout=...), asyncio.timeout(...)) so a hung upstream "
+        "costs a bounded wait",
+        exact=True,
+        short=f"no timeout: {where}",
     )

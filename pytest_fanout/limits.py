@@ -79,6 +79,9 @@ ORPHAN_GRACE_S = 0.05
 DEFAULT_DISCONNECT_GRACE_S = 0.1
 #: The longest `disconnect_after_s` / `disconnect_grace_s` (seconds).
 MAX_DISCONNECT_S = 600.0
+#: The longest a stub holds a call of a hung upstream or route (`hang = true`) when its
+#: client never goes away (seconds): the run ends first.
+HANG_MAX_S = 3600.0
 #: The app's environment variable that switches the probe's stack sampler off.
 STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
 #: The prefix of the stub's settings in a child's environment (`Behaviour.to_env`).
@@ -106,6 +109,7 @@ ROUTE_KEYS = (
     "chunks",
     "chunk_delay_ms",
     "tokens_per_s",
+    "hang",
 )
 
 # ---- bounds ----------------------------------------------------------------------------------
@@ -404,7 +408,14 @@ _RANGES: dict[str, tuple[float, float]] = {
 
 
 def _convert(name: str, kind: type, value: Any) -> float | int:
-    """A setting's value from JSON or an environment string, finite and in range."""
+    """A setting's value from JSON or an environment string, finite and in range (a
+    switch: true or false)."""
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r} must be true or false")
+        return value
     if isinstance(value, bool):
         raise ConfigError(f"{name}={value!r} is not a number")
     if isinstance(value, str):
@@ -452,6 +463,8 @@ class Behaviour:
     #: Seed of the stub's random choices (jitter, log-normal delay, error and drop rates);
     #: 0 = unseeded.
     seed: int = 0
+    #: Hold every call until its client goes away (a hung upstream), bounded by HANG_MAX_S.
+    hang: bool = False
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply `changes` (validated first, so a bad one changes nothing)."""

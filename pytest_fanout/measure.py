@@ -253,6 +253,22 @@ def _late_calls(
     return counts
 
 
+def _hung(exc: MeasurementError, stubs: Mapping[str, Any], label: str) -> MeasurementError:
+    """`exc` explained when calls to a hung upstream (`hang = true`) were still held as the
+    request failed: the `no-timeout` finding, and the held calls released (answered 504),
+    so the app's request ends; `exc` itself otherwise."""
+    from pytest_fanout.diagnosis import no_timeout
+
+    held = {name: int(stub.stats().get("hung_now", 0)) for name, stub in stubs.items()}
+    held = {name: count for name, count in held.items() if count}
+    if not held:
+        return exc
+    for name in held:
+        stubs[name].release_hung()
+    waited = str(exc).splitlines()[0] if str(exc) else "the request failed"
+    return MeasurementError(no_timeout(label, held, waited).message, exc.log_tail)
+
+
 def hang_up(app_url: str, request: Request, after_s: float) -> tuple[float, float]:
     """Send `request` on a connection of its own and close it `after_s` seconds later (or
     when the app closes it first), reading and dropping whatever the app sends meanwhile:
@@ -378,7 +394,12 @@ def measure(
         if index == warmup and held_probe:
             start = time.perf_counter()
             began = time.monotonic()
-            result.structure = _held_probe(client, app, app_url, request, stubs, wait_s, index > 0)
+            try:
+                result.structure = _held_probe(
+                    client, app, app_url, request, stubs, wait_s, index > 0
+                )
+            except MeasurementError as exc:
+                raise _hung(exc, stubs, label) from None
             result.structure_probe_s = time.perf_counter() - start
             _late_calls(stubs, app, (began, time.monotonic()), grace, wait_s, label)
         if app is not None:
@@ -392,7 +413,10 @@ def measure(
         else:
             sent = time.monotonic()
             start = time.perf_counter()
-            response = send_request(client, app, app_url, request)
+            try:
+                response = send_request(client, app, app_url, request)
+            except MeasurementError as exc:
+                raise _hung(exc, stubs, label) from None
             elapsed = time.perf_counter() - start
             answered = time.monotonic()
             check_status(response, request)

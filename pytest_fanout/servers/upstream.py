@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pytest_fanout.limits import (
+    HANG_MAX_S,
     MAX_DELAY_MS,
     MAX_ITEM_BODY,
     STUB_ENV_PREFIX,
@@ -149,7 +150,8 @@ class StubUpstream:
         #: Hold mode (`hold.py`): when armed, calls wait for their wave instead of the delay.
         self.holder = Holder()
         #: Hung calls (`hang`), by id of their log entry: let go when the client goes away.
-        self._hung: dict[int, asyncio.Future[None]] = {}
+        self._hung: dict[int, asyncio.Future[bool]] = {}
+        self.hung_now = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -225,7 +227,29 @@ class StubUpstream:
             gauge.cut += 1
         hung = self._hung.pop(id(call), None)
         if hung is not None and not hung.done():
-            hung.set_result(None)
+            hung.set_result(False)
+
+    async def _hang(self, call: list) -> bool:
+        """Hold a call of a hung route or upstream until its client goes away (`_cut`), the
+        harness releases it (True: answer it), or HANG_MAX_S."""
+        if call[9]:
+            return False  # its client already went away
+        waiter = asyncio.get_running_loop().create_future()
+        self._hung[id(call)] = waiter
+        self.hung_now += 1
+        try:
+            return await asyncio.wait_for(waiter, HANG_MAX_S) is True
+        except TimeoutError:
+            return True
+        finally:
+            self._hung.pop(id(call), None)
+            self.hung_now -= 1
+
+    async def _release_hung(self, query: dict, body: Any) -> dict[str, Any]:
+        held = [w for w in self._hung.values() if not w.done()]
+        for waiter in held:
+            waiter.set_result(True)
+        return {"released": len(held)}
 
     async def _read_item_body(self, receive: Any) -> tuple[bytes, bool, bytes, bool]:
         """(body as received, whether the kept copy was cut, the kept copy, whether the body
@@ -282,6 +306,13 @@ class StubUpstream:
         if await self.holder.hold():
             record[DELAY] = 0.0  # answered when its wave was released, not after a delay
             delay_ms = 0.0
+        if route.hang if route is not None and route.hang else behaviour.hang:
+            record[DELAY] = 0.0
+            if await self._hang(call):
+                gauge.errors += 1
+                record[STATUS] = 504
+                await _reply(send, 504, _detail("a hung call, released by the harness"))
+            return
         gauge.delay_ms_sum += delay_ms
         gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
         if delay_ms > 0:
@@ -631,6 +662,7 @@ class StubUpstream:
         ("timeline", "POST"): _set_timeline,
         ("timeline", "DELETE"): _clear_timeline,
         ("late", "GET"): _late,
+        ("hung", "DELETE"): _release_hung,
         ("calls", "GET"): _count_calls,
         ("hold", "POST"): _arm_hold,
         ("hold", "GET"): _hold_report,
@@ -641,6 +673,8 @@ class StubUpstream:
         return {
             **asdict(self.gauge),
             "inflight_now": self.inflight_now,
+            #: Calls a hung route or upstream holds now.
+            "hung_now": self.hung_now,
             "connections_open": len(self.connections.open),
             #: Connections first used since the reset that have closed since.
             "connections_closed": self.connections.closed_in_epoch,

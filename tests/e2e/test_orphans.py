@@ -25,7 +25,7 @@ from pytest_fanout.assertions import (
 from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import measure
-from pytest_fanout.measurement import FanoutWarning, Measurement, Request
+from pytest_fanout.measurement import FanoutWarning, Measurement, MeasurementError, Request
 from pytest_fanout.servers import Stack
 
 APP_DIR = Path(__file__).parent / "orphans_app"
@@ -44,6 +44,7 @@ def stack() -> Iterator[Stack]:
         parts = stack.upstreams["parts"]
         parts.route("GET", "/part/{i}", json={"part": "{i}"}, delay_ms=PART_MS)
         parts.route("GET", "/fail", status=500, json={"error": "boom"}, delay_ms=20)
+        parts.route("GET", "/stuck", hang=True)
         yield stack
 
 
@@ -178,6 +179,45 @@ def test_assertions_say_what_was_not_measured(stack: Stack, client: httpx2.Clien
         FanoutAssertionError, match="no after disconnect counts .* disconnect_after_s"
     ):
         assert_cancels_on_disconnect(m)
+
+
+def test_a_hung_upstream_and_a_service_without_a_timeout(stack: Stack) -> None:
+    """`hang=True`: the stub holds the call until its client goes away. Without a timeout
+    the service waits as long as the harness does: one line names the hung upstream and
+    the missing timeout, and the held call is released so the app's request ends."""
+    assert stack.app is not None
+    with httpx2.Client(timeout=2) as impatient, pytest.raises(MeasurementError) as caught:
+        measure(
+            impatient,
+            stack.app.url,
+            Request("/hung-no-timeout"),
+            upstreams=stack.upstreams,
+            app=stack.app,
+            repeat=1,
+            warmup=0,
+            held_probe=False,
+        )
+    message = str(caught.value)
+    assert message.startswith(
+        "no timeout: GET /hung-no-timeout waited on the hung upstream (1 call(s) to 'parts', "
+        "never answered: hang = true) until the harness gave up (GET /hung-no-timeout did not "
+        "answer within 2 s"
+    ), message
+    assert "\n" not in message
+    assert stack.upstreams["parts"].stats()["hung_now"] == 0  # released
+
+
+def test_a_service_with_a_timeout_is_timed_as_it_answers(
+    stack: Stack, client: httpx2.Client
+) -> None:
+    m, counters = take(stack, client, "/hung-with-timeout", status=504)
+    # Its own 200 ms timeout, not the harness's: the answer came when the service gave up.
+    assert min(m.samples) >= 0.2 and m.median_s < 2
+    g = m.upstream("parts")
+    # The timeout cancelled the call: its connection closed, the stub let it go.
+    assert g.orphaned_per_sample == [0] * REPEAT
+    assert g.cut_per_sample == [1] * REPEAT
+    assert stack.upstreams["parts"].stats()["hung_now"] == 0
 
 
 def test_fanout_measure_disconnect_after() -> None:

@@ -356,7 +356,7 @@ def test_the_verdict_does_not_depend_on_the_delay(stall: dict) -> None:
 
 
 def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
-    from pytest_fanout.diagnosis import NAMES
+    from pytest_fanout.diagnosis import FAILURE_KINDS, NAMES, no_timeout
 
     cases = [
         make(peak=1, waves=[1] * 10),
@@ -379,7 +379,10 @@ def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
             assert finding.message.startswith(name + " ") or finding.message.startswith(name + ":")
             assert finding.cell.startswith(name)
             seen.add(finding.kind)
-    assert seen == set(KINDS) == set(NAMES)
+    assert seen == set(KINDS) == set(NAMES) - set(FAILURE_KINDS)
+    failed = no_timeout("GET /hung", {"parts": 1}, "GET /hung did not answer within 3 s")
+    assert failed.message.startswith(NAMES[failed.kind] + ":")
+    assert failed.cell.startswith(NAMES[failed.kind])
 
 
 def test_orphans_and_work_after_a_hang_up_are_exact_findings() -> None:

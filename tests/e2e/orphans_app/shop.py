@@ -135,6 +135,24 @@ async def summary_stream() -> StreamingResponse:
     return StreamingResponse(body(), media_type="application/json")
 
 
+@app.get("/hung-no-timeout")
+async def hung_no_timeout() -> dict:
+    """Waits on the upstream as long as it takes (timeout=None: no timeout at all)."""
+    response = await client.get("/stuck", timeout=None)
+    return response.json()
+
+
+@app.get("/hung-with-timeout")
+async def hung_with_timeout() -> JSONResponse:
+    """Gives the upstream 200 ms, then answers 504 (the call is cancelled)."""
+    try:
+        async with asyncio.timeout(0.2):
+            response = await client.get("/stuck", timeout=None)
+    except TimeoutError:
+        return JSONResponse({"error": "upstream timed out"}, status_code=504)
+    return JSONResponse(response.json())
+
+
 @app.get("/counters")
 async def counters() -> dict:
     return dict(COUNTERS)
