@@ -345,7 +345,8 @@ _GATE_OPTIONS = (
         "fail_on",
         "what fails the run when the comparison finds it beyond the noise: comma-separated"
         " METRIC-N%%/METRIC+N%% (or ms/s, a plain count, or Nabs on a ratio) rules over median,"
-        " p95, first-byte (streamed answers), cpu (same machine only), structure, efficiency,"
+        " p95, first-byte (streamed answers), cpu (same machine only), structure, orphaned,"
+        " after_disconnect (exact, where measured), efficiency,"
         " overhead, speedup (measurements) and load-p95, rps, completed, fail-ratio (Locust"
         " rows), e.g. median+10%%,structure+0,load-p95+25%%; 'none' reports only (default:"
         " the gate's rules, docs 'Gating pull requests')",
