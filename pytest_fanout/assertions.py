@@ -275,3 +275,61 @@ def assert_streams(m: Measurement, first_byte_within: float = 0.5) -> None:
                 f"{_ms(last)} ({first / last:.0%}): the answer is buffered, not streamed "
                 "(an upstream stream read to the end before answering?)"
             )
+
+
+def _late_upstreams(m: Measurement, upstream: str | None, key: str) -> list[UpstreamGauges]:
+    """The upstreams to judge (all, or the one named) that measured `key`; an error line
+    when none did."""
+    names = m.upstream_names if upstream is None else [upstream]
+    gauges = [m.upstream(name) for name in names]
+    measured = [g for g in gauges if getattr(g, key + "_per_sample")]
+    if not measured:
+        how = (
+            "measure it with disconnect_after_s= (a hang-up)"
+            if key == "after_disconnect"
+            else "measure it through the `fanout` fixture, without a hang-up"
+        )
+        raise FanoutAssertionError(f"no {key.replace('_', ' ')} counts for {m.path}: {how}")
+    return measured
+
+
+def _calls(count: int) -> str:
+    return "1 call" if count == 1 else f"{count} calls"
+
+
+def assert_no_orphans(m: Measurement, upstream: str | None = None) -> None:
+    """No upstream call (at every upstream, or at the one named) was still in flight when
+    the endpoint answered, nor begun after: `asyncio.gather` without `return_exceptions`
+    answers on the first failure and leaves the other calls running for nobody."""
+    __tracebackhide__ = True
+    label = f"{m.method} {m.path}"
+    for g in _late_upstreams(m, upstream, "orphaned"):
+        if g.orphaned:
+            samples = len(g.orphaned_per_sample)
+            per = f" ({g.orphaned_per_sample} over {samples} samples)" if samples > 1 else ""
+            raise FanoutAssertionError(
+                f"{_calls(g.orphaned)} to {g.name!r} ran on after {label} answered "
+                f"{m.status_code}{per}: asyncio.gather does not cancel the other calls when "
+                "one fails; use asyncio.TaskGroup, or cancel them"
+            )
+
+
+def assert_cancels_on_disconnect(m: Measurement, upstream: str | None = None) -> None:
+    """No upstream call was still running `m.disconnect_grace_s` after the caller hung up,
+    nor begun after: an endpoint that keeps calling for a caller who left wastes every
+    one of those calls (Starlette runs an ordinary endpoint to its end)."""
+    __tracebackhide__ = True
+    label = f"{m.method} {m.path}"
+    for g in _late_upstreams(m, upstream, "after_disconnect"):
+        if g.after_disconnect:
+            after = _ms(m.disconnect_after_s or 0.0)
+            grace = _ms(m.disconnect_grace_s or 0.0)
+            counts, samples = g.after_disconnect_per_sample, len(g.after_disconnect_per_sample)
+            per = f" ({counts} over {samples} samples)" if samples > 1 else ""
+            raise FanoutAssertionError(
+                f"{_calls(g.after_disconnect)} to {g.name!r} ran on after the caller hung up "
+                f"on {label} at {after} (still running {grace} later, or begun after){per}: "
+                "the endpoint kept working for nobody; watch for the disconnect (await "
+                "request.is_disconnected(), or receive() giving http.disconnect) and cancel "
+                "the work, or stream the answer (Starlette cancels a StreamingResponse)"
+            )

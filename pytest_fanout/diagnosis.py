@@ -15,6 +15,9 @@ findings come first and are never dropped for a timing one:
 - `connection-churn`: new connections in every sample after warm-up, fewer than
   the calls, that outlive the request (a keep-alive pool smaller than the fan-out);
 - `upstream-429` / `upstream-errors`: the upstream refused or failed calls;
+- `orphaned-calls`: calls still in flight at the stub when the endpoint answered, or
+  begun after (`asyncio.gather` leaves them running when one fails);
+- `work-after-disconnect`: with a hang-up, calls still running after the caller left;
 - `blocks-loop` (timing): the app's own code held its event loop beyond the
   blocking limit (40 ms whatever the delay; garbage collection and time the
   loop waited for a CPU are not counted); where: the place most of the stall's
@@ -27,7 +30,9 @@ findings come first and are never dropped for a timing one:
   client cannot issue calls as fast as the upstream answers; with its CPU per
   call and the delay at which the timed peak would be whole;
 - `delay-too-short` (timing): the upstream answers at once, so timed peaks
-  cannot show the structure (the held probe's waves do).
+  cannot show the structure (the held probe's waves do);
+- `no-timeout` (a failed measurement, `no_timeout`): the request waited on a hung
+  upstream (`hang = true`) until the harness gave up: its client has no timeout.
 
 `headline` and `efficiency_cell` are the two cells the measurement tables show
 (pytest's summary, `fanout patterns`).
@@ -53,9 +58,13 @@ EXACT_KINDS = (
     "connection-churn",
     "upstream-429",
     "upstream-errors",
+    "orphaned-calls",
+    "work-after-disconnect",
 )
 TIMING_KINDS = ("blocks-loop", "gc-pauses", "slow-client", "delay-too-short")
 KINDS = EXACT_KINDS + TIMING_KINDS
+#: Findings that explain why a measurement failed (no Measurement to diagnose).
+FAILURE_KINDS = ("no-timeout",)
 #: Each verdict's one name: the first words of its message and of its table cell, in the
 #: terminal summary, `fanout patterns`/`fanout measure`, the assertion messages and saved runs.
 NAMES = {
@@ -65,10 +74,13 @@ NAMES = {
     "connection-churn": "connection churn",
     "upstream-429": "upstream 429",
     "upstream-errors": "upstream errors",
+    "orphaned-calls": "orphaned calls",
+    "work-after-disconnect": "work after disconnect",
     "blocks-loop": "blocks the loop",
     "gc-pauses": "garbage collection",
     "slow-client": "slow client",
     "delay-too-short": "delay too short",
+    "no-timeout": "no timeout",
 }
 #: Below this delay, timed peaks alone never give `sequential` or `pool-cap` (old data).
 TIMED_PEAK_MIN_DELAY_S = 0.05
@@ -104,7 +116,16 @@ def diagnose(m: Measurement) -> list[Finding]:
     findings: list[Finding] = []
     for gauges in _upstreams(m):
         label = _label(m, gauges.name)
-        for check in (_sequential, _no_reuse, _churn, _pool_cap, _rejected, _errors):
+        for check in (
+            _sequential,
+            _no_reuse,
+            _churn,
+            _pool_cap,
+            _rejected,
+            _errors,
+            _orphaned,
+            _after_disconnect,
+        ):
             finding = check(m, gauges, label)
             if finding is not None:
                 findings.append(finding)
@@ -378,12 +399,22 @@ def _paired(m: Measurement, g: UpstreamGauges) -> list[tuple[int, int, int | Non
     return triples if m.warmup or m.structure else triples[1:]  # the held probe warms up too
 
 
+def _cancelled(g: UpstreamGauges) -> bool:
+    """The app cancelled calls in every sample (their connections closed unanswered) and
+    opened no more new connections than it cut: the new ones replace those, which is not
+    a client per request nor a small pool."""
+    cut, opened = g.cut_per_sample, g.connections_per_sample
+    if not cut or len(cut) != len(opened) or not all(cut):
+        return False
+    return max(opened) <= max(cut)
+
+
 def _no_reuse(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     """A client built per request (or per call): the connections it opens all close by the
     end of the request that opened them, whatever the concurrency (gathered, batched or
     sequential). Without lifetimes (old data): a new connection for every call."""
     triples = _paired(m, g)
-    if not triples:
+    if not triples or _cancelled(g):
         return None
     lifetimes = all(closed is not None for _, closed, _ in triples)
     if lifetimes:
@@ -413,7 +444,7 @@ def _churn(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     """New connections in every sample that outlive the request: a keep-alive pool that
     keeps fewer connections than the fan-out uses."""
     triples = _paired(m, g)
-    if not triples or any(not 0 < c < r for c, _, r in triples):
+    if not triples or _cancelled(g) or any(not 0 < c < r for c, _, r in triples):
         return None
     if all(closed is not None and closed == c for c, closed, _ in triples):
         return None  # all closed with the request: a client per request, not a small pool
@@ -500,4 +531,49 @@ def _bad_answers(
     calls = f"{count} of {sum(g.requests_per_sample)} calls"
     return Finding(
         name, f"{title}: {did} {calls}{why}", exact=True, short=f"{title}{_tag(m, g.name)}: {calls}"
+    )
+
+
+def _orphaned(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    if not g.orphaned:
+        return None
+    samples = len(g.orphaned_per_sample)
+    return Finding(
+        "orphaned-calls",
+        f"orphaned calls: {g.orphaned} calls to {label} over {samples} samples ran on after "
+        f"{m.method} {m.path} answered {m.status_code} (still in flight at the stub, or "
+        "begun after): asyncio.gather does not cancel the other calls when one fails; use "
+        "asyncio.TaskGroup, or cancel them",
+        exact=True,
+        short=f"orphaned calls{_tag(m, g.name)}: {g.orphaned} in {samples} samples",
+    )
+
+
+def _after_disconnect(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    if not g.after_disconnect:
+        return None
+    samples = len(g.after_disconnect_per_sample)
+    after = _ms(m.disconnect_after_s or 0.0)
+    return Finding(
+        "work-after-disconnect",
+        f"work after disconnect: {g.after_disconnect} calls to {label} over {samples} "
+        f"samples ran on after the caller hung up at {after}: the endpoint keeps working "
+        "for nobody; watch for the disconnect and cancel the work",
+        exact=True,
+        short=f"work after disconnect{_tag(m, g.name)}: {g.after_disconnect} calls",
+    )
+
+
+def no_timeout(label: str, hung: dict[str, int], waited: str) -> Finding:
+    """Why `label` failed when calls to a hung upstream (`hang = true`) were still held as
+    the harness gave up on it (`waited`: what it waited, from the harness's error)."""
+    where = ", ".join(f"{count} call(s) to {name!r}" for name, count in hung.items())
+    return Finding(
+        "no-timeout",
+        f"no timeout: {label} waited on the hung upstream ({where}, never answered: hang = "
+        f"true) until the harness gave up ({waited}): the call has no timeout; give the "
+        "client one (httpx.AsyncClient(timeout=...), asyncio.timeout(...)) so a hung upstream "
+        "costs a bounded wait",
+        exact=True,
+        short=f"no timeout: {where}",
     )

@@ -105,6 +105,8 @@ class Fanout:
         expect_status: int = 200,
         held_probe: bool = True,
         request: Request | None = None,
+        disconnect_after_s: float | None = None,
+        disconnect_grace_s: float | None = None,
     ) -> Measurement:
         """Send `method path` `repeat` times after `warmup` untimed calls, with exact gauges
         for every upstream, and (`held_probe`) one more untimed call with the stubs in
@@ -114,10 +116,18 @@ class Fanout:
         of waves); without them the `pytest_fanout_path_shape` hook is asked.
         `ideal_s` gives the ideal time outright (a fan-out with several stages).
         `request=Request(...)` is the request already built, in place of `path` and
-        its keywords.
+        its keywords. `disconnect_after_s`: hang up that long after sending each request,
+        and count the calls still running `disconnect_grace_s` (0.1 s) later
+        (`m.upstream(name).after_disconnect`).
         """
         __tracebackhide__ = True
         request = _one_request(path, request, method, json, content, headers, expect_status)
+        # Only when asked: a sampler from the `pytest_fanout_sampler` hook may not take them.
+        hang_up: dict[str, float] = {}
+        if disconnect_after_s is not None:
+            hang_up["disconnect_after_s"] = disconnect_after_s
+        if disconnect_grace_s is not None:
+            hang_up["disconnect_grace_s"] = disconnect_grace_s
         result = self.sampler(
             self._client,
             self.server.url,
@@ -131,6 +141,7 @@ class Fanout:
             ideal_s=ideal_s,
             shape=self._shape,
             held_probe=held_probe,
+            **hang_up,
         )
         result.test = self.test
         if self._on_measurement is not None:
@@ -162,6 +173,9 @@ class Fanout:
         settings = hold_settings(count=count, max_calls=max_calls, app_pid=self.server.pid)
         with hold_all(self.upstreams, settings) as held:
             yield held
+
+    assert_no_orphans = staticmethod(assertions.assert_no_orphans)
+    assert_cancels_on_disconnect = staticmethod(assertions.assert_cancels_on_disconnect)
 
     def diagnose(self, m: Measurement) -> list[Finding]:
         """What is wrong with `m`'s fan-out, most important first ([] when healthy)."""

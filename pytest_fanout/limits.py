@@ -69,6 +69,19 @@ DEFAULT_DELAY_MS = 100.0
 DEFAULT_STARTUP_TIMEOUT_S = 10.0
 #: Seconds a request to the app may take when no timeout is given.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: A call that ended this soon after the endpoint's answer reached the harness is not an
+#: orphan: the stub sees a cancelled call's connection close a moment after the app closed
+#: it, on another process's clock turn, while the app's answer is on its way (an orphan of
+#: `asyncio.gather` runs on for the rest of its upstream's latency, far longer).
+ORPHAN_GRACE_S = 0.05
+#: Calls still running this long after the caller hung up count as work after the
+#: disconnect (`measure(..., disconnect_after_s=)`): time for the app to see it and cancel.
+DEFAULT_DISCONNECT_GRACE_S = 0.1
+#: The longest `disconnect_after_s` / `disconnect_grace_s` (seconds).
+MAX_DISCONNECT_S = 600.0
+#: The longest a stub holds a call of a hung upstream or route (`hang = true`) when its
+#: client never goes away (seconds): the run ends first.
+HANG_MAX_S = 3600.0
 #: The app's environment variable that switches the probe's stack sampler off.
 STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
 #: The prefix of the stub's settings in a child's environment (`Behaviour.to_env`).
@@ -96,6 +109,7 @@ ROUTE_KEYS = (
     "chunks",
     "chunk_delay_ms",
     "tokens_per_s",
+    "hang",
 )
 
 # ---- bounds ----------------------------------------------------------------------------------
@@ -264,6 +278,7 @@ duration_s = bounded(positive_float, MAX_DURATION_S, " s")
 delay_ms = bounded(non_negative_float, MAX_DELAY_MS, " ms")
 grace_ms = bounded(non_negative_float, MAX_GRACE_MS, " ms")
 whole_seconds = bounded(positive_int, MAX_DURATION_S, " s")
+disconnect_s = bounded(positive_float, MAX_DISCONNECT_S, " s")
 latency_ms = bounded(positive_float, MAX_DELAY_MS, " ms")
 calls = bounded(positive_int, MAX_CALLS)
 repeats = bounded(positive_int, MAX_REPEAT)
@@ -407,7 +422,14 @@ _RANGES: dict[str, tuple[float, float]] = {
 
 
 def _convert(name: str, kind: type, value: Any) -> float | int:
-    """A setting's value from JSON or an environment string, finite and in range."""
+    """A setting's value from JSON or an environment string, finite and in range (a
+    switch: true or false)."""
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r} must be true or false")
+        return value
     if isinstance(value, bool):
         raise ConfigError(f"{name}={value!r} is not a number")
     if isinstance(value, str):
@@ -455,6 +477,8 @@ class Behaviour:
     #: Seed of the stub's random choices (jitter, log-normal delay, error and drop rates);
     #: 0 = unseeded.
     seed: int = 0
+    #: Hold every call until its client goes away (a hung upstream), bounded by HANG_MAX_S.
+    hang: bool = False
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply `changes` (validated first, so a bad one changes nothing)."""

@@ -15,6 +15,7 @@ runner's load.
 from __future__ import annotations
 
 import math
+import socket
 import time
 import warnings
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx2
 
+from pytest_fanout.limits import DEFAULT_DISCONNECT_GRACE_S, MAX_DISCONNECT_S, ORPHAN_GRACE_S
 from pytest_fanout.measurement import (
     DELAY_KEYS,
     GAUGE_KEYS,
@@ -221,6 +223,87 @@ def _settle(upstreams: Mapping[str, Any], wait_s: float, label: str) -> None:
             )
 
 
+def _late_calls(
+    stubs: Mapping[str, Any],
+    app: Any,
+    window: tuple[float, float],
+    grace_s: float,
+    wait_s: float,
+    label: str,
+) -> dict[str, tuple[int, int]]:
+    """Per upstream, (late, cut): the calls of the request sent and answered (or hung up on) in
+    `window` that ran past its end + `grace_s`: still in flight at the stub then (a call
+    ends at its answer's last byte or when its connection closed), or begun after it.
+    Counted once the app has ended the request and every stub is idle (both waited for,
+    bounded by `wait_s`), so the next sample starts clean and calls begun late count.
+    `cut`: the request's calls whose connection the app closed before their answer."""
+    __tracebackhide__ = True
+    if app is not None:
+        _app_idle(app, wait_s, label, own=True)
+    since, after = window
+    counts = {}
+    for name, stub in stubs.items():
+        answer = stub.late(since, after, grace_s=grace_s, wait_idle_s=wait_s)
+        if not answer.get("idle", True):
+            raise MeasurementError(
+                f"{answer.get('in_flight_before', 0)} call(s) of {label} were still in flight "
+                f"at upstream {name!r} {wait_s:g} s after it ended: cannot measure it exactly"
+            )
+        counts[name] = (int(answer.get("late", 0)), int(answer.get("cut", 0)))
+    return counts
+
+
+def _hung(exc: MeasurementError, stubs: Mapping[str, Any], label: str) -> MeasurementError:
+    """`exc` explained when calls to a hung upstream (`hang = true`) were still held as the
+    request failed: the `no-timeout` finding, and the held calls released (answered 504),
+    so the app's request ends; `exc` itself otherwise."""
+    from pytest_fanout.diagnosis import no_timeout
+
+    held = {name: int(stub.stats().get("hung_now", 0)) for name, stub in stubs.items()}
+    held = {name: count for name, count in held.items() if count}
+    if not held:
+        return exc
+    for name in held:
+        stubs[name].release_hung()
+    waited = str(exc).splitlines()[0] if str(exc) else "the request failed"
+    return MeasurementError(no_timeout(label, held, waited).message, exc.log_tail)
+
+
+def hang_up(app_url: str, request: Request, after_s: float) -> tuple[float, float]:
+    """Send `request` on a connection of its own and close it `after_s` seconds later (or
+    when the app closes it first), reading and dropping whatever the app sends meanwhile:
+    a caller that goes away. Returns (sent, hung up) on time.monotonic()."""
+    __tracebackhide__ = True
+    built = httpx2.Request(request.method, app_url + request.path, **request.kwargs())
+    body = built.read()
+    head = [f"{built.method} {built.url.raw_path.decode('ascii')} HTTP/1.1".encode()]
+    head += [name + b": " + value for name, value in built.headers.raw]
+    wire = b"\r\n".join(head) + b"\r\n\r\n" + body
+    host, port = built.url.host, built.url.port or 80
+    try:
+        conn = socket.create_connection((host, port), timeout=10)
+    except OSError as exc:
+        raise MeasurementError(f"{request.label}: cannot connect to the app: {exc}") from None
+    with conn:
+        sent = time.monotonic()
+        deadline = sent + after_s
+        try:
+            conn.sendall(wire)
+            # Bounded: each recv waits at most until the deadline, and an empty read (the
+            # app closed) ends it.
+            while (left := deadline - time.monotonic()) > 0:
+                conn.settimeout(left)
+                try:
+                    if not conn.recv(65536):
+                        break
+                except TimeoutError:
+                    break
+        except OSError:
+            pass  # the app closed first: the hang-up is now
+        hung_up = time.monotonic()
+    return sent, hung_up
+
+
 def measure(
     client: httpx2.Client,
     app_url: str,
@@ -236,6 +319,8 @@ def measure(
     shape: PathShape | None = None,
     idle_wait_s: float | None = None,
     held_probe: bool = True,
+    disconnect_after_s: float | None = None,
+    disconnect_grace_s: float = DEFAULT_DISCONNECT_GRACE_S,
 ) -> Measurement:
     """Send `request` warmup + repeat times, one at a time, with exact upstream gauges.
 
@@ -246,6 +331,11 @@ def measure(
     `shape(path)`; `ideal_s` overrides. With `held_probe` (the default), one
     more request after the warm-up is sent with the stubs in hold mode: its
     waves are `Measurement.structure`.
+
+    After each request the calls it left running are counted per upstream
+    (`orphaned`, `_late_calls`) and waited for. With `disconnect_after_s`, every
+    request (warm-up included) is hung up on that long after it was sent, and the calls
+    still running `disconnect_grace_s` after the hang-up are counted (`after_disconnect`).
     """
     __tracebackhide__ = True
     if repeat < 1 or warmup < 0:
@@ -259,6 +349,16 @@ def measure(
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if not upstreams:
         raise ValueError("measure() needs at least one upstream")
+    for name, value in (
+        ("disconnect_after_s", disconnect_after_s),
+        ("disconnect_grace_s", disconnect_grace_s),
+    ):
+        if value is not None and not (
+            isinstance(value, int | float) and 0 <= value <= MAX_DISCONNECT_S
+        ):
+            raise ValueError(
+                f"{name} must be a number from 0 to {MAX_DISCONNECT_S:g}, got {value!r}"
+            )
     stubs = dict(upstreams)
     if n is None and concurrency is None and shape is not None:
         known = shape(request.path)
@@ -281,31 +381,52 @@ def measure(
         upstream_jitter_s=behaviour.jitter_ms / 1000,
         warmup=warmup,
         request=request,
+        disconnect_after_s=disconnect_after_s,
+        disconnect_grace_s=disconnect_grace_s if disconnect_after_s is not None else None,
     )
+    late_key = "orphaned" if disconnect_after_s is None else "after_disconnect"
+    grace = ORPHAN_GRACE_S if disconnect_after_s is None else disconnect_grace_s
+    late_total: dict[str, int] = {}
     timeout = client.timeout.read
     wait_s = idle_wait_s if idle_wait_s is not None else (timeout or DEFAULT_IDLE_WAIT_S)
     label = request.label
     for index in range(warmup + repeat):
         if index == warmup and held_probe:
             start = time.perf_counter()
-            result.structure = _held_probe(client, app, app_url, request, stubs, wait_s, index > 0)
+            began = time.monotonic()
+            try:
+                result.structure = _held_probe(
+                    client, app, app_url, request, stubs, wait_s, index > 0
+                )
+            except MeasurementError as exc:
+                raise _hung(exc, stubs, label) from None
             result.structure_probe_s = time.perf_counter() - start
+            _late_calls(stubs, app, (began, time.monotonic()), grace, wait_s, label)
         if app is not None:
             _app_idle(app, wait_s, label, own=index > 0)
         _settle(stubs, wait_s, label)
         if app is not None:
             app.probe_reset()
-        sent = time.monotonic()
-        start = time.perf_counter()
-        response = send_request(client, app, app_url, request)
-        elapsed = time.perf_counter() - start
-        answered = time.monotonic()
-        check_status(response, request)
+        if disconnect_after_s is not None:
+            sent, answered = hang_up(app_url, request, disconnect_after_s)
+            elapsed, response = answered - sent, None
+        else:
+            sent = time.monotonic()
+            start = time.perf_counter()
+            try:
+                response = send_request(client, app, app_url, request)
+            except MeasurementError as exc:
+                raise _hung(exc, stubs, label) from None
+            elapsed = time.perf_counter() - start
+            answered = time.monotonic()
+            check_status(response, request)
         if index < warmup:
+            _late_calls(stubs, app, (sent, answered), grace, wait_s, label)
             continue
         result.samples.append(elapsed)
-        result.first_byte_per_sample.append(_first_byte_s(response) or elapsed)
-        result.streamed = result.streamed or _streamed(response)
+        first = _first_byte_s(response) if response is not None else None
+        result.first_byte_per_sample.append(first or elapsed)
+        result.streamed = result.streamed or (response is not None and _streamed(response))
         result.sample_windows.append((sent, answered))
         for name, stub in stubs.items():
             stats = stub.stats()
@@ -326,8 +447,32 @@ def measure(
             added = int(probe.get("threads_peak", 0)) - int(probe.get("threads_start", 0))
             result.app_threads_per_sample.append(max(0, added))
             result.keep_stalls(probe.get("stalls_detail", []))
-        result.app_errors += _reported_errors(response)
+        if response is not None:
+            result.app_errors += _reported_errors(response)
+        late = _late_calls(stubs, app, (sent, answered), grace, wait_s, label)
+        for name, (count, cut) in late.items():
+            gauges = result.upstream_gauges[name]
+            gauges.setdefault(late_key, []).append(count)
+            gauges.setdefault("cut", []).append(cut)
+            late_total[name] = late_total.get(name, 0) + count
+    if disconnect_after_s is None:
+        _warn_orphans(late_total, label)
     return result
+
+
+def _warn_orphans(orphaned: Mapping[str, int], label: str) -> None:
+    """One warning for the calls a measurement left running after its answers: this
+    endpoint's own (not an earlier test's), waited for before each next sample."""
+    counts = ", ".join(f"{count} at upstream {name!r}" for name, count in orphaned.items() if count)
+    if counts:
+        warnings.warn(
+            FanoutWarning(
+                f"{label} left calls running after it answered ({counts}, over the samples): "
+                "orphaned calls, waited for before each next sample "
+                "(m.upstream(name).orphaned; fanout.assert_no_orphans)"
+            ),
+            stacklevel=3,
+        )
 
 
 def _held_probe(

@@ -208,6 +208,11 @@ class Measurement:
     #: When each sample was sent and answered, on time.monotonic() (the stubs' call-log
     #: clock): the upstream calls inside a window are that sample's (the waterfall).
     sample_windows: list[tuple[float, float]] = field(default_factory=list)
+    #: With a hang-up (`measure(..., disconnect_after_s=)`): the harness closed its
+    #: connection this long after sending each request (samples then time the hang-up),
+    #: and calls still running `disconnect_grace_s` after it count as `after_disconnect`.
+    disconnect_after_s: float | None = None
+    disconnect_grace_s: float | None = None
     #: The median sample's waterfall (`Waterfall.to_dict()`), once `fanout.waterfall(m)`
     #: drew it: the gate's report shows it for a regressed case.
     timeline: dict[str, Any] | None = None
@@ -486,6 +491,26 @@ class UpstreamGauges:
     errors: int = 0
     #: The held probe's wave sizes at this upstream; None without a held probe.
     waves: list[int] | None = None
+    #: Calls of each sample still in flight at the stub when the endpoint's answer ended,
+    #: or begun after it (orphans: `asyncio.gather` leaves them running when one fails);
+    #: empty when not measured (a hang-up measurement, or older data).
+    orphaned_per_sample: list[int] = field(default_factory=list)
+    #: With a hang-up: calls of each sample still running the grace after the caller hung
+    #: up, or begun after it (work nobody reads); empty when not measured.
+    after_disconnect_per_sample: list[int] = field(default_factory=list)
+    #: Calls of each sample whose connection the app closed before their answer
+    #: (cancelled): their connections are gone, so the next sample opens new ones.
+    cut_per_sample: list[int] = field(default_factory=list)
+
+    @property
+    def orphaned(self) -> int:
+        """Orphaned calls over every sample after warm-up (exact; 0 when not measured)."""
+        return sum(self.orphaned_per_sample)
+
+    @property
+    def after_disconnect(self) -> int:
+        """Calls that ran on after the caller hung up, over every sample (exact)."""
+        return sum(self.after_disconnect_per_sample)
 
     @property
     def structure_peak(self) -> int | None:
@@ -524,6 +549,9 @@ class UpstreamGauges:
             peak_per_sample=list(data.get("peak_inflight", [])),
             connections_per_sample=list(data.get("connections", [])),
             closed_per_sample=list(data.get("connections_closed", [])),
+            orphaned_per_sample=list(data.get("orphaned", [])),
+            after_disconnect_per_sample=list(data.get("after_disconnect", [])),
+            cut_per_sample=list(data.get("cut", [])),
             rejected=sum(data.get("rejected", [])),
             errors=sum(data.get("errors", [])),
         )

@@ -353,7 +353,8 @@ _GATE_OPTIONS = (
         "fail_on",
         "what fails the run when the comparison finds it beyond the noise: comma-separated"
         " METRIC-N%%/METRIC+N%% (or ms/s, a plain count, or Nabs on a ratio) rules over median,"
-        " p95, first-byte (streamed answers), cpu (same machine only), structure, efficiency,"
+        " p95, first-byte (streamed answers), cpu (same machine only), structure, orphaned,"
+        " after_disconnect (exact, where measured), efficiency,"
         " overhead, speedup (measurements) and load-p95, rps, completed, fail-ratio (Locust"
         " rows), e.g. median+10%%,structure+0,load-p95+25%%; 'none' reports only (default:"
         " the gate's rules, docs 'Gating pull requests')",
@@ -623,6 +624,15 @@ OPTIONS: dict[str, Option] = {
         ),
         *_GATE_OPTIONS,
         *_LOAD_OPTIONS,
+        Option(
+            "disconnect_after",
+            "hang up S seconds after sending each request and count the upstream calls still"
+            " running 0.1 s later, or begun after (work for a caller who left)",
+            limits.disconnect_s,
+            metavar="S",
+            group="measure",
+            front_ends=_FANOUT,
+        ),
         Option(
             "waterfall",
             "also print the median request's upstream calls on a time axis and save them to"

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 warmup=1,
                 n=args.n,
                 concurrency=args.concurrency,
+                disconnect_after_s=args.fanout_disconnect_after,
             )
         except httpx2.TimeoutException:
             raise CommandError(
@@ -145,6 +146,20 @@ def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float
             f"  {name:<17} requests {requests}, peak in flight {peak},"
             f" new connections {connections}"
         )
+    for name in m.upstream_names:
+        g = m.upstream(name)
+        label = "upstream" if name == DEFAULT_UPSTREAM else name
+        if g.after_disconnect_per_sample:
+            lines.append(
+                f"  {label:<17} {g.after_disconnect} calls ran on after the hang-up at"
+                f" {(m.disconnect_after_s or 0) * 1000:.0f} ms (per sample"
+                f" {g.after_disconnect_per_sample})"
+            )
+        elif g.orphaned:
+            lines.append(
+                f"  {label:<17} {g.orphaned} calls orphaned: still running after the answer"
+                f" (per sample {g.orphaned_per_sample})"
+            )
     if m.structure:
         waves = ", ".join(f"{name} {waves}" for name, waves in m.structure.items())
         lines.append(f"  held waves        {waves} (the structure, exact)")

@@ -202,6 +202,25 @@ def _structure(case: Case, run: Run) -> dict[str, Values] | None:
     return parts
 
 
+def _late(key: str) -> Callable[[Case, Run], Values | None]:
+    """Calls per request that ran past the answer (`orphaned`) or the hang-up
+    (`after_disconnect`), all upstreams summed, mean over the samples; None when the case
+    did not measure them (older records, or the other mode)."""
+
+    def read(case: Case, run: Run) -> Values | None:
+        gauges = case.record.get("upstream_gauges") if case.kind == KIND_MEASUREMENT else None
+        if not isinstance(gauges, dict):
+            return None
+        counts = [g.get(key) for g in gauges.values() if isinstance(g, dict)]
+        lists = [c for c in counts if isinstance(c, list) and c]
+        if not lists:
+            return None
+        samples = max(len(c) for c in lists)
+        return Values([], sum(sum(c) for c in lists) / samples)
+
+    return read
+
+
 def _row(case: Case) -> EndpointResult | None:
     row = case.load_row()
     return row if row is not None and row.requests > 0 else None
@@ -267,6 +286,30 @@ METRICS: dict[str, Metric] = {
             sampled=False,
             parts=_structure,
             exact=True,
+        ),
+        Metric(
+            "orphaned",
+            False,
+            "count",
+            True,
+            _late("orphaned"),
+            "upstream calls per request still in flight when the endpoint answered, or begun "
+            "after (orphans of a failed gather): exact on any machine",
+            sampled=False,
+            exact=True,
+            optional=True,
+        ),
+        Metric(
+            "after_disconnect",
+            False,
+            "count",
+            True,
+            _late("after_disconnect"),
+            "upstream calls per request still running after the caller hung up "
+            "(measure(..., disconnect_after_s=)): exact on any machine",
+            sampled=False,
+            exact=True,
+            optional=True,
         ),
         Metric(
             "speedup",

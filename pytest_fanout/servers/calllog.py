@@ -31,9 +31,10 @@ MAX_CALLS = 1_000_000
 #: Largest extra delay an experiment may add to (or take off) one call (ms).
 MAX_EXTRA_MS = 10_000.0
 
-# arrival_s, answered_s (0.0 until answered), method, path, route template ("" when no
+# arrival_s, answered_s (0.0 until answered; the end: the answer's last byte sent or the
+# connection seen closed, whichever first), method, path, route template ("" when no
 # route matched: `select` folds the path's ids then), delay_ms applied, status (0 until
-# answered), digest, answer perturbed.
+# answered), digest, answer perturbed, cut (the client went away before the answer).
 Call = list[Any]
 #: An ASGI `send`.
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -74,7 +75,7 @@ class CallLog:
         # Python's own hash of the request: compared only within this process (the calls
         # of one request, or of runs a moment apart), where it is stable; cheap.
         digest = hash((method, path, query, body))  # hex when read
-        call = [time.monotonic(), 0.0, method, path, "", 0.0, 0, digest, False]
+        call = [time.monotonic(), 0.0, method, path, "", 0.0, 0, digest, False, False]
         self.seen += 1
         self.calls.append(call)
         return call
@@ -104,11 +105,36 @@ class CallLog:
         before this one is over in the log, however slowly the bytes go out."""
 
         async def stamped(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body"):
+            last = message["type"] == "http.response.body" and not message.get("more_body")
+            if last and not call[1]:  # not when the client went away first (`cut`)
                 call[1] = time.monotonic()
             await send(message)
 
         return stamped
+
+    def cut(self, call: Call) -> bool:
+        """The call's connection closed: unless it was answered, the call ends now (the
+        client, a cancelled task, no longer waits for it), whatever the stub still does.
+        True when it was cut so."""
+        if call[1]:
+            return False
+        call[1] = time.monotonic()
+        call[9] = True
+        return True
+
+    def late(self, since: float, after: float, grace_s: float = 0.0) -> dict[str, int]:
+        """Calls that arrived from `since` on and ran past `after` (+ `grace_s`): still in
+        flight then (not ended, or ended later), or begun after it. `cut`: how many of all
+        the calls from `since` ended by their connection closing (cancelled by the app)."""
+        late = cut = 0
+        limit = after + grace_s
+        for call in list(self.calls):
+            if call[0] < since:
+                continue
+            cut += call[9]
+            if call[0] > after or not call[1] or call[1] > limit:
+                late += 1
+        return {"late": late, "cut": cut}
 
     def answer(self, call: Call, status: int) -> None:
         """The call is over with `status` (stamped now unless its last byte already was)."""
@@ -181,6 +207,7 @@ class CallLog:
                     "status": call[6],
                     "digest": f"{call[7] & 0xFFFFFFFFFFFFFFFF:016x}",
                     "perturbed": call[8],
+                    "cut": call[9],
                 }
             )
         return out

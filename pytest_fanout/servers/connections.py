@@ -11,6 +11,7 @@ it, so the harness's own control connection never counts.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.utils import get_remote_addr
@@ -32,6 +33,8 @@ class ConnectionTable:
         self.epoch = 1
         #: Connections first used in this epoch that have closed since.
         self.closed_in_epoch = 0
+        #: peer -> what to do if it closes while a call on it is unanswered (`watch`).
+        self.watchers: dict[Peer, Callable[[], None]] = {}
 
     def opened(self, peer: Peer | None) -> None:
         self.accepted += 1
@@ -39,8 +42,24 @@ class ConnectionTable:
             self.open[peer] = 0
 
     def closed(self, peer: Peer | None) -> None:
-        if peer is not None and self.open.pop(peer, None) == self.epoch:
+        if peer is None:
+            return
+        if self.open.pop(peer, None) == self.epoch:
             self.closed_in_epoch += 1
+        watcher = self.watchers.pop(peer, None)
+        if watcher is not None:
+            watcher()
+
+    def watch(self, peer: Peer | None, on_close: Callable[[], None]) -> None:
+        """Call `on_close` if the connection from `peer` closes before `unwatch`: the
+        client went away (the app cancelled the call) before its answer. One call at a time
+        on an HTTP/1.1 connection, so one watcher per peer."""
+        if peer is not None:
+            self.watchers[peer] = on_close
+
+    def unwatch(self, peer: Peer | None) -> None:
+        if peer is not None:
+            self.watchers.pop(peer, None)
 
     def first_use(self, peer: Peer | None) -> bool:
         """True the first time an item request arrives on the connection from `peer`.

@@ -192,6 +192,8 @@ class Route:
     p99_ms: float | None = None
     error_rate: float | None = None
     handler: str | None = None
+    #: Hold the call until its client goes away (a hung upstream): never answered.
+    hang: bool = False
     #: A streamed answer (events= or chunks=, paced), or a handler's pace; None otherwise.
     stream: StreamPlan | None = None
     #: Compiled at construction.
@@ -224,6 +226,9 @@ class Route:
         error_rate = _finite("error_rate", spec.get("error_rate"), 0, 1)
         if p99 is not None and (delay is None or delay <= 0 or p99 < delay):
             raise RouteError("p99_ms needs delay_ms > 0 (the median) and must be >= delay_ms")
+        hang = spec.get("hang", False)
+        if not isinstance(hang, bool):
+            raise RouteError(f"hang={hang!r} must be true or false")
         body = _body(spec)
         try:
             headers = check_headers(spec.get("headers") or {})
@@ -241,6 +246,7 @@ class Route:
             p99_ms=p99,
             error_rate=error_rate,
             handler=spec.get("handler"),
+            hang=hang,
             regex=regex,
             params=params,
         )

@@ -198,6 +198,22 @@ class StubUpstreamServer(ServerProcess):
         response = self.control.post(CONTROL_PREFIX + "reset", params=params, timeout=timeout)
         return response.raise_for_status().json()
 
+    def late(
+        self, since: float, after: float, *, grace_s: float = 0.0, wait_idle_s: float = 0.0
+    ) -> dict[str, Any]:
+        """Calls that arrived from `since` on (time.monotonic()) and ran past `after` +
+        `grace_s` (still in flight then, or begun after it), counted once no call is in
+        flight (waited for at most `wait_idle_s`): {late, cut, in_flight_before, idle}."""
+        params = {"since": since, "after": after, "grace_s": grace_s, "wait_idle_s": wait_idle_s}
+        timeout = httpx2.Timeout(10 + wait_idle_s)
+        response = self.control.get(CONTROL_PREFIX + "late", params=params, timeout=timeout)
+        return response.raise_for_status().json()
+
+    def release_hung(self) -> int:
+        """Answer every call a hung route or upstream holds now with 504 (the harness gave
+        up on the request that waits for them); returns how many."""
+        return self.control.delete(CONTROL_PREFIX + "hung").raise_for_status().json()["released"]
+
     def behaviour(self) -> Behaviour:
         return Behaviour(**self.control.get(CONTROL_PREFIX + "config").raise_for_status().json())
 
@@ -278,6 +294,7 @@ class StubUpstreamServer(ServerProcess):
         chunks: Sequence[str | bytes] | None = None,
         chunk_delay_ms: float | None = None,
         tokens_per_s: float | None = None,
+        hang: bool | None = None,
     ) -> None:
         """Answer `method path` (a template: `{name}` matches one segment) with a real answer.
 
@@ -286,7 +303,9 @@ class StubUpstreamServer(ServerProcess):
         that takes a `StubRequest` and returns a JSON-able value, a
         `StubResponse` or a `StubStream`. `events` (server-sent events) or
         `chunks` stream the answer: the first after `delay_ms`, then one every
-        `chunk_delay_ms` or at `tokens_per_s`. Settings left None follow the upstream's behaviour.
+        `chunk_delay_ms` or at `tokens_per_s`. `hang=True` never answers: the call is held
+        until its client goes away (a hung upstream). Settings left None follow the
+        upstream's behaviour.
         Reset after each test; a bad route raises ValueError here, in one line.
         """
         __tracebackhide__ = True
@@ -307,6 +326,7 @@ class StubUpstreamServer(ServerProcess):
             else None,
             chunk_delay_ms=chunk_delay_ms,
             tokens_per_s=tokens_per_s,
+            hang=hang,
         )
         if isinstance(body, bytes):  # any bytes, not only UTF-8: sent as base64
             values["body"] = None

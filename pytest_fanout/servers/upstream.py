@@ -18,6 +18,7 @@ Control lives under `/__upstream__/` and needs `Authorization: Bearer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
@@ -31,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pytest_fanout.limits import (
+    HANG_MAX_S,
     MAX_DELAY_MS,
     MAX_ITEM_BODY,
     STUB_ENV_PREFIX,
@@ -95,6 +97,8 @@ class Gauge:
     aborted: int = 0
     #: TCP connections whose first item request arrived since the reset.
     connections: int = 0
+    #: Calls whose client closed the connection before the answer (a cancelled call).
+    cut: int = 0
     #: The delays this stub really applied (ms), summed and the largest: the ideal time.
     delay_ms_sum: float = 0.0
     delay_ms_max: float = 0.0
@@ -145,6 +149,9 @@ class StubUpstream:
         self._random = random.Random(self.behaviour.seed or None)
         #: Hold mode (`hold.py`): when armed, calls wait for their wave instead of the delay.
         self.holder = Holder()
+        #: Hung calls (`hang`), by id of their log entry: let go when the client goes away.
+        self._hung: dict[int, asyncio.Future[bool]] = {}
+        self.hung_now = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -198,9 +205,12 @@ class StubUpstream:
         self.inflight_now += 1
         if gauge.inflight > gauge.peak_inflight:
             gauge.peak_inflight = gauge.inflight
+        peer = scope.get("client")
+        self.connections.watch(peer, lambda: self._cut(call, gauge))
         try:
             await self._answer(scope, send, method, path, body, record, gauge, call)
         finally:
+            self.connections.unwatch(peer)
             self.timeline.answer(call, record[STATUS])
             gauge.inflight -= 1  # the gauge it started in, not the current one
             self.inflight_now -= 1
@@ -209,6 +219,37 @@ class StubUpstream:
                     if not waiter.done():
                         waiter.set_result(None)
                 self._idle_waiters.clear()
+
+    def _cut(self, call: list, gauge: Gauge) -> None:
+        """The client closed the connection of an unanswered call (a cancelled task, a
+        timeout): the call ends here, and a hung one is let go."""
+        if self.timeline.cut(call):
+            gauge.cut += 1
+        hung = self._hung.pop(id(call), None)
+        if hung is not None and not hung.done():
+            hung.set_result(False)
+
+    async def _hang(self, call: list) -> bool:
+        """Hold a call of a hung route or upstream until its client goes away (`_cut`), the
+        harness releases it (True: answer it), or HANG_MAX_S."""
+        if call[9]:
+            return False  # its client already went away
+        waiter = asyncio.get_running_loop().create_future()
+        self._hung[id(call)] = waiter
+        self.hung_now += 1
+        try:
+            return await asyncio.wait_for(waiter, HANG_MAX_S) is True
+        except TimeoutError:
+            return True
+        finally:
+            self._hung.pop(id(call), None)
+            self.hung_now -= 1
+
+    async def _release_hung(self, query: dict, body: Any) -> dict[str, Any]:
+        held = [w for w in self._hung.values() if not w.done()]
+        for waiter in held:
+            waiter.set_result(True)
+        return {"released": len(held)}
 
     async def _read_item_body(self, receive: Any) -> tuple[bytes, bool, bytes, bool]:
         """(body as received, whether the kept copy was cut, the kept copy, whether the body
@@ -265,6 +306,13 @@ class StubUpstream:
         if await self.holder.hold():
             record[DELAY] = 0.0  # answered when its wave was released, not after a delay
             delay_ms = 0.0
+        if route.hang if route is not None and route.hang else behaviour.hang:
+            record[DELAY] = 0.0
+            if await self._hang(call):
+                gauge.errors += 1
+                record[STATUS] = 504
+                await _reply(send, 504, _detail("a hung call, released by the harness"))
+            return
         gauge.delay_ms_sum += delay_ms
         gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
         if delay_ms > 0:
@@ -471,19 +519,21 @@ class StubUpstream:
 
     async def _reset(self, query: dict, body: Any) -> dict[str, Any]:
         """Zero the gauge; with ?wait_idle_s=S first wait (bounded) for calls in flight."""
-        wait_s = _query_number(query, "wait_idle_s", 0, 3600) or 0.0
+        busy, idle = await self._wait_idle(_query_number(query, "wait_idle_s", 0, 3600) or 0.0)
+        self.gauge = Gauge()
+        self.connections.new_epoch()
+        return {**self.stats(), "in_flight_before": busy, "idle": idle}
+
+    async def _wait_idle(self, wait_s: float) -> tuple[int, bool]:
+        """Wait (at most `wait_s`) until no call is in flight: (calls in flight before,
+        whether none is now)."""
         busy = self.inflight_now
-        idle = True
         if busy and wait_s > 0:
             waiter = asyncio.get_running_loop().create_future()
             self._idle_waiters.append(waiter)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter, wait_s)
-            except TimeoutError:
-                idle = False
-        self.gauge = Gauge()
-        self.connections.new_epoch()
-        return {**self.stats(), "in_flight_before": busy, "idle": idle and not self.inflight_now}
+        return busy, not self.inflight_now
 
     async def _get_config(self, query: dict, body: Any) -> dict[str, Any]:
         return asdict(self.behaviour)
@@ -566,6 +616,16 @@ class StubUpstream:
         self.calls.clear()
         return {"requests": [], "seen": 0}
 
+    async def _late(self, query: dict, body: Any) -> dict[str, Any]:
+        """?since=&after=&grace_s=&wait_idle_s=: once no call is in flight (waited for at
+        most wait_idle_s), how many calls from `since` ran past `after` + `grace_s`
+        (`CallLog.late`): a request's orphans, or its work after the caller hung up."""
+        since = _query_number(query, "since", 0, math.inf) or 0.0
+        after = _query_number(query, "after", 0, math.inf) or 0.0
+        grace = _query_number(query, "grace_s", 0, 3600) or 0.0
+        busy, idle = await self._wait_idle(_query_number(query, "wait_idle_s", 0, 3600) or 0.0)
+        return {**self.timeline.late(since, after, grace), "in_flight_before": busy, "idle": idle}
+
     async def _get_timeline(self, query: dict, body: Any) -> dict[str, Any]:
         since = _query_number(query, "since", 0, math.inf)
         until = _query_number(query, "until", 0, math.inf)
@@ -601,6 +661,8 @@ class StubUpstream:
         ("timeline", "GET"): _get_timeline,
         ("timeline", "POST"): _set_timeline,
         ("timeline", "DELETE"): _clear_timeline,
+        ("late", "GET"): _late,
+        ("hung", "DELETE"): _release_hung,
         ("calls", "GET"): _count_calls,
         ("hold", "POST"): _arm_hold,
         ("hold", "GET"): _hold_report,
@@ -611,6 +673,8 @@ class StubUpstream:
         return {
             **asdict(self.gauge),
             "inflight_now": self.inflight_now,
+            #: Calls a hung route or upstream holds now.
+            "hung_now": self.hung_now,
             "connections_open": len(self.connections.open),
             #: Connections first used since the reset that have closed since.
             "connections_closed": self.connections.closed_in_epoch,

@@ -12,7 +12,11 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout.assertions import FanoutAssertionError, assert_streams
+from pytest_fanout.assertions import (
+    FanoutAssertionError,
+    assert_cancels_on_disconnect,
+    assert_streams,
+)
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Measurement, Request
@@ -160,3 +164,46 @@ def test_a_streaming_endpoint_is_timed_to_its_first_and_last_byte(stack: Stack) 
     assert data["first_byte_median_s"] == streamed.first_byte_median_s
     assert Measurement.from_dict(data).first_byte_per_sample == streamed.first_byte_per_sample
     assert Measurement.from_dict(data).streamed
+
+
+def test_the_sdks_when_the_gateways_caller_hangs_up(stack: Stack) -> None:
+    """The caller hangs up at 100 ms, before any model's first byte (250 ms). The service's
+    ordinary endpoint reads all four streams to the end for nobody; its streaming endpoint,
+    which Starlette cancels, is measured as the model upstream sees it."""
+    openai, anthropic = stack.upstreams["openai"], stack.upstreams["anthropic"]
+    openai.route(
+        "POST",
+        "/v1/chat/completions",
+        events=openai_chat_completion_stream(ANSWER),
+        tokens_per_s=40,
+    )
+    anthropic.route(
+        "POST", "/v1/messages", events=anthropic_message_stream(ANSWER), tokens_per_s=40
+    )
+    assert stack.app is not None
+    with httpx2.Client(timeout=60) as client:
+
+        def hang_up(path: str) -> Measurement:
+            assert stack.app is not None
+            return measure(
+                client,
+                stack.app.url,
+                Request(path, method="POST", json=QUESTION),
+                upstreams=stack.upstreams,
+                app=stack.app,
+                repeat=2,
+                warmup=1,
+                disconnect_after_s=0.1,
+            )
+
+        ordinary = hang_up("/ask-streamed")
+        streamed = hang_up("/first-answer")
+    assert ordinary.upstream("openai").after_disconnect_per_sample == [3, 3]
+    assert ordinary.upstream("anthropic").after_disconnect_per_sample == [1, 1]
+    with pytest.raises(FanoutAssertionError, match="6 calls to 'openai' ran on after the caller"):
+        assert_cancels_on_disconnect(ordinary)
+    # Starlette cancels the streaming body; the SDK's stream context closes its response,
+    # so the model upstream sees the connection close and stops (cut), nothing runs on.
+    assert streamed.upstream("anthropic").after_disconnect_per_sample == [0, 0]
+    assert streamed.upstream("anthropic").cut_per_sample == [1, 1]
+    assert_cancels_on_disconnect(streamed)

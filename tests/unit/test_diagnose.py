@@ -32,17 +32,26 @@ def gauges(
     connections: int | list[int] = 0,
     rejected: int = 0,
     errors: int = 0,
+    orphaned: int | None = None,
+    after_disconnect: int | None = None,
+    cut: int | None = None,
 ) -> dict[str, list[int]]:
     def per_sample(value: int | list[int]) -> list[int]:
         return list(value) if isinstance(value, list) else [value] * samples
 
-    return {
+    counts = {
         "requests": per_sample(requests),
         "peak_inflight": per_sample(peak),
         "connections": per_sample(connections),
         "rejected": [rejected] + [0] * (samples - 1),
         "errors": [errors] + [0] * (samples - 1),
     }
+    for key, value in (("orphaned", orphaned), ("after_disconnect", after_disconnect)):
+        if value is not None:
+            counts[key] = per_sample(value)
+    if cut is not None:
+        counts["cut"] = per_sample(cut)
+    return counts
 
 
 def make(
@@ -347,7 +356,7 @@ def test_the_verdict_does_not_depend_on_the_delay(stall: dict) -> None:
 
 
 def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
-    from pytest_fanout.diagnosis import NAMES
+    from pytest_fanout.diagnosis import FAILURE_KINDS, NAMES, no_timeout
 
     cases = [
         make(peak=1, waves=[1] * 10),
@@ -360,6 +369,8 @@ def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
         make(lag_s=0.09, stalls=[gc_stall(0.09, 0.07)]),
         make(peak=30, waves=[100], n=100, concurrency=100, requests=100),
         make(peak=1, waves=[50], delay_s=0.0, n=50, concurrency=50, requests=50),
+        make(orphaned=3),
+        make(after_disconnect=5),
     ]
     seen = set()
     for m in cases:
@@ -368,4 +379,29 @@ def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
             assert finding.message.startswith(name + " ") or finding.message.startswith(name + ":")
             assert finding.cell.startswith(name)
             seen.add(finding.kind)
-    assert seen == set(KINDS) == set(NAMES)
+    assert seen == set(KINDS) == set(NAMES) - set(FAILURE_KINDS)
+    failed = no_timeout("GET /hung", {"parts": 1}, "GET /hung did not answer within 3 s")
+    assert failed.message.startswith(NAMES[failed.kind] + ":")
+    assert failed.cell.startswith(NAMES[failed.kind])
+
+
+def test_orphans_and_work_after_a_hang_up_are_exact_findings() -> None:
+    (orphans,) = diagnose(make(orphaned=3))
+    assert orphans.kind == "orphaned-calls" and orphans.exact
+    assert orphans.message.startswith(
+        "orphaned calls: 9 calls to the upstream over 3 samples ran on after GET /quote "
+        "answered 200"
+    ), orphans.message
+    assert diagnose(make(orphaned=0)) == []
+    (after,) = diagnose(make(after_disconnect=2))
+    assert after.kind == "work-after-disconnect" and "6 calls" in after.message
+
+
+def test_new_connections_replacing_cancelled_ones_are_not_a_client_per_request() -> None:
+    # Without cut counts: 3 new connections in every sample for 4 calls reads as churn.
+    assert kinds(make(connections=3, requests=4)) == ["connection-churn"]
+    # The app cancelled 3 calls a sample (TaskGroup): those connections closed unanswered,
+    # and the next sample opens 3 new ones in their place.
+    assert kinds(make(connections=3, requests=4, cut=3)) == []
+    # More new connections than cut ones: still read as before.
+    assert kinds(make(connections=4, requests=4, cut=1)) == ["no-connection-reuse"]

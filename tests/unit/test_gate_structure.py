@@ -125,3 +125,31 @@ def test_without_structure_the_stubs_exact_counts_still_catch_doubled_calls() ->
     assert case.verdict == "regression"
     assert [c.label for c in case.changes] == ["structure calls[pricing]"]
     assert "rounds not compared" in case.note
+
+
+def late_run(key: str | None, counts: list[int], fingerprint: dict) -> Run:
+    result = run(GATHER, [0.12] * 6, fingerprint)
+    if key is not None:
+        gauges = {"requests": [4] * len(counts), key: counts}
+        result.cases[0].record["upstream_gauges"] = {"parts": gauges}
+    return result
+
+
+def test_orphaned_calls_are_gated_exactly_from_any_machine() -> None:
+    for key in ("orphaned", "after_disconnect"):
+        base, now = late_run(key, [0] * 6, HERE), late_run(key, [3] * 6, THERE)
+        [case] = compare_runs(base, now, GateConfig.from_options(None)).verdicts
+        assert case.verdict == "regression", key
+        [change] = [c for c in case.changes if c.rule.metric.name == key]
+        assert (change.base, change.now, change.regressed) == (0, 3, True)
+        assert change.catches() == "exact: catches any rise"
+        [case] = compare_runs(base, base, GateConfig.from_options(None)).verdicts
+        assert case.verdict == "same"
+
+
+def test_a_case_that_did_not_measure_them_is_not_judged_on_them() -> None:
+    base, now = late_run(None, [], HERE), late_run(None, [], HERE)
+    [case] = compare_runs(base, now, GateConfig.from_options(None)).verdicts
+    names = {c.rule.metric.name for c in case.changes}
+    assert not names & {"orphaned", "after_disconnect"}
+    assert "orphaned" not in case.note and "after_disconnect" not in case.note

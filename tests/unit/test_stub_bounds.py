@@ -220,3 +220,19 @@ def test_a_route_body_may_be_any_bytes_via_base64() -> None:
     assert route.static_answer({}) == raw
     with pytest.raises(RouteError, match="body_b64 is not valid base64"):
         Route.from_spec({"method": "GET", "path": "/bin", "body_b64": "***"})
+
+
+def test_hang_is_a_switch_on_an_upstream_and_a_route() -> None:
+    from pytest_fanout.limits import Behaviour, ConfigError
+    from pytest_fanout.servers.routes import Route, RouteError
+
+    behaviour = Behaviour()
+    behaviour.update({"hang": True})
+    assert behaviour.hang is True
+    assert Behaviour.from_env(behaviour.to_env()).hang is True  # how a stub child reads it
+    for bad in (3, "maybe", None):
+        with pytest.raises(ConfigError, match="hang=.* must be true or false"):
+            Behaviour().update({"hang": bad})
+    assert Route.from_spec({"method": "GET", "path": "/x", "hang": True}).hang is True
+    with pytest.raises(RouteError, match="hang=1 must be true or false"):
+        Route.from_spec({"method": "GET", "path": "/x", "hang": 1})
