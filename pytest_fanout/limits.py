@@ -69,6 +69,9 @@ DEFAULT_DELAY_MS = 100.0
 DEFAULT_STARTUP_TIMEOUT_S = 10.0
 #: Seconds a request to the app may take when no timeout is given.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: Bytes of one answer of the app the harness reads (its body, as sent on the wire): read
+#: as a stream and refused past this, never held whole (`max_answer_bytes`): 64 MiB.
+DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 #: The app's environment variable that switches the probe's stack sampler off.
 STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
 #: The prefix of the stub's settings in a child's environment (`Behaviour.to_env`).
@@ -255,6 +258,7 @@ calls = bounded(positive_int, MAX_CALLS)
 repeats = bounded(positive_int, MAX_REPEAT)
 inflight = bounded(non_negative_int, MAX_INFLIGHT)
 threshold_count = bounded(positive_int, MAX_THRESHOLD_COUNT)
+answer_bytes = bounded(positive_int, MAX_BYTES_LIMIT, " bytes")
 
 
 def check_load_run(

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx2
 
+from pytest_fanout.limits import DEFAULT_MAX_ANSWER_BYTES
 from pytest_fanout.measurement import (
     DELAY_KEYS,
     GAUGE_KEYS,
@@ -31,10 +32,23 @@ from pytest_fanout.measurement import (
     PathShape,
     Request,
 )
-from pytest_fanout.servers.held import HoldBoundError, hold_all, hold_settings
+from pytest_fanout.servers.held import AppNeverIdle, HoldBoundError, hold_all, hold_settings
 
 #: How long a sample waits for calls of an earlier test to end when no timeout is given.
 DEFAULT_IDLE_WAIT_S = 30.0
+
+
+class MeasureClient(httpx2.Client):
+    """The harness's client to the app: an httpx2 client that also carries the bound of one
+    answer's body (`max_answer_bytes`); its read timeout is the request timeout, which
+    `send_request` makes a deadline for the whole answer. Any httpx2 client still works
+    (the default bound then)."""
+
+    def __init__(
+        self, *args: Any, max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_answer_bytes = max_answer_bytes
 
 
 def send_request(
@@ -42,7 +56,9 @@ def send_request(
 ) -> httpx2.Response:
     """Send `request` once to the app at `base_url` (`extra`: more httpx2 keywords, as
     `params=`); the harness's own failures as one-line errors: the app process died (with
-    its exit), or the request timed out (with the limit)."""
+    its exit), the answer did not end within the request timeout (a deadline for the whole
+    answer, not per read: an app that trickles a byte at a time is cut there), or its body
+    passed `max_answer_bytes` (read as a stream, never held past it)."""
     __tracebackhide__ = True
     label = request.label
     gone = _death(app, wait_s=0)
@@ -50,12 +66,32 @@ def send_request(
         raise MeasurementError(
             f"the app process died ({gone}) before {label}", _tail(app)
         ) from None
+    limit = client.timeout.read
+    max_bytes = getattr(client, "max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES)
     try:
         return _timed_request(
-            client, request.method, base_url + request.path, **request.kwargs(), **extra
+            client,
+            request.method,
+            base_url + request.path,
+            deadline_s=limit,
+            max_bytes=max_bytes,
+            **request.kwargs(),
+            **extra,
         )
+    except AnswerTooLarge as exc:
+        raise MeasurementError(
+            f"{label}: the answer's body passed {max_bytes:,} bytes ({exc.read:,} read; "
+            "max_answer_bytes, --fanout-max-answer-bytes): not read further",
+            _tail(app),
+        ) from None
+    except AnswerDeadline as exc:
+        raise MeasurementError(
+            f"{label} was still sending its answer {limit:g} s after the request "
+            f"({exc.read:,} bytes of its body so far; the request timeout, "
+            "--fanout-request-timeout, is a deadline for the whole answer)",
+            _tail(app),
+        ) from None
     except httpx2.TimeoutException:
-        limit = client.timeout.read
         raise MeasurementError(
             f"{label} did not answer within {limit:g} s (the request timeout, "
             "--fanout-request-timeout)",
@@ -72,6 +108,22 @@ def send_request(
         ) from None
 
 
+class AnswerDeadline(Exception):
+    """The answer was still coming when the request's deadline passed."""
+
+    def __init__(self, read: int) -> None:
+        super().__init__(f"{read} bytes read by the deadline")
+        self.read = read
+
+
+class AnswerTooLarge(Exception):
+    """The answer's body passed its bound (`max_answer_bytes`)."""
+
+    def __init__(self, read: int) -> None:
+        super().__init__(f"{read} bytes read, over the bound")
+        self.read = read
+
+
 #: Where a timed answer keeps its times: seconds from the send to the body's first and
 #: last byte. A streaming endpoint is judged by both: a change that delays the first token
 #: is a regression even when the total stays.
@@ -82,22 +134,43 @@ _LAST_BYTE = "fanout.last_byte_s"
 _STREAMED = "fanout.streamed"
 
 
-def _timed_request(client: httpx2.Client, method: str, url: str, **kwargs: Any) -> httpx2.Response:
+def _timed_request(
+    client: httpx2.Client,
+    method: str,
+    url: str,
+    *,
+    deadline_s: float | None = None,
+    max_bytes: int | None = None,
+    **kwargs: Any,
+) -> httpx2.Response:
     """`client.request(...)`, with _FIRST_BYTE and _LAST_BYTE in the answer's extensions
-    (an empty body's first byte is its last)."""
+    (an empty body's first byte is its last). The body is read as a stream: AnswerTooLarge
+    once it passes `max_bytes`, AnswerDeadline once `deadline_s` from the send passed with
+    the answer unfinished (the client's read timeout bounds each wait for a byte, so a
+    silent app is cut by it; a trickling one by this)."""
     request = client.build_request(method, url, **kwargs)
     start = time.perf_counter()
+    deadline = start + deadline_s if deadline_s is not None else math.inf
     streamed = client.send(request, stream=True)
     first: float | None = None
     chunks = []
+    size = 0
     try:
         for chunk in streamed.iter_raw():
+            now = time.perf_counter()
             if first is None and chunk:
-                first = time.perf_counter() - start
+                first = now - start
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise AnswerTooLarge(size)
+            if now > deadline:
+                raise AnswerDeadline(size)
             chunks.append(chunk)
     finally:
         streamed.close()
     last = time.perf_counter() - start
+    if last > (deadline - start):  # the headers came after it (the body was empty)
+        raise AnswerDeadline(size)
     return httpx2.Response(
         streamed.status_code,
         headers=streamed.headers,
@@ -288,7 +361,9 @@ def measure(
     for index in range(warmup + repeat):
         if index == warmup and held_probe:
             start = time.perf_counter()
-            result.structure = _held_probe(client, app, app_url, request, stubs, wait_s, index > 0)
+            result.structure, result.structure_note = _held_probe(
+                client, app, app_url, request, stubs, wait_s, index > 0
+            )
             result.structure_probe_s = time.perf_counter() - start
         if app is not None:
             _app_idle(app, wait_s, label, own=index > 0)
@@ -338,9 +413,11 @@ def _held_probe(
     stubs: Mapping[str, Any],
     wait_s: float,
     after_own: bool = False,
-) -> dict[str, list[int]]:
-    """One request with every stub holding its calls: {upstream: wave sizes}. `after_own`:
-    a warm-up request of this measurement came just before (its handler may still end)."""
+) -> tuple[dict[str, list[int]], str]:
+    """One request with every stub holding its calls: ({upstream: wave sizes}, ""). An app
+    that never goes idle (a thread busy outside the request) gives ({}, why) and a
+    FanoutWarning: the timed samples still measure it. `after_own`: a warm-up request of
+    this measurement came just before (its handler may still end)."""
     __tracebackhide__ = True
     if app is not None:
         _app_idle(app, wait_s, request.label, own=after_own)
@@ -349,6 +426,13 @@ def _held_probe(
     try:
         with hold_all(stubs, settings) as held:
             response = send_request(client, app, app_url, request)
+    except AppNeverIdle as exc:
+        note = (
+            f"structure not taken: the app never went idle during the held probe of "
+            f"{request.label} ({exc}); measured with the timed samples only"
+        )
+        warnings.warn(FanoutWarning(note), stacklevel=3)
+        return {}, note
     except HoldBoundError as exc:
         raise MeasurementError(f"the held probe of {request.label}: {exc}") from None
     if response.status_code != request.expect_status:  # the log tail only when needed
@@ -357,7 +441,7 @@ def _held_probe(
             "answered together)"
         )
         check_status(response, request, during, _tail(app))
-    return {name: waves.waves for name, waves in held.items()}
+    return {name: waves.waves for name, waves in held.items()}, ""
 
 
 def _reported_errors(response: httpx2.Response) -> int:

@@ -56,8 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import httpx2
-
+    from pytest_fanout.measure import MeasureClient
     from pytest_fanout.measurement import MeasurementError
     from pytest_fanout.timeline.causal import critical_path
     from pytest_fanout.timeline.session import make_sender
@@ -71,7 +70,12 @@ def run(args: argparse.Namespace) -> int:
         )
     spec = spec_from(args)
     stack = start_stack(spec)
-    with stack, httpx2.Client(timeout=spec.request_timeout) as client:
+    with (
+        stack,
+        MeasureClient(
+            timeout=spec.request_timeout, max_answer_bytes=spec.get("max_answer_bytes")
+        ) as client,
+    ):
         assert stack.app is not None
         send = make_sender(client, stack.app, stack.app.url, request)
         try:

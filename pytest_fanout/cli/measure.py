@@ -56,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import httpx2
 
-    from pytest_fanout.measure import measure
+    from pytest_fanout.measure import MeasureClient, measure
     from pytest_fanout.measurement import MeasurementError
 
     request = request_from(args)
@@ -64,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from(args)
     timeout = spec.request_timeout
     stack = start_stack(spec)
-    with stack, httpx2.Client(timeout=timeout) as client:
+    with (
+        stack,
+        MeasureClient(timeout=timeout, max_answer_bytes=spec.get("max_answer_bytes")) as client,
+    ):
         assert stack.app is not None
         try:
             m = measure(
