@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,8 +81,9 @@ def send_request(
         )
     except AnswerTooLarge as exc:
         raise MeasurementError(
-            f"{label}: the answer's body passed {max_bytes:,} bytes ({exc.read:,} read; "
-            "max_answer_bytes, --fanout-max-answer-bytes): not read further",
+            f"{label}: the answer's body passed {max_bytes:,} bytes ({exc.read:,} read"
+            f"{' once decoded' if exc.decoded else ''}; max_answer_bytes, "
+            "--fanout-max-answer-bytes): not read further",
             _tail(app),
         ) from None
     except AnswerDeadline as exc:
@@ -117,11 +119,50 @@ class AnswerDeadline(Exception):
 
 
 class AnswerTooLarge(Exception):
-    """The answer's body passed its bound (`max_answer_bytes`)."""
+    """The answer's body passed its bound (`max_answer_bytes`), as sent or once decoded."""
 
-    def __init__(self, read: int) -> None:
+    def __init__(self, read: int, decoded: bool = False) -> None:
         super().__init__(f"{read} bytes read, over the bound")
         self.read = read
+        self.decoded = decoded
+
+
+#: Content-Encodings whose decoded size is counted while the answer streams (zlib's);
+#: httpx2 decodes them when the answer is built, so a small compressed body can be huge.
+_ZLIB_ENCODINGS = ("gzip", "x-gzip", "deflate")
+
+
+class _DecodedSize:
+    """Counts the bytes a gzip/deflate body decodes to, chunk by chunk, holding none of
+    them: a 64 KiB "gzip bomb" of zeros is 64 MiB once httpx2 decodes it."""
+
+    def __init__(self, headers: httpx2.Headers, bound: int) -> None:
+        encoding = headers.get("content-encoding", "").strip().lower()
+        self.bound = bound
+        self.total = 0
+        zlib_coded = encoding in _ZLIB_ENCODINGS
+        self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 32) if zlib_coded else None
+        self._raw_deflate = encoding == "deflate"
+
+    def feed(self, chunk: bytes) -> None:
+        """Add `chunk`'s decoded size; AnswerTooLarge once past the bound (a body that does
+        not decode is left to httpx2's own error)."""
+        if self._zlib is None:
+            return
+        data = chunk
+        try:
+            while data and self.total <= self.bound:  # each pass consumes input or adds 64 KiB
+                self.total += len(self._zlib.decompress(data, 65536))
+                data = self._zlib.unconsumed_tail
+        except zlib.error:
+            if self._raw_deflate and not self.total:  # a raw deflate stream (no header)
+                self._zlib, self._raw_deflate = zlib.decompressobj(-zlib.MAX_WBITS), False
+                self.feed(chunk)
+                return
+            self._zlib = None
+            return
+        if self.total > self.bound:
+            raise AnswerTooLarge(self.total, decoded=True)
 
 
 #: Where a timed answer keeps its times: seconds from the send to the body's first and
@@ -155,6 +196,7 @@ def _timed_request(
     first: float | None = None
     chunks = []
     size = 0
+    decoded = _DecodedSize(streamed.headers, max_bytes) if max_bytes is not None else None
     try:
         for chunk in streamed.iter_raw():
             now = time.perf_counter()
@@ -163,6 +205,8 @@ def _timed_request(
             size += len(chunk)
             if max_bytes is not None and size > max_bytes:
                 raise AnswerTooLarge(size)
+            if decoded is not None:
+                decoded.feed(chunk)
             if now > deadline:
                 raise AnswerDeadline(size)
             chunks.append(chunk)

@@ -623,8 +623,9 @@ OPTIONS: dict[str, Option] = {
         ),
         Option(
             "max_answer_bytes",
-            "bytes of one answer's body the harness reads from the app (default:"
-            f" {limits.DEFAULT_MAX_ANSWER_BYTES:g}); a longer one fails in one line",
+            "bytes of one answer's body (as sent, and once decoded) the harness reads from the"
+            f" app (default: {limits.DEFAULT_MAX_ANSWER_BYTES:,}, 64 MiB); a longer one fails"
+            " in one line",
             _typed(limits.answer_bytes),
             metavar="BYTES",
             default=limits.DEFAULT_MAX_ANSWER_BYTES,

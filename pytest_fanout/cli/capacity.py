@@ -135,7 +135,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     # --n and --max-concurrent of the default paths: Locust's --fanout-n, --fanout-max-concurrent.
     add_options(target.add_argument, prefix="", front_end="fanout", group="load", keys=REFERENCE)
-    add_stack_group(parser, [k for k in options_for("fanout") if k != "request_timeout"])
+    add_stack_group(
+        parser,
+        [k for k in options_for("fanout") if k not in ("request_timeout", "max_answer_bytes")],
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json",

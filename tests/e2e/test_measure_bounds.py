@@ -26,6 +26,7 @@ from tests.helpers import REPO
 
 APP = """
 import asyncio
+import gzip
 import os
 import threading
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from fastapi.responses import Response, StreamingResponse
 
 UPSTREAM = os.environ["FANOUT_UPSTREAM_URL"]
 stop = threading.Event()
+BOMB = gzip.compress(b"\0" * (16 * 1024 * 1024), compresslevel=1)  # 16 MiB in ~16 KiB
 
 
 def spin():
@@ -87,6 +89,44 @@ async def big():
 @app.get("/empty")
 async def empty():
     return Response(b"", status_code=200)
+
+
+@app.get("/forever")
+async def forever():
+    async def body():
+        while True:  # chunked, never ends
+            yield b"x" * 65536
+            await asyncio.sleep(0)
+
+    return StreamingResponse(body())
+
+
+@app.get("/bomb")
+async def bomb():
+    return Response(BOMB, headers={"content-encoding": "gzip"})
+
+
+@app.get("/loop")
+async def loop():
+    return Response(b"", status_code=307, headers={"location": "/loop"})
+
+
+@app.get("/big-header")
+async def big_header():
+    return Response(b"ok", headers={"x-big": "a" * (1024 * 1024)})
+
+
+_routes = app
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "http" and scope["path"] == "/cut":  # 10 bytes of 100, then closed
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
+        )
+        await send({"type": "http.response.body", "body": b"x" * 10, "more_body": True})
+        raise RuntimeError("cut mid-body")
+    await _routes(scope, receive, send)
 """
 
 
@@ -192,3 +232,40 @@ def test_busy(fanout):
     )
     assert status == 0, output
     assert took < 60, took  # it used to end in a 500, or in 40 s with a wrong blame
+
+
+def test_hostile_answers_are_one_line_each_and_held_to_the_bound(tmp_path: Path) -> None:
+    """The adversarial pass (docs/reliability.md): a chunked answer that never ends, a
+    16 KiB gzip body that decodes to 16 MiB (httpx2 decodes it whole when the answer is
+    built: the bound counts decoded bytes too), a body cut mid-way, a redirect loop, a 1 MiB
+    header, and a 0-byte 200 (measured as usual)."""
+    status, output, _ = run_pytest(
+        tmp_path,
+        "fanout_max_answer_bytes = 1048576\nfanout_request_timeout = 10\n",
+        """
+import resource
+import pytest
+from pytest_fanout import MeasurementError
+
+@pytest.mark.parametrize("path", ["/forever", "/bomb", "/cut", "/loop", "/big-header"])
+def test_one_line(fanout, path):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(MeasurementError) as info:
+        fanout.measure(path, repeat=1, warmup=0)
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grew_mib < 12, grew_mib  # never the whole 16 MiB (nor the endless one)
+    print("LINE", path, str(info.value).splitlines()[0])
+
+def test_empty(fanout):
+    m = fanout.measure("/empty", repeat=2, warmup=0)
+    assert len(m.samples) == 2 and m.first_byte_per_sample == m.samples
+""",
+    )
+    assert status == 0, output
+    lines = {line.split()[1]: line for line in output.splitlines() if line.startswith("LINE ")}
+    bound = "the answer's body passed 1,048,576 bytes ("
+    assert bound in lines["/forever"], lines
+    assert bound in lines["/bomb"] and "read once decoded" in lines["/bomb"], lines
+    assert "GET /cut: the app did not answer: RemoteProtocolError" in lines["/cut"], lines
+    assert "answered 307 (a redirect to /loop; the harness does not follow it)" in lines["/loop"]
+    assert "GET /big-header: the app did not answer" in lines["/big-header"], lines

@@ -168,3 +168,22 @@ def test_processes_put_the_master_on_loopback_at_a_free_port_unless_told() -> No
     own = ["--master-bind-port", "6000"]
     command = locust_command("f.py", report_prefix="r", processes=2, extra_args=own, **common)
     assert flags(command) == {"--master-bind-port": "6000"}
+
+
+def test_a_target_gone_is_its_death_or_a_host_that_no_longer_answers() -> None:
+    """Issue 32 #8: after a step, the app's death (ours) or --host refusing every request
+    stops the search; a step with failures from a live target does not."""
+    import socket
+
+    from pytest_fanout.load.capacity import target_gone
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    failed = StepResult(rate=5, achieved_rps=5, p95_ms=1, p99_ms=1, requests=10, failures=10)
+    assert target_gone(failed, closed, lambda: "exit status 3") == (
+        "the app process died (exit status 3)"
+    )
+    assert "does not answer" in target_gone(failed, closed, None)
+    half = StepResult(rate=5, achieved_rps=5, p95_ms=1, p99_ms=1, requests=10, failures=5)
+    assert target_gone(half, closed, lambda: None) == ""
