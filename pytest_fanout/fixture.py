@@ -17,7 +17,8 @@ import httpx2
 
 from pytest_fanout import assertions
 from pytest_fanout.diagnosis import Finding, diagnose
-from pytest_fanout.measure import measure, send_request
+from pytest_fanout.limits import DEFAULT_MAX_ANSWER_BYTES
+from pytest_fanout.measure import MeasureClient, measure, send_request
 from pytest_fanout.measurement import Measurement, PathShape, Request
 from pytest_fanout.servers.held import HeldWaves, hold_all, hold_settings
 from pytest_fanout.servers.stack import AppServer, StubUpstreamServer
@@ -42,6 +43,7 @@ class Fanout:
         timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         shape: PathShape | None = None,
         sampler: Callable[..., Measurement] | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self.server = server
         if isinstance(upstreams, StubUpstreamServer):
@@ -52,7 +54,7 @@ class Fanout:
         self.timeout_s = timeout_s
         self._on_measurement = on_measurement
         self._shape = shape
-        self._client = httpx2.Client(timeout=timeout_s)
+        self._client = MeasureClient(timeout=timeout_s, max_answer_bytes=max_answer_bytes)
         #: How a measurement is taken: `measure`, or what the `pytest_fanout_sampler` hook
         #: gave (same arguments: the client, the app's URL, one `Request`, then measure's
         #: keywords): the gate's A/B mode alternates this app and the base's.
@@ -70,7 +72,8 @@ class Fanout:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         """One request to the app under test (`json=`, `content=`, `headers=`, `params=`...).
 
-        A dead app or a timeout is one line (MeasurementError), not a transport traceback."""
+        A dead app, a timeout (a deadline for the whole answer) or a body past
+        `max_answer_bytes` is one line (MeasurementError), not a transport traceback."""
         __tracebackhide__ = True
         body = {key: kwargs.pop(key) for key in ("json", "content", "headers") if key in kwargs}
         request = Request(path, method=method, **body)

@@ -82,6 +82,9 @@ MAX_DISCONNECT_S = 600.0
 #: The longest a stub holds a call of a hung upstream or route (`hang = true`) when its
 #: client never goes away (seconds): the run ends first.
 HANG_MAX_S = 3600.0
+#: Bytes of one answer of the app the harness reads (its body, as sent on the wire): read
+#: as a stream and refused past this, never held whole (`max_answer_bytes`): 64 MiB.
+DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 #: The app's environment variable that switches the probe's stack sampler off.
 STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
 #: The prefix of the stub's settings in a child's environment (`Behaviour.to_env`).
@@ -284,6 +287,7 @@ calls = bounded(positive_int, MAX_CALLS)
 repeats = bounded(positive_int, MAX_REPEAT)
 inflight = bounded(non_negative_int, MAX_INFLIGHT)
 threshold_count = bounded(positive_int, MAX_THRESHOLD_COUNT)
+answer_bytes = bounded(positive_int, MAX_BYTES_LIMIT, " bytes")
 
 
 def check_load_run(

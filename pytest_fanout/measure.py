@@ -18,12 +18,18 @@ import math
 import socket
 import time
 import warnings
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import httpx2
 
-from pytest_fanout.limits import DEFAULT_DISCONNECT_GRACE_S, MAX_DISCONNECT_S, ORPHAN_GRACE_S
+from pytest_fanout.limits import (
+    DEFAULT_DISCONNECT_GRACE_S,
+    DEFAULT_MAX_ANSWER_BYTES,
+    MAX_DISCONNECT_S,
+    ORPHAN_GRACE_S,
+)
 from pytest_fanout.measurement import (
     DELAY_KEYS,
     GAUGE_KEYS,
@@ -33,10 +39,24 @@ from pytest_fanout.measurement import (
     PathShape,
     Request,
 )
-from pytest_fanout.servers.held import HoldBoundError, hold_all, hold_settings
+from pytest_fanout.servers.held import AppNeverIdle, HoldBoundError, hold_all, hold_settings
+from pytest_fanout.servers.process import ServerDiedError
 
 #: How long a sample waits for calls of an earlier test to end when no timeout is given.
 DEFAULT_IDLE_WAIT_S = 30.0
+
+
+class MeasureClient(httpx2.Client):
+    """The harness's client to the app: an httpx2 client that also carries the bound of one
+    answer's body (`max_answer_bytes`); its read timeout is the request timeout, which
+    `send_request` makes a deadline for the whole answer. Any httpx2 client still works
+    (the default bound then)."""
+
+    def __init__(
+        self, *args: Any, max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_answer_bytes = max_answer_bytes
 
 
 def send_request(
@@ -44,7 +64,9 @@ def send_request(
 ) -> httpx2.Response:
     """Send `request` once to the app at `base_url` (`extra`: more httpx2 keywords, as
     `params=`); the harness's own failures as one-line errors: the app process died (with
-    its exit), or the request timed out (with the limit)."""
+    its exit), the answer did not end within the request timeout (a deadline for the whole
+    answer, not per read: an app that trickles a byte at a time is cut there), or its body
+    passed `max_answer_bytes` (read as a stream, never held past it)."""
     __tracebackhide__ = True
     label = request.label
     gone = _death(app, wait_s=0)
@@ -52,12 +74,33 @@ def send_request(
         raise MeasurementError(
             f"the app process died ({gone}) before {label}", _tail(app)
         ) from None
+    limit = client.timeout.read
+    max_bytes = getattr(client, "max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES)
     try:
         return _timed_request(
-            client, request.method, base_url + request.path, **request.kwargs(), **extra
+            client,
+            request.method,
+            base_url + request.path,
+            deadline_s=limit,
+            max_bytes=max_bytes,
+            **request.kwargs(),
+            **extra,
         )
+    except AnswerTooLarge as exc:
+        raise MeasurementError(
+            f"{label}: the answer's body passed {max_bytes:,} bytes ({exc.read:,} read"
+            f"{' once decoded' if exc.decoded else ''}; max_answer_bytes, "
+            "--fanout-max-answer-bytes): not read further",
+            _tail(app),
+        ) from None
+    except AnswerDeadline as exc:
+        raise MeasurementError(
+            f"{label} was still sending its answer {limit:g} s after the request "
+            f"({exc.read:,} bytes of its body so far; the request timeout, "
+            "--fanout-request-timeout, is a deadline for the whole answer)",
+            _tail(app),
+        ) from None
     except httpx2.TimeoutException:
-        limit = client.timeout.read
         raise MeasurementError(
             f"{label} did not answer within {limit:g} s (the request timeout, "
             "--fanout-request-timeout)",
@@ -74,6 +117,61 @@ def send_request(
         ) from None
 
 
+class AnswerDeadline(Exception):
+    """The answer was still coming when the request's deadline passed."""
+
+    def __init__(self, read: int) -> None:
+        super().__init__(f"{read} bytes read by the deadline")
+        self.read = read
+
+
+class AnswerTooLarge(Exception):
+    """The answer's body passed its bound (`max_answer_bytes`), as sent or once decoded."""
+
+    def __init__(self, read: int, decoded: bool = False) -> None:
+        super().__init__(f"{read} bytes read, over the bound")
+        self.read = read
+        self.decoded = decoded
+
+
+#: Content-Encodings whose decoded size is counted while the answer streams (zlib's);
+#: httpx2 decodes them when the answer is built, so a small compressed body can be huge.
+_ZLIB_ENCODINGS = ("gzip", "x-gzip", "deflate")
+
+
+class _DecodedSize:
+    """Counts the bytes a gzip/deflate body decodes to, chunk by chunk, holding none of
+    them: a 64 KiB "gzip bomb" of zeros is 64 MiB once httpx2 decodes it."""
+
+    def __init__(self, headers: httpx2.Headers, bound: int) -> None:
+        encoding = headers.get("content-encoding", "").strip().lower()
+        self.bound = bound
+        self.total = 0
+        zlib_coded = encoding in _ZLIB_ENCODINGS
+        self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 32) if zlib_coded else None
+        self._raw_deflate = encoding == "deflate"
+
+    def feed(self, chunk: bytes) -> None:
+        """Add `chunk`'s decoded size; AnswerTooLarge once past the bound (a body that does
+        not decode is left to httpx2's own error)."""
+        if self._zlib is None:
+            return
+        data = chunk
+        try:
+            while data and self.total <= self.bound:  # each pass consumes input or adds 64 KiB
+                self.total += len(self._zlib.decompress(data, 65536))
+                data = self._zlib.unconsumed_tail
+        except zlib.error:
+            if self._raw_deflate and not self.total:  # a raw deflate stream (no header)
+                self._zlib, self._raw_deflate = zlib.decompressobj(-zlib.MAX_WBITS), False
+                self.feed(chunk)
+                return
+            self._zlib = None
+            return
+        if self.total > self.bound:
+            raise AnswerTooLarge(self.total, decoded=True)
+
+
 #: Where a timed answer keeps its times: seconds from the send to the body's first and
 #: last byte. A streaming endpoint is judged by both: a change that delays the first token
 #: is a regression even when the total stays.
@@ -84,22 +182,46 @@ _LAST_BYTE = "fanout.last_byte_s"
 _STREAMED = "fanout.streamed"
 
 
-def _timed_request(client: httpx2.Client, method: str, url: str, **kwargs: Any) -> httpx2.Response:
+def _timed_request(
+    client: httpx2.Client,
+    method: str,
+    url: str,
+    *,
+    deadline_s: float | None = None,
+    max_bytes: int | None = None,
+    **kwargs: Any,
+) -> httpx2.Response:
     """`client.request(...)`, with _FIRST_BYTE and _LAST_BYTE in the answer's extensions
-    (an empty body's first byte is its last)."""
+    (an empty body's first byte is its last). The body is read as a stream: AnswerTooLarge
+    once it passes `max_bytes`, AnswerDeadline once `deadline_s` from the send passed with
+    the answer unfinished (the client's read timeout bounds each wait for a byte, so a
+    silent app is cut by it; a trickling one by this)."""
     request = client.build_request(method, url, **kwargs)
     start = time.perf_counter()
+    deadline = start + deadline_s if deadline_s is not None else math.inf
     streamed = client.send(request, stream=True)
     first: float | None = None
     chunks = []
+    size = 0
+    decoded = _DecodedSize(streamed.headers, max_bytes) if max_bytes is not None else None
     try:
         for chunk in streamed.iter_raw():
+            now = time.perf_counter()
             if first is None and chunk:
-                first = time.perf_counter() - start
+                first = now - start
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise AnswerTooLarge(size)
+            if decoded is not None:
+                decoded.feed(chunk)
+            if now > deadline:
+                raise AnswerDeadline(size)
             chunks.append(chunk)
     finally:
         streamed.close()
     last = time.perf_counter() - start
+    if last > (deadline - start):  # the headers came after it (the body was empty)
+        raise AnswerDeadline(size)
     return httpx2.Response(
         streamed.status_code,
         headers=streamed.headers,
@@ -304,7 +426,19 @@ def hang_up(app_url: str, request: Request, after_s: float) -> tuple[float, floa
     return sent, hung_up
 
 
-def measure(
+def measure(client: httpx2.Client, app_url: str, request: Request, **options: Any) -> Measurement:
+    """Send `request` warmup + repeat times, one at a time, with exact upstream gauges (see
+    `_measure` for the options). A server of the stack that died while it was measured, the
+    app or a stub, is one line naming it and the request (MeasurementError, with its log
+    tail), wherever the harness met its death: a request, a probe read, a stub's gauges."""
+    __tracebackhide__ = True
+    try:
+        return _measure(client, app_url, request, **options)
+    except ServerDiedError as exc:
+        raise MeasurementError(f"{exc} during {request.label}", exc.log_tail) from None
+
+
+def _measure(
     client: httpx2.Client,
     app_url: str,
     request: Request,
@@ -395,7 +529,7 @@ def measure(
             start = time.perf_counter()
             began = time.monotonic()
             try:
-                result.structure = _held_probe(
+                result.structure, result.structure_note = _held_probe(
                     client, app, app_url, request, stubs, wait_s, index > 0
                 )
             except MeasurementError as exc:
@@ -483,9 +617,11 @@ def _held_probe(
     stubs: Mapping[str, Any],
     wait_s: float,
     after_own: bool = False,
-) -> dict[str, list[int]]:
-    """One request with every stub holding its calls: {upstream: wave sizes}. `after_own`:
-    a warm-up request of this measurement came just before (its handler may still end)."""
+) -> tuple[dict[str, list[int]], str]:
+    """One request with every stub holding its calls: ({upstream: wave sizes}, ""). An app
+    that never goes idle (a thread busy outside the request) gives ({}, why) and a
+    FanoutWarning: the timed samples still measure it. `after_own`: a warm-up request of
+    this measurement came just before (its handler may still end)."""
     __tracebackhide__ = True
     if app is not None:
         _app_idle(app, wait_s, request.label, own=after_own)
@@ -494,6 +630,13 @@ def _held_probe(
     try:
         with hold_all(stubs, settings) as held:
             response = send_request(client, app, app_url, request)
+    except AppNeverIdle as exc:
+        note = (
+            f"structure not taken: the app never went idle during the held probe of "
+            f"{request.label} ({exc}); measured with the timed samples only"
+        )
+        warnings.warn(FanoutWarning(note), stacklevel=3)
+        return {}, note
     except HoldBoundError as exc:
         raise MeasurementError(f"the held probe of {request.label}: {exc}") from None
     if response.status_code != request.expect_status:  # the log tail only when needed
@@ -502,7 +645,7 @@ def _held_probe(
             "answered together)"
         )
         check_status(response, request, during, _tail(app))
-    return {name: waves.waves for name, waves in held.items()}
+    return {name: waves.waves for name, waves in held.items()}, ""
 
 
 def _reported_errors(response: httpx2.Response) -> int:

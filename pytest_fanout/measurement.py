@@ -235,6 +235,9 @@ class Measurement:
     structure: dict[str, list[int]] = field(default_factory=dict)
     #: Wall time of the held probe (seconds): what the structure cost.
     structure_probe_s: float | None = None
+    #: Why the held probe gave no structure ("" when it did, or none was asked): an app
+    #: that never went idle (a thread busy outside the request) is measured without it.
+    structure_note: str = ""
     #: The request measured, body and headers included. Given, it sets `path`, `method` and
     #: `status_code`; left out, it is built from them. A saved run keeps those three only
     #: (a body or a header may hold a secret): loaded, its request has no body, and none at
@@ -455,6 +458,7 @@ class Measurement:
             f"upstream_requests={self.upstream_requests}",
             f"upstream_peak={self.upstream_peak_inflight}",
             *([f"structure={self.structure}"] if self.structure else []),
+            *(["structure=not-taken"] if self.structure_note else []),
             f"loop_lag_max={self.loop_lag_max_s * 1000:.1f}ms",
         ]
         if self.efficiency is not None:

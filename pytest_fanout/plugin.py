@@ -338,6 +338,7 @@ def fanout(
         test=request.node.nodeid,
         on_measurement=record,
         timeout_s=session.spec.request_timeout,
+        max_answer_bytes=session.spec.get("max_answer_bytes"),
         shape=shape,
         sampler=sampler,
     )

@@ -617,6 +617,16 @@ OPTIONS: dict[str, Option] = {
             aliases={"fanout": ("--timeout",)},
         ),
         Option(
+            "max_answer_bytes",
+            "bytes of one answer's body (as sent, and once decoded) the harness reads from the"
+            f" app (default: {limits.DEFAULT_MAX_ANSWER_BYTES:,}, 64 MiB); a longer one fails"
+            " in one line",
+            _typed(limits.answer_bytes),
+            metavar="BYTES",
+            default=limits.DEFAULT_MAX_ANSWER_BYTES,
+            front_ends=frozenset({"pytest", "fanout"}),  # Locust reads its own answers
+        ),
+        Option(
             "stack_sampling",
             "on/off: sample the stack that blocks the app's event loop (default: on)",
             parse_on_off,

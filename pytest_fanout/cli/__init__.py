@@ -114,15 +114,18 @@ def start_stack(spec: StackSpec, **kwargs: Any) -> Stack:
 
 @contextmanager
 def running_stack(args: argparse.Namespace) -> Iterator[tuple[Stack, httpx2.Client]]:
-    """The stack of [tool.fanout] and the flags (`spec_from`), started for the block, with a
-    client that waits the spec's request timeout; a measurement that fails inside the block
-    is one line (exit status 1)."""
-    import httpx2
-
+    """The stack of [tool.fanout] and the flags (`spec_from`), started for the block, with the
+    harness's client (the spec's request timeout as a deadline for a whole answer, its
+    `max_answer_bytes`); a measurement that fails inside the block is one line (exit 1)."""
+    from pytest_fanout.measure import MeasureClient
     from pytest_fanout.measurement import MeasurementError
 
-    stack = start_stack(spec_from(args))
-    with stack, httpx2.Client(timeout=stack.spec.request_timeout) as client:
+    spec = spec_from(args)
+    stack = start_stack(spec)
+    client = MeasureClient(
+        timeout=spec.request_timeout, max_answer_bytes=spec.get("max_answer_bytes")
+    )
+    with stack, client:
         try:
             yield stack, client
         except MeasurementError as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from pytest_fanout import limits
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from, start_stack
@@ -30,12 +31,14 @@ from pytest_fanout.load.capacity import (
     StepError,
     StepPlan,
     StepResult,
+    TargetGone,
     capacity_table,
     have_matplotlib,
     host_problem,
     path_problem,
     run_step,
     search,
+    target_gone,
     write_json,
     write_markdown,
     write_png,
@@ -132,7 +135,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     # --n and --max-concurrent of the default paths: Locust's --fanout-n, --fanout-max-concurrent.
     add_options(target.add_argument, prefix="", front_end="fanout", group="load", keys=REFERENCE)
-    add_stack_group(parser, [k for k in options_for("fanout") if k != "request_timeout"])
+    add_stack_group(
+        parser,
+        [k for k in options_for("fanout") if k not in ("request_timeout", "max_answer_bytes")],
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json",
@@ -171,7 +177,14 @@ def _slo(args: argparse.Namespace) -> Slo:
     return Slo(args.slo_p95_ms, args.max_fail_ratio, args.max_dropped_ratio)
 
 
-def _step_function(args: argparse.Namespace, host: str, path: str):  # -> Callable
+def _step_function(
+    args: argparse.Namespace,
+    host: str,
+    path: str,
+    death: Callable[[], str | None] | None = None,
+) -> Callable[[float], StepResult]:
+    """One step of the search at a rate, printed; TargetGone once the target died (the
+    search stops there: a dead app has no capacity)."""
     slo = _slo(args)
     plan = StepPlan(
         step_s=args.step_s,
@@ -191,6 +204,9 @@ def _step_function(args: argparse.Namespace, host: str, path: str):  # -> Callab
             f"{measured.dropped_ratio:.1%} dropped: {reason or 'meets the SLO'}",
             flush=True,
         )
+        gone = target_gone(measured, host, death)
+        if gone:
+            raise TargetGone(f"{gone} during {path} at {rate:g}/s: no capacity to report")
         return measured
 
     return step
@@ -232,10 +248,16 @@ def run(args: argparse.Namespace) -> int:
             f" upstream(s), delay {spec.delay_ms:g} ms",
             flush=True,
         )
-        return _search_all(args, stack.app.url, paths)
+        app = stack.app
+        return _search_all(args, app.url, paths, death=lambda: app.death(wait_s=0))
 
 
-def _search_all(args: argparse.Namespace, host: str, paths: list[str]) -> int:
+def _search_all(
+    args: argparse.Namespace,
+    host: str,
+    paths: list[str],
+    death: Callable[[], str | None] | None = None,
+) -> int:
     import time
 
     slo = _slo(args)
@@ -261,8 +283,20 @@ def _search_all(args: argparse.Namespace, host: str, paths: list[str]) -> int:
     for index, path in enumerate(paths):
         share = (deadline - time.monotonic()) / (len(paths) - index)
         try:
-            results.append(search(path, _step_function(args, host, path), slo, share, settings))
+            step = _step_function(args, host, path, death)
+            results.append(search(path, step, slo, share, settings))
+        except TargetGone as exc:
+            print(f"fanout capacity: error: {exc}", file=sys.stderr)
+            return ExitCode.TARGET_UNUSABLE
         except StepError as exc:
+            ended = death() if death is not None else None
+            if ended:
+                print(
+                    f"fanout capacity: error: the app process died ({ended}) during {path}:"
+                    " no capacity to report",
+                    file=sys.stderr,
+                )
+                return ExitCode.TARGET_UNUSABLE
             print(f"fanout capacity: error: {exc}".splitlines()[0], file=sys.stderr)
             return ExitCode.FAILED
     print()

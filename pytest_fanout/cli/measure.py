@@ -163,6 +163,8 @@ def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float
     if m.structure:
         waves = ", ".join(f"{name} {waves}" for name, waves in m.structure.items())
         lines.append(f"  held waves        {waves} (the structure, exact)")
+    elif m.structure_note:
+        lines.append(f"  held waves        - ({m.structure_note})")
     if len(upstreams) > 1:
         lines.append(
             f"  new connections   {m.connections_opened} (all upstreams, the most in one sample)"

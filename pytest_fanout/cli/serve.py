@@ -33,7 +33,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=8001,
         help="the (first) stub upstream's port; 0 picks a free one (default: 8001)",
     )
-    add_stack_group(parser, [k for k in options_for("fanout") if k != "request_timeout"])
+    add_stack_group(
+        parser,
+        [k for k in options_for("fanout") if k not in ("request_timeout", "max_answer_bytes")],
+    )
     add_behaviour_options(parser, skip=["delay_ms"])
 
 

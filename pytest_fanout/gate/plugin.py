@@ -33,7 +33,7 @@ from pytest_fanout.plugin import (
     session_load_results,
     session_measurements,
 )
-from pytest_fanout.spec import add_inis, add_options, options_for
+from pytest_fanout.spec import OPTIONS, add_inis, add_options, options_for
 
 if TYPE_CHECKING:
     from pytest_fanout import gate
@@ -100,6 +100,51 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fanout-gate", "fan-out regression gate (pytest-fanout)")
     add_options(group.addoption, prefix=PREFIX, group="gate", front_end="pytest", typed=False)
     add_inis(parser.addini, group="gate")
+
+
+#: Metavars of the options whose value is a file or a folder.
+_PATH_METAVARS = ("PATH", "FILE", "DIR")
+
+
+def path_flags() -> dict[str, str]:
+    """pytest's path options (flag -> metavar): `--fanout-save`, `--fanout-config`, ...,
+    from the one registry."""
+    flags = {}
+    for option in OPTIONS.values():
+        if option.metavar in _PATH_METAVARS and "pytest" in option.front_ends:
+            for flag in (option.flag(PREFIX), *option.aliases.get("pytest", ())):
+                flags[flag] = option.metavar
+    return flags
+
+
+def spaced_path_option(args: list[str]) -> str | None:
+    """Why `args` cannot be run as given (one line), or None: a path option given with its
+    value apart (`--fanout-save PATH`). pytest picks the rootdir and its config file from
+    the arguments that name paths before a plugin's options are known (`_preparse` calls
+    `determine_setup` before the plugins load), so the PATH given apart is taken for a test
+    path: the rootdir moves and pyproject.toml is not read. Only the `=` form (what `--help`
+    shows) is safe."""
+    flags = path_flags()
+    for index, arg in enumerate(args):
+        if arg == "--":
+            return None
+        if arg in flags:
+            value = args[index + 1] if index + 1 < len(args) else flags[arg]
+            return (
+                f"{arg} {value}: write {arg}={value} (given apart, pytest takes {value} for a"
+                " test path before it knows the option, and picks the rootdir and the"
+                " config file from it)"
+            )
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    """Refuse a path option given in the space form, before the stack is read from a
+    pyproject.toml that pytest may not have found (issue 32 #16)."""
+    problem = spaced_path_option(list(args))
+    if problem is not None:
+        raise pytest.UsageError(problem)
 
 
 def _option(config: pytest.Config, key: str) -> Any:

@@ -262,6 +262,25 @@ class StepError(Exception):
     """A step's Locust run gave no results."""
 
 
+class TargetGone(Exception):
+    """The target stopped answering during the search (the app process died, or --host no
+    longer answers): its end is the result, not a capacity; `str()` is one line."""
+
+
+def target_gone(step: StepResult, host: str, death: Callable[[], str | None] | None) -> str:
+    """Why the target can no longer be loaded after `step` (one phrase), or "": the app
+    process's death (`ServerProcess.death`) when it is ours, else, after a step whose every
+    request failed, --host no longer answering."""
+    ended = death() if death is not None else None
+    if ended:
+        return f"the app process died ({ended})"
+    if step.requests and step.failures >= step.requests:
+        problem = host_problem(host)
+        if problem:
+            return problem
+    return ""
+
+
 def pool_size(rate: float, slo_p95_ms: float, max_users: int) -> int:
     """Users for a step: twice the requests in flight at the SLO (Little's law), plus 10."""
     return min(max_users, math.ceil(2 * rate * slo_p95_ms / 1000) + 10)

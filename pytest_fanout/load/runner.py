@@ -140,9 +140,43 @@ def locust_command(
         command += thresholds.to_args()
     if processes:
         command += ["--processes", str(processes)]
+        command += _local_master_args(extra_args)
     command += list(extra_args)
     command += list(user_classes)
     return command
+
+
+#: Locust's own master address (`*:5557`): all interfaces and one fixed port, so two
+#: `--processes` runs on one host met at one master. Ours bind to loopback, on a free port.
+_MASTER_FLAGS = ("--master-bind-host", "--master-bind-port", "--master-host", "--master-port")
+
+
+def _local_master_args(extra_args: Sequence[str]) -> list[str]:
+    """For `--processes` (a master and its forked workers on this machine): the master on
+    127.0.0.1 at a free port, and the workers told where, unless the caller set one."""
+    given = {arg.split("=", 1)[0] for arg in extra_args}
+    if given & set(_MASTER_FLAGS):
+        return []
+    port = _free_loopback_port()
+    return [
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--master-host",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+    ]
+
+
+def _free_loopback_port() -> int:
+    """A port free on 127.0.0.1 now (the kernel's pick; Locust binds it a moment later)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def run_locust(

@@ -38,6 +38,11 @@ class HoldBoundError(AssertionError):
     """A hold reached one of its bounds (calls held, or time a wave stayed open)."""
 
 
+class AppNeverIdle(HoldBoundError):
+    """The hold gave up on the app's idleness (`max_busy_s`): the app's process never went
+    idle, so its waves cannot be told from its CPU; the request itself was answered."""
+
+
 @dataclass
 class HeldWaves:
     """What one stub saw in hold mode: the sizes of its waves, in order (filled on exit)."""
@@ -83,7 +88,8 @@ def holding(stub: Holdable, settings: Mapping[str, Any]) -> Iterator[HeldWaves]:
         held.last_quiet_ms = float(report.get("last_quiet_ms", 0.0))
         error = report.get("error")
         if error and not failed:
-            raise HoldBoundError(f"upstream {stub.upstream_name!r} ended its hold: {error}")
+            kind = AppNeverIdle if report.get("never_idle") else HoldBoundError
+            raise kind(f"upstream {stub.upstream_name!r} ended its hold: {error}")
 
 
 @contextmanager

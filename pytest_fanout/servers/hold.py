@@ -24,7 +24,10 @@ Bounded: a wave held longer than `max_wave_s`, or more than `max_calls` calls
 held in all, ends the hold: the held calls are answered, later calls are
 answered as usual, and the report carries an `error` naming the bound (the
 harness raises it as one line). A client that never stops sending cannot hang
-a test.
+a test. An app that never goes idle (a thread at 100% CPU outside the request)
+cannot hold it either: once it stayed busy `max_busy_s` with no new call, the
+hold ends the same way with `never_idle` set, and the harness measures without
+the structure, saying why.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ class HoldSettings:
     max_wave_s: float = 20.0
     #: The app's process id: release only once its threads are idle (0: not known).
     app_pid: int = 0
+    #: How long the app may stay busy with no new call before the hold gives up on its
+    #: idleness (a thread at 100% CPU outside the request never lets it go idle): the held
+    #: calls are answered and the report says `never_idle`. Under the 5 s an app's own
+    #: HTTP client often waits, with the quiet window on top.
+    max_busy_s: float = 2.0
 
     @classmethod
     def from_json(cls, data: Any) -> HoldSettings:
@@ -101,6 +109,8 @@ class HoldSettings:
             raise HoldError("max_wave_s must be > 0")
         if self.quiet_max_ms / 1000 >= self.max_wave_s:
             raise HoldError("quiet_max_ms must be shorter than max_wave_s")
+        if not 0 < self.max_busy_s <= _MAX_SECONDS:
+            raise HoldError(f"max_busy_s must be > 0 and at most {_MAX_SECONDS:.0f} s")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,6 +169,8 @@ class Holder:
         self.waves: list[int] = []
         #: Why the hold ended early (a bound), or None.
         self.error: str | None = None
+        #: The hold ended because the app never went idle (max_busy_s), not for its calls.
+        self.never_idle = False
         self._wave: list[asyncio.Future[None]] = []
         self._wave_start = 0.0
         self._last = 0.0
@@ -174,6 +186,7 @@ class Holder:
         self.settings = settings
         self.waves = []
         self.error = None
+        self.never_idle = False
         self._held_total = 0
         self.armed = True
         return self.report()
@@ -190,6 +203,7 @@ class Holder:
             "waves": list(self.waves),
             "held_now": len(self._wave),
             "error": self.error,
+            "never_idle": self.never_idle,
             "last_quiet_ms": round(self.last_quiet_s * 1000, 3),
             "settings": self.settings.to_json(),
         }
@@ -230,9 +244,11 @@ class Holder:
         return min(window, s.quiet_max_ms / 1000)
 
     async def _watch(self) -> None:
-        """Release the wave once no call came for the quiet window and the app is idle."""
+        """Release the wave once no call came for the quiet window and the app is idle; give
+        up on the app's idleness once it stayed busy `max_busy_s` with no new call."""
         loop = asyncio.get_running_loop()
         settings = self.settings
+        busy_since: float | None = None
         while self._wave:
             now = loop.time()
             deadline = self._wave_start + settings.max_wave_s
@@ -247,7 +263,19 @@ class Holder:
                 await asyncio.sleep(min(quiet_until, deadline) - now)
                 continue
             if settings.app_pid and await app_busy(settings.app_pid):
-                continue  # computing or starved: more calls may come
+                # computing or starved: more calls may come, unless it is never idle
+                if busy_since is None or busy_since < self._last:
+                    busy_since = now
+                elif loop.time() - busy_since >= settings.max_busy_s:
+                    self.never_idle = True
+                    self._fail(
+                        f"the app's process stayed busy {settings.max_busy_s:g} s with "
+                        f"{len(self._wave)} calls held and no new one (max_busy_s): a thread "
+                        "at work outside this request never lets it go idle"
+                    )
+                    return
+                continue
+            busy_since = None
             if loop.time() - self._last >= self.quiet_s():
                 self.last_quiet_s = self.quiet_s()
                 self._release()

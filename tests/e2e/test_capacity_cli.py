@@ -197,3 +197,98 @@ def test_a_host_that_does_not_answer_is_one_line_before_any_step() -> None:
         "ConnectError: [Errno 111] Connection refused"
     ], result.stderr
     assert "at " not in result.stdout  # no step ran
+
+
+DIES = """
+import os
+from fastapi import FastAPI
+
+app = FastAPI()
+seen = 0
+
+
+@app.get("/die")
+async def die():
+    global seen
+    seen += 1
+    if seen >= 3:  # the check before the search is the first; the first step kills it
+        os._exit(3)
+    return {"ok": True}
+"""
+
+
+def test_an_app_that_dies_stops_the_search_with_its_death(tmp_path: Path) -> None:
+    """Issue 32 #8: the search used to bisect through 100% connection-refused steps and
+    print a capacity, exit 0; the app's death is the result: one line, exit 4."""
+    (tmp_path / "dies.py").write_text(DIES)
+    result, left = fanout(
+        "capacity",
+        "--slo-p95-ms",
+        "500",
+        "--app",
+        "dies:app",
+        "--app-dir",
+        str(tmp_path),
+        "--path",
+        "/die",
+        "--start-rps",
+        "5",
+        "--step-s",
+        "2",
+        "--budget-s",
+        "40",
+        timeout=100,
+    )
+    assert result.returncode == ExitCode.TARGET_UNUSABLE, result.stdout + result.stderr
+    assert not left, f"left behind: {left}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "fanout capacity: error: the app process died (exit status 3) during /die at 5/s:"
+        " no capacity to report"
+    ], result.stderr
+    steps = [line for line in result.stdout.splitlines() if line.startswith("  /die at ")]
+    assert len(steps) == 1, result.stdout  # no step after the death
+    assert "capacity" not in result.stdout.split(steps[0])[1]  # and no table
+
+
+def test_processes_bind_the_master_to_loopback_on_a_free_port(tmp_path: Path) -> None:
+    """Issue 32 #9: `--processes 2` started Locust's master on *:5557, so a second run (here a
+    socket holding 127.0.0.1:5557) broke the first; now each run's master is on 127.0.0.1
+    at a free port."""
+    import socket
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind(("127.0.0.1", 5557))
+        holder.listen()
+    except OSError:
+        pass  # held by another run already: the same situation
+    try:
+        result, left = fanout(
+            "capacity",
+            "--slo-p95-ms",
+            "2000",
+            "--path",
+            "/sync/1",
+            "--delay-ms",
+            "10",
+            "--start-rps",
+            "5",
+            "--max-rps",
+            "5",
+            "--step-s",
+            "2",
+            "--budget-s",
+            "10",
+            "--processes",
+            "2",
+            "--json",
+            str(tmp_path / "capacity.json"),
+            timeout=90,
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not left, f"left behind: {left}"
+    [row] = json.loads((tmp_path / "capacity.json").read_text())
+    assert row["steps"] and row["steps"][0]["requests"] > 0, row

@@ -150,3 +150,40 @@ def test_table_and_json_name_path_capacity_p95_and_why(tmp_path) -> None:
     assert row["capacity_rps"] == result.capacity_rps and row["p95_ms"] == 100.0
     assert row["first_failed_rps"] == result.first_failure.rate
     assert row["steps"] and row["machine"]["cpus"]
+
+
+def test_processes_put_the_master_on_loopback_at_a_free_port_unless_told() -> None:
+    """Issue 32 #9: the master of a `--processes` run binds 127.0.0.1 on a port of its own,
+    its forked workers told where; a caller's own master flags are left alone."""
+    from pytest_fanout.load.runner import locust_command
+
+    def flags(command: list[str]) -> dict[str, str]:
+        return {a: command[i + 1] for i, a in enumerate(command) if a.startswith("--master")}
+
+    common = {"host": "http://127.0.0.1:1", "users": 1, "spawn_rate": 1, "run_time_s": 1}
+    got = flags(locust_command("f.py", report_prefix="r", processes=2, **common))
+    assert got["--master-bind-host"] == got["--master-host"] == "127.0.0.1"
+    assert got["--master-bind-port"] == got["--master-port"] != "5557"
+    assert flags(locust_command("f.py", report_prefix="r", **common)) == {}
+    own = ["--master-bind-port", "6000"]
+    command = locust_command("f.py", report_prefix="r", processes=2, extra_args=own, **common)
+    assert flags(command) == {"--master-bind-port": "6000"}
+
+
+def test_a_target_gone_is_its_death_or_a_host_that_no_longer_answers() -> None:
+    """Issue 32 #8: after a step, the app's death (ours) or --host refusing every request
+    stops the search; a step with failures from a live target does not."""
+    import socket
+
+    from pytest_fanout.load.capacity import target_gone
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    failed = StepResult(rate=5, achieved_rps=5, p95_ms=1, p99_ms=1, requests=10, failures=10)
+    assert target_gone(failed, closed, lambda: "exit status 3") == (
+        "the app process died (exit status 3)"
+    )
+    assert "does not answer" in target_gone(failed, closed, None)
+    half = StepResult(rate=5, achieved_rps=5, p95_ms=1, p99_ms=1, requests=10, failures=5)
+    assert target_gone(half, closed, lambda: None) == ""

@@ -199,3 +199,39 @@ def test_an_idle_process_is_not_busy_a_spinning_one_is() -> None:
         for proc in (sleeper, spinner):
             proc.kill()
             proc.wait(5)
+
+
+def test_an_app_that_never_goes_idle_ends_the_hold_after_max_busy_s() -> None:
+    """Issue 32 #7: with the app's pid, the hold waits while the app is busy; a process that
+    is never idle (a thread at 100% CPU) ends it after max_busy_s, `never_idle` set, the held
+    calls answered; max_wave_s (2 s here) is not what ended it."""
+    if not os.path.exists(f"/proc/{os.getpid()}/task"):
+        pytest.skip("reads /proc (Linux)")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    stub = StubUpstream(Behaviour(delay_ms=0))
+    try:
+
+        async def scenario() -> tuple[dict, list[int]]:
+            async with _client(stub) as client:
+                codes: list[int] = []
+
+                async def gather() -> None:
+                    answers = await asyncio.gather(*(client.get(f"/i/{i}") for i in range(3)))
+                    codes.extend(a.status_code for a in answers)
+
+                settings = {**FAST, "app_pid": spinner.pid, "max_busy_s": 0.3, "max_wave_s": 2}
+                return await _held(stub, client, gather, settings), codes
+
+        report, codes = run(scenario())
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert report["never_idle"] is True, report
+    assert "max_busy_s" in report["error"] and "never lets it go idle" in report["error"]
+    assert report["waves"] == [3] and codes == [200, 200, 200]
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), True])
+def test_a_bad_max_busy_s_is_one_line(value: object) -> None:
+    with pytest.raises(HoldError):
+        HoldSettings.from_json({"max_busy_s": value})

@@ -323,3 +323,29 @@ def test_a_broken_pyproject_further_up_is_another_projects(tmp_path: Path) -> No
     assert find_config(project) is None
     with pytest.raises(SpecError, match="is not valid TOML"):
         find_config(tmp_path)  # the nearest one must parse
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "0 must be at least 1"),
+        ("-5", "-5 must be at least 1"),
+        ("lots", "'lots' is not"),
+        ("1.5", "is not"),
+        (str(2**31), "is above the limit of 1,073,741,824 bytes"),
+    ],
+)
+def test_a_bad_max_answer_bytes_is_one_line(tmp_path: Path, value: str, message: str) -> None:
+    """Issue 32 #6: the bound of an answer's body is checked like every other bound."""
+    names = {"max_answer_bytes": "--max-answer-bytes"}
+    with pytest.raises(SpecError) as caught:
+        resolve(parse_values({"max_answer_bytes": value}, names), start=tmp_path, where=names)
+    assert "\n" not in str(caught.value) and message in str(caught.value), caught.value
+
+
+def test_max_answer_bytes_has_its_documented_default(tmp_path: Path) -> None:
+    from pytest_fanout.limits import DEFAULT_MAX_ANSWER_BYTES
+
+    assert resolve({}, start=tmp_path).get("max_answer_bytes") == DEFAULT_MAX_ANSWER_BYTES
+    write(tmp_path, "[tool.fanout]\nmax_answer_bytes = 4096\n")
+    assert resolve({}, start=tmp_path).get("max_answer_bytes") == 4096
