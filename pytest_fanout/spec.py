@@ -644,6 +644,15 @@ OPTIONS: dict[str, Option] = {
             front_ends=_FANOUT,
         ),
         Option(
+            "repeat",
+            "timed requests; the median and p95 are over these (default: %(default)s)",
+            _typed(limits.repeats),
+            metavar="N",
+            default=5,
+            group="measure",
+            front_ends=_FANOUT,
+        ),
+        Option(
             "waterfall",
             "also print the median request's upstream calls on a time axis and save them to"
             " FILE (.svg, .png, .txt, .mmd, .md or .json)",

@@ -29,12 +29,6 @@ if TYPE_CHECKING:
 def configure(parser: argparse.ArgumentParser) -> None:
     add_request_options(parser, path_help="the path to measure, e.g. /basket/10 (with its query)")
     parser.add_argument(
-        "--repeat",
-        type=limits.repeats,
-        default=5,
-        help="timed requests; median and p95 are over these (default: 5)",
-    )
-    parser.add_argument(
         "--n",
         type=limits.calls,
         default=None,
@@ -68,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                 request,
                 upstreams=stack.upstreams,
                 app=stack.app,
-                repeat=args.repeat,
+                repeat=args.fanout_repeat,
                 warmup=1,
                 n=args.n,
                 concurrency=args.concurrency,

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import httpx2
 
-from pytest_fanout import limits
 from pytest_fanout.artifacts import render_text
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from
 from pytest_fanout.diagnosis import efficiency_cell, headline
@@ -120,12 +119,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         defaults={"n": 20},
     )
     add_stack_group(parser, ["config", "delay_ms"])
-    parser.add_argument(
-        "--repeat",
-        type=limits.repeats,
-        default=3,
-        help="timed requests per pattern; the median is shown (default: 3)",
-    )
+    add_options(parser.add_argument, prefix="", keys=["repeat"], defaults={"repeat": 3})
     parser.add_argument(
         "--app",
         type=import_string,
@@ -149,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             n=n,
             max_concurrent=max_concurrent,
             delay_ms=delay_ms,
-            repeat=args.repeat,
+            repeat=args.fanout_repeat,
             app=args.app,
             blocking=not args.no_blocking,
         )
@@ -160,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     # Printed once there is a table to show: a stack that did not start prints one line.
     print(
         f"Fan-out of n={n} calls to a stub upstream answering after {delay_ms:g} ms"
-        f" (median of {args.repeat}):\n"
+        f" (median of {args.fanout_repeat}):\n"
     )
     print(patterns_table(rows), flush=True)
     return ExitCode.OK
