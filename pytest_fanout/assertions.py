@@ -329,7 +329,9 @@ def assert_cancels_on_disconnect(m: Measurement, upstream: str | None = None) ->
             raise FanoutAssertionError(
                 f"{_calls(g.after_disconnect)} to {g.name!r} ran on after the caller hung up "
                 f"on {label} at {after} (still running {grace} later, or begun after){per}: "
-                "the endpoint kept working for nobody; watch for the disconnect (await "
+                "the upstream kept working for nobody; watch for the disconnect (await "
                 "request.is_disconnected(), or receive() giving http.disconnect) and cancel "
-                "the work, or stream the answer (Starlette cancels a StreamingResponse)"
+                "the calls so that their connections close: an upstream stops only when it "
+                "sees its connection go (a call cancelled with its connection left open, as can "
+                "happen in a StreamingResponse's body, still runs to its end there)"
             )
