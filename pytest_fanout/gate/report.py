@@ -58,7 +58,7 @@ def evidence(v: CaseVerdict) -> list[MetricChange]:
 
 def verdict_rows(comparison: Comparison) -> list[list[str]]:
     """Per case, one row per metric of `evidence`; the case and its verdict on the first."""
-    return [row for v in comparison.verdicts for row in _case_rows(v, v.id, [v.verdict])]
+    return [row for v in comparison.verdicts for row in _case_rows(v, v.id, [v.shown_verdict])]
 
 
 def _case_rows(v: CaseVerdict, case: str, closing: list[str]) -> list[list[str]]:
@@ -112,6 +112,7 @@ def summary_line(comparison: Comparison) -> str:
     counts = comparison.counts()
     parts = [f"{n} {k}" for k, n in counts.items() if n]
     head = "FAILED" if comparison.failed else "passed"
+    parts += [f"{label} not judged in {n}" for label, n in comparison.not_judged_counts().items()]
     line = f"fanout gate {head}: " + (", ".join(parts) or "no cases")
     if comparison.nothing_gated:
         accepted = " (accepted: --fanout-allow-ungated)" if comparison.config.allow_ungated else ""
@@ -121,7 +122,8 @@ def summary_line(comparison: Comparison) -> str:
 
 def case_detail(v: CaseVerdict) -> str:
     """The reason of a case that is not gated, then its notes and its shown metric's note."""
-    parts = [v.reason, v.note] + [c.note for c in evidence(v)[:1]]
+    unjudged = v.unjudged_note if v.gated else ""  # a case not gated says it in its reason
+    parts = [v.reason, unjudged, v.note] + [c.note for c in evidence(v)[:1]]
     return "; ".join(dict.fromkeys(p for p in parts if p))
 
 
@@ -155,7 +157,7 @@ def render_comparison_markdown(comparison: Comparison, current: Run | None = Non
     base_run, head_run = comparison.baseline_run, current
     rows = []
     for v in comparison.verdicts:
-        closing = [_verdict_md(v.verdict), verdict_reason(v, comparison.config.alpha)]
+        closing = [_verdict_md(v), verdict_reason(v, comparison.config.alpha)]
         rows += _case_rows(v, markdown_code(v.id), closing)
     lines += [render_markdown(REVIEW_HEADERS, rows), ""]
     chart = mermaid_chart(comparison, base_run, head_run)
@@ -231,9 +233,16 @@ def _ms(seconds: float | None) -> str:
 
 def verdict_reason(v: CaseVerdict, alpha: float) -> str:
     """Why the verdict: beyond which limit, or a significant move WITHIN the limit (which is
-    not "same"), or within the noise, or why the case was not gated."""
+    not "same"), or within the noise, or why the case was not gated; then the rules that
+    could not judge it, apart (a "same" is never said of what was not judged)."""
     if v.verdict == NOT_GATED:
         return v.reason
+    why = _judged_reason(v, alpha)
+    return "; ".join(p for p in (why, v.unjudged_note) if p)
+
+
+def _judged_reason(v: CaseVerdict, alpha: float) -> str:
+    """Why a gated case got its word, from the rules that judged it."""
     c = v.shown
     if c is None:
         return v.note
@@ -256,7 +265,9 @@ def verdict_reason(v: CaseVerdict, alpha: float) -> str:
                     f"{change.label} {way}, but within the {change.rule.text} limit "
                     f"({_format_change(change)}, p={_format_p(p)})"
                 )
-    if c.note:
+    if c.unjudged:  # said apart: the reason is a rule that judged the case
+        c = next((x for x in v.changes if x.gated), c)
+    if c.note and not c.unjudged:
         return c.note
     return f"no change beyond the noise (p={_format_p(c.p_worse)})"
 
@@ -310,14 +321,15 @@ def mermaid_chart(comparison: Comparison, base_run: Run | None, head_run: Run | 
     )
 
 
-def _verdict_md(verdict: str) -> str:
-    """The verdict word, emphasised for a regression (the word itself is the same everywhere)."""
-    assert verdict in VERDICTS
-    return Markdown(
-        {REGRESSION: f"**{REGRESSION}** :x:", IMPROVEMENT: f"{IMPROVEMENT} :rocket:"}.get(
-            verdict, verdict
-        )
+def _verdict_md(v: CaseVerdict) -> str:
+    """The verdict word, emphasised for a regression (the word itself is the same everywhere),
+    with the rules that could not judge the case: "same (cpu not judged)"."""
+    assert v.verdict in VERDICTS
+    word = {REGRESSION: f"**{REGRESSION}** :x:", IMPROVEMENT: f"{IMPROVEMENT} :rocket:"}.get(
+        v.verdict, v.verdict
     )
+    extra = v.shown_verdict[len(v.verdict) :]
+    return Markdown(word + escape_markdown(extra))
 
 
 def measurement_rows(run: Run) -> list[list[Any]]:

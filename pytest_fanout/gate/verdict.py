@@ -65,6 +65,9 @@ class MetricChange:
     #: The smallest bad-direction change the case could have flagged, in the rule's units (a
     #: fraction for a % rule); None when no change could be flagged.
     detectable: float | None = None
+    #: Why an enforced rule could not judge this case for want of samples (the counts and the
+    #: repeat that would judge it), else "": never counted as "same".
+    unjudged: str = ""
 
     @property
     def label(self) -> str:
@@ -115,6 +118,7 @@ class MetricChange:
             "regressed": self.regressed,
             "improved": self.improved,
             "reported_only": not self.rule.enforced,
+            "not_judged": self.unjudged,
             "note": self.note,
         }
 
@@ -143,11 +147,31 @@ class CaseVerdict:
     def gated(self) -> bool:
         return self.verdict != NOT_GATED
 
+    @property
+    def not_judged(self) -> list[MetricChange]:
+        """The enforced rules that could not judge this case (too few samples)."""
+        return [c for c in self.changes if c.unjudged]
+
+    @property
+    def unjudged_note(self) -> str:
+        """ "cpu not judged: not judged with 10 samples a side ...", one clause per rule."""
+        return "; ".join(f"{c.label} not judged: {c.unjudged}" for c in self.not_judged)
+
+    @property
+    def shown_verdict(self) -> str:
+        """The word with the rules that did not judge a gated case: "same (cpu not judged)"."""
+        labels = [c.label for c in self.not_judged]
+        if not self.gated or not labels:
+            return self.verdict
+        return f"{self.verdict} ({', '.join(labels)} not judged)"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "verdict": self.verdict,
+            "shown_verdict": self.shown_verdict,
             "gated": self.gated,
+            "not_judged": {c.label: c.unjudged for c in self.not_judged},
             "reason": self.reason,
             "note": self.note,
             "metrics": [c.to_dict() for c in self.changes],
@@ -215,6 +239,14 @@ class Comparison:
             out[v.verdict] += 1
         return out
 
+    def not_judged_counts(self) -> dict[str, int]:
+        """Per rule's metric, in how many cases it could not judge for want of samples."""
+        out: dict[str, int] = {}
+        for v in self.verdicts:
+            for label in dict.fromkeys(c.label for c in v.not_judged):
+                out[label] = out.get(label, 0) + 1
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         data = {
             "baseline": self.baseline_source,
@@ -225,6 +257,7 @@ class Comparison:
             "failed": self.failed,
             "exit_status": self.exit_status,
             "counts": self.counts(),
+            "not_judged": self.not_judged_counts(),
             "latency_skipped": self.latency_skipped,
             "notes": self.notes,
             "cases": [v.to_dict() for v in self.verdicts],
@@ -282,7 +315,7 @@ def compare_values(
     else:
         worse = enough and beyond and p_worse is not None and p_worse < alpha
         better = enough and beyond_better and p_better is not None and p_better < alpha
-    note = ""
+    note = unjudged = ""
     weak = power_note(len(base.samples), len(now.samples), alpha, MIN_SAMPLES) if tested else ""
     gated = change is not None
     if change is None:
@@ -293,14 +326,14 @@ def compare_values(
     elif metric.sampled and weak:
         # A measurement's samples are its repeat; a Locust row's are its requests.
         note = weak if metric.kind == KIND_MEASUREMENT else "too few samples to judge"
-        gated = False
+        unjudged, gated = note, False
     elif metric.sampled and fewest < metric.min_samples:
         note = (
             f"not judged with {fewest} samples a side: {metric.name} needs"
             f" {metric.min_samples} (over fewer, two processes of the same code differ more"
             f" than the test sees); use repeat >= {metric.min_samples}"
         )
-        gated = False
+        unjudged, gated = note, False
     elif beyond and not worse:
         note = f"beyond {rule.text} but within the noise (p={p_worse:.2g})"
     elif not metric.sampled and not metric.exact and (worse or better):
@@ -314,6 +347,7 @@ def compare_values(
             note = "reported only"
         worse = better = False
         gated = False
+        unjudged = ""  # reported only: it never judges, so it is not "not judged" either
     return MetricChange(
         rule,
         base.stat,
@@ -328,6 +362,7 @@ def compare_values(
         part,
         gated,
         detectable,
+        unjudged,
     )
 
 
@@ -501,6 +536,12 @@ def _not_gated_reason(changes: list[MetricChange], missing: list[str], skipped: 
     weak = [c for c in changes if c.rule.enforced and c.note and not c.gated]
     if skipped and not changes:
         return "machine differs: latency not compared, and no portable metric to compare"
+    unjudged = [c for c in changes if c.unjudged]
+    if unjudged:  # every rule that wanted samples, each with the counts and the repeat to ask
+        by_why: dict[str, list[str]] = {}
+        for c in unjudged:
+            by_why.setdefault(c.unjudged, []).append(c.label)
+        return "; ".join(f"{', '.join(labels)}: {why}" for why, labels in by_why.items())
     if weak:
         return f"{weak[0].label}: {weak[0].note}"
     if missing and not changes:

@@ -1,0 +1,119 @@
+"""The gate never says "same" for what it did not judge: a rule short of samples is said apart.
+
+Made-up measurements (no server, no clock): the A/B rules, a clear +24% CPU shift with the
+wall time unchanged. With 10 samples a side the cpu rule cannot judge (it needs 20): the case
+is "same (cpu not judged)" and the summary counts it apart; with 20 it is a regression.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from pytest_fanout.gate import (
+    GateConfig,
+    Run,
+    compare_runs,
+    render_comparison_markdown,
+    render_comparison_text,
+)
+from pytest_fanout.gate.report import summary_line
+from pytest_fanout.measurement import Measurement
+
+#: The A/B mode's rules: the defaults and cpu+5%.
+AB = GateConfig.from_options(None).for_ab()
+TEST = "tests/t.py::test_fanout"
+
+
+def measured(path: str, cpu_s: float, k: int, seed: int) -> Measurement:
+    """k samples of ~110 ms wall time and ~cpu_s of app CPU per request, +-2% noise."""
+    rng = random.Random(seed)
+    n = int(path.rsplit("/", 1)[1])
+    return Measurement(
+        path=path,
+        samples=[0.110 * (1 + rng.uniform(-0.02, 0.02)) for _ in range(k)],
+        app_cpu_per_sample=[cpu_s * (1 + rng.uniform(-0.02, 0.02)) for _ in range(k)],
+        n=n,
+        concurrency=n,
+        upstream_delay_s=0.1,
+        test=TEST,
+    )
+
+
+def ab(k: int, config: GateConfig = AB):
+    """Two cases, base at 3.84 ms of CPU a request, head at 4.75 ms (+24%), k samples a side."""
+    paths = ("/async/10", "/async/20")
+    base = Run.from_measurements([measured(p, 0.00384, k, i) for i, p in enumerate(paths)])
+    head = Run.from_measurements([measured(p, 0.00475, k, 10 + i) for i, p in enumerate(paths)])
+    return compare_runs(base, head, config, same_machine=True)
+
+
+def test_ten_samples_a_side_is_never_a_bare_same() -> None:
+    comparison = ab(10)
+    for v in comparison.verdicts:
+        cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
+        assert not cpu.gated and not cpu.regressed
+        assert cpu.unjudged.startswith("not judged with 10 samples a side: cpu needs 20")
+        assert "use repeat >= 20" in cpu.unjudged
+        # The other rules judged it and found nothing: same, with cpu listed apart.
+        assert v.verdict == "same"
+        assert v.shown_verdict == "same (cpu not judged)"
+    assert comparison.not_judged_counts() == {"cpu": 2}
+    assert summary_line(comparison) == "fanout gate passed: 2 same, cpu not judged in 2"
+    # Not judging a metric is not a failure: the exit status is the run's.
+    assert not comparison.failed and comparison.exit_status == 0
+
+    text = render_comparison_text(comparison)
+    assert "same (cpu not judged)" in text
+    assert "cpu not judged: not judged with 10 samples a side" in text
+    assert text.count("use repeat >= 20") >= 2  # one line per case
+    assert text.splitlines()[-1] == "fanout gate passed: 2 same, cpu not judged in 2"
+
+    markdown = render_comparison_markdown(comparison)
+    assert "fanout gate passed: 2 same, cpu not judged in 2" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| `tests/t.py")]
+    assert len(rows) == 2
+    for row in rows:
+        assert "| same (cpu not judged) |" in row
+        assert "cpu not judged: not judged with 10 samples a side" in row
+        assert "use repeat &gt;= 20" in row  # escaped in a Markdown cell
+
+    data = json.loads(json.dumps(comparison.to_dict()))
+    assert data["not_judged"] == {"cpu": 2} and data["exit_status"] == 0
+    for case in data["cases"]:
+        assert case["verdict"] == "same" and case["shown_verdict"] == "same (cpu not judged)"
+        assert "use repeat >= 20" in case["not_judged"]["cpu"]
+        [cpu] = [x for x in case["metrics"] if x["metric"] == "cpu"]
+        assert cpu["not_judged"].startswith("not judged with 10 samples a side")
+
+
+def test_twenty_samples_a_side_judge_the_cpu() -> None:
+    comparison = ab(20)
+    assert [v.verdict for v in comparison.verdicts] == ["regression", "regression"]
+    for v in comparison.verdicts:
+        assert v.shown is not None and v.shown.rule.text == "cpu+5%"
+        assert v.shown_verdict == "regression" and not v.not_judged
+    assert comparison.not_judged_counts() == {}
+    assert summary_line(comparison) == "fanout gate FAILED: 2 regression"
+    assert comparison.exit_status == 1
+
+
+def test_a_case_no_rule_could_judge_is_not_gated_with_why() -> None:
+    """Only the cpu rule, 10 samples a side: nothing judged the cases, so not "same"."""
+    comparison = ab(10, GateConfig.from_options("cpu+5%"))
+    for v in comparison.verdicts:
+        assert v.verdict == "not gated" and v.shown_verdict == "not gated"
+        assert v.reason.startswith("cpu: not judged with 10 samples a side: cpu needs 20")
+        assert "use repeat >= 20" in v.reason
+    assert comparison.counts()["same"] == 0
+    line = summary_line(comparison)
+    assert line.startswith("fanout gate FAILED: 2 not gated, cpu not judged in 2; no case was")
+    assert "2 cpu: not judged with 10 samples a side" in line
+    # Nothing gated at all: the existing "not gated" exit status, unless accepted.
+    assert comparison.exit_status == 6
+    accepted = ab(10, GateConfig.from_options("cpu+5%", allow_ungated=True))
+    assert accepted.exit_status == 0 and "(accepted: --fanout-allow-ungated)" in summary_line(
+        accepted
+    )
+    text = render_comparison_text(accepted)
+    assert f"{TEST} /async/10: cpu: not judged with 10 samples a side" in text
