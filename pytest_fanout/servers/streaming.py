@@ -131,9 +131,12 @@ def plan_from_spec(spec: Mapping[str, Any], *, handler: bool) -> StreamPlan | No
     rate = _number("tokens_per_s", spec.get("tokens_per_s"), MAX_TOKENS_PER_S)
     interval_s(delay, rate)  # refuses both at once
     if events is None and chunks is None:
-        if (delay is not None or rate is not None) and not handler:
+        if delay is None and rate is None:
+            return None
+        if not handler:
             raise StreamError("chunk_delay_ms= and tokens_per_s= pace events= or chunks=")
-        return None
+        # The pace alone, kept for the handler's StubStream that sets none (no pieces here).
+        return StreamPlan(False, None, delay, rate)
     if events is not None and chunks is not None:
         raise StreamError("give events= or chunks=, not both")
     if handler:

@@ -46,6 +46,10 @@ def broken(request):
 
 def neither(request):
     return StubStream()
+
+
+def unpaced(request):
+    return StubStream(chunks=["p"] * 20)
 """
 
 
@@ -132,6 +136,14 @@ def test_tokens_per_second_paces_the_pieces(upstream: StubUpstreamServer) -> Non
     pieces, first, last, _ = timed_stream(upstream.url + "/tokens")
     assert b"".join(pieces) == b"t" * 6
     assert last - first >= 5 * 0.1 * 0.9  # five intervals of 100 ms, on an absolute schedule
+
+
+def test_a_handler_stream_without_a_pace_takes_the_routes(upstream: StubUpstreamServer) -> None:
+    """20 pieces at the route's 40/s: 19 intervals of 25 ms (0.475 s), not all at once."""
+    upstream.route("GET", "/unpaced", handler="stream_handlers:unpaced", tokens_per_s=40)
+    pieces, first, last, _ = timed_stream(upstream.url + "/unpaced")
+    assert b"".join(pieces) == b"p" * 20
+    assert last - first >= 0.3  # on an absolute schedule; sent at once it took ~0
 
 
 def test_a_handler_streams_from_a_generator(upstream: StubUpstreamServer) -> None:
