@@ -644,6 +644,15 @@ OPTIONS: dict[str, Option] = {
             front_ends=_FANOUT,
         ),
         Option(
+            "ideal_s",
+            "the path's ideal time in seconds (what it would take with no overhead), for the"
+            " efficiency when --n and --concurrency cannot say it (measure(ideal_s=))",
+            _typed(limits.bounded(limits.positive_float, limits.MAX_DURATION_S, " s")),
+            metavar="S",
+            group="measure",
+            front_ends=_FANOUT,
+        ),
+        Option(
             "repeat",
             "timed requests; the median and p95 are over these (default: %(default)s)",
             _typed(limits.repeats),

@@ -24,6 +24,7 @@ from pytest_fanout.spec import DEFAULT_UPSTREAM, add_options
 
 if TYPE_CHECKING:
     from pytest_fanout.measurement import Measurement
+    from pytest_fanout.spec import StackSpec
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 n=args.n,
                 concurrency=args.concurrency,
                 disconnect_after_s=args.fanout_disconnect_after,
+                ideal_s=args.fanout_ideal_s,
             )
         except httpx2.TimeoutException:
             raise CommandError(
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
             ) from None
         waterfall = _save_waterfall(m, stack.upstreams, waterfall_target)
     print(
-        measurement_report(m, method=args.method, app=spec.app, delay_ms=spec.delay_ms), flush=True
+        measurement_report(m, method=args.method, app=spec.app, delay_ms=spec.delay_ms, spec=spec),
+        flush=True,
     )
     if waterfall is not None:
         print(f"\n{waterfall}\n(saved to {waterfall_target})", flush=True)
@@ -122,12 +125,37 @@ def _upstream_rows(m: Measurement) -> list[tuple[str, int, str, int]]:
     return rows
 
 
-def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float) -> str:
-    """`fanout measure`'s answer: timings, what each upstream saw, loop lag, efficiency."""
+def stub_delays(delay_ms: float, spec: StackSpec | None = None) -> str:
+    """ "stub upstream delay 100 ms", then each upstream and route whose delay differs from
+    it ("; pricing 50 ms; route GET /slow 300 ms"): the header says what the stub waited."""
+    text = f"stub upstream delay {delay_ms:g} ms"
+    if spec is None:
+        return text
+    extra = []
+    behaviours = spec.behaviours()
+    routes = spec.routes()
+    named = len(behaviours) > 1
+    for name, behaviour in behaviours.items():
+        own = behaviour.delay_ms
+        label = f"{name} " if named else ""
+        if own != delay_ms:
+            extra.append(f"{name} {own:g} ms")
+        for route in routes.get(name, ()):
+            route_ms = route.get("delay_ms")
+            if route_ms is not None and route_ms != own:
+                extra.append(f"{label}route {route['method']} {route['path']} {route_ms:g} ms")
+    return "; ".join([text, *extra])
+
+
+def measurement_report(
+    m: Measurement, *, method: str, app: str, delay_ms: float, spec: StackSpec | None = None
+) -> str:
+    """`fanout measure`'s answer: timings, what each upstream saw, loop lag, efficiency; the
+    header lists each upstream's and route's delay where it is not the stack's (`spec`)."""
     from pytest_fanout.diagnosis import efficiency_cell
 
     lines = [
-        f"{method} {m.path} on {app} (stub upstream delay {delay_ms:g} ms,"
+        f"{method} {m.path} on {app} ({stub_delays(delay_ms, spec)},"
         f" {len(m.samples)} samples after a warm-up)",
         f"  median            {m.median_s * 1000:.1f} ms",
         f"  p95               {m.p95_s * 1000:.1f} ms",
@@ -164,7 +192,12 @@ def measurement_report(m: Measurement, *, method: str, app: str, delay_ms: float
             f"  new connections   {m.connections_opened} (all upstreams, the most in one sample)"
         )
     lines.append(f"  loop lag          {m.loop_lag_max_s * 1000:.1f} ms (worst stall)")
-    if m.ideal_s is not None:
+    if m.ideal_given_s is not None:
+        lines.append(
+            f"  efficiency        {efficiency_cell(m)}; ideal {m.ideal_s * 1000:.0f} ms (given:"
+            " --ideal-s)"
+        )
+    elif m.ideal_s is not None:
         lines.append(
             f"  efficiency        {efficiency_cell(m)}; ideal {m.ideal_s * 1000:.0f} ms"
             f" (n={m.n}, concurrency {m.concurrency})"

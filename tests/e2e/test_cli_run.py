@@ -179,6 +179,38 @@ def test_measure_a_path_of_a_users_own_app(tmp_path: Path) -> None:
     assert first_byte <= median  # a JSON answer's first byte comes with its last
 
 
+SHOP_ROUTED = """
+[tool.fanout]
+app = "shop:app"
+delay_ms = 100
+
+[tool.fanout.upstreams.warehouse]
+env = "FANOUT_UPSTREAM_URL"
+routes = [{ method = "GET", path = "/item/{i}", delay_ms = 300 }]
+"""
+
+
+def test_measure_names_each_routes_delay_and_takes_an_ideal_time(tmp_path: Path) -> None:
+    """The header says the 300 ms the only route waits, not only the stack's 100 ms; and
+    --ideal-s gives the ideal time where --n cannot (the route's own delay)."""
+    (tmp_path / "shop.py").write_text(SHOP)
+    (tmp_path / "pyproject.toml").write_text(SHOP_ROUTED)
+    result = _fanout("measure", "/basket/2", "--repeat", "1", "--ideal-s", "0.3", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    header = result.stdout.splitlines()[0]
+    assert header.startswith(
+        "GET /basket/2 on shop:app (stub upstream delay 100 ms; route GET /item/{i} 300 ms,"
+    ), header
+    median = float(re.search(r"median\s+([\d.]+) ms", result.stdout).group(1))
+    assert median >= 300  # the route's delay is the one the stub waited
+    assert re.search(
+        r"^\s+efficiency\s+[\d.]+; ideal 300 ms \(given: --ideal-s\)$", result.stdout, re.M
+    ), result.stdout
+    bad = _fanout("measure", "/basket/2", "--ideal-s", "0", cwd=tmp_path)
+    assert bad.returncode != 0 and bad.stdout == ""
+    assert len(bad.stderr.strip().splitlines()) <= 2 and "must be > 0" in bad.stderr, bad.stderr
+
+
 def test_measure_an_error_answer_is_one_line_and_a_failure(tmp_path: Path) -> None:
     (tmp_path / "shop.py").write_text(SHOP)
     result = _fanout("measure", "/broken", "--app", "shop:app", "--repeat", "1", cwd=tmp_path)
