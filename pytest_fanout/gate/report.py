@@ -112,7 +112,10 @@ def summary_line(comparison: Comparison) -> str:
     counts = comparison.counts()
     parts = [f"{n} {k}" for k, n in counts.items() if n]
     head = "FAILED" if comparison.failed else "passed"
-    parts += [f"{label} not judged in {n}" for label, n in comparison.not_judged_counts().items()]
+    by_count: dict[int, list[str]] = {}  # "median, p95 not judged in 1": one clause a count
+    for label, n in comparison.not_judged_counts().items():
+        by_count.setdefault(n, []).append(label)
+    parts += [f"{', '.join(labels)} not judged in {n}" for n, labels in by_count.items()]
     line = f"fanout gate {head}: " + (", ".join(parts) or "no cases")
     if comparison.nothing_gated:
         accepted = " (accepted: --fanout-allow-ungated)" if comparison.config.allow_ungated else ""
