@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_fanout import limits
+from pytest_fanout.artifacts import ArtifactError
 from pytest_fanout.limits import ExitCode, fraction, http_status, strict_json_loads
 from pytest_fanout.spec import OPTIONS, SpecError, StackSpec, add_options, options_for, resolve
 
@@ -304,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (see: fanout {args.command} --help)" if exc.code == ExitCode.USAGE else ""
         print(f"fanout: error: {exc}{hint}", file=sys.stderr)
         return exc.code
+    except ArtifactError as exc:  # any command's file (a report, a table, a recording)
+        print(f"fanout: error: {exc} (the old file, if any, is whole)", file=sys.stderr)
+        return ExitCode.FAILED
     except Exception as exc:
         # Imported here: `fanout --help` loads no server machinery (nor httpx2).
         from pytest_fanout.servers.process import ServerStartError

@@ -316,3 +316,22 @@ def test_markdown_code_spans_hold_any_backticks() -> None:
 def test_artifacts_imports_nothing_of_the_project() -> None:
     source = Path(artifacts.__file__).read_text()
     assert "from pytest_fanout" not in source and "import pytest_fanout" not in source
+
+
+def test_a_failed_write_in_any_command_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Every `fanout` command's files go through the writer; its ArtifactError ends the
+    command in one line (exit 1), never a traceback or a class name."""
+    from pytest_fanout import cli
+    from pytest_fanout.artifacts import ArtifactError
+    from pytest_fanout.cli import compare
+
+    def fail(args: object) -> int:
+        raise ArtifactError(tmp_path / "out.json", "No space left on device")
+
+    monkeypatch.setattr(compare, "run", fail)
+    assert cli.main(["compare", "a.json", "b.json"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "ArtifactError" not in err
+    assert err.startswith("fanout: error: cannot write ") and "No space left on device" in err
