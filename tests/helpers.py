@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pytest_fanout.load import MARKER_ENV, kill_marked
 from pytest_fanout.servers.proctree import (
@@ -20,6 +21,12 @@ from pytest_fanout.servers.proctree import (
     pid_alive,
     processes_with_env,
 )
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from pytest_fanout.measurement import Measurement, Request
+    from pytest_fanout.servers.stack import Stack
 
 __all__ = [
     "REPO",
@@ -144,3 +151,32 @@ def run_example(ini: str, test_file: str, *extra: str, timeout: float = 180) -> 
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     return output
+
+
+def measure_stack(
+    stack: Stack,
+    client: httpx2.Client,
+    request: Request | str,
+    *,
+    repeat: int = 2,
+    warmup: int = 1,
+    **options: Any,
+) -> Measurement:
+    """`measure` of one request (or a GET path) against a running `Stack`: its app, probe and
+    every upstream; 2 samples after a warm-up, as the e2e tests take them."""
+    from pytest_fanout.measure import measure
+    from pytest_fanout.measurement import Request
+
+    assert stack.app is not None
+    if isinstance(request, str):
+        request = Request(request)
+    return measure(
+        client,
+        stack.app.url,
+        request,
+        upstreams=stack.upstreams,
+        app=stack.app,
+        repeat=repeat,
+        warmup=warmup,
+        **options,
+    )

@@ -15,9 +15,9 @@ import pytest
 
 from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import ServerStartError, Stack
+from tests.helpers import measure_stack
 
 N = 8
 #: Far longer than any framework needs to start 8 calls: the peak is exact.
@@ -280,18 +280,7 @@ def users_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]
 
 
 def take(stack: Stack, client: httpx2.Client, path: str, concurrency: int) -> Measurement:
-    assert stack.app is not None
-    return measure(
-        client,
-        stack.app.url,
-        Request(path),
-        upstreams=stack.upstreams,
-        app=stack.app,
-        repeat=2,
-        warmup=1,
-        n=N,
-        concurrency=concurrency,
-    )
+    return measure_stack(stack, client, Request(path), n=N, concurrency=concurrency)
 
 
 def test_every_kind_of_app_is_measured_exactly(users_app: Stack) -> None:

@@ -14,10 +14,9 @@ import pytest
 
 from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
-from tests.helpers import REPO
+from tests.helpers import REPO, measure_stack
 
 APP_DIR = Path(__file__).parent / "diagnose_app"
 APP_REL = APP_DIR.relative_to(REPO).as_posix()
@@ -52,17 +51,7 @@ def client() -> Iterator[httpx2.Client]:
 
 
 def take(stack: Stack, client: httpx2.Client, path: str, **shape: int) -> Measurement:
-    assert stack.app is not None
-    return measure(
-        client,
-        stack.app.url,
-        Request(path),
-        upstreams=stack.upstreams,
-        app=stack.app,
-        repeat=2,
-        warmup=1,
-        **shape,
-    )
+    return measure_stack(stack, client, Request(path), **shape)
 
 
 @pytest.mark.parametrize(

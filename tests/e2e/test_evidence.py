@@ -14,9 +14,9 @@ import pytest
 
 from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
+from tests.helpers import measure_stack
 
 APP_DIR = Path(__file__).parent / "evidence_app"
 #: A 75 KB JSON document, as a static file server answers it.
@@ -51,17 +51,7 @@ def take(
 ) -> Measurement:
     assert stack.app is not None
     stack.upstream.configure(delay_ms=delay_ms)
-    return measure(
-        client,
-        stack.app.url,
-        Request(path),
-        upstreams=stack.upstreams,
-        app=stack.app,
-        repeat=2,
-        warmup=1,
-        n=n,
-        concurrency=n,
-    )
+    return measure_stack(stack, client, Request(path), n=n, concurrency=n)
 
 
 def exact(m: Measurement) -> list[str]:

@@ -18,7 +18,6 @@ from pytest_fanout.assertions import (
     assert_streams,
 )
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
 from pytest_fanout.servers.sdk_answers import (
@@ -26,6 +25,7 @@ from pytest_fanout.servers.sdk_answers import (
     openai_chat_completion,
     openai_chat_completion_stream,
 )
+from tests.helpers import measure_stack
 
 APP_DIR = Path(__file__).parent / "llm_app"
 QUESTION = {"question": "What is six times seven?"}
@@ -62,16 +62,7 @@ def stack(models: Stack) -> Stack:
 
 
 def take(stack: Stack, client: httpx2.Client, path: str) -> Measurement:
-    assert stack.app is not None
-    return measure(
-        client,
-        stack.app.url,
-        Request(path, method="POST", json=QUESTION),
-        upstreams=stack.upstreams,
-        app=stack.app,
-        repeat=2,
-        warmup=1,
-    )
+    return measure_stack(stack, client, Request(path, method="POST", json=QUESTION))
 
 
 def test_plain_answers_from_both_sdks_at_once(stack: Stack) -> None:
@@ -184,16 +175,8 @@ def test_the_sdks_when_the_gateways_caller_hangs_up(stack: Stack) -> None:
     with httpx2.Client(timeout=60) as client:
 
         def hang_up(path: str) -> Measurement:
-            assert stack.app is not None
-            return measure(
-                client,
-                stack.app.url,
-                Request(path, method="POST", json=QUESTION),
-                upstreams=stack.upstreams,
-                app=stack.app,
-                repeat=2,
-                warmup=1,
-                disconnect_after_s=0.1,
+            return measure_stack(
+                stack, client, Request(path, method="POST", json=QUESTION), disconnect_after_s=0.1
             )
 
         ordinary = hang_up("/ask-streamed")

@@ -12,11 +12,10 @@ import pytest
 
 from pytest_fanout.assertions import FanoutAssertionError, assert_no_blocking
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import ServerStartError, Stack
 from pytest_fanout.servers.callstacks import blocking_line, describe_stall
-from tests.helpers import REPO
+from tests.helpers import REPO, measure_stack
 
 APP_DIR = Path(__file__).parent / "diagnose_app"
 APP_REL = APP_DIR.relative_to(REPO).as_posix()
@@ -42,16 +41,7 @@ def client() -> Iterator[httpx2.Client]:
 
 
 def take(stack: Stack, client: httpx2.Client, path: str) -> Measurement:
-    assert stack.app is not None
-    return measure(
-        client,
-        stack.app.url,
-        Request(path),
-        upstreams=stack.upstreams,
-        app=stack.app,
-        repeat=2,
-        warmup=1,
-    )
+    return measure_stack(stack, client, Request(path))
 
 
 def where(m: Measurement) -> str:

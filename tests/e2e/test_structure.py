@@ -23,10 +23,10 @@ import pytest
 from pytest_fanout.assertions import assert_concurrency
 from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
 from pytest_fanout.servers.held import HoldBoundError
+from tests.helpers import measure_stack
 
 APP_DIR = Path(__file__).parent / "structure_app"
 DELAY_MS = 100
@@ -53,18 +53,7 @@ def client() -> Iterator[httpx2.Client]:
 
 
 def take(stack: Stack, client: httpx2.Client, path: str, n: int, **body: Any) -> Measurement:
-    assert stack.app is not None
-    return measure(
-        client,
-        stack.app.url,
-        Request(path, **body),
-        upstreams=stack.upstreams,
-        app=stack.app,
-        repeat=2,
-        warmup=1,
-        n=n,
-        concurrency=n,
-    )
+    return measure_stack(stack, client, Request(path, **body), n=n, concurrency=n)
 
 
 @pytest.mark.parametrize(
