@@ -377,6 +377,10 @@ def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
         _send_report(runner, final=True)
 
 
+#: Seconds the master waits, at most, for the workers' final reports before its summary.
+FINAL_REPORT_WAIT_S = 5.0
+
+
 # ---- worker -> master -----------------------------------------------------------
 
 
@@ -509,6 +513,16 @@ def _write_exact_file(environment: Environment) -> None:
     write_json(Path(f"{prefix}{EXACT_SUFFIX}"), data, indent=None)
 
 
+def _wait_for_final_reports(bound_s: float = FINAL_REPORT_WAIT_S) -> None:
+    """The master's summary counts every worker's final report, which a worker sends as its
+    test stops: Locust's master may reach `quitting` a moment before the last one arrives.
+    Its listener still runs here, so wait for them, bounded (a worker that died never sends
+    one: the summary then says how many did)."""
+    deadline = time.monotonic() + bound_s
+    while len(_STATE.final) < len(_STATE.workers) and time.monotonic() < deadline:
+        gevent.sleep(0.05)  # yields to the master's message listener
+
+
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
     if isinstance(environment.runner, WorkerRunner) or _STATE.summarised:
@@ -516,6 +530,8 @@ def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
     _STATE.summarised = True
     if _STATE.schedule is not None:
         _STATE.schedule.end()
+    if isinstance(environment.runner, MasterRunner):
+        _wait_for_final_reports()
     for line in _summary_lines(environment):
         _say(line)
     _write_exact_file(environment)
