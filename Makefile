@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+## uv installs the same packages as pip, from the same index, in a fraction of the time
+## (2.5 min -> ~20 s for .[test,docs] on 2 cores): pip brings it into the venv first, so
+## Python, pip and make are all a fresh clone needs.
+UV_PIP := $(BIN)/python -m uv pip install --quiet --python $(BIN)/python
 
 .PHONY: install patterns test docs test-loaded lint load soak bench perf gate-validate serve wheel clean
 
@@ -10,8 +14,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(UV_PIP) -e ".[test,docs]"
 	touch $(STAMP)
 
 ## The main job: sync, async and async_sem side by side on the embedded stack.
@@ -38,7 +42,7 @@ test-loaded: install
 ## The docs site (mkdocs.yml) into site/: strict, so a page missing from the nav, a broken
 ## link or an API name griffe cannot resolve fails the build.
 docs: install
-	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(UV_PIP) -e ".[docs]"
 	$(BIN)/mkdocs build --strict
 
 lint: install
@@ -55,7 +59,7 @@ soak: install
 
 ## Fan-out at the physical limit: app vs raw aiohttp, httpx and httpx2; table and plot in docs/.
 bench: install
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(UV_PIP) -e ".[bench]"
 	$(BIN)/python -m benchmarks.physical_limit
 
 ## The performance suite, saved for the regression gate (compare with BASELINE=path.json).
