@@ -24,12 +24,15 @@ patterns: install
 
 ## The tests (what CI runs): the suite, then the exact-count e2e tests on a loaded runner
 ## (those run only there: beside two CPU burners is the stricter place for them).
-## Three workers on two cores: most tests wait on processes and stub delays, not the CPU
-## (10.4 min against 15 with -n 2, 2026-12-03); every count is exact under load anyway.
+## Four workers on two cores: most tests wait on processes, stub delays and Locust's run
+## time, not the CPU (10.4 min with -n 3 against 15 with -n 2, 2026-12-03); every count is
+## exact under load anyway. --dist loadgroup keeps a module marked xdist_group on one worker
+## (the installed wheel, the 1000-wide stacks: module fixtures a worker would repeat).
 test: install
 	$(BIN)/ruff check .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
-	$(BIN)/python -m pytest -n 3 --durations=15 $(addprefix --ignore=,$(LOADED_TESTS))
+	$(BIN)/python -m pytest -n 4 --dist loadgroup --durations=15 \
+		$(addprefix --ignore=,$(LOADED_TESTS))
 	$(MAKE) test-loaded
 
 ## The e2e tests whose counts must be exact whatever the machine, beside two CPU-bound
