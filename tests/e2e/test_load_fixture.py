@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -57,8 +58,16 @@ def test_fanout_load_runs_a_users_own_locustfile(fanout_load, fanout_upstream, t
     fanout_upstream.configure(delay_ms=20, jitter_ms=0)
     fanout_upstream.reset()
     (tmp_path / "my_locustfile.py").write_text(USER_LOCUSTFILE)
-    result = fanout_load(users=2, run_time_s=2, locustfile=tmp_path / "my_locustfile.py")
+    told: list[str] = []  # progress= as the terminal gets it (issue 35), here in a list
+    result = fanout_load(
+        users=2, run_time_s=2, locustfile=tmp_path / "my_locustfile.py", progress=told.append
+    )
     assert result.exit_code == 0, result.output[-2000:]
+    assert told[0] == f"locust: 2 user(s) for 2 s on {result.host}", told
+    assert all(re.fullmatch(r"locust: \d+ s of 2 s", line) for line in told[1:-1]), told
+    assert told[-1] == (
+        f"locust: done, {result.total.requests} request(s), 0 failed (exit status 0)"
+    ), told
     assert [row.key for row in result.endpoints.values()] == ["GET checkout"]
     assert result.endpoint("checkout").failures == 0
     # Four upstream calls per request, each counted by the stub (plus those of the at
