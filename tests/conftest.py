@@ -10,7 +10,7 @@ pytest_plugins = ["tests.reference_shapes"]
 
 @pytest.fixture
 def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
-    """pytester, whose sessions block the installed plugins no inner session uses (each
-    costs CPU at every start: ~2 s of the ~2.7 s a session takes to start here)."""
+    """pytester, whose sessions block the installed plugins no inner session uses (they
+    cost CPU at every start: ~2 s of the ~2.7 s a session takes to start here)."""
     pytester.plugins.extend(f"no:{name}" for name in UNUSED_PLUGINS)
     return pytester
