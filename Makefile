@@ -28,13 +28,11 @@ patterns: install
 ## (those run only there: beside two CPU burners is the stricter place for them).
 ## Four workers on two cores: most tests wait on processes, stub delays and Locust's run
 ## time, not the CPU (10.4 min with -n 3 against 15 with -n 2, 2026-12-03); every count is
-## exact under load anyway. --dist loadgroup keeps a module marked xdist_group on one worker
-## (the installed wheel, the 1000-wide stacks: module fixtures a worker would repeat).
+## exact under load anyway.
 test: install
 	$(BIN)/ruff check .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
-	$(BIN)/python -m pytest -n 4 --dist loadgroup --durations=15 \
-		$(addprefix --ignore=,$(LOADED_TESTS))
+	$(BIN)/python -m pytest -n 4 --durations=15 $(addprefix --ignore=,$(LOADED_TESTS))
 	$(MAKE) test-loaded
 
 ## The e2e tests whose counts must be exact whatever the machine, beside two CPU-bound

@@ -28,10 +28,6 @@ from schemathesis.specs.openapi.checks import (
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import Stack
 
-#: One xdist worker for the whole module (`make test`'s --dist loadgroup): its stack is a
-#: module fixture that each worker would start again.
-pytestmark = pytest.mark.xdist_group("fuzz_api")
-
 MAX_N = 50
 MAX_CONCURRENCY = 20
 APP_ENV = {

@@ -22,10 +22,6 @@ from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import Stack
 from tests.helpers import REPO
 
-#: One xdist worker for the whole module (`make test`'s --dist loadgroup): its stack is a
-#: module fixture that each worker would start again.
-pytestmark = pytest.mark.xdist_group("physical_limit")
-
 N = 1000
 #: Long enough that each engine starts all 1000 calls before the first returns, even on a
 #: busy machine: aiohttp's needs ~0.2 ms of CPU a call, httpx2's own pool 1-2 ms.

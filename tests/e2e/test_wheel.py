@@ -29,9 +29,7 @@ import pytest
 from pytest_fanout.load import MARKER_ENV, kill_marked
 from tests.helpers import REPO
 
-#: One xdist worker for the whole module (`make test`'s --dist loadgroup): the installed
-#: wheel is a module fixture, a minute or more of pip, that every worker would repeat.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
+pytestmark = pytest.mark.slow
 
 INSTALL_TIMEOUT_S = 600
 
