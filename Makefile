@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ## uv installs the same packages as pip, from the same index, in a fraction of the time
 ## (.[test,docs] here: pip 2 min 31 s, uv 33 s, a little more with the .pyc): pip brings
-## it into the venv first, so Python, pip and make are all a fresh clone needs. --compile-bytecode as pip does: without
-## the .pyc files every process the suite starts compiles its imports again (twice the CPU
-## to import fastapi, aiohttp and uvicorn where PYTHONDONTWRITEBYTECODE is set).
+## it into the venv first, so Python, pip and make are all a fresh clone needs.
+## --compile-bytecode as pip does: without the .pyc files every process the suite starts
+## compiles its imports again (twice the CPU to import fastapi, aiohttp and uvicorn where
+## PYTHONDONTWRITEBYTECODE is set).
 UV_PIP := $(BIN)/python -m uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
 .PHONY: install patterns test docs test-loaded lint load soak bench perf gate-validate serve wheel clean
