@@ -46,7 +46,10 @@ MAX_DEPTH = 48  # innermost frames kept per stack
 MAX_SAMPLES = 400  # per stall, whatever its length
 SAMPLE_S = 0.005  # between samples at the start of a stall
 THIN = 50  # then every (time stalled / THIN): logarithmically many samples
-_CALL_OPS = frozenset({"CALL", "CALL_FUNCTION_EX", "CALL_KW"})
+#: The opcodes of a call, de-specialised (`dis.get_instructions(adaptive=False)`): a warm
+#: call site on 3.11 is caught at its PRECALL (a specialised PRECALL calls a builtin itself),
+#: on 3.12+ at its CALL.
+_CALL_OPS = frozenset({"CALL", "CALL_FUNCTION_EX", "CALL_KW", "PRECALL"})
 _CALLEE_CACHE_MAX = 512
 
 Frame = tuple[str, int, str]
@@ -89,6 +92,13 @@ class _Stall:
     next_sample: float
     counts: dict[Stack, int] = field(default_factory=dict)
     samples: int = 0
+    #: Per stack: [seconds of the stall it stands for, seconds the loop thread ran, seconds
+    #: it slept (neither running nor waiting for a CPU), seconds those two were measured].
+    times: dict[Stack, list[float]] = field(default_factory=dict)
+    #: The last sample: when, its stack, and the loop thread's (run, wait) ns then.
+    last_at: float | None = None
+    last_stack: Stack | None = None
+    last_clock: tuple[int, int] | None = None
     #: (the loop thread's run, every thread's wait for a CPU) in nanoseconds when the loop
     #: was last healthy.
     sched: tuple[int, int] | None = None
@@ -127,6 +137,8 @@ class StallWatch:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._callees: dict[tuple[types.CodeType, int], str | None] = {}
+        #: The loop thread's CPU clock (where /proc is absent).
+        self._cpu_clock: int | None = None
 
     # ---- the loop thread's side ----------------------------------------------
 
@@ -136,6 +148,10 @@ class StallWatch:
             return
         self._thread_id = loop_thread_id
         self._native_id = threading.get_native_id()
+        try:
+            self._cpu_clock = time.pthread_getcpuclockid(loop_thread_id)
+        except (AttributeError, OSError):
+            self._cpu_clock = None
         self.stamp = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="fanout-stallwatch", daemon=True)
         self._thread.start()
@@ -180,7 +196,7 @@ class StallWatch:
                             since=stamp, next_sample=now, sched=self._healthy_sched
                         )
                     if now >= stall.next_sample and stall.samples < MAX_SAMPLES:
-                        self._sample(stall)
+                        self._sample(stall, now)
                         stall.next_sample = next_sample_at(now, stamp)
             if stall is None:
                 self._healthy_sched = self._sched()
@@ -189,13 +205,14 @@ class StallWatch:
             wake = stamp + limit if stall is None else min(stall.next_sample, now + self._poll_s)
             time.sleep(max(0.001, wake - time.perf_counter()))  # the watchdog's period
 
-    def _sample(self, stall: _Stall) -> None:
+    def _sample(self, stall: _Stall, now: float) -> None:
         frame = sys._current_frames().get(self._thread_id or 0)
         if frame is None or self.stamp != stall.since:
             return  # the loop ran again meanwhile: this stack is not the stall's
         spent = time.thread_time()
         try:
             stack = self._stack_of(frame)
+            clock = self._loop_clock()
         finally:
             del frame
             stall.sampler_s += time.thread_time() - spent
@@ -206,23 +223,77 @@ class StallWatch:
             stall.counts[stack] += 1
         elif len(stall.counts) < MAX_DISTINCT:
             stall.counts[stack] = 1
+        self._weigh(stall, stack, now, clock)
+
+    def _weigh(
+        self, stall: _Stall, stack: Stack, now: float, clock: tuple[int, int] | None
+    ) -> None:
+        """Give `stack` the time since the previous sample (the first: since the stall
+        began, which it was most likely in already), so the stall is blamed on the place
+        that held it longest, not on the one sampled most by chance; and, where the same
+        stack was caught at both ends, whether the loop thread ran or slept meanwhile."""
+        start = stall.since + self.tick_s if stall.last_at is None else stall.last_at
+        times = stall.times.get(stack)
+        if times is None and stack in stall.counts:
+            times = stall.times[stack] = [0.0, 0.0, 0.0, 0.0]
+        if times is not None:
+            times[0] += max(0.0, now - start)
+            if stall.last_stack == stack and clock is not None and stall.last_clock is not None:
+                span = now - start
+                ran = (clock[0] - stall.last_clock[0]) / 1e9
+                queued = (clock[1] - stall.last_clock[1]) / 1e9
+                times[1] += ran
+                times[2] += max(0.0, span - ran - queued)
+                times[3] += span
+        stall.last_at, stall.last_stack, stall.last_clock = now, stack, clock
+
+    def _loop_clock(self) -> tuple[int, int] | None:
+        """(nanoseconds the loop thread has run, nanoseconds it has waited for a CPU): its
+        own /proc schedstat; else its CPU clock and no wait; None where neither is."""
+        if self._native_id is not None:
+            try:
+                with open(f"/proc/self/task/{self._native_id}/schedstat", "rb") as f:
+                    run, wait, _ = f.read().split()
+                return int(run), int(wait)
+            except (OSError, ValueError):
+                pass
+        if self._cpu_clock is None:
+            return None
+        try:
+            return time.clock_gettime_ns(self._cpu_clock), 0
+        except OSError:
+            return None
 
     def _finish(self, stall: _Stall, resumed: float, now: float) -> None:
         """Summarise `stall` (the loop stamped again at `resumed`, or not yet: then `now`)."""
         self._stall = None
         end = resumed if resumed != stall.since else now
         duration = max(0.0, end - stall.since - self.tick_s)
-        top = sorted(stall.counts.items(), key=lambda item: item[1], reverse=True)[:TOP_STACKS]
+        if stall.last_stack is not None and stall.last_stack in stall.times:
+            # The rest of the stall, after its last sample, is the last stack's.
+            stall.times[stall.last_stack][0] += max(0.0, end - (stall.last_at or end))
+        none = [0.0, 0.0, 0.0, 0.0]
+
+        def weight(item: tuple[Stack, int]) -> tuple[float, int]:
+            return (stall.times.get(item[0], none)[0], item[1])
+
+        top = sorted(stall.counts.items(), key=weight, reverse=True)[:TOP_STACKS]
+        stacks = []
+        for stack, count in top:
+            seen, ran, slept, measured = stall.times.get(stack, none)
+            entry: dict[str, Any] = {
+                "count": count,
+                "frames": [{"file": f, "line": n, "function": fn} for f, n, fn in stack],
+                "seen_s": round(seen, 6),
+            }
+            if measured > 0:
+                entry["ran_s"] = round(ran, 6)
+                entry["slept_s"] = round(slept, 6)
+            stacks.append(entry)
         summary: dict[str, Any] = {
             "duration_s": round(duration, 6),
             "samples": stall.samples,
-            "stacks": [
-                {
-                    "count": count,
-                    "frames": [{"file": f, "line": n, "function": fn} for f, n, fn in stack],
-                }
-                for stack, count in top
-            ],
+            "stacks": stacks,
         }
         if self.gc_watch is not None:
             collections = self.gc_watch.within(stall.since, end)
@@ -294,13 +365,17 @@ class StallWatch:
 
 
 def _call_at(frame: types.FrameType) -> str | None:
+    """The call `frame` is in, read off its de-specialised bytecode: the instruction at
+    f_lasti, or the one whose inline CACHE entries f_lasti points into (3.11+)."""
     code, offset = frame.f_code, frame.f_lasti
-    for instruction in dis.get_instructions(code):
-        if instruction.offset == offset:
-            if instruction.opname not in _CALL_OPS:
-                return None
-            return _callee_name(code.co_filename, instruction.positions, frame)
-    return None
+    current = None
+    for instruction in dis.get_instructions(code, adaptive=False):
+        if instruction.offset > offset:
+            break
+        current = instruction
+    if current is None or current.opname not in _CALL_OPS:
+        return None
+    return _callee_name(code.co_filename, current.positions, frame)
 
 
 def _callee_name(filename: str, positions: Any, frame: types.FrameType) -> str:
@@ -329,4 +404,8 @@ def _callee_name(filename: str, positions: Any, frame: types.FrameType) -> str:
         if module in (None, "builtins"):
             return target.__qualname__
         return f"{module}.{target.__name__}"
+    if target is not None and rest and "." not in rest and not isinstance(target, type):
+        # A method of a module-level object (`_LOCK.acquire`): named by its type too.
+        kind = type(target)
+        return f"{dotted} ({kind.__module__}.{kind.__qualname__}.{rest})"
     return dotted
