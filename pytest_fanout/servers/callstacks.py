@@ -233,10 +233,11 @@ def describe_stall(stall: dict[str, Any], root: str | None = None, *, gc: bool =
 
 
 def stack_weight(stack: dict[str, Any]) -> float:
-    """How much of its stall a sampled stack stands for: the seconds from the sample before
-    it (`seen_s`, the sampler's), else its sample count."""
-    if "seen_s" in stack:
-        return float(stack["seen_s"])
+    """How long a sampled stack held its stall's loop: the sampler's `held_s` (the seconds
+    from the sample before it, less the process's waits for a CPU meanwhile: a slow
+    neighbour on a busy runner is not the hold), else its sample count."""
+    if "held_s" in stack:
+        return float(stack["held_s"])
     return float(stack.get("count", 0))
 
 

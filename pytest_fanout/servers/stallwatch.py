@@ -51,6 +51,9 @@ THIN = 50  # then every (time stalled / THIN): logarithmically many samples
 #: on 3.12+ at its CALL.
 _CALL_OPS = frozenset({"CALL", "CALL_FUNCTION_EX", "CALL_KW", "PRECALL"})
 _CALLEE_CACHE_MAX = 512
+#: Between two samples, a loop thread that ran more than this share of the time was running
+#: code (on a runner 5x oversubscribed CPU code still runs 20%); a sleep or a read runs ~0.
+CPU_SHARE = 0.1
 
 Frame = tuple[str, int, str]
 Stack = tuple[Frame, ...]
@@ -93,7 +96,8 @@ class _Stall:
     counts: dict[Stack, int] = field(default_factory=dict)
     samples: int = 0
     #: Per stack: [seconds of the stall it stands for, seconds the loop thread ran, seconds
-    #: it slept (neither running nor waiting for a CPU), seconds those two were measured].
+    #: it slept (neither running nor waiting for a CPU), seconds those two were measured,
+    #: seconds of the first it held the loop (less the process's waits for a CPU)].
     times: dict[Stack, list[float]] = field(default_factory=dict)
     #: The last sample: when, its stack, and the loop thread's (run, wait) ns then.
     last_at: float | None = None
@@ -193,13 +197,16 @@ class StallWatch:
                 if now - stamp > limit:
                     if stall is None:
                         stall = self._stall = _Stall(
-                            since=stamp, next_sample=now, sched=self._healthy_sched
+                            since=stamp,
+                            next_sample=now,
+                            sched=self._healthy_sched,
+                            last_clock=self._healthy_sched,
                         )
                     if now >= stall.next_sample and stall.samples < MAX_SAMPLES:
                         self._sample(stall, now)
                         stall.next_sample = next_sample_at(now, stamp)
             if stall is None:
-                self._healthy_sched = self._sched()
+                self._healthy_sched = self._loop_clock()
             # Healthy: sleep until this stamp would be too old (about every threshold; a
             # fresh stamp sends the thread back to sleep). Stalled: until the next sample.
             wake = stamp + limit if stall is None else min(stall.next_sample, now + self._poll_s)
@@ -213,6 +220,7 @@ class StallWatch:
         try:
             stack = self._stack_of(frame)
             clock = self._loop_clock()
+            asleep = self._loop_asleep()
         finally:
             del frame
             stall.sampler_s += time.thread_time() - spent
@@ -223,41 +231,67 @@ class StallWatch:
             stall.counts[stack] += 1
         elif len(stall.counts) < MAX_DISTINCT:
             stall.counts[stack] = 1
-        self._weigh(stall, stack, now, clock)
+        self._weigh(stall, stack, now, clock, asleep)
 
     def _weigh(
-        self, stall: _Stall, stack: Stack, now: float, clock: tuple[int, int] | None
+        self,
+        stall: _Stall,
+        stack: Stack,
+        now: float,
+        clock: tuple[int, int] | None,
+        asleep: bool = True,
     ) -> None:
         """Give `stack` the time since the previous sample (the first: since the stall
         began, which it was most likely in already), so the stall is blamed on the place
         that held it longest, not on the one sampled most by chance; and, where the same
         stack was caught at both ends, whether the loop thread ran or slept meanwhile."""
         start = stall.since + self.tick_s if stall.last_at is None else stall.last_at
+        span = max(0.0, now - start)
         times = stall.times.get(stack)
         if times is None and stack in stall.counts:
-            times = stall.times[stack] = [0.0, 0.0, 0.0, 0.0]
+            times = stall.times[stack] = [0.0, 0.0, 0.0, 0.0, 0.0]
         if times is not None:
-            times[0] += max(0.0, now - start)
-            if stall.last_stack == stack and clock is not None and stall.last_clock is not None:
-                span = now - start
-                ran = (clock[0] - stall.last_clock[0]) / 1e9
-                queued = (clock[1] - stall.last_clock[1]) / 1e9
-                times[1] += ran
-                times[2] += max(0.0, span - ran - queued)
-                times[3] += span
+            times[0] += span
+            held = span
+            if clock is not None and stall.last_clock is not None:
+                ran = max(0.0, (clock[0] - stall.last_clock[0]) / 1e9)
+                queued = max(0.0, (clock[1] - stall.last_clock[1]) / 1e9)
+                # Code that ran held the loop for the CPU it used (its waits for a CPU or
+                # the GIL are the runner's: they swell with the load); code that barely
+                # ran and is asleep now waited in a call (a sleep, a read) for the wall
+                # time, less the process's waits for a CPU. Runnable now but barely ran:
+                # a wait for a CPU the kernel has not counted yet (it counts at the end).
+                waited = asleep and ran <= CPU_SHARE * span
+                held = span - min(span, queued) if waited else min(ran, span)
+                if stall.last_stack == stack:
+                    times[1] += ran
+                    times[2] += max(0.0, span - ran - queued) if asleep else 0.0
+                    times[3] += span
+            times[4] += held
         stall.last_at, stall.last_stack, stall.last_clock = now, stack, clock
 
+    def _loop_asleep(self) -> bool:
+        """True when the loop thread is asleep (in a wait: a sleep, a read, a lock), False
+        when it is running or waiting for a CPU (/proc state R); True where /proc is absent."""
+        if self._native_id is None:
+            return True
+        try:
+            with open(f"/proc/self/task/{self._native_id}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            return True
+        return state != b"R"
+
     def _loop_clock(self) -> tuple[int, int] | None:
-        """(nanoseconds the loop thread has run, nanoseconds it has waited for a CPU): its
-        own /proc schedstat; else its CPU clock and no wait; None where neither is."""
-        if self._native_id is not None:
-            try:
-                with open(f"/proc/self/task/{self._native_id}/schedstat", "rb") as f:
-                    run, wait, _ = f.read().split()
-                return int(run), int(wait)
-            except (OSError, ValueError):
-                pass
-        if self._cpu_clock is None:
+        """(nanoseconds the loop thread has run, nanoseconds every thread of the process
+        has waited for a CPU): /proc (`_sched`); else the loop thread's CPU clock and no
+        wait; None where neither is."""
+        sched = self._sched()
+        if sched is not None or self._cpu_clock is None:
+            return sched
+        try:
+            return time.clock_gettime_ns(self._cpu_clock), 0
+        except OSError:
             return None
         try:
             return time.clock_gettime_ns(self._cpu_clock), 0
@@ -271,20 +305,24 @@ class StallWatch:
         duration = max(0.0, end - stall.since - self.tick_s)
         if stall.last_stack is not None and stall.last_stack in stall.times:
             # The rest of the stall, after its last sample, is the last stack's.
-            stall.times[stall.last_stack][0] += max(0.0, end - (stall.last_at or end))
-        none = [0.0, 0.0, 0.0, 0.0]
+            rest = max(0.0, end - (stall.last_at or end))
+            stall.times[stall.last_stack][0] += rest
+            stall.times[stall.last_stack][4] += rest
+        none = [0.0, 0.0, 0.0, 0.0, 0.0]
 
         def weight(item: tuple[Stack, int]) -> tuple[float, int]:
-            return (stall.times.get(item[0], none)[0], item[1])
+            times = stall.times.get(item[0], none)
+            return (times[4], item[1])
 
         top = sorted(stall.counts.items(), key=weight, reverse=True)[:TOP_STACKS]
         stacks = []
         for stack, count in top:
-            seen, ran, slept, measured = stall.times.get(stack, none)
+            seen, ran, slept, measured, held = stall.times.get(stack, none)
             entry: dict[str, Any] = {
                 "count": count,
                 "frames": [{"file": f, "line": n, "function": fn} for f, n, fn in stack],
                 "seen_s": round(seen, 6),
+                "held_s": round(held, 6),
             }
             if measured > 0:
                 entry["ran_s"] = round(ran, 6)

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_fanout.assertions import FanoutAssertionError, assert_no_blocking
 from pytest_fanout.limits import Behaviour
-from pytest_fanout.measurement import Measurement, Request
+from pytest_fanout.measurement import Measurement, Request, stall_held_s
 from pytest_fanout.servers import ServerStartError, Stack
 from pytest_fanout.servers.callstacks import blocking_line, describe_stall
 from tests.helpers import REPO, measure_stack
@@ -105,3 +105,66 @@ def test_a_bad_threshold_is_one_line(tmp_path: Path) -> None:
         failure.value.log_tail
     )
     assert "Traceback" not in failure.value.log_tail
+
+
+# ---- issue 31 item 3: the call named on every Python, one line per stall, lag explained ----
+
+STALL_APP = Path(__file__).parent / "stall_app"
+STALL_REL = STALL_APP.relative_to(REPO).as_posix()
+#: Requests before the measured ones: past 8 calls a call site is specialised (3.11: PRECALL).
+WARM = 10
+
+
+def stall_line(text: str) -> int:
+    lines = (STALL_APP / "main.py").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)
+
+
+@pytest.fixture(scope="module")
+def stall_stack() -> Iterator[Stack]:
+    with Stack("main:app", app_dir=STALL_APP, behaviour=Behaviour(delay_ms=20)) as stack:
+        yield stack
+
+
+def findings_text(m: Measurement) -> str:
+    from pytest_fanout.diagnosis import diagnose
+
+    return "\n".join(f.message for f in diagnose(m))
+
+
+def test_a_warm_sleep_is_named_on_one_line_in_every_run(
+    stall_stack: Stack, client: httpx2.Client
+) -> None:
+    """`time.sleep(0.05)` beside a client built per request, its call site warm (specialised):
+    `-> time.sleep` on the sleep's own line in five runs out of five, never "(CPU)"."""
+    expected = f"{STALL_REL}/main.py:{stall_line('time.sleep(0.05)')} in nap -> time.sleep"
+    seen = []
+    for _ in range(5):
+        m = measure_stack(stall_stack, client, Request("/nap"), warmup=WARM, repeat=2)
+        text = findings_text(m)
+        seen.append(describe_stall(max(m.stalls, key=stall_held_s), root=str(REPO)))
+        assert "(CPU)" not in text, text
+        assert f"blocks the loop: {expected}" in text.replace(str(REPO) + "/", ""), text
+    assert seen == [expected] * 5
+
+
+def test_the_fixed_nap_does_not_block(stall_stack: Stack, client: httpx2.Client) -> None:
+    m = measure_stack(stall_stack, client, Request("/nap-fixed"), warmup=WARM, repeat=2)
+    text = findings_text(m)
+    assert "blocks the loop" not in text and "time.sleep" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("path", "marker", "call"),
+    [
+        ("/recv", "# waits for the timer", "mine.recv"),
+        ("/lock", "# waits until _hold", "_LOCK.acquire (_thread.lock.acquire)"),
+    ],
+)
+def test_blocking_calls_are_named(
+    stall_stack: Stack, client: httpx2.Client, path: str, marker: str, call: str
+) -> None:
+    """A socket read and a lock wait, call sites warm: named by the call, not "(CPU)"."""
+    m = measure_stack(stall_stack, client, Request(path), warmup=WARM, repeat=2)
+    expected = f"{STALL_REL}/main.py:{stall_line(marker)} in {path.strip('/')} -> {call}"
+    assert describe_stall(max(m.stalls, key=stall_held_s), root=str(REPO)) == expected
