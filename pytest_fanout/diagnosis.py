@@ -231,9 +231,10 @@ def _blocks_loop(m: Measurement) -> Finding | None:
 def lag_cause(m: Measurement) -> str | None:
     """Why the loop lagged beyond the limit when the app's own code did not hold it that
     long (no `blocks-loop`): the worst stall's time waiting for a CPU (the process's own
-    run-queue time, /proc schedstat), its garbage collection and the sampler's own time,
-    e.g. `waited for a CPU, the runner was busy: 58 ms runnable but not running`. None
-    under the limit, when code held the loop, or when the stall has no such figures."""
+    run-queue time, /proc schedstat) and its garbage collection,
+    e.g. `waited for a CPU, the runner was busy: 58 ms runnable but not running`, and how
+    long the code held it. None under the limit, when code held the loop, or with no stall
+    sampled (the sampler is off)."""
     limit = m.lag_limit_s
     if m.loop_lag_max_s <= limit or m.blocking_lag_s > limit:
         return None
@@ -249,8 +250,6 @@ def lag_cause(m: Measurement) -> str | None:
     gc_s = stall_gc_s(stall)
     if gc_s >= 0.001:
         parts.append(f"{_ms(gc_s)} in garbage collection")
-    if not parts:
-        return None
     held = stall_held_s(stall)
     parts.append(f"the app's code held it {_ms(held)} (under the {_ms(limit)} limit)")
     return "; ".join(parts)

@@ -168,3 +168,23 @@ def test_blocking_calls_are_named(
     m = measure_stack(stall_stack, client, Request(path), warmup=WARM, repeat=2)
     expected = f"{STALL_REL}/main.py:{stall_line(marker)} in {path.strip('/')} -> {call}"
     assert describe_stall(max(m.stalls, key=stall_held_s), root=str(REPO)) == expected
+
+
+def test_no_blocking_code_gets_no_blocking_verdict_and_its_lag_is_explained(
+    stall_stack: Stack, client: httpx2.Client
+) -> None:
+    """A fan-out with no blocking code (run it beside two CPU hogs: `python -m
+    tests.under_load -- ...`): never "blocks the loop"; a loop lag over the limit, which only
+    a busy runner causes here, is never printed beside "nothing wrong found" unexplained."""
+    from pytest_fanout.cli.measure import measurement_report
+
+    for _ in range(3):
+        m = measure_stack(stall_stack, client, Request("/fanout"), warmup=3, repeat=5)
+        assert m.upstream_requests == 4
+        assert "blocks the loop" not in findings_text(m)
+        report = measurement_report(m, method="GET", app="main:app", delay_ms=20)
+        (lag,) = [line for line in report.splitlines() if "loop lag" in line]
+        if m.loop_lag_max_s > m.lag_limit_s:
+            assert "(worst stall): " in lag and "the app's code held it" in lag, report
+        else:
+            assert lag.endswith("(worst stall)"), report
