@@ -180,8 +180,8 @@ def headline(m: Measurement) -> str:
 
 
 def where_blocked(m: Measurement) -> str | None:
-    """Where the app's own code held the loop longest (the place most samples of that
-    stall caught), or None without a stall."""
+    """Where the app's own code held the loop longest (the place that held that stall
+    longest), or None without a stall."""
     stall = _worst_held(m)
     return None if stall is None else describe_stall(stall)
 

@@ -208,8 +208,9 @@ def _is_gc(frames: Sequence[dict[str, Any]]) -> bool:
 
 def describe_stall(stall: dict[str, Any], root: str | None = None, *, gc: bool = False) -> str:
     """Where a stall held the loop, over all its samples: the place (the user's function
-    and the call it was in, or the library) most samples caught, so a stall sampled
-    several times gets the same name in every run. `gc=True`: where the collections
+    and the call it was in, or the library) that held it longest (`stack_weight`; the
+    sample count for stalls without the sampler's times), so a stall sampled several
+    times gets the same name in every run, however busy the runner. `gc=True`: where the collections
     happened instead (the stacks sampled while the collector ran)."""
     stacks = stall.get("stacks") or []
     if gc:
