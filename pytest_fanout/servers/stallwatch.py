@@ -102,10 +102,10 @@ class _Stall:
     #: The last sample: when, its stack, and the loop thread's (run, wait) ns then.
     last_at: float | None = None
     last_stack: Stack | None = None
-    last_clock: tuple[int, int] | None = None
+    last_clock: tuple[int, int, int] | None = None
     #: (the loop thread's run, every thread's wait for a CPU) in nanoseconds when the loop
     #: was last healthy.
-    sched: tuple[int, int] | None = None
+    sched: tuple[int, int, int] | None = None
     #: CPU seconds the sampler itself spent on this stall (it holds the GIL meanwhile).
     sampler_s: float = 0.0
 
@@ -137,7 +137,7 @@ class StallWatch:
         self._thread_id: int | None = None
         self._native_id: int | None = None
         #: The loop thread's scheduler times at the watchdog's last healthy wake-up.
-        self._healthy_sched: tuple[int, int] | None = None
+        self._healthy_sched: tuple[int, int, int] | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._callees: dict[tuple[types.CodeType, int], str | None] = {}
@@ -238,7 +238,7 @@ class StallWatch:
         stall: _Stall,
         stack: Stack,
         now: float,
-        clock: tuple[int, int] | None,
+        clock: tuple[int, int, int] | None,
         asleep: bool = True,
     ) -> None:
         """Give `stack` the time since the previous sample (the first: since the stall
@@ -256,13 +256,15 @@ class StallWatch:
             if clock is not None and stall.last_clock is not None:
                 ran = max(0.0, (clock[0] - stall.last_clock[0]) / 1e9)
                 queued = max(0.0, (clock[1] - stall.last_clock[1]) / 1e9)
+                own = max(0.0, (clock[2] - stall.last_clock[2]) / 1e9)
                 # Code that ran held the loop for the CPU it used (its waits for a CPU or
                 # the GIL are the runner's: they swell with the load); code that barely
                 # ran and is asleep now waited in a call (a sleep, a read) for the wall
-                # time, less the process's waits for a CPU. Runnable now but barely ran:
-                # a wait for a CPU the kernel has not counted yet (it counts at the end).
+                # time, less the loop thread's own waits for a CPU (other threads' waits
+                # while it slept took nothing from it). Runnable now but barely ran: a
+                # wait for a CPU the kernel has not counted yet (it counts at the end).
                 waited = asleep and ran <= CPU_SHARE * span
-                held = span - min(span, queued) if waited else min(ran, span)
+                held = span - min(span, own) if waited else min(ran, span)
                 if stall.last_stack == stack:
                     times[1] += ran
                     times[2] += max(0.0, span - ran - queued) if asleep else 0.0
@@ -282,19 +284,14 @@ class StallWatch:
             return True
         return state != b"R"
 
-    def _loop_clock(self) -> tuple[int, int] | None:
-        """(nanoseconds the loop thread has run, nanoseconds every thread of the process
-        has waited for a CPU): /proc (`_sched`); else the loop thread's CPU clock and no
-        wait; None where neither is."""
+    def _loop_clock(self) -> tuple[int, int, int] | None:
+        """`_sched` (/proc); else the loop thread's CPU clock and no waits; None where
+        neither is."""
         sched = self._sched()
         if sched is not None or self._cpu_clock is None:
             return sched
         try:
-            return time.clock_gettime_ns(self._cpu_clock), 0
-        except OSError:
-            return None
-        try:
-            return time.clock_gettime_ns(self._cpu_clock), 0
+            return time.clock_gettime_ns(self._cpu_clock), 0, 0
         except OSError:
             return None
 
@@ -348,14 +345,15 @@ class StallWatch:
         kept.sort(key=lambda s: s["duration_s"], reverse=True)
         del kept[MAX_STALLS:]
 
-    def _sched(self) -> tuple[int, int] | None:
+    def _sched(self) -> tuple[int, int, int] | None:
         """(nanoseconds the loop thread ran, nanoseconds every thread of the process waited
-        for a CPU) from /proc (Linux), or None. Every thread's waits count: a thread
-        preempted while it holds the GIL stalls the loop as surely as the loop's own wait."""
+        for a CPU, nanoseconds the loop thread itself waited) from /proc (Linux), or None.
+        Every thread's waits count in the second: a thread preempted while it holds the GIL
+        stalls the loop as surely as the loop's own wait."""
         if self._native_id is None:
             return None
         base = "/proc/self/task"
-        run = wait = 0
+        run = wait = own = 0
         found = False
         try:
             tids = os.listdir(base)
@@ -369,8 +367,8 @@ class StallWatch:
                 continue
             wait += int(t_wait)
             if tid == str(self._native_id):
-                run, found = int(t_run), True
-        return (run, wait) if found else None
+                run, own, found = int(t_run), int(t_wait), True
+        return (run, wait, own) if found else None
 
     def _stack_of(self, frame: types.FrameType) -> Stack:
         """(file, line, qualified function) from the innermost frame outwards, innermost last;

@@ -159,14 +159,16 @@ def test_the_fixed_nap_does_not_block(stall_stack: Stack, client: httpx2.Client)
     [
         ("/recv", "# waits for the timer", "mine.recv"),
         ("/lock", "# waits until _hold", "_LOCK.acquire (_thread.lock.acquire)"),
+        ("/via-requests", "requests.get(", "requests.api.get"),
     ],
 )
 def test_blocking_calls_are_named(
     stall_stack: Stack, client: httpx2.Client, path: str, marker: str, call: str
 ) -> None:
-    """A socket read and a lock wait, call sites warm: named by the call, not "(CPU)"."""
+    """A socket read, a lock wait and requests.get, call sites warm: named by the call."""
     m = measure_stack(stall_stack, client, Request(path), warmup=WARM, repeat=2)
-    expected = f"{STALL_REL}/main.py:{stall_line(marker)} in {path.strip('/')} -> {call}"
+    function = path.strip("/").replace("-", "_")
+    expected = f"{STALL_REL}/main.py:{stall_line(marker)} in {function} -> {call}"
     assert describe_stall(max(m.stalls, key=stall_held_s), root=str(REPO)) == expected
 
 

@@ -77,14 +77,14 @@ def test_a_stall_is_blamed_on_what_held_it_longest_not_on_what_was_sampled_most(
     """A busy runner: the client's construction sampled 4 times (it ran 3 ms of every
     10, the rest waiting for a CPU the kernel had not counted yet), the sleep twice (20 ms)."""
     watch = StallWatch(0.02, 0.005)
-    stall = _Stall(since=0.0, next_sample=0.0, last_clock=(0, 0))
+    stall = _Stall(since=0.0, next_sample=0.0, last_clock=(0, 0, 0))
     watch._stall = stall
     at, ran = 0.005, 0
     for stack, asleep, ran_ms in [(CPU_STACK, False, 3)] * 4 + [(SLEEP_STACK, True, 0)] * 2:
         at += 0.010
         ran += ran_ms * MS
         stall.counts[stack] = stall.counts.get(stack, 0) + 1
-        watch._weigh(stall, stack, at, (ran, 0), asleep)
+        watch._weigh(stall, stack, at, (ran, 0, 0), asleep)
     watch._finish(stall, at, at)
     (summary,) = watch.stalls()
     first = summary["stacks"][0]

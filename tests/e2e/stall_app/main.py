@@ -9,6 +9,7 @@ import threading
 import time
 
 import httpx
+import requests
 from fastapi import FastAPI
 
 MAIN = os.environ["FANOUT_UPSTREAM_URL"]
@@ -56,6 +57,14 @@ async def lock() -> dict:
     _LOCK.acquire()  # waits until _hold releases it
     _LOCK.release()
     return {}
+
+
+@app.get("/via-requests")
+async def via_requests() -> dict:
+    statuses = []
+    for i in range(3):  # three upstream delays: a stall the sampler sees several times
+        statuses.append(requests.get(f"{MAIN}/item/{i}", timeout=10).status_code)
+    return {"statuses": statuses}
 
 
 @app.get("/fanout")
