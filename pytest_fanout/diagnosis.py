@@ -180,8 +180,8 @@ def headline(m: Measurement) -> str:
 
 
 def where_blocked(m: Measurement) -> str | None:
-    """Where the app's own code held the loop longest (the place most samples of that
-    stall caught), or None without a stall."""
+    """Where the app's own code held the loop longest (the place that held that stall
+    longest), or None without a stall."""
     stall = _worst_held(m)
     return None if stall is None else describe_stall(stall)
 
@@ -226,6 +226,33 @@ def _blocks_loop(m: Measurement) -> Finding | None:
         exact=False,
         short=f"blocks the loop: {where}",
     )
+
+
+def lag_cause(m: Measurement) -> str | None:
+    """Why the loop lagged beyond the limit when the app's own code did not hold it that
+    long (no `blocks-loop`): the worst stall's time waiting for a CPU (the process's own
+    run-queue time, /proc schedstat) and its garbage collection,
+    e.g. `waited for a CPU, the runner was busy: 58 ms runnable but not running`, and how
+    long the code held it. None under the limit, when code held the loop, or with no stall
+    sampled (the sampler is off)."""
+    limit = m.lag_limit_s
+    if m.loop_lag_max_s <= limit or m.blocking_lag_s > limit:
+        return None
+    stall = longest_stall(m.stalls)
+    if stall is None:
+        return None
+    parts = []
+    starved = float(stall.get("starved_s", 0.0))
+    if starved >= 0.001:
+        parts.append(
+            f"waited for a CPU, the runner was busy: {_ms(starved)} runnable but not running"
+        )
+    gc_s = stall_gc_s(stall)
+    if gc_s >= 0.001:
+        parts.append(f"{_ms(gc_s)} in garbage collection")
+    held = stall_held_s(stall)
+    parts.append(f"the app's code held it {_ms(held)} (under the {_ms(limit)} limit)")
+    return "; ".join(parts)
 
 
 def _apart(stall: dict[str, Any]) -> str:
