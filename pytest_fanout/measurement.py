@@ -219,6 +219,16 @@ class Measurement:
     #: Causal weights (`CriticalPath.to_dict()`) when the test recorded them
     #: (`fanout.critical_path(..., record=m)`): portable, compared from any machine.
     critical_path: dict[str, Any] | None = None
+    #: The held probe's calls at each upstream, in arrival order, by route ("GET
+    #: /item/{id}": the stub's route template, or the path with its ids folded): with the
+    #: wave sizes, which route each wave called; {} without a held probe (or older data).
+    structure_routes: dict[str, list[str]] = field(default_factory=dict)
+    #: For a streamed answer: seconds from each sample's send to the upstreams' first byte
+    #: (the earliest call's arrival plus the delay its stub applied before answering) and
+    #: to their last byte (the last call's answer ended), from the stubs' call logs on the
+    #: same clock; empty when the answer was not streamed.
+    upstream_first_byte_per_sample: list[float] = field(default_factory=list)
+    upstream_last_byte_per_sample: list[float] = field(default_factory=list)
 
     @property
     def first_byte_median_s(self) -> float | None:
@@ -505,6 +515,9 @@ class UpstreamGauges:
     #: Calls of each sample whose connection the app closed before their answer
     #: (cancelled): their connections are gone, so the next sample opens new ones.
     cut_per_sample: list[int] = field(default_factory=list)
+    #: Connections to this upstream open when each sample had been answered (every one an
+    #: item call used, from any sample): a client built and never closed makes it grow.
+    live_per_sample: list[int] = field(default_factory=list)
 
     @property
     def orphaned(self) -> int:
@@ -556,6 +569,7 @@ class UpstreamGauges:
             orphaned_per_sample=list(data.get("orphaned", [])),
             after_disconnect_per_sample=list(data.get("after_disconnect", [])),
             cut_per_sample=list(data.get("cut", [])),
+            live_per_sample=[int(v) for v in data.get("connections_live", [])],
             rejected=sum(data.get("rejected", [])),
             errors=sum(data.get("errors", [])),
         )
@@ -572,3 +586,5 @@ GAUGE_KEYS = (
 )
 #: The stub's sum and largest of the delays it applied per sample (ms), for the ideal time.
 DELAY_KEYS = ("delay_ms_sum", "delay_ms_max")
+#: Counters kept when the stub reports them (absent from older stubs): connections open now.
+LIFETIME_KEYS = ("connections_live",)
