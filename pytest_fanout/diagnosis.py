@@ -87,6 +87,7 @@ NAMES = {
     "upstream-errors": "upstream errors",
     "orphaned-calls": "orphaned calls",
     "work-after-disconnect": "work after disconnect",
+    "buffered-stream": "buffered stream",
     "blocks-loop": "blocks the loop",
     "gc-pauses": "garbage collection",
     "slow-client": "slow client",
