@@ -79,12 +79,16 @@ async def _leaky_get(url: str) -> int:
 
 @app.get("/leak")
 async def leak() -> dict:
-    return {"statuses": await asyncio.gather(*(_leaky_get(f"{UPSTREAM}/item/{i}") for i in range(FAN)))}
+    return {
+        "statuses": await asyncio.gather(*(_leaky_get(f"{UPSTREAM}/item/{i}") for i in range(FAN)))
+    }
 
 
 @app.get("/small-pool")
 async def small_pool() -> dict:
-    answers = await asyncio.gather(*(small_keepalive.get(f"{UPSTREAM}/item/{i}") for i in range(FAN)))
+    answers = await asyncio.gather(
+        *(small_keepalive.get(f"{UPSTREAM}/item/{i}") for i in range(FAN))
+    )
     return {"statuses": [a.status_code for a in answers]}
 
 
@@ -94,12 +98,18 @@ async def shared_client() -> dict:
     return {"statuses": [a.status_code for a in answers]}
 
 
-async def _dropped_get(url: str) -> int:
-    client = httpx.AsyncClient(timeout=10, verify=False)  # never closed, nothing holds it
-    return (await client.get(url)).status_code
+@app.get("/pages")
+async def pages() -> dict:
+    """Three pages in turn, each asked with the cursor the one before gave: dependent."""
+    cursor, seen = "c", []
+    for _ in range(3):
+        cursor = (await shared.get(f"{UPSTREAM}/page/{cursor}")).json()["next"]
+        seen.append(cursor)
+    return {"seen": seen}
 
 
-@app.get("/leak-dropped")
-async def leak_dropped() -> dict:
-    calls = (_dropped_get(f"{UPSTREAM}/item/{i}") for i in range(FAN))
-    return {"statuses": await asyncio.gather(*calls)}
+@app.get("/pages-known")
+async def pages_known() -> dict:
+    """Three pages in turn whose names the code knows: one round would do."""
+    names = [(await shared.get(f"{UPSTREAM}/page/{name}")).json()["next"] for name in "abc"]
+    return {"seen": names}
