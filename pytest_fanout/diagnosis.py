@@ -688,28 +688,50 @@ def _leak(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
 
 
 def _buffered_stream(m: Measurement) -> Finding | None:
-    """A streamed answer whose first byte came after the upstreams' last byte in every
-    sample, when the upstreams' bytes spread wide enough for an earlier start to matter
-    (BUFFERED_MIN_SPREAD_S, BUFFERED_MIN_SHARE)."""
+    """A streamed answer that waits for the upstreams' answers before its first byte, when
+    their bytes spread wide enough for an earlier start to matter (BUFFERED_MIN_SPREAD_S,
+    BUFFERED_MIN_SHARE). Calls that end apart: its first byte came after the last one's
+    end in every sample (it waits for every call; one sent as each ends starts at the
+    first's). Calls that end together cannot tell those apart: then its first byte came
+    after the first one's end in every sample (it waits for whole answers, not relaying
+    their pieces)."""
     first_bytes = m.first_byte_per_sample
-    ups_first, ups_last = m.upstream_first_byte_per_sample, m.upstream_last_byte_per_sample
-    if not m.streamed or not ups_last or not len(first_bytes) == len(ups_first) == len(ups_last):
+    ups = (
+        m.upstream_first_byte_per_sample,
+        m.upstream_first_end_per_sample,
+        m.upstream_last_byte_per_sample,
+    )
+    if not m.streamed or not ups[2] or any(len(v) != len(first_bytes) for v in ups):
         return None
-    if any(mine < last for mine, last in zip(first_bytes, ups_last, strict=True)):
-        return None
-    mine, first, last = (statistics.median(v) for v in (first_bytes, ups_first, ups_last))
+    mine = statistics.median(first_bytes)
+    first, first_end, last = (statistics.median(v) for v in ups)
     spread = last - first
     if spread < max(BUFFERED_MIN_SPREAD_S, BUFFERED_MIN_SHARE * mine):
         return None
-    calls = sum(m.upstream(name).requests for name in m.upstream_names)
-    waits = "every call" if calls != 1 else "the upstream's whole answer"
+    apart = min(b - a for a, b in zip(ups[1], ups[2], strict=True)) >= BUFFERED_MIN_SPREAD_S
+    waited = ups[2] if apart else ups[1]
+    if any(mine_s < end for mine_s, end in zip(first_bytes, waited, strict=True)):
+        return None
+    if apart:
+        what = (
+            f"after the upstreams' last byte at {_ms(last)}: the answer waits for every call "
+            f"(in every sample; the upstreams' first byte came at {_ms(first)}). If its first "
+            "pieces do not need every answer, send each piece as its call completes "
+            "(asyncio.as_completed)"
+        )
+    else:
+        calls = sum(m.upstream(name).requests for name in m.upstream_names)
+        whose = "the upstream's whole answer" if calls == 1 else "whole upstream answers"
+        what = (
+            f"only once the upstreams' answers had ended ({_ms(first_end)} to {_ms(last)}; "
+            f"their first byte came at {_ms(first)}): the answer waits for {whose} (in every "
+            "sample). If it can, pass their pieces on as they come (stream the upstream "
+            "call and yield each chunk)"
+        )
     return Finding(
         "buffered-stream",
         f"buffered stream: {m.method} {m.path} is streamed, but its first byte came at "
-        f"{_ms(mine)}, after the upstreams' last byte at {_ms(last)}: the answer waits for "
-        f"{waits} (in every sample; the upstreams' first byte came at {_ms(first)}). If its "
-        "first pieces do not need every answer, send each piece as its call completes "
-        f"(asyncio.as_completed): the first byte could come up to {_ms(spread)} sooner",
+        f"{_ms(mine)}, {what}: the first byte could come up to {_ms(spread)} sooner",
         exact=False,
         short=f"buffered stream: first byte {_ms(mine)}, after the upstreams' {_ms(last)}",
     )

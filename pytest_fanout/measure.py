@@ -569,7 +569,8 @@ def _measure(
             ends = _upstream_bytes(stubs, sent, answered)
             if ends is not None:
                 result.upstream_first_byte_per_sample.append(ends[0])
-                result.upstream_last_byte_per_sample.append(ends[1])
+                result.upstream_first_end_per_sample.append(ends[1])
+                result.upstream_last_byte_per_sample.append(ends[2])
         for name, stub in stubs.items():
             stats = stub.stats()
             gauges = result.upstream_gauges[name]
@@ -678,11 +679,11 @@ def _held_routes(stubs: Mapping[str, Any], since: float, until: float) -> dict[s
 
 def _upstream_bytes(
     stubs: Mapping[str, Any], sent: float, answered: float
-) -> tuple[float, float] | None:
+) -> tuple[float, float, float] | None:
     """Seconds from `sent` to the upstreams' first byte (a call's arrival plus the delay its
-    stub applied, at most its end) and to their last (the last call's answer ended) among
-    the calls of the request sent then: the stubs stamp them on the same clock. None when
-    no call was answered in the window."""
+    stub applied, at most its end), to the first call's end and to their last byte (the
+    last call's answer ended) among the calls of the request sent then: the stubs stamp
+    them on the same clock. None when no call was answered in the window."""
     firsts, lasts = [], []
     for stub in stubs.values():
         for c in _logged_calls(stub, sent, answered):
@@ -691,7 +692,7 @@ def _upstream_bytes(
                 continue
             lasts.append(end - sent)
             firsts.append(min(c["arrival_s"] + c.get("delay_ms", 0.0) / 1000, end) - sent)
-    return (min(firsts), max(lasts)) if lasts else None
+    return (min(firsts), min(lasts), max(lasts)) if lasts else None
 
 
 def _reported_errors(response: httpx2.Response) -> int:

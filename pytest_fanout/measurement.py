@@ -224,10 +224,11 @@ class Measurement:
     #: wave sizes, which route each wave called; {} without a held probe (or older data).
     structure_routes: dict[str, list[str]] = field(default_factory=dict)
     #: For a streamed answer: seconds from each sample's send to the upstreams' first byte
-    #: (the earliest call's arrival plus the delay its stub applied before answering) and
-    #: to their last byte (the last call's answer ended), from the stubs' call logs on the
-    #: same clock; empty when the answer was not streamed.
+    #: (the earliest call's arrival plus the delay its stub applied before answering), to
+    #: the end of the first call's answer and to their last byte (the last call's answer
+    #: ended), from the stubs' call logs on the same clock; empty when not streamed.
     upstream_first_byte_per_sample: list[float] = field(default_factory=list)
+    upstream_first_end_per_sample: list[float] = field(default_factory=list)
     upstream_last_byte_per_sample: list[float] = field(default_factory=list)
 
     @property

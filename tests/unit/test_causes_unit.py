@@ -96,17 +96,20 @@ def test_without_routes_only_n_names_it_as_before() -> None:
 # ---- buffered-stream ----------------------------------------------------------------------
 
 
-def streamed(first_byte: float, ups_first: float, ups_last: float, calls: int = 3) -> Measurement:
+def streamed(
+    first_byte: float, ups_first: float, ups_last: float, first_end: float, calls: int = 3
+) -> Measurement:
     m = held([calls], ["GET /model/{id}"] * calls)
     m.path, m.streamed, m.samples = "/chat", True, [0.95] * 3
     m.first_byte_per_sample = [first_byte, first_byte + 0.002, first_byte - 0.001]
     m.upstream_first_byte_per_sample = [ups_first] * 3
+    m.upstream_first_end_per_sample = [first_end] * 3
     m.upstream_last_byte_per_sample = [ups_last] * 3
     return m
 
 
 def test_a_stream_that_waits_for_every_call_is_buffered_with_both_times() -> None:
-    (finding,) = diagnose(streamed(0.913, 0.302, 0.905))
+    (finding,) = diagnose(streamed(0.913, 0.302, 0.905, first_end=0.33))
     assert finding.kind == "buffered-stream" and not finding.exact
     assert (
         "first byte came at 913 ms, after the upstreams' last byte at 905 ms: the answer waits "
@@ -116,21 +119,31 @@ def test_a_stream_that_waits_for_every_call_is_buffered_with_both_times() -> Non
 
 
 def test_a_stream_that_sends_each_answer_as_it_comes_is_not_buffered() -> None:
-    assert kinds(streamed(0.332, 0.302, 0.905)) == []
+    assert kinds(streamed(0.332, 0.302, 0.905, first_end=0.33)) == []
 
 
-def test_calls_that_all_end_together_leave_nothing_to_start_sooner() -> None:
-    assert kinds(streamed(0.210, 0.2, 0.205)) == []
+def test_streams_that_end_together_buffered_whole_are_named_so() -> None:
+    # Three model streams from 120 ms to their ends at 290-292 ms, read whole before the
+    # first byte: waiting for all or for the first cannot be told apart; both wait.
+    (finding,) = diagnose(streamed(0.300, 0.120, 0.292, first_end=0.290))
+    assert "only once the upstreams' answers had ended (290 ms to 292 ms" in finding.message
+    assert "waits for whole upstream answers" in finding.message
+    # The same streams passed on piece by piece: the first byte before any ended.
+    assert kinds(streamed(0.130, 0.120, 0.292, first_end=0.290)) == []
+
+
+def test_calls_that_answer_at_once_leave_nothing_to_start_sooner() -> None:
+    assert kinds(streamed(0.210, 0.2, 0.205, first_end=0.2)) == []
 
 
 def test_one_sample_whose_first_byte_came_before_is_not_buffered() -> None:
-    m = streamed(0.913, 0.302, 0.905)
+    m = streamed(0.913, 0.302, 0.905, first_end=0.33)
     m.first_byte_per_sample[1] = 0.5
     assert kinds(m) == []
 
 
 def test_an_answer_not_streamed_is_not_buffered() -> None:
-    m = streamed(0.913, 0.302, 0.905)
+    m = streamed(0.913, 0.302, 0.905, first_end=0.33)
     m.streamed = False
     assert kinds(m) == []
 

@@ -367,6 +367,7 @@ def buffered() -> Measurement:
     m = make()
     m.streamed, m.first_byte_per_sample = True, [0.913] * 3
     m.upstream_first_byte_per_sample, m.upstream_last_byte_per_sample = [0.3] * 3, [0.905] * 3
+    m.upstream_first_end_per_sample = [0.5] * 3
     return m
 
 
