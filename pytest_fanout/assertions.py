@@ -8,7 +8,7 @@ beside them, and stand in only for a Measurement without a held probe.
 
 from __future__ import annotations
 
-from pytest_fanout.diagnosis import LIMIT_KNOBS, finding_for, where_blocked
+from pytest_fanout.diagnosis import LIMIT_KNOBS, finding_for, left_open, where_blocked
 from pytest_fanout.measurement import Measurement, UpstreamGauges
 
 
@@ -167,8 +167,9 @@ def assert_connection_reuse(m: Measurement, at_most: int = 0, upstream: str | No
     """At most `at_most` new TCP connections in any sample after warm-up, at every upstream
     summed or at the one named. The message says, upstream by upstream, what the counts
     show: no connection reused at all (a client built per request), connections reused only
-    within the request that opened them (the same), or new connections that outlive it (a
-    keep-alive pool smaller than the fan-out)."""
+    within the request that opened them (the same), new connections never closed (a client
+    built and not closed: a leak), or new connections that outlive it (a keep-alive pool
+    smaller than the fan-out)."""
     __tracebackhide__ = True
     if upstream is None:
         opened, names = m.connections_per_sample, m.upstream_names
@@ -184,23 +185,42 @@ def assert_connection_reuse(m: Measurement, at_most: int = 0, upstream: str | No
     label = f"{m.method} {m.path}" if m.method != "GET" else m.path
     named = upstream is not None or len(names) > 1
     meanings = [
-        meaning for name in names if (meaning := _reuse_meaning(m.upstream(name), worst, named))
+        meaning
+        for name in names
+        if (
+            meaning := _reuse_meaning(
+                m.upstream(name), worst, named, left_open(m, m.upstream(name))
+            )
+        )
     ]
     meaning = "; ".join(meanings) or f"{opened[worst]} new connections in a sample"
     raise FanoutAssertionError(
         f"expected at most {at_most} new connections per call of {label} after warm-up: {meaning}"
-        + _finding_suffix(m, "no-connection-reuse", "connection-churn")
+        + _finding_suffix(m, "no-connection-reuse", "connection-leak", "connection-churn")
     )
 
 
-def _reuse_meaning(g: UpstreamGauges, sample: int, named: bool) -> str:
-    """What one upstream's connection counts in `sample` show, or '' when it opened none."""
+def _reuse_meaning(
+    g: UpstreamGauges, sample: int, named: bool, leak: tuple[int, int | None] | None = None
+) -> str:
+    """What one upstream's connection counts in `sample` show, or '' when it opened none;
+    `leak`: `left_open`'s evidence that the app never closed them."""
     if sample >= len(g.connections_per_sample) or sample >= len(g.requests_per_sample):
         return ""
     new, made = g.connections_per_sample[sample], g.requests_per_sample[sample]
     if not new:
         return ""
     at = f" at upstream {g.name!r}" if named else ""
+    if leak is not None:
+        how = (
+            f"all left open ({leak[1]} open at the end, more after every sample)"
+            if leak[1] is not None
+            else "none closed by the end of the request nor reused by the next"
+        )
+        return (
+            f"{new} new connections for {made} calls{at}, {how}: a client built and not "
+            "closed (a leak), not a small pool"
+        )
     if new >= made:
         calls = "the one call" if made == 1 else f"every one of the {made} calls"
         return (

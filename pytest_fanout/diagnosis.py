@@ -7,17 +7,24 @@ findings come first and are never dropped for a timing one:
 
 - `sequential`: the held probe's waves at an upstream are all of one call,
   though the path's concurrency says more (each call awaited before the next);
+  without `n`: 3 or more consecutive waves of one call each to one route (a loop;
+  it holds if the calls do not need each other's answers);
 - `pool-cap`: the largest wave is below the fan-out the path asks for: a
   connection-pool limit or a semaphore of that size (with the knob to turn);
 - `no-connection-reuse`: a client built per request (or per call): every
   connection the stub saw opened in a sample closed by the end of that request,
   whatever the concurrency (gathered, batched or sequential);
+- `connection-leak`: new connections in every sample after warm-up, none closed:
+  every one still open at the end, more after every sample (a client built and not
+  closed);
 - `connection-churn`: new connections in every sample after warm-up, fewer than
   the calls, that outlive the request (a keep-alive pool smaller than the fan-out);
 - `upstream-429` / `upstream-errors`: the upstream refused or failed calls;
 - `orphaned-calls`: calls still in flight at the stub when the endpoint answered, or
   begun after (`asyncio.gather` leaves them running when one fails);
 - `work-after-disconnect`: with a hang-up, calls still running after the caller left;
+- `buffered-stream` (timing): a streamed answer whose first byte came after the
+  upstreams' last byte in every sample: it waits for every call before it sends;
 - `blocks-loop` (timing): the app's own code held its event loop beyond the
   blocking limit (40 ms whatever the delay; garbage collection and time the
   loop waited for a CPU are not counted); where: the place most of the stall's
@@ -44,9 +51,11 @@ A healthy fan-out gets none.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_fanout.limits import BUFFERED_MIN_SHARE, BUFFERED_MIN_SPREAD_S, SEQUENTIAL_MIN_RUN
 from pytest_fanout.measurement import Measurement, UpstreamGauges, stall_gc_s, stall_held_s
 from pytest_fanout.servers.callstacks import describe_stall, longest_stall
 
@@ -55,13 +64,14 @@ EXACT_KINDS = (
     "sequential",
     "pool-cap",
     "no-connection-reuse",
+    "connection-leak",
     "connection-churn",
     "upstream-429",
     "upstream-errors",
     "orphaned-calls",
     "work-after-disconnect",
 )
-TIMING_KINDS = ("blocks-loop", "gc-pauses", "slow-client", "delay-too-short")
+TIMING_KINDS = ("buffered-stream", "blocks-loop", "gc-pauses", "slow-client", "delay-too-short")
 KINDS = EXACT_KINDS + TIMING_KINDS
 #: Findings that explain why a measurement failed (no Measurement to diagnose).
 FAILURE_KINDS = ("no-timeout",)
@@ -71,11 +81,13 @@ NAMES = {
     "sequential": "sequential",
     "pool-cap": "pool cap",
     "no-connection-reuse": "no connection reuse",
+    "connection-leak": "connection leak",
     "connection-churn": "connection churn",
     "upstream-429": "upstream 429",
     "upstream-errors": "upstream errors",
     "orphaned-calls": "orphaned calls",
     "work-after-disconnect": "work after disconnect",
+    "buffered-stream": "buffered stream",
     "blocks-loop": "blocks the loop",
     "gc-pauses": "garbage collection",
     "slow-client": "slow client",
@@ -117,8 +129,9 @@ def diagnose(m: Measurement) -> list[Finding]:
     for gauges in _upstreams(m):
         label = _label(m, gauges.name)
         for check in (
-            _sequential,
+            _sequential_any,
             _no_reuse,
+            _leak,
             _churn,
             _pool_cap,
             _rejected,
@@ -129,7 +142,7 @@ def diagnose(m: Measurement) -> list[Finding]:
             finding = check(m, gauges, label)
             if finding is not None:
                 findings.append(finding)
-    for check in (_blocks_loop, _gc_pauses):
+    for check in (_buffered_stream, _blocks_loop, _gc_pauses):
         timed = check(m)
         if timed is not None:
             findings.append(timed)
@@ -473,6 +486,8 @@ def _churn(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     triples = _paired(m, g)
     if not triples or _cancelled(g) or any(not 0 < c < r for c, _, r in triples):
         return None
+    if left_open(m, g) is not None:
+        return None  # never closed: a leak (`_leak`), not a small pool
     if all(closed is not None and closed == c for c, closed, _ in triples):
         return None  # all closed with the request: a client per request, not a small pool
     low, high = min(c for c, _, _ in triples), max(c for c, _, _ in triples)
@@ -603,4 +618,147 @@ def no_timeout(label: str, hung: dict[str, int], waited: str) -> Finding:
         "costs a bounded wait",
         exact=True,
         short=f"no timeout: {where}",
+    )
+
+
+# ---- causes read off the structure, without `n` (issue 31) ---------------------------------
+
+
+def _sequential_any(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """`sequential` against the path's `n`, else from the waves' routes alone."""
+    return _sequential(m, g, label) or _sequential_run(m, g, label)
+
+
+def one_at_a_time(m: Measurement, g: UpstreamGauges) -> tuple[int, str] | None:
+    """(count, route) of the longest run of consecutive held waves of one call each, all to
+    one route, when it is SEQUENTIAL_MIN_RUN or more (the first such run on a tie), else
+    None: a loop that awaits each call. Calls of different routes in turn are not one (they
+    may be stages that need each other's answers)."""
+    waves, routes = g.waves, m.structure_routes.get(g.name, [])
+    if not waves or len(routes) < sum(waves):
+        return None
+    best, run, route, at = (0, ""), 0, "", 0
+    for size in waves:
+        first = routes[at]
+        at += size
+        if size != 1:
+            run, route = 0, ""
+            continue
+        run, route = (run + 1, route) if run and first == route else (1, first)
+        if run > best[0]:
+            best = (run, route)
+    return best if best[0] >= SEQUENTIAL_MIN_RUN else None
+
+
+def _sequential_run(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    found = one_at_a_time(m, g)
+    if found is None:
+        return None
+    count, route = found
+    assert g.waves is not None  # one_at_a_time read them
+    return Finding(
+        "sequential",
+        f"sequential: {count} calls of {route} made one at a time at {label} (held waves "
+        f"{_waves_text(g.waves)}): each awaited before the next, {count} rounds in turn; if "
+        "the calls do not need each other's answers, gather them (bounded by a semaphore if "
+        "need be) and they take one round",
+        exact=True,
+        short=f"sequential{_tag(m, g.name)}: {count} calls of {route} one at a time",
+    )
+
+
+def left_open(m: Measurement, g: UpstreamGauges) -> tuple[int, int | None] | None:
+    """(new connections per sample at most, connections open at the end, or None when they
+    did not pile up) when every sample after warm-up opened connections and closed none of
+    them by its answer, and either every one stayed open to the end, more after every
+    sample, or every call had a new one (none reused, even by the next request): a client
+    built and never closed. None otherwise, or without the lifetimes (older data)."""
+    triples = _paired(m, g)
+    live = g.live_per_sample
+    if len(triples) < 2 or len(live) != len(g.requests_per_sample) or _cancelled(g):
+        return None
+    if any(c < 1 or closed is None or closed > 0 for c, closed, _ in triples):
+        return None
+    tail = live[-len(triples) :]
+    opened = [c for c, _, _ in triples]
+    if all(tail[i] >= tail[i - 1] + opened[i] for i in range(1, len(tail))):
+        return max(opened), live[-1]
+    if all(c >= r for c, _, r in triples):
+        return max(opened), None  # closed later, by whatever collected the client
+    return None  # some closed later, some reused: a small pool, not a leak
+
+
+def _leak(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """Connections opened in every sample and never closed by the app (`left_open`)."""
+    found = left_open(m, g)
+    if found is None:
+        return None
+    most, still = found
+    if still is not None:
+        how = (
+            f"all left open ({still} open at the end of the measurement, more after every "
+            "sample): a client built and not closed (per request, call or retry attempt)"
+        )
+    else:
+        how = (
+            "none closed by the end of its request nor reused by the next: a client built "
+            "per call and not closed (its connections close only when something collects it)"
+        )
+    return Finding(
+        "connection-leak",
+        f"connection leak: {most} new connections to {label} in every sample for "
+        f"{g.requests} calls, {how}; build one client for the app's lifetime and share it, "
+        "or close each one (`async with httpx.AsyncClient() as client:`)",
+        exact=True,
+        short=f"connection leak{_tag(m, g.name)}: {most} new per sample, never closed",
+    )
+
+
+def _buffered_stream(m: Measurement) -> Finding | None:
+    """A streamed answer that waits for the upstreams' answers before its first byte, when
+    their bytes spread wide enough for an earlier start to matter (BUFFERED_MIN_SPREAD_S,
+    BUFFERED_MIN_SHARE). Calls that end apart: its first byte came after the last one's
+    end in every sample (it waits for every call; one sent as each ends starts at the
+    first's). Calls that end together cannot tell those apart: then its first byte came
+    after the first one's end in every sample (it waits for whole answers, not relaying
+    their pieces)."""
+    first_bytes = m.first_byte_per_sample
+    ups = (
+        m.upstream_first_byte_per_sample,
+        m.upstream_first_end_per_sample,
+        m.upstream_last_byte_per_sample,
+    )
+    if not m.streamed or not ups[2] or any(len(v) != len(first_bytes) for v in ups):
+        return None
+    mine = statistics.median(first_bytes)
+    first, first_end, last = (statistics.median(v) for v in ups)
+    spread = last - first
+    if spread < max(BUFFERED_MIN_SPREAD_S, BUFFERED_MIN_SHARE * mine):
+        return None
+    apart = min(b - a for a, b in zip(ups[1], ups[2], strict=True)) >= BUFFERED_MIN_SPREAD_S
+    waited = ups[2] if apart else ups[1]
+    if any(mine_s < end for mine_s, end in zip(first_bytes, waited, strict=True)):
+        return None
+    if apart:
+        what = (
+            f"after the upstreams' last byte at {_ms(last)}: the answer waits for every call "
+            f"(in every sample; the upstreams' first byte came at {_ms(first)}). If its first "
+            "pieces do not need every answer, send each piece as its call completes "
+            "(asyncio.as_completed)"
+        )
+    else:
+        calls = sum(m.upstream(name).requests for name in m.upstream_names)
+        whose = "the upstream's whole answer" if calls == 1 else "whole upstream answers"
+        what = (
+            f"only once the upstreams' answers had ended ({_ms(first_end)} to {_ms(last)}; "
+            f"their first byte came at {_ms(first)}): the answer waits for {whose} (in every "
+            "sample). If it can, pass their pieces on as they come (stream the upstream "
+            "call and yield each chunk)"
+        )
+    return Finding(
+        "buffered-stream",
+        f"buffered stream: {m.method} {m.path} is streamed, but its first byte came at "
+        f"{_ms(mine)}, {what}: the first byte could come up to {_ms(spread)} sooner",
+        exact=False,
+        short=f"buffered stream: first byte {_ms(mine)}, after the upstreams' {_ms(last)}",
     )

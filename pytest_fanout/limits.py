@@ -117,6 +117,16 @@ ROUTE_KEYS = (
     "burst",
 )
 
+#: Consecutive held waves of one call, all to one route, that make `sequential` without
+#: the user's `n`: a loop (two calls in turn may be dependent stages).
+SEQUENTIAL_MIN_RUN = 3
+#: A streamed answer whose first byte came after the upstreams' last is `buffered-stream`
+#: when the upstreams' bytes spread over at least this long (from their first byte to their
+#: last) and this share of the time to the answer's first byte: less, and it could not have
+#: begun much sooner.
+BUFFERED_MIN_SPREAD_S = 0.01
+BUFFERED_MIN_SHARE = 0.1
+
 # ---- bounds ----------------------------------------------------------------------------------
 
 #: Requests (starts) per second: an open-model arrival rate, a capacity search's rates.

@@ -240,6 +240,17 @@ class Measurement:
     #: Per upstream, each retry of a 429 in the timed samples: [sample index, method,
     #: path, the wait the 429 asked for (s; None: none), the wait the client took (s)].
     upstream_retry_waits: dict[str, list[list[Any]]] = field(default_factory=dict)
+    #: The held probe's calls at each upstream, in arrival order, by route ("GET
+    #: /item/{id}": the stub's route template, or the path with its ids folded): with the
+    #: wave sizes, which route each wave called; {} without a held probe (or older data).
+    structure_routes: dict[str, list[str]] = field(default_factory=dict)
+    #: For a streamed answer: seconds from each sample's send to the upstreams' first byte
+    #: (the earliest call's arrival plus the delay its stub applied before answering), to
+    #: the end of the first call's answer and to their last byte (the last call's answer
+    #: ended), from the stubs' call logs on the same clock; empty when not streamed.
+    upstream_first_byte_per_sample: list[float] = field(default_factory=list)
+    upstream_first_end_per_sample: list[float] = field(default_factory=list)
+    upstream_last_byte_per_sample: list[float] = field(default_factory=list)
 
     @property
     def first_byte_median_s(self) -> float | None:
@@ -635,6 +646,9 @@ class UpstreamGauges:
         )
         total = sum(self.delay_ms_sum_per_sample)
         return total / answered / 1000 if answered > 0 and self.delay_ms_sum_per_sample else None
+    #: Connections to this upstream open when each sample had been answered (every one an
+    #: item call used, from any sample): a client built and never closed makes it grow.
+    live_per_sample: list[int] = field(default_factory=list)
 
     @property
     def orphaned(self) -> int:
@@ -691,6 +705,7 @@ class UpstreamGauges:
             distinct_per_sample=list(data.get("distinct", [])),
             most_retries_per_sample=list(data.get("most_retries", [])),
             delay_ms_sum_per_sample=list(data.get("delay_ms_sum", [])),
+            live_per_sample=[int(v) for v in data.get("connections_live", [])],
             rejected=sum(data.get("rejected", [])),
             errors=sum(data.get("errors", [])),
         )
@@ -710,3 +725,5 @@ GAUGE_KEYS = (
 )
 #: The stub's sum and largest of the delays it applied per sample (ms), for the ideal time.
 DELAY_KEYS = ("delay_ms_sum", "delay_ms_max")
+#: Counters kept when the stub reports them (absent from older stubs): connections open now.
+LIFETIME_KEYS = ("connections_live",)

@@ -378,6 +378,14 @@ class StubUpstreamServer(ServerProcess):
             page = self._checked(response, "requests()")
         return records
 
+    def call_log(self, since: float, until: float) -> list[dict[str, Any]]:
+        """The calls that arrived in [since, until] (time.monotonic(), one clock for every
+        process), in arrival order: arrival_s, answered_s, method, path, route, ... (the
+        stub's call log, `servers/calllog.py`)."""
+        params = {"since": since, "until": until}
+        response = self.control.get(CONTROL_PREFIX + "timeline", params=params)
+        return list(response.raise_for_status().json()["calls"])
+
     def calls(self, method: str | None = None, path: str | None = None) -> CallCount:
         """How many calls of `method path` (a template is fine; None: any) this upstream
         got since the last reset of its recordings: exact, from the stub's own counter."""

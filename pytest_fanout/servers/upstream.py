@@ -757,6 +757,8 @@ class StubUpstream:
             #: Connections first used since the reset that have closed since.
             "connections_closed": self.connections.closed_in_epoch,
             "connections_accepted": self.connections.accepted,
+            #: Connections an item call used that are open now, from any sample.
+            "connections_live": self.connections.live(),
         }
 
 

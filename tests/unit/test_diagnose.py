@@ -355,6 +355,22 @@ def test_the_verdict_does_not_depend_on_the_delay(stall: dict) -> None:
     assert len(verdicts) == 1, verdicts
 
 
+def leaking() -> Measurement:
+    """6 new connections a sample for 18 calls, none ever closed: a client never closed."""
+    m = make(connections=6, requests=18)
+    m.upstream_gauges["upstream"].update(connections_closed=[0] * 3, connections_live=[6, 12, 18])
+    return m
+
+
+def buffered() -> Measurement:
+    """A streamed answer whose first byte came after the upstreams' last one."""
+    m = make()
+    m.streamed, m.first_byte_per_sample = True, [0.913] * 3
+    m.upstream_first_byte_per_sample, m.upstream_last_byte_per_sample = [0.3] * 3, [0.905] * 3
+    m.upstream_first_end_per_sample = [0.5] * 3
+    return m
+
+
 def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
     from pytest_fanout.diagnosis import FAILURE_KINDS, NAMES, no_timeout
 
@@ -371,6 +387,8 @@ def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
         make(peak=1, waves=[50], delay_s=0.0, n=50, concurrency=50, requests=50),
         make(orphaned=3),
         make(after_disconnect=5),
+        leaking(),
+        buffered(),
     ]
     seen = set()
     for m in cases:
