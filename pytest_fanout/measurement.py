@@ -646,6 +646,7 @@ class UpstreamGauges:
         )
         total = sum(self.delay_ms_sum_per_sample)
         return total / answered / 1000 if answered > 0 and self.delay_ms_sum_per_sample else None
+
     #: Connections to this upstream open when each sample had been answered (every one an
     #: item call used, from any sample): a client built and never closed makes it grow.
     live_per_sample: list[int] = field(default_factory=list)
