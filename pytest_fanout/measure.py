@@ -570,6 +570,11 @@ def _measure(
             for key in DELAY_KEYS:
                 if key in stats:  # the delays really applied: the ideal time
                     gauges.setdefault(key, []).append(float(stats[key]))
+            if "limits" in stats:  # the rate limits and caps in force (for messages)
+                result.upstream_limits[name] = stats["limits"]
+            sample = len(result.samples) - 1
+            for wait in stats.get("retry_waits", ()):  # retries of a 429: asked vs waited
+                result.upstream_retry_waits.setdefault(name, []).append([sample, *wait])
         default = next(iter(result.upstream_gauges.values()))
         result.upstream_requests_per_sample.append(default["requests"][-1])
         result.upstream_peak_per_sample.append(default["peak_inflight"][-1])

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pytest_fanout.limits import MAX_DELAY_MS, strict_json_dumps, strict_json_loads
+from pytest_fanout.servers.ratelimit import asked_wait_s
 
 #: Calls kept (the oldest go first).
 DEFAULT_MAX_CALLS = 10_000
@@ -34,7 +35,8 @@ MAX_EXTRA_MS = 10_000.0
 # arrival_s, answered_s (0.0 until answered; the end: the answer's last byte sent or the
 # connection seen closed, whichever first), method, path, route template ("" when no
 # route matched: `select` folds the path's ids then), delay_ms applied, status (0 until
-# answered), digest, answer perturbed, cut (the client went away before the answer).
+# answered), digest, answer perturbed, cut (the client went away before the answer), and
+# the wait (s) a 429 answer asked for (None: not a 429, or it asked for none).
 Call = list[Any]
 #: An ASGI `send`.
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -75,7 +77,7 @@ class CallLog:
         # Python's own hash of the request: compared only within this process (the calls
         # of one request, or of runs a moment apart), where it is stable; cheap.
         digest = hash((method, path, query, body))  # hex when read
-        call = [time.monotonic(), 0.0, method, path, "", 0.0, 0, digest, False, False]
+        call = [time.monotonic(), 0.0, method, path, "", 0.0, 0, digest, False, False, None]
         self.seen += 1
         self.calls.append(call)
         return call
@@ -105,9 +107,11 @@ class CallLog:
         before this one is over in the log, however slowly the bytes go out."""
 
         async def stamped(message: dict[str, Any]) -> None:
-            last = message["type"] == "http.response.body" and not message.get("more_body")
-            if last and not call[1]:  # not when the client went away first (`cut`)
-                call[1] = time.monotonic()
+            if message["type"] == "http.response.body":
+                if not call[1] and not message.get("more_body"):  # not after a `cut`
+                    call[1] = time.monotonic()
+            elif message.get("status") == 429:  # the wait it asks for (retry facts)
+                call[10] = asked_wait_s(message.get("headers", ()))
             await send(message)
 
         return stamped
@@ -208,6 +212,7 @@ class CallLog:
                     "digest": f"{call[7] & 0xFFFFFFFFFFFFFFFF:016x}",
                     "perturbed": call[8],
                     "cut": call[9],
+                    "asked_s": call[10],
                 }
             )
         return out

@@ -24,9 +24,12 @@ from uvicorn.importer import ImportFromStringError, import_from_string
 
 from pytest_fanout.limits import (  # one limit, one list of route keys, one JSON rule
     HTTP_METHODS,
+    MAX_BURST,
     MAX_DELAY_MS,
     ROUTE_KEYS,
+    ConfigError,
     check_headers,
+    check_rate,
     strict_json_dumps,
     strict_json_loads,
 )
@@ -194,6 +197,10 @@ class Route:
     handler: str | None = None
     #: Hold the call until its client goes away (a hung upstream): never answered.
     hang: bool = False
+    #: This route's own rate limit ("5/s"; its calls also take a token of the upstream's)
+    #: and its bucket's size (None: the limit's count over one second).
+    rate_limit: str | None = None
+    burst: int | None = None
     #: A streamed answer (events= or chunks=, paced), or a handler's pace; None otherwise.
     stream: StreamPlan | None = None
     #: Compiled at construction.
@@ -229,6 +236,15 @@ class Route:
         hang = spec.get("hang", False)
         if not isinstance(hang, bool):
             raise RouteError(f"hang={hang!r} must be true or false")
+        rate_limit, burst = spec.get("rate_limit"), spec.get("burst")
+        if burst is not None and (
+            isinstance(burst, bool) or not isinstance(burst, int) or not 0 <= burst <= MAX_BURST
+        ):
+            raise RouteError(f"burst={burst!r} must be a whole number from 0 to {MAX_BURST}")
+        try:
+            check_rate(rate_limit, burst)
+        except ConfigError as exc:
+            raise RouteError(str(exc)) from None
         body = _body(spec)
         try:
             headers = check_headers(spec.get("headers") or {})
@@ -247,6 +263,8 @@ class Route:
             error_rate=error_rate,
             handler=spec.get("handler"),
             hang=hang,
+            rate_limit=rate_limit.strip() if rate_limit else None,
+            burst=burst,
             regex=regex,
             params=params,
         )

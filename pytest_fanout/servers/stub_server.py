@@ -219,7 +219,8 @@ class StubUpstreamServer(ServerProcess):
 
     def configure(self, **changes: Any) -> Behaviour:
         """Change delay_ms, jitter_ms, p99_ms, error_rate, error_status, drop_rate,
-        max_inflight, record_requests, record_body_bytes or seed."""
+        max_inflight, rate_limit ("50/s"), burst, record_requests, record_body_bytes or
+        seed."""
         __tracebackhide__ = True
         try:
             body = strict_json_dumps(changes)
@@ -295,6 +296,8 @@ class StubUpstreamServer(ServerProcess):
         chunk_delay_ms: float | None = None,
         tokens_per_s: float | None = None,
         hang: bool | None = None,
+        rate_limit: str | None = None,
+        burst: int | None = None,
     ) -> None:
         """Answer `method path` (a template: `{name}` matches one segment) with a real answer.
 
@@ -304,7 +307,9 @@ class StubUpstreamServer(ServerProcess):
         `StubResponse` or a `StubStream`. `events` (server-sent events) or
         `chunks` stream the answer: the first after `delay_ms`, then one every
         `chunk_delay_ms` or at `tokens_per_s`. `hang=True` never answers: the call is held
-        until its client goes away (a hung upstream). Settings left None follow the
+        until its client goes away (a hung upstream). `rate_limit` ("5/s", "300/min") and
+        `burst` limit this route's calls (past them: 429 at once, with Retry-After), over
+        the upstream's own limit. Settings left None follow the
         upstream's behaviour.
         Reset after each test; a bad route raises ValueError here, in one line.
         """
@@ -327,6 +332,8 @@ class StubUpstreamServer(ServerProcess):
             chunk_delay_ms=chunk_delay_ms,
             tokens_per_s=tokens_per_s,
             hang=hang,
+            rate_limit=rate_limit,
+            burst=burst,
         )
         if isinstance(body, bytes):  # any bytes, not only UTF-8: sent as base64
             values["body"] = None
