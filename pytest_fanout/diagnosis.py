@@ -57,7 +57,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_fanout.measurement import Measurement, UpstreamGauges, stall_gc_s, stall_held_s
+from pytest_fanout.measurement import (
+    Measurement,
+    RetryWait,
+    UpstreamGauges,
+    stall_gc_s,
+    stall_held_s,
+)
 from pytest_fanout.servers.callstacks import describe_stall, longest_stall
 
 #: Exact kinds first: a timing finding never displaces one of them.
@@ -547,21 +553,23 @@ NO_BACKOFF_S = 0.05
 EARLY_SLACK_S = 0.001
 
 
-def rate_limit_of(m: Measurement, g: Any) -> str:
-    """The rate limit configured on an upstream ("50/s"), or "" (none, or older data)."""
-    text = getattr(g, "rate_limit", "") or ""
-    if not text:
-        limits = getattr(m, "rate_limits", None) or {}
-        text = limits.get(g.name, "") if isinstance(limits, dict) else ""
-    return str(text)
+def rate_limit_of(m: Measurement, g: UpstreamGauges) -> str:
+    """The rate limit in force at an upstream ("50/s"; a route's: "5/s on GET /quote/{i}"),
+    or "" (none, or data saved before rate limits)."""
+    if g.rate_limit:
+        return g.rate_limit
+    for route, limit in sorted(g.route_limits.items()):
+        if limit.get("rate_limit"):
+            return f"{limit['rate_limit']} on {route}"
+    return ""
 
 
-def _retry_waits(g: Any) -> list[Any]:
-    return list(getattr(g, "retry_waits", None) or [])
+def _retry_waits(g: UpstreamGauges) -> list[RetryWait]:
+    return list(g.retry_waits)
 
 
-def _retries(g: Any) -> int:
-    return int(getattr(g, "retries", 0) or 0)
+def _retries(g: UpstreamGauges) -> int:
+    return g.retries
 
 
 def _per_sample(values: list[int], calls: int) -> str:
@@ -571,12 +579,12 @@ def _per_sample(values: list[int], calls: int) -> str:
     return f"{values} of {calls} calls over {len(values)} samples"
 
 
-def _rate_exceeded(m: Measurement, g: Any, label: str, limit: str) -> Finding:
+def _rate_exceeded(m: Measurement, g: UpstreamGauges, label: str, limit: str) -> Finding:
     """An upstream with a rate limit answered 429: the words say what was sent against
     what it allows, and name the semaphore when the held waves show one."""
-    per_sample = list(getattr(g, "rejected_per_sample", None) or []) or [g.rejected]
+    per_sample = list(g.rejected_per_sample) or [g.rejected]
     calls = g.requests
-    burst = getattr(g, "burst", 0)
+    burst = g.limits.get("burst", 0) if g.rate_limit else 0
     allows = f"{limit}" + (f" (burst {burst})" if burst else "")
     waves = g.waves or []
     bounded = len(waves) > 1 and max(waves) > 1 and len(set(waves[:-1])) == 1
@@ -588,7 +596,7 @@ def _rate_exceeded(m: Measurement, g: Any, label: str, limit: str) -> Finding:
         )
     else:
         why = "the service sends faster than the limit"
-    count, _, per = limit.partition("/")
+    count, _, per = limit.split(" ")[0].partition("/")
     return Finding(
         "rate-exceeded",
         f"rate exceeded: {label} allows {allows} and answered 429 to "
@@ -604,24 +612,24 @@ def _period(per: str) -> str:
     return {"s": "1", "min": "60", "m": "60", "h": "3600"}.get(per.strip(), "1")
 
 
-def _no_backoff(wait: Any) -> bool:
-    asked = getattr(wait, "asked_s", None)
-    waited = float(getattr(wait, "waited_s", 0.0))
-    if asked:
-        return waited < NO_BACKOFF_SHARE * float(asked)
-    return waited < NO_BACKOFF_S
+def _samples(count: int) -> str:
+    return f"{count} sample" + ("" if count == 1 else "s")
 
 
-def _early(wait: Any) -> bool:
-    asked = getattr(wait, "asked_s", None)
-    return asked is not None and float(getattr(wait, "waited_s", 0.0)) < asked - EARLY_SLACK_S
+def _no_backoff(wait: RetryWait) -> bool:
+    if wait.asked_s:
+        return wait.waited_s < NO_BACKOFF_SHARE * wait.asked_s
+    return wait.waited_s < NO_BACKOFF_S
 
 
-def _wait_text(waits: list[Any]) -> str:
-    """`within 2 ms of the 429 (it asked for 1000 ms)`, the extremes of a few waits."""
-    waited = [float(getattr(w, "waited_s", 0.0)) for w in waits]
-    asked = [a for a in (getattr(w, "asked_s", None) for w in waits) if a is not None]
-    text = f"within {_ms(max(waited))} of its 429"
+def _early(wait: RetryWait) -> bool:
+    return wait.asked_s is not None and wait.waited_s < wait.asked_s - EARLY_SLACK_S
+
+
+def _wait_text(waits: list[RetryWait]) -> str:
+    """`within 2 ms of its 429 (it asked for 1000 ms)`, the extremes of a few waits."""
+    text = f"within {_ms(max(w.waited_s for w in waits))} of its 429"
+    asked = [w.asked_s for w in waits if w.asked_s is not None]
     if asked:
         low, high = min(asked), max(asked)
         text += (
@@ -630,7 +638,7 @@ def _wait_text(waits: list[Any]) -> str:
     return text
 
 
-def _retry_storm(m: Measurement, g: Any, label: str) -> Finding | None:
+def _retry_storm(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     """Retries sent at once after their 429 or 5xx: most came with no backoff at all."""
     waits, retries = _retry_waits(g), _retries(g)
     if not retries or not waits:
@@ -638,11 +646,11 @@ def _retry_storm(m: Measurement, g: Any, label: str) -> Finding | None:
     hasty = [w for w in waits if _no_backoff(w)]
     if len(hasty) * 2 <= len(waits):
         return None
-    amplification = float(getattr(g, "amplification", 1.0) or 1.0)
+    amplification = g.amplification
     return Finding(
         "retry-storm",
-        f"retry storm: {label} got {retries} retries over {len(g.requests_per_sample)} "
-        f"samples (amplification {amplification:.2f}: {amplification:.2f} calls for each "
+        f"retry storm: {label} got {retries} retries in {_samples(len(g.requests_per_sample))}"
+        f" (amplification {amplification:.2f}: {amplification:.2f} calls for each "
         f"distinct call); {len(hasty)} of them came {_wait_text(hasty)}: no backoff, so a "
         "limited upstream answers them 429 too; wait before retrying (exponential backoff, at "
         "least what Retry-After / retry-after-ms says) and bound the retries",
@@ -651,7 +659,7 @@ def _retry_storm(m: Measurement, g: Any, label: str) -> Finding | None:
     )
 
 
-def _retry_after_ignored(m: Measurement, g: Any, label: str) -> Finding | None:
+def _retry_after_ignored(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     """Retries that waited, but less than their 429 asked for (a storm is said once)."""
     waits = _retry_waits(g)
     early = [w for w in waits if _early(w)]
@@ -659,8 +667,8 @@ def _retry_after_ignored(m: Measurement, g: Any, label: str) -> Finding | None:
         return None
     first = early[0]
     example = (
-        f"{first.method} {first.path} {_ms(float(first.waited_s))} after its 429, which "
-        f"asked for {_ms(float(first.asked_s))}"
+        f"{first.method} {first.path} {_ms(first.waited_s)} after its 429, which "
+        f"asked for {_ms(first.asked_s or 0.0)}"
     )
     return Finding(
         "retry-after-ignored",
@@ -687,44 +695,48 @@ def retry_layers(gaps: list[float]) -> tuple[int, int] | None:
     return None
 
 
-def _calls_retried(waits: list[Any]) -> dict[tuple[Any, ...], list[float]]:
-    """Each retried call (sample, method, path, body) -> the waits between its tries."""
-    calls: dict[tuple[Any, ...], list[float]] = {}
-    for w in waits:
-        key = (
-            getattr(w, "sample", 0),
-            w.method,
-            w.path,
-            getattr(w, "digest", None) or getattr(w, "body", None),
-        )
-        calls.setdefault(key, []).append(float(w.waited_s))
-    return calls
+def _one_call_gaps(g: UpstreamGauges) -> list[float] | None:
+    """The waits between the tries of the most retried call (its retries of a 429, in
+    order), when the stub's retry waits single it out: the only call of its method and
+    path retried that often in its sample; None otherwise."""
+    most = g.most_retries
+    for sample, count in enumerate(g.most_retries_per_sample):
+        if count != most:
+            continue
+        groups: dict[tuple[str, str], list[float]] = {}
+        for w in g.retry_waits:
+            if w.sample == sample:
+                groups.setdefault((w.method, w.path), []).append(w.waited_s)
+        for gaps in groups.values():
+            if len(gaps) == most:
+                return gaps
+    return None
 
 
-def _retry_amplification(m: Measurement, g: Any, label: str) -> Finding | None:
+def _retry_amplification(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     """One call sent more times than one retry layer makes: layers that multiply."""
-    calls = _calls_retried(_retry_waits(g))
-    if not calls:
-        return None
-    key, gaps = max(calls.items(), key=lambda item: len(item[1]))
-    tries = len(gaps) + 1
+    tries = g.most_retries + 1
     if tries <= ONE_LAYER_MAX_TRIES:
         return None
-    layers = retry_layers(gaps)
-    schedule = f"{layers[0]} tries x {layers[1]} attempts, " if layers else ""
-    span = sum(gaps)
-    span_text = f"{span:.0f} s" if span >= 10 else f"{span:.2g} s" if span >= 1 else _ms(span)
-    _, method, path, _ = key
+    gaps = _one_call_gaps(g)
+    layers = retry_layers(gaps) if gaps else None
+    schedule = f": {layers[0]} tries x {layers[1]} attempts" if layers else ""
+    if gaps:
+        span = sum(gaps)
+        span_text = f"{span:.0f} s" if span >= 10 else f"{span:.2g} s" if span >= 1 else _ms(span)
+        schedule += f", {span_text}" if layers else f" over {span_text}"
     layered = (
         "two retry layers multiply (an SDK's own retries inside each attempt of a retry "
         "decorator); keep one layer, or stop the outer one on 429"
         if layers
-        else "more than one retry layer (1 + 3 retries) makes; bound the retries in one place"
+        else f"more than one retry layer makes (1 + {ONE_LAYER_MAX_TRIES - 1} retries); bound "
+        "the retries in one place"
     )
     return Finding(
         "retry-amplification",
-        f"retry amplification: {tries} calls for one: {schedule}{span_text} "
-        f"({method} {path} to {label}): {layered}",
+        f"retry amplification: {tries} calls for one{schedule} to {label} "
+        f"({g.retries} retries in {_samples(len(g.requests_per_sample))}, amplification "
+        f"{g.amplification:.2f}): {layered}",
         exact=True,
         short=f"retry amplification{_tag(m, g.name)}: {tries} calls for one",
     )

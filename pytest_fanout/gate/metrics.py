@@ -222,12 +222,17 @@ def _late(key: str) -> Callable[[Case, Run], Values | None]:
 
 
 def limited_upstreams(record: dict) -> set[str]:
-    """The upstreams a case's record names as rate-limited (`rate_limits`: name -> "50/s",
-    or `max_inflight`); empty for older records and stacks without a limit."""
-    limits = record.get("rate_limits")
+    """The upstreams a case's record names as limited (`upstream_limits`: a rate limit, a
+    route's, or max_inflight); empty for older records and stacks without a limit."""
+    limits = record.get("upstream_limits")
     if not isinstance(limits, dict):
         return set()
-    return {str(name) for name, limit in limits.items() if limit}
+    return {
+        str(name)
+        for name, found in limits.items()
+        if isinstance(found, dict)
+        and (found.get("rate_limit") or found.get("routes") or found.get("max_inflight"))
+    }
 
 
 def _at_limited(key: str) -> Callable[[Case, Run], Values | None]:

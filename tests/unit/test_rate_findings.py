@@ -1,55 +1,55 @@
 """Issue 33's findings on rate-limited upstreams, from the stub's exact facts: rate exceeded,
 a retry storm, Retry-After ignored, and two retry layers that multiply (the schedule read
-off the waits between one call's tries)."""
+off the waits between one call's tries); built Measurements, as a saved run holds them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from pytest_fanout.diagnosis import (
-    KINDS,
-    NAMES,
-    _rate_exceeded,
-    _retry_after_ignored,
-    _retry_amplification,
-    _retry_storm,
-    retry_layers,
-)
+from pytest_fanout.diagnosis import KINDS, NAMES, diagnose, retry_layers
 from pytest_fanout.measurement import Measurement
 
-
-@dataclass(frozen=True)
-class Wait:
-    method: str
-    path: str
-    asked_s: float | None
-    waited_s: float
-    sample: int = 0
+LIMIT = {"max_inflight": 0, "rate_limit": "5/s", "per_s": 5.0, "burst": 5}
 
 
-def facts(**values: Any) -> Any:
-    base = dict(
-        name="quotes",
-        requests_per_sample=[10, 10, 10],
-        rejected=15,
-        rejected_per_sample=[5, 5, 5],
-        waves=None,
-        retries=0,
-        amplification=1.0,
-        retry_waits=[],
-        burst=5,
+def make(
+    *,
+    requests: int = 10,
+    rejected: int = 5,
+    retries: int = 0,
+    distinct: int = 10,
+    most: int = 0,
+    waits: list[list[Any]] | None = None,
+    waves: list[int] | None = None,
+    limits: dict[str, Any] | None = None,
+    samples: int = 3,
+) -> Measurement:
+    gauges = {
+        "requests": [requests] * samples,
+        "peak_inflight": [requests] * samples,
+        "connections": [0] * samples,
+        "rejected": [rejected] * samples,
+        "errors": [0] * samples,
+        "retries": [retries] * samples,
+        "distinct": [distinct] * samples,
+        "most_retries": [most] * samples,
+    }
+    return Measurement(
+        path="/quotes",
+        samples=[0.1] * samples,
+        n=None,
+        concurrency=None,
+        upstream_gauges={"quotes": gauges},
+        structure={"quotes": waves} if waves is not None else {},
+        upstream_limits={"quotes": LIMIT if limits is None else limits},
+        upstream_retry_waits={"quotes": waits or []},
     )
-    base.update(values)
-    gauges = SimpleNamespace(**base)
-    gauges.requests = max(gauges.requests_per_sample)
-    return gauges
 
 
-M = Measurement(path="/quotes", samples=[0.1] * 3, upstream_gauges={"quotes": {}})
+def found(m: Measurement) -> dict[str, str]:
+    return {f.kind: f.message for f in diagnose(m)}
 
 
 def test_every_new_kind_has_its_name_and_a_place_in_the_order() -> None:
@@ -58,51 +58,67 @@ def test_every_new_kind_has_its_name_and_a_place_in_the_order() -> None:
 
 
 def test_a_semaphore_against_a_rate_limit_is_named_with_its_numbers() -> None:
-    found = _rate_exceeded(M, facts(waves=[4, 4, 2]), "the upstream", "5/s")
-    assert found.kind == "rate-exceeded" and found.exact
-    assert found.message == (
+    messages = found(make(waves=[4, 4, 2]))
+    assert "upstream-429" not in messages  # said once, as what it is
+    assert messages["rate-exceeded"] == (
         "rate exceeded: the upstream allows 5/s (burst 5) and answered 429 to 5 of 10 calls "
         "in every sample: the service keeps 4 calls in flight at once (held waves [4, 4, 2]): "
         "a semaphore bounds how many calls are in flight, not how many per second; pace the "
         "calls with a rate limiter (aiolimiter's AsyncLimiter(5, 1))"
     )
-    gathered = _rate_exceeded(M, facts(waves=[10]), "the upstream", "3000/min")
-    assert "semaphore" not in gathered.message
-    assert "sends faster than the limit" in gathered.message
-    assert "AsyncLimiter(3000, 60)" in gathered.message
 
 
-def storm(waited_s: float, asked_s: float | None = 0.2) -> Any:
-    waits = [Wait("GET", f"/quote/{i}", asked_s, waited_s) for i in range(5) for _ in range(3)]
-    return facts(retries=15, amplification=3.0, retry_waits=waits)
+def test_a_gather_against_a_per_minute_limit_names_the_rate_not_a_semaphore() -> None:
+    limits = {"max_inflight": 0, "rate_limit": "3000/min", "per_s": 50.0, "burst": 50}
+    message = found(make(waves=[10], limits=limits))["rate-exceeded"]
+    assert "semaphore" not in message and "sends faster than the limit" in message
+    assert "AsyncLimiter(3000, 60)" in message
+
+
+def test_a_route_limit_is_named_with_its_route() -> None:
+    limits = {"max_inflight": 0, "routes": {"GET /quote/{i}": LIMIT}}
+    message = found(make(limits=limits))["rate-exceeded"]
+    assert message.startswith("rate exceeded: the upstream allows 5/s on GET /quote/{i} and")
+
+
+def test_429s_without_a_limit_stay_upstream_429() -> None:
+    messages = found(make(limits={"max_inflight": 0}))
+    assert "rate-exceeded" not in messages and "upstream-429" in messages
+
+
+def storm(waited_s: float, asked_s: float | None = 0.2) -> Measurement:
+    waits = [
+        [sample, "GET", f"/quote/{i}", asked_s, waited_s]
+        for sample in range(3)
+        for i in range(5)
+        for _ in range(3)
+    ]
+    return make(requests=25, rejected=20, retries=15, distinct=10, most=3, waits=waits)
 
 
 def test_immediate_retries_are_a_storm_and_not_also_retry_after_ignored() -> None:
-    g = storm(0.002)
-    found = _retry_storm(M, g, "'quotes'")
-    assert found is not None and found.kind == "retry-storm"
-    assert "15 retries over 3 samples (amplification 3.00" in found.message
-    assert "15 of them came within 2 ms of its 429 (it asked for 200 ms): no backoff" in (
-        found.message
+    messages = found(storm(0.002))
+    assert messages["retry-storm"].startswith(
+        "retry storm: the upstream got 45 retries in 3 samples (amplification 2.50: 2.50 "
+        "calls for each distinct call); 45 of them came within 2 ms of its 429 (it asked for "
+        "200 ms): no backoff"
     )
-    assert _retry_after_ignored(M, g, "'quotes'") is None
+    assert "retry-after-ignored" not in messages
+    assert "retry-amplification" not in messages  # 4 tries of one call: one layer's worth
 
 
 def test_a_retry_that_waits_less_than_asked_ignores_retry_after() -> None:
-    g = storm(0.1)
-    assert _retry_storm(M, g, "'quotes'") is None
-    found = _retry_after_ignored(M, g, "'quotes'")
-    assert found is not None
-    assert found.message.startswith(
-        "retry-after ignored: 15 of 15 retries to 'quotes' came sooner than the wait their "
+    messages = found(storm(0.1))
+    assert "retry-storm" not in messages
+    assert messages["retry-after-ignored"].startswith(
+        "retry-after ignored: 45 of 45 retries to the upstream came sooner than the wait their "
         "429 asked for (e.g. GET /quote/0 100 ms after its 429, which asked for 200 ms)"
     )
 
 
-def test_retries_that_wait_what_was_asked_are_no_finding() -> None:
-    g = storm(0.2)
-    for check in (_retry_storm, _retry_after_ignored, _retry_amplification):
-        assert check(M, g, "'quotes'") is None
+def test_retries_that_wait_what_was_asked_are_no_retry_finding() -> None:
+    messages = found(storm(0.2))
+    assert not {"retry-storm", "retry-after-ignored", "retry-amplification"} & set(messages)
 
 
 @pytest.mark.parametrize(
@@ -124,14 +140,14 @@ def test_eighteen_calls_for_one_are_named_with_their_schedule() -> None:
     """The issue's labelling backend: tenacity (6 attempts, ~7 s apart) around an OpenAI
     client that tries 3 times (0.5 s, 1 s backoff): 18 calls for one."""
     gaps = [0.5, 1.0, 7.0] * 5 + [0.5, 1.0]
-    waits = [Wait("POST", "/v1/chat/completions", 1.0, gap) for gap in gaps]
-    g = facts(retries=17, amplification=18.0, retry_waits=waits)
-    found = _retry_amplification(M, g, "'openai'")
-    assert found is not None and found.kind == "retry-amplification"
-    assert found.message.startswith(
-        "retry amplification: 18 calls for one: 3 tries x 6 attempts, 44 s "
-        "(POST /v1/chat/completions to 'openai'): two retry layers multiply"
+    waits = [[0, "POST", "/v1/chat/completions", 0.5, gap] for gap in gaps]
+    m = make(requests=18, rejected=18, retries=17, distinct=1, most=17, waits=waits, samples=1)
+    message = found(m)["retry-amplification"]
+    assert message.startswith(
+        "retry amplification: 18 calls for one: 3 tries x 6 attempts, 44 s to the upstream "
+        "(17 retries in 1 sample, amplification 18.00): two retry layers multiply"
     )
-    # One layer's own retries (1 + 3) are not amplification.
-    few = facts(retries=3, retry_waits=waits[:3])
-    assert _retry_amplification(M, few, "'openai'") is None
+    # The same 18 tries, evenly spaced: more than one layer's worth, no schedule to name.
+    even = [[0, "POST", "/v1/chat/completions", 0.5, 0.6] for _ in gaps]
+    m = make(requests=18, rejected=18, retries=17, distinct=1, most=17, waits=even, samples=1)
+    assert "18 calls for one over 10 s to the upstream" in found(m)["retry-amplification"]
