@@ -526,17 +526,18 @@ def _pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
 
 def _rejected(m: Measurement, g: Any, label: str) -> Finding | None:
     limit = rate_limit_of(m, g)
-    if limit:
+    if limit and g.rejected:
         return _rate_exceeded(m, g, label, limit)
-    return _bad_answers(
-        m,
-        g,
-        g.rejected,
-        ("upstream-429", "upstream 429"),
-        f"{label} refused",
+    why = (
         " with 429 (too many in flight): no backpressure? bound the fan-out (a semaphore) or"
-        " retry with backoff",
+        " retry with backoff"
     )
+    if g.limits and not g.max_inflight:  # its own answer: a route's status or a handler
+        why = (
+            " with 429 (its own answer: out of quota, or overloaded): back off as its "
+            "Retry-After says, and bound the retries"
+        )
+    return _bad_answers(m, g, g.rejected, ("upstream-429", "upstream 429"), f"{label} refused", why)
 
 
 # ---- rate limits and retries (issue 33): from the stub's exact facts -----------------

@@ -407,7 +407,7 @@ class StubUpstream:
             answer = self.timeline.shape(call, answer)
         if forced is not None:
             status = int(forced)
-        if status >= 400:
+        if status >= 400 and status != 429:  # a 429 is counted as rejected, not an error
             gauge.errors += 1
         record[STATUS] = status
         if headers is JSON_HEADERS and answer is ITEM_BODY:
@@ -493,7 +493,7 @@ class StubUpstream:
         if not finished:
             gauge.dropped += 1
             return
-        if status >= 400:
+        if status >= 400 and status != 429:  # a 429 is counted as rejected, not an error
             gauge.errors += 1
         record[STATUS] = status
         gauge.completed += 1
