@@ -341,3 +341,141 @@ def assert_cancels_on_disconnect(m: Measurement, upstream: str | None = None) ->
                 "sees its connection go (a call cancelled with its connection left open, as can "
                 "happen in a StreamingResponse's body, still runs to its end there)"
             )
+
+
+# ---- rate limits (issue 33) --------------------------------------------------------------------
+
+#: Retry waits named in a message, at most.
+_WAITS_SHOWN = 5
+
+
+def _limited_upstreams(m: Measurement, upstream: str | None, what: str) -> list[UpstreamGauges]:
+    """The upstreams to judge: the one named, or every one with a rate limit or a
+    max_inflight cap; an error line when there is none (nothing to judge against)."""
+    names = m.upstream_names if upstream is None else [upstream]
+    if not names:
+        raise FanoutAssertionError(f"{what}: {m.path} was measured without upstream gauges")
+    gauges = [m.upstream(name) for name in names]
+    limited = [g for g in gauges if g.limited]
+    if not limited:
+        which = f"upstream {upstream!r} has" if upstream else "no upstream of this stack has"
+        raise FanoutAssertionError(
+            f"{what}: {which} a rate_limit or max_inflight to judge {m.path} against "
+            '(rate_limit = "50/s" in its [tool.fanout.upstreams.NAME] table or marker)'
+        )
+    return limited
+
+
+def _allows(g: UpstreamGauges) -> str:
+    """What the upstream allows, as configured: "50/s", "GET /x 5/s", "5 in flight"."""
+    parts = [g.rate_limit] if g.rate_limit else []
+    parts += [f"{route} {v.get('rate_limit')}" for route, v in g.route_limits.items()]
+    if g.max_inflight:
+        parts.append(f"{g.max_inflight} in flight")
+    return ", ".join(parts)
+
+
+def _bounded_at(g: UpstreamGauges) -> int | None:
+    """The bound of a semaphore (or pool) the evidence shows: the held probe's waves are
+    more than one, each full wave the same size above 1 (or, without a held probe, the
+    timed peak is the same above 1 in every sample); None otherwise."""
+    waves = g.waves
+    if waves:
+        full = waves[:-1]
+        if len(waves) > 1 and waves[0] > 1 and all(w == waves[0] for w in full):
+            return waves[0] if waves[-1] <= waves[0] else None
+        return None
+    peaks = g.peak_per_sample
+    if peaks and peaks[0] > 1 and len(set(peaks)) == 1 and g.requests > peaks[0]:
+        return peaks[0]
+    return None
+
+
+def _limiter(g: UpstreamGauges) -> str:
+    """aiolimiter's limiter for the upstream's rate: AsyncLimiter(count, seconds)."""
+    text = g.rate_limit or next(iter(g.route_limits.values()), {}).get("rate_limit", "")
+    count, _, unit = str(text).partition("/")
+    seconds = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600}.get(unit.strip(), 1)
+    return f"aiolimiter's AsyncLimiter({count.strip() or 1}, {seconds})"
+
+
+def assert_within_limits(m: Measurement, upstream: str | None = None) -> None:
+    """No call to a rate-limited (or max_inflight) upstream was answered 429, at every
+    such upstream or the one named: the service sent no more than the upstream allows.
+    The message says what it sent (calls per second, at once, how long each took)
+    against what the upstream allows, and what bounds a rate."""
+    __tracebackhide__ = True
+    for g in _limited_upstreams(m, upstream, "assert_within_limits"):
+        if not g.rejected:
+            continue
+        calls = sum(g.requests_per_sample)
+        at_once = g.structure_peak if g.structure_peak is not None else g.peak_inflight
+        latency = g.mean_latency_s
+        rate = g.calls_per_s
+        if rate is None and latency:
+            rate = at_once / latency
+        sent = f"sent up to {rate:.0f} calls/s" if rate is not None else "sent"
+        shape = f"{at_once} at once" + (f", {_ms(latency)} each" if latency else "")
+        retried = f", {g.retries} of them retries" if g.retries else ""
+        head = (
+            f"{m.method} {m.path} {sent} ({shape}) to {g.name!r}, which allows {_allows(g)}: "
+            f"{g.rejected} of {calls} answered 429{retried}"
+        )
+        bound = _bounded_at(g)
+        if not g.rate_limit and not g.route_limits:
+            advice = (
+                f"at most {g.max_inflight} may be in flight at once: bound the calls with "
+                f"asyncio.Semaphore({g.max_inflight})"
+            )
+        elif bound is not None:
+            advice = (
+                f"its calls are bounded at {bound} in flight; a semaphore bounds how many "
+                "calls are in flight, not how many per second: use a rate limiter "
+                f"({_limiter(g)})"
+            )
+        else:
+            advice = (
+                f"it sent them faster than {_allows(g)} allows: pace them with a rate limiter "
+                f"({_limiter(g)}), and retry a 429 after the Retry-After it gives"
+            )
+        per = f" (per sample: {g.rejected_per_sample})" if len(g.rejected_per_sample) > 1 else ""
+        raise FanoutAssertionError(f"{head}{per}. {advice}")
+
+
+def _wait(seconds: float | None) -> str:
+    return "no wait" if seconds is None else _ms(seconds)
+
+
+def assert_backs_off(m: Measurement, upstream: str | None = None, max_retries: int = 3) -> None:
+    """Every retry of a 429 came no sooner than the shortest wait the 429 asked for
+    (retry-after-ms when given, else Retry-After), and no call was retried more than
+    `max_retries` times, at every rate-limited upstream or the one named."""
+    __tracebackhide__ = True
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+    label = f"{m.method} {m.path}"
+    for g in _limited_upstreams(m, upstream, "assert_backs_off"):
+        early = [w for w in g.retry_waits if w.early]
+        problems = []
+        if early:
+            shown = "; ".join(
+                f"{w.method} {w.path} after {_wait(w.waited_s)} (asked {_wait(w.asked_s)})"
+                for w in early[:_WAITS_SHOWN]
+            )
+            more = f"; and {len(early) - _WAITS_SHOWN} more" if len(early) > _WAITS_SHOWN else ""
+            problems.append(
+                f"{len(early)} of {len(g.retry_waits)} retries of a 429 came before the wait "
+                f"it asked for: {shown}{more}"
+            )
+        if g.most_retries > max_retries:
+            problems.append(
+                f"one call was retried {g.most_retries} times (max_retries={max_retries}); "
+                f"{g.retries} retries in all, {g.amplification:.2f} calls per distinct call"
+            )
+        if problems:
+            raise FanoutAssertionError(
+                f"{label} did not back off at {g.name!r} ({_allows(g)}): "
+                + "; ".join(problems)
+                + ". Wait at least the Retry-After (or retry-after-ms) a 429 gives before "
+                "retrying it, and bound the retries"
+            )

@@ -179,6 +179,10 @@ class Fanout:
 
     assert_no_orphans = staticmethod(assertions.assert_no_orphans)
     assert_cancels_on_disconnect = staticmethod(assertions.assert_cancels_on_disconnect)
+    assert_within_limits = staticmethod(assertions.assert_within_limits)
+    """No call to a rate-limited (or max_inflight) upstream was answered 429."""
+    assert_backs_off = staticmethod(assertions.assert_backs_off)
+    """Every retry of a 429 waited what it asked for; at most `max_retries` per call."""
 
     def diagnose(self, m: Measurement) -> list[Finding]:
         """What is wrong with `m`'s fan-out, most important first ([] when healthy)."""

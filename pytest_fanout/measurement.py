@@ -494,6 +494,11 @@ class FanoutWarning(UserWarning):
     """Something that makes a measurement less than clean, said in one line."""
 
 
+#: A retry that came this much before the wait asked for is not early: a client's timer
+#: and the stub's stamp may differ by a clock tick, and retry-after-ms is rounded up.
+_WAIT_SLACK_S = 0.001
+
+
 @dataclass(frozen=True)
 class RetryWait:
     """One retry of a call answered 429: how long after the 429 it came (`waited_s`) and
@@ -509,7 +514,7 @@ class RetryWait:
     @property
     def early(self) -> bool:
         """It came before the wait asked for."""
-        return self.asked_s is not None and self.waited_s < self.asked_s
+        return self.asked_s is not None and self.waited_s + _WAIT_SLACK_S < self.asked_s
 
 
 @dataclass

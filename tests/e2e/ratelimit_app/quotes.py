@@ -1,151 +1,75 @@
-"""A user's async service (FastAPI) that fans out to a rate-limited quotes API and to an
-OpenAI-compatible API, each route written the way its users write it.
-
-- `GET /semaphore/{n}`: `asyncio.Semaphore(4)` around a gather: bounds calls in flight,
-  not calls per second;
-- `GET /limiter/{n}`: aiolimiter's `AsyncLimiter(4, 1)` around a gather: 4 calls a second,
-  under a 5/s limit;
-- `GET /retry-now/{n}`: retries a 429 at once, up to 3 times (a retry storm);
-- `GET /retry-after/{n}`: retries a 429 after the wait it asks for (`retry-after-ms`,
-  else `Retry-After`);
-- `POST /ask/{n}`: n questions at once through `AsyncOpenAI(max_retries=2)`, which reads
-  `retry-after-ms` and backs off by itself;
-- `POST /ask-tenacity`: one question, tenacity's `@retry` (3 attempts) around the same
-  SDK call, which retries twice itself: the layers multiply.
-
-Each route answers 200 with what it got: {"ok": ..., "failed": ...}.
-"""
-
-from __future__ import annotations
+"""A quotes service that fans out to a rate-limited upstream, written four ways: a plain
+gather, a semaphore, retries at once on 429, and retries after the wait the 429 asks for
+(its whole-second Retry-After). Every route answers 200 with the statuses it got."""
 
 import asyncio
 import os
+from collections import Counter
 from contextlib import asynccontextmanager
 
 import httpx
-import openai
-from aiolimiter import AsyncLimiter
 from fastapi import FastAPI
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-QUOTES_URL = os.environ["QUOTES_URL"]
-#: The service's own limits, as its authors chose them.
-SEMAPHORE = 4
-LIMITER = AsyncLimiter(4, 1)
-RETRIES = 3
-#: tenacity's attempts and wait between them (kept short for the tests).
-ATTEMPTS = 3
-ATTEMPT_WAIT_S = 0.1
+QUOTES = os.environ["FANOUT_UPSTREAM_URL"]
+TRIES = 4  # one call and at most 3 retries
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    async with (
-        httpx.AsyncClient(base_url=QUOTES_URL, timeout=10) as quotes,
-        openai.AsyncOpenAI(max_retries=2, timeout=10) as llm,
-    ):
-        app.state.quotes, app.state.llm = quotes, llm
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(base_url=QUOTES, limits=limits, timeout=60) as app.state.http:
         yield
 
 
 app = FastAPI(lifespan=lifespan)
 
 
-def tally(statuses: list[int]) -> dict[str, int]:
-    ok = sum(1 for s in statuses if s == 200)
-    return {"ok": ok, "failed": len(statuses) - ok}
+async def _once(i: int) -> int:
+    return (await app.state.http.get(f"/quote/{i}")).status_code
 
 
-async def quote(i: int) -> int:
-    return (await app.state.quotes.get(f"/quote/{i}")).status_code
+async def _retry_now(i: int) -> int:
+    for _ in range(TRIES):
+        status = await _once(i)
+        if status != 429:
+            break
+    return status
+
+
+async def _retry_after(i: int) -> int:
+    for _ in range(TRIES):
+        answer = await app.state.http.get(f"/quote/{i}")
+        if answer.status_code != 429:
+            break
+        await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+    return answer.status_code
+
+
+def _counted(statuses: list[int]) -> dict[str, int]:
+    return {str(k): v for k, v in sorted(Counter(statuses).items())}
+
+
+@app.get("/gather/{n}")
+async def gather(n: int) -> dict:
+    return _counted(await asyncio.gather(*(_once(i) for i in range(n))))
 
 
 @app.get("/semaphore/{n}")
-async def semaphore(n: int) -> dict[str, int]:
-    bound = asyncio.Semaphore(SEMAPHORE)
+async def semaphore(n: int) -> dict:
+    bound = asyncio.Semaphore(5)
 
-    async def one(i: int) -> int:
+    async def call(i: int) -> int:
         async with bound:
-            return await quote(i)
+            return await _once(i)
 
-    return tally(await asyncio.gather(*(one(i) for i in range(n))))
-
-
-@app.get("/limiter/{n}")
-async def limiter(n: int) -> dict[str, int]:
-    async def one(i: int) -> int:
-        async with LIMITER:
-            return await quote(i)
-
-    return tally(await asyncio.gather(*(one(i) for i in range(n))))
+    return _counted(await asyncio.gather(*(call(i) for i in range(n))))
 
 
 @app.get("/retry-now/{n}")
-async def retry_now(n: int) -> dict[str, int]:
-    async def one(i: int) -> int:
-        status = await quote(i)
-        for _ in range(RETRIES):
-            if status != 429:
-                break
-            status = await quote(i)
-        return status
-
-    return tally(await asyncio.gather(*(one(i) for i in range(n))))
-
-
-def asked_wait_s(response: httpx.Response) -> float:
-    """The wait a 429 asks for: retry-after-ms (OpenAI's), else Retry-After (seconds)."""
-    if "retry-after-ms" in response.headers:
-        return float(response.headers["retry-after-ms"]) / 1000
-    return float(response.headers.get("retry-after", "1"))
+async def retry_now(n: int) -> dict:
+    return _counted(await asyncio.gather(*(_retry_now(i) for i in range(n))))
 
 
 @app.get("/retry-after/{n}")
-async def retry_after(n: int) -> dict[str, int]:
-    async def one(i: int) -> int:
-        response = await app.state.quotes.get(f"/quote/{i}")
-        for _ in range(RETRIES):
-            if response.status_code != 429:
-                break
-            await asyncio.sleep(asked_wait_s(response))
-            response = await app.state.quotes.get(f"/quote/{i}")
-        return response.status_code
-
-    return tally(await asyncio.gather(*(one(i) for i in range(n))))
-
-
-async def ask(question: str) -> int:
-    try:
-        await app.state.llm.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": question}]
-        )
-    except openai.RateLimitError:
-        return 429
-    return 200
-
-
-@app.post("/ask/{n}")
-async def ask_many(n: int) -> dict[str, int]:
-    return tally(await asyncio.gather(*(ask(f"question {i}") for i in range(n))))
-
-
-@retry(
-    stop=stop_after_attempt(ATTEMPTS),
-    wait=wait_fixed(ATTEMPT_WAIT_S),
-    retry=retry_if_exception_type(openai.RateLimitError),
-    reraise=True,
-)
-async def label(text: str) -> str:
-    answer = await app.state.llm.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": f"label this: {text}"}]
-    )
-    return answer.choices[0].message.content
-
-
-@app.post("/ask-tenacity")
-async def ask_tenacity() -> dict[str, int]:
-    try:
-        await label("a review")
-    except openai.RateLimitError:
-        return tally([429])
-    return tally([200])
+async def retry_after(n: int) -> dict:
+    return _counted(await asyncio.gather(*(_retry_after(i) for i in range(n))))
