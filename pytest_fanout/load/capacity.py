@@ -44,6 +44,7 @@ __all__ = [
     "host_problem",
     "limit_caps",
     "limit_note",
+    "load_limit_lines",
     "path_problem",
     "pool_size",
     "run_step",
@@ -183,15 +184,22 @@ class LimitCap:
     calls_per_request: float
 
     @property
+    def calls(self) -> float:
+        """Calls per request, a whole number when within 5% of one (requests cut off as a
+        run ends made some calls no request was counted for)."""
+        calls = self.calls_per_request
+        whole = round(calls)
+        return float(whole) if whole and abs(calls - whole) <= 0.05 * whole else calls
+
+    @property
     def cap_rps(self) -> float:
-        return self.per_s / self.calls_per_request
+        return self.per_s / self.calls
 
     def times(self) -> str:
         """`once`, `twice`, `3 times`, `1.5 times on average`."""
-        calls = self.calls_per_request
-        if abs(calls - round(calls)) < 0.05:
-            whole = round(calls)
-            return {1: "once", 2: "twice"}.get(whole, f"{whole} times")
+        calls = self.calls
+        if calls.is_integer():
+            return {1: "once", 2: "twice"}.get(int(calls), f"{calls:.0f} times")
         return f"{calls:.2g} times on average"
 
 
@@ -236,6 +244,27 @@ def limit_note(result: CapacityResult, caps: list[LimitCap]) -> str:
         f"capacity {found:g} req/s: upstream {cap.upstream!r} allows {cap.limit} and each "
         f"request calls it {cap.times()} (at most {cap.cap_rps:.3g} req/s)"
     )
+
+
+def load_limit_lines(stats: dict[str, dict[str, Any]], requests: int, rps: float) -> list[str]:
+    """After a Locust run on the embedded stack: for each stub with a rate limit (`stats`:
+    name -> the stub's stats, with its `limits`), a line naming the cap its limit puts on
+    the service, when it refused calls or the run came within `CAP_SHARE` of the cap."""
+    lines = []
+    for name, found in stats.items():
+        calls, rejected = int(found.get("requests", 0)), int(found.get("rejected", 0))
+        caps = limit_caps({name: found.get("limits", {})}, {name: calls}, requests)
+        if not caps:
+            continue
+        cap = caps[0]
+        if not rejected and rps < CAP_SHARE * cap.cap_rps:
+            continue
+        refused = f"answered 429 to {rejected} of {calls} calls; " if rejected else ""
+        lines.append(
+            f"fanout: upstream {name!r} {refused}it allows {cap.limit} and each request calls "
+            f"it {cap.times()}: at most {cap.cap_rps:.3g} req/s here (this run: {rps:.3g}/s)"
+        )
+    return lines
 
 
 def _round_rate(rate: float) -> float:

@@ -214,3 +214,19 @@ def test_a_rate_limit_that_caps_the_capacity_is_named() -> None:
     low = search("/q", slow.step, SLO, budget_s=600, settings=SETTINGS, clock=slow.clock)
     assert limit_note(low, caps) == ""
     assert limit_note(result, []) == ""
+
+
+def test_after_a_locust_run_a_limit_that_refused_calls_is_named() -> None:
+    from pytest_fanout.load.capacity import load_limit_lines
+
+    limits = {"max_inflight": 0, "rate_limit": "50/s", "per_s": 50.0, "burst": 50}
+    stats = {
+        "quotes": {"requests": 1200, "rejected": 212, "limits": limits},
+        "free": {"requests": 600, "rejected": 0, "limits": {"max_inflight": 0}},
+    }
+    assert load_limit_lines(stats, 600, 60.0) == [
+        "fanout: upstream 'quotes' answered 429 to 212 of 1200 calls; it allows 50/s and each "
+        "request calls it twice: at most 25 req/s here (this run: 60/s)"
+    ]
+    calm = {"quotes": {"requests": 100, "rejected": 0, "limits": limits}}
+    assert load_limit_lines(calm, 100, 5.0) == []  # far from the cap, nothing refused
