@@ -92,7 +92,9 @@ class Gauge:
     inflight: int = 0
     peak_inflight: int = 0
     completed: int = 0
+    #: Answers with an error status, 429 aside.
     errors: int = 0
+    #: Every 429, whatever answered it: the rate limit, max_inflight, a route, a handler.
     rejected: int = 0
     dropped: int = 0
     #: Calls whose client went away before its body ended (no answer, never a 200).
@@ -407,7 +409,7 @@ class StubUpstream:
             answer = self.timeline.shape(call, answer)
         if forced is not None:
             status = int(forced)
-        if status >= 400 and status != 429:  # a 429 is counted as rejected, not an error
+        if status >= 400 and status != 429:  # a 429 counts as rejected (`_item`)
             gauge.errors += 1
         record[STATUS] = status
         if headers is JSON_HEADERS and answer is ITEM_BODY:
@@ -493,7 +495,7 @@ class StubUpstream:
         if not finished:
             gauge.dropped += 1
             return
-        if status >= 400 and status != 429:  # a 429 is counted as rejected, not an error
+        if status >= 400 and status != 429:  # a 429 counts as rejected (`_item`)
             gauge.errors += 1
         record[STATUS] = status
         gauge.completed += 1

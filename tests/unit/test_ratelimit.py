@@ -17,7 +17,7 @@ from pytest_fanout.servers.ratelimit import (
     reset_text,
 )
 from pytest_fanout.servers.upstream import StubUpstream
-from pytest_fanout.spec import SpecError, StackSpec, UpstreamSpec, check_route
+from pytest_fanout.spec import SpecError, StackSpec, UpstreamSpec, check_route, read_config
 
 
 @pytest.mark.parametrize(
@@ -269,6 +269,36 @@ def test_spec_rate_limit_default_and_upstream_override() -> None:
     )
     with pytest.raises(SpecError, match=r"^\[tool.fanout.upstreams.q\]: rate_limit='fast'"):
         bad.check()
+
+
+def test_toml_tables_and_routes_take_a_rate_limit(tmp_path) -> None:
+    config = tmp_path / "pyproject.toml"
+    config.write_text(
+        """
+[tool.fanout]
+rate_limit = "100/s"
+
+[tool.fanout.upstreams.quotes]
+env = "QUOTES_URL"
+rate_limit = "3000/min"
+burst = 10
+routes = [{ method = "GET", path = "/q/{i}", rate_limit = "5/s" }]
+
+[tool.fanout.upstreams.other]
+env = "OTHER_URL"
+"""
+    )
+    spec = read_config(config).check()
+    behaviours = spec.behaviours()
+    assert (behaviours["quotes"].rate_limit, behaviours["quotes"].burst) == ("3000/min", 10)
+    assert behaviours["other"].rate_limit == "100/s"
+    assert spec.routes()["quotes"][0]["rate_limit"] == "5/s"
+    config.write_text(
+        '[tool.fanout.upstreams.q]\nenv = "Q_URL"\nroutes = [{ method = "GET", path = "/x",'
+        ' rate_limit = "-1/s" }]\n'
+    )
+    with pytest.raises(SpecError, match=r"routes\[0\]: rate_limit='-1/s' must allow at least"):
+        read_config(config)
 
 
 def run(coro):
