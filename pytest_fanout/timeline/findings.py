@@ -5,7 +5,8 @@
   started after an identical call was answered 429 or 5xx, or cut off) is not one:
   no cache saves it (diagnosis.py judges retries: `retry-storm`, ...);
 - `paid-repeatedly`: an upstream waited for in several rounds one after the
-  other: up to all but the longest round is at stake if they went together;
+  other: up to all but the longest round is at stake if they went together (retries
+  left out);
 - `sequential-calls`: a call to another upstream that started only after the
   previous group ended. Both halves are tested, not guessed (`independence`):
   does it wait (slowed, does the first group move the second's start?), and
@@ -106,10 +107,13 @@ def repeated_calls(waterfall: Waterfall) -> list[TimelineFinding]:
 
 
 def paid_repeatedly(waterfall: Waterfall) -> list[TimelineFinding]:
-    """Upstreams the request waited for in more than one round, one after the other."""
+    """Upstreams the request waited for in more than one round, one after the other (a
+    retry of a failed call is not a round that could have gone with the others)."""
     findings = []
+    timeline = waterfall.timeline
+    retried = {id(c) for c in retries_of(timeline.calls, timeline.duration_s)}
     for upstream in waterfall.upstreams:
-        mine = [c for c in waterfall.timeline.calls if c.upstream == upstream]
+        mine = [c for c in timeline.calls if c.upstream == upstream and id(c) not in retried]
         spans = rounds(mine)
         if len(spans) < 2:
             continue

@@ -7,6 +7,7 @@ within a sample and every count is exact):
 - a semaphore (a thread pool in the sync service) is not a rate limit: caught, named;
 - aiolimiter's AsyncLimiter under the limit: no 429;
 - retries at once: a retry storm, caught;
+- retries after a fixed backoff shorter than the 429 asks for: Retry-After ignored, caught;
 - retries after the wait the 429 asks for: they pass;
 - the OpenAI SDK (`max_retries=2`) backs off by itself (retry-after-ms): passes, its retry
   counted;
@@ -27,6 +28,8 @@ from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
+from pytest_fanout.timeline.findings import static_findings
+from pytest_fanout.timeline.session import waterfall_of
 from tests.helpers import measure_stack
 
 APP_DIR = Path(__file__).parent / "ratelimit_app"
@@ -134,6 +137,28 @@ def test_retries_at_once_are_a_storm(stack: Stack, client: httpx2.Client) -> Non
         assert_backs_off(m)
 
 
+def test_a_fixed_backoff_shorter_than_asked_ignores_retry_after(
+    stack: Stack, client: httpx2.Client
+) -> None:
+    """4 calls at once against 1/s (burst 3): one refused, asked to wait ~1 s, retried 3
+    times 150 ms apart, and refused each time."""
+    stack.upstreams["quotes"].configure(rate_limit="1/s", burst=3)
+    m = take(stack, client, "/retry-soon/4")
+    g = m.upstream("quotes")
+    assert g.requests_per_sample == [7] * SAMPLES
+    assert g.rejected_per_sample == [4] * SAMPLES
+    assert g.retries_per_sample == [3] * SAMPLES
+    assert len(g.retry_waits) == 3 * SAMPLES and all(w.early for w in g.retry_waits)
+    found = kinds(m)
+    assert found["retry-after-ignored"].startswith(
+        f"retry-after ignored: {3 * SAMPLES} of {3 * SAMPLES} retries to upstream 'quotes' "
+        "came sooner than the wait their 429 asked for (e.g. GET /quote/"
+    )
+    assert "retry-storm" not in found and "retry-amplification" not in found
+    with pytest.raises(FanoutAssertionError, match="retries of a 429 came before the wait"):
+        assert_backs_off(m)
+
+
 def test_retries_after_the_asked_wait_pass(stack: Stack, client: httpx2.Client) -> None:
     """4 calls at once against 5/s (burst 3): one refused, retried after retry-after-ms
     (~200 ms), when the bucket has its token again."""
@@ -191,3 +216,8 @@ def test_tenacity_around_the_sdk_multiplies_the_retries(
     assert found["upstream-429"].startswith("upstream 429: upstream 'openai' refused 18 of 18")
     assert "upstream-errors" not in found and "rate-exceeded" not in found
     assert not {"retry-storm", "retry-after-ignored"} & set(found)
+    # The waterfall sees the 9 identical calls; retries of a 429 are no cache's to save.
+    waterfall = waterfall_of(m, stack.upstreams)
+    assert len(waterfall.timeline.calls) == 9
+    assert len({c.digest for c in waterfall.timeline.calls}) == 1
+    assert not {"repeated-call", "paid-repeatedly"} & {f.kind for f in static_findings(waterfall)}

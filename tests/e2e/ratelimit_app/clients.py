@@ -6,6 +6,7 @@ OpenAI-compatible API, each route written the way its users write it.
 - `GET /limiter/{n}`: aiolimiter's `AsyncLimiter(4, 1)` around a gather: 4 calls a second,
   under a 5/s limit;
 - `GET /retry-now/{n}`: retries a 429 at once, up to 3 times (a retry storm);
+- `GET /retry-soon/{n}`: retries a 429 after a fixed 150 ms, whatever it asks for;
 - `GET /retry-after/{n}`: retries a 429 after the wait it asks for (`retry-after-ms`,
   else `Retry-After`);
 - `POST /ask/{n}`: n questions at once through `AsyncOpenAI(max_retries=2)`, which reads
@@ -37,6 +38,7 @@ RATE = int(os.environ.get("QUOTES_RATE_PER_S", "4"))
 LIMITER = AsyncLimiter(RATE, 1)
 LLM_LIMITER = AsyncLimiter(RATE, 1)
 RETRIES = 3
+FIXED_BACKOFF_S = 0.15
 #: tenacity's attempts and wait between them (kept short for the tests).
 ATTEMPTS = 3
 ATTEMPT_WAIT_S = 0.1
@@ -91,6 +93,22 @@ async def retry_now(n: int) -> dict[str, int]:
         for _ in range(RETRIES):
             if status != 429:
                 break
+            status = await quote(i)
+        return status
+
+    return tally(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+@app.get("/retry-soon/{n}")
+async def retry_soon(n: int) -> dict[str, int]:
+    """A fixed backoff that never reads the 429's Retry-After."""
+
+    async def one(i: int) -> int:
+        status = await quote(i)
+        for _ in range(RETRIES):
+            if status != 429:
+                break
+            await asyncio.sleep(FIXED_BACKOFF_S)
             status = await quote(i)
         return status
 

@@ -3,6 +3,7 @@
 - `GET /pool/{n}`: a `ThreadPoolExecutor(max_workers=4)` over `requests`: 4 calls in
   flight, not 4 a second;
 - `GET /retry-now/{n}`: retries a 429 at once, up to 3 times (a retry storm);
+- `GET /retry-soon/{n}`: retries a 429 after a fixed 150 ms, whatever it asks for;
 - `GET /retry-after/{n}`: retries a 429 after `retry-after-ms` (else `Retry-After`);
 - `POST /ask-tenacity`: tenacity's `@retry` (3 attempts) around `OpenAI(max_retries=2)`.
 """
@@ -21,6 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 QUOTES_URL = os.environ["QUOTES_URL"]
 WORKERS = 4
 RETRIES = 3
+FIXED_BACKOFF_S = 0.15
 ATTEMPTS = 3
 ATTEMPT_WAIT_S = 0.1
 
@@ -56,6 +58,23 @@ def retrying_now(i: int) -> int:
 def retry_now(n: int) -> dict[str, int]:
     with ThreadPoolExecutor(max_workers=n) as executor:
         return tally(list(executor.map(retrying_now, range(n))))
+
+
+def retrying_soon(i: int) -> int:
+    """A fixed backoff that never reads the 429's Retry-After."""
+    response = get(i)
+    for _ in range(RETRIES):
+        if response.status_code != 429:
+            break
+        time.sleep(FIXED_BACKOFF_S)
+        response = get(i)
+    return response.status_code
+
+
+@app.get("/retry-soon/<int:n>")
+def retry_soon(n: int) -> dict[str, int]:
+    with ThreadPoolExecutor(max_workers=n) as executor:
+        return tally(list(executor.map(retrying_soon, range(n))))
 
 
 def asked_wait_s(response: requests.Response) -> float:
