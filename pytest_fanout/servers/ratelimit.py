@@ -26,8 +26,8 @@ from pytest_fanout.limits import default_burst, parse_rate
 #: Distinct calls `Repeats` follows in one epoch (a sample); past it a new call counts as
 #: distinct without being followed (`untracked`), so memory stays bounded under Locust.
 MAX_TRACKED = 20_000
-#: A token, less the float error of adding its refill in pieces.
-_WHOLE = 1.0 - 1e-9
+#: The float error allowed in adding refill intervals one by one (a share of one).
+_EPSILON = 1e-9
 #: Retry waits kept per epoch (the count of retries stays exact past it).
 MAX_WAITS = 1_000
 
@@ -50,9 +50,10 @@ def asked_wait_s(headers: Iterable[tuple[bytes, bytes]]) -> float | None:
 
 def reset_text(seconds: float) -> str:
     """A wait as OpenAI's `x-ratelimit-reset-requests` writes it: "20ms", "1s", "6m0s"."""
-    if seconds < 1:
-        return f"{max(1, math.ceil(seconds * 1000))}ms"
-    whole = math.ceil(seconds)
+    ms = max(1, math.ceil(seconds * 1000 - 1e-6))  # 0.9999999 s is "1s", not "1000ms"
+    if ms < 1000:
+        return f"{ms}ms"
+    whole = math.ceil(ms / 1000)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -61,9 +62,14 @@ def reset_text(seconds: float) -> str:
 
 
 class TokenBucket:
-    """`burst` tokens, refilled at `count` per `per_s` seconds; `take()` is O(1)."""
+    """`burst` tokens, refilled at `count` per `per_s` seconds; `take()` is O(1).
 
-    __slots__ = ("burst", "clock", "count", "rate", "stamp", "text", "tokens")
+    Kept as the time the bucket is full again (`due`, the generic cell rate algorithm):
+    a call may go when `due` is at most `burst - 1` refill intervals ahead of now, and
+    moves it one interval on. The same answers as counting tokens, in fewer steps on
+    the stub's hot path."""
+
+    __slots__ = ("burst", "clock", "count", "due", "interval", "rate", "slack", "text")
 
     def __init__(
         self, text: str, burst: int = 0, clock: Callable[[], float] = time.monotonic
@@ -71,36 +77,43 @@ class TokenBucket:
         self.text = text
         self.count, per_s = parse_rate(text)
         self.rate = self.count / per_s
+        self.interval = per_s / self.count
         self.burst = burst or default_burst(self.count, per_s)
+        #: How far ahead of now `due` may be for a call to go: burst - 1 intervals, and a
+        #: hair more for the float error of adding intervals one by one.
+        self.slack = (self.burst - 1) * self.interval + self.interval * _EPSILON
         self.clock = clock
-        self.tokens = float(self.burst)
-        self.stamp = clock()
+        self.due = clock()
 
     def take(self) -> float:
         """Take a token: 0.0 when there was one, else the seconds until there is."""
         now = self.clock()
-        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if tokens >= _WHOLE:
-            self.tokens = max(0.0, tokens - 1.0)
-            return 0.0
-        self.tokens = tokens
-        return (1.0 - tokens) / self.rate
+        due = self.due if self.due > now else now
+        ahead = due - now
+        if ahead > self.slack:
+            return ahead - self.slack + self.interval * _EPSILON
+        self.due = due + self.interval
+        return 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Tokens left now (whole ones)."""
+        ahead = max(self.due - self.clock(), 0.0)
+        return max(0, min(self.burst, math.floor((self.slack - ahead) / self.interval) + 1))
 
     def refill(self) -> None:
         """Full again (a new sample starts alike)."""
-        self.tokens = float(self.burst)
-        self.stamp = self.clock()
+        self.due = self.clock()
 
     def headers(self, wait_s: float) -> list[tuple[bytes, bytes]]:
         """A 429's headers: Retry-After in whole seconds (at least 1), retry-after-ms, and
         the limit, what remains and when the bucket is full again (OpenAI's shapes)."""
-        full_s = (self.burst - self.tokens) / self.rate
+        full_s = max(self.due - self.clock(), 0.0)
         return [
             (b"retry-after", str(max(1, math.ceil(wait_s))).encode()),
             (b"retry-after-ms", str(max(1, math.ceil(wait_s * 1000))).encode()),
             (b"x-ratelimit-limit-requests", str(self.count).encode()),
-            (b"x-ratelimit-remaining-requests", str(int(self.tokens)).encode()),
+            (b"x-ratelimit-remaining-requests", str(self.tokens).encode()),
             (b"x-ratelimit-reset-requests", reset_text(full_s).encode()),
         ]
 

@@ -208,7 +208,7 @@ class StubUpstream:
         call = self.timeline.arrive(method, path, scope["query_string"], body)
         self.repeats.arrive(call)
         send = self.timeline.stamping(call, send)
-        if self.limited and not self.holder.armed:
+        if self.limited:
             over = self._over_limit(method, path)
             if over is not None:  # answered at once, without the route's delay
                 bucket, wait_s = over
@@ -247,7 +247,10 @@ class StubUpstream:
     def _over_limit(self, method: str, path: str) -> tuple[TokenBucket, float] | None:
         """(the bucket, the seconds until it has a token) when this call is past a rate
         limit: its route's, then the upstream's; None when it may go on. A call takes a
-        token of each limit it passes."""
+        token of each limit it passes. Not while the held probe holds calls (it measures
+        the code's structure, which refusals would cut short)."""
+        if self.holder.armed:
+            return None
         if self.route_buckets:
             route, _ = self._find(method, path)
             bucket = self.route_buckets.get(id(route)) if route is not None else None
@@ -255,10 +258,11 @@ class StubUpstream:
                 wait_s = bucket.take()
                 if wait_s:
                     return bucket, wait_s
-        if self.bucket is not None:
-            wait_s = self.bucket.take()
+        bucket = self.bucket
+        if bucket is not None:
+            wait_s = bucket.take()
             if wait_s:
-                return self.bucket, wait_s
+                return bucket, wait_s
         return None
 
     def _set_bucket(self) -> None:
