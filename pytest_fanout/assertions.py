@@ -96,7 +96,9 @@ def assert_concurrency(
         raise FanoutAssertionError(
             f"expected waves {list(waves)} at {where} during {label}, the held probe saw "
             f"{held}{timed}"
-            + _finding_suffix(m, "sequential", "pool-cap", "upstream-429", "slow-client")
+            + _finding_suffix(
+                m, "sequential", "pool-cap", "rate-exceeded", "upstream-429", "slow-client"
+            )
         )
     if peak is not None:
         if held is not None and max(held, default=0) != peak:
@@ -104,7 +106,9 @@ def assert_concurrency(
                 f"expected {peak} calls in flight at once at {where} during {label}, the "
                 f"held probe saw at most {max(held, default=0)} (waves {held}){timed}: "
                 f"{_structure_meaning(peak, held)}"
-                + _finding_suffix(m, "sequential", "pool-cap", "upstream-429", "blocks-loop")
+                + _finding_suffix(
+                    m, "sequential", "pool-cap", "rate-exceeded", "upstream-429", "blocks-loop"
+                )
             )
         wrong = [p for p in peaks if p != peak]
         if held is None and wrong:
@@ -113,7 +117,9 @@ def assert_concurrency(
             raise FanoutAssertionError(
                 f"expected {peak} requests in flight at {where} during {label}, "
                 f"saw {seen}{detail} (timed): {_timed_meaning(peak, seen)}"
-                + _finding_suffix(m, "sequential", "pool-cap", "upstream-429", "blocks-loop")
+                + _finding_suffix(
+                    m, "sequential", "pool-cap", "rate-exceeded", "upstream-429", "blocks-loop"
+                )
             )
     if at_most is not None:
         most = max([*peaks, *(held or [])], default=0)

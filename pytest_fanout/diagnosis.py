@@ -20,6 +20,16 @@ findings come first and are never dropped for a timing one:
 - `connection-churn`: new connections in every sample after warm-up, fewer than
   the calls, that outlive the request (a keep-alive pool smaller than the fan-out);
 - `upstream-429` / `upstream-errors`: the upstream refused or failed calls;
+- `rate-exceeded`: an upstream with a rate limit (`rate_limit = "50/s"`) answered calls
+  429: the service sends faster than it allows (a semaphore bounds calls in flight, not
+  calls per second);
+- `retry-storm`: calls repeated after a 429 or 5xx at once, with no backoff, so the
+  upstream gets several calls for each the service means to make (amplification);
+- `retry-after-ignored`: retries that came sooner than the wait their 429 asked for
+  (`retry-after-ms`, else `Retry-After`);
+- `retry-amplification`: one call sent more times than any one retry layer allows (an
+  SDK's retries inside a retry decorator's attempts: "18 calls for one: 3 tries x 6
+  attempts, 45 s");
 - `orphaned-calls`: calls still in flight at the stub when the endpoint answered, or
   begun after (`asyncio.gather` leaves them running when one fails);
 - `work-after-disconnect`: with a hang-up, calls still running after the caller left;
@@ -56,7 +66,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_fanout.limits import BUFFERED_MIN_SHARE, BUFFERED_MIN_SPREAD_S, SEQUENTIAL_MIN_RUN
-from pytest_fanout.measurement import Measurement, UpstreamGauges, stall_gc_s, stall_held_s
+from pytest_fanout.measurement import (
+    Measurement,
+    RetryWait,
+    UpstreamGauges,
+    stall_gc_s,
+    stall_held_s,
+)
 from pytest_fanout.servers.callstacks import describe_stall, longest_stall
 
 #: Exact kinds first: a timing finding never displaces one of them.
@@ -66,7 +82,11 @@ EXACT_KINDS = (
     "no-connection-reuse",
     "connection-leak",
     "connection-churn",
+    "rate-exceeded",
     "upstream-429",
+    "retry-amplification",
+    "retry-storm",
+    "retry-after-ignored",
     "upstream-errors",
     "orphaned-calls",
     "work-after-disconnect",
@@ -83,7 +103,11 @@ NAMES = {
     "no-connection-reuse": "no connection reuse",
     "connection-leak": "connection leak",
     "connection-churn": "connection churn",
+    "rate-exceeded": "rate exceeded",
     "upstream-429": "upstream 429",
+    "retry-amplification": "retry amplification",
+    "retry-storm": "retry storm",
+    "retry-after-ignored": "retry-after ignored",
     "upstream-errors": "upstream errors",
     "orphaned-calls": "orphaned calls",
     "work-after-disconnect": "work after disconnect",
@@ -135,6 +159,9 @@ def diagnose(m: Measurement) -> list[Finding]:
             _churn,
             _pool_cap,
             _rejected,
+            _retry_amplification,
+            _retry_storm,
+            _retry_after_ignored,
             _errors,
             _orphaned,
             _after_disconnect,
@@ -540,14 +567,221 @@ def _pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
 
 
 def _rejected(m: Measurement, g: Any, label: str) -> Finding | None:
-    return _bad_answers(
-        m,
-        g,
-        g.rejected,
-        ("upstream-429", "upstream 429"),
-        f"{label} refused",
+    limit = rate_limit_of(m, g)
+    if limit and g.rejected:
+        return _rate_exceeded(m, g, label, limit)
+    why = (
         " with 429 (too many in flight): no backpressure? bound the fan-out (a semaphore) or"
-        " retry with backoff",
+        " retry with backoff"
+    )
+    if g.limits and not g.max_inflight:  # its own answer: a route's status or a handler
+        why = (
+            " with 429 (its own answer: out of quota, or overloaded): back off as its "
+            "Retry-After says, and bound the retries"
+        )
+    return _bad_answers(m, g, g.rejected, ("upstream-429", "upstream 429"), f"{label} refused", why)
+
+
+# ---- rate limits and retries (issue 33): from the stub's exact facts -----------------
+
+#: The most tries of one call a single retry layer makes by default (1 + 3 retries: the
+#: `max_retries` of assert_backs_off; OpenAI's and Anthropic's SDKs make 3, 1 + 2 retries).
+ONE_LAYER_MAX_TRIES = 4
+#: A retry sent within this share of the wait its 429 asked for (or, with no wait asked,
+#: within NO_BACKOFF_S) had no backoff at all.
+NO_BACKOFF_SHARE = 0.1
+NO_BACKOFF_S = 0.05
+#: A retry counts as early when it came this much (s) before the asked wait: the stub
+#: stamps the 429 before it is sent, so a client that waits the asked time is never early.
+EARLY_SLACK_S = 0.001
+
+
+def rate_limit_of(m: Measurement, g: UpstreamGauges) -> str:
+    """The rate limit in force at an upstream ("50/s"; a route's: "5/s on GET /quote/{i}"),
+    or "" (none, or data saved before rate limits)."""
+    if g.rate_limit:
+        return g.rate_limit
+    for route, limit in sorted(g.route_limits.items()):
+        if limit.get("rate_limit"):
+            return f"{limit['rate_limit']} on {route}"
+    return ""
+
+
+def _retry_waits(g: UpstreamGauges) -> list[RetryWait]:
+    return list(g.retry_waits)
+
+
+def _retries(g: UpstreamGauges) -> int:
+    return g.retries
+
+
+def _per_sample(values: list[int], calls: int) -> str:
+    """`5 of 10 calls in every sample` or `[5, 4, 5] of 10 calls over 3 samples`."""
+    if len(set(values)) == 1:
+        return f"{values[0]} of {calls} calls" + (" in every sample" if len(values) > 1 else "")
+    return f"{values} of {calls} calls over {len(values)} samples"
+
+
+def _rate_exceeded(m: Measurement, g: UpstreamGauges, label: str, limit: str) -> Finding:
+    """An upstream with a rate limit answered 429: the words say what was sent against
+    what it allows, and name the semaphore when the held waves show one."""
+    per_sample = list(g.rejected_per_sample) or [g.rejected]
+    calls = g.requests
+    burst = g.limits.get("burst", 0) if g.rate_limit else 0
+    allows = f"{limit}" + (f" (burst {burst})" if burst else "")
+    waves = g.waves or []
+    bounded = len(waves) > 1 and max(waves) > 1 and len(set(waves[:-1])) == 1
+    if bounded:
+        why = (
+            f"the service keeps {max(waves)} calls in flight at once (held waves "
+            f"{_waves_text(waves)}): a semaphore bounds how many calls are in flight, not how "
+            "many per second"
+        )
+    else:
+        why = "the service sends faster than the limit"
+    count, _, per = limit.split(" ")[0].partition("/")
+    return Finding(
+        "rate-exceeded",
+        f"rate exceeded: {label} allows {allows} and answered 429 to "
+        f"{_per_sample(per_sample, calls)}: {why}; pace the calls with a rate "
+        f"limiter (aiolimiter's AsyncLimiter({count}, {_period(per)}))",
+        exact=True,
+        short=f"rate exceeded{_tag(m, g.name)}: {g.rejected} x 429 at {limit}",
+    )
+
+
+def _period(per: str) -> str:
+    """The seconds of a limit's unit, as an AsyncLimiter's time_period: "1", "60"."""
+    return {"s": "1", "min": "60", "m": "60", "h": "3600"}.get(per.strip(), "1")
+
+
+def _samples(count: int) -> str:
+    return f"{count} sample" + ("" if count == 1 else "s")
+
+
+def _no_backoff(wait: RetryWait) -> bool:
+    if wait.asked_s:
+        return wait.waited_s < NO_BACKOFF_SHARE * wait.asked_s
+    return wait.waited_s < NO_BACKOFF_S
+
+
+def _early(wait: RetryWait) -> bool:
+    return wait.asked_s is not None and wait.waited_s < wait.asked_s - EARLY_SLACK_S
+
+
+def _wait_text(waits: list[RetryWait]) -> str:
+    """`within 2 ms of its 429 (it asked for 1000 ms)`, the extremes of a few waits."""
+    text = f"within {_ms(max(w.waited_s for w in waits))} of its 429"
+    asked = [w.asked_s for w in waits if w.asked_s is not None]
+    if asked:
+        low, high = min(asked), max(asked)
+        text += (
+            f" (it asked for {_ms(low)})" if low == high else f" (it asked {_ms(low)}-{_ms(high)})"
+        )
+    return text
+
+
+def _retry_storm(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """Retries sent at once after their 429 or 5xx: most came with no backoff at all."""
+    waits, retries = _retry_waits(g), _retries(g)
+    if not retries or not waits:
+        return None
+    hasty = [w for w in waits if _no_backoff(w)]
+    if len(hasty) * 2 <= len(waits):
+        return None
+    amplification = g.amplification
+    return Finding(
+        "retry-storm",
+        f"retry storm: {label} got {retries} retries in {_samples(len(g.requests_per_sample))}"
+        f" (amplification {amplification:.2f}: {amplification:.2f} calls for each "
+        f"distinct call); {len(hasty)} of them came {_wait_text(hasty)}: no backoff, so a "
+        "limited upstream answers them 429 too; wait before retrying (exponential backoff, at "
+        "least what Retry-After / retry-after-ms says) and bound the retries",
+        exact=True,
+        short=f"retry storm{_tag(m, g.name)}: {retries} retries, x{amplification:.2f}",
+    )
+
+
+def _retry_after_ignored(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """Retries that waited, but less than their 429 asked for (a storm is said once)."""
+    waits = _retry_waits(g)
+    early = [w for w in waits if _early(w)]
+    if not early or _retry_storm(m, g, label) is not None:
+        return None
+    first = early[0]
+    example = (
+        f"{first.method} {first.path} {_ms(first.waited_s)} after its 429, which "
+        f"asked for {_ms(first.asked_s or 0.0)}"
+    )
+    return Finding(
+        "retry-after-ignored",
+        f"retry-after ignored: {len(early)} of {len(waits)} retries to {label} came sooner "
+        f"than the wait their 429 asked for (e.g. {example}): honour retry-after-ms or "
+        "Retry-After (the OpenAI and Anthropic SDKs do)",
+        exact=True,
+        short=f"retry-after ignored{_tag(m, g.name)}: {len(early)} of {len(waits)} early",
+    )
+
+
+def retry_layers(gaps: list[float]) -> tuple[int, int] | None:
+    """(tries per attempt, attempts) when the waits between one call's tries repeat the
+    pattern of two retry layers (an SDK's quick retries inside a decorator's longer
+    attempts: `[a, a, W, a, a, W, a, a]` is 3 x 3); None when no split explains it."""
+    tries = len(gaps) + 1
+    for inner in range(2, tries // 2 + 1):
+        if tries % inner:
+            continue
+        between = [g for i, g in enumerate(gaps) if (i + 1) % inner == 0]
+        within = [g for i, g in enumerate(gaps) if (i + 1) % inner != 0]
+        if between and within and min(between) > max(within):
+            return inner, tries // inner
+    return None
+
+
+def _one_call_gaps(g: UpstreamGauges) -> list[float] | None:
+    """The waits between the tries of the most retried call (its retries of a 429, in
+    order), when the stub's retry waits single it out: the only call of its method and
+    path retried that often in its sample; None otherwise."""
+    most = g.most_retries
+    for sample, count in enumerate(g.most_retries_per_sample):
+        if count != most:
+            continue
+        groups: dict[tuple[str, str], list[float]] = {}
+        for w in g.retry_waits:
+            if w.sample == sample:
+                groups.setdefault((w.method, w.path), []).append(w.waited_s)
+        for gaps in groups.values():
+            if len(gaps) == most:
+                return gaps
+    return None
+
+
+def _retry_amplification(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """One call sent more times than one retry layer makes: layers that multiply."""
+    tries = g.most_retries + 1
+    if tries <= ONE_LAYER_MAX_TRIES:
+        return None
+    gaps = _one_call_gaps(g)
+    layers = retry_layers(gaps) if gaps else None
+    schedule = f": {layers[0]} tries x {layers[1]} attempts" if layers else ""
+    if gaps:
+        span = sum(gaps)
+        span_text = f"{span:.0f} s" if span >= 10 else f"{span:.2g} s" if span >= 1 else _ms(span)
+        schedule += f", {span_text}" if layers else f" over {span_text}"
+    layered = (
+        "two retry layers multiply (an SDK's own retries inside each attempt of a retry "
+        "decorator); keep one layer, or stop the outer one on 429"
+        if layers
+        else f"more than one retry layer makes (1 + {ONE_LAYER_MAX_TRIES - 1} retries); bound "
+        "the retries in one place"
+    )
+    return Finding(
+        "retry-amplification",
+        f"retry amplification: {tries} calls for one{schedule} to {label} "
+        f"({g.retries} retries in {_samples(len(g.requests_per_sample))}, amplification "
+        f"{g.amplification:.2f}): {layered}",
+        exact=True,
+        short=f"retry amplification{_tag(m, g.name)}: {tries} calls for one",
     )
 
 

@@ -1,12 +1,14 @@
 """Findings read off a waterfall, each with the milliseconds at stake.
 
 - `repeated-call`: the same request (method, path, query, body) made more than
-  once in one request: a cache would save the repeats;
+  once in one request: a cache would save the repeats. A retry (a repeat that
+  started after an identical call was answered 429 or 5xx, or cut off) is not one:
+  no cache saves it (diagnosis.py judges retries: `retry-storm`, ...);
 - `paid-repeatedly`: an upstream waited for in several rounds one after the
   other: up to all but the longest round is at stake if they went together, a
   bound that holds only if its calls do not need each other's answers (tested
   by `tested_findings`: its answers are changed and its calls compared; calls
-  that use them are not a finding);
+  that use them are not a finding); retries are left out;
 - `sequential-calls`: a call to another upstream that started only after the
   previous group ended. Both halves are tested, not guessed (`independence`):
   does it wait (slowed, does the first group move the second's start?), and
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pytest_fanout.servers.calllog import route_key
-from pytest_fanout.timeline.calls import RequestTimeline, request_timeline, set_experiment
+from pytest_fanout.timeline.calls import Call, RequestTimeline, request_timeline, set_experiment
 from pytest_fanout.timeline.groups import Group, rounds
 
 
@@ -55,10 +57,35 @@ class TimelineFinding:
         return self.message
 
 
+#: Statuses after which a repeat of the same call is a retry, not a redundant call.
+RETRIED_STATUSES = frozenset({429}) | frozenset(range(500, 600))
+
+
+def is_retry(call: Call, earlier: list[Call], duration_s: float) -> bool:
+    """Did `call` repeat one of `earlier` (same digest) that had failed before it started:
+    answered 429 or 5xx, or cut off (no status, ended before the request did)?"""
+    for before in earlier:
+        if before.digest != call.digest or before.end_s > call.start_s:
+            continue
+        if before.status in RETRIED_STATUSES:
+            return True
+        if before.status == 0 and before.end_s < duration_s:
+            return True
+    return False
+
+
+def retries_of(calls: list[Call], duration_s: float) -> list[Call]:
+    """The calls of one request that are retries of a failed identical call (in order)."""
+    return [c for i, c in enumerate(calls) if is_retry(c, calls[:i], duration_s)]
+
+
 def repeated_calls(waterfall: Waterfall) -> list[TimelineFinding]:
-    """Identical requests (same digest) made more than once in one request."""
+    """Identical requests (same digest) made more than once in one request; retries of a
+    call answered 429 or 5xx (or cut off) are left out: a cache would not save them."""
     findings = []
-    calls = waterfall.timeline.calls
+    timeline = waterfall.timeline
+    retried = {id(c) for c in retries_of(timeline.calls, timeline.duration_s)}
+    calls = [c for c in timeline.calls if id(c) not in retried]
     counts = Counter(c.digest for c in calls)
     for digest, count in counts.items():
         if count < 2:
@@ -86,10 +113,13 @@ def paid_repeatedly(
 ) -> list[TimelineFinding]:
     """Upstreams the request waited for in more than one round, one after the other. The
     saving is a bound unless `verdicts` (upstream -> `rounds_independence`'s answer) says
-    its calls do not need each other's answers; an upstream whose calls do is left out."""
+    its calls do not need each other's answers; an upstream whose calls do is left out.
+    A retry of a failed call is not a round that could have gone with the others."""
     findings = []
+    timeline = waterfall.timeline
+    retried = {id(c) for c in retries_of(timeline.calls, timeline.duration_s)}
     for upstream in waterfall.upstreams:
-        mine = [c for c in waterfall.timeline.calls if c.upstream == upstream]
+        mine = [c for c in timeline.calls if c.upstream == upstream and id(c) not in retried]
         spans = rounds(mine)
         if len(spans) < 2:
             continue

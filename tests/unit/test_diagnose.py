@@ -371,6 +371,22 @@ def buffered() -> Measurement:
     return m
 
 
+def rate_limited_cases() -> list[Measurement]:
+    """A rate-limited upstream answering 429 (rate exceeded), immediate retries (a storm),
+    short waits (Retry-After ignored) and 8 tries of one call in two layers."""
+    limited = {"upstream": {"max_inflight": 0, "rate_limit": "5/s", "per_s": 5.0, "burst": 5}}
+    cases = []
+    for waited, tries in ((0.001, 2), (0.1, 2), (0.2, 8)):
+        waits = [[0, "GET", "/q", 0.2, waited if i % 2 == 0 else 2.0] for i in range(tries - 1)]
+        m = make(rejected=5)
+        m.upstream_gauges["upstream"].update(
+            retries=[tries - 1, 0, 0], distinct=[9, 10, 10], most_retries=[tries - 1, 0, 0]
+        )
+        m.upstream_limits, m.upstream_retry_waits = limited, {"upstream": waits}
+        cases.append(m)
+    return cases
+
+
 def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
     from pytest_fanout.diagnosis import FAILURE_KINDS, NAMES, no_timeout
 
@@ -389,6 +405,7 @@ def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
         make(after_disconnect=5),
         leaking(),
         buffered(),
+        *rate_limited_cases(),
     ]
     seen = set()
     for m in cases:

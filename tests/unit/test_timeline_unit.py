@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
 import httpx2
@@ -24,7 +25,7 @@ from pytest_fanout.timeline.causal import (
     estimates_from,
     find_targets,
 )
-from pytest_fanout.timeline.findings import sequential_pairs, static_findings
+from pytest_fanout.timeline.findings import retries_of, sequential_pairs, static_findings
 from pytest_fanout.timeline.groups import app_alone, group_calls, peak_in_flight, rounds
 from pytest_fanout.timeline.portable import comparable, waterfall_markdown, weight_changes
 from pytest_fanout.timeline.waterfall import Waterfall, WaterfallError, check_target
@@ -292,6 +293,33 @@ def test_findings_of_a_repeated_call_paid_twice_then_an_unrelated_one() -> None:
     assert found["sequential-calls"].tested is False  # read off the waterfall: untested
     ((earlier, later),) = sequential_pairs(waterfall)
     assert (earlier.upstream, later.upstream) == ("auth", "rev")
+
+
+@pytest.mark.parametrize("status", [429, 503, 0])
+def test_retries_of_a_failed_call_are_not_calls_a_cache_would_save(status: int) -> None:
+    """Issue 33: 18 tries of one call answered 429 were "the same request 18 times ... a
+    cache would save 17"; a retry after a 429, a 5xx or a cut connection is not redundant."""
+    failed = [
+        replace(call("llm", i * 0.02, i * 0.02 + 0.01, "/v1/chat", "same"), status=status)
+        for i in range(3)
+    ]
+    last = call("llm", 0.06, 0.08, "/v1/chat", digest="same")
+    waterfall = Waterfall(RequestTimeline("POST", "/label", 0.1, [*failed, last]))
+    assert not {"repeated-call", "paid-repeatedly"} & {f.kind for f in static_findings(waterfall)}
+    assert len(retries_of(waterfall.timeline.calls, 0.1)) == 3
+    # The same four calls all answered 200: a cache would save three of them.
+    answered = [replace(c, status=200) for c in waterfall.timeline.calls]
+    again = Waterfall(RequestTimeline("POST", "/label", 0.1, answered))
+    (repeated,) = [f for f in static_findings(again) if f.kind == "repeated-call"]
+    assert "the same request 4 times" in repeated.message and "save 3 call(s)" in repeated.message
+
+
+def test_a_repeat_begun_while_the_failed_call_ran_is_not_a_retry() -> None:
+    first = replace(call("llm", 0.0, 0.05, "/v1/chat", "same"), status=429)
+    second = call("llm", 0.01, 0.03, "/v1/chat", digest="same")
+    waterfall = Waterfall(RequestTimeline("POST", "/label", 0.06, [first, second]))
+    assert retries_of(waterfall.timeline.calls, 0.06) == []
+    assert "repeated-call" in {f.kind for f in static_findings(waterfall)}
 
 
 def test_the_pair_is_with_the_group_that_ended_last() -> None:
