@@ -22,8 +22,6 @@ _PUBLIC = {
     "Fanout": "pytest_fanout.fixture",
     "FanoutSession": "pytest_fanout.plugin",
     "FanoutAssertionError": "pytest_fanout.assertions",
-    "assert_within_limits": "pytest_fanout.assertions",
-    "assert_backs_off": "pytest_fanout.assertions",
     "Finding": "pytest_fanout.diagnosis",
     "diagnose": "pytest_fanout.diagnosis",
     "FanoutWarning": "pytest_fanout.measurement",
@@ -55,11 +53,7 @@ _PUBLIC = {
 if TYPE_CHECKING:
     # For type checkers and editors, which cannot read _PUBLIC: the same names from the same
     # modules (tests/unit/test_package.py checks that the two agree).
-    from pytest_fanout.assertions import (  # noqa: F401
-        FanoutAssertionError,
-        assert_backs_off,
-        assert_within_limits,
-    )
+    from pytest_fanout.assertions import FanoutAssertionError  # noqa: F401
     from pytest_fanout.diagnosis import Finding, diagnose  # noqa: F401
     from pytest_fanout.fixture import Fanout  # noqa: F401
     from pytest_fanout.limits import Behaviour, ExitCode  # noqa: F401
