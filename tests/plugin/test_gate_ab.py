@@ -119,13 +119,22 @@ def test_a_slower_head_fails_against_its_base(pytester: pytest.Pytester, repo: P
     assert case["verdict"] == "regression"
     by_metric = {m["metric"]: m for m in case["metrics"]}
     assert by_metric["median"]["regressed"]  # 20 ms of CPU more a request: +20%
-    # Six samples a side: the CPU is shown, not judged, and the report says why.
+    # Six samples a side in the test, cpu needs 20: the gate took 14 more a side itself, on
+    # fresh app processes (4 blocks of 4 a side, each on a new head and base), and judged it.
     cpu = by_metric["cpu"]
-    assert cpu["change"] > 0.10 and not cpu["gated"] and not cpu["regressed"]
-    assert "cpu needs 20" in cpu["note"]
+    assert cpu["change"] > 0.10 and cpu["gated"] and cpu["regressed"], cpu
+    assert not cpu["not_judged"] and not case["not_judged"]
+    assert "cpu from 20 samples a side over 5 app processes a side (the test took 6" in (
+        case["note"]
+    )
+    assert case["shown_verdict"] == "regression"
     assert data["comparison"]["baseline"] == f"base HEAD~1 ({base[:12]})"
     record = data["cases"][0]["record"]
     assert len(record["samples"]) == 6 and len(record["app_cpu_per_sample"]) == 6
+    # The test's own measurement keeps its 6 samples; the gate's are apart, 14 a side.
+    pool = record["ab_pool"]
+    assert len(pool["samples"]) == len(pool["app_cpu_per_sample"]) == 14
+    assert pool["processes"] == 4 and pool["needed"] == 20 and pool["short"] == ""
     report = (repo / "ab.md").read_text()
     assert base[:12] in report and "xychart-beta" in report
     assert worktrees(repo) == worktrees(repo)[:1]  # the base worktree is gone

@@ -117,3 +117,71 @@ def test_a_case_no_rule_could_judge_is_not_gated_with_why() -> None:
     )
     text = render_comparison_text(accepted)
     assert f"{TEST} /async/10: cpu: not judged with 10 samples a side" in text
+
+
+def pooled(k: int, pool: int, head_cpu_s: float, *, short: str = "", processes: int = 0):
+    """As `ab(k)`, each case also holding `pool` samples a side the A/B gate took itself
+    (`ab_pool`), the head's at `head_cpu_s` of CPU a request."""
+    from pytest_fanout.gate.verdict import POOL_KEY
+
+    paths = ("/async/10", "/async/20")
+    base = Run.from_measurements([measured(p, 0.00384, k, i) for i, p in enumerate(paths)])
+    head = Run.from_measurements([measured(p, head_cpu_s, k, 10 + i) for i, p in enumerate(paths)])
+    for run, cpu_s, seed in ((base, 0.00384, 20), (head, head_cpu_s, 30)):
+        for index, case in enumerate(run.cases):
+            extra = measured(case.path, cpu_s, pool, seed + index)
+            case.record[POOL_KEY] = {
+                "samples": extra.samples,
+                "app_cpu_per_sample": extra.app_cpu_per_sample,
+                "first_byte_per_sample": [],
+                "processes": processes or -(-pool // 4),
+                "needed": 20,
+                "short": short,
+            }
+    return compare_runs(base, head, AB, same_machine=True)
+
+
+def test_the_samples_the_ab_gate_took_itself_judge_the_cpu() -> None:
+    """repeat=10 in the test, 10 more a side taken by the gate on fresh processes: judged."""
+    comparison = pooled(10, 10, 0.00475)
+    assert [v.verdict for v in comparison.verdicts] == ["regression", "regression"]
+    for v in comparison.verdicts:
+        cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
+        assert cpu.regressed and cpu.gated and not cpu.unjudged
+        assert v.shown_verdict == "regression" and not v.not_judged
+        # Said where the samples came from: the median (10 a side was enough) was not pooled.
+        assert "cpu from 20 samples a side over 4 app processes a side (the test took 10" in (
+            v.note
+        )
+        median = next(c for c in v.changes if c.rule.metric.name == "median")
+        assert "median" not in v.note.split(" from ")[0]
+        assert median.gated
+    assert comparison.not_judged_counts() == {}
+    # The same pools, no change: A/A is "same", judged on every rule.
+    same = pooled(10, 10, 0.00384)
+    assert [v.shown_verdict for v in same.verdicts] == ["same", "same"]
+
+
+def test_past_the_bound_the_metric_is_not_gated_with_the_bound() -> None:
+    why = "needed 87 samples a side, the bound is 58"
+    comparison = pooled(10, 0, 0.00475, short=why, processes=0)
+    for v in comparison.verdicts:
+        cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
+        assert not cpu.gated and not cpu.regressed and cpu.unjudged == why
+        assert v.verdict == "same" and v.not_judged == [cpu]
+        assert why in v.unjudged_note
+    assert comparison.not_judged_counts() == {"cpu": 2}
+
+
+def test_a_pool_on_one_side_only_is_not_used() -> None:
+    """A baseline saved without pools (an older file) against a head with them: not mixed."""
+    from pytest_fanout.gate.verdict import POOL_KEY
+
+    comparison = pooled(10, 10, 0.00475)
+    base, head = comparison.baseline_run, pooled(10, 10, 0.00475).baseline_run
+    assert base is not None and head is not None
+    for case in base.cases:
+        del case.record[POOL_KEY]
+    for v in compare_runs(base, head, AB, same_machine=True).verdicts:
+        cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
+        assert cpu.unjudged.startswith("not judged with 10 samples a side")
