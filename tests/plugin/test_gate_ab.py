@@ -124,8 +124,8 @@ def test_a_slower_head_fails_against_its_base(pytester: pytest.Pytester, repo: P
     cpu = by_metric["cpu"]
     assert cpu["change"] > 0.10 and cpu["gated"] and cpu["regressed"], cpu
     assert not cpu["not_judged"] and not case["not_judged"]
-    assert "cpu from 20 samples a side over 5 app processes a side (the test took 6" in (
-        case["note"]
+    assert (
+        "cpu from 20 samples a side over 5 app processes a side (the test took 6" in (case["note"])
     )
     assert case["shown_verdict"] == "regression"
     assert data["comparison"]["baseline"] == f"base HEAD~1 ({base[:12]})"
@@ -213,6 +213,77 @@ def test_ctrl_c_or_sigterm_removes_the_base_worktree_and_its_app(
     wait_until(lambda: not processes_tagged(tag), 10, "every process of the run ended")
 
 
+POOLING_TEST = """
+from pathlib import Path
+
+
+def test_fan(fanout):
+    Path("measuring").write_text("yes")
+    fanout.measure("/fan/10", repeat=2, n=10, concurrency=10)
+"""
+
+
+def test_sigterm_while_the_gate_takes_its_samples_leaves_no_process(
+    pytester: pytest.Pytester, repo: Path
+) -> None:
+    """repeat=2: the gate takes 18 more a side on fresh processes; SIGTERM comes while a
+    block's twins run (six processes: pytest, stub, two apps, two twins): none is left."""
+    pytester.makepyfile(test_perf=POOLING_TEST)
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "FANOUT_TEST_TAG": tag, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--fanout-ab=HEAD~1"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: (repo / "measuring").exists(), 90, "the inner test measures")
+        wait_until(lambda: len(processes_tagged(tag)) >= 6, 120, "a block's twins started")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert worktrees(repo) == worktrees(repo)[:1]
+    wait_until(lambda: not processes_tagged(tag), 10, "every process of the run ended")
+
+
+def test_the_gates_own_samples_leave_no_process(pytester: pytest.Pytester, repo: Path) -> None:
+    """A whole run that pooled (repeat=2: 5 blocks, 10 fresh processes): each twin stopped."""
+    pytester.makepyfile(test_perf=POOLING_TEST)
+    tag = uuid.uuid4().hex
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--fanout-ab=HEAD~1",
+            "--fanout-save=pooled.json",
+        ],
+        cwd=repo,
+        env={**os.environ, "FANOUT_TEST_TAG": tag},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout  # 2 ms of CPU per call more: a regression
+    assert not processes_tagged(tag)
+    [case] = json.loads((repo / "pooled.json").read_text())["comparison"]["cases"]
+    cpu = next(m for m in case["metrics"] if m["metric"] == "cpu")
+    median = next(m for m in case["metrics"] if m["metric"] == "median")
+    # Two samples a side can flag nothing: every timing rule was judged on the gate's own.
+    assert cpu["gated"] and median["gated"] and not case["not_judged"]
+    assert (
+        "median, p95, efficiency, cpu from 20 samples a side over 6 app processes" in (case["note"])
+    )
+
+
 WEAK_TEST = """
 def test_fan(fanout):
     fanout.measure("/fan/10", repeat=3, n=10, concurrency=10)
@@ -223,12 +294,17 @@ def test_a_case_that_can_never_be_flagged_is_warned_about_and_marked(
     pytester: pytest.Pytester, repo: Path
 ) -> None:
     pytester.makepyfile(test_perf=WEAK_TEST)
-    result = inner(pytester, "--fanout-ab=HEAD", "--fanout-report-md=weak.md")
+    # At alpha 1e-30 a rank test needs 89 samples a side: more than the gate takes itself
+    # (the test's 3 and 48), so it takes none and says so.
+    result = inner(
+        pytester, "--fanout-ab=HEAD", "--fanout-report-md=weak.md", "--fanout-alpha=1e-30"
+    )
     result.assert_outcomes(passed=1, warnings=1)
     # Its timings can flag nothing (said in each row); its exact calls are still gated.
     assert result.ret == 0
-    weak = "cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5"
-    result.stdout.fnmatch_lines([f"*FanoutPowerWarning: {CASE}: {weak}"])
+    warned = "cannot be flagged with 3 samples a side at alpha 1e-30; use repeat >= 89"
+    result.stdout.fnmatch_lines([f"*FanoutPowerWarning: {CASE}: {warned}"])
+    weak = "needed 89 samples a side, the bound is 51"
     markdown = (repo / "weak.md").read_text()
     # The held probe's structure: one round of 10 calls, on both sides.
     # Same on what judged it; the timings that could not are named apart, never "same".
