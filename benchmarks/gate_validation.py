@@ -639,7 +639,9 @@ def _cpu_cell(run: GateRun, expected: int) -> str:
             continue
         p = cpu.get("p_value")
         judged = "" if cpu.get("gated") else " NOT JUDGED"
-        parts.append(f"{name} cpu {cpu['change'] * 100:+.1f}% p={p:.2g}{judged}" if p is not None else name)
+        parts.append(
+            f"{name} cpu {cpu['change'] * 100:+.1f}% p={p:.2g}{judged}" if p is not None else name
+        )
     return f"{word} ({'; '.join(parts)}, exit {run.exit_code})"
 
 

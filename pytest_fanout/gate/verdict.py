@@ -160,16 +160,23 @@ class CaseVerdict:
 
     @property
     def unjudged_note(self) -> str:
-        """ "cpu not judged: not judged with 10 samples a side ...", one clause per rule."""
-        return "; ".join(f"{c.label} not judged: {c.unjudged}" for c in self.not_judged)
+        """ "not gated: cpu (not judged with 10 samples a side ...)": the rules that could not
+        judge this case, with why (rules sharing a why share a clause)."""
+        by_why: dict[str, list[str]] = {}
+        for c in self.not_judged:
+            by_why.setdefault(c.unjudged, []).append(c.label)
+        return "; ".join(
+            f"not gated: {', '.join(dict.fromkeys(labels))} ({why})"
+            for why, labels in by_why.items()
+        )
 
     @property
     def shown_verdict(self) -> str:
-        """The word with the rules that did not judge a gated case: "same (cpu not judged)"."""
-        labels = [c.label for c in self.not_judged]
+        """The word with the rules that did not judge a gated case: "same (not gated: cpu)"."""
+        labels = list(dict.fromkeys(c.label for c in self.not_judged))
         if not self.gated or not labels:
             return self.verdict
-        return f"{self.verdict} ({', '.join(labels)} not judged)"
+        return f"{self.verdict} (not gated: {', '.join(labels)})"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -310,10 +310,10 @@ def test_a_case_that_can_never_be_flagged_is_warned_about_and_marked(
     # Same on what judged it; the timings that could not are named apart, never "same".
     rounds = (
         "| structure rounds[default] | 1 | 1 | +0 | - | exact: catches any rise |"
-        " same (median, p95, efficiency, cpu not judged) |"
+        " same (not gated: median, p95, efficiency, cpu) |"
     )
     assert rounds in markdown
-    assert "fanout gate passed: 1 same, median, p95, efficiency, cpu not judged in 1" in markdown
+    assert "fanout gate passed: 1 same, not gated: median, p95, efficiency, cpu in 1" in markdown
     assert "| structure calls[default] | 10 | 10 | +0 | - | exact: catches any rise |" in markdown
     # The report escapes what comes from messages: ">" is "&gt;" in its Markdown, ">" rendered.
     assert "| median | " in markdown and f"| {weak.replace('>', '&gt;')} |" in markdown

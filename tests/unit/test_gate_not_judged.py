@@ -2,7 +2,7 @@
 
 Made-up measurements (no server, no clock): the A/B rules, a clear +24% CPU shift with the
 wall time unchanged. With 10 samples a side the cpu rule cannot judge (it needs 20): the case
-is "same (cpu not judged)" and the summary counts it apart; with 20 it is a regression.
+is "same (not gated: cpu)" and the summary counts it apart; with 20 it is a regression.
 """
 
 from __future__ import annotations
@@ -57,31 +57,31 @@ def test_ten_samples_a_side_is_never_a_bare_same() -> None:
         assert "use repeat >= 20" in cpu.unjudged
         # The other rules judged it and found nothing: same, with cpu listed apart.
         assert v.verdict == "same"
-        assert v.shown_verdict == "same (cpu not judged)"
+        assert v.shown_verdict == "same (not gated: cpu)"
     assert comparison.not_judged_counts() == {"cpu": 2}
-    assert summary_line(comparison) == "fanout gate passed: 2 same, cpu not judged in 2"
+    assert summary_line(comparison) == "fanout gate passed: 2 same, not gated: cpu in 2"
     # Not judging a metric is not a failure: the exit status is the run's.
     assert not comparison.failed and comparison.exit_status == 0
 
     text = render_comparison_text(comparison)
-    assert "same (cpu not judged)" in text
-    assert "cpu not judged: not judged with 10 samples a side" in text
+    assert "same (not gated: cpu)" in text
+    assert "not gated: cpu (not judged with 10 samples a side" in text
     assert text.count("use repeat >= 20") >= 2  # one line per case
-    assert text.splitlines()[-1] == "fanout gate passed: 2 same, cpu not judged in 2"
+    assert text.splitlines()[-1] == "fanout gate passed: 2 same, not gated: cpu in 2"
 
     markdown = render_comparison_markdown(comparison)
-    assert "fanout gate passed: 2 same, cpu not judged in 2" in markdown
+    assert "fanout gate passed: 2 same, not gated: cpu in 2" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| `tests/t.py")]
     assert len(rows) == 2
     for row in rows:
-        assert "| same (cpu not judged) |" in row
-        assert "cpu not judged: not judged with 10 samples a side" in row
+        assert "| same (not gated: cpu) |" in row
+        assert "not gated: cpu (not judged with 10 samples a side" in row
         assert "use repeat &gt;= 20" in row  # escaped in a Markdown cell
 
     data = json.loads(json.dumps(comparison.to_dict()))
     assert data["not_judged"] == {"cpu": 2} and data["exit_status"] == 0
     for case in data["cases"]:
-        assert case["verdict"] == "same" and case["shown_verdict"] == "same (cpu not judged)"
+        assert case["verdict"] == "same" and case["shown_verdict"] == "same (not gated: cpu)"
         assert "use repeat >= 20" in case["not_judged"]["cpu"]
         [cpu] = [x for x in case["metrics"] if x["metric"] == "cpu"]
         assert cpu["not_judged"].startswith("not judged with 10 samples a side")
@@ -107,7 +107,8 @@ def test_a_case_no_rule_could_judge_is_not_gated_with_why() -> None:
         assert "use repeat >= 20" in v.reason
     assert comparison.counts()["same"] == 0
     line = summary_line(comparison)
-    assert line.startswith("fanout gate FAILED: 2 not gated, cpu not judged in 2; no case was")
+    # Counted once: as not gated (no rule judged them), not again as "not gated: cpu".
+    assert line.startswith("fanout gate FAILED: 2 not gated; no case was gated: 2 cpu: ")
     assert "2 cpu: not judged with 10 samples a side" in line
     # Nothing gated at all: the existing "not gated" exit status, unless accepted.
     assert comparison.exit_status == 6
