@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -159,26 +161,27 @@ class AlternatingSampler:
     base in turn (ABBA order), each side warmed up first; returns the head's Measurement and
     keeps the base's in `pending` for the gate to pair with it.
 
-    When the test's `repeat` is below `needed` (the samples a side the gate's rules need to
-    judge: cpu wants 20), the sampler takes the rest itself (`pending_pools`): in blocks of
-    `block` samples a side, each block on a FRESH app process per side (twins of head and
-    base, started for the block and stopped after it), samples alternated within the block,
-    so that drift and the variation between processes land on both sides. Bounded: at most
-    `max_samples` more a side, and no block started past `max_s` seconds."""
+    When `wants` (the gate's `samples_wanted`) says the test's `repeat` is too few for a rule
+    (cpu needs 20 a side) or its noise hides a change of the rule's limit, the sampler takes
+    more itself (`pending_pools`): in blocks of `block` samples a side, each block on a FRESH
+    app process per side (twins of head and base, started for the block and stopped after
+    it), samples alternated within the block, so that drift and the variation between
+    processes land on both sides. Bounded: at most `max_samples` more a side, and no block
+    started past `max_s` seconds."""
 
     def __init__(
         self,
         base: AppServer,
         label: str,
         *,
-        needed: int = 0,
+        wants: Callable[[Measurement, Measurement, int], tuple[int, bool]] | None = None,
         block: int = AB_BLOCK_SAMPLES,
         max_samples: int = AB_POOL_MAX_SAMPLES,
         max_s: float = AB_POOL_MAX_S,
     ) -> None:
         self.base = base
         self.label = label
-        self.needed = needed
+        self.wants = wants
         self.block = max(1, block)
         self.max_samples = max_samples
         self.max_s = max_s
@@ -206,43 +209,64 @@ class AlternatingSampler:
             raise ValueError("repeat must be >= 1 and warmup >= 0")
         sides = ((app_url, app), (self.base.url, self.base))
         parts = _alternate(client, request, sides, repeat, warmup, held_probe, self.label, kwargs)
-        self.pending = merge_measurements(parts[1])
-        self.pending_pools = None
-        if repeat < self.needed:
-            self.pending_pools = self._pool(client, request, app, repeat, kwargs)
-        return merge_measurements(parts[0])
+        head, base = merge_measurements(parts[0]), merge_measurements(parts[1])
+        self.pending, self.pending_pools = base, None
+        if self.wants is not None:
+            more, noisy = self.wants(head, base, repeat)
+            if more or noisy:
+                self.pending_pools = self._pool(client, request, app, parts, more, kwargs)
+        return head
 
     def _pool(
-        self, client: Any, request: Request, app: Any, repeat: int, kwargs: dict[str, Any]
+        self,
+        client: Any,
+        request: Request,
+        app: Any,
+        own: tuple[list[Measurement], list[Measurement]],
+        more: int,
+        kwargs: dict[str, Any],
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The samples the test did not take, on fresh processes (bounded in count and time)."""
-        wanted = self.needed - repeat
+        """The samples the test did not take, on fresh processes (bounded in count and time):
+        block after block while the rules want more."""
+        assert self.wants is not None
+        repeat = len(own[0])
+        needed = repeat + more
         taken: tuple[list[Measurement], list[Measurement]] = ([], [])
         short = ""
         processes = 0
-        if wanted > self.max_samples:
-            short = f"needed {self.needed} samples a side, the bound is {repeat + self.max_samples}"
+        if more > self.max_samples:
+            short = f"needed {needed} samples a side, the bound is {repeat + self.max_samples}"
         elif not isinstance(app, AppServer):
             short = "no app process to restart for more samples"
         else:
             deadline = time.monotonic() + self.max_s
-            for index in range(math.ceil(wanted / self.block)):
-                if time.monotonic() > deadline:
-                    short = (
-                        f"needed {self.needed} samples a side, took {repeat + len(taken[0])}"
-                        f" in the {self.max_s:g} s bound"
-                    )
+            noisy = True
+            for index in range(math.ceil(self.max_samples / self.block)):
+                if (not more and not noisy) or len(taken[0]) >= self.max_samples:
                     break
-                count = min(self.block, wanted - len(taken[0]))
+                if time.monotonic() > deadline:
+                    if more:
+                        short = (
+                            f"needed {needed} samples a side, took {repeat + len(taken[0])}"
+                            f" in the {self.max_s:g} s bound"
+                        )
+                    break
+                count = min(self.block, self.max_samples - len(taken[0]))
                 try:
                     block = self._block(client, request, app, index, count, kwargs)
                 except (MeasurementError, ServerStartError) as exc:
-                    short = f"a fresh app process for more samples failed: {_first_line(exc)}"
+                    if more:
+                        short = f"a fresh app process for more samples failed: {_first_line(exc)}"
                     break
                 processes += 1
                 for side in (0, 1):
                     taken[side].extend(block[side])
-        head, base = (_pool_record(taken[side], processes, self.needed, short) for side in (0, 1))
+                more, noisy = self.wants(
+                    merge_measurements([*own[0], *taken[0]]),
+                    merge_measurements([*own[1], *taken[1]]),
+                    repeat,
+                )
+        head, base = (_pool_record(taken[side], processes, needed, short) for side in (0, 1))
         return head, base
 
     def _block(
@@ -264,9 +288,12 @@ class AlternatingSampler:
             ),
         )
         try:
-            for twin in twins if index % 2 == 0 else twins[::-1]:
-                twin.start()
-                self.started += 1
+            # Both at once (each start is mostly a child importing): the same moment for both.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                starts = [pool.submit(twin.start) for twin in twins]
+            for start in starts:
+                start.result()  # a failure raises here; `finally` stops both
+            self.started += 2
             sides = tuple((twin.url, twin) for twin in twins)
             return _alternate(
                 client, request, sides, count, AB_BLOCK_WARMUP, False, self.label, kwargs

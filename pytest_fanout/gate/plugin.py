@@ -239,10 +239,10 @@ def _app_context(config: pytest.Config, root: Path, server: ServerProcess | None
 
 
 def _start_base(
-    ab: ABState, head: AppServer, config: pytest.Config, needed: int
+    ab: ABState, head: AppServer, config: pytest.Config, wants: Any
 ) -> AlternatingSampler:
     """The base worktree and its app server, once a session; a failure ends the run (one line).
-    `needed`: the samples a side the rules need (the sampler takes what a test's repeat lacks)."""
+    `wants`: what the rules want beyond a test's repeat (the sampler takes it itself)."""
     from pytest_fanout import gate
     from pytest_fanout.gate.ab import AlternatingSampler, BaseWorktree, base_app_server
     from pytest_fanout.servers.process import ServerStartError
@@ -257,7 +257,7 @@ def _start_base(
             FanoutSession.of(config).servers.append(ab.server)  # log tails, safety net
             ab.server.start()
             ab.context = _app_context(config, path, ab.server)
-            ab.sampler = AlternatingSampler(ab.server, ab.label, needed=needed)
+            ab.sampler = AlternatingSampler(ab.server, ab.label, wants=wants)
             return ab.sampler
         except (gate.GateError, ServerStartError) as exc:
             ab.failed = f"pytest-fanout A/B: the base app at {ab.label} cannot start: {exc}"
@@ -270,9 +270,12 @@ def pytest_fanout_sampler(server: AppServer, item: pytest.Item) -> AlternatingSa
     state = item.config.stash.get(GATE_KEY, None)
     if state is None or state.ab is None:
         return None
-    from pytest_fanout.gate.verdict import samples_needed
+    from functools import partial
 
-    return _start_base(state.ab, server, item.config, samples_needed(state.config))
+    from pytest_fanout.gate.verdict import samples_wanted
+
+    wants = partial(samples_wanted, state.config)
+    return _start_base(state.ab, server, item.config, wants)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -32,6 +32,7 @@ from pytest_fanout.gate.stats import (
     smallest_detectable_change,
 )
 from pytest_fanout.limits import ExitCode
+from pytest_fanout.measurement import Measurement
 
 #: Below this many samples on either side no test can be significant: never a regression.
 MIN_SAMPLES = 3
@@ -549,17 +550,36 @@ def needed(metric: Metric, alpha: float) -> int:
     return max(repeat_needed(alpha, MIN_SAMPLES), metric.min_samples)
 
 
-def samples_needed(config: GateConfig) -> int:
-    """The samples a side a measurement needs for every enforced sampled rule to judge it:
-    what the A/B sampler tops a test's `repeat` up to (0 when no rule samples)."""
-    return max(
-        (
-            needed(r.metric, config.alpha)
-            for r in config.rules_for(KIND_MEASUREMENT)
-            if r.enforced and r.metric.sampled and r.metric.parts is None
-        ),
-        default=0,
-    )
+def samples_wanted(
+    config: GateConfig, head: Measurement, base: Measurement, own: int
+) -> tuple[int, bool]:
+    """(more samples a side the rules need to judge at all, whether the noise still hides a
+    change of a rule's limit): what the A/B sampler takes, one block at a time, for a
+    measurement whose test took `own` samples a side (`head` and `base`: those and what the
+    sampler took since). Only the rules `own` could not judge are topped up; past their
+    count, on while the smallest change the rank test could flag in what was taken is above
+    the rule's limit (sized to the noise), within the sampler's bounds."""
+    head_case = Case("head", KIND_MEASUREMENT, head.to_dict())
+    base_case = Case("base", KIND_MEASUREMENT, base.to_dict())
+    head_run, base_run = Run([head_case]), Run([base_case])
+    more, noisy = 0, False
+    for rule in config.rules_for(KIND_MEASUREMENT):
+        metric = rule.metric
+        if not (rule.enforced and metric.sampled and metric.parts is None):
+            continue
+        need = needed(metric, config.alpha)
+        if own >= need:
+            continue  # the test's own samples judge it: not topped up
+        b, n = metric.read(base_case, base_run), metric.read(head_case, head_run)
+        if b is None or n is None:
+            continue
+        have = min(len(b.samples), len(n.samples))
+        if have < need:
+            more = max(more, need - have)
+            continue
+        detectable = _detectable(rule, b, n, config.alpha)
+        noisy = noisy or detectable is None or detectable > rule.limit
+    return more, noisy
 
 
 def _pool(case: Case) -> dict[str, Any] | None:
