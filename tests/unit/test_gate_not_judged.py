@@ -186,3 +186,28 @@ def test_a_pool_on_one_side_only_is_not_used() -> None:
     for v in compare_runs(base, head, AB, same_machine=True).verdicts:
         cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
         assert cpu.unjudged.startswith("not judged with 10 samples a side")
+
+
+def noisy(path: str, cpu_s: float, k: int, seed: int, spread: float) -> Measurement:
+    rng = random.Random(seed)
+    m = measured(path, cpu_s, k, seed)
+    m.app_cpu_per_sample = [cpu_s * (1 + rng.uniform(-spread, spread)) for _ in range(k)]
+    return m
+
+
+def test_the_ab_sampler_is_told_what_the_rules_still_want() -> None:
+    """What the A/B sampler tops a test's repeat up with: the count cpu needs, then more only
+    while the noise hides a change of its limit (5%); never for a test whose own samples do."""
+    from pytest_fanout.gate.verdict import samples_wanted
+
+    def wanted(k: int, own: int, spread: float) -> tuple[int, bool]:
+        head = noisy("/async/20", 0.004, k, 1, spread)
+        base = noisy("/async/20", 0.004, k, 2, spread)
+        return samples_wanted(AB, head, base, own)
+
+    assert wanted(10, 10, 0.02) == (10, False)  # cpu needs 20 a side: 10 more
+    assert wanted(20, 10, 0.02) == (0, False)  # enough, and quiet enough to see 5%
+    assert wanted(20, 10, 0.40) == (0, True)  # enough to judge, too noisy to see 5%: more
+    assert wanted(20, 20, 0.40) == (0, False)  # the test's own 20: its repeat, not topped up
+    # Below the rank test's least (5 at alpha 0.01) the timings want more too.
+    assert wanted(3, 3, 0.02) == (17, False)
