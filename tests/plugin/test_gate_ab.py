@@ -181,7 +181,9 @@ from pathlib import Path
 
 
 def test_fan(fanout):
-    fanout.measure("/fan/10", repeat=2, n=10, concurrency=10)
+    # 20 a side: every rule judges the test's own samples, the gate takes none itself (the
+    # signal during its own samples: test_sigterm_while_the_gate_takes_its_samples...).
+    fanout.measure("/fan/10", repeat=20, n=10, concurrency=10)
     Path("measured").write_text("yes")
     time.sleep(60)  # the subject of the test: a session still running when Ctrl-C comes
 """
