@@ -52,7 +52,8 @@ itself), each round runs two A/B sessions of the shelf service
 each test `repeat=10`, default rules) in a clone: an A/A session (HEAD against
 itself, must pass) and a real one-line commit adding 40 microseconds of CPU after
 every upstream call (must fail on cpu). The cpu rule needs 20 samples a side: the
-gate takes the other 10 on fresh app processes.
+gate takes at least the other 10 itself, on fresh app processes, and more while the
+noise hides a 5% change (up to its bound).
 
     .venv/bin/python benchmarks/gate_validation.py --cpu            # 10 rounds
     .venv/bin/python benchmarks/gate_validation.py --cpu --rounds 1 # smoke
