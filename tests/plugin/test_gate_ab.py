@@ -151,6 +151,10 @@ def test_the_same_commit_against_itself_passes(pytester: pytest.Pytester, repo: 
     assert "REGRESSION" not in result.stdout.str()
     data = json.loads((repo / "aa.json").read_text())
     assert [c["verdict"] for c in data["comparison"]["cases"]] == ["same"]
+    # Six a side in the test: the gate took what cpu needs itself, so "same" is all of it
+    # (before, "same (cpu not judged)"), and nothing is counted apart.
+    assert [c["shown_verdict"] for c in data["comparison"]["cases"]] == ["same"]
+    assert data["comparison"]["not_judged"] == {} and "not gated" not in result.stdout.str()
     assert len(worktrees(repo)) == 1
 
 
