@@ -178,6 +178,19 @@ MAX_RECORDED_DEPTH = 64
 #: Response headers of one recorded answer (a real one has a few dozen).
 MAX_RECORDED_HEADERS = 256
 
+# ---- the A/B gate's own samples (gate/ab.py): bounded in count and in time ----------------
+#: Samples a side in one block: each block runs on a fresh app process per side, so the
+#: process-to-process variation lands inside the test, on both sides.
+AB_BLOCK_SAMPLES = 4
+#: Untimed calls on each fresh process before its block (connections, lazy imports).
+AB_BLOCK_WARMUP = 2
+#: Most samples a side the A/B gate takes itself for one measurement (past it, the metric
+#: that needs more is "not gated: cpu (needed N samples a side, the bound is M)").
+AB_POOL_MAX_SAMPLES = 48
+#: Most seconds the A/B gate spends on its own samples for one measurement (blocks started
+#: past it are not taken: the metric is judged on what was taken, or not gated).
+AB_POOL_MAX_S = 300.0
+
 # ---- argparse types: text in, a checked value or one ArgumentTypeError line out ---------------
 
 
