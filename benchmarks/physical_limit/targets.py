@@ -72,21 +72,20 @@ def _app_against_raw(a1000: Row, raws: list[Row]) -> list[Verdict]:
     return out
 
 
-def _guards(a1000: Row, guards: dict[str, float]) -> list[Verdict]:
-    """What admission control and the deadline cost one /async/1000 (no target: kept)."""
-    request_us = 1000 * a1000.cpu_per_call_ms * a1000.n  # the app's CPU for one request
-    return [
-        Verdict(
-            f"cost of the {name} ({what}), per request",
-            f"{us:.1f} us ({us / request_us:.4%} of the app's CPU for one /async/1000)",
-            "kept on (measured, no target)",
-            None,
-        )
-        for name, what, us in (
-            ("admission control", "admit + release", guards["admission"]),
-            ("deadline", "asyncio.timeout around the gather", guards["deadline"]),
-        )
-    ]
+def _guards(a1000: Row | None, guards: dict[str, float]) -> list[Verdict]:
+    """What admission control and the deadline cost a request (no target: they stay on),
+    and as a share of the app's CPU for one /async/1000 when the run measured it."""
+    out = []
+    for name, what, us in (
+        ("admission control", "admit + release", guards["admission"]),
+        ("deadline", "asyncio.timeout around the gather", guards["deadline"]),
+    ):
+        value = f"{us:.1f} us"
+        if a1000 is not None:
+            request_us = 1000 * a1000.cpu_per_call_ms * a1000.n  # the app's CPU, one request
+            value += f" ({us / request_us:.4%} of the app's CPU for one /async/1000)"
+        out.append(Verdict(f"cost of the {name} ({what}), per request", value, "kept on", None))
+    return out
 
 
 def _efficiencies(rows: list[Row], app: str) -> list[Verdict]:
@@ -193,8 +192,8 @@ def verdicts(
     ]
     if a1000:
         out += _app_against_raw(a1000, raws)
-        if guards:
-            out += _guards(a1000, guards)
+    if guards:
+        out += _guards(a1000, guards)
     out += _efficiencies(rows, app)
     if stub is not None:
         out += _stub(rows, stub)
