@@ -36,7 +36,7 @@ STUB_LOAD_CONNECTIONS = 32
 #: The route that answers the load's calls (as a test declares one), and its answer.
 STUB_ROUTE = {"method": "GET", "path": "/items/{i}", "json": {"ok": True, "id": "{i}"}}
 #: Calls per in-process measurement of `stub_costs` (a few tenths of a second each).
-COST_CALLS = 20_000
+COST_CALLS = 50_000
 
 
 class _LoadConnection(asyncio.Protocol):
