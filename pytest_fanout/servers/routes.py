@@ -40,6 +40,11 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEGMENT_TEXT = re.compile(r"^[^{}?#\s]*$")
 #: Routes one upstream may hold.
 MAX_ROUTES = 1000
+#: A templated route keeps its rendered answers for this many distinct path parameters,
+#: each at most `ANSWER_CACHE_BYTES` (so at most about 4 MiB a route): a load test asks the
+#: same few paths again and again, and rendering is most of what such a route costs a call.
+ANSWER_CACHE_SIZE = 1024
+ANSWER_CACHE_BYTES = 4096
 #: An HTTP header name (RFC 9110 token) and a value without CR, LF or NUL.
 #: Headers the stub writes itself: a route or handler setting them would break framing.
 
@@ -212,6 +217,8 @@ class Route:
     templated: bool = False
     #: The answer's headers: one content-type (the route's own or the default), then the rest.
     wire_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: Rendered answers of a templated route by path parameters (bounded, see above).
+    answers: dict[tuple[str, ...], bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Route:
@@ -306,7 +313,13 @@ class Route:
     def static_answer(self, params: Mapping[str, str]) -> bytes:
         """The body of a route without a handler."""
         if self.templated:
-            return strict_json_dumps(_substitute(self.json, params))
+            key = tuple(params.values())  # in the template's order, always the same names
+            answer = self.answers.get(key)
+            if answer is None:
+                answer = strict_json_dumps(_substitute(self.json, params))
+                if len(self.answers) < ANSWER_CACHE_SIZE and len(answer) <= ANSWER_CACHE_BYTES:
+                    self.answers[key] = answer
+            return answer
         assert self.static_body is not None
         return self.static_body
 

@@ -158,6 +158,9 @@ class StubUpstreamServer(ServerProcess):
             # the harness made.
             "--timeout-keep-alive",
             str(STUB_KEEP_ALIVE_S),
+            # Per-request work a loopback stub never needs (its throughput, docs/performance).
+            "--no-proxy-headers",
+            "--no-server-header",
         ]
 
     def start(self) -> StubUpstreamServer:
