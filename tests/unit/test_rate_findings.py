@@ -25,12 +25,19 @@ def make(
     waves: list[int] | None = None,
     limits: dict[str, Any] | None = None,
     samples: int = 3,
+    limited: int | None = None,
+    capped: int = 0,
 ) -> Measurement:
+    limits = LIMIT if limits is None else limits
+    if limited is None:  # a limit's 429s when there is one, else the upstream's own
+        limited = rejected - capped if limits.get("rate_limit") or limits.get("routes") else 0
     gauges = {
         "requests": [requests] * samples,
         "peak_inflight": [requests] * samples,
         "connections": [0] * samples,
         "rejected": [rejected] * samples,
+        "limited": [limited] * samples,
+        "capped": [capped] * samples,
         "errors": [0] * samples,
         "retries": [retries] * samples,
         "distinct": [distinct] * samples,
@@ -43,7 +50,7 @@ def make(
         concurrency=None,
         upstream_gauges={"quotes": gauges},
         structure={"quotes": waves} if waves is not None else {},
-        upstream_limits={"quotes": LIMIT if limits is None else limits},
+        upstream_limits={"quotes": limits},
         upstream_retry_waits={"quotes": waits or []},
     )
 

@@ -183,7 +183,7 @@ def test_upstream_gauges_facts() -> None:
     assert g.amplification == pytest.approx(20 / 18)
     assert g.retry_waits == [RetryWait(1, "GET", "/q", 1.0, 0.01)]
     assert g.retry_waits[0].early
-    assert g.rate_limit == "5/s" and g.rate_limit_per_s == 5.0 and g.limited
+    assert g.rate_limit == "5/s" and g.rate_limit_per_s == 5.0 and g.has_limit
     assert g.calls_per_s == pytest.approx(20.0)
     assert g.mean_latency_s == pytest.approx(0.02)
     again = Measurement.from_dict(m.to_dict()).upstream("quotes")
