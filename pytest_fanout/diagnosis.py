@@ -596,15 +596,17 @@ def _rejected(m: Measurement, g: Any, label: str) -> Finding | None:
     capped, own = g.capped, g.rejected - limited - g.capped
     parts, advice = [], []
     if capped:
-        parts.append(f"{capped} answered 429 by its cap of {g.max_inflight} in flight")
+        parts.append((capped, f"by its cap of {g.max_inflight} in flight"))
         advice.append(_CAPPED_ADVICE)
     if own:
         parts.append(
-            f"{own} answered 429 by its own answer (a route's status or a handler: out of "
-            "quota, or overloaded)"
+            (own, "by its own answer (a route's status or a handler: out of quota, or overloaded)")
         )
         advice.append(_OWN_ADVICE)
-    why = f" with 429: {', '.join(parts)}: {'; '.join(advice)}"
+    if len(parts) == 1:
+        why = f" with 429 {parts[0][1]}: {advice[0]}"
+    else:
+        why = f" with 429: {', '.join(f'{n} {by}' for n, by in parts)}: {'; '.join(advice)}"
     return _bad_answers(
         m, g, capped + own, ("upstream-429", "upstream 429"), f"{label} refused", why
     )
