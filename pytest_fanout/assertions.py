@@ -452,8 +452,8 @@ def assert_within_limits(m: Measurement, upstream: str | None = None) -> None:
             answered.append(f"{capped} answered 429 by its cap of {g.max_inflight} in flight")
         if own:
             answered.append(
-                f"{own} answered 429 by its own answer, no limit's (a route's status or a "
-                "handler: upstream 429)"
+                f"{own} answered 429 by its own answer, not by a limit (a route's status or "
+                "a handler: upstream 429)"
                 if g.sources_known
                 else f"{own} of {calls} answered 429 (the record does not say what answered)"
             )
@@ -482,7 +482,9 @@ def assert_within_limits(m: Measurement, upstream: str | None = None) -> None:
         if own:
             advice.append("back off as its Retry-After says, and bound the retries")
         advice_text = "; ".join(advice)
-        per = f" (per sample: {g.rejected_per_sample})" if len(g.rejected_per_sample) > 1 else ""
+        per = (
+            f" (429s per sample: {g.rejected_per_sample})" if len(g.rejected_per_sample) > 1 else ""
+        )
         raise FanoutAssertionError(f"{head}{per}. {advice_text}")
 
 

@@ -660,7 +660,13 @@ def _rate_exceeded(m: Measurement, g: UpstreamGauges, label: str, limit: str) ->
     burst = g.limits.get("burst", 0) if g.rate_limit else 0
     allows = f"{limit}" + (f" (burst {burst})" if burst else "")
     waves = g.waves or []
-    bounded = len(waves) > 1 and max(waves) > 1 and len(set(waves[:-1])) == 1
+    # a semaphore's waves: full ones alike above 1, the last no larger ([1, 1, 10] is not)
+    bounded = (
+        len(waves) > 1
+        and waves[0] > 1
+        and all(w == waves[0] for w in waves[:-1])
+        and waves[-1] <= waves[0]
+    )
     if bounded:
         why = (
             f"the service keeps {max(waves)} calls in flight at once (held waves "

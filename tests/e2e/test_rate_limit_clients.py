@@ -22,8 +22,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_fanout.assertions import assert_backs_off, assert_within_limits
-from pytest_fanout.assertions import FanoutAssertionError
+from pytest_fanout.assertions import FanoutAssertionError, assert_backs_off, assert_within_limits
 from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request

@@ -82,6 +82,12 @@ def test_a_gather_against_a_per_minute_limit_names_the_rate_not_a_semaphore() ->
     assert "AsyncLimiter(3000, 60)" in message
 
 
+def test_calls_one_after_another_then_a_gather_are_no_semaphore() -> None:
+    message = found(make(waves=[1, 1, 10]))["rate-exceeded"]
+    assert "semaphore" not in message and "sends faster than the limit" in message
+    assert "keeps" not in message
+
+
 def test_a_route_limit_is_named_with_its_route() -> None:
     limits = {"max_inflight": 0, "routes": {"GET /quote/{i}": LIMIT}}
     message = found(make(limits=limits))["rate-exceeded"]
