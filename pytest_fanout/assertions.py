@@ -376,7 +376,7 @@ def _limited_upstreams(m: Measurement, upstream: str | None, what: str) -> list[
     if not names:
         raise FanoutAssertionError(f"{what}: {m.path} was measured without upstream gauges")
     gauges = [m.upstream(name) for name in names]
-    limited = [g for g in gauges if g.limited]
+    limited = [g for g in gauges if g.has_limit]
     if not limited:
         which = f"upstream {upstream!r} has" if upstream else "no upstream of this stack has"
         raise FanoutAssertionError(
@@ -419,6 +419,15 @@ def _limiter(g: UpstreamGauges) -> str:
     return f"aiolimiter's AsyncLimiter({count.strip() or 1}, {seconds})"
 
 
+def _sources(g: UpstreamGauges) -> tuple[int, int, int]:
+    """The 429s by who sent them: (a rate limit, max_inflight, the upstream's own answer);
+    every one the upstream's own when the stub did not tell them apart (older data)."""
+    if not g.sources_known:
+        return 0, 0, g.rejected
+    limited = g.limited if g.rate_limit or g.route_limits else 0
+    return limited, g.capped, g.rejected - limited - g.capped
+
+
 def assert_within_limits(m: Measurement, upstream: str | None = None) -> None:
     """No call to a rate-limited (or max_inflight) upstream was answered 429, at every
     such upstream or the one named: the service sent no more than the upstream allows.
@@ -437,29 +446,46 @@ def assert_within_limits(m: Measurement, upstream: str | None = None) -> None:
         sent = f"sent up to {rate:.0f} calls/s" if rate is not None else "sent"
         shape = f"{at_once} at once" + (f", {_ms(latency)} each" if latency else "")
         retried = f", {g.retries} of them retries" if g.retries else ""
+        limited, capped, own = _sources(g)
+        answered = [f"{limited} of {calls} answered 429"] if limited else []
+        if capped:
+            answered.append(f"{capped} answered 429 by its cap of {g.max_inflight} in flight")
+        if own:
+            answered.append(
+                f"{own} answered 429 by its own answer, not by a limit (a route's status or "
+                "a handler: upstream 429)"
+                if g.sources_known
+                else f"{own} of {calls} answered 429 (the record does not say what answered)"
+            )
         head = (
             f"{m.method} {m.path} {sent} ({shape}) to {g.name!r}, which allows {_allows(g)}: "
-            f"{g.rejected} of {calls} answered 429{retried}"
+            f"{'; '.join(answered)}{retried}"
         )
         bound = _bounded_at(g)
-        if not g.rate_limit and not g.route_limits:
-            advice = (
-                f"at most {g.max_inflight} may be in flight at once: bound the calls with "
-                f"asyncio.Semaphore({g.max_inflight})"
-            )
-        elif bound is not None:
-            advice = (
+        advice = []
+        if limited and bound is not None:
+            advice.append(
                 f"its calls are bounded at {bound} in flight; a semaphore bounds how many "
                 "calls are in flight, not how many per second: use a rate limiter "
                 f"({_limiter(g)})"
             )
-        else:
-            advice = (
+        elif limited:
+            advice.append(
                 f"it sent them faster than {_allows(g)} allows: pace them with a rate limiter "
                 f"({_limiter(g)}), and retry a 429 after the Retry-After it gives"
             )
-        per = f" (per sample: {g.rejected_per_sample})" if len(g.rejected_per_sample) > 1 else ""
-        raise FanoutAssertionError(f"{head}{per}. {advice}")
+        if capped:
+            advice.append(
+                f"at most {g.max_inflight} may be in flight at once: bound the calls with "
+                f"asyncio.Semaphore({g.max_inflight})"
+            )
+        if own:
+            advice.append("back off as its Retry-After says, and bound the retries")
+        advice_text = "; ".join(advice)
+        per = (
+            f" (429s per sample: {g.rejected_per_sample})" if len(g.rejected_per_sample) > 1 else ""
+        )
+        raise FanoutAssertionError(f"{head}{per}. {advice_text}")
 
 
 def _wait(seconds: float | None) -> str:

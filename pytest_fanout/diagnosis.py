@@ -19,10 +19,11 @@ findings come first and are never dropped for a timing one:
   closed);
 - `connection-churn`: new connections in every sample after warm-up, fewer than
   the calls, that outlive the request (a keep-alive pool smaller than the fan-out);
-- `upstream-429` / `upstream-errors`: the upstream refused or failed calls;
-- `rate-exceeded`: an upstream with a rate limit (`rate_limit = "50/s"`) answered calls
-  429: the service sends faster than it allows (a semaphore bounds calls in flight, not
-  calls per second);
+- `upstream-429` / `upstream-errors`: the upstream refused or failed calls (429s by its
+  max_inflight cap or its own answer, named as such: never the rate limit's);
+- `rate-exceeded`: an upstream's rate limit (`rate_limit = "50/s"`) answered calls 429
+  (counted apart by the stub from its other 429s): the service sends faster than it
+  allows (a semaphore bounds calls in flight, not calls per second);
 - `retry-storm`: calls repeated after a 429 or 5xx at once, with no backoff, so the
   upstream gets several calls for each the service means to make (amplification);
 - `retry-after-ignored`: retries that came sooner than the wait their 429 asked for
@@ -158,6 +159,7 @@ def diagnose(m: Measurement) -> list[Finding]:
             _leak,
             _churn,
             _pool_cap,
+            _rate_limited,
             _rejected,
             _retry_amplification,
             _retry_storm,
@@ -566,20 +568,48 @@ def _pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     )
 
 
-def _rejected(m: Measurement, g: Any, label: str) -> Finding | None:
+#: Advice on 429s by who sent them: max_inflight, or the upstream's own answer.
+_CAPPED_ADVICE = "no backpressure? bound the fan-out (a semaphore) or retry with backoff"
+_OWN_ADVICE = "back off as its Retry-After says, and bound the retries"
+
+
+def _rate_limited(m: Measurement, g: Any, label: str) -> Finding | None:
+    """`rate-exceeded` from the 429s the stub's rate limit sent, and only those."""
     limit = rate_limit_of(m, g)
-    if limit and g.rejected:
+    if limit and g.sources_known and g.limited:
         return _rate_exceeded(m, g, label, limit)
-    why = (
-        " with 429 (too many in flight): no backpressure? bound the fan-out (a semaphore) or"
-        " retry with backoff"
-    )
-    if g.limits and not g.max_inflight:  # its own answer: a route's status or a handler
-        why = (
-            " with 429 (its own answer: out of quota, or overloaded): back off as its "
-            "Retry-After says, and bound the retries"
+    return None
+
+
+def _rejected(m: Measurement, g: Any, label: str) -> Finding | None:
+    """`upstream-429` from the 429s no rate limit sent, naming who did when the stub said."""
+    if not g.sources_known:  # data saved before the stub told its 429s apart
+        why = f" with 429 (too many in flight): {_CAPPED_ADVICE}"
+        if g.rate_limit or g.route_limits:
+            why = f" with 429 (the record does not say what answered them): {_OWN_ADVICE}"
+        elif g.limits and not g.max_inflight:  # its own answer: a route's status or a handler
+            why = f" with 429 (its own answer: out of quota, or overloaded): {_OWN_ADVICE}"
+        return _bad_answers(
+            m, g, g.rejected, ("upstream-429", "upstream 429"), f"{label} refused", why
         )
-    return _bad_answers(m, g, g.rejected, ("upstream-429", "upstream 429"), f"{label} refused", why)
+    limited = g.limited if rate_limit_of(m, g) else 0
+    capped, own = g.capped, g.rejected - limited - g.capped
+    parts, advice = [], []
+    if capped:
+        parts.append((capped, f"by its cap of {g.max_inflight} in flight"))
+        advice.append(_CAPPED_ADVICE)
+    if own:
+        parts.append(
+            (own, "by its own answer (a route's status or a handler: out of quota, or overloaded)")
+        )
+        advice.append(_OWN_ADVICE)
+    if len(parts) == 1:
+        why = f" with 429 {parts[0][1]}: {advice[0]}"
+    else:
+        why = f" with 429: {', '.join(f'{n} {by}' for n, by in parts)}: {'; '.join(advice)}"
+    return _bad_answers(
+        m, g, capped + own, ("upstream-429", "upstream 429"), f"{label} refused", why
+    )
 
 
 # ---- rate limits and retries (issue 33): from the stub's exact facts -----------------
@@ -625,12 +655,18 @@ def _per_sample(values: list[int], calls: int) -> str:
 def _rate_exceeded(m: Measurement, g: UpstreamGauges, label: str, limit: str) -> Finding:
     """An upstream with a rate limit answered 429: the words say what was sent against
     what it allows, and name the semaphore when the held waves show one."""
-    per_sample = list(g.rejected_per_sample) or [g.rejected]
+    per_sample = list(g.limited_per_sample) or [g.limited]
     calls = g.requests
     burst = g.limits.get("burst", 0) if g.rate_limit else 0
     allows = f"{limit}" + (f" (burst {burst})" if burst else "")
     waves = g.waves or []
-    bounded = len(waves) > 1 and max(waves) > 1 and len(set(waves[:-1])) == 1
+    # a semaphore's waves: full ones alike above 1, the last no larger ([1, 1, 10] is not)
+    bounded = (
+        len(waves) > 1
+        and waves[0] > 1
+        and all(w == waves[0] for w in waves[:-1])
+        and waves[-1] <= waves[0]
+    )
     if bounded:
         why = (
             f"the service keeps {max(waves)} calls in flight at once (held waves "
@@ -646,7 +682,7 @@ def _rate_exceeded(m: Measurement, g: UpstreamGauges, label: str, limit: str) ->
         f"{_per_sample(per_sample, calls)}: {why}; pace the calls with a rate "
         f"limiter (aiolimiter's AsyncLimiter({count}, {_period(per)}))",
         exact=True,
-        short=f"rate exceeded{_tag(m, g.name)}: {g.rejected} x 429 at {limit}",
+        short=f"rate exceeded{_tag(m, g.name)}: {g.limited} x 429 at {limit}",
     )
 
 

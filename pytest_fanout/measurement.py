@@ -571,6 +571,11 @@ class UpstreamGauges:
     #: Every 429 of each sample, whatever answered it: a rate limit, max_inflight, a
     #: route's status, a handler (`rejected` is their sum).
     rejected_per_sample: list[int] = field(default_factory=list)
+    #: Of those, the 429s of each sample that a rate limit sent (the upstream's or a
+    #: route's), and those max_inflight sent; the rest a route's status or a handler sent.
+    #: Empty in data saved before the stub told them apart (`sources_known`).
+    limited_per_sample: list[int] = field(default_factory=list)
+    capped_per_sample: list[int] = field(default_factory=list)
     #: Calls of each sample that repeated the method, path, query and body of an earlier
     #: call of the same sample answered 429 or 5xx, or cut off (`retries` is their sum).
     retries_per_sample: list[int] = field(default_factory=list)
@@ -625,9 +630,27 @@ class UpstreamGauges:
         return int(self.limits.get("max_inflight", 0) or 0)
 
     @property
-    def limited(self) -> bool:
+    def has_limit(self) -> bool:
         """A rate limit (the upstream's or a route's) or a max_inflight cap is set."""
         return bool(self.rate_limit or self.route_limits or self.max_inflight)
+
+    @property
+    def limited(self) -> int:
+        """429s a rate limit sent, over every sample (exact; 0 when not told apart)."""
+        return sum(self.limited_per_sample)
+
+    @property
+    def capped(self) -> int:
+        """429s max_inflight sent (too many in flight), over every sample (exact)."""
+        return sum(self.capped_per_sample)
+
+    @property
+    def sources_known(self) -> bool:
+        """The stub told its 429s apart (a limit's, max_inflight's, the rest): False for
+        data saved before it did, whose 429s name no cause."""
+        return len(self.limited_per_sample) == len(self.rejected_per_sample) == len(
+            self.capped_per_sample
+        ) and bool(self.rejected_per_sample)
 
     @property
     def calls_per_s(self) -> float | None:
@@ -702,6 +725,8 @@ class UpstreamGauges:
             after_disconnect_per_sample=list(data.get("after_disconnect", [])),
             cut_per_sample=list(data.get("cut", [])),
             rejected_per_sample=list(data.get("rejected", [])),
+            limited_per_sample=list(data.get("limited", [])),
+            capped_per_sample=list(data.get("capped", [])),
             retries_per_sample=list(data.get("retries", [])),
             distinct_per_sample=list(data.get("distinct", [])),
             most_retries_per_sample=list(data.get("most_retries", [])),
@@ -719,6 +744,8 @@ GAUGE_KEYS = (
     "connections",
     "connections_closed",
     "rejected",
+    "limited",
+    "capped",
     "errors",
     "retries",
     "distinct",

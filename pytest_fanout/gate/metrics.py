@@ -351,8 +351,8 @@ METRICS: dict[str, Metric] = {
             "count",
             True,
             _at_limited("rejected"),
-            "calls per request a rate-limited upstream answered 429 (rate_limit, max_inflight):"
-            " exact on any machine",
+            "calls per request answered 429 at an upstream with a limit (rate_limit or"
+            " max_inflight; every 429 it sent, whatever answered it): exact on any machine",
             sampled=False,
             exact=True,
             optional=True,

@@ -252,7 +252,9 @@ def load_limit_lines(stats: dict[str, dict[str, Any]], requests: int, rps: float
     the service, when it refused calls or the run came within `CAP_SHARE` of the cap."""
     lines = []
     for name, found in stats.items():
-        calls, rejected = int(found.get("requests", 0)), int(found.get("rejected", 0))
+        calls = int(found.get("requests", 0))
+        # the 429s its rate limit sent, not max_inflight's or a route's (older stubs: all)
+        rejected = int(found.get("limited", found.get("rejected", 0)))
         caps = limit_caps({name: found.get("limits", {})}, {name: calls}, requests)
         if not caps:
             continue

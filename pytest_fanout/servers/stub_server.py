@@ -189,8 +189,9 @@ class StubUpstreamServer(ServerProcess):
     # ---- gauge and behaviour --------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """requests, inflight, peak_inflight, completed, errors, rejected, dropped,
-        connections (first used since the reset), inflight_now (all calls in flight)."""
+        """requests, inflight, peak_inflight, completed, errors, rejected (of them: limited
+        by a rate limit, capped by max_inflight), dropped, connections (first used since the
+        reset), inflight_now (all calls in flight)."""
         return self.control.get(CONTROL_PREFIX + "stats").raise_for_status().json()
 
     def reset(self, wait_idle_s: float = 0.0) -> dict[str, int]:

@@ -96,6 +96,10 @@ class Gauge:
     errors: int = 0
     #: Every 429, whatever answered it: the rate limit, max_inflight, a route, a handler.
     rejected: int = 0
+    #: Of those, the 429s a rate limit sent (the upstream's bucket or a route's).
+    limited: int = 0
+    #: Of those, the 429s max_inflight sent (too many calls in flight at once).
+    capped: int = 0
     dropped: int = 0
     #: Calls whose client went away before its body ended (no answer, never a 200).
     aborted: int = 0
@@ -213,12 +217,14 @@ class StubUpstream:
             if over is not None:  # answered at once, without the route's delay
                 bucket, wait_s = over
                 gauge.rejected += 1
+                gauge.limited += 1
                 record[STATUS] = 429
                 await _send(send, 429, [*JSON_HEADERS, *bucket.headers(wait_s)], _RATE_BODY)
                 self.timeline.answer(call, 429)
                 return
         if behaviour.max_inflight and self.inflight_now >= behaviour.max_inflight:
             gauge.rejected += 1
+            gauge.capped += 1
             record[STATUS] = 429
             await _reply(send, 429, b'{"error":"too many requests in flight"}')
             self.timeline.answer(call, 429)

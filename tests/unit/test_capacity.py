@@ -230,3 +230,10 @@ def test_after_a_locust_run_a_limit_that_refused_calls_is_named() -> None:
     ]
     calm = {"quotes": {"requests": 100, "rejected": 0, "limits": limits}}
     assert load_limit_lines(calm, 100, 5.0) == []  # far from the cap, nothing refused
+    # a route's own 429s (or max_inflight's) are not the limit's: only `limited` counts here
+    mixed = {"quotes": {"requests": 1200, "rejected": 300, "limited": 212, "limits": limits}}
+    assert load_limit_lines(mixed, 600, 60.0)[0].startswith(
+        "fanout: upstream 'quotes' answered 429 to 212 of 1200 calls; it allows 50/s"
+    )
+    routes_only = {"quotes": {"requests": 100, "rejected": 40, "limited": 0, "limits": limits}}
+    assert load_limit_lines(routes_only, 100, 5.0) == []  # far from the cap, none the limit's

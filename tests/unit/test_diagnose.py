@@ -382,6 +382,8 @@ def rate_limited_cases() -> list[Measurement]:
         m.upstream_gauges["upstream"].update(
             retries=[tries - 1, 0, 0], distinct=[9, 10, 10], most_retries=[tries - 1, 0, 0]
         )
+        rejected = m.upstream_gauges["upstream"]["rejected"]  # every 429 the limit's
+        m.upstream_gauges["upstream"].update(limited=rejected, capped=[0] * len(rejected))
         m.upstream_limits, m.upstream_retry_waits = limited, {"upstream": waits}
         cases.append(m)
     return cases

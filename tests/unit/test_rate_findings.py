@@ -25,12 +25,19 @@ def make(
     waves: list[int] | None = None,
     limits: dict[str, Any] | None = None,
     samples: int = 3,
+    limited: int | None = None,
+    capped: int = 0,
 ) -> Measurement:
+    limits = LIMIT if limits is None else limits
+    if limited is None:  # a limit's 429s when there is one, else the upstream's own
+        limited = rejected - capped if limits.get("rate_limit") or limits.get("routes") else 0
     gauges = {
         "requests": [requests] * samples,
         "peak_inflight": [requests] * samples,
         "connections": [0] * samples,
         "rejected": [rejected] * samples,
+        "limited": [limited] * samples,
+        "capped": [capped] * samples,
         "errors": [0] * samples,
         "retries": [retries] * samples,
         "distinct": [distinct] * samples,
@@ -43,7 +50,7 @@ def make(
         concurrency=None,
         upstream_gauges={"quotes": gauges},
         structure={"quotes": waves} if waves is not None else {},
-        upstream_limits={"quotes": LIMIT if limits is None else limits},
+        upstream_limits={"quotes": limits},
         upstream_retry_waits={"quotes": waits or []},
     )
 
@@ -75,6 +82,12 @@ def test_a_gather_against_a_per_minute_limit_names_the_rate_not_a_semaphore() ->
     assert "AsyncLimiter(3000, 60)" in message
 
 
+def test_calls_one_after_another_then_a_gather_are_no_semaphore() -> None:
+    message = found(make(waves=[1, 1, 10]))["rate-exceeded"]
+    assert "semaphore" not in message and "sends faster than the limit" in message
+    assert "keeps" not in message
+
+
 def test_a_route_limit_is_named_with_its_route() -> None:
     limits = {"max_inflight": 0, "routes": {"GET /quote/{i}": LIMIT}}
     message = found(make(limits=limits))["rate-exceeded"]
@@ -84,6 +97,56 @@ def test_a_route_limit_is_named_with_its_route() -> None:
 def test_429s_without_a_limit_stay_upstream_429() -> None:
     messages = found(make(limits={"max_inflight": 0}))
     assert "rate-exceeded" not in messages and "upstream-429" in messages
+
+
+def test_only_the_limits_429s_are_blamed_on_the_limit() -> None:
+    """A route that answers 429 by its own status at a rate-limited upstream: its 429s are
+    upstream 429s; rate exceeded counts only the bucket's."""
+    messages = found(make(rejected=7, limited=3))
+    assert messages["rate-exceeded"].startswith(
+        "rate exceeded: the upstream allows 5/s (burst 5) and answered 429 to 3 of 10 calls "
+        "in every sample"
+    )
+    assert messages["upstream-429"] == (
+        "upstream 429: the upstream refused 12 of 30 calls with 429 by its "
+        "own answer (a route's status or a handler: out of quota, or overloaded): back off as "
+        "its Retry-After says, and bound the retries"
+    )
+
+
+def test_a_routes_429s_alone_at_a_limited_upstream_are_not_rate_exceeded() -> None:
+    messages = found(make(rejected=5, limited=0))
+    assert "rate-exceeded" not in messages
+    assert "refused 15 of 30 calls with 429 by its own answer" in messages["upstream-429"]
+
+
+def test_max_inflight_429s_name_the_cap_not_the_limit() -> None:
+    limits = {"max_inflight": 3}
+    messages = found(make(rejected=5, capped=5, limits=limits))
+    assert "rate-exceeded" not in messages
+    assert messages["upstream-429"] == (
+        "upstream 429: the upstream refused 15 of 30 calls with 429 by its "
+        "cap of 3 in flight: no backpressure? bound the fan-out (a semaphore) or retry with "
+        "backoff"
+    )
+    both = found(make(rejected=5, capped=2, limits={**LIMIT, "max_inflight": 3}))
+    assert "answered 429 to 3 of 10 calls" in both["rate-exceeded"]
+    assert "6 of 30 calls with 429 by its cap of 3 in flight" in both["upstream-429"]
+    mixed = found(make(rejected=5, limited=1, capped=2, limits={**LIMIT, "max_inflight": 3}))
+    assert "answered 429 to 1 of 10 calls" in mixed["rate-exceeded"]
+    assert mixed["upstream-429"].startswith(
+        "upstream 429: the upstream refused 12 of 30 calls with 429: 6 by its cap of 3 in "
+        "flight, 6 by its own answer"
+    )
+
+
+def test_429s_saved_before_they_were_told_apart_name_no_limit() -> None:
+    m = make()
+    for name in ("limited", "capped"):
+        del m.upstream_gauges["quotes"][name]
+    messages = found(m)
+    assert "rate-exceeded" not in messages
+    assert "(the record does not say what answered them)" in messages["upstream-429"]
 
 
 def storm(waited_s: float, asked_s: float | None = 0.2) -> Measurement:

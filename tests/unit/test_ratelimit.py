@@ -168,6 +168,8 @@ def test_upstream_gauges_facts() -> None:
             "quotes": {
                 "requests": [10, 10],
                 "rejected": [5, 5],
+                "limited": [3, 5],
+                "capped": [0, 0],
                 "retries": [0, 2],
                 "distinct": [10, 8],
                 "most_retries": [0, 1],
@@ -179,15 +181,21 @@ def test_upstream_gauges_facts() -> None:
     )
     g = m.upstream("quotes")
     assert g.rejected == 10 and g.rejected_per_sample == [5, 5]
+    assert g.limited == 8 and g.limited_per_sample == [3, 5]
+    assert g.capped == 0 and g.capped_per_sample == [0, 0] and g.sources_known
     assert g.retries == 2 and g.most_retries == 1
     assert g.amplification == pytest.approx(20 / 18)
     assert g.retry_waits == [RetryWait(1, "GET", "/q", 1.0, 0.01)]
     assert g.retry_waits[0].early
-    assert g.rate_limit == "5/s" and g.rate_limit_per_s == 5.0 and g.limited
+    assert g.rate_limit == "5/s" and g.rate_limit_per_s == 5.0 and g.has_limit
     assert g.calls_per_s == pytest.approx(20.0)
     assert g.mean_latency_s == pytest.approx(0.02)
     again = Measurement.from_dict(m.to_dict()).upstream("quotes")
     assert again == g
+    assert again.limited_per_sample == [3, 5] and again.capped_per_sample == [0, 0]
+    del m.upstream_gauges["quotes"]["limited"], m.upstream_gauges["quotes"]["capped"]
+    older = m.upstream("quotes")  # saved before the stub told its 429s apart
+    assert older.limited == 0 and not older.sources_known
 
 
 def _client(stub: StubUpstream) -> httpx2.AsyncClient:
@@ -219,7 +227,7 @@ def test_stub_answers_past_the_limit_at_once_and_refills_at_reset() -> None:
 
     first, stats, again = run(scenario())
     assert first == again == [200] * 5 + [429] * 5
-    assert stats["rejected"] == 5
+    assert stats["rejected"] == stats["limited"] == 5 and stats["capped"] == 0
     assert stats["limits"] == {"max_inflight": 0, "rate_limit": "5/s", "per_s": 5.0, "burst": 5}
     assert stats["distinct"] == 10 and stats["retries"] == 0
 
@@ -243,10 +251,25 @@ def test_route_limit_and_a_routes_429_count_as_rejected() -> None:
     assert sorted(limited) == [200, 200, 429, 429]
     assert free == [200] * 4
     assert stats["rejected"] == 3  # two by the route's limit, one by the route's status
+    assert stats["limited"] == 2 and stats["capped"] == 0  # only the limit's are "limited"
     assert stats["limits"]["routes"] == {
         "GET /limited": {"rate_limit": "2/s", "per_s": 2.0, "burst": 2}
     }
     assert stats["distinct"] == 3  # /limited, /free, /busy: the rest are repeats
+
+
+def test_max_inflight_429s_are_capped_not_limited() -> None:
+    stub = StubUpstream(Behaviour(delay_ms=50, max_inflight=2))
+
+    async def scenario() -> tuple[list[int], dict]:
+        async with _client(stub) as client:
+            answers = await asyncio.gather(*(client.get(f"/q/{i}") for i in range(6)))
+            stats = (await client.get("/__upstream__/stats")).json()
+            return sorted(a.status_code for a in answers), stats
+
+    answers, stats = run(scenario())
+    assert answers == [200] * 2 + [429] * 4
+    assert (stats["rejected"], stats["capped"], stats["limited"]) == (4, 4, 0)
 
 
 def test_bad_route_limit_is_refused() -> None:

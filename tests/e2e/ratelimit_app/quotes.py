@@ -1,6 +1,7 @@
 """A quotes service that fans out to a rate-limited upstream, written four ways: a plain
 gather, a semaphore, retries at once on 429, and retries after the wait the 429 asks for
-(its whole-second Retry-After). Every route answers 200 with the statuses it got."""
+(its whole-second Retry-After); and one that first calls a route answering 429 by its own
+status (`/mixed`). Every route answers 200 with the statuses it got."""
 
 import asyncio
 import os
@@ -73,3 +74,11 @@ async def retry_now(n: int) -> dict:
 @app.get("/retry-after/{n}")
 async def retry_after(n: int) -> dict:
     return _counted(await asyncio.gather(*(_retry_after(i) for i in range(n))))
+
+
+@app.get("/mixed/{n}")
+async def mixed(n: int) -> dict:
+    """Two calls one after the other to /busy (answered 429 by the route itself), then a
+    gather of `n`: the /busy calls take two of the bucket's tokens first."""
+    busy = [(await app.state.http.get(f"/busy/{i}")).status_code for i in range(2)]
+    return _counted(busy + await asyncio.gather(*(_once(i) for i in range(n))))
