@@ -465,23 +465,23 @@ def assert_within_limits(m: Measurement, upstream: str | None = None) -> None:
         advice = []
         if limited and bound is not None:
             advice.append(
-                f"its calls are bounded at {bound} in flight; a semaphore bounds how many "
+                f"Its calls are bounded at {bound} in flight; a semaphore bounds how many "
                 "calls are in flight, not how many per second: use a rate limiter "
                 f"({_limiter(g)})"
             )
         elif limited:
             advice.append(
-                f"it sent them faster than {_allows(g)} allows: pace them with a rate limiter "
+                f"It sent them faster than {_allows(g)} allows: pace them with a rate limiter "
                 f"({_limiter(g)}), and retry a 429 after the Retry-After it gives"
             )
         if capped:
             advice.append(
-                f"at most {g.max_inflight} may be in flight at once: bound the calls with "
+                f"At most {g.max_inflight} may be in flight at once: bound the calls with "
                 f"asyncio.Semaphore({g.max_inflight})"
             )
         if own:
-            advice.append("back off as its Retry-After says, and bound the retries")
-        advice_text = "; ".join(advice)
+            advice.append("Back off as its Retry-After says, and bound the retries")
+        advice_text = ". ".join(advice)
         per = (
             f" (429s per sample: {g.rejected_per_sample})" if len(g.rejected_per_sample) > 1 else ""
         )

@@ -262,6 +262,22 @@ def check_status(
         raise MeasurementError(unexpected_status(request, response, during), log_tail)
 
 
+def _refused_note(stubs: Mapping[str, Any]) -> str:
+    """What the upstreams refused in the request that just failed (the stubs' counters of
+    the sample): a service that fails on a 429 is told so, not left to read its log."""
+    refused = []
+    for name, stub in stubs.items():
+        stats = stub.stats()
+        rejected, calls = int(stats.get("rejected", 0)), int(stats.get("requests", 0))
+        if rejected:
+            limit = (stats.get("limits") or {}).get("rate_limit")
+            why = f" (its rate limit {limit})" if limit else ""
+            refused.append(f"'{name}' answered 429 to {rejected} of {calls} calls{why}")
+    if not refused:
+        return ""
+    return f" (in that request upstream {', '.join(refused)}: the service did not handle a 429)"
+
+
 def _chunked(headers: httpx2.Headers) -> bool:
     encoding = headers.get("transfer-encoding", "")
     return "chunked" in encoding.lower() and "content-length" not in headers
@@ -556,7 +572,8 @@ def _measure(
                 raise _hung(exc, stubs, label) from None
             elapsed = time.perf_counter() - start
             answered = time.monotonic()
-            check_status(response, request)
+            if response.status_code != request.expect_status:
+                check_status(response, request, _refused_note(stubs))
         if index < warmup:
             _late_calls(stubs, app, (sent, answered), grace, wait_s, label)
             continue
@@ -657,9 +674,13 @@ def _held_probe(
     except HoldBoundError as exc:
         raise MeasurementError(f"the held probe of {request.label}: {exc}") from None
     if response.status_code != request.expect_status:  # the log tail only when needed
+        limited = [
+            n for n, stub in stubs.items() if (stub.stats().get("limits") or {}).get("rate_limit")
+        ]
+        refusals = "; it applies no rate limit, so no call was refused" if limited else ""
         during = (
             " (the held probe: its upstream calls held until the app sent no more, then "
-            "answered together)"
+            f"answered together{refusals})"
         )
         check_status(response, request, during, _tail(app))
     return {name: waves.waves for name, waves in held.items()}, ""

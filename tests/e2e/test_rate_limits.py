@@ -7,6 +7,7 @@ refills a token every 12 s, so nothing refills within a sample however loaded th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from pytest_fanout.assertions import FanoutAssertionError, assert_backs_off, assert_within_limits
 from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.measurement import MeasurementError
 from pytest_fanout.servers import Stack
 from tests.helpers import measure_stack
 
@@ -154,3 +156,14 @@ def test_a_max_inflight_cap_names_the_cap_not_a_rate(client) -> None:
     kinds = {f.kind for f in diagnose(fixed)}
     assert not {"upstream-429", "rate-exceeded"} & kinds
     assert_within_limits(fixed)
+
+
+def test_a_service_failing_on_a_429_is_told_which_upstream_refused(stack, client) -> None:
+    # Its fix, /gather/10 above, handles the 429 and is measured.
+    with pytest.raises(MeasurementError) as caught:
+        measure_stack(stack, client, "/strict/10", repeat=2)
+    message = str(caught.value)
+    assert "GET /strict/10 answered 500, expected 200" in message
+    # How many were sent before the app gave up varies; that some were refused does not.
+    assert re.search(r"upstream 'default' answered 429 to [1-9]\d* of \d+ calls", message)
+    assert "(its rate limit 5/min): the service did not handle a 429" in message

@@ -82,3 +82,15 @@ async def mixed(n: int) -> dict:
     gather of `n`: the /busy calls take two of the bucket's tokens first."""
     busy = [(await app.state.http.get(f"/busy/{i}")).status_code for i in range(2)]
     return _counted(busy + await asyncio.gather(*(_once(i) for i in range(n))))
+
+
+@app.get("/strict/{n}")
+async def strict(n: int) -> dict:
+    """Fails on any 429 (raise_for_status): the request answers 500 when the limit bites."""
+
+    async def one(i: int) -> int:
+        answer = await app.state.http.get(f"/quote/{i}")
+        answer.raise_for_status()
+        return answer.status_code
+
+    return _counted(await asyncio.gather(*(one(i) for i in range(n))))
