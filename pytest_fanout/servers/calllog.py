@@ -90,7 +90,8 @@ class CallLog:
         call[4] = template or ""  # folded from the path when read, off the hot path
         extra = self.extra_ms if self.extra_ms and self._targets(self.extra_route, call) else 0.0
         if self.extra_routes:
-            extra += self.extra_routes.get(route_key(call[2], template or path_template(call[3])), 0)
+            key = route_key(call[2], template or path_template(call[3]))
+            extra += self.extra_routes.get(key, 0.0)
         if extra:
             delay_ms = min(max(delay_ms + extra, 0.0), MAX_DELAY_MS)
         call[5] = delay_ms
@@ -175,7 +176,8 @@ class CallLog:
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if not isinstance(key, str) or not number or not abs(value) <= MAX_EXTRA_MS:
                 raise ValueError(
-                    f"extra_routes[{key!r}]={value!r}: give 'GET /x': ms within +/-{MAX_EXTRA_MS:.0f}"
+                    f"extra_routes[{key!r}]={value!r}: give 'GET /x': ms within"
+                    f" +/-{MAX_EXTRA_MS:.0f}"
                 )
         for name in ("extra_route", "perturb_route"):
             if not isinstance(settings.get(name, ""), str):

@@ -121,7 +121,9 @@ class Target:
 
     @property
     def slack_ms(self) -> float:
-        """How much slower each call may get before the endpoint pays (0 on the path)."""
+        """How much slower each call may get before the endpoint pays (0 on the path): the
+        time until the next call starts, exact when that call needs this one's answer (a
+        join after a gather), a lower bound when it does not (0 on the path)."""
         return self.gap_ms if self.off_path else 0.0
 
     @property
@@ -194,7 +196,7 @@ class CriticalPath:
                 t.rounds,
                 f"{t.delay_ms:.0f} ms",
                 _shown(t.weight, 2),
-                f"{t.slack_ms:.0f} ms" if t.off_path else "0",
+                f">= {t.slack_ms:.0f} ms" if t.off_path else "0",
                 _saves(t),
                 f"+/-{t.half_width:.2f} ({t.changed_runs} runs)",
                 _note(t),
@@ -266,7 +268,7 @@ def _note(t: Target) -> str:
     if not math.isfinite(t.weight):
         return "not measured"
     if t.off_path:
-        return f"off the path: {t.slack_ms:.0f} ms slower before it matters"
+        return f"off the path: at least {t.slack_ms:.0f} ms slower before it matters"
     if t.bend:
         return f"bend: faster {_shown(t.faster, 1)}, slower {_shown(t.slower, 1)}"
     return ""
@@ -427,7 +429,8 @@ def least_squares(
     inverse = _invert(xtx)
     coef = [sum(inverse[a][b] * xty[b] for b in range(k)) for a in range(k)]
     df = n - k
-    rss = sum((y - sum(c * v for c, v in zip(coef, r, strict=True))) ** 2 for r, y in zip(x, ys, strict=True))
+    fitted = [sum(c * v for c, v in zip(coef, r, strict=True)) for r in x]
+    rss = sum((y - f) ** 2 for y, f in zip(ys, fitted, strict=True))
     s2 = rss / df if df > 0 else math.inf
     ses = [math.sqrt(max(s2 * inverse[a][a], 0.0)) for a in range(k)]
     out_coef, out_se = [math.nan] * p, [math.inf] * p
@@ -557,8 +560,9 @@ def critical_path(
     told: dict[str, dict[str, Any]] = {}
     try:
         for index, row in enumerate(rows):
-            changes = [t.level_ms(level) for t, level in zip(targets, row, strict=True)]
-            added_s = sum(max(c, 0.0) * t.rounds for c, t in zip(changes, targets)) / 1000
+            pairs = list(zip(targets, row, strict=True))
+            changes = [t.level_ms(level) for t, level in pairs]
+            added_s = sum(max(t.level_ms(level), 0.0) * t.rounds for t, level in pairs) / 1000
             if index and time.monotonic() + baseline_ms / 1000 + added_s > deadline:
                 say(f"  budget of {budget_s:g} s spent after {index} runs")
                 break
@@ -566,7 +570,8 @@ def critical_path(
                 _apply(upstreams, targets, changes, told)
             sent, answered = send()
             runs.append((changes, (answered - sent) * 1000))
-            moved = ", ".join(f"{t.label} {c:+g}" for t, c in zip(targets, changes) if c)
+            named = zip(targets, changes, strict=True)
+            moved = ", ".join(f"{t.label} {c:+g}" for t, c in named if c)
             say(f"  run {index + 1}/{len(rows)}: {moved or 'unchanged'}: {runs[-1][1]:.1f} ms")
     finally:
         if targets:

@@ -336,8 +336,10 @@ def test_each_target_takes_every_level_equally_often_in_an_order_of_its_own() ->
 def test_a_bend_is_found_and_saves_come_from_the_faster_runs() -> None:
     near_tie = Target("inv", "", 1, 40, 40, faster_ms=5.0, extra_ms=5.0)
     # Slower costs 1 ms per ms (its branch overtakes the other), faster saves nothing.
-    runs = [([5.0 * level], 100 + max(5.0 * level, 0.0) + 0.01 * (i % 3)) for i, level in
-            enumerate(row[0] for row in design(1, 20))]
+    runs = [
+        ([5.0 * level], 100 + max(5.0 * level, 0.0) + 0.01 * (i % 3))
+        for i, level in enumerate(row[0] for row in design(1, 20))
+    ]
     fit([near_tie], runs)
     assert near_tie.faster == pytest.approx(0.0, abs=0.01)
     assert near_tie.slower == pytest.approx(1.0, abs=0.01)
@@ -474,7 +476,7 @@ def test_critical_path_recovers_known_weights_and_slack_of_a_noisy_endpoint() ->
     docs = next(t for t in result.targets if t.upstream == "docs")
     assert docs.off_path and math.isnan(docs.saves_per_10ms)
     table = str(result)
-    assert "10 ms faster here saves" in table and "off the path: 26 ms slower" in table
+    assert "10 ms faster here saves" in table and "off the path: at least 26 ms slower" in table
     # Progress: the plan, each target, then every run, in order.
     assert lines[0].startswith("critical path of GET /p") and len(lines) == 1 + 4 + 10
     assert lines[-1].startswith("  run 10/10: ")

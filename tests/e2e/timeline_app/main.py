@@ -103,4 +103,5 @@ async def summary(user: str) -> dict:
     qty = stock.json()["available"]
     quote = await _client("pricing").post("/quote", json={"token": "t", "sku": "A", "qty": qty})
     quote.raise_for_status()
-    return {"name": who["name"], "total": quote.json()["total"], "reviews": len(mine.json()["stars"])}
+    stars = len(mine.json()["stars"])
+    return {"name": who["name"], "total": quote.json()["total"], "reviews": stars}
