@@ -9,8 +9,10 @@ term) gives each target's weight (ms of endpoint per ms of each of its calls:
 0 off the critical path, 1 when paid once, 6 for six rounds of a semaphore),
 its 95% interval (Student's t on the fit's residuals), and, from a second fit
 with one slope on each side, what a faster call buys ("10 ms faster here
-saves") apart from what a slower one costs: when they differ, the path bends
-there (two branches nearly tied), which the table says.
+saves") apart from what a slower one costs; a third fit splits the slope
+within one step from what the second step adds. When the sides or the sizes
+differ, the path bends there (two branches nearly tied, a slack used up),
+which the table says.
 
 The steps are small and local: sized to the noise of the unchanged runs, per
 call divided by the rounds the target is paid in (a 30-call route behind
@@ -109,6 +111,10 @@ class Target:
     slower: float = math.nan
     faster: float = math.nan
     faster_half_width: float = math.inf
+    #: The slope within one step of the current delays, and what the second step adds:
+    #: they differ past a bend (a slack used up, a sibling overtaken).
+    near: float = math.nan
+    far: float = math.nan
     bend: bool = False
     #: Runs that changed it.
     changed_runs: int = 0
@@ -247,6 +253,8 @@ class CriticalPath:
                     "slack_ms": t.slack_ms,
                     "slower": _finite(t.slower),
                     "faster": _finite(t.faster),
+                    "near": _finite(t.near),
+                    "far": _finite(t.far),
                     "bend": t.bend,
                     "estimates": t.changed_runs,
                 }
@@ -270,7 +278,10 @@ def _note(t: Target) -> str:
     if t.off_path:
         return f"off the path: at least {t.slack_ms:.0f} ms slower before it matters"
     if t.bend:
-        return f"bend: faster {_shown(t.faster, 1)}, slower {_shown(t.slower, 1)}"
+        return (
+            f"bend: faster {_shown(t.faster, 1)}, slower {_shown(t.slower, 1)}; one step"
+            f" {_shown(t.near, 1)}, the second {_shown(t.far, 1)}"
+        )
     return ""
 
 
@@ -471,9 +482,14 @@ def fit(targets: list[Target], runs: Sequence[tuple[Sequence[float], float]]) ->
         [1.0, drift[i], *[v for c in changes for v in (min(c, 0.0), max(c, 0.0))]]
         for i, (changes, _) in enumerate(runs)
     ]
+    three = [
+        [1.0, drift[i], *[v for t, c in zip(targets, changes, strict=True) for v in _sizes(t, c)]]
+        for i, (changes, _) in enumerate(runs)
+    ]
     try:
         coef, se, df = least_squares(one, ys)
         coef2, se2, df2 = least_squares(two, ys)
+        coef3, se3, _ = least_squares(three, ys)
     except ValueError:
         return
     for i, t in enumerate(targets):
@@ -483,9 +499,21 @@ def fit(targets: list[Target], runs: Sequence[tuple[Sequence[float], float]]) ->
         t.faster_half_width = t95(df2) * se2[2 + 2 * i]
         both = math.isfinite(t.faster) and math.isfinite(t.slower)
         spread = math.hypot(se2[2 + 2 * i], se2[3 + 2 * i])
-        t.bend = both and abs(t.slower - t.faster) > max(BEND, 3 * spread)
+        sides = both and abs(t.slower - t.faster) > max(BEND, 3 * spread)
+        near, far = coef3[2 + 2 * i], coef3[3 + 2 * i]
+        spread = math.hypot(se3[2 + 2 * i], se3[3 + 2 * i])
+        sizes = math.isfinite(near) and math.isfinite(far)
+        t.near, t.far = near, far
+        t.bend = sides or (sizes and abs(far - near) > max(BEND, 3 * spread))
         if not math.isfinite(t.weight):
             t.half_width = math.inf
+
+
+def _sizes(target: Target, change: float) -> tuple[float, float]:
+    """A change split into its first step and what the second step adds (ms)."""
+    step = target.extra_ms if change > 0 else target.faster_ms
+    near = max(min(change, step), -step)
+    return near, change - near
 
 
 # ---- the experiment ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pytest_fanout.servers.upstream import StubUpstream
 from pytest_fanout.timeline.calls import Call, RequestTimeline, build_timeline
 from pytest_fanout.timeline.causal import (
     LEVELS,
+    CriticalPath,
     Target,
     choose_steps,
     count_rounds,
@@ -344,6 +345,19 @@ def test_a_bend_is_found_and_saves_come_from_the_faster_runs() -> None:
     assert near_tie.faster == pytest.approx(0.0, abs=0.01)
     assert near_tie.slower == pytest.approx(1.0, abs=0.01)
     assert near_tie.bend and near_tie.saves_per_10ms == pytest.approx(0.0, abs=0.1)
+
+
+def test_a_slack_used_up_by_the_second_step_is_a_bend() -> None:
+    docs = Target("docs", "", 1, 15, 15, faster_ms=5.0, extra_ms=5.0)
+    # 5 ms of slack: one step slower costs nothing, the second one 5 ms.
+    levels = [row[0] for row in design(1, 20)]
+    runs = [
+        ([5.0 * level], 100 + max(5.0 * level - 5, 0.0) + 0.01 * (i % 3))
+        for i, level in enumerate(levels)
+    ]
+    fit([docs], runs)
+    assert docs.near == pytest.approx(0.0, abs=0.05) and docs.far > 0.4
+    assert docs.bend and "the second" in str(CriticalPath("GET", "/p", 0.1, [docs]))
 
 
 def _calls_of(spans: list[tuple[str, float, float]]) -> RequestTimeline:
