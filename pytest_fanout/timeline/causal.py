@@ -39,8 +39,12 @@ from pytest_fanout.artifacts import render_text
 from pytest_fanout.servers.calllog import route_key
 from pytest_fanout.timeline.calls import Call, RequestTimeline, request_timeline, set_experiment
 
-#: Unchanged runs before the experiment (the baseline and its noise) after one warm-up.
+#: Unchanged runs before the experiment (the baseline and its noise), after the warm-up.
+WARM_UP_RUNS = 2
 BASELINE_RUNS = 4
+#: A run whose residual is over this many robust sd of the others is dropped from the
+#: fit (a hiccup of the machine, not the experiment), one in ten at most.
+OUTLIER_SD = 4.0
 #: Changed runs: at least this many, and enough for 4 degrees of freedom of the fit.
 MIN_DESIGN_RUNS = 10
 #: The levels each target takes in turn, in steps (equally often).
@@ -121,9 +125,11 @@ class Target:
 
     @property
     def off_path(self) -> bool:
-        """Its calls leave time before the next one starts, and changing them did not
-        move the endpoint (a weight under 0.5)."""
-        return self.gap_ms >= OFF_PATH_MS and math.isfinite(self.weight) and self.weight < 0.5
+        """Its calls leave time before the next one starts (the timeline), and the
+        experiment does not say otherwise (the weight's interval reaches under 0.5)."""
+        if self.gap_ms < OFF_PATH_MS or not math.isfinite(self.weight):
+            return False
+        return self.weight - self.half_width < 0.5
 
     @property
     def slack_ms(self) -> float:
@@ -469,13 +475,17 @@ def _invert(matrix: list[list[float]]) -> list[list[float]]:
 
 
 def fit(targets: list[Target], runs: Sequence[tuple[Sequence[float], float]]) -> None:
-    """Each target's weight (one slope) and its two sides' slopes (a second fit), from
-    runs of (change per call of each target in ms, latency in ms); the run's index is a
-    term, so a machine that drifts does not bias the weights."""
+    """Each target's weight (one slope), its two sides' slopes (a second fit) and its
+    slope within one step and past it (a third), from runs of (change per call of each
+    target in ms, latency in ms); the run's index is a term, so a machine that drifts
+    does not bias the weights; a hiccup far off the fit is left out (`steady`)."""
     n = len(runs)
     if n < 2:
         return
     drift = [(i - (n - 1) / 2) / n for i in range(n)]
+    keep = steady([[1.0, drift[i], *changes] for i, (changes, _) in enumerate(runs)], runs)
+    runs = [runs[i] for i in keep]
+    drift = [drift[i] for i in keep]
     ys = [latency for _, latency in runs]
     one = [[1.0, drift[i], *changes] for i, (changes, _) in enumerate(runs)]
     two = [
@@ -507,6 +517,27 @@ def fit(targets: list[Target], runs: Sequence[tuple[Sequence[float], float]]) ->
         t.bend = sides or (sizes and abs(far - near) > max(BEND, 3 * spread))
         if not math.isfinite(t.weight):
             t.half_width = math.inf
+
+
+def steady(rows: list[list[float]], runs: Sequence[tuple[Sequence[float], float]]) -> list[int]:
+    """The runs to fit: all but those whose residual from a first fit is over
+    OUTLIER_SD robust sd of the residuals (the largest first, one in ten at most, and
+    never below 3 degrees of freedom)."""
+    everything = list(range(len(runs)))
+    ys = [latency for _, latency in runs]
+    try:
+        coef, _, df = least_squares(rows, ys)
+    except ValueError:
+        return everything
+    fitted = [sum(c * v for c, v in zip(coef, r, strict=True) if math.isfinite(c)) for r in rows]
+    residuals = [y - f for y, f in zip(ys, fitted, strict=True)]
+    spread = _MAD_TO_SD * statistics.median(abs(r) for r in residuals)
+    if spread < 1e-6:  # an exact fit (a simulation): nothing stands out
+        return everything
+    worst = sorted(everything, key=lambda i: -abs(residuals[i]))
+    out = [i for i in worst if abs(residuals[i]) > OUTLIER_SD * spread]
+    out = out[: min(len(runs) // 10, max(df - 3, 0))]
+    return [i for i in everything if i not in out]
 
 
 def _sizes(target: Target, change: float) -> tuple[float, float]:
@@ -560,7 +591,8 @@ def critical_path(
     say = progress or (lambda line: None)
     started = time.monotonic()
     deadline = started + budget_s
-    send()  # warm-up: connections opened, caches filled
+    for _ in range(WARM_UP_RUNS):
+        send()  # connections opened, caches filled, the app's first-time work done
     windows = [send() for _ in range(BASELINE_RUNS)]
     latencies = [(answered - sent) * 1000 for sent, answered in windows]
     baseline_ms = statistics.median(latencies)
@@ -605,6 +637,6 @@ def critical_path(
         if targets:
             _apply(upstreams, targets, [0.0] * len(targets), {})
     fit(targets, runs)
-    result.runs = len(runs) + 1
+    result.runs = len(runs) + WARM_UP_RUNS
     result.elapsed_s = time.monotonic() - started
     return result

@@ -324,6 +324,20 @@ def test_the_fit_recovers_exact_weights_of_a_drifting_endpoint() -> None:
     assert not any(t.bend for t in targets) and targets[0].changed_runs == 16
 
 
+def test_a_hiccup_of_the_machine_is_left_out_of_the_fit() -> None:
+    targets = [Target("a", "", 1, 30, 30), Target("b", "", 1, 30, 30)]
+    noise = random.Random(3)
+    runs = [
+        ([3.0 * row[0], 3.0 * row[1]], 100 + 3.0 * row[0] + noise.gauss(0, 0.3))
+        for row in design(2, 20)
+    ]
+    runs[7] = (runs[7][0], runs[7][1] + 60)  # a 60 ms stall in one run
+    fit(targets, runs)
+    assert targets[0].weight == pytest.approx(1.0, abs=0.1)
+    assert targets[1].weight == pytest.approx(0.0, abs=0.1)
+    assert targets[0].half_width < 0.2  # kept in, the stall would widen it past 1
+
+
 def test_each_target_takes_every_level_equally_often_in_an_order_of_its_own() -> None:
     rows = design(4, 20)
     for column in range(4):
