@@ -345,7 +345,8 @@ def count_rounds(calls: Sequence[Call]) -> int:
 
 
 def shape_targets(targets: list[Target], timelines: Sequence[RequestTimeline]) -> None:
-    """Each target's rounds, gap (slack) and margin, the smallest over `timelines`."""
+    """Each target's rounds and gap (slack), the median over `timelines` (one late
+    answer on a busy machine is not the structure), and its margin, the smallest."""
     split = {t.upstream for t in targets if t.route}
     for target in targets:
         key = (target.upstream, target.route)
@@ -358,7 +359,7 @@ def shape_targets(targets: list[Target], timelines: Sequence[RequestTimeline]) -
             gaps.append(min(_gap(c, timeline) for c in mine))
             margins.append(min(_margin(c, timeline, split, key) for c in mine))
         target.rounds = max(statistics.median_low(rounds), 1) if rounds else 1
-        target.gap_ms = min(gaps) * 1000 if gaps else 0.0
+        target.gap_ms = statistics.median(gaps) * 1000 if gaps else 0.0
         target.margin_ms = min(margins) * 1000 if margins else math.inf
 
 
@@ -498,6 +499,7 @@ def fit(targets: list[Target], runs: Sequence[tuple[Sequence[float], float]]) ->
     ]
     try:
         coef, se, df = least_squares(one, ys)
+        se = [max(a, b) for a, b in zip(se, jackknife(one, ys), strict=True)]
         coef2, se2, df2 = least_squares(two, ys)
         coef3, se3, _ = least_squares(three, ys)
     except ValueError:
@@ -517,6 +519,30 @@ def fit(targets: list[Target], runs: Sequence[tuple[Sequence[float], float]]) ->
         t.bend = sides or (sizes and abs(far - near) > max(BEND, 3 * spread))
         if not math.isfinite(t.weight):
             t.half_width = math.inf
+
+
+def jackknife(rows: list[list[float]], ys: list[float]) -> list[float]:
+    """Delete-one jackknife standard errors of the coefficients: honest where the
+    noise is not the same in every run (a busy machine), or the line bends a little."""
+    n, p = len(rows), len(rows[0])
+    fits = []
+    for drop in range(n):
+        try:
+            coef, _, df = least_squares(rows[:drop] + rows[drop + 1 :], ys[:drop] + ys[drop + 1 :])
+        except ValueError:
+            return [0.0] * p  # a run the fit cannot do without: the t interval alone
+        if df < 1:
+            return [0.0] * p
+        fits.append(coef)
+    out = []
+    for j in range(p):
+        values = [f[j] for f in fits if math.isfinite(f[j])]
+        if len(values) < 2:
+            out.append(0.0)
+            continue
+        centre = statistics.fmean(values)
+        out.append(math.sqrt((n - 1) / n * sum((v - centre) ** 2 for v in values)))
+    return out
 
 
 def steady(rows: list[list[float]], runs: Sequence[tuple[Sequence[float], float]]) -> list[int]:
