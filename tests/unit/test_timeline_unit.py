@@ -98,6 +98,19 @@ def test_extra_delay_reaches_only_its_route_and_never_goes_below_zero() -> None:
     assert log.plan(log.arrive("GET", "/x", b"", b""), None, 10.0) == 0.0
 
 
+def test_several_routes_of_one_stub_take_their_own_extra_at_once() -> None:
+    log = CallLog()
+    log.configure({"extra_ms": 0, "extra_routes": {"GET /stock/{sku}": 5, "GET /items/{id}": -4}})
+    stock = log.arrive("GET", "/stock/1", b"", b"")
+    item = log.arrive("GET", "/items/7", b"", b"")
+    other = log.arrive("GET", "/price/1", b"", b"")
+    assert log.plan(stock, "/stock/{sku}", 40.0) == 45.0
+    assert log.plan(item, None, 10.0) == 6.0
+    assert log.plan(other, "/price/{sku}", 40.0) == 40.0
+    log.configure({"extra_routes": {}})
+    assert log.plan(log.arrive("GET", "/stock/2", b"", b""), "/stock/{sku}", 40.0) == 40.0
+
+
 def test_a_route_less_path_is_matched_by_its_folded_template() -> None:
     log = CallLog()
     log.configure({"extra_ms": 5, "extra_route": "GET /items/{id}"})
@@ -153,6 +166,10 @@ def test_shape_perturbs_json_of_its_route_only_and_marks_it() -> None:
         {"extra_ms": float("nan")},
         {"perturb": 1},
         {"extra_route": 3},
+        {"extra_routes": ["GET /a"]},
+        {"extra_routes": {"GET /a": "5"}},
+        {"extra_routes": {"GET /a": float("nan")}},
+        {"extra_routes": {"GET /a": 1e9}},
         {"max_calls": -1},
         {"colour": "red"},
     ],
