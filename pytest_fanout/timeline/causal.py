@@ -57,7 +57,7 @@ MAX_STEP_SHARE = 0.5
 #: Two steps stay within these shares of the target's smallest delay (faster), its
 #: slack (slower, off the path) and its margin over a sibling (faster, on the path).
 DELAY_SHARE = 0.5
-SLACK_SHARE = 0.4
+SLACK_SHARE = 0.3
 #: Per-call steps under this (ms) are not run: timer noise wins.
 MIN_CALL_STEP_MS = 0.25
 #: A target whose calls leave this much time (ms) before the next call starts, and whose
