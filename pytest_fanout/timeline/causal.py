@@ -632,7 +632,8 @@ def critical_path(
         choose_steps(targets, baseline_ms, noise_ms, extra_ms)
     result = CriticalPath(method, path, baseline_ms / 1000, targets, timeline=timelines[median])
     result.noise_s = noise_ms / 1000
-    rows = design(len(targets), design_runs(len(targets)))
+    # No upstream call: nothing to change, the unchanged runs say it all.
+    rows = design(len(targets), design_runs(len(targets))) if targets else []
     say(
         f"critical path of {method} {path}: {baseline_ms:.0f} ms, noise {noise_ms:.1f} ms; "
         f"{len(targets)} target(s), {len(rows)} runs"

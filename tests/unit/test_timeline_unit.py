@@ -527,6 +527,18 @@ def test_critical_path_recovers_known_weights_and_slack_of_a_noisy_endpoint() ->
     assert lines[-1].startswith("  run 10/10: ")
 
 
+def test_a_path_without_upstream_calls_takes_only_the_unchanged_runs() -> None:
+    sent: list[int] = []
+
+    def send() -> tuple[float, float]:
+        sent.append(1)
+        return float(len(sent)), len(sent) + 0.01
+
+    result = critical_path(send, {}, method="GET", path="/health")
+    assert len(sent) == result.runs == 6 and result.targets == []
+    assert result.weights == {} and result.baseline_s == pytest.approx(0.01)
+
+
 def test_critical_path_refuses_a_bad_budget() -> None:
     with pytest.raises(ValueError, match="budget_s"):
         critical_path(lambda: (0.0, 0.0), {}, method="GET", path="/", budget_s=0)
