@@ -345,8 +345,8 @@ def count_rounds(calls: Sequence[Call]) -> int:
 
 
 def shape_targets(targets: list[Target], timelines: Sequence[RequestTimeline]) -> None:
-    """Each target's rounds and gap (slack), the median over `timelines` (one late
-    answer on a busy machine is not the structure), and its margin, the smallest."""
+    """Each target's rounds, gap (slack) and margin, the median over `timelines` (one
+    late answer on a busy machine is not the structure)."""
     split = {t.upstream for t in targets if t.route}
     for target in targets:
         key = (target.upstream, target.route)
@@ -360,7 +360,7 @@ def shape_targets(targets: list[Target], timelines: Sequence[RequestTimeline]) -
             margins.append(min(_margin(c, timeline, split, key) for c in mine))
         target.rounds = max(statistics.median_low(rounds), 1) if rounds else 1
         target.gap_ms = statistics.median(gaps) * 1000 if gaps else 0.0
-        target.margin_ms = min(margins) * 1000 if margins else math.inf
+        target.margin_ms = statistics.median(margins) * 1000 if margins else math.inf
 
 
 def _gap(call: Call, timeline: RequestTimeline) -> float:
