@@ -407,8 +407,8 @@ def choose_steps(
         if t.gap_ms >= max(OFF_PATH_MS, 2 * noise_ms):  # not the app's own time, jittered
             slower = min(slower, SLACK_SHARE * t.gap_ms / 2)
         faster = min(step, DELAY_SHARE * t.min_delay_ms / 2, SLACK_SHARE * t.margin_ms / 2)
-        t.extra_ms = round(slower, 2) if slower >= MIN_CALL_STEP_MS else 0.0
-        t.faster_ms = round(faster, 2) if faster >= MIN_CALL_STEP_MS else 0.0
+        t.extra_ms = math.floor(slower * 10) / 10 if slower >= MIN_CALL_STEP_MS else 0.0
+        t.faster_ms = math.floor(faster * 10) / 10 if faster >= MIN_CALL_STEP_MS else 0.0
 
 
 def design(count: int, runs: int) -> list[list[int]]:
