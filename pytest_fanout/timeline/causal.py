@@ -60,6 +60,10 @@ DELAY_SHARE = 0.5
 SLACK_SHARE = 0.3
 #: Per-call steps under this (ms) are not run: timer noise wins.
 MIN_CALL_STEP_MS = 0.25
+#: A step per call is at least this (ms) where its bounds allow: below it, the app's own
+#: loop work between rounds absorbs part of the change (a 30-call Semaphore(5) route
+#: read 5 for 6 with 2.5 ms a call on a busy machine).
+FLOOR_CALL_STEP_MS = 5.0
 #: A target whose calls leave this much time (ms) before the next call starts, and whose
 #: weight reads under 0.5, is off the critical path.
 OFF_PATH_MS = 2.0
@@ -398,11 +402,15 @@ def choose_steps(
 ) -> None:
     """Each target's step per call, both ways: the endpoint moves by about NOISE_STEPS
     noise sd per step (at least MIN_STEP_MS, at most MAX_STEP_SHARE of its time), divided
-    by the rounds it is paid in; two steps stay inside its delay, slack and margin.
+    by the rounds it is paid in (at least FLOOR_CALL_STEP_MS a call where that stays under
+    MAX_STEP_SHARE); two steps stay inside its delay, slack and margin.
     `extra_ms` fixes the step per call instead (still kept inside those)."""
     per_request = min(max(NOISE_STEPS * noise_ms, MIN_STEP_MS), MAX_STEP_SHARE * baseline_ms)
     for t in targets:
-        step = extra_ms if extra_ms is not None else per_request / t.rounds
+        step = per_request / t.rounds
+        if step < FLOOR_CALL_STEP_MS:  # but never past half the endpoint's time a step
+            step = min(FLOOR_CALL_STEP_MS, MAX_STEP_SHARE * baseline_ms / t.rounds)
+        step = extra_ms if extra_ms is not None else step
         slower = step
         if t.gap_ms >= max(OFF_PATH_MS, 2 * noise_ms):  # not the app's own time, jittered
             slower = min(slower, SLACK_SHARE * t.gap_ms / 2)

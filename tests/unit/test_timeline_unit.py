@@ -427,8 +427,12 @@ def test_steps_are_divided_by_the_rounds_not_by_the_calls() -> None:
     semaphore = Target("s", "", 30, 20, 20, rounds=6)
     gather = Target("g", "", 20, 20, 20, rounds=1)
     choose_steps([semaphore, gather], baseline_ms=150, noise_ms=1.0)
-    assert semaphore.extra_ms == pytest.approx(15.0 / 6, abs=0.01)
+    # 15 ms a step / 6 rounds = 2.5 ms a call: raised to the 5 ms floor (30 ms a step).
+    assert semaphore.extra_ms == 5.0 and semaphore.extra_ms * semaphore.rounds <= 0.5 * 150
     assert gather.extra_ms == 15.0 and gather.faster_ms == 5.0  # a quarter of its 20 ms
+    in_turn = Target("p", "", 12, 30, 30, rounds=3)  # 12 calls, 4 at once, in 3 rounds
+    choose_steps([in_turn], baseline_ms=300, noise_ms=10.0)
+    assert in_turn.extra_ms == pytest.approx(40.0 / 3, abs=0.1)  # not 40 / 12
 
 
 def test_find_targets_splits_an_upstream_only_when_it_has_several_routes() -> None:
