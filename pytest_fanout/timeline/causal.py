@@ -18,8 +18,8 @@ The steps are small and local: sized to the noise of the unchanged runs, per
 call divided by the rounds the target is paid in (a 30-call route behind
 Semaphore(5) is paid 6 times, not 30), never more than a share of the
 target's own delay, of its slack (how much slower a call may get before the
-endpoint notices: from the timeline, the time from the call's end to the next
-call that starts after it) or of its margin over a sibling it runs beside.
+endpoint notices: from the timeline, how long after the call's end a sibling
+beside it ran on, up to the next call's start) or of its margin over a sibling it runs beside.
 Every target changes in every run, so the runs all count for every weight:
 the whole experiment costs 15 requests (20 from 5 targets, 25 from 7), and
 one control call per stub whose delays change.
@@ -137,9 +137,9 @@ class Target:
 
     @property
     def slack_ms(self) -> float:
-        """How much slower each call may get before the endpoint pays (0 on the path): the
-        time until the next call starts, exact when that call needs this one's answer (a
-        join after a gather), a lower bound when it does not (0 on the path)."""
+        """How much slower each call may get before the endpoint pays (0 on the path): how
+        long a sibling beside it ran on (up to the next call's start), exact when what
+        follows needs them both (a join after a gather), a lower bound when it does not."""
         return self.gap_ms if self.off_path else 0.0
 
     @property
@@ -368,10 +368,15 @@ def shape_targets(targets: list[Target], timelines: Sequence[RequestTimeline]) -
 
 
 def _gap(call: Call, timeline: RequestTimeline) -> float:
-    """From the call's end to the next call that starts after it; 0 when none does (the
-    app answers after it: what follows is its own work, not slack)."""
+    """How long after the call's end the request still waited for another call in
+    flight then (a sibling beside it), up to the next call that starts; 0 when no call
+    was in flight as it ended (what follows is the app's own work on its answer, not
+    slack) or no call follows (the app answers after it)."""
     later = [c.start_s for c in timeline.calls if c.start_s >= call.end_s]
-    return max(min(later) - call.end_s, 0.0) if later else 0.0
+    beside = [c.end_s for c in timeline.calls if c is not call and c.start_s < call.end_s < c.end_s]
+    if not later or not beside:
+        return 0.0
+    return max(min(min(later), max(beside)) - call.end_s, 0.0)
 
 
 def _margin(call: Call, timeline: RequestTimeline, split: set[str], key: Any) -> float:
