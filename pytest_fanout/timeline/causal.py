@@ -514,7 +514,9 @@ def fit(targets: list[Target], runs: Sequence[tuple[Sequence[float], float]]) ->
         coef, se, df = least_squares(one, ys)
         se = [max(a, b) for a, b in zip(se, jackknife(one, ys), strict=True)]
         coef2, se2, df2 = least_squares(two, ys)
+        se2 = [max(a, b) for a, b in zip(se2, jackknife(two, ys), strict=True)]
         coef3, se3, _ = least_squares(three, ys)
+        se3 = [max(a, b) for a, b in zip(se3, jackknife(three, ys), strict=True)]
     except ValueError:
         return
     for i, t in enumerate(targets):
