@@ -6,10 +6,12 @@
 - the reference app's /async_sem/30/5: 30 calls behind Semaphore(5), six rounds: weight 6;
 - /async/20: one gather, one round: weight 1.
 
-A 95% interval misses the truth 1 time in 20 by design, and six weights are checked
-here: each interval is widened by half (a miss then means ~3 standard errors, not 2)
-so that this file is not the one test in four that fails on a fair draw. The 20-run
-coverage figures are benchmarks/critical_path_truths.py's (docs/timeline.md).
+A 95% interval misses the truth 1 time in 20 by design, and eight weights are checked
+here: each interval is doubled (a miss then means ~4 standard errors, not 2) so that
+this file does not fail on a fair draw (widened by half, it failed 1 time in 23 on the
+shared 2-core machine). The 20-run coverage figures are
+benchmarks/critical_path_truths.py's (docs/timeline.md); the words and the slack
+asserted here come from the timeline and do not depend on the draw.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from tests.e2e.timeline_app.stubs import (
 from tests.helpers import REPO
 
 #: The interval is widened by this factor (see the module's docstring).
-WIDEN = 1.5
+WIDEN = 2.0
 
 
 def _holds(target: Target, truth: float, result: CriticalPath) -> None:
