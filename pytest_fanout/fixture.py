@@ -213,10 +213,14 @@ class Fanout:
         extra_ms: float | None = None,
         record: Measurement | None = None,
         request: Request | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> CriticalPath:
-        """How many times `method path` pays each upstream's delay (`.weights`), found by
-        slowing each one on purpose; at most `budget_s` seconds. `record=m` keeps the
-        weights (and the waterfall) in `m`, so a saved run holds them for the gate."""
+        """How many times `method path` pays each upstream's delay (`.weights`) and how
+        much slower each off the path may get (`.slack`), found by changing every one a
+        little, both ways, in each run; at most `budget_s` seconds. `record=m` keeps the
+        weights (and the waterfall) in `m`, so a saved run holds them for the gate.
+        `progress=print` shows each target and run as it goes (silent by default: pytest
+        captures a test's output, and a passing test's output is not shown)."""
         __tracebackhide__ = True
         from pytest_fanout.timeline.session import run_critical_path
 
@@ -229,6 +233,7 @@ class Fanout:
             budget_s=budget_s,
             extra_ms=extra_ms,
             record=record,
+            progress=progress,
         )
 
     def timeline_findings(

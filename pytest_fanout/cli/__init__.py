@@ -14,7 +14,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +62,8 @@ COMMANDS: dict[str, Command] = {
         "pytest_fanout.cli.record",
     ),
     "critical-path": Command(
-        "how many times a path pays each upstream's delay (slow each one, fit the slope)",
+        "how many times a path pays each upstream's delay, and each one's slack (small"
+        " changes of every upstream's delay, both ways, one fit)",
         "pytest_fanout.cli.critical_path",
     ),
 }
@@ -74,6 +75,28 @@ class CommandError(Exception):
     def __init__(self, message: str, code: ExitCode = ExitCode.FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+# ---- progress: each step of a long command as it goes ------------------------
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """`-q/--quiet`: no progress lines, only the result."""
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress lines, only the result"
+    )
+
+
+def progress_printer(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """What prints a long command's steps as they go (on stdout, flushed, as `fanout
+    capacity` prints its steps); None with `-q`."""
+    if getattr(args, "quiet", False):
+        return None
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    return say
 
 
 # ---- the stack: [tool.fanout] and the flags over it -------------------------

@@ -636,7 +636,7 @@ class StubUpstream:
         self._configure(changes)
         self._set_routes([])
         self.recorder.clear()
-        self.timeline.configure({"extra_ms": 0, "perturb": False})
+        self.timeline.configure({"extra_ms": 0, "extra_routes": {}, "perturb": False})
         self.calls.clear()
         self.holder.disarm()
         return asdict(self.behaviour)
