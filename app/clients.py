@@ -16,8 +16,11 @@ The pattern to copy:
 
 What carries the bytes is a separate choice (FANOUT_TRANSPORT): aiohttp's
 engine under the same client API (app/transport.py says why) or httpx2's own
-pool. FANOUT_CALL_OVERHEAD_MS wraps either (app/slowdown.py), only to
-validate the regression gate.
+pool. On aiohttp's engine the gathered routes call its `aiohttp.ClientSession`
+directly (`Clients.session`): the same pool, without httpx2's request layer,
+which costs more CPU per call than the whole aiohttp request.
+FANOUT_CALL_OVERHEAD_MS wraps either (app/slowdown.py), only to validate the
+regression gate.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
+import aiohttp
 import httpx2
 
 from .queued import QueuedTransport
 from .settings import Settings
-from .slowdown import slowed_async, slowed_sync
+from .slowdown import slowed_async, slowed_session, slowed_sync
 from .transport import KEEPALIVE_EXPIRY_S, AiohttpTransport
 
 #: A sync `def` route runs in Starlette's threadpool (40 threads): more connections are idle.
@@ -43,27 +47,33 @@ HTTPX2_KEEPALIVE = 20
 
 @dataclass(frozen=True)
 class Clients:
-    """The two shared clients: async for the gathered routes, sync for the sequential ones."""
+    """The shared clients: async for the gathered routes, sync for the sequential ones."""
 
     async_client: httpx2.AsyncClient
     sync_client: httpx2.Client
+    #: The aiohttp engine's session under `async_client` (None on httpx2's own pool): the
+    #: gathered routes call it directly, within the same pool bound.
+    session: aiohttp.ClientSession | None = None
 
 
 @asynccontextmanager
 async def upstream_clients(settings: Settings) -> AsyncIterator[Clients]:
-    """Both clients for the life of the app (use it in the lifespan); closed on shutdown."""
-    async with build_async_client(settings) as async_client:
+    """The clients for the life of the app (use it in the lifespan); closed on shutdown."""
+    engine = _async_engine(settings)
+    async with _async_client(engine, settings) as async_client:
+        # Opened here, inside the running loop; closed with the client.
+        session = engine.open_session() if isinstance(engine, AiohttpTransport) else None
         with build_sync_client(settings) as sync_client:
-            yield Clients(async_client, sync_client)
+            yield Clients(async_client, sync_client, session)
 
 
 def build_async_client(settings: Settings) -> httpx2.AsyncClient:
     """The process's one `httpx2.AsyncClient`."""
-    return httpx2.AsyncClient(
-        transport=slowed_async(_async_engine(settings), settings.call_overhead_ms),
-        timeout=_timeout(settings),
-        cookies=no_cookies(),
-    )
+    return _async_client(_async_engine(settings), settings)
+
+
+def _async_client(engine: httpx2.AsyncBaseTransport, settings: Settings) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=engine, timeout=_timeout(settings), cookies=no_cookies())
 
 
 def build_sync_client(settings: Settings) -> httpx2.Client:
@@ -87,11 +97,16 @@ def _timeout(settings: Settings) -> httpx2.Timeout:
 
 def _async_engine(settings: Settings) -> httpx2.AsyncBaseTransport:
     if settings.transport == "aiohttp":
-        return AiohttpTransport(max_connections=settings.pool_size)
+        # The slowdown wraps the session, so the direct calls of the gathered routes pay it.
+        return AiohttpTransport(
+            max_connections=settings.pool_size,
+            timeout=_timeout(settings),
+            middlewares=slowed_session(settings.call_overhead_ms),
+        )
     keepalive = min(settings.pool_size, HTTPX2_KEEPALIVE)
     # Waiters queue in front of httpx2's pool, never inside it (app/queued.py says why).
     pool = httpx2.AsyncHTTPTransport(limits=_limits(settings.pool_size, keepalive))
-    return QueuedTransport(pool, settings.pool_size)
+    return slowed_async(QueuedTransport(pool, settings.pool_size), settings.call_overhead_ms)
 
 
 def _limits(connections: int, keepalive: int) -> httpx2.Limits:

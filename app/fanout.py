@@ -1,12 +1,15 @@
 """The fan-out strategies: plain functions that take a client and the work.
 
 They know nothing of FastAPI, so they are unit-tested with a mocked transport
-and reused by the routes in `app.main`. Every call ends as a `CallOutcome`:
-a failed call is reported in its slot, never raised, so one bad upstream call
-cannot turn a fan-out into a 500. `deadline_s` is what is left of the
-request's deadline when the strategy starts (the route has already spent
-some of it waiting for a thread); waiting for the semaphore or for a pooled
-connection is inside it.
+and reused by the routes in `app.main`. The gathered strategies take either the
+shared `httpx2.AsyncClient` or, on aiohttp's engine, the `aiohttp.ClientSession`
+under it (`fetch_on_session`: the same pool without httpx2's request layer, the
+cost of a wide gather; a failure gets the name httpx2 would give it). Every
+call ends as a `CallOutcome`: a failed call is reported in its slot, never
+raised, so one bad upstream call cannot turn a fan-out into a 500.
+`deadline_s` is what is left of the request's deadline when the strategy
+starts (the route has already spent some of it waiting for a thread); waiting
+for the semaphore or for a pooled connection is inside it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import aiohttp
 import httpx2
+import yarl
+
+from .transport import error_kind
 
 DEADLINE_REASON = "deadline exceeded"
 
@@ -46,33 +53,56 @@ def _detail(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _outcome(response: httpx2.Response) -> CallOutcome:
-    if response.is_success:
-        return CallOutcome(status=response.status_code)
-    return CallOutcome(status=response.status_code, error=f"HTTP {response.status_code}")
+def _outcome(status: int) -> CallOutcome:
+    if 200 <= status < 300:
+        return CallOutcome(status=status)
+    return CallOutcome(status=status, error=f"HTTP {status}")
 
 
 def _failure(exc: Exception) -> CallOutcome:
+    if isinstance(exc, aiohttp.ClientError | TimeoutError):  # a direct call on the session
+        kind = error_kind(exc)
+        name = kind.__name__
+        detail = f"{name} ({_detail(exc)})"  # aiohttp's own words, for the log
+        return CallOutcome(error=name, unreachable=kind is httpx2.ConnectError, detail=detail)
     if isinstance(exc, httpx2.ConnectError):  # refused or unreachable: no upstream there
         return CallOutcome(error="ConnectError", unreachable=True, detail=f"ConnectError: {exc}")
     return CallOutcome(error=type(exc).__name__, detail=_detail(exc))
 
 
-#: An upstream URL: the routes pass `httpx2.URL`s they built once (no parse per call).
-Url = httpx2.URL | str
+#: An upstream URL: the routes pass URLs they built once (no parse per call), an
+#: `httpx2.URL` for an httpx2 client, a `yarl.URL` for the aiohttp session.
+Url = httpx2.URL | yarl.URL | str
+#: What the gathered strategies call on (see the module's docstring).
+AsyncCaller = httpx2.AsyncClient | aiohttp.ClientSession
 
 
-async def fetch(client: httpx2.AsyncClient, url: Url) -> CallOutcome:
-    """One upstream call on the shared async client, as an outcome."""
+async def fetch(client: AsyncCaller, url: Url) -> CallOutcome:
+    """One upstream call on the shared async client (or its engine's session), as an outcome."""
+    if isinstance(client, aiohttp.ClientSession):
+        return await fetch_on_session(client, url)
     try:
-        response = await client.get(url)
+        response = await client.get(url)  # type: ignore[arg-type]
     except Exception as exc:  # any failure is this call's outcome, not the fan-out's
         return _failure(exc)
-    return _outcome(response)
+    return _outcome(response.status_code)
+
+
+async def fetch_on_session(session: aiohttp.ClientSession, url: Url) -> CallOutcome:
+    """One upstream call straight on aiohttp's session: the answer read whole, redirects
+    not followed (as the httpx2 client), the session's timeouts and pool bound."""
+    if isinstance(url, httpx2.URL):
+        url = str(url)
+    try:
+        async with session.get(url, allow_redirects=False) as response:
+            await response.read()
+    except Exception as exc:  # any failure is this call's outcome, not the fan-out's
+        return _failure(exc)
+    return _outcome(response.status)
 
 
 async def gather_all(
-    client: httpx2.AsyncClient,
+    client: AsyncCaller,
     urls: Sequence[Url],
     *,
     deadline_s: float,
@@ -94,7 +124,7 @@ async def gather_all(
 
 
 async def gather_bounded(
-    client: httpx2.AsyncClient,
+    client: AsyncCaller,
     urls: Sequence[Url],
     max_concurrent: int,
     *,
@@ -143,5 +173,5 @@ def call_in_sequence(
         except Exception as exc:
             outcomes[i] = _failure(exc)
             continue
-        outcomes[i] = _outcome(response)
+        outcomes[i] = _outcome(response.status_code)
     return outcomes

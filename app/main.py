@@ -14,14 +14,16 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
+import aiohttp
 import httpx2
+import yarl
 from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
 from . import fanout
 from .admission import Admission, Ticket
 from .clients import SYNC_POOL_SIZE, upstream_clients
-from .fanout import CallOutcome
+from .fanout import AsyncCaller, CallOutcome
 from .settings import Settings, SettingsError
 from .threads import DeadlineThreads
 
@@ -160,12 +162,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Only the configured upstream, only paths the app builds: nothing from the request.
     # Built once: httpx2 takes a ready `URL` as it is, where a string is parsed per call.
     item_urls = [httpx2.URL(f"{settings.upstream_url}/items/{i}") for i in range(settings.max_n)]
+    # The same URLs as aiohttp's session takes them, for the gathered routes' direct calls.
+    session_urls = [yarl.URL(str(url), encoded=True) for url in item_urls]
+
+    def urls_for(client: AsyncCaller, work: Work) -> list[httpx2.URL] | list[yarl.URL]:
+        """The work's URLs in the type `client` takes as it is: no parse per call."""
+        if isinstance(client, aiohttp.ClientSession):
+            return session_urls[: len(work.urls)]
+        return work.urls
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # ONE client of each kind for the whole process, closed on shutdown.
         async with upstream_clients(settings) as clients:
-            app.state.async_client = clients.async_client
+            # The gathered routes call aiohttp's session directly when the engine is
+            # aiohttp (app/clients.py says why), else the httpx2 client.
+            app.state.async_client = clients.session or clients.async_client
             app.state.sync_client = clients.sync_client
             with tuned_gc(settings.gc_threshold):
                 yield
@@ -181,7 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Async on purpose: a `def` dependency is a trip through the threadpool, where an
     # admitted request would wait behind the sequential fan-outs, outside any deadline.
-    async def async_client(request: Request) -> httpx2.AsyncClient:
+    async def async_client(request: Request) -> AsyncCaller:
         return request.app.state.async_client
 
     async def sync_client(request: Request) -> httpx2.Client:
@@ -189,7 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     threads = DeadlineThreads(SYNC_POOL_SIZE)
 
-    AsyncClient = Annotated[httpx2.AsyncClient, Depends(async_client)]
+    AsyncClient = Annotated[AsyncCaller, Depends(async_client)]
     SyncClient = Annotated[httpx2.Client, Depends(sync_client)]
     N = Annotated[
         int, Path(ge=1, le=settings.max_n, description=f"Upstream calls, 1 to {settings.max_n}.")
@@ -258,9 +270,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/async/{n}", response_model=FanoutAnswer, responses=ANSWERS)
     async def async_route(work: Admitted, client: AsyncClient) -> FanoutAnswer:
-        """n calls at once with `asyncio.gather` over the shared `httpx2.AsyncClient`."""
+        """n calls at once with `asyncio.gather` over the shared client (aiohttp's session)."""
         start = time.perf_counter()
-        outcomes = await fanout.gather_all(client, work.urls, deadline_s=work.ticket.remaining_s())
+        urls = urls_for(client, work)
+        outcomes = await fanout.gather_all(client, urls, deadline_s=work.ticket.remaining_s())
         return summarise("async", outcomes, time.perf_counter() - start, settings, admission)
 
     @app.get("/async_sem/{n}/{max_concurrent}", response_model=FanoutAnswer, responses=ANSWERS)
@@ -268,7 +281,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """n calls, at most `max_concurrent` in flight, behind an `asyncio.Semaphore`."""
         start = time.perf_counter()
         outcomes = await fanout.gather_bounded(
-            client, work.urls, work.max_concurrent, deadline_s=work.ticket.remaining_s()
+            client,
+            urls_for(client, work),
+            work.max_concurrent,
+            deadline_s=work.ticket.remaining_s(),
         )
         elapsed = time.perf_counter() - start
         return summarise("async_sem", outcomes, elapsed, settings, admission, work.max_concurrent)

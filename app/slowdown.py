@@ -2,14 +2,17 @@
 
 It exists only to validate the regression gate (benchmarks/gate_validation.py
 plants a known regression with it). It wraps whatever transport a client has,
-so the strategies and the routes stay exactly the code a user would copy; at
-0 ms (the default) nothing is wrapped.
+or, on the aiohttp engine, every call of its session (a public aiohttp client
+middleware, so the gathered routes' direct calls pay it too), so the
+strategies and the routes stay exactly the code a user would copy; at 0 ms
+(the default) nothing is wrapped.
 """
 
 from __future__ import annotations
 
 import time
 
+import aiohttp
 import httpx2
 
 
@@ -64,3 +67,20 @@ def slowed_async(
 def slowed_sync(transport: httpx2.BaseTransport, overhead_ms: float) -> httpx2.BaseTransport:
     """The same for a sync client's transport."""
     return SlowSyncTransport(transport, overhead_ms / 1000) if overhead_ms > 0 else transport
+
+
+def slowed_session(overhead_ms: float) -> tuple[aiohttp.ClientMiddlewareType, ...]:
+    """The aiohttp session's middlewares: none at 0 ms, else one that burns `overhead_ms`
+    once the upstream has answered, on every call of the session."""
+    if overhead_ms <= 0:
+        return ()
+    overhead_s = overhead_ms / 1000
+
+    async def slow(
+        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        response = await handler(request)
+        burn_cpu(overhead_s)
+        return response
+
+    return (slow,)

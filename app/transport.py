@@ -13,10 +13,17 @@ FANOUT_TRANSPORT=httpx2 takes it out.
 Per call: one request on the process's one `aiohttp.ClientSession`, the
 body read whole (upstream answers are small), and any failure raised as the
 httpx2 exception a native transport raises, with aiohttp's as `__cause__`.
+
+The gathered routes go one step further and call that same session directly
+(`app.fanout.fetch_on_session`): httpx2's request layer costs more CPU per
+call than aiohttp's whole request (docs/performance.md measures it), and a
+1000-wide gather is CPU-bound in the client. The session is the same, so is
+the pool bound; `error_kind` gives a direct call's failure the same name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -27,9 +34,8 @@ import yarl
 KEEPALIVE_EXPIRY_S = 5.0
 
 
-def _httpx2_error(exc: BaseException, request: httpx2.Request) -> httpx2.TransportError:
-    """The httpx2 exception a native transport would raise for this aiohttp failure."""
-    message = str(exc) or type(exc).__name__
+def error_kind(exc: BaseException) -> type[httpx2.TransportError]:
+    """The httpx2 exception type a native transport would raise for this aiohttp failure."""
     kind: type[httpx2.TransportError]
     if isinstance(exc, aiohttp.ClientConnectorError):
         kind = httpx2.ConnectError  # refused, unreachable, DNS: the upstream is not there
@@ -45,21 +51,48 @@ def _httpx2_error(exc: BaseException, request: httpx2.Request) -> httpx2.Transpo
         kind = httpx2.UnsupportedProtocol
     else:
         kind = httpx2.ReadError
-    return kind(message, request=request)
+    return kind
+
+
+def _httpx2_error(exc: BaseException, request: httpx2.Request) -> httpx2.TransportError:
+    """The httpx2 exception a native transport would raise for this aiohttp failure."""
+    return error_kind(exc)(str(exc) or type(exc).__name__, request=request)
+
+
+def client_timeout(
+    connect: float | None, read: float | None, pool: float | None
+) -> aiohttp.ClientTimeout:
+    """httpx2's timeouts (connect, read, pool) in aiohttp's terms."""
+    # aiohttp's `connect` covers the wait for a pooled connection plus the connect.
+    whole = None if pool is None or connect is None else pool + connect
+    return aiohttp.ClientTimeout(total=None, connect=whole, sock_connect=connect, sock_read=read)
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
     """httpx2's client API on one `aiohttp.ClientSession`; at most `max_connections` open.
 
-    The session is made on first use, inside the running event loop, and
-    closed with the client (`aclose`).
+    The session is made on first use (or by `open_session`), inside the running
+    event loop, and closed with the client (`aclose`). `timeout` is the session's
+    default (a direct call's; a call through httpx2 brings its own), `middlewares`
+    wrap every call on the session (the injected slowdown, app/slowdown.py).
     """
 
     def __init__(
-        self, *, max_connections: int, keepalive_expiry: float = KEEPALIVE_EXPIRY_S
+        self,
+        *,
+        max_connections: int,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY_S,
+        timeout: httpx2.Timeout | None = None,
+        middlewares: Sequence[aiohttp.ClientMiddlewareType] = (),
     ) -> None:
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
+        self.default_timeout = (
+            client_timeout(timeout.connect, timeout.read, timeout.pool)
+            if timeout is not None
+            else aiohttp.ClientTimeout()
+        )
+        self.middlewares = tuple(middlewares)
         self.session: aiohttp.ClientSession | None = None
         self.timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
@@ -75,7 +108,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 cookie_jar=aiohttp.DummyCookieJar(),  # the httpx2 client owns cookies
                 auto_decompress=False,  # httpx2 decodes Content-Encoding itself
                 trust_env=False,  # no proxy lookup per request
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),  # httpx2's own
+                timeout=self.default_timeout,
+                middlewares=self.middlewares,
             )
         return self.session
 
@@ -85,13 +119,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         key = (spec.get("connect"), spec.get("read"), spec.get("pool"))
         timeout = self.timeouts.get(key)
         if timeout is None:
-            connect, read, pool = key
-            # aiohttp's `connect` covers the wait for a pooled connection plus the connect.
-            whole = None if pool is None or connect is None else pool + connect
-            timeout = aiohttp.ClientTimeout(
-                total=None, connect=whole, sock_connect=connect, sock_read=read
-            )
-            self.timeouts[key] = timeout
+            timeout = self.timeouts[key] = client_timeout(*key)
         return timeout
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:

@@ -46,6 +46,18 @@ upstreams, a POST with a JSON body), on real one-line commits in a clone:
     .venv/bin/python benchmarks/gate_validation.py --latency            # 10 rounds
     .venv/bin/python benchmarks/gate_validation.py --latency --rounds 1 # smoke
 
+With `--cpu` (issue 31 item 4: the A/B gate takes the samples its cpu rule needs
+itself), each round runs two A/B sessions of the shelf service
+(tests/e2e/gate_cpu_app: a gather of 24 calls and 31 calls behind a Semaphore(5),
+each test `repeat=10`, default rules) in a clone: an A/A session (HEAD against
+itself, must pass) and a real one-line commit adding 40 microseconds of CPU after
+every upstream call (must fail on cpu). The cpu rule needs 20 samples a side: the
+gate takes at least the other 10 itself, on fresh app processes, and more while the
+noise hides a 5% change (up to its bound).
+
+    .venv/bin/python benchmarks/gate_validation.py --cpu            # 10 rounds
+    .venv/bin/python benchmarks/gate_validation.py --cpu --rounds 1 # smoke
+
 Exit status: 0 when there was no false alarm and every slowdown was caught.
 """
 
@@ -401,6 +413,19 @@ LATENCY_SERVICES = (
         },
     ),
 )
+#: The --cpu validation's service and commit: 40 us of CPU after every upstream call.
+CPU_SERVICE = Service(
+    "shelf service (repeat=10)",
+    "tests/e2e/gate_cpu_app",
+    "test_shelf or test_pages",
+    {
+        "cpu40us": (
+            "tests/e2e/gate_cpu_app/shelf/service.py",
+            r"^(CPU_PER_CALL_S = )0\.0$",
+            "0.00004",
+        ),
+    },
+)
 #: What each latency session must end with: the exit status and its name.
 LATENCY_EXPECTED = {"aa": 0, "plus20": 1, "slow2x": 1, "sequential": 1}
 
@@ -530,6 +555,97 @@ def main_latency(args: argparse.Namespace, extra: list[str]) -> int:
     return 0 if ok else 1
 
 
+def main_cpu(args: argparse.Namespace, extra: list[str]) -> int:
+    """Per round, on the shelf service (repeat=10): A/A and the 40 us commit, each A/B."""
+    if _git(REPO, "status", "--porcelain", "--untracked-files=no"):
+        print("gate_validation: note: uncommitted changes are not measured (HEAD is cloned)")
+    tmp = Path(tempfile.mkdtemp(prefix="fanout-gate-cpu-"))
+    runs: dict[str, list[GateRun]] = {"aa": [], "cpu40us": []}
+    rows = []
+    try:
+        clone = tmp / "repo"
+        _git(tmp, "clone", "--quiet", "--shared", str(REPO), str(clone))
+        base, commits = make_commits(clone, CPU_SERVICE)
+        suite = clone / CPU_SERVICE.suite
+        heads = {"aa": base, "cpu40us": commits["cpu40us"]}
+        for index in range(1, args.rounds + 1):
+            where = (args, clone, suite, [*extra, "-k", CPU_SERVICE.select], f"cpu-r{index:02d}")
+            order = ["aa", "cpu40us"] if index % 2 else ["cpu40us", "aa"]
+            got = {k: _session(where, k, heads[k], [f"--fanout-ab={base}"]) for k in order}
+            row = [index]
+            for kind, expected in (("aa", 0), ("cpu40us", 1)):
+                runs[kind].append(got[kind])
+                row.append(_cpu_cell(got[kind], expected))
+            rows.append(row)
+            print("  ".join(str(x) for x in row), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    false_alarms = sum(1 for r in runs["aa"] if not _cpu_cell(r, 0).startswith("ok"))
+    caught = sum(1 for r in runs["cpu40us"] if _cpu_cell(r, 1).startswith("caught"))
+    headers = ["round", "A/A (HEAD vs HEAD)", "40 us of CPU per upstream call"]
+    summary = (
+        f"A/B, repeat=10 in the tests: A/A false alarms {false_alarms}/{args.rounds}; "
+        f"40 us per call caught {caught}/{args.rounds}"
+    )
+    print()
+    print(render_text(headers, rows))
+    print()
+    print(summary)
+    (args.out / "summary-cpu.md").write_text(
+        "\n\n".join(
+            [
+                "### Gate validation, A/B cpu with repeat=10 (the gate takes the rest)",
+                f"{args.rounds} round(s); {os.cpu_count()} CPUs.",
+                render_markdown(headers, rows),
+                f"**{summary}**",
+            ]
+        )
+        + "\n"
+    )
+    (args.out / "summary-cpu.json").write_text(
+        json.dumps(
+            {
+                "rounds": args.rounds,
+                "false_alarms": false_alarms,
+                "caught": caught,
+                "cells": rows,
+                "exit_codes": {k: [r.exit_code for r in v] for k, v in runs.items()},
+                "seconds": {k: [round(r.seconds, 1) for r in v] for k, v in runs.items()},
+            },
+            indent=1,
+        )
+    )
+    print(f"(runs, logs and summary-cpu.md in {args.out})")
+    return 0 if false_alarms == 0 and caught == args.rounds else 1
+
+
+def _cpu_cell(run: GateRun, expected: int) -> str:
+    """ "ok"/"caught" or what happened instead, with each case's cpu change, its p-value and
+    the samples a side it was judged from."""
+    if expected == 0:
+        word = "ok" if run.exit_code == 0 and not run.regressed else "FALSE ALARM"
+    else:
+        cpu_regressed = any(
+            m.get("metric") == "cpu" and m.get("regressed")
+            for case in run.comparison.get("cases", [])
+            for m in case.get("metrics", [])
+        )
+        word = "caught" if run.exit_code == 1 and cpu_regressed and run.tests_passed else "MISSED"
+    parts = []
+    for case in run.comparison.get("cases", []):
+        cpu = next((m for m in case.get("metrics", []) if m.get("metric") == "cpu"), None)
+        name = case["id"].rsplit(" ", 1)[-1]
+        if cpu is None or cpu.get("change") is None:
+            parts.append(f"{name} no cpu")
+            continue
+        p = cpu.get("p_value")
+        judged = "" if cpu.get("gated") else " NOT JUDGED"
+        parts.append(
+            f"{name} cpu {cpu['change'] * 100:+.1f}% p={p:.2g}{judged}" if p is not None else name
+        )
+    return f"{word} ({'; '.join(parts)}, exit {run.exit_code})"
+
+
 def _session(where: tuple, kind: str, head: str, gate: list[str]) -> GateRun:
     """One pytest session of a service's suite at commit `head`, with the gate's options."""
     args, clone, suite, extra, tag = where
@@ -617,6 +733,12 @@ def main(argv: list[str] | None = None) -> int:
         "from another machine",
     )
     parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="A/B cpu with repeat=10 in the tests: A/A and a commit adding 40 us of CPU per "
+        "upstream call on the shelf service (tests/e2e/gate_cpu_app), each with --fanout-ab",
+    )
+    parser.add_argument(
         "--select",
         default=AB_SELECT,
         help=f"-k expression of the A/B rounds' cases (default: {AB_SELECT!r})",
@@ -634,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_ab(args, extra)
     if args.latency:
         return main_latency(args, extra)
+    if args.cpu:
+        return main_cpu(args, extra)
     if args.suite.resolve() == SUITE:
         extra += ["-k", SAVED_SELECT]
 

@@ -8,7 +8,7 @@ beside them, and stand in only for a Measurement without a held probe.
 
 from __future__ import annotations
 
-from pytest_fanout.diagnosis import LIMIT_KNOBS, finding_for, where_blocked
+from pytest_fanout.diagnosis import LIMIT_KNOBS, finding_for, left_open, where_blocked
 from pytest_fanout.measurement import Measurement, UpstreamGauges
 
 
@@ -96,7 +96,9 @@ def assert_concurrency(
         raise FanoutAssertionError(
             f"expected waves {list(waves)} at {where} during {label}, the held probe saw "
             f"{held}{timed}"
-            + _finding_suffix(m, "sequential", "pool-cap", "upstream-429", "slow-client")
+            + _finding_suffix(
+                m, "sequential", "pool-cap", "rate-exceeded", "upstream-429", "slow-client"
+            )
         )
     if peak is not None:
         if held is not None and max(held, default=0) != peak:
@@ -104,7 +106,9 @@ def assert_concurrency(
                 f"expected {peak} calls in flight at once at {where} during {label}, the "
                 f"held probe saw at most {max(held, default=0)} (waves {held}){timed}: "
                 f"{_structure_meaning(peak, held)}"
-                + _finding_suffix(m, "sequential", "pool-cap", "upstream-429", "blocks-loop")
+                + _finding_suffix(
+                    m, "sequential", "pool-cap", "rate-exceeded", "upstream-429", "blocks-loop"
+                )
             )
         wrong = [p for p in peaks if p != peak]
         if held is None and wrong:
@@ -113,7 +117,9 @@ def assert_concurrency(
             raise FanoutAssertionError(
                 f"expected {peak} requests in flight at {where} during {label}, "
                 f"saw {seen}{detail} (timed): {_timed_meaning(peak, seen)}"
-                + _finding_suffix(m, "sequential", "pool-cap", "upstream-429", "blocks-loop")
+                + _finding_suffix(
+                    m, "sequential", "pool-cap", "rate-exceeded", "upstream-429", "blocks-loop"
+                )
             )
     if at_most is not None:
         most = max([*peaks, *(held or [])], default=0)
@@ -167,8 +173,9 @@ def assert_connection_reuse(m: Measurement, at_most: int = 0, upstream: str | No
     """At most `at_most` new TCP connections in any sample after warm-up, at every upstream
     summed or at the one named. The message says, upstream by upstream, what the counts
     show: no connection reused at all (a client built per request), connections reused only
-    within the request that opened them (the same), or new connections that outlive it (a
-    keep-alive pool smaller than the fan-out)."""
+    within the request that opened them (the same), new connections never closed (a client
+    built and not closed: a leak), or new connections that outlive it (a keep-alive pool
+    smaller than the fan-out)."""
     __tracebackhide__ = True
     if upstream is None:
         opened, names = m.connections_per_sample, m.upstream_names
@@ -184,23 +191,42 @@ def assert_connection_reuse(m: Measurement, at_most: int = 0, upstream: str | No
     label = f"{m.method} {m.path}" if m.method != "GET" else m.path
     named = upstream is not None or len(names) > 1
     meanings = [
-        meaning for name in names if (meaning := _reuse_meaning(m.upstream(name), worst, named))
+        meaning
+        for name in names
+        if (
+            meaning := _reuse_meaning(
+                m.upstream(name), worst, named, left_open(m, m.upstream(name))
+            )
+        )
     ]
     meaning = "; ".join(meanings) or f"{opened[worst]} new connections in a sample"
     raise FanoutAssertionError(
         f"expected at most {at_most} new connections per call of {label} after warm-up: {meaning}"
-        + _finding_suffix(m, "no-connection-reuse", "connection-churn")
+        + _finding_suffix(m, "no-connection-reuse", "connection-leak", "connection-churn")
     )
 
 
-def _reuse_meaning(g: UpstreamGauges, sample: int, named: bool) -> str:
-    """What one upstream's connection counts in `sample` show, or '' when it opened none."""
+def _reuse_meaning(
+    g: UpstreamGauges, sample: int, named: bool, leak: tuple[int, int | None] | None = None
+) -> str:
+    """What one upstream's connection counts in `sample` show, or '' when it opened none;
+    `leak`: `left_open`'s evidence that the app never closed them."""
     if sample >= len(g.connections_per_sample) or sample >= len(g.requests_per_sample):
         return ""
     new, made = g.connections_per_sample[sample], g.requests_per_sample[sample]
     if not new:
         return ""
     at = f" at upstream {g.name!r}" if named else ""
+    if leak is not None:
+        how = (
+            f"all left open ({leak[1]} open at the end, more after every sample)"
+            if leak[1] is not None
+            else "none closed by the end of the request nor reused by the next"
+        )
+        return (
+            f"{new} new connections for {made} calls{at}, {how}: a client built and not "
+            "closed (a leak), not a small pool"
+        )
     if new >= made:
         calls = "the one call" if made == 1 else f"every one of the {made} calls"
         return (
@@ -334,4 +360,168 @@ def assert_cancels_on_disconnect(m: Measurement, upstream: str | None = None) ->
                 "the calls so that their connections close: an upstream stops only when it "
                 "sees its connection go (a call cancelled with its connection left open, as can "
                 "happen in a StreamingResponse's body, still runs to its end there)"
+            )
+
+
+# ---- rate limits (issue 33) --------------------------------------------------------------------
+
+#: Retry waits named in a message, at most.
+_WAITS_SHOWN = 5
+
+
+def _limited_upstreams(m: Measurement, upstream: str | None, what: str) -> list[UpstreamGauges]:
+    """The upstreams to judge: the one named, or every one with a rate limit or a
+    max_inflight cap; an error line when there is none (nothing to judge against)."""
+    names = m.upstream_names if upstream is None else [upstream]
+    if not names:
+        raise FanoutAssertionError(f"{what}: {m.path} was measured without upstream gauges")
+    gauges = [m.upstream(name) for name in names]
+    limited = [g for g in gauges if g.has_limit]
+    if not limited:
+        which = f"upstream {upstream!r} has" if upstream else "no upstream of this stack has"
+        raise FanoutAssertionError(
+            f"{what}: {which} a rate_limit or max_inflight to judge {m.path} against "
+            '(rate_limit = "50/s" in its [tool.fanout.upstreams.NAME] table or marker)'
+        )
+    return limited
+
+
+def _allows(g: UpstreamGauges) -> str:
+    """What the upstream allows, as configured: "50/s", "GET /x 5/s", "5 in flight"."""
+    parts = [g.rate_limit] if g.rate_limit else []
+    parts += [f"{route} {v.get('rate_limit')}" for route, v in g.route_limits.items()]
+    if g.max_inflight:
+        parts.append(f"{g.max_inflight} in flight")
+    return ", ".join(parts)
+
+
+def _bounded_at(g: UpstreamGauges) -> int | None:
+    """The bound of a semaphore (or pool) the evidence shows: the held probe's waves are
+    more than one, each full wave the same size above 1 (or, without a held probe, the
+    timed peak is the same above 1 in every sample); None otherwise."""
+    waves = g.waves
+    if waves:
+        full = waves[:-1]
+        if len(waves) > 1 and waves[0] > 1 and all(w == waves[0] for w in full):
+            return waves[0] if waves[-1] <= waves[0] else None
+        return None
+    peaks = g.peak_per_sample
+    if peaks and peaks[0] > 1 and len(set(peaks)) == 1 and g.requests > peaks[0]:
+        return peaks[0]
+    return None
+
+
+def _limiter(g: UpstreamGauges) -> str:
+    """aiolimiter's limiter for the upstream's rate: AsyncLimiter(count, seconds)."""
+    text = g.rate_limit or next(iter(g.route_limits.values()), {}).get("rate_limit", "")
+    count, _, unit = str(text).partition("/")
+    seconds = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600}.get(unit.strip(), 1)
+    return f"aiolimiter's AsyncLimiter({count.strip() or 1}, {seconds})"
+
+
+def _sources(g: UpstreamGauges) -> tuple[int, int, int]:
+    """The 429s by who sent them: (a rate limit, max_inflight, the upstream's own answer);
+    every one the upstream's own when the stub did not tell them apart (older data)."""
+    if not g.sources_known:
+        return 0, 0, g.rejected
+    limited = g.limited if g.rate_limit or g.route_limits else 0
+    return limited, g.capped, g.rejected - limited - g.capped
+
+
+def assert_within_limits(m: Measurement, upstream: str | None = None) -> None:
+    """No call to a rate-limited (or max_inflight) upstream was answered 429, at every
+    such upstream or the one named: the service sent no more than the upstream allows.
+    The message says what it sent (calls per second, at once, how long each took)
+    against what the upstream allows, and what bounds a rate."""
+    __tracebackhide__ = True
+    for g in _limited_upstreams(m, upstream, "assert_within_limits"):
+        if not g.rejected:
+            continue
+        calls = sum(g.requests_per_sample)
+        at_once = g.structure_peak if g.structure_peak is not None else g.peak_inflight
+        latency = g.mean_latency_s
+        rate = g.calls_per_s
+        if rate is None and latency:
+            rate = at_once / latency
+        sent = f"sent up to {rate:.0f} calls/s" if rate is not None else "sent"
+        shape = f"{at_once} at once" + (f", {_ms(latency)} each" if latency else "")
+        retried = f", {g.retries} of them retries" if g.retries else ""
+        limited, capped, own = _sources(g)
+        answered = [f"{limited} of {calls} answered 429"] if limited else []
+        if capped:
+            answered.append(f"{capped} answered 429 by its cap of {g.max_inflight} in flight")
+        if own:
+            answered.append(
+                f"{own} answered 429 by its own answer, not by a limit (a route's status or "
+                "a handler: upstream 429)"
+                if g.sources_known
+                else f"{own} of {calls} answered 429 (the record does not say what answered)"
+            )
+        head = (
+            f"{m.method} {m.path} {sent} ({shape}) to {g.name!r}, which allows {_allows(g)}: "
+            f"{'; '.join(answered)}{retried}"
+        )
+        bound = _bounded_at(g)
+        advice = []
+        if limited and bound is not None:
+            advice.append(
+                f"Its calls are bounded at {bound} in flight; a semaphore bounds how many "
+                "calls are in flight, not how many per second: use a rate limiter "
+                f"({_limiter(g)})"
+            )
+        elif limited:
+            advice.append(
+                f"It sent them faster than {_allows(g)} allows: pace them with a rate limiter "
+                f"({_limiter(g)}), and retry a 429 after the Retry-After it gives"
+            )
+        if capped:
+            advice.append(
+                f"At most {g.max_inflight} may be in flight at once: bound the calls with "
+                f"asyncio.Semaphore({g.max_inflight})"
+            )
+        if own:
+            advice.append("Back off as its Retry-After says, and bound the retries")
+        advice_text = ". ".join(advice)
+        per = (
+            f" (429s per sample: {g.rejected_per_sample})" if len(g.rejected_per_sample) > 1 else ""
+        )
+        raise FanoutAssertionError(f"{head}{per}. {advice_text}")
+
+
+def _wait(seconds: float | None) -> str:
+    return "no wait" if seconds is None else _ms(seconds)
+
+
+def assert_backs_off(m: Measurement, upstream: str | None = None, max_retries: int = 3) -> None:
+    """Every retry of a 429 came no sooner than the shortest wait the 429 asked for
+    (retry-after-ms when given, else Retry-After), and no call was retried more than
+    `max_retries` times, at every rate-limited upstream or the one named."""
+    __tracebackhide__ = True
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+    label = f"{m.method} {m.path}"
+    for g in _limited_upstreams(m, upstream, "assert_backs_off"):
+        early = [w for w in g.retry_waits if w.early]
+        problems = []
+        if early:
+            shown = "; ".join(
+                f"{w.method} {w.path} after {_wait(w.waited_s)} (asked {_wait(w.asked_s)})"
+                for w in early[:_WAITS_SHOWN]
+            )
+            more = f"; and {len(early) - _WAITS_SHOWN} more" if len(early) > _WAITS_SHOWN else ""
+            problems.append(
+                f"{len(early)} of {len(g.retry_waits)} retries of a 429 came before the wait "
+                f"it asked for: {shown}{more}"
+            )
+        if g.most_retries > max_retries:
+            problems.append(
+                f"one call was retried {g.most_retries} times (max_retries={max_retries}); "
+                f"{g.retries} retries in all, {g.amplification:.2f} calls per distinct call"
+            )
+        if problems:
+            raise FanoutAssertionError(
+                f"{label} did not back off at {g.name!r} ({_allows(g)}): "
+                + "; ".join(problems)
+                + ". Wait at least the Retry-After (or retry-after-ms) a 429 gives before "
+                "retrying it, and bound the retries"
             )

@@ -7,17 +7,35 @@ findings come first and are never dropped for a timing one:
 
 - `sequential`: the held probe's waves at an upstream are all of one call,
   though the path's concurrency says more (each call awaited before the next);
+  without `n`: 3 or more consecutive waves of one call each to one route (a loop;
+  it holds if the calls do not need each other's answers);
 - `pool-cap`: the largest wave is below the fan-out the path asks for: a
   connection-pool limit or a semaphore of that size (with the knob to turn);
 - `no-connection-reuse`: a client built per request (or per call): every
   connection the stub saw opened in a sample closed by the end of that request,
   whatever the concurrency (gathered, batched or sequential);
+- `connection-leak`: new connections in every sample after warm-up, none closed:
+  every one still open at the end, more after every sample (a client built and not
+  closed);
 - `connection-churn`: new connections in every sample after warm-up, fewer than
   the calls, that outlive the request (a keep-alive pool smaller than the fan-out);
-- `upstream-429` / `upstream-errors`: the upstream refused or failed calls;
+- `upstream-429` / `upstream-errors`: the upstream refused or failed calls (429s by its
+  max_inflight cap or its own answer, named as such: never the rate limit's);
+- `rate-exceeded`: an upstream's rate limit (`rate_limit = "50/s"`) answered calls 429
+  (counted apart by the stub from its other 429s): the service sends faster than it
+  allows (a semaphore bounds calls in flight, not calls per second);
+- `retry-storm`: calls repeated after a 429 or 5xx at once, with no backoff, so the
+  upstream gets several calls for each the service means to make (amplification);
+- `retry-after-ignored`: retries that came sooner than the wait their 429 asked for
+  (`retry-after-ms`, else `Retry-After`);
+- `retry-amplification`: one call sent more times than any one retry layer allows (an
+  SDK's retries inside a retry decorator's attempts: "18 calls for one: 3 tries x 6
+  attempts, 45 s");
 - `orphaned-calls`: calls still in flight at the stub when the endpoint answered, or
   begun after (`asyncio.gather` leaves them running when one fails);
 - `work-after-disconnect`: with a hang-up, calls still running after the caller left;
+- `buffered-stream` (timing): a streamed answer whose first byte came after the
+  upstreams' last byte in every sample: it waits for every call before it sends;
 - `blocks-loop` (timing): the app's own code held its event loop beyond the
   blocking limit (40 ms whatever the delay; garbage collection and time the
   loop waited for a CPU are not counted); where: the place most of the stall's
@@ -44,10 +62,18 @@ A healthy fan-out gets none.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_fanout.measurement import Measurement, UpstreamGauges, stall_gc_s, stall_held_s
+from pytest_fanout.limits import BUFFERED_MIN_SHARE, BUFFERED_MIN_SPREAD_S, SEQUENTIAL_MIN_RUN
+from pytest_fanout.measurement import (
+    Measurement,
+    RetryWait,
+    UpstreamGauges,
+    stall_gc_s,
+    stall_held_s,
+)
 from pytest_fanout.servers.callstacks import describe_stall, longest_stall
 
 #: Exact kinds first: a timing finding never displaces one of them.
@@ -55,13 +81,18 @@ EXACT_KINDS = (
     "sequential",
     "pool-cap",
     "no-connection-reuse",
+    "connection-leak",
     "connection-churn",
+    "rate-exceeded",
     "upstream-429",
+    "retry-amplification",
+    "retry-storm",
+    "retry-after-ignored",
     "upstream-errors",
     "orphaned-calls",
     "work-after-disconnect",
 )
-TIMING_KINDS = ("blocks-loop", "gc-pauses", "slow-client", "delay-too-short")
+TIMING_KINDS = ("buffered-stream", "blocks-loop", "gc-pauses", "slow-client", "delay-too-short")
 KINDS = EXACT_KINDS + TIMING_KINDS
 #: Findings that explain why a measurement failed (no Measurement to diagnose).
 FAILURE_KINDS = ("no-timeout",)
@@ -71,11 +102,17 @@ NAMES = {
     "sequential": "sequential",
     "pool-cap": "pool cap",
     "no-connection-reuse": "no connection reuse",
+    "connection-leak": "connection leak",
     "connection-churn": "connection churn",
+    "rate-exceeded": "rate exceeded",
     "upstream-429": "upstream 429",
+    "retry-amplification": "retry amplification",
+    "retry-storm": "retry storm",
+    "retry-after-ignored": "retry-after ignored",
     "upstream-errors": "upstream errors",
     "orphaned-calls": "orphaned calls",
     "work-after-disconnect": "work after disconnect",
+    "buffered-stream": "buffered stream",
     "blocks-loop": "blocks the loop",
     "gc-pauses": "garbage collection",
     "slow-client": "slow client",
@@ -117,11 +154,16 @@ def diagnose(m: Measurement) -> list[Finding]:
     for gauges in _upstreams(m):
         label = _label(m, gauges.name)
         for check in (
-            _sequential,
+            _sequential_any,
             _no_reuse,
+            _leak,
             _churn,
             _pool_cap,
+            _rate_limited,
             _rejected,
+            _retry_amplification,
+            _retry_storm,
+            _retry_after_ignored,
             _errors,
             _orphaned,
             _after_disconnect,
@@ -129,7 +171,7 @@ def diagnose(m: Measurement) -> list[Finding]:
             finding = check(m, gauges, label)
             if finding is not None:
                 findings.append(finding)
-    for check in (_blocks_loop, _gc_pauses):
+    for check in (_buffered_stream, _blocks_loop, _gc_pauses):
         timed = check(m)
         if timed is not None:
             findings.append(timed)
@@ -180,8 +222,8 @@ def headline(m: Measurement) -> str:
 
 
 def where_blocked(m: Measurement) -> str | None:
-    """Where the app's own code held the loop longest (the place most samples of that
-    stall caught), or None without a stall."""
+    """Where the app's own code held the loop longest (the place that held that stall
+    longest), or None without a stall."""
     stall = _worst_held(m)
     return None if stall is None else describe_stall(stall)
 
@@ -226,6 +268,33 @@ def _blocks_loop(m: Measurement) -> Finding | None:
         exact=False,
         short=f"blocks the loop: {where}",
     )
+
+
+def lag_cause(m: Measurement) -> str | None:
+    """Why the loop lagged beyond the limit when the app's own code did not hold it that
+    long (no `blocks-loop`): the worst stall's time waiting for a CPU (the process's own
+    run-queue time, /proc schedstat) and its garbage collection,
+    e.g. `waited for a CPU, the runner was busy: 58 ms runnable but not running`, and how
+    long the code held it. None under the limit, when code held the loop, or with no stall
+    sampled (the sampler is off)."""
+    limit = m.lag_limit_s
+    if m.loop_lag_max_s <= limit or m.blocking_lag_s > limit:
+        return None
+    stall = longest_stall(m.stalls)
+    if stall is None:
+        return None
+    parts = []
+    starved = float(stall.get("starved_s", 0.0))
+    if starved >= 0.001:
+        parts.append(
+            f"waited for a CPU, the runner was busy: {_ms(starved)} runnable but not running"
+        )
+    gc_s = stall_gc_s(stall)
+    if gc_s >= 0.001:
+        parts.append(f"{_ms(gc_s)} in garbage collection")
+    held = stall_held_s(stall)
+    parts.append(f"the app's code held it {_ms(held)} (under the {_ms(limit)} limit)")
+    return "; ".join(parts)
 
 
 def _apart(stall: dict[str, Any]) -> str:
@@ -446,6 +515,8 @@ def _churn(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     triples = _paired(m, g)
     if not triples or _cancelled(g) or any(not 0 < c < r for c, _, r in triples):
         return None
+    if left_open(m, g) is not None:
+        return None  # never closed: a leak (`_leak`), not a small pool
     if all(closed is not None and closed == c for c, closed, _ in triples):
         return None  # all closed with the request: a client per request, not a small pool
     low, high = min(c for c, _, _ in triples), max(c for c, _, _ in triples)
@@ -497,15 +568,256 @@ def _pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     )
 
 
+#: Advice on 429s by who sent them: max_inflight, or the upstream's own answer.
+_CAPPED_ADVICE = "no backpressure? bound the fan-out (a semaphore) or retry with backoff"
+_OWN_ADVICE = "back off as its Retry-After says, and bound the retries"
+
+
+def _rate_limited(m: Measurement, g: Any, label: str) -> Finding | None:
+    """`rate-exceeded` from the 429s the stub's rate limit sent, and only those."""
+    limit = rate_limit_of(m, g)
+    if limit and g.sources_known and g.limited:
+        return _rate_exceeded(m, g, label, limit)
+    return None
+
+
 def _rejected(m: Measurement, g: Any, label: str) -> Finding | None:
+    """`upstream-429` from the 429s no rate limit sent, naming who did when the stub said."""
+    if not g.sources_known:  # data saved before the stub told its 429s apart
+        why = f" with 429 (too many in flight): {_CAPPED_ADVICE}"
+        if g.rate_limit or g.route_limits:
+            why = f" with 429 (the record does not say what answered them): {_OWN_ADVICE}"
+        elif g.limits and not g.max_inflight:  # its own answer: a route's status or a handler
+            why = f" with 429 (its own answer: out of quota, or overloaded): {_OWN_ADVICE}"
+        return _bad_answers(
+            m, g, g.rejected, ("upstream-429", "upstream 429"), f"{label} refused", why
+        )
+    limited = g.limited if rate_limit_of(m, g) else 0
+    capped, own = g.capped, g.rejected - limited - g.capped
+    parts, advice = [], []
+    if capped:
+        parts.append((capped, f"by its cap of {g.max_inflight} in flight"))
+        advice.append(_CAPPED_ADVICE)
+    if own:
+        parts.append(
+            (own, "by its own answer (a route's status or a handler: out of quota, or overloaded)")
+        )
+        advice.append(_OWN_ADVICE)
+    if len(parts) == 1:
+        why = f" with 429 {parts[0][1]}: {advice[0]}"
+    else:
+        why = f" with 429: {', '.join(f'{n} {by}' for n, by in parts)}: {'; '.join(advice)}"
     return _bad_answers(
-        m,
-        g,
-        g.rejected,
-        ("upstream-429", "upstream 429"),
-        f"{label} refused",
-        " with 429 (too many in flight): no backpressure? bound the fan-out (a semaphore) or"
-        " retry with backoff",
+        m, g, capped + own, ("upstream-429", "upstream 429"), f"{label} refused", why
+    )
+
+
+# ---- rate limits and retries (issue 33): from the stub's exact facts -----------------
+
+#: The most tries of one call a single retry layer makes by default (1 + 3 retries: the
+#: `max_retries` of assert_backs_off; OpenAI's and Anthropic's SDKs make 3, 1 + 2 retries).
+ONE_LAYER_MAX_TRIES = 4
+#: A retry sent within this share of the wait its 429 asked for (or, with no wait asked,
+#: within NO_BACKOFF_S) had no backoff at all.
+NO_BACKOFF_SHARE = 0.1
+NO_BACKOFF_S = 0.05
+#: A retry counts as early when it came this much (s) before the asked wait: the stub
+#: stamps the 429 before it is sent, so a client that waits the asked time is never early.
+EARLY_SLACK_S = 0.001
+
+
+def rate_limit_of(m: Measurement, g: UpstreamGauges) -> str:
+    """The rate limit in force at an upstream ("50/s"; a route's: "5/s on GET /quote/{i}"),
+    or "" (none, or data saved before rate limits)."""
+    if g.rate_limit:
+        return g.rate_limit
+    for route, limit in sorted(g.route_limits.items()):
+        if limit.get("rate_limit"):
+            return f"{limit['rate_limit']} on {route}"
+    return ""
+
+
+def _retry_waits(g: UpstreamGauges) -> list[RetryWait]:
+    return list(g.retry_waits)
+
+
+def _retries(g: UpstreamGauges) -> int:
+    return g.retries
+
+
+def _per_sample(values: list[int], calls: int) -> str:
+    """`5 of 10 calls in every sample` or `[5, 4, 5] of 10 calls over 3 samples`."""
+    if len(set(values)) == 1:
+        return f"{values[0]} of {calls} calls" + (" in every sample" if len(values) > 1 else "")
+    return f"{values} of {calls} calls over {len(values)} samples"
+
+
+def _rate_exceeded(m: Measurement, g: UpstreamGauges, label: str, limit: str) -> Finding:
+    """An upstream with a rate limit answered 429: the words say what was sent against
+    what it allows, and name the semaphore when the held waves show one."""
+    per_sample = list(g.limited_per_sample) or [g.limited]
+    calls = g.requests
+    burst = g.limits.get("burst", 0) if g.rate_limit else 0
+    allows = f"{limit}" + (f" (burst {burst})" if burst else "")
+    waves = g.waves or []
+    # a semaphore's waves: full ones alike above 1, the last no larger ([1, 1, 10] is not)
+    bounded = (
+        len(waves) > 1
+        and waves[0] > 1
+        and all(w == waves[0] for w in waves[:-1])
+        and waves[-1] <= waves[0]
+    )
+    if bounded:
+        why = (
+            f"the service keeps {max(waves)} calls in flight at once (held waves "
+            f"{_waves_text(waves)}): a semaphore bounds how many calls are in flight, not how "
+            "many per second"
+        )
+    else:
+        why = "the service sends faster than the limit"
+    count, _, per = limit.split(" ")[0].partition("/")
+    return Finding(
+        "rate-exceeded",
+        f"rate exceeded: {label} allows {allows} and answered 429 to "
+        f"{_per_sample(per_sample, calls)}: {why}; pace the calls with a rate "
+        f"limiter (aiolimiter's AsyncLimiter({count}, {_period(per)}))",
+        exact=True,
+        short=f"rate exceeded{_tag(m, g.name)}: {g.limited} x 429 at {limit}",
+    )
+
+
+def _period(per: str) -> str:
+    """The seconds of a limit's unit, as an AsyncLimiter's time_period: "1", "60"."""
+    return {"s": "1", "min": "60", "m": "60", "h": "3600"}.get(per.strip(), "1")
+
+
+def _samples(count: int) -> str:
+    return f"{count} sample" + ("" if count == 1 else "s")
+
+
+def _no_backoff(wait: RetryWait) -> bool:
+    if wait.asked_s:
+        return wait.waited_s < NO_BACKOFF_SHARE * wait.asked_s
+    return wait.waited_s < NO_BACKOFF_S
+
+
+def _early(wait: RetryWait) -> bool:
+    return wait.asked_s is not None and wait.waited_s < wait.asked_s - EARLY_SLACK_S
+
+
+def _wait_text(waits: list[RetryWait]) -> str:
+    """`within 2 ms of its 429 (it asked for 1000 ms)`, the extremes of a few waits."""
+    text = f"within {_ms(max(w.waited_s for w in waits))} of its 429"
+    asked = [w.asked_s for w in waits if w.asked_s is not None]
+    if asked:
+        low, high = min(asked), max(asked)
+        text += (
+            f" (it asked for {_ms(low)})" if low == high else f" (it asked {_ms(low)}-{_ms(high)})"
+        )
+    return text
+
+
+def _retry_storm(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """Retries sent at once after their 429 or 5xx: most came with no backoff at all."""
+    waits, retries = _retry_waits(g), _retries(g)
+    if not retries or not waits:
+        return None
+    hasty = [w for w in waits if _no_backoff(w)]
+    if len(hasty) * 2 <= len(waits):
+        return None
+    amplification = g.amplification
+    return Finding(
+        "retry-storm",
+        f"retry storm: {label} got {retries} retries in {_samples(len(g.requests_per_sample))}"
+        f" (amplification {amplification:.2f}: {amplification:.2f} calls for each "
+        f"distinct call); {len(hasty)} of them came {_wait_text(hasty)}: no backoff, so a "
+        "limited upstream answers them 429 too; wait before retrying (exponential backoff, at "
+        "least what Retry-After / retry-after-ms says) and bound the retries",
+        exact=True,
+        short=f"retry storm{_tag(m, g.name)}: {retries} retries, x{amplification:.2f}",
+    )
+
+
+def _retry_after_ignored(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """Retries that waited, but less than their 429 asked for (a storm is said once)."""
+    waits = _retry_waits(g)
+    early = [w for w in waits if _early(w)]
+    if not early or _retry_storm(m, g, label) is not None:
+        return None
+    first = early[0]
+    example = (
+        f"{first.method} {first.path} {_ms(first.waited_s)} after its 429, which "
+        f"asked for {_ms(first.asked_s or 0.0)}"
+    )
+    return Finding(
+        "retry-after-ignored",
+        f"retry-after ignored: {len(early)} of {len(waits)} retries to {label} came sooner "
+        f"than the wait their 429 asked for (e.g. {example}): honour retry-after-ms or "
+        "Retry-After (the OpenAI and Anthropic SDKs do)",
+        exact=True,
+        short=f"retry-after ignored{_tag(m, g.name)}: {len(early)} of {len(waits)} early",
+    )
+
+
+def retry_layers(gaps: list[float]) -> tuple[int, int] | None:
+    """(tries per attempt, attempts) when the waits between one call's tries repeat the
+    pattern of two retry layers (an SDK's quick retries inside a decorator's longer
+    attempts: `[a, a, W, a, a, W, a, a]` is 3 x 3); None when no split explains it."""
+    tries = len(gaps) + 1
+    for inner in range(2, tries // 2 + 1):
+        if tries % inner:
+            continue
+        between = [g for i, g in enumerate(gaps) if (i + 1) % inner == 0]
+        within = [g for i, g in enumerate(gaps) if (i + 1) % inner != 0]
+        if between and within and min(between) > max(within):
+            return inner, tries // inner
+    return None
+
+
+def _one_call_gaps(g: UpstreamGauges) -> list[float] | None:
+    """The waits between the tries of the most retried call (its retries of a 429, in
+    order), when the stub's retry waits single it out: the only call of its method and
+    path retried that often in its sample; None otherwise."""
+    most = g.most_retries
+    for sample, count in enumerate(g.most_retries_per_sample):
+        if count != most:
+            continue
+        groups: dict[tuple[str, str], list[float]] = {}
+        for w in g.retry_waits:
+            if w.sample == sample:
+                groups.setdefault((w.method, w.path), []).append(w.waited_s)
+        for gaps in groups.values():
+            if len(gaps) == most:
+                return gaps
+    return None
+
+
+def _retry_amplification(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """One call sent more times than one retry layer makes: layers that multiply."""
+    tries = g.most_retries + 1
+    if tries <= ONE_LAYER_MAX_TRIES:
+        return None
+    gaps = _one_call_gaps(g)
+    layers = retry_layers(gaps) if gaps else None
+    schedule = f": {layers[0]} tries x {layers[1]} attempts" if layers else ""
+    if gaps:
+        span = sum(gaps)
+        span_text = f"{span:.0f} s" if span >= 10 else f"{span:.2g} s" if span >= 1 else _ms(span)
+        schedule += f", {span_text}" if layers else f" over {span_text}"
+    layered = (
+        "two retry layers multiply (an SDK's own retries inside each attempt of a retry "
+        "decorator); keep one layer, or stop the outer one on 429"
+        if layers
+        else f"more than one retry layer makes (1 + {ONE_LAYER_MAX_TRIES - 1} retries); bound "
+        "the retries in one place"
+    )
+    return Finding(
+        "retry-amplification",
+        f"retry amplification: {tries} calls for one{schedule} to {label} "
+        f"({g.retries} retries in {_samples(len(g.requests_per_sample))}, amplification "
+        f"{g.amplification:.2f}): {layered}",
+        exact=True,
+        short=f"retry amplification{_tag(m, g.name)}: {tries} calls for one",
     )
 
 
@@ -576,4 +888,147 @@ def no_timeout(label: str, hung: dict[str, int], waited: str) -> Finding:
         "costs a bounded wait",
         exact=True,
         short=f"no timeout: {where}",
+    )
+
+
+# ---- causes read off the structure, without `n` (issue 31) ---------------------------------
+
+
+def _sequential_any(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """`sequential` against the path's `n`, else from the waves' routes alone."""
+    return _sequential(m, g, label) or _sequential_run(m, g, label)
+
+
+def one_at_a_time(m: Measurement, g: UpstreamGauges) -> tuple[int, str] | None:
+    """(count, route) of the longest run of consecutive held waves of one call each, all to
+    one route, when it is SEQUENTIAL_MIN_RUN or more (the first such run on a tie), else
+    None: a loop that awaits each call. Calls of different routes in turn are not one (they
+    may be stages that need each other's answers)."""
+    waves, routes = g.waves, m.structure_routes.get(g.name, [])
+    if not waves or len(routes) < sum(waves):
+        return None
+    best, run, route, at = (0, ""), 0, "", 0
+    for size in waves:
+        first = routes[at]
+        at += size
+        if size != 1:
+            run, route = 0, ""
+            continue
+        run, route = (run + 1, route) if run and first == route else (1, first)
+        if run > best[0]:
+            best = (run, route)
+    return best if best[0] >= SEQUENTIAL_MIN_RUN else None
+
+
+def _sequential_run(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    found = one_at_a_time(m, g)
+    if found is None:
+        return None
+    count, route = found
+    assert g.waves is not None  # one_at_a_time read them
+    return Finding(
+        "sequential",
+        f"sequential: {count} calls of {route} made one at a time at {label} (held waves "
+        f"{_waves_text(g.waves)}): each awaited before the next, {count} rounds in turn; if "
+        "the calls do not need each other's answers, gather them (bounded by a semaphore if "
+        "need be) and they take one round",
+        exact=True,
+        short=f"sequential{_tag(m, g.name)}: {count} calls of {route} one at a time",
+    )
+
+
+def left_open(m: Measurement, g: UpstreamGauges) -> tuple[int, int | None] | None:
+    """(new connections per sample at most, connections open at the end, or None when they
+    did not pile up) when every sample after warm-up opened connections and closed none of
+    them by its answer, and either every one stayed open to the end, more after every
+    sample, or every call had a new one (none reused, even by the next request): a client
+    built and never closed. None otherwise, or without the lifetimes (older data)."""
+    triples = _paired(m, g)
+    live = g.live_per_sample
+    if len(triples) < 2 or len(live) != len(g.requests_per_sample) or _cancelled(g):
+        return None
+    if any(c < 1 or closed is None or closed > 0 for c, closed, _ in triples):
+        return None
+    tail = live[-len(triples) :]
+    opened = [c for c, _, _ in triples]
+    if all(tail[i] >= tail[i - 1] + opened[i] for i in range(1, len(tail))):
+        return max(opened), live[-1]
+    if all(c >= r for c, _, r in triples):
+        return max(opened), None  # closed later, by whatever collected the client
+    return None  # some closed later, some reused: a small pool, not a leak
+
+
+def _leak(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """Connections opened in every sample and never closed by the app (`left_open`)."""
+    found = left_open(m, g)
+    if found is None:
+        return None
+    most, still = found
+    if still is not None:
+        how = (
+            f"all left open ({still} open at the end of the measurement, more after every "
+            "sample): a client built and not closed (per request, call or retry attempt)"
+        )
+    else:
+        how = (
+            "none closed by the end of its request nor reused by the next: a client built "
+            "per call and not closed (its connections close only when something collects it)"
+        )
+    return Finding(
+        "connection-leak",
+        f"connection leak: {most} new connections to {label} in every sample for "
+        f"{g.requests} calls, {how}; build one client for the app's lifetime and share it, "
+        "or close each one (`async with httpx.AsyncClient() as client:`)",
+        exact=True,
+        short=f"connection leak{_tag(m, g.name)}: {most} new per sample, never closed",
+    )
+
+
+def _buffered_stream(m: Measurement) -> Finding | None:
+    """A streamed answer that waits for the upstreams' answers before its first byte, when
+    their bytes spread wide enough for an earlier start to matter (BUFFERED_MIN_SPREAD_S,
+    BUFFERED_MIN_SHARE). Calls that end apart: its first byte came after the last one's
+    end in every sample (it waits for every call; one sent as each ends starts at the
+    first's). Calls that end together cannot tell those apart: then its first byte came
+    after the first one's end in every sample (it waits for whole answers, not relaying
+    their pieces)."""
+    first_bytes = m.first_byte_per_sample
+    ups = (
+        m.upstream_first_byte_per_sample,
+        m.upstream_first_end_per_sample,
+        m.upstream_last_byte_per_sample,
+    )
+    if not m.streamed or not ups[2] or any(len(v) != len(first_bytes) for v in ups):
+        return None
+    mine = statistics.median(first_bytes)
+    first, first_end, last = (statistics.median(v) for v in ups)
+    spread = last - first
+    if spread < max(BUFFERED_MIN_SPREAD_S, BUFFERED_MIN_SHARE * mine):
+        return None
+    apart = min(b - a for a, b in zip(ups[1], ups[2], strict=True)) >= BUFFERED_MIN_SPREAD_S
+    waited = ups[2] if apart else ups[1]
+    if any(mine_s < end for mine_s, end in zip(first_bytes, waited, strict=True)):
+        return None
+    if apart:
+        what = (
+            f"after the upstreams' last byte at {_ms(last)}: the answer waits for every call "
+            f"(in every sample; the upstreams' first byte came at {_ms(first)}). If its first "
+            "pieces do not need every answer, send each piece as its call completes "
+            "(asyncio.as_completed)"
+        )
+    else:
+        calls = sum(m.upstream(name).requests for name in m.upstream_names)
+        whose = "the upstream's whole answer" if calls == 1 else "whole upstream answers"
+        what = (
+            f"only once the upstreams' answers had ended ({_ms(first_end)} to {_ms(last)}; "
+            f"their first byte came at {_ms(first)}): the answer waits for {whose} (in every "
+            "sample). If it can, pass their pieces on as they come (stream the upstream "
+            "call and yield each chunk)"
+        )
+    return Finding(
+        "buffered-stream",
+        f"buffered stream: {m.method} {m.path} is streamed, but its first byte came at "
+        f"{_ms(mine)}, {what}: the first byte could come up to {_ms(spread)} sooner",
+        exact=False,
+        short=f"buffered stream: first byte {_ms(mine)}, after the upstreams' {_ms(last)}",
     )

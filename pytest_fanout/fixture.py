@@ -179,6 +179,10 @@ class Fanout:
 
     assert_no_orphans = staticmethod(assertions.assert_no_orphans)
     assert_cancels_on_disconnect = staticmethod(assertions.assert_cancels_on_disconnect)
+    assert_within_limits = staticmethod(assertions.assert_within_limits)
+    """No call to a rate-limited (or max_inflight) upstream was answered 429."""
+    assert_backs_off = staticmethod(assertions.assert_backs_off)
+    """Every retry of a 429 waited what it asked for; at most `max_retries` per call."""
 
     def diagnose(self, m: Measurement) -> list[Finding]:
         """What is wrong with `m`'s fan-out, most important first ([] when healthy)."""
@@ -209,10 +213,14 @@ class Fanout:
         extra_ms: float | None = None,
         record: Measurement | None = None,
         request: Request | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> CriticalPath:
-        """How many times `method path` pays each upstream's delay (`.weights`), found by
-        slowing each one on purpose; at most `budget_s` seconds. `record=m` keeps the
-        weights (and the waterfall) in `m`, so a saved run holds them for the gate."""
+        """How many times `method path` pays each upstream's delay (`.weights`) and how
+        much slower each off the path may get (`.slack`), found by changing every one a
+        little, both ways, in each run; at most `budget_s` seconds. `record=m` keeps the
+        weights (and the waterfall) in `m`, so a saved run holds them for the gate.
+        `progress=print` shows each target and run as it goes (silent by default: pytest
+        captures a test's output, and a passing test's output is not shown)."""
         __tracebackhide__ = True
         from pytest_fanout.timeline.session import run_critical_path
 
@@ -225,6 +233,7 @@ class Fanout:
             budget_s=budget_s,
             extra_ms=extra_ms,
             record=record,
+            progress=progress,
         )
 
     def timeline_findings(

@@ -113,7 +113,19 @@ ROUTE_KEYS = (
     "chunk_delay_ms",
     "tokens_per_s",
     "hang",
+    "rate_limit",
+    "burst",
 )
+
+#: Consecutive held waves of one call, all to one route, that make `sequential` without
+#: the user's `n`: a loop (two calls in turn may be dependent stages).
+SEQUENTIAL_MIN_RUN = 3
+#: A streamed answer whose first byte came after the upstreams' last is `buffered-stream`
+#: when the upstreams' bytes spread over at least this long (from their first byte to their
+#: last) and this share of the time to the answer's first byte: less, and it could not have
+#: begun much sooner.
+BUFFERED_MIN_SPREAD_S = 0.01
+BUFFERED_MIN_SHARE = 0.1
 
 # ---- bounds ----------------------------------------------------------------------------------
 
@@ -129,6 +141,10 @@ MAX_DURATION_S = 86_400.0
 MAX_DELAY_MS = 3_600_000.0
 #: Milliseconds a scheduled start may wait for a free user: ten minutes.
 MAX_GRACE_MS = 600_000.0
+#: A stub's rate limit (`rate_limit = "50/s"`): the most calls per second it may allow, and
+#: the largest `burst` (tokens of its bucket); a rate limit is a fact of an API, not a load.
+MAX_RATE_LIMIT_PER_S = 1_000_000.0
+MAX_BURST = 1_000_000
 #: Upstream calls per request, and a semaphore's bound (the reference app's own cap).
 MAX_CALLS = 10_000
 #: Timed requests of one measurement.
@@ -161,6 +177,19 @@ MAX_RECORDED_BYTES = 64 * 1024 * 1024
 MAX_RECORDED_DEPTH = 64
 #: Response headers of one recorded answer (a real one has a few dozen).
 MAX_RECORDED_HEADERS = 256
+
+# ---- the A/B gate's own samples (gate/ab.py): bounded in count and in time ----------------
+#: Samples a side in one block: each block runs on a fresh app process per side, so the
+#: process-to-process variation lands inside the test, on both sides.
+AB_BLOCK_SAMPLES = 4
+#: Untimed calls on each fresh process before its block (connections, lazy imports).
+AB_BLOCK_WARMUP = 2
+#: Most samples a side the A/B gate takes itself for one measurement (past it, the metric
+#: that needs more is "not gated: cpu (needed N samples a side, the bound is M)").
+AB_POOL_MAX_SAMPLES = 48
+#: Most seconds the A/B gate spends on its own samples for one measurement (blocks started
+#: past it are not taken: the metric is judged on what was taken, or not gated).
+AB_POOL_MAX_S = 300.0
 
 # ---- argparse types: text in, a checked value or one ArgumentTypeError line out ---------------
 
@@ -409,6 +438,43 @@ class ConfigError(ValueError):
     """A behaviour setting the stub cannot use."""
 
 
+#: Seconds of each unit a rate limit may be given in ("50/s", "3000/min", "100/h").
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
+_RATE_TEXT = re.compile(r"^\s*([-+]?\d+)\s*/\s*([a-z]+)\s*$")
+
+
+def parse_rate(text: Any, key: str = "rate_limit") -> tuple[int, float]:
+    """A rate limit as an API states it, "50/s", "3000/min" or "100/h": (count, per_s), the
+    calls allowed in each `per_s` seconds. Anything else is one ConfigError line naming `key`."""
+    found = _RATE_TEXT.match(text) if isinstance(text, str) else None
+    if found is None or found[2] not in _RATE_UNITS:
+        raise ConfigError(f"{key}={text!r} is not a rate limit like '50/s', '3000/min' or '100/h'")
+    count, per_s = int(found[1]), _RATE_UNITS[found[2]]
+    if count < 1:
+        raise ConfigError(f"{key}={text!r} must allow at least 1 call (leave it out for no limit)")
+    if count / per_s > MAX_RATE_LIMIT_PER_S:
+        raise ConfigError(
+            f"{key}={text!r} is above the limit of {MAX_RATE_LIMIT_PER_S:,.0f} calls/s"
+        )
+    return count, per_s
+
+
+def default_burst(count: int, per_s: float) -> int:
+    """The bucket's size when no `burst` is given: the calls the limit allows in one second,
+    at least 1 ("3000/min": 50; "100/h": 1)."""
+    return max(1, int(count / per_s))
+
+
+def check_rate(
+    rate_limit: Any, burst: Any, key: str = "rate_limit", burst_key: str = "burst"
+) -> None:
+    """A rate limit and its burst together: a burst needs a limit."""
+    if rate_limit:
+        parse_rate(rate_limit, key)
+    elif burst:
+        raise ConfigError(f"{burst_key}={burst!r} needs a {key} (the rate its bucket refills at)")
+
+
 #: name -> (low, high) for every numeric setting: finite and in range, or refused.
 _RANGES: dict[str, tuple[float, float]] = {
     "delay_ms": (0, MAX_DELAY_MS),
@@ -418,6 +484,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "error_status": (100, 599),
     "drop_rate": (0, 1),
     "max_inflight": (0, MAX_INFLIGHT),
+    "burst": (0, MAX_BURST),
     "record_requests": (0, MAX_INFLIGHT),
     "record_body_bytes": (0, MAX_ITEM_BODY),
     "record_total_bytes": (0, MAX_BYTES_LIMIT),
@@ -427,7 +494,13 @@ _RANGES: dict[str, tuple[float, float]] = {
 
 def _convert(name: str, kind: type, value: Any) -> float | int:
     """A setting's value from JSON or an environment string, finite and in range (a
-    switch: true or false)."""
+    switch: true or false; a text: a rate limit, "" for none)."""
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}={value!r} is not a rate limit like '50/s'")
+        if value.strip():
+            parse_rate(value, name)
+        return value.strip()  # type: ignore[return-value]
     if kind is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
             return value.lower() in ("true", "1")
@@ -473,6 +546,11 @@ class Behaviour:
     drop_rate: float = 0.0
     #: In-flight calls above this get 429 at once (a rate-limited upstream); 0 = no cap.
     max_inflight: int = 0
+    #: Calls allowed per second, minute or hour ("50/s", "3000/min", "100/h"; "" = none): a
+    #: token bucket of `burst` tokens (0: the limit's count over one second, at least 1),
+    #: refilled at the rate; a call past it gets 429 at once, with Retry-After.
+    rate_limit: str = ""
+    burst: int = 0
     #: Requests kept for `requests()` (the last N), bytes of each body kept, and bytes all
     #: kept requests may hold together (headers included). Counts never depend on these.
     record_requests: int = DEFAULT_MAX_RECORDS
@@ -503,6 +581,7 @@ class Behaviour:
             _convert(f.name, type(f.default), getattr(self, f.name))
         if self.p99_ms and self.p99_ms < self.delay_ms:
             raise ConfigError("p99_ms must be 0 (off) or at least delay_ms (the median)")
+        check_rate(self.rate_limit, self.burst)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Behaviour:

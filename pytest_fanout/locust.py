@@ -559,6 +559,22 @@ def _check_thresholds(environment: Environment) -> None:
             environment.process_exit_code = ExitCode.OK
 
 
+def _say_limits(environment: Environment) -> None:
+    """Name an embedded stub's rate limit that capped (or refused) the run's requests."""
+    from pytest_fanout.load.capacity import load_limit_lines
+
+    if _STACK is None or not _STACK.upstreams:
+        return
+    total = environment.stats.total
+    try:
+        stats = {name: stub.stats() for name, stub in _STACK.upstreams.items()}
+    except Exception as exc:  # a stub that died is the stack's to report, not this line's
+        _say(f"fanout: note: the stubs' rate limits could not be read ({type(exc).__name__})")
+        return
+    for line in load_limit_lines(stats, total.num_requests, total.total_rps):
+        _say(line)
+
+
 #: Locust can run its shutdown twice at once: on SIGTERM, its signal greenlet quits the
 #: runner, which wakes the main greenlet into a second shutdown. The first `quitting`
 #: does the work; the second waits for it (a gevent-patched lock), then does nothing.
@@ -582,6 +598,7 @@ def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
                 # stack that is going down.
                 runner.quit()
             _check_thresholds(environment)
+            _say_limits(environment)
         finally:
             _stop_stack()
             _QUIT_DONE = True

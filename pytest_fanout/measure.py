@@ -33,6 +33,7 @@ from pytest_fanout.limits import (
 from pytest_fanout.measurement import (
     DELAY_KEYS,
     GAUGE_KEYS,
+    LIFETIME_KEYS,
     FanoutWarning,
     Measurement,
     MeasurementError,
@@ -259,6 +260,22 @@ def check_status(
     __tracebackhide__ = True
     if response.status_code != request.expect_status:
         raise MeasurementError(unexpected_status(request, response, during), log_tail)
+
+
+def _refused_note(stubs: Mapping[str, Any]) -> str:
+    """What the upstreams refused in the request that just failed (the stubs' counters of
+    the sample): a service that fails on a 429 is told so, not left to read its log."""
+    refused = []
+    for name, stub in stubs.items():
+        stats = stub.stats()
+        rejected, calls = int(stats.get("rejected", 0)), int(stats.get("requests", 0))
+        if rejected:
+            limit = (stats.get("limits") or {}).get("rate_limit")
+            why = f" (its rate limit {limit})" if limit else ""
+            refused.append(f"'{name}' answered 429 to {rejected} of {calls} calls{why}")
+    if not refused:
+        return ""
+    return f" (in that request upstream {', '.join(refused)}: the service did not handle a 429)"
 
 
 def _chunked(headers: httpx2.Headers) -> bool:
@@ -538,6 +555,8 @@ def _measure(
             except MeasurementError as exc:
                 raise _hung(exc, stubs, label) from None
             result.structure_probe_s = time.perf_counter() - start
+            if result.structure:
+                result.structure_routes = _held_routes(stubs, began, time.monotonic())
             if progress is not None:
                 waves = "; ".join(f"{k} {v}" for k, v in result.structure.items()) or "none"
                 progress(f"  {label}: held probe {result.structure_probe_s:.2f} s, waves {waves}")
@@ -559,7 +578,8 @@ def _measure(
                 raise _hung(exc, stubs, label) from None
             elapsed = time.perf_counter() - start
             answered = time.monotonic()
-            check_status(response, request)
+            if response.status_code != request.expect_status:
+                check_status(response, request, _refused_note(stubs))
         if progress is not None:
             step = (
                 f"warm-up {index + 1}/{warmup}"
@@ -575,6 +595,12 @@ def _measure(
         result.first_byte_per_sample.append(first or elapsed)
         result.streamed = result.streamed or (response is not None and _streamed(response))
         result.sample_windows.append((sent, answered))
+        if response is not None and _streamed(response):
+            ends = _upstream_bytes(stubs, sent, answered)
+            if ends is not None:
+                result.upstream_first_byte_per_sample.append(ends[0])
+                result.upstream_first_end_per_sample.append(ends[1])
+                result.upstream_last_byte_per_sample.append(ends[2])
         for name, stub in stubs.items():
             stats = stub.stats()
             gauges = result.upstream_gauges[name]
@@ -583,6 +609,14 @@ def _measure(
             for key in DELAY_KEYS:
                 if key in stats:  # the delays really applied: the ideal time
                     gauges.setdefault(key, []).append(float(stats[key]))
+            if "limits" in stats:  # the rate limits and caps in force (for messages)
+                result.upstream_limits[name] = stats["limits"]
+            sample = len(result.samples) - 1
+            for wait in stats.get("retry_waits", ()):  # retries of a 429: asked vs waited
+                result.upstream_retry_waits.setdefault(name, []).append([sample, *wait])
+            for key in LIFETIME_KEYS:
+                if key in stats:  # connections still open: a client never closed
+                    gauges.setdefault(key, []).append(int(stats[key]))
         default = next(iter(result.upstream_gauges.values()))
         result.upstream_requests_per_sample.append(default["requests"][-1])
         result.upstream_peak_per_sample.append(default["peak_inflight"][-1])
@@ -653,12 +687,51 @@ def _held_probe(
     except HoldBoundError as exc:
         raise MeasurementError(f"the held probe of {request.label}: {exc}") from None
     if response.status_code != request.expect_status:  # the log tail only when needed
+        limited = [
+            n for n, stub in stubs.items() if (stub.stats().get("limits") or {}).get("rate_limit")
+        ]
+        refusals = "; it applies no rate limit, so no call was refused" if limited else ""
         during = (
             " (the held probe: its upstream calls held until the app sent no more, then "
-            "answered together)"
+            f"answered together{refusals})"
         )
         check_status(response, request, during, _tail(app))
     return {name: waves.waves for name, waves in held.items()}, ""
+
+
+def _logged_calls(stub: Any, since: float, until: float) -> list[dict[str, Any]]:
+    """`stub`'s logged calls that arrived in [since, until]; [] for a stand-in without a
+    call log (a unit test's fake)."""
+    call_log = getattr(stub, "call_log", None)
+    return call_log(since, until) if call_log is not None else []
+
+
+def _held_routes(stubs: Mapping[str, Any], since: float, until: float) -> dict[str, list[str]]:
+    """The held probe's calls at each upstream by route ("GET /item/{id}"), in arrival
+    order: at one stub a wave is released before the next one's calls come, so the first
+    `waves[0]` calls are the first wave's, and so on."""
+    return {
+        name: [f"{c['method']} {c['route']}" for c in _logged_calls(stub, since, until)]
+        for name, stub in stubs.items()
+    }
+
+
+def _upstream_bytes(
+    stubs: Mapping[str, Any], sent: float, answered: float
+) -> tuple[float, float, float] | None:
+    """Seconds from `sent` to the upstreams' first byte (a call's arrival plus the delay its
+    stub applied, at most its end), to the first call's end and to their last byte (the
+    last call's answer ended) among the calls of the request sent then: the stubs stamp
+    them on the same clock. None when no call was answered in the window."""
+    firsts, lasts = [], []
+    for stub in stubs.values():
+        for c in _logged_calls(stub, sent, answered):
+            end = c.get("answered_s") or 0.0
+            if not end or c.get("cut"):
+                continue
+            lasts.append(end - sent)
+            firsts.append(min(c["arrival_s"] + c.get("delay_ms", 0.0) / 1000, end) - sent)
+    return (min(firsts), min(lasts), max(lasts)) if lasts else None
 
 
 def _reported_errors(response: httpx2.Response) -> int:

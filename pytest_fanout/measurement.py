@@ -44,7 +44,21 @@ def stall_held_s(stall: Mapping[str, Any]) -> float:
     sampler's own time."""
     duration, starved = stall.get("duration_s", 0.0), stall.get("starved_s", 0.0)
     sampler = stall.get("sampler_s", 0.0)  # the probe's own sampling, not the app's code
-    return max(0.0, duration - starved - sampler - stall_gc_s(stall))
+    held = max(0.0, duration - starved - sampler - stall_gc_s(stall))
+    return max(held, min(duration, _sampled_held_s(stall)))
+
+
+def _sampled_held_s(stall: Mapping[str, Any]) -> float:
+    """The hold the sampler measured stack by stack (`held_s`: CPU code by its CPU time, a
+    wait in a call by its wall time less the process's waits for a CPU), outside garbage
+    collection; 0 without those figures. The process-wide waits for a CPU that the line
+    above subtracts include other threads' waits while the loop slept in a call: on a busy
+    runner they would excuse a real `time.sleep`."""
+    return sum(
+        float(stack.get("held_s", 0.0))
+        for stack in stall.get("stacks", [])
+        if not any(f.get("function") == "garbage collection" for f in stack.get("frames", [])[-1:])
+    )
 
 
 def stall_gc_s(stall: Mapping[str, Any]) -> float:
@@ -219,6 +233,24 @@ class Measurement:
     #: Causal weights (`CriticalPath.to_dict()`) when the test recorded them
     #: (`fanout.critical_path(..., record=m)`): portable, compared from any machine.
     critical_path: dict[str, Any] | None = None
+    #: Per upstream, the limits it enforced while measuring (the stub's `limits()`):
+    #: {"max_inflight", and with a rate limit "rate_limit" ("50/s"), "per_s", "burst";
+    #: "routes": {"GET /x": {...}}}.
+    upstream_limits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Per upstream, each retry of a 429 in the timed samples: [sample index, method,
+    #: path, the wait the 429 asked for (s; None: none), the wait the client took (s)].
+    upstream_retry_waits: dict[str, list[list[Any]]] = field(default_factory=dict)
+    #: The held probe's calls at each upstream, in arrival order, by route ("GET
+    #: /item/{id}": the stub's route template, or the path with its ids folded): with the
+    #: wave sizes, which route each wave called; {} without a held probe (or older data).
+    structure_routes: dict[str, list[str]] = field(default_factory=dict)
+    #: For a streamed answer: seconds from each sample's send to the upstreams' first byte
+    #: (the earliest call's arrival plus the delay its stub applied before answering), to
+    #: the end of the first call's answer and to their last byte (the last call's answer
+    #: ended), from the stubs' call logs on the same clock; empty when not streamed.
+    upstream_first_byte_per_sample: list[float] = field(default_factory=list)
+    upstream_first_end_per_sample: list[float] = field(default_factory=list)
+    upstream_last_byte_per_sample: list[float] = field(default_factory=list)
 
     @property
     def first_byte_median_s(self) -> float | None:
@@ -355,7 +387,15 @@ class Measurement:
         if name not in self.upstream_gauges:
             known = ", ".join(self.upstream_gauges)
             raise KeyError(f"no upstream named {name!r} (this stack has: {known})")
-        return UpstreamGauges.from_lists(name, self.upstream_gauges[name], self.waves(name))
+        gauges = UpstreamGauges.from_lists(name, self.upstream_gauges[name], self.waves(name))
+        gauges.limits = dict(self.upstream_limits.get(name, {}))
+        gauges.retry_waits = [
+            RetryWait(*wait) for wait in self.upstream_retry_waits.get(name, []) if len(wait) == 5
+        ]
+        windows = [end - start for start, end in self.sample_windows]
+        if len(windows) == len(gauges.requests_per_sample):
+            gauges.sample_s = windows
+        return gauges
 
     @property
     def connections_per_sample(self) -> list[int]:
@@ -479,6 +519,29 @@ class FanoutWarning(UserWarning):
     """Something that makes a measurement less than clean, said in one line."""
 
 
+#: A retry that came this much before the wait asked for is not early: a client's timer
+#: and the stub's stamp may differ by a clock tick, and retry-after-ms is rounded up.
+_WAIT_SLACK_S = 0.001
+
+
+@dataclass(frozen=True)
+class RetryWait:
+    """One retry of a call answered 429: how long after the 429 it came (`waited_s`) and
+    the wait the 429 asked for (`asked_s`: retry-after-ms when given, else Retry-After;
+    None when it asked for none)."""
+
+    sample: int
+    method: str
+    path: str
+    asked_s: float | None
+    waited_s: float
+
+    @property
+    def early(self) -> bool:
+        """It came before the wait asked for."""
+        return self.asked_s is not None and self.waited_s + _WAIT_SLACK_S < self.asked_s
+
+
 @dataclass
 class UpstreamGauges:
     """One upstream's exact gauges in a Measurement: per sample, and the most in one sample."""
@@ -490,7 +553,7 @@ class UpstreamGauges:
     #: Of those, the ones already closed when the sample's request had been answered
     #: (empty in data saved before the stub counted them).
     closed_per_sample: list[int] = field(default_factory=list)
-    #: 429 answers by the stub's max_inflight, and error statuses, summed over samples.
+    #: Every 429 (see `rejected_per_sample`), and error statuses, summed over samples.
     rejected: int = 0
     errors: int = 0
     #: The held probe's wave sizes at this upstream; None without a held probe.
@@ -505,6 +568,111 @@ class UpstreamGauges:
     #: Calls of each sample whose connection the app closed before their answer
     #: (cancelled): their connections are gone, so the next sample opens new ones.
     cut_per_sample: list[int] = field(default_factory=list)
+    #: Every 429 of each sample, whatever answered it: a rate limit, max_inflight, a
+    #: route's status, a handler (`rejected` is their sum).
+    rejected_per_sample: list[int] = field(default_factory=list)
+    #: Of those, the 429s of each sample that a rate limit sent (the upstream's or a
+    #: route's), and those max_inflight sent; the rest a route's status or a handler sent.
+    #: Empty in data saved before the stub told them apart (`sources_known`).
+    limited_per_sample: list[int] = field(default_factory=list)
+    capped_per_sample: list[int] = field(default_factory=list)
+    #: Calls of each sample that repeated the method, path, query and body of an earlier
+    #: call of the same sample answered 429 or 5xx, or cut off (`retries` is their sum).
+    retries_per_sample: list[int] = field(default_factory=list)
+    #: Distinct calls of each sample (different method, path, query or body).
+    distinct_per_sample: list[int] = field(default_factory=list)
+    #: The most times one call was retried in each sample.
+    most_retries_per_sample: list[int] = field(default_factory=list)
+    #: Each retry of a 429: when it came against the wait the 429 asked for.
+    retry_waits: list[RetryWait] = field(default_factory=list)
+    #: The limits the stub enforced (`Measurement.upstream_limits`).
+    limits: dict[str, Any] = field(default_factory=dict)
+    #: Wall time of each sample (s), for calls per second; empty when unknown.
+    sample_s: list[float] = field(default_factory=list)
+    #: The delay the stub applied to the calls it answered, summed per sample (ms).
+    delay_ms_sum_per_sample: list[float] = field(default_factory=list)
+
+    @property
+    def retries(self) -> int:
+        """Retries over every sample (exact): calls that repeated a failed call."""
+        return sum(self.retries_per_sample)
+
+    @property
+    def most_retries(self) -> int:
+        """The most times any one call was retried within a sample."""
+        return max(self.most_retries_per_sample, default=0)
+
+    @property
+    def amplification(self) -> float:
+        """Calls / distinct calls over the samples: 1.0 when nothing was sent twice."""
+        distinct = sum(self.distinct_per_sample)
+        if not distinct:
+            return 1.0
+        return sum(self.requests_per_sample[: len(self.distinct_per_sample)]) / distinct
+
+    @property
+    def rate_limit(self) -> str:
+        """The upstream's rate limit as configured ("50/s"), "" when none."""
+        return str(self.limits.get("rate_limit", ""))
+
+    @property
+    def rate_limit_per_s(self) -> float | None:
+        per_s = self.limits.get("per_s")
+        return float(per_s) if per_s else None
+
+    @property
+    def route_limits(self) -> dict[str, dict[str, Any]]:
+        """The routes' own rate limits: "GET /x" -> {"rate_limit", "per_s", "burst"}."""
+        return dict(self.limits.get("routes", {}))
+
+    @property
+    def max_inflight(self) -> int:
+        return int(self.limits.get("max_inflight", 0) or 0)
+
+    @property
+    def has_limit(self) -> bool:
+        """A rate limit (the upstream's or a route's) or a max_inflight cap is set."""
+        return bool(self.rate_limit or self.route_limits or self.max_inflight)
+
+    @property
+    def limited(self) -> int:
+        """429s a rate limit sent, over every sample (exact; 0 when not told apart)."""
+        return sum(self.limited_per_sample)
+
+    @property
+    def capped(self) -> int:
+        """429s max_inflight sent (too many in flight), over every sample (exact)."""
+        return sum(self.capped_per_sample)
+
+    @property
+    def sources_known(self) -> bool:
+        """The stub told its 429s apart (a limit's, max_inflight's, the rest): False for
+        data saved before it did, whose 429s name no cause."""
+        return len(self.limited_per_sample) == len(self.rejected_per_sample) == len(
+            self.capped_per_sample
+        ) and bool(self.rejected_per_sample)
+
+    @property
+    def calls_per_s(self) -> float | None:
+        """The most calls per second the service sent here in a sample: its calls over the
+        sample's wall time (None when the times are unknown)."""
+        rates = [
+            n / s for n, s in zip(self.requests_per_sample, self.sample_s, strict=False) if s > 0
+        ]
+        return max(rates) if rates else None
+
+    @property
+    def mean_latency_s(self) -> float | None:
+        """The mean delay of the calls the stub answered (not the rejected ones)."""
+        answered = sum(
+            n - r for n, r in zip(self.requests_per_sample, self.rejected_per_sample, strict=False)
+        )
+        total = sum(self.delay_ms_sum_per_sample)
+        return total / answered / 1000 if answered > 0 and self.delay_ms_sum_per_sample else None
+
+    #: Connections to this upstream open when each sample had been answered (every one an
+    #: item call used, from any sample): a client built and never closed makes it grow.
+    live_per_sample: list[int] = field(default_factory=list)
 
     @property
     def orphaned(self) -> int:
@@ -556,6 +724,14 @@ class UpstreamGauges:
             orphaned_per_sample=list(data.get("orphaned", [])),
             after_disconnect_per_sample=list(data.get("after_disconnect", [])),
             cut_per_sample=list(data.get("cut", [])),
+            rejected_per_sample=list(data.get("rejected", [])),
+            limited_per_sample=list(data.get("limited", [])),
+            capped_per_sample=list(data.get("capped", [])),
+            retries_per_sample=list(data.get("retries", [])),
+            distinct_per_sample=list(data.get("distinct", [])),
+            most_retries_per_sample=list(data.get("most_retries", [])),
+            delay_ms_sum_per_sample=list(data.get("delay_ms_sum", [])),
+            live_per_sample=[int(v) for v in data.get("connections_live", [])],
             rejected=sum(data.get("rejected", [])),
             errors=sum(data.get("errors", [])),
         )
@@ -568,7 +744,14 @@ GAUGE_KEYS = (
     "connections",
     "connections_closed",
     "rejected",
+    "limited",
+    "capped",
     "errors",
+    "retries",
+    "distinct",
+    "most_retries",
 )
 #: The stub's sum and largest of the delays it applied per sample (ms), for the ideal time.
 DELAY_KEYS = ("delay_ms_sum", "delay_ms_max")
+#: Counters kept when the stub reports them (absent from older stubs): connections open now.
+LIFETIME_KEYS = ("connections_live",)

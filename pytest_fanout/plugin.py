@@ -168,7 +168,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(upstream=NAME, **behaviour): set a stub upstream's behaviour for one test "
-        "(delay_ms, jitter_ms, p99_ms, error_rate, error_status, drop_rate, max_inflight; "
+        "(delay_ms, jitter_ms, p99_ms, error_rate, error_status, drop_rate, max_inflight, "
+        "rate_limit, burst; "
         "upstream= picks a named upstream, default the first)",
     )
     spec = read_spec(config)

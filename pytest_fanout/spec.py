@@ -200,7 +200,24 @@ def check_route(route: Any) -> dict[str, Any]:
     status = route.get("status", 200)
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise ValueError(f"status {status!r} is not an HTTP status (100-599)")
+    if "rate_limit" in route or "burst" in route:
+        _route_rate(route.get("rate_limit"), route.get("burst"))
     return route
+
+
+def _route_rate(rate_limit: Any, burst: Any) -> None:
+    """A route's rate limit and burst, checked before anything starts (the stub's rule)."""
+    if burst is not None:
+        limits.Behaviour(rate_limit=rate_limit or "50/s").update({"burst": burst})
+    limits.check_rate(rate_limit, burst)
+
+
+def parse_rate_limit(raw: Any) -> str:
+    """A rate limit, "50/s", "3000/min" or "100/h" (`limits.parse_rate`); "" for none."""
+    text = str(raw).strip()
+    if text:
+        limits.parse_rate(text)
+    return text
 
 
 def parse_token(raw: Any) -> str:
@@ -602,6 +619,21 @@ OPTIONS: dict[str, Option] = {
             aliases={"locust": ("--fanout-upstream-delay-ms",)},
         ),
         Option(
+            "rate_limit",
+            "the stub upstreams' rate limit, like 50/s, 3000/min or 100/h: calls past it are"
+            " answered 429 at once, with Retry-After (default: none; an upstream's or route's"
+            " own rate_limit wins)",
+            parse_rate_limit,
+            metavar="N/s",
+        ),
+        Option(
+            "burst",
+            "calls a rate-limited stub takes at once (its token bucket; default: the limit's"
+            " count over one second, at least 1)",
+            _typed(limits.bounded(limits.non_negative_int, limits.MAX_BURST)),
+            metavar="N",
+        ),
+        Option(
             "startup_timeout",
             f"seconds each server process may take to answer (default:"
             f" {DEFAULT_STARTUP_TIMEOUT_S:g})",
@@ -789,6 +821,9 @@ class StackSpec:
     app_factory: bool = False
     app_env: dict[str, str] = field(default_factory=dict)
     delay_ms: float = DEFAULT_DELAY_MS
+    #: Every stub's rate limit and burst ("" / 0: none), under an upstream's own.
+    rate_limit: str = ""
+    burst: int = 0
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
     stack_sampling: bool = True
@@ -817,9 +852,16 @@ class StackSpec:
     def behaviours(self) -> dict[str, Behaviour]:
         """Each upstream's Behaviour: the stack's delay, then its own settings (checked)."""
         result = {}
+        if self.burst and not self.rate_limit:
+            raise SpecError(f"burst={self.burst} needs a rate_limit (the rate it refills at)")
         for name in self.upstream_env_names():
             behaviour = Behaviour(delay_ms=self.delay_ms)
             upstream = self.upstreams.get(name)
+            if self.rate_limit and not (upstream and "rate_limit" in upstream.behaviour):
+                try:
+                    behaviour.update({"rate_limit": self.rate_limit, "burst": self.burst})
+                except ConfigError as exc:
+                    raise SpecError(f"rate_limit: {exc}") from None
             if upstream is not None and upstream.behaviour:
                 try:
                     behaviour.update(dict(upstream.behaviour))
@@ -860,7 +902,7 @@ class StackSpec:
     def check(self) -> StackSpec:
         """What can be checked without starting anything: placeholders, behaviours."""
         self.app_environment()
-        if any(up.behaviour for up in self.upstreams.values()):
+        if self.rate_limit or self.burst or any(up.behaviour for up in self.upstreams.values()):
             self.behaviours()
         return self
 
@@ -976,7 +1018,10 @@ def _read_upstream(name: str, body: Any, where: str) -> UpstreamSpec:
         raise SpecError(f"{where}.env: {exc}") from None
     behaviour = {k: v for k, v in body.items() if k in BEHAVIOUR_KEYS}
     for key, value in behaviour.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if key == "rate_limit":  # text, checked by Behaviour ("50/s")
+            if not isinstance(value, str):
+                raise SpecError(f"{where}.{key}: expected a rate like '50/s', got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             raise SpecError(f"{where}.{key}: expected a number, got {value!r}")
     routes = body.get("routes", [])
     if not isinstance(routes, list):

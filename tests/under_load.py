@@ -33,6 +33,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.under_load", description=__doc__)
     parser.add_argument("--burners", type=int, default=2, help="CPU-bound processes (default 2)")
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the command to run after --")
     if not 0 <= args.burners <= 64:
         parser.error("--burners must be from 0 to 64")
+    # SIGTERM (a `timeout`, a CI cancel) ends it as Ctrl-C does: the burners and the
+    # command are stopped in `finally`, never left spinning.
+    signal.signal(signal.SIGTERM, _terminated)
     burners = [
         subprocess.Popen([sys.executable, "-c", BURN], start_new_session=True)
         for _ in range(args.burners)

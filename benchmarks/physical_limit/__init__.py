@@ -22,6 +22,7 @@ and time; every child process is ended in a `finally`.
 
 One module per job: `plan` (what is measured), `rows` (a result row), `app_rows`
 (the app process), `raw_clients` (a raw client in its own process), `stub_load`
-(the stub's throughput), `targets` (the issue's ratios), `report` (Markdown, plot),
-`run` (the whole run and its command line).
+(the stub's throughput and what its route, recording and call log cost),
+`guards` (what admission control and the deadline cost), `targets` (the issue's
+ratios), `report` (Markdown, plot), `run` (the whole run and its command line).
 """

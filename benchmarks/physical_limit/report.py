@@ -47,7 +47,8 @@ def _stub_line(stub: dict[str, object] | None) -> str:
         return "- Stub upstream throughput: not measured in this run (--skip-stub)"
     windows = ", ".join(f"{w:,.0f}" for w in stub["windows"])  # type: ignore[attr-defined]
     return (
-        f"- Stub upstream at zero delay, pinned to one core, {stub['connections']} keep-alive "
+        f"- Stub upstream at zero delay, a templated route, recording and the call log on, "
+        f"pinned to one core, {stub['connections']} keep-alive "
         f"connections from {stub['load_processes']} load processes on the other core(s): "
         f"**{float(stub['req_per_cpu_s']):,.0f} requests per CPU-second** of the stub "  # type: ignore[arg-type]
         f"(median of {len(stub['windows'])} one-second windows; "  # type: ignore[arg-type]
@@ -109,8 +110,17 @@ def markdown(
                 len(row.walls),
             )
         )
-    lines += [render_markdown(headers, table), "", "## The issue's targets, from this run", ""]
-    checks_table = [(c.name, c.value, c.target, "yes" if c.met else "**no**") for c in checks]
+    lines += [
+        render_markdown(headers, table),
+        "",
+        "## The issue's targets, from this run",
+        "",
+        f"On {info['nproc']} CPUs, {info['cpu']}. Each ratio is of two rows measured above, "
+        "side by side in this run.",
+        "",
+    ]
+    met = {True: "yes", False: "**no**", None: "-"}
+    checks_table = [(c.name, c.value, c.target, met[c.met]) for c in checks]
     lines += [render_markdown(("check", "measured", "target", "met"), checks_table)]
     lines += ["", "![wall time against n](benchmark.png)", ""]
     return "\n".join(lines)

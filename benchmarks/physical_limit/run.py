@@ -14,11 +14,12 @@ from pathlib import Path
 
 from app.settings import Settings
 from benchmarks.physical_limit.app_rows import measure_app
+from benchmarks.physical_limit.guards import guard_costs
 from benchmarks.physical_limit.plan import APP_TRANSPORTS, DELAYS_MS, DOCS, NS, RAW_CLIENTS, REPEATS
 from benchmarks.physical_limit.raw_clients import measure_raw
 from benchmarks.physical_limit.report import machine, markdown, plot
 from benchmarks.physical_limit.rows import Row
-from benchmarks.physical_limit.stub_load import stub_throughput
+from benchmarks.physical_limit.stub_load import stub_costs, stub_throughput
 from benchmarks.physical_limit.targets import verdicts
 from pytest_fanout.limits import Behaviour, non_negative_float, positive_int
 from pytest_fanout.servers.stack import StubUpstreamServer
@@ -63,10 +64,15 @@ def run(plan: Plan, out_dir: Path, json_path: Path | None) -> int:
         if plan.stub:
             stub = stub_throughput(upstream)
             print(
-                f"stub upstream, zero delay, one core: {stub['req_per_cpu_s']:,.0f} req per "
-                f"CPU-second ({stub['req_per_s']:,.0f} req/s by the clock, "
-                f"busy {stub['busy']:.0%})"
+                f"stub upstream, zero delay, one core, a route, recording and the call log "
+                f"on: {stub['req_per_cpu_s']:,.0f} req per CPU-second ({stub['req_per_s']:,.0f} "
+                f"req/s by the clock, busy {stub['busy']:.0%})"
             )
+            stub["costs"] = costs = stub_costs()
+            each = ", ".join(
+                f"{k if k == 'all on' else k + ' off'} {v:.1f} us" for k, v in costs.items()
+            )
+            print(f"stub's own code per call: {each}")
         for transport in sorted(plan.transports, key=lambda t: t != default):
             print(f"app on {transport}:")
             rows += measure_app(
@@ -87,19 +93,25 @@ def run(plan: Plan, out_dir: Path, json_path: Path | None) -> int:
         upstream.stop()
     runtime = time.perf_counter() - started
     load_after = _load()
-    checks = verdicts(rows, stub, default)
+    guards = guard_costs()
+    checks = verdicts(rows, stub, default, guards)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "benchmark.md"
     table.write_text(markdown(rows, stub, info, checks, (load_before, load_after), runtime) + "\n")
     plotted = plot(rows, out_dir / "benchmark.png")
     if json_path is not None:
-        document = {"machine": info, "stub": stub, "rows": [r.to_dict() for r in rows]}
+        document = {
+            "machine": info,
+            "stub": stub,
+            "guards": guards,
+            "rows": [r.to_dict() for r in rows],
+        }
         json_path.write_text(json.dumps(document, indent=1))
     print(f"\nwrote {table}" + (f" and {out_dir / 'benchmark.png'}" if plotted else ""))
     print(f"runtime {runtime:.0f} s; load average before {load_before}, after {load_after}")
-    print("\nthe issue's targets, from this run:")
+    print(f"\nthe issue's targets, from this run on {info['nproc']} CPUs, {info['cpu']}:")
     for check in checks:
-        mark = "MET " if check.met else "MISS"
+        mark = "INFO" if check.met is None else "MET " if check.met else "MISS"
         print(f"  [{mark}] {check.name}: {check.value} (target {check.target})")
     return 0
 

@@ -3,28 +3,40 @@
 The stub must never be the bottleneck of a measurement. Load comes from
 `STUB_LOAD_PROCESSES` processes (`python -m benchmarks.physical_limit.stub_load
 ...`) speaking raw HTTP/1.1 over keep-alive connections, pinned to the other
-cores; the stub is pinned to one, and its gauge counts what it completed.
+cores; the stub is pinned to one, and its gauge counts what it completed. It
+runs as a test uses it: a templated route answers the calls, every call is
+recorded and in the call log. `stub_costs` says what each of those costs: the
+stub's ASGI app driven in this process (no sockets), CPU microseconds per call
+with everything on and with each one off.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from benchmarks.physical_limit.plan import REPO
 from benchmarks.procfs import cpu_seconds
+from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import StubUpstreamServer
+from pytest_fanout.servers.upstream import CONTROL_PREFIX, StubUpstream
 
 STUB_WINDOWS = 5
 STUB_WINDOW_S = 1.0
 STUB_LOAD_PROCESSES = 2
 STUB_LOAD_CONNECTIONS = 32
+#: The route that answers the load's calls (as a test declares one), and its answer.
+STUB_ROUTE = {"method": "GET", "path": "/items/{i}", "json": {"ok": True, "id": "{i}"}}
+#: Calls per in-process measurement of `stub_costs` (a few tenths of a second each).
+COST_CALLS = 50_000
 
 
 class _LoadConnection(asyncio.Protocol):
@@ -79,8 +91,17 @@ async def _load(port: int, connections: int, seconds: float) -> int:
 
 
 def stub_throughput(upstream: StubUpstreamServer) -> dict[str, object]:
-    """The stub's zero-delay req/s on ONE core (its gauge counts), under keep-alive load."""
+    """The stub's zero-delay req/s on ONE core (its gauge counts), under keep-alive load,
+    with a route, recording and the call log on; the stub is restored after."""
     upstream.configure(delay_ms=0)
+    upstream.route(**STUB_ROUTE)
+    try:
+        return _throughput(upstream)
+    finally:
+        upstream.restore()
+
+
+def _throughput(upstream: StubUpstreamServer) -> dict[str, object]:
     assert upstream.pid is not None
     all_cpus = sorted(os.sched_getaffinity(0))
     pinned = len(all_cpus) >= 2
@@ -131,6 +152,72 @@ def stub_throughput(upstream: StubUpstreamServer) -> dict[str, object]:
         "load_processes": STUB_LOAD_PROCESSES,
         "connections": STUB_LOAD_PROCESSES * STUB_LOAD_CONNECTIONS,
     }
+
+
+async def _asgi(app: StubUpstream, method: str, path: str, body: Any = None) -> None:
+    """One request to the stub's ASGI app in this process (a control one with its token)."""
+    headers = [(b"host", b"127.0.0.1"), (b"authorization", b"Bearer " + app.token.encode())]
+    content = json.dumps(body).encode() if body is not None else b""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": content, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise RuntimeError(f"stub refused {method} {path}: {message['status']}")
+
+    scope = {"type": "http", "method": method, "path": path, "query_string": b""}
+    await app({**scope, "headers": headers, "client": ("127.0.0.1", 1)}, receive, send)
+
+
+async def _per_call_us(off: str) -> float:
+    """CPU microseconds per zero-delay item call of a fresh stub app with `off` switched off."""
+    app = StubUpstream(Behaviour(delay_ms=0))
+    if off != "route":
+        await _asgi(app, "POST", CONTROL_PREFIX + "routes", STUB_ROUTE)
+    if off == "recording":
+        await _asgi(app, "POST", CONTROL_PREFIX + "config", {"record_requests": 0})
+    if off == "call log":
+        await _asgi(app, "POST", CONTROL_PREFIX + "timeline", {"max_calls": 0})
+    headers = [
+        (b"host", b"127.0.0.1:8001"),
+        (b"user-agent", b"Python/3.11 aiohttp/3"),
+        (b"accept", b"*/*"),
+        (b"accept-encoding", b"gzip, deflate"),
+    ]
+    scopes = [
+        {
+            "type": "http",
+            "method": "GET",
+            "path": f"/items/{i % 1000}",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 40_000 + i % 1000),
+        }
+        for i in range(COST_CALLS)
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    for scope in scopes[:1000]:  # warm
+        await app(scope, receive, send)
+    start = time.process_time()
+    for scope in scopes:
+        await app(scope, receive, send)
+    return 1e6 * (time.process_time() - start) / COST_CALLS
+
+
+def stub_costs() -> dict[str, float]:
+    """CPU us per call of the stub's own code (its ASGI app, no server, no sockets): with
+    everything on, and with the route, recording or the call log off (best of three)."""
+    out: dict[str, float] = {}
+    for off in ("", "route", "recording", "call log"):
+        out[off or "all on"] = min(asyncio.run(_per_call_us(off)) for _ in range(3))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:

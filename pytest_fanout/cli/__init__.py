@@ -62,7 +62,8 @@ COMMANDS: dict[str, Command] = {
         "pytest_fanout.cli.record",
     ),
     "critical-path": Command(
-        "how many times a path pays each upstream's delay (slow each one, fit the slope)",
+        "how many times a path pays each upstream's delay, and each one's slack (small"
+        " changes of every upstream's delay, both ways, one fit)",
         "pytest_fanout.cli.critical_path",
     ),
 }

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pytest_fanout import limits
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from, start_stack
@@ -35,6 +36,8 @@ from pytest_fanout.load.capacity import (
     capacity_table,
     have_matplotlib,
     host_problem,
+    limit_caps,
+    limit_note,
     path_problem,
     run_step,
     search,
@@ -177,11 +180,36 @@ def _slo(args: argparse.Namespace) -> Slo:
     return Slo(args.slo_p95_ms, args.max_fail_ratio, args.max_dropped_ratio)
 
 
+class UpstreamCalls:
+    """The embedded stubs' calls during each step (their counters run on under Locust:
+    the difference across a step), for the caps their rate limits put on a path."""
+
+    def __init__(self, upstreams: Mapping[str, Any]) -> None:
+        self.upstreams = dict(upstreams)
+        #: Per step rate: (requests Locust counted, calls each upstream got).
+        self.steps: dict[float, tuple[int, dict[str, int]]] = {}
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(stub.stats()["requests"]) for name, stub in self.upstreams.items()}
+
+    def limits(self) -> dict[str, dict[str, Any]]:
+        return {name: stub.stats().get("limits", {}) for name, stub in self.upstreams.items()}
+
+    def note(self, result: CapacityResult) -> str:
+        """The limit that caps `result`'s capacity, from the steps that met the SLO (their
+        calls are the path's own, not retries of refused ones), or ""."""
+        steps = [self.steps[s.rate] for s in result.passed if s.rate in self.steps]
+        requests = sum(r for r, _ in steps)
+        calls = {name: sum(c.get(name, 0) for _, c in steps) for name in self.upstreams}
+        return limit_note(result, limit_caps(self.limits(), calls, requests))
+
+
 def _step_function(
     args: argparse.Namespace,
     host: str,
     path: str,
     death: Callable[[], str | None] | None = None,
+    upstream_calls: UpstreamCalls | None = None,
 ) -> Callable[[float], StepResult]:
     """One step of the search at a rate, printed; TargetGone once the target died (the
     search stops there: a dead app has no capacity)."""
@@ -196,7 +224,12 @@ def _step_function(
     )
 
     def step(rate: float) -> StepResult:
+        before = upstream_calls.counts() if upstream_calls else {}
         measured, users = run_step(host, path, rate, slo, plan)
+        if upstream_calls is not None:
+            after = upstream_calls.counts()
+            made = {name: after[name] - before.get(name, 0) for name in after}
+            upstream_calls.steps[rate] = (measured.requests, made)
         reason = slo.broken_by(measured)
         print(
             f"  {path} at {rate:g}/s ({users} users): achieved {measured.achieved_rps:.1f}/s, "
@@ -249,7 +282,13 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         app = stack.app
-        return _search_all(args, app.url, paths, death=lambda: app.death(wait_s=0))
+        return _search_all(
+            args,
+            app.url,
+            paths,
+            death=lambda: app.death(wait_s=0),
+            upstream_calls=UpstreamCalls(stack.upstreams),
+        )
 
 
 def _search_all(
@@ -257,6 +296,7 @@ def _search_all(
     host: str,
     paths: list[str],
     death: Callable[[], str | None] | None = None,
+    upstream_calls: UpstreamCalls | None = None,
 ) -> int:
     import time
 
@@ -283,8 +323,11 @@ def _search_all(
     for index, path in enumerate(paths):
         share = (deadline - time.monotonic()) / (len(paths) - index)
         try:
-            step = _step_function(args, host, path, death)
+            step = _step_function(args, host, path, death, upstream_calls)
             results.append(search(path, step, slo, share, settings))
+            if upstream_calls is not None:
+                results[-1].limited_by = upstream_calls.note(results[-1])
+                upstream_calls.steps.clear()  # the next path's steps are its own
         except TargetGone as exc:
             print(f"fanout capacity: error: {exc}", file=sys.stderr)
             return ExitCode.TARGET_UNUSABLE
@@ -301,6 +344,9 @@ def _search_all(
             return ExitCode.FAILED
     print()
     print(capacity_table(results))
+    for result in results:
+        if result.limited_by:
+            print(f"{result.path}: {result.limited_by}")
     if args.json:
         write_json(results, args.json)
         print(f"\nwrote {args.json}")

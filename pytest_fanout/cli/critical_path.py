@@ -1,8 +1,9 @@
 """`fanout critical-path PATH`: the weights of every upstream on one path, from the shell.
 
-Starts the stack (stub upstreams answering after --delay-ms, the app), prints
-the median request's waterfall, then slows each upstream in turn and prints
-the table of weights. `--save FILE.json` keeps both.
+Starts the stack (stub upstreams answering after --delay-ms, the app), changes
+every upstream's delay a little, both ways, in each run (printing each target
+and run as it goes, unless -q), then prints the median request's waterfall and
+the table of weights and slack. `--save FILE.json` keeps both.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 from pytest_fanout.artifacts import write_json
 from pytest_fanout.cli import (
     CommandError,
+    add_quiet,
     add_request_options,
     add_stack_group,
+    progress_printer,
     request_from,
     running_stack,
 )
@@ -43,8 +46,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--extra-ms",
         type=positive_float,
         default=None,
-        help="the extra delay per call (default: 40%% of the path's time, 10 to 80 ms)",
+        help="the step per call of each change (default: sized to the noise of the"
+        " unchanged runs, divided by the rounds a target is paid in)",
     )
+    add_quiet(parser)
     parser.add_argument(
         "--save", default=None, metavar="FILE.json", help="write the weights and waterfall"
     )
@@ -74,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             path=request.path,
             budget_s=args.budget_s,
             extra_ms=args.extra_ms,
+            progress=progress_printer(args),
         )
     assert result.timeline is not None
     waterfall = Waterfall(result.timeline)

@@ -156,7 +156,7 @@ def measurement_report(
 ) -> str:
     """`fanout measure`'s answer: timings, what each upstream saw, loop lag, efficiency; the
     header lists each upstream's and route's delay where it is not the stack's (`spec`)."""
-    from pytest_fanout.diagnosis import efficiency_cell
+    from pytest_fanout.diagnosis import efficiency_cell, lag_cause
 
     lines = [
         f"{method} {m.path} on {app} ({stub_delays(delay_ms, spec)},"
@@ -195,7 +195,11 @@ def measurement_report(
         lines.append(
             f"  new connections   {m.connections_opened} (all upstreams, the most in one sample)"
         )
-    lines.append(f"  loop lag          {m.loop_lag_max_s * 1000:.1f} ms (worst stall)")
+    cause = lag_cause(m)
+    lines.append(
+        f"  loop lag          {m.loop_lag_max_s * 1000:.1f} ms (worst stall)"
+        + (f": {cause}" if cause else "")
+    )
     if m.ideal_given_s is not None:
         lines.append(
             f"  efficiency        {efficiency_cell(m)}; ideal {m.ideal_s * 1000:.0f} ms (given:"

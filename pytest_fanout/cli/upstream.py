@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 
 from pytest_fanout.cli import (
+    CommandError,
     add_behaviour_options,
     add_listen_options,
     behaviour_from,
     warn_if_exposed,
 )
-from pytest_fanout.limits import ExitCode, port_number
-from pytest_fanout.spec import parse_token
+from pytest_fanout.limits import ConfigError, ExitCode, port_number
+from pytest_fanout.spec import OPTIONS, add_options, parse_token
+
+#: Options of the stack registry this command takes for its one stub.
+_RATE_KEYS = ("rate_limit", "burst")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="bearer token of the control paths (default: a random one, printed)",
     )
     add_behaviour_options(parser)
+    group = parser.add_argument_group("stub upstream rate limit")
+    add_options(group.add_argument, prefix="", front_end="fanout", keys=_RATE_KEYS)
 
 
 def _token(text: str) -> str:
@@ -39,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from pytest_fanout.servers.process import bind_listening_socket
     from pytest_fanout.servers.upstream import StubUpstream
 
-    app = StubUpstream(behaviour_from(args), token=args.token)
+    behaviour = behaviour_from(args)
+    rate = {k: getattr(args, OPTIONS[k].dest) for k in _RATE_KEYS}
+    try:
+        behaviour.update({k: v for k, v in rate.items() if v is not None})
+    except ConfigError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+    app = StubUpstream(behaviour, token=args.token)
     # Bind here, not in uvicorn: a busy port is one clear line, and --port 0 shows the real port.
     sock = bind_listening_socket(args.host, args.port)
     port = sock.getsockname()[1]

@@ -12,17 +12,30 @@ cleanup registry).
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from pytest_fanout.gate.runs import GateError
+from pytest_fanout.gate.runs import GateError, Run
+from pytest_fanout.gate.verdict import POOL_KEY
+from pytest_fanout.gate.verdict import POOLED as POOL_FIELDS
+from pytest_fanout.limits import (
+    AB_BLOCK_SAMPLES,
+    AB_BLOCK_WARMUP,
+    AB_POOL_MAX_S,
+    AB_POOL_MAX_SAMPLES,
+)
 from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Measurement, MeasurementError, Request
 from pytest_fanout.servers import cleanup
+from pytest_fanout.servers.process import ServerStartError
 from pytest_fanout.servers.stack import AppServer
 
 #: Per-sample counts that a merged Measurement sums (everything else that is a list is joined).
@@ -146,12 +159,37 @@ def _merge(name: str, items: list[Any]) -> Any:
 class AlternatingSampler:
     """Takes `measure`'s place in `Fanout.measure`: every sample is taken on the head and on the
     base in turn (ABBA order), each side warmed up first; returns the head's Measurement and
-    keeps the base's in `pending` for the gate to pair with it."""
+    keeps the base's in `pending` for the gate to pair with it.
 
-    def __init__(self, base: AppServer, label: str) -> None:
+    When `wants` (the gate's `samples_wanted`) says the test's `repeat` is too few for a rule
+    (cpu needs 20 a side) or its noise hides a change of the rule's limit, the sampler takes
+    more itself (`pending_pools`): in blocks of `block` samples a side, each block on a FRESH
+    app process per side (twins of head and base, started for the block and stopped after
+    it), samples alternated within the block, so that drift and the variation between
+    processes land on both sides. Bounded: at most `max_samples` more a side, and no block
+    started past `max_s` seconds."""
+
+    def __init__(
+        self,
+        base: AppServer,
+        label: str,
+        *,
+        wants: Callable[[Measurement, Measurement, int], tuple[int, bool]] | None = None,
+        block: int = AB_BLOCK_SAMPLES,
+        max_samples: int = AB_POOL_MAX_SAMPLES,
+        max_s: float = AB_POOL_MAX_S,
+    ) -> None:
         self.base = base
         self.label = label
+        self.wants = wants
+        self.block = max(1, block)
+        self.max_samples = max_samples
+        self.max_s = max_s
         self.pending: Measurement | None = None
+        #: (head's pool, base's pool) of the last call, or None when none was needed.
+        self.pending_pools: tuple[dict[str, Any], dict[str, Any]] | None = None
+        #: Fresh app processes started for blocks, in all (a test counts them).
+        self.started = 0
 
     def __call__(
         self,
@@ -170,30 +208,170 @@ class AlternatingSampler:
         if repeat < 1 or warmup < 0:
             raise ValueError("repeat must be >= 1 and warmup >= 0")
         sides = ((app_url, app), (self.base.url, self.base))
-        parts: tuple[list[Measurement], list[Measurement]] = ([], [])
-        for index in range(repeat):
-            for side in (0, 1) if index % 2 == 0 else (1, 0):
-                url, server = sides[side]
+        parts = _alternate(client, request, sides, repeat, warmup, held_probe, self.label, kwargs)
+        head, base = merge_measurements(parts[0]), merge_measurements(parts[1])
+        self.pending, self.pending_pools = base, None
+        if self.wants is not None:
+            more, noisy = self.wants(head, base, repeat)
+            if more or noisy:
+                self.pending_pools = self._pool(client, request, app, parts, more, kwargs)
+        return head
+
+    def _pool(
+        self,
+        client: Any,
+        request: Request,
+        app: Any,
+        own: tuple[list[Measurement], list[Measurement]],
+        more: int,
+        kwargs: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The samples the test did not take, on fresh processes (bounded in count and time):
+        block after block while the rules want more."""
+        assert self.wants is not None
+        repeat = len(own[0])
+        needed = repeat + more
+        taken: tuple[list[Measurement], list[Measurement]] = ([], [])
+        short = ""
+        processes = 0
+        if more > self.max_samples:
+            short = f"needed {needed} samples a side, the bound is {repeat + self.max_samples}"
+        elif not isinstance(app, AppServer):
+            short = "no app process to restart for more samples"
+        else:
+            deadline = time.monotonic() + self.max_s
+            noisy = True
+            for index in range(math.ceil(self.max_samples / self.block)):
+                if (not more and not noisy) or len(taken[0]) >= self.max_samples:
+                    break
+                if time.monotonic() > deadline:
+                    if more:
+                        short = (
+                            f"needed {needed} samples a side, took {repeat + len(taken[0])}"
+                            f" in the {self.max_s:g} s bound"
+                        )
+                    break
+                count = min(self.block, self.max_samples - len(taken[0]))
                 try:
-                    sample = measure(
-                        client,
-                        url,
-                        request,
-                        app=server,
-                        repeat=1,
-                        warmup=warmup if index == 0 else 0,
-                        held_probe=held_probe and index == 0,  # one structure per side
-                        **kwargs,
-                    )
-                except MeasurementError as exc:
-                    if side == 0:
-                        raise
-                    raise MeasurementError(f"the base app ({self.label}): {exc}") from None
-                parts[side].append(sample)
-        self.pending = merge_measurements(parts[1])
-        return merge_measurements(parts[0])
+                    block = self._block(client, request, app, index, count, kwargs)
+                except (MeasurementError, ServerStartError) as exc:
+                    if more:
+                        short = f"a fresh app process for more samples failed: {_first_line(exc)}"
+                    break
+                processes += 1
+                for side in (0, 1):
+                    taken[side].extend(block[side])
+                more, noisy = self.wants(
+                    merge_measurements([*own[0], *taken[0]]),
+                    merge_measurements([*own[1], *taken[1]]),
+                    repeat,
+                )
+        head, base = (_pool_record(taken[side], processes, needed, short) for side in (0, 1))
+        return head, base
+
+    def _block(
+        self,
+        client: Any,
+        request: Request,
+        app: AppServer,
+        index: int,
+        count: int,
+        kwargs: dict[str, Any],
+    ) -> tuple[list[Measurement], list[Measurement]]:
+        """`count` samples a side on a fresh twin of head and of base, both stopped after."""
+        twins = (
+            app.twin(app_dir=app.app_dir, cwd=app.cwd, name=f"head app (gate block {index + 1})"),
+            self.base.twin(
+                app_dir=self.base.app_dir,
+                cwd=self.base.cwd,
+                name=f"base app (gate block {index + 1})",
+            ),
+        )
+        try:
+            # Both at once (each start is mostly a child importing): the same moment for both.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                starts = [pool.submit(twin.start) for twin in twins]
+            for start in starts:
+                start.result()  # a failure raises here; `finally` stops both
+            self.started += 2
+            sides = tuple((twin.url, twin) for twin in twins)
+            return _alternate(
+                client, request, sides, count, AB_BLOCK_WARMUP, False, self.label, kwargs
+            )
+        finally:
+            for twin in twins:
+                twin.stop()
 
     def take_base(self) -> Measurement | None:
         """The base Measurement of the last call (once)."""
         base, self.pending = self.pending, None
         return base
+
+    def take_pools(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(head's pool, base's pool) of the last call (once), None when none was needed."""
+        pools, self.pending_pools = self.pending_pools, None
+        return pools
+
+
+def _alternate(
+    client: Any,
+    request: Request,
+    sides: tuple[tuple[str, Any], ...],
+    repeat: int,
+    warmup: int,
+    held_probe: bool,
+    label: str,
+    kwargs: dict[str, Any],
+) -> tuple[list[Measurement], list[Measurement]]:
+    """`repeat` one-sample Measurements a side, head and base in turn (ABBA), each side warmed
+    up before its first sample; a failure on the base side names the base."""
+    parts: tuple[list[Measurement], list[Measurement]] = ([], [])
+    for index in range(repeat):
+        for side in (0, 1) if index % 2 == 0 else (1, 0):
+            url, server = sides[side]
+            try:
+                sample = measure(
+                    client,
+                    url,
+                    request,
+                    app=server,
+                    repeat=1,
+                    warmup=warmup if index == 0 else 0,
+                    held_probe=held_probe and index == 0,  # one structure per side
+                    **kwargs,
+                )
+            except MeasurementError as exc:
+                if side == 0:
+                    raise
+                raise MeasurementError(f"the base app ({label}): {exc}") from None
+            parts[side].append(sample)
+    return parts
+
+
+def _pool_record(
+    parts: list[Measurement], processes: int, needed: int, short: str
+) -> dict[str, Any]:
+    """A pool as a case's record holds it (`POOL_KEY`): the per-sample lists, the fresh
+    processes they came from, the samples a side the rules needed, and why fewer (or "")."""
+    merged = merge_measurements(parts) if parts else None
+    record: dict[str, Any] = {
+        name: list(getattr(merged, name)) if merged is not None else [] for name in POOL_FIELDS
+    }
+    record.update(processes=processes, needed=needed, short=short)
+    return record
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def attach_pools(
+    run: Run, measurements: list[Measurement], pools: dict[int, tuple[Measurement, dict]]
+) -> None:
+    """Put each measurement's pool (the samples the gate took itself) in its case's record:
+    `Run.from_session` makes the measurements' cases first, in their order."""
+    for case, m in zip(run.cases, measurements, strict=False):
+        entry = pools.get(id(m))
+        if entry is not None and entry[0] is m:
+            case.record[POOL_KEY] = entry[1]

@@ -221,6 +221,40 @@ def _late(key: str) -> Callable[[Case, Run], Values | None]:
     return read
 
 
+def limited_upstreams(record: dict) -> set[str]:
+    """The upstreams a case's record names as limited (`upstream_limits`: a rate limit, a
+    route's, or max_inflight); empty for older records and stacks without a limit."""
+    limits = record.get("upstream_limits")
+    if not isinstance(limits, dict):
+        return set()
+    return {
+        str(name)
+        for name, found in limits.items()
+        if isinstance(found, dict)
+        and (found.get("rate_limit") or found.get("routes") or found.get("max_inflight"))
+    }
+
+
+def _at_limited(key: str) -> Callable[[Case, Run], Values | None]:
+    """Calls per request answered 429 (`rejected`) or repeating a failed call (`retries`)
+    at the upstreams with a limit, summed, mean over the samples; None when the case has
+    no limited upstream or did not count them (older records)."""
+
+    def read(case: Case, run: Run) -> Values | None:
+        gauges = case.record.get("upstream_gauges") if case.kind == KIND_MEASUREMENT else None
+        limited = limited_upstreams(case.record)
+        if not isinstance(gauges, dict) or not limited:
+            return None
+        counts = [g.get(key) for n, g in gauges.items() if n in limited and isinstance(g, dict)]
+        lists = [c for c in counts if isinstance(c, list) and c]
+        if not lists:
+            return None
+        samples = max(len(c) for c in lists)
+        return Values([], sum(sum(c) for c in lists) / samples)
+
+    return read
+
+
 def _row(case: Case) -> EndpointResult | None:
     row = case.load_row()
     return row if row is not None and row.requests > 0 else None
@@ -307,6 +341,30 @@ METRICS: dict[str, Metric] = {
             _late("after_disconnect"),
             "upstream calls per request still running after the caller hung up "
             "(measure(..., disconnect_after_s=)): exact on any machine",
+            sampled=False,
+            exact=True,
+            optional=True,
+        ),
+        Metric(
+            "rejected",
+            False,
+            "count",
+            True,
+            _at_limited("rejected"),
+            "calls per request answered 429 at an upstream with a limit (rate_limit or"
+            " max_inflight; every 429 it sent, whatever answered it): exact on any machine",
+            sampled=False,
+            exact=True,
+            optional=True,
+        ),
+        Metric(
+            "retries",
+            False,
+            "count",
+            True,
+            _at_limited("retries"),
+            "calls per request to a rate-limited upstream that repeat a call answered 429 or "
+            "5xx, or cut off: exact on any machine",
             sampled=False,
             exact=True,
             optional=True,

@@ -60,6 +60,8 @@ class ABState:
     measurements: list[Measurement] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
     failed: str = ""
+    #: id(measurement) -> (it, the samples the gate took itself for it), head's and base's.
+    pools: dict[int, tuple[Measurement, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -236,8 +238,11 @@ def _app_context(config: pytest.Config, root: Path, server: ServerProcess | None
     return collect_context(root, app_env=env, hide=_stub_urls(config))
 
 
-def _start_base(ab: ABState, head: AppServer, config: pytest.Config) -> AlternatingSampler:
-    """The base worktree and its app server, once a session; a failure ends the run (one line)."""
+def _start_base(
+    ab: ABState, head: AppServer, config: pytest.Config, wants: Any
+) -> AlternatingSampler:
+    """The base worktree and its app server, once a session; a failure ends the run (one line).
+    `wants`: what the rules want beyond a test's repeat (the sampler takes it itself)."""
     from pytest_fanout import gate
     from pytest_fanout.gate.ab import AlternatingSampler, BaseWorktree, base_app_server
     from pytest_fanout.servers.process import ServerStartError
@@ -252,7 +257,7 @@ def _start_base(ab: ABState, head: AppServer, config: pytest.Config) -> Alternat
             FanoutSession.of(config).servers.append(ab.server)  # log tails, safety net
             ab.server.start()
             ab.context = _app_context(config, path, ab.server)
-            ab.sampler = AlternatingSampler(ab.server, ab.label)
+            ab.sampler = AlternatingSampler(ab.server, ab.label, wants=wants)
             return ab.sampler
         except (gate.GateError, ServerStartError) as exc:
             ab.failed = f"pytest-fanout A/B: the base app at {ab.label} cannot start: {exc}"
@@ -265,7 +270,12 @@ def pytest_fanout_sampler(server: AppServer, item: pytest.Item) -> AlternatingSa
     state = item.config.stash.get(GATE_KEY, None)
     if state is None or state.ab is None:
         return None
-    return _start_base(state.ab, server, item.config)
+    from functools import partial
+
+    from pytest_fanout.gate.verdict import samples_wanted
+
+    wants = partial(samples_wanted, state.config)
+    return _start_base(state.ab, server, item.config, wants)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -279,13 +289,19 @@ def pytest_fanout_measurement(measurement: Measurement, item: pytest.Item | None
     from pytest_fanout.gate.stats import power_note
     from pytest_fanout.gate.verdict import MIN_SAMPLES
 
+    pooled = False
     if state.ab is not None and state.ab.sampler is not None:
         base = state.ab.sampler.take_base()
+        pools = state.ab.sampler.take_pools()
         if base is not None:
             base.test = measurement.test
             state.ab.measurements.append(base)
+            if pools is not None:  # the gate took the samples the test's repeat lacked
+                state.ab.pools[id(measurement)] = (measurement, pools[0])
+                state.ab.pools[id(base)] = (base, pools[1])
+                pooled = not pools[1]["short"]
     count = len(measurement.samples)
-    weak = power_note(count, count, state.config.alpha, MIN_SAMPLES)
+    weak = "" if pooled else power_note(count, count, state.config.alpha, MIN_SAMPLES)
     if weak:
         where = case_id(measurement.test, measurement.path)
         warnings.warn(FanoutPowerWarning(f"{where}: {weak}"), stacklevel=2)
@@ -314,7 +330,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
     state.cases = len(run.cases)
     if state.ab is not None:
+        from pytest_fanout.gate.ab import attach_pools
+
+        attach_pools(run, session_measurements(config), state.ab.pools)
         state.baseline = gate.Run.from_measurements(state.ab.measurements, state.ab.context)
+        attach_pools(state.baseline, state.ab.measurements, state.ab.pools)
         state.baseline.source = f"base {state.ab.label}"
     if state.baseline is not None:
         state.comparison = gate.compare_runs(

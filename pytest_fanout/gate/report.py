@@ -112,10 +112,14 @@ def summary_line(comparison: Comparison) -> str:
     counts = comparison.counts()
     parts = [f"{n} {k}" for k, n in counts.items() if n]
     head = "FAILED" if comparison.failed else "passed"
-    by_count: dict[int, list[str]] = {}  # "median, p95 not judged in 1": one clause a count
-    for label, n in comparison.not_judged_counts().items():
+    by_count: dict[int, list[str]] = {}  # "not gated: median, p95 in 1": one clause a count
+    judged = {}  # only of the gated cases: a case not gated at all is counted as such
+    for v in comparison.verdicts:
+        for label in dict.fromkeys(c.label for c in v.not_judged) if v.gated else ():
+            judged[label] = judged.get(label, 0) + 1
+    for label, n in judged.items():
         by_count.setdefault(n, []).append(label)
-    parts += [f"{', '.join(labels)} not judged in {n}" for n, labels in by_count.items()]
+    parts += [f"not gated: {', '.join(labels)} in {n}" for n, labels in by_count.items()]
     line = f"fanout gate {head}: " + (", ".join(parts) or "no cases")
     if comparison.nothing_gated:
         accepted = " (accepted: --fanout-allow-ungated)" if comparison.config.allow_ungated else ""
@@ -326,7 +330,7 @@ def mermaid_chart(comparison: Comparison, base_run: Run | None, head_run: Run | 
 
 def _verdict_md(v: CaseVerdict) -> str:
     """The verdict word, emphasised for a regression (the word itself is the same everywhere),
-    with the rules that could not judge the case: "same (cpu not judged)"."""
+    with the rules that could not judge the case: "same (not gated: cpu)"."""
     assert v.verdict in VERDICTS
     word = {REGRESSION: f"**{REGRESSION}** :x:", IMPROVEMENT: f"{IMPROVEMENT} :rocket:"}.get(
         v.verdict, v.verdict

@@ -42,6 +42,17 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
+class PoolRecord(_Open):
+    """The samples the A/B gate took itself on fresh app processes (`ab_pool`, gate/ab.py)."""
+
+    samples: list[Seconds]
+    app_cpu_per_sample: list[Seconds] = []
+    first_byte_per_sample: list[Seconds] = []
+    processes: Count = 0
+    needed: Count = 0
+    short: str = ""
+
+
 class MeasurementRecord(_Open):
     """A `Measurement.to_dict()`: the fields the gate's metrics read."""
 
@@ -65,6 +76,8 @@ class MeasurementRecord(_Open):
     structure: dict[str, list[Count]] | None = None
     #: Per upstream, per gauge, one number a sample (counts, and the delays applied in ms).
     upstream_gauges: dict[str, dict[str, list[Seconds]]] = {}
+    #: A/B: the samples the gate took itself where the test's repeat was too few for a rule.
+    ab_pool: PoolRecord | None = None
 
 
 def _number_key(text: str) -> str:

@@ -28,12 +28,19 @@ from pytest_fanout.gate.stats import (
     bootstrap_interval,
     mann_whitney_tails,
     power_note,
+    repeat_needed,
     smallest_detectable_change,
 )
 from pytest_fanout.limits import ExitCode
+from pytest_fanout.measurement import Measurement
 
 #: Below this many samples on either side no test can be significant: never a regression.
 MIN_SAMPLES = 3
+
+#: The key of a measurement's record holding the samples the A/B gate took itself on fresh
+#: app processes (gate/ab.py writes it; the lists that `POOLED` names, with their counts).
+POOL_KEY = "ab_pool"
+POOLED = ("samples", "app_cpu_per_sample", "first_byte_per_sample")
 
 #: The four verdicts, the same word in the terminal, the Markdown and the JSON.
 REGRESSION, IMPROVEMENT, SAME, NOT_GATED = "regression", "improvement", "same", "not gated"
@@ -154,16 +161,23 @@ class CaseVerdict:
 
     @property
     def unjudged_note(self) -> str:
-        """ "cpu not judged: not judged with 10 samples a side ...", one clause per rule."""
-        return "; ".join(f"{c.label} not judged: {c.unjudged}" for c in self.not_judged)
+        """ "not gated: cpu (not judged with 10 samples a side ...)": the rules that could not
+        judge this case, with why (rules sharing a why share a clause)."""
+        by_why: dict[str, list[str]] = {}
+        for c in self.not_judged:
+            by_why.setdefault(c.unjudged, []).append(c.label)
+        return "; ".join(
+            f"not gated: {', '.join(dict.fromkeys(labels))} ({why})"
+            for why, labels in by_why.items()
+        )
 
     @property
     def shown_verdict(self) -> str:
-        """The word with the rules that did not judge a gated case: "same (cpu not judged)"."""
-        labels = [c.label for c in self.not_judged]
+        """The word with the rules that did not judge a gated case: "same (not gated: cpu)"."""
+        labels = list(dict.fromkeys(c.label for c in self.not_judged))
         if not self.gated or not labels:
             return self.verdict
-        return f"{self.verdict} ({', '.join(labels)} not judged)"
+        return f"{self.verdict} (not gated: {', '.join(labels)})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -467,6 +481,7 @@ def _compare_case(
     changes: list[MetricChange] = []
     missing: list[str] = []
     skipped: list[str] = []
+    pooled_notes: dict[str, list[str]] = {}
     for rule in config.rules_for(new.kind):
         metric = rule.metric
         if metric.parts is None:
@@ -486,8 +501,18 @@ def _compare_case(
         if base is None or now is None:
             missing.append(metric.name)
             continue
-        changes.append(compare_values(rule, base, now, config.alpha, resamples))
-    notes = []
+        short, pooled_note = "", ""
+        if metric.sampled and min(len(base.samples), len(now.samples)) < needed(
+            metric, config.alpha
+        ):
+            base, now, short, pooled_note = _pooled(metric, old, new, base_run, now_run, base, now)
+        change = compare_values(rule, base, now, config.alpha, resamples)
+        if change.unjudged and short:
+            change.unjudged = change.note = short  # the gate's bound, not the user's repeat
+        elif pooled_note and change.gated and rule.enforced:
+            pooled_notes.setdefault(pooled_note, []).append(metric.name)
+        changes.append(change)
+    notes = [f"{', '.join(names)} {why}" for why, names in pooled_notes.items()]
     if missing:
         notes.append(f"no {', '.join(missing)} ({_missing_reason(new.kind, missing)})")
     parts = {c.part for c in changes if c.rule.metric.parts is not None}
@@ -517,6 +542,92 @@ def _compare_case(
         notes.extend(_change_line(c) for c in changes if c is not result.shown)
     result.note = "; ".join(notes)
     return result
+
+
+def needed(metric: Metric, alpha: float) -> int:
+    """The samples a side `metric` needs to be judged at `alpha` (the rank test's least, or
+    the metric's own floor: cpu wants 20)."""
+    return max(repeat_needed(alpha, MIN_SAMPLES), metric.min_samples)
+
+
+def samples_wanted(
+    config: GateConfig, head: Measurement, base: Measurement, own: int
+) -> tuple[int, bool]:
+    """(more samples a side the rules need to judge at all, whether the noise still hides a
+    change of a rule's limit): what the A/B sampler takes, one block at a time, for a
+    measurement whose test took `own` samples a side (`head` and `base`: those and what the
+    sampler took since). Only the rules `own` could not judge are topped up; past their
+    count, on while the smallest change the rank test could flag in what was taken is above
+    the rule's limit (sized to the noise), within the sampler's bounds."""
+    head_case = Case("head", KIND_MEASUREMENT, head.to_dict())
+    base_case = Case("base", KIND_MEASUREMENT, base.to_dict())
+    head_run, base_run = Run([head_case]), Run([base_case])
+    more, noisy = 0, False
+    for rule in config.rules_for(KIND_MEASUREMENT):
+        metric = rule.metric
+        if not (rule.enforced and metric.sampled and metric.parts is None):
+            continue
+        need = needed(metric, config.alpha)
+        if own >= need:
+            continue  # the test's own samples judge it: not topped up
+        b, n = metric.read(base_case, base_run), metric.read(head_case, head_run)
+        if b is None or n is None:
+            continue
+        have = min(len(b.samples), len(n.samples))
+        if have < need:
+            more = max(more, need - have)
+            continue
+        detectable = _detectable(rule, b, n, config.alpha)
+        noisy = noisy or detectable is None or detectable > rule.limit
+    return more, noisy
+
+
+def _pool(case: Case) -> dict[str, Any] | None:
+    """The samples the A/B gate took itself for this case (`POOL_KEY`), if well formed."""
+    pool = case.record.get(POOL_KEY)
+    if not isinstance(pool, dict) or not isinstance(pool.get("samples"), list):
+        return None
+    return pool
+
+
+def _with_pool(case: Case, pool: dict[str, Any]) -> Case:
+    """The case as if its test had also taken the pool's samples (each per-sample list joined
+    where both have one value a sample; dropped where not, so no metric reads a mismatch)."""
+    record = dict(case.record)
+    own, more = len(record.get("samples") or []), len(pool["samples"])
+    for name in POOLED:
+        mine, theirs = record.get(name) or [], pool.get(name) or []
+        if isinstance(mine, list) and isinstance(theirs, list):
+            joined = [*mine, *theirs] if (len(mine), len(theirs)) == (own, more) else []
+            record[name] = joined if name != "samples" else [*mine, *theirs]
+    return Case(case.id, case.kind, record)
+
+
+def _pooled(
+    metric: Metric, old: Case, new: Case, base_run: Run, now_run: Run, base: Values, now: Values
+) -> tuple[Values, Values, str, str]:
+    """(base, now, why still short, a note) read with the samples the A/B gate took itself
+    on fresh processes, when both cases hold them; the values as they were otherwise."""
+    pools = _pool(old), _pool(new)
+    if pools[0] is None or pools[1] is None:
+        return base, now, "", ""
+    more_base = metric.read(_with_pool(old, pools[0]), base_run)
+    more_now = metric.read(_with_pool(new, pools[1]), now_run)
+    short = str(pools[1].get("short") or pools[0].get("short") or "")
+    if more_base is None or more_now is None:
+        return base, now, short, ""
+    fewest = min(len(more_base.samples), len(more_now.samples))
+    own = min(len(base.samples), len(now.samples))
+    processes = min(_count(pools[0].get("processes")), _count(pools[1].get("processes")))
+    note = (
+        f"from {fewest} samples a side over {processes + 1} app processes a side (the test"
+        f" took {own}; the gate took the rest on {processes} fresh process(es) a side)"
+    )
+    return more_base, more_now, short, note
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _compare_parts(

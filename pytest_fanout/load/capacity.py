@@ -33,6 +33,7 @@ from pytest_fanout.artifacts import write_json as write_json_file
 
 __all__ = [
     "CapacityResult",
+    "LimitCap",
     "SearchSettings",
     "Slo",
     "StepError",
@@ -41,6 +42,9 @@ __all__ = [
     "capacity_table",
     "have_matplotlib",
     "host_problem",
+    "limit_caps",
+    "limit_note",
+    "load_limit_lines",
     "path_problem",
     "pool_size",
     "run_step",
@@ -131,6 +135,8 @@ class CapacityResult:
     steps: list[StepResult] = field(default_factory=list)
     #: Why the search ended before it was precise (the budget, max_rps), or "".
     stopped_early: str = ""
+    #: The upstream rate limit that caps the capacity, in words (`limit_note`), or "".
+    limited_by: str = ""
 
     @property
     def passed(self) -> list[StepResult]:
@@ -161,9 +167,106 @@ class CapacityResult:
             "first_failed_rps": failure.rate if failure else None,
             "why": failure.reason if failure else "",
             "stopped_early": self.stopped_early,
+            "limited_by": self.limited_by,
             "slo": asdict(self.slo),
             "steps": [s.to_dict() for s in self.steps],
         }
+
+
+@dataclass(frozen=True)
+class LimitCap:
+    """An upstream's rate limit as a cap on the requests/s of one path: it allows `per_s`
+    calls a second and each request calls it `calls_per_request` times."""
+
+    upstream: str
+    limit: str
+    per_s: float
+    calls_per_request: float
+
+    @property
+    def calls(self) -> float:
+        """Calls per request, a whole number when within 5% of one (requests cut off as a
+        run ends made some calls no request was counted for)."""
+        calls = self.calls_per_request
+        whole = round(calls)
+        return float(whole) if whole and abs(calls - whole) <= 0.05 * whole else calls
+
+    @property
+    def cap_rps(self) -> float:
+        return self.per_s / self.calls
+
+    def times(self) -> str:
+        """`once`, `twice`, `3 times`, `1.5 times on average`."""
+        calls = self.calls
+        if calls.is_integer():
+            return {1: "once", 2: "twice"}.get(int(calls), f"{calls:.0f} times")
+        return f"{calls:.2g} times on average"
+
+
+def limit_caps(
+    limits: dict[str, dict[str, Any]], calls: dict[str, int], requests: int
+) -> list[LimitCap]:
+    """The caps of the upstreams with a rate limit (`limits`: the stubs' `limits()`), from
+    the calls each got (`calls`) for `requests` requests to the path; tightest first."""
+    caps = []
+    for name, found in limits.items():
+        per_s = found.get("per_s") if isinstance(found, dict) else None
+        made = calls.get(name, 0)
+        if not per_s or not requests or not made:
+            continue
+        caps.append(LimitCap(name, str(found.get("rate_limit", "")), float(per_s), made / requests))
+    return sorted(caps, key=lambda c: c.cap_rps)
+
+
+#: A limit is named when the capacity found reaches at least this share of its cap (below
+#: that, something else broke the SLO first).
+CAP_SHARE = 0.5
+#: ... and at most this multiple of it (the search's precision and a burst's head start);
+#: and not when a rate below this share of it already broke the SLO.
+CAP_OVER = 1.2
+CAP_BELOW = 0.8
+
+
+def limit_note(result: CapacityResult, caps: list[LimitCap]) -> str:
+    """ "capacity 48 req/s: upstream 'quotes' allows 50/s and each request calls it once",
+    when the tightest limit lies between the capacity and the rate that broke the SLO (or
+    the capacity is at or past it); "" otherwise."""
+    if not caps:
+        return ""
+    cap = caps[0]
+    capacity, failure = result.capacity, result.first_failure
+    found = capacity.rate if capacity else 0.0
+    if not CAP_SHARE * cap.cap_rps <= found <= CAP_OVER * cap.cap_rps:
+        return ""  # far below it something else broke the SLO; far above, 429s were no harm
+    if failure is not None and failure.rate < CAP_BELOW * cap.cap_rps:
+        return ""  # broke below the limit: the limit did not decide it
+    return (
+        f"capacity {found:g} req/s: upstream {cap.upstream!r} allows {cap.limit} and each "
+        f"request calls it {cap.times()} (at most {cap.cap_rps:.3g} req/s)"
+    )
+
+
+def load_limit_lines(stats: dict[str, dict[str, Any]], requests: int, rps: float) -> list[str]:
+    """After a Locust run on the embedded stack: for each stub with a rate limit (`stats`:
+    name -> the stub's stats, with its `limits`), a line naming the cap its limit puts on
+    the service, when it refused calls or the run came within `CAP_SHARE` of the cap."""
+    lines = []
+    for name, found in stats.items():
+        calls = int(found.get("requests", 0))
+        # the 429s its rate limit sent, not max_inflight's or a route's (older stubs: all)
+        rejected = int(found.get("limited", found.get("rejected", 0)))
+        caps = limit_caps({name: found.get("limits", {})}, {name: calls}, requests)
+        if not caps:
+            continue
+        cap = caps[0]
+        if not rejected and rps < CAP_SHARE * cap.cap_rps:
+            continue
+        refused = f"answered 429 to {rejected} of {calls} calls; " if rejected else ""
+        lines.append(
+            f"fanout: upstream {name!r} {refused}it allows {cap.limit} and each request calls "
+            f"it {cap.times()}: at most {cap.cap_rps:.3g} req/s here (this run: {rps:.3g}/s)"
+        )
+    return lines
 
 
 def _round_rate(rate: float) -> float:
@@ -415,6 +518,9 @@ def write_markdown(
         "",
         render_markdown(_HEADERS, _rows(results)),
     ]
+    notes = [f"- `{r.path}`: {r.limited_by}" for r in results if r.limited_by]
+    if notes:
+        lines += ["", *notes]
     write_text(path, "\n".join(lines) + "\n")
 
 

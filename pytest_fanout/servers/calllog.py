@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pytest_fanout.limits import MAX_DELAY_MS, strict_json_dumps, strict_json_loads
+from pytest_fanout.servers.ratelimit import asked_wait_s
 
 #: Calls kept (the oldest go first).
 DEFAULT_MAX_CALLS = 10_000
@@ -30,11 +31,14 @@ DEFAULT_MAX_CALLS = 10_000
 MAX_CALLS = 1_000_000
 #: Largest extra delay an experiment may add to (or take off) one call (ms).
 MAX_EXTRA_MS = 10_000.0
+#: The most routes one experiment may change at once on one stub.
+MAX_EXTRA_ROUTES = 1_000
 
 # arrival_s, answered_s (0.0 until answered; the end: the answer's last byte sent or the
 # connection seen closed, whichever first), method, path, route template ("" when no
 # route matched: `select` folds the path's ids then), delay_ms applied, status (0 until
-# answered), digest, answer perturbed, cut (the client went away before the answer).
+# answered), digest, answer perturbed, cut (the client went away before the answer), and
+# the wait (s) a 429 answer asked for (None: not a 429, or it asked for none).
 Call = list[Any]
 #: An ASGI `send`.
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -66,6 +70,9 @@ class CallLog:
         #: makes them faster (never below 0).
         self.extra_ms = 0.0
         self.extra_route = ""
+        #: {route key: extra ms} on top: several routes of one stub changed at once (the
+        #: critical path's experiments change every target in each run).
+        self.extra_routes: dict[str, float] = {}
         #: Change the JSON answers of `perturb_route` ("" = every call) when `perturb`.
         self.perturb = False
         self.perturb_route = ""
@@ -75,7 +82,7 @@ class CallLog:
         # Python's own hash of the request: compared only within this process (the calls
         # of one request, or of runs a moment apart), where it is stable; cheap.
         digest = hash((method, path, query, body))  # hex when read
-        call = [time.monotonic(), 0.0, method, path, "", 0.0, 0, digest, False, False]
+        call = [time.monotonic(), 0.0, method, path, "", 0.0, 0, digest, False, False, None]
         self.seen += 1
         self.calls.append(call)
         return call
@@ -83,8 +90,12 @@ class CallLog:
     def plan(self, call: Call, template: str | None, delay_ms: float) -> float:
         """Record the call's route; return its delay with the experiment's extra added."""
         call[4] = template or ""  # folded from the path when read, off the hot path
-        if self.extra_ms and self._targets(self.extra_route, call):
-            delay_ms = min(max(delay_ms + self.extra_ms, 0.0), MAX_DELAY_MS)
+        extra = self.extra_ms if self.extra_ms and self._targets(self.extra_route, call) else 0.0
+        if self.extra_routes:
+            key = route_key(call[2], template or path_template(call[3]))
+            extra += self.extra_routes.get(key, 0.0)
+        if extra:
+            delay_ms = min(max(delay_ms + extra, 0.0), MAX_DELAY_MS)
         call[5] = delay_ms
         return delay_ms
 
@@ -105,9 +116,11 @@ class CallLog:
         before this one is over in the log, however slowly the bytes go out."""
 
         async def stamped(message: dict[str, Any]) -> None:
-            last = message["type"] == "http.response.body" and not message.get("more_body")
-            if last and not call[1]:  # not when the client went away first (`cut`)
-                call[1] = time.monotonic()
+            if message["type"] == "http.response.body":
+                if not call[1] and not message.get("more_body"):  # not after a `cut`
+                    call[1] = time.monotonic()
+            elif message.get("status") == 429:  # the wait it asks for (retry facts)
+                call[10] = asked_wait_s(message.get("headers", ()))
             await send(message)
 
         return stamped
@@ -148,7 +161,8 @@ class CallLog:
         return route == route_key(call[2], call[4] or path_template(call[3]))
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        """Apply {extra_ms, extra_route, perturb, perturb_route, max_calls}, checked first."""
+        """Apply {extra_ms, extra_route, extra_routes, perturb, perturb_route, max_calls},
+        checked first."""
         unknown = sorted(set(settings) - {*self.settings(), "max_calls"})
         if unknown:
             raise ValueError(f"unknown timeline setting(s): {', '.join(unknown)}")
@@ -159,6 +173,16 @@ class CallLog:
             raise ValueError(
                 f"extra_ms={extra!r} must be from {-MAX_EXTRA_MS:.0f} to {MAX_EXTRA_MS:.0f}"
             )
+        routes = settings.get("extra_routes", self.extra_routes)
+        if not isinstance(routes, dict) or len(routes) > MAX_EXTRA_ROUTES:
+            raise ValueError(f"extra_routes must be an object of at most {MAX_EXTRA_ROUTES} routes")
+        for key, value in routes.items():
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not isinstance(key, str) or not number or not abs(value) <= MAX_EXTRA_MS:
+                raise ValueError(
+                    f"extra_routes[{key!r}]={value!r}: give 'GET /x': ms within"
+                    f" +/-{MAX_EXTRA_MS:.0f}"
+                )
         for name in ("extra_route", "perturb_route"):
             if not isinstance(settings.get(name, ""), str):
                 raise ValueError(f"{name} must be a string like 'GET /stock/{{sku}}'")
@@ -170,6 +194,7 @@ class CallLog:
             raise ValueError(f"max_calls={size!r} must be a whole number from 0 to {MAX_CALLS}")
         self.extra_ms = float(extra)
         self.extra_route = settings.get("extra_route", self.extra_route)
+        self.extra_routes = {key: float(value) for key, value in routes.items()}
         self.perturb = perturb
         self.perturb_route = settings.get("perturb_route", self.perturb_route)
         if size != self.calls.maxlen:
@@ -180,6 +205,7 @@ class CallLog:
         return {
             "extra_ms": self.extra_ms,
             "extra_route": self.extra_route,
+            "extra_routes": dict(self.extra_routes),
             "perturb": self.perturb,
             "perturb_route": self.perturb_route,
         }
@@ -208,6 +234,7 @@ class CallLog:
                     "digest": f"{call[7] & 0xFFFFFFFFFFFFFFFF:016x}",
                     "perturbed": call[8],
                     "cut": call[9],
+                    "asked_s": call[10],
                 }
             )
         return out

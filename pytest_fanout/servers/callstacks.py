@@ -156,8 +156,12 @@ def _in_site_packages(path: str) -> bool:
     return f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path
 
 
-def _key_of(frames: Sequence[dict[str, Any]], root: str | None) -> tuple[tuple[str, ...], str]:
-    """(what identifies the place whatever the sampled line, its description)."""
+def _key_of(
+    frames: Sequence[dict[str, Any]], root: str | None, *, waiting: bool = False
+) -> tuple[tuple[str, ...], str]:
+    """(what identifies the place whatever the sampled line, its description). `waiting`:
+    the loop thread was off the CPU (asleep, not runnable) while this stack held it, so a
+    user frame with no call named is not `(CPU)`."""
     if not frames:
         return ("none",), "no stack sampled"
     index = _user_index(frames)
@@ -174,6 +178,9 @@ def _key_of(frames: Sequence[dict[str, Any]], root: str | None) -> tuple[tuple[s
     frame = frames[index]
     head = f"{display_path(str(frame['file']), root)}:{frame['line']} in {frame['function']}"
     if index == len(frames) - 1:
+        if waiting:
+            key = ("user", str(frame["file"]), str(frame["function"]), "wait")
+            return key, f"{head} (waiting, not CPU)"
         return ("user", str(frame["file"]), str(frame["function"]), "cpu"), f"{head} (CPU)"
     call = library_call(frames[index + 1])
     return ("user", str(frame["file"]), str(frame["function"]), call), f"{head} -> {call}"
@@ -201,8 +208,9 @@ def _is_gc(frames: Sequence[dict[str, Any]]) -> bool:
 
 def describe_stall(stall: dict[str, Any], root: str | None = None, *, gc: bool = False) -> str:
     """Where a stall held the loop, over all its samples: the place (the user's function
-    and the call it was in, or the library) most samples caught, so a stall sampled
-    several times gets the same name in every run. `gc=True`: where the collections
+    and the call it was in, or the library) that held it longest (`stack_weight`; the
+    sample count for stalls without the sampler's times), so a stall sampled several
+    times gets the same name in every run, however busy the runner. `gc=True`: where the collections
     happened instead (the stacks sampled while the collector ran)."""
     stacks = stall.get("stacks") or []
     if gc:
@@ -213,16 +221,38 @@ def describe_stall(stall: dict[str, Any], root: str | None = None, *, gc: bool =
         stacks = _without_gc(stacks)
     if not stacks:
         return "no stack sampled"
-    weight: dict[tuple[str, ...], int] = {}
-    text: dict[tuple[str, ...], tuple[int, str]] = {}
+    weight: dict[tuple[str, ...], float] = {}
+    text: dict[tuple[str, ...], tuple[float, str]] = {}
     for stack in stacks:
-        key, description = _key_of(stack.get("frames", []), root)
-        count = int(stack.get("count", 0))
-        weight[key] = weight.get(key, 0) + count
-        if count > text.get(key, (-1, ""))[0]:
-            text[key] = (count, description)
+        key, description = _key_of(stack.get("frames", []), root, waiting=_waiting(stack, stall))
+        held = stack_weight(stack)
+        weight[key] = weight.get(key, 0) + held
+        if held > text.get(key, (-1.0, ""))[0]:
+            text[key] = (held, description)
     best = max(weight, key=lambda k: (weight[k], text[k][1]))
     return text[best][1]
+
+
+def stack_weight(stack: dict[str, Any]) -> float:
+    """How long a sampled stack held its stall's loop: the sampler's `held_s` (the seconds
+    from the sample before it, less the process's waits for a CPU meanwhile: a slow
+    neighbour on a busy runner is not the hold), else its sample count."""
+    if "held_s" in stack:
+        return float(stack["held_s"])
+    return float(stack.get("count", 0))
+
+
+def _waiting(stack: dict[str, Any], stall: dict[str, Any]) -> bool:
+    """True when the loop thread was asleep (not running, not waiting for a CPU) for most
+    of the time this stack held the loop: measured per stack by the sampler from the
+    thread's own scheduler times, else over the whole stall."""
+    if "ran_s" in stack and "slept_s" in stack:
+        return float(stack["slept_s"]) > float(stack["ran_s"])
+    ran = stall.get("ran_s")
+    if ran is None:
+        return False
+    busy = float(stall.get("duration_s", 0.0)) - float(stall.get("starved_s", 0.0))
+    return busy > 0 and float(ran) < busy / 2
 
 
 def longest_stall(stalls: Iterable[dict[str, Any]]) -> dict[str, Any] | None:

@@ -46,6 +46,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout-keep-alive", type=int, default=5, help="seconds an idle connection stays open"
     )
+    # The stub's: no X-Forwarded-* rewriting and no `server` header on each answer (work
+    # uvicorn does per request that a loopback stub never needs).
+    parser.add_argument("--no-proxy-headers", dest="proxy_headers", action="store_false")
+    parser.add_argument("--no-server-header", dest="server_header", action="store_false")
     return parser.parse_args(argv)
 
 
@@ -84,6 +88,8 @@ def _serve_uvicorn(app: object, sock: socket.socket, args: argparse.Namespace) -
         timeout_graceful_shutdown=2,
         http=args.http,
         timeout_keep_alive=args.timeout_keep_alive,
+        proxy_headers=args.proxy_headers,
+        server_header=args.server_header,
     )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])

@@ -71,6 +71,12 @@ class ConnectionTable:
         self.open[peer] = self.epoch
         return True
 
+    def live(self) -> int:
+        """Connections open now that an item call used (in any epoch): a client built per
+        call and never closed makes this grow sample after sample; a shared pool keeps it
+        constant."""
+        return sum(1 for epoch in self.open.values() if epoch)
+
     def new_epoch(self) -> None:
         """A gauge reset: connections first used from now on are counted apart."""
         self.epoch += 1

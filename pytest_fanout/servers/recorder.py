@@ -32,14 +32,16 @@ HEADERS_TRUNCATED, ABORTED, SEQ, SIZE = 8, 9, 10, 11
 Record = list[Any]
 
 
-def _kept_headers(headers: list) -> tuple[list, bool]:
-    """The headers up to MAX_HEADER_BYTES, and whether some were dropped."""
+def _kept_headers(headers: list) -> tuple[list, bool, int]:
+    """The headers up to MAX_HEADER_BYTES, whether some were dropped, and the bytes kept
+    (one pass: this runs on every call the stub answers)."""
     total = 0
     for index, (name, value) in enumerate(headers):
-        total += len(name) + len(value)
-        if total > MAX_HEADER_BYTES:
-            return list(headers[:index]), True
-    return headers, False
+        size = len(name) + len(value)
+        if total + size > MAX_HEADER_BYTES:
+            return list(headers[:index]), True, total
+        total += size
+    return headers, False, total
 
 
 class Recorder:
@@ -73,9 +75,8 @@ class Recorder:
         """Note one request (`body` already cut to `max_body`); returns its record, which the
         stub updates (delay, status) whether or not the sample kept it."""
         self.seen += 1
-        kept, cut = _kept_headers(headers)
-        size = _OVERHEAD + len(path) + len(query) + len(body)
-        size += sum(len(name) + len(value) for name, value in kept)
+        kept, cut, header_bytes = _kept_headers(headers)
+        size = _OVERHEAD + len(path) + len(query) + len(body) + header_bytes
         record = [method, path, query, kept, body, truncated, 0.0, 0, cut, False, self.seen, size]
         if self.max_records and size <= self.max_bytes:
             self.records.append(record)

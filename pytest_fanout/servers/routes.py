@@ -24,9 +24,12 @@ from uvicorn.importer import ImportFromStringError, import_from_string
 
 from pytest_fanout.limits import (  # one limit, one list of route keys, one JSON rule
     HTTP_METHODS,
+    MAX_BURST,
     MAX_DELAY_MS,
     ROUTE_KEYS,
+    ConfigError,
     check_headers,
+    check_rate,
     strict_json_dumps,
     strict_json_loads,
 )
@@ -37,6 +40,11 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEGMENT_TEXT = re.compile(r"^[^{}?#\s]*$")
 #: Routes one upstream may hold.
 MAX_ROUTES = 1000
+#: A templated route keeps its rendered answers for this many distinct path parameters,
+#: each at most `ANSWER_CACHE_BYTES` (so at most about 4 MiB a route): a load test asks the
+#: same few paths again and again, and rendering is most of what such a route costs a call.
+ANSWER_CACHE_SIZE = 1024
+ANSWER_CACHE_BYTES = 4096
 #: An HTTP header name (RFC 9110 token) and a value without CR, LF or NUL.
 #: Headers the stub writes itself: a route or handler setting them would break framing.
 
@@ -194,6 +202,10 @@ class Route:
     handler: str | None = None
     #: Hold the call until its client goes away (a hung upstream): never answered.
     hang: bool = False
+    #: This route's own rate limit ("5/s"; its calls also take a token of the upstream's)
+    #: and its bucket's size (None: the limit's count over one second).
+    rate_limit: str | None = None
+    burst: int | None = None
     #: A streamed answer (events= or chunks=, paced), or a handler's pace; None otherwise.
     stream: StreamPlan | None = None
     #: Compiled at construction.
@@ -205,6 +217,8 @@ class Route:
     templated: bool = False
     #: The answer's headers: one content-type (the route's own or the default), then the rest.
     wire_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: Rendered answers of a templated route by path parameters (bounded, see above).
+    answers: dict[tuple[str, ...], bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Route:
@@ -229,6 +243,15 @@ class Route:
         hang = spec.get("hang", False)
         if not isinstance(hang, bool):
             raise RouteError(f"hang={hang!r} must be true or false")
+        rate_limit, burst = spec.get("rate_limit"), spec.get("burst")
+        if burst is not None and (
+            isinstance(burst, bool) or not isinstance(burst, int) or not 0 <= burst <= MAX_BURST
+        ):
+            raise RouteError(f"burst={burst!r} must be a whole number from 0 to {MAX_BURST}")
+        try:
+            check_rate(rate_limit, burst)
+        except ConfigError as exc:
+            raise RouteError(str(exc)) from None
         body = _body(spec)
         try:
             headers = check_headers(spec.get("headers") or {})
@@ -247,6 +270,8 @@ class Route:
             error_rate=error_rate,
             handler=spec.get("handler"),
             hang=hang,
+            rate_limit=rate_limit.strip() if rate_limit else None,
+            burst=burst,
             regex=regex,
             params=params,
         )
@@ -288,7 +313,13 @@ class Route:
     def static_answer(self, params: Mapping[str, str]) -> bytes:
         """The body of a route without a handler."""
         if self.templated:
-            return strict_json_dumps(_substitute(self.json, params))
+            key = tuple(params.values())  # in the template's order, always the same names
+            answer = self.answers.get(key)
+            if answer is None:
+                answer = strict_json_dumps(_substitute(self.json, params))
+                if len(self.answers) < ANSWER_CACHE_SIZE and len(answer) <= ANSWER_CACHE_BYTES:
+                    self.answers[key] = answer
+            return answer
         assert self.static_body is not None
         return self.static_body
 

@@ -46,8 +46,14 @@ MAX_DEPTH = 48  # innermost frames kept per stack
 MAX_SAMPLES = 400  # per stall, whatever its length
 SAMPLE_S = 0.005  # between samples at the start of a stall
 THIN = 50  # then every (time stalled / THIN): logarithmically many samples
-_CALL_OPS = frozenset({"CALL", "CALL_FUNCTION_EX", "CALL_KW"})
+#: The opcodes of a call, de-specialised (`dis.get_instructions(adaptive=False)`): a warm
+#: call site on 3.11 is caught at its PRECALL (a specialised PRECALL calls a builtin itself),
+#: on 3.12+ at its CALL.
+_CALL_OPS = frozenset({"CALL", "CALL_FUNCTION_EX", "CALL_KW", "PRECALL"})
 _CALLEE_CACHE_MAX = 512
+#: Between two samples, a loop thread that ran more than this share of the time was running
+#: code (on a runner 5x oversubscribed CPU code still runs 20%); a sleep or a read runs ~0.
+CPU_SHARE = 0.1
 
 Frame = tuple[str, int, str]
 Stack = tuple[Frame, ...]
@@ -89,9 +95,17 @@ class _Stall:
     next_sample: float
     counts: dict[Stack, int] = field(default_factory=dict)
     samples: int = 0
+    #: Per stack: [seconds of the stall it stands for, seconds the loop thread ran, seconds
+    #: it slept (neither running nor waiting for a CPU), seconds those two were measured,
+    #: seconds of the first it held the loop (less the process's waits for a CPU)].
+    times: dict[Stack, list[float]] = field(default_factory=dict)
+    #: The last sample: when, its stack, and the loop thread's (run, wait) ns then.
+    last_at: float | None = None
+    last_stack: Stack | None = None
+    last_clock: tuple[int, int, int] | None = None
     #: (the loop thread's run, every thread's wait for a CPU) in nanoseconds when the loop
     #: was last healthy.
-    sched: tuple[int, int] | None = None
+    sched: tuple[int, int, int] | None = None
     #: CPU seconds the sampler itself spent on this stall (it holds the GIL meanwhile).
     sampler_s: float = 0.0
 
@@ -123,10 +137,12 @@ class StallWatch:
         self._thread_id: int | None = None
         self._native_id: int | None = None
         #: The loop thread's scheduler times at the watchdog's last healthy wake-up.
-        self._healthy_sched: tuple[int, int] | None = None
+        self._healthy_sched: tuple[int, int, int] | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._callees: dict[tuple[types.CodeType, int], str | None] = {}
+        #: The loop thread's CPU clock (where /proc is absent).
+        self._cpu_clock: int | None = None
 
     # ---- the loop thread's side ----------------------------------------------
 
@@ -136,6 +152,10 @@ class StallWatch:
             return
         self._thread_id = loop_thread_id
         self._native_id = threading.get_native_id()
+        try:
+            self._cpu_clock = time.pthread_getcpuclockid(loop_thread_id)
+        except (AttributeError, OSError):
+            self._cpu_clock = None
         self.stamp = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="fanout-stallwatch", daemon=True)
         self._thread.start()
@@ -177,25 +197,30 @@ class StallWatch:
                 if now - stamp > limit:
                     if stall is None:
                         stall = self._stall = _Stall(
-                            since=stamp, next_sample=now, sched=self._healthy_sched
+                            since=stamp,
+                            next_sample=now,
+                            sched=self._healthy_sched,
+                            last_clock=self._healthy_sched,
                         )
                     if now >= stall.next_sample and stall.samples < MAX_SAMPLES:
-                        self._sample(stall)
+                        self._sample(stall, now)
                         stall.next_sample = next_sample_at(now, stamp)
             if stall is None:
-                self._healthy_sched = self._sched()
+                self._healthy_sched = self._loop_clock()
             # Healthy: sleep until this stamp would be too old (about every threshold; a
             # fresh stamp sends the thread back to sleep). Stalled: until the next sample.
             wake = stamp + limit if stall is None else min(stall.next_sample, now + self._poll_s)
             time.sleep(max(0.001, wake - time.perf_counter()))  # the watchdog's period
 
-    def _sample(self, stall: _Stall) -> None:
+    def _sample(self, stall: _Stall, now: float) -> None:
         frame = sys._current_frames().get(self._thread_id or 0)
         if frame is None or self.stamp != stall.since:
             return  # the loop ran again meanwhile: this stack is not the stall's
         spent = time.thread_time()
         try:
             stack = self._stack_of(frame)
+            clock = self._loop_clock()
+            asleep = self._loop_asleep()
         finally:
             del frame
             stall.sampler_s += time.thread_time() - spent
@@ -206,23 +231,104 @@ class StallWatch:
             stall.counts[stack] += 1
         elif len(stall.counts) < MAX_DISTINCT:
             stall.counts[stack] = 1
+        self._weigh(stall, stack, now, clock, asleep)
+
+    def _weigh(
+        self,
+        stall: _Stall,
+        stack: Stack,
+        now: float,
+        clock: tuple[int, int, int] | None,
+        asleep: bool = True,
+    ) -> None:
+        """Give `stack` the time since the previous sample (the first: since the stall
+        began, which it was most likely in already), so the stall is blamed on the place
+        that held it longest, not on the one sampled most by chance; and, where the same
+        stack was caught at both ends, whether the loop thread ran or slept meanwhile."""
+        start = stall.since + self.tick_s if stall.last_at is None else stall.last_at
+        span = max(0.0, now - start)
+        times = stall.times.get(stack)
+        if times is None and stack in stall.counts:
+            times = stall.times[stack] = [0.0, 0.0, 0.0, 0.0, 0.0]
+        if times is not None:
+            times[0] += span
+            held = span
+            if clock is not None and stall.last_clock is not None:
+                ran = max(0.0, (clock[0] - stall.last_clock[0]) / 1e9)
+                queued = max(0.0, (clock[1] - stall.last_clock[1]) / 1e9)
+                own = max(0.0, (clock[2] - stall.last_clock[2]) / 1e9)
+                # Code that ran held the loop for the CPU it used (its waits for a CPU or
+                # the GIL are the runner's: they swell with the load); code that barely
+                # ran and is asleep now waited in a call (a sleep, a read) for the wall
+                # time, less the loop thread's own waits for a CPU (other threads' waits
+                # while it slept took nothing from it). Runnable now but barely ran: a
+                # wait for a CPU the kernel has not counted yet (it counts at the end).
+                waited = asleep and ran <= CPU_SHARE * span
+                held = span - min(span, own) if waited else min(ran, span)
+                if stall.last_stack == stack:
+                    times[1] += ran
+                    times[2] += max(0.0, span - ran - queued) if asleep else 0.0
+                    times[3] += span
+            times[4] += held
+        stall.last_at, stall.last_stack, stall.last_clock = now, stack, clock
+
+    def _loop_asleep(self) -> bool:
+        """True when the loop thread is asleep (in a wait: a sleep, a read, a lock), False
+        when it is running or waiting for a CPU (/proc state R); True where /proc is absent."""
+        if self._native_id is None:
+            return True
+        try:
+            with open(f"/proc/self/task/{self._native_id}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            return True
+        return state != b"R"
+
+    def _loop_clock(self) -> tuple[int, int, int] | None:
+        """`_sched` (/proc); else the loop thread's CPU clock and no waits; None where
+        neither is."""
+        sched = self._sched()
+        if sched is not None or self._cpu_clock is None:
+            return sched
+        try:
+            return time.clock_gettime_ns(self._cpu_clock), 0, 0
+        except OSError:
+            return None
 
     def _finish(self, stall: _Stall, resumed: float, now: float) -> None:
         """Summarise `stall` (the loop stamped again at `resumed`, or not yet: then `now`)."""
         self._stall = None
         end = resumed if resumed != stall.since else now
         duration = max(0.0, end - stall.since - self.tick_s)
-        top = sorted(stall.counts.items(), key=lambda item: item[1], reverse=True)[:TOP_STACKS]
+        if stall.last_stack is not None and stall.last_stack in stall.times:
+            # The rest of the stall, after its last sample, is the last stack's.
+            rest = max(0.0, end - (stall.last_at or end))
+            stall.times[stall.last_stack][0] += rest
+            stall.times[stall.last_stack][4] += rest
+        none = [0.0, 0.0, 0.0, 0.0, 0.0]
+
+        def weight(item: tuple[Stack, int]) -> tuple[float, int]:
+            times = stall.times.get(item[0], none)
+            return (times[4], item[1])
+
+        top = sorted(stall.counts.items(), key=weight, reverse=True)[:TOP_STACKS]
+        stacks = []
+        for stack, count in top:
+            seen, ran, slept, measured, held = stall.times.get(stack, none)
+            entry: dict[str, Any] = {
+                "count": count,
+                "frames": [{"file": f, "line": n, "function": fn} for f, n, fn in stack],
+                "seen_s": round(seen, 6),
+                "held_s": round(held, 6),
+            }
+            if measured > 0:
+                entry["ran_s"] = round(ran, 6)
+                entry["slept_s"] = round(slept, 6)
+            stacks.append(entry)
         summary: dict[str, Any] = {
             "duration_s": round(duration, 6),
             "samples": stall.samples,
-            "stacks": [
-                {
-                    "count": count,
-                    "frames": [{"file": f, "line": n, "function": fn} for f, n, fn in stack],
-                }
-                for stack, count in top
-            ],
+            "stacks": stacks,
         }
         if self.gc_watch is not None:
             collections = self.gc_watch.within(stall.since, end)
@@ -239,14 +345,15 @@ class StallWatch:
         kept.sort(key=lambda s: s["duration_s"], reverse=True)
         del kept[MAX_STALLS:]
 
-    def _sched(self) -> tuple[int, int] | None:
+    def _sched(self) -> tuple[int, int, int] | None:
         """(nanoseconds the loop thread ran, nanoseconds every thread of the process waited
-        for a CPU) from /proc (Linux), or None. Every thread's waits count: a thread
-        preempted while it holds the GIL stalls the loop as surely as the loop's own wait."""
+        for a CPU, nanoseconds the loop thread itself waited) from /proc (Linux), or None.
+        Every thread's waits count in the second: a thread preempted while it holds the GIL
+        stalls the loop as surely as the loop's own wait."""
         if self._native_id is None:
             return None
         base = "/proc/self/task"
-        run = wait = 0
+        run = wait = own = 0
         found = False
         try:
             tids = os.listdir(base)
@@ -260,8 +367,8 @@ class StallWatch:
                 continue
             wait += int(t_wait)
             if tid == str(self._native_id):
-                run, found = int(t_run), True
-        return (run, wait) if found else None
+                run, own, found = int(t_run), int(t_wait), True
+        return (run, wait, own) if found else None
 
     def _stack_of(self, frame: types.FrameType) -> Stack:
         """(file, line, qualified function) from the innermost frame outwards, innermost last;
@@ -294,13 +401,17 @@ class StallWatch:
 
 
 def _call_at(frame: types.FrameType) -> str | None:
+    """The call `frame` is in, read off its de-specialised bytecode: the instruction at
+    f_lasti, or the one whose inline CACHE entries f_lasti points into (3.11+)."""
     code, offset = frame.f_code, frame.f_lasti
-    for instruction in dis.get_instructions(code):
-        if instruction.offset == offset:
-            if instruction.opname not in _CALL_OPS:
-                return None
-            return _callee_name(code.co_filename, instruction.positions, frame)
-    return None
+    current = None
+    for instruction in dis.get_instructions(code, adaptive=False):
+        if instruction.offset > offset:
+            break
+        current = instruction
+    if current is None or current.opname not in _CALL_OPS:
+        return None
+    return _callee_name(code.co_filename, current.positions, frame)
 
 
 def _callee_name(filename: str, positions: Any, frame: types.FrameType) -> str:
@@ -329,4 +440,8 @@ def _callee_name(filename: str, positions: Any, frame: types.FrameType) -> str:
         if module in (None, "builtins"):
             return target.__qualname__
         return f"{module}.{target.__name__}"
+    if target is not None and rest and "." not in rest and not isinstance(target, type):
+        # A method of a module-level object (`_LOCK.acquire`): named by its type too.
+        kind = type(target)
+        return f"{dotted} ({kind.__module__}.{kind.__qualname__}.{rest})"
     return dotted

@@ -158,6 +158,9 @@ class StubUpstreamServer(ServerProcess):
             # the harness made.
             "--timeout-keep-alive",
             str(STUB_KEEP_ALIVE_S),
+            # Per-request work a loopback stub never needs (its throughput, docs/performance).
+            "--no-proxy-headers",
+            "--no-server-header",
         ]
 
     def start(self) -> StubUpstreamServer:
@@ -186,8 +189,9 @@ class StubUpstreamServer(ServerProcess):
     # ---- gauge and behaviour --------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """requests, inflight, peak_inflight, completed, errors, rejected, dropped,
-        connections (first used since the reset), inflight_now (all calls in flight)."""
+        """requests, inflight, peak_inflight, completed, errors, rejected (of them: limited
+        by a rate limit, capped by max_inflight), dropped, connections (first used since the
+        reset), inflight_now (all calls in flight)."""
         return self.control.get(CONTROL_PREFIX + "stats").raise_for_status().json()
 
     def reset(self, wait_idle_s: float = 0.0) -> dict[str, int]:
@@ -219,7 +223,8 @@ class StubUpstreamServer(ServerProcess):
 
     def configure(self, **changes: Any) -> Behaviour:
         """Change delay_ms, jitter_ms, p99_ms, error_rate, error_status, drop_rate,
-        max_inflight, record_requests, record_body_bytes or seed."""
+        max_inflight, rate_limit ("50/s"), burst, record_requests, record_body_bytes or
+        seed."""
         __tracebackhide__ = True
         try:
             body = strict_json_dumps(changes)
@@ -295,6 +300,8 @@ class StubUpstreamServer(ServerProcess):
         chunk_delay_ms: float | None = None,
         tokens_per_s: float | None = None,
         hang: bool | None = None,
+        rate_limit: str | None = None,
+        burst: int | None = None,
     ) -> None:
         """Answer `method path` (a template: `{name}` matches one segment) with a real answer.
 
@@ -304,7 +311,9 @@ class StubUpstreamServer(ServerProcess):
         `StubResponse` or a `StubStream`. `events` (server-sent events) or
         `chunks` stream the answer: the first after `delay_ms`, then one every
         `chunk_delay_ms` or at `tokens_per_s`. `hang=True` never answers: the call is held
-        until its client goes away (a hung upstream). Settings left None follow the
+        until its client goes away (a hung upstream). `rate_limit` ("5/s", "300/min") and
+        `burst` limit this route's calls (past them: 429 at once, with Retry-After), over
+        the upstream's own limit. Settings left None follow the
         upstream's behaviour.
         Reset after each test; a bad route raises ValueError here, in one line.
         """
@@ -327,6 +336,8 @@ class StubUpstreamServer(ServerProcess):
             chunk_delay_ms=chunk_delay_ms,
             tokens_per_s=tokens_per_s,
             hang=hang,
+            rate_limit=rate_limit,
+            burst=burst,
         )
         if isinstance(body, bytes):  # any bytes, not only UTF-8: sent as base64
             values["body"] = None
@@ -370,6 +381,14 @@ class StubUpstreamServer(ServerProcess):
             response = self.control.get(CONTROL_PREFIX + "requests", params=params)
             page = self._checked(response, "requests()")
         return records
+
+    def call_log(self, since: float, until: float) -> list[dict[str, Any]]:
+        """The calls that arrived in [since, until] (time.monotonic(), one clock for every
+        process), in arrival order: arrival_s, answered_s, method, path, route, ... (the
+        stub's call log, `servers/calllog.py`)."""
+        params = {"since": since, "until": until}
+        response = self.control.get(CONTROL_PREFIX + "timeline", params=params)
+        return list(response.raise_for_status().json()["calls"])
 
     def calls(self, method: str | None = None, path: str | None = None) -> CallCount:
         """How many calls of `method path` (a template is fine; None: any) this upstream

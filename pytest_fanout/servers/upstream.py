@@ -46,6 +46,7 @@ from pytest_fanout.servers.calls import CallCounter
 from pytest_fanout.servers.connections import CONNECTIONS, ConnectionTable
 from pytest_fanout.servers.handlers import HandlerPool
 from pytest_fanout.servers.hold import Holder, HoldError, HoldSettings
+from pytest_fanout.servers.ratelimit import Repeats, TokenBucket
 from pytest_fanout.servers.recorder import (
     ABORTED,
     DELAY,
@@ -76,6 +77,7 @@ TOKEN_ENV = STUB_ENV_PREFIX + "TOKEN"
 MAX_CONTROL_BODY = 1024 * 1024
 #: z of the 99th percentile of the standard normal distribution.
 _Z99 = 2.3263478740408408
+_RATE_BODY = b'{"error":{"message":"rate limit exceeded","type":"rate_limit_exceeded"}}'
 _ITEM_HEADERS = [*JSON_HEADERS, (b"content-length", str(len(ITEM_BODY)).encode())]
 
 
@@ -90,8 +92,14 @@ class Gauge:
     inflight: int = 0
     peak_inflight: int = 0
     completed: int = 0
+    #: Answers with an error status, 429 aside.
     errors: int = 0
+    #: Every 429, whatever answered it: the rate limit, max_inflight, a route, a handler.
     rejected: int = 0
+    #: Of those, the 429s a rate limit sent (the upstream's bucket or a route's).
+    limited: int = 0
+    #: Of those, the 429s max_inflight sent (too many calls in flight at once).
+    capped: int = 0
     dropped: int = 0
     #: Calls whose client went away before its body ended (no answer, never a 200).
     aborted: int = 0
@@ -152,6 +160,14 @@ class StubUpstream:
         #: Hung calls (`hang`), by id of their log entry: let go when the client goes away.
         self._hung: dict[int, asyncio.Future[bool]] = {}
         self.hung_now = 0
+        #: The upstream's rate limit (`rate_limit`, `burst`) and the routes' own, by route:
+        #: `limited` is False when there is none (the hot path checks only that).
+        self.bucket: TokenBucket | None = None
+        self.route_buckets: dict[int, TokenBucket] = {}
+        self.limited = False
+        self._set_bucket()
+        #: Repeated calls and retries since the last reset (`ratelimit.py`).
+        self.repeats = Repeats()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -194,9 +210,21 @@ class StubUpstream:
             gauge.aborted += 1
             return
         call = self.timeline.arrive(method, path, scope["query_string"], body)
+        self.repeats.arrive(call)
         send = self.timeline.stamping(call, send)
+        if self.limited:
+            over = self._over_limit(method, path)
+            if over is not None:  # answered at once, without the route's delay
+                bucket, wait_s = over
+                gauge.rejected += 1
+                gauge.limited += 1
+                record[STATUS] = 429
+                await _send(send, 429, [*JSON_HEADERS, *bucket.headers(wait_s)], _RATE_BODY)
+                self.timeline.answer(call, 429)
+                return
         if behaviour.max_inflight and self.inflight_now >= behaviour.max_inflight:
             gauge.rejected += 1
+            gauge.capped += 1
             record[STATUS] = 429
             await _reply(send, 429, b'{"error":"too many requests in flight"}')
             self.timeline.answer(call, 429)
@@ -212,6 +240,8 @@ class StubUpstream:
         finally:
             self.connections.unwatch(peer)
             self.timeline.answer(call, record[STATUS])
+            if record[STATUS] == 429:  # a route's status or a handler's: rejected too
+                gauge.rejected += 1
             gauge.inflight -= 1  # the gauge it started in, not the current one
             self.inflight_now -= 1
             if not self.inflight_now and self._idle_waiters:
@@ -219,6 +249,48 @@ class StubUpstream:
                     if not waiter.done():
                         waiter.set_result(None)
                 self._idle_waiters.clear()
+
+    def _over_limit(self, method: str, path: str) -> tuple[TokenBucket, float] | None:
+        """(the bucket, the seconds until it has a token) when this call is past a rate
+        limit: its route's, then the upstream's; None when it may go on. A call takes a
+        token of each limit it passes. Not while the held probe holds calls (it measures
+        the code's structure, which refusals would cut short)."""
+        if self.holder.armed:
+            return None
+        if self.route_buckets:
+            route, _ = self._find(method, path)
+            bucket = self.route_buckets.get(id(route)) if route is not None else None
+            if bucket is not None:
+                wait_s = bucket.take()
+                if wait_s:
+                    return bucket, wait_s
+        bucket = self.bucket
+        if bucket is not None:
+            wait_s = bucket.take()
+            if wait_s:
+                return bucket, wait_s
+        return None
+
+    def _set_bucket(self) -> None:
+        """The upstream's bucket from its behaviour (full), and whether any limit is set."""
+        behaviour = self.behaviour
+        rate = behaviour.rate_limit
+        self.bucket = TokenBucket(rate, behaviour.burst) if rate else None
+        self.limited = self.bucket is not None or bool(self.route_buckets)
+
+    def limits(self) -> dict[str, Any]:
+        """The limits in force: the upstream's and each route's ("GET /x"), for messages."""
+        found: dict[str, Any] = {"max_inflight": self.behaviour.max_inflight}
+        if self.bucket is not None:
+            found.update(self.bucket.describe())
+        routes = {
+            f"{r.method} {r.path}": self.route_buckets[id(r)].describe()
+            for r in self.routes
+            if id(r) in self.route_buckets
+        }
+        if routes:
+            found["routes"] = routes
+        return found
 
     def _cut(self, call: list, gauge: Gauge) -> None:
         """The client closed the connection of an unanswered call (a cancelled task, a
@@ -347,7 +419,7 @@ class StubUpstream:
             answer = self.timeline.shape(call, answer)
         if forced is not None:
             status = int(forced)
-        if status >= 400:
+        if status >= 400 and status != 429:  # a 429 counts as rejected (`_item`)
             gauge.errors += 1
         record[STATUS] = status
         if headers is JSON_HEADERS and answer is ITEM_BODY:
@@ -433,7 +505,7 @@ class StubUpstream:
         if not finished:
             gauge.dropped += 1
             return
-        if status >= 400:
+        if status >= 400 and status != 429:  # a 429 counts as rejected (`_item`)
             gauge.errors += 1
         record[STATUS] = status
         gauge.completed += 1
@@ -521,6 +593,10 @@ class StubUpstream:
         """Zero the gauge; with ?wait_idle_s=S first wait (bounded) for calls in flight."""
         busy, idle = await self._wait_idle(_query_number(query, "wait_idle_s", 0, 3600) or 0.0)
         self.gauge = Gauge()
+        self.repeats = Repeats()
+        for bucket in (self.bucket, *self.route_buckets.values()):
+            if bucket is not None:
+                bucket.refill()  # each sample starts with every bucket full
         self.connections.new_epoch()
         return {**self.stats(), "in_flight_before": busy, "idle": idle}
 
@@ -550,6 +626,8 @@ class StubUpstream:
         self.recorder.resize(
             behaviour.record_requests, behaviour.record_body_bytes, behaviour.record_total_bytes
         )
+        if "rate_limit" in changes or "burst" in changes:
+            self._set_bucket()
 
     async def _restore(self, query: dict, body: Any) -> dict[str, Any]:
         """Behaviour back to `body` (the initial one), no routes, no recorded requests."""
@@ -558,7 +636,7 @@ class StubUpstream:
         self._configure(changes)
         self._set_routes([])
         self.recorder.clear()
-        self.timeline.configure({"extra_ms": 0, "perturb": False})
+        self.timeline.configure({"extra_ms": 0, "extra_routes": {}, "perturb": False})
         self.calls.clear()
         self.holder.disarm()
         return asdict(self.behaviour)
@@ -582,6 +660,10 @@ class StubUpstream:
         self.routes = routes
         self._literal = {}
         self._templated = {}
+        self.route_buckets = {
+            id(r): TokenBucket(r.rate_limit, r.burst or 0) for r in routes if r.rate_limit
+        }
+        self.limited = self.bucket is not None or bool(self.route_buckets)
         for route in routes:
             if route.regex is None:
                 self._literal.setdefault((route.method, route.path), route)
@@ -672,6 +754,8 @@ class StubUpstream:
     def stats(self) -> dict[str, Any]:
         return {
             **asdict(self.gauge),
+            **self.repeats.stats(),
+            "limits": self.limits(),
             "inflight_now": self.inflight_now,
             #: Calls a hung route or upstream holds now.
             "hung_now": self.hung_now,
@@ -679,6 +763,8 @@ class StubUpstream:
             #: Connections first used since the reset that have closed since.
             "connections_closed": self.connections.closed_in_epoch,
             "connections_accepted": self.connections.accepted,
+            #: Connections an item call used that are open now, from any sample.
+            "connections_live": self.connections.live(),
         }
 
 

@@ -123,7 +123,8 @@ def build_timeline(
 
 
 def set_experiment(stub: Any, **settings: Any) -> None:
-    """Set a stub's experiment knobs (extra_ms, extra_route, perturb, perturb_route)."""
+    """Set a stub's experiment knobs (extra_ms, extra_route, extra_routes, perturb,
+    perturb_route)."""
     response = stub.control.post(TIMELINE_PATH, json=settings)
     if response.status_code == 422:
         raise ValueError(f"upstream refused {settings}: {response.json()['detail']}")

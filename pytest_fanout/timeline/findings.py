@@ -1,9 +1,14 @@
 """Findings read off a waterfall, each with the milliseconds at stake.
 
 - `repeated-call`: the same request (method, path, query, body) made more than
-  once in one request: a cache would save the repeats;
+  once in one request: a cache would save the repeats. A retry (a repeat that
+  started after an identical call was answered 429 or 5xx, or cut off) is not one:
+  no cache saves it (diagnosis.py judges retries: `retry-storm`, ...);
 - `paid-repeatedly`: an upstream waited for in several rounds one after the
-  other: up to all but the longest round is at stake if they went together;
+  other: up to all but the longest round is at stake if they went together, a
+  bound that holds only if its calls do not need each other's answers (tested
+  by `tested_findings`: its answers are changed and its calls compared; calls
+  that use them are not a finding); retries are left out;
 - `sequential-calls`: a call to another upstream that started only after the
   previous group ended. Both halves are tested, not guessed (`independence`):
   does it wait (slowed, does the first group move the second's start?), and
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pytest_fanout.servers.calllog import route_key
-from pytest_fanout.timeline.calls import RequestTimeline, request_timeline, set_experiment
+from pytest_fanout.timeline.calls import Call, RequestTimeline, request_timeline, set_experiment
 from pytest_fanout.timeline.groups import Group, rounds
 
 
@@ -52,10 +57,35 @@ class TimelineFinding:
         return self.message
 
 
+#: Statuses after which a repeat of the same call is a retry, not a redundant call.
+RETRIED_STATUSES = frozenset({429}) | frozenset(range(500, 600))
+
+
+def is_retry(call: Call, earlier: list[Call], duration_s: float) -> bool:
+    """Did `call` repeat one of `earlier` (same digest) that had failed before it started:
+    answered 429 or 5xx, or cut off (no status, ended before the request did)?"""
+    for before in earlier:
+        if before.digest != call.digest or before.end_s > call.start_s:
+            continue
+        if before.status in RETRIED_STATUSES:
+            return True
+        if before.status == 0 and before.end_s < duration_s:
+            return True
+    return False
+
+
+def retries_of(calls: list[Call], duration_s: float) -> list[Call]:
+    """The calls of one request that are retries of a failed identical call (in order)."""
+    return [c for i, c in enumerate(calls) if is_retry(c, calls[:i], duration_s)]
+
+
 def repeated_calls(waterfall: Waterfall) -> list[TimelineFinding]:
-    """Identical requests (same digest) made more than once in one request."""
+    """Identical requests (same digest) made more than once in one request; retries of a
+    call answered 429 or 5xx (or cut off) are left out: a cache would not save them."""
     findings = []
-    calls = waterfall.timeline.calls
+    timeline = waterfall.timeline
+    retried = {id(c) for c in retries_of(timeline.calls, timeline.duration_s)}
+    calls = [c for c in timeline.calls if id(c) not in retried]
     counts = Counter(c.digest for c in calls)
     for digest, count in counts.items():
         if count < 2:
@@ -78,26 +108,78 @@ def repeated_calls(waterfall: Waterfall) -> list[TimelineFinding]:
     return findings
 
 
-def paid_repeatedly(waterfall: Waterfall) -> list[TimelineFinding]:
-    """Upstreams the request waited for in more than one round, one after the other."""
+def paid_repeatedly(
+    waterfall: Waterfall, verdicts: Mapping[str, str] | None = None
+) -> list[TimelineFinding]:
+    """Upstreams the request waited for in more than one round, one after the other. The
+    saving is a bound unless `verdicts` (upstream -> `rounds_independence`'s answer) says
+    its calls do not need each other's answers; an upstream whose calls do is left out.
+    A retry of a failed call is not a round that could have gone with the others."""
     findings = []
+    timeline = waterfall.timeline
+    retried = {id(c) for c in retries_of(timeline.calls, timeline.duration_s)}
     for upstream in waterfall.upstreams:
-        mine = [c for c in waterfall.timeline.calls if c.upstream == upstream]
+        mine = [c for c in timeline.calls if c.upstream == upstream and id(c) not in retried]
         spans = rounds(mine)
         if len(spans) < 2:
             continue
         lengths = [b - a for a, b in spans]
         at_stake = (sum(lengths) - max(lengths)) * 1000
-        findings.append(
-            TimelineFinding(
-                "paid-repeatedly",
-                f"{upstream}: paid {len(spans)} times in turn in one call of {waterfall.title} "
-                f"({len(mine)} call(s)); in one round it would save up to {at_stake:.1f} ms",
-                at_stake,
-                True,
+        verdict = (verdicts or {}).get(upstream)
+        if verdict is not None and verdict.startswith("it uses"):
+            continue  # waiting for answers the calls need is not a finding
+        paid = f"{upstream}: paid {len(spans)} times in turn in one call of {waterfall.title}"
+        if verdict == "independent":
+            text = (
+                f"{paid} ({len(mine)} call(s)), and its calls do not need each other's answers "
+                f"(they asked the same when its answers changed): in one round it would save "
+                f"up to {at_stake:.1f} ms"
             )
-        )
+        else:
+            why = "untested" if verdict is None else verdict
+            text = (
+                f"{paid} ({len(mine)} call(s)); if its calls do not need each other's answers, "
+                f"in one round it would save up to {at_stake:.1f} ms (a bound: {why})"
+            )
+        findings.append(TimelineFinding("paid-repeatedly", text, at_stake, verdict is not None))
     return findings
+
+
+def rounds_independence(
+    send: Send, upstreams: Mapping[str, Any], waterfall: Waterfall, upstream: str
+) -> str:
+    """ "independent" when `upstream`'s calls ask the same with its JSON answers changed
+    (one run) as in two unchanged runs; "it uses its own answers ..." when they change;
+    else why it could not be told."""
+    method, path = waterfall.timeline.method, waterfall.timeline.path
+
+    def asked(timeline: RequestTimeline) -> list[str]:
+        return sorted(c.digest for c in timeline.calls if c.upstream == upstream)
+
+    unchanged = []
+    for _ in range(2):
+        sent, answered = send()
+        unchanged.append(asked(request_timeline(upstreams, method, path, sent, answered)))
+    if unchanged[0] != unchanged[1]:
+        return f"cannot tell: {upstream}'s requests change from run to run"
+    stub = upstreams[upstream]
+    set_experiment(stub, perturb=True, perturb_route="")
+    try:
+        try:
+            sent, answered = send()
+        except AssertionError as exc:  # the app failed on the changed answers
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return f"cannot tell: the app failed when {upstream}'s answers changed ({first})"
+        changed = request_timeline(upstreams, method, path, sent, answered)
+    finally:
+        set_experiment(stub, perturb=False, perturb_route="")
+    if not any(c.perturbed for c in changed.calls if c.upstream == upstream):
+        return f"cannot tell: {upstream}'s answers have no number or string to change"
+    if asked(changed) != unchanged[0]:
+        return (
+            f"it uses its own answers: {upstream}'s later requests changed when its answers changed"
+        )
+    return "independent"
 
 
 def sequential_pairs(waterfall: Waterfall) -> list[tuple[Group, Group]]:
@@ -250,9 +332,15 @@ def _waits(
 def tested_findings(
     send: Send, upstreams: Mapping[str, Any], waterfall: Waterfall
 ) -> list[TimelineFinding]:
-    """static_findings, with every sequential pair tested by `independence` (dependent
-    pairs are left out: waiting for data one needs is not a finding)."""
-    findings = repeated_calls(waterfall) + paid_repeatedly(waterfall)
+    """static_findings, with every sequential pair tested by `independence` and every
+    upstream paid in rounds by `rounds_independence` (dependent ones are left out: waiting
+    for data one needs is not a finding)."""
+    verdicts = {
+        upstream: rounds_independence(send, upstreams, waterfall, upstream)
+        for upstream in waterfall.upstreams
+        if len(rounds([c for c in waterfall.timeline.calls if c.upstream == upstream])) > 1
+    }
+    findings = repeated_calls(waterfall) + paid_repeatedly(waterfall, verdicts)
     for earlier, later in sequential_pairs(waterfall):
         verdict = independence(send, upstreams, waterfall, earlier, later)
         if verdict.startswith(("it uses", "it does not wait")):

@@ -12,7 +12,7 @@ import httpx2
 from pytest_fanout.measure import check_status, send_request
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.timeline.calls import request_timeline
-from pytest_fanout.timeline.causal import CriticalPath, Send, critical_path
+from pytest_fanout.timeline.causal import CriticalPath, Progress, Send, critical_path
 from pytest_fanout.timeline.findings import TimelineFinding, tested_findings
 from pytest_fanout.timeline.waterfall import Waterfall, WaterfallError
 
@@ -68,6 +68,7 @@ def run_critical_path(
     budget_s: float = 20.0,
     extra_ms: float | None = None,
     record: Measurement | None = None,
+    progress: Progress | None = None,
 ) -> CriticalPath:
     """`fanout.critical_path`: the experiment on the stack's app; with `record`, the
     weights (and the unchanged request's waterfall) kept in that Measurement."""
@@ -79,6 +80,7 @@ def run_critical_path(
         path=request.path,
         budget_s=budget_s,
         extra_ms=extra_ms,
+        progress=progress,
     )
     if record is not None:
         record.critical_path = result.to_dict()

@@ -110,6 +110,10 @@ USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
     (["patterns", "--n", "1000000"], ["--n", "1000000 is above the limit of 10,000"]),
     (["measure", "/x", "--repeat", "100000"], ["--repeat", "above the limit of 10,000"]),
     (["measure", "/x", "--timeout", "1e9"], ["--timeout", "1e9 is above the limit of 86,400 s"]),
+    (["upstream", "--rate-limit", "fast"], ["--rate-limit", "'fast' is not a rate limit"]),
+    (["serve", "--rate-limit", "0/s"], ["--rate-limit", "'0/s' must allow at least 1 call"]),
+    (["measure", "/x", "--burst", "5"], ["burst=5 needs a rate_limit"]),
+    (["upstream", "--burst", "5"], ["burst=5 needs a rate_limit"]),
 ]
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import httpx2
 import pytest
 
-from app.clients import build_async_client, build_sync_client
+from app import fanout
+from app.clients import build_async_client, build_sync_client, upstream_clients
 from app.settings import TRANSPORTS, Settings
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.stack import StubUpstreamServer
@@ -207,3 +209,58 @@ def test_the_sync_client_keeps_no_cookie_and_reads_like_stock(stub: StubUpstream
         assert response.json() == {"ok": True}
         assert response.elapsed.total_seconds() >= DELAY_MS / 1000
         assert len(client.cookies) == 0
+
+
+# ---- the gathered routes' direct calls on aiohttp's session (app/fanout.py) ----------------
+
+
+def test_direct_calls_on_the_session_end_as_the_client_calls_do(stub: StubUpstreamServer) -> None:
+    """On aiohttp's engine the gathered routes call its session directly: each outcome
+    (status, error name, unreachable) is what the same call through the httpx2 client gives."""
+    closed = StubUpstreamServer(Behaviour(delay_ms=0)).start()
+    closed.stop()
+    settings = Settings(upstream_url=stub.url, call_timeout_s=0.3)
+    urls = [
+        f"{stub.url}/items/1",
+        f"{stub.url}/items/2?status=503",
+        f"{stub.url}/items/3?delay_ms=2000",
+        f"{stub.url}/items/4?fault=drop",
+        f"{closed.url}/items/5",
+    ]
+
+    async def main() -> tuple[list[fanout.CallOutcome], ...]:
+        async with upstream_clients(settings) as clients:
+            assert clients.session is not None  # the default engine is aiohttp's
+            direct = await fanout.gather_all(clients.session, urls, deadline_s=10)
+            through = await fanout.gather_all(clients.async_client, urls, deadline_s=10)
+        return direct, through
+
+    direct, through = asyncio.run(main())
+    names = [(o.status, o.error, o.unreachable) for o in direct]
+    assert names == [(o.status, o.error, o.unreachable) for o in through]
+    assert names == [
+        (200, None, False),
+        (503, "HTTP 503", False),
+        (None, "ReadTimeout", False),
+        (None, "RemoteProtocolError", False),
+        (None, "ConnectError", True),
+    ]
+
+
+def test_the_injected_slowdown_also_slows_the_direct_calls(stub: StubUpstreamServer) -> None:
+    """FANOUT_CALL_OVERHEAD_MS is a middleware on aiohttp's session: the direct calls pay it."""
+    stub.configure(delay_ms=0)
+    settings = Settings(upstream_url=stub.url, call_overhead_ms=20)
+
+    async def main() -> float:
+        async with upstream_clients(settings) as clients:
+            assert clients.session is not None
+            start = time.perf_counter()
+            outcomes = await fanout.gather_all(
+                clients.session, [f"{stub.url}/items/{i}" for i in range(5)], deadline_s=10
+            )
+            spent = time.perf_counter() - start
+        assert all(o.ok for o in outcomes)
+        return spent
+
+    assert asyncio.run(main()) >= 0.1  # 5 x 20 ms spun on the loop: a busy machine cannot cut it

@@ -83,4 +83,9 @@ def test_the_benchmark_runs_end_to_end_at_smoke_size(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "ok 10/10" in out.stdout
+    # The targets are judged from this run, under a line naming the machine, and what the
+    # app's guards cost is stated ([INFO]: no target, they stay on).
+    assert "the issue's targets, from this run on " in out.stdout
+    assert "[INFO] cost of the admission control" in out.stdout
+    assert "[INFO] cost of the deadline" in out.stdout
     assert (tmp_path / "benchmark.md").read_text().count("|") > 10

@@ -124,11 +124,23 @@ def test_a_call_that_uses_the_answer_is_not_a_finding(fanout: Fanout) -> None:
 def test_critical_path_weights_of_checkout(fanout: Fanout) -> None:
     m = fanout.measure("/checkout", method="POST", json=ORDER, repeat=1)
     result = fanout.critical_path("/checkout", method="POST", json=ORDER, budget_s=20, record=m)
+    # Each weight within TOLERANCE or its own 95% interval doubled (the experiment
+    # is sized to 30x the endpoint's time, not to a fixed precision).
+    half = {t.upstream: 0.0 for t in result.targets}
+    for t in result.targets:
+        half[t.upstream] += 2 * t.half_width
     for upstream, weight in CHECKOUT_WEIGHTS.items():
-        assert abs(result.weights[upstream] - weight) <= TOLERANCE, str(result)
-    routes = result.route_weights
-    assert abs(routes["inventory", "GET /stock/{sku}"] - 1) <= TOLERANCE, str(result)
-    assert abs(routes["inventory", "POST /reserve"] - 1) <= TOLERANCE, str(result)
+        limit = max(TOLERANCE, half[upstream])
+        assert abs(result.weights[upstream] - weight) <= limit, str(result)
+    for t in result.targets:
+        truth = {"GET /stock/{sku}": 1.0, "POST /reserve": 1.0}.get(t.route)
+        if truth is not None:
+            assert abs(t.weight - truth) <= max(TOLERANCE, 2 * t.half_width), str(result)
+    # Exact: reviews' calls end before the next call starts (off the path, a slack shown,
+    # no "saves"); pricing is paid in three rounds.
+    reviews = next(t for t in result.targets if t.upstream == "reviews")
+    assert reviews.gap_ms > 5 and reviews.rounds == 1
+    assert next(t for t in result.targets if t.upstream == "pricing").rounds == 3
     calls = {(t.upstream, t.route): t.calls_per_request for t in result.targets}
     assert calls == {
         ("auth", ""): 1,

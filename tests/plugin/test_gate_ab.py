@@ -119,13 +119,26 @@ def test_a_slower_head_fails_against_its_base(pytester: pytest.Pytester, repo: P
     assert case["verdict"] == "regression"
     by_metric = {m["metric"]: m for m in case["metrics"]}
     assert by_metric["median"]["regressed"]  # 20 ms of CPU more a request: +20%
-    # Six samples a side: the CPU is shown, not judged, and the report says why.
+    # Six samples a side in the test, cpu needs 20: the gate took at least 14 more a side
+    # itself, on fresh app processes (blocks of 4 a side, each on a new head and base), and
+    # judged it (taking more while its noise hid a change of 5%, up to its bound of 48).
     cpu = by_metric["cpu"]
-    assert cpu["change"] > 0.10 and not cpu["gated"] and not cpu["regressed"]
-    assert "cpu needs 20" in cpu["note"]
-    assert data["comparison"]["baseline"] == f"base HEAD~1 ({base[:12]})"
+    assert cpu["change"] > 0.10 and cpu["gated"] and cpu["regressed"], cpu
+    assert not cpu["not_judged"] and not case["not_judged"]
     record = data["cases"][0]["record"]
+    pool = record["ab_pool"]
+    took, blocks = len(pool["samples"]), pool["processes"]
+    assert 14 <= took <= 48 and took == 4 * blocks, pool
+    assert (
+        f"cpu from {6 + took} samples a side over {blocks + 1} app processes a side"
+        in (case["note"])
+    )
+    assert case["shown_verdict"] == "regression"
+    assert data["comparison"]["baseline"] == f"base HEAD~1 ({base[:12]})"
+    # The test's own measurement keeps its 6 samples; the gate's are apart.
     assert len(record["samples"]) == 6 and len(record["app_cpu_per_sample"]) == 6
+    assert len(pool["app_cpu_per_sample"]) == took
+    assert pool["needed"] == 20 and pool["short"] == ""
     report = (repo / "ab.md").read_text()
     assert base[:12] in report and "xychart-beta" in report
     assert worktrees(repo) == worktrees(repo)[:1]  # the base worktree is gone
@@ -138,6 +151,10 @@ def test_the_same_commit_against_itself_passes(pytester: pytest.Pytester, repo: 
     assert "REGRESSION" not in result.stdout.str()
     data = json.loads((repo / "aa.json").read_text())
     assert [c["verdict"] for c in data["comparison"]["cases"]] == ["same"]
+    # Six a side in the test: the gate took what cpu needs itself, so "same" is all of it
+    # (before, "same (cpu not judged)"), and nothing is counted apart.
+    assert [c["shown_verdict"] for c in data["comparison"]["cases"]] == ["same"]
+    assert data["comparison"]["not_judged"] == {} and "not gated" not in result.stdout.str()
     assert len(worktrees(repo)) == 1
 
 
@@ -168,7 +185,9 @@ from pathlib import Path
 
 
 def test_fan(fanout):
-    fanout.measure("/fan/10", repeat=2, n=10, concurrency=10)
+    # 20 a side: every rule judges the test's own samples, the gate takes none itself (the
+    # signal during its own samples: test_sigterm_while_the_gate_takes_its_samples...).
+    fanout.measure("/fan/10", repeat=20, n=10, concurrency=10)
     Path("measured").write_text("yes")
     time.sleep(60)  # the subject of the test: a session still running when Ctrl-C comes
 """
@@ -204,6 +223,81 @@ def test_ctrl_c_or_sigterm_removes_the_base_worktree_and_its_app(
     wait_until(lambda: not processes_tagged(tag), 10, "every process of the run ended")
 
 
+POOLING_TEST = """
+from pathlib import Path
+
+
+def test_fan(fanout):
+    Path("measuring").write_text("yes")
+    fanout.measure("/fan/10", repeat=2, n=10, concurrency=10)
+"""
+
+
+def test_sigterm_while_the_gate_takes_its_samples_leaves_no_process(
+    pytester: pytest.Pytester, repo: Path
+) -> None:
+    """repeat=2: the gate takes 18 more a side on fresh processes; SIGTERM comes while a
+    block's twins run (six processes: pytest, stub, two apps, two twins): none is left."""
+    pytester.makepyfile(test_perf=POOLING_TEST)
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "FANOUT_TEST_TAG": tag, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--fanout-ab=HEAD~1"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: (repo / "measuring").exists(), 90, "the inner test measures")
+        wait_until(lambda: len(processes_tagged(tag)) >= 6, 120, "a block's twins started")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert worktrees(repo) == worktrees(repo)[:1]
+    wait_until(lambda: not processes_tagged(tag), 10, "every process of the run ended")
+
+
+def test_the_gates_own_samples_leave_no_process(pytester: pytest.Pytester, repo: Path) -> None:
+    """A whole run that pooled (repeat=2: 5 blocks, 10 fresh processes): each twin stopped."""
+    pytester.makepyfile(test_perf=POOLING_TEST)
+    tag = uuid.uuid4().hex
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--fanout-ab=HEAD~1",
+            "--fanout-save=pooled.json",
+        ],
+        cwd=repo,
+        env={**os.environ, "FANOUT_TEST_TAG": tag},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout  # 2 ms of CPU per call more: a regression
+    assert not processes_tagged(tag)
+    [case] = json.loads((repo / "pooled.json").read_text())["comparison"]["cases"]
+    cpu = next(m for m in case["metrics"] if m["metric"] == "cpu")
+    median = next(m for m in case["metrics"] if m["metric"] == "median")
+    # Two samples a side can flag nothing: every timing rule was judged on the gate's own.
+    assert cpu["gated"] and median["gated"] and not case["not_judged"]
+    pool = json.loads((repo / "pooled.json").read_text())["cases"][0]["record"]["ab_pool"]
+    took, blocks = len(pool["samples"]), pool["processes"]
+    assert 18 <= took <= 48 and took == 4 * blocks
+    assert (
+        f"median, p95, efficiency, cpu from {2 + took} samples a side over {blocks + 1} app"
+        " processes a side (the test took 2; the gate took the rest" in case["note"]
+    )
+
+
 WEAK_TEST = """
 def test_fan(fanout):
     fanout.measure("/fan/10", repeat=3, n=10, concurrency=10)
@@ -214,21 +308,26 @@ def test_a_case_that_can_never_be_flagged_is_warned_about_and_marked(
     pytester: pytest.Pytester, repo: Path
 ) -> None:
     pytester.makepyfile(test_perf=WEAK_TEST)
-    result = inner(pytester, "--fanout-ab=HEAD", "--fanout-report-md=weak.md")
+    # At alpha 1e-30 a rank test needs 89 samples a side: more than the gate takes itself
+    # (the test's 3 and 48), so it takes none and says so.
+    result = inner(
+        pytester, "--fanout-ab=HEAD", "--fanout-report-md=weak.md", "--fanout-alpha=1e-30"
+    )
     result.assert_outcomes(passed=1, warnings=1)
     # Its timings can flag nothing (said in each row); its exact calls are still gated.
     assert result.ret == 0
-    weak = "cannot be flagged with 3 samples a side at alpha 0.01; use repeat >= 5"
-    result.stdout.fnmatch_lines([f"*FanoutPowerWarning: {CASE}: {weak}"])
+    warned = "cannot be flagged with 3 samples a side at alpha 1e-30; use repeat >= 89"
+    result.stdout.fnmatch_lines([f"*FanoutPowerWarning: {CASE}: {warned}"])
+    weak = "needed 89 samples a side, the bound is 51"
     markdown = (repo / "weak.md").read_text()
     # The held probe's structure: one round of 10 calls, on both sides.
     # Same on what judged it; the timings that could not are named apart, never "same".
     rounds = (
         "| structure rounds[default] | 1 | 1 | +0 | - | exact: catches any rise |"
-        " same (median, p95, efficiency, cpu not judged) |"
+        " same (not gated: median, p95, efficiency, cpu) |"
     )
     assert rounds in markdown
-    assert "fanout gate passed: 1 same, median, p95, efficiency, cpu not judged in 1" in markdown
+    assert "fanout gate passed: 1 same, not gated: median, p95, efficiency, cpu in 1" in markdown
     assert "| structure calls[default] | 10 | 10 | +0 | - | exact: catches any rise |" in markdown
     # The report escapes what comes from messages: ">" is "&gt;" in its Markdown, ">" rendered.
     assert "| median | " in markdown and f"| {weak.replace('>', '&gt;')} |" in markdown

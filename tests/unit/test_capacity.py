@@ -187,3 +187,53 @@ def test_a_target_gone_is_its_death_or_a_host_that_no_longer_answers() -> None:
     assert "does not answer" in target_gone(failed, closed, None)
     half = StepResult(rate=5, achieved_rps=5, p95_ms=1, p99_ms=1, requests=10, failures=5)
     assert target_gone(half, closed, lambda: None) == ""
+
+
+def test_a_rate_limit_that_caps_the_capacity_is_named() -> None:
+    """Issue 33: an upstream that allows 50/s, called once per request, caps the path near
+    50 req/s: the search's knee is named after it."""
+    from pytest_fanout.load.capacity import limit_caps, limit_note
+
+    service = FakeService(knee=48)
+    result = search("/q", service.step, SLO, budget_s=600, settings=SETTINGS, clock=service.clock)
+    limits = {
+        "quotes": {"max_inflight": 0, "rate_limit": "50/s", "per_s": 50.0, "burst": 50},
+        "free": {"max_inflight": 0},
+    }
+    caps = limit_caps(limits, {"quotes": 400, "free": 800}, 400)
+    assert [(c.upstream, c.cap_rps, c.times()) for c in caps] == [("quotes", 50.0, "once")]
+    assert limit_note(result, caps) == (
+        f"capacity {result.capacity_rps:g} req/s: upstream 'quotes' allows 50/s and each "
+        "request calls it once (at most 50 req/s)"
+    )
+    twice = limit_caps(limits, {"quotes": 800}, 400)
+    assert twice[0].cap_rps == 25.0 and twice[0].times() == "twice"
+    assert limit_note(result, twice) == ""  # 48 req/s met the SLO past a 25 req/s cap
+    # A knee far below the cap (something else broke the SLO) does not name the limit.
+    slow = FakeService(knee=12)
+    low = search("/q", slow.step, SLO, budget_s=600, settings=SETTINGS, clock=slow.clock)
+    assert limit_note(low, caps) == ""
+    assert limit_note(result, []) == ""
+
+
+def test_after_a_locust_run_a_limit_that_refused_calls_is_named() -> None:
+    from pytest_fanout.load.capacity import load_limit_lines
+
+    limits = {"max_inflight": 0, "rate_limit": "50/s", "per_s": 50.0, "burst": 50}
+    stats = {
+        "quotes": {"requests": 1200, "rejected": 212, "limits": limits},
+        "free": {"requests": 600, "rejected": 0, "limits": {"max_inflight": 0}},
+    }
+    assert load_limit_lines(stats, 600, 60.0) == [
+        "fanout: upstream 'quotes' answered 429 to 212 of 1200 calls; it allows 50/s and each "
+        "request calls it twice: at most 25 req/s here (this run: 60/s)"
+    ]
+    calm = {"quotes": {"requests": 100, "rejected": 0, "limits": limits}}
+    assert load_limit_lines(calm, 100, 5.0) == []  # far from the cap, nothing refused
+    # a route's own 429s (or max_inflight's) are not the limit's: only `limited` counts here
+    mixed = {"quotes": {"requests": 1200, "rejected": 300, "limited": 212, "limits": limits}}
+    assert load_limit_lines(mixed, 600, 60.0)[0].startswith(
+        "fanout: upstream 'quotes' answered 429 to 212 of 1200 calls; it allows 50/s"
+    )
+    routes_only = {"quotes": {"requests": 100, "rejected": 40, "limited": 0, "limits": limits}}
+    assert load_limit_lines(routes_only, 100, 5.0) == []  # far from the cap, none the limit's

@@ -355,6 +355,40 @@ def test_the_verdict_does_not_depend_on_the_delay(stall: dict) -> None:
     assert len(verdicts) == 1, verdicts
 
 
+def leaking() -> Measurement:
+    """6 new connections a sample for 18 calls, none ever closed: a client never closed."""
+    m = make(connections=6, requests=18)
+    m.upstream_gauges["upstream"].update(connections_closed=[0] * 3, connections_live=[6, 12, 18])
+    return m
+
+
+def buffered() -> Measurement:
+    """A streamed answer whose first byte came after the upstreams' last one."""
+    m = make()
+    m.streamed, m.first_byte_per_sample = True, [0.913] * 3
+    m.upstream_first_byte_per_sample, m.upstream_last_byte_per_sample = [0.3] * 3, [0.905] * 3
+    m.upstream_first_end_per_sample = [0.5] * 3
+    return m
+
+
+def rate_limited_cases() -> list[Measurement]:
+    """A rate-limited upstream answering 429 (rate exceeded), immediate retries (a storm),
+    short waits (Retry-After ignored) and 8 tries of one call in two layers."""
+    limited = {"upstream": {"max_inflight": 0, "rate_limit": "5/s", "per_s": 5.0, "burst": 5}}
+    cases = []
+    for waited, tries in ((0.001, 2), (0.1, 2), (0.2, 8)):
+        waits = [[0, "GET", "/q", 0.2, waited if i % 2 == 0 else 2.0] for i in range(tries - 1)]
+        m = make(rejected=5)
+        m.upstream_gauges["upstream"].update(
+            retries=[tries - 1, 0, 0], distinct=[9, 10, 10], most_retries=[tries - 1, 0, 0]
+        )
+        rejected = m.upstream_gauges["upstream"]["rejected"]  # every 429 the limit's
+        m.upstream_gauges["upstream"].update(limited=rejected, capped=[0] * len(rejected))
+        m.upstream_limits, m.upstream_retry_waits = limited, {"upstream": waits}
+        cases.append(m)
+    return cases
+
+
 def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
     from pytest_fanout.diagnosis import FAILURE_KINDS, NAMES, no_timeout
 
@@ -371,6 +405,9 @@ def test_each_verdict_has_one_name_in_its_message_and_its_cell() -> None:
         make(peak=1, waves=[50], delay_s=0.0, n=50, concurrency=50, requests=50),
         make(orphaned=3),
         make(after_disconnect=5),
+        leaking(),
+        buffered(),
+        *rate_limited_cases(),
     ]
     seen = set()
     for m in cases:

@@ -2,7 +2,7 @@
 
 Made-up measurements (no server, no clock): the A/B rules, a clear +24% CPU shift with the
 wall time unchanged. With 10 samples a side the cpu rule cannot judge (it needs 20): the case
-is "same (cpu not judged)" and the summary counts it apart; with 20 it is a regression.
+is "same (not gated: cpu)" and the summary counts it apart; with 20 it is a regression.
 """
 
 from __future__ import annotations
@@ -57,31 +57,31 @@ def test_ten_samples_a_side_is_never_a_bare_same() -> None:
         assert "use repeat >= 20" in cpu.unjudged
         # The other rules judged it and found nothing: same, with cpu listed apart.
         assert v.verdict == "same"
-        assert v.shown_verdict == "same (cpu not judged)"
+        assert v.shown_verdict == "same (not gated: cpu)"
     assert comparison.not_judged_counts() == {"cpu": 2}
-    assert summary_line(comparison) == "fanout gate passed: 2 same, cpu not judged in 2"
+    assert summary_line(comparison) == "fanout gate passed: 2 same, not gated: cpu in 2"
     # Not judging a metric is not a failure: the exit status is the run's.
     assert not comparison.failed and comparison.exit_status == 0
 
     text = render_comparison_text(comparison)
-    assert "same (cpu not judged)" in text
-    assert "cpu not judged: not judged with 10 samples a side" in text
+    assert "same (not gated: cpu)" in text
+    assert "not gated: cpu (not judged with 10 samples a side" in text
     assert text.count("use repeat >= 20") >= 2  # one line per case
-    assert text.splitlines()[-1] == "fanout gate passed: 2 same, cpu not judged in 2"
+    assert text.splitlines()[-1] == "fanout gate passed: 2 same, not gated: cpu in 2"
 
     markdown = render_comparison_markdown(comparison)
-    assert "fanout gate passed: 2 same, cpu not judged in 2" in markdown
+    assert "fanout gate passed: 2 same, not gated: cpu in 2" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| `tests/t.py")]
     assert len(rows) == 2
     for row in rows:
-        assert "| same (cpu not judged) |" in row
-        assert "cpu not judged: not judged with 10 samples a side" in row
+        assert "| same (not gated: cpu) |" in row
+        assert "not gated: cpu (not judged with 10 samples a side" in row
         assert "use repeat &gt;= 20" in row  # escaped in a Markdown cell
 
     data = json.loads(json.dumps(comparison.to_dict()))
     assert data["not_judged"] == {"cpu": 2} and data["exit_status"] == 0
     for case in data["cases"]:
-        assert case["verdict"] == "same" and case["shown_verdict"] == "same (cpu not judged)"
+        assert case["verdict"] == "same" and case["shown_verdict"] == "same (not gated: cpu)"
         assert "use repeat >= 20" in case["not_judged"]["cpu"]
         [cpu] = [x for x in case["metrics"] if x["metric"] == "cpu"]
         assert cpu["not_judged"].startswith("not judged with 10 samples a side")
@@ -107,7 +107,8 @@ def test_a_case_no_rule_could_judge_is_not_gated_with_why() -> None:
         assert "use repeat >= 20" in v.reason
     assert comparison.counts()["same"] == 0
     line = summary_line(comparison)
-    assert line.startswith("fanout gate FAILED: 2 not gated, cpu not judged in 2; no case was")
+    # Counted once: as not gated (no rule judged them), not again as "not gated: cpu".
+    assert line.startswith("fanout gate FAILED: 2 not gated; no case was gated: 2 cpu: ")
     assert "2 cpu: not judged with 10 samples a side" in line
     # Nothing gated at all: the existing "not gated" exit status, unless accepted.
     assert comparison.exit_status == 6
@@ -117,3 +118,96 @@ def test_a_case_no_rule_could_judge_is_not_gated_with_why() -> None:
     )
     text = render_comparison_text(accepted)
     assert f"{TEST} /async/10: cpu: not judged with 10 samples a side" in text
+
+
+def pooled(k: int, pool: int, head_cpu_s: float, *, short: str = "", processes: int = 0):
+    """As `ab(k)`, each case also holding `pool` samples a side the A/B gate took itself
+    (`ab_pool`), the head's at `head_cpu_s` of CPU a request."""
+    from pytest_fanout.gate.verdict import POOL_KEY
+
+    paths = ("/async/10", "/async/20")
+    base = Run.from_measurements([measured(p, 0.00384, k, i) for i, p in enumerate(paths)])
+    head = Run.from_measurements([measured(p, head_cpu_s, k, 10 + i) for i, p in enumerate(paths)])
+    for run, cpu_s, seed in ((base, 0.00384, 20), (head, head_cpu_s, 30)):
+        for index, case in enumerate(run.cases):
+            extra = measured(case.path, cpu_s, pool, seed + index)
+            case.record[POOL_KEY] = {
+                "samples": extra.samples,
+                "app_cpu_per_sample": extra.app_cpu_per_sample,
+                "first_byte_per_sample": [],
+                "processes": processes or -(-pool // 4),
+                "needed": 20,
+                "short": short,
+            }
+    return compare_runs(base, head, AB, same_machine=True)
+
+
+def test_the_samples_the_ab_gate_took_itself_judge_the_cpu() -> None:
+    """repeat=10 in the test, 10 more a side taken by the gate on fresh processes: judged."""
+    comparison = pooled(10, 10, 0.00475)
+    assert [v.verdict for v in comparison.verdicts] == ["regression", "regression"]
+    for v in comparison.verdicts:
+        cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
+        assert cpu.regressed and cpu.gated and not cpu.unjudged
+        assert v.shown_verdict == "regression" and not v.not_judged
+        # Said where the samples came from: the median (10 a side was enough) was not pooled.
+        assert "cpu from 20 samples a side over 4 app processes a side (the test took 10" in (
+            v.note
+        )
+        median = next(c for c in v.changes if c.rule.metric.name == "median")
+        assert "median" not in v.note.split(" from ")[0]
+        assert median.gated
+    assert comparison.not_judged_counts() == {}
+    # The same pools, no change: A/A is "same", judged on every rule.
+    same = pooled(10, 10, 0.00384)
+    assert [v.shown_verdict for v in same.verdicts] == ["same", "same"]
+
+
+def test_past_the_bound_the_metric_is_not_gated_with_the_bound() -> None:
+    why = "needed 87 samples a side, the bound is 58"
+    comparison = pooled(10, 0, 0.00475, short=why, processes=0)
+    for v in comparison.verdicts:
+        cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
+        assert not cpu.gated and not cpu.regressed and cpu.unjudged == why
+        assert v.verdict == "same" and v.not_judged == [cpu]
+        assert why in v.unjudged_note
+    assert comparison.not_judged_counts() == {"cpu": 2}
+
+
+def test_a_pool_on_one_side_only_is_not_used() -> None:
+    """A baseline saved without pools (an older file) against a head with them: not mixed."""
+    from pytest_fanout.gate.verdict import POOL_KEY
+
+    comparison = pooled(10, 10, 0.00475)
+    base, head = comparison.baseline_run, pooled(10, 10, 0.00475).baseline_run
+    assert base is not None and head is not None
+    for case in base.cases:
+        del case.record[POOL_KEY]
+    for v in compare_runs(base, head, AB, same_machine=True).verdicts:
+        cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
+        assert cpu.unjudged.startswith("not judged with 10 samples a side")
+
+
+def noisy(path: str, cpu_s: float, k: int, seed: int, spread: float) -> Measurement:
+    rng = random.Random(seed)
+    m = measured(path, cpu_s, k, seed)
+    m.app_cpu_per_sample = [cpu_s * (1 + rng.uniform(-spread, spread)) for _ in range(k)]
+    return m
+
+
+def test_the_ab_sampler_is_told_what_the_rules_still_want() -> None:
+    """What the A/B sampler tops a test's repeat up with: the count cpu needs, then more only
+    while the noise hides a change of its limit (5%); never for a test whose own samples do."""
+    from pytest_fanout.gate.verdict import samples_wanted
+
+    def wanted(k: int, own: int, spread: float) -> tuple[int, bool]:
+        head = noisy("/async/20", 0.004, k, 1, spread)
+        base = noisy("/async/20", 0.004, k, 2, spread)
+        return samples_wanted(AB, head, base, own)
+
+    assert wanted(10, 10, 0.02) == (10, False)  # cpu needs 20 a side: 10 more
+    assert wanted(20, 10, 0.02) == (0, False)  # enough, and quiet enough to see 5%
+    assert wanted(20, 10, 0.40) == (0, True)  # enough to judge, too noisy to see 5%: more
+    assert wanted(20, 20, 0.40) == (0, False)  # the test's own 20: its repeat, not topped up
+    # Below the rank test's least (5 at alpha 0.01) the timings want more too.
+    assert wanted(3, 3, 0.02) == (17, False)

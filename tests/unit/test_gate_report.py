@@ -106,19 +106,19 @@ def test_the_report_shows_ms_cpu_reasons_commits_and_a_valid_chart() -> None:
         "+33.3%",
         "7.8e-05",
         "catches changes of at least 10%",
-        "**regression** :x: (cpu not judged)",
-        "median worse beyond median+10% (+33.3%, p=7.8e-05); cpu not judged: not judged with 8"
+        "**regression** :x: (not gated: cpu)",
+        "median worse beyond median+10% (+33.3%, p=7.8e-05); not gated: cpu (not judged with 8"
         " samples a side: cpu needs 20 (over fewer, two processes of the same code differ more"
-        " than the test sees); use repeat &gt;= 20",
+        " than the test sees); use repeat &gt;= 20)",
     ]
     assert [c[1] for c in cells[case50 + 1 : case50 + 4]] == ["p95", "efficiency", "cpu"]
     assert cells[case50 + 3][2:5] == ["8 ms", "16 ms", "+100.0%"]
     # 7.7% slower, beyond the noise but within the 10% limit: said so, not just "same".
     case20 = next(c for c in cells if c[0].endswith("/async/20`"))
     # 8 samples a side: the cpu rule could not judge, and the verdict says so apart.
-    assert case20[7] == "same (cpu not judged)"
+    assert case20[7] == "same (not gated: cpu)"
     assert case20[8].startswith(
-        "median slower, but within the median+10% limit (+7.7%, p=7.8e-05); cpu not judged: "
+        "median slower, but within the median+10% limit (+7.7%, p=7.8e-05); not gated: cpu ("
     )
 
 

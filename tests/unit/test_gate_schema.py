@@ -40,6 +40,11 @@ def valid(record: dict | None = None) -> dict:
         ({"samples": [0.1, -1]}, "samples.1: Input should be greater than or equal to 0"),
         ({"upstream_delay_s": "0.1"}, "upstream_delay_s: Input should be a valid number"),
         ({"app_cpu_per_sample": [True]}, "app_cpu_per_sample.0: Input should be a valid number"),
+        # The samples the A/B gate took itself (`ab_pool`) are checked like the test's own.
+        ({"ab_pool": {"samples": ["x"]}}, "ab_pool.samples.0: Input should be a valid number"),
+        ({"ab_pool": {"samples": [0.1], "app_cpu_per_sample": [-1]}}, "greater than or equal"),
+        ({"ab_pool": {"samples": [0.1], "processes": "3"}}, "ab_pool.processes: Input should"),
+        ({"ab_pool": []}, "ab_pool: Input should be"),
     ],
 )
 def test_a_record_of_the_wrong_shape_is_one_line(

@@ -153,3 +153,37 @@ def test_a_case_that_did_not_measure_them_is_not_judged_on_them() -> None:
     names = {c.rule.metric.name for c in case.changes}
     assert not names & {"orphaned", "after_disconnect"}
     assert "orphaned" not in case.note and "after_disconnect" not in case.note
+
+
+def limited_run(counts: dict[str, list[int]], fingerprint: dict, limits: dict | None) -> Run:
+    result = run(GATHER, [0.12] * 6, fingerprint)
+    record = result.cases[0].record
+    record["upstream_gauges"] = {"quotes": {"requests": [10] * 6, **counts}}
+    if limits is not None:
+        record["upstream_limits"] = limits
+    return result
+
+
+def test_429s_and_retries_at_a_limited_upstream_are_gated_exactly() -> None:
+    """Issue 33: at an upstream with a limit, one more 429 or retry per request is a
+    regression on any machine (as orphaned calls are)."""
+    limit = {"quotes": {"max_inflight": 0, "rate_limit": "5/s", "per_s": 5.0, "burst": 5}}
+    for key in ("rejected", "retries"):
+        base = limited_run({key: [0] * 6}, HERE, limit)
+        now = limited_run({key: [5] * 6}, THERE, limit)
+        [case] = compare_runs(base, now, GateConfig.from_options(None)).verdicts
+        assert case.verdict == "regression", key
+        [change] = [c for c in case.changes if c.rule.metric.name == key]
+        assert (change.base, change.now, change.regressed) == (0, 5, True)
+        assert change.catches() == "exact: catches any rise"
+        [case] = compare_runs(base, base, GateConfig.from_options(None)).verdicts
+        assert case.verdict == "same"
+
+
+def test_an_upstream_without_a_limit_is_not_gated_on_429s_or_retries() -> None:
+    for limits in (None, {"quotes": {"max_inflight": 0}}, {"other": {"rate_limit": "5/s"}}):
+        base = limited_run({"rejected": [0] * 6, "retries": [0] * 6}, HERE, limits)
+        now = limited_run({"rejected": [5] * 6, "retries": [5] * 6}, HERE, limits)
+        [case] = compare_runs(base, now, GateConfig.from_options(None)).verdicts
+        names = {c.rule.metric.name for c in case.changes}
+        assert not names & {"rejected", "retries"}, limits

@@ -35,10 +35,14 @@ def test_every_public_name_resolves() -> None:
 
 def test_the_public_api_is_at_most_thirty_names_listed_once() -> None:
     # The test-writing API: what a user's test or conftest names; machinery stays in its
-    # subpackage (pytest_fanout.servers).
+    # subpackage (pytest_fanout.servers). Assertions are the fixture's methods
+    # (fanout.assert_within_limits), importable from pytest_fanout.assertions.
     assert len(pytest_fanout.__all__) <= 30, pytest_fanout.__all__
     assert len(set(pytest_fanout.__all__)) == len(pytest_fanout.__all__)
     assert set(pytest_fanout.__all__) == {*pytest_fanout._PUBLIC, "__version__"}
+    assertions = importlib.import_module("pytest_fanout.assertions")
+    for name in ("assert_within_limits", "assert_backs_off", "assert_no_orphans"):
+        assert getattr(assertions, name) is getattr(pytest_fanout.Fanout, name)
     servers = importlib.import_module("pytest_fanout.servers")
     machinery = ("AppServer", "ServerProcess", "ServerStartError", "Stack", "StubUpstreamServer")
     for name in machinery:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 import tracemalloc
 
@@ -236,3 +237,26 @@ def test_hang_is_a_switch_on_an_upstream_and_a_route() -> None:
     assert Route.from_spec({"method": "GET", "path": "/x", "hang": True}).hang is True
     with pytest.raises(RouteError, match="hang=1 must be true or false"):
         Route.from_spec({"method": "GET", "path": "/x", "hang": 1})
+
+
+def test_a_templated_answer_is_rendered_once_per_path_and_the_cache_is_bounded() -> None:
+    """The stub keeps rendered answers (its throughput): the same bytes for the same path
+    parameters, each path its own, at most ANSWER_CACHE_SIZE of them, none over the size cap."""
+    from pytest_fanout.servers import routes
+
+    route = routes.Route.from_spec(
+        {"method": "GET", "path": "/items/{i}", "json": {"id": "{i}", "tag": "x-{i}"}}
+    )
+    first = route.static_answer({"i": "7"})
+    assert json.loads(first) == {"id": "7", "tag": "x-7"}
+    assert route.static_answer({"i": "7"}) is first  # rendered once
+    assert json.loads(route.static_answer({"i": "8"})) == {"id": "8", "tag": "x-8"}
+    for i in range(routes.ANSWER_CACHE_SIZE + 50):
+        assert json.loads(route.static_answer({"i": str(i)}))["id"] == str(i)
+    assert len(route.answers) == routes.ANSWER_CACHE_SIZE
+    big = "y" * routes.ANSWER_CACHE_BYTES
+    large = routes.Route.from_spec(
+        {"method": "GET", "path": "/big/{i}", "json": {"v": big + "{i}"}}
+    )
+    assert json.loads(large.static_answer({"i": "1"})) == {"v": big + "1"}
+    assert large.answers == {}  # too large to keep

@@ -30,6 +30,11 @@ DELAYS_MS = {
 }
 CHECKOUT_WEIGHTS = {"auth": 1.0, "inventory": 2.0, "pricing": 3.0, "reviews": 0.0}
 ORDER = {"user": "u1", "skus": ["A", "B", "C"]}
+#: GET /summary/{user} with by-user at SUMMARY_DELAYS: reviews runs 15 ms beside a 40 ms
+#: stock call, so it has 25 ms of slack; the others are paid once each.
+SUMMARY_DELAYS = {("reviews", "GET", "/by-user/{user}"): 15.0}
+SUMMARY_WEIGHTS = {"auth": 1.0, "inventory": 1.0, "pricing": 1.0, "reviews": 0.0}
+SUMMARY_SLACK_MS = 25.0
 
 
 def install(upstreams: dict[str, Any], delays: dict | None = None) -> None:
