@@ -19,7 +19,7 @@ import socket
 import time
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2
@@ -472,6 +472,7 @@ def _measure(
     held_probe: bool = True,
     disconnect_after_s: float | None = None,
     disconnect_grace_s: float = DEFAULT_DISCONNECT_GRACE_S,
+    progress: Callable[[str], None] | None = None,
 ) -> Measurement:
     """Send `request` warmup + repeat times, one at a time, with exact upstream gauges.
 
@@ -487,6 +488,8 @@ def _measure(
     (`orphaned`, `_late_calls`) and waited for. With `disconnect_after_s`, every
     request (warm-up included) is hung up on that long after it was sent, and the calls
     still running `disconnect_grace_s` after the hang-up are counted (`after_disconnect`).
+    `progress` (`fanout measure`'s printer; None: silent) is told the held probe and each
+    request as they end: a large fan-out takes seconds a step.
     """
     __tracebackhide__ = True
     if repeat < 1 or warmup < 0:
@@ -554,6 +557,9 @@ def _measure(
             result.structure_probe_s = time.perf_counter() - start
             if result.structure:
                 result.structure_routes = _held_routes(stubs, began, time.monotonic())
+            if progress is not None:
+                waves = "; ".join(f"{k} {v}" for k, v in result.structure.items()) or "none"
+                progress(f"  {label}: held probe {result.structure_probe_s:.2f} s, waves {waves}")
             _late_calls(stubs, app, (began, time.monotonic()), grace, wait_s, label)
         if app is not None:
             _app_idle(app, wait_s, label, own=index > 0)
@@ -574,6 +580,13 @@ def _measure(
             answered = time.monotonic()
             if response.status_code != request.expect_status:
                 check_status(response, request, _refused_note(stubs))
+        if progress is not None:
+            step = (
+                f"warm-up {index + 1}/{warmup}"
+                if index < warmup
+                else f"sample {index - warmup + 1}/{repeat}"
+            )
+            progress(f"  {label}: {step} {elapsed * 1000:.0f} ms")
         if index < warmup:
             _late_calls(stubs, app, (sent, answered), grace, wait_s, label)
             continue

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pytest_fanout.servers.stack import Stack
 
 __all__ = [
+    "NO_UNUSED_PLUGINS",
     "REPO",
     "descendants_of",
     "free_port",
@@ -124,6 +125,15 @@ def locust_master_and_workers(
     return codes, out, marker
 
 
+#: Installed pytest plugins (by entry-point name) that no inner pytest session of the suite
+#: uses: they cost ~2 s of CPU per session (faker's is assertion-rewritten module by module
+#: on every start), and the suite starts ~100 sessions. Locust's stays (a test checks that
+#: ours coexists with it).
+UNUSED_PLUGINS = ("faker", "schemathesis", "hypothesispytest")
+#: The options that block them in a session the suite starts.
+NO_UNUSED_PLUGINS = tuple(arg for name in UNUSED_PLUGINS for arg in ("-p", f"no:{name}"))
+
+
 def run_example(ini: str, test_file: str, *extra: str, timeout: float = 180) -> str:
     """One example of tests/examples as its own pytest session with its own ini, as its
     repository would run it; asserts it passed and returns the output."""
@@ -139,6 +149,7 @@ def run_example(ini: str, test_file: str, *extra: str, timeout: float = 180) -> 
             str(examples / ini),
             "-p",
             "no:cacheprovider",
+            *NO_UNUSED_PLUGINS,
             *extra,
             str(examples / test_file),
         ],

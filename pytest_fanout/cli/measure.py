@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 from pytest_fanout import limits
 from pytest_fanout.cli import (
     CommandError,
+    add_quiet,
     add_request_options,
     add_stack_group,
+    progress_printer,
     request_from,
     running_stack,
 )
@@ -43,6 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         " gives the ideal time and the efficiency",
     )
     add_options(parser.add_argument, prefix="", group="measure", front_end="fanout")
+    add_quiet(parser)
     add_stack_group(parser)
 
 
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 disconnect_after_s=args.fanout_disconnect_after,
                 ideal_s=args.fanout_ideal_s,
+                progress=progress_printer(args),
             )
         except httpx2.TimeoutException:
             raise CommandError(

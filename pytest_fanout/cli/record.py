@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pytest_fanout.cli import add_quiet, progress_printer
 from pytest_fanout.limits import ExitCode
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -51,6 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="pyproject.toml",
         help="the TOML file whose [tool.fanout] gets the routes (default: pyproject.toml)",
     )
+    add_quiet(parser)
     parser.add_argument(
         "--port",
         type=int,
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             if not 0 <= args.port <= 65535:
                 raise RecordError(f"--port {args.port} is not a port (0-65535)")
-            exchanges = record_through_proxy(upstreams, args.port)
+            exchanges = record_through_proxy(upstreams, args.port, progress_printer(args))
         routes = {name: routes_from(seen, name) for name, seen in exchanges.items()}
         routes = {name: found for name, found in routes.items() if found}
         for name in upstreams:

@@ -19,7 +19,7 @@ runner load only when the fixture is used.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,7 @@ class FanoutLoad:
         from pytest_fanout.load.runner import LoadRunError, run_locust
 
         index = len(self.results)
+        options.setdefault("progress", terminal_progress(self.config))
         try:
             result = run_locust(
                 self.host,
@@ -88,6 +89,30 @@ class FanoutLoad:
         FanoutSession.of(self.config).load_results.append(result)
         self.config.hook.pytest_fanout_load_result(result=result, item=self.item)
         return result
+
+
+def terminal_progress(config: pytest.Config) -> Callable[[str], None] | None:
+    """Where a Locust run from a test tells its progress (it takes seconds to minutes): the
+    terminal, past pytest's capture; None with -q, off a terminal or in an xdist worker
+    (whose output no terminal shows)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if (
+        reporter is None
+        or config.get_verbosity() < 0
+        or hasattr(config, "workerinput")
+        or not bool(getattr(reporter, "isatty", False))
+    ):
+        return None
+
+    def say(line: str) -> None:
+        if capture is None:
+            reporter.write_line(f"fanout_load: {line}")
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"fanout_load: {line}")
+
+    return say
 
 
 @pytest.fixture

@@ -30,8 +30,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pytest_fanout import limits
@@ -197,6 +198,7 @@ def run_locust(
     timeout_s: float | None = None,
     env: Mapping[str, str] | None = None,
     name: str = "",
+    progress: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """Run Locust headless for `run_time_s` seconds and return what it measured.
 
@@ -207,6 +209,8 @@ def run_locust(
     run time + 60 s) after which the whole process group is killed and
     LoadRunError raised. Threshold violations and failed requests do NOT
     raise: they are in `exit_code` and `violations`, for the test to assert.
+    `progress` (None: silent) is told the start, the seconds run every
+    `PROGRESS_EVERY_S`, and the end: a run takes seconds to minutes.
     """
     rate = float(spawn_rate if spawn_rate is not None else users)
     try:
@@ -240,6 +244,7 @@ def run_locust(
             timeout_s=timeout_s,
             env=env,
             name=name,
+            progress=progress,
         )
     finally:
         if own_work:
@@ -268,6 +273,7 @@ def _run_in(
     timeout_s: float | None,
     env: Mapping[str, str] | None,
     name: str,
+    progress: Callable[[str], None] | None = None,
 ) -> LoadResult:
     prefix = work / "locust"
     command = locust_command(
@@ -307,8 +313,11 @@ def _run_in(
         )
         run = _GuardedRun(proc, marker, own_work)
         cleanup.register(run)  # on SIGTERM or exit of this process: stopped, folder removed
+        if progress is not None:
+            target = host or "the embedded stack"
+            progress(f"locust: {users} user(s) for {run_time} s on {target}")
         try:
-            code = proc.wait(timeout=limit)
+            code = _wait(proc, limit, run_time, progress)
         except subprocess.TimeoutExpired:
             run.stop()
             output = log_path.read_text(errors="replace")
@@ -334,6 +343,11 @@ def _run_in(
     endpoints, total, duration = parse_stats_json(json.loads(report.read_text()))
     # Exact latency and the open model's counts, when the Locust side wrote them.
     endpoints, total, open_model = apply_exact(endpoints, total, read_exact_file(prefix))
+    if progress is not None:
+        progress(
+            f"locust: done, {total.requests} request(s), {total.failures} failed"
+            f" (exit status {code})"
+        )
     return LoadResult(
         endpoints=endpoints,
         total=total,
@@ -359,6 +373,33 @@ def _run_in(
         workdir=work,
         output=output,
     )
+
+
+#: How often a run with a `progress` says how long it has run.
+PROGRESS_EVERY_S = 2.0
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    limit: float,
+    run_time: int,
+    progress: Callable[[str], None] | None,
+) -> int:
+    """`proc.wait(timeout=limit)`, telling `progress` the seconds run every
+    PROGRESS_EVERY_S (bounded: at most limit / PROGRESS_EVERY_S + 1 waits)."""
+    if progress is None:
+        return proc.wait(timeout=limit)
+    started = time.monotonic()
+    for _ in range(math.ceil(limit / PROGRESS_EVERY_S) + 1):
+        left = limit - (time.monotonic() - started)
+        try:
+            return proc.wait(timeout=max(0.0, min(PROGRESS_EVERY_S, left)))
+        except subprocess.TimeoutExpired:
+            ran = time.monotonic() - started
+            if ran >= limit:
+                raise
+            progress(f"locust: {ran:.0f} s of {run_time} s")
+    return proc.wait(timeout=0)  # the last wait: TimeoutExpired if it still runs
 
 
 class _GuardedRun:

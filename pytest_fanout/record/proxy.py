@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -56,6 +57,7 @@ class RecordingProxy:
         targets: dict[int, tuple[str, str]],
         timeout_s: float = 60.0,
         max_bytes: int = MAX_RECORDED_BYTES,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         #: local port -> (upstream name, real base URL without a trailing slash)
         self.targets = targets
@@ -70,6 +72,9 @@ class RecordingProxy:
         #: (upstream, method, path, status) -> index of the one answer that can be written.
         self._last: dict[tuple[str, str, str, int], int] = {}
         self._client: httpx2.AsyncClient | None = None
+        #: Told each new (method, path, status) of an upstream as it is recorded (`fanout
+        #: record`'s progress: a recording can run for minutes); None: silent.
+        self.progress = progress
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -170,6 +175,11 @@ class RecordingProxy:
         self.held_bytes += _size(exchange)
         self._last[key] = len(kept)
         kept.append(exchange)
+        if earlier is None and self.progress is not None:
+            self.progress(
+                f"  {name}: {exchange.method} {exchange.path} -> {exchange.status}"
+                f" ({len(kept)} exchange(s) recorded)"
+            )
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -214,9 +224,12 @@ def _stop(signum: int, frame: object) -> None:
     raise _Stopped
 
 
-def record_through_proxy(upstreams: dict[str, str], port: int) -> dict[str, list[Exchange]]:
+def record_through_proxy(
+    upstreams: dict[str, str], port: int, progress: Callable[[str], None] | None = None
+) -> dict[str, list[Exchange]]:
     """A recording proxy on loopback per upstream (the first on `port`) until Ctrl-C or
-    SIGTERM: the exchanges each one saw. A port that cannot be bound is a RecordError."""
+    SIGTERM: the exchanges each one saw (each new one told to `progress`). A port that
+    cannot be bound is a RecordError."""
     import uvicorn
 
     from pytest_fanout.servers.process import LOOPBACK, ServerStartError, bind_listening_socket
@@ -232,7 +245,7 @@ def record_through_proxy(upstreams: dict[str, str], port: int) -> dict[str, list
         for sock in sockets:
             sock.close()
         raise RecordError(str(exc)) from None
-    proxy = RecordingProxy(targets)
+    proxy = RecordingProxy(targets, progress=progress)
     for local, (name, url) in targets.items():
         print(f"recording {name}: http://{LOOPBACK}:{local} -> {url}", flush=True)
     print("point the app at these URLs; Ctrl-C stops and writes the routes", flush=True)

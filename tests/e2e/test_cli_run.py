@@ -167,7 +167,17 @@ def test_measure_a_path_of_a_users_own_app(tmp_path: Path) -> None:
         cwd=REPO,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    # Progress first (issue 35: each step as it ends, as `fanout capacity` prints its
+    # steps): the warm-up, the held probe and its waves, each sample; then the report.
+    progress = [line for line in result.stdout.splitlines() if line.startswith("  GET /basket/")]
+    assert [re.sub(r"[\d.]+ m?s\b", "T", line) for line in progress] == [
+        "  GET /basket/8: warm-up 1/1 T",
+        "  GET /basket/8: held probe T, waves default [8]",
+        "  GET /basket/8: sample 1/3 T",
+        "  GET /basket/8: sample 2/3 T",
+        "  GET /basket/8: sample 3/3 T",
+    ], result.stdout
+    out = result.stdout.split("\n", len(progress))[-1]
     assert out.startswith("GET /basket/8 on shop:app"), out
     # exact: 8 calls per request, all 8 in flight at once (gather)
     assert re.search(r"^\s+upstream\s+requests 8, peak in flight 8,", out, re.MULTILINE), out
@@ -195,7 +205,9 @@ def test_measure_names_each_routes_delay_and_takes_an_ideal_time(tmp_path: Path)
     --ideal-s gives the ideal time where --n cannot (the route's own delay)."""
     (tmp_path / "shop.py").write_text(SHOP)
     (tmp_path / "pyproject.toml").write_text(SHOP_ROUTED)
-    result = _fanout("measure", "/basket/2", "--repeat", "1", "--ideal-s", "0.3", cwd=tmp_path)
+    result = _fanout(
+        "measure", "/basket/2", "--repeat", "1", "--ideal-s", "0.3", "-q", cwd=tmp_path
+    )  # -q: no progress lines, the report alone
     assert result.returncode == 0, result.stdout + result.stderr
     header = result.stdout.splitlines()[0]
     assert header.startswith(
@@ -267,7 +279,7 @@ def test_measure_a_post_with_two_named_upstreams(tmp_path: Path) -> None:
         "measure", "/basket", "--app", "shop:app",
         "--upstream", "inventory=INVENTORY_URL", "--upstream", "pricing=PRICING_URL",
         "--method", "POST", "--json", '{"ids": [1, 2, 3, 4]}', "--repeat", "3",
-        "--delay-ms", "200", cwd=tmp_path,
+        "--delay-ms", "200", "--quiet", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout

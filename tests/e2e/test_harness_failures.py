@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, processes_tagged
+from tests.helpers import NO_UNUSED_PLUGINS, REPO, processes_tagged
 
 USES_STACK = """
 def test_uses_stack(fanout):
@@ -31,7 +31,7 @@ def run_tagged(tmp_path: Path, *args: str, timeout_s: float = 90) -> tuple[int, 
     env = {**os.environ, "FANOUT_TEST_TAG": tag}
     env.pop("PYTEST_ADDOPTS", None)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *NO_UNUSED_PLUGINS, *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,

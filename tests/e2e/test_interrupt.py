@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, descendants_of, pid_alive, wait_until
+from tests.helpers import NO_UNUSED_PLUGINS, REPO, descendants_of, pid_alive, wait_until
 
 HOLDING_TEST = """
 import os
@@ -61,7 +61,16 @@ def test_stopping_pytest_mid_test_leaves_no_process(
     env = {**os.environ, "FANOUT_TEST_READY": str(ready), "TMPDIR": str(temp)}
     env.pop("PYTEST_ADDOPTS", None)
     inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_hold.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            *NO_UNUSED_PLUGINS,
+            "-q",
+            "test_hold.py",
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +22,7 @@ from pytest_fanout.load import (
     run_locust,
 )
 from pytest_fanout.plugin import session_load_results
+from tests.helpers import NO_UNUSED_PLUGINS, REPO
 
 
 def test_async_sustains_3x_the_requests_per_second_of_sync(
@@ -57,8 +66,16 @@ def test_fanout_load_runs_a_users_own_locustfile(fanout_load, fanout_upstream, t
     fanout_upstream.configure(delay_ms=20, jitter_ms=0)
     fanout_upstream.reset()
     (tmp_path / "my_locustfile.py").write_text(USER_LOCUSTFILE)
-    result = fanout_load(users=2, run_time_s=2, locustfile=tmp_path / "my_locustfile.py")
+    told: list[str] = []  # progress= as the terminal gets it (issue 35), here in a list
+    result = fanout_load(
+        users=2, run_time_s=2, locustfile=tmp_path / "my_locustfile.py", progress=told.append
+    )
     assert result.exit_code == 0, result.output[-2000:]
+    assert told[0] == f"locust: 2 user(s) for 2 s on {result.host}", told
+    assert all(re.fullmatch(r"locust: \d+ s of 2 s", line) for line in told[1:-1]), told
+    assert told[-1] == (
+        f"locust: done, {result.total.requests} request(s), 0 failed (exit status 0)"
+    ), told
     assert [row.key for row in result.endpoints.values()] == ["GET checkout"]
     assert result.endpoint("checkout").failures == 0
     # Four upstream calls per request, each counted by the stub (plus those of the at
@@ -82,3 +99,69 @@ def test_the_default_locustfile_is_the_shipped_harness(monkeypatch) -> None:
     assert "from pytest_fanout.locust import *" in shipped.read_text()
     monkeypatch.setenv(LOCUSTFILE_ENV, "/somewhere/else.py")
     assert str(default_locustfile()) == "/somewhere/else.py"
+
+
+TERMINAL_TEST = """
+def test_load(fanout_load):
+    fanout_load(users=1, run_time_s=3, user_classes=["AsyncUser"])
+"""
+
+
+def _on_a_terminal(cwd: Path, *args: str, timeout_s: float = 120) -> tuple[int, str]:
+    """pytest with its output on a pseudo-terminal, as a person runs it: (status, output)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    main, sub = pty.openpty()
+    proc = subprocess.Popen(
+        [*command, *NO_UNUSED_PLUGINS, *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=sub,
+        stderr=sub,
+    )
+    os.close(sub)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:  # bounded: the deadline
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: pytest closed the terminal's other side
+                break
+            if not data:
+                break
+            chunks.append(data)
+        status = proc.wait(timeout=30)
+    finally:
+        os.close(main)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return status, b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["terminal", "terminal-q"])
+def test_fanout_load_tells_its_progress_on_a_terminal_and_not_with_q(
+    tmp_path: Path, quiet: bool
+) -> None:
+    """A Locust run takes seconds: on a terminal its start, the seconds run and its end show
+    as it goes, past pytest's capture (issue 35); -q shows none of it."""
+    (tmp_path / "test_load.py").write_text(TERMINAL_TEST)
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\nfanout_app_dir = {REPO}\n")
+    status, out = _on_a_terminal(tmp_path, *(["-q"] if quiet else []), "test_load.py")
+    assert status == 0, out
+    told = re.findall(r"fanout_load: locust: [^\n]*", out)
+    if quiet:
+        assert told == [], out
+        return
+    assert re.fullmatch(
+        r"fanout_load: locust: 1 user\(s\) for 3 s on http://127\.0\.0\.1:\d+", told[0]
+    )
+    assert re.fullmatch(
+        r"fanout_load: locust: done, \d+ request\(s\), 0 failed \(exit status 0\)", told[-1]
+    ), out
+    assert len(told) >= 3, out  # at least one "N s of 3 s" between (every 2 s)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pytest_fanout.load import EXIT_USAGE, LoadRunError, run_locust
-from tests.helpers import REPO, free_port, locust, processes_tagged, wait_until
+from tests.helpers import NO_UNUSED_PLUGINS, REPO, free_port, locust, processes_tagged, wait_until
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
 IDS = ["SIGINT", "SIGTERM", "SIGKILL"]
@@ -68,7 +68,16 @@ def test_a_signal_to_pytest_during_fanout_load_leaves_nothing(
     ready = tmp_path / "ready"
     env["FANOUT_TEST_READY"] = str(ready)
     inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_load.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            *NO_UNUSED_PLUGINS,
+            "-q",
+            "test_load.py",
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import REPO
+from tests.helpers import NO_UNUSED_PLUGINS, REPO
 
 APP = """
 import asyncio
@@ -141,7 +141,17 @@ def run_pytest(tmp_path: Path, ini: str, test: str, env: dict[str, str] | None =
     environ.pop("PYTEST_ADDOPTS", None)
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-rA"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            *NO_UNUSED_PLUGINS,
+            "-rA",
+        ],
         cwd=tmp_path,
         env=environ,
         capture_output=True,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_fanout.gate.plugin import path_flags, spaced_path_option
+from tests.helpers import NO_UNUSED_PLUGINS
 
 APP = """
 from fastapi import FastAPI
@@ -49,7 +50,17 @@ def _project(tmp_path: Path) -> tuple[Path, Path]:
 def _pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", *args],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            *NO_UNUSED_PLUGINS,
+            *args,
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -77,8 +77,11 @@ def test_the_proxy_records_routes_into_the_stack_spec(
 ) -> None:
     spec = tmp_path / "pyproject.toml"
     spec.write_text(EXISTING)
+    # Progress (issue 35) with Ctrl-C; -q with SIGTERM: the same routes, no progress lines.
+    quiet = ["-q"] if stop == signal.SIGTERM else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_fanout.cli", "record", "--upstream", f"pricing={real.url}"],
+        [sys.executable, "-m", "pytest_fanout.cli", "record", "--upstream", f"pricing={real.url}"]
+        + quiet,
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -114,6 +117,18 @@ def test_the_proxy_records_routes_into_the_stack_spec(
             proc.wait()
     assert proc.returncode == 0, out
     assert "pricing: 4 route(s) from 6 exchange(s)" in out
+    # Each new method, path and status once, as it is recorded (a recording runs for minutes).
+    seen = re.findall(r"^  pricing: (\S+ \S+ -> \d+) \((\d+) exchange\(s\) recorded\)$", out, re.M)
+    assert seen == (
+        []
+        if quiet
+        else [
+            ("GET /price/a -> 200", "1"),
+            ("GET /price/b -> 200", "4"),
+            ("POST /quote -> 201", "5"),
+            ("GET /v1/stream -> 200", "6"),
+        ]
+    ), out
     text = spec.read_text()
     assert text.startswith(EXISTING.split("[tool.fanout.upstreams")[0])  # comments kept
     table = tomllib.loads(text)["tool"]["fanout"]

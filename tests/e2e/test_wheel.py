@@ -12,6 +12,7 @@ passes exactly as written. Slow (about a minute): marked, and CI runs it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -70,20 +71,41 @@ def _scratch() -> set[str]:
     return {p.name for pattern in ("build", "*.egg-info") for p in REPO.glob(pattern)}
 
 
+def _built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout, built once per session: xdist workers share it (the
+    parent of their base temporary folders), as two builds at once from one source tree
+    collide ("No such file or directory" in setuptools' build/); the others wait on the
+    lock, bounded by the test timeout."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "wheel-build"
+    shared.mkdir(parents=True, exist_ok=True)
+    dist = shared / "dist"
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not list(dist.glob("pytest_fanout-*.whl")):
+                scratch_before = _scratch()
+                _stdout_of(
+                    [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist)]
+                    + [str(REPO)],
+                    cwd=shared,
+                    timeout=INSTALL_TIMEOUT_S,
+                )
+                assert _scratch() <= scratch_before, (
+                    "building the wheel left files in the source tree"
+                )
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    (wheel,) = dist.glob("pytest_fanout-*.whl")
+    return wheel
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(the virtualenv's bin/, an empty directory): the wheel of this checkout, installed;
     first without extras (what `fanout patterns` then says is kept), then with `reference`."""
     root = tmp_path_factory.mktemp("wheel")
-    dist = root / "dist"
-    scratch_before = _scratch()
-    _stdout_of(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
-        cwd=root,
-        timeout=INSTALL_TIMEOUT_S,
-    )
-    assert _scratch() <= scratch_before, "building the wheel left files in the source tree"
-    (wheel,) = dist.glob("pytest_fanout-*.whl")
+    wheel = _built_wheel(tmp_path_factory)
     names = zipfile.ZipFile(wheel).namelist()
     assert "pytest_fanout/reference_app/main.py" in names
     assert "pytest_fanout/locust.py" in names
