@@ -208,17 +208,27 @@ def _late(key: str) -> Callable[[Case, Run], Values | None]:
     did not measure them (older records, or the other mode)."""
 
     def read(case: Case, run: Run) -> Values | None:
-        gauges = case.record.get("upstream_gauges") if case.kind == KIND_MEASUREMENT else None
-        if not isinstance(gauges, dict):
-            return None
-        counts = [g.get(key) for g in gauges.values() if isinstance(g, dict)]
-        lists = [c for c in counts if isinstance(c, list) and c]
-        if not lists:
-            return None
-        samples = max(len(c) for c in lists)
-        return Values([], sum(sum(c) for c in lists) / samples)
+        return _per_request(case, key, None)
 
     return read
+
+
+def _per_request(case: Case, key: str, names: set[str] | None) -> Values | None:
+    """The per-sample counts `key` of the upstreams `names` (None: all), summed, mean over
+    the samples; None when the case did not count them."""
+    gauges = case.record.get("upstream_gauges") if case.kind == KIND_MEASUREMENT else None
+    if not isinstance(gauges, dict):
+        return None
+    counts = [
+        g.get(key)
+        for n, g in gauges.items()
+        if (names is None or n in names) and isinstance(g, dict)
+    ]
+    lists = [c for c in counts if isinstance(c, list) and c]
+    if not lists:
+        return None
+    samples = max(len(c) for c in lists)
+    return Values([], sum(sum(c) for c in lists) / samples)
 
 
 def limited_upstreams(record: dict) -> set[str]:
@@ -241,16 +251,8 @@ def _at_limited(key: str) -> Callable[[Case, Run], Values | None]:
     no limited upstream or did not count them (older records)."""
 
     def read(case: Case, run: Run) -> Values | None:
-        gauges = case.record.get("upstream_gauges") if case.kind == KIND_MEASUREMENT else None
         limited = limited_upstreams(case.record)
-        if not isinstance(gauges, dict) or not limited:
-            return None
-        counts = [g.get(key) for n, g in gauges.items() if n in limited and isinstance(g, dict)]
-        lists = [c for c in counts if isinstance(c, list) and c]
-        if not lists:
-            return None
-        samples = max(len(c) for c in lists)
-        return Values([], sum(sum(c) for c in lists) / samples)
+        return _per_request(case, key, limited) if limited else None
 
     return read
 
