@@ -78,6 +78,10 @@ DEFAULT_GRACE_MS: float = OPTIONS["start_grace_ms"].default
 ARRIVAL_KEYS = ("arrival_rate", "arrivals", "start_grace_ms", "max_dropped_ratio")
 #: The custom message a worker sends its histograms and counts in.
 REPORT_MESSAGE = "fanout_exact_report"
+#: The master asks its workers to stop and send their final reports while it still listens.
+FINAL_MESSAGE = "fanout_stop_and_report"
+#: Seconds the master waits, at most, for the workers' final reports before its summary.
+FINAL_REPORT_WAIT_S = 5.0
 REPORT_INTERVAL_S = 1.0
 #: Starts made in a row, when behind schedule, before the schedule yields to the others.
 YIELD_EVERY = 64
@@ -242,6 +246,8 @@ class _State:
     grace_ms: float = DEFAULT_GRACE_MS
     users: int = 0
     summarised: bool = False
+    #: On a worker: its final report is sent (once, whoever asked first).
+    final_sent: bool = False
 
     def record(self, key: str, ms: float) -> None:
         for name in (key, TOTAL_NAME):
@@ -306,6 +312,8 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     runner = _RUNNER["runner"] = environment.runner
     if isinstance(runner, MasterRunner):
         runner.register_message(REPORT_MESSAGE, _on_worker_report)
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(FINAL_MESSAGE, _on_final_asked)
     if isinstance(runner, WorkerRunner) or environment.parsed_options is None:
         return
     if _rate(environment) is not None:
@@ -374,11 +382,35 @@ def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
         if _STATE.reporter is not None:
             _STATE.reporter.kill(block=True)
             _STATE.reporter = None
-        _send_report(runner, final=True)
+        if not _STATE.final_sent:
+            _STATE.final_sent = True
+            _send_report(runner, final=True)
+    elif isinstance(runner, MasterRunner) and _STATE.workers:
+        _collect_final_reports(runner)
 
 
-#: Seconds the master waits, at most, for the workers' final reports before its summary.
-FINAL_REPORT_WAIT_S = 5.0
+def _on_final_asked(environment: Environment, **_kwargs: Any) -> None:
+    """The master's run is over: stop this worker's users (its test_stop sends the final
+    report) now, while the master still listens."""
+    if _STATE.final_sent:
+        return
+    environment.runner.stop()
+
+
+def _collect_final_reports(runner: MasterRunner, bound_s: float = FINAL_REPORT_WAIT_S) -> None:
+    """A headless master's --run-time ends in Locust's `quit()`: it stops itself, tells the
+    workers to quit and stops listening half a second later, so on a busy runner their
+    final reports (sent as they stop) came too late ("0 of 2 workers sent their final
+    numbers"). Here, while it still listens, the master asks them to stop and report, and
+    waits for every report, bounded (a worker that died never sends one: the summary then
+    says how many did)."""
+    missing = [w for w in _STATE.workers if w not in _STATE.final]
+    if not missing:
+        return
+    runner.send_message(FINAL_MESSAGE)
+    deadline = time.monotonic() + bound_s
+    while len(_STATE.final) < len(_STATE.workers) and time.monotonic() < deadline:
+        gevent.sleep(0.05)  # yields to the master's message listener
 
 
 # ---- worker -> master -----------------------------------------------------------
@@ -513,16 +545,6 @@ def _write_exact_file(environment: Environment) -> None:
     write_json(Path(f"{prefix}{EXACT_SUFFIX}"), data, indent=None)
 
 
-def _wait_for_final_reports(bound_s: float = FINAL_REPORT_WAIT_S) -> None:
-    """The master's summary counts every worker's final report, which a worker sends as its
-    test stops: Locust's master may reach `quitting` a moment before the last one arrives.
-    Its listener still runs here, so wait for them, bounded (a worker that died never sends
-    one: the summary then says how many did)."""
-    deadline = time.monotonic() + bound_s
-    while len(_STATE.final) < len(_STATE.workers) and time.monotonic() < deadline:
-        gevent.sleep(0.05)  # yields to the master's message listener
-
-
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
     if isinstance(environment.runner, WorkerRunner) or _STATE.summarised:
@@ -530,8 +552,6 @@ def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
     _STATE.summarised = True
     if _STATE.schedule is not None:
         _STATE.schedule.end()
-    if isinstance(environment.runner, MasterRunner):
-        _wait_for_final_reports()
     for line in _summary_lines(environment):
         _say(line)
     _write_exact_file(environment)
