@@ -49,15 +49,18 @@ def stall_held_s(stall: Mapping[str, Any]) -> float:
 
 
 def _sampled_held_s(stall: Mapping[str, Any]) -> float:
-    """The hold the sampler measured stack by stack (`held_s`: CPU code by its CPU time, a
-    wait in a call by its wall time less the process's waits for a CPU), outside garbage
-    collection; 0 without those figures. The process-wide waits for a CPU that the line
-    above subtracts include other threads' waits while the loop slept in a call: on a busy
-    runner they would excuse a real `time.sleep`."""
+    """The hold the sampler measured in the stacks where the loop thread slept in a call
+    (`held_s`: its wall time less the process's waits for a CPU); 0 without those figures.
+    The process-wide waits for a CPU that the line above subtracts include other threads'
+    waits while the loop slept in a call: on a busy runner they would excuse a real
+    `time.sleep`."""
     return sum(
         float(stack.get("held_s", 0.0))
         for stack in stall.get("stacks", [])
         if not any(f.get("function") == "garbage collection" for f in stack.get("frames", [])[-1:])
+        # Only the waits: code on the CPU is held by the line above, which takes the
+        # collector's time out (a stack sampled after a collection carries its time).
+        and float(stack.get("slept_s", 0.0)) > float(stack.get("ran_s", 0.0))
     )
 
 
