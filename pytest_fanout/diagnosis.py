@@ -340,6 +340,10 @@ def _timing(m: Measurement) -> list[Finding]:
     full, timed = max(g.waves, default=0), max(g.peak_per_sample)
     if full <= 1 or timed >= full:
         return []
+    if g.rejected:
+        # Calls refused with a 429 are answered at once (a rate limit, a cap): the timed
+        # peak is lower for that, which says nothing of how fast the client issues calls.
+        return []
     label = _label(m, g.name)
     delay = m.upstream_delay_s or 0.0
     if delay <= 0:

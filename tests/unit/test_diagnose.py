@@ -142,6 +142,15 @@ def test_a_gather_at_delay_zero_is_never_sequential_and_says_the_delay_is_too_sh
     assert "held probe shows 50 in flight at once" in finding.message
 
 
+def test_a_lower_timed_peak_where_calls_were_refused_with_429_is_not_a_slow_client() -> None:
+    # 3 at once in the held probe, 1 in the timed samples because the limit answered 3 of
+    # 4 calls at once with 429 (fanout measure --rate-limit 2/min): not the client's speed.
+    refused = make(peak=1, waves=[3, 1], n=None, concurrency=None, requests=4, rejected=3)
+    assert "slow-client" not in [f.kind for f in diagnose(refused)]
+    fix = make(peak=1, waves=[3, 1], n=None, concurrency=None, requests=4, cpu_s=0.01)
+    assert "slow-client" in [f.kind for f in diagnose(fix)]
+
+
 def test_a_full_structure_with_a_lower_timed_peak_is_a_slow_client_not_a_pool_cap() -> None:
     m = make(peak=[21, 12, 30], waves=[100], n=100, concurrency=100, requests=100, cpu_s=0.25)
     (finding,) = diagnose(m)
