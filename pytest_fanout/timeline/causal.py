@@ -58,8 +58,10 @@ MAX_STEP_SHARE = 0.5
 #: slack (slower, off the path) and its margin over a sibling (faster, on the path).
 DELAY_SHARE = 0.5
 SLACK_SHARE = 0.3
-#: Per-call steps under this (ms) are not run: timer noise wins.
-MIN_CALL_STEP_MS = 0.25
+#: Steps are whole milliseconds, at least one: the stub's loop (uvloop, on libuv) times
+#: its sleeps in whole ms, so a step of 1.5 ms ran as 1 or 2 and the fit, told 1.5, read a
+#: weight of 6 as 5.3 or 7 on a quiet machine (8 of 97 intervals missed it).
+MIN_CALL_STEP_MS = 1.0
 #: A step per call is at least this (ms) where its bounds allow: below it, the app's own
 #: loop work between rounds absorbs part of the change (a 30-call Semaphore(5) route
 #: read 5 for 6 with 2.5 ms a call on a busy machine).
@@ -415,13 +417,13 @@ def choose_steps(
         step = per_request / t.rounds
         if step < FLOOR_CALL_STEP_MS:  # but never past half the endpoint's time a step
             step = min(FLOOR_CALL_STEP_MS, MAX_STEP_SHARE * baseline_ms / t.rounds)
-        step = extra_ms if extra_ms is not None else step
+        step = max(extra_ms, MIN_CALL_STEP_MS) if extra_ms is not None else step
         slower = step
         if t.gap_ms >= max(OFF_PATH_MS, 2 * noise_ms):  # not the app's own time, jittered
             slower = min(slower, SLACK_SHARE * t.gap_ms / 2)
         faster = min(step, DELAY_SHARE * t.min_delay_ms / 2, SLACK_SHARE * t.margin_ms / 2)
-        t.extra_ms = math.floor(slower * 10) / 10 if slower >= MIN_CALL_STEP_MS else 0.0
-        t.faster_ms = math.floor(faster * 10) / 10 if faster >= MIN_CALL_STEP_MS else 0.0
+        t.extra_ms = float(math.floor(slower)) if slower >= MIN_CALL_STEP_MS else 0.0
+        t.faster_ms = float(math.floor(faster)) if faster >= MIN_CALL_STEP_MS else 0.0
 
 
 def design(count: int, runs: int) -> list[list[int]]:

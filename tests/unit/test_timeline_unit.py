@@ -466,7 +466,17 @@ def test_steps_are_divided_by_the_rounds_not_by_the_calls() -> None:
     assert gather.extra_ms == 15.0 and gather.faster_ms == 5.0  # a quarter of its 20 ms
     in_turn = Target("p", "", 12, 30, 30, rounds=3)  # 12 calls, 4 at once, in 3 rounds
     choose_steps([in_turn], baseline_ms=300, noise_ms=10.0)
-    assert in_turn.extra_ms == pytest.approx(40.0 / 3, abs=0.1)  # not 40 / 12
+    assert in_turn.extra_ms == 13.0  # 40 / 3 in whole ms, not 40 / 12
+
+
+def test_steps_are_whole_milliseconds() -> None:
+    # The stub's loop sleeps in whole ms: a step of 1.5 ms would run as 1 or 2 (a biased weight).
+    odd = Target("o", "", 7, 20, 20, rounds=7, margin_ms=11.0)
+    choose_steps([odd], baseline_ms=200, noise_ms=3.0)
+    assert odd.extra_ms == 5.0 and odd.faster_ms == 1.0  # 30 / 7 = 4.3 raised to 5; 1.65 -> 1
+    tight = Target("t", "", 1, 20, 20, rounds=1, margin_ms=5.0)  # a step of 0.75 ms faster
+    choose_steps([tight], baseline_ms=40, noise_ms=1.0, extra_ms=0.4)
+    assert tight.faster_ms == 0.0 and tight.extra_ms == 1.0  # not run faster; 0.4 raised to 1
 
 
 def test_find_targets_splits_an_upstream_only_when_it_has_several_routes() -> None:
