@@ -177,6 +177,10 @@ MAX_RECORDED_BYTES = 64 * 1024 * 1024
 MAX_RECORDED_DEPTH = 64
 #: Response headers of one recorded answer (a real one has a few dozen).
 MAX_RECORDED_HEADERS = 256
+#: Seconds a Locust master waits, at most, for its workers' final reports before its summary
+#: (load/arrival.py): a worker on a busy runner sends its report well within it, one that died
+#: never sends one, so the wait is bounded and the summary says how many workers reported.
+FINAL_REPORT_WAIT_S = 5.0
 
 # ---- the A/B gate's own samples (gate/ab.py): bounded in count and in time ----------------
 #: Samples a side in one block: each block runs on a fresh app process per side, so the
