@@ -59,8 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pytest_fanout.timeline.causal import critical_path
-    from pytest_fanout.timeline.session import make_sender
+    from pytest_fanout.timeline.session import run_critical_path
     from pytest_fanout.timeline.waterfall import Waterfall
 
     request = request_from(args)
@@ -71,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
         )
     with running_stack(args) as (stack, client):
         assert stack.app is not None
-        send = make_sender(client, stack.app, stack.app.url, request)
-        result = critical_path(
-            send,
+        # The experiment `fanout.critical_path` runs in a test, on this stack.
+        result = run_critical_path(
+            client,
+            stack.app,
             stack.upstreams,
-            method=request.method,
-            path=request.path,
+            request,
             budget_s=args.budget_s,
             extra_ms=args.extra_ms,
             progress=progress_printer(args),
