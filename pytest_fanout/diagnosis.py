@@ -846,32 +846,52 @@ def _bad_answers(
 
 
 def _orphaned(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
-    if not g.orphaned:
-        return None
-    samples = len(g.orphaned_per_sample)
-    return Finding(
+    return _ran_on(
+        m,
+        g,
         "orphaned-calls",
-        f"orphaned calls: {g.orphaned} calls to {label} over {samples} samples ran on after "
+        g.orphaned_per_sample,
+        label,
         f"{m.method} {m.path} answered {m.status_code} (still in flight at the stub, or "
-        "begun after): asyncio.gather does not cancel the other calls when one fails; use "
+        "begun after)",
+        "asyncio.gather does not cancel the other calls when one fails; use "
         "asyncio.TaskGroup, or cancel them",
-        exact=True,
-        short=f"orphaned calls{_tag(m, g.name)}: {g.orphaned} in {samples} samples",
     )
 
 
 def _after_disconnect(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
-    if not g.after_disconnect:
-        return None
-    samples = len(g.after_disconnect_per_sample)
-    after = _ms(m.disconnect_after_s or 0.0)
-    return Finding(
+    return _ran_on(
+        m,
+        g,
         "work-after-disconnect",
-        f"work after disconnect: {g.after_disconnect} calls to {label} over {samples} "
-        f"samples ran on after the caller hung up at {after}: the endpoint keeps working "
-        "for nobody; watch for the disconnect and cancel the work",
+        g.after_disconnect_per_sample,
+        label,
+        f"the caller hung up at {_ms(m.disconnect_after_s or 0.0)}",
+        "the endpoint keeps working for nobody; watch for the disconnect and cancel the work",
+    )
+
+
+def _ran_on(
+    m: Measurement,
+    g: UpstreamGauges,
+    kind: str,
+    per_sample: list[int],
+    label: str,
+    after: str,
+    fix: str,
+) -> Finding | None:
+    """Calls to an upstream that ran on for nobody `after` the endpoint stopped needing
+    them (its answer left, its caller hung up), counted per sample: one set of words for
+    `orphaned-calls` and `work-after-disconnect`."""
+    count, samples = sum(per_sample), len(per_sample)
+    if not count:
+        return None
+    title = NAMES[kind]
+    return Finding(
+        kind,
+        f"{title}: {count} calls to {label} over {samples} samples ran on after {after}: {fix}",
         exact=True,
-        short=f"work after disconnect{_tag(m, g.name)}: {g.after_disconnect} calls",
+        short=f"{title}{_tag(m, g.name)}: {count} calls in {samples} samples",
     )
 
 
