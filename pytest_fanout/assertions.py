@@ -63,6 +63,11 @@ def _where(m: Measurement, upstream: str | None) -> str:
     return f"upstream {upstream or m.upstream_names[0]!r}"
 
 
+#: The findings that explain a concurrency other than the one asserted (the first one found
+#: ends the message).
+_WRONG_STRUCTURE = ("sequential", "pool-cap", "rate-exceeded", "upstream-429")
+
+
 def assert_concurrency(
     m: Measurement,
     peak: int | None = None,
@@ -95,10 +100,7 @@ def assert_concurrency(
     if waves is not None and held != list(waves):
         raise FanoutAssertionError(
             f"expected waves {list(waves)} at {where} during {label}, the held probe saw "
-            f"{held}{timed}"
-            + _finding_suffix(
-                m, "sequential", "pool-cap", "rate-exceeded", "upstream-429", "slow-client"
-            )
+            f"{held}{timed}" + _finding_suffix(m, *_WRONG_STRUCTURE, "slow-client")
         )
     if peak is not None:
         if held is not None and max(held, default=0) != peak:
@@ -106,9 +108,7 @@ def assert_concurrency(
                 f"expected {peak} calls in flight at once at {where} during {label}, the "
                 f"held probe saw at most {max(held, default=0)} (waves {held}){timed}: "
                 f"{_structure_meaning(peak, held)}"
-                + _finding_suffix(
-                    m, "sequential", "pool-cap", "rate-exceeded", "upstream-429", "blocks-loop"
-                )
+                + _finding_suffix(m, *_WRONG_STRUCTURE, "blocks-loop")
             )
         wrong = [p for p in peaks if p != peak]
         if held is None and wrong:
@@ -117,9 +117,7 @@ def assert_concurrency(
             raise FanoutAssertionError(
                 f"expected {peak} requests in flight at {where} during {label}, "
                 f"saw {seen}{detail} (timed): {_timed_meaning(peak, seen)}"
-                + _finding_suffix(
-                    m, "sequential", "pool-cap", "rate-exceeded", "upstream-429", "blocks-loop"
-                )
+                + _finding_suffix(m, *_WRONG_STRUCTURE, "blocks-loop")
             )
     if at_most is not None:
         most = max([*peaks, *(held or [])], default=0)

@@ -162,8 +162,7 @@ def diagnose(m: Measurement) -> list[Finding]:
             _rate_limited,
             _rejected,
             _retry_amplification,
-            _retry_storm,
-            _retry_after_ignored,
+            _retry_backoff,
             _errors,
             _orphaned,
             _after_disconnect,
@@ -641,14 +640,6 @@ def rate_limit_of(m: Measurement, g: UpstreamGauges) -> str:
     return ""
 
 
-def _retry_waits(g: UpstreamGauges) -> list[RetryWait]:
-    return list(g.retry_waits)
-
-
-def _retries(g: UpstreamGauges) -> int:
-    return g.retries
-
-
 def _per_sample(values: list[int], calls: int) -> str:
     """`5 of 10 calls in every sample` or `[5, 4, 5] of 10 calls over 3 samples`."""
     if len(set(values)) == 1:
@@ -721,15 +712,21 @@ def _wait_text(waits: list[RetryWait]) -> str:
     return text
 
 
-def _retry_storm(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
-    """Retries sent at once after their 429 or 5xx: most came with no backoff at all."""
-    waits, retries = _retry_waits(g), _retries(g)
-    if not retries or not waits:
-        return None
+def _retry_backoff(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """How the retries waited after their 429 or 5xx, judged once: `retry-storm` when most
+    came with no backoff at all, else `retry-after-ignored` when some came sooner than their
+    429 asked for (a storm is said once, never as both)."""
+    waits = g.retry_waits
     hasty = [w for w in waits if _no_backoff(w)]
-    if len(hasty) * 2 <= len(waits):
-        return None
-    amplification = g.amplification
+    if g.retries and waits and len(hasty) * 2 > len(waits):
+        return _retry_storm(m, g, label, hasty)
+    early = [w for w in waits if _early(w)]
+    return _retry_after_ignored(m, g, label, early, len(waits)) if early else None
+
+
+def _retry_storm(m: Measurement, g: UpstreamGauges, label: str, hasty: list[RetryWait]) -> Finding:
+    """Retries sent at once after their 429 or 5xx (`hasty`, most of them): no backoff."""
+    retries, amplification = g.retries, g.amplification
     return Finding(
         "retry-storm",
         f"retry storm: {label} got {retries} retries in {_samples(len(g.requests_per_sample))}"
@@ -742,12 +739,10 @@ def _retry_storm(m: Measurement, g: UpstreamGauges, label: str) -> Finding | Non
     )
 
 
-def _retry_after_ignored(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
-    """Retries that waited, but less than their 429 asked for (a storm is said once)."""
-    waits = _retry_waits(g)
-    early = [w for w in waits if _early(w)]
-    if not early or _retry_storm(m, g, label) is not None:
-        return None
+def _retry_after_ignored(
+    m: Measurement, g: UpstreamGauges, label: str, early: list[RetryWait], waits: int
+) -> Finding:
+    """Retries that waited, but less than their 429 asked for (`early`, of `waits`)."""
     first = early[0]
     example = (
         f"{first.method} {first.path} {_ms(first.waited_s)} after its 429, which "
@@ -755,11 +750,11 @@ def _retry_after_ignored(m: Measurement, g: UpstreamGauges, label: str) -> Findi
     )
     return Finding(
         "retry-after-ignored",
-        f"retry-after ignored: {len(early)} of {len(waits)} retries to {label} came sooner "
+        f"retry-after ignored: {len(early)} of {waits} retries to {label} came sooner "
         f"than the wait their 429 asked for (e.g. {example}): honour retry-after-ms or "
         "Retry-After (the OpenAI and Anthropic SDKs do)",
         exact=True,
-        short=f"retry-after ignored{_tag(m, g.name)}: {len(early)} of {len(waits)} early",
+        short=f"retry-after ignored{_tag(m, g.name)}: {len(early)} of {waits} early",
     )
 
 
@@ -851,32 +846,52 @@ def _bad_answers(
 
 
 def _orphaned(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
-    if not g.orphaned:
-        return None
-    samples = len(g.orphaned_per_sample)
-    return Finding(
+    return _ran_on(
+        m,
+        g,
         "orphaned-calls",
-        f"orphaned calls: {g.orphaned} calls to {label} over {samples} samples ran on after "
+        g.orphaned_per_sample,
+        label,
         f"{m.method} {m.path} answered {m.status_code} (still in flight at the stub, or "
-        "begun after): asyncio.gather does not cancel the other calls when one fails; use "
+        "begun after)",
+        "asyncio.gather does not cancel the other calls when one fails; use "
         "asyncio.TaskGroup, or cancel them",
-        exact=True,
-        short=f"orphaned calls{_tag(m, g.name)}: {g.orphaned} in {samples} samples",
     )
 
 
 def _after_disconnect(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
-    if not g.after_disconnect:
-        return None
-    samples = len(g.after_disconnect_per_sample)
-    after = _ms(m.disconnect_after_s or 0.0)
-    return Finding(
+    return _ran_on(
+        m,
+        g,
         "work-after-disconnect",
-        f"work after disconnect: {g.after_disconnect} calls to {label} over {samples} "
-        f"samples ran on after the caller hung up at {after}: the endpoint keeps working "
-        "for nobody; watch for the disconnect and cancel the work",
+        g.after_disconnect_per_sample,
+        label,
+        f"the caller hung up at {_ms(m.disconnect_after_s or 0.0)}",
+        "the endpoint keeps working for nobody; watch for the disconnect and cancel the work",
+    )
+
+
+def _ran_on(
+    m: Measurement,
+    g: UpstreamGauges,
+    kind: str,
+    per_sample: list[int],
+    label: str,
+    after: str,
+    fix: str,
+) -> Finding | None:
+    """Calls to an upstream that ran on for nobody `after` the endpoint stopped needing
+    them (its answer left, its caller hung up), counted per sample: one set of words for
+    `orphaned-calls` and `work-after-disconnect`."""
+    count, samples = sum(per_sample), len(per_sample)
+    if not count:
+        return None
+    title = NAMES[kind]
+    return Finding(
+        kind,
+        f"{title}: {count} calls to {label} over {samples} samples ran on after {after}: {fix}",
         exact=True,
-        short=f"work after disconnect{_tag(m, g.name)}: {g.after_disconnect} calls",
+        short=f"{title}{_tag(m, g.name)}: {count} calls in {samples} samples",
     )
 
 

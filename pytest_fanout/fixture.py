@@ -17,7 +17,7 @@ import httpx2
 
 from pytest_fanout import assertions
 from pytest_fanout.diagnosis import Finding, diagnose
-from pytest_fanout.limits import DEFAULT_MAX_ANSWER_BYTES
+from pytest_fanout.limits import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_REQUEST_TIMEOUT_S
 from pytest_fanout.measure import MeasureClient, measure, send_request
 from pytest_fanout.measurement import Measurement, PathShape, Request
 from pytest_fanout.servers.held import HeldWaves, hold_all, hold_settings
@@ -25,9 +25,6 @@ from pytest_fanout.servers.stack import AppServer, StubUpstreamServer
 
 if TYPE_CHECKING:
     from pytest_fanout.timeline import CriticalPath, TimelineFinding, Waterfall
-
-#: Seconds a request to the app may take when no timeout is given.
-DEFAULT_REQUEST_TIMEOUT_S = 60.0
 
 
 class Fanout:

@@ -69,6 +69,9 @@ DEFAULT_DELAY_MS = 100.0
 DEFAULT_STARTUP_TIMEOUT_S = 10.0
 #: Seconds a request to the app may take when no timeout is given.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: Seconds a load run (Locust, `fanout capacity`) waits for --host's first answer before it
+#: says, in one line, that the host does not answer (any HTTP status is an answer).
+HOST_CHECK_TIMEOUT_S = 5.0
 #: A call that ended this soon after the endpoint's answer reached the harness is not an
 #: orphan: the stub sees a cancelled call's connection close a moment after the app closed
 #: it, on another process's clock turn, while the app's answer is on its way (an orphan of
@@ -177,6 +180,10 @@ MAX_RECORDED_BYTES = 64 * 1024 * 1024
 MAX_RECORDED_DEPTH = 64
 #: Response headers of one recorded answer (a real one has a few dozen).
 MAX_RECORDED_HEADERS = 256
+#: Seconds a Locust master waits, at most, for its workers' final reports before its summary
+#: (load/arrival.py): a worker on a busy runner sends its report well within it, one that died
+#: never sends one, so the wait is bounded and the summary says how many workers reported.
+FINAL_REPORT_WAIT_S = 5.0
 
 # ---- the A/B gate's own samples (gate/ab.py): bounded in count and in time ----------------
 #: Samples a side in one block: each block runs on a fresh app process per side, so the

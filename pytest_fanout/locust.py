@@ -48,7 +48,7 @@ from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
 from pytest_fanout import limits
-from pytest_fanout.limits import ExitCode
+from pytest_fanout.limits import HOST_CHECK_TIMEOUT_S, ExitCode
 from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout-abort-on-fail)
 from pytest_fanout.load import arrival  # the open model and exact latency; registered first
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
@@ -85,7 +85,6 @@ DEFAULT_MAX_CONCURRENT: int = OPTIONS["max_concurrent"].default
 STACK_PREFIX = "fanout-"
 #: The stack options a Locust run takes (a request's timeout is Locust's own).
 STACK_KEYS = options_for("locust")
-HOST_CHECK_TIMEOUT_S = 5.0
 #: How often a worker checks that its master (its parent under --processes) is alive.
 PARENT_CHECK_S = 0.5
 #: Seconds without the master's heartbeat before a worker leaves (Locust's default: 60).

@@ -136,32 +136,13 @@ def start_stack(spec: StackSpec, **kwargs: Any) -> Stack:
         raise CommandError(str(exc), ExitCode.USAGE) from None
 
 
-@contextmanager
-def running_stack(args: argparse.Namespace) -> Iterator[tuple[Stack, httpx2.Client]]:
-    """The stack of [tool.fanout] and the flags (`spec_from`), started for the block, with the
-    harness's client (the spec's request timeout as a deadline for a whole answer, its
-    `max_answer_bytes`); a measurement that fails inside the block is one line (exit 1)."""
-    from pytest_fanout.measure import MeasureClient
-    from pytest_fanout.measurement import MeasurementError
-
-    spec = spec_from(args)
-    stack = start_stack(spec)
-    client = MeasureClient(
-        timeout=spec.request_timeout, max_answer_bytes=spec.get("max_answer_bytes")
-    )
-    with stack, client:
-        try:
-            yield stack, client
-        except MeasurementError as exc:
-            raise CommandError(str(exc).splitlines()[0]) from None
+# ---- one request on the stack: `fanout measure`, `fanout critical-path` -------------
 
 
-# ---- one request: path, method, body, status --------------------------------
-
-
-def add_request_options(parser: argparse.ArgumentParser, *, path_help: str) -> None:
-    """The request of the commands that send one: its path, --method, --json (the body) and
-    --expect-status (what `request_from` reads)."""
+def add_request_command_options(parser: argparse.ArgumentParser, *, path_help: str) -> None:
+    """The options of a command that sends one request to the stack (what `request_on_stack`
+    reads): the request (its path, --method, --json (the body), --expect-status), -q, and
+    the stack group."""
     parser.add_argument("path", help=path_help)
     parser.add_argument(
         "--method",
@@ -179,6 +160,32 @@ def add_request_options(parser: argparse.ArgumentParser, *, path_help: str) -> N
         default=200,
         help="the status a good answer has (default: 200)",
     )
+    add_quiet(parser)
+    add_stack_group(parser)
+
+
+@contextmanager
+def request_on_stack(
+    args: argparse.Namespace,
+) -> Iterator[tuple[Request, Stack, httpx2.Client]]:
+    """The command's request (`request_from`: a bad one is exit 2, before anything starts),
+    and the stack of [tool.fanout] and the flags (`spec_from`) started for the block, with the
+    harness's client (the spec's request timeout as a deadline for a whole answer, its
+    `max_answer_bytes`); a measurement that fails inside the block is one line (exit 1)."""
+    from pytest_fanout.measure import MeasureClient
+    from pytest_fanout.measurement import MeasurementError
+
+    request = request_from(args)
+    spec = spec_from(args)
+    stack = start_stack(spec)
+    client = MeasureClient(
+        timeout=spec.request_timeout, max_answer_bytes=spec.get("max_answer_bytes")
+    )
+    with stack, client:
+        try:
+            yield request, stack, client
+        except MeasurementError as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
 
 
 def request_from(args: argparse.Namespace) -> Request:

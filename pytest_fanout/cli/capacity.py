@@ -21,7 +21,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_fanout import limits
-from pytest_fanout.cli import CommandError, add_stack_group, spec_from, start_stack
+from pytest_fanout.cli import (
+    CommandError,
+    add_quiet,
+    add_stack_group,
+    progress_printer,
+    spec_from,
+    start_stack,
+)
 from pytest_fanout.limits import ExitCode, fraction, port_number
 from pytest_fanout.load.capacity import (
     MIN_STEP_S,
@@ -162,11 +169,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="plot p95 against arrival rate per path, knees marked "
         "(needs matplotlib: pip install 'pytest-fanout[bench]')",
     )
+    add_quiet(output)
 
 
 def _usage(line: str) -> int:
     print(f"fanout capacity: error: {line} (see: fanout capacity --help)", file=sys.stderr)
     return ExitCode.USAGE
+
+
+def _say(args: argparse.Namespace, line: str) -> None:
+    """One progress line (the settings, a step) as it goes; nothing with -q."""
+    say = progress_printer(args)
+    if say is not None:
+        say(line)
 
 
 def _paths(args: argparse.Namespace) -> list[str]:
@@ -211,8 +226,8 @@ def _step_function(
     death: Callable[[], str | None] | None = None,
     upstream_calls: UpstreamCalls | None = None,
 ) -> Callable[[float], StepResult]:
-    """One step of the search at a rate, printed; TargetGone once the target died (the
-    search stops there: a dead app has no capacity)."""
+    """One step of the search at a rate, printed (unless -q); TargetGone once the target
+    died (the search stops there: a dead app has no capacity)."""
     slo = _slo(args)
     plan = StepPlan(
         step_s=args.step_s,
@@ -231,11 +246,11 @@ def _step_function(
             made = {name: after[name] - before.get(name, 0) for name in after}
             upstream_calls.steps[rate] = (measured.requests, made)
         reason = slo.broken_by(measured)
-        print(
+        _say(
+            args,
             f"  {path} at {rate:g}/s ({users} users): achieved {measured.achieved_rps:.1f}/s, "
             f"p95 {measured.p95_ms:.0f} ms, {measured.fail_ratio:.1%} failed, "
             f"{measured.dropped_ratio:.1%} dropped: {reason or 'meets the SLO'}",
-            flush=True,
         )
         gone = target_gone(measured, host, death)
         if gone:
@@ -276,10 +291,10 @@ def run(args: argparse.Namespace) -> int:
     args.spec = spec  # for the Markdown report's one line of what ran
     with stack:
         assert stack.app is not None
-        print(
+        _say(
+            args,
             f"fanout capacity: {spec.app} at {stack.app.url}, {len(stack.upstreams)} stub"
             f" upstream(s), delay {spec.delay_ms:g} ms",
-            flush=True,
         )
         app = stack.app
         return _search_all(
@@ -308,11 +323,11 @@ def _search_all(
         step_cost_s=args.step_s + STEP_OVERHEAD_S,
     )
     deadline = time.monotonic() + args.budget_s
-    print(
+    _say(
+        args,
         f"fanout capacity: SLO p95 <= {slo.p95_ms:g} ms, failures <= {slo.max_fail_ratio:g}, "
         f"dropped starts <= {slo.max_dropped_ratio:g}; {len(paths)} path(s) in "
         f"{args.budget_s:g} s, {args.step_s} s steps",
-        flush=True,
     )
     for path in paths:
         problem = path_problem(host, path)
@@ -342,7 +357,7 @@ def _search_all(
                 return ExitCode.TARGET_UNUSABLE
             print(f"fanout capacity: error: {exc}".splitlines()[0], file=sys.stderr)
             return ExitCode.FAILED
-    print()
+    _say(args, "")  # the steps above, the result below
     print(capacity_table(results))
     for result in results:
         if result.limited_by:

@@ -14,12 +14,9 @@ from pathlib import Path
 from pytest_fanout.artifacts import write_json
 from pytest_fanout.cli import (
     CommandError,
-    add_quiet,
-    add_request_options,
-    add_stack_group,
+    add_request_command_options,
     progress_printer,
-    request_from,
-    running_stack,
+    request_on_stack,
 )
 from pytest_fanout.limits import ExitCode, positive_float
 
@@ -35,7 +32,11 @@ def _budget(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_request_options(parser, path_help="the path to weigh, e.g. /checkout (with its query)")
+    # The request, -q and the stack: [tool.fanout], these on top (--app, --upstream, --route,
+    # --delay-ms, --request-timeout or --timeout, ...), as `fanout measure`.
+    add_request_command_options(
+        parser, path_help="the path to weigh, e.g. /checkout (with its query)"
+    )
     parser.add_argument(
         "--budget-s",
         type=_budget,
@@ -49,34 +50,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the step per call of each change (default: sized to the noise of the"
         " unchanged runs, divided by the rounds a target is paid in)",
     )
-    add_quiet(parser)
     parser.add_argument(
         "--save", default=None, metavar="FILE.json", help="write the weights and waterfall"
     )
-    # The stack: [tool.fanout], these on top (--app, --upstream, --route, --delay-ms,
-    # --request-timeout or --timeout, ...), as `fanout measure`.
-    add_stack_group(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pytest_fanout.timeline.causal import critical_path
-    from pytest_fanout.timeline.session import make_sender
+    from pytest_fanout.timeline.session import run_critical_path
     from pytest_fanout.timeline.waterfall import Waterfall
 
-    request = request_from(args)
     save = Path(args.save) if args.save else None
     if save is not None and (save.suffix != ".json" or not save.parent.is_dir()):
         raise CommandError(
             f"--save {args.save!r}: give a .json file in an existing folder", ExitCode.USAGE
         )
-    with running_stack(args) as (stack, client):
+    with request_on_stack(args) as (request, stack, client):
         assert stack.app is not None
-        send = make_sender(client, stack.app, stack.app.url, request)
-        result = critical_path(
-            send,
+        # The experiment `fanout.critical_path` runs in a test, on this stack.
+        result = run_critical_path(
+            client,
+            stack.app,
             stack.upstreams,
-            method=request.method,
-            path=request.path,
+            request,
             budget_s=args.budget_s,
             extra_ms=args.extra_ms,
             progress=progress_printer(args),

@@ -14,12 +14,9 @@ from typing import TYPE_CHECKING, Any
 from pytest_fanout import limits
 from pytest_fanout.cli import (
     CommandError,
-    add_quiet,
-    add_request_options,
-    add_stack_group,
+    add_request_command_options,
     progress_printer,
-    request_from,
-    running_stack,
+    request_on_stack,
 )
 from pytest_fanout.limits import ExitCode
 from pytest_fanout.spec import DEFAULT_UPSTREAM, add_options
@@ -30,7 +27,9 @@ if TYPE_CHECKING:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_request_options(parser, path_help="the path to measure, e.g. /basket/10 (with its query)")
+    add_request_command_options(
+        parser, path_help="the path to measure, e.g. /basket/10 (with its query)"
+    )
     parser.add_argument(
         "--n",
         type=limits.calls,
@@ -45,8 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         " gives the ideal time and the efficiency",
     )
     add_options(parser.add_argument, prefix="", group="measure", front_end="fanout")
-    add_quiet(parser)
-    add_stack_group(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,9 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     from pytest_fanout.measure import measure
 
-    request = request_from(args)
     waterfall_target = _waterfall_target(args.fanout_waterfall)
-    with running_stack(args) as (stack, client):
+    with request_on_stack(args) as (request, stack, client):
         assert stack.app is not None
         spec = stack.spec
         try:

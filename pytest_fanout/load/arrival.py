@@ -49,7 +49,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from pytest_fanout.artifacts import render_text, write_json
-from pytest_fanout.limits import ExitCode
+from pytest_fanout.limits import FINAL_REPORT_WAIT_S, ExitCode
 from pytest_fanout.load.exact import (
     EXACT_SUFFIX,
     SCHEMA,
@@ -80,8 +80,6 @@ ARRIVAL_KEYS = ("arrival_rate", "arrivals", "start_grace_ms", "max_dropped_ratio
 REPORT_MESSAGE = "fanout_exact_report"
 #: The master asks its workers to stop and send their final reports while it still listens.
 FINAL_MESSAGE = "fanout_stop_and_report"
-#: Seconds the master waits, at most, for the workers' final reports before its summary.
-FINAL_REPORT_WAIT_S = 5.0
 REPORT_INTERVAL_S = 1.0
 #: Starts made in a row, when behind schedule, before the schedule yields to the others.
 YIELD_EVERY = 64

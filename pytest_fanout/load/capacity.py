@@ -30,6 +30,7 @@ from typing import Any
 
 from pytest_fanout.artifacts import render_markdown, render_text, write_figure, write_text
 from pytest_fanout.artifacts import write_json as write_json_file
+from pytest_fanout.limits import HOST_CHECK_TIMEOUT_S
 
 __all__ = [
     "CapacityResult",
@@ -355,7 +356,6 @@ def _settled(low: float | None, high: float | None, settings: SearchSettings) ->
 #: Start-up and shut-down of one Locust step on top of its run time (about 1 s measured).
 STEP_OVERHEAD_S = 2.0
 MIN_STEP_S = 2
-HOST_CHECK_TIMEOUT_S = 5.0
 #: With expect_workers: how long each step's master waits for its workers.
 WORKERS_MAX_WAIT_S = 60
 LOCUSTFILE = Path(__file__).with_name("capacity_locustfile.py")

@@ -225,56 +225,6 @@ def run_locust(
     own_work = workdir is None
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fanout-load-"))
     work.mkdir(parents=True, exist_ok=True)
-    try:
-        result = _run_in(
-            work if own_work else None,
-            work,
-            path,
-            host=host,
-            users=users,
-            rate=rate,
-            run_time=run_time,
-            user_classes=user_classes,
-            tags=tags,
-            n=n,
-            max_concurrent=max_concurrent,
-            thresholds=thresholds,
-            processes=processes,
-            extra_args=extra_args,
-            timeout_s=timeout_s,
-            env=env,
-            name=name,
-            progress=progress,
-        )
-    finally:
-        if own_work:
-            shutil.rmtree(work, ignore_errors=True)
-    if own_work:
-        result.workdir = None
-    return result
-
-
-def _run_in(
-    own_work: Path | None,
-    work: Path,
-    path: Path,
-    *,
-    host: str | None,
-    users: int,
-    rate: float,
-    run_time: int,
-    user_classes: Sequence[str],
-    tags: Sequence[str],
-    n: int | None,
-    max_concurrent: int | None,
-    thresholds: Thresholds | None,
-    processes: int | None,
-    extra_args: Sequence[str],
-    timeout_s: float | None,
-    env: Mapping[str, str] | None,
-    name: str,
-    progress: Callable[[str], None] | None = None,
-) -> LoadResult:
     prefix = work / "locust"
     command = locust_command(
         path,
@@ -291,58 +241,30 @@ def _run_in(
         processes=processes,
         extra_args=extra_args,
     )
-    marker = uuid.uuid4().hex
-    child_env = {**os.environ, **(env or {}), MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
-    log_path = work / "locust.log"
-    limit = timeout_s if timeout_s is not None else run_time + 60
-    # Locust runs under a guard (its own process group) that ends it and removes our work
-    # folder if this process dies, even by SIGKILL: the guard's stdin is our pipe.
-    guard = [sys.executable, "-m", "pytest_fanout.load.guard"]
-    if own_work is not None:
-        guard += ["--remove", str(own_work)]
-    with open(log_path, "wb") as log:
-        # cwd=work: no locust.conf or pyproject.toml of the caller changes the run.
-        proc = subprocess.Popen(
-            [*guard, "--", *command],
-            cwd=work,
-            env=child_env,
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    if progress is not None:
+        progress(f"locust: {users} user(s) for {run_time} s on {host or 'the embedded stack'}")
+    try:
+        code, output = _run_guarded(
+            command,
+            work,
+            remove=work if own_work else None,
+            limit=timeout_s if timeout_s is not None else run_time + 60,
+            run_time=run_time,
+            env=env,
+            progress=progress,
         )
-        run = _GuardedRun(proc, marker, own_work)
-        cleanup.register(run)  # on SIGTERM or exit of this process: stopped, folder removed
-        if progress is not None:
-            target = host or "the embedded stack"
-            progress(f"locust: {users} user(s) for {run_time} s on {target}")
-        try:
-            code = _wait(proc, limit, run_time, progress)
-        except subprocess.TimeoutExpired:
-            run.stop()
-            output = log_path.read_text(errors="replace")
+        report = prefix.with_name(prefix.name + ".json")
+        if not report.exists():
+            last = _last_line(output)
             raise LoadRunError(
-                f"locust did not finish within {limit:g}s (run time {run_time}s): killed",
-                output,
-            ) from None
-        except BaseException:  # Ctrl-C (KeyboardInterrupt) or another exit: stop, then go on
-            run.stop()
-            raise
-        finally:
-            cleanup.unregister(run)
-            if proc.stdin is not None:
-                proc.stdin.close()
-    output = log_path.read_text(errors="replace")
-    left = kill_marked(marker)
-    if left:
-        raise LoadRunError(f"locust left processes behind (killed): {left}", output, code)
-    report = prefix.with_name(prefix.name + ".json")
-    if not report.exists():
-        last = _last_line(output)
-        raise LoadRunError(f"locust exited with status {code} and no report: {last}", output, code)
-    endpoints, total, duration = parse_stats_json(json.loads(report.read_text()))
-    # Exact latency and the open model's counts, when the Locust side wrote them.
-    endpoints, total, open_model = apply_exact(endpoints, total, read_exact_file(prefix))
+                f"locust exited with status {code} and no report: {last}", output, code
+            )
+        endpoints, total, duration = parse_stats_json(json.loads(report.read_text()))
+        # Exact latency and the open model's counts, when the Locust side wrote them.
+        endpoints, total, open_model = apply_exact(endpoints, total, read_exact_file(prefix))
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
     if progress is not None:
         progress(
             f"locust: done, {total.requests} request(s), {total.failures} failed"
@@ -370,9 +292,66 @@ def _run_in(
             if line.strip().startswith(VIOLATION_PREFIX)
         ],
         open_model=open_model,
-        workdir=work,
+        workdir=None if own_work else work,
         output=output,
     )
+
+
+def _run_guarded(
+    command: list[str],
+    work: Path,
+    *,
+    remove: Path | None,
+    limit: float,
+    run_time: int,
+    env: Mapping[str, str] | None,
+    progress: Callable[[str], None] | None,
+) -> tuple[int, str]:
+    """Run Locust's `command` in `work` under the guard, bounded by `limit` seconds; its
+    exit status and output. Whatever it leaves behind is killed (and is an error); `remove`
+    (our own work folder) goes with it if this process dies."""
+    marker = uuid.uuid4().hex
+    child_env = {**os.environ, **(env or {}), MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+    log_path = work / "locust.log"
+    # Locust runs under a guard (its own process group) that ends it and removes our work
+    # folder if this process dies, even by SIGKILL: the guard's stdin is our pipe.
+    guard = [sys.executable, "-m", "pytest_fanout.load.guard"]
+    if remove is not None:
+        guard += ["--remove", str(remove)]
+    with open(log_path, "wb") as log:
+        # cwd=work: no locust.conf or pyproject.toml of the caller changes the run.
+        proc = subprocess.Popen(
+            [*guard, "--", *command],
+            cwd=work,
+            env=child_env,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        run = _GuardedRun(proc, marker, remove)
+        cleanup.register(run)  # on SIGTERM or exit of this process: stopped, folder removed
+        try:
+            code = _wait(proc, limit, run_time, progress)
+        except subprocess.TimeoutExpired:
+            run.stop()
+            output = log_path.read_text(errors="replace")
+            raise LoadRunError(
+                f"locust did not finish within {limit:g}s (run time {run_time}s): killed",
+                output,
+            ) from None
+        except BaseException:  # Ctrl-C (KeyboardInterrupt) or another exit: stop, then go on
+            run.stop()
+            raise
+        finally:
+            cleanup.unregister(run)
+            if proc.stdin is not None:
+                proc.stdin.close()
+    output = log_path.read_text(errors="replace")
+    left = kill_marked(marker)
+    if left:
+        raise LoadRunError(f"locust left processes behind (killed): {left}", output, code)
+    return code, output
 
 
 #: How often a run with a `progress` says how long it has run.

@@ -25,10 +25,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-#: The file name of the sampler's pseudo-frame for a C function (time.sleep, a socket read).
-BUILTIN_FILE = "<built-in>"
-#: The function of the sampler's pseudo-frame for a sample taken during garbage collection.
-GC_FUNCTION = "garbage collection"
+# The sampler's pseudo-frames: a C function (time.sleep, a socket read), garbage collection.
+from pytest_fanout.servers.stallwatch import BUILTIN_FILE, GC_FUNCTION
+
 _HARNESS_DIR = str(Path(__file__).resolve().parent)
 _REFERENCE_APP = f"{os.sep}pytest_fanout{os.sep}reference_app{os.sep}"
 

@@ -237,3 +237,37 @@ def test_after_a_locust_run_a_limit_that_refused_calls_is_named() -> None:
     )
     routes_only = {"quotes": {"requests": 100, "rejected": 40, "limited": 0, "limits": limits}}
     assert load_limit_lines(routes_only, 100, 5.0) == []  # far from the cap, none the limit's
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_quiet_capacity_prints_the_result_without_its_steps(
+    quiet: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fanout capacity -q` keeps the table and drops the progress lines (the settings and
+    each step), as `fanout measure -q` and `fanout critical-path -q` do; without -q each
+    step is printed as it goes."""
+    from pytest_fanout.cli import capacity, main
+
+    service = FakeService(knee=40)
+
+    def run_step(host: str, path: str, rate: float, slo: Slo, plan: object) -> tuple:
+        return service.step(rate), 10
+
+    monkeypatch.setattr(capacity, "run_step", run_step)
+    monkeypatch.setattr(capacity, "host_problem", lambda host: "")
+    monkeypatch.setattr(capacity, "path_problem", lambda host, path: "")
+    argv = ["capacity", "--slo-p95-ms", "500", "--host", "http://127.0.0.1:9", "--path", "/x"]
+    argv += ["--step-s", "2", "--budget-s", "60"] + (["-q"] if quiet else [])
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    steps = [line for line in out.splitlines() if line.startswith("  /x at ")]
+    assert len(service.rates) > 3  # the search stepped
+    assert next(line for line in out.splitlines() if line.startswith("path")).split()[:2] == [
+        "path",
+        "capacity",
+    ]
+    if quiet:
+        assert not steps and "fanout capacity:" not in out, out
+    else:
+        assert len(steps) == len(service.rates), out
+        assert out.startswith("fanout capacity: SLO p95 <= 500 ms")
