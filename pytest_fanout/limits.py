@@ -144,6 +144,10 @@ MAX_DURATION_S = 86_400.0
 MAX_DELAY_MS = 3_600_000.0
 #: Milliseconds a scheduled start may wait for a free user: ten minutes.
 MAX_GRACE_MS = 600_000.0
+#: Scheduled starts that may wait for a free user at once (load/arrival.py); past it a start
+#: is dropped at once: no user could take it within any grace, and the queue's memory stays
+#: bounded when the service stalls under a high rate (as many as the most users of a run).
+MAX_WAITING_STARTS = 100_000
 #: A stub's rate limit (`rate_limit = "50/s"`): the most calls per second it may allow, and
 #: the largest `burst` (tokens of its bucket); a rate limit is a fact of an API, not a load.
 MAX_RATE_LIMIT_PER_S = 1_000_000.0
@@ -184,6 +188,10 @@ MAX_RECORDED_HEADERS = 256
 #: (load/arrival.py): a worker on a busy runner sends its report well within it, one that died
 #: never sends one, so the wait is bounded and the summary says how many workers reported.
 FINAL_REPORT_WAIT_S = 5.0
+#: Seconds `fanout critical-path --budget-s` may give its experiment: ten minutes. About 20
+#: runs of one request find the weights in seconds; a longer budget is a typo (ms for s),
+#: and the command holds a stack, and the terminal, until it is spent.
+MAX_BUDGET_S = 600.0
 
 # ---- the A/B gate's own samples (gate/ab.py): bounded in count and in time ----------------
 #: Samples a side in one block: each block runs on a fresh app process per side, so the

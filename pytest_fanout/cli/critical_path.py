@@ -18,10 +18,7 @@ from pytest_fanout.cli import (
     progress_printer,
     request_on_stack,
 )
-from pytest_fanout.limits import ExitCode, positive_float
-
-#: The longest experiment the command accepts (s).
-MAX_BUDGET_S = 600.0
+from pytest_fanout.limits import MAX_BUDGET_S, ExitCode, positive_float
 
 
 def _budget(text: str) -> float:

@@ -49,7 +49,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from pytest_fanout.artifacts import render_text, write_json
-from pytest_fanout.limits import FINAL_REPORT_WAIT_S, ExitCode
+from pytest_fanout.limits import FINAL_REPORT_WAIT_S, MAX_WAITING_STARTS, ExitCode
 from pytest_fanout.load.exact import (
     EXACT_SUFFIX,
     SCHEMA,
@@ -83,8 +83,6 @@ FINAL_MESSAGE = "fanout_stop_and_report"
 REPORT_INTERVAL_S = 1.0
 #: Starts made in a row, when behind schedule, before the schedule yields to the others.
 YIELD_EVERY = 64
-#: Starts that may wait for a free user at once; past it a start is dropped at once.
-MAX_WAITING_STARTS = 100_000
 
 
 def _say(line: str) -> None:
