@@ -70,7 +70,8 @@ DEFAULT_STARTUP_TIMEOUT_S = 10.0
 #: Seconds a request to the app may take when no timeout is given.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 #: Seconds a load run (Locust, `fanout capacity`) waits for --host's first answer before it
-#: says, in one line, that the host does not answer (any HTTP status is an answer).
+#: says, in one line, that the host does not answer (any HTTP status is an answer, and so is
+#: a TLS handshake whose certificate does not verify: load/target.py).
 HOST_CHECK_TIMEOUT_S = 5.0
 #: A call that ended this soon after the endpoint's answer reached the harness is not an
 #: orphan: the stub sees a cancelled call's connection close a moment after the app closed

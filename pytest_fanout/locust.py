@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 import sys
 import threading
-import urllib.error
-import urllib.request
 from typing import Any, ClassVar
 
 import gevent
@@ -48,11 +45,12 @@ from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
 from pytest_fanout import limits
-from pytest_fanout.limits import HOST_CHECK_TIMEOUT_S, ExitCode
+from pytest_fanout.limits import ExitCode
 from pytest_fanout.load import abort as _abort  # noqa: F401 (registers --fanout-abort-on-fail)
 from pytest_fanout.load import arrival  # the open model and exact latency; registered first
 from pytest_fanout.load.results import TOTAL_NAME, EndpointResult
 from pytest_fanout.load.runner import EMBEDDED_PREFIX
+from pytest_fanout.load.target import host_problem
 from pytest_fanout.load.thresholds import Thresholds
 from pytest_fanout.spec import (
     OPTIONS,
@@ -371,24 +369,10 @@ def _select_shape(environment: Environment) -> None:
 
 
 def _check_host(host: str) -> None:
-    """Fail fast, in one line, when --host does not answer (any HTTP status is an answer)."""
-    if not host.startswith(("http://", "https://")):
-        _fail_now(
-            ExitCode.TARGET_UNUSABLE,
-            f"fanout: error: --host {host!r} must start with http:// or https://",
-        )
-    try:
-        with urllib.request.urlopen(host, timeout=HOST_CHECK_TIMEOUT_S):
-            pass
-    except urllib.error.HTTPError:
-        return  # it answered, with an error status: it is up
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, ssl.SSLError):
-            return  # it answered TLS; FastHttpUser does not verify certificates either
-        _fail_now(
-            ExitCode.TARGET_UNUSABLE, f"fanout: error: --host {host} does not answer: {reason}"
-        )
+    """Fail fast, in one line, when --host does not answer (the one check: load/target.py)."""
+    problem = host_problem(host)
+    if problem:
+        _fail_now(ExitCode.TARGET_UNUSABLE, f"fanout: error: {problem}")
 
 
 def stack_spec(environment: Environment) -> StackSpec:

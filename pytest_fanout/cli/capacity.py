@@ -42,7 +42,6 @@ from pytest_fanout.load.capacity import (
     TargetGone,
     capacity_table,
     have_matplotlib,
-    host_problem,
     limit_caps,
     limit_note,
     path_problem,
@@ -53,6 +52,7 @@ from pytest_fanout.load.capacity import (
     write_markdown,
     write_png,
 )
+from pytest_fanout.load.target import host_problem
 from pytest_fanout.spec import StackSpec, add_options, options_for
 
 #: The registry's options of the reference routes (the default paths).

@@ -6,6 +6,7 @@
 * `thresholds`: the `--fanout-max-*` checks (pure logic);
 * `limits`: the upper bound of every rate, count, size and duration an option takes;
 * `guard`: runs Locust so that it and its folder end with the harness;
+* `target`: the one `--host` check (is it there?) Locust and `fanout capacity` make;
 * `plugin`: the `fanout_load` fixture;
 * `harness/locustfile.py`: the locustfile shipped in the wheel (the Locust side
   itself is `pytest_fanout.locust`, imported only by locustfiles);

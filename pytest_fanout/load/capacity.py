@@ -30,7 +30,7 @@ from typing import Any
 
 from pytest_fanout.artifacts import render_markdown, render_text, write_figure, write_text
 from pytest_fanout.artifacts import write_json as write_json_file
-from pytest_fanout.limits import HOST_CHECK_TIMEOUT_S
+from pytest_fanout.load.target import NoAnswer, first_answer, host_problem
 
 __all__ = [
     "CapacityResult",
@@ -42,7 +42,6 @@ __all__ = [
     "StepResult",
     "capacity_table",
     "have_matplotlib",
-    "host_problem",
     "limit_caps",
     "limit_note",
     "load_limit_lines",
@@ -456,35 +455,27 @@ def run_step(host: str, path: str, rate: float, slo: Slo, plan: StepPlan) -> tup
     return measured, users
 
 
-def host_problem(host: str) -> str:
-    """Why --host cannot be loaded (one phrase), or "": any HTTP answer will do."""
-    import httpx2
-
-    if not host.startswith(("http://", "https://")):
-        return f"--host {host!r} must start with http:// or https://"
-    try:
-        httpx2.get(host, timeout=HOST_CHECK_TIMEOUT_S)
-    except httpx2.HTTPError as exc:
-        return f"--host {host} does not answer: {type(exc).__name__}: {exc}"
-    return ""
-
-
 def path_problem(host: str, path: str) -> str:
     """Why `path` cannot be searched (one phrase), or "": a client error (404, 405, 422...)
-    to one GET will be the answer to every request of the search, so stop before it."""
-    import httpx2
-
+    to one GET will be the answer to every request of the search, so stop before it. The
+    GET is the host check's (load/target.py): certificates are not verified, as the steps'
+    users do not verify them."""
     if not path.startswith("/"):
         return f"--path {path!r} must start with '/'"
     try:
-        answer = httpx2.get(host.rstrip("/") + path, timeout=HOST_CHECK_TIMEOUT_S)
-    except httpx2.TimeoutException:
-        return ""  # slow is for the search to measure, not a wrong path
-    except httpx2.HTTPError as exc:
-        return f"GET {path} at {host} failed: {type(exc).__name__}: {exc}"
-    if 400 <= answer.status_code < 500 and answer.status_code != 429:
+        answer = first_answer(host.rstrip("/") + path)
+    except ValueError as exc:
+        return f"GET {path} at {host}: not a URL: {exc}"
+    except NoAnswer as exc:
+        if exc.timed_out:
+            return ""  # slow is for the search to measure, not a wrong path
+        return f"GET {path} at {host} failed: {exc}"
+    if answer is None:
+        return ""  # TLS without an HTTP answer: the steps will say what they get
+    status, reason = answer
+    if 400 <= status < 500 and status != 429:
         return (
-            f"GET {path} at {host} answers {answer.status_code} {answer.reason_phrase}: "
+            f"GET {path} at {host} answers {status} {reason}: "
             "every request of the search would fail; check --path"
         )
     return ""
