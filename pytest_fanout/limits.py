@@ -120,6 +120,13 @@ ROUTE_KEYS = (
 #: Consecutive held waves of one call, all to one route, that make `sequential` without
 #: the user's `n`: a loop (two calls in turn may be dependent stages).
 SEQUENTIAL_MIN_RUN = 3
+#: Calls one at a time were spaced out by something else (a rate limiter, a sleep between
+#: calls) when every sample spent, apart from all its upstreams' delays and the app's CPU,
+#: at least as long as those delays and this long: an awaited loop waits only for answers.
+PACED_MIN_WAIT_S = 0.05
+#: ... and that pace is the upstream's own rate limit (no finding: the limit asks for it)
+#: when, with no 429 from the limit, the calls came at this share of it or more.
+PACED_NEAR_LIMIT = 0.5
 #: A streamed answer whose first byte came after the upstreams' last is `buffered-stream`
 #: when the upstreams' bytes spread over at least this long (from their first byte to their
 #: last) and this share of the time to the answer's first byte: less, and it could not have

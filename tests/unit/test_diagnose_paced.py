@@ -1,0 +1,82 @@
+"""Calls one at a time: an awaited loop, calls spaced out by something else (a rate limiter),
+or a blocked loop, told apart from the samples' wall time, the stubs' applied delays and the
+app's CPU (diagnosis.paced_wait_s), on constructed Measurements."""
+
+from __future__ import annotations
+
+from pytest_fanout.diagnosis import diagnose, paced_wait_s
+from pytest_fanout.measurement import Measurement
+
+
+def make(
+    wall_s: float,
+    *,
+    delay_ms: float = 80.0,
+    cpu_s: float | None = 0.01,
+    limit: dict | None = None,
+    rejected: int = 0,
+) -> Measurement:
+    samples = 3
+    return Measurement(
+        path="/weather",
+        samples=[wall_s] * samples,
+        upstream_requests_per_sample=[4] * samples,
+        upstream_peak_per_sample=[1] * samples,
+        loop_lag_per_sample=[0.004] * samples,
+        app_cpu_per_sample=[] if cpu_s is None else [cpu_s] * samples,
+        upstream_delay_s=0.02,
+        upstream_gauges={
+            "default": {
+                "requests": [4] * samples,
+                "peak_inflight": [1] * samples,
+                "connections": [0] * samples,
+                "rejected": [rejected] * samples,
+                "limited": [rejected] * samples,
+                "capped": [0] * samples,
+                "errors": [0] * samples,
+                "delay_ms_sum": [delay_ms] * samples,
+            }
+        },
+        upstream_limits={"default": limit or {}},
+        structure={"default": [1, 1, 1, 1]},
+        structure_routes={"default": ["GET /item/{i}"] * 4},
+        sample_windows=[(float(i), float(i) + wall_s) for i in range(samples)],
+        warmup=1,
+    )
+
+
+def words(m: Measurement) -> str:
+    (finding,) = [f for f in diagnose(m) if f.kind == "sequential"]
+    return finding.message
+
+
+def test_a_loop_that_waits_only_for_answers_is_told_to_gather() -> None:
+    m = make(0.1)  # 80 ms of delays, 10 ms of CPU: nothing else
+    assert paced_wait_s(m) is None
+    assert "gather them" in words(m)
+
+
+def test_calls_spaced_out_by_something_else_are_named_so() -> None:
+    m = make(0.7)  # 80 ms of delays, 10 ms of CPU, 610 ms of waiting on something else
+    assert paced_wait_s(m) == 0.7 - 0.08 - 0.01
+    assert "spaced out: each request spent 610 ms or more" in words(m)
+    assert "gather them" not in words(m)
+
+
+def test_a_wait_shorter_than_the_delays_is_not_pacing() -> None:
+    assert paced_wait_s(make(0.16)) is None  # 70 ms else, under the 80 ms of delays
+    assert paced_wait_s(make(0.05, delay_ms=10.0)) is None  # 30 ms else: under 50 ms
+    assert paced_wait_s(make(0.1, delay_ms=10.0)) is not None  # 80 ms else
+
+
+def test_without_the_apps_cpu_nothing_is_inferred() -> None:
+    assert paced_wait_s(make(0.7, cpu_s=None)) is None
+
+
+def test_paced_within_a_declared_limit_is_no_finding_and_past_it_still_is() -> None:
+    within = make(0.7, limit={"rate_limit": "6/s", "per_s": 6.0, "burst": 2})
+    assert diagnose(within) == []  # 4 calls in 0.7 s: 5.7/s of 6/s, no 429
+    slow = make(2.0, limit={"rate_limit": "6/s", "per_s": 6.0, "burst": 2})
+    assert "spaced out" in words(slow)  # 2/s where 6/s is allowed: slower than it must be
+    refused = make(0.7, limit={"rate_limit": "6/s", "per_s": 6.0, "burst": 2}, rejected=1)
+    assert "sequential" in [f.kind for f in diagnose(refused)]
