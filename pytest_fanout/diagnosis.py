@@ -72,6 +72,7 @@ from pytest_fanout.limits import (
     PACED_MIN_WAIT_S,
     PACED_NEAR_LIMIT,
     SEQUENTIAL_MIN_RUN,
+    SLOW_CLIENT_MIN_SHARE,
 )
 from pytest_fanout.measurement import (
     Measurement,
@@ -363,6 +364,8 @@ def _timing(m: Measurement) -> list[Finding]:
                 short=f"delay too short{_tag(m, g.name)}: timed peak {timed}, held {full}",
             )
         ]
+    if _issue_s(m, full) < SLOW_CLIENT_MIN_SHARE * delay:
+        return []  # issuing them costs far less than the delay: not the client's speed
     cost = _issue_cost(m, full)
     if max(m.app_threads_per_sample, default=0) >= full:
         cost += (
@@ -379,6 +382,16 @@ def _timing(m: Measurement) -> list[Finding]:
             short=f"slow client{_tag(m, g.name)}: timed peak {timed} of {full}",
         )
     ]
+
+
+def _issue_s(m: Measurement, calls: int) -> float:
+    """Seconds of the app's CPU to issue `calls` calls (its CPU per request over all its
+    calls: an over-estimate); infinite when unknown, so nothing is ruled out."""
+    per_request = m.cpu_per_request_s
+    total_calls = sum(sum(w) for w in m.structure.values())
+    if per_request is None or not total_calls:
+        return float("inf")
+    return per_request / total_calls * calls
 
 
 def _issue_cost(m: Measurement, calls: int) -> str:

@@ -127,6 +127,11 @@ PACED_MIN_WAIT_S = 0.05
 #: ... and that pace is the upstream's own rate limit (no finding: the limit asks for it)
 #: when, with no 429 from the limit, the calls came at this share of it or more.
 PACED_NEAR_LIMIT = 0.5
+#: `slow-client` blames the client's CPU for a timed peak below the held one only when
+#: issuing the held wave costs at least this share of the delay (the app's CPU per request
+#: over its calls, an over-estimate): less, and the CPU cannot explain it (a limiter's
+#: pace carried over between requests, a lock, a busy runner).
+SLOW_CLIENT_MIN_SHARE = 0.5
 #: A streamed answer whose first byte came after the upstreams' last is `buffered-stream`
 #: when the upstreams' bytes spread over at least this long (from their first byte to their
 #: last) and this share of the time to the answer's first byte: less, and it could not have

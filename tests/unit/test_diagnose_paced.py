@@ -80,3 +80,26 @@ def test_paced_within_a_declared_limit_is_no_finding_and_past_it_still_is() -> N
     assert "spaced out" in words(slow)  # 2/s where 6/s is allowed: slower than it must be
     refused = make(0.7, limit={"rate_limit": "6/s", "per_s": 6.0, "burst": 2}, rejected=1)
     assert "sequential" in [f.kind for f in diagnose(refused)]
+
+
+def slow(cpu_s: float) -> Measurement:
+    """Held waves [2, 1] (a limiter let 2 go at the probe), a timed peak of 1, 20 ms delay."""
+    m = make(0.1, cpu_s=cpu_s)
+    m.structure = {"default": [2, 1]}
+    m.upstream_gauges["default"]["requests"] = [3, 3, 3]
+    m.upstream_gauges["default"]["peak_inflight"] = [1, 1, 1]
+    return m
+
+
+def test_a_lower_timed_peak_the_cpu_cannot_explain_is_no_slow_client() -> None:
+    # Found on an aiohttp order service: an AsyncLimiter's pace, carried over between
+    # requests, let 2 go in the held probe and 1 at a time in the timed samples; "slow
+    # client ... issuing 2 takes about 7 ms: at a delay above that the timed peak would reach
+    # 2" at a 50 ms delay.
+    cheap = slow(cpu_s=0.003)  # 1 ms a call, 2 ms to issue 2, against a 20 ms delay
+    assert "slow-client" not in [f.kind for f in diagnose(cheap)]
+    costly = slow(cpu_s=0.03)  # 10 ms a call, 20 ms to issue 2: the CPU explains it
+    (finding,) = [f for f in diagnose(costly) if f.kind == "slow-client"]
+    assert "so issuing 2 takes about 20 ms" in finding.message
+    unknown = slow(cpu_s=None)  # no CPU reading: nothing ruled out, as before
+    assert "slow-client" in [f.kind for f in diagnose(unknown)]
