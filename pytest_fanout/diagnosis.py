@@ -69,6 +69,7 @@ from typing import Any
 from pytest_fanout.limits import (
     BUFFERED_MIN_SHARE,
     BUFFERED_MIN_SPREAD_S,
+    DEFAULT_CLIENT_POOL,
     PACED_MIN_WAIT_S,
     PACED_NEAR_LIMIT,
     SEQUENTIAL_MIN_RUN,
@@ -558,9 +559,50 @@ def _churn(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     )
 
 
+def default_pool_spill(m: Measurement, g: UpstreamGauges) -> tuple[int, list[str]] | None:
+    """(calls, routes) of the first held wave of exactly DEFAULT_CLIENT_POOL calls whose
+    next wave asks only routes that full wave asked too (the same calls, spilled into a
+    second round), else None: the default pool of httpx or aiohttp capping a gather."""
+    waves, routes = g.waves or [], m.structure_routes.get(g.name, [])
+    if len(routes) < sum(waves):
+        return None
+    starts = [sum(waves[:i]) for i in range(len(waves))]
+    asked = [set(routes[at : at + size]) for at, size in zip(starts, waves, strict=True)]
+    for index, size in enumerate(waves[:-1]):
+        if size != DEFAULT_CLIENT_POOL or not asked[index + 1] <= asked[index]:
+            continue
+        end = index + 1
+        while end < len(waves) and asked[end] <= asked[index]:
+            end += 1
+        return sum(waves[index:end]), sorted(asked[index])
+    return None
+
+
+def _default_pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """`pool-cap` without `n`: a gather the default pool capped (`default_pool_spill`)."""
+    found = default_pool_spill(m, g)
+    if found is None:
+        return None
+    calls, routes = found
+    cap = DEFAULT_CLIENT_POOL
+    asked = ", ".join(routes[:3]) + (f" and {len(routes) - 3} more" if len(routes) > 3 else "")
+    return Finding(
+        "pool-cap",
+        f"pool cap: at most {cap} calls in flight at once at {label} (held waves "
+        f"{_waves_text(g.waves or [])}): {calls} calls of {asked} in "
+        f"{-(-calls // cap)} rounds, the first of exactly {cap}, the default pool of httpx "
+        f"(httpx.Limits(max_connections=100)) and aiohttp (TCPConnector(limit=100)); if they "
+        "are meant to run at once, raise the limit (or give n to say how many may)",
+        exact=True,
+        short=f"pool cap{_tag(m, g.name)}: peak {cap}, the default pool",
+    )
+
+
 def _pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
-    if m.n is None or m.concurrency is None or g.rejected:
+    if g.rejected:
         return None  # a stub that answers 429 caps the peak itself
+    if m.n is None or m.concurrency is None:
+        return _default_pool_cap(m, g, label)
     asked = min(m.n, m.concurrency)
     if g.waves is not None:
         if sum(g.waves) < asked:

@@ -132,6 +132,10 @@ PACED_NEAR_LIMIT = 0.5
 #: over its calls, an over-estimate): less, and the CPU cannot explain it (a limiter's
 #: pace carried over between requests, a lock, a busy runner).
 SLOW_CLIENT_MIN_SHARE = 0.5
+#: The default pool of httpx (Limits(max_connections=100)) and aiohttp (TCPConnector(
+#: limit=100)): a held wave of exactly this many, spilling calls of the same routes into the
+#: next wave, is `pool-cap` without the user's `n` (a gather the default pool capped).
+DEFAULT_CLIENT_POOL = 100
 #: A streamed answer whose first byte came after the upstreams' last is `buffered-stream`
 #: when the upstreams' bytes spread over at least this long (from their first byte to their
 #: last) and this share of the time to the answer's first byte: less, and it could not have

@@ -1,6 +1,8 @@
 """Calls one at a time are not all a loop to gather (found running the wheel on a public
 weather aggregator, docs/field.md): calls gathered behind a rate limiter go one at a time
-by design, and a blocking client in `async def` overlaps nothing when gathered. Each route of
+by design, and a blocking client in `async def` overlaps nothing when gathered; and a gather
+the default pool of 100 capped was no finding at all without `n` (a public GitHub users
+service of 60 users: held waves [100, 20], "nothing wrong found"). Each route of
 `paced_app` does the thing or its fix, against a real stub; the test asserts the words for
 one and their absence for the other."""
 
@@ -89,3 +91,17 @@ def test_a_blocking_client_is_not_told_to_gather(stack: Stack, client: httpx2.Cl
     assert "gathering its calls overlaps nothing" in words
     assert "if the calls do not need each other's answers" not in words
     assert "blocks-loop" in [f.kind for f in diagnose(m)]
+
+
+def test_a_gather_capped_by_the_default_pool_is_named_without_n(
+    stack: Stack, client: httpx2.Client
+) -> None:
+    m = measure_stack(stack, client, "/default-pool", repeat=2)  # no n
+    assert m.structure["default"] == [100, 20]
+    (cap,) = [f.message for f in diagnose(m) if f.kind == "pool-cap"]
+    assert "at most 100 calls in flight at once" in cap
+    assert "120 calls of GET /item/{id} in 2 rounds" in cap  # restore() took the route off
+    assert "the default pool of httpx" in cap
+    fixed = measure_stack(stack, client, "/no-pool-cap", repeat=2)
+    assert fixed.structure["default"] == [120]
+    assert "pool-cap" not in [f.kind for f in diagnose(fixed)]

@@ -103,3 +103,36 @@ def test_a_lower_timed_peak_the_cpu_cannot_explain_is_no_slow_client() -> None:
     assert "so issuing 2 takes about 20 ms" in finding.message
     unknown = slow(cpu_s=None)  # no CPU reading: nothing ruled out, as before
     assert "slow-client" in [f.kind for f in diagnose(unknown)]
+
+
+def pooled(waves: list[int], routes: list[str]) -> Measurement:
+    m = make(0.25)
+    m.structure = {"default": waves}
+    m.structure_routes = {"default": routes}
+    calls = sum(waves)
+    m.upstream_gauges["default"]["requests"] = [calls] * 3
+    m.upstream_gauges["default"]["peak_inflight"] = [max(waves)] * 3
+    return m
+
+
+def test_a_wave_of_the_default_pool_spilling_the_same_calls_is_a_pool_cap_without_n() -> None:
+    users = ["GET /users/{u}", "GET /users/{u}/repos"] * 60
+    (cap,) = [f for f in diagnose(pooled([100, 20], users)) if f.kind == "pool-cap"]
+    assert cap.exact and "120 calls of GET /users/{u}, GET /users/{u}/repos in 2 rounds" in (
+        cap.message
+    )
+    # Then a dependent stage of other calls: only the spilled ones count.
+    staged = pooled([100, 20, 30], users + ["GET /commits/{c}"] * 30)
+    (cap,) = [f for f in diagnose(staged) if f.kind == "pool-cap"]
+    assert "120 calls of" in cap.message
+
+
+def test_no_pool_cap_without_n_for_other_sizes_or_other_calls() -> None:
+    assert "pool-cap" not in kinds_of(pooled([99, 21], ["GET /a/{i}"] * 120))
+    assert "pool-cap" not in kinds_of(pooled([120], ["GET /a/{i}"] * 120))
+    two_stages = ["GET /a/{i}"] * 100 + ["GET /b/{i}"] * 20  # the second needs the first
+    assert "pool-cap" not in kinds_of(pooled([100, 20], two_stages))
+
+
+def kinds_of(m: Measurement) -> list[str]:
+    return [f.kind for f in diagnose(m)]
