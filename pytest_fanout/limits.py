@@ -136,6 +136,9 @@ SLOW_CLIENT_MIN_SHARE = 0.5
 #: limit=100)): a held wave of exactly this many, spilling calls of the same routes into the
 #: next wave, is `pool-cap` without the user's `n` (a gather the default pool capped).
 DEFAULT_CLIENT_POOL = 100
+#: How long a `fanout` command that failed to measure waits for the app's log to name a
+#: cause (s): uvicorn logs a 500's exception after it has sent the answer.
+APP_LOG_WAIT_S = 0.5
 #: A streamed answer whose first byte came after the upstreams' last is `buffered-stream`
 #: when the upstreams' bytes spread over at least this long (from their first byte to their
 #: last) and this share of the time to the answer's first byte: less, and it could not have
