@@ -72,6 +72,7 @@ from pytest_fanout.limits import (
     DEFAULT_CLIENT_POOL,
     PACED_MIN_WAIT_S,
     PACED_NEAR_LIMIT,
+    PACED_WAIT_FACTOR,
     SEQUENTIAL_MIN_RUN,
     SLOW_CLIENT_MIN_SHARE,
 )
@@ -972,7 +973,7 @@ def _sequential_any(m: Measurement, g: UpstreamGauges, label: str) -> Finding | 
 def paced_wait_s(m: Measurement) -> float | None:
     """The least time, over the samples, the request spent neither in any upstream's delay
     (all of them summed, as if in turn: an upper bound) nor on the app's CPU, when in every
-    sample it is at least PACED_MIN_WAIT_S and as long as those delays: something else
+    sample it is at least PACED_MIN_WAIT_S and PACED_WAIT_FACTOR times those delays: something else
     spaced the calls out (a rate limiter, a sleep between calls). None otherwise, or
     without the figures (older data, no CPU reading)."""
     sums = [m.upstream(name).delay_ms_sum_per_sample for name in m.upstream_names]
@@ -984,7 +985,7 @@ def paced_wait_s(m: Measurement) -> float | None:
     for i, wall in enumerate(m.samples):
         delays = sum(s[i] for s in sums) / 1000
         wait = wall - delays - cpu[i]
-        if wait < max(PACED_MIN_WAIT_S, delays):
+        if wait < max(PACED_MIN_WAIT_S, PACED_WAIT_FACTOR * delays):
             return None
         waits.append(wait)
     return min(waits)

@@ -122,8 +122,10 @@ ROUTE_KEYS = (
 SEQUENTIAL_MIN_RUN = 3
 #: Calls one at a time were spaced out by something else (a rate limiter, a sleep between
 #: calls) when every sample spent, apart from all its upstreams' delays and the app's CPU,
-#: at least as long as those delays and this long: an awaited loop waits only for answers.
+#: PACED_WAIT_FACTOR times those delays and this long: an awaited loop waits only for
+#: answers (and, on a loaded runner, for a CPU: the factor keeps that out).
 PACED_MIN_WAIT_S = 0.05
+PACED_WAIT_FACTOR = 2.0
 #: ... and that pace is the upstream's own rate limit (no finding: the limit asks for it)
 #: when, with no 429 from the limit, the calls came at this share of it or more.
 PACED_NEAR_LIMIT = 0.5
