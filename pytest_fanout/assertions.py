@@ -443,7 +443,8 @@ def assert_within_limits(m: Measurement, upstream: str | None = None) -> None:
             rate = at_once / latency
         sent = f"sent up to {rate:.0f} calls/s" if rate is not None else "sent"
         shape = f"{at_once} at once" + (f", {_ms(latency)} each" if latency else "")
-        retried = f", {g.retries} of them retries" if g.retries else ""
+        # Of the calls, not of the 429s: a retry that waited is often the call answered 200.
+        retried = f" ({g.retries} of the {calls} calls were retries)" if g.retries else ""
         limited, capped, own = _sources(g)
         answered = [f"{limited} of {calls} answered 429"] if limited else []
         if capped:

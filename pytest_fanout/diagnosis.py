@@ -66,7 +66,16 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_fanout.limits import BUFFERED_MIN_SHARE, BUFFERED_MIN_SPREAD_S, SEQUENTIAL_MIN_RUN
+from pytest_fanout.limits import (
+    BUFFERED_MIN_SHARE,
+    BUFFERED_MIN_SPREAD_S,
+    DEFAULT_CLIENT_POOL,
+    PACED_MIN_WAIT_S,
+    PACED_NEAR_LIMIT,
+    PACED_WAIT_FACTOR,
+    SEQUENTIAL_MIN_RUN,
+    SLOW_CLIENT_MIN_SHARE,
+)
 from pytest_fanout.measurement import (
     Measurement,
     RetryWait,
@@ -356,6 +365,8 @@ def _timing(m: Measurement) -> list[Finding]:
                 short=f"delay too short{_tag(m, g.name)}: timed peak {timed}, held {full}",
             )
         ]
+    if _issue_s(m, full) < SLOW_CLIENT_MIN_SHARE * delay:
+        return []  # issuing them costs far less than the delay: not the client's speed
     cost = _issue_cost(m, full)
     if max(m.app_threads_per_sample, default=0) >= full:
         cost += (
@@ -372,6 +383,16 @@ def _timing(m: Measurement) -> list[Finding]:
             short=f"slow client{_tag(m, g.name)}: timed peak {timed} of {full}",
         )
     ]
+
+
+def _issue_s(m: Measurement, calls: int) -> float:
+    """Seconds of the app's CPU to issue `calls` calls (its CPU per request over all its
+    calls: an over-estimate); infinite when unknown, so nothing is ruled out."""
+    per_request = m.cpu_per_request_s
+    total_calls = sum(sum(w) for w in m.structure.values())
+    if per_request is None or not total_calls:
+        return float("inf")
+    return per_request / total_calls * calls
 
 
 def _issue_cost(m: Measurement, calls: int) -> str:
@@ -442,8 +463,10 @@ def _sequential(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None
     return Finding(
         "sequential",
         f"sequential: {calls} calls to {label} went one at a time ({evidence}) though "
-        f"{m.path} asks for concurrency {wanted}: each call is awaited before the next "
-        "(an `await` in a loop, or a blocking call)",
+        f"{m.path} asks for concurrency {wanted}: "
+        + _why_one_at_a_time(
+            m, "each call is awaited before the next (an `await` in a loop, or a blocking call)"
+        ),
         exact=True,
         short=f"sequential{_tag(m, g.name)}: peak 1 of {wanted}",
     )
@@ -536,9 +559,50 @@ def _churn(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
     )
 
 
+def default_pool_spill(m: Measurement, g: UpstreamGauges) -> tuple[int, list[str]] | None:
+    """(calls, routes) of the first held wave of exactly DEFAULT_CLIENT_POOL calls whose
+    next wave asks only routes that full wave asked too (the same calls, spilled into a
+    second round), else None: the default pool of httpx or aiohttp capping a gather."""
+    waves, routes = g.waves or [], m.structure_routes.get(g.name, [])
+    if len(routes) < sum(waves):
+        return None
+    starts = [sum(waves[:i]) for i in range(len(waves))]
+    asked = [set(routes[at : at + size]) for at, size in zip(starts, waves, strict=True)]
+    for index, size in enumerate(waves[:-1]):
+        if size != DEFAULT_CLIENT_POOL or not asked[index + 1] <= asked[index]:
+            continue
+        end = index + 1
+        while end < len(waves) and asked[end] <= asked[index]:
+            end += 1
+        return sum(waves[index:end]), sorted(asked[index])
+    return None
+
+
+def _default_pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
+    """`pool-cap` without `n`: a gather the default pool capped (`default_pool_spill`)."""
+    found = default_pool_spill(m, g)
+    if found is None:
+        return None
+    calls, routes = found
+    cap = DEFAULT_CLIENT_POOL
+    asked = ", ".join(routes[:3]) + (f" and {len(routes) - 3} more" if len(routes) > 3 else "")
+    return Finding(
+        "pool-cap",
+        f"pool cap: at most {cap} calls in flight at once at {label} (held waves "
+        f"{_waves_text(g.waves or [])}): {calls} calls of {asked} in "
+        f"{-(-calls // cap)} rounds, the first of exactly {cap}, the default pool of httpx "
+        f"(httpx.Limits(max_connections=100)) and aiohttp (TCPConnector(limit=100)); if they "
+        "are meant to run at once, raise the limit (or give n to say how many may)",
+        exact=True,
+        short=f"pool cap{_tag(m, g.name)}: peak {cap}, the default pool",
+    )
+
+
 def _pool_cap(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
-    if m.n is None or m.concurrency is None or g.rejected:
+    if g.rejected:
         return None  # a stub that answers 429 caps the peak itself
+    if m.n is None or m.concurrency is None:
+        return _default_pool_cap(m, g, label)
     asked = min(m.n, m.concurrency)
     if g.waves is not None:
         if sum(g.waves) < asked:
@@ -914,8 +978,64 @@ def no_timeout(label: str, hung: dict[str, int], waited: str) -> Finding:
 
 
 def _sequential_any(m: Measurement, g: UpstreamGauges, label: str) -> Finding | None:
-    """`sequential` against the path's `n`, else from the waves' routes alone."""
+    """`sequential` against the path's `n`, else from the waves' routes alone; none when the
+    calls were paced to the upstream's own rate limit (what the limit asks for)."""
+    if _paced_to_limit(m, g):
+        return None
     return _sequential(m, g, label) or _sequential_run(m, g, label)
+
+
+def paced_wait_s(m: Measurement) -> float | None:
+    """The least time, over the samples, the request spent neither in any upstream's delay
+    (all of them summed, as if in turn: an upper bound) nor on the app's CPU, when in every
+    sample it is at least PACED_MIN_WAIT_S and PACED_WAIT_FACTOR times those delays: something else
+    spaced the calls out (a rate limiter, a sleep between calls). None otherwise, or
+    without the figures (older data, no CPU reading)."""
+    sums = [m.upstream(name).delay_ms_sum_per_sample for name in m.upstream_names]
+    cpu = m.app_cpu_per_sample
+    count = len(m.samples)
+    if not count or len(cpu) != count or any(len(s) != count for s in sums) or not sums:
+        return None
+    waits = []
+    for i, wall in enumerate(m.samples):
+        delays = sum(s[i] for s in sums) / 1000
+        wait = wall - delays - cpu[i]
+        if wait < max(PACED_MIN_WAIT_S, PACED_WAIT_FACTOR * delays):
+            return None
+        waits.append(wait)
+    return min(waits)
+
+
+def _paced_to_limit(m: Measurement, g: UpstreamGauges) -> bool:
+    """Calls one at a time, spaced out by the service (`paced_wait_s`), to an upstream with a
+    rate limit that sent no 429, at PACED_NEAR_LIMIT of that limit or more: a rate limiter
+    doing its job (aiolimiter's AsyncLimiter), not a loop to gather."""
+    per_s, sent = g.rate_limit_per_s, g.calls_per_s
+    if not per_s or sent is None or g.limited or g.rejected:
+        return False
+    return sent >= PACED_NEAR_LIMIT * per_s and paced_wait_s(m) is not None
+
+
+def _why_one_at_a_time(m: Measurement, awaited: str) -> str:
+    """Why calls went one at a time, from what else the request did: a blocked loop (a
+    blocking client in async code: gathering it overlaps nothing), calls spaced out by
+    something other than their answers (`paced_wait_s`), else `awaited`."""
+    if blocks_loop(m):
+        return (
+            "each call held the event loop until it was answered (see `blocks the loop`): a "
+            "blocking client in async code; gathering its calls overlaps nothing, use an "
+            "async client (then gather them)"
+        )
+    wait = paced_wait_s(m)
+    if wait is None:
+        return awaited
+    return (
+        f"spaced out: each request spent {_ms(wait)} or more neither in the upstreams' "
+        f"delays nor on the CPU, so something other than the answers held the calls back "
+        "(a rate limiter, a sleep between calls, or answers that take longer than their "
+        "delay, streamed); if it paces a rate-limited upstream, declare the limit "
+        "(rate_limit =) and the harness checks the pace against it"
+    )
 
 
 def one_at_a_time(m: Measurement, g: UpstreamGauges) -> tuple[int, str] | None:
@@ -948,9 +1068,13 @@ def _sequential_run(m: Measurement, g: UpstreamGauges, label: str) -> Finding | 
     return Finding(
         "sequential",
         f"sequential: {count} calls of {route} made one at a time at {label} (held waves "
-        f"{_waves_text(g.waves)}): each awaited before the next, {count} rounds in turn; if "
-        "the calls do not need each other's answers, gather them (bounded by a semaphore if "
-        "need be) and they take one round",
+        f"{_waves_text(g.waves)}): "
+        + _why_one_at_a_time(
+            m,
+            f"each awaited before the next, {count} rounds in turn; if the calls do not need "
+            "each other's answers, gather them (bounded by a semaphore if need be) and they "
+            "take one round",
+        ),
         exact=True,
         short=f"sequential{_tag(m, g.name)}: {count} calls of {route} one at a time",
     )

@@ -124,6 +124,27 @@ ROUTE_KEYS = (
 #: Consecutive held waves of one call, all to one route, that make `sequential` without
 #: the user's `n`: a loop (two calls in turn may be dependent stages).
 SEQUENTIAL_MIN_RUN = 3
+#: Calls one at a time were spaced out by something else (a rate limiter, a sleep between
+#: calls) when every sample spent, apart from all its upstreams' delays and the app's CPU,
+#: PACED_WAIT_FACTOR times those delays and this long: an awaited loop waits only for
+#: answers (and, on a loaded runner, for a CPU: the factor keeps that out).
+PACED_MIN_WAIT_S = 0.05
+PACED_WAIT_FACTOR = 2.0
+#: ... and that pace is the upstream's own rate limit (no finding: the limit asks for it)
+#: when, with no 429 from the limit, the calls came at this share of it or more.
+PACED_NEAR_LIMIT = 0.5
+#: `slow-client` blames the client's CPU for a timed peak below the held one only when
+#: issuing the held wave costs at least this share of the delay (the app's CPU per request
+#: over its calls, an over-estimate): less, and the CPU cannot explain it (a limiter's
+#: pace carried over between requests, a lock, a busy runner).
+SLOW_CLIENT_MIN_SHARE = 0.5
+#: The default pool of httpx (Limits(max_connections=100)) and aiohttp (TCPConnector(
+#: limit=100)): a held wave of exactly this many, spilling calls of the same routes into the
+#: next wave, is `pool-cap` without the user's `n` (a gather the default pool capped).
+DEFAULT_CLIENT_POOL = 100
+#: How long a `fanout` command that failed to measure waits for the app's log to name a
+#: cause (s): uvicorn logs a 500's exception after it has sent the answer.
+APP_LOG_WAIT_S = 0.5
 #: A streamed answer whose first byte came after the upstreams' last is `buffered-stream`
 #: when the upstreams' bytes spread over at least this long (from their first byte to their
 #: last) and this share of the time to the answer's first byte: less, and it could not have

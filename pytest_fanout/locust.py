@@ -408,7 +408,26 @@ def _start_stack(environment: Environment) -> str:
         delay = server.initial.delay_ms
         _say(f"fanout: embedded stack: {label} {server.url} (pid {server.pid}, delay {delay:g} ms)")
     _say(f"{EMBEDDED_PREFIX}{stack.app.url} (pid {stack.app.pid})")
+    _say_reference_users_on(environment, spec.app)
     return stack.app.url
+
+
+def _say_reference_users_on(environment: Environment, app: str) -> None:
+    """One line when only the reference users run on an app that is not the reference
+    app: they call the reference app's routes (/sync/{n}, ...), which the user's app most
+    likely has not (a one-line locustfile beside a [tool.fanout] app: every request 404)."""
+    users = environment.user_classes
+    if app == limits.DEFAULT_APP or not users:
+        return
+    if not all(getattr(user, "reference", False) for user in users):
+        return
+    names = ", ".join(sorted(user.__name__ for user in users))
+    _say(
+        f"fanout: note: only the reference users run ({names}): they call the reference "
+        f"app's routes (/sync/{{n}}, /async/{{n}}, /async_sem/{{n}}/{{k}}), and the app is "
+        f"{app}: for its own routes, subclass FanoutUser in the locustfile (docs: Load "
+        "testing, Your own routes)"
+    )
 
 
 def _stop_stack() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_fanout import limits
-from pytest_fanout.artifacts import ArtifactError
+from pytest_fanout.artifacts import ArtifactError, mask_text
 from pytest_fanout.limits import ExitCode, fraction, http_status, strict_json_loads
 from pytest_fanout.spec import OPTIONS, SpecError, StackSpec, add_options, options_for, resolve
 
@@ -174,6 +174,7 @@ def request_on_stack(
     `max_answer_bytes`); a measurement that fails inside the block is one line (exit 1)."""
     from pytest_fanout.measure import MeasureClient
     from pytest_fanout.measurement import MeasurementError
+    from pytest_fanout.servers.process import telling_line
 
     request = request_from(args)
     spec = spec_from(args)
@@ -185,7 +186,26 @@ def request_on_stack(
         try:
             yield request, stack, client
         except MeasurementError as exc:
-            raise CommandError(str(exc).splitlines()[0]) from None
+            # The app's own cause, when it logged one (a 500's exception): one line still.
+            cause = _app_cause(stack, telling_line)
+            said = f" (the app's log: {cause})" if cause else ""
+            raise CommandError(mask_text(str(exc).splitlines()[0] + said)) from None
+
+
+def _app_cause(stack: Stack, telling_line: Callable[[str], str]) -> str:
+    """The most telling line of the app's log, waited for up to APP_LOG_WAIT_S (uvicorn
+    logs a 500's exception after it has sent the answer), "" when it names none."""
+    import time
+
+    app = stack.app
+    if app is None:
+        return ""
+    deadline = time.monotonic() + limits.APP_LOG_WAIT_S
+    while True:
+        line = telling_line(app.log_tail())
+        if line or time.monotonic() >= deadline:
+            return line
+        time.sleep(0.02)  # poll interval, bounded by the deadline
 
 
 def request_from(args: argparse.Namespace) -> Request:

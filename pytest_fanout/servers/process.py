@@ -279,14 +279,8 @@ class ServerProcess(Started):
 
     def _first_error(self) -> str:
         """The most telling line of the log, for a one-line failure message."""
-        lines = [line.strip() for line in self.log_tail().splitlines() if line.strip()]
-        for line in reversed(lines):
-            if line.startswith("fanout child:"):
-                return ": " + line.removeprefix("fanout child: ")
-        for line in reversed(lines):
-            if ("Error" in line or "Exception" in line) and not line.startswith("File "):
-                return ": " + line
-        return ""
+        line = telling_line(self.log_tail())
+        return f": {line}" if line else ""
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The child's last `lines` lines of output (also after stop(), up to LOG_TAIL_LINES)."""
@@ -321,3 +315,16 @@ class ServerProcess(Started):
     def __repr__(self) -> str:
         state = "running" if self.running() else "stopped"
         return f"<ServerProcess {self.name} {self.app} {self.url} pid={self.pid} {state}>"
+
+
+def telling_line(log: str) -> str:
+    """The most telling line of a child's log (its own `fanout child:` line, else the last
+    error or exception line), "" when none: a failure said in one line names its cause."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("fanout child:"):
+            return line.removeprefix("fanout child: ")
+    for line in reversed(lines):
+        if ("Error" in line or "Exception" in line) and not line.startswith("File "):
+            return line
+    return ""

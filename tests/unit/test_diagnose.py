@@ -147,7 +147,8 @@ def test_a_lower_timed_peak_where_calls_were_refused_with_429_is_not_a_slow_clie
     # 4 calls at once with 429 (fanout measure --rate-limit 2/min): not the client's speed.
     refused = make(peak=1, waves=[3, 1], n=None, concurrency=None, requests=4, rejected=3)
     assert "slow-client" not in [f.kind for f in diagnose(refused)]
-    fix = make(peak=1, waves=[3, 1], n=None, concurrency=None, requests=4, cpu_s=0.01)
+    # (a CPU per call that can explain the lower peak: 50 ms each, 150 ms to issue 3)
+    fix = make(peak=1, waves=[3, 1], n=None, concurrency=None, requests=4, cpu_s=0.2)
     assert "slow-client" in [f.kind for f in diagnose(fix)]
 
 
