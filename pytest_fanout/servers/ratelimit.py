@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pytest_fanout.limits import default_burst, parse_rate
+from pytest_fanout.limits import RATE_LIMIT_JITTER_S, default_burst, parse_rate
 
 #: Distinct calls `Repeats` follows in one epoch (a sample); past it a new call counts as
 #: distinct without being followed (`untracked`), so memory stays bounded under Locust.
@@ -65,11 +65,12 @@ class TokenBucket:
     """`burst` tokens, refilled at `count` per `per_s` seconds; `take()` is O(1).
 
     Kept as the time the bucket is full again (`due`, the generic cell rate algorithm):
-    a call may go when `due` is at most `burst - 1` refill intervals ahead of now, and
-    moves it one interval on. The same answers as counting tokens, in fewer steps on
-    the stub's hot path."""
+    a call may go when `due` is at most `burst - 1` refill intervals ahead of now (and
+    RATE_LIMIT_JITTER_S: a paced client's calls reach it a varying hop late), and moves it
+    one interval on. The same answers as counting tokens, in fewer steps on the stub's
+    hot path."""
 
-    __slots__ = ("burst", "clock", "count", "due", "interval", "rate", "slack", "text")
+    __slots__ = ("burst", "clock", "count", "due", "interval", "rate", "slack", "text", "within")
 
     def __init__(
         self, text: str, burst: int = 0, clock: Callable[[], float] = time.monotonic
@@ -82,6 +83,8 @@ class TokenBucket:
         #: How far ahead of now `due` may be for a call to go: burst - 1 intervals, and a
         #: hair more for the float error of adding intervals one by one.
         self.slack = (self.burst - 1) * self.interval + self.interval * _EPSILON
+        #: ... and how far a call may find it, arriving early by up to the jitter allowed.
+        self.within = self.slack + RATE_LIMIT_JITTER_S
         self.clock = clock
         self.due = clock()
 
@@ -90,7 +93,7 @@ class TokenBucket:
         now = self.clock()
         due = self.due if self.due > now else now
         ahead = due - now
-        if ahead > self.slack:
+        if ahead > self.within:  # the wait it asks for is the whole one, not the jitter's
             return ahead - self.slack + self.interval * _EPSILON
         self.due = due + self.interval
         return 0.0

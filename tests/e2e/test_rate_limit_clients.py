@@ -114,6 +114,22 @@ def test_a_rate_limiter_under_the_limit_gets_no_429(stack: Stack, client: httpx2
     assert_backs_off(m)
 
 
+def test_a_rate_limiter_at_exactly_the_limit_gets_no_429(
+    stack: Stack, client: httpx2.Client
+) -> None:
+    """AsyncLimiter(4, 1) against 4/s (burst 4), 8 calls: four at once, then one each 250 ms
+    on the limiter's clock, each reaching the stub a hop later that varies (an exact bucket
+    refused one of them in every run: the limit the harness advises must pass)."""
+    only(stack, "async")
+    stack.upstreams["quotes"].configure(rate_limit="4/s", burst=4)
+    m = take(stack, client, "/limiter/8")
+    g = m.upstream("quotes")
+    assert g.requests_per_sample == [8] * SAMPLES
+    assert g.rejected == 0 and g.retries == 0
+    assert "rate-exceeded" not in kinds(m)
+    assert_within_limits(m)
+
+
 def test_retries_at_once_are_a_storm(stack: Stack, client: httpx2.Client) -> None:
     """6 calls at once against 2/s (burst 3): 3 answered, 3 refused and each retried 3
     times at once, all refused: 15 calls for 6 (x2.5)."""

@@ -326,3 +326,24 @@ env = "OTHER_URL"
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def test_a_client_paced_at_the_limit_is_within_it_whatever_its_hop() -> None:
+    # aiolimiter's AsyncLimiter(5, 1) against 5/s: five at once, then one each 200 ms on the
+    # client's clock; each reaches the stub a hop late that varies by a few ms (busy machine).
+    clock = Clock()
+    bucket = TokenBucket("5/s", clock=clock)
+    start, hops = clock.now, [0.004, 0.001, 0.003, 0.0005, 0.002, 0.0045]
+    sent = [0.0] * 5 + [0.2 * k for k in range(1, 20)]
+    refused = 0
+    for i, at in enumerate(sent):
+        clock.now = start + at + hops[i % len(hops)]
+        refused += bucket.take() > 0
+    assert refused == 0
+    # Faster than the limit by 10% for 20 s: refused, the rate over the stretch stays exact.
+    bucket.refill()
+    start, refused = clock.now, 0
+    for k in range(110):
+        clock.now = start + k * (20 / 110)
+        refused += bucket.take() > 0
+    assert 5 <= refused <= 6  # 110 sent in 20 s where 5 + 100 are allowed
