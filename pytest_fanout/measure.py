@@ -39,6 +39,7 @@ from pytest_fanout.measurement import (
     MeasurementError,
     PathShape,
     Request,
+    has_rate_limit,
 )
 from pytest_fanout.servers.held import AppNeverIdle, HoldBoundError, hold_all, hold_settings
 from pytest_fanout.servers.process import ServerDiedError
@@ -687,9 +688,7 @@ def _held_probe(
     except HoldBoundError as exc:
         raise MeasurementError(f"the held probe of {request.label}: {exc}") from None
     if response.status_code != request.expect_status:  # the log tail only when needed
-        limited = [
-            n for n, stub in stubs.items() if (stub.stats().get("limits") or {}).get("rate_limit")
-        ]
+        limited = [n for n, stub in stubs.items() if has_rate_limit(stub.stats().get("limits"))]
         if limited and 200 <= response.status_code < 300 <= request.expect_status:
             # A service that fails on a 429, measured failing (expect_status=502): the held
             # probe refuses no call, so it succeeds there; its waves are the structure still.

@@ -74,6 +74,12 @@ def stall_gc_s(stall: Mapping[str, Any]) -> float:
     return gc_s
 
 
+def has_rate_limit(limits: Mapping[str, Any] | None) -> bool:
+    """A stub's limits in force (its stats' "limits") hold a rate limit: the upstream's
+    own or one of its routes'."""
+    return bool(limits and (limits.get("rate_limit") or limits.get("routes")))
+
+
 def ideal_seconds(delay_s: float, n: int, concurrency: int) -> float:
     """The wall time of a perfect fan-out: delay x the number of waves."""
     return delay_s * math.ceil(n / max(1, concurrency))
@@ -635,7 +641,7 @@ class UpstreamGauges:
     @property
     def has_limit(self) -> bool:
         """A rate limit (the upstream's or a route's) or a max_inflight cap is set."""
-        return bool(self.rate_limit or self.route_limits or self.max_inflight)
+        return has_rate_limit(self.limits) or bool(self.max_inflight)
 
     @property
     def limited(self) -> int:

@@ -38,6 +38,7 @@ from typing import Any
 from pytest_fanout.artifacts import render_text
 from pytest_fanout.servers.calllog import route_key
 from pytest_fanout.timeline.calls import Call, RequestTimeline, request_timeline, set_experiment
+from pytest_fanout.timeline.groups import app_alone
 
 #: Unchanged runs before the experiment (the baseline and its noise), after the warm-up.
 WARM_UP_RUNS = 2
@@ -200,8 +201,15 @@ class CriticalPath:
 
     @property
     def own_s(self) -> float:
-        """The path's time that no upstream explains: the baseline minus each weight x
-        its upstream's delay (the app's own work, and what the harness cannot see)."""
+        """The app's own time on the path: in the unchanged request's timeline, the time
+        no upstream call was in flight (the waterfall's "the app alone", one computation).
+        Without a timeline, the baseline minus each weight x its delay (never below 0: a
+        figure of noisy weights, so the timeline's is the one shown when there is one)."""
+        if self.timeline is not None:
+            return sum(
+                end - start
+                for start, end in app_alone(self.timeline.calls, self.timeline.duration_s)
+            )
         paid = sum(t.weight * t.delay_ms / 1000 for t in self.targets if math.isfinite(t.weight))
         return max(self.baseline_s - paid, 0.0)
 
@@ -318,24 +326,32 @@ def _target_key(call: Call, split: set[str]) -> tuple[str, str]:
 
 def find_targets(timeline: RequestTimeline) -> list[Target]:
     """One target per upstream the request called, or per route when it called several."""
-    by_upstream: dict[str, dict[str, list[float]]] = {}
+    by_upstream: dict[str, dict[str, list[Call]]] = {}
     for call in timeline.calls:
         routes = by_upstream.setdefault(call.upstream, {})
-        routes.setdefault(route_key(call.method, call.route), []).append(call.delay_ms)
+        routes.setdefault(route_key(call.method, call.route), []).append(call)
     targets = []
     for upstream, routes in by_upstream.items():
         parts = routes.items() if len(routes) > 1 else [("", sum(routes.values(), []))]
-        for route, delays in parts:
+        for route, calls in parts:
+            # A call refused at once (a rate limit's or a cap's 429) had no delay to change:
+            # the delay is the answered calls' (a 20 ms upstream read 10 ms with its 429s).
+            delays = [c.delay_ms for c in calls if not _refused(c)] or [c.delay_ms for c in calls]
             targets.append(
                 Target(
                     upstream=upstream,
                     route=route,
-                    calls_per_request=len(delays),
+                    calls_per_request=len(calls),
                     delay_ms=statistics.fmean(delays),
                     min_delay_ms=min(delays),
                 )
             )
     return targets
+
+
+def _refused(call: Call) -> bool:
+    """Answered 429 at once, before any delay (a rate limit or max_inflight)."""
+    return call.status == 429 and call.delay_ms == 0
 
 
 def count_rounds(calls: Sequence[Call]) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx2
 
 from pytest_fanout.measure import check_status, send_request
-from pytest_fanout.measurement import Measurement, Request
+from pytest_fanout.measurement import Measurement, Request, has_rate_limit
 from pytest_fanout.timeline.calls import request_timeline
 from pytest_fanout.timeline.causal import CriticalPath, Progress, Send, critical_path
 from pytest_fanout.timeline.findings import TimelineFinding, tested_findings
@@ -59,6 +59,23 @@ def make_sender(client: httpx2.Client, app: Any, base_url: str, request: Request
     return send
 
 
+def refilling(send: Send, upstreams: Mapping[str, Any]) -> Send:
+    """`send`, each time after every rate-limited stub's bucket is full again (its gauge
+    reset), as each timed sample of `measure` starts: the runs alike, and a run's 429s the
+    request's own, not what the run before it left of the bucket."""
+    limited = [stub for stub in upstreams.values() if has_rate_limit(stub.stats().get("limits"))]
+    if not limited:
+        return send
+
+    def refilled() -> tuple[float, float]:
+        __tracebackhide__ = True
+        for stub in limited:
+            stub.reset()
+        return send()
+
+    return refilled
+
+
 def run_critical_path(
     client: httpx2.Client,
     app: Any,
@@ -72,7 +89,7 @@ def run_critical_path(
 ) -> CriticalPath:
     """`fanout.critical_path`: the experiment on the stack's app; with `record`, the
     weights (and the unchanged request's waterfall) kept in that Measurement."""
-    send = make_sender(client, app, app.url, request)
+    send = refilling(make_sender(client, app, app.url, request), upstreams)
     result = critical_path(
         send,
         upstreams,

@@ -24,6 +24,7 @@ import pytest
 
 from pytest_fanout.assertions import FanoutAssertionError, assert_backs_off, assert_within_limits
 from pytest_fanout.diagnosis import diagnose
+from pytest_fanout.fixture import Fanout
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
@@ -128,6 +129,28 @@ def test_a_rate_limiter_at_exactly_the_limit_gets_no_429(
     assert g.rejected == 0 and g.retries == 0
     assert "rate-exceeded" not in kinds(m)
     assert_within_limits(m)
+
+
+def test_the_critical_path_of_a_rate_limited_route_starts_each_run_with_full_buckets(
+    stack: Stack,
+) -> None:
+    """Semaphore(4), 10 calls of 20 ms against 2/s (burst 5): in every run 5 answered and 5
+    refused at once, as in each sample of measure (without a refill per run, the runs after
+    the first found the bucket nearly empty: 10 refused). The delay is the answered calls'
+    20 ms, not the mean with the 429s answered at once (10 ms)."""
+    only(stack, "async")
+    stack.upstreams["quotes"].configure(rate_limit="2/s", burst=5)
+    fanout = Fanout(stack.app, stack.upstreams)
+    try:
+        result = fanout.critical_path("/semaphore/10", budget_s=10)
+    finally:
+        fanout.close()
+    assert result.timeline is not None
+    statuses = sorted(c.status for c in result.timeline.calls if c.upstream == "quotes")
+    assert statuses == [200] * 5 + [429] * 5
+    (quotes,) = [t for t in result.targets if t.upstream == "quotes"]
+    assert quotes.calls_per_request == 10 and quotes.delay_ms == 20.0
+    assert quotes.min_delay_ms == 20.0
 
 
 def test_retries_at_once_are_a_storm(stack: Stack, client: httpx2.Client) -> None:

@@ -701,3 +701,24 @@ def test_two_groups_started_together_after_one_make_two_pairs() -> None:
     waterfall = Waterfall(RequestTimeline("GET", "/p", 0.08, calls))
     pairs = [(e.upstream, later.upstream) for e, later in sequential_pairs(waterfall)]
     assert sorted(pairs) == [("auth", "inv"), ("auth", "rev")]
+
+
+def test_own_time_is_the_timelines_app_alone_not_what_noisy_weights_leave() -> None:
+    # Two calls in turn (20 ms each) with 4 ms of the app's own work before, between and
+    # after: 12 ms alone. Weights that over-explain the baseline (1.9 and 1.5 for 1 and 1)
+    # would leave "own time 0.0 ms"; the timeline says 12.
+    calls = [call("a", 0.004, 0.024), call("b", 0.028, 0.048)]
+    timeline = RequestTimeline("GET", "/p", 0.052, calls)
+    targets = [Target("a", "", 1, 20, 20, weight=1.9), Target("b", "", 1, 20, 20, weight=1.5)]
+    result = CriticalPath("GET", "/p", 0.052, targets, timeline=timeline)
+    assert result.own_s == pytest.approx(0.012)
+    assert "own time 12.0 ms" in str(result)
+    assert CriticalPath("GET", "/p", 0.052, targets).own_s == 0.0  # no timeline: the formula
+
+
+def test_a_refused_call_is_not_the_targets_delay() -> None:
+    refused = replace(call("q", 0.0, 0.001), status=429, delay_ms=0.0)
+    calls = [call("q", 0.0, 0.020), call("q", 0.0, 0.020), refused]
+    (target,) = find_targets(RequestTimeline("GET", "/p", 0.03, calls))
+    assert target.calls_per_request == 3
+    assert target.delay_ms == pytest.approx(20.0) and target.min_delay_ms == pytest.approx(20.0)
