@@ -28,7 +28,7 @@ import secrets
 import sys
 import traceback
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from pytest_fanout.limits import (
@@ -78,6 +78,7 @@ MAX_CONTROL_BODY = 1024 * 1024
 #: z of the 99th percentile of the standard normal distribution.
 _Z99 = 2.3263478740408408
 _RATE_BODY = b'{"error":{"message":"rate limit exceeded","type":"rate_limit_exceeded"}}'
+_CAPPED_BODY = b'{"error":"too many requests in flight"}'
 _ITEM_HEADERS = [*JSON_HEADERS, (b"content-length", str(len(ITEM_BODY)).encode())]
 
 
@@ -110,6 +111,34 @@ class Gauge:
     #: The delays this stub really applied (ms), summed and the largest: the ideal time.
     delay_ms_sum: float = 0.0
     delay_ms_max: float = 0.0
+
+
+class Answer(Protocol):
+    """Where an item call's answer goes: `reply` sends a whole answer (the server adds
+    content-length); `send` is an ASGI send for streamed and cut answers."""
+
+    async def reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Send `status`, `headers` and `body` (all of it)."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """An ASGI `http.response.*` message."""
+
+
+class AsgiAnswer:
+    """An `Answer` over an ASGI `send`: two messages, content-length added."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+
+    async def reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if headers is JSON_HEADERS and body is ITEM_BODY:
+            headers = _ITEM_HEADERS  # the hot path: built once
+        else:
+            headers = [*headers, (b"content-length", str(len(body)).encode())]
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
 
 
 class ControlError(Exception):
@@ -182,36 +211,87 @@ class StubUpstream:
                 if message["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    self.handlers.shutdown()
+                    self.shutdown()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
+    def shutdown(self) -> None:
+        """The server stops: the handlers' threads end."""
+        self.handlers.shutdown()
+
     # ---- items --------------------------------------------------------------------------
 
-    async def _item(self, scope: dict, receive: Any, send: Any) -> None:
-        gauge, behaviour = self.gauge, self.behaviour
+    def _count(self, method: str, path: str, peer: Any) -> Gauge:
+        """An item call arrived (its head): counted in the gauge current now, returned."""
+        gauge = self.gauge
         gauge.requests += 1
-        if self.connections.first_use(scope.get("client")):
+        if self.connections.first_use(peer):
             gauge.connections += 1
-        method, path = scope["method"], scope["path"]
         self.calls.add(method, path)
+        return gauge
+
+    async def _item(self, scope: dict, receive: Any, send: Any) -> None:
+        method, path, peer = scope["method"], scope["path"], scope.get("client")
+        gauge = self._count(method, path, peer)
         try:
-            body, truncated, kept, complete = await self._read_item_body(receive)
+            body, complete = await self._read_item_body(receive)
         except ControlError as exc:
             gauge.errors += 1
             await _reply(send, exc.status, _detail(str(exc)))
             return
+        query_string, headers = scope["query_string"], scope["headers"]
+        out = AsgiAnswer(send)
+        await self._serve(gauge, method, path, query_string, headers, peer, body, complete, out)
+
+    async def serve_item(
+        self,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        peer: Any,
+        body: bytes,
+        out: Answer,
+        *,
+        complete: bool = True,
+        too_large: bool = False,
+    ) -> None:
+        """An item call from a server that parsed the request itself (`stubhttp.py`): the
+        same work as through ASGI, without its scope and messages. `complete` False: the
+        client went away before the body ended; `too_large`: the body passed MAX_ITEM_BODY."""
+        gauge = self._count(method, path, peer)
+        if too_large:
+            gauge.errors += 1
+            detail = _detail(f"request body over {MAX_ITEM_BODY} bytes")
+            await out.reply(413, JSON_HEADERS, detail)
+            return
+        await self._serve(gauge, method, path, query_string, headers, peer, body, complete, out)
+
+    async def _serve(
+        self,
+        gauge: Gauge,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        peer: Any,
+        body: bytes,
+        complete: bool,
+        out: Answer,
+    ) -> None:
+        """An item call whose body came (or `complete` False: its client went away first)."""
+        cap = self.recorder.max_body
+        truncated = len(body) > cap
         record = self.recorder.add(
-            method, path, scope["query_string"], scope["headers"], kept, truncated
+            method, path, query_string, headers, body[:cap] if truncated else body, truncated
         )
         if not complete:
             # The client went away mid-body: no answer, never a complete 200.
             record[ABORTED] = True
             gauge.aborted += 1
             return
-        call = self.timeline.arrive(method, path, scope["query_string"], body)
+        call = self.timeline.arrive(method, path, query_string, body)
         self.repeats.arrive(call)
-        send = self.timeline.stamping(call, send)
         if self.limited:
             over = self._over_limit(method, path)
             if over is not None:  # answered at once, without the route's delay
@@ -219,24 +299,25 @@ class StubUpstream:
                 gauge.rejected += 1
                 gauge.limited += 1
                 record[STATUS] = 429
-                await _send(send, 429, [*JSON_HEADERS, *bucket.headers(wait_s)], _RATE_BODY)
+                await self._respond(
+                    out, call, 429, [*JSON_HEADERS, *bucket.headers(wait_s)], _RATE_BODY
+                )
                 self.timeline.answer(call, 429)
                 return
-        if behaviour.max_inflight and self.inflight_now >= behaviour.max_inflight:
+        if self.behaviour.max_inflight and self.inflight_now >= self.behaviour.max_inflight:
             gauge.rejected += 1
             gauge.capped += 1
             record[STATUS] = 429
-            await _reply(send, 429, b'{"error":"too many requests in flight"}')
+            await self._respond(out, call, 429, JSON_HEADERS, _CAPPED_BODY)
             self.timeline.answer(call, 429)
             return
         gauge.inflight += 1
         self.inflight_now += 1
         if gauge.inflight > gauge.peak_inflight:
             gauge.peak_inflight = gauge.inflight
-        peer = scope.get("client")
         self.connections.watch(peer, lambda: self._cut(call, gauge))
         try:
-            await self._answer(scope, send, method, path, body, record, gauge, call)
+            await self._answer(out, query_string, headers, method, path, body, record, gauge, call)
         finally:
             self.connections.unwatch(peer)
             self.timeline.answer(call, record[STATUS])
@@ -323,12 +404,12 @@ class StubUpstream:
             waiter.set_result(True)
         return {"released": len(held)}
 
-    async def _read_item_body(self, receive: Any) -> tuple[bytes, bool, bytes, bool]:
-        """(body as received, whether the kept copy was cut, the kept copy, whether the body
-        came whole: False when the client disconnected before its end)."""
+    async def _read_item_body(self, receive: Any) -> tuple[bytes, bool]:
+        """(body as received, whether it came whole: False when the client disconnected
+        before its end)."""
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"", False, b"", False
+            return b"", False
         body = message.get("body", b"")
         if message.get("more_body"):
             chunks = [body]
@@ -336,24 +417,28 @@ class StubUpstream:
             while message.get("more_body"):
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    body = b"".join(chunks)
-                    cap = self.recorder.max_body
-                    return body, len(body) > cap, body[:cap], False
+                    return b"".join(chunks), False
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > MAX_ITEM_BODY:
                     raise ControlError(413, f"request body over {MAX_ITEM_BODY} bytes")
                 chunks.append(chunk)
             body = b"".join(chunks)
-        cap = self.recorder.max_body
-        if len(body) > cap:
-            return body, True, body[:cap], True
-        return body, False, body, True
+        return body, True
+
+    async def _respond(
+        self, out: Answer, call: list, status: int, headers: list, body: bytes
+    ) -> None:
+        """A whole answer at once (not a stream): stamped in the call log as it is handed
+        over, before the client can read it."""
+        self.timeline.stamp(call, status, headers)
+        await out.reply(status, headers, body)
 
     async def _answer(
         self,
-        scope: dict,
-        send: Any,
+        out: Answer,
+        raw_query: bytes,
+        request_headers: list[tuple[bytes, bytes]],
         method: str,
         path: str,
         body: bytes,
@@ -362,7 +447,6 @@ class StubUpstream:
         call: list,
     ) -> None:
         behaviour = self.behaviour
-        raw_query = scope["query_string"]
         query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
         route, params = self._find(method, path)
         try:
@@ -371,7 +455,7 @@ class StubUpstream:
         except ControlError as exc:
             gauge.errors += 1
             record[STATUS] = 422
-            await _reply(send, 422, _detail(str(exc)))
+            await self._respond(out, call, 422, JSON_HEADERS, _detail(str(exc)))
             return
         delay_ms = self.timeline.plan(call, route.path if route else None, delay_ms)
         record[DELAY] = delay_ms
@@ -383,7 +467,8 @@ class StubUpstream:
             if await self._hang(call):
                 gauge.errors += 1
                 record[STATUS] = 504
-                await _reply(send, 504, _detail("a hung call, released by the harness"))
+                detail = _detail("a hung call, released by the harness")
+                await self._respond(out, call, 504, JSON_HEADERS, detail)
             return
         gauge.delay_ms_sum += delay_ms
         gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
@@ -393,7 +478,7 @@ class StubUpstream:
         streamed = route is not None and route.stream is not None and route.function is None
         if dropping and not streamed:
             gauge.dropped += 1
-            await _drop(send)
+            await _drop(self.timeline.stamping(call, out.send))
             return
         error_rate = behaviour.error_rate
         if route is not None and route.error_rate is not None:
@@ -403,12 +488,16 @@ class StubUpstream:
         elif route is None:
             status, headers, answer = 200, JSON_HEADERS, ITEM_BODY
         elif route.function is not None:
-            outcome = await self._run_handler(route, scope, method, path, params, query, body)
+            outcome = await self._run_handler(
+                route, request_headers, method, path, params, query, body
+            )
             if isinstance(outcome, StubStream):
+                send = self.timeline.stamping(call, out.send)
                 await self._stream(send, route, outcome, forced, record, gauge, dropping)
                 return
             status, headers, answer = outcome
         elif streamed:
+            send = self.timeline.stamping(call, out.send)
             await self._stream(send, route, None, forced, record, gauge, dropping)
             return
         else:
@@ -422,16 +511,13 @@ class StubUpstream:
         if status >= 400 and status != 429:  # a 429 counts as rejected (`_item`)
             gauge.errors += 1
         record[STATUS] = status
-        if headers is JSON_HEADERS and answer is ITEM_BODY:
-            await _reply(send, status, ITEM_BODY)
-        else:
-            await _send(send, status, headers, answer)
+        await self._respond(out, call, status, headers, answer)
         gauge.completed += 1
 
     async def _run_handler(
         self,
         route: Route,
-        scope: dict,
+        request_headers: list[tuple[bytes, bytes]],
         method: str,
         path: str,
         params: dict[str, str],
@@ -443,10 +529,14 @@ class StubUpstream:
             path=path,
             path_params=params,
             query=query,
-            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in request_headers},
             body=body,
         )
         assert route.function is not None
+        if asyncio.current_task() is None:
+            # Run by a server that begins each call outside a task (`stubhttp.py`): the
+            # user's code goes on in one, so `asyncio.timeout()` and the like work there.
+            await asyncio.sleep(0)
         try:
             if route.is_async:
                 result = await route.function(request)
@@ -836,12 +926,6 @@ async def _reply(send: Any, status: int, body: bytes) -> None:
         headers = _ITEM_HEADERS  # the hot path: built once
     else:
         headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send(send: Any, status: int, headers: list, body: bytes) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
