@@ -42,8 +42,6 @@ from pytest_fanout.servers.upstream import CONTROL_PREFIX, MAX_CONTROL_BODY, Stu
 
 #: Bytes of one request's head (request line and headers) accepted; more is a 431.
 MAX_HEAD_BYTES = 1024 * 1024
-#: Bytes of a body kept in memory: the larger of the item and the control bounds.
-_MAX_BODY = max(MAX_ITEM_BODY, MAX_CONTROL_BODY)
 #: Complete requests queued behind the one being answered before reading pauses.
 MAX_PIPELINED = 16
 _STATUS_LINES = {
@@ -51,6 +49,7 @@ _STATUS_LINES = {
     for status in HTTPStatus
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTROL_BYTES = CONTROL_PREFIX.encode()
 
 
 def _status_line(status: int) -> bytes:
@@ -123,6 +122,7 @@ class StubProtocol(asyncio.Protocol):
         self.head_bytes = 0
         self.body: list[bytes] = []
         self.body_size = 0
+        self.body_limit = MAX_ITEM_BODY
         self.parsing = False  # its head came, its body has not ended
         # Requests complete and waiting for the one being answered (pipelining).
         self.queue: deque[tuple[Any, ...]] = deque()
@@ -245,15 +245,20 @@ class StubProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.parsing = True
+        # A body is kept up to its bound and one byte more (so its reader refuses it).
+        self.body_limit = (
+            MAX_CONTROL_BODY + 1 if self.url.startswith(CONTROL_BYTES) else MAX_ITEM_BODY + 1
+        )
         if not self.busy and not self.queue and self.transport is not None:
             for name, value in self.headers:
                 if name == b"expect" and value.lower() == b"100-continue":
                     self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        room = self.body_limit - self.body_size
         self.body_size += len(body)
-        if self.body_size <= _MAX_BODY:
-            self.body.append(body)
+        if room > 0:
+            self.body.append(body if len(body) <= room else body[:room])
 
     def on_message_complete(self) -> None:
         self.parsing = False
