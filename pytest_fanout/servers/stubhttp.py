@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import gc
 import signal
 import socket
 import sys
@@ -57,31 +58,55 @@ def _status_line(status: int) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
 
 
-class _Clock:
-    """The `date` header, formatted at most once a second."""
+#: Heads built for (status, headers list) pairs, kept while the list lives: the same few
+#: (a route's, the item answer's) serve nearly every call. Bounded: cleared when full.
+_HEADS: dict[tuple[int, int], tuple[list[tuple[bytes, bytes]], bytes]] = {}
+_MAX_HEADS = 256
+#: Request targets split into (path, query), the same way (bounded the same way).
+_URLS: dict[bytes, tuple[str, bytes]] = {}
+_MAX_URLS = 4096
 
-    def __init__(self) -> None:
-        self.second = 0
-        self.header = b""
 
-    def date(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.second = now
-            self.header = b"date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
-        return self.header
+def _head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The status line and `headers`, each line ended, built once per headers list."""
+    key = (status, id(headers))
+    cached = _HEADS.get(key)
+    if cached is not None and cached[0] is headers:
+        return cached[1]
+    head = _status_line(status) + b"".join(b"%s: %s\r\n" % pair for pair in headers)
+    if len(_HEADS) >= _MAX_HEADS:
+        _HEADS.clear()
+    _HEADS[key] = (headers, head)  # holds the list: its id cannot be reused meanwhile
+    return head
+
+
+def _date() -> bytes:
+    return b"date: %s\r\n" % email.utils.formatdate(time.time(), usegmt=True).encode()
 
 
 class _Server:
-    """What the connections of one server share: the app, the table, open connections."""
+    """What the connections of one server share: the app, the table, open connections, and
+    a tick each second (the `date` header, idle connections closed)."""
 
     def __init__(self, app: StubUpstream, keep_alive_s: float, table: ConnectionTable) -> None:
         self.app = app
         self.keep_alive_s = keep_alive_s
         self.table = table
-        self.clock = _Clock()
+        self.date = _date()
+        #: Seconds since the server started, counted by `tick`.
+        self.ticks = 1
         self.connections: set[StubProtocol] = set()
         self.stopping = False
+
+    def tick(self) -> None:
+        """Once a second: the date, and connections idle for keep_alive_s closed (an idle
+        connection notes the tick its last answer ended at; 0 while it is in use)."""
+        self.ticks += 1
+        self.date = _date()
+        oldest = self.ticks - self.keep_alive_s
+        for connection in list(self.connections):
+            if connection.idle_since and connection.idle_since <= oldest:
+                connection.close_idle()
 
 
 @types.coroutine
@@ -136,7 +161,8 @@ class StubProtocol(asyncio.Protocol):
         self.chunked = False
         self.first_receive = True
         self.request_body = b""
-        self.idle_timer: asyncio.TimerHandle | None = None
+        #: The server's tick when the connection became idle; 0 while in use.
+        self.idle_since = 0
         self.write_paused = False
         self.drained: asyncio.Future[None] | None = None
 
@@ -153,7 +179,7 @@ class StubProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        self._cancel_idle()
+        self.idle_since = 0
         self.queue.clear()  # pipelined requests behind an unanswered one: never begun
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
@@ -180,8 +206,7 @@ class StubProtocol(asyncio.Protocol):
                 )
 
     def data_received(self, data: bytes) -> None:
-        if self.idle_timer is not None:
-            self._cancel_idle()
+        self.idle_since = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -212,13 +237,8 @@ class StubProtocol(asyncio.Protocol):
             self._write_whole(status, [(b"content-type", b"text/plain")], text, close=True)
         self.transport.close()
 
-    def _cancel_idle(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-
-    def _idle(self) -> None:
-        self.idle_timer = None
+    def close_idle(self) -> None:
+        self.idle_since = 0
         if not self.busy and not self.parsing and self.transport is not None:
             self.transport.close()
 
@@ -375,7 +395,7 @@ class StubProtocol(asyncio.Protocol):
             self._begin(request)
             return
         if not self.parsing:
-            self.idle_timer = self.loop.call_later(self.server.keep_alive_s, self._idle)
+            self.idle_since = self.server.ticks
 
     # ---- the Answer interface (upstream.Answer) and ASGI ---------------------------------------
 
@@ -389,18 +409,16 @@ class StubProtocol(asyncio.Protocol):
     def _write_whole(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, close: bool = False
     ) -> None:
-        parts = [_status_line(status)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts.append(self.server.clock.date())
-        parts.append(b"content-length: %d\r\n" % len(body))
-        if close or not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        if not self.head_request and status not in (204, 304):
-            parts.append(body)
+        closing = b"connection: close\r\n" if close or not self.keep_alive else b""
+        length = b"content-length: %d\r\n" % len(body)
+        if status in (204, 304):  # no body, and no length, whatever the answer held
+            body = length = b""
+        elif self.head_request:
+            body = b""  # the length still says what a GET would get
         self.started = True
-        self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        self.transport.write(  # type: ignore[union-attr]
+            b"%s%s%s%s\r\n%s" % (_head(status, headers), self.server.date, length, closing, body)
+        )
 
     async def receive(self) -> dict[str, Any]:
         """ASGI receive of a control call: its whole body, then a disconnect."""
@@ -425,7 +443,7 @@ class StubProtocol(asyncio.Protocol):
             parts = [_status_line(status)]
             for name, value in headers:
                 parts += (name, b": ", value, b"\r\n")
-            parts.append(self.server.clock.date())
+            parts.append(self.server.date)
             if self.chunked:
                 parts.append(b"transfer-encoding: chunked\r\n")
             if not self.keep_alive:
@@ -458,6 +476,16 @@ class _HeadTooLarge(Exception):
 
 def _split_url(url: bytes) -> tuple[str, bytes]:
     """(path, query string) of a request target; `%`-escapes in the path decoded."""
+    split = _URLS.get(url)
+    if split is None:
+        split = _parse_url(url)
+        if len(_URLS) >= _MAX_URLS:
+            _URLS.clear()
+        _URLS[url] = split
+    return split
+
+
+def _parse_url(url: bytes) -> tuple[str, bytes]:
     if url[:1] != b"/":
         parsed = httptools.parse_url(url)
         raw_path, query = parsed.path or b"/", parsed.query or b""
@@ -482,10 +510,15 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     shared = _Server(app, keep_alive_s, CONNECTIONS)
     server = await loop.create_server(lambda: StubProtocol(shared), sock=sock, backlog=2048)
+    ticker = asyncio.create_task(_tick(shared))
+    # What exists now (modules, functions) lives as long as the process: out of the
+    # collector's full passes, which then walk only the calls' records.
+    gc.freeze()
     try:
         await stop.wait()
     finally:
         shared.stopping = True
+        ticker.cancel()
         server.close()
         for connection in list(shared.connections):
             connection.shutdown()
@@ -502,6 +535,12 @@ async def _serve(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         app.shutdown()
+
+
+async def _tick(server: _Server) -> None:
+    while True:  # ends with the server (cancelled)
+        await asyncio.sleep(1.0)
+        server.tick()
 
 
 def serve_stub(

@@ -451,7 +451,7 @@ class StubUpstream:
         route, params = self._find(method, path)
         try:
             delay_ms = self._delay(route, query)
-            forced = _query_number(query, "status", 100, 599)
+            forced = _query_number(query, "status", 100, 599) if query else None
         except ControlError as exc:
             gauge.errors += 1
             record[STATUS] = 422
@@ -459,7 +459,7 @@ class StubUpstream:
             return
         delay_ms = self.timeline.plan(call, route.path if route else None, delay_ms)
         record[DELAY] = delay_ms
-        if await self.holder.hold():
+        if self.holder.armed and await self.holder.hold():
             record[DELAY] = 0.0  # answered when its wave was released, not after a delay
             delay_ms = 0.0
         if route.hang if route is not None and route.hang else behaviour.hang:
@@ -471,7 +471,8 @@ class StubUpstream:
                 await self._respond(out, call, 504, JSON_HEADERS, detail)
             return
         gauge.delay_ms_sum += delay_ms
-        gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
+        if delay_ms > gauge.delay_ms_max:
+            gauge.delay_ms_max = delay_ms
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         dropping = query.get("fault") == "drop" or self._chance(behaviour.drop_rate)
@@ -483,7 +484,7 @@ class StubUpstream:
         error_rate = behaviour.error_rate
         if route is not None and route.error_rate is not None:
             error_rate = route.error_rate
-        if self._chance(error_rate):
+        if error_rate and self._chance(error_rate):
             status, headers, answer = behaviour.error_status, JSON_HEADERS, ITEM_BODY
         elif route is None:
             status, headers, answer = 200, JSON_HEADERS, ITEM_BODY
@@ -504,7 +505,7 @@ class StubUpstream:
             status = route.status
             headers = route.wire_headers
             answer = route.static_answer(params)
-        if route is not None:
+        if route is not None and self.timeline.perturb:
             answer = self.timeline.shape(call, answer)
         if forced is not None:
             status = int(forced)
@@ -620,9 +621,10 @@ class StubUpstream:
 
     def _delay(self, route: Route | None, query: dict[str, str]) -> float:
         """This call's delay in ms: the query's, else the route's, else the behaviour's."""
-        override = _query_number(query, "delay_ms", 0, MAX_DELAY_MS)
-        if override is not None:
-            return override
+        if query:
+            override = _query_number(query, "delay_ms", 0, MAX_DELAY_MS)
+            if override is not None:
+                return override
         behaviour = self.behaviour
         delay, jitter, p99 = behaviour.delay_ms, behaviour.jitter_ms, behaviour.p99_ms
         if route is not None:
