@@ -181,8 +181,12 @@ class StubUpstream:
         self.timeline = CallLog()
         self.routes: list[Route] = []
         self._literal: dict[tuple[str, str], Route] = {}
-        #: Routes with path parameters by method, in the order they were added.
-        self._templated: dict[str, list[Route]] = {}
+        #: Routes with path parameters by method, then by the path's first segment: those
+        #: that may match a path starting so, in the order they were added (a template's
+        #: parameter never spans a '/', so a literal first segment must be equal).
+        self._templated: dict[str, dict[str, list[Route]]] = {}
+        #: By method: those whose first segment has a parameter (for any other path).
+        self._templated_any: dict[str, list[Route]] = {}
         self._random = random.Random(self.behaviour.seed or None)
         #: Hold mode (`hold.py`): when armed, calls wait for their wave instead of the delay.
         self.holder = Holder()
@@ -613,7 +617,14 @@ class StubUpstream:
                 if params is not None:
                     return route, params
             return None, {}
-        for route in self._templated.get(method, ()):  # the hot path: one regex each
+        by_head = self._templated.get(method)
+        if by_head is None:
+            return None, {}
+        end = path.find("/", 1)
+        candidates = by_head.get(path[1:end] if end > 0 else path[1:])
+        if candidates is None:
+            candidates = self._templated_any[method]
+        for route in candidates:  # the hot path: one regex each
             found = route.regex.match(path)  # type: ignore[union-attr]
             if found is not None:
                 return route, found.groupdict()
@@ -751,16 +762,25 @@ class StubUpstream:
     def _set_routes(self, routes: list[Route]) -> None:
         self.routes = routes
         self._literal = {}
-        self._templated = {}
         self.route_buckets = {
             id(r): TokenBucket(r.rate_limit, r.burst or 0) for r in routes if r.rate_limit
         }
         self.limited = self.bucket is not None or bool(self.route_buckets)
+        templated: dict[str, list[Route]] = {}
         for route in routes:
             if route.regex is None:
                 self._literal.setdefault((route.method, route.path), route)
             else:
-                self._templated.setdefault(route.method, []).append(route)
+                templated.setdefault(route.method, []).append(route)
+        self._templated = {}
+        self._templated_any = {}
+        for method, group in templated.items():
+            pairs = [(r.path[1:].split("/", 1)[0], r) for r in group]
+            fixed = {head for head, _ in pairs if "{" not in head}
+            self._templated[method] = {
+                head: [r for h, r in pairs if h == head or "{" in h] for head in fixed
+            }
+            self._templated_any[method] = [r for h, r in pairs if "{" in h]
 
     async def _requests(self, query: dict, body: Any) -> dict[str, Any]:
         """One page of the recorded sample: ?method=&path= (a template is fine), after the
