@@ -152,6 +152,7 @@ class StubProtocol(asyncio.Protocol):
         # Requests complete and waiting for the one being answered (pipelining).
         self.queue: deque[tuple[Any, ...]] = deque()
         self.busy = False  # a call is being answered
+        self.draining = False  # `_done` is beginning queued requests
         self.read_paused = False
         # The answer of the current call.
         self.keep_alive = True
@@ -210,7 +211,12 @@ class StubProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(400, b"upgrade is not supported")
+            # An upgrade the stub does not speak (h2c, a websocket): the request is answered
+            # over HTTP/1.1 as uvicorn does, then the connection closes (the parser cannot
+            # go on past an upgrade).
+            self.keep_alive = False
+            if not self.busy and self.transport is not None:
+                self.transport.close()
         except httptools.HttpParserError:
             self._refuse(400, b"invalid HTTP request")
         except _HeadTooLarge:
@@ -373,7 +379,7 @@ class StubProtocol(asyncio.Protocol):
         """The call's coroutine ended: on to the next request, or close the connection."""
         self.busy = False
         transport = self.transport
-        if self.closed or transport is None:
+        if self.closed or transport is None or transport.is_closing():
             return
         if not self.complete:
             if self.started:  # one line per cut answer, as uvicorn's (the gauge counts it)
@@ -387,14 +393,21 @@ class StubProtocol(asyncio.Protocol):
         if not self.keep_alive:
             transport.close()
             return
-        if self.queue:
-            request = self.queue.popleft()
-            if self.read_paused and len(self.queue) < MAX_PIPELINED // 2:
-                self.read_paused = False
-                transport.resume_reading()
-            self._begin(request)
-            return
-        if not self.parsing:
+        if self.draining:
+            return  # the loop below, further up this stack, begins the next request
+        # A loop, not a call per request: a long pipelined queue answered at once must not
+        # nest one frame per request.
+        self.draining = True
+        try:
+            while self.queue and not self.busy and not transport.is_closing():
+                request = self.queue.popleft()
+                if self.read_paused and len(self.queue) < MAX_PIPELINED // 2:
+                    self.read_paused = False
+                    transport.resume_reading()
+                self._begin(request)
+        finally:
+            self.draining = False
+        if not self.busy and not self.parsing and not self.queue:
             self.idle_since = self.server.ticks
 
     # ---- the Answer interface (upstream.Answer) and ASGI ---------------------------------------

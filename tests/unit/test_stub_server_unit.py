@@ -84,6 +84,25 @@ def test_a_delayed_call_goes_on_in_a_task_and_pipelined_ones_wait_their_turn() -
     asyncio.run(main())
 
 
+def test_a_long_pipelined_queue_is_answered_in_order_without_nesting() -> None:
+    async def main() -> None:
+        app = StubUpstream(Behaviour(delay_ms=0), connections=ConnectionTable())
+        protocol, transport = _connection(app)
+        # The first waits (a delay), 3000 more queue behind it; then all are answered.
+        requests = [b"GET /first?delay_ms=20 HTTP/1.1\r\nHost: x\r\n\r\n"]
+        requests += [b"GET /n/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3000)]
+        protocol.data_received(b"".join(requests))
+        assert transport.written == []
+        for _ in range(500):  # bounded
+            await asyncio.sleep(0.01)
+            if len(transport.written) == 3001:
+                break
+        assert len(transport.written) == 3001 and app.gauge.completed == 3001
+        assert [c[3] for c in app.timeline.calls][:3] == ["/first", "/n/0", "/n/1"]
+
+    asyncio.run(main())
+
+
 def test_a_handler_runs_inside_a_task() -> None:
     seen: list[object] = []
 
@@ -119,6 +138,21 @@ def test_connection_close_is_answered_then_closed() -> None:
         protocol, transport = _connection(app)
         protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert b"connection: close\r\n" in transport.written[0]
+        assert transport.closing
+
+    asyncio.run(main())
+
+
+def test_an_upgrade_is_answered_over_http_1_1_then_the_connection_closes() -> None:
+    async def main() -> None:
+        app = StubUpstream(Behaviour(delay_ms=0), connections=ConnectionTable())
+        protocol, transport = _connection(app)
+        protocol.data_received(
+            b"GET /u HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        )
+        [answer] = transport.written
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b'{"ok":true}')
         assert transport.closing
 
     asyncio.run(main())
