@@ -6,7 +6,7 @@ connections first used) is what makes concurrency assertions exact instead
 of timing guesses. Routes give real answers (`routes.py`; sync handlers run
 in a bounded thread pool, `handlers.py`), every call is counted exactly by
 method and path (`calls.py`) and kept in a sample bounded by count and bytes
-(`recorder.py`), and connections are counted at uvicorn's protocol level
+(`recorder.py`), and connections are counted by the stub's own server
 (`connections.py`).
 
 Control lives under `/__upstream__/` and needs `Authorization: Bearer
