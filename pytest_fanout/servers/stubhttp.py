@@ -236,8 +236,12 @@ class StubProtocol(asyncio.Protocol):
         if not self.busy and not self.parsing and self.transport is not None:
             self.transport.close()
 
+    def _gone(self) -> bool:
+        """The connection closed or is closing: a write would go nowhere (or raise)."""
+        return self.closed or self.transport is None or self.transport.is_closing()
+
     def _refuse(self, status: int, text: bytes) -> None:
-        if self.transport is None or self.closed:
+        if self._gone():
             return
         if not self.busy:
             self._write_whole(status, [(b"content-type", b"text/plain")], text, close=True)
@@ -369,7 +373,7 @@ class StubProtocol(asyncio.Protocol):
     def _failed(self, exc: Exception) -> None:
         print("stub upstream: exception while answering a call:", file=sys.stderr)
         traceback.print_exception(exc, file=sys.stderr)
-        if not self.started and not self.closed:
+        if not self.started and not self._gone():
             self.keep_alive = False
             self._write_whole(500, [(b"content-type", b"text/plain")], b"Internal Server Error")
             self.complete = True
@@ -414,7 +418,7 @@ class StubProtocol(asyncio.Protocol):
 
     async def reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A whole answer in one write."""
-        if self.closed:
+        if self._gone():
             return
         self._write_whole(status, headers, body)
         self.complete = True
@@ -443,7 +447,7 @@ class StubProtocol(asyncio.Protocol):
     async def send(self, message: dict[str, Any]) -> None:
         """ASGI send: control answers, streamed answers (chunked when no length is given)
         and cut ones. After the client went away it does nothing, as uvicorn's."""
-        if self.closed:
+        if self._gone():
             return
         transport = self.transport
         assert transport is not None

@@ -103,6 +103,23 @@ def test_a_long_pipelined_queue_is_answered_in_order_without_nesting() -> None:
     asyncio.run(main())
 
 
+def test_a_call_whose_connection_is_closing_writes_nothing_more() -> None:
+    async def main() -> None:
+        app = StubUpstream(Behaviour(delay_ms=0), connections=ConnectionTable())
+        protocol, transport = _connection(app)
+        protocol.data_received(b"GET /slow?delay_ms=20 HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.data_received(b"NOT HTTP\r\n\r\n")  # refused: the connection closes
+        assert transport.closing and transport.written == []
+        for _ in range(100):  # bounded: the delayed call ends meanwhile
+            await asyncio.sleep(0.01)
+            if app.inflight_now == 0:
+                break
+        # Its answer is not written to the closing connection (a real one would raise).
+        assert app.inflight_now == 0 and transport.written == []
+
+    asyncio.run(main())
+
+
 def test_a_handler_runs_inside_a_task() -> None:
     seen: list[object] = []
 
