@@ -13,9 +13,10 @@ no task; one that waits goes on in a task from where it suspended
 interface (`send` here, the app's `__call__` for control).
 
 Kept from uvicorn: exact connection counting (`connections.CONNECTIONS`),
-keep-alive for `keep_alive_s`, pipelined requests answered in order, request
-bodies (chunked too), `Expect: 100-continue`, a `date` header, graceful
-shutdown on SIGTERM/SIGINT (calls in flight get `grace_s`).
+keep-alive for `keep_alive_s` (idle connections closed by a one-second tick,
+not a timer per answer), pipelined requests answered in order, request bodies
+(chunked too), `Expect: 100-continue`, a `date` header, one log line per cut
+answer, graceful shutdown on SIGTERM/SIGINT (calls in flight get `grace_s`).
 """
 
 from __future__ import annotations
@@ -176,6 +177,8 @@ class StubProtocol(asyncio.Protocol):
         # TCP_NODELAY: uvloop and asyncio set it on every TCP connection.
         self.server.table.opened(self.peer)
         self.server.connections.add(self)
+        # Idle from the start: one that never sends closes after keep_alive_s too.
+        self.idle_since = self.server.ticks
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -175,6 +175,35 @@ def test_an_upgrade_is_answered_over_http_1_1_then_the_connection_closes() -> No
     asyncio.run(main())
 
 
+def test_idle_connections_close_after_the_keep_alive_ticks_and_busy_ones_do_not() -> None:
+    async def main() -> None:
+        app = StubUpstream(Behaviour(delay_ms=0), connections=ConnectionTable())
+        server = stubhttp._Server(app, 3, app.connections)
+        silent, used, busy = (stubhttp.StubProtocol(server) for _ in range(3))
+        transports = [_Transport() for _ in range(3)]
+        for protocol, transport in zip((silent, used, busy), transports, strict=True):
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+        server.tick()
+        used.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")  # idle from tick 2
+        busy.data_received(b"GET /b?delay_ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        closed = []
+        for _ in range(4):
+            server.tick()
+            closed.append([t.closing for t in transports])
+        # The silent one at tick 4 (idle since 1), the used one at tick 5, never the busy one.
+        assert closed == [
+            [False, False, False],
+            [True, False, False],
+            [True, True, False],
+            [True, True, False],
+        ]
+        for protocol in (silent, used, busy):
+            protocol.connection_lost(None)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+
+
 def test_a_head_is_cached_only_while_its_headers_list_is_the_same_object() -> None:
     first = [(b"content-type", b"application/json")]
     head = stubhttp._head(200, first)
