@@ -146,6 +146,7 @@ class StubProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        self.head_too_large = False
         self.body: list[bytes] = []
         self.body_size = 0
         self.body_limit = MAX_ITEM_BODY
@@ -221,9 +222,11 @@ class StubProtocol(asyncio.Protocol):
             if not self.busy and self.transport is not None:
                 self.transport.close()
         except httptools.HttpParserError:
-            self._refuse(400, b"invalid HTTP request")
-        except _HeadTooLarge:
-            self._refuse(431, b"request head too large")
+            # A callback's exception comes wrapped (HttpParserCallbackError): the flag says.
+            if self.head_too_large:
+                self._refuse(431, b"request head too large")
+            else:
+                self._refuse(400, b"invalid HTTP request")
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -268,11 +271,13 @@ class StubProtocol(asyncio.Protocol):
         self.url += url
         self.head_bytes += len(url)
         if self.head_bytes > MAX_HEAD_BYTES:
+            self.head_too_large = True
             raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value)
         if self.head_bytes > MAX_HEAD_BYTES:
+            self.head_too_large = True
             raise _HeadTooLarge
         self.headers.append((name.lower(), value))
 

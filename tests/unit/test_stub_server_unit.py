@@ -204,6 +204,19 @@ def test_idle_connections_close_after_the_keep_alive_ticks_and_busy_ones_do_not(
     asyncio.run(main())
 
 
+def test_a_request_head_over_its_bound_is_a_431_and_closes() -> None:
+    async def main() -> None:
+        app = StubUpstream(Behaviour(delay_ms=0), connections=ConnectionTable())
+        protocol, transport = _connection(app)
+        big = b"x" * (stubhttp.MAX_HEAD_BYTES + 1)
+        protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Big: " + big + b"\r\n\r\n")
+        [answer] = transport.written
+        assert answer.startswith(b"HTTP/1.1 431 ") and transport.closing
+        assert app.gauge.requests == 0  # never reached the stub's code
+
+    asyncio.run(main())
+
+
 def test_a_head_is_cached_only_while_its_headers_list_is_the_same_object() -> None:
     first = [(b"content-type", b"application/json")]
     head = stubhttp._head(200, first)
