@@ -66,6 +66,8 @@ _MAX_HEADS = 256
 #: Request targets split into (path, query), the same way (bounded the same way).
 _URLS: dict[bytes, tuple[str, bytes]] = {}
 _MAX_URLS = 4096
+#: Only short heads and targets are cached (the caches stay within a few MiB).
+_MAX_CACHED_BYTES = 1024
 
 
 def _head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -75,9 +77,10 @@ def _head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
     if cached is not None and cached[0] is headers:
         return cached[1]
     head = _status_line(status) + b"".join(b"%s: %s\r\n" % pair for pair in headers)
-    if len(_HEADS) >= _MAX_HEADS:
-        _HEADS.clear()
-    _HEADS[key] = (headers, head)  # holds the list: its id cannot be reused meanwhile
+    if len(head) <= _MAX_CACHED_BYTES:
+        if len(_HEADS) >= _MAX_HEADS:
+            _HEADS.clear()
+        _HEADS[key] = (headers, head)  # holds the list: its id cannot be reused meanwhile
     return head
 
 
@@ -504,9 +507,10 @@ def _split_url(url: bytes) -> tuple[str, bytes]:
     split = _URLS.get(url)
     if split is None:
         split = _parse_url(url)
-        if len(_URLS) >= _MAX_URLS:
-            _URLS.clear()
-        _URLS[url] = split
+        if len(url) <= _MAX_CACHED_BYTES:
+            if len(_URLS) >= _MAX_URLS:
+                _URLS.clear()
+            _URLS[url] = split
     return split
 
 

@@ -227,6 +227,15 @@ def test_a_head_is_cached_only_while_its_headers_list_is_the_same_object() -> No
     assert stubhttp._head(599, []) == b"HTTP/1.1 599 \r\n"
 
 
+def test_the_caches_keep_only_short_heads_and_targets() -> None:
+    long_target = b"/" + b"a" * 5000
+    assert stubhttp._split_url(long_target) == ("/" + "a" * 5000, b"")
+    assert long_target not in stubhttp._URLS
+    long_headers = [(b"x-long", b"v" * 5000)]
+    stubhttp._head(200, long_headers)
+    assert (200, id(long_headers)) not in stubhttp._HEADS
+
+
 @pytest.mark.parametrize(
     ("target", "split"),
     [
