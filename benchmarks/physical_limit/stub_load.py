@@ -6,8 +6,8 @@ The stub must never be the bottleneck of a measurement. Load comes from
 cores; the stub is pinned to one, and its gauge counts what it completed. It
 runs as a test uses it: a templated route answers the calls, every call is
 recorded and in the call log. `stub_costs` says what each of those costs: the
-stub's ASGI app driven in this process (no sockets), CPU microseconds per call
-with everything on and with each one off.
+stub's item path driven in this process as its server calls it (`serve_item`, no
+sockets), CPU microseconds per call with everything on and with each one off.
 """
 
 from __future__ import annotations
@@ -185,34 +185,28 @@ async def _per_call_us(off: str) -> float:
         (b"accept", b"*/*"),
         (b"accept-encoding", b"gzip, deflate"),
     ]
-    scopes = [
-        {
-            "type": "http",
-            "method": "GET",
-            "path": f"/items/{i % 1000}",
-            "query_string": b"",
-            "headers": headers,
-            "client": ("127.0.0.1", 40_000 + i % 1000),
-        }
-        for i in range(COST_CALLS)
-    ]
+    calls = [(f"/items/{i % 1000}", ("127.0.0.1", 40_000 + i % 1000)) for i in range(COST_CALLS)]
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+    class Discard:
+        """An Answer that sends nowhere."""
 
-    async def send(message: dict[str, Any]) -> None:
-        return None
+        async def reply(self, status: int, headers: list, body: bytes) -> None:
+            return None
 
-    for scope in scopes[:1000]:  # warm
-        await app(scope, receive, send)
+        async def send(self, message: dict[str, Any]) -> None:
+            return None
+
+    out = Discard()
+    for path, peer in calls[:1000]:  # warm
+        await app.serve_item("GET", path, b"", headers, peer, b"", out)
     start = time.process_time()
-    for scope in scopes:
-        await app(scope, receive, send)
+    for path, peer in calls:
+        await app.serve_item("GET", path, b"", headers, peer, b"", out)
     return 1e6 * (time.process_time() - start) / COST_CALLS
 
 
 def stub_costs() -> dict[str, float]:
-    """CPU us per call of the stub's own code (its ASGI app, no server, no sockets): with
+    """CPU us per call of the stub's own code (`serve_item`, no server, no sockets): with
     everything on, and with the route, recording or the call log off (best of three)."""
     out: dict[str, float] = {}
     for off in ("", "route", "recording", "call log"):

@@ -147,7 +147,7 @@ def _stub(rows: list[Row], stub: dict[str, object]) -> list[Verdict]:
         )
         out.append(
             Verdict(
-                "the stub's own code per call (its ASGI app, in process): all on; what each adds",
+                "the stub's own code per call (serve_item, in process): all on; what each adds",
                 f"{on:.1f} us; {parts}",
                 "measured, no target",
                 None,

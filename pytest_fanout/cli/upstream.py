@@ -40,9 +40,9 @@ def _token(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from pytest_fanout.servers.process import bind_listening_socket
+    from pytest_fanout.servers.stub_server import STUB_KEEP_ALIVE_S
+    from pytest_fanout.servers.stubhttp import serve_stub
     from pytest_fanout.servers.upstream import StubUpstream
 
     behaviour = behaviour_from(args)
@@ -52,23 +52,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
     app = StubUpstream(behaviour, token=args.token)
-    # Bind here, not in uvicorn: a busy port is one clear line, and --port 0 shows the real port.
+    # Bind here, not in the server: a busy port is one clear line, and --port 0 shows the
+    # real port.
     sock = bind_listening_socket(args.host, args.port)
     port = sock.getsockname()[1]
     warn_if_exposed(args.host)
     print(f"stub upstream on http://{args.host}:{port} (stats: /__upstream__/stats)", flush=True)
     if not args.token:
         print(f"control token: {app.token} (send 'Authorization: Bearer <token>')", flush=True)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        http="pytest_fanout.servers.connections:CountingHTTPProtocol",
-    )
-    server = uvicorn.Server(config)
+    # The stub's own server, as under the harness (servers/stubhttp.py): a load test
+    # against it measures the service, not the stub.
     try:
-        server.run(sockets=[sock])
+        serve_stub(app, sock, keep_alive_s=STUB_KEEP_ALIVE_S)
     finally:
         sock.close()
-    return ExitCode.OK if server.started else ExitCode.TARGET_UNUSABLE
+    return ExitCode.OK

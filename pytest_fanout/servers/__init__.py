@@ -9,7 +9,8 @@
   one line: the user's own code and the call it was in);
 * `upstream`: the stub upstream (raw ASGI, exact gauges), with `routes` (real answers,
   handlers), `streaming` (SSE events or chunks, paced), `recorder` (the requests it
-  saw, bounded) and `connections` (TCP connections counted at uvicorn's protocol level);
+  saw, bounded) and `connections` (TCP connections counted as the server accepts them);
+* `stubhttp`: the stub's own HTTP/1.1 server (httptools, uvloop), no ASGI per item call;
 * `stub_server`: `StubUpstreamServer`, one stub in a child process, its control API as methods;
 * `sdk_answers`: the OpenAI and Anthropic wire formats, plain and streamed, for its routes;
 * `stack`: the stack of servers: named stubs and the app together, the app pointed at

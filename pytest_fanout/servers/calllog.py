@@ -125,6 +125,14 @@ class CallLog:
 
         return stamped
 
+    def stamp(self, call: Call, status: int, headers: Any) -> None:
+        """A whole answer is handed over (as `stamping` does for its messages): the call is
+        answered now unless it was cut, and a 429 notes the wait it asks for."""
+        if status == 429:
+            call[10] = asked_wait_s(headers)
+        if not call[1]:
+            call[1] = time.monotonic()
+
     def cut(self, call: Call) -> bool:
         """The call's connection closed: unless it was answered, the call ends now (the
         client, a cancelled task, no longer waits for it), whatever the stub still does.

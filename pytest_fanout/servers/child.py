@@ -50,6 +50,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     # uvicorn does per request that a loopback stub never needs).
     parser.add_argument("--no-proxy-headers", dest="proxy_headers", action="store_false")
     parser.add_argument("--no-server-header", dest="server_header", action="store_false")
+    parser.add_argument(
+        "--stub-server",
+        action="store_true",
+        help="serve a stub upstream with its own HTTP server (servers/stubhttp.py), not uvicorn",
+    )
     return parser.parse_args(argv)
 
 
@@ -130,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return LOAD_FAILED
     sock = socket.socket(fileno=args.fd)
+    if args.stub_server:
+        from pytest_fanout.servers.stubhttp import serve_stub
+
+        return serve_stub(app, sock, keep_alive_s=args.timeout_keep_alive)  # type: ignore[arg-type]
     if kind == AIOHTTP:
         return 0 if serve_aiohttp(app, sock, probe=args.probe) else 3
     return _serve_uvicorn(app, sock, args)

@@ -1,20 +1,15 @@
-"""Counts the TCP connections a stub upstream accepts, exactly, at uvicorn's protocol level.
+"""Counts the TCP connections a stub upstream accepts, exactly, where they are accepted.
 
-An ASGI app sees requests, not connections: a client built per request and a
-pooled one look the same to it. uvicorn takes the HTTP protocol class as a
-public setting (`uvicorn.Config(http=...)`), so the stub runs a subclass of
-uvicorn's own that notes each accepted connection and its end. A connection
-counts for the gauge when the first ordinary (non-control) request arrives on
-it, so the harness's own control connection never counts.
+A request handler sees requests, not connections: a client built per request and
+a pooled one look the same to it. The stub's own HTTP server
+(`stubhttp.StubProtocol`) notes each accepted connection and its end in this
+table. A connection counts for the gauge when the first ordinary (non-control)
+request arrives on it, so the harness's own control connection never counts.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
-from uvicorn.protocols.utils import get_remote_addr
 
 Peer = tuple[str, int]
 
@@ -83,18 +78,5 @@ class ConnectionTable:
         self.closed_in_epoch = 0
 
 
-#: The stub process's table: one per process, like the uvicorn server it counts for.
+#: The stub process's table: one per process, like the server it counts for.
 CONNECTIONS = ConnectionTable()
-
-
-class CountingHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-    """uvicorn's HTTP protocol (httptools when installed), reporting to `CONNECTIONS`."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.fanout_peer = get_remote_addr(transport)
-        CONNECTIONS.opened(self.fanout_peer)
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        CONNECTIONS.closed(getattr(self, "fanout_peer", None))
-        super().connection_lost(exc)

@@ -148,19 +148,16 @@ class StubUpstreamServer(ServerProcess):
     def build_command(self, fd: int) -> list[str]:
         # Called by start() once the socket is bound: the URL is known from here on.
         self.bound.set()
-        # uvicorn's HTTP protocol with connection counting (a public uvicorn setting).
+        # The stub's own HTTP server (servers/stubhttp.py: httptools under uvloop, connections
+        # counted), not uvicorn's per-request ASGI layers: the stub is never the bottleneck.
         return [
             *super().build_command(fd),
-            "--http",
-            "pytest_fanout.servers.connections:CountingHTTPProtocol",
+            "--stub-server",
             # Idle connections stay open as long as at a usual upstream behind a proxy, not
             # uvicorn's 5 s: a slow app (a loaded runner) must not meet a keep-alive race
             # the harness made.
             "--timeout-keep-alive",
             str(STUB_KEEP_ALIVE_S),
-            # Per-request work a loopback stub never needs (its throughput, docs/performance).
-            "--no-proxy-headers",
-            "--no-server-header",
         ]
 
     def start(self) -> StubUpstreamServer:

@@ -6,7 +6,7 @@ connections first used) is what makes concurrency assertions exact instead
 of timing guesses. Routes give real answers (`routes.py`; sync handlers run
 in a bounded thread pool, `handlers.py`), every call is counted exactly by
 method and path (`calls.py`) and kept in a sample bounded by count and bytes
-(`recorder.py`), and connections are counted at uvicorn's protocol level
+(`recorder.py`), and connections are counted by the stub's own server
 (`connections.py`).
 
 Control lives under `/__upstream__/` and needs `Authorization: Bearer
@@ -28,7 +28,7 @@ import secrets
 import sys
 import traceback
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from pytest_fanout.limits import (
@@ -78,6 +78,7 @@ MAX_CONTROL_BODY = 1024 * 1024
 #: z of the 99th percentile of the standard normal distribution.
 _Z99 = 2.3263478740408408
 _RATE_BODY = b'{"error":{"message":"rate limit exceeded","type":"rate_limit_exceeded"}}'
+_CAPPED_BODY = b'{"error":"too many requests in flight"}'
 _ITEM_HEADERS = [*JSON_HEADERS, (b"content-length", str(len(ITEM_BODY)).encode())]
 
 
@@ -110,6 +111,34 @@ class Gauge:
     #: The delays this stub really applied (ms), summed and the largest: the ideal time.
     delay_ms_sum: float = 0.0
     delay_ms_max: float = 0.0
+
+
+class Answer(Protocol):
+    """Where an item call's answer goes: `reply` sends a whole answer (the server adds
+    content-length); `send` is an ASGI send for streamed and cut answers."""
+
+    async def reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Send `status`, `headers` and `body` (all of it)."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """An ASGI `http.response.*` message."""
+
+
+class AsgiAnswer:
+    """An `Answer` over an ASGI `send`: two messages, content-length added."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+
+    async def reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if headers is JSON_HEADERS and body is ITEM_BODY:
+            headers = _ITEM_HEADERS  # the hot path: built once
+        else:
+            headers = [*headers, (b"content-length", str(len(body)).encode())]
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
 
 
 class ControlError(Exception):
@@ -152,8 +181,12 @@ class StubUpstream:
         self.timeline = CallLog()
         self.routes: list[Route] = []
         self._literal: dict[tuple[str, str], Route] = {}
-        #: Routes with path parameters by method, in the order they were added.
-        self._templated: dict[str, list[Route]] = {}
+        #: Routes with path parameters by method, then by the path's first segment: those
+        #: that may match a path starting so, in the order they were added (a template's
+        #: parameter never spans a '/', so a literal first segment must be equal).
+        self._templated: dict[str, dict[str, list[Route]]] = {}
+        #: By method: those whose first segment has a parameter (for any other path).
+        self._templated_any: dict[str, list[Route]] = {}
         self._random = random.Random(self.behaviour.seed or None)
         #: Hold mode (`hold.py`): when armed, calls wait for their wave instead of the delay.
         self.holder = Holder()
@@ -182,36 +215,87 @@ class StubUpstream:
                 if message["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    self.handlers.shutdown()
+                    self.shutdown()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
+    def shutdown(self) -> None:
+        """The server stops: the handlers' threads end."""
+        self.handlers.shutdown()
+
     # ---- items --------------------------------------------------------------------------
 
-    async def _item(self, scope: dict, receive: Any, send: Any) -> None:
-        gauge, behaviour = self.gauge, self.behaviour
+    def _count(self, method: str, path: str, peer: Any) -> Gauge:
+        """An item call arrived (its head): counted in the gauge current now, returned."""
+        gauge = self.gauge
         gauge.requests += 1
-        if self.connections.first_use(scope.get("client")):
+        if self.connections.first_use(peer):
             gauge.connections += 1
-        method, path = scope["method"], scope["path"]
         self.calls.add(method, path)
+        return gauge
+
+    async def _item(self, scope: dict, receive: Any, send: Any) -> None:
+        method, path, peer = scope["method"], scope["path"], scope.get("client")
+        gauge = self._count(method, path, peer)
         try:
-            body, truncated, kept, complete = await self._read_item_body(receive)
+            body, complete = await self._read_item_body(receive)
         except ControlError as exc:
             gauge.errors += 1
             await _reply(send, exc.status, _detail(str(exc)))
             return
+        query_string, headers = scope["query_string"], scope["headers"]
+        out = AsgiAnswer(send)
+        await self._serve(gauge, method, path, query_string, headers, peer, body, complete, out)
+
+    async def serve_item(
+        self,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        peer: Any,
+        body: bytes,
+        out: Answer,
+        *,
+        complete: bool = True,
+        too_large: bool = False,
+    ) -> None:
+        """An item call from a server that parsed the request itself (`stubhttp.py`): the
+        same work as through ASGI, without its scope and messages. `complete` False: the
+        client went away before the body ended; `too_large`: the body passed MAX_ITEM_BODY."""
+        gauge = self._count(method, path, peer)
+        if too_large:
+            gauge.errors += 1
+            detail = _detail(f"request body over {MAX_ITEM_BODY} bytes")
+            await out.reply(413, JSON_HEADERS, detail)
+            return
+        await self._serve(gauge, method, path, query_string, headers, peer, body, complete, out)
+
+    async def _serve(
+        self,
+        gauge: Gauge,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        peer: Any,
+        body: bytes,
+        complete: bool,
+        out: Answer,
+    ) -> None:
+        """An item call whose body came (or `complete` False: its client went away first)."""
+        cap = self.recorder.max_body
+        truncated = len(body) > cap
         record = self.recorder.add(
-            method, path, scope["query_string"], scope["headers"], kept, truncated
+            method, path, query_string, headers, body[:cap] if truncated else body, truncated
         )
         if not complete:
             # The client went away mid-body: no answer, never a complete 200.
             record[ABORTED] = True
             gauge.aborted += 1
             return
-        call = self.timeline.arrive(method, path, scope["query_string"], body)
+        call = self.timeline.arrive(method, path, query_string, body)
         self.repeats.arrive(call)
-        send = self.timeline.stamping(call, send)
         if self.limited:
             over = self._over_limit(method, path)
             if over is not None:  # answered at once, without the route's delay
@@ -219,24 +303,25 @@ class StubUpstream:
                 gauge.rejected += 1
                 gauge.limited += 1
                 record[STATUS] = 429
-                await _send(send, 429, [*JSON_HEADERS, *bucket.headers(wait_s)], _RATE_BODY)
+                await self._respond(
+                    out, call, 429, [*JSON_HEADERS, *bucket.headers(wait_s)], _RATE_BODY
+                )
                 self.timeline.answer(call, 429)
                 return
-        if behaviour.max_inflight and self.inflight_now >= behaviour.max_inflight:
+        if self.behaviour.max_inflight and self.inflight_now >= self.behaviour.max_inflight:
             gauge.rejected += 1
             gauge.capped += 1
             record[STATUS] = 429
-            await _reply(send, 429, b'{"error":"too many requests in flight"}')
+            await self._respond(out, call, 429, JSON_HEADERS, _CAPPED_BODY)
             self.timeline.answer(call, 429)
             return
         gauge.inflight += 1
         self.inflight_now += 1
         if gauge.inflight > gauge.peak_inflight:
             gauge.peak_inflight = gauge.inflight
-        peer = scope.get("client")
         self.connections.watch(peer, lambda: self._cut(call, gauge))
         try:
-            await self._answer(scope, send, method, path, body, record, gauge, call)
+            await self._answer(out, query_string, headers, method, path, body, record, gauge, call)
         finally:
             self.connections.unwatch(peer)
             self.timeline.answer(call, record[STATUS])
@@ -323,12 +408,12 @@ class StubUpstream:
             waiter.set_result(True)
         return {"released": len(held)}
 
-    async def _read_item_body(self, receive: Any) -> tuple[bytes, bool, bytes, bool]:
-        """(body as received, whether the kept copy was cut, the kept copy, whether the body
-        came whole: False when the client disconnected before its end)."""
+    async def _read_item_body(self, receive: Any) -> tuple[bytes, bool]:
+        """(body as received, whether it came whole: False when the client disconnected
+        before its end)."""
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"", False, b"", False
+            return b"", False
         body = message.get("body", b"")
         if message.get("more_body"):
             chunks = [body]
@@ -336,24 +421,28 @@ class StubUpstream:
             while message.get("more_body"):
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    body = b"".join(chunks)
-                    cap = self.recorder.max_body
-                    return body, len(body) > cap, body[:cap], False
+                    return b"".join(chunks), False
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > MAX_ITEM_BODY:
                     raise ControlError(413, f"request body over {MAX_ITEM_BODY} bytes")
                 chunks.append(chunk)
             body = b"".join(chunks)
-        cap = self.recorder.max_body
-        if len(body) > cap:
-            return body, True, body[:cap], True
-        return body, False, body, True
+        return body, True
+
+    async def _respond(
+        self, out: Answer, call: list, status: int, headers: list, body: bytes
+    ) -> None:
+        """A whole answer at once (not a stream): stamped in the call log as it is handed
+        over, before the client can read it."""
+        self.timeline.stamp(call, status, headers)
+        await out.reply(status, headers, body)
 
     async def _answer(
         self,
-        scope: dict,
-        send: Any,
+        out: Answer,
+        raw_query: bytes,
+        request_headers: list[tuple[bytes, bytes]],
         method: str,
         path: str,
         body: bytes,
@@ -362,20 +451,19 @@ class StubUpstream:
         call: list,
     ) -> None:
         behaviour = self.behaviour
-        raw_query = scope["query_string"]
         query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
         route, params = self._find(method, path)
         try:
             delay_ms = self._delay(route, query)
-            forced = _query_number(query, "status", 100, 599)
+            forced = _query_number(query, "status", 100, 599) if query else None
         except ControlError as exc:
             gauge.errors += 1
             record[STATUS] = 422
-            await _reply(send, 422, _detail(str(exc)))
+            await self._respond(out, call, 422, JSON_HEADERS, _detail(str(exc)))
             return
         delay_ms = self.timeline.plan(call, route.path if route else None, delay_ms)
         record[DELAY] = delay_ms
-        if await self.holder.hold():
+        if self.holder.armed and await self.holder.hold():
             record[DELAY] = 0.0  # answered when its wave was released, not after a delay
             delay_ms = 0.0
         if route.hang if route is not None and route.hang else behaviour.hang:
@@ -383,55 +471,58 @@ class StubUpstream:
             if await self._hang(call):
                 gauge.errors += 1
                 record[STATUS] = 504
-                await _reply(send, 504, _detail("a hung call, released by the harness"))
+                detail = _detail("a hung call, released by the harness")
+                await self._respond(out, call, 504, JSON_HEADERS, detail)
             return
         gauge.delay_ms_sum += delay_ms
-        gauge.delay_ms_max = max(gauge.delay_ms_max, delay_ms)
+        if delay_ms > gauge.delay_ms_max:
+            gauge.delay_ms_max = delay_ms
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         dropping = query.get("fault") == "drop" or self._chance(behaviour.drop_rate)
         streamed = route is not None and route.stream is not None and route.function is None
         if dropping and not streamed:
             gauge.dropped += 1
-            await _drop(send)
+            await _drop(self.timeline.stamping(call, out.send))
             return
         error_rate = behaviour.error_rate
         if route is not None and route.error_rate is not None:
             error_rate = route.error_rate
-        if self._chance(error_rate):
+        if error_rate and self._chance(error_rate):
             status, headers, answer = behaviour.error_status, JSON_HEADERS, ITEM_BODY
         elif route is None:
             status, headers, answer = 200, JSON_HEADERS, ITEM_BODY
         elif route.function is not None:
-            outcome = await self._run_handler(route, scope, method, path, params, query, body)
+            outcome = await self._run_handler(
+                route, request_headers, method, path, params, query, body
+            )
             if isinstance(outcome, StubStream):
+                send = self.timeline.stamping(call, out.send)
                 await self._stream(send, route, outcome, forced, record, gauge, dropping)
                 return
             status, headers, answer = outcome
         elif streamed:
+            send = self.timeline.stamping(call, out.send)
             await self._stream(send, route, None, forced, record, gauge, dropping)
             return
         else:
             status = route.status
             headers = route.wire_headers
             answer = route.static_answer(params)
-        if route is not None:
+        if route is not None and self.timeline.perturb:
             answer = self.timeline.shape(call, answer)
         if forced is not None:
             status = int(forced)
         if status >= 400 and status != 429:  # a 429 counts as rejected (`_item`)
             gauge.errors += 1
         record[STATUS] = status
-        if headers is JSON_HEADERS and answer is ITEM_BODY:
-            await _reply(send, status, ITEM_BODY)
-        else:
-            await _send(send, status, headers, answer)
+        await self._respond(out, call, status, headers, answer)
         gauge.completed += 1
 
     async def _run_handler(
         self,
         route: Route,
-        scope: dict,
+        request_headers: list[tuple[bytes, bytes]],
         method: str,
         path: str,
         params: dict[str, str],
@@ -443,10 +534,14 @@ class StubUpstream:
             path=path,
             path_params=params,
             query=query,
-            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in request_headers},
             body=body,
         )
         assert route.function is not None
+        if asyncio.current_task() is None:
+            # Run by a server that begins each call outside a task (`stubhttp.py`): the
+            # user's code goes on in one, so `asyncio.timeout()` and the like work there.
+            await asyncio.sleep(0)
         try:
             if route.is_async:
                 result = await route.function(request)
@@ -522,7 +617,14 @@ class StubUpstream:
                 if params is not None:
                     return route, params
             return None, {}
-        for route in self._templated.get(method, ()):  # the hot path: one regex each
+        by_head = self._templated.get(method)
+        if by_head is None:
+            return None, {}
+        end = path.find("/", 1)
+        candidates = by_head.get(path[1:end] if end > 0 else path[1:])
+        if candidates is None:
+            candidates = self._templated_any[method]
+        for route in candidates:  # the hot path: one regex each
             found = route.regex.match(path)  # type: ignore[union-attr]
             if found is not None:
                 return route, found.groupdict()
@@ -530,9 +632,10 @@ class StubUpstream:
 
     def _delay(self, route: Route | None, query: dict[str, str]) -> float:
         """This call's delay in ms: the query's, else the route's, else the behaviour's."""
-        override = _query_number(query, "delay_ms", 0, MAX_DELAY_MS)
-        if override is not None:
-            return override
+        if query:
+            override = _query_number(query, "delay_ms", 0, MAX_DELAY_MS)
+            if override is not None:
+                return override
         behaviour = self.behaviour
         delay, jitter, p99 = behaviour.delay_ms, behaviour.jitter_ms, behaviour.p99_ms
         if route is not None:
@@ -659,16 +762,25 @@ class StubUpstream:
     def _set_routes(self, routes: list[Route]) -> None:
         self.routes = routes
         self._literal = {}
-        self._templated = {}
         self.route_buckets = {
             id(r): TokenBucket(r.rate_limit, r.burst or 0) for r in routes if r.rate_limit
         }
         self.limited = self.bucket is not None or bool(self.route_buckets)
+        templated: dict[str, list[Route]] = {}
         for route in routes:
             if route.regex is None:
                 self._literal.setdefault((route.method, route.path), route)
             else:
-                self._templated.setdefault(route.method, []).append(route)
+                templated.setdefault(route.method, []).append(route)
+        self._templated = {}
+        self._templated_any = {}
+        for method, group in templated.items():
+            pairs = [(r.path[1:].split("/", 1)[0], r) for r in group]
+            fixed = {head for head, _ in pairs if "{" not in head}
+            self._templated[method] = {
+                head: [r for h, r in pairs if h == head or "{" in h] for head in fixed
+            }
+            self._templated_any[method] = [r for h, r in pairs if "{" in h]
 
     async def _requests(self, query: dict, body: Any) -> dict[str, Any]:
         """One page of the recorded sample: ?method=&path= (a template is fine), after the
@@ -836,12 +948,6 @@ async def _reply(send: Any, status: int, body: bytes) -> None:
         headers = _ITEM_HEADERS  # the hot path: built once
     else:
         headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send(send: Any, status: int, headers: list, body: bytes) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
