@@ -7,14 +7,21 @@ The line now divides the calls by the requests the app began, read from the app'
 probe once it has finished the requests Locust cut off: exact by construction. The
 service here calls its upstream 3 times, one after another, a request taking over a
 second, and 4 users run for 3 s: every run stops with requests cut off mid-way.
+`fanout capacity`'s steps end the same way (it named no limit before: each step's calls
+held the tail of the requests the step before cut off).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
-from tests.helpers import locust
+from pytest_fanout.load import MARKER_ENV, kill_marked
+from tests.helpers import REPO, locust
 
 ORDER = """
 import asyncio
@@ -43,6 +50,15 @@ async def order(body: dict) -> dict:
         prices.append(answer.status_code)
         await asyncio.sleep(0.4)
     return {"prices": prices}
+
+
+@app.get("/order/{sku}")
+async def strict_order(sku: int) -> dict:
+    for _ in range(3):  # the same 3 calls, failing on a 429: a knee for `fanout capacity`
+        answer = await app.state.pricing.get(f"/price/{sku}")
+        answer.raise_for_status()
+        await asyncio.sleep(0.3)
+    return {"ok": True}
 """
 
 LOCUSTFILE = """
@@ -90,3 +106,28 @@ def test_calls_per_request_are_exact_when_the_run_stops_mid_request(tmp_path: Pa
     assert found[3] == "3 times" and found[4] == "0.667", found[0]
     calls = int(found[2])
     assert calls % 3 == 0 and 0 < int(found[1]) < calls, found[0]
+
+
+def test_capacity_names_the_limit_with_the_exact_calls_per_request(tmp_path: Path) -> None:
+    """6/s and 3 calls a request: at most 2 req/s; the steps of 4 s end mid-request."""
+    (tmp_path / "order.py").write_text(ORDER)
+    marker = uuid.uuid4().hex
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest_fanout.cli", "capacity", "--app", "order:app",
+             "--app-dir", str(tmp_path), "--rate-limit", "6/s", "--burst", "3",
+             "--delay-ms", "100", "--path", "/order/1", "--slo-p95-ms", "3000",
+             "--start-rps", "1", "--step-s", "4", "--precision", "0.5", "--budget-s", "60"],
+            cwd=REPO, env={**os.environ, MARKER_ENV: marker}, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        left = kill_marked(marker)
+    assert not left, f"left behind: {left}"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(
+        r"^/order/1: capacity [\d.]+ req/s: upstream 'default' allows 6/s and each request "
+        r"calls it 3 times \(at most 2 req/s\)$",
+        result.stdout,
+        re.MULTILINE,
+    ), result.stdout
