@@ -216,6 +216,10 @@ MAX_RECORDED_HEADERS = 256
 #: (load/arrival.py): a worker on a busy runner sends its report well within it, one that died
 #: never sends one, so the wait is bounded and the summary says how many workers reported.
 FINAL_REPORT_WAIT_S = 5.0
+#: How long a rate limit's line (Locust's at its end, `fanout capacity`'s after each step)
+#: waits for the app to finish the requests the load generator cut off, so their upstream
+#: calls and the requests that made them are counted together (polled, not slept).
+LIMIT_SETTLE_S = 10.0
 #: Seconds `fanout critical-path --budget-s` may give its experiment: ten minutes. About 20
 #: runs of one request find the weights in seconds; a longer budget is a typo (ms for s),
 #: and the command holds a stack, and the terminal, until it is spent.

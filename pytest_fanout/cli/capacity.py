@@ -33,6 +33,7 @@ from pytest_fanout.limits import ExitCode, fraction, port_number
 from pytest_fanout.load.capacity import (
     MIN_STEP_S,
     STEP_OVERHEAD_S,
+    AppRequests,
     CapacityResult,
     SearchSettings,
     Slo,
@@ -47,6 +48,7 @@ from pytest_fanout.load.capacity import (
     path_problem,
     run_step,
     search,
+    settled_app,
     target_gone,
     write_json,
     write_markdown,
@@ -199,10 +201,22 @@ class UpstreamCalls:
     """The embedded stubs' calls during each step (their counters run on under Locust:
     the difference across a step), for the caps their rate limits put on a path."""
 
-    def __init__(self, upstreams: Mapping[str, Any]) -> None:
+    def __init__(self, upstreams: Mapping[str, Any], app: Any = None) -> None:
         self.upstreams = dict(upstreams)
-        #: Per step rate: (requests Locust counted, calls each upstream got).
-        self.steps: dict[float, tuple[int, dict[str, int]]] = {}
+        #: The embedded app (its probe counts the requests it began and finished), or None.
+        self.app = app
+        #: Per step rate: (requests, calls each upstream got, requests that ran to their
+        #: end or None): the app's counts when read, else the requests Locust counted.
+        self.steps: dict[float, tuple[int, dict[str, int], int | None]] = {}
+
+    def app_before(self) -> dict[str, Any]:
+        """The app's probe before a step ({} without an app)."""
+        return self.app.probe_stats() if self.app is not None else {}
+
+    def app_after(self, before: dict[str, Any]) -> AppRequests | None:
+        """The app's requests over a step, read once it has finished those the step's Locust
+        cut off as it quit (so their calls fall in this step, not the next)."""
+        return settled_app(self.app.probe_stats, before) if self.app is not None else None
 
     def counts(self) -> dict[str, int]:
         return {name: int(stub.stats()["requests"]) for name, stub in self.upstreams.items()}
@@ -214,9 +228,11 @@ class UpstreamCalls:
         """The limit that caps `result`'s capacity, from the steps that met the SLO (their
         calls are the path's own, not retries of refused ones), or ""."""
         steps = [self.steps[s.rate] for s in result.passed if s.rate in self.steps]
-        requests = sum(r for r, _ in steps)
-        calls = {name: sum(c.get(name, 0) for _, c in steps) for name in self.upstreams}
-        return limit_note(result, limit_caps(self.limits(), calls, requests))
+        requests = sum(r for r, _, _ in steps)
+        calls = {name: sum(c.get(name, 0) for _, c, _ in steps) for name in self.upstreams}
+        ended = [f for _, _, f in steps]
+        finished = sum(f for f in ended if f is not None) if None not in ended else None
+        return limit_note(result, limit_caps(self.limits(), calls, requests, finished))
 
 
 def _step_function(
@@ -240,11 +256,15 @@ def _step_function(
 
     def step(rate: float) -> StepResult:
         before = upstream_calls.counts() if upstream_calls else {}
+        app_before = upstream_calls.app_before() if upstream_calls else {}
         measured, users = run_step(host, path, rate, slo, plan)
         if upstream_calls is not None:
+            app = upstream_calls.app_after(app_before)
             after = upstream_calls.counts()
             made = {name: after[name] - before.get(name, 0) for name in after}
-            upstream_calls.steps[rate] = (measured.requests, made)
+            upstream_calls.steps[rate] = (
+                (app.began, made, app.finished) if app else (measured.requests, made, None)
+            )
         reason = slo.broken_by(measured)
         _say(
             args,
@@ -302,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
             app.url,
             paths,
             death=lambda: app.death(wait_s=0),
-            upstream_calls=UpstreamCalls(stack.upstreams),
+            upstream_calls=UpstreamCalls(stack.upstreams, app),
         )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
+from pytest_fanout.artifacts import mask_text
 from pytest_fanout.cli import (
     CommandError,
     add_behaviour_options,
@@ -17,6 +19,9 @@ from pytest_fanout.cli import (
 )
 from pytest_fanout.limits import ExitCode, port_number
 from pytest_fanout.spec import DEFAULT_APP, UpstreamSpec, options_for
+
+if TYPE_CHECKING:
+    from pytest_fanout.servers.process import ServerProcess
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +45,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_behaviour_options(parser, skip=["delay_ms"])
 
 
+def _show_app_log(app: ServerProcess, offset: int) -> int:
+    """Print the app's new log lines (its warnings, a 500's exception), each as `app | ...`,
+    masked by the one secret policy; the log itself is an anonymous file no one else can
+    read. Returns the offset to read from next."""
+    text, offset = app.log_from(offset)
+    if text:
+        lines = mask_text(text).splitlines()
+        print("\n".join(f"app | {line}" for line in lines), flush=True)
+    return offset
+
+
 def run(args: argparse.Namespace) -> int:
     spec = spec_from(args)
     changes = behaviour_changes(args)
@@ -61,9 +77,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"app       {stack.app.url}  (pid {stack.app.pid})")
         if spec.app == DEFAULT_APP:
             print(f"try       curl {stack.app.url}/async/20")
-        print("Ctrl-C stops them all.", flush=True)
+        print("Ctrl-C stops them all; the app's log follows (masked).", flush=True)
+        offset = 0
         while all(server.running() for server in servers):
+            offset = _show_app_log(stack.app, offset)
             time.sleep(0.2)  # watching the children, not synchronising
+        _show_app_log(stack.app, offset)
         dead = next(server for server in servers if not server.running())
         raise CommandError(f"{dead.name} exited unexpectedly:\n{dead.log_tail()}")
     return ExitCode.OK

@@ -30,9 +30,11 @@ from typing import Any
 
 from pytest_fanout.artifacts import render_markdown, render_text, write_figure, write_text
 from pytest_fanout.artifacts import write_json as write_json_file
+from pytest_fanout.limits import LIMIT_SETTLE_S
 from pytest_fanout.load.target import NoAnswer, first_answer, host_problem
 
 __all__ = [
+    "AppRequests",
     "CapacityResult",
     "LimitCap",
     "SearchSettings",
@@ -49,6 +51,7 @@ __all__ = [
     "pool_size",
     "run_step",
     "search",
+    "settled_app",
     "write_json",
     "write_markdown",
     "write_png",
@@ -174,47 +177,115 @@ class CapacityResult:
 
 
 @dataclass(frozen=True)
+class AppRequests:
+    """What the app's own probe counted over a run: the requests it began (`began`) and, of
+    those, the ones still running or cancelled when read (`unfinished`). A request a load
+    generator cut off as it stopped still reaches the app and makes its upstream calls, so
+    the calls divide by the requests the app began, not by the ones Locust saw answered."""
+
+    began: int
+    unfinished: int = 0
+
+    @classmethod
+    def between(cls, before: dict[str, Any], after: dict[str, Any]) -> AppRequests:
+        """From two readings of `AppServer.probe_stats()` (`before` may be {})."""
+        began = int(after.get("requests", 0)) - int(before.get("requests", 0))
+        cancelled = int(after.get("cancelled", 0)) - int(before.get("cancelled", 0))
+        return cls(max(began, 0), max(int(after.get("inflight", 0)) + max(cancelled, 0), 0))
+
+    @property
+    def finished(self) -> int:
+        """The requests that ran to their end (all their upstream calls made)."""
+        return max(self.began - self.unfinished, 0)
+
+
+#: How often `settled_app` reads the app's probe while requests are still in flight.
+SETTLE_POLL_S = 0.05
+
+
+def settled_app(
+    read: Callable[[], dict[str, Any]],
+    before: dict[str, Any],
+    *,
+    wait_s: float = LIMIT_SETTLE_S,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> AppRequests:
+    """The app's requests since `before` (a `probe_stats()` reading), read once none is in
+    flight (polled every `SETTLE_POLL_S`, at most `wait_s`): the requests a load generator
+    cut off as it stopped finish in the app, their calls with them."""
+    deadline = time.monotonic() + wait_s
+    after = read()
+    for _ in range(int(wait_s / SETTLE_POLL_S) + 1):
+        if not after.get("inflight") or time.monotonic() >= deadline:
+            break
+        sleep(SETTLE_POLL_S)
+        after = read()
+    return AppRequests.between(before, after)
+
+
+@dataclass(frozen=True)
 class LimitCap:
     """An upstream's rate limit as a cap on the requests/s of one path: it allows `per_s`
-    calls a second and each request calls it `calls_per_request` times."""
+    calls a second and each request calls it `calls_per_request` times; `most_per_request`,
+    when larger, is the most it can be (some requests were counted that had not made all
+    their calls: in flight or cancelled when read), and the figure is a range."""
 
     upstream: str
     limit: str
     per_s: float
     calls_per_request: float
+    most_per_request: float | None = None
+
+    @property
+    def exact(self) -> bool:
+        most = self.most_per_request
+        return most is None or most <= self.calls_per_request
 
     @property
     def calls(self) -> float:
-        """Calls per request, a whole number when within 5% of one (requests cut off as a
-        run ends made some calls no request was counted for)."""
-        calls = self.calls_per_request
-        whole = round(calls)
-        return float(whole) if whole and abs(calls - whole) <= 0.05 * whole else calls
+        """Calls per request (at least this many when not `exact`)."""
+        return self.calls_per_request
 
     @property
     def cap_rps(self) -> float:
+        """At most this many requests a second (from the fewest calls a request can make)."""
         return self.per_s / self.calls
 
     def times(self) -> str:
-        """`once`, `twice`, `3 times`, `1.5 times on average`."""
+        """`once`, `twice`, `3 times`, `1.5 times on average`; `between 2.5 and 4.7 times` or
+        `at least 2.5 times` where it cannot be exact."""
         calls = self.calls
+        most = self.most_per_request
+        if most is not None and not self.exact:
+            if math.isinf(most):  # no request read had made all its calls
+                return f"at least {calls:.2g} times"
+            return f"between {calls:.2g} and {most:.2g} times"
         if calls.is_integer():
             return {1: "once", 2: "twice"}.get(int(calls), f"{calls:.0f} times")
         return f"{calls:.2g} times on average"
 
 
 def limit_caps(
-    limits: dict[str, dict[str, Any]], calls: dict[str, int], requests: int
+    limits: dict[str, dict[str, Any]],
+    calls: dict[str, int],
+    requests: int,
+    finished: int | None = None,
 ) -> list[LimitCap]:
     """The caps of the upstreams with a rate limit (`limits`: the stubs' `limits()`), from
-    the calls each got (`calls`) for `requests` requests to the path; tightest first."""
+    the calls each got (`calls`) for `requests` requests to the path, of which `finished`
+    (default: all) made all their calls; tightest first."""
     caps = []
     for name, found in limits.items():
         per_s = found.get("per_s") if isinstance(found, dict) else None
         made = calls.get(name, 0)
         if not per_s or not requests or not made:
             continue
-        caps.append(LimitCap(name, str(found.get("rate_limit", "")), float(per_s), made / requests))
+        most = None
+        if finished is not None and finished < requests:
+            most = made / finished if finished else math.inf
+        caps.append(
+            LimitCap(name, str(found.get("rate_limit", "")), float(per_s), made / requests, most)
+        )
     return sorted(caps, key=lambda c: c.cap_rps)
 
 
@@ -246,16 +317,27 @@ def limit_note(result: CapacityResult, caps: list[LimitCap]) -> str:
     )
 
 
-def load_limit_lines(stats: dict[str, dict[str, Any]], requests: int, rps: float) -> list[str]:
+def load_limit_lines(
+    stats: dict[str, dict[str, Any]],
+    requests: int,
+    rps: float,
+    app: AppRequests | None = None,
+) -> list[str]:
     """After a Locust run on the embedded stack: for each stub with a rate limit (`stats`:
     name -> the stub's stats, with its `limits`), a line naming the cap its limit puts on
-    the service, when it refused calls or the run came within `CAP_SHARE` of the cap."""
+    the service, when it refused calls or the run came within `CAP_SHARE` of the cap.
+    `requests` is what Locust counted; `app`, when read, what the app began and finished
+    (the calls of the requests cut off at the end are counted with them)."""
     lines = []
     for name, found in stats.items():
         calls = int(found.get("requests", 0))
         # the 429s its rate limit sent, not max_inflight's or a route's (older stubs: all)
         rejected = int(found.get("limited", found.get("rejected", 0)))
-        caps = limit_caps({name: found.get("limits", {})}, {name: calls}, requests)
+        limit = {name: found.get("limits", {})}
+        if app is not None and app.began:
+            caps = limit_caps(limit, {name: calls}, app.began, app.finished)
+        else:  # the app's probe unread: Locust's answered requests (older behaviour)
+            caps = limit_caps(limit, {name: calls}, requests)
         if not caps:
             continue
         cap = caps[0]

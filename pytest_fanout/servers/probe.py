@@ -37,6 +37,9 @@ STALL_S = DEFAULT_STALL_S
 class ProbeStats:
     requests: int = 0
     inflight: int = 0
+    #: Requests whose handling was cancelled (an app that stops a request when its client
+    #: hangs up): they may have made only part of their upstream calls.
+    cancelled: int = 0
     peak_inflight: int = 0
     loop_lag_max_s: float = 0.0
     stalls: int = 0
@@ -103,6 +106,9 @@ class LoopProbe:
         stats.peak_inflight = max(stats.peak_inflight, stats.inflight)
         try:
             await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            self.stats.cancelled += 1
+            raise
         finally:
             self.stats.inflight -= 1
 

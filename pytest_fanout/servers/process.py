@@ -293,6 +293,29 @@ class ServerProcess(Started):
         text = os.pread(log.fileno(), chunk, size - chunk).decode(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    def log_from(self, offset: int) -> tuple[str, int]:
+        """The child's output from byte `offset` to its last complete line, and the offset to
+        read from next: a front end that shows the log as it comes (`fanout serve`). At most
+        LOG_TAIL_BYTES a read: past that, the start is skipped and a line says how much."""
+        log = self._log_file
+        if log is None or log.closed:
+            return "", offset
+        size = os.fstat(log.fileno()).st_size
+        if size <= offset:
+            return "", offset
+        skipped = max(size - offset - LOG_TAIL_BYTES, 0)
+        start = offset + skipped
+        chunk = os.pread(log.fileno(), size - start, start)
+        end = chunk.rfind(b"\n") + 1
+        if end == 0 and len(chunk) < LOG_TAIL_BYTES:
+            return "", offset  # a line still being written: the next read has it whole
+        if end == 0:
+            end = len(chunk)
+        text = chunk[:end].decode(errors="replace")
+        if skipped:
+            text = f"({skipped} bytes of {self.name}'s output skipped)\n{text}"
+        return text, start + end
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

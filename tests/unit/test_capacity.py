@@ -271,3 +271,69 @@ def test_quiet_capacity_prints_the_result_without_its_steps(
     else:
         assert len(steps) == len(service.rates), out
         assert out.startswith("fanout capacity: SLO p95 <= 500 ms")
+
+
+def test_calls_per_request_count_the_requests_the_app_began() -> None:
+    """The field's case (docs/field.md): 33 calls, 7 requests Locust saw answered, 11 the app
+    began (4 cut off as the run stopped, finished since): 3 calls each, not 4.7."""
+    from pytest_fanout.load.capacity import AppRequests, load_limit_lines
+
+    limits = {"max_inflight": 0, "rate_limit": "5/s", "per_s": 5.0, "burst": 5}
+    stats = {"pricing": {"requests": 33, "rejected": 1, "limited": 1, "limits": limits}}
+    assert load_limit_lines(stats, 7, 1.2, AppRequests(began=11)) == [
+        "fanout: upstream 'pricing' answered 429 to 1 of 33 calls; it allows 5/s and each "
+        "request calls it 3 times: at most 1.67 req/s here (this run: 1.2/s)"
+    ]
+    # Without the app's count (older behaviour): Locust's answered requests.
+    assert "4.7 times on average" in load_limit_lines(stats, 7, 1.2)[0]
+    # Requests still running (or cancelled) when read: a range, and the cap from its low end.
+    [line] = load_limit_lines(stats, 7, 1.2, AppRequests(began=11, unfinished=2))
+    assert "each request calls it between 3 and 3.7 times: at most 1.67 req/s" in line
+    [line] = load_limit_lines(stats, 7, 1.2, AppRequests(began=11, unfinished=11))
+    assert "each request calls it at least 3 times: at most 1.67 req/s" in line
+
+
+def test_the_app_is_read_once_it_has_finished_the_cut_off_requests() -> None:
+    from pytest_fanout.load.capacity import AppRequests, settled_app
+
+    readings = iter([{"requests": 14, "inflight": 3}, {"requests": 14, "inflight": 1}])
+    last = {"requests": 14, "inflight": 0, "cancelled": 1}
+    slept: list[float] = []
+    app = settled_app(lambda: next(readings, last), {"requests": 3}, sleep=slept.append)
+    assert app == AppRequests(began=11, unfinished=1) and app.finished == 10
+    assert len(slept) == 2
+    # Bounded: an app that never settles is read as it is after wait_s.
+    busy = settled_app(lambda: {"requests": 5, "inflight": 2}, {}, wait_s=0.2, sleep=slept.append)
+    assert busy == AppRequests(began=5, unfinished=2) and len(slept) <= 2 + 5
+
+
+def test_the_probe_counts_a_request_the_app_cancelled() -> None:
+    """An app that stops a request when its client hangs up (aiohttp's handler_cancellation)
+    may have made only part of its calls: the probe counts it apart, so the limit line's
+    figure is a range, not a false exact one."""
+    import asyncio
+
+    from pytest_fanout.servers.probe import LoopProbe
+
+    async def slow(scope: dict, receive: object, send: object) -> None:
+        await asyncio.sleep(10)
+
+    async def cancel_one() -> dict[str, int]:
+        probe = LoopProbe(slow)
+        task = asyncio.create_task(probe({"type": "http", "path": "/x"}, None, None))
+        for _ in range(100):  # the task starts at the loop's next turn
+            if probe.stats.inflight:
+                break
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert probe._monitor is not None
+        probe._monitor.cancel()
+        return {
+            "requests": probe.stats.requests,
+            "inflight": probe.stats.inflight,
+            "cancelled": probe.stats.cancelled,
+        }
+
+    assert asyncio.run(cancel_one()) == {"requests": 1, "inflight": 0, "cancelled": 1}
