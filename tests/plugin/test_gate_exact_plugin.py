@@ -104,7 +104,7 @@ STEADY = ALTERNATING.replace("if app.state.seen % 2:", "if True:")
 
 TEST = """
 def test_prices(fanout):
-    fanout.measure("/prices", repeat=REPEAT, held_probes=PROBES)
+    fanout.measure("/prices", repeat=REPEAT PROBES)
 """
 
 CASE = "test_prices.py::test_prices /prices"
@@ -118,7 +118,8 @@ def setup(pytester: pytest.Pytester, service: str, repeat: int = 5, probes: int 
     package.mkdir(exist_ok=True)
     (package / "__init__.py").write_text("")
     (package / "service.py").write_text(service)
-    test = TEST.replace("REPEAT", str(repeat)).replace("PROBES", str(probes))
+    more = f", held_probes={probes}" if probes != 1 else ""
+    test = TEST.replace("REPEAT", str(repeat)).replace(" PROBES", more)
     pytester.makepyfile(test_prices=test)
 
 
