@@ -54,10 +54,12 @@ def evidence(v: CaseVerdict) -> list[MetricChange]:
     for a case with none, the reported-only changes."""
     enforced = [c for c in v.changes if c.rule.enforced or c.gated]
     shown = enforced or list(v.changes)
-    return sorted(
-        shown,
-        key=lambda c: (not c.regressed, not c.improved, not c.gated, not c.rule.metric.exact),
-    )
+    return sorted(shown, key=lambda c: (not c.regressed, not c.improved, not c.gated, _timing(c)))
+
+
+def _timing(c: MetricChange) -> bool:
+    """Among the deciding changes, a timing's comes after an exact count's (true anywhere)."""
+    return (c.regressed or c.improved) and not c.rule.metric.exact
 
 
 def verdict_rows(comparison: Comparison) -> list[list[str]]:
