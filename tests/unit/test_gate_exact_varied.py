@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pytest_fanout.gate import GateConfig, Run, compare_runs
 from pytest_fanout.gate.report import regression_lines, summary_line
 from pytest_fanout.gate.runs import KIND_MEASUREMENT, Case
+from pytest_fanout.measure import measure
+from pytest_fanout.measurement import Request
 
 TEST = "tests/test_weather.py::test_async"
 FP = {"cpu_model": "A", "cores": 2, "python": "CPython 3.11.7", "os": "Linux 6", "package": "0"}
@@ -146,3 +150,9 @@ def test_a_structure_the_same_in_every_probe_is_judged() -> None:
     )
     assert case.verdict == "regression"
     assert "varied" not in json.dumps([c.to_dict() for c in case.changes])
+
+
+@pytest.mark.parametrize("probes", [0, -1, True, 1.5, 21])
+def test_held_probes_out_of_bounds_is_one_line(probes: object) -> None:
+    with pytest.raises(ValueError, match="held_probes"):
+        measure(None, "http://127.0.0.1:9", Request("/w"), upstreams={"x": 1}, held_probes=probes)
