@@ -104,6 +104,7 @@ class Fanout:
         ideal_s: float | None = None,
         expect_status: int = 200,
         held_probe: bool = True,
+        held_probes: int = 1,
         request: Request | None = None,
         disconnect_after_s: float | None = None,
         disconnect_grace_s: float | None = None,
@@ -118,7 +119,9 @@ class Fanout:
         `request=Request(...)` is the request already built, in place of `path` and
         its keywords. `disconnect_after_s`: hang up that long after sending each request,
         and count the calls still running `disconnect_grace_s` (0.1 s) later
-        (`m.upstream(name).after_disconnect`).
+        (`m.upstream(name).after_disconnect`). `held_probes=3` sends two more held probes
+        after the samples (`m.structures`): the gate says "not gated" of a structure that
+        varied between them rather than "same" or a regression.
         """
         __tracebackhide__ = True
         request = _one_request(path, request, method, json, content, headers, expect_status)
@@ -128,6 +131,8 @@ class Fanout:
             hang_up["disconnect_after_s"] = disconnect_after_s
         if disconnect_grace_s is not None:
             hang_up["disconnect_grace_s"] = disconnect_grace_s
+        if held_probes != 1:  # several held probes: the gate sees a structure that varies
+            hang_up["held_probes"] = held_probes
         result = self.sampler(
             self._client,
             self.server.url,

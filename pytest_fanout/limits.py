@@ -83,6 +83,8 @@ ORPHAN_GRACE_S = 0.05
 DEFAULT_DISCONNECT_GRACE_S = 0.1
 #: The longest `disconnect_after_s` / `disconnect_grace_s` (seconds).
 MAX_DISCONNECT_S = 600.0
+#: Held probes one measurement may send (`measure(..., held_probes=)`): each is one request.
+MAX_HELD_PROBES = 20
 #: The longest a stub holds a call of a hung upstream or route (`hang = true`) when its
 #: client never goes away (seconds): the run ends first.
 HANG_MAX_S = 3600.0

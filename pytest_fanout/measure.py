@@ -28,6 +28,7 @@ from pytest_fanout.limits import (
     DEFAULT_DISCONNECT_GRACE_S,
     DEFAULT_MAX_ANSWER_BYTES,
     MAX_DISCONNECT_S,
+    MAX_HELD_PROBES,
     ORPHAN_GRACE_S,
 )
 from pytest_fanout.measurement import (
@@ -471,6 +472,7 @@ def _measure(
     shape: PathShape | None = None,
     idle_wait_s: float | None = None,
     held_probe: bool = True,
+    held_probes: int = 1,
     disconnect_after_s: float | None = None,
     disconnect_grace_s: float = DEFAULT_DISCONNECT_GRACE_S,
     progress: Callable[[str], None] | None = None,
@@ -483,7 +485,9 @@ def _measure(
     (None: no probe). `n`/`concurrency` come from the arguments, else from
     `shape(path)`; `ideal_s` overrides. With `held_probe` (the default), one
     more request after the warm-up is sent with the stubs in hold mode: its
-    waves are `Measurement.structure`.
+    waves are `Measurement.structure`. `held_probes` > 1 sends the others after the
+    timed samples (`Measurement.structures`: every probe's): the gate then sees a structure
+    that varies between requests of unchanged code (a limiter whose state outlives one).
 
     After each request the calls it left running are counted per upstream
     (`orphaned`, `_late_calls`) and waited for. With `disconnect_after_s`, every
@@ -495,6 +499,10 @@ def _measure(
     __tracebackhide__ = True
     if repeat < 1 or warmup < 0:
         raise ValueError("repeat must be >= 1 and warmup >= 0")
+    if isinstance(held_probes, bool) or not isinstance(held_probes, int) or held_probes < 1:
+        raise ValueError(f"held_probes must be an integer >= 1, got {held_probes!r}")
+    if held_probes > MAX_HELD_PROBES:
+        raise ValueError(f"held_probes is at most {MAX_HELD_PROBES}, got {held_probes!r}")
     if ideal_s is not None and not (math.isfinite(ideal_s) and ideal_s > 0):
         raise ValueError(f"ideal_s must be a finite number > 0, got {ideal_s!r}")
     for name, value in (("n", n), ("concurrency", concurrency)):
@@ -637,6 +645,18 @@ def _measure(
             gauges.setdefault(late_key, []).append(count)
             gauges.setdefault("cut", []).append(cut)
             late_total[name] = late_total.get(name, 0) + count
+    if held_probe and held_probes > 1 and result.structure:
+        result.structures = [result.structure]
+        for _ in range(held_probes - 1):
+            began = time.monotonic()
+            try:
+                more, _note = _held_probe(client, app, app_url, request, stubs, wait_s, True)
+            except MeasurementError as exc:
+                raise _hung(exc, stubs, label) from None
+            _late_calls(stubs, app, (began, time.monotonic()), grace, wait_s, label)
+            if not more:
+                break  # the app never went idle: the probes taken so far
+            result.structures.append(more)
     if disconnect_after_s is None:
         _warn_orphans(late_total, label)
     return result

@@ -274,6 +274,9 @@ class Measurement:
     #: upstream name -> wave sizes, e.g. {"inventory": [10], "pricing": [1]}; {} when no
     #: held probe was sent (old data, or `held_probe=False`).
     structure: dict[str, list[int]] = field(default_factory=dict)
+    #: Every held probe's structure when more than one was sent (`held_probes=`), the first
+    #: being `structure`; [] with one: the gate tells a structure that varies by them.
+    structures: list[dict[str, list[int]]] = field(default_factory=list)
     #: Wall time of the held probe (seconds): what the structure cost.
     structure_probe_s: float | None = None
     #: Why the held probe gave no structure ("" when it did, or none was asked): an app

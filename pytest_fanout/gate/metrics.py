@@ -195,11 +195,76 @@ def _structure(case: Case, run: Run) -> dict[str, Values] | None:
         for name, calls in sorted(counted_calls(case.record).items()):
             parts[f"calls[{name}]"] = Values([], float(calls))
         return parts or None
+    probes = structure_probes(case.record)
     for name in sorted(structure):
         waves = structure[name]
-        parts[f"rounds[{name}]"] = Values([], float(len(waves)))
-        parts[f"calls[{name}]"] = Values([], float(sum(waves)))
+        each = [p.get(name, []) for p in probes]
+        parts[f"rounds[{name}]"] = Values([float(len(w)) for w in each], float(len(waves)))
+        parts[f"calls[{name}]"] = Values([float(sum(w)) for w in each], float(sum(waves)))
     return parts
+
+
+def structure_probes(record: dict) -> list[dict[str, list[int]]]:
+    """Every held probe's structure of a record that took more than one (`structures`,
+    `measure(..., held_probes=3)`), else [] (one probe: nothing to tell a variation by)."""
+    raw = record.get("structures")
+    if not isinstance(raw, list) or len(raw) < 2:
+        return []
+    probes = [read_structure({"structure": one}) for one in raw]
+    return [p for p in probes if p is not None] if all(probes) else []
+
+
+def structure_variants(record: dict, name: str) -> str:
+    """ "[3] x4, [2, 1] x1": the waves at upstream `name` of each held probe, counted, when
+    they differ between the probes; "" when they agree (or one probe was taken)."""
+    counts: dict[str, int] = {}
+    for probe in structure_probes(record):
+        key = str(probe.get(name, []))
+        counts[key] = counts.get(key, 0) + 1
+    if len(counts) < 2:
+        return ""
+    return ", ".join(f"{waves} x{n}" for waves, n in counts.items())
+
+
+def _int_list(value: object) -> list[int] | None:
+    """`value` when it is a non-empty list of counts (>= 0), else None (older or hand-made data)."""
+    if not isinstance(value, list) or not value:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        return None
+    return list(value)
+
+
+def connections_lists(record: dict) -> dict[str, tuple[list[int], list[int]]]:
+    """Per upstream, (new connections of each timed sample, calls of each sample) from the
+    stub's exact gauges; upstreams without the two lists of one length are left out."""
+    gauges = record.get("upstream_gauges")
+    out: dict[str, tuple[list[int], list[int]]] = {}
+    if not isinstance(gauges, dict):
+        return out
+    for name, lists in gauges.items():
+        if not isinstance(lists, dict):
+            continue
+        opened, calls = _int_list(lists.get("connections")), _int_list(lists.get("requests"))
+        if opened is not None and calls is not None and len(opened) == len(calls):
+            out[str(name)] = (opened, calls)
+    return out
+
+
+def _connections(case: Case, run: Run) -> dict[str, Values] | None:
+    """Per upstream ("per request[pricing]"): the new connections of one request, one value a
+    sample (a stable count is one number on every sample; the verdict refuses to judge a count
+    that varied between samples: a pool that closes idle connections on a timer)."""
+    if case.kind != KIND_MEASUREMENT:
+        return None
+    found = connections_lists(case.record)
+    if case.record.get("warmup") == 0:  # the first sample opened the pool: not the steady count
+        found = {k: (o[1:], c[1:]) for k, (o, c) in found.items() if len(o) > 1}
+    parts = {
+        f"per request[{name}]": Values(list(opened), float(statistics.median(opened)))
+        for name, (opened, _) in sorted(found.items())
+    }
+    return parts or None
 
 
 def _late(key: str) -> Callable[[Case, Run], Values | None]:
@@ -368,6 +433,21 @@ METRICS: dict[str, Metric] = {
             "calls per request to a rate-limited upstream that repeat a call answered 429 or "
             "5xx, or cut off: exact on any machine",
             sampled=False,
+            exact=True,
+            optional=True,
+        ),
+        Metric(
+            "connections",
+            False,
+            "count",
+            True,
+            _no_value,
+            "per upstream, the new connections one request opens (the stub's exact count of"
+            " each timed sample): judged where that count was the same in every sample of both"
+            " sides, else not gated (a pool closing idle connections varies): exact on any"
+            " machine",
+            sampled=False,
+            parts=_connections,
             exact=True,
             optional=True,
         ),

@@ -28,6 +28,7 @@ from pytest_fanout.gate.verdict import (
     CaseVerdict,
     Comparison,
     MetricChange,
+    exact_first,
 )
 
 #: The evidence table: one row per metric that judged a case (base, head, change, the noise
@@ -53,7 +54,12 @@ def evidence(v: CaseVerdict) -> list[MetricChange]:
     for a case with none, the reported-only changes."""
     enforced = [c for c in v.changes if c.rule.enforced or c.gated]
     shown = enforced or list(v.changes)
-    return sorted(shown, key=lambda c: (not c.regressed, not c.improved, not c.gated))
+    return sorted(shown, key=lambda c: (not c.regressed, not c.improved, not c.gated, _timing(c)))
+
+
+def _timing(c: MetricChange) -> bool:
+    """Among the deciding changes, a timing's comes after an exact count's (true anywhere)."""
+    return (c.regressed or c.improved) and not c.rule.metric.exact
 
 
 def verdict_rows(comparison: Comparison) -> list[list[str]]:
@@ -87,24 +93,23 @@ def regression_lines(comparison: Comparison) -> list[str]:
     """One line per regressed case, the line a CI log and a PR reviewer read first."""
     lines = []
     for v in comparison.regressions:
-        for c in v.changes:
-            if c.regressed:
-                m = c.rule.metric
-                noise = (
-                    "exact"
-                    if m.exact
-                    else ("no noise test" if c.p_worse is None else f"p={c.p_worse:.2g}")
-                )
-                lines.append(
-                    redact(
-                        f"REGRESSION {v.id}: {c.label} {_format(m, c.base)} -> "
-                        f"{_format(m, c.now)} ({_format_change(c)}, limit {c.rule.text}, {noise})"
-                    )
-                )
-                break
+        reasons = [_reason(c) for c in exact_first(v.changes) if c.regressed]
+        if reasons:  # the exact counts first (true on any machine), then the timings
+            lines.append(redact(f"REGRESSION {v.id}: {'; '.join(reasons)}"))
         else:  # no metric regressed: the critical-path weights did (verdict._weight_changes)
             lines.append(redact(f"REGRESSION {v.id}: {v.note.split('; ')[0]}"))
     return lines
+
+
+def _reason(c: MetricChange) -> str:
+    """One regressed rule: "structure rounds[meteo] 1 -> 5 (+4, limit structure+0, exact)"."""
+    m = c.rule.metric
+    noise = "exact" if m.exact else ("no noise test" if c.p_worse is None else f"p={c.p_worse:.2g}")
+    hint = f" ({c.hint})" if c.hint else ""
+    return (
+        f"{c.label} {_format(m, c.base)} -> {_format(m, c.now)}{hint} "
+        f"({_format_change(c)}, limit {c.rule.text}, {noise})"
+    )
 
 
 def summary_line(comparison: Comparison) -> str:

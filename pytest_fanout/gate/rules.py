@@ -21,13 +21,14 @@ from pytest_fanout.gate.runs import GateError
 #: from the same machine fingerprint), and for an answer the app streamed its first byte too;
 #: the exact structure (any machine); with n and the upstream delay, the portable efficiency;
 #: where a case measured them, the exact orphaned calls and calls after a hang-up (+0); at an
-#: upstream with a limit, the exact calls answered 429 and retries (+0).
+#: upstream with a limit, the exact calls answered 429 and retries (+0); per upstream, the
+#: exact new connections a request opens (+0; not gated where a side's count varied).
 #: For Locust rows: a p95 rise and new failures, tested against the noise, and completed
 #: requests halving (or falling to none).
 #: The limits are chosen from benchmarks/gate_validation.py (docs/gating.md).
 DEFAULT_FAIL_ON = (
     "median+10%,p95+25%,first-byte+10%,structure+0,orphaned+0,after_disconnect+0,"
-    "rejected+0,retries+0,"
+    "rejected+0,retries+0,connections+0,"
     "efficiency-15%,load-p95+25%,fail-ratio+0.01,completed-50%"
 )
 #: Added in A/B mode (--fanout-ab) unless the rules name cpu: the app's CPU per request is exact

@@ -74,6 +74,8 @@ class MeasurementRecord(_Open):
     first_byte_per_sample: list[Seconds] = []
     #: Per upstream, the wave sizes of a held probe request (exact); absent in older files.
     structure: dict[str, list[Count]] | None = None
+    #: Every held probe's structure when a test sent several (`held_probes=`).
+    structures: list[dict[str, list[Count]]] = []
     #: Per upstream, per gauge, one number a sample (counts, and the delays applied in ms).
     upstream_gauges: dict[str, dict[str, list[Seconds]]] = {}
     #: A/B: the samples the gate took itself where the test's repeat was too few for a rule.

@@ -21,7 +21,7 @@ from typing import Any
 
 from pytest_fanout.artifacts import mask_text as redact
 from pytest_fanout.gate.machine import fingerprint_difference
-from pytest_fanout.gate.metrics import Metric, Values
+from pytest_fanout.gate.metrics import Metric, Values, connections_lists, structure_variants
 from pytest_fanout.gate.rules import GateConfig, Rule
 from pytest_fanout.gate.runs import KIND_LOCUST, KIND_MEASUREMENT, Case, Run
 from pytest_fanout.gate.stats import (
@@ -75,6 +75,8 @@ class MetricChange:
     #: Why an enforced rule could not judge this case for want of samples (the counts and the
     #: repeat that would judge it), else "": never counted as "same".
     unjudged: str = ""
+    #: What the evidence suggests of a regressed change ("a client built per request?"), else "".
+    hint: str = ""
 
     @property
     def label(self) -> str:
@@ -127,7 +129,15 @@ class MetricChange:
             "reported_only": not self.rule.enforced,
             "not_judged": self.unjudged,
             "note": self.note,
+            "hint": self.hint,
         }
+
+
+def exact_first(changes: Iterable[MetricChange]) -> list[MetricChange]:
+    """`changes` with the exact counts (structure, rejected, retries, connections...) before
+    the timings, each group in the rules' order: the reasons a reader can trust on any
+    machine come first."""
+    return sorted(changes, key=lambda c: not c.rule.metric.exact)
 
 
 @dataclass
@@ -143,9 +153,10 @@ class CaseVerdict:
 
     @property
     def shown(self) -> MetricChange | None:
-        """The change to show: the regression, else the improvement, else the first rule's."""
+        """The change to show: the regression, else the improvement (an exact count's first:
+        it holds on any machine), else the first rule's."""
         for wanted in ("regressed", "improved"):
-            for change in self.changes:
+            for change in exact_first(self.changes):
                 if getattr(change, wanted):
                     return change
         return self.changes[0] if self.changes else None
@@ -494,6 +505,8 @@ def _compare_case(
             continue
         if metric.parts is not None:
             found = _compare_parts(rule, metric, old, new, base_run, now_run, config.alpha)
+            if found is None and metric.optional:
+                continue  # neither side counted it (older records): it does not concern it
             if found is None:
                 missing.append(metric.name)
             changes.extend(found or [])
@@ -515,7 +528,7 @@ def _compare_case(
     notes = [f"{', '.join(names)} {why}" for why, names in pooled_notes.items()]
     if missing:
         notes.append(f"no {', '.join(missing)} ({_missing_reason(new.kind, missing)})")
-    parts = {c.part for c in changes if c.rule.metric.parts is not None}
+    parts = {c.part for c in changes if c.rule.metric.name == "structure"}
     if parts and not any(p.startswith("rounds[") for p in parts):
         notes.append(
             "structure: calls only, from the stub's counts (no held probe: rounds not compared)"
@@ -638,8 +651,68 @@ def _compare_parts(
     base, now = metric.parts(old, base_run), metric.parts(new, now_run)
     if base is None or now is None:
         return None
-    shared = [k for k in now if k in base]
-    return [compare_values(rule, base[k], now[k], alpha, 0, part=k) for k in shared] or None
+    out = []
+    for k in (k for k in now if k in base):
+        varied = _varied(metric, k, old, new, base[k], now[k])
+        if varied:
+            out.append(_unjudged(rule, base[k], now[k], k, varied))
+            continue
+        one_base, one_now = Values([], base[k].stat), Values([], now[k].stat)
+        change = compare_values(rule, one_base, one_now, alpha, 0, part=k)
+        if metric.name == "connections" and change.regressed:
+            change.hint = _client_per_request(new, k)
+        out.append(change)
+    return out or None
+
+
+def _values_text(values: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def _varied(metric: Metric, part: str, old: Case, new: Case, base: Values, now: Values) -> str:
+    """Why an exact part cannot be judged: its count differed between one side's own samples
+    (a pool closing idle connections on a timer; a limiter whose state outlives the request
+    gives [3] to one held probe and [2, 1] to the next), else "". Such a count is no exact
+    fact of the code, so neither "same" nor a regression can be said of it."""
+    for side, case, values in (("base", old, base), ("head", new, now)):
+        if len(set(values.samples)) < 2:
+            continue
+        if metric.name == "structure":
+            name = part[part.index("[") + 1 : -1]
+            waves = structure_variants(case.record, name) or _values_text(values.samples)
+            return f"the structure varied between samples ({waves}) in the {side}"
+        return f"{metric.name} varied in the {side} ({_values_text(values.samples)})"
+    return ""
+
+
+def _unjudged(rule: Rule, base: Values, now: Values, part: str, why: str) -> MetricChange:
+    """A change that could not be judged (`why`): shown, never same nor a regression."""
+    enforced = rule.enforced
+    return MetricChange(
+        rule,
+        base.stat,
+        now.stat,
+        rule.change(base.stat, now.stat),
+        None,
+        None,
+        None,
+        False,
+        False,
+        why,
+        part,
+        gated=False,
+        unjudged=why if enforced else "",
+    )
+
+
+def _client_per_request(case: Case, part: str) -> str:
+    """ "a client built per request?" when every call of every sample at that upstream came
+    on a new connection (the evidence of a client made and dropped per request), else ""."""
+    name = part[part.index("[") + 1 : -1]
+    opened, calls = connections_lists(case.record).get(name, ([], []))
+    if calls and any(calls) and opened == calls:
+        return "a client built per request?"
+    return ""
 
 
 def _not_gated_reason(changes: list[MetricChange], missing: list[str], skipped: list[str]) -> str:

@@ -45,6 +45,9 @@ def valid(record: dict | None = None) -> dict:
         ({"ab_pool": {"samples": [0.1], "app_cpu_per_sample": [-1]}}, "greater than or equal"),
         ({"ab_pool": {"samples": [0.1], "processes": "3"}}, "ab_pool.processes: Input should"),
         ({"ab_pool": []}, "ab_pool: Input should be"),
+        # Every held probe's structure (`held_probes=`): counts, like `structure`'s.
+        ({"structures": "x"}, "structures: Input should be a valid list"),
+        ({"structures": [{"meteo": [-1]}]}, "greater than or equal"),
     ],
 )
 def test_a_record_of_the_wrong_shape_is_one_line(
