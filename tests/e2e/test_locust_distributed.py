@@ -15,6 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from pytest_fanout.load import (
     EXIT_THRESHOLD,
     MARKER_ENV,
@@ -24,6 +26,8 @@ from pytest_fanout.load import (
     parse_stats_json,
 )
 from tests.helpers import REPO, free_port, locust, locust_master_and_workers, wait_until
+
+pytestmark = pytest.mark.slow
 
 STACK_LINE = "fanout: embedded stack: app "
 

@@ -12,8 +12,12 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from pytest_fanout.load import MARKER_ENV, kill_marked
 from tests.helpers import REPO, locust
+
+pytestmark = pytest.mark.slow
 
 APP_DIR = Path(__file__).parent / "ratelimit_app"
 
