@@ -29,11 +29,12 @@ patterns: install
 ## (those run only there: beside two CPU burners is the stricter place for them).
 ## Four workers on two cores: most tests wait on processes, stub delays and Locust's run
 ## time, not the CPU (10.4 min with -n 3 against 15 with -n 2, 2026-12-03); every count is
-## exact under load anyway.
+## exact under load anyway. The tests marked slow go first (tests/conftest.py); faker's
+## plugin, which no test uses, is not loaded (a CPU-second at each worker's start).
 test: install
 	$(BIN)/ruff check .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
-	$(BIN)/python -m pytest -n 4 --durations=15 $(addprefix --ignore=,$(LOADED_TESTS))
+	$(BIN)/python -m pytest -n 4 -p no:faker --durations=15 $(addprefix --ignore=,$(LOADED_TESTS))
 	$(MAKE) test-loaded
 
 ## The e2e tests whose counts must be exact whatever the machine, beside two CPU-bound

@@ -25,6 +25,7 @@ from pytest_fanout.plugin import session_load_results
 from tests.helpers import NO_UNUSED_PLUGINS, REPO
 
 
+@pytest.mark.slow
 def test_async_sustains_3x_the_requests_per_second_of_sync(
     fanout_load, fanout_upstream, pytestconfig
 ) -> None:

@@ -15,6 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from pytest_fanout.load import (
     EXIT_THRESHOLD,
     MARKER_ENV,
@@ -23,9 +25,19 @@ from pytest_fanout.load import (
     marked_processes,
     parse_stats_json,
 )
-from tests.helpers import REPO, locust, locust_master_and_workers, wait_until
+from tests.helpers import REPO, free_port, locust, locust_master_and_workers, wait_until
+
+pytestmark = pytest.mark.slow
 
 STACK_LINE = "fanout: embedded stack: app "
+
+
+def _own_master_port() -> list[str]:
+    """--processes binds Locust's master to port 5557 and its forked workers connect there
+    unless told: two such runs at once (two xdist workers) collided, and one waited out its
+    60 to 90 s timeout."""
+    port = str(free_port())
+    return ["--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port]
 
 
 def test_master_and_two_workers_on_loopback(tmp_path: Path) -> None:
@@ -70,6 +82,7 @@ def test_processes_2_forks_workers_but_one_stack(tmp_path: Path) -> None:
         "--headless",
         "--processes",
         "2",
+        *_own_master_port(),
         "--users",
         "6",
         "--spawn-rate",
@@ -110,6 +123,7 @@ def test_workers_leave_within_seconds_of_a_sigkilled_master(tmp_path: Path) -> N
                 "--headless",
                 "--processes",
                 "2",
+                *_own_master_port(),
                 "--users",
                 "4",
                 "--spawn-rate",

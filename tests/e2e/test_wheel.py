@@ -1,20 +1,22 @@
 """`pip install pytest-fanout` works anywhere: the wheel, a fresh virtualenv, an empty directory.
 
-Builds the wheel from this checkout (leaving no build/ in it), installs it with pip into a
-new virtualenv (pip may take the dependencies from its cache): without extras, `fanout
-patterns` says in one line to install the `reference` extra; with it, in an empty
-directory that has no `app/` and no `locustfiles/`: `fanout patterns` prints
-the table (peaks 1, 20, 5), `fanout measure /async/20` a peak of 20, `fanout
-serve` serves the reference app, a one-line locustfile runs under `locust
---headless` with exit 0 and no process left, and the README's first test
-passes exactly as written. Slow (about a minute): marked, and CI runs it.
+Builds the wheel from this checkout (leaving no build/ in it) and installs it as pip would
+(uv: the same index and resolution, in seconds) into a new virtualenv, made once for every
+xdist worker: without extras, `fanout patterns` says in one line to install the `reference`
+extra; with it, in an empty directory that has no `app/` and no `locustfiles/`: `fanout
+patterns` prints the table (peaks 1, 20, 5), `fanout measure /async/20` a peak of 20,
+`fanout serve` serves the reference app, a one-line locustfile runs under `locust
+--headless` with exit 0 and no process left, and the README's first test passes exactly
+as written. Slow (about a minute): marked, and CI runs it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -65,74 +68,112 @@ def _stdout_of(command: list[str], *, cwd: Path, timeout: float) -> str:
 #: What `fanout patterns` said in the plain install, before the `reference` extra came in.
 WITHOUT_REFERENCE: dict[str, subprocess.CompletedProcess[str]] = {}
 
+#: uv, from the test virtualenv: the same index and resolution as pip, in seconds where pip
+#: took a minute a virtualenv (35 s of every xdist worker's time, 2026-12-06).
+UV = [sys.executable, "-m", "uv"]
+
 
 def _scratch() -> set[str]:
     """What a setuptools build could leave in the source tree (that git ignores)."""
     return {p.name for pattern in ("build", "*.egg-info") for p in REPO.glob(pattern)}
 
 
-def _built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel of this checkout, built once per session: xdist workers share it (the
-    parent of their base temporary folders), as two builds at once from one source tree
-    collide ("No such file or directory" in setuptools' build/); the others wait on the
-    lock, bounded by the test timeout."""
+def _shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every xdist worker of this session shares (the parent of their base
+    temporary folders; the base temporary folder itself without xdist)."""
     base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "wheel-build"
-    shared.mkdir(parents=True, exist_ok=True)
-    dist = shared / "dist"
-    with open(shared / "lock", "w") as lock:
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One xdist worker at a time; the others wait, bounded by the test timeout."""
+    with open(path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not list(dist.glob("pytest_fanout-*.whl")):
-                scratch_before = _scratch()
-                _stdout_of(
-                    [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist)]
-                    + [str(REPO)],
-                    cwd=shared,
-                    timeout=INSTALL_TIMEOUT_S,
-                )
-                assert _scratch() <= scratch_before, (
-                    "building the wheel left files in the source tree"
-                )
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _built_wheel(shared: Path) -> Path:
+    """The wheel of this checkout, built once per session: xdist workers share it, as two
+    builds at once from one source tree collide ("No such file or directory" in
+    setuptools' build/)."""
+    dist = shared / "wheel-build" / "dist"
+    dist.mkdir(parents=True, exist_ok=True)
+    with _locked(dist.parent / "lock"):
+        if not list(dist.glob("pytest_fanout-*.whl")):
+            scratch_before = _scratch()
+            _stdout_of(
+                [*UV, "build", "--wheel", "-q", "--out-dir", str(dist), str(REPO)],
+                cwd=dist.parent,
+                timeout=INSTALL_TIMEOUT_S,
+            )
+            assert _scratch() <= scratch_before, "building the wheel left files in the source tree"
     (wheel,) = dist.glob("pytest_fanout-*.whl")
     return wheel
 
 
+def _install(bin_dir: Path, requirement: str, cwd: Path) -> None:
+    """`pip install REQUIREMENT` into the virtualenv, done by uv (with the .pyc files, as
+    pip writes them: the processes the tests start need not compile their imports)."""
+    python = str(bin_dir / "python")
+    command = [*UV, "pip", "install", "-q", "--compile-bytecode", "--python", python]
+    _stdout_of([*command, requirement], cwd=cwd, timeout=INSTALL_TIMEOUT_S)
+
+
+def _installed_venv(shared: Path) -> Path:
+    """The bin/ of a new virtualenv with the wheel installed, made once per session for
+    every xdist worker: first without extras (what `fanout patterns` then says is kept in
+    a file beside it), then with `reference`."""
+    root = shared / "wheel-venv"
+    said = root / "patterns-without-reference.json"
+    bin_dir = root / "venv" / "bin"
+    with _locked(shared / "wheel-venv.lock"):
+        if not said.exists():  # made by no worker yet, or a worker's attempt failed
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            wheel = _built_wheel(shared)
+            names = zipfile.ZipFile(wheel).namelist()
+            assert "pytest_fanout/reference_app/main.py" in names
+            assert "pytest_fanout/locust.py" in names
+            assert "pytest_fanout/load/harness/locustfile.py" in names
+            assert not [n for n in names if n.startswith(("app/", "locustfiles/", "tests/"))]
+            venv = root / "venv"
+            _stdout_of(
+                [*UV, "venv", "-q", "--python", sys.executable, str(venv)], cwd=root, timeout=120
+            )
+            _install(bin_dir, str(wheel), root)
+            site = list((venv / "lib").glob("python*/site-packages"))[0]
+            assert not (site / "app").exists()  # no top-level `app` package in site-packages
+            assert not (site / "fastapi").exists()  # the user's app brings its own framework
+            empty = root / "empty"
+            empty.mkdir()
+            result = _run(
+                [str(bin_dir / "fanout"), "patterns", "--repeat", "1"], cwd=empty, timeout=120
+            )
+            _install(bin_dir, f"{wheel}[reference]", root)
+            kept = {
+                "returncode": result.returncode,
+                "stdout": result.stdout,
+                "stderr": result.stderr,
+            }
+            said.with_suffix(".part").write_text(json.dumps(kept))
+            said.with_suffix(".part").replace(said)  # whole, or not there
+    kept = json.loads(said.read_text())
+    WITHOUT_REFERENCE["patterns"] = subprocess.CompletedProcess(
+        ["fanout", "patterns"], kept["returncode"], kept["stdout"], kept["stderr"]
+    )
+    return bin_dir
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """(the virtualenv's bin/, an empty directory): the wheel of this checkout, installed;
-    first without extras (what `fanout patterns` then says is kept), then with `reference`."""
-    root = tmp_path_factory.mktemp("wheel")
-    wheel = _built_wheel(tmp_path_factory)
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "pytest_fanout/reference_app/main.py" in names
-    assert "pytest_fanout/locust.py" in names
-    assert "pytest_fanout/load/harness/locustfile.py" in names
-    assert not [n for n in names if n.startswith(("app/", "locustfiles/", "tests/"))], names
-    venv = root / "venv"
-    _stdout_of([sys.executable, "-m", "venv", str(venv)], cwd=root, timeout=120)
-    bin_dir = venv / "bin"
-    _stdout_of(
-        [str(bin_dir / "python"), "-m", "pip", "install", "-q", str(wheel)],
-        cwd=root,
-        timeout=INSTALL_TIMEOUT_S,
-    )
-    site = list((venv / "lib").glob("python*/site-packages"))[0]
-    assert not (site / "app").exists()  # no top-level `app` package in site-packages
-    assert not (site / "fastapi").exists()  # the user's app brings its own framework
-    empty = root / "empty"
-    empty.mkdir()
-    WITHOUT_REFERENCE["patterns"] = _run(
-        [str(bin_dir / "fanout"), "patterns", "--repeat", "1"], cwd=empty, timeout=120
-    )
-    _stdout_of(
-        [str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{wheel}[reference]"],
-        cwd=root,
-        timeout=INSTALL_TIMEOUT_S,
-    )
-    yield bin_dir, empty
+    """(the virtualenv's bin/, an empty directory of this worker's own): the wheel of this
+    checkout, installed once for all workers."""
+    bin_dir = _installed_venv(_shared(tmp_path_factory))
+    yield bin_dir, tmp_path_factory.mktemp("empty")
 
 
 def _env(marker: str) -> dict[str, str]:

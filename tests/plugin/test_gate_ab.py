@@ -19,7 +19,10 @@ import pytest
 
 from tests.helpers import processes_tagged, wait_until
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning"),
+    pytest.mark.slow,
+]
 
 APP = """
 import asyncio

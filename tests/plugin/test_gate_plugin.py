@@ -40,6 +40,7 @@ def inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=180)
 
 
+@pytest.mark.slow
 def test_save_compare_same_code_then_slowdown(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
