@@ -20,6 +20,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from pytest_fanout.load import MARKER_ENV, kill_marked
 from tests.helpers import REPO, locust
 
@@ -108,6 +110,7 @@ def test_calls_per_request_are_exact_when_the_run_stops_mid_request(tmp_path: Pa
     assert calls % 3 == 0 and 0 < int(found[1]) < calls, found[0]
 
 
+@pytest.mark.slow
 def test_capacity_names_the_limit_with_the_exact_calls_per_request(tmp_path: Path) -> None:
     """6/s and 3 calls a request: at most 2 req/s; the steps of 4 s end mid-request."""
     (tmp_path / "order.py").write_text(ORDER)

@@ -10,7 +10,10 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning"),
+    pytest.mark.slow,
+]
 
 INI = """
 [pytest]
