@@ -210,13 +210,27 @@ class UpstreamCalls:
         self.steps: dict[float, tuple[int, dict[str, int], int | None]] = {}
 
     def app_before(self) -> dict[str, Any]:
-        """The app's probe before a step ({} without an app)."""
-        return self.app.probe_stats() if self.app is not None else {}
+        """The app's probe before a step ({} without an app, or once it died: the step's
+        death check says so)."""
+        from pytest_fanout.servers.process import ServerDiedError
+
+        try:
+            return self.app.probe_stats() if self.app is not None else {}
+        except ServerDiedError:
+            return {}
 
     def app_after(self, before: dict[str, Any]) -> AppRequests | None:
         """The app's requests over a step, read once it has finished those the step's Locust
-        cut off as it quit (so their calls fall in this step, not the next)."""
-        return settled_app(self.app.probe_stats, before) if self.app is not None else None
+        cut off as it quit (so their calls fall in this step, not the next); None without
+        an app, or once it died (the step's death check stops the search with its cause)."""
+        from pytest_fanout.servers.process import ServerDiedError
+
+        if self.app is None or not before:
+            return None
+        try:
+            return settled_app(self.app.probe_stats, before)
+        except ServerDiedError:
+            return None
 
     def counts(self) -> dict[str, int]:
         return {name: int(stub.stats()["requests"]) for name, stub in self.upstreams.items()}
