@@ -194,6 +194,12 @@ MAX_UPSTREAMS = 64
 MAX_THRESHOLD_COUNT = 10**12
 #: Bytes of one request body the stub reads (control or item): 16 MiB.
 MAX_ITEM_BODY = 16 * 1024 * 1024
+#: Bytes of one request's head (request line and headers) the stub's own server accepts;
+#: more is a 431 (servers/stubhttp.py).
+MAX_HEAD_BYTES = 1024 * 1024
+#: Complete requests the stub's server queues behind the one being answered (pipelining)
+#: before it stops reading the connection: memory stays bounded against any client.
+MAX_PIPELINED = 16
 #: The stub's recorded requests: kept (the oldest go first), bytes of each body kept, bytes
 #: all kept records may hold together, and the largest such total accepted (1 GiB).
 DEFAULT_MAX_RECORDS = 10_000

@@ -564,17 +564,19 @@ def _check_thresholds(environment: Environment) -> None:
 def _say_limits(environment: Environment) -> None:
     """Name an embedded stub's rate limit that capped (or refused) the run's requests."""
     from pytest_fanout.load.capacity import load_limit_lines, settled_app
+    from pytest_fanout.measurement import has_rate_limit
 
     if _STACK is None or not _STACK.upstreams:
         return
     total = environment.stats.total
     try:
-        limited = any(
-            stub.stats().get("limits", {}).get("per_s") for stub in _STACK.upstreams.values()
-        )
+        stats = {name: stub.stats() for name, stub in _STACK.upstreams.items()}
+        if not any(has_rate_limit(found.get("limits")) for found in stats.values()):
+            return  # no stub limits by rate: no cap to name
         # The requests cut off as the run stopped still run in the app and make their calls:
-        # count them with the requests the app began, once it has finished them.
-        app = settled_app(_STACK.app.probe_stats, {}, sleep=gevent.sleep) if limited else None
+        # count them with the requests the app began, once it has finished them, and read
+        # the stubs again after.
+        app = settled_app(_STACK.app.probe_stats, {}, sleep=gevent.sleep)
         stats = {name: stub.stats() for name, stub in _STACK.upstreams.items()}
     except Exception as exc:  # a stub that died is the stack's to report, not this line's
         _say(f"fanout: note: the stubs' rate limits could not be read ({type(exc).__name__})")

@@ -174,7 +174,6 @@ def request_on_stack(
     `max_answer_bytes`); a measurement that fails inside the block is one line (exit 1)."""
     from pytest_fanout.measure import MeasureClient
     from pytest_fanout.measurement import MeasurementError
-    from pytest_fanout.servers.process import telling_line
 
     request = request_from(args)
     spec = spec_from(args)
@@ -187,15 +186,17 @@ def request_on_stack(
             yield request, stack, client
         except MeasurementError as exc:
             # The app's own cause, when it logged one (a 500's exception): one line still.
-            cause = _app_cause(stack, telling_line)
+            cause = _app_cause(stack)
             said = f" (the app's log: {cause})" if cause else ""
             raise CommandError(mask_text(str(exc).splitlines()[0] + said)) from None
 
 
-def _app_cause(stack: Stack, telling_line: Callable[[str], str]) -> str:
+def _app_cause(stack: Stack) -> str:
     """The most telling line of the app's log, waited for up to APP_LOG_WAIT_S (uvicorn
     logs a 500's exception after it has sent the answer), "" when it names none."""
     import time
+
+    from pytest_fanout.servers.process import telling_line
 
     app = stack.app
     if app is None:

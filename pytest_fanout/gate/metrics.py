@@ -155,9 +155,7 @@ def read_structure(record: dict) -> dict[str, list[int]] | None:
         return None
     out: dict[str, list[int]] = {}
     for name, waves in raw.items():
-        if not isinstance(name, str) or not isinstance(waves, list):
-            return None
-        if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in waves):
+        if not isinstance(name, str) or not _is_counts(waves):
             return None
         out[name] = list(waves)
     return out
@@ -226,13 +224,16 @@ def structure_variants(record: dict, name: str) -> str:
     return ", ".join(f"{waves} x{n}" for waves, n in counts.items())
 
 
+def _is_counts(value: object) -> bool:
+    """`value` is a list of counts (ints >= 0, no bools): the one check of a saved list."""
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    )
+
+
 def _int_list(value: object) -> list[int] | None:
-    """`value` when it is a non-empty list of counts (>= 0), else None (older or hand-made data)."""
-    if not isinstance(value, list) or not value:
-        return None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-        return None
-    return list(value)
+    """`value` when it is a non-empty list of counts, else None (older or hand-made data)."""
+    return list(value) if value and _is_counts(value) else None  # type: ignore[arg-type]
 
 
 def connections_lists(record: dict) -> dict[str, tuple[list[int], list[int]]]:

@@ -38,14 +38,10 @@ from urllib.parse import unquote
 
 import httptools
 
-from pytest_fanout.limits import MAX_ITEM_BODY
+from pytest_fanout.limits import MAX_HEAD_BYTES, MAX_ITEM_BODY, MAX_PIPELINED
 from pytest_fanout.servers.connections import CONNECTIONS, ConnectionTable
 from pytest_fanout.servers.upstream import CONTROL_PREFIX, MAX_CONTROL_BODY, StubUpstream
 
-#: Bytes of one request's head (request line and headers) accepted; more is a 431.
-MAX_HEAD_BYTES = 1024 * 1024
-#: Complete requests queued behind the one being answered before reading pauses.
-MAX_PIPELINED = 16
 _STATUS_LINES = {
     status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode())
     for status in HTTPStatus
