@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_fanout.timeline.causal import BASELINE_RUNS, WARM_UP_RUNS, design_runs
 from pytest_fanout.timeline.waterfall import Waterfall
 
 #: The smallest change of a weight that is a change of structure (half a round).
@@ -81,20 +82,25 @@ def _read_weights(
 
 
 def _runs(data: Mapping[str, Any]) -> str:
-    """ " (too few runs: 7 in 4.0 s)" from the saved experiment, "" when it does not say."""
+    """ " (too few runs: 9 of 16 in 4.0 s; raise budget_s)" when the experiment's budget
+    ended it early, " (16 runs in 0.8 s)" when not, "" when the record does not say."""
     runs, elapsed = data.get("runs"), data.get("elapsed_s")
     if not isinstance(runs, int) or isinstance(runs, bool):
         return ""
     spent = f" in {elapsed:.1f} s" if isinstance(elapsed, int | float) else ""
-    return f" (too few runs: {runs}{spent})"
+    planned = WARM_UP_RUNS + BASELINE_RUNS + design_runs(len(data["targets"]))
+    if runs < planned:
+        return f" (too few runs: {runs} of {planned}{spent}; raise budget_s)"
+    return f" ({runs} runs{spent})"
 
 
 def weights_not_compared(base: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     """Why the two records' critical-path weights cannot be compared ("no critical-path
     weights in the baseline", "the baseline's weight for 'default' has no interval (too
-    few runs: 7 in 4.0 s)"); "" when they can, or when neither record asked for weights
-    (a case without `critical_path` is not concerned). `weight_changes` says nothing of
-    such records: this says why, so the gate never calls them "same"."""
+    few runs: 9 of 16 in 4.0 s; raise budget_s)"); "" when they can, or when neither
+    record asked for weights (a case without `critical_path` is not concerned).
+    `weight_changes` says nothing of such records: this says why, so the gate never calls
+    them "same"."""
     if base.get("critical_path") is None and now.get("critical_path") is None:
         return ""
     whys = [

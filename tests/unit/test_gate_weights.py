@@ -27,7 +27,10 @@ TEST = "tests/t.py::test_two_sequential_calls"
 WORDS = "critical-path weights"
 #: 20 samples of ~43 ms, the same on both sides: every rule judges them and finds nothing.
 SAMPLES = [0.043 * (1 + 0.002 * (i % 5)) for i in range(20)]
-NO_INTERVAL = "the baseline's weight for 'default' has no interval (too few runs: 9 in 4.0 s)"
+NO_INTERVAL = (
+    "the baseline's weight for 'default' has no interval "
+    "(too few runs: 9 of 16 in 4.0 s; raise budget_s)"
+)
 
 
 def measured(weight: float | None, half_width: float | None, *, recorded: bool = True):
@@ -84,8 +87,14 @@ def test_weights_on_one_side_only_or_without_a_weight_say_which() -> None:
     assert case.extra_unjudged == {WORDS: "no critical-path weights in the baseline"}
     (case,) = compare(measured(2.0, 0.1), measured(None, None)).verdicts
     assert case.extra_unjudged == {
-        WORDS: "this run's weight for 'default' has no weight (too few runs: 9 in 4.0 s)"
+        WORDS: "this run's weight for 'default' has no weight "
+        "(too few runs: 9 of 16 in 4.0 s; raise budget_s)"
     }
+    full = {"runs": 16, "elapsed_s": 0.84, "targets": [{"upstream": "a", "weight": 1.0}]}
+    assert weights_not_compared({"critical_path": full}, {"critical_path": full}) == (
+        "the baseline's weight for 'a' has no interval (16 runs in 0.8 s); "
+        "this run's weight for 'a' has no interval (16 runs in 0.8 s)"
+    )
     broken = {"critical_path": {"targets": "?"}}
     assert weights_not_compared(broken, broken) == (
         "the baseline's critical-path record is unreadable; "
