@@ -120,7 +120,7 @@ def summary_line(comparison: Comparison) -> str:
     by_count: dict[int, list[str]] = {}  # "not gated: median, p95 in 1": one clause a count
     judged = {}  # only of the gated cases: a case not gated at all is counted as such
     for v in comparison.verdicts:
-        for label in dict.fromkeys(c.label for c in v.not_judged) if v.gated else ():
+        for label in v.unjudged_by_label if v.gated else ():
             judged[label] = judged.get(label, 0) + 1
     for label, n in judged.items():
         by_count.setdefault(n, []).append(label)

@@ -45,6 +45,8 @@ POOLED = ("samples", "app_cpu_per_sample", "first_byte_per_sample")
 #: The four verdicts, the same word in the terminal, the Markdown and the JSON.
 REGRESSION, IMPROVEMENT, SAME, NOT_GATED = "regression", "improvement", "same", "not gated"
 VERDICTS = (REGRESSION, IMPROVEMENT, SAME, NOT_GATED)
+#: The label of the critical-path weights where the gate could not compare them.
+WEIGHTS_LABEL = "critical-path weights"
 #: Exit status of a gate that compared nothing (pytest's own codes are 0-5; 1 = regression).
 EXIT_NOT_GATED = ExitCode.NOT_GATED
 
@@ -150,6 +152,9 @@ class CaseVerdict:
     note: str = ""
     #: Why a case is not gated (one phrase); "" for a gated case.
     reason: str = ""
+    #: What else the gate could not judge in this case, beside the rules: {label: why}
+    #: ("critical-path weights": "no critical-path weights in the baseline").
+    extra_unjudged: dict[str, str] = field(default_factory=dict)
 
     @property
     def shown(self) -> MetricChange | None:
@@ -171,12 +176,20 @@ class CaseVerdict:
         return [c for c in self.changes if c.unjudged]
 
     @property
+    def unjudged_by_label(self) -> dict[str, str]:
+        """{label: why} of all this case could not judge: the rules (`not_judged`), then
+        `extra_unjudged` (the critical-path weights). Every report reads this one."""
+        out = {c.label: c.unjudged for c in self.not_judged}
+        out.update(self.extra_unjudged)
+        return out
+
+    @property
     def unjudged_note(self) -> str:
         """ "not gated: cpu (not judged with 10 samples a side ...)": the rules that could not
         judge this case, with why (rules sharing a why share a clause)."""
         by_why: dict[str, list[str]] = {}
-        for c in self.not_judged:
-            by_why.setdefault(c.unjudged, []).append(c.label)
+        for label, why in self.unjudged_by_label.items():
+            by_why.setdefault(why, []).append(label)
         return "; ".join(
             f"not gated: {', '.join(dict.fromkeys(labels))} ({why})"
             for why, labels in by_why.items()
@@ -185,7 +198,7 @@ class CaseVerdict:
     @property
     def shown_verdict(self) -> str:
         """The word with the rules that did not judge a gated case: "same (not gated: cpu)"."""
-        labels = list(dict.fromkeys(c.label for c in self.not_judged))
+        labels = list(self.unjudged_by_label)
         if not self.gated or not labels:
             return self.verdict
         return f"{self.verdict} (not gated: {', '.join(labels)})"
@@ -196,7 +209,7 @@ class CaseVerdict:
             "verdict": self.verdict,
             "shown_verdict": self.shown_verdict,
             "gated": self.gated,
-            "not_judged": {c.label: c.unjudged for c in self.not_judged},
+            "not_judged": self.unjudged_by_label,
             "reason": self.reason,
             "note": self.note,
             "metrics": [c.to_dict() for c in self.changes],
@@ -265,10 +278,11 @@ class Comparison:
         return out
 
     def not_judged_counts(self) -> dict[str, int]:
-        """Per rule's metric, in how many cases it could not judge for want of samples."""
+        """Per label (a rule's metric, or the critical-path weights), in how many cases it
+        could not judge (too few samples; weights without an interval)."""
         out: dict[str, int] = {}
         for v in self.verdicts:
-            for label in dict.fromkeys(c.label for c in v.not_judged):
+            for label in v.unjudged_by_label:
                 out[label] = out.get(label, 0) + 1
         return out
 
@@ -548,8 +562,13 @@ def _compare_case(
     else:
         verdict = NOT_GATED
     result = CaseVerdict(new.id, verdict, changes)
+    why_weights = _weights_not_compared(old, new)
+    if why_weights:  # asked for (`record=m`), not compared: never a silent "same"
+        result.extra_unjudged[WEIGHTS_LABEL] = why_weights
     if verdict == NOT_GATED:
         result.reason = _not_gated_reason(changes, missing, skipped)
+        if why_weights:
+            result.reason += f"; {WEIGHTS_LABEL}: {why_weights}"
     if new.kind == KIND_LOCUST:
         # The table shows one metric; the note carries the others of the row.
         notes.extend(_change_line(c) for c in changes if c is not result.shown)
@@ -742,6 +761,16 @@ def _weight_changes(old: Case, new: Case) -> list[Any]:
     from pytest_fanout.timeline.portable import weight_changes
 
     return weight_changes(old.record, new.record)
+
+
+def _weights_not_compared(old: Case, new: Case) -> str:
+    """Why the critical-path weights one or both runs recorded could not be compared (a
+    side without them, a weight without an interval), "" when they were or neither has any."""
+    if new.kind != KIND_MEASUREMENT:
+        return ""
+    from pytest_fanout.timeline.portable import weights_not_compared
+
+    return weights_not_compared(old.record, new.record)
 
 
 def _missing_reason(kind: str, missing: list[str]) -> str:

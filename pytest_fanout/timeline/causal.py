@@ -529,14 +529,13 @@ def fit(targets: list[Target], runs: Sequence[tuple[Sequence[float], float]]) ->
         for i, (changes, _) in enumerate(runs)
     ]
     try:
-        coef, se, df = least_squares(one, ys)
-        se = [max(a, b) for a, b in zip(se, jackknife(one, ys), strict=True)]
-        coef2, se2, df2 = least_squares(two, ys)
-        se2 = [max(a, b) for a, b in zip(se2, jackknife(two, ys), strict=True)]
-        coef3, se3, _ = least_squares(three, ys)
-        se3 = [max(a, b) for a, b in zip(se3, jackknife(three, ys), strict=True)]
+        coef, se, df = _honest_fit(one, ys)
     except ValueError:
         return
+    # The sides and the sizes need more of the design than the weight: a budget spent after
+    # a few runs (each at -2 steps, say) cannot split them, and leaves the weight standing.
+    coef2, se2, df2 = _fit_or_nothing(two, ys)
+    coef3, se3, _ = _fit_or_nothing(three, ys)
     for i, t in enumerate(targets):
         t.changed_runs = sum(1 for changes, _ in runs if changes[i])
         t.weight, t.half_width = coef[2 + i], t95(df) * se[2 + i]
@@ -552,6 +551,24 @@ def fit(targets: list[Target], runs: Sequence[tuple[Sequence[float], float]]) ->
         t.bend = sides or (sizes and abs(far - near) > max(BEND, 3 * spread))
         if not math.isfinite(t.weight):
             t.half_width = math.inf
+
+
+def _honest_fit(rows: list[list[float]], ys: list[float]) -> tuple[list[float], list[float], int]:
+    """`least_squares` with each standard error at least the jackknife's."""
+    coef, se, df = least_squares(rows, ys)
+    return coef, [max(a, b) for a, b in zip(se, jackknife(rows, ys), strict=True)], df
+
+
+def _fit_or_nothing(
+    rows: list[list[float]], ys: list[float]
+) -> tuple[list[float], list[float], int]:
+    """`_honest_fit`, or nan coefficients (not measured) when the runs cannot tell the
+    columns apart."""
+    try:
+        return _honest_fit(rows, ys)
+    except ValueError:
+        p = len(rows[0])
+        return [math.nan] * p, [math.inf] * p, 0
 
 
 def jackknife(rows: list[list[float]], ys: list[float]) -> list[float]:

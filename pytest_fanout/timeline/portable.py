@@ -5,7 +5,8 @@ runner), so a saved baseline from any machine can be compared with them: a
 weight going from 1 to 2 is a second sequential round, a regression of
 structure. A change counts only when it is at least half a round AND beyond
 both runs' 95% intervals; without an interval on either side it is not
-judged (never called "same": `weight_changes` simply has nothing to say).
+judged (never called "same": `weight_changes` has nothing to say, and
+`weights_not_compared` says why, which the gate shows as "not gated").
 Both functions take `Measurement.to_dict()` records, as saved runs hold them.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_fanout.timeline.causal import BASELINE_RUNS, WARM_UP_RUNS, design_runs
 from pytest_fanout.timeline.waterfall import Waterfall
 
 #: The smallest change of a weight that is a change of structure (half a round).
@@ -53,17 +55,59 @@ def _times(weight: float) -> str:
 def _weights(record: Mapping[str, Any]) -> dict[str, tuple[float, float]] | None:
     """{upstream: (weight, half width)} summed over routes; None without recorded weights or
     when any target has no interval (not enough runs to judge)."""
+    return _read_weights(record, "")[0]
+
+
+def _read_weights(
+    record: Mapping[str, Any], side: str
+) -> tuple[dict[str, tuple[float, float]] | None, str]:
+    """(`_weights`, why they are None, in words naming `side`: "the baseline")."""
     data = record.get("critical_path")
+    if data is None:
+        return None, f"no critical-path weights in {side}"
     if not isinstance(data, Mapping) or not isinstance(data.get("targets"), list):
-        return None
+        return None, f"{side}'s critical-path record is unreadable"
     out: dict[str, tuple[float, float]] = {}
     for target in data["targets"]:
+        if not isinstance(target, Mapping) or not isinstance(target.get("upstream"), str):
+            return None, f"{side}'s critical-path record is unreadable"
         weight, half = target.get("weight"), target.get("half_width")
         if not isinstance(weight, int | float) or not isinstance(half, int | float):
-            return None
+            label = " ".join(str(x) for x in (target["upstream"], target.get("route")) if x)
+            what = "no weight" if not isinstance(weight, int | float) else "no interval"
+            return None, f"{side}'s weight for {label!r} has {what}{_runs(data)}"
         old = out.get(target["upstream"], (0.0, 0.0))
         out[target["upstream"]] = (old[0] + weight, old[1] + half)
-    return out
+    return out, ""
+
+
+def _runs(data: Mapping[str, Any]) -> str:
+    """ " (too few runs: 9 of 16 in 4.0 s; raise budget_s)" when the experiment's budget
+    ended it early, " (16 runs in 0.8 s)" when not, "" when the record does not say."""
+    runs, elapsed = data.get("runs"), data.get("elapsed_s")
+    if not isinstance(runs, int) or isinstance(runs, bool):
+        return ""
+    spent = f" in {elapsed:.1f} s" if isinstance(elapsed, int | float) else ""
+    planned = WARM_UP_RUNS + BASELINE_RUNS + design_runs(len(data["targets"]))
+    if runs < planned:
+        return f" (too few runs: {runs} of {planned}{spent}; raise budget_s)"
+    return f" ({runs} runs{spent})"
+
+
+def weights_not_compared(base: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """Why the two records' critical-path weights cannot be compared ("no critical-path
+    weights in the baseline", "the baseline's weight for 'default' has no interval (too
+    few runs: 9 of 16 in 4.0 s; raise budget_s)"); "" when they can, or when neither
+    record asked for weights (a case without `critical_path` is not concerned).
+    `weight_changes` says nothing of such records: this says why, so the gate never calls
+    them "same"."""
+    if base.get("critical_path") is None and now.get("critical_path") is None:
+        return ""
+    whys = [
+        _read_weights(record, side)[1]
+        for record, side in ((base, "the baseline"), (now, "this run"))
+    ]
+    return "; ".join(w for w in whys if w)
 
 
 def weight_changes(base: Mapping[str, Any], now: Mapping[str, Any]) -> list[WeightChange]:

@@ -25,6 +25,7 @@ from pytest_fanout.timeline.causal import (
     count_rounds,
     critical_path,
     design,
+    design_runs,
     find_targets,
     fit,
     shape_targets,
@@ -381,6 +382,23 @@ def test_a_hiccup_of_the_machine_is_left_out_of_the_fit() -> None:
     assert targets[0].weight == pytest.approx(1.0, abs=0.1)
     assert targets[1].weight == pytest.approx(0.0, abs=0.1)
     assert targets[0].half_width < 0.2  # kept in, the stall would widen it past 1
+
+
+@pytest.mark.parametrize("changed", [1, 2, 3])
+def test_a_budget_spent_after_a_few_runs_still_gives_the_weight(changed: int) -> None:
+    """The first runs of a target's design (-2 steps, then 0, 0) cannot split its sides or
+    its two step sizes; the weight (one slope) stands, with its interval: a loaded runner
+    spent `budget_s=4` there and the saved weight had none, so the gate could not judge it."""
+    target = Target("default", "", 2, 20, 20, rounds=2, extra_ms=7.0, faster_ms=3.0)
+    noise = random.Random(changed)
+    runs: list[tuple[list[float], float]] = [([0.0], 44 + noise.gauss(0, 1)) for _ in range(4)]
+    for (level,) in design(1, design_runs(1))[:changed]:
+        change = target.level_ms(level)
+        runs.append(([change], 44 + 2 * change + noise.gauss(0, 1)))
+    fit([target], runs)
+    assert math.isfinite(target.weight) and math.isfinite(target.half_width)
+    assert abs(target.weight - 2) <= target.half_width < 1
+    assert math.isnan(target.slower) and math.isnan(target.near) and not target.bend
 
 
 def test_each_target_takes_every_level_equally_often_in_an_order_of_its_own() -> None:
