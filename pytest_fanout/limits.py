@@ -246,6 +246,17 @@ AB_POOL_MAX_SAMPLES = 48
 #: past it are not taken: the metric is judged on what was taken, or not gated).
 AB_POOL_MAX_S = 300.0
 
+# ---- save/compare on a machine busier in one run (gate/verdict.py) ---------------------------
+#: The wall-clock timings (median, p95, first-byte, efficiency, overhead) of two saved runs are
+#: not gated when the app's wait for a CPU beyond what the other run's machine would have made
+#: it wait (its CPU time times the other run's wait per CPU second) reaches this share of its
+#: samples' wall time: five points. Measured on a 2-core runner (docs/gating.md): the same
+#: code alone read 0.3% to 13%, beside two CPU burners 5% to 51% (the more CPU a request
+#: uses, the more); a median 10% or more apart between runs of the same code came with 7.6 to
+#: 37 points of such wait, and code that added 40 ms of CPU a request, beside the same two
+#: burners on both sides, with 0.7 to 2.2 points (its share alone rose from 10% to 38%).
+BUSY_WAIT_SHARE = 0.05
+
 # ---- argparse types: text in, a checked value or one ArgumentTypeError line out ---------------
 
 
