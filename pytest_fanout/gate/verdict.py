@@ -535,11 +535,21 @@ def _compare_case(
             change.unjudged = change.note = short  # the gate's bound, not the user's repeat
         elif pooled_note and change.gated and rule.enforced:
             pooled_notes.setdefault(pooled_note, []).append(metric.name)
-        busier = "" if alternated or metric.name not in WALL_CLOCK else _busier(old, new)
-        if busier and change.gated and rule.enforced:  # judged as too few samples are
-            change.unjudged = change.note = busier
-            change.gated = change.regressed = change.improved = False
-            change.detectable = None
+        busy = None if alternated or metric.name not in WALL_CLOCK else _busier(old, new)
+        if busy is not None and change.gated and rule.enforced:
+            side, per_cpu, why = busy
+            case, run = (new, now_run) if side == "head" else (old, base_run)
+            fair = metric.read(_without_machine(case, per_cpu), run)
+            if fair is not None and (change.regressed or change.improved):
+                b, n = (base, fair) if side == "head" else (fair, now)
+                again = compare_values(rule, b, n, config.alpha, 0)
+                if again.regressed if change.regressed else again.improved:
+                    change.note = f"{why}, which does not explain it"  # judged: it stands
+                    busy = None
+            if busy is not None:  # not judged, as with too few samples
+                change.unjudged = change.note = why
+                change.gated = change.regressed = change.improved = False
+                change.detectable = None
         changes.append(change)
     notes = [f"{', '.join(names)} {why}" for why, names in pooled_notes.items()]
     if missing:
@@ -579,27 +589,46 @@ def _compare_case(
 WALL_CLOCK = frozenset({"median", "p95", "first-byte", "efficiency", "overhead"})
 
 
-def _busier(old: Case, new: Case) -> str:
-    """Why the two runs' wall-clock timings cannot be compared, else "": the machine made one
-    side's app wait for a CPU by BUSY_WAIT_SHARE of its samples' time beyond what the other
-    side's machine would have (that side's wait per CPU second, times this side's CPU time).
-    Code that needs more CPU waits more on a loaded machine too: that wait is the code's, not
-    the machine's, and stays judged. No claim when either side has no wait figures (not
-    Linux, an older record). Never used in A/B, whose alternated samples saw one machine."""
+def _busier(old: Case, new: Case) -> tuple[str, float, str] | None:
+    """("head" or "base": the side the machine made wait, the other side's wait per CPU
+    second, why in words), or None. A side was busier when its app waited for a CPU by
+    BUSY_WAIT_SHARE of its samples' time beyond what the other side's machine would have
+    made it wait (the other's wait per CPU second, times this side's CPU time): code that
+    needs more CPU waits more on a loaded machine too, and that wait is the code's. No claim
+    when either side has no wait figures (not Linux, an older record). Never used in A/B,
+    whose alternated samples saw one machine."""
     base, now = _cpu_waits(old), _cpu_waits(new)
     if base is None or now is None:
-        return ""
-    sides = ((now, base, "this run", "the baseline"), (base, now, "the baseline", "this run"))
-    for mine, theirs, where, other in sides:
+        return None
+    sides = (
+        ("head", now, base, "this run", "the baseline"),
+        ("base", base, now, "the baseline", "this run"),
+    )
+    for side, mine, theirs, where, other in sides:
         (share, used), (other_share, other_used) = mine, theirs
         per_cpu = other_share / other_used if other_used > 0 else 0.0
         if share - used * per_cpu >= BUSY_WAIT_SHARE:
-            return (
+            why = (
                 f"the machine was busier in {where}: the app waited for a CPU"
                 f" {_percent(share)} of its samples' time against {_percent(other_share)}"
                 f" in {other}, {_per_cpu(mine)} per CPU second against {_per_cpu(theirs)}"
             )
-    return ""
+            return side, per_cpu, why
+    return None
+
+
+def _without_machine(case: Case, per_cpu: float) -> Case:
+    """The case with each sample (and first byte) shortened by the most the busier machine
+    can have added to it: its wait for a CPU beyond `per_cpu` seconds per CPU second. A
+    change that holds against it is the code's; one that does not may be the machine's."""
+    record = dict(case.record)
+    waits, cpus = record["app_wait_per_sample"], record["app_cpu_per_sample"]
+    extra = [max(0.0, w - c * per_cpu) for w, c in zip(waits, cpus, strict=True)]
+    for name in ("samples", "first_byte_per_sample"):
+        values = record.get(name)
+        if isinstance(values, list) and len(values) == len(extra):
+            record[name] = [max(0.0, v - e) for v, e in zip(values, extra, strict=True)]
+    return Case(case.id, case.kind, record)
 
 
 def _cpu_waits(case: Case) -> tuple[float, float] | None:

@@ -198,3 +198,30 @@ def test_a_negative_wait_in_a_file_is_one_line(tmp_path: Path) -> None:
         Run.load(path)
     message = str(refused.value)
     assert "\n" not in message and "app_wait_per_sample" in message
+
+
+def test_a_regression_the_busier_machine_cannot_explain_stands() -> None:
+    # Measured beside two CPU burners in both runs, the code adding 40 ms of CPU a request:
+    # the app waited 6.8% of its time (1.7 s per CPU second), then 37% (2.1 s per CPU
+    # second): 6.5 points beyond the baseline's rate. Taking all of it off each sample
+    # leaves +80% of the +96%: a regression the machine does not explain.
+    base = measured(0.1045, 0.068, cpu_s=0.0041)
+    head = measured(0.2050, 0.369, cpu_s=0.0359, seed=1)
+    comparison = compare(base, head)
+    [case] = comparison.verdicts
+    median = changes(comparison)["median"]
+    assert median.regressed and median.gated and not median.unjudged
+    assert median.note.startswith("the machine was busier in this run: the app waited for a CPU")
+    assert median.note.endswith(", which does not explain it")
+    assert case.verdict == "regression"
+    assert summary_line(comparison) == "fanout gate FAILED: 1 regression"
+
+
+def test_a_busier_baseline_hides_no_regression() -> None:
+    # The baseline's machine was busy and the head is slower still: the machine only made
+    # the baseline slower, so the regression stands.
+    comparison = compare(measured(0.1241, 0.15, seed=1), measured(0.160, 0.002))
+    median = changes(comparison)["median"]
+    assert median.regressed and median.note.endswith(", which does not explain it")
+    [case] = comparison.verdicts
+    assert case.verdict == "regression"
