@@ -246,6 +246,16 @@ AB_POOL_MAX_SAMPLES = 48
 #: past it are not taken: the metric is judged on what was taken, or not gated).
 AB_POOL_MAX_S = 300.0
 
+# ---- save/compare on a machine busier in one run (gate/verdict.py) ---------------------------
+#: The wall-clock timings (median, p95, first-byte, efficiency, overhead) of two saved runs are
+#: not gated when one side's app waited for a CPU this share of its samples' wall time beyond
+#: what the other side's machine would have made it wait (its CPU time times the other side's
+#: wait per CPU second), unless the change holds without that wait: five points. Measured on a
+#: 2-core runner (docs/gating.md): runs of the same code whose medians were 10% or more apart
+#: had 7.8 points or more of it; code adding 40 ms of CPU a request, beside the same load,
+#: 0.3 to 6.6 (its share alone rose from 9.6% to 38%).
+BUSY_WAIT_SHARE = 0.05
+
 # ---- argparse types: text in, a checked value or one ArgumentTypeError line out ---------------
 
 

@@ -193,6 +193,9 @@ class Measurement:
     loop_lag_per_sample: list[float] = field(default_factory=list)
     #: CPU seconds the app's process spent during each sample (exact, from the probe).
     app_cpu_per_sample: list[float] = field(default_factory=list)
+    #: Seconds the app's threads waited for a CPU during each sample (the kernel's run-queue
+    #: time, from the probe; None where /proc does not say): a busy machine, not the code.
+    app_wait_per_sample: list[float | None] = field(default_factory=list)
     #: Seconds of garbage collection in the app's process during each sample.
     app_gc_per_sample: list[float] = field(default_factory=list)
     #: Threads the app's process started during each sample, at their most (a fan-out on a
@@ -378,6 +381,17 @@ class Measurement:
         return statistics.median(self.app_cpu_per_sample)
 
     @property
+    def app_wait_share(self) -> float | None:
+        """The app's wait for a CPU over its samples' wall time (0.12: its threads waited 12%
+        as long as the samples took), or None when a sample has no figure (not Linux, an
+        older record): how busy the machine was for the app, whatever the code."""
+        waits, wall = self.app_wait_per_sample, sum(self.samples)
+        if len(waits) != len(self.samples) or wall <= 0:
+            return None
+        known = [w for w in waits if w is not None]
+        return sum(known) / wall if len(known) == len(waits) else None
+
+    @property
     def cpu_per_call_s(self) -> float | None:
         """The app's CPU time per upstream call, where n is known."""
         cpu = self.cpu_per_request_s
@@ -482,6 +496,7 @@ class Measurement:
             "blocking_lag_s",
             "cpu_per_request_s",
             "cpu_per_call_s",
+            "app_wait_share",
             "applied_delay_s",
             "ideal_s",
             "efficiency",

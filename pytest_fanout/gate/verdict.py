@@ -31,7 +31,7 @@ from pytest_fanout.gate.stats import (
     repeat_needed,
     smallest_detectable_change,
 )
-from pytest_fanout.limits import ExitCode
+from pytest_fanout.limits import BUSY_WAIT_SHARE, ExitCode
 from pytest_fanout.measurement import Measurement
 
 #: Below this many samples on either side no test can be significant: never a regression.
@@ -447,7 +447,16 @@ def compare_runs(
             continue
         resamples = min(RESAMPLES.get(case.kind, 2000), share)
         verdicts.append(
-            _compare_case(old, case, baseline, current, config, resamples, bool(latency_skipped))
+            _compare_case(
+                old,
+                case,
+                baseline,
+                current,
+                config,
+                resamples,
+                bool(latency_skipped),
+                alternated=same_machine,
+            )
         )
     for case in baseline.cases:
         if case.id not in now_ids:
@@ -498,6 +507,8 @@ def _compare_case(
     config: GateConfig,
     resamples: int,
     machine_differs: bool = False,
+    *,
+    alternated: bool = False,
 ) -> CaseVerdict:
     if old.kind != new.kind:
         return CaseVerdict(new.id, NOT_GATED, reason=f"kind changed from {old.kind} to {new.kind}")
@@ -538,6 +549,21 @@ def _compare_case(
             change.unjudged = change.note = short  # the gate's bound, not the user's repeat
         elif pooled_note and change.gated and rule.enforced:
             pooled_notes.setdefault(pooled_note, []).append(metric.name)
+        busy = None if alternated or metric.name not in WALL_CLOCK else _busier(old, new)
+        if busy is not None and change.gated and rule.enforced:
+            side, per_cpu, why = busy
+            case, run = (new, now_run) if side == "head" else (old, base_run)
+            fair = metric.read(_without_machine(case, per_cpu), run)
+            if fair is not None and (change.regressed or change.improved):
+                b, n = (base, fair) if side == "head" else (fair, now)
+                again = compare_values(rule, b, n, config.alpha, 0)
+                if again.regressed if change.regressed else again.improved:
+                    change.note = f"{why}, which does not explain it"  # judged: it stands
+                    busy = None
+            if busy is not None:  # not judged, as with too few samples
+                change.unjudged = change.note = why
+                change.gated = change.regressed = change.improved = False
+                change.detectable = None
         changes.append(change)
     notes = [f"{', '.join(names)} {why}" for why, names in pooled_notes.items()]
     if missing:
@@ -574,6 +600,87 @@ def _compare_case(
         notes.extend(_change_line(c) for c in changes if c is not result.shown)
     result.note = "; ".join(notes)
     return result
+
+
+#: The timings a busier machine lengthens whatever the code: not gated across two saved runs
+#: whose app waited for a CPU unlike (`_busier`). cpu is the app's own time, and the exact
+#: counts are counts: they stay gated.
+WALL_CLOCK = frozenset({"median", "p95", "first-byte", "efficiency", "overhead"})
+
+
+def _busier(old: Case, new: Case) -> tuple[str, float, str] | None:
+    """("head" or "base": the side the machine made wait, the other side's wait per CPU
+    second, why in words), or None. A side was busier when its app waited for a CPU by
+    BUSY_WAIT_SHARE of its samples' time beyond what the other side's machine would have
+    made it wait (the other's wait per CPU second, times this side's CPU time): code that
+    needs more CPU waits more on a loaded machine too, and that wait is the code's. No claim
+    when either side has no wait figures (not Linux, an older record). Never used in A/B,
+    whose alternated samples saw one machine."""
+    base, now = _cpu_waits(old), _cpu_waits(new)
+    if base is None or now is None:
+        return None
+    sides = (
+        ("head", now, base, "this run", "the baseline"),
+        ("base", base, now, "the baseline", "this run"),
+    )
+    for side, mine, theirs, where, other in sides:
+        (share, used), (other_share, other_used) = mine, theirs
+        per_cpu = other_share / other_used if other_used > 0 else 0.0
+        if share - used * per_cpu >= BUSY_WAIT_SHARE:
+            why = (
+                f"the machine was busier in {where}: the app waited for a CPU"
+                f" {_percent(share)} of its samples' time against {_percent(other_share)}"
+                f" in {other}, {_per_cpu(mine)} per CPU second against {_per_cpu(theirs)}"
+            )
+            return side, per_cpu, why
+    return None
+
+
+def _without_machine(case: Case, per_cpu: float) -> Case:
+    """The case with each sample (and first byte) shortened by the most the busier machine
+    can have added to it: its wait for a CPU beyond `per_cpu` seconds per CPU second. A
+    change that holds against it is the code's; one that does not may be the machine's."""
+    record = dict(case.record)
+    waits, cpus = record["app_wait_per_sample"], record["app_cpu_per_sample"]
+    extra = [max(0.0, w - c * per_cpu) for w, c in zip(waits, cpus, strict=True)]
+    for name in ("samples", "first_byte_per_sample"):
+        values = record.get(name)
+        if isinstance(values, list) and len(values) == len(extra):
+            record[name] = [max(0.0, v - e) for v, e in zip(values, extra, strict=True)]
+    return Case(case.id, case.kind, record)
+
+
+def _cpu_waits(case: Case) -> tuple[float, float] | None:
+    """(the app's wait for a CPU, its CPU time), each over its samples' wall time, or None
+    when a sample lacks either figure."""
+    record = case.record
+    wall = record.get("samples")
+    waits, cpus = record.get("app_wait_per_sample"), record.get("app_cpu_per_sample")
+    lists = (wall, waits, cpus)
+    if not all(isinstance(x, list) and x and len(x) == len(wall) for x in lists):
+        return None
+    if not all(_seconds(v) for x in lists for v in x):
+        return None
+    total = sum(wall)
+    return (sum(waits) / total, sum(cpus) / total) if total > 0 else None
+
+
+def _seconds(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.1f}%" if share < 0.1 else f"{share * 100:.0f}%"
+
+
+def _per_cpu(figures: tuple[float, float]) -> str:
+    share, used = figures
+    return f"{share / used:.2g} s" if used > 0 else "no CPU time"
 
 
 def needed(metric: Metric, alpha: float) -> int:

@@ -47,6 +47,10 @@ class ProbeStats:
     #: CPU seconds this process used since the last reset (all threads; microsecond
     #: resolution): the app's own cost of what it served meanwhile.
     cpu_s: float = 0.0
+    #: Seconds this process's threads waited for a CPU since the last reset (the kernel's
+    #: run-queue time, /proc/self/task/*/schedstat): what a busy machine, not the code, added
+    #: to the wall time. None where /proc does not say (not Linux): never a made-up 0.
+    wait_s: float | None = None
     #: Garbage collections in this process since the last reset: seconds, count, and the
     #: highest generation collected (-1: none).
     gc_s: float = 0.0
@@ -66,6 +70,7 @@ class LoopProbe:
         self.tick_s = tick_s
         self.stats = ProbeStats()
         self._cpu_at_reset = time.process_time()
+        self._wait_at_reset = run_queue_waits()
         token = os.environ.get(PROBE_TOKEN_ENV, "")
         self._authorization = f"Bearer {token}".encode() if token else None
         self._monitor: asyncio.Task[None] | None = None
@@ -134,6 +139,9 @@ class LoopProbe:
             if lag > self.stall_s:
                 stats.stalls += 1
 
+    def _watchdog(self) -> int | None:
+        return None if self.stall_watch is None else self.stall_watch.watchdog_tid
+
     def _authorized(self, scope: dict) -> bool:
         if self._authorization is None:
             return True
@@ -149,6 +157,7 @@ class LoopProbe:
             )
             self.stats.peak_inflight = self.stats.inflight
             self._cpu_at_reset = time.process_time()
+            self._wait_at_reset = run_queue_waits(self._watchdog())
             # A tick overdue from before the reset must not carry its lag into the new sample.
             self._due = max(self._due, now)
             if self.stall_watch is not None:
@@ -158,6 +167,7 @@ class LoopProbe:
             # The loop can serve this before the overdue tick has run: count the lag now.
             self.stats.loop_lag_max_s = now - self._due
         self.stats.cpu_s = time.process_time() - self._cpu_at_reset
+        self.stats.wait_s = waited_since(self._wait_at_reset, run_queue_waits(self._watchdog()))
         gc_watch = self.gc_watch
         self.stats.gc_s = round(gc_watch.total_s, 6)
         self.stats.gc_collections = gc_watch.count
@@ -165,6 +175,41 @@ class LoopProbe:
         data: dict[str, Any] = asdict(self.stats)
         data["stalls_detail"] = [] if self.stall_watch is None else self.stall_watch.stalls()
         await _answer(send, 200, json.dumps(data).encode())
+
+
+def run_queue_waits(skip: int | None = None) -> dict[str, int] | None:
+    """Per thread of this process but `skip` (the harness's watchdog), the nanoseconds it has
+    waited on a run queue (the second field of /proc/self/task/<tid>/schedstat), or None
+    when /proc does not say (not Linux, no schedstat). /proc/self/schedstat alone counts
+    the main thread only."""
+    base = "/proc/self/task"
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return None
+    waits: dict[str, int] = {}
+    for tid in tids:
+        if skip is not None and tid == str(skip):
+            continue
+        try:
+            with open(f"{base}/{tid}/schedstat", "rb") as f:
+                waits[tid] = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return waits or None
+
+
+def waited_since(before: dict[str, int] | None, after: dict[str, int] | None) -> float | None:
+    """Seconds the threads waited for a CPU between two `run_queue_waits()` readings: a
+    thread started since counts from 0; one ended since is lost (its wait cannot be read
+    any more). None when either reading is."""
+    if before is None or after is None:
+        return None
+    total = 0
+    for tid, now in after.items():
+        then = before.get(tid, 0)
+        total += now - then if now >= then else now  # a reused thread id: a new thread
+    return round(total / 1e9, 9)
 
 
 async def _answer(send: Any, status: int, body: bytes) -> None:

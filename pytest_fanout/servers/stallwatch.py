@@ -160,6 +160,12 @@ class StallWatch:
         self._thread = threading.Thread(target=self._run, name="fanout-stallwatch", daemon=True)
         self._thread.start()
 
+    @property
+    def watchdog_tid(self) -> int | None:
+        """The watchdog thread's kernel id (None before `start`): the harness's own thread,
+        whose waits for a CPU are not the app's."""
+        return None if self._thread is None else self._thread.native_id
+
     def stop(self) -> None:
         self._stopped = True
         if self._thread is not None and self._thread is not threading.current_thread():
