@@ -1,9 +1,18 @@
 """The test suite's set-up: the reference app's path shapes for `fanout.measure`, and inner
 pytest sessions without the installed plugins none of them uses."""
 
+import signal
+
 import pytest
 
 from tests.helpers import UNUSED_PLUGINS
+
+# A suite started as a background job of a script (`make test &`, a CI step run with `&`)
+# inherits SIGINT ignored, and so would every process it starts: the tests that stop `fanout
+# serve`, pytest or Locust with Ctrl-C's SIGINT then waited out their timeouts and failed (9
+# of them, 2026-12-06). Python's own handler here gives the children the default at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = ["tests.reference_shapes"]
 
