@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from pytest_fanout.servers.proctree import thread_schedstats
 
 #: How long the app's CPU demand is sampled before a release (seconds).
 BUSY_SAMPLE_S = 0.010
@@ -122,22 +123,18 @@ def _task_times(pid: int) -> tuple[int, bool] | None:
 
     The kernel adds a thread's wait for a CPU when the wait ends, so a thread starved
     right now shows no wait yet: its state (R) says it instead."""
-    base = f"/proc/{pid}/task"
-    try:
-        tids = os.listdir(base)
-    except OSError:
+    stats = thread_schedstats(pid)
+    if stats is None:
         return None
     total, runnable = 0, False
-    for tid in tids:
+    for tid, (run, wait) in stats.items():
         try:
-            with open(f"{base}/{tid}/schedstat", "rb") as f:
-                run, wait, _ = f.read().split()
-            with open(f"{base}/{tid}/stat", "rb") as f:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
                 # "pid (comm) S ...": the state follows the last ')' (comm may hold one).
                 state = f.read().rpartition(b")")[2].split(maxsplit=1)[0]
-        except (OSError, ValueError, IndexError):
+        except (OSError, IndexError):
             continue  # a thread that ended meanwhile
-        total += int(run) + int(wait)
+        total += run + wait
         runnable = runnable or state in (b"R", b"D")
     return total, runnable
 

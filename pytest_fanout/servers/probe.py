@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pytest_fanout.servers.gcwatch import GcWatch
+from pytest_fanout.servers.proctree import thread_schedstats
 from pytest_fanout.servers.stallwatch import DEFAULT_STALL_S, StallWatch, stall_threshold_from_env
 
 PROBE_PATH = "/__fanout__/probe"
@@ -179,23 +180,10 @@ class LoopProbe:
 
 def run_queue_waits(skip: int | None = None) -> dict[str, int] | None:
     """Per thread of this process but `skip` (the harness's watchdog), the nanoseconds it has
-    waited on a run queue (the second field of /proc/self/task/<tid>/schedstat), or None
-    when /proc does not say (not Linux, no schedstat). /proc/self/schedstat alone counts
-    the main thread only."""
-    base = "/proc/self/task"
-    try:
-        tids = os.listdir(base)
-    except OSError:
-        return None
-    waits: dict[str, int] = {}
-    for tid in tids:
-        if skip is not None and tid == str(skip):
-            continue
-        try:
-            with open(f"{base}/{tid}/schedstat", "rb") as f:
-                waits[tid] = int(f.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # a thread that ended meanwhile
+    waited on a run queue, or None when /proc does not say (not Linux, no schedstat).
+    /proc/self/schedstat alone counts the main thread only."""
+    stats = thread_schedstats()
+    waits = {tid: wait for tid, (_, wait) in (stats or {}).items() if tid != str(skip)}
     return waits or None
 
 

@@ -21,6 +21,27 @@ def _stat_fields(pid: int | str) -> list[str] | None:
         return None
 
 
+def thread_schedstats(pid: int | str = "self") -> dict[str, tuple[int, int]] | None:
+    """{thread id: (nanoseconds it ran, nanoseconds it waited on a run queue)} for every thread
+    of `pid` (the first two fields of /proc/<pid>/task/<tid>/schedstat), or None when /proc
+    does not say (not Linux, the process is gone). A thread that ends meanwhile is left out.
+    The one reader of these figures: the probe's wait for a CPU, the stall watch's and the
+    held probe's busy check."""
+    base = PROC / str(pid) / "task"
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return None
+    out: dict[str, tuple[int, int]] = {}
+    for tid in tids:
+        try:
+            run, wait = (base / tid / "schedstat").read_bytes().split()[:2]
+            out[tid] = (int(run), int(wait))
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+    return out
+
+
 def pid_alive(pid: int) -> bool:
     """True while `pid` runs; a zombie has ended and only waits to be reaped."""
     fields = _stat_fields(pid)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_fanout.servers.gcwatch import GcWatch
+from pytest_fanout.servers.proctree import thread_schedstats
 
 ENV_STACKS = "PYTEST_FANOUT_STACKS"
 ENV_STALL_MS = "PYTEST_FANOUT_STALL_MS"
@@ -358,23 +359,11 @@ class StallWatch:
         stalls the loop as surely as the loop's own wait."""
         if self._native_id is None:
             return None
-        base = "/proc/self/task"
-        run = wait = own = 0
-        found = False
-        try:
-            tids = os.listdir(base)
-        except OSError:
+        stats = thread_schedstats()
+        loop = None if stats is None else stats.get(str(self._native_id))
+        if stats is None or loop is None:
             return None
-        for tid in tids:
-            try:
-                with open(f"{base}/{tid}/schedstat", "rb") as f:
-                    t_run, t_wait, _ = f.read().split()
-            except (OSError, ValueError):
-                continue
-            wait += int(t_wait)
-            if tid == str(self._native_id):
-                run, own, found = int(t_run), int(t_wait), True
-        return (run, wait, own) if found else None
+        return loop[0], sum(wait for _, wait in stats.values()), loop[1]
 
     def _stack_of(self, frame: types.FrameType) -> Stack:
         """(file, line, qualified function) from the innermost frame outwards, innermost last;
