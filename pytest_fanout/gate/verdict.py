@@ -652,26 +652,11 @@ def _without_machine(case: Case, per_cpu: float) -> Case:
 
 def _cpu_waits(case: Case) -> tuple[float, float] | None:
     """(the app's wait for a CPU, its CPU time), each over its samples' wall time, or None
-    when a sample lacks either figure."""
-    record = case.record
-    wall = record.get("samples")
-    waits, cpus = record.get("app_wait_per_sample"), record.get("app_cpu_per_sample")
-    lists = (wall, waits, cpus)
-    if not all(isinstance(x, list) and x and len(x) == len(wall) for x in lists):
+    when a sample lacks either figure (the wait share is `Measurement.app_wait_share`'s)."""
+    m = case.measurement()
+    if m is None or m.app_wait_share is None or len(m.app_cpu_per_sample) != len(m.samples):
         return None
-    if not all(_seconds(v) for x in lists for v in x):
-        return None
-    total = sum(wall)
-    return (sum(waits) / total, sum(cpus) / total) if total > 0 else None
-
-
-def _seconds(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
+    return m.app_wait_share, sum(m.app_cpu_per_sample) / sum(m.samples)
 
 
 def _percent(share: float) -> str:
