@@ -16,10 +16,15 @@ import socket
 import sys
 import threading
 
-import uvicorn
-from uvicorn.importer import ImportFromStringError, import_from_string
-
-from pytest_fanout.servers.apps import AIOHTTP, NotAnAppError, app_kind, prepare, serve_aiohttp
+from pytest_fanout.servers.apps import (
+    AIOHTTP,
+    ImportFromStringError,
+    NotAnAppError,
+    app_kind,
+    import_from_string,
+    prepare,
+    serve_aiohttp,
+)
 
 #: The reference app's package: its framework is the `reference` extra, not a dependency.
 REFERENCE_APP_PACKAGE = "pytest_fanout.reference_app"
@@ -85,6 +90,8 @@ def load_app(spec: str, *, factory: bool) -> tuple[object, str]:
 
 
 def _serve_uvicorn(app: object, sock: socket.socket, args: argparse.Namespace) -> int:
+    import uvicorn  # here: a stub upstream serves on its own server and never needs it
+
     config = uvicorn.Config(
         app,
         lifespan=args.lifespan,

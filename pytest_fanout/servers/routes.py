@@ -20,8 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from uvicorn.importer import ImportFromStringError, import_from_string
-
 from pytest_fanout.limits import (  # one limit, one list of route keys, one JSON rule
     HTTP_METHODS,
     MAX_BURST,
@@ -33,6 +31,7 @@ from pytest_fanout.limits import (  # one limit, one list of route keys, one JSO
     strict_json_dumps,
     strict_json_loads,
 )
+from pytest_fanout.servers.apps import ImportFromStringError, import_from_string
 from pytest_fanout.servers.streaming import StreamError, StreamPlan, plan_from_spec
 
 _PARAM = re.compile(r"\{([^{}]*)\}")
