@@ -195,7 +195,9 @@ def test_without_the_reference_extra_patterns_says_what_to_install(
 def test_fanout_patterns_from_the_wheel(installed: tuple[Path, Path]) -> None:
     bin_dir, empty = installed
     out = _stdout_of(
-        [str(bin_dir / "fanout"), "patterns", "--repeat", "1", "--no-blocking"],
+        # 20 ms, not the default 100: the sync pattern's 20 calls in a row are the run's wait
+        # (2 s a request, 6 in all), and the peaks are exact whatever the delay.
+        [str(bin_dir / "fanout"), "patterns", "--repeat", "1", "--no-blocking", "--delay-ms", "20"],
         cwd=empty,
         timeout=120,
     )
