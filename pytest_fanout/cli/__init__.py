@@ -313,6 +313,10 @@ def add_listen_options(parser: argparse.ArgumentParser) -> None:
 # ---- the parser and main --------------------------------------------------------------
 
 
+#: A value that starts with a dash and a digit: never an option of `fanout`.
+_DASH_VALUE = re.compile(r"-\d")
+
+
 def _join_dash_values(args: Sequence[str]) -> list[str]:
     """`--flag -1/s` as `--flag=-1/s`: argparse reads a word that starts with a dash and is
     no plain number ("-1/s", "-5ms") as an unknown option, and said "--rate-limit: expected
@@ -331,10 +335,6 @@ def _join_dash_values(args: Sequence[str]) -> list[str]:
             out.append(word)
             index += 1
     return out
-
-
-#: A value that starts with a dash and a digit: never an option of `fanout`.
-_DASH_VALUE = re.compile(r"-\d")
 
 
 class OneLineParser(argparse.ArgumentParser):
