@@ -354,9 +354,9 @@ def load_limit_lines(
         cap = caps[0]
         if not rejected and rps < CAP_SHARE * cap.cap_rps:
             continue
-        refused = f"answered 429 to {rejected} of {calls} calls; " if rejected else ""
+        refused = f"answered 429 to {rejected} of {calls} calls" if rejected else "refused no call"
         lines.append(
-            f"fanout: upstream {name!r} {refused}it allows {cap.limit} and each request calls "
+            f"fanout: upstream {name!r} {refused}; it allows {cap.limit} and each request calls "
             f"it {cap.times()}: at most {cap.cap_rps:.3g} req/s here (this run: {rps:.3g}/s)"
         )
     return lines

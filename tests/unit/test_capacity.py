@@ -249,6 +249,12 @@ def test_after_a_locust_run_a_limit_that_refused_calls_is_named() -> None:
     ]
     calm = {"quotes": {"requests": 100, "rejected": 0, "limits": limits}}
     assert load_limit_lines(calm, 100, 5.0) == []  # far from the cap, nothing refused
+    # Near the cap with nothing refused (field: "upstream 'geocoder' it allows 5/s ...").
+    near = {"quotes": {"requests": 1200, "rejected": 0, "limits": limits}}
+    assert load_limit_lines(near, 600, 20.0) == [
+        "fanout: upstream 'quotes' refused no call; it allows 50/s and each request calls it "
+        "twice: at most 25 req/s here (this run: 20/s)"
+    ]
     # a route's own 429s (or max_inflight's) are not the limit's: only `limited` counts here
     mixed = {"quotes": {"requests": 1200, "rejected": 300, "limited": 212, "limits": limits}}
     assert load_limit_lines(mixed, 600, 60.0)[0].startswith(
