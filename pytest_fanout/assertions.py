@@ -8,7 +8,14 @@ beside them, and stand in only for a Measurement without a held probe.
 
 from __future__ import annotations
 
-from pytest_fanout.diagnosis import LIMIT_KNOBS, finding_for, left_open, where_blocked
+from pytest_fanout.diagnosis import (
+    IN_FLIGHT_IS_NOT_RATE,
+    LIMIT_KNOBS,
+    finding_for,
+    left_open,
+    rate_limiter_advice,
+    where_blocked,
+)
 from pytest_fanout.measurement import Measurement, UpstreamGauges
 
 
@@ -410,11 +417,9 @@ def _bounded_at(g: UpstreamGauges) -> int | None:
 
 
 def _limiter(g: UpstreamGauges) -> str:
-    """aiolimiter's limiter for the upstream's rate: AsyncLimiter(count, seconds)."""
+    """The rate limiter for the upstream's rate (`diagnosis.rate_limiter_advice`)."""
     text = g.rate_limit or next(iter(g.route_limits.values()), {}).get("rate_limit", "")
-    count, _, unit = str(text).partition("/")
-    seconds = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600}.get(unit.strip(), 1)
-    return f"aiolimiter's AsyncLimiter({count.strip() or 1}, {seconds})"
+    return rate_limiter_advice(str(text))
 
 
 def _sources(g: UpstreamGauges) -> tuple[int, int, int]:
@@ -464,14 +469,13 @@ def assert_within_limits(m: Measurement, upstream: str | None = None) -> None:
         advice = []
         if limited and bound is not None:
             advice.append(
-                f"Its calls are bounded at {bound} in flight; a semaphore bounds how many "
-                "calls are in flight, not how many per second: use a rate limiter "
-                f"({_limiter(g)})"
+                f"Its calls are bounded at {bound} in flight; {IN_FLIGHT_IS_NOT_RATE}: use "
+                f"{_limiter(g)}"
             )
         elif limited:
             advice.append(
-                f"It sent them faster than {_allows(g)} allows: pace them with a rate limiter "
-                f"({_limiter(g)}), and retry a 429 after the Retry-After it gives"
+                f"It sent them faster than {_allows(g)} allows: pace them with {_limiter(g)}, "
+                "and retry a 429 after the Retry-After it gives"
             )
         if capped:
             advice.append(

@@ -23,7 +23,7 @@ findings come first and are never dropped for a timing one:
   max_inflight cap or its own answer, named as such: never the rate limit's);
 - `rate-exceeded`: an upstream's rate limit (`rate_limit = "50/s"`) answered calls 429
   (counted apart by the stub from its other 429s): the service sends faster than it
-  allows (a semaphore bounds calls in flight, not calls per second);
+  allows (a semaphore or a thread pool bounds calls in flight, not calls per second);
 - `retry-storm`: calls repeated after a 429 or 5xx at once, with no backoff, so the
   upstream gets several calls for each the service means to make (amplification);
 - `retry-after-ignored`: retries that came sooner than the wait their 429 asked for
@@ -75,6 +75,8 @@ from pytest_fanout.limits import (
     PACED_WAIT_FACTOR,
     SEQUENTIAL_MIN_RUN,
     SLOW_CLIENT_MIN_SHARE,
+    ConfigError,
+    parse_rate,
 )
 from pytest_fanout.measurement import (
     Measurement,
@@ -85,6 +87,11 @@ from pytest_fanout.measurement import (
 )
 from pytest_fanout.servers.callstacks import describe_stall, longest_stall
 
+#: Why a bound on the calls in flight keeps no service within a rate limit: the words of
+#: `rate-exceeded` and `assert_within_limits` (a sync service's bound is its thread pool).
+IN_FLIGHT_IS_NOT_RATE = (
+    "a semaphore or a thread pool bounds how many calls are in flight, not how many per second"
+)
 #: Exact kinds first: a timing finding never displaces one of them.
 EXACT_KINDS = (
     "sequential",
@@ -729,25 +736,34 @@ def _rate_exceeded(m: Measurement, g: UpstreamGauges, label: str, limit: str) ->
     if bounded:
         why = (
             f"the service keeps {max(waves)} calls in flight at once (held waves "
-            f"{_waves_text(waves)}): a semaphore bounds how many calls are in flight, not how "
-            "many per second"
+            f"{_waves_text(waves)}): {IN_FLIGHT_IS_NOT_RATE}"
         )
     else:
         why = "the service sends faster than the limit"
-    count, _, per = limit.split(" ")[0].partition("/")
     return Finding(
         "rate-exceeded",
         f"rate exceeded: {label} allows {allows} and answered 429 to "
-        f"{_per_sample(per_sample, calls)}: {why}; pace the calls with a rate "
-        f"limiter (aiolimiter's AsyncLimiter({count}, {_period(per)}))",
+        f"{_per_sample(per_sample, calls)}: {why}; pace the calls with "
+        f"{rate_limiter_advice(limit)}",
         exact=True,
         short=f"rate exceeded{_tag(m, g.name)}: {g.limited} x 429 at {limit}",
     )
 
 
-def _period(per: str) -> str:
-    """The seconds of a limit's unit, as an AsyncLimiter's time_period: "1", "60"."""
-    return {"s": "1", "min": "60", "m": "60", "h": "3600"}.get(per.strip(), "1")
+def rate_limiter_advice(limit: str) -> str:
+    """The rate limiter that keeps a service within `limit` ("50/s", "100/hour"; a route's
+    "5/s on GET /x"), in its own period (`limits.parse_rate`, every unit a limit may be
+    written in): aiolimiter's in async code, and in threads one limiter they share (a
+    sync service's thread pool cannot use aiolimiter). The words of `rate-exceeded` and
+    `assert_within_limits`."""
+    try:
+        count, per_s = parse_rate(limit.split(" ")[0])
+    except ConfigError:  # not a limit the stub would take: name none
+        return "one rate limiter that every request shares"
+    return (
+        f"one rate limiter that every request shares (aiolimiter's AsyncLimiter({count}, "
+        f"{per_s:g}); in threads, one thread-safe limiter of {count} calls per {per_s:g} s)"
+    )
 
 
 def _samples(count: int) -> str:

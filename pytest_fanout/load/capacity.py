@@ -235,6 +235,9 @@ class LimitCap:
     per_s: float
     calls_per_request: float
     most_per_request: float | None = None
+    #: The bucket's tokens (0: not known): a step shorter than it takes to spend them can
+    #: pass above the cap.
+    burst: int = 0
 
     @property
     def exact(self) -> bool:
@@ -283,9 +286,9 @@ def limit_caps(
         most = None
         if finished is not None and finished < requests:
             most = made / finished if finished else math.inf
-        caps.append(
-            LimitCap(name, str(found.get("rate_limit", "")), float(per_s), made / requests, most)
-        )
+        limit = str(found.get("rate_limit", ""))
+        burst = int(found.get("burst") or 0)
+        caps.append(LimitCap(name, limit, float(per_s), made / requests, most, burst))
     return sorted(caps, key=lambda c: c.cap_rps)
 
 
@@ -311,9 +314,17 @@ def limit_note(result: CapacityResult, caps: list[LimitCap]) -> str:
         return ""  # far below it something else broke the SLO; far above, 429s were no harm
     if failure is not None and failure.rate < CAP_BELOW * cap.cap_rps:
         return ""  # broke below the limit: the limit did not decide it
+    # Above the cap only on the bucket's head start: a step of T s at r req/s passes while
+    # r x calls x T <= burst + per_s x T, which a longer run does not.
+    carried = (
+        f": the steps above it met the SLO only while the bucket's burst of {cap.burst} calls "
+        "lasted, which a longer run spends"
+        if found > cap.cap_rps and cap.burst
+        else ""
+    )
     return (
         f"capacity {found:g} req/s: upstream {cap.upstream!r} allows {cap.limit} and each "
-        f"request calls it {cap.times()} (at most {cap.cap_rps:.3g} req/s)"
+        f"request calls it {cap.times()} (at most {cap.cap_rps:.3g} req/s{carried})"
     )
 
 
@@ -343,9 +354,9 @@ def load_limit_lines(
         cap = caps[0]
         if not rejected and rps < CAP_SHARE * cap.cap_rps:
             continue
-        refused = f"answered 429 to {rejected} of {calls} calls; " if rejected else ""
+        refused = f"answered 429 to {rejected} of {calls} calls" if rejected else "refused no call"
         lines.append(
-            f"fanout: upstream {name!r} {refused}it allows {cap.limit} and each request calls "
+            f"fanout: upstream {name!r} {refused}; it allows {cap.limit} and each request calls "
             f"it {cap.times()}: at most {cap.cap_rps:.3g} req/s here (this run: {rps:.3g}/s)"
         )
     return lines

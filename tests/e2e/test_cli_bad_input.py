@@ -112,6 +112,10 @@ USAGE_ERRORS: list[tuple[list[str], list[str]]] = [
     (["measure", "/x", "--timeout", "1e9"], ["--timeout", "1e9 is above the limit of 86,400 s"]),
     (["upstream", "--rate-limit", "fast"], ["--rate-limit", "'fast' is not a rate limit"]),
     (["serve", "--rate-limit", "0/s"], ["--rate-limit", "'0/s' must allow at least 1 call"]),
+    # A value that starts with a dash: argparse took "-1/s" for an unknown option and said
+    # "--rate-limit: expected one argument" of a flag that was given one.
+    (["serve", "--rate-limit", "-1/s"], ["--rate-limit", "'-1/s' must allow at least 1 call"]),
+    (["measure", "/x", "--delay-ms", "-5ms"], ["--delay-ms", "-5ms"]),
     (["measure", "/x", "--burst", "5"], ["burst=5 needs a rate_limit"]),
     (["upstream", "--burst", "5"], ["burst=5 needs a rate_limit"]),
 ]

@@ -5,12 +5,13 @@ stubs with a token bucket (`rate_limit`, `burst`: small limits, so the bucket do
 within a sample and every count is exact):
 
 - a semaphore (a thread pool in the sync service) is not a rate limit: caught, named;
-- aiolimiter's AsyncLimiter under the limit: no 429;
+- aiolimiter's AsyncLimiter under the limit (ratelimit's decorator in the sync service's
+  threads): no 429;
 - retries at once: a retry storm, caught;
 - retries after a fixed backoff shorter than the 429 asks for: Retry-After ignored, caught;
 - retries after the wait the 429 asks for: they pass;
-- the OpenAI SDK (`max_retries=2`) backs off by itself (retry-after-ms): passes, its retry
-  counted;
+- the OpenAI SDK (`max_retries=2`, async and sync) backs off by itself (retry-after-ms):
+  passes, its retry counted;
 - tenacity around the SDK: two layers that multiply, counted and named.
 """
 
@@ -96,15 +97,19 @@ def test_a_semaphore_is_not_a_rate_limit(stack: Stack, client: httpx2.Client) ->
     assert found["rate-exceeded"].startswith(
         "rate exceeded: upstream 'quotes' allows 2/s (burst 5) and answered 429 to 5 of 10 "
         "calls in every sample: the service keeps 4 calls in flight at once (held waves "
-        "[4, 4, 2]): a semaphore bounds how many calls are in flight, not how many per second"
+        "[4, 4, 2]): a semaphore or a thread pool bounds how many calls are in flight, not "
+        "how many per second; pace the calls with one rate limiter that every request shares "
+        "(aiolimiter's AsyncLimiter(2, 1); in threads, one thread-safe limiter of 2 calls per "
+        "1 s)"
     )
     assert "upstream-429" not in found and "upstream-errors" not in found
-    with pytest.raises(FanoutAssertionError, match="a semaphore bounds how many calls are in"):
+    with pytest.raises(FanoutAssertionError, match="or a thread pool bounds how many calls"):
         assert_within_limits(m)
 
 
 def test_a_rate_limiter_under_the_limit_gets_no_429(stack: Stack, client: httpx2.Client) -> None:
-    only(stack, "async")
+    """4 calls a second (AsyncLimiter(4, 1); in threads ratelimit's @limits(calls=4,
+    period=1)) against 5/s (burst 5): 4 at once, the 5th after the limiter's wait."""
     stack.upstreams["quotes"].configure(rate_limit="5/s", burst=5)
     m = take(stack, client, "/limiter/5")
     g = m.upstream("quotes")
@@ -215,9 +220,9 @@ def test_retries_after_the_asked_wait_pass(stack: Stack, client: httpx2.Client) 
 
 
 def test_the_openai_sdk_backs_off_by_itself(stack: Stack, client: httpx2.Client) -> None:
-    """AsyncOpenAI(max_retries=2): 4 questions at once against 5/s (burst 3); the refused
-    one is retried by the SDK after retry-after-ms, and answered."""
-    only(stack, "async")
+    """AsyncOpenAI(max_retries=2) (OpenAI(max_retries=2) in 4 threads): 4 questions at once
+    against 5/s (burst 3); the refused one is retried by the SDK after retry-after-ms, and
+    answered."""
     llm = stack.upstreams["openai"]
     llm.route("POST", CHAT, handler="pytest_fanout.servers.sdk_answers:openai_echo")
     llm.configure(rate_limit="5/s", burst=3)

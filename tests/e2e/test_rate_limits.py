@@ -63,7 +63,9 @@ def test_semaphore_is_named_a_semaphore(stack, client) -> None:
     m = measure_stack(stack, client, "/semaphore/10")
     assert m.upstream().rejected_per_sample == [5, 5]
     assert m.waves() == [5, 5]
-    with pytest.raises(FanoutAssertionError, match="a semaphore bounds how many calls are in"):
+    with pytest.raises(
+        FanoutAssertionError, match="a semaphore or a thread pool bounds how many calls"
+    ):
         assert_within_limits(m)
 
 

@@ -216,6 +216,25 @@ def test_a_rate_limit_that_caps_the_capacity_is_named() -> None:
     assert limit_note(result, []) == ""
 
 
+def test_a_capacity_past_the_limit_says_the_burst_carried_it() -> None:
+    """Field (issue 33's audit, a Flask geocoder at 5/s, burst 5, 4 s steps): "capacity 6
+    req/s: ... allows 5/s and each request calls it once (at most 5 req/s)" said two rates
+    with no why. A step of 6/s for 4 s sends 24 calls, which the bucket's 5 tokens and 20
+    refilled cover; a longer run at 6/s is refused. The words say so."""
+    from pytest_fanout.load.capacity import limit_caps, limit_note
+
+    service = FakeService(knee=6)
+    result = search("/q", service.step, SLO, budget_s=600, settings=SETTINGS, clock=service.clock)
+    assert result.capacity_rps is not None and result.capacity_rps > 5
+    limits = {"geocoder": {"max_inflight": 0, "rate_limit": "5/s", "per_s": 5.0, "burst": 5}}
+    caps = limit_caps(limits, {"geocoder": 24}, 24)
+    assert limit_note(result, caps) == (
+        f"capacity {result.capacity_rps:g} req/s: upstream 'geocoder' allows 5/s and each "
+        "request calls it once (at most 5 req/s: the steps above it met the SLO only while "
+        "the bucket's burst of 5 calls lasted, which a longer run spends)"
+    )
+
+
 def test_after_a_locust_run_a_limit_that_refused_calls_is_named() -> None:
     from pytest_fanout.load.capacity import load_limit_lines
 
@@ -230,6 +249,12 @@ def test_after_a_locust_run_a_limit_that_refused_calls_is_named() -> None:
     ]
     calm = {"quotes": {"requests": 100, "rejected": 0, "limits": limits}}
     assert load_limit_lines(calm, 100, 5.0) == []  # far from the cap, nothing refused
+    # Near the cap with nothing refused (field: "upstream 'geocoder' it allows 5/s ...").
+    near = {"quotes": {"requests": 1200, "rejected": 0, "limits": limits}}
+    assert load_limit_lines(near, 600, 20.0) == [
+        "fanout: upstream 'quotes' refused no call; it allows 50/s and each request calls it "
+        "twice: at most 25 req/s here (this run: 20/s)"
+    ]
     # a route's own 429s (or max_inflight's) are not the limit's: only `limited` counts here
     mixed = {"quotes": {"requests": 1200, "rejected": 300, "limited": 212, "limits": limits}}
     assert load_limit_lines(mixed, 600, 60.0)[0].startswith(

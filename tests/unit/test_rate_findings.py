@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pytest_fanout.assertions import FanoutAssertionError, assert_within_limits
 from pytest_fanout.diagnosis import KINDS, NAMES, diagnose, retry_layers
 from pytest_fanout.measurement import Measurement
 
@@ -70,8 +71,9 @@ def test_a_semaphore_against_a_rate_limit_is_named_with_its_numbers() -> None:
     assert messages["rate-exceeded"] == (
         "rate exceeded: the upstream allows 5/s (burst 5) and answered 429 to 5 of 10 calls "
         "in every sample: the service keeps 4 calls in flight at once (held waves [4, 4, 2]): "
-        "a semaphore bounds how many calls are in flight, not how many per second; pace the "
-        "calls with a rate limiter (aiolimiter's AsyncLimiter(5, 1))"
+        "a semaphore or a thread pool bounds how many calls are in flight, not how many per "
+        "second; pace the calls with one rate limiter that every request shares (aiolimiter's "
+        "AsyncLimiter(5, 1); in threads, one thread-safe limiter of 5 calls per 1 s)"
     )
 
 
@@ -80,6 +82,30 @@ def test_a_gather_against_a_per_minute_limit_names_the_rate_not_a_semaphore() ->
     message = found(make(waves=[10], limits=limits))["rate-exceeded"]
     assert "semaphore" not in message and "sends faster than the limit" in message
     assert "AsyncLimiter(3000, 60)" in message
+
+
+@pytest.mark.parametrize(
+    ("limit", "per_s", "advice"),
+    [
+        (
+            "100/hour",
+            100 / 3600,
+            "AsyncLimiter(100, 3600); in threads, one thread-safe limiter of 100 calls per 3600 s",
+        ),
+        ("100/h", 100 / 3600, "AsyncLimiter(100, 3600)"),
+        ("20/sec", 20.0, "AsyncLimiter(20, 1)"),
+        ("30/m", 0.5, "AsyncLimiter(30, 60)"),
+    ],
+)
+def test_the_advised_limiter_has_the_limits_own_period(limit: str, per_s: float, advice: str):
+    """Every unit a limit may be written in ("100/hour" was advised as AsyncLimiter(100, 1):
+    3600 times the rate the upstream allows), in the finding and in the assertion."""
+    limits = {"max_inflight": 0, "rate_limit": limit, "per_s": per_s, "burst": 1}
+    m = make(waves=[10], limits=limits)
+    assert advice in found(m)["rate-exceeded"]
+    with pytest.raises(FanoutAssertionError) as caught:
+        assert_within_limits(m)
+    assert advice in str(caught.value)
 
 
 def test_calls_one_after_another_then_a_gather_are_no_semaphore() -> None:

@@ -2,9 +2,14 @@
 
 - `GET /pool/{n}`: a `ThreadPoolExecutor(max_workers=4)` over `requests`: 4 calls in
   flight, not 4 a second;
+- `GET /limiter/{n}`: the same pool, each call behind ratelimit's `@sleep_and_retry
+  @limits(calls=4, period=1)` (one limiter the threads and the requests share): 4 calls a
+  second, under a 5/s limit;
 - `GET /retry-now/{n}`: retries a 429 at once, up to 3 times (a retry storm);
 - `GET /retry-soon/{n}`: retries a 429 after a fixed 150 ms, whatever it asks for;
 - `GET /retry-after/{n}`: retries a 429 after `retry-after-ms` (else `Retry-After`);
+- `POST /ask/{n}`: n questions in threads through `OpenAI(max_retries=2)`, which reads
+  `retry-after-ms` and backs off by itself;
 - `POST /ask-tenacity`: tenacity's `@retry` (3 attempts) around `OpenAI(max_retries=2)`.
 """
 
@@ -17,10 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import requests
 from flask import Flask
+from ratelimit import limits, sleep_and_retry
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 QUOTES_URL = os.environ["QUOTES_URL"]
 WORKERS = 4
+RATE = 4
 RETRIES = 3
 FIXED_BACKOFF_S = 0.15
 ATTEMPTS = 3
@@ -43,6 +50,18 @@ def get(i: int) -> requests.Response:
 def pool(n: int) -> dict[str, int]:
     with ThreadPoolExecutor(max_workers=WORKERS) as executor:
         return tally([r.status_code for r in executor.map(get, range(n))])
+
+
+@sleep_and_retry
+@limits(calls=RATE, period=1)
+def paced_get(i: int) -> requests.Response:
+    return get(i)
+
+
+@app.get("/limiter/<int:n>")
+def limiter(n: int) -> dict[str, int]:
+    with ThreadPoolExecutor(max_workers=WORKERS) as executor:
+        return tally([r.status_code for r in executor.map(paced_get, range(n))])
 
 
 def retrying_now(i: int) -> int:
@@ -97,6 +116,22 @@ def retrying_after(i: int) -> int:
 def retry_after(n: int) -> dict[str, int]:
     with ThreadPoolExecutor(max_workers=n) as executor:
         return tally(list(executor.map(retrying_after, range(n))))
+
+
+def ask(question: str) -> int:
+    try:
+        llm.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": question}]
+        )
+    except openai.RateLimitError:
+        return 429
+    return 200
+
+
+@app.post("/ask/<int:n>")
+def ask_many(n: int) -> dict[str, int]:
+    with ThreadPoolExecutor(max_workers=n) as executor:
+        return tally(list(executor.map(ask, (f"question {i}" for i in range(n)))))
 
 
 @retry(
