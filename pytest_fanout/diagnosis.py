@@ -265,6 +265,9 @@ def _blocks_loop(m: Measurement) -> Finding | None:
     if stall is None:
         where = "no stack (the stack sampler is off, or caught nothing)"
         detail = f"stalled {_ms(held)}, {held / limit:.1f}x the {_ms(limit)} limit"
+        waited = m.uncaught_lag_wait_s
+        if waited >= 0.001:
+            detail += f", besides {_ms(waited)} the app waited for a CPU"
     else:
         where = describe_stall(stall)
         detail = f"held it {_ms(held)}, {held / limit:.1f}x the {_ms(limit)} limit"
@@ -290,14 +293,21 @@ def lag_cause(m: Measurement) -> str | None:
     long (no `blocks-loop`): the worst stall's time waiting for a CPU (the process's own
     run-queue time, /proc schedstat) and its garbage collection,
     e.g. `waited for a CPU, the runner was busy: 58 ms runnable but not running`, and how
-    long the code held it. None under the limit, when code held the loop, or with no stall
-    sampled (the sampler is off)."""
+    long the code held it. With no stall sampled, the app's wait for a CPU in the worst
+    sample (summed over its threads), if it had any. None under the limit, when code held
+    the loop, or with neither figure."""
     limit = m.lag_limit_s
     if m.loop_lag_max_s <= limit or m.blocking_lag_s > limit:
         return None
     stall = longest_stall(m.stalls)
     if stall is None:
-        return None
+        waited = m.uncaught_lag_wait_s
+        if waited < 0.001:
+            return None
+        return (
+            f"waited for a CPU, the runner was busy: the app's threads waited {_ms(waited)} "
+            "for one in that sample (the stack sampler caught no stall)"
+        )
     parts = []
     starved = float(stall.get("starved_s", 0.0))
     if starved >= 0.001:

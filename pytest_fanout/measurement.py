@@ -346,10 +346,37 @@ class Measurement:
     def blocking_lag_s(self) -> float:
         """The longest time the app's own code held the loop: the longest stall less its
         garbage collection and the time the loop waited for a CPU (the sampler's stalls);
-        the raw loop lag when the sampler caught none."""
+        when the sampler caught none, each sample's raw loop lag less the app's wait for a
+        CPU in that sample (`uncaught_lag_wait_s`)."""
         if not self.stalls:
-            return self.loop_lag_max_s
+            return max(
+                (lag - wait for lag, wait in self._lags_and_waits()),
+                default=self.loop_lag_max_s,
+            )
         return max(stall_held_s(s) for s in self.stalls)
+
+    def _lags_and_waits(self) -> list[tuple[float, float]]:
+        """(loop lag, the app's wait for a CPU, at most the lag) of each sample; [] when a
+        sample's wait is unknown (not Linux, an older record)."""
+        lags, waits = self.loop_lag_per_sample, self.app_wait_per_sample
+        if len(waits) != len(lags) or any(w is None for w in waits):
+            return []
+        return [(lag, min(lag, float(wait or 0.0))) for lag, wait in zip(lags, waits, strict=True)]
+
+    @property
+    def uncaught_lag_wait_s(self) -> float:
+        """Of the worst sample's loop lag, the time the app waited for a CPU, when the stack
+        sampler caught no stall (off, or its own thread was not running either: a process
+        that waits for a CPU stalls its loop and the sampler alike). A field run on a busy
+        runner read "blocks the loop: no stack ... stalled 100 ms" for a Flask route that
+        held nothing: the whole lag was the runner's. 0.0 with a stall or no figure."""
+        if self.stalls:
+            return 0.0
+        pairs = self._lags_and_waits()
+        if not pairs:
+            return 0.0
+        lag, wait = max(pairs, key=lambda pair: pair[0])
+        return wait
 
     @property
     def gc_per_request_s(self) -> float | None:

@@ -111,6 +111,39 @@ def test_blocks_loop_without_a_stack_says_so() -> None:
     assert "no stack" in finding.message
 
 
+def test_an_uncaught_lag_the_app_spent_waiting_for_a_cpu_is_no_block() -> None:
+    """A field run on a busy runner: a Flask route that held nothing read "blocks the loop:
+    no stack ... stalled 100 ms". The sampler caught no stall because its own thread waited
+    for a CPU with the loop; the sample's wait for a CPU says so, and the lag is the
+    runner's, not the code's."""
+    from pytest_fanout.diagnosis import lag_cause
+
+    busy = make(lag_s=0.1)
+    busy.app_wait_per_sample = [0.12, 0.05, 0.1]  # each sample's lag less its wait
+    assert busy.blocking_lag_s == pytest.approx(0.05)  # the second: 50 ms still its own
+    busy.loop_lag_per_sample = [0.1, 0.004, 0.004]
+    busy.app_wait_per_sample = [0.12, 0.0, 0.0]
+    assert busy.blocking_lag_s == pytest.approx(0.004)
+    assert kinds(busy) == []
+    assert lag_cause(busy) == (
+        "waited for a CPU, the runner was busy: the app's threads waited 100 ms for one in "
+        "that sample (the stack sampler caught no stall)"
+    )
+    # The wait explains only part of it: the rest still blocks, and the words say both.
+    held = make(lag_s=0.1)
+    held.app_wait_per_sample = [0.03, 0.0, 0.0]
+    held.loop_lag_per_sample = [0.1, 0.004, 0.004]
+    (finding,) = diagnose(held)
+    assert finding.kind == "blocks-loop"
+    assert "stalled 70 ms, 1.8x the 40 ms limit, besides 30 ms the app waited for a CPU" in (
+        finding.message
+    )
+    # No figure for a sample's wait (not Linux, an older record): the raw lag, as before.
+    unknown = make(lag_s=0.1)
+    unknown.app_wait_per_sample = [None, 0.2, 0.2]
+    assert unknown.blocking_lag_s == pytest.approx(0.1) and kinds(unknown) == ["blocks-loop"]
+
+
 def test_a_blocked_loop_never_displaces_the_exact_sequential_finding() -> None:
     m = make(lag_s=0.2, stalls=[SLEEP_STALL], peak=1, waves=[1] * 10)
     assert kinds(m) == ["sequential", "blocks-loop"]
