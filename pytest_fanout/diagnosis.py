@@ -365,8 +365,9 @@ def _timing(m: Measurement) -> list[Finding]:
     full, timed = max(g.waves, default=0), max(g.peak_per_sample)
     if full <= 1 or timed >= full:
         return []
-    if g.rejected:
-        # Calls refused with a 429 are answered at once (a rate limit, a cap): the timed
+    if g.rejected or _at_limit_pace(g):
+        # Calls refused with a 429 are answered at once (a rate limit, a cap), and calls a
+        # limiter paces to the upstream's limit are spaced out by it: either way the timed
         # peak is lower for that, which says nothing of how fast the client issues calls.
         return []
     label = _label(m, g.name)
@@ -1032,14 +1033,21 @@ def paced_wait_s(m: Measurement) -> float | None:
     return min(waits)
 
 
-def _paced_to_limit(m: Measurement, g: UpstreamGauges) -> bool:
-    """Calls one at a time, spaced out by the service (`paced_wait_s`), to an upstream with a
-    rate limit that sent no 429, at PACED_NEAR_LIMIT of that limit or more: a rate limiter
-    doing its job (aiolimiter's AsyncLimiter), not a loop to gather."""
+def _at_limit_pace(g: UpstreamGauges) -> bool:
+    """The service sent to an upstream with a rate limit at PACED_NEAR_LIMIT of it or more,
+    and the limit refused nothing: the pace is the limit's (a rate limiter doing its job),
+    so the calls' spacing says nothing of a loop or of the client's speed."""
     per_s, sent = g.rate_limit_per_s, g.calls_per_s
     if not per_s or sent is None or g.limited or g.rejected:
         return False
-    return sent >= PACED_NEAR_LIMIT * per_s and paced_wait_s(m) is not None
+    return sent >= PACED_NEAR_LIMIT * per_s
+
+
+def _paced_to_limit(m: Measurement, g: UpstreamGauges) -> bool:
+    """Calls one at a time, spaced out by the service (`paced_wait_s`), at the pace of the
+    upstream's rate limit (`_at_limit_pace`): aiolimiter's AsyncLimiter, not a loop to
+    gather."""
+    return _at_limit_pace(g) and paced_wait_s(m) is not None
 
 
 def _why_one_at_a_time(m: Measurement, awaited: str) -> str:

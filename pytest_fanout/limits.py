@@ -135,6 +135,15 @@ PACED_WAIT_FACTOR = 2.0
 #: ... and that pace is the upstream's own rate limit (no finding: the limit asks for it)
 #: when, with no 429 from the limit, the calls came at this share of it or more.
 PACED_NEAR_LIMIT = 0.5
+#: The held probe at a rate-limited upstream holds its first wave of one call this many of
+#: the limit's intervals (1 / its rate): a limiter's next call, paced near the limit, comes
+#: meanwhile and joins the wave, where an awaited loop's next call cannot come while its
+#: call is held. Gathered calls behind aiolimiter read "[1] x 30: sequential" without it
+#: (30 calls, 50 ms each, AsyncLimiter(10, 1) against 10/s: the limiter's next call came
+#: 100 ms after the last, past the 30 ms quiet window). At most HELD_PACED_MAX_MS: a probe
+#: of a loop that awaits pays it once.
+HELD_PACED_INTERVALS = 2.5
+HELD_PACED_MAX_MS = 2000.0
 #: `slow-client` blames the client's CPU for a timed peak below the held one only when
 #: issuing the held wave costs at least this share of the delay (the app's CPU per request
 #: over its calls, an over-estimate): less, and the CPU cannot explain it (a limiter's

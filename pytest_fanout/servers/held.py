@@ -23,6 +23,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pytest_fanout.limits import HELD_PACED_INTERVALS, HELD_PACED_MAX_MS
+from pytest_fanout.servers.hold import HoldSettings
+
 
 class Holdable(Protocol):
     """What a hold needs of a stub (`StubUpstreamServer` is one): its name, arm and disarm."""
@@ -92,11 +95,41 @@ def holding(stub: Holdable, settings: Mapping[str, Any]) -> Iterator[HeldWaves]:
             raise kind(f"upstream {stub.upstream_name!r} ended its hold: {error}")
 
 
+def paced_hold(limits: Mapping[str, Any] | None) -> dict[str, float]:
+    """The hold settings a stub with these limits in force (its stats' "limits") needs so
+    that calls a rate limiter paces join one wave: its first wave of one call held
+    HELD_PACED_INTERVALS of its slowest limit's interval (at most HELD_PACED_MAX_MS), and
+    a quiet window allowed that long. {} for a stub with no rate limit."""
+    if not limits:
+        return {}
+    routes = limits.get("routes") or {}
+    rates = [limits.get("per_s")] + [route.get("per_s") for route in routes.values()]
+    known = [float(rate) for rate in rates if rate]
+    if not known:
+        return {}
+    window_ms = min(HELD_PACED_MAX_MS, HELD_PACED_INTERVALS * 1000 / min(known))
+    return {
+        "single_quiet_ms": window_ms,
+        "quiet_max_ms": max(HoldSettings.quiet_max_ms, window_ms),
+    }
+
+
+def _limits_of(stub: Holdable) -> Mapping[str, Any] | None:
+    """The stub's limits in force, or None for a stand-in without stats (a unit test's)."""
+    stats = getattr(stub, "stats", None)
+    return None if stats is None else stats().get("limits")
+
+
 @contextmanager
 def hold_all(
     stubs: Mapping[str, Holdable], settings: Mapping[str, Any]
 ) -> Iterator[dict[str, HeldWaves]]:
-    """Arm every stub's hold for the block: {name: HeldWaves}, filled once the block ends."""
+    """Arm every stub's hold for the block: {name: HeldWaves}, filled once the block ends.
+    A rate-limited stub also holds a lone call long enough for a limiter's next one
+    (`paced_hold`); the settings given win over it."""
     __tracebackhide__ = True
     with ExitStack() as stack:
-        yield {name: stack.enter_context(holding(stub, settings)) for name, stub in stubs.items()}
+        yield {
+            name: stack.enter_context(holding(stub, {**paced_hold(_limits_of(stub)), **settings}))
+            for name, stub in stubs.items()
+        }

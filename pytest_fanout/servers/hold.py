@@ -62,6 +62,11 @@ class HoldSettings:
     quiet_min_ms: float = 30.0
     quiet_max_ms: float = 500.0
     quiet_factor: float = 4.0
+    #: The first wave of ONE call is held at least this long after its arrival (0: off):
+    #: a call paced by a rate limiter comes within it and joins the wave, where an awaited
+    #: loop's next call cannot come while its call is held. Set for a rate-limited upstream
+    #: (`held.paced_hold`); once a hold, so a loop that awaits pays it once.
+    single_quiet_ms: float = 0.0
     #: Release a wave as soon as it holds this many calls (0: by the quiet window alone).
     count: int = 0
     #: Bounds: calls held over the whole hold, and how long one wave may be held.
@@ -102,6 +107,8 @@ class HoldSettings:
     def validate(self) -> None:
         if self.quiet_min_ms > self.quiet_max_ms:
             raise HoldError("quiet_min_ms must not exceed quiet_max_ms")
+        if self.single_quiet_ms / 1000 >= self.max_wave_s:
+            raise HoldError("single_quiet_ms must be shorter than max_wave_s")
         if self.quiet_max_ms > _MAX_SECONDS * 1000 or self.max_wave_s > _MAX_SECONDS:
             raise HoldError(f"a hold lasts at most {_MAX_SECONDS:.0f} s")
         if not 1 <= self.max_calls <= _MAX_CALLS or self.count > _MAX_CALLS:
@@ -173,6 +180,8 @@ class Holder:
         self._last = 0.0
         self._longest_gap = 0.0
         self._held_total = 0
+        #: A wave of one call was held its `single_quiet_ms` already in this hold.
+        self._single_done = False
         self._watcher: asyncio.Task[None] | None = None
         #: The quiet window that closed the last wave (seconds): what the hold waited.
         self.last_quiet_s = 0.0
@@ -185,6 +194,7 @@ class Holder:
         self.error = None
         self.never_idle = False
         self._held_total = 0
+        self._single_done = False
         self.armed = True
         return self.report()
 
@@ -238,7 +248,10 @@ class Holder:
         """The quiet window now: quiet_factor x the longest gap, within its bounds."""
         s = self.settings
         window = max(s.quiet_min_ms / 1000, s.quiet_factor * self._longest_gap)
-        return min(window, s.quiet_max_ms / 1000)
+        window = min(window, s.quiet_max_ms / 1000)
+        if s.single_quiet_ms and len(self._wave) == 1 and not self._single_done:
+            window = max(window, s.single_quiet_ms / 1000)
+        return window
 
     async def _watch(self) -> None:
         """Release the wave once no call came for the quiet window and the app is idle; give
@@ -281,6 +294,8 @@ class Holder:
         wave, self._wave = self._wave, []
         if not wave:
             return
+        if len(wave) == 1 and self.settings.single_quiet_ms:
+            self._single_done = True
         self.waves.append(len(wave))
         for future in wave:
             if not future.done():

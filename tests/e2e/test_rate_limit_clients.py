@@ -134,6 +134,12 @@ def test_a_rate_limiter_at_exactly_the_limit_gets_no_429(
     assert g.rejected == 0 and g.retries == 0
     assert "rate-exceeded" not in kinds(m)
     assert_within_limits(m)
+    # Gathered behind the limiter: in the held probe the calls it lets through one by one
+    # join a wave (a lone call is held 2.5 of the limit's intervals, so the limiter's next
+    # one comes meanwhile): never "one at a time, gather them", which it already does; nor
+    # a slow client (the pace is the limit's).
+    assert max(g.waves) > 1, g.waves
+    assert not {"sequential", "slow-client"} & set(kinds(m)), kinds(m)
 
 
 def test_the_critical_path_of_a_rate_limited_route_starts_each_run_with_full_buckets(

@@ -185,6 +185,23 @@ def test_a_lower_timed_peak_where_calls_were_refused_with_429_is_not_a_slow_clie
     assert "slow-client" in [f.kind for f in diagnose(fix)]
 
 
+def test_a_lower_timed_peak_paced_to_the_upstreams_rate_limit_is_not_a_slow_client() -> None:
+    """Gathered behind aiolimiter at the upstream's own limit, nothing refused: the limiter
+    spaced the calls, so a lower timed peak says nothing of the client's speed (a field run
+    on a quote service read "slow client ... timed samples reached 5" for 30 calls behind
+    AsyncLimiter(10, 1) against 10/s)."""
+    paced = make(peak=1, waves=[3, 1], n=None, concurrency=None, requests=4, cpu_s=0.2)
+    paced.upstream_limits = {"upstream": {"rate_limit": "20/s", "per_s": 20.0, "burst": 20}}
+    paced.sample_windows = [(0.0, 0.2)] * 3  # 4 calls in 0.2 s: 20 a second
+    assert paced.upstream().calls_per_s is not None and paced.upstream().calls_per_s >= 10
+    assert "slow-client" not in [f.kind for f in diagnose(paced)]
+    # The same calls far under the limit (the pace is not the limit's): still named.
+    slow = make(peak=1, waves=[3, 1], n=None, concurrency=None, requests=4, cpu_s=0.2)
+    slow.upstream_limits = {"upstream": {"rate_limit": "1000/s", "per_s": 1000.0}}
+    slow.sample_windows = [(0.0, 0.2)] * 3
+    assert "slow-client" in [f.kind for f in diagnose(slow)]
+
+
 def test_a_full_structure_with_a_lower_timed_peak_is_a_slow_client_not_a_pool_cap() -> None:
     m = make(peak=[21, 12, 30], waves=[100], n=100, concurrency=100, requests=100, cpu_s=0.25)
     (finding,) = diagnose(m)

@@ -72,6 +72,45 @@ def test_a_gather_is_one_wave_a_loop_is_waves_of_one_a_semaphore_its_bound() -> 
     assert run(scenario()) == [[25], [1, 1, 1, 1], [7, 7, 7, 7, 7, 5]]
 
 
+def test_a_lone_call_held_its_single_quiet_window_takes_a_limiters_next_one() -> None:
+    """Calls a limiter lets through one every 40 ms: with the 20 ms quiet window each can
+    be a wave of its own ("one at a time"); holding a lone call 400 ms (single_quiet_ms, set
+    for a rate-limited upstream) the next comes meanwhile, and the gaps keep the wave open
+    (4x the longest). A loop that awaits each call still reads waves of one: it cannot send
+    while its call is held, however long the window."""
+    stub = StubUpstream(Behaviour(delay_ms=600_000))
+
+    async def scenario(settings: dict) -> tuple[list[int], list[int]]:
+        async with _client(stub) as client:
+
+            async def paced() -> None:
+                async def one(i: int) -> None:
+                    await asyncio.sleep(0.04 * i)  # the limiter's turn for call i
+                    await client.get(f"/i/{i}")
+
+                await asyncio.gather(*(one(i) for i in range(4)))
+
+            async def loop() -> None:
+                for i in range(3):
+                    await client.get(f"/i/{i}")
+
+            first = (await _held(stub, client, paced, settings))["waves"]
+            second = (await _held(stub, client, loop, settings))["waves"]
+            return first, second
+
+    lone = {**FAST, "single_quiet_ms": 400, "quiet_max_ms": 600}
+    assert run(scenario(lone)) == ([4], [1, 1, 1])
+
+
+def test_paced_hold_holds_a_lone_call_for_the_slowest_limit() -> None:
+    from pytest_fanout.servers.held import paced_hold
+
+    assert paced_hold(None) == {} and paced_hold({"max_inflight": 0}) == {}
+    assert paced_hold({"per_s": 10.0}) == {"single_quiet_ms": 250.0, "quiet_max_ms": 500.0}
+    route = {"per_s": 10.0, "routes": {"GET /x": {"per_s": 1.0}}}
+    assert paced_hold(route) == {"single_quiet_ms": 2000.0, "quiet_max_ms": 2000.0}
+
+
 def test_a_count_releases_at_once_and_a_disarmed_stub_answers_after_its_delay() -> None:
     stub = StubUpstream(Behaviour(delay_ms=0))
 
