@@ -247,11 +247,16 @@ class Holder:
     def quiet_s(self) -> float:
         """The quiet window now: quiet_factor x the longest gap, within its bounds."""
         s = self.settings
-        window = max(s.quiet_min_ms / 1000, s.quiet_factor * self._longest_gap)
-        window = min(window, s.quiet_max_ms / 1000)
+        window = self._gap_quiet_s()
         if s.single_quiet_ms and len(self._wave) == 1 and not self._single_done:
             window = max(window, s.single_quiet_ms / 1000)
         return window
+
+    def _gap_quiet_s(self) -> float:
+        """The quiet window from the gaps alone (without a lone call's longer one)."""
+        s = self.settings
+        window = max(s.quiet_min_ms / 1000, s.quiet_factor * self._longest_gap)
+        return min(window, s.quiet_max_ms / 1000)
 
     async def _watch(self) -> None:
         """Release the wave once no call came for the quiet window and the app is idle; give
@@ -270,7 +275,9 @@ class Holder:
                 return
             quiet_until = self._last + self.quiet_s()
             if now < quiet_until:
-                await asyncio.sleep(min(quiet_until, deadline) - now)
+                # in steps of the gaps' window: a call that joins a lone one ends its
+                # longer window at once (a wave of four must not wait out a lone call's)
+                await asyncio.sleep(min(quiet_until, deadline, now + self._gap_quiet_s()) - now)
                 continue
             if settings.app_pid and await app_busy(settings.app_pid):
                 # computing or starved: more calls may come, unless it is never idle
