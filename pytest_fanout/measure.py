@@ -43,7 +43,7 @@ from pytest_fanout.measurement import (
     has_rate_limit,
 )
 from pytest_fanout.servers.held import AppNeverIdle, HoldBoundError, hold_all, hold_settings
-from pytest_fanout.servers.process import ServerDiedError
+from pytest_fanout.servers.process import ServerDiedError, tls_context
 
 #: How long a sample waits for calls of an earlier test to end when no timeout is given.
 DEFAULT_IDLE_WAIT_S = 30.0
@@ -58,6 +58,7 @@ class MeasureClient(httpx2.Client):
     def __init__(
         self, *args: Any, max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES, **kwargs: Any
     ) -> None:
+        kwargs.setdefault("verify", tls_context())  # one per process, not one a test
         super().__init__(*args, **kwargs)
         self.max_answer_bytes = max_answer_bytes
 

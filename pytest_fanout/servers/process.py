@@ -9,8 +9,10 @@ is also stopped at interpreter exit and on SIGTERM (`cleanup`), so none is orpha
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,15 @@ BACKLOG = 4096
 LOG_TAIL_LINES = 30
 #: How much of the end of a child's output is read for its tail.
 LOG_TAIL_BYTES = 64 * 1024
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx2's default verified TLS context, built once per process for every client the
+    harness makes. Each client otherwise builds its own, loading the CA bundle again: 30 ms
+    of CPU a client, and the harness makes one for each server it starts (its readiness
+    poll and its control client), hundreds in a test run, to talk plain HTTP on loopback."""
+    return httpx2.create_ssl_context()
 
 
 class ServerStartError(RuntimeError):
@@ -55,7 +66,7 @@ class _DeathAwareTransport(httpx2.BaseTransport):
 
     def __init__(self, server: ServerProcess) -> None:
         self._server = server
-        self._inner = httpx2.HTTPTransport()
+        self._inner = httpx2.HTTPTransport(verify=tls_context())
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         try:
@@ -255,7 +266,7 @@ class ServerProcess(Started):
         """Poll `ready_path` until any HTTP answer; fail fast if the child exits."""
         assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout
-        with httpx2.Client(timeout=0.5) as client:
+        with httpx2.Client(timeout=0.5, verify=tls_context()) as client:
             while True:
                 code = self.proc.poll()
                 if code is not None:
