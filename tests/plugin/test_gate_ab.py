@@ -126,7 +126,11 @@ def test_a_slower_head_fails_against_its_base(pytester: pytest.Pytester, repo: P
     [case] = data["comparison"]["cases"]
     assert case["verdict"] == "regression"
     by_metric = {m["metric"]: m for m in case["metrics"]}
-    assert by_metric["median"]["regressed"]  # 20 ms of CPU more a request: +20%
+    # The median is a timing rule on the test's six samples a side: 20 ms of CPU more a
+    # request moves it about +20%, which a busy runner may leave within the noise (+21.3%,
+    # p 0.013 once in a fresh-clone run). The cpu rule, on the gate's own samples, is the
+    # one that must catch it, whatever the runner.
+    assert by_metric["median"]["gated"]
     # Six samples a side in the test, cpu needs 20: the gate took at least 14 more a side
     # itself, on fresh app processes (blocks of 4 a side, each on a new head and base), and
     # judged it (taking more while its noise hid a change of 5%, up to its bound of 48).
