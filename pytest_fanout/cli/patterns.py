@@ -19,7 +19,7 @@ from pytest_fanout.artifacts import render_text
 from pytest_fanout.cli import CommandError, add_stack_group, spec_from
 from pytest_fanout.diagnosis import efficiency_cell, headline
 from pytest_fanout.limits import DEFAULT_APP, Behaviour, ExitCode, import_string
-from pytest_fanout.measure import measure
+from pytest_fanout.measure import MeasureClient, measure
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers.stack import Stack
 from pytest_fanout.spec import add_options
@@ -56,7 +56,7 @@ def run_patterns(
     rows = []
     with (
         Stack(app, behaviour=Behaviour(delay_ms=delay_ms)) as stack,
-        httpx2.Client(timeout=120) as client,
+        MeasureClient(timeout=120) as client,
     ):
         assert stack.app is not None
         for pattern, path, concurrency in pattern_paths(n, max_concurrent, blocking):
