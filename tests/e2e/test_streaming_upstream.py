@@ -74,7 +74,7 @@ def timed_stream(url: str, **kwargs: object) -> tuple[list[bytes], float, float,
     pieces = []
     start = time.perf_counter()
     first = last = 0.0
-    with httpx2.stream("GET", url, timeout=30, **kwargs, verify=tls_context()) as response:  # type: ignore[arg-type]
+    with httpx2.stream("GET", url, timeout=30, verify=tls_context(), **kwargs) as response:  # type: ignore[arg-type]
         for piece in response.iter_raw():
             if not pieces:
                 first = time.perf_counter() - start
