@@ -20,6 +20,7 @@ import pytest
 from pytest_fanout.limits import MAX_ITEM_BODY, Behaviour
 from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Request
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import Stack
 from tests.helpers import wait_until
 
@@ -50,7 +51,7 @@ def _still_exact(stack: Stack) -> None:
     assert stack.app is not None
     # A raw request the client abandoned may still be in its delay at the stub: let it end.
     assert stack.upstream.reset(wait_idle_s=10)["idle"]
-    with httpx2.Client(timeout=30) as client:
+    with httpx2.Client(timeout=30, verify=tls_context()) as client:
         m = measure(
             client,
             stack.app.url,
@@ -72,7 +73,7 @@ def test_a_100_mb_body_is_refused_past_the_cap_and_nothing_breaks(fresh: Stack) 
         for _ in range(100):
             yield chunk
 
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         try:
             answer = client.post(fresh.upstream.url + "/upload", content=hundred_mb())
             status = answer.status_code
@@ -127,7 +128,7 @@ def test_a_client_reset_mid_request_leaves_the_app_healthy(fresh: Stack) -> None
             sock.sendall(b"GET /async/10 HTTP/1.1\r\nHost: x\r\n\r\n")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     # The app finishes what it admitted (nobody to answer) and releases every call.
-    with httpx2.Client(base_url=fresh.app.url, timeout=10) as client:
+    with httpx2.Client(base_url=fresh.app.url, timeout=10, verify=tls_context()) as client:
         wait_until(lambda: client.get("/stats").json()["pending_calls"] == 0, 10, "released")
     _still_exact(fresh)
 

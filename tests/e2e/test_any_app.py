@@ -17,6 +17,7 @@ from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import ServerStartError, Stack
+from pytest_fanout.servers.process import tls_context
 from tests.helpers import measure_stack
 
 N = 8
@@ -285,7 +286,7 @@ def take(stack: Stack, client: httpx2.Client, path: str, concurrency: int) -> Me
 
 def test_every_kind_of_app_is_measured_exactly(users_app: Stack) -> None:
     assert users_app.app is not None
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         gathered = take(users_app, client, f"/gather/{N}", N)
         sequential = take(users_app, client, f"/sequential/{N}", N)
         answer = client.get(f"{users_app.app.url}/gather/3").json()
@@ -307,7 +308,7 @@ def test_a_blocking_aiohttp_handler_is_seen_by_the_probe(tmp_path: Path) -> None
     (tmp_path / "svc_aio.py").write_text(APPS["aiohttp"])
     with (
         Stack("svc_aio:app", app_dir=tmp_path, behaviour=Behaviour(delay_ms=DELAY_MS)) as stack,
-        httpx2.Client(timeout=60) as client,
+        httpx2.Client(timeout=60, verify=tls_context()) as client,
     ):
         m = take(stack, client, "/blocking", 1)
     assert m.loop_lag_max_s > 0.2  # the 300 ms sleep held the loop
@@ -339,7 +340,9 @@ async def create_app():
     )
     with Stack("aio_factory:create_app", app_dir=tmp_path, factory=True) as stack:
         assert stack.app is not None
-        assert httpx2.get(stack.app.url + "/hello").json() == {"loop_bound": True}
+        assert httpx2.get(stack.app.url + "/hello", verify=tls_context()).json() == {
+            "loop_bound": True
+        }
         assert stack.app.probe_stats()["requests"] == 1  # the probe wraps it too
 
 
@@ -354,7 +357,7 @@ async def app(scope, receive, send):
     )
     with Stack("bare:app", app_dir=tmp_path) as stack:
         assert stack.app is not None
-        assert httpx2.get(stack.app.url + "/x").text == "bare"
+        assert httpx2.get(stack.app.url + "/x", verify=tls_context()).text == "bare"
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import pytest
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Request
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import Stack
 
 N = 20
@@ -137,7 +138,7 @@ def users_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]
 def test_the_harness_measures_the_app_whatever_its_client(users_app: Stack) -> None:
     stack = users_app
     assert stack.app is not None
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         gathered = measure(
             client,
             stack.app.url,

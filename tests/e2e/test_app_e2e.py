@@ -16,6 +16,7 @@ import httpx2
 import pytest
 
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import Stack
 
 DELAY_MS = 100
@@ -31,7 +32,7 @@ def stack() -> Iterator[Stack]:
 def client(stack: Stack) -> Iterator[httpx2.Client]:
     assert stack.app is not None
     stack.upstream.restore()
-    with httpx2.Client(base_url=stack.app.url, timeout=60) as c:
+    with httpx2.Client(base_url=stack.app.url, timeout=60, verify=tls_context()) as c:
         yield c
 
 
@@ -149,7 +150,7 @@ def test_killed_upstream_gives_502() -> None:
     with Stack(behaviour=Behaviour(delay_ms=0)) as own:
         assert own.app is not None
         own.upstream.stop()
-        with httpx2.Client(base_url=own.app.url, timeout=30) as c:
+        with httpx2.Client(base_url=own.app.url, timeout=30, verify=tls_context()) as c:
             for path in ("/sync/3", "/async/3", "/async_sem/3/1", "/blocking/2"):
                 response = c.get(path)
                 assert response.status_code == 502, path

@@ -26,6 +26,7 @@ from pytest_fanout.gate import GateConfig, Run, compare_runs
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement
 from pytest_fanout.servers import Stack
+from pytest_fanout.servers.process import tls_context
 from tests.helpers import measure_stack
 
 pytestmark = pytest.mark.skipif(
@@ -80,7 +81,7 @@ def joined(blocks: list[Measurement]) -> Measurement:
 def test_the_probe_reads_a_busier_machine_and_the_gate_says_so(
     stack: Stack, burners: list[subprocess.Popen[bytes]]
 ) -> None:
-    client = httpx2.Client(timeout=30)
+    client = httpx2.Client(timeout=30, verify=tls_context())
     quiet: list[Measurement] = []
     busy: list[Measurement] = []
     with client:

@@ -15,6 +15,7 @@ from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.timeline.session import run_findings
 from tests.helpers import measure_stack
 
@@ -37,7 +38,7 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=30) as client:
+    with httpx2.Client(timeout=30, verify=tls_context()) as client:
         yield client
 
 

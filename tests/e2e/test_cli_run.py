@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx2
 
+from pytest_fanout.servers.process import tls_context
 from tests.helpers import REPO, descendants_of, pid_alive
 
 
@@ -54,12 +55,17 @@ def test_serve_runs_both_and_ctrl_c_stops_both() -> None:
         )
         children = descendants_of(proc.pid)
         assert len(children) >= 2
-        body = httpx2.get(urls["app"] + "/async/5", timeout=10).json()
+        body = httpx2.get(urls["app"] + "/async/5", timeout=10, verify=tls_context()).json()
         assert body["status_codes"] == [200] * 5
         token = re.search(r"^token\s+(\S+)", "".join(lines), re.MULTILINE)[1]
         auth = {"Authorization": f"Bearer {token}"}
-        assert httpx2.get(urls["upstream"] + "/__upstream__/stats").status_code == 403
-        stats = httpx2.get(urls["upstream"] + "/__upstream__/stats", headers=auth).json()
+        assert (
+            httpx2.get(urls["upstream"] + "/__upstream__/stats", verify=tls_context()).status_code
+            == 403
+        )
+        stats = httpx2.get(
+            urls["upstream"] + "/__upstream__/stats", headers=auth, verify=tls_context()
+        ).json()
         assert stats["requests"] == 5
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
@@ -311,11 +317,15 @@ def test_serve_a_users_app_with_two_named_upstreams(tmp_path: Path) -> None:
         tokens = re.findall(r"^token\s+(\S+)", text, re.MULTILINE)
         assert len(tokens) == 2 and tokens[0] != tokens[1]
         app_url = re.search(r"^app\s+(http://127\.0\.0\.1:\d+)", text, re.MULTILINE)[1]
-        answer = httpx2.post(app_url + "/basket", json={"ids": [1, 2, 3]}, timeout=10)
+        answer = httpx2.post(
+            app_url + "/basket", json={"ids": [1, 2, 3]}, timeout=10, verify=tls_context()
+        )
         assert answer.json() == {"ok": True}
         for (url, _, _), token in zip(upstreams, tokens, strict=True):
             auth = {"Authorization": f"Bearer {token}"}
-            stats = httpx2.get(url + "/__upstream__/stats", headers=auth, timeout=10).json()
+            stats = httpx2.get(
+                url + "/__upstream__/stats", headers=auth, timeout=10, verify=tls_context()
+            ).json()
             assert stats["requests"] == 3  # each upstream saw its own three calls, exactly
         children = descendants_of(proc.pid)
         assert len(children) >= 3

@@ -23,6 +23,7 @@ from app import fanout
 from app.clients import build_async_client, build_sync_client, upstream_clients
 from app.settings import TRANSPORTS, Settings
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import StubUpstreamServer
 from pytest_fanout.servers.upstream import ITEM_BODY
 
@@ -192,7 +193,7 @@ def test_a_stock_client_would_have_sent_the_cookie() -> None:
         )
         port = server.sockets[0].getsockname()[1]
         try:
-            async with httpx2.AsyncClient() as client:
+            async with httpx2.AsyncClient(verify=tls_context()) as client:
                 for i in range(2):
                     await client.get(f"http://127.0.0.1:{port}/items/{i}")
         finally:

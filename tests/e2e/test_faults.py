@@ -20,6 +20,7 @@ import httpx2
 import pytest
 
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import AppServer, Stack, StubUpstreamServer
 from tests.helpers import wait_until
 
@@ -96,7 +97,9 @@ def client(stack: Stack) -> Iterator[httpx2.Client]:
     stack.upstream.restore()
     stack.upstream.reset()
     app_of(stack).probe_reset()
-    with httpx2.Client(base_url=app_of(stack).url, timeout=DEADLINE_S + 30) as c:
+    with httpx2.Client(
+        base_url=app_of(stack).url, timeout=DEADLINE_S + 30, verify=tls_context()
+    ) as c:
         yield c
 
 
@@ -285,7 +288,7 @@ def test_upstream_refusing_connections_then_coming_back(refusing_stack: Stack) -
     stack = refusing_stack
     app = app_of(stack)
     port = stack.upstream.port
-    with httpx2.Client(base_url=app.url, timeout=DEADLINE_S + 30) as client:
+    with httpx2.Client(base_url=app.url, timeout=DEADLINE_S + 30, verify=tls_context()) as client:
         assert client.get("/async/3").status_code == 200  # pooled connections exist now
         stack.upstream.stop()
 
@@ -314,7 +317,7 @@ def test_app_pointed_at_a_closed_port_answers_502() -> None:
     closed.stop()
     with (
         AppServer(upstream_url=closed.url, env=APP_ENV) as app,
-        httpx2.Client(base_url=app.url, timeout=DEADLINE_S + 30) as client,
+        httpx2.Client(base_url=app.url, timeout=DEADLINE_S + 30, verify=tls_context()) as client,
     ):
         for template in ROUTES.values():
             response, elapsed = timed_get(client, template.format(n=5))

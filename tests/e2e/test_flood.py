@@ -19,6 +19,7 @@ import pytest
 from app.settings import TRANSPORTS
 from benchmarks.flood import FloodConfig, FloodResult, run_flood
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import Stack
 
 DEADLINE_S = 3.0
@@ -85,7 +86,7 @@ def test_the_deadline_covers_the_wait_for_a_pooled_connection(transport: str) ->
     env = {"FANOUT_POOL_SIZE": "2", "FANOUT_DEADLINE_S": "1.5", "FANOUT_TRANSPORT": transport}
     with Stack(behaviour=Behaviour(delay_ms=1000), app_env=env) as stack:
         assert stack.app is not None
-        with httpx2.Client(base_url=stack.app.url, timeout=30) as client:
+        with httpx2.Client(base_url=stack.app.url, timeout=30, verify=tls_context()) as client:
             start = time.perf_counter()
             response = client.get("/async/6")
             elapsed = time.perf_counter() - start
@@ -109,7 +110,9 @@ def test_an_async_request_never_waits_behind_sequential_ones_for_a_thread() -> N
 
         async def scenario() -> list[int]:
             limits = httpx2.Limits(max_connections=50)
-            async with httpx2.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+            async with httpx2.AsyncClient(
+                base_url=url, timeout=30, limits=limits, verify=tls_context()
+            ) as client:
                 syncs = [asyncio.ensure_future(client.get("/sync/1")) for _ in range(40)]
                 deadline = time.monotonic() + 10
                 while stack.upstream.stats()["inflight"] < 40:  # poll: every thread busy
@@ -134,7 +137,9 @@ def test_a_sync_request_that_gets_no_thread_in_time_answers_at_its_deadline() ->
 
         async def scenario() -> list[tuple[int, list, float]]:
             limits = httpx2.Limits(max_connections=60)
-            async with httpx2.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+            async with httpx2.AsyncClient(
+                base_url=url, timeout=30, limits=limits, verify=tls_context()
+            ) as client:
 
                 async def one() -> tuple[int, list, float]:
                     began = time.perf_counter()

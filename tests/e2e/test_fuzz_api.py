@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import Stack
 
 MAX_N = 50
@@ -115,14 +116,14 @@ def test_api_conforms_to_its_schema(
     assert fuzz_stack.app is not None
     assert fuzz_stack.app.probe_stats()["inflight"] == 0
     # Every admission was released, whatever the answer (200, 404, 422): nothing leaks.
-    stats = httpx2.get(f"{fuzz_stack.app.url}/stats", timeout=10).json()
+    stats = httpx2.get(f"{fuzz_stack.app.url}/stats", timeout=10, verify=tls_context()).json()
     assert (stats["pending_calls"], stats["shed"]) == (0, 0)
 
 
 def test_schema_advertises_the_caps(fuzz_stack: Stack) -> None:
     """The bounds the fuzzer works from are the app's real caps, taken from its settings."""
     assert fuzz_stack.app is not None
-    spec = httpx2.get(f"{fuzz_stack.app.url}/openapi.json", timeout=10).json()
+    spec = httpx2.get(f"{fuzz_stack.app.url}/openapi.json", timeout=10, verify=tls_context()).json()
     params = {
         (path, p["name"]): p["schema"]
         for path, item in spec["paths"].items()

@@ -27,6 +27,7 @@ from pytest_fanout.limits import Behaviour
 from pytest_fanout.measure import measure
 from pytest_fanout.measurement import FanoutWarning, Measurement, MeasurementError, Request
 from pytest_fanout.servers import Stack
+from pytest_fanout.servers.process import tls_context
 
 APP_DIR = Path(__file__).parent / "orphans_app"
 PART_MS = 400
@@ -50,7 +51,7 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         yield client
 
 
@@ -186,7 +187,10 @@ def test_a_hung_upstream_and_a_service_without_a_timeout(stack: Stack) -> None:
     the service waits as long as the harness does: one line names the hung upstream and
     the missing timeout, and the held call is released so the app's request ends."""
     assert stack.app is not None
-    with httpx2.Client(timeout=2) as impatient, pytest.raises(MeasurementError) as caught:
+    with (
+        httpx2.Client(timeout=2, verify=tls_context()) as impatient,
+        pytest.raises(MeasurementError) as caught,
+    ):
         measure(
             impatient,
             stack.app.url,

@@ -19,6 +19,7 @@ from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement
 from pytest_fanout.servers import Stack
+from pytest_fanout.servers.process import tls_context
 from tests.helpers import measure_stack
 
 APP_DIR = Path(__file__).parent / "paced_app"
@@ -41,7 +42,7 @@ def stack(service: Stack) -> Stack:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=30) as client:
+    with httpx2.Client(timeout=30, verify=tls_context()) as client:
         yield client
 
 

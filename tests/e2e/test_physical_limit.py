@@ -19,6 +19,7 @@ import pytest
 
 from app.settings import TRANSPORTS
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import Stack
 from tests.helpers import REPO
 
@@ -41,7 +42,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 def test_async_1000_returns_1000_successes(stack: Stack) -> None:
     assert stack.app is not None
     stack.upstream.reset()
-    with httpx2.Client(base_url=stack.app.url, timeout=120) as client:
+    with httpx2.Client(base_url=stack.app.url, timeout=120, verify=tls_context()) as client:
         response = client.get(f"/async/{N}")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -56,12 +57,14 @@ def test_async_1000_returns_1000_successes(stack: Stack) -> None:
 def test_async_1000_twice_in_parallel_on_a_warm_pool(stack: Stack) -> None:
     """Two concurrent /async/1000 share the 1000-connection pool: slower, never failing."""
     assert stack.app is not None
-    with httpx2.Client(base_url=stack.app.url, timeout=120) as client:
+    with httpx2.Client(base_url=stack.app.url, timeout=120, verify=tls_context()) as client:
         client.get(f"/async/{N}").raise_for_status()  # warm the pool
     stack.upstream.reset()
 
     async def both() -> list[httpx2.Response]:
-        async with httpx2.AsyncClient(base_url=stack.app.url, timeout=120) as aclient:
+        async with httpx2.AsyncClient(
+            base_url=stack.app.url, timeout=120, verify=tls_context()
+        ) as aclient:
             return list(await asyncio.gather(*(aclient.get(f"/async/{N}") for _ in range(2))))
 
     for response in asyncio.run(both()):

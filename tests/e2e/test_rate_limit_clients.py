@@ -29,6 +29,7 @@ from pytest_fanout.fixture import Fanout
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.timeline.findings import static_findings
 from pytest_fanout.timeline.session import waterfall_of
 from tests.helpers import measure_stack
@@ -66,7 +67,7 @@ def stack(service: Stack) -> Stack:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         yield client
 
 

@@ -19,6 +19,7 @@ from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import MeasurementError, Request
 from pytest_fanout.servers import Stack
+from pytest_fanout.servers.process import tls_context
 from tests.helpers import measure_stack
 
 APP_DIR = Path(__file__).parent / "ratelimit_app"
@@ -33,7 +34,7 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         yield client
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers import StubUpstreamServer
+from pytest_fanout.servers.process import tls_context
 
 #: The real service's latency: the recorded median can only be at or above it.
 REAL_DELAY_MS = 60
@@ -100,7 +101,7 @@ def test_the_proxy_records_routes_into_the_stack_spec(
             lines.append(line)
         found = re.search(r"recording pricing: (http://127\.0\.0\.1:\d+) -> ", "".join(lines))
         assert found, lines
-        with httpx2.Client(base_url=found[1], timeout=30) as client:
+        with httpx2.Client(base_url=found[1], timeout=30, verify=tls_context()) as client:
             for sku in ("a", "a", "a", "b"):
                 answer = client.get(f"/price/{sku}")
                 assert answer.json() == {"sku": sku, "cents": 250}  # the real answer, passed on
@@ -159,7 +160,10 @@ def test_the_proxy_records_routes_into_the_stack_spec(
     with StubUpstreamServer(Behaviour(delay_ms=0)) as stub:
         for route in pricing["routes"]:
             stub.route(**route)
-        assert httpx2.get(stub.url + "/price/b", timeout=30).json() == {"sku": "b", "cents": 250}
+        assert httpx2.get(stub.url + "/price/b", timeout=30, verify=tls_context()).json() == {
+            "sku": "b",
+            "cents": 250,
+        }
 
 
 def har(entries: list[dict]) -> str:

@@ -20,6 +20,7 @@ from pytest_fanout.assertions import (
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.sdk_answers import (
     anthropic_message_stream,
     openai_chat_completion,
@@ -74,7 +75,7 @@ def test_plain_answers_from_both_sdks_at_once(stack: Stack) -> None:
         "POST", "/v1/messages", handler="pytest_fanout.servers.sdk_answers:anthropic_echo"
     )
     assert stack.app is not None
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         answer = client.post(stack.app.url + "/ask", json=QUESTION)
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"answers": dict.fromkeys(MODELS, QUESTION["question"])}
@@ -103,7 +104,7 @@ def test_streamed_answers_count_in_flight_until_their_last_byte(stack: Stack) ->
         "POST", "/v1/messages", events=anthropic_message_stream(ANSWER), tokens_per_s=40
     )
     assert stack.app is not None
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         answer = client.post(stack.app.url + "/ask-streamed", json=QUESTION)
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"answers": dict.fromkeys(MODELS, ANSWER)}
@@ -124,7 +125,9 @@ def test_an_answer_built_by_the_helper_is_what_the_sdk_reads(stack: Stack) -> No
         "POST", "/v1/messages", handler="pytest_fanout.servers.sdk_answers:anthropic_echo"
     )
     assert stack.app is not None
-    answer = httpx2.post(stack.app.url + "/ask", json=QUESTION, timeout=60).json()
+    answer = httpx2.post(
+        stack.app.url + "/ask", json=QUESTION, timeout=60, verify=tls_context()
+    ).json()
     assert answer["answers"]["gpt-4o"] == "Forty-two."
     assert answer["answers"]["claude-sonnet-4-5"] == QUESTION["question"]
 
@@ -138,7 +141,7 @@ def test_a_streaming_endpoint_is_timed_to_its_first_and_last_byte(stack: Stack) 
     # at about 250 ms, the last byte at about 950 ms.
     events = anthropic_message_stream(ANSWER)
     anthropic.route("POST", "/v1/messages", events=events, delay_ms=50, tokens_per_s=10)
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         streamed = take(stack, client, "/first-answer")
         buffered = take(stack, client, "/first-answer-buffered")
     assert len(streamed.first_byte_per_sample) == len(streamed.samples) == 2
@@ -172,7 +175,7 @@ def test_the_sdks_when_the_gateways_caller_hangs_up(stack: Stack) -> None:
         "POST", "/v1/messages", events=anthropic_message_stream(ANSWER), tokens_per_s=40
     )
     assert stack.app is not None
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
 
         def hang_up(path: str) -> Measurement:
             return measure_stack(

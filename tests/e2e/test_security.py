@@ -32,7 +32,7 @@ from fastapi.testclient import TestClient
 from pytest_fanout import cli
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers.probe import PROBE_PATH
-from pytest_fanout.servers.process import LOOPBACK, ServerProcess
+from pytest_fanout.servers.process import LOOPBACK, ServerProcess, tls_context
 from pytest_fanout.servers.stack import AppServer, Stack, StubUpstreamServer
 from pytest_fanout.servers.upstream import CONTROL_PREFIX
 from tests.helpers import wait_until
@@ -112,10 +112,15 @@ def test_stack_listens_on_loopback_only(stack: Stack, app: AppServer) -> None:
 
 
 def test_the_probe_needs_the_runs_token(app: AppServer) -> None:
-    assert httpx2.get(app.url + PROBE_PATH, timeout=10).status_code == 403
-    assert httpx2.post(app.url + PROBE_PATH, timeout=10).status_code == 403
+    assert httpx2.get(app.url + PROBE_PATH, timeout=10, verify=tls_context()).status_code == 403
+    assert httpx2.post(app.url + PROBE_PATH, timeout=10, verify=tls_context()).status_code == 403
     wrong = {"Authorization": "Bearer not-the-token"}
-    assert httpx2.get(app.url + PROBE_PATH, headers=wrong, timeout=10).status_code == 403
+    assert (
+        httpx2.get(
+            app.url + PROBE_PATH, headers=wrong, timeout=10, verify=tls_context()
+        ).status_code
+        == 403
+    )
     # The harness's own client carries it: the probe answers with its gauges.
     assert {"requests", "inflight", "peak_inflight"} <= set(app.probe_stats())
 
@@ -175,7 +180,10 @@ def test_fanout_upstream_listens_on_loopback(run_cli: Callable) -> None:
     assert host == "127.0.0.1" and int(port) > 0
     wait_until(lambda: bool(listening_addresses(int(port))), 10, "the stub listens")
     assert listening_addresses(int(port)) == {"127.0.0.1"}
-    assert httpx2.get(f"http://127.0.0.1:{port}/items/1", timeout=10).status_code == 200
+    assert (
+        httpx2.get(f"http://127.0.0.1:{port}/items/1", timeout=10, verify=tls_context()).status_code
+        == 200
+    )
 
 
 def test_fanout_serve_listens_on_loopback_and_stops_its_children(run_cli: Callable) -> None:
@@ -186,7 +194,12 @@ def test_fanout_serve_listens_on_loopback_and_stops_its_children(run_cli: Callab
     assert up_host == app_host == "127.0.0.1"
     assert listening_addresses(int(up_port)) == {"127.0.0.1"}
     assert listening_addresses(int(app_port)) == {"127.0.0.1"}
-    assert httpx2.get(f"http://127.0.0.1:{app_port}/async/3", timeout=30).status_code == 200
+    assert (
+        httpx2.get(
+            f"http://127.0.0.1:{app_port}/async/3", timeout=30, verify=tls_context()
+        ).status_code
+        == 200
+    )
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) != 0  # interrupted: 130
@@ -229,15 +242,24 @@ def test_deployed_under_uvicorn_has_no_harness_paths() -> None:
     """The same app served by uvicorn without the harness's probe wrapper."""
     with ServerProcess("app.main:app", name="deployed", cwd=REPO, ready_path="/healthz") as s:
         for path in HARNESS_PATHS:
-            assert httpx2.get(s.url + path, timeout=10).status_code == 404, path
-            assert httpx2.post(s.url + path, timeout=10).status_code == 404, path
+            assert httpx2.get(s.url + path, timeout=10, verify=tls_context()).status_code == 404, (
+                path
+            )
+            assert httpx2.post(s.url + path, timeout=10, verify=tls_context()).status_code == 404, (
+                path
+            )
 
 
 @pytest.mark.parametrize("path", HARNESS_PATHS[:3])
 def test_app_does_not_pass_the_stubs_control_paths_through(app: AppServer, path: str) -> None:
     """The harness-wrapped app has the probe, but the stub's control paths stay unreachable."""
-    assert httpx2.get(app.url + path, timeout=10).status_code == 404
-    assert httpx2.post(app.url + path, json={"delay_ms": 0}, timeout=10).status_code == 404
+    assert httpx2.get(app.url + path, timeout=10, verify=tls_context()).status_code == 404
+    assert (
+        httpx2.post(
+            app.url + path, json={"delay_ms": 0}, timeout=10, verify=tls_context()
+        ).status_code
+        == 404
+    )
 
 
 # ---- the caps hold on every route -------------------------------------------------------
@@ -245,7 +267,7 @@ def test_app_does_not_pass_the_stubs_control_paths_through(app: AppServer, path:
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_caps_on_n_hold_on_every_route(stack: Stack, app: AppServer, route: str) -> None:
-    with httpx2.Client(base_url=app.url, timeout=60) as client:
+    with httpx2.Client(base_url=app.url, timeout=60, verify=tls_context()) as client:
         for n in (MAX_N + 1, 10**6, 10**30):
             assert client.get(route.format(n=n)).status_code == 422, n
         assert stack.upstream.stats()["requests"] == 0  # no amplification, not even partly
@@ -254,7 +276,7 @@ def test_caps_on_n_hold_on_every_route(stack: Stack, app: AppServer, route: str)
 
 
 def test_cap_on_max_concurrent_holds(stack: Stack, app: AppServer) -> None:
-    with httpx2.Client(base_url=app.url, timeout=60) as client:
+    with httpx2.Client(base_url=app.url, timeout=60, verify=tls_context()) as client:
         for c in (MAX_CONCURRENCY + 1, 10**6, 10**30):
             assert client.get(f"/async_sem/10/{c}").status_code == 422, c
         assert stack.upstream.stats()["requests"] == 0
@@ -268,7 +290,10 @@ def test_cap_on_max_concurrent_holds(stack: Stack, app: AppServer) -> None:
 def test_pool_caps_in_flight_calls_across_concurrent_requests(stack: Stack, app: AppServer) -> None:
     """FANOUT_POOL_SIZE bounds the whole process, even with several /async/{max} at once."""
     stack.upstream.configure(delay_ms=100)
-    with httpx2.Client(base_url=app.url, timeout=60) as client, ThreadPoolExecutor(3) as pool:
+    with (
+        httpx2.Client(base_url=app.url, timeout=60, verify=tls_context()) as client,
+        ThreadPoolExecutor(3) as pool,
+    ):
         answers = list(pool.map(lambda _: client.get(f"/async/{MAX_N}"), range(3)))
     assert [a.status_code for a in answers] == [200] * 3
     stats = stack.upstream.stats()
@@ -310,7 +335,10 @@ def test_no_request_chooses_the_upstream(
     values = {"decoy": decoy.url, "decoy_host": f"127.0.0.1:{decoy.port}"}
     sent = {k: v.format(**values) for k, v in headers.items()}
     response = httpx2.get(
-        app.url + route.format(n=3) + query.format(**values), headers=sent, timeout=60
+        app.url + route.format(n=3) + query.format(**values),
+        headers=sent,
+        timeout=60,
+        verify=tls_context(),
     )
     assert response.status_code == 200, response.text
     assert response.json()["status_codes"] == [200] * 3
@@ -334,7 +362,7 @@ def test_unreachable_answer_does_not_disclose_the_upstream_address() -> None:
     closed = StubUpstreamServer(Behaviour(delay_ms=0)).start()
     closed.stop()
     with AppServer(upstream_url=closed.url) as app:
-        response = httpx2.get(app.url + "/async/2", timeout=60)
+        response = httpx2.get(app.url + "/async/2", timeout=60, verify=tls_context())
     assert response.status_code == 502
     assert f"{closed.port}" not in response.text
 
@@ -368,11 +396,14 @@ def test_control_paths_refuse_requests_without_the_token(
         headers=headers,
         json=body if method == "POST" else None,
         timeout=10,
+        verify=tls_context(),
     )
     assert response.status_code == 403
     assert "Authorization: Bearer <token>" in response.json()["detail"]
     assert stack.upstream.behaviour() == Behaviour(delay_ms=5)  # nothing changed
-    assert httpx2.get(stack.upstream.url + "/x", timeout=10).json() == {"ok": True}
+    assert httpx2.get(stack.upstream.url + "/x", timeout=10, verify=tls_context()).json() == {
+        "ok": True
+    }
 
 
 def test_each_stub_gets_its_own_random_token() -> None:
@@ -394,9 +425,11 @@ def test_fanout_upstream_token_flag_sets_the_token(run_cli: Callable) -> None:
     _, out = run_cli("upstream", "--port", "0", "--delay-ms", "0", "--token", "s3cret")
     port = out.until(r"stub upstream on http://[\d.]+:(\d+)")[1]
     url = f"http://127.0.0.1:{port}{CONTROL_PREFIX}stats"
-    assert httpx2.get(url, timeout=10).status_code == 403
+    assert httpx2.get(url, timeout=10, verify=tls_context()).status_code == 403
     assert (
-        httpx2.get(url, headers={"Authorization": "Bearer s3cret"}, timeout=10).json()["requests"]
+        httpx2.get(
+            url, headers={"Authorization": "Bearer s3cret"}, timeout=10, verify=tls_context()
+        ).json()["requests"]
         == 0
     )
 
@@ -406,7 +439,10 @@ def test_fanout_upstream_without_token_makes_one_and_prints_it(run_cli: Callable
     port = out.until(r"stub upstream on http://[\d.]+:(\d+)")[1]
     token = out.until(r"control token: (\S+) ")[1]
     url = f"http://127.0.0.1:{port}{CONTROL_PREFIX}stats"
-    assert httpx2.get(url, timeout=10).status_code == 403
+    assert httpx2.get(url, timeout=10, verify=tls_context()).status_code == 403
     assert (
-        httpx2.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
+        httpx2.get(
+            url, headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=tls_context()
+        ).status_code
+        == 200
     )

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx2
 
+from pytest_fanout.servers.process import tls_context
+
 APP_DIR = Path(__file__).parent / "boom_app"
 CAUSE = "ValueError: user_id is an int, the model wants str; token=***"
 
@@ -45,8 +47,8 @@ def test_serve_shows_the_apps_exception_masked() -> None:
     try:
         head = _lines_until(proc, "Ctrl-C stops")
         app_url = re.search(r"^app\s+(http://127\.0\.0\.1:\d+)", "\n".join(head), re.M)[1]
-        assert httpx2.get(app_url + "/fixed", timeout=10).status_code == 200
-        assert httpx2.get(app_url + "/boom", timeout=10).status_code == 500
+        assert httpx2.get(app_url + "/fixed", timeout=10, verify=tls_context()).status_code == 200
+        assert httpx2.get(app_url + "/boom", timeout=10, verify=tls_context()).status_code == 500
         lines = _lines_until(proc, "ValueError: user_id")
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)

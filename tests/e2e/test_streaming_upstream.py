@@ -14,6 +14,7 @@ import pytest
 from pytest_fanout import RouteError
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.servers import StubUpstreamServer
+from pytest_fanout.servers.process import tls_context
 
 HANDLERS = """
 import asyncio
@@ -73,7 +74,7 @@ def timed_stream(url: str, **kwargs: object) -> tuple[list[bytes], float, float,
     pieces = []
     start = time.perf_counter()
     first = last = 0.0
-    with httpx2.stream("GET", url, timeout=30, **kwargs) as response:  # type: ignore[arg-type]
+    with httpx2.stream("GET", url, timeout=30, verify=tls_context(), **kwargs) as response:  # type: ignore[arg-type]
         for piece in response.iter_raw():
             if not pieces:
                 first = time.perf_counter() - start
@@ -118,7 +119,7 @@ def test_sse_events_arrive_after_the_ttfb_then_at_the_pace(upstream: StubUpstrea
 
 def test_a_streaming_call_is_in_flight_until_its_last_byte(upstream: StubUpstreamServer) -> None:
     upstream.route("GET", "/slow", chunks=["a", "b", "c"], delay_ms=0, chunk_delay_ms=400)
-    with httpx2.stream("GET", upstream.url + "/slow", timeout=30) as response:
+    with httpx2.stream("GET", upstream.url + "/slow", timeout=30, verify=tls_context()) as response:
         pieces = response.iter_raw()
         assert next(pieces) == b"a"  # the first byte is here, the rest is not
         during = upstream.stats()
@@ -156,7 +157,11 @@ def test_a_handler_streams_from_a_generator(upstream: StubUpstreamServer) -> Non
 def test_a_handler_streams_events_from_an_async_generator(upstream: StubUpstreamServer) -> None:
     upstream.route("POST", "/v1/chat", handler="stream_handlers:tokens", tokens_per_s=1000)
     with httpx2.stream(
-        "POST", upstream.url + "/v1/chat", json={"say": "one two three"}, timeout=30
+        "POST",
+        upstream.url + "/v1/chat",
+        json={"say": "one two three"},
+        timeout=30,
+        verify=tls_context(),
     ) as response:
         body = response.read()
     assert response.headers["x-model"] == "stub-1"
@@ -173,7 +178,7 @@ def test_a_stream_that_breaks_mid_way_cuts_the_connection(upstream: StubUpstream
     upstream.route("GET", "/dropped", chunks=["x", "y", "z"], chunk_delay_ms=10)
     for path in ("/broken", "/dropped?fault=drop"):
         with pytest.raises(httpx2.RemoteProtocolError):
-            httpx2.get(upstream.url + path, timeout=30)
+            httpx2.get(upstream.url + path, timeout=30, verify=tls_context())
     stats = upstream.stats()
     assert (stats["dropped"], stats["completed"]) == (2, 0)
     assert "the model fell over" in upstream.log_tail()
@@ -181,7 +186,7 @@ def test_a_stream_that_breaks_mid_way_cuts_the_connection(upstream: StubUpstream
 
 def test_a_handler_stream_without_pieces_is_a_500_saying_why(upstream: StubUpstreamServer) -> None:
     upstream.route("GET", "/neither", handler="stream_handlers:neither")
-    answer = httpx2.get(upstream.url + "/neither", timeout=30)
+    answer = httpx2.get(upstream.url + "/neither", timeout=30, verify=tls_context())
     assert answer.status_code == 500
     assert "StubStream needs events= or chunks=" in answer.json()["detail"]
 

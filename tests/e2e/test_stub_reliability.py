@@ -15,6 +15,7 @@ import pytest
 
 from pytest_fanout import RouteError
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stub_server import StubUpstreamServer, UpstreamCallError
 from tests.helpers import wait_until
 
@@ -44,7 +45,7 @@ def fresh(stub: StubUpstreamServer) -> StubUpstreamServer:
 
 def test_assert_called_counts_every_call_not_the_kept_five(fresh: StubUpstreamServer) -> None:
     fresh.configure(record_requests=5)
-    with httpx2.Client(base_url=fresh.url, timeout=10) as client:
+    with httpx2.Client(base_url=fresh.url, timeout=10, verify=tls_context()) as client:
         for i in range(12):
             client.get(f"/stock/{i}")
     kept = fresh.assert_called("GET", "/stock/{sku}", times=12)
@@ -62,7 +63,7 @@ def test_assert_called_times_0_fails_after_calls_with_recording_off(
     fresh: StubUpstreamServer,
 ) -> None:
     fresh.configure(record_requests=0)
-    with httpx2.Client(base_url=fresh.url, timeout=10) as client:
+    with httpx2.Client(base_url=fresh.url, timeout=10, verify=tls_context()) as client:
         for _ in range(3):
             client.post("/quote", json={"qty": 1})
     with pytest.raises(UpstreamCallError, match="it came 3 time"):
@@ -75,7 +76,9 @@ def test_two_calls_to_a_slow_sync_handler_overlap(fresh: StubUpstreamServer) -> 
     answers: list[int] = []
 
     def call() -> None:
-        answers.append(httpx2.get(fresh.url + "/slow", timeout=10).status_code)
+        answers.append(
+            httpx2.get(fresh.url + "/slow", timeout=10, verify=tls_context()).status_code
+        )
 
     start = time.perf_counter()
     call()  # one alone: the time of one handler call, on this machine, now
@@ -130,19 +133,21 @@ def test_route_headers_that_break_the_wire_are_one_line_at_the_call(
     with pytest.raises(RouteError) as refused:
         fresh.route("GET", "/h", headers=headers)
     assert words in str(refused.value) and "\n" not in str(refused.value)
-    assert httpx2.get(fresh.url + "/h", timeout=10).json() == {"ok": True}  # nothing added
+    assert httpx2.get(fresh.url + "/h", timeout=10, verify=tls_context()).json() == {
+        "ok": True
+    }  # nothing added
 
 
 def test_a_route_body_of_any_bytes_is_served_as_given(fresh: StubUpstreamServer) -> None:
     raw = b"\x89PNG\r\n\x1a\n\xff\x00"
     fresh.route("GET", "/logo.png", body=raw, headers={"content-type": "image/png"})
-    answer = httpx2.get(fresh.url + "/logo.png", timeout=10)
+    answer = httpx2.get(fresh.url + "/logo.png", timeout=10, verify=tls_context())
     assert answer.content == raw and answer.headers["content-type"] == "image/png"
 
 
 def test_requests_are_read_back_in_pages(fresh: StubUpstreamServer) -> None:
     fresh.configure(record_body_bytes=1024 * 1024)
-    with httpx2.Client(base_url=fresh.url, timeout=10) as client:
+    with httpx2.Client(base_url=fresh.url, timeout=10, verify=tls_context()) as client:
         for i in range(10):  # 10 MiB kept: three pages of at most 4 MiB
             client.post(f"/blob/{i}", content=bytes([i]) * 1024 * 1024)
     kept = fresh.requests("POST", "/blob/{i}")

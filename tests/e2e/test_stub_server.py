@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from pytest_fanout.limits import Behaviour
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stub_server import StubUpstreamServer
 from tests.helpers import wait_until
 
@@ -123,7 +124,9 @@ def test_a_body_cut_by_the_client_is_recorded_aborted(fresh: StubUpstreamServer)
 
 
 def test_fifty_keep_alive_clients_are_fifty_connections(fresh: StubUpstreamServer) -> None:
-    clients = [httpx2.Client(base_url=fresh.url, timeout=10) for _ in range(50)]
+    clients = [
+        httpx2.Client(base_url=fresh.url, timeout=10, verify=tls_context()) for _ in range(50)
+    ]
     try:
         for round_ in range(3):
             for i, client in enumerate(clients):
@@ -143,7 +146,7 @@ def test_a_bad_request_is_a_400_and_the_stub_serves_on(fresh: StubUpstreamServer
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
         answer = sock.recv(1000)
     assert answer.startswith(b"HTTP/1.1 400 ")
-    assert httpx2.get(f"{fresh.url}/after", timeout=10).json() == {"ok": True}
+    assert httpx2.get(f"{fresh.url}/after", timeout=10, verify=tls_context()).json() == {"ok": True}
 
 
 def test_head_gets_the_length_and_no_body(fresh: StubUpstreamServer) -> None:
@@ -170,7 +173,9 @@ def test_a_signal_ends_the_stub_with_a_call_in_flight_and_leaves_no_process(
 
         def call() -> None:
             try:
-                outcome.append(httpx2.get(f"{server.url}/held", timeout=20).status_code)
+                outcome.append(
+                    httpx2.get(f"{server.url}/held", timeout=20, verify=tls_context()).status_code
+                )
             except httpx2.TransportError as exc:
                 outcome.append(type(exc).__name__)
 

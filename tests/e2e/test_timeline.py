@@ -19,6 +19,7 @@ import pytest
 
 from pytest_fanout.fixture import Fanout
 from pytest_fanout.measurement import Measurement
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import Stack
 from pytest_fanout.servers.upstream import CONTROL_PREFIX
 from pytest_fanout.timeline import weight_changes
@@ -166,7 +167,9 @@ def test_critical_path_weights_of_checkout(fanout: Fanout) -> None:
 
 def test_timeline_control_needs_the_token_and_refuses_bad_settings(fanout: Fanout) -> None:
     stub = fanout.upstreams["auth"]
-    assert httpx2.get(stub.url + CONTROL_PREFIX + "timeline").status_code == 403
+    assert (
+        httpx2.get(stub.url + CONTROL_PREFIX + "timeline", verify=tls_context()).status_code == 403
+    )
     bad = stub.control.post(CONTROL_PREFIX + "timeline", json={"extra_ms": 1e9})
     assert bad.status_code == 422 and "extra_ms" in bad.json()["detail"]
     stub.control.post(CONTROL_PREFIX + "timeline", json={"extra_ms": 5}).raise_for_status()

@@ -18,6 +18,7 @@ from pytest_fanout import FanoutWarning, RouteError
 from pytest_fanout.limits import Behaviour, expand_placeholders
 from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Request
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.stack import Stack
 from tests.helpers import wait_until
 
@@ -91,7 +92,7 @@ def test_each_upstream_is_its_own_process_in_its_own_variable(stack3: Stack) -> 
     assert stack3.upstream is stack3.upstreams["inventory"]
     assert len({u.pid for u in stack3.upstreams.values()}) == 3
     assert stack3.app is not None
-    with httpx2.Client(base_url=stack3.app.url, timeout=10) as client:
+    with httpx2.Client(base_url=stack3.app.url, timeout=10, verify=tls_context()) as client:
         for name, variable in THREE.items():
             assert client.get(f"/env/{variable}").json()["value"] == stack3.upstreams[name].url
         assert client.get("/env/FANOUT_UPSTREAM_URL").json()["value"] is None
@@ -104,7 +105,7 @@ def test_handlers_run_in_the_stub_and_get_the_request(stack3: Stack) -> None:
     pricing.route("POST", "/quote/{sku}", handler="shop_handlers:quote")
     pricing.route("GET", "/teapot", handler="shop_handlers:teapot")
     pricing.route("GET", "/later", handler="shop_handlers:later")
-    with httpx2.Client(base_url=pricing.url, timeout=10) as client:
+    with httpx2.Client(base_url=pricing.url, timeout=10, verify=tls_context()) as client:
         quote = client.post("/quote/ab-1?rush=1", json={"qty": 4})
         teapot = client.get("/teapot")
         later = client.get("/later")
@@ -130,10 +131,12 @@ def test_a_handler_that_raises_answers_500_and_logs_why(stack3: Stack) -> None:
     pricing = stack3.upstreams["pricing"]
     pricing.route("GET", "/broken", handler="shop_handlers:broken")
     pricing.route("GET", "/not-json", handler="shop_handlers:not_json")
-    answer = httpx2.get(pricing.url + "/broken", timeout=10)
+    answer = httpx2.get(pricing.url + "/broken", timeout=10, verify=tls_context())
     assert answer.status_code == 500
     assert "handler shop_handlers:broken raised KeyError" in answer.json()["detail"]
-    assert httpx2.get(pricing.url + "/not-json", timeout=10).status_code == 500
+    assert (
+        httpx2.get(pricing.url + "/not-json", timeout=10, verify=tls_context()).status_code == 500
+    )
     wait_until(lambda: "KeyError: 'price list'" in pricing.log_tail(), 5, "the traceback logged")
     assert "stub upstream: handler shop_handlers:broken raised on GET /broken" in (
         pricing.log_tail()
@@ -171,7 +174,7 @@ def test_configure_slows_a_routed_path_whose_delay_is_left_none(stack3: Stack) -
     reviews = stack3.upstreams["reviews"]
     reviews.route("GET", "/r/{id}", json={"id": "{id}"})
     reviews.configure(delay_ms=120)
-    assert httpx2.get(reviews.url + "/r/7", timeout=10).json() == {"id": "7"}
+    assert httpx2.get(reviews.url + "/r/7", timeout=10, verify=tls_context()).json() == {"id": "7"}
     [seen] = reviews.requests()
     assert seen.delay_ms == 120
 
@@ -179,16 +182,16 @@ def test_configure_slows_a_routed_path_whose_delay_is_left_none(stack3: Stack) -
 def test_restore_clears_routes_and_recordings(stack3: Stack) -> None:
     reviews = stack3.upstreams["reviews"]
     reviews.route("GET", "/r", json={"r": 1})
-    httpx2.get(reviews.url + "/r", timeout=10)
+    httpx2.get(reviews.url + "/r", timeout=10, verify=tls_context())
     reviews.restore()
     assert reviews.requests() == []
-    assert httpx2.get(reviews.url + "/r", timeout=10).json() == {"ok": True}
+    assert httpx2.get(reviews.url + "/r", timeout=10, verify=tls_context()).json() == {"ok": True}
 
 
 def test_assert_called_says_what_came(stack3: Stack) -> None:
     inventory = stack3.upstreams["inventory"]
     for sku in ("a", "b"):
-        httpx2.get(f"{inventory.url}/stock/{sku}", timeout=10)
+        httpx2.get(f"{inventory.url}/stock/{sku}", timeout=10, verify=tls_context())
     with pytest.raises(AssertionError) as failed:
         inventory.assert_called("POST", "/stock/{sku}", times=2)
     assert str(failed.value) == (
@@ -231,7 +234,10 @@ def test_reset_with_calls_in_flight_then_an_exact_peak(reference: Stack) -> None
         thread.start()
     wait_until(lambda: upstream.stats()["inflight_now"] == 5, 10, "5 calls in flight")
     upstream.reset()  # a reset with calls in flight (the old gauge bug)
-    with httpx2.Client(timeout=30) as client, pytest.warns(FanoutWarning) as warned:
+    with (
+        httpx2.Client(timeout=30, verify=tls_context()) as client,
+        pytest.warns(FanoutWarning) as warned,
+    ):
         m = measure(
             client,
             reference.app.url,
@@ -260,7 +266,7 @@ def test_reset_with_calls_in_flight_then_an_exact_peak(reference: Stack) -> None
 def test_shared_pool_opens_no_connection_after_warm_up(reference: Stack) -> None:
     assert reference.app is not None
     reference.upstream.restore()
-    with httpx2.Client(timeout=30) as client:
+    with httpx2.Client(timeout=30, verify=tls_context()) as client:
         m = measure(
             client,
             reference.app.url,
@@ -280,7 +286,7 @@ def test_a_dropped_connection_is_a_counted_line_not_a_traceback(stack3: Stack) -
     reviews.configure(drop_rate=1)
     for i in range(20):
         with pytest.raises(httpx2.TransportError):
-            httpx2.get(f"{reviews.url}/r/{i}", timeout=10)
+            httpx2.get(f"{reviews.url}/r/{i}", timeout=10, verify=tls_context())
     assert reviews.stats()["dropped"] == 20
     wait_until(
         lambda: reviews.log_tail().count("without completing response") == 20,

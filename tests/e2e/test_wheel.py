@@ -31,6 +31,7 @@ import httpx2
 import pytest
 
 from pytest_fanout.load import MARKER_ENV, kill_marked
+from pytest_fanout.servers.process import tls_context
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
@@ -295,7 +296,7 @@ def test_fanout_serve_from_the_wheel(installed: tuple[Path, Path]) -> None:
                 break
         app_url = re.search(r"^app\s+(http://127\.0\.0\.1:\d+)", "".join(lines), re.M)
         assert app_url, "".join(lines)
-        body = httpx2.get(app_url[1] + "/async/5", timeout=10).json()
+        body = httpx2.get(app_url[1] + "/async/5", timeout=10, verify=tls_context()).json()
         assert body["status_codes"] == [200] * 5
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)

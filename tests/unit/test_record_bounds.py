@@ -31,6 +31,7 @@ from pytest_fanout.record.har import exchanges_from_har
 from pytest_fanout.record.proxy import RecordingProxy
 from pytest_fanout.record.traffic import Exchange, RecordError, routes_from
 from pytest_fanout.servers import StubUpstreamServer
+from pytest_fanout.servers.process import tls_context
 from pytest_fanout.servers.routes import MAX_ROUTES, Route
 from pytest_fanout.spec import check_route
 
@@ -330,8 +331,13 @@ def test_a_percent_encoded_or_unicode_path_is_recorded_as_the_stub_matches_it(
     with StubUpstreamServer() as stub:  # a real stub answers what the app will ask for
         for route in routes:
             stub.route(**route)
-        assert httpx2.get(stub.url + "/caf%C3%A9/%C3%BC", timeout=30).json() == {"a": 1}
-        assert httpx2.get(stub.url + "/na%C3%AFve", timeout=30).status_code == 200
+        assert httpx2.get(
+            stub.url + "/caf%C3%A9/%C3%BC", timeout=30, verify=tls_context()
+        ).json() == {"a": 1}
+        assert (
+            httpx2.get(stub.url + "/na%C3%AFve", timeout=30, verify=tls_context()).status_code
+            == 200
+        )
 
 
 def test_a_secret_in_a_path_segment_becomes_a_parameter_never_written(
