@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import types
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,9 @@ MAX_DEPTH = 48  # innermost frames kept per stack
 MAX_SAMPLES = 400  # per stall, whatever its length
 SAMPLE_S = 0.005  # between samples at the start of a stall
 THIN = 50  # then every (time stalled / THIN): logarithmically many samples
+#: The watchdog's last healthy readings of the loop thread's scheduler times: a stall is
+#: measured from the latest one taken before it began.
+READINGS = 4
 #: The opcodes of a call, de-specialised (`dis.get_instructions(adaptive=False)`): a warm
 #: call site on 3.11 is caught at its PRECALL (a specialised PRECALL calls a builtin itself),
 #: on 3.12+ at its CALL.
@@ -137,8 +141,8 @@ class StallWatch:
         self._finished: list[dict[str, Any]] = []
         self._thread_id: int | None = None
         self._native_id: int | None = None
-        #: The loop thread's scheduler times at the watchdog's last healthy wake-up.
-        self._healthy_sched: tuple[int, int, int] | None = None
+        #: (when, the loop thread's scheduler times) at the watchdog's last healthy wake-ups.
+        self._readings: deque[tuple[float, tuple[int, int, int] | None]] = deque(maxlen=READINGS)
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._callees: dict[tuple[types.CodeType, int], str | None] = {}
@@ -203,21 +207,35 @@ class StallWatch:
                     stall = None
                 if now - stamp > limit:
                     if stall is None:
+                        baseline = self._baseline(stamp)
                         stall = self._stall = _Stall(
-                            since=stamp,
-                            next_sample=now,
-                            sched=self._healthy_sched,
-                            last_clock=self._healthy_sched,
+                            since=stamp, next_sample=now, sched=baseline, last_clock=baseline
                         )
                     if now >= stall.next_sample and stall.samples < MAX_SAMPLES:
                         self._sample(stall, now)
                         stall.next_sample = next_sample_at(now, stamp)
             if stall is None:
-                self._healthy_sched = self._loop_clock()
+                clock = self._loop_clock()
+                self._readings.append((time.perf_counter(), clock))  # taken by then
             # Healthy: sleep until this stamp would be too old (about every threshold; a
             # fresh stamp sends the thread back to sleep). Stalled: until the next sample.
             wake = stamp + limit if stall is None else min(stall.next_sample, now + self._poll_s)
             time.sleep(max(0.001, wake - time.perf_counter()))  # the watchdog's period
+
+    def _baseline(self, since: float) -> tuple[int, int, int] | None:
+        """The loop thread's scheduler times when a stall whose last stamp is `since` began
+        (`since + tick`): the latest healthy reading taken by then, else the oldest kept.
+
+        The watchdog calls the loop healthy while its stamp is younger than tick + threshold,
+        so its last healthy reading can come up to a threshold after the stall began. Measured
+        from there, the stall's start was in `duration_s` but not in `ran_s` or `starved_s`,
+        and `stall_held_s` called it held: on a busy runner, the loop's wait for a CPU read as
+        ~20 ms of the app's code holding it (a healthy fan-out, field run beside CPU hogs)."""
+        began = since + self.tick_s
+        before = [clock for at, clock in self._readings if at <= began]
+        if before:
+            return before[-1]
+        return self._readings[0][1] if self._readings else None
 
     def _sample(self, stall: _Stall, now: float) -> None:
         frame = sys._current_frames().get(self._thread_id or 0)
