@@ -29,6 +29,21 @@ from typing import Any
 from pytest_fanout.servers.stallwatch import BUILTIN_FILE, GC_FUNCTION
 
 _HARNESS_DIR = str(Path(__file__).resolve().parent)
+#: (module, function) of the loop's own runner: the innermost Python frame of a loop thread
+#: that runs no callback (uvloop's loop is C under asyncio.run; the stdlib loop polls in its
+#: selector). App code on the loop always has a frame below these.
+RUNNER_FRAMES = frozenset(
+    {
+        ("asyncio.runners", "run"),
+        ("asyncio.base_events", "run_until_complete"),
+        ("asyncio.base_events", "run_forever"),
+        ("asyncio.base_events", "_run_once"),
+        ("selectors", "select"),
+        ("uvicorn._compat", "asyncio_run"),
+    }
+)
+#: How a stall is named when the loop thread waited for the GIL at its runner.
+GIL_WAIT = "another thread holding the GIL"
 _REFERENCE_APP = f"{os.sep}pytest_fanout{os.sep}reference_app{os.sep}"
 
 
@@ -164,6 +179,10 @@ def _key_of(
     if not frames:
         return ("none",), "no stack sampled"
     index = _user_index(frames)
+    if index is None and waiting and at_loop_runner(frames):
+        # Off the CPU at its runner while a tick was overdue: the poller would have returned,
+        # so the loop thread waited for the GIL, which another thread held.
+        return ("gil",), f"{GIL_WAIT} (the loop thread waited for it in its runner)"
     if index is None:
         span = _library_span(frames)
         if span is not None:
@@ -183,6 +202,16 @@ def _key_of(
         return ("user", str(frame["file"]), str(frame["function"]), "cpu"), f"{head} (CPU)"
     call = library_call(frames[index + 1])
     return ("user", str(frame["file"]), str(frame["function"]), call), f"{head} -> {call}"
+
+
+def at_loop_runner(frames: Sequence[dict[str, Any]]) -> bool:
+    """True when the innermost Python frame is the loop's own runner (`RUNNER_FRAMES`): the
+    loop thread was running no callback of the app or of a library."""
+    inner = next((f for f in reversed(frames) if f.get("file") != BUILTIN_FILE), None)
+    if inner is None:
+        return False
+    function = str(inner.get("function", "")).rsplit(".", 1)[-1]
+    return (module_of(str(inner.get("file", ""))), function) in RUNNER_FRAMES
 
 
 def describe_frames(frames: Sequence[dict[str, Any]], root: str | None = None) -> str:

@@ -6,12 +6,14 @@ CPU read as the app's code holding it (a field run: 62 ms held of a 132 ms stall
 
 from __future__ import annotations
 
+import sysconfig
 import threading
 
 import pytest
 
 from pytest_fanout.measurement import stall_held_s
 from pytest_fanout.servers import stallwatch
+from pytest_fanout.servers.callstacks import GIL_WAIT, describe_stall
 from pytest_fanout.servers.stallwatch import StallWatch
 
 TICK = 0.005
@@ -93,3 +95,46 @@ def test_the_stall_is_measured_from_before_it_began(
     # ran_s: the stall and the healthy CPU around it (from 100 ms, to the wake-up after 127).
     assert stall["ran_s"] == pytest.approx(held_ms / 1000, abs=0.0025)
     assert stall_held_s(stall) == pytest.approx(held_ms / 1000, abs=0.0015)
+
+
+def _runner_stall(*, ran_s: float, starved_s: float, stdlib: bool) -> dict:
+    """A 130 ms stall whose every sample found the loop thread at its runner: under uvloop
+    (asyncio.run, the loop in C) or the stdlib loop (polling in its selector)."""
+    lib = sysconfig.get_paths()["stdlib"]
+    frames = [
+        {"file": f"{lib}/asyncio/runners.py", "line": 118, "function": "Runner.run"},
+        {"file": "<built-in>", "line": 0, "function": "self._loop.run_until_complete"},
+    ]
+    if stdlib:
+        frames[1:] = [
+            {"file": f"{lib}/asyncio/base_events.py", "line": 1884, "function": "_run_once"},
+            {"file": f"{lib}/selectors.py", "line": 468, "function": "EpollSelector.select"},
+            {"file": "<built-in>", "line": 0, "function": "self._selector.poll"},
+        ]
+    stack = {"count": 20, "frames": frames, "seen_s": 0.13, "held_s": 0.13}
+    return {"duration_s": 0.13, "ran_s": ran_s, "starved_s": starved_s, "stacks": [stack]}
+
+
+@pytest.mark.parametrize("stdlib", [False, True])
+def test_a_loop_waiting_for_the_gil_at_its_runner_is_named_so(stdlib: bool) -> None:
+    """Off the CPU at its runner (ran 2 ms of 130, no wait for a CPU): another thread held
+    the GIL. Runnable there instead (a busy runner's CPU wait): not the GIL, and not held."""
+    gil = _runner_stall(ran_s=0.002, starved_s=0.0, stdlib=stdlib)
+    assert describe_stall(gil).startswith(f"{GIL_WAIT} (the loop thread waited for it")
+    assert stall_held_s(gil) == pytest.approx(0.13)
+    busy = _runner_stall(ran_s=0.002, starved_s=0.128, stdlib=stdlib)
+    assert GIL_WAIT not in describe_stall(busy)
+    assert stall_held_s(busy) == pytest.approx(0.002)  # its CPU
+
+
+def test_a_callback_below_the_runner_is_not_the_gil() -> None:
+    """A library's callback under the runner, the loop off the CPU: named by the library."""
+    stall = _runner_stall(ran_s=0.002, starved_s=0.0, stdlib=False)
+    stall["stacks"][0]["frames"][1:] = [
+        {
+            "file": "/venv/lib/python3.11/site-packages/anyio/_core/_sockets.py",
+            "line": 9,
+            "function": "connect_tcp",
+        },
+    ]
+    assert not describe_stall(stall).startswith(GIL_WAIT)
