@@ -25,23 +25,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pytest_fanout.measurement import at_loop_runner
+
 # The sampler's pseudo-frames: a C function (time.sleep, a socket read), garbage collection.
 from pytest_fanout.servers.stallwatch import BUILTIN_FILE, GC_FUNCTION
 
 _HARNESS_DIR = str(Path(__file__).resolve().parent)
-#: (module, function) of the loop's own runner: the innermost Python frame of a loop thread
-#: that runs no callback (uvloop's loop is C under asyncio.run; the stdlib loop polls in its
-#: selector). App code on the loop always has a frame below these.
-RUNNER_FRAMES = frozenset(
-    {
-        ("asyncio.runners", "run"),
-        ("asyncio.base_events", "run_until_complete"),
-        ("asyncio.base_events", "run_forever"),
-        ("asyncio.base_events", "_run_once"),
-        ("selectors", "select"),
-        ("uvicorn._compat", "asyncio_run"),
-    }
-)
 #: How a stall is named when the loop thread waited for the GIL at its runner.
 GIL_WAIT = "another thread holding the GIL"
 _REFERENCE_APP = f"{os.sep}pytest_fanout{os.sep}reference_app{os.sep}"
@@ -202,16 +191,6 @@ def _key_of(
         return ("user", str(frame["file"]), str(frame["function"]), "cpu"), f"{head} (CPU)"
     call = library_call(frames[index + 1])
     return ("user", str(frame["file"]), str(frame["function"]), call), f"{head} -> {call}"
-
-
-def at_loop_runner(frames: Sequence[dict[str, Any]]) -> bool:
-    """True when the innermost Python frame is the loop's own runner (`RUNNER_FRAMES`): the
-    loop thread was running no callback of the app or of a library."""
-    inner = next((f for f in reversed(frames) if f.get("file") != BUILTIN_FILE), None)
-    if inner is None:
-        return False
-    function = str(inner.get("function", "")).rsplit(".", 1)[-1]
-    return (module_of(str(inner.get("file", ""))), function) in RUNNER_FRAMES
 
 
 def describe_frames(frames: Sequence[dict[str, Any]], root: str | None = None) -> str:

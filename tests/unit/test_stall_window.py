@@ -47,8 +47,8 @@ class _Clock:
             self.watch._stopped = True
 
 
-def _loop_times(clock: _Clock, *, running: bool, delay: float) -> tuple[int, int, int]:
-    """The loop thread's (ran, every thread's waits, its own waits) in ns at `clock.now`:
+def _loop_times(clock: _Clock, *, running: bool, delay: float) -> tuple[int, int, int, int]:
+    """The loop thread's (ran, all threads' waits, its own waits, others ran) in ns at now:
     2 ms of CPU per 10 ms when healthy; in the stall, all CPU (`running`) or all waiting.
     The first reading inside the stall returns `delay` late (the watchdog preempted)."""
     if delay and STALL_AT + TICK < clock.now < clock.resumed:
@@ -58,7 +58,7 @@ def _loop_times(clock: _Clock, *, running: bool, delay: float) -> tuple[int, int
     stalled = max(0.0, min(clock.now, clock.resumed) - STALL_AT - TICK)
     ran = healthy * 0.2 + (stalled if running else 0.0)
     waited = 0.0 if running else stalled
-    return int(ran * 1e9), int(waited * 1e9), int(waited * 1e9)
+    return int(ran * 1e9), int(waited * 1e9), int(waited * 1e9), 0
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_the_stall_is_measured_from_before_it_began(
     watch._thread_id = threading.get_ident()
     late = [delay]
 
-    def sched() -> tuple[int, int, int]:
+    def sched() -> tuple[int, int, int, int]:
         times = _loop_times(clock, running=running, delay=late[0])
         if clock.now > STALL_AT + TICK:
             late[0] = 0.0
@@ -97,7 +97,9 @@ def test_the_stall_is_measured_from_before_it_began(
     assert stall_held_s(stall) == pytest.approx(held_ms / 1000, abs=0.0025)
 
 
-def _runner_stall(*, ran_s: float, starved_s: float, stdlib: bool) -> dict:
+def _runner_stall(
+    *, ran_s: float, starved_s: float, stdlib: bool, waited_s: float = 0.0, others: float = 0.0
+) -> dict:
     """A 130 ms stall whose every sample found the loop thread at its runner: under uvloop
     (asyncio.run, the loop in C) or the stdlib loop (polling in its selector)."""
     lib = sysconfig.get_paths()["stdlib"]
@@ -112,19 +114,41 @@ def _runner_stall(*, ran_s: float, starved_s: float, stdlib: bool) -> dict:
             {"file": "<built-in>", "line": 0, "function": "self._selector.poll"},
         ]
     stack = {"count": 20, "frames": frames, "seen_s": 0.13, "held_s": 0.13}
-    return {"duration_s": 0.13, "ran_s": ran_s, "starved_s": starved_s, "stacks": [stack]}
+    return {
+        "duration_s": 0.13,
+        "ran_s": ran_s,
+        "starved_s": starved_s,
+        "waited_s": waited_s,
+        "others_ran_s": others,
+        "stacks": [stack],
+    }
 
 
 @pytest.mark.parametrize("stdlib", [False, True])
 def test_a_loop_waiting_for_the_gil_at_its_runner_is_named_so(stdlib: bool) -> None:
     """Off the CPU at its runner (ran 2 ms of 130, no wait for a CPU): another thread held
     the GIL. Runnable there instead (a busy runner's CPU wait): not the GIL, and not held."""
-    gil = _runner_stall(ran_s=0.002, starved_s=0.0, stdlib=stdlib)
+    gil = _runner_stall(ran_s=0.002, starved_s=0.0, stdlib=stdlib, others=0.128)
     assert describe_stall(gil).startswith(f"{GIL_WAIT} (the loop thread waited for it")
     assert stall_held_s(gil) == pytest.approx(0.13)
-    busy = _runner_stall(ran_s=0.002, starved_s=0.128, stdlib=stdlib)
+    busy = _runner_stall(ran_s=0.002, starved_s=0.128, stdlib=stdlib, waited_s=0.128)
     assert GIL_WAIT not in describe_stall(busy)
     assert stall_held_s(busy) == pytest.approx(0.002)  # its CPU
+
+
+def test_a_gil_holder_waiting_for_a_cpu_beside_hogs_still_holds_the_loop_for_its_cpu() -> None:
+    """Beside CPU hogs the thread holding the GIL ran 60 ms and waited 68 ms for a CPU: the
+    waits, summed, filled the stall (held 0 before); held: the 60 ms it ran, the loop off the
+    CPU meanwhile. With no other thread running, the same stall holds nothing."""
+    gil = _runner_stall(ran_s=0.002, starved_s=0.13, stdlib=False, others=0.06)
+    assert stall_held_s(gil) == pytest.approx(0.06)
+    idle = _runner_stall(ran_s=0.002, starved_s=0.13, stdlib=False, others=0.0)
+    assert stall_held_s(idle) == pytest.approx(0.002)
+    below = _runner_stall(ran_s=0.002, starved_s=0.13, stdlib=False, others=0.06)
+    below["stacks"][0]["frames"].append(
+        {"file": "/srv/shop/views.py", "line": 3, "function": "handler"}
+    )
+    assert stall_held_s(below) == pytest.approx(0.002)  # a callback: not the runner
 
 
 def test_a_callback_below_the_runner_is_not_the_gil() -> None:
