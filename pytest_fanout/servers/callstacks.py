@@ -264,7 +264,13 @@ def stack_weight(stack: dict[str, Any]) -> float:
 def _waiting(stack: dict[str, Any], stall: dict[str, Any]) -> bool:
     """True when the loop thread was asleep (not running, not waiting for a CPU) for most
     of the time this stack held the loop: measured per stack by the sampler from the
-    thread's own scheduler times, else over the whole stall."""
+    thread's own scheduler times, else over the whole stall. At the loop's runner, by the
+    loop thread's own times over the stall when known: the per-stack figures take every
+    thread's waits out, and a thread holding the GIL beside CPU hogs waits for a CPU too."""
+    if at_loop_runner(stack.get("frames", [])) and "waited_s" in stall and "ran_s" in stall:
+        duration = float(stall.get("duration_s", 0.0))
+        off_cpu = duration - float(stall["ran_s"]) - float(stall["waited_s"])
+        return off_cpu > duration / 2
     if "ran_s" in stack and "slept_s" in stack:
         return float(stack["slept_s"]) > float(stack["ran_s"])
     ran = stall.get("ran_s")

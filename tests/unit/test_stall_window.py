@@ -173,3 +173,15 @@ def test_the_loop_threads_own_cpu_is_held_whatever_the_other_threads_waited() ->
     assert stall_held_s(stall) == pytest.approx(0.401)
     stall.update(gc_s=0.1)  # the collector's share of the loop's CPU is not the code's
     assert stall_held_s(stall) == pytest.approx(0.401 - 0.1 * 0.401 / (0.401 + 1.825))
+
+
+def test_a_gil_holder_beside_hogs_is_named_by_the_loop_threads_own_times() -> None:
+    """The e2e run beside 4 hogs: a 458 ms stall at the runner, every thread's waits filling
+    it, the per-stack figures saying the loop neither slept nor ran; by its own times the
+    loop thread was off the CPU: the GIL, not "waited in that call"."""
+    gil = _runner_stall(ran_s=0.002, starved_s=0.13, stdlib=False, waited_s=0.004, others=0.06)
+    gil["stacks"][0].update(ran_s=0.0, slept_s=0.0)
+    assert describe_stall(gil).startswith(GIL_WAIT)
+    busy = _runner_stall(ran_s=0.002, starved_s=0.13, stdlib=False, waited_s=0.125)
+    busy["stacks"][0].update(ran_s=0.0, slept_s=0.0)
+    assert not describe_stall(busy).startswith(GIL_WAIT)
