@@ -85,7 +85,7 @@ from pytest_fanout.measurement import (
     stall_gc_s,
     stall_held_s,
 )
-from pytest_fanout.servers.callstacks import describe_stall, longest_stall
+from pytest_fanout.servers.callstacks import GIL_WAIT, describe_stall, longest_stall
 
 #: Why a bound on the calls in flight keeps no service within a rate limit: the words of
 #: `rate-exceeded` and `assert_within_limits` (a sync service's bound is its thread pool).
@@ -275,7 +275,12 @@ def _blocks_loop(m: Measurement) -> Finding | None:
         if apart:
             detail += f"; the stall was {_ms(stall.get('duration_s', 0.0))}, {apart}"
         ran = stall.get("ran_s")
-        if ran is not None and ran < held / 2:
+        if where.startswith(GIL_WAIT):
+            detail += (
+                "; code on another thread (a thread pool, a C extension) held the GIL "
+                "without letting it go, and the loop could not run meanwhile"
+            )
+        elif ran is not None and ran < held / 2:
             detail += (
                 "; the loop waited in that call (I/O or a sleep, not CPU), "
                 "so the stall lasts as long as what it waits for"

@@ -25,10 +25,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pytest_fanout.measurement import at_loop_runner
+
 # The sampler's pseudo-frames: a C function (time.sleep, a socket read), garbage collection.
 from pytest_fanout.servers.stallwatch import BUILTIN_FILE, GC_FUNCTION
 
 _HARNESS_DIR = str(Path(__file__).resolve().parent)
+#: How a stall is named when the loop thread waited for the GIL at its runner.
+GIL_WAIT = "another thread holding the GIL"
 _REFERENCE_APP = f"{os.sep}pytest_fanout{os.sep}reference_app{os.sep}"
 
 
@@ -164,6 +168,10 @@ def _key_of(
     if not frames:
         return ("none",), "no stack sampled"
     index = _user_index(frames)
+    if index is None and waiting and at_loop_runner(frames):
+        # Off the CPU at its runner while a tick was overdue: the poller would have returned,
+        # so the loop thread waited for the GIL, which another thread held.
+        return ("gil",), f"{GIL_WAIT} (the loop thread waited for it in its runner)"
     if index is None:
         span = _library_span(frames)
         if span is not None:
@@ -256,7 +264,13 @@ def stack_weight(stack: dict[str, Any]) -> float:
 def _waiting(stack: dict[str, Any], stall: dict[str, Any]) -> bool:
     """True when the loop thread was asleep (not running, not waiting for a CPU) for most
     of the time this stack held the loop: measured per stack by the sampler from the
-    thread's own scheduler times, else over the whole stall."""
+    thread's own scheduler times, else over the whole stall. At the loop's runner, by the
+    loop thread's own times over the stall when known: the per-stack figures take every
+    thread's waits out, and a thread holding the GIL beside CPU hogs waits for a CPU too."""
+    if at_loop_runner(stack.get("frames", [])) and "waited_s" in stall and "ran_s" in stall:
+        duration = float(stall.get("duration_s", 0.0))
+        off_cpu = duration - float(stall["ran_s"]) - float(stall["waited_s"])
+        return off_cpu > duration / 2
     if "ran_s" in stack and "slept_s" in stack:
         return float(stack["slept_s"]) > float(stack["ran_s"])
     ran = stall.get("ran_s")

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import types
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,9 @@ MAX_DEPTH = 48  # innermost frames kept per stack
 MAX_SAMPLES = 400  # per stall, whatever its length
 SAMPLE_S = 0.005  # between samples at the start of a stall
 THIN = 50  # then every (time stalled / THIN): logarithmically many samples
+#: The watchdog's last healthy readings of the loop thread's scheduler times: a stall is
+#: measured from the latest one taken before it began.
+READINGS = 4
 #: The opcodes of a call, de-specialised (`dis.get_instructions(adaptive=False)`): a warm
 #: call site on 3.11 is caught at its PRECALL (a specialised PRECALL calls a builtin itself),
 #: on 3.12+ at its CALL.
@@ -58,6 +62,9 @@ CPU_SHARE = 0.1
 
 Frame = tuple[str, int, str]
 Stack = tuple[Frame, ...]
+#: Nanoseconds: (the loop thread ran, every thread of the app waited for a CPU, the loop
+#: thread waited for one, the app's other threads ran (not the loop's, not the watchdog's)).
+Clock = tuple[int, int, int, int]
 
 
 def stall_threshold_from_env(environ: Mapping[str, str] | None = None) -> float | None:
@@ -103,10 +110,10 @@ class _Stall:
     #: The last sample: when, its stack, and the loop thread's (run, wait) ns then.
     last_at: float | None = None
     last_stack: Stack | None = None
-    last_clock: tuple[int, int, int] | None = None
+    last_clock: Clock | None = None
     #: (the loop thread's run, every thread's wait for a CPU) in nanoseconds when the loop
     #: was last healthy.
-    sched: tuple[int, int, int] | None = None
+    sched: Clock | None = None
     #: CPU seconds the sampler itself spent on this stall (it holds the GIL meanwhile).
     sampler_s: float = 0.0
 
@@ -137,8 +144,8 @@ class StallWatch:
         self._finished: list[dict[str, Any]] = []
         self._thread_id: int | None = None
         self._native_id: int | None = None
-        #: The loop thread's scheduler times at the watchdog's last healthy wake-up.
-        self._healthy_sched: tuple[int, int, int] | None = None
+        #: (when, the loop thread's scheduler times) at the watchdog's last healthy wake-ups.
+        self._readings: deque[tuple[float, Clock | None]] = deque(maxlen=READINGS)
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._callees: dict[tuple[types.CodeType, int], str | None] = {}
@@ -203,21 +210,35 @@ class StallWatch:
                     stall = None
                 if now - stamp > limit:
                     if stall is None:
+                        baseline = self._baseline(stamp)
                         stall = self._stall = _Stall(
-                            since=stamp,
-                            next_sample=now,
-                            sched=self._healthy_sched,
-                            last_clock=self._healthy_sched,
+                            since=stamp, next_sample=now, sched=baseline, last_clock=baseline
                         )
                     if now >= stall.next_sample and stall.samples < MAX_SAMPLES:
                         self._sample(stall, now)
                         stall.next_sample = next_sample_at(now, stamp)
             if stall is None:
-                self._healthy_sched = self._loop_clock()
+                clock = self._loop_clock()
+                self._readings.append((time.perf_counter(), clock))  # taken by then
             # Healthy: sleep until this stamp would be too old (about every threshold; a
             # fresh stamp sends the thread back to sleep). Stalled: until the next sample.
             wake = stamp + limit if stall is None else min(stall.next_sample, now + self._poll_s)
             time.sleep(max(0.001, wake - time.perf_counter()))  # the watchdog's period
+
+    def _baseline(self, since: float) -> Clock | None:
+        """The loop thread's scheduler times when a stall whose last stamp is `since` began
+        (`since + tick`): the latest healthy reading taken by then, else the oldest kept.
+
+        The watchdog calls the loop healthy while its stamp is younger than tick + threshold,
+        so its last healthy reading can come up to a threshold after the stall began. Measured
+        from there, the stall's start was in `duration_s` but not in `ran_s` or `starved_s`,
+        and `stall_held_s` called it held: on a busy runner, the loop's wait for a CPU read as
+        ~20 ms of the app's code holding it (a healthy fan-out, field run beside CPU hogs)."""
+        began = since + self.tick_s
+        before = [clock for at, clock in self._readings if at <= began]
+        if before:
+            return before[-1]
+        return self._readings[0][1] if self._readings else None
 
     def _sample(self, stall: _Stall, now: float) -> None:
         frame = sys._current_frames().get(self._thread_id or 0)
@@ -245,7 +266,7 @@ class StallWatch:
         stall: _Stall,
         stack: Stack,
         now: float,
-        clock: tuple[int, int, int] | None,
+        clock: Clock | None,
         asleep: bool = True,
     ) -> None:
         """Give `stack` the time since the previous sample (the first: since the stall
@@ -291,14 +312,14 @@ class StallWatch:
             return True
         return state != b"R"
 
-    def _loop_clock(self) -> tuple[int, int, int] | None:
+    def _loop_clock(self) -> Clock | None:
         """`_sched` (/proc); else the loop thread's CPU clock and no waits; None where
         neither is."""
         sched = self._sched()
         if sched is not None or self._cpu_clock is None:
             return sched
         try:
-            return time.clock_gettime_ns(self._cpu_clock), 0, 0
+            return time.clock_gettime_ns(self._cpu_clock), 0, 0, 0
         except OSError:
             return None
 
@@ -346,24 +367,32 @@ class StallWatch:
             # The kernel adds a wait for a CPU when it ends: the loop runs again, so it is in.
             summary["ran_s"] = round(min(duration, (after[0] - stall.sched[0]) / 1e9), 6)
             summary["starved_s"] = round(min(duration, (after[1] - stall.sched[1]) / 1e9), 6)
+            # The loop thread's own waits, and the CPU of the app's other threads: one that
+            # holds the GIL (a C call in a thread pool) holds the loop for as long as it runs.
+            summary["waited_s"] = round(min(duration, (after[2] - stall.sched[2]) / 1e9), 6)
+            others = max(0.0, (after[3] - stall.sched[3]) / 1e9)
+            summary["others_ran_s"] = round(min(duration, others), 6)
         summary["sampler_s"] = round(min(duration, stall.sampler_s), 6)
         kept = self._finished
         kept.append(summary)
         kept.sort(key=lambda s: s["duration_s"], reverse=True)
         del kept[MAX_STALLS:]
 
-    def _sched(self) -> tuple[int, int, int] | None:
+    def _sched(self) -> Clock | None:
         """(nanoseconds the loop thread ran, nanoseconds every thread of the process waited
-        for a CPU, nanoseconds the loop thread itself waited) from /proc (Linux), or None.
-        Every thread's waits count in the second: a thread preempted while it holds the GIL
-        stalls the loop as surely as the loop's own wait."""
+        for a CPU, nanoseconds the loop thread itself waited, nanoseconds the app's other
+        threads ran) from /proc (Linux), or None. Every thread's waits count in the second:
+        a thread preempted while it holds the GIL stalls the loop as surely as the loop's own
+        wait. The watchdog's own CPU is in none of them."""
         if self._native_id is None:
             return None
         stats = thread_schedstats()
         loop = None if stats is None else stats.get(str(self._native_id))
         if stats is None or loop is None:
             return None
-        return loop[0], sum(wait for _, wait in stats.values()), loop[1]
+        skip = {str(self._native_id), str(self.watchdog_tid)}
+        others = sum(run for tid, (run, _) in stats.items() if tid not in skip)
+        return loop[0], sum(wait for _, wait in stats.values()), loop[1], others
 
     def _stack_of(self, frame: types.FrameType) -> Stack:
         """(file, line, qualified function) from the innermost frame outwards, innermost last;

@@ -14,7 +14,7 @@ from pytest_fanout.assertions import FanoutAssertionError, assert_no_blocking
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request, stall_held_s
 from pytest_fanout.servers import ServerStartError, Stack
-from pytest_fanout.servers.callstacks import blocking_line, describe_stall
+from pytest_fanout.servers.callstacks import GIL_WAIT, blocking_line, describe_stall
 from tests.helpers import REPO, measure_stack
 
 APP_DIR = Path(__file__).parent / "diagnose_app"
@@ -192,3 +192,22 @@ def test_no_blocking_code_gets_no_blocking_verdict_and_its_lag_is_explained(
             assert "(worst stall): " in lag and "the app's code held it" in lag, report
         else:
             assert lag.endswith("(worst stall)"), report
+
+
+def test_another_thread_holding_the_gil_blocks_the_loop_and_is_named_so(
+    stall_stack: Stack, client: httpx2.Client
+) -> None:
+    """A thread-pool call that never lets the GIL go (a builtin `sum` in C, ~150 ms): no code
+    on the loop, yet it cannot run. Reported in every run, beside CPU hogs too; named as the
+    GIL when the sampler caught the stall (its thread needs the GIL as well: when the loop
+    takes it back first, the stall is over before it is seen, and the lag is reported with no
+    stack). Its stack ends at the loop's runner, as a busy runner's CPU wait does: the loop
+    thread off the CPU there is what tells them apart."""
+    named = 0
+    for _ in range(3):
+        m = measure_stack(stall_stack, client, Request("/gil-thread"), warmup=3, repeat=2)
+        text = findings_text(m)
+        assert "blocks the loop: " in text, text
+        named += f"blocks the loop: {GIL_WAIT} " in text
+        assert "waited in that call" not in text, text
+    assert named >= 1

@@ -73,3 +73,15 @@ async def via_requests() -> dict:
 async def fanout() -> dict:
     answers = await asyncio.gather(*(shared.get(f"{MAIN}/item/{i}") for i in range(N)))
     return {"statuses": [a.status_code for a in answers]}
+
+
+def _sum_holding_the_gil() -> int:
+    # The builtin sum of a range runs in C and never lets the GIL go: ~150 ms on a quiet runner.
+    return sum(range(10_000_000))
+
+
+@app.get("/gil-thread")
+async def gil_thread() -> dict:
+    # No blocking code on the loop: another thread holds the GIL, and the loop waits for it.
+    total = await asyncio.get_running_loop().run_in_executor(None, _sum_holding_the_gil)
+    return {"total": total}
