@@ -16,6 +16,7 @@ from pytest_fanout.diagnosis import diagnose
 from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request
 from pytest_fanout.servers import Stack
+from pytest_fanout.servers.process import tls_context
 from tests.helpers import measure_stack
 
 APP_DIR = Path(__file__).parent / "evidence_app"
@@ -42,7 +43,7 @@ def files(stack: Stack) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=60) as client:
+    with httpx2.Client(timeout=60, verify=tls_context()) as client:
         yield client
 
 

@@ -15,6 +15,7 @@ from pytest_fanout.limits import Behaviour
 from pytest_fanout.measurement import Measurement, Request, stall_held_s
 from pytest_fanout.servers import ServerStartError, Stack
 from pytest_fanout.servers.callstacks import GIL_WAIT, blocking_line, describe_stall
+from pytest_fanout.servers.process import tls_context
 from tests.helpers import REPO, measure_stack
 
 APP_DIR = Path(__file__).parent / "diagnose_app"
@@ -36,7 +37,7 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=30) as client:
+    with httpx2.Client(timeout=30, verify=tls_context()) as client:
         yield client
 
 

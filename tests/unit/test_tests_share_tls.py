@@ -19,11 +19,6 @@ CLIENTS = ("Client", "AsyncClient")
 TRANSPORTS = ("HTTPTransport", "AsyncHTTPTransport")
 #: Module-level request functions: each builds a throwaway Client.
 FUNCTIONS = ("request", "stream", "get", "options", "head", "post", "put", "patch", "delete")
-#: Files another helper was changing when the guard came (wave 7): each keeps its one site
-#: until that work lands; then pass verify=tls_context() there and drop the file from here.
-NOT_YET = frozenset(
-    {"tests/e2e/test_stalls.py", "tests/e2e/test_diagnose_routes.py", "tests/e2e/test_evidence.py"}
-)
 
 
 def _users_code(path: Path) -> bool:
@@ -85,17 +80,10 @@ def unshared_tls(source: str, filename: str = "<test>") -> list[str]:
 
 def test_no_test_module_builds_its_own_tls_context() -> None:
     found: list[str] = []
-    waiting: set[str] = set()
     for path in _test_modules():
-        name = str(path.relative_to(TESTS.parent))
-        sites = unshared_tls(path.read_text(), name)
-        if name in NOT_YET:
-            waiting |= {name} if sites else set()
-        else:
-            found += sites
+        found += unshared_tls(path.read_text(), str(path.relative_to(TESTS.parent)))
     fix = "pass verify=tls_context() (pytest_fanout.servers.process):\n"
     assert not found, fix + "\n".join(found)
-    assert waiting == NOT_YET, f"fixed now: drop from NOT_YET: {sorted(NOT_YET - waiting)}"
 
 
 def test_the_guard_sees_each_way_of_building_a_client() -> None:
