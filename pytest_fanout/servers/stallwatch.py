@@ -114,6 +114,9 @@ class _Stall:
     #: (the loop thread's run, every thread's wait for a CPU) in nanoseconds when the loop
     #: was last healthy.
     sched: Clock | None = None
+    #: Seconds that reading was taken before the stall began (0: at or after it): the
+    #: figures measured from it hold that much of the time before the stall too.
+    lead_s: float = 0.0
     #: CPU seconds the sampler itself spent on this stall (it holds the GIL meanwhile).
     sampler_s: float = 0.0
 
@@ -210,9 +213,13 @@ class StallWatch:
                     stall = None
                 if now - stamp > limit:
                     if stall is None:
-                        baseline = self._baseline(stamp)
+                        taken, baseline = self._baseline(stamp)
                         stall = self._stall = _Stall(
-                            since=stamp, next_sample=now, sched=baseline, last_clock=baseline
+                            since=stamp,
+                            next_sample=now,
+                            sched=baseline,
+                            last_clock=baseline,
+                            lead_s=max(0.0, stamp + self.tick_s - taken),
                         )
                     if now >= stall.next_sample and stall.samples < MAX_SAMPLES:
                         self._sample(stall, now)
@@ -225,7 +232,7 @@ class StallWatch:
             wake = stamp + limit if stall is None else min(stall.next_sample, now + self._poll_s)
             time.sleep(max(0.001, wake - time.perf_counter()))  # the watchdog's period
 
-    def _baseline(self, since: float) -> Clock | None:
+    def _baseline(self, since: float) -> tuple[float, Clock | None]:
         """The loop thread's scheduler times when a stall whose last stamp is `since` began
         (`since + tick`): the latest healthy reading taken by then, else the oldest kept.
 
@@ -233,12 +240,13 @@ class StallWatch:
         so its last healthy reading can come up to a threshold after the stall began. Measured
         from there, the stall's start was in `duration_s` but not in `ran_s` or `starved_s`,
         and `stall_held_s` called it held: on a busy runner, the loop's wait for a CPU read as
-        ~20 ms of the app's code holding it (a healthy fan-out, field run beside CPU hogs)."""
+        ~20 ms of the app's code holding it (a healthy fan-out, field run beside CPU hogs).
+        Returns (when it was taken, the times)."""
         began = since + self.tick_s
-        before = [clock for at, clock in self._readings if at <= began]
+        before = [reading for reading in self._readings if reading[0] <= began]
         if before:
             return before[-1]
-        return self._readings[0][1] if self._readings else None
+        return self._readings[0] if self._readings else (began, None)
 
     def _sample(self, stall: _Stall, now: float) -> None:
         frame = sys._current_frames().get(self._thread_id or 0)
@@ -372,6 +380,7 @@ class StallWatch:
             summary["waited_s"] = round(min(duration, (after[2] - stall.sched[2]) / 1e9), 6)
             others = max(0.0, (after[3] - stall.sched[3]) / 1e9)
             summary["others_ran_s"] = round(min(duration, others), 6)
+            summary["lead_s"] = round(stall.lead_s, 6)
         summary["sampler_s"] = round(min(duration, stall.sampler_s), 6)
         kept = self._finished
         kept.append(summary)

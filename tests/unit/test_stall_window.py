@@ -185,3 +185,19 @@ def test_a_gil_holder_beside_hogs_is_named_by_the_loop_threads_own_times() -> No
     busy = _runner_stall(ran_s=0.002, starved_s=0.13, stdlib=False, waited_s=0.125)
     busy["stacks"][0].update(ran_s=0.0, slept_s=0.0)
     assert not describe_stall(busy).startswith(GIL_WAIT)
+
+
+def test_the_cpu_before_the_stall_is_not_held() -> None:
+    """A busy, healthy /async/1000: a 41 ms stall, 3 ms of it waiting for a CPU; the loop's
+    CPU was read from the watchdog's reading 20 ms before the stall began, so `ran_s` (capped
+    at the duration) holds CPU from before it. Read as "held 41 ms" (past the 40 ms limit)
+    before the lead was taken off; held: the stall less its wait."""
+    frames = [{"file": "/srv/app/fanout.py", "line": 97, "function": "fetch_on_session"}]
+    stack = {"count": 7, "frames": frames, "seen_s": 0.041, "held_s": 0.0}
+    stall = {"duration_s": 0.041, "ran_s": 0.041, "starved_s": 0.003, "stacks": [stack]}
+    assert stall_held_s(stall) == pytest.approx(0.041)  # no lead: all of its CPU is the stall's
+    stall.update(lead_s=0.020)
+    assert stall_held_s(stall) == pytest.approx(0.038)
+    # A real hold keeps its CPU, less at most the lead: a 100 ms CPU loop stays held.
+    stall.update(duration_s=0.100, ran_s=0.100, starved_s=0.100)
+    assert stall_held_s(stall) == pytest.approx(0.080)
