@@ -27,6 +27,14 @@ from dataclasses import asdict, dataclass, fields
 from enum import IntEnum
 from typing import Any
 
+# ---- the stall sampler's pseudo-frames ---------------------------------------------------------
+
+#: The file of a sampled stack's pseudo-frame that names a C function the innermost frame is
+#: calling (`time.sleep`), written by the app's stall watch and read by the harness.
+BUILTIN_FILE = "<built-in>"
+#: The function of the pseudo-frame of a sample taken while the garbage collector ran.
+GC_FUNCTION = "garbage collection"
+
 # ---- exit codes ------------------------------------------------------------------------------
 
 

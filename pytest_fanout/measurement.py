@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pytest_fanout.limits import BUILTIN_FILE, GC_FUNCTION
+
 #: How long the app's own code may hold its event loop before it counts as blocking, whatever
 #: the upstream delay: a blocking call to an upstream holds it for the whole delay (50 ms or
 #: more at the delays tests use), so the verdict is the same at 50, 100 and 200 ms. Garbage
@@ -47,8 +49,6 @@ LOOP_RUNNER_FRAMES = frozenset(
         ("/uvicorn/_compat.py", "asyncio_run"),
     }
 )
-#: The file of the sampler's pseudo-frames (a C function, garbage collection).
-_PSEUDO_FILE = "<built-in>"
 
 #: (n, concurrency) of a path, or None when unknown: what `pytest_fanout_path_shape` returns.
 PathShape = Callable[[str], "tuple[int, int] | None"]
@@ -78,12 +78,21 @@ def at_loop_runner(frames: Sequence[Mapping[str, Any]]) -> bool:
     """True when a sampled stack's innermost Python frame is the loop's own runner
     (`LOOP_RUNNER_FRAMES`): the loop thread was running no callback, the app's or a
     library's."""
-    inner = next((f for f in reversed(frames) if f.get("file") != _PSEUDO_FILE), None)
+    inner = next((f for f in reversed(frames) if f.get("file") != BUILTIN_FILE), None)
     if inner is None:
         return False
     path = str(inner.get("file", "")).replace("\\", "/")
     function = str(inner.get("function", "")).rsplit(".", 1)[-1]
     return any(path.endswith(tail) and function == name for tail, name in LOOP_RUNNER_FRAMES)
+
+
+def loop_off_cpu_s(stall: Mapping[str, Any]) -> float | None:
+    """Seconds of a stall the loop thread was neither running nor waiting for a CPU (asleep:
+    in a wait, or for the GIL), from its own times; None where the stall has not them."""
+    ran, waited = stall.get("ran_s"), stall.get("waited_s")
+    if ran is None or waited is None:
+        return None
+    return float(stall.get("duration_s", 0.0)) - float(ran) - float(waited)
 
 
 def _gil_held_s(stall: Mapping[str, Any]) -> float:
@@ -92,13 +101,11 @@ def _gil_held_s(stall: Mapping[str, Any]) -> float:
     running nor waiting for one) while the app's other threads ran, at most; 0 otherwise.
     Beside CPU hogs the holder waits for a CPU too, and those waits, summed with the
     others, would excuse a 150 ms `sum` in C entirely."""
-    stacks = stall.get("stacks") or []
-    others, waited, ran = stall.get("others_ran_s"), stall.get("waited_s"), stall.get("ran_s")
-    if not stacks or others is None or waited is None or ran is None:
+    stacks, others, off_cpu = stall.get("stacks") or [], stall.get("others_ran_s"), None
+    if not stacks or others is None or (off_cpu := loop_off_cpu_s(stall)) is None:
         return 0.0
     if not all(at_loop_runner(s.get("frames", [])) for s in stacks):
         return 0.0
-    off_cpu = float(stall.get("duration_s", 0.0)) - float(ran) - float(waited)
     # The others' CPU is read from before the stall too (`lead_s`): that part is not its.
     others_in = float(others) - float(stall.get("lead_s", 0.0))
     return max(0.0, min(others_in, off_cpu))
@@ -113,7 +120,7 @@ def _sampled_held_s(stall: Mapping[str, Any]) -> float:
     return sum(
         float(stack.get("held_s", 0.0))
         for stack in stall.get("stacks", [])
-        if not any(f.get("function") == "garbage collection" for f in stack.get("frames", [])[-1:])
+        if not any(f.get("function") == GC_FUNCTION for f in stack.get("frames", [])[-1:])
         # Only the waits: code on the CPU is held by the line above, which takes the
         # collector's time out (a stack sampled after a collection carries its time).
         and float(stack.get("slept_s", 0.0)) > float(stack.get("ran_s", 0.0))

@@ -25,10 +25,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pytest_fanout.measurement import at_loop_runner
-
 # The sampler's pseudo-frames: a C function (time.sleep, a socket read), garbage collection.
-from pytest_fanout.servers.stallwatch import BUILTIN_FILE, GC_FUNCTION
+from pytest_fanout.limits import BUILTIN_FILE, GC_FUNCTION
+from pytest_fanout.measurement import at_loop_runner, loop_off_cpu_s
 
 _HARNESS_DIR = str(Path(__file__).resolve().parent)
 #: How a stall is named when the loop thread waited for the GIL at its runner.
@@ -267,10 +266,9 @@ def _waiting(stack: dict[str, Any], stall: dict[str, Any]) -> bool:
     thread's own scheduler times, else over the whole stall. At the loop's runner, by the
     loop thread's own times over the stall when known: the per-stack figures take every
     thread's waits out, and a thread holding the GIL beside CPU hogs waits for a CPU too."""
-    if at_loop_runner(stack.get("frames", [])) and "waited_s" in stall and "ran_s" in stall:
-        duration = float(stall.get("duration_s", 0.0))
-        off_cpu = duration - float(stall["ran_s"]) - float(stall["waited_s"])
-        return off_cpu > duration / 2
+    off_cpu = loop_off_cpu_s(stall)
+    if off_cpu is not None and at_loop_runner(stack.get("frames", [])):
+        return off_cpu > float(stall.get("duration_s", 0.0)) / 2
     if "ran_s" in stack and "slept_s" in stack:
         return float(stack["slept_s"]) > float(stack["ran_s"])
     ran = stall.get("ran_s")

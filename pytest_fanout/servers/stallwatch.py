@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_fanout.limits import BUILTIN_FILE, GC_FUNCTION
 from pytest_fanout.servers.gcwatch import GcWatch
 from pytest_fanout.servers.proctree import thread_schedstats
 
@@ -36,10 +37,6 @@ ENV_STACKS = "PYTEST_FANOUT_STACKS"
 ENV_STALL_MS = "PYTEST_FANOUT_STALL_MS"
 #: A loop that has not run for this long (beyond its tick) is stalled.
 DEFAULT_STALL_S = 0.020
-#: The file name of the pseudo-frame that names a C function the innermost frame is calling.
-BUILTIN_FILE = "<built-in>"
-#: The function of the pseudo-frame of a sample taken while the garbage collector ran.
-GC_FUNCTION = "garbage collection"
 
 MAX_STALLS = 8  # kept per reset: the longest
 TOP_STACKS = 3  # kept per stall: the most frequent
