@@ -634,6 +634,8 @@ def _measure(
             probe = app.probe_stats()
             result.loop_lag_per_sample.append(probe["loop_lag_max_s"])
             result.app_cpu_per_sample.append(probe.get("cpu_s", 0.0))
+            own = probe.get("process_cpu_s", 0.0) - probe.get("cpu_s", 0.0)
+            result.probe_cpu_per_sample.append(max(0.0, own))
             result.app_wait_per_sample.append(probe.get("wait_s"))
             result.app_gc_per_sample.append(probe.get("gc_s", 0.0))
             added = int(probe.get("threads_peak", 0)) - int(probe.get("threads_start", 0))

@@ -254,8 +254,13 @@ class Measurement:
     upstream_peak_per_sample: list[int] = field(default_factory=list)
     #: Largest event-loop lag in the app during each sample (seconds).
     loop_lag_per_sample: list[float] = field(default_factory=list)
-    #: CPU seconds the app's process spent during each sample (exact, from the probe).
+    #: CPU seconds the app's process spent during each sample (from the probe), less what
+    #: the probe itself spent there (`probe_cpu_per_sample`): the app's own cost.
     app_cpu_per_sample: list[float] = field(default_factory=list)
+    #: CPU seconds of each sample the probe spent in the app's process and took off
+    #: `app_cpu_per_sample`: its watchdog thread (exact) and its lag ticks (priced, see
+    #: docs/gating.md). They grow with wall time, the app's own cost does not.
+    probe_cpu_per_sample: list[float] = field(default_factory=list)
     #: Seconds the app's threads waited for a CPU during each sample (the kernel's run-queue
     #: time, from the probe; None where /proc does not say): a busy machine, not the code.
     app_wait_per_sample: list[float | None] = field(default_factory=list)

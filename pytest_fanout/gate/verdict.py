@@ -545,6 +545,11 @@ def _compare_case(
         ):
             base, now, short, pooled_note = _pooled(metric, old, new, base_run, now_run, base, now)
         change = compare_values(rule, base, now, config.alpha, resamples)
+        unlike = _cpu_unlike(old, new) if metric.name == "cpu" else ""
+        if unlike:  # two quantities: not judged, never a bare "same"
+            change.unjudged = change.note = unlike
+            change.gated = change.regressed = change.improved = False
+            change.detectable = None
         if change.unjudged and short:
             change.unjudged = change.note = short  # the gate's bound, not the user's repeat
         elif pooled_note and change.gated and rule.enforced:
@@ -634,6 +639,24 @@ def _busier(old: Case, new: Case) -> tuple[str, float, str] | None:
             )
             return side, per_cpu, why
     return None
+
+
+def _cpu_unlike(old: Case, new: Case) -> str:
+    """Why the two sides' cpu figures are not the same quantity, or "". A run saved before the
+    probe took its own CPU off (no `probe_cpu_per_sample`) counted its watchdog thread and lag
+    ticks in, ~25 ms a second of wall time: against a run without them, cpu would read as an
+    improvement the code never made."""
+    older = [
+        side
+        for side, case in (("the baseline", old), ("this run", new))
+        if "probe_cpu_per_sample" not in case.record
+    ]
+    if len(older) != 1:
+        return ""
+    return (
+        f"{older[0]} was saved by an older pytest-fanout, whose cpu held the probe's own CPU"
+        " (its watchdog and lag ticks): save it again to compare cpu"
+    )
 
 
 def _without_machine(case: Case, per_cpu: float) -> Case:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +32,14 @@ PROBE_PATH = "/__fanout__/probe"
 #: The bearer token the probe's path asks for (set by the harness for each app it starts).
 PROBE_TOKEN_ENV = "PYTEST_FANOUT_PROBE_TOKEN"
 TICK_S = 0.005
+#: Quiet ticks kept to price one (the latest), how many of the latest price a sample with
+#: too few of its own, and how many it takes before a price holds.
+QUIET_TICKS = 4096
+RECENT_QUIET_TICKS = 256
+MIN_QUIET_TICKS = 16
+#: A quiet tick that cost more than this many times their median held something else (a
+#: garbage collection, a connection closing): left out of the price.
+QUIET_OUTLIER = 2.0
 #: A wake-up later than this counts as a stall in `stalls` (PYTEST_FANOUT_STALL_MS sets it).
 STALL_S = DEFAULT_STALL_S
 
@@ -46,8 +56,19 @@ class ProbeStats:
     stalls: int = 0
     ticks: int = 0
     #: CPU seconds this process used since the last reset (all threads; microsecond
-    #: resolution): the app's own cost of what it served meanwhile.
+    #: resolution), less the stall watch's thread (the harness's, not the app's): the app's
+    #: own cost of what it served meanwhile.
     cpu_s: float = 0.0
+    #: The same with the stall watch's thread and the monitor's ticks in: what the process
+    #: as a whole spent (`benchmarks/probe_cost.py` weighs the sampler with it).
+    process_cpu_s: float = 0.0
+    #: The loop thread's CPU the monitor's ticks cost since the reset, taken off `cpu_s`:
+    #: the ticks counted at the price of a quiet tick (`tick_price_s`). None until enough
+    #: quiet ticks priced it: then `cpu_s` still holds the ticks.
+    tick_cpu_s: float | None = None
+    #: The loop thread's CPU one tick of the monitor costs while nothing else runs (the wake
+    #: from the selector, the tick, the server's own timers), measured in this process.
+    tick_price_s: float | None = None
     #: Seconds this process's threads waited for a CPU since the last reset (the kernel's
     #: run-queue time, /proc/self/task/*/schedstat): what a busy machine, not the code, added
     #: to the wall time. None where /proc does not say (not Linux): never a made-up 0.
@@ -70,7 +91,6 @@ class LoopProbe:
         self.app = app
         self.tick_s = tick_s
         self.stats = ProbeStats()
-        self._cpu_at_reset = time.process_time()
         self._wait_at_reset = run_queue_waits()
         token = os.environ.get(PROBE_TOKEN_ENV, "")
         self._authorization = f"Bearer {token}".encode() if token else None
@@ -92,8 +112,17 @@ class LoopProbe:
                 gc_watch=self.gc_watch,
             )
         )
+        self._cpu_at_reset = self._cpu_now()
+        #: The loop thread's CPU at the monitor's last tick; whether nothing but the monitor
+        #: ran since (no request began or ended, no probe read); and the CPU of the latest
+        #: quiet ticks (their price: what a tick costs the loop when it has nothing else).
+        self._tick_cpu = 0.0
+        self._quiet = False
+        self._quiet_ticks: deque[float] = deque(maxlen=QUIET_TICKS)
+        self._quiet_since_reset = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        self._quiet = False
         if self._monitor is None:
             self._due = time.perf_counter() + self.tick_s
             self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
@@ -117,12 +146,14 @@ class LoopProbe:
             raise
         finally:
             self.stats.inflight -= 1
+            self._quiet = False
 
     async def _watch_loop(self) -> None:
         self.gc_watch.install()
         watch = self.stall_watch
         if watch is not None:
             watch.start(threading.get_ident())
+        self._tick_cpu = time.thread_time()
         while True:
             self._due = time.perf_counter() + self.tick_s
             await asyncio.sleep(self.tick_s)
@@ -131,6 +162,11 @@ class LoopProbe:
                 watch.stamp = now
             lag = now - self._due
             stats = self.stats
+            cpu = time.thread_time()
+            if self._quiet:
+                self._quiet_ticks.append(cpu - self._tick_cpu)
+                self._quiet_since_reset += 1
+            self._tick_cpu, self._quiet = cpu, True
             stats.ticks += 1
             threads = threading.active_count()
             if threads > stats.threads_peak:
@@ -139,6 +175,33 @@ class LoopProbe:
                 stats.loop_lag_max_s = lag
             if lag > self.stall_s:
                 stats.stalls += 1
+
+    def tick_price_s(self) -> float | None:
+        """What one tick costs the loop thread when nothing else runs: the mean of the quiet
+        ticks since the reset (the latest RECENT_QUIET_TICKS when it had too few; outliers
+        left out), or None before MIN_QUIET_TICKS of them. A tick is quiet when no request
+        began or ended and no probe was read since the one before: a long wait on upstreams
+        is almost all quiet ticks, priced at the processor's speed of that very wait.
+
+        Its ticks are CPU the app spends because the harness watches it, and they grow with
+        wall time: ~20 ms a second here, so the same code read 3 ms a request at a 20 ms
+        upstream delay and 36 ms at 2 s. Priced in this process, at this processor's speed,
+        and taken off `cpu_s` per tick counted. A tick while the loop is busy costs less (no
+        wake of its own), so the price takes off at most one quiet tick too many per 5 ms of
+        the app's own CPU: about 2% of it, whatever the delay."""
+        kept = self._quiet_ticks
+        own = min(self._quiet_since_reset, len(kept))
+        count = own if own >= MIN_QUIET_TICKS else min(len(kept), RECENT_QUIET_TICKS)
+        if count < MIN_QUIET_TICKS:
+            return None
+        quiet = list(kept)[-count:]
+        limit = statistics.median(quiet) * QUIET_OUTLIER
+        return statistics.fmean(cost for cost in quiet if cost <= limit)
+
+    def _cpu_now(self) -> tuple[float, float]:
+        """(the process's CPU seconds, the stall watch thread's share of them)."""
+        harness = 0.0 if self.stall_watch is None else self.stall_watch.cpu_s()
+        return time.process_time(), harness
 
     def _watchdog(self) -> int | None:
         return None if self.stall_watch is None else self.stall_watch.watchdog_tid
@@ -157,7 +220,8 @@ class LoopProbe:
                 inflight=self.stats.inflight, threads_start=threads, threads_peak=threads
             )
             self.stats.peak_inflight = self.stats.inflight
-            self._cpu_at_reset = time.process_time()
+            self._cpu_at_reset = self._cpu_now()
+            self._quiet_since_reset = 0
             self._wait_at_reset = run_queue_waits(self._watchdog())
             # A tick overdue from before the reset must not carry its lag into the new sample.
             self._due = max(self._due, now)
@@ -167,7 +231,14 @@ class LoopProbe:
         elif now - self._due > self.stats.loop_lag_max_s:
             # The loop can serve this before the overdue tick has run: count the lag now.
             self.stats.loop_lag_max_s = now - self._due
-        self.stats.cpu_s = time.process_time() - self._cpu_at_reset
+        process, harness = self._cpu_now()
+        stats = self.stats
+        stats.process_cpu_s = process - self._cpu_at_reset[0]
+        stats.cpu_s = stats.process_cpu_s - (harness - self._cpu_at_reset[1])
+        price = stats.tick_price_s = self.tick_price_s()
+        if price is not None:
+            stats.tick_cpu_s = min(stats.cpu_s, stats.ticks * price)
+            stats.cpu_s -= stats.tick_cpu_s
         self.stats.wait_s = waited_since(self._wait_at_reset, run_queue_waits(self._watchdog()))
         gc_watch = self.gc_watch
         self.stats.gc_s = round(gc_watch.total_s, 6)

@@ -211,3 +211,22 @@ def test_the_ab_sampler_is_told_what_the_rules_still_want() -> None:
     assert wanted(20, 20, 0.40) == (0, False)  # the test's own 20: its repeat, not topped up
     # Below the rank test's least (5 at alpha 0.01) the timings want more too.
     assert wanted(3, 3, 0.02) == (17, False)
+
+
+def test_a_baseline_whose_cpu_held_the_probes_own_is_not_compared_on_cpu() -> None:
+    """A run saved before the probe took its own CPU off (no `probe_cpu_per_sample`) read
+    ~25 ms more a second of wall time: against today's figure, a false improvement."""
+    paths = ("/async/10",)
+    old = Run.from_measurements([measured(p, 0.0300, 20, i) for i, p in enumerate(paths)])
+    for case in old.cases:
+        del case.record["probe_cpu_per_sample"]
+    head = Run.from_measurements([measured(p, 0.0040, 20, 10 + i) for i, p in enumerate(paths)])
+    for v in compare_runs(old, head, AB, same_machine=True).verdicts:
+        cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
+        assert not cpu.gated and not cpu.improved
+        assert cpu.unjudged.startswith("the baseline was saved by an older pytest-fanout")
+        assert v.verdict != "improvement" and "not gated: cpu" in v.shown_verdict
+    # Both sides of one kind compare as before: a 7.5x fall is an improvement.
+    again = Run.from_measurements([measured(p, 0.0300, 20, i) for i, p in enumerate(paths)])
+    verdict = compare_runs(again, head, AB, same_machine=True).verdicts[0]
+    assert verdict.verdict == "improvement"
