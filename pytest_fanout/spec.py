@@ -844,7 +844,8 @@ def add_options(
     `--{prefix}{key}` plus the option's own old names for `front_end` and `aliases`.
     `typed`: parse each value as it is read (argparse front ends); pytest parses after
     the ini. A stack option's default is None (a flag left out does not override the
-    spec); another's is the option's default, or `defaults[key]` for this front end."""
+    spec); another's is the option's default, or `defaults[key]` for this front end.
+    pytest's flags that take a value get `_pytest_action` (a dash-led value apart)."""
     if keys is None:
         keys = [
             key
