@@ -57,8 +57,10 @@ from pytest_fanout.spec import (
     SpecError,
     StackSpec,
     add_options,
+    join_dash_values,
     options_for,
     resolve,
+    value_flags,
     value_of,
 )
 
@@ -125,6 +127,17 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     add_options(parser.add_argument, prefix=STACK_PREFIX, front_end="locust", keys=LOAD_KEYS)
     # The stack: [tool.fanout], these override it.
     add_options(parser.add_argument, prefix=STACK_PREFIX, group="stack", front_end="locust")
+    _join_dash_values_in_argv()
+
+
+def _join_dash_values_in_argv() -> None:
+    """`--fanout-rate-limit -1/s` as `--fanout-rate-limit=-1/s` (`spec.join_dash_values`, our
+    flags only), so the value gets its option's one line, not argparse's "expected one
+    argument". Locust fires this event in `get_parser()`, then parses `sys.argv[1:]` (its
+    config file and environment give `--key=value` already): the one place to join."""
+    joined = join_dash_values(sys.argv[1:], value_flags(STACK_PREFIX, "locust"))
+    if joined != sys.argv[1:]:
+        sys.argv[1:] = joined
 
 
 def option(environment: Environment, key: str) -> Any:

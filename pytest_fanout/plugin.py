@@ -25,9 +25,13 @@ from pytest_fanout.spec import (
     StackSpec,
     add_inis,
     add_options,
+    end_early_parse,
+    join_dash_values,
+    missing_value,
     options_for,
     parse_values,
     resolve,
+    value_flags,
 )
 
 if TYPE_CHECKING:
@@ -131,11 +135,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_inis(parser.addini, group="stack")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(args: list[str]) -> None:
+    """`--fanout-rate-limit -1/s` as `--fanout-rate-limit=-1/s` (`spec.join_dash_values`,
+    our flags only), before pytest parses the command line for good: the value gets its
+    option's own one line, not argparse's "expected one argument" (pytest's documented way
+    to change the arguments: `args` in place)."""
+    args[:] = join_dash_values(args, value_flags(PREFIX, "pytest"))
+    end_early_parse()
+
+
 def option_value(config: pytest.Config, key: str) -> tuple[Any, str]:
     """An option's raw value and where it was given: the flag, else its ini key (the
     registry's names); (None, "") when neither gives one."""
     option = OPTIONS[key]
     value = config.getoption(option.dest)
+    if missing_value(value):  # only when the plugin came too late to join (a conftest's)
+        raise pytest.UsageError(f"argument {option.flag(PREFIX)}: expected one argument")
     if value not in (None, False):
         return value, option.flag(PREFIX)
     if option.ini_name:
@@ -165,6 +181,7 @@ def read_spec(config: pytest.Config) -> StackSpec:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    end_early_parse()  # loaded by a conftest.py: too late to join, but --help shows MS
     config.addinivalue_line(
         "markers",
         f"{MARKER}(upstream=NAME, **behaviour): set a stub upstream's behaviour for one test "

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -706,6 +707,115 @@ OPTIONS: dict[str, Option] = {
 }
 
 
+# ---- a value that starts with a dash: "--fanout-rate-limit -1/s" ---------------------------
+# argparse takes a word that starts with a dash and is no plain number ("-1/s", "-5ms",
+# "-1e-3") for an option, and says "argument --rate-limit: expected one argument" of a flag
+# that was given one. Every front end joins such a word to OUR flag before it ("--rate-limit=
+# -1/s", which argparse reads as the value), so the value reaches the option's own check
+# and its one line. A dash and a digit starts no option of anyone's; "--" ends the options.
+
+#: A word that is a value, never an option: a dash, then a digit (or a dot and a digit).
+DASH_VALUE = re.compile(r"-\.?\d")
+
+
+def value_flags(prefix: str, front_end: str) -> frozenset[str]:
+    """Every flag of `front_end` that takes a value (no switch), with `prefix`, and its own
+    old names: the flags whose dash-led value `join_dash_values` joins."""
+    flags: set[str] = set()
+    for option in OPTIONS.values():
+        if front_end in option.front_ends and not option.switch:
+            flags.add(option.flag(prefix))
+            flags.update(option.aliases.get(front_end, ()))
+    return frozenset(flags)
+
+
+def join_dash_values(args: Sequence[str], flags: Container[str] | None) -> list[str]:
+    """`args` with each `FLAG VALUE` whose VALUE starts with a dash and a digit (DASH_VALUE)
+    written `FLAG=VALUE`, for the long flags in `flags` (None: every long flag, for a parser
+    whose options are all ours). Nothing else changes; nothing after "--" (positionals)."""
+    out: list[str] = []
+    index = 0
+    while index < len(args):
+        word = args[index]
+        if word == "--":
+            out += args[index:]
+            break
+        following = args[index + 1] if index + 1 < len(args) else ""
+        ours = word.startswith("--") and "=" not in word and (flags is None or word in flags)
+        if ours and DASH_VALUE.match(following):
+            out.append(f"{word}={following}")
+            index += 2
+        else:
+            out.append(word)
+            index += 1
+    return out
+
+
+#: What pytest stores for a flag of ours given without a value, when it was read before
+#: its arguments were joined (see `_PytestValue`); `missing_value` names it.
+MISSING = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+
+
+def missing_value(value: Any) -> bool:
+    """True when a flag of ours came without its value (`MISSING`, alone or in a list)."""
+    if isinstance(value, list | tuple):
+        return any(item is MISSING for item in value)
+    return value is MISSING
+
+
+class _EarlyParse:
+    """Whether pytest may still parse its arguments before they are joined."""
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+#: The registrations of pytest flags whose early parse is not over yet (`end_early_parse`).
+_EARLY: list[_EarlyParse] = []
+
+
+def end_early_parse() -> None:
+    """pytest's arguments are joined (`join_dash_values`, in the plugin's
+    `pytest_load_initial_conftests`): the flags of ours registered so far take exactly one
+    value again (argparse's own "expected one argument" for one given none; --help
+    shows `--fanout-delay-ms=MS`)."""
+    for early in _EARLY:
+        early.open = False
+    _EARLY.clear()
+
+
+def _pytest_action(early: _EarlyParse, *, repeat: bool) -> type[argparse.Action]:
+    """The argparse action of a pytest flag of ours that takes a value (`store`, or `append`
+    when `repeat`). pytest parses its arguments once with the plugins' flags known before any
+    plugin hook may see (and join) them (`Config._preparse`, for
+    `pytest_load_initial_conftests`' early config); there a dash-led value made argparse fail
+    with "expected one argument". Until `end_early_parse`, the flag's value is optional (a
+    dash-led word is left for later, the value read is thrown away with that parse); after,
+    it is one value, as declared."""
+
+    class Value(argparse.Action):
+        @property  # type: ignore[override]
+        def nargs(self) -> str | None:
+            return "?" if early.open else None
+
+        @nargs.setter
+        def nargs(self, _value: Any) -> None:  # argparse.Action.__init__ sets it
+            pass
+
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: Any,
+            option_string: str | None = None,
+        ) -> None:
+            if repeat:
+                values = [*(getattr(namespace, self.dest, None) or []), values]
+            setattr(namespace, self.dest, values)
+
+    return Value
+
+
 def _argparse_type(parse: Callable[[Any], Any]) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         try:
@@ -734,13 +844,17 @@ def add_options(
     `--{prefix}{key}` plus the option's own old names for `front_end` and `aliases`.
     `typed`: parse each value as it is read (argparse front ends); pytest parses after
     the ini. A stack option's default is None (a flag left out does not override the
-    spec); another's is the option's default, or `defaults[key]` for this front end."""
+    spec); another's is the option's default, or `defaults[key]` for this front end.
+    pytest's flags that take a value get `_pytest_action` (a dash-led value apart)."""
     if keys is None:
         keys = [
             key
             for key, option in OPTIONS.items()
             if option.group == group and (front_end is None or front_end in option.front_ends)
         ]
+    early = _EarlyParse() if front_end == "pytest" else None
+    if early is not None:
+        _EARLY.append(early)
     for key in keys:
         option = OPTIONS[key]
         names = [option.flag(prefix)]
@@ -755,7 +869,11 @@ def add_options(
         if option.switch:
             kwargs["action"] = "store_true"
         else:
-            kwargs["action"] = "append" if option.repeat else "store"
+            if early is not None:  # pytest: a dash-led value may come apart (see above)
+                kwargs["action"] = _pytest_action(early, repeat=option.repeat)
+                kwargs["const"] = MISSING
+            else:
+                kwargs["action"] = "append" if option.repeat else "store"
             kwargs["metavar"] = option.metavar
             if option.choices:
                 kwargs["choices"] = option.choices

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pytest_fanout import limits
 from pytest_fanout.artifacts import ArtifactError, mask_text
 from pytest_fanout.limits import ExitCode, fraction, http_status, strict_json_loads
-from pytest_fanout.spec import OPTIONS, SpecError, StackSpec, add_options, options_for, resolve
+from pytest_fanout.spec import (
+    OPTIONS,
+    SpecError,
+    StackSpec,
+    add_options,
+    join_dash_values,
+    options_for,
+    resolve,
+)
 
 if TYPE_CHECKING:
     import httpx2
@@ -313,39 +320,16 @@ def add_listen_options(parser: argparse.ArgumentParser) -> None:
 # ---- the parser and main --------------------------------------------------------------
 
 
-#: A value that starts with a dash and a digit: never an option of `fanout`.
-_DASH_VALUE = re.compile(r"-\d")
-
-
-def _join_dash_values(args: Sequence[str]) -> list[str]:
-    """`--flag -1/s` as `--flag=-1/s`: argparse reads a word that starts with a dash and is
-    no plain number ("-1/s", "-5ms") as an unknown option, and said "--rate-limit: expected
-    one argument" of a flag that was given one; joined, the value reaches the flag's own
-    check ("'-1/s' must allow at least 1 call"). No option of ours starts with a digit."""
-    out: list[str] = []
-    words = list(args)
-    index = 0
-    while index < len(words):
-        word = words[index]
-        following = words[index + 1] if index + 1 < len(words) else ""
-        if word.startswith("--") and "=" not in word and _DASH_VALUE.match(following):
-            out.append(f"{word}={following}")
-            index += 2
-        else:
-            out.append(word)
-            index += 1
-    return out
-
-
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is ONE line (with where to get help), exit status 2;
-    a value that starts with a dash is the value of the flag before it."""
+    a value that starts with a dash and a digit ("--rate-limit -1/s") is the value of the
+    flag before it (`spec.join_dash_values`: every option of `fanout` is ours)."""
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         if args is not None:
-            args = _join_dash_values(args)
+            args = join_dash_values(args, None)
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
