@@ -575,6 +575,8 @@ def _measure(
             _app_idle(app, wait_s, label, own=index > 0)
         _settle(stubs, wait_s, label)
         if app is not None:
+            if index == warmup:
+                app.probe_price()  # the probe's ticks priced afresh: off every sample's CPU
             app.probe_reset()
         if disconnect_after_s is not None:
             sent, answered = hang_up(app_url, request, disconnect_after_s)

@@ -32,14 +32,22 @@ PROBE_PATH = "/__fanout__/probe"
 #: The bearer token the probe's path asks for (set by the harness for each app it starts).
 PROBE_TOKEN_ENV = "PYTEST_FANOUT_PROBE_TOKEN"
 TICK_S = 0.005
-#: Quiet ticks kept to price one (the latest), how many of the latest price a sample with
-#: too few of its own, and how many it takes before a price holds.
-QUIET_TICKS = 4096
-RECENT_QUIET_TICKS = 256
-MIN_QUIET_TICKS = 16
-#: A quiet tick that cost more than this many times their median held something else (a
-#: garbage collection, a connection closing): left out of the price.
-QUIET_OUTLIER = 2.0
+#: Idle ticks kept to price one (the latest), and how many it takes before a price holds.
+IDLE_TICKS = 256
+MIN_IDLE_TICKS = 16
+#: An idle tick that cost more than this many times their median held something else (a
+#: garbage collection, the server's own timer): left out of the price.
+IDLE_OUTLIER = 2.0
+#: The longest `GET PROBE_PATH?price=1` waits for MIN_IDLE_TICKS new idle ticks.
+PRICE_WAIT_S = 1.0
+#: A sample's own quiet ticks (no request began or ended) that cost at most this many times
+#: the idle price did nothing but tick; with at least MIN_OWN_TICKS of them, their mean
+#: prices the sample's ticks (a long wait on upstreams: its ticks cost less than the idle
+#: price taken right after a request, ~70 against ~88 us here), else the idle price does.
+CLEAN_TICK = 1.5
+MIN_OWN_TICKS = 8
+#: A sample's quiet ticks kept (a sample of a minute has 12,000): the first ones.
+OWN_TICKS = 4096
 #: A wake-up later than this counts as a stall in `stalls` (PYTEST_FANOUT_STALL_MS sets it).
 STALL_S = DEFAULT_STALL_S
 
@@ -63,8 +71,8 @@ class ProbeStats:
     #: as a whole spent (`benchmarks/probe_cost.py` weighs the sampler with it).
     process_cpu_s: float = 0.0
     #: The loop thread's CPU the monitor's ticks cost since the reset, taken off `cpu_s`:
-    #: the ticks counted at the price of a quiet tick (`tick_price_s`). None until enough
-    #: quiet ticks priced it: then `cpu_s` still holds the ticks.
+    #: the ticks counted at the price of an idle tick (`tick_price_s`). None until enough
+    #: idle ticks priced it: then `cpu_s` still holds the ticks.
     tick_cpu_s: float | None = None
     #: The loop thread's CPU one tick of the monitor costs while nothing else runs (the wake
     #: from the selector, the tick, the server's own timers), measured in this process.
@@ -114,12 +122,16 @@ class LoopProbe:
         )
         self._cpu_at_reset = self._cpu_now()
         #: The loop thread's CPU at the monitor's last tick; whether nothing but the monitor
-        #: ran since (no request began or ended, no probe read); and the CPU of the latest
-        #: quiet ticks (their price: what a tick costs the loop when it has nothing else).
+        #: ran since (no request began or ended, no probe read); the CPU of the latest idle
+        #: ticks (their price: what a tick costs the loop when it has nothing else); and
+        #: how many were ever taken, for `?price=1` to wait for new ones.
         self._tick_cpu = 0.0
         self._quiet = False
-        self._quiet_ticks: deque[float] = deque(maxlen=QUIET_TICKS)
-        self._quiet_since_reset = 0
+        self._idle_ticks: deque[float] = deque(maxlen=IDLE_TICKS)
+        self._idle_count = 0
+        self._priced: tuple[int, asyncio.Event] | None = None
+        #: This sample's quiet ticks (no request began or ended, none read the probe).
+        self._own_ticks: list[float] = []
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         self._quiet = False
@@ -163,9 +175,13 @@ class LoopProbe:
             lag = now - self._due
             stats = self.stats
             cpu = time.thread_time()
-            if self._quiet:
-                self._quiet_ticks.append(cpu - self._tick_cpu)
-                self._quiet_since_reset += 1
+            if self._quiet and len(self._own_ticks) < OWN_TICKS:
+                self._own_ticks.append(cpu - self._tick_cpu)
+            if self._quiet and stats.inflight == 0:
+                self._idle_ticks.append(cpu - self._tick_cpu)
+                self._idle_count += 1
+                if self._priced is not None and self._idle_count >= self._priced[0]:
+                    self._priced[1].set()
             self._tick_cpu, self._quiet = cpu, True
             stats.ticks += 1
             threads = threading.active_count()
@@ -177,26 +193,52 @@ class LoopProbe:
                 stats.stalls += 1
 
     def tick_price_s(self) -> float | None:
-        """What one tick costs the loop thread when nothing else runs: the mean of the quiet
-        ticks since the reset (the latest RECENT_QUIET_TICKS when it had too few; outliers
-        left out), or None before MIN_QUIET_TICKS of them. A tick is quiet when no request
-        began or ended and no probe was read since the one before: a long wait on upstreams
-        is almost all quiet ticks, priced at the processor's speed of that very wait.
+        """What one tick costs the loop thread when nothing else runs: the mean of the latest
+        idle ticks (outliers left out), or None before MIN_IDLE_TICKS of them. A tick is
+        idle when no request was in flight and none began or ended, and no probe was read,
+        since the one before: the loop did nothing but tick.
 
         Its ticks are CPU the app spends because the harness watches it, and they grow with
-        wall time: ~20 ms a second here, so the same code read 3 ms a request at a 20 ms
-        upstream delay and 36 ms at 2 s. Priced in this process, at this processor's speed,
-        and taken off `cpu_s` per tick counted. A tick while the loop is busy costs less (no
-        wake of its own), so the price takes off at most one quiet tick too many per 5 ms of
-        the app's own CPU: about 2% of it, whatever the delay."""
-        kept = self._quiet_ticks
-        own = min(self._quiet_since_reset, len(kept))
-        count = own if own >= MIN_QUIET_TICKS else min(len(kept), RECENT_QUIET_TICKS)
-        if count < MIN_QUIET_TICKS:
+        wall time: ~17 ms a second here, so the same code read 3 ms a request at a 20 ms
+        upstream delay and 36 ms at 2 s. Priced in this process, at this processor's speed
+        (`?price=1` takes new ones), and taken off `cpu_s` per tick counted. Only idle ticks
+        price it: a tick during a fan-out's waves often shares its 5 ms with the app's work,
+        and priced from those, a path of 7 waves 10 ms apart read 14 ms of CPU for 22. A tick
+        while the loop is busy costs less (no wake of its own), so the price takes off at
+        most one idle tick too many per 5 ms of the app's own CPU: about 2% of it."""
+        idle = self._idle_ticks
+        if len(idle) < MIN_IDLE_TICKS:
             return None
-        quiet = list(kept)[-count:]
-        limit = statistics.median(quiet) * QUIET_OUTLIER
-        return statistics.fmean(cost for cost in quiet if cost <= limit)
+        limit = statistics.median(idle) * IDLE_OUTLIER
+        return statistics.fmean(cost for cost in idle if cost <= limit)
+
+    def sample_tick_price_s(self) -> float | None:
+        """The price of this sample's ticks: the mean of its own clean ticks (quiet, at most
+        CLEAN_TICK times the idle price) when it has MIN_OWN_TICKS of them, else the idle
+        price (`tick_price_s`); None without one. A tick of a fan-out's waves that also ran
+        the app's work costs more than that and is left out; one that ran under
+        (CLEAN_TICK - 1) idle prices of work with it is taken for a tick."""
+        idle = self.tick_price_s()
+        if idle is None:
+            return None
+        clean = [cost for cost in self._own_ticks if cost <= idle * CLEAN_TICK]
+        return statistics.fmean(clean) if len(clean) >= MIN_OWN_TICKS else idle
+
+    async def _take_price(self) -> None:
+        """Wait (at most PRICE_WAIT_S) until the monitor has taken MIN_IDLE_TICKS new idle
+        ticks: the harness asks before a measurement's timed samples, so every sample is
+        priced, at the processor's speed of now. The loop does nothing else meanwhile (this
+        request is not in flight, and waits on an event the tick sets)."""
+        if self._monitor is None:
+            return
+        event = asyncio.Event()
+        self._priced = (self._idle_count + MIN_IDLE_TICKS, event)
+        try:
+            await asyncio.wait_for(event.wait(), PRICE_WAIT_S)
+        except TimeoutError:
+            pass  # a loop never idle (a background task): the price stays as it was
+        finally:
+            self._priced = None
 
     def _cpu_now(self) -> tuple[float, float]:
         """(the process's CPU seconds, the stall watch thread's share of them)."""
@@ -212,6 +254,8 @@ class LoopProbe:
         return (b"authorization", self._authorization) in scope["headers"]
 
     async def _serve(self, scope: dict, send: Any) -> None:
+        if scope["method"] == "GET" and b"price=1" in scope.get("query_string", b""):
+            await self._take_price()
         now = time.perf_counter()
         if scope["method"] == "POST":
             # Keep the in-flight count: requests still running must be able to finish it.
@@ -221,7 +265,7 @@ class LoopProbe:
             )
             self.stats.peak_inflight = self.stats.inflight
             self._cpu_at_reset = self._cpu_now()
-            self._quiet_since_reset = 0
+            self._own_ticks = []
             self._wait_at_reset = run_queue_waits(self._watchdog())
             # A tick overdue from before the reset must not carry its lag into the new sample.
             self._due = max(self._due, now)
@@ -235,7 +279,7 @@ class LoopProbe:
         stats = self.stats
         stats.process_cpu_s = process - self._cpu_at_reset[0]
         stats.cpu_s = stats.process_cpu_s - (harness - self._cpu_at_reset[1])
-        price = stats.tick_price_s = self.tick_price_s()
+        price = stats.tick_price_s = self.sample_tick_price_s()
         if price is not None:
             stats.tick_cpu_s = min(stats.cpu_s, stats.ticks * price)
             stats.cpu_s -= stats.tick_cpu_s

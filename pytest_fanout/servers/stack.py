@@ -98,6 +98,11 @@ class AppServer(ServerProcess):
     def probe_reset(self) -> dict[str, float]:
         return self.control.post(PROBE_PATH).raise_for_status().json()
 
+    def probe_price(self) -> dict[str, float]:
+        """`probe_stats()` once the probe has priced its tick afresh (a moment of idle loop,
+        at most `probe.PRICE_WAIT_S`): its ticks are then taken off the app's CPU."""
+        return self.control.get(PROBE_PATH, params={"price": "1"}).raise_for_status().json()
+
     def twin(
         self,
         *,
