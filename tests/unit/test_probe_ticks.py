@@ -1,5 +1,5 @@
 """The probe's own CPU is not the app's: its watchdog thread (read from the thread's CPU clock)
-and its lag ticks (priced from quiet ticks) are taken off the app's CPU per request. Both grow
+and its lag ticks (priced from idle ticks) are taken off the app's CPU per request. Both grow
 with wall time: before, the same code read 3 ms a request at a 20 ms upstream delay and 58 ms
 at 2 s, and the gate's 5% was of that."""
 
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from pytest_fanout.servers import probe as probe_module
-from pytest_fanout.servers.probe import MIN_QUIET_TICKS, RECENT_QUIET_TICKS, LoopProbe
+from pytest_fanout.servers.probe import MIN_IDLE_TICKS, MIN_OWN_TICKS, LoopProbe
 from pytest_fanout.servers.proctree import SchedStats, thread_schedstats
 from pytest_fanout.servers.stallwatch import StallWatch
 
@@ -33,34 +33,60 @@ def _read(probe: LoopProbe) -> dict:
     return json.loads(sent[-1]["body"])
 
 
-def test_no_price_before_enough_quiet_ticks() -> None:
+def test_no_price_before_enough_idle_ticks() -> None:
     probe = LoopProbe(_nothing)
-    probe._quiet_ticks.extend([0.0001] * (MIN_QUIET_TICKS - 1))
+    probe._idle_ticks.extend([0.0001] * (MIN_IDLE_TICKS - 1))
     assert probe.tick_price_s() is None
-    probe._quiet_ticks.append(0.0001)
+    probe._idle_ticks.append(0.0001)
     assert probe.tick_price_s() == pytest.approx(0.0001)
 
 
-def test_a_quiet_tick_that_held_something_else_is_left_out() -> None:
+def test_an_idle_tick_that_held_something_else_is_left_out() -> None:
     probe = LoopProbe(_nothing)
-    # 30 ticks of 100 us and two that also ran a collection or a connection's close.
-    probe._quiet_ticks.extend([0.0001] * 30 + [0.0009, 0.0030])
+    # 30 ticks of 100 us and two that also ran a collection or the server's own timer.
+    probe._idle_ticks.extend([0.0001] * 30 + [0.0009, 0.0030])
     assert probe.tick_price_s() == pytest.approx(0.0001)
 
 
-def test_a_sample_with_enough_quiet_ticks_of_its_own_is_priced_by_them() -> None:
+def test_a_sample_with_enough_clean_ticks_of_its_own_is_priced_by_them() -> None:
     probe = LoopProbe(_nothing)
-    # The processor was slower before the reset: the sample's own ticks price it.
-    probe._quiet_ticks.extend([0.0002] * RECENT_QUIET_TICKS)
-    probe._quiet_ticks.extend([0.0001] * MIN_QUIET_TICKS)
-    probe._quiet_since_reset = MIN_QUIET_TICKS
-    assert probe.tick_price_s() == pytest.approx(0.0001)
-    # Too few of its own: the latest RECENT_QUIET_TICKS price it.
-    probe._quiet_since_reset = MIN_QUIET_TICKS - 1
-    expected = (0.0002 * (RECENT_QUIET_TICKS - MIN_QUIET_TICKS) + 0.0001 * MIN_QUIET_TICKS) / (
-        RECENT_QUIET_TICKS
-    )
-    assert probe.tick_price_s() == pytest.approx(expected)
+    probe._idle_ticks.extend([0.0001] * MIN_IDLE_TICKS)  # taken right after a request
+    # A long wait on upstreams: its ticks cost 80 us; the wave's ticks that ran the app's
+    # work with them (300 us) are not ticks' cost.
+    probe._own_ticks = [0.00008] * MIN_OWN_TICKS + [0.0003] * 3
+    assert probe.sample_tick_price_s() == pytest.approx(0.00008)
+    # Too few of its own (a short sample, a path of waves 10 ms apart): the idle price.
+    probe._own_ticks = [0.00008] * (MIN_OWN_TICKS - 1) + [0.0003] * 9
+    assert probe.sample_tick_price_s() == pytest.approx(0.0001)
+    # No idle price yet: nothing to tell a clean tick by.
+    assert LoopProbe(_nothing).sample_tick_price_s() is None
+
+
+def test_price_waits_for_new_idle_ticks_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`?price=1` returns once the monitor has taken MIN_IDLE_TICKS new idle ticks (a real
+    loop, real ticks, nothing else on it), and gives up after PRICE_WAIT_S on a loop that is
+    never idle."""
+
+    async def run() -> tuple[int, float]:
+        probe = LoopProbe(_nothing, tick_s=0.001)
+        probe._monitor = asyncio.get_running_loop().create_task(probe._watch_loop())
+        try:
+            before = probe._idle_count
+            await probe._take_price()
+            new = probe._idle_count - before
+            probe.stats.inflight = 1  # a request that never ends: no tick is idle
+            monkeypatch.setattr(probe_module, "PRICE_WAIT_S", 0.05)
+            began = time.perf_counter()
+            await probe._take_price()
+            return new, time.perf_counter() - began
+        finally:
+            probe._monitor.cancel()
+            if probe.stall_watch is not None:
+                probe.stall_watch.stop()
+
+    new, waited = asyncio.run(run())
+    assert new >= MIN_IDLE_TICKS
+    assert 0.04 <= waited < 1.0
 
 
 def test_the_app_cpu_is_the_process_less_the_watchdog_and_the_ticks(
@@ -70,7 +96,7 @@ def test_the_app_cpu_is_the_process_less_the_watchdog_and_the_ticks(
     probe._cpu_at_reset = (0.5, 0.1)
     monkeypatch.setattr(probe, "_cpu_now", lambda: (1.0, 0.2))  # the process, the watchdog
     probe.stats.ticks = 1000
-    probe._quiet_ticks.extend([0.0001] * MIN_QUIET_TICKS)
+    probe._idle_ticks.extend([0.0001] * MIN_IDLE_TICKS)
     data = _read(probe)
     assert data["process_cpu_s"] == pytest.approx(0.5)
     assert data["tick_price_s"] == pytest.approx(0.0001)
