@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 
@@ -140,6 +141,13 @@ def test_kept_open_readings_match_and_a_thread_that_ended_is_dropped() -> None:
         assert set(first) == set(thread_schedstats() or {})
         stop.set()
         other.join(5)
+        # join() returns before the kernel has removed the thread's task: wait for that
+        # (bounded), the condition itself, then read again.
+        task = f"/proc/self/task/{other.native_id}"
+        deadline = time.monotonic() + 5
+        while os.path.exists(task) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert not os.path.exists(task)
         after = reader.read()
         assert after is not None and str(other.native_id) not in after
         assert set(reader._fds) == set(after)  # the ended thread's file is closed
