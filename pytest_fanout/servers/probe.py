@@ -175,10 +175,11 @@ class LoopProbe:
             lag = now - self._due
             stats = self.stats
             cpu = time.thread_time()
+            spent = cpu - self._tick_cpu
             if self._quiet and len(self._own_ticks) < OWN_TICKS:
-                self._own_ticks.append(cpu - self._tick_cpu)
+                self._own_ticks.append(spent)
             if self._quiet and stats.inflight == 0:
-                self._idle_ticks.append(cpu - self._tick_cpu)
+                self._idle_ticks.append(spent)
                 self._idle_count += 1
                 if self._priced is not None and self._idle_count >= self._priced[0]:
                     self._priced[1].set()

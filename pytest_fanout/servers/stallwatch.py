@@ -166,10 +166,7 @@ class StallWatch:
             return
         self._thread_id = loop_thread_id
         self._native_id = threading.get_native_id()
-        try:
-            self._cpu_clock = time.pthread_getcpuclockid(loop_thread_id)
-        except (AttributeError, OSError):
-            self._cpu_clock = None
+        self._cpu_clock = _cpu_clock_of(loop_thread_id)
         self.stamp = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="fanout-stallwatch", daemon=True)
         self._thread.start()
@@ -218,10 +215,7 @@ class StallWatch:
     # ---- the watchdog thread ---------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self._own_clock = time.pthread_getcpuclockid(threading.get_ident())
-        except (AttributeError, OSError):
-            self._own_clock = None
+        self._own_clock = _cpu_clock_of(threading.get_ident())
         limit = self.tick_s + self.threshold_s
         while not self._stopped:
             stamp = self.stamp
@@ -452,6 +446,15 @@ class StallWatch:
             self._callees.clear()
         self._callees[key] = name
         return name
+
+
+def _cpu_clock_of(thread_id: int) -> int | None:
+    """The CPU clock of a thread of this process (`time.clock_gettime` reads it), or None
+    where the platform has none."""
+    try:
+        return time.pthread_getcpuclockid(thread_id)
+    except (AttributeError, OSError):
+        return None
 
 
 def _call_at(frame: types.FrameType) -> str | None:
