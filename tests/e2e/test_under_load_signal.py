@@ -1,14 +1,29 @@
 """`python -m tests.under_load` ended by SIGTERM (a `timeout`, a CI cancel) stops its
-burners and its command: nothing is left spinning on the runner."""
+burners and its command: nothing is left spinning on the runner. The command's own
+temporary root goes when it passed, and stays, named, when it failed."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.helpers import REPO, wait_until
+
+#: Writes a file into the temporary root the runner gives it, says where, exits with argv[1].
+WRITE_IN_ROOT = """
+import os, pathlib, sys
+root = pathlib.Path(os.environ["PYTEST_DEBUG_TEMPROOT"])
+(root / "pytest-of-someone").mkdir()
+(root / "pytest-of-someone" / "file").write_text("kept?")
+print(root)
+sys.exit(int(sys.argv[1]))
+"""
 
 
 def _children(pid: int) -> list[int]:
@@ -50,3 +65,32 @@ def test_sigterm_stops_the_burners_and_the_command() -> None:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_the_commands_temporary_root_goes_when_it_passed_and_stays_named_when_not(
+    code: int,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.under_load", "--burners", "0", "--"]
+        + [sys.executable, "-c", WRITE_IN_ROOT, str(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == code
+    root = Path(done.stdout.strip())
+    assert root.name.startswith("pytest-fanout-run-")
+    try:
+        if code == 0:
+            assert not root.exists()
+            assert done.stderr == ""
+        else:
+            assert (root / "pytest-of-someone" / "file").read_text() == "kept?"
+            assert done.stderr == (
+                f"under load: the command's temporary folders are kept in {root}\n"
+            )
+    finally:
+        if root.name.startswith("pytest-fanout-run-"):
+            shutil.rmtree(root, ignore_errors=True)
