@@ -99,6 +99,12 @@ HANG_MAX_S = 3600.0
 #: Bytes of one answer of the app the harness reads (its body, as sent on the wire): read
 #: as a stream and refused past this, never held whole (`max_answer_bytes`): 64 MiB.
 DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
+#: How the probe's CPU per request is reckoned, saved with every measurement
+#: (`Measurement.cpu_method`): the gate compares cpu only between runs of the same one.
+#: 0: the whole process (saved with no `probe_cpu_per_sample`); 1: less the probe's watchdog
+#: and its lag ticks, the ticks priced without the server's own timers (about 0.5 ms a
+#: second of wall time stayed in); 2: priced with them (servers/probe.py, TICK_OUTLIER).
+CPU_METHOD = 2
 #: The app's environment variable that switches the probe's stack sampler off.
 STACK_SAMPLING_ENV = "PYTEST_FANOUT_STACKS"
 #: The prefix of the stub's settings in a child's environment (`Behaviour.to_env`).

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_fanout.limits import BUILTIN_FILE, GC_FUNCTION
+from pytest_fanout.limits import BUILTIN_FILE, CPU_METHOD, GC_FUNCTION
 
 #: How long the app's own code may hold its event loop before it counts as blocking, whatever
 #: the upstream delay: a blocking call to an upstream holds it for the whole delay (50 ms or
@@ -261,6 +261,9 @@ class Measurement:
     #: `app_cpu_per_sample`: its watchdog thread (exact) and its lag ticks (priced, see
     #: docs/gating.md). They grow with wall time, the app's own cost does not.
     probe_cpu_per_sample: list[float] = field(default_factory=list)
+    #: How `app_cpu_per_sample` was reckoned (`limits.CPU_METHOD`): the gate compares cpu
+    #: only between runs of the same method. None: saved before it was recorded.
+    cpu_method: int | None = CPU_METHOD
     #: Seconds the app's threads waited for a CPU during each sample (the kernel's run-queue
     #: time, from the probe; None where /proc does not say): a busy machine, not the code.
     app_wait_per_sample: list[float | None] = field(default_factory=list)
@@ -609,6 +612,7 @@ class Measurement:
         values = {k: v for k, v in data.items() if k in names and k != "request"}
         if values.get("structure") is None:
             values["structure"] = {}  # saved before the held probe existed
+        values.setdefault("cpu_method", None)  # saved before it was recorded: not this one
         return cls(**values)
 
     def __repr__(self) -> str:

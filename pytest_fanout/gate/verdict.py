@@ -642,21 +642,35 @@ def _busier(old: Case, new: Case) -> tuple[str, float, str] | None:
 
 
 def _cpu_unlike(old: Case, new: Case) -> str:
-    """Why the two sides' cpu figures are not the same quantity, or "". A run saved before the
-    probe took its own CPU off (no `probe_cpu_per_sample`) counted its watchdog thread and lag
-    ticks in, ~25 ms a second of wall time: against a run without them, cpu would read as an
-    improvement the code never made."""
-    older = [
-        side
-        for side, case in (("the baseline", old), ("this run", new))
-        if "probe_cpu_per_sample" not in case.record
-    ]
-    if len(older) != 1:
+    """Why the two sides' cpu figures are not the same quantity, or "": they were reckoned
+    by different methods (`limits.CPU_METHOD`). A run saved before the probe took its own
+    CPU off (no `probe_cpu_per_sample`) counted its watchdog thread and lag ticks in, ~25 ms
+    a second of wall time; one saved before `cpu_method` was recorded left the server's own
+    timers in, ~0.5 ms a second: against a run without them, cpu would read as an
+    improvement the code never made, or hide a regression."""
+    methods = {
+        side: _cpu_method(case.record) for side, case in (("the baseline", old), ("this run", new))
+    }
+    if len(set(methods.values())) == 1:
         return ""
-    return (
-        f"{older[0]} was saved by an older pytest-fanout, whose cpu held the probe's own CPU"
-        " (its watchdog and lag ticks): save it again to compare cpu"
+    older = min(methods, key=lambda side: methods[side])
+    held = (
+        "the probe's own CPU (its watchdog and lag ticks)"
+        if methods[older] == 0
+        else "the server's own timers (about 0.5 ms a second of wall time)"
     )
+    return (
+        f"{older} was saved by an older pytest-fanout, whose cpu held {held}:"
+        " save it again to compare cpu"
+    )
+
+
+def _cpu_method(record: dict[str, Any]) -> int:
+    """The record's `cpu_method`; 0 or 1 for one saved before it was recorded."""
+    method = record.get("cpu_method")
+    if isinstance(method, int) and not isinstance(method, bool):
+        return method
+    return 1 if "probe_cpu_per_sample" in record else 0
 
 
 def _without_machine(case: Case, per_cpu: float) -> Case:

@@ -35,16 +35,20 @@ TICK_S = 0.005
 #: Idle ticks kept to price one (the latest), and how many it takes before a price holds.
 IDLE_TICKS = 256
 MIN_IDLE_TICKS = 16
-#: An idle tick that cost more than this many times their median held something else (a
-#: garbage collection, the server's own timer): left out of the price.
-IDLE_OUTLIER = 2.0
+#: A tick that cost more than this many times the idle one (the median of the idle ticks
+#: for the idle price; the idle price for a sample's own) also ran something else: a
+#: garbage collection, or the app's work (a wave's answers), left out of the price. What
+#: the loop does on its own between requests stays in: the server's timers (uvicorn's
+#: wakes ten times a second; its ticks cost 1.5 to 2.8 times a bare one here). With them
+#: left out (at 1.5 and 2 times), their share stayed in the app's CPU, about 0.5 ms a
+#: second, so the same code read more the longer it waited on upstreams.
+TICK_OUTLIER = 3.0
 #: The longest `GET PROBE_PATH?price=1` waits for MIN_IDLE_TICKS new idle ticks.
 PRICE_WAIT_S = 1.0
-#: A sample's own quiet ticks (no request began or ended) that cost at most this many times
-#: the idle price did nothing but tick; with at least MIN_OWN_TICKS of them, their mean
-#: prices the sample's ticks (a long wait on upstreams: its ticks cost less than the idle
-#: price taken right after a request, ~70 against ~88 us here), else the idle price does.
-CLEAN_TICK = 1.5
+#: A sample's own quiet ticks (no request began or ended), those within TICK_OUTLIER of the
+#: idle price: with at least MIN_OWN_TICKS of them, their mean prices the sample's ticks (a
+#: long wait on upstreams: its ticks cost less than the idle price taken right after a
+#: request, ~70 against ~88 us here), else the idle price does.
 MIN_OWN_TICKS = 8
 #: A sample's quiet ticks kept (a sample of a minute has 12,000): the first ones.
 OWN_TICKS = 4096
@@ -210,19 +214,19 @@ class LoopProbe:
         idle = self._idle_ticks
         if len(idle) < MIN_IDLE_TICKS:
             return None
-        limit = statistics.median(idle) * IDLE_OUTLIER
+        limit = statistics.median(idle) * TICK_OUTLIER
         return statistics.fmean(cost for cost in idle if cost <= limit)
 
     def sample_tick_price_s(self) -> float | None:
         """The price of this sample's ticks: the mean of its own clean ticks (quiet, at most
-        CLEAN_TICK times the idle price) when it has MIN_OWN_TICKS of them, else the idle
+        TICK_OUTLIER times the idle price) when it has MIN_OWN_TICKS of them, else the idle
         price (`tick_price_s`); None without one. A tick of a fan-out's waves that also ran
         the app's work costs more than that and is left out; one that ran under
-        (CLEAN_TICK - 1) idle prices of work with it is taken for a tick."""
+        (TICK_OUTLIER - 1) idle prices of work with it is taken for a tick."""
         idle = self.tick_price_s()
         if idle is None:
             return None
-        clean = [cost for cost in self._own_ticks if cost <= idle * CLEAN_TICK]
+        clean = [cost for cost in self._own_ticks if cost <= idle * TICK_OUTLIER]
         return statistics.fmean(clean) if len(clean) >= MIN_OWN_TICKS else idle
 
     async def _take_price(self) -> None:

@@ -218,15 +218,43 @@ def test_a_baseline_whose_cpu_held_the_probes_own_is_not_compared_on_cpu() -> No
     ~25 ms more a second of wall time: against today's figure, a false improvement."""
     paths = ("/async/10",)
     old = Run.from_measurements([measured(p, 0.0300, 20, i) for i, p in enumerate(paths)])
-    for case in old.cases:
-        del case.record["probe_cpu_per_sample"]
+    for case in old.cases:  # as it was saved then: neither field
+        del case.record["probe_cpu_per_sample"], case.record["cpu_method"]
     head = Run.from_measurements([measured(p, 0.0040, 20, 10 + i) for i, p in enumerate(paths)])
     for v in compare_runs(old, head, AB, same_machine=True).verdicts:
         cpu = next(c for c in v.changes if c.rule.metric.name == "cpu")
         assert not cpu.gated and not cpu.improved
         assert cpu.unjudged.startswith("the baseline was saved by an older pytest-fanout")
+        assert "the probe's own CPU" in cpu.unjudged
         assert v.verdict != "improvement" and "not gated: cpu" in v.shown_verdict
     # Both sides of one kind compare as before: a 7.5x fall is an improvement.
     again = Run.from_measurements([measured(p, 0.0300, 20, i) for i, p in enumerate(paths)])
     verdict = compare_runs(again, head, AB, same_machine=True).verdicts[0]
     assert verdict.verdict == "improvement"
+
+
+def test_a_baseline_whose_cpu_held_the_servers_timers_is_not_compared_on_cpu() -> None:
+    """A run saved before `cpu_method` was recorded (method 1) left the server's own timers
+    in its cpu, ~0.5 ms a second of wall time: either way round, cpu is not compared."""
+    from pytest_fanout.limits import CPU_METHOD
+
+    old = Run.from_measurements([measured("/async/10", 0.0045, 20, 1)])
+    del old.cases[0].record["cpu_method"]  # saved then: probe_cpu_per_sample, no method
+    new = Run.from_measurements([measured("/async/10", 0.0040, 20, 2)])
+    assert new.cases[0].record["cpu_method"] == CPU_METHOD
+    for base, head, side in ((old, new, "the baseline"), (new, old, "this run")):
+        verdict = compare_runs(base, head, AB, same_machine=True).verdicts[0]
+        cpu = next(c for c in verdict.changes if c.rule.metric.name == "cpu")
+        assert not cpu.gated and not cpu.improved and not cpu.regressed
+        assert cpu.unjudged == (
+            f"{side} was saved by an older pytest-fanout, whose cpu held the server's own"
+            " timers (about 0.5 ms a second of wall time): save it again to compare cpu"
+        )
+    # Two runs of this method compare as ever.
+    again = Run.from_measurements([measured("/async/10", 0.0045, 20, 3)])
+    cpu = next(
+        c
+        for c in compare_runs(again, new, AB, same_machine=True).verdicts[0].changes
+        if c.rule.metric.name == "cpu"
+    )
+    assert cpu.gated

@@ -44,20 +44,31 @@ def test_no_price_before_enough_idle_ticks() -> None:
 
 def test_an_idle_tick_that_held_something_else_is_left_out() -> None:
     probe = LoopProbe(_nothing)
-    # 30 ticks of 100 us and two that also ran a collection or the server's own timer.
-    probe._idle_ticks.extend([0.0001] * 30 + [0.0009, 0.0030])
+    # 30 ticks of 100 us and two that also ran a collection (3.1 and 30 times a tick).
+    probe._idle_ticks.extend([0.0001] * 30 + [0.00031, 0.0030])
     assert probe.tick_price_s() == pytest.approx(0.0001)
+
+
+def test_the_servers_own_timer_is_in_the_price() -> None:
+    """uvicorn wakes ten times a second on its own: one tick in twenty also ran its timer
+    (2.5 times a tick here). That is the loop's cost between requests, not a request's:
+    in the price, it comes off every sample in proportion to its length."""
+    probe = LoopProbe(_nothing)
+    probe._idle_ticks.extend(([0.0001] * 19 + [0.00025]) * 2)
+    assert probe.tick_price_s() == pytest.approx((19 * 0.0001 + 0.00025) / 20)
+    probe._own_ticks = ([0.00008] * 19 + [0.0002]) * 2
+    assert probe.sample_tick_price_s() == pytest.approx((19 * 0.00008 + 0.0002) / 20)
 
 
 def test_a_sample_with_enough_clean_ticks_of_its_own_is_priced_by_them() -> None:
     probe = LoopProbe(_nothing)
     probe._idle_ticks.extend([0.0001] * MIN_IDLE_TICKS)  # taken right after a request
     # A long wait on upstreams: its ticks cost 80 us; the wave's ticks that ran the app's
-    # work with them (300 us) are not ticks' cost.
-    probe._own_ticks = [0.00008] * MIN_OWN_TICKS + [0.0003] * 3
+    # work with them (310 us, over 3 idle ticks) are not ticks' cost.
+    probe._own_ticks = [0.00008] * MIN_OWN_TICKS + [0.00031] * 3
     assert probe.sample_tick_price_s() == pytest.approx(0.00008)
     # Too few of its own (a short sample, a path of waves 10 ms apart): the idle price.
-    probe._own_ticks = [0.00008] * (MIN_OWN_TICKS - 1) + [0.0003] * 9
+    probe._own_ticks = [0.00008] * (MIN_OWN_TICKS - 1) + [0.00031] * 9
     assert probe.sample_tick_price_s() == pytest.approx(0.0001)
     # No idle price yet: nothing to tell a clean tick by.
     assert LoopProbe(_nothing).sample_tick_price_s() is None
