@@ -63,6 +63,8 @@ class MeasurementRecord(_Open):
     upstream_delay_s: Seconds | None = None
     upstream_jitter_s: Seconds = 0.0
     app_cpu_per_sample: list[Seconds] = []
+    #: How app_cpu_per_sample was reckoned (`limits.CPU_METHOD`); absent in older files.
+    cpu_method: Count | None = None
     #: Per sample, the app's wait for a CPU (None: not known); absent in older files.
     app_wait_per_sample: list[Seconds | None] = []
     loop_lag_per_sample: list[Annotated[float, Field(allow_inf_nan=False)]] = []

@@ -9,7 +9,7 @@ import statistics
 
 import httpx2
 
-from pytest_fanout.limits import Behaviour
+from pytest_fanout.limits import CPU_METHOD, Behaviour
 from pytest_fanout.measure import measure
 from pytest_fanout.measurement import Request
 from pytest_fanout.servers.process import tls_context
@@ -32,6 +32,7 @@ def _cpu_per_request(delay_ms: int) -> tuple[float, float]:
             upstreams=stack.upstreams,
         )
     assert m.upstream_requests == 10
+    assert m.cpu_method == CPU_METHOD  # saved with the run: the gate compares one method
     return statistics.median(m.app_cpu_per_sample), statistics.median(m.probe_cpu_per_sample)
 
 

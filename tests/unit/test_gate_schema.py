@@ -49,6 +49,9 @@ def valid(record: dict | None = None) -> dict:
         # Every held probe's structure (`held_probes=`): counts, like `structure`'s.
         ({"structures": "x"}, "structures: Input should be a valid list"),
         ({"structures": [{"meteo": [-1]}]}, "greater than or equal"),
+        # How the cpu was reckoned: a count, or the gate could not tell two methods apart.
+        ({"cpu_method": "2"}, "cpu_method: Input should be a valid integer"),
+        ({"cpu_method": -1}, "cpu_method: Input should be greater than or equal to 0"),
     ],
 )
 def test_a_record_of_the_wrong_shape_is_one_line(
