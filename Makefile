@@ -49,6 +49,7 @@ patterns: install
 ## run's 17,000 files beside the burners, in 40-57 s of its 100 (2026-12-06).
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check --quiet .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m tests.under_load --burners 0 -- \
 		$(BIN)/python -m pytest -n 4 --maxschedchunk=1 -p no:faker --durations=15 \
