@@ -666,9 +666,10 @@ def _cpu_unlike(old: Case, new: Case) -> str:
 
 
 def _cpu_method(record: dict[str, Any]) -> int:
-    """The record's `cpu_method`; 0 or 1 for one saved before it was recorded."""
+    """The record's `cpu_method` (a count: the schema checked it), or 0 or 1 for one saved
+    before it was recorded."""
     method = record.get("cpu_method")
-    if isinstance(method, int) and not isinstance(method, bool):
+    if method is not None:
         return method
     return 1 if "probe_cpu_per_sample" in record else 0
 
